@@ -1,0 +1,132 @@
+//! The event channel loop: P-GET, hand the batch's events to the scripts, follow `next`
+//! (PROTOCOL.md §4), and recover from every failure the pool or the network can produce.
+//!
+//! | what happens                          | what the loop does                                         |
+//! |---------------------------------------|------------------------------------------------------------|
+//! | 200 with `next`                        | deliver the events, follow `next` (acknowledges the batch)  |
+//! | 200 with `resync` / `resume`           | deliver any events, tell scripts (`agent`/`resync`), follow |
+//! | 200 that is not a batch (bad JSON…)    | log, back off, poll the same ack again                     |
+//! | 409 PGetReplaced                       | log (another poll exists), back off, same ack again        |
+//! | 404 / 410                              | the application is gone: end with `ApplicationGone`        |
+//! | 401 (after the session's one retry)    | back off, same ack again (the session signs in anew)       |
+//! | 5xx, 429, reset, timeout               | back off (honouring `Retry-After`), same ack again          |
+//!
+//! Events are handed over (queued per script) before the next P-GET is sent; handlers run in
+//! the scripts' own tasks, so a slow handler never holds the channel.
+
+use super::backoff::Backoff;
+use super::sink::EventSink;
+use crate::ucwa::{batch, Continuation, Session, UcwaError};
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why the channel loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChannelEnd {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// The application is gone (404/410, or the server pointed the channel off the pool).
+    ApplicationGone,
+}
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings {
+    /// UCWA's `timeout` query parameter: how long the server may hold each P-GET.
+    pub poll_timeout: Duration,
+    /// The cap of the exponential backoff.
+    pub max_backoff: Duration,
+}
+
+/// The client's HTTP timeout is longer than the time it asks the server to hold the request.
+fn http_timeout(poll_timeout: Duration) -> Duration {
+    poll_timeout + Duration::from_secs(30)
+}
+
+/// Adds `timeout=` to a server-given href with a URL builder, keeping the server's parameters.
+fn with_timeout(href: &str, session: &Session, poll_timeout: Duration) -> Result<String, UcwaError> {
+    let mut url = session.origin().resolve(href)?;
+    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "timeout").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.query_pairs_mut().clear().extend_pairs(kept).append_pair("timeout", &poll_timeout.as_secs().to_string());
+    Ok(url.to_string())
+}
+
+/// Polls from `href` until shutdown or until the application is gone.
+pub async fn run(
+    session: &Session,
+    mut href: String,
+    settings: &ChannelSettings,
+    sink: &mut EventSink,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<ChannelEnd, UcwaError> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), settings.max_backoff);
+    loop {
+        if *stop.borrow() {
+            return Ok(ChannelEnd::Shutdown);
+        }
+        let url = match with_timeout(&href, session, settings.poll_timeout) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "the event channel link leaves the pool; creating a new application");
+                return Ok(ChannelEnd::ApplicationGone);
+            }
+        };
+        let sent = session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout)));
+        let reply = tokio::select! {
+            r = sent => r,
+            _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
+        };
+        let retry_after = match reply {
+            Ok(reply) if reply.status == 200 => match batch::parse(&reply.body, session.origin()) {
+                Ok(b) => {
+                    backoff.reset();
+                    sink.deliver(b.events);
+                    href = match b.continuation {
+                        Continuation::Next(h) => h,
+                        Continuation::Resync(h) => {
+                            tracing::warn!(href = %h, "event channel resync: events may have been missed");
+                            sink.synthetic("resync", json!({"reason": "resync"}));
+                            h
+                        }
+                        Continuation::Resume(h) => {
+                            tracing::warn!(href = %h, "event channel resume: the server reset this application's state");
+                            sink.synthetic("resync", json!({"reason": "resume"}));
+                            h
+                        }
+                    };
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(href = %href, %error, "malformed event-channel reply; polling the same ack again");
+                    None
+                }
+            },
+            Ok(reply) => {
+                let e = crate::ucwa::session::status_error(&Method::GET, &url, &reply);
+                if e.application_gone() {
+                    tracing::warn!(error = %e, "the application is gone");
+                    return Ok(ChannelEnd::ApplicationGone);
+                }
+                if e.status() == Some(409) {
+                    tracing::warn!(error = %e, "our pending GET was replaced: another client may be using this application");
+                } else {
+                    tracing::warn!(error = %e, "event channel request failed; retrying the same ack");
+                }
+                e.retry_after()
+            }
+            Err(e @ UcwaError::SignIn(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "event channel request failed; retrying the same ack");
+                None
+            }
+        };
+        let delay = backoff.next_delay(retry_after);
+        tracing::debug!(delay_ms = delay.as_millis() as u64, attempt = backoff.attempt(), "backing off");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
+        }
+    }
+}

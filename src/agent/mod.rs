@@ -1,0 +1,246 @@
+//! The agent: sign in, create the application, keep it alive, poll its event channel, and hand
+//! every event to the scripts, recovering from failures until shut down.
+
+pub mod backoff;
+pub mod channel;
+pub mod sink;
+
+use crate::config::{Config, Discover};
+use crate::script::{watch_dir, Limits, ScriptHost};
+use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
+use crate::ucwa::application::{self, Application};
+use crate::ucwa::signin::sign_in;
+use crate::ucwa::{session::http_client, Credentials, Secret, Session, UcwaError};
+use backoff::Backoff;
+use channel::{ChannelEnd, ChannelSettings};
+use serde_json::json;
+use sink::EventSink;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use url::Url;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{file}: `auth.password_env`: the environment variable `{var}` is not set (it must hold the password)")]
+    PasswordMissing { file: String, var: String },
+    #[error("{file}: `scripts.dir`: cannot read {dir}: {source}")]
+    ScriptsDir { file: String, dir: String, source: std::io::Error },
+    #[error("cannot start the embedded simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error("cannot watch the scripts directory {dir}: {source}")]
+    Watch { dir: String, source: notify::Error },
+}
+
+/// How long running handlers may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A configured agent, scripts loaded, not yet signed in.
+pub struct Agent {
+    config: Config,
+    host: ScriptHost,
+    discover: Url,
+    credentials: Credentials,
+    /// The in-process simulator of `discover = "embedded"`; it lives as long as the agent.
+    simulator: Option<Simulator>,
+    watcher: Option<crate::script::watch::WatchHandle>,
+}
+
+impl Agent {
+    /// Checks the configuration, starts the embedded simulator if asked, loads the scripts.
+    /// Scripts that fail to load are logged and skipped; the agent starts anyway.
+    pub async fn start(config: Config) -> Result<Agent, StartError> {
+        let file = config.path.display().to_string();
+        let (discover, credentials, simulator) = match config.discover()? {
+            Discover::Embedded => {
+                let sim = Simulator::start(config.embedded_simulator(), ([127, 0, 0, 1], 0).into())
+                    .await
+                    .map_err(StartError::Simulator)?;
+                let url = Url::parse(&sim.discovery_url()).expect("the simulator's URL parses");
+                let creds = match &config.auth {
+                    Some(a) => credentials_from_env(&file, &a.username, &a.password_env)?,
+                    None => Credentials { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) },
+                };
+                (url, creds, Some(sim))
+            }
+            Discover::Url(url) => {
+                let auth = config.auth.as_ref().expect("checked by Config::check");
+                (url, credentials_from_env(&file, &auth.username, &auth.password_env)?, None)
+            }
+        };
+        let limits = Limits {
+            memory_bytes: (config.scripts.memory_limit_mb as usize) << 20,
+            instructions: config.scripts.instruction_limit,
+            handler_timeout: config.handler_timeout(),
+        };
+        let dir = config.scripts_dir();
+        let host = ScriptHost::new(dir.clone(), limits);
+        let failed = host.load_dir().await.map_err(|source| StartError::ScriptsDir {
+            file: file.clone(),
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        tracing::info!(dir = %dir.display(), loaded = host.scripts().len(), failed = failed.len(), "scripts loaded");
+        let watcher = if config.scripts.watch {
+            let debounce = Duration::from_millis(config.scripts.reload_debounce_ms);
+            Some(watch_dir(host.clone(), debounce).map_err(|source| StartError::Watch { dir: dir.display().to_string(), source })?)
+        } else {
+            None
+        };
+        Ok(Agent { config, host, discover, credentials, simulator, watcher })
+    }
+
+    /// The scripts (subscribe to their output, load more).
+    pub fn scripts(&self) -> &ScriptHost {
+        &self.host
+    }
+
+    /// The embedded simulator, when `discover = "embedded"`.
+    pub fn simulator(&self) -> Option<&Simulator> {
+        self.simulator.as_ref()
+    }
+
+    /// Runs until `shutdown` completes: then stops polling, lets handlers finish (bounded) and
+    /// deletes the application.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (stop_tx, mut stop) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let http = http_client();
+        let settings = ChannelSettings {
+            poll_timeout: Duration::from_secs(self.config.server.poll_timeout_secs),
+            max_backoff: Duration::from_secs(self.config.server.max_backoff_secs),
+        };
+        let mut sink = EventSink::new(self.host.clone());
+        let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
+        'sign_in: while !*stop.borrow() {
+            let signed = tokio::select! {
+                r = sign_in(&http, &self.discover, &self.credentials) => r,
+                _ = stop.changed() => break,
+            };
+            let signed = match signed {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::error!(%error, discover = %self.discover, "sign-in failed; retrying");
+                    if !pause(&mut backoff, error.retry_after(), &mut stop).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let session = signed.session;
+            tracing::info!(pool = session.origin().as_str(), user = %self.credentials.username, "signed in");
+            loop {
+                let app = tokio::select! {
+                    r = self.open_application(&session, &signed.applications_href) => r,
+                    _ = stop.changed() => break 'sign_in,
+                };
+                let app = match app {
+                    Ok(app) => app,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot create the application; retrying");
+                        if !pause(&mut backoff, error.retry_after(), &mut stop).await {
+                            break 'sign_in;
+                        }
+                        if matches!(error, UcwaError::SignIn(_)) {
+                            continue 'sign_in;
+                        }
+                        continue;
+                    }
+                };
+                backoff.reset();
+                sink.set_agent_href(session.origin().absolute(&app.self_href));
+                sink.synthetic("signedIn", json!({"application": session.origin().absolute(&app.self_href)}));
+                let keepalive = spawn_keepalive(session.clone(), app.clone(), self.config.server.keepalive_secs);
+                let end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop).await;
+                keepalive.abort();
+                match end {
+                    Ok(ChannelEnd::Shutdown) => {
+                        let deleted = tokio::time::timeout(Duration::from_secs(5), application::delete(&session, &app)).await;
+                        match deleted {
+                            Ok(Ok(())) => tracing::info!(application = %app.self_href, "application deleted"),
+                            Ok(Err(error)) => tracing::warn!(%error, "could not delete the application"),
+                            Err(_) => tracing::warn!("deleting the application timed out"),
+                        }
+                        sink.synthetic("signedOut", json!({"reason": "shutdown"}));
+                        break 'sign_in;
+                    }
+                    Ok(ChannelEnd::ApplicationGone) => {
+                        tracing::warn!("creating a new application; scripts get a resync event");
+                        sink.synthetic("resync", json!({"reason": "application gone"}));
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "signed out; signing in again");
+                        sink.synthetic("signedOut", json!({"reason": error.to_string()}));
+                        continue 'sign_in;
+                    }
+                }
+            }
+        }
+        self.host.shutdown(SHUTDOWN_GRACE).await;
+        drop(self.watcher);
+        if let Some(sim) = self.simulator {
+            sim.shutdown().await;
+        }
+        tracing::info!("agent stopped");
+    }
+
+    /// Creates (or re-attaches to) the application and makes it available for calls.
+    async fn open_application(&self, session: &Session, applications_href: &str) -> Result<Application, UcwaError> {
+        let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(&self.credentials.username));
+        let app = application::create(session, applications_href, &self.config.server.user_agent, &endpoint).await?;
+        let app = application::make_me_available(session, &app, &self.config.server.modalities).await?;
+        tracing::info!(application = %app.self_href, endpoint_id = %endpoint, "application ready");
+        Ok(app)
+    }
+}
+
+/// Waits out a backoff delay; false if shutdown came first.
+async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
+    let delay = backoff.next_delay(retry_after);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.changed() => false,
+    }
+}
+
+/// reportMyActivity every `secs` seconds while the application lives.
+fn spawn_keepalive(session: Arc<Session>, app: Application, secs: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; makeMeAvailable just counted as activity
+        loop {
+            tick.tick().await;
+            match application::report_activity(&session, &app).await {
+                Ok(()) => tracing::debug!("reportMyActivity sent"),
+                Err(error) => tracing::warn!(%error, "reportMyActivity failed"),
+            }
+        }
+    })
+}
+
+fn credentials_from_env(file: &str, username: &str, var: &str) -> Result<Credentials, StartError> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Ok(Credentials { username: username.to_string(), password: Secret::new(p) }),
+        _ => Err(StartError::PasswordMissing { file: file.to_string(), var: var.to_string() }),
+    }
+}
+
+/// A GUID-shaped EndpointId derived from the user name, so a restart finds the same application.
+pub fn endpoint_id_for(username: &str) -> String {
+    // FNV-1a, 128 bits: stable across builds and platforms (unlike std's hasher).
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in username.to_ascii_lowercase().bytes().chain(*b"ucwa-agent") {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    let x = format!("{h:032x}");
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}

@@ -1,0 +1,297 @@
+//! `config.toml`: what the agent reads at start. Every key is documented in README.md; a bad
+//! file stops the agent with the file, the key and what was expected.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub scripts: ScriptsConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub simulator: SimulatorConfig,
+    /// Where the file was read from; relative paths in it are relative to its folder.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `"embedded"` (start the simulator in-process) or a pool's discovery URL.
+    pub discover: String,
+    /// Seconds the server may hold each event-channel request (UCWA's `timeout`, 180–1800).
+    pub poll_timeout_secs: u64,
+    /// Seconds between reportMyActivity calls (UCWA asks for at least one every 4 minutes).
+    pub keepalive_secs: u64,
+    /// The longest wait between two retries after a failure.
+    pub max_backoff_secs: u64,
+    /// The `UserAgent` of the application (at most 100 characters).
+    pub user_agent: String,
+    /// The application's `EndpointId`; default: one derived from the user name, stable across restarts.
+    pub endpoint_id: Option<String>,
+    /// Modalities announced by makeMeAvailable.
+    pub modalities: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            discover: "embedded".into(),
+            poll_timeout_secs: 180,
+            keepalive_secs: 180,
+            max_backoff_secs: 30,
+            user_agent: concat!("ucwa-agent/", env!("CARGO_PKG_VERSION")).into(),
+            endpoint_id: None,
+            modalities: vec!["Messaging".into(), "Audio".into(), "Video".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// MsRtcOAuth password grant (Skype for Business Server on-premises).
+    Password,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub kind: AuthKind,
+    pub username: String,
+    /// The environment variable that holds the password (never the password itself).
+    pub password_env: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsConfig {
+    pub dir: PathBuf,
+    /// Memory limit of each script's Lua state, in MiB.
+    pub memory_limit_mb: u64,
+    /// Lua VM instructions one handler call may run.
+    pub instruction_limit: u64,
+    /// Wall-clock limit of one handler call, in milliseconds.
+    pub handler_timeout_ms: u64,
+    /// How long the directory must be quiet before changed scripts are reloaded.
+    pub reload_debounce_ms: u64,
+    /// Hot reload on file changes.
+    pub watch: bool,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            dir: "scripts".into(),
+            memory_limit_mb: 64,
+            instruction_limit: 50_000_000,
+            handler_timeout_ms: 10_000,
+            reload_debounce_ms: 100,
+            watch: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { dir: "state".into() }
+    }
+}
+
+/// Used only with `discover = "embedded"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorConfig {
+    pub calls_per_minute: f64,
+    pub ring_secs: f64,
+    pub call_duration_secs: f64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig { calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
+    }
+}
+
+/// Where the agent talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discover {
+    /// The simulator, started in-process on an ephemeral loopback port.
+    Embedded,
+    /// A discovery URL (checked: https, or http on a loopback host).
+    Url(url::Url),
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text that was read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        config.path = path.to_path_buf();
+        config.check()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), key, message: message.into() }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let discover = self.discover()?;
+        if discover != Discover::Embedded && self.auth.is_none() {
+            return Err(self.invalid("auth", "an [auth] table is required when server.discover is a pool URL"));
+        }
+        if let Some(auth) = &self.auth {
+            if auth.username.trim().is_empty() {
+                return Err(self.invalid("auth.username", "expected a user name such as \"alice@contoso.com\""));
+            }
+            if auth.password_env.trim().is_empty() {
+                return Err(self.invalid("auth.password_env", "expected the name of an environment variable"));
+            }
+        }
+        let s = &self.server;
+        if !(180..=1800).contains(&s.poll_timeout_secs) {
+            return Err(self.invalid("server.poll_timeout_secs", format!("expected 180 to 1800 seconds, got {}", s.poll_timeout_secs)));
+        }
+        if !(10..=240).contains(&s.keepalive_secs) {
+            return Err(self.invalid("server.keepalive_secs", format!("expected 10 to 240 seconds, got {}", s.keepalive_secs)));
+        }
+        if s.max_backoff_secs == 0 {
+            return Err(self.invalid("server.max_backoff_secs", "expected at least 1 second"));
+        }
+        if s.user_agent.is_empty() || s.user_agent.len() > 100 {
+            return Err(self.invalid("server.user_agent", "expected 1 to 100 characters"));
+        }
+        let sc = &self.scripts;
+        if sc.memory_limit_mb < 1 {
+            return Err(self.invalid("scripts.memory_limit_mb", "expected at least 1 MiB"));
+        }
+        if sc.instruction_limit < 1000 {
+            return Err(self.invalid("scripts.instruction_limit", "expected at least 1000 instructions"));
+        }
+        if sc.handler_timeout_ms < 1 {
+            return Err(self.invalid("scripts.handler_timeout_ms", "expected at least 1 millisecond"));
+        }
+        let sim = &self.simulator;
+        if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 6000.0) {
+            return Err(self.invalid("simulator.calls_per_minute", "expected 0 to 6000"));
+        }
+        if !(sim.ring_secs >= 0.0 && sim.ring_secs <= 300.0) {
+            return Err(self.invalid("simulator.ring_secs", "expected 0 to 300 seconds"));
+        }
+        if !(sim.call_duration_secs >= 0.0 && sim.call_duration_secs <= 86_400.0) {
+            return Err(self.invalid("simulator.call_duration_secs", "expected 0 to 86400 seconds"));
+        }
+        Ok(())
+    }
+
+    /// `server.discover`, checked: plain http is allowed only to a loopback host.
+    pub fn discover(&self) -> Result<Discover, ConfigError> {
+        let raw = self.server.discover.trim();
+        if raw.eq_ignore_ascii_case("embedded") {
+            return Ok(Discover::Embedded);
+        }
+        let url = url::Url::parse(raw).map_err(|e| {
+            self.invalid("server.discover", format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})"))
+        })?;
+        match url.scheme() {
+            "https" => Ok(Discover::Url(url)),
+            "http" if crate::ucwa::origin::is_loopback(&url) => Ok(Discover::Url(url)),
+            "http" => Err(self.invalid("server.discover", "plain http:// is refused except to a loopback host; use https://")),
+            other => Err(self.invalid("server.discover", format!("expected an https:// URL, got scheme `{other}`"))),
+        }
+    }
+
+    /// A path from the file, made absolute against the file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        let base = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        base.join(p)
+    }
+
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.resolve(&self.scripts.dir)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve(&self.state.dir)
+    }
+
+    pub fn handler_timeout(&self) -> Duration {
+        Duration::from_millis(self.scripts.handler_timeout_ms)
+    }
+
+    /// The simulator settings `discover = "embedded"` runs with.
+    pub fn embedded_simulator(&self) -> crate::sim::SimConfig {
+        crate::sim::SimConfig {
+            calls_per_minute: self.simulator.calls_per_minute,
+            ring_time: Duration::from_secs_f64(self.simulator.ring_secs),
+            call_duration: Duration::from_secs_f64(self.simulator.call_duration_secs),
+            ..crate::sim::SimConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/ucwa/config.toml"))
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_demo() {
+        let c = parse("").unwrap();
+        assert_eq!(c.discover().unwrap(), Discover::Embedded);
+        assert_eq!(c.scripts_dir(), PathBuf::from("/etc/ucwa/scripts"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = parse("[server]\npoll_timeout_secs = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/ucwa/config.toml") && e.contains("poll_timeout_secs") && e.contains("line 2"), "{e}");
+        let e = parse("[scripts]\ndri = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `dri`"), "{e}");
+        let e = parse("[server]\ndiscover = \"http://pool.contoso.com/\"\n[auth]\nkind=\"password\"\nusername=\"a\"\npassword_env=\"P\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`server.discover`") && e.contains("loopback"), "{e}");
+        let e = parse("[server]\ndiscover = \"https://pool.contoso.com/\"\n").unwrap_err().to_string();
+        assert!(e.contains("`auth`"), "{e}");
+    }
+}

@@ -1,0 +1,17 @@
+//! ucwa-agent: a headless automation agent for Skype for Business Server 2015's UCWA, running
+//! user-written Lua scripts on event-channel events, with a built-in UCWA simulator.
+//!
+//! Layout:
+//! - `config`: `config.toml`, checked, with errors that name the key.
+//! - `ucwa`: the client side of the protocol: origin, sign-in, session, application, batches.
+//! - `agent`: the run loop: sign-in, application, keep-alive, event channel, recovery.
+//! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
+//! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
+//!
+//! `docs/ARCHITECTURE.md` has the data flow from HTTP bytes to a Lua handler.
+
+pub mod agent;
+pub mod config;
+pub mod script;
+pub mod sim;
+pub mod ucwa;

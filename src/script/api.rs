@@ -1,0 +1,203 @@
+//! The `agent` table scripts see. Usage from Lua:
+//!
+//! ```lua
+//! local h = agent.on("audioVideoSession", "added", function(e) agent.log.info("call started", {href = e.href}) end)
+//! agent.on("*", function(e) end)          -- every event
+//! h:off()                                  -- unsubscribe
+//! agent.log.warn("message", {key = "value"})
+//! local s = agent.json.encode({a = 1}); local t = agent.json.decode(s)
+//! agent.now()                              -- milliseconds since the Unix epoch
+//! agent.script.name, agent.script.version
+//! ```
+
+use super::host::ScriptOutput;
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// One `agent.on` subscription; the host owns it (no garbage-collection surprises).
+#[derive(Clone)]
+pub(crate) struct Sub {
+    pub id: u64,
+    /// `link.rel` to match, or `*`.
+    pub rel: String,
+    /// `type` to match; `None` = every type.
+    pub kind: Option<String>,
+    pub func: Function,
+}
+
+impl Sub {
+    pub(crate) fn matches(&self, rel: &str, kind: &str) -> bool {
+        (self.rel == "*" || self.rel == rel) && self.kind.as_deref().is_none_or(|k| k == kind)
+    }
+}
+
+/// A script's subscriptions, in registration order (kept in the state's app data).
+#[derive(Default)]
+pub(crate) struct Subscriptions {
+    list: Mutex<Vec<Sub>>,
+    ids: AtomicU64,
+}
+
+impl Subscriptions {
+    /// The handlers for an event, in registration order.
+    pub(crate) fn matching(&self, rel: &str, kind: &str) -> Vec<Sub> {
+        self.list.lock().expect("subscriptions lock").iter().filter(|s| s.matches(rel, kind)).cloned().collect()
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.list.lock().expect("subscriptions lock").len()
+    }
+
+    fn add(&self, rel: String, kind: Option<String>, func: Function) -> u64 {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
+        self.list.lock().expect("subscriptions lock").push(Sub { id, rel, kind, func });
+        id
+    }
+
+    fn remove(&self, id: u64) -> bool {
+        let mut list = self.list.lock().expect("subscriptions lock");
+        let before = list.len();
+        list.retain(|s| s.id != id);
+        list.len() != before
+    }
+}
+
+/// Who the script is, for its log lines and `agent.script`.
+#[derive(Clone)]
+pub(crate) struct ScriptCtx {
+    pub name: Arc<str>,
+    pub version: u64,
+    pub output: broadcast::Sender<ScriptOutput>,
+}
+
+/// Installs the `agent` table (and `print`, which logs at info).
+pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
+    lua.set_app_data(Subscriptions::default());
+    let agent = lua.create_table()?;
+    agent.set("on", on_fn(lua)?)?;
+    agent.set("log", log_table(lua, ctx)?)?;
+    agent.set("json", json_table(lua)?)?;
+    agent.set(
+        "now",
+        lua.create_function(|_, ()| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Ok(now.as_millis() as i64)
+        })?,
+    )?;
+    let script = lua.create_table()?;
+    script.set("name", &*ctx.name)?;
+    script.set("version", ctx.version)?;
+    agent.set("script", script)?;
+    let globals = lua.globals();
+    globals.set("print", print_fn(lua, ctx)?)?;
+    globals.set("agent", agent)?;
+    Ok(())
+}
+
+/// `agent.on(rel, [type,] handler)` → a handle with `:off()`.
+fn on_fn(lua: &Lua) -> mlua::Result<Function> {
+    let handle_mt = lua.create_table()?;
+    let off = lua.create_function(|lua, this: Table| {
+        let id: u64 = this.get("id")?;
+        Ok(lua.app_data_ref::<Subscriptions>().is_some_and(|s| s.remove(id)))
+    })?;
+    let methods = lua.create_table()?;
+    methods.set("off", off)?;
+    handle_mt.set("__index", methods)?;
+    lua.create_function(move |lua, (rel, a, b): (Value, Value, Value)| {
+        const USAGE: &str = "agent.on(rel, [type,] handler): ";
+        let rel = match rel {
+            Value::String(s) => s.to_str()?.to_string(),
+            other => return Err(mlua::Error::runtime(format!("{USAGE}rel must be a string, got {}", other.type_name()))),
+        };
+        let (kind, func) = match (a, b) {
+            (Value::Function(f), Value::Nil) => (None, f),
+            (Value::String(k), Value::Function(f)) => (Some(k.to_str()?.to_string()), f),
+            (a, b) => {
+                return Err(mlua::Error::runtime(format!(
+                    "{USAGE}expected a handler function, got {} and {}",
+                    a.type_name(),
+                    b.type_name()
+                )))
+            }
+        };
+        let id = lua.app_data_ref::<Subscriptions>().expect("registered with the agent table").add(rel.clone(), kind.clone(), func);
+        let handle = lua.create_table()?;
+        handle.set("id", id)?;
+        handle.set("rel", rel)?;
+        handle.set("type", kind)?;
+        handle.set_metatable(Some(handle_mt.clone()))?;
+        Ok(handle)
+    })
+}
+
+fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    for level in ["debug", "info", "warn", "error"] {
+        let ctx = ctx.clone();
+        let f = lua.create_function(move |_, (msg, fields): (Value, Option<Value>)| {
+            let message = display(&msg);
+            let fields = match fields {
+                None | Some(Value::Nil) => None,
+                Some(v) => Some(serde_json::to_value(&v).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?),
+            };
+            emit(&ctx, level, message, fields);
+            Ok(())
+        })?;
+        t.set(level, f)?;
+    }
+    Ok(t)
+}
+
+fn print_fn(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Function> {
+    let ctx = ctx.clone();
+    lua.create_function(move |_, args: mlua::Variadic<Value>| {
+        let message = args.iter().map(display).collect::<Vec<_>>().join("\t");
+        emit(&ctx, "info", message, None);
+        Ok(())
+    })
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string_lossy(),
+        Value::Nil => "nil".into(),
+        other => other.to_string().unwrap_or_else(|_| format!("<{}>", other.type_name())),
+    }
+}
+
+/// A script's log line: to tracing (with the script's name) and to the host's output stream.
+fn emit(ctx: &ScriptCtx, level: &'static str, message: String, fields: Option<serde_json::Value>) {
+    let script = &*ctx.name;
+    let f = fields.as_ref().map(|f| f.to_string());
+    let f = f.as_deref().unwrap_or("");
+    match level {
+        "debug" => tracing::debug!(target: "script", script, version = ctx.version, fields = f, "{message}"),
+        "info" => tracing::info!(target: "script", script, version = ctx.version, fields = f, "{message}"),
+        "warn" => tracing::warn!(target: "script", script, version = ctx.version, fields = f, "{message}"),
+        _ => tracing::error!(target: "script", script, version = ctx.version, fields = f, "{message}"),
+    }
+    let _ = ctx.output.send(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level, message, fields });
+}
+
+fn json_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "encode",
+        lua.create_function(|_, v: Value| {
+            serde_json::to_string(&v).map_err(|e| mlua::Error::runtime(format!("agent.json.encode: {e}")))
+        })?,
+    )?;
+    t.set(
+        "decode",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            let v: serde_json::Value = serde_json::from_slice(&s.as_bytes())
+                .map_err(|e| mlua::Error::runtime(format!("agent.json.decode: {e}")))?;
+            lua.to_value(&v)
+        })?,
+    )?;
+    t.set("null", lua.null())?;
+    Ok(t)
+}

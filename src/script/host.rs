@@ -1,0 +1,172 @@
+//! The set of loaded scripts. Each script has a task (`runner.rs`) with an inbox: dispatch puts
+//! each event in every inbox, in channel order, and returns at once, so a slow script never
+//! holds the event channel or another script.
+
+use super::loader::{self, script_name, ScriptError};
+use super::runner::{self, Msg};
+use super::sandbox::Limits;
+use crate::ucwa::Event;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+/// What scripts did, as a stream (tests, and tools that show what scripts do).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptOutput {
+    /// `agent.log.*` or `print`.
+    Log { script: String, version: u64, level: &'static str, message: String, fields: Option<serde_json::Value> },
+    /// A handler raised an error or was stopped by a limit.
+    HandlerError { script: String, rel: String, kind: String, seq: u64, error: String },
+    /// A version was loaded and is in service.
+    Loaded { script: String, version: u64 },
+    /// A new version failed to load; the old one (if any) keeps running.
+    LoadFailed { script: String, error: String },
+    /// The script's file is gone; its subscriptions stopped.
+    Unloaded { script: String },
+}
+
+struct Entry {
+    inbox: mpsc::UnboundedSender<Msg>,
+    version: u64,
+    task: JoinHandle<()>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    limits: Limits,
+    output: broadcast::Sender<ScriptOutput>,
+    scripts: Mutex<BTreeMap<String, Entry>>,
+}
+
+/// Cheap to clone; all clones are the same host.
+#[derive(Clone)]
+pub struct ScriptHost {
+    inner: Arc<Inner>,
+}
+
+impl ScriptHost {
+    pub fn new(dir: PathBuf, limits: Limits) -> ScriptHost {
+        let (output, _) = broadcast::channel(4096);
+        ScriptHost { inner: Arc::new(Inner { dir, limits, output, scripts: Mutex::new(BTreeMap::new()) }) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// A stream of what scripts do from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ScriptOutput> {
+        self.inner.output.subscribe()
+    }
+
+    /// Loaded scripts and their versions.
+    pub fn scripts(&self) -> Vec<(String, u64)> {
+        self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()
+    }
+
+    /// Loads every `*.lua` of the directory; returns the ones that failed (each already logged).
+    pub async fn load_dir(&self) -> Result<Vec<ScriptError>, std::io::Error> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.inner.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_script_file(p))
+            .collect();
+        paths.sort();
+        let mut failed = Vec::new();
+        for p in paths {
+            if let Err(e) = self.load_file(&p).await {
+                failed.push(e);
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Loads (or reloads) one file. On success the new version takes over between two events;
+    /// on failure the old version, if any, keeps running and the error is logged once.
+    pub async fn load_file(&self, path: &Path) -> Result<u64, ScriptError> {
+        let name = script_name(path).ok_or_else(|| ScriptError {
+            script: path.display().to_string(),
+            path: path.to_path_buf(),
+            message: "not a .lua file".into(),
+        })?;
+        let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
+        let (p, limits, output) = (path.to_path_buf(), self.inner.limits, self.inner.output.clone());
+        let built = tokio::task::spawn_blocking(move || loader::load(&p, version, &limits, &output))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ScriptError { script: name.clone(), path: path.to_path_buf(), message: format!("loader crashed: {e}") })
+            });
+        let loaded = match built {
+            Ok(l) => l,
+            Err(e) => {
+                let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
+                let keeps = self.lock().get(&name).map(|e| e.version);
+                tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
+                let _ = self.inner.output.send(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
+                return Err(e);
+            }
+        };
+        let subscriptions = loaded.subscriptions().map_or(0, |s| s.count());
+        let mut scripts = self.lock();
+        match scripts.get_mut(&name) {
+            Some(entry) if !entry.inbox.is_closed() => {
+                let _ = entry.inbox.send(Msg::Swap(Box::new(loaded)));
+                entry.version = version;
+            }
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task = tokio::spawn(runner::run(loaded, rx, self.inner.limits, self.inner.output.clone()));
+                scripts.insert(name.clone(), Entry { inbox: tx, version, task });
+            }
+        }
+        drop(scripts);
+        tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
+        let _ = self.inner.output.send(ScriptOutput::Loaded { script: name, version });
+        Ok(version)
+    }
+
+    /// Stops a script (its file is gone): events already queued for it still run first.
+    pub fn unload(&self, name: &str) {
+        if let Some(entry) = self.lock().remove(name) {
+            let _ = entry.inbox.send(Msg::Stop);
+            tracing::info!(script = name, "script unloaded");
+            let _ = self.inner.output.send(ScriptOutput::Unloaded { script: name.to_string() });
+        }
+    }
+
+    /// Queues an event for every script; returns at once.
+    pub fn dispatch(&self, ev: Arc<Event>) {
+        for entry in self.lock().values() {
+            let _ = entry.inbox.send(Msg::Event(ev.clone()));
+        }
+    }
+
+    /// Lets every script finish what is queued (up to `grace`), then stops them.
+    pub async fn shutdown(&self, grace: Duration) {
+        let entries: Vec<Entry> = std::mem::take(&mut *self.lock()).into_values().collect();
+        let mut tasks = Vec::new();
+        for e in entries {
+            let _ = e.inbox.send(Msg::Stop);
+            tasks.push(e.task);
+        }
+        let all = futures_util::future::join_all(tasks.iter_mut());
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "scripts still busy at shutdown; stopping them");
+            for t in &tasks {
+                t.abort();
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.inner.scripts.lock().expect("script table lock")
+    }
+}
+
+/// `*.lua`, not hidden, not an editor's backup or lock file.
+pub(crate) fn is_script_file(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    !name.starts_with('.') && !name.ends_with('~') && script_name(p).is_some() && p.is_file()
+}

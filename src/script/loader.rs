@@ -1,0 +1,83 @@
+//! Building one version of a script: a fresh sandboxed state, the `agent` table, the file run
+//! as a text chunk named after the file (so errors read `call_log.lua:12: …`).
+
+use super::api::{self, ScriptCtx, Subscriptions};
+use super::host::ScriptOutput;
+use super::sandbox::{self, Limits};
+use mlua::{chunk::ChunkMode, Lua};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// A script that could not be loaded, or a handler that failed: file, line and message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ScriptError {
+    pub script: String,
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// One loaded version of a script.
+pub(crate) struct Loaded {
+    pub lua: Lua,
+    pub ctx: ScriptCtx,
+}
+
+impl Loaded {
+    pub(crate) fn subscriptions(&self) -> Option<mlua::AppDataRef<'_, Subscriptions>> {
+        self.lua.app_data_ref::<Subscriptions>()
+    }
+}
+
+/// The script name of a file: its stem (`scripts/call_log.lua` → `call_log`).
+pub(crate) fn script_name(path: &Path) -> Option<String> {
+    if path.extension().and_then(|e| e.to_str()) != Some("lua") {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    (!stem.is_empty()).then(|| stem.to_string())
+}
+
+/// Reads, compiles and runs a script's top level.
+pub(crate) fn load(
+    path: &Path,
+    version: u64,
+    limits: &Limits,
+    output: &broadcast::Sender<ScriptOutput>,
+) -> Result<Loaded, ScriptError> {
+    let name = script_name(path).unwrap_or_else(|| path.display().to_string());
+    let fail = |message: String| ScriptError { script: name.clone(), path: path.to_path_buf(), message };
+    let source = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if source.starts_with(b"\x1bLua") {
+        return Err(fail("binary (precompiled) chunks are not allowed; save the script as text".into()));
+    }
+    let lua = sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
+    let ctx = ScriptCtx { name: Arc::from(name.as_str()), version, output: output.clone() };
+    api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
+    let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
+    if let Some(b) = sandbox::budget(&lua) {
+        b.arm(limits);
+    }
+    lua.load(&source[..])
+        .set_name(format!("@{chunk_name}"))
+        .set_mode(ChunkMode::Text)
+        .exec()
+        .map_err(|e| fail(describe(&e)))?;
+    Ok(Loaded { lua, ctx })
+}
+
+/// An mlua error as a user reads it: `file.lua:LINE: message`, then the traceback if any.
+pub(crate) fn describe(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::SyntaxError { message, .. } => format!("syntax error: {message}"),
+        mlua::Error::MemoryError(_) => "memory limit exceeded (scripts.memory_limit_mb)".into(),
+        mlua::Error::CallbackError { traceback, cause } => {
+            let cause = describe(cause);
+            format!("{cause}\n{traceback}")
+        }
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::WithContext { context, cause } => format!("{context}: {}", describe(cause)),
+        other => other.to_string(),
+    }
+}

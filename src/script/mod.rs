@@ -1,0 +1,23 @@
+//! The Lua script host: one Lua state per script, events delivered in order per script, scripts
+//! in parallel, each in a sandbox with memory, instruction and wall-clock limits.
+//!
+//! - `sandbox.rs`: creating a state: the allowed standard library, the limits, the hook.
+//! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, …).
+//! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
+//! - `loader.rs`: building one version of a script from its file.
+//! - `runner.rs`: the task that owns a script's state and runs its handlers.
+//! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
+//! - `watch.rs`: the directory watcher behind hot reload.
+
+mod api;
+mod host;
+mod interop;
+mod loader;
+mod runner;
+mod sandbox;
+pub mod watch;
+
+pub use host::{ScriptHost, ScriptOutput};
+pub use loader::ScriptError;
+pub use sandbox::Limits;
+pub use watch::watch_dir;

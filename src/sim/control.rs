@@ -1,0 +1,135 @@
+//! `/sim/v1/`: the control API that tests and script authors drive the simulator with.
+//!
+//! - `POST /sim/v1/calls` (a `CallSpec` as JSON, plus optional `"application"`) → 201 `{"id", "conversation", "invitation"}`
+//! - `GET /sim/v1/calls` → the live calls
+//! - `DELETE /sim/v1/calls/<id>` → hang up (or cancel while ringing)
+//! - `POST /sim/v1/calls/<id>/accept` | `/decline` → as a client's acceptWithAnswer / decline
+//! - `POST /sim/v1/faults` (`{"kind": …, "count": n}`, see `Fault`) → 204
+//! - `GET /sim/v1/counters` → request and event counters
+//! - `GET /sim/v1/applications` → the live applications
+
+use super::calls::{self, CallCommand, CallSpec};
+use super::reply::Reply;
+use super::resources;
+use super::server::{strip_bom, Req, Shared};
+use super::state::Fault;
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
+    let m = &req.method;
+    match rest {
+        ["calls"] if m == Method::POST => start(shared, req),
+        ["calls"] if m == Method::GET => list_calls(shared),
+        ["calls", id] if m == Method::DELETE => command(shared, id, CallCommand::End),
+        ["calls", id, "accept"] if m == Method::POST => command(shared, id, CallCommand::Accept),
+        ["calls", id, "decline"] if m == Method::POST => command(shared, id, CallCommand::Decline),
+        ["faults"] if m == Method::POST => fault(shared, req),
+        ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
+        ["applications"] if m == Method::GET => list_apps(shared),
+        _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
+    }
+}
+
+fn bad(message: String) -> Reply {
+    Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &message)
+}
+
+fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
+    let mut body: Value = if req.body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(strip_bom(&req.body)) {
+            Ok(v) => v,
+            Err(e) => return bad(format!("body is not JSON: {e}")),
+        }
+    };
+    let app = body.as_object_mut().and_then(|o| o.remove("application")).and_then(|v| v.as_u64());
+    let spec: CallSpec = match serde_json::from_value(body) {
+        Ok(s) => s,
+        Err(e) => return bad(format!("not a call spec: {e}")),
+    };
+    match calls::start_call(shared, spec, app) {
+        Ok(id) => {
+            let st = shared.state.lock().expect("sim state lock");
+            let call = &st.calls[&id];
+            Reply::json(
+                StatusCode::CREATED,
+                &json!({"id": id, "conversation": resources::conversation_path(call), "invitation": resources::invitation_path(call)}),
+            )
+        }
+        Err(e) => Reply::error(StatusCode::CONFLICT, "Conflict", None, &e),
+    }
+}
+
+fn list_calls(shared: &Shared) -> Reply {
+    let st = shared.state.lock().expect("sim state lock");
+    let calls: Vec<Value> = st
+        .calls
+        .values()
+        .map(|c| {
+            json!({"id": c.id, "application": c.app_id, "direction": c.direction.as_str(), "remote": c.remote_uri,
+                   "phase": format!("{:?}", c.phase), "conversation": resources::conversation_path(c)})
+        })
+        .collect();
+    Reply::json(StatusCode::OK, &Value::Array(calls))
+}
+
+fn list_apps(shared: &Shared) -> Reply {
+    let st = shared.state.lock().expect("sim state lock");
+    let apps: Vec<Value> = st
+        .apps
+        .values()
+        .map(|a| json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id,
+                        "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()}))
+        .collect();
+    Reply::json(StatusCode::OK, &Value::Array(apps))
+}
+
+fn command(shared: &Shared, id: &str, cmd: CallCommand) -> Reply {
+    match id.parse::<u64>() {
+        Ok(id) if command_call(shared, id, cmd) => Reply::no_content(),
+        _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "No such call."),
+    }
+}
+
+/// Sends a command to a live call; false if there is none with that id.
+pub(crate) fn command_call(shared: &Shared, id: u64, cmd: CallCommand) -> bool {
+    let st = shared.state.lock().expect("sim state lock");
+    st.calls.get(&id).is_some_and(|c| c.commands.send(cmd).is_ok())
+}
+
+fn fault(shared: &Shared, req: &Req) -> Reply {
+    let mut body: Value = match serde_json::from_slice(strip_bom(&req.body)) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let count = body.as_object_mut().and_then(|o| o.remove("count")).and_then(|c| c.as_u64()).unwrap_or(1);
+    match serde_json::from_value::<Fault>(body) {
+        Ok(f) => {
+            inject(shared, f, count as usize);
+            Reply::no_content()
+        }
+        Err(e) => bad(format!(
+            "not a fault ({e}); kinds: server_error, too_many_requests, drop_connection, malformed_body, resync, token_expiry, application_gone"
+        )),
+    }
+}
+
+/// Applies `token_expiry` and `application_gone` at once; queues the others for the next polls.
+pub(crate) fn inject(shared: &Shared, fault: Fault, count: usize) {
+    let mut st = shared.state.lock().expect("sim state lock");
+    match fault {
+        Fault::TokenExpiry => {
+            st.tokens.clear();
+        }
+        Fault::ApplicationGone => {
+            let ids: Vec<u64> = st.apps.keys().copied().collect();
+            for id in ids {
+                st.remove_app(id);
+            }
+        }
+        other => st.faults.extend(std::iter::repeat_n(other, count)),
+    }
+}

@@ -1,0 +1,47 @@
+//! The demo's call generator: `calls_per_minute` calls, most answered, some missed.
+
+use super::calls::{self, CallOutcome, CallSpec};
+use super::server::Shared;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, Duration};
+
+const CALLERS: &[(&str, &str)] = &[
+    ("sip:alice@fabrikam.com", "Alice Ahmed"),
+    ("sip:bob@contoso.com", "Bob Brown"),
+    ("sip:chen@fabrikam.com", "Chen Wei"),
+    ("sip:dana@contoso.com", "Dana Diaz"),
+    ("sip:eve@litware.com", "Eve Ekberg"),
+];
+
+/// Starts the generator when the configuration asks for calls; it ends with the simulator.
+pub(crate) fn spawn(shared: Arc<Shared>) -> Option<JoinHandle<()>> {
+    let per_minute = shared.config.calls_per_minute;
+    if per_minute <= 0.0 || !per_minute.is_finite() {
+        return None;
+    }
+    let gap = Duration::from_secs_f64(60.0 / per_minute);
+    Some(tokio::spawn(async move {
+        let mut n: usize = 0;
+        // The first call comes soon, so a demo shows something within seconds.
+        sleep(gap.min(Duration::from_secs(3))).await;
+        loop {
+            let (remote, name) = CALLERS[n % CALLERS.len()];
+            let spec = CallSpec {
+                remote: Some(remote.to_string()),
+                name: Some(name.to_string()),
+                subject: Some(format!("Demo call {}", n + 1)),
+                duration_ms: Some(shared.config.call_duration.as_millis() as u64),
+                // Every fourth call goes unanswered, so scripts see missed calls too.
+                outcome: if n % 4 == 3 { CallOutcome::Missed } else { CallOutcome::Answered },
+                ..CallSpec::default()
+            };
+            match calls::start_call(&shared, spec, None) {
+                Ok(id) => tracing::debug!(call = id, "simulator generated a call"),
+                Err(reason) => tracing::debug!(%reason, "simulator skipped a generated call"),
+            }
+            n += 1;
+            sleep(gap).await;
+        }
+    }))
+}

@@ -1,0 +1,70 @@
+//! The UCWA simulator: a Skype for Business 2015 pool on loopback, for the parts the agent uses.
+//!
+//! Layout:
+//! - `server.rs`: binding, the axum service and case-insensitive routing of every request.
+//! - `state.rs`: users, tokens, applications and calls behind one mutex.
+//! - `channel.rs`: one application's event channel (batches, acks, the held P-GET).
+//! - `resources.rs`: the JSON shapes of the documentation's samples, with this pool's hrefs.
+//! - `calls.rs`: audio/video call flows and the events they produce.
+//! - `generator.rs`: the demo's call generator.
+//! - `control.rs`: the `/sim/v1/` API that tests use (calls, faults, counters).
+//! - `reply.rs`: responses with Content-Length, JSON content type and optional gzip.
+//!
+//! Every protocol rule followed here is in `PROTOCOL.md` (shared with the agent's developers).
+
+mod calls;
+pub mod cli;
+mod channel;
+mod control;
+mod generator;
+mod reply;
+mod resources;
+mod server;
+mod state;
+
+pub use calls::{CallOutcome, CallSpec, Direction};
+pub use server::Simulator;
+pub use state::Fault;
+
+use std::time::Duration;
+
+/// How a simulator behaves; every field has a realistic default.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// `user -> password` accounts that the password grant accepts.
+    pub users: Vec<(String, String)>,
+    /// Lifetime given to each token (`expires_in`).
+    pub token_lifetime: Duration,
+    /// An application with no parked P-GET for this long is gone (404 ApplicationNotFound).
+    pub app_idle_timeout: Duration,
+    /// The smallest `timeout` a P-GET may ask for (the real server: 180 s).
+    pub min_poll_timeout: Duration,
+    /// The largest `timeout` a P-GET may ask for (the real server: 1800 s).
+    pub max_poll_timeout: Duration,
+    /// Calls the demo generator starts per minute (0 = none).
+    pub calls_per_minute: f64,
+    /// How long a generated call rings before it is answered.
+    pub ring_time: Duration,
+    /// How long a generated call lasts once answered.
+    pub call_duration: Duration,
+}
+
+/// The demo account that `discover = "embedded"` signs in with.
+pub const DEMO_USER: &str = "demo@contoso.com";
+/// The demo account's password (documented in README; the simulator is loopback only).
+pub const DEMO_PASSWORD: &str = "demo";
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            users: vec![(DEMO_USER.to_string(), DEMO_PASSWORD.to_string())],
+            token_lifetime: Duration::from_secs(28_800),
+            app_idle_timeout: Duration::from_secs(15 * 60),
+            min_poll_timeout: Duration::from_secs(180),
+            max_poll_timeout: Duration::from_secs(1800),
+            calls_per_minute: 0.0,
+            ring_time: Duration::from_secs(2),
+            call_duration: Duration::from_secs(20),
+        }
+    }
+}

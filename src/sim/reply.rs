@@ -1,0 +1,94 @@
+//! Responses as a pool sends them: `Content-Length` (never chunked), `application/json;
+//! charset=utf-8`, gzip when the client accepts it.
+
+use super::resources;
+use axum::body::Body;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde_json::Value;
+use std::io::Write;
+
+pub(crate) const JSON: &str = "application/json; charset=utf-8";
+
+#[derive(Debug)]
+pub(crate) struct Reply {
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    headers: Vec<(HeaderName, String)>,
+    body: Bytes,
+}
+
+impl Reply {
+    pub(crate) fn json(status: StatusCode, value: &Value) -> Reply {
+        Reply::json_bytes(status, Bytes::from(serde_json::to_vec(value).expect("JSON values serialize")))
+    }
+
+    pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Reply {
+        Reply { status, content_type: Some(JSON), headers: Vec::new(), body }
+    }
+
+    pub(crate) fn no_content() -> Reply {
+        Reply { status: StatusCode::NO_CONTENT, content_type: None, headers: Vec::new(), body: Bytes::new() }
+    }
+
+    /// What IIS answers in front of UCWA for a 401: an HTML page.
+    pub(crate) fn html(status: StatusCode, text: &'static str) -> Reply {
+        Reply { status, content_type: Some("text/html"), headers: Vec::new(), body: Bytes::from_static(text.as_bytes()) }
+    }
+
+    /// The UCWA error body `{code, subcode, message}`.
+    pub(crate) fn error(status: StatusCode, code: &str, subcode: Option<&str>, message: &str) -> Reply {
+        Reply::json(status, &resources::error(code, subcode, message))
+    }
+
+    pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Builds the response; `gzip` when the request's `Accept-Encoding` allows it. A HEAD
+    /// request gets the headers of the GET with no body.
+    pub(crate) fn into_response(self, gzip: bool, head: bool) -> Response {
+        let compress = gzip && self.body.len() > 256;
+        let body = if compress { gzip_bytes(&self.body) } else { self.body };
+        let mut builder = Response::builder().status(self.status);
+        if let Some(ct) = self.content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct);
+        }
+        if compress {
+            builder = builder.header(header::CONTENT_ENCODING, "gzip");
+        }
+        builder = builder.header(header::CONTENT_LENGTH, body.len());
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                builder = builder.header(name, v);
+            }
+        }
+        let body = if head { Body::empty() } else { Body::from(body) };
+        builder.body(body).expect("valid response parts")
+    }
+}
+
+/// A 200 that promises a JSON body, sends its first bytes, then drops the connection.
+pub(crate) fn dropped_connection() -> Response {
+    let partial = Bytes::from_static(b"{\"_links\":{\"self\":{\"href\":");
+    let stream = futures_util::stream::iter(vec![
+        Ok::<Bytes, std::io::Error>(partial),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection drop")),
+    ]);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, JSON)
+        .header(header::CONTENT_LENGTH, 4096)
+        .body(Body::from_stream(stream))
+        .expect("valid response parts")
+}
+
+fn gzip_bytes(data: &[u8]) -> Bytes {
+    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::fast());
+    enc.write_all(data).expect("writing to a Vec cannot fail");
+    Bytes::from(enc.finish().expect("writing to a Vec cannot fail"))
+}

@@ -1,0 +1,259 @@
+//! JSON resources in the shapes of the documentation's samples (`ucwa-samples/resources/`), with
+//! hrefs relative to the pool origin as a real pool sends them.
+
+use super::calls::{CallRecord, Direction, Phase};
+use super::state::App;
+use serde_json::{json, Value};
+
+/// `/ucwa/oauth/v1/applications/<id>`: the prefix of every href of one application.
+pub(crate) fn app_path(app_id: u64) -> String {
+    format!("/ucwa/oauth/v1/applications/{app_id}")
+}
+
+pub(crate) const DISCOVERY_PATH: &str = "/Autodiscover/AutodiscoverService.svc/root";
+pub(crate) const USER_PATH: &str = "/Autodiscover/AutodiscoverService.svc/root/oauth/user";
+pub(crate) const TOKEN_PATH: &str = "/WebTicket/oauthtoken";
+
+/// The discovery document (`autodiscover-root.json`): absolute hrefs.
+pub(crate) fn discovery(origin: &str) -> Value {
+    json!({"_links": {
+        "self": {"href": format!("{origin}{DISCOVERY_PATH}")},
+        "user": {"href": format!("{origin}{USER_PATH}")},
+        "xframe": {"href": format!("{origin}/Autodiscover/XFrame/XFrame.html")},
+    }})
+}
+
+/// The user resource with a valid token (`user-authenticated.json`).
+pub(crate) fn user(origin: &str) -> Value {
+    json!({"_links": {
+        "self": {"href": format!("{origin}{USER_PATH}")},
+        "applications": {"href": format!("{origin}/ucwa/oauth/v1/applications")},
+        "xframe": {"href": format!("{origin}/Autodiscover/XFrame/XFrame.html")},
+    }})
+}
+
+pub(crate) fn me(app: &App) -> Value {
+    let p = app_path(app.id);
+    let mut links = json!({
+        "self": {"href": format!("{p}/me")},
+        "callForwardingSettings": {"href": format!("{p}/me/callForwardingSettings")},
+        "phones": {"href": format!("{p}/me/phones")},
+        "photo": {"href": format!("{p}/photos/{}", app.user)},
+    });
+    if app.available {
+        links["presence"] = json!({"href": format!("{p}/me/presence")});
+        links["note"] = json!({"href": format!("{p}/me/note")});
+        links["location"] = json!({"href": format!("{p}/me/location")});
+        links["reportMyActivity"] = json!({"href": format!("{p}/me/reportMyActivity")});
+    } else {
+        links["makeMeAvailable"] = json!({"href": format!("{p}/me/makeMeAvailable")});
+    }
+    json!({"name": display_name(&app.user), "uri": format!("sip:{}", app.user), "_links": links, "rel": "me"})
+}
+
+pub(crate) fn communication(app: &App) -> Value {
+    let p = app_path(app.id);
+    let modalities: Vec<&str> = if app.available { vec!["Messaging", "Audio", "Video"] } else { vec![] };
+    json!({
+        app.communication_key.as_str(): "please pass this in a PUT request",
+        "supportedModalities": modalities,
+        "supportedMessageFormats": ["Plain"],
+        "_links": {
+            "self": {"href": format!("{p}/communication")},
+            "conversations": {"href": format!("{p}/communication/conversations?filter=active")},
+            "startMessaging": {"href": format!("{p}/communication/messagingInvitations")},
+            "startAudioVideo": {"href": format!("{p}/communication/audioVideoInvitations")},
+            "startOnlineMeeting": {"href": format!("{p}/communication/onlineMeetingInvitations?onlineMeetingUri=adhoc")},
+            "joinOnlineMeeting": {"href": format!("{p}/communication/onlineMeetingInvitations")},
+        },
+        "rel": "communication",
+        "etag": app.etag.to_string(),
+    })
+}
+
+/// The application (`application-201.json`, plus the GET-only properties of `application.json`).
+pub(crate) fn application(app: &App) -> Value {
+    let p = app_path(app.id);
+    json!({
+        "culture": app.culture,
+        "userAgent": app.user_agent,
+        "type": "Browser",
+        "endpointId": app.endpoint_id,
+        "id": app.id.to_string(),
+        "_links": {
+            "self": {"href": p},
+            "policies": {"href": format!("{p}/policies")},
+            "batch": {"href": format!("{p}/batch")},
+            "events": {"href": app.channel.first_href()},
+            "reportMyActivity": {"href": format!("{p}/reportMyActivity")},
+        },
+        "_embedded": {
+            "me": me(app),
+            "people": {"_links": {
+                "self": {"href": format!("{p}/people")},
+                "myContacts": {"href": format!("{p}/people/contacts")},
+                "search": {"href": format!("{p}/people/search")},
+            }, "rel": "people"},
+            "onlineMeetings": {"_links": {
+                "self": {"href": format!("{p}/onlineMeetings")},
+                "myOnlineMeetings": {"href": format!("{p}/onlineMeetings/myOnlineMeetings")},
+            }, "rel": "onlineMeetings"},
+            "communication": communication(app),
+        },
+        "rel": "application",
+    })
+}
+
+pub(crate) fn conversation_path(call: &CallRecord) -> String {
+    format!("{}/communication/conversations/{}", app_path(call.app_id), call.id)
+}
+pub(crate) fn audio_video_path(call: &CallRecord) -> String {
+    format!("{}/audioVideo", conversation_path(call))
+}
+pub(crate) fn session_path(call: &CallRecord) -> String {
+    format!("{}/audioVideo/audioVideoSession", conversation_path(call))
+}
+pub(crate) fn invitation_path(call: &CallRecord) -> String {
+    format!("{}/communication/audioVideoInvitations/{}", app_path(call.app_id), call.invitation_id)
+}
+fn remote_participant_path(call: &CallRecord) -> String {
+    format!("{}/participants/{}", conversation_path(call), call.remote_uri.trim_start_matches("sip:"))
+}
+
+/// `conversation.json`: `state` follows the call.
+pub(crate) fn conversation(call: &CallRecord) -> Value {
+    let c = conversation_path(call);
+    let state = match (call.phase, call.direction) {
+        (Phase::Ringing, Direction::Incoming) => "Incoming",
+        (Phase::Ringing, Direction::Outgoing) => "Connecting",
+        (Phase::Connected, _) => "Connected",
+        (Phase::Ended, _) => "Disconnected",
+    };
+    let modalities: Vec<&str> = if call.phase == Phase::Connected { vec!["Audio"] } else { vec![] };
+    json!({
+        "rel": "conversation",
+        "activeModalities": modalities,
+        "importance": "Normal",
+        "participantCount": 2,
+        "state": state,
+        "subject": call.subject,
+        "threadId": call.thread_id,
+        "_links": {
+            "self": {"href": c},
+            "audioVideo": {"href": format!("{c}/audioVideo")},
+            "messaging": {"href": format!("{c}/messaging")},
+            "participants": {"href": format!("{c}/participants")},
+            "localParticipant": {"href": format!("{c}/participants/local")},
+            "addParticipant": {"href": format!("{c}/addParticipant")},
+        },
+    })
+}
+
+/// `audioVideo.json`: the modality; its `state` is what call logs usually read.
+pub(crate) fn audio_video(call: &CallRecord) -> Value {
+    let av = audio_video_path(call);
+    let state = match call.phase {
+        Phase::Ringing => "Connecting",
+        Phase::Connected => "Connected",
+        Phase::Ended => "Disconnected",
+    };
+    let mut links = json!({
+        "self": {"href": av},
+        "conversation": {"href": conversation_path(call)},
+        "audioVideoPolicies": {"href": format!("{}/communication/audioVideoPolicies", app_path(call.app_id))},
+    });
+    if call.phase == Phase::Connected {
+        links["audioVideoSession"] = json!({"href": session_path(call)});
+        links["stopAudioVideo"] = json!({"href": format!("{av}/stopAudioVideo")});
+        links["stopAudio"] = json!({"href": format!("{av}/stopAudio")});
+        links["addVideo"] = json!({"href": format!("{av}/addVideo")});
+    }
+    json!({"rel": "audioVideo", "state": state, "supportsReplaces": "None", "videoSourcesAllowed": "PresentersOnly", "_links": links})
+}
+
+/// `audioVideoInvitation.json`: an incoming call offers acceptWithAnswer/decline while it rings.
+pub(crate) fn invitation(call: &CallRecord) -> Value {
+    let inv = invitation_path(call);
+    let c = conversation_path(call);
+    let state = match call.phase {
+        Phase::Ringing => "Connecting",
+        Phase::Connected => "Connected",
+        Phase::Ended if call.answered => "Connected",
+        Phase::Ended => "Failed",
+    };
+    let direction = call.direction.as_str();
+    let mut links = json!({
+        "self": {"href": inv},
+        "audioVideo": {"href": format!("{c}/audioVideo")},
+        "conversation": {"href": c},
+        "from": {"href": remote_participant_path(call)},
+        "to": {"href": format!("{}/people/{}", app_path(call.app_id), call.local_uri.trim_start_matches("sip:"))},
+        "mediaOffer": {"href": "data:application/sdp;base64,dj0wDQpvPS0gMCAwIElOIElQNCAxMjcuMC4wLjENCnM9c2ltDQo="},
+    });
+    if call.phase == Phase::Ringing {
+        match call.direction {
+            Direction::Incoming => {
+                links["acceptWithAnswer"] = json!({"href": format!("{inv}/acceptWithAnswer")});
+                links["decline"] = json!({"href": format!("{inv}/decline")});
+            }
+            Direction::Outgoing => links["cancel"] = json!({"href": format!("{inv}/cancel")}),
+        }
+    }
+    json!({
+        "rel": "audioVideoInvitation",
+        "direction": direction,
+        "importance": "Normal",
+        "operationId": call.operation_id,
+        "sessionContext": call.session_context,
+        "state": state,
+        "subject": call.subject,
+        "threadId": call.thread_id,
+        "to": call.local_uri,
+        "_links": links,
+        "_embedded": {"from": {
+            "rel": "participant",
+            "name": call.remote_name,
+            "uri": call.remote_uri,
+            "local": false,
+            "_links": {"self": {"href": remote_participant_path(call)}, "conversation": {"href": c}},
+        }},
+    })
+}
+
+/// `audioVideoSession.json`.
+pub(crate) fn session(call: &CallRecord) -> Value {
+    let c = conversation_path(call);
+    let s = session_path(call);
+    json!({
+        "rel": "audioVideoSession",
+        "remoteEndpoint": call.remote_uri,
+        "sessionContext": call.session_context,
+        "state": call.session_state,
+        "_links": {
+            "self": {"href": s},
+            "audioVideo": {"href": format!("{c}/audioVideo")},
+            "conversation": {"href": c},
+            "renegotiations": {"href": format!("{s}/renegotiations")},
+            "publishCallQualityFeedback": {"href": format!("{s}/publishCallQualityFeedback")},
+        },
+    })
+}
+
+/// The error body shape of PROTOCOL.md §6.
+pub(crate) fn error(code: &str, subcode: Option<&str>, message: &str) -> Value {
+    let mut v = json!({"code": code, "message": message});
+    if let Some(s) = subcode {
+        v["subcode"] = json!(s);
+    }
+    v
+}
+
+/// "alice@contoso.com" → "Alice".
+pub(crate) fn display_name(user: &str) -> String {
+    let local = user.split('@').next().unwrap_or(user);
+    let mut chars = local.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,594 @@
+//! The HTTP front of the simulator: one axum fallback service that routes on lower-cased path
+//! segments, because UCWA clients may send any case (PROTOCOL.md §1).
+
+use super::calls::{self, CallCommand, CallSpec, Direction};
+use super::channel::{PollKind, PollStep, SimEvent};
+use super::reply::{self, Reply};
+use super::resources::{self, app_path};
+use super::state::{Counters, Fault, SimState};
+use super::{control, generator, SimConfig};
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
+
+/// What every request handler and call task shares.
+pub(crate) struct Shared {
+    pub state: Mutex<SimState>,
+    pub config: SimConfig,
+    pub counters: Counters,
+    /// `http://127.0.0.1:<port>`: absolute hrefs (discovery, user, token endpoint) start here.
+    pub origin: String,
+}
+
+/// A running simulator; dropping it stops the server.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Binds `listen` (port 0 for an ephemeral one) and serves until shut down.
+    pub async fn start(config: SimConfig, listen: SocketAddr) -> std::io::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(SimState::new(&config)),
+            config,
+            counters: Counters::default(),
+            origin: format!("http://{addr}"),
+        });
+        let router = Router::new().fallback(handle).with_state(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let generator = generator::spawn(shared.clone());
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Some(g) = generator {
+                g.abort();
+            }
+            if let Err(error) = served {
+                tracing::error!(%error, "simulator server stopped");
+            }
+        });
+        tracing::info!(origin = %shared.origin, "UCWA simulator listening");
+        Ok(Simulator { shared, addr, stop: Some(stop), task: Some(task) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn origin(&self) -> &str {
+        &self.shared.origin
+    }
+
+    /// The discovery URL a client starts from (`<origin>/`).
+    pub fn discovery_url(&self) -> String {
+        format!("{}/", self.shared.origin)
+    }
+
+    /// Starts a call (as the control API's `POST /sim/v1/calls` does).
+    pub fn start_call(&self, spec: CallSpec) -> Result<u64, String> {
+        calls::start_call(&self.shared, spec, None)
+    }
+
+    /// Hangs up (or cancels) a call; false if there is no such call.
+    pub fn end_call(&self, id: u64) -> bool {
+        control::command_call(&self.shared, id, CallCommand::End)
+    }
+
+    /// Injects a fault `count` times (as `POST /sim/v1/faults` does).
+    pub fn inject(&self, fault: Fault, count: usize) {
+        control::inject(&self.shared, fault, count);
+    }
+
+    /// The counters (as `GET /sim/v1/counters` answers).
+    pub fn counters(&self) -> Value {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops accepting requests and waits for the server task.
+    pub async fn shutdown(mut self) {
+        self.stop_now();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// The parts of a request the routes look at.
+pub(crate) struct Req {
+    pub method: Method,
+    /// Lower-cased path segments.
+    pub segs: Vec<String>,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// What a route produces: a normal reply, or a response built by hand (a dropped connection).
+pub(crate) enum Answer {
+    Reply(Reply),
+    Raw(Response),
+}
+
+impl From<Reply> for Answer {
+    fn from(r: Reply) -> Answer {
+        Answer::Reply(r)
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let gzip = parts
+        .headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+    let head = parts.method == Method::HEAD;
+    let body = match to_bytes(body, 1 << 20).await {
+        Ok(b) => b,
+        Err(_) => return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", None, "Body too large.").into_response(false, head),
+    };
+    let path = parts.uri.path().to_ascii_lowercase();
+    let req = Req {
+        method: parts.method,
+        segs: path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+        headers: parts.headers,
+        body,
+    };
+    match route(&shared, req).await {
+        Answer::Reply(r) => r.into_response(gzip, head),
+        Answer::Raw(resp) => resp,
+    }
+}
+
+async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
+    let segs: Vec<&str> = req.segs.iter().map(String::as_str).collect();
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    match segs.as_slice() {
+        [] | ["autodiscover", "autodiscoverservice.svc", "root"] if get => {
+            Reply::json(StatusCode::OK, &resources::discovery(&shared.origin)).into()
+        }
+        ["autodiscover", "autodiscoverservice.svc", "root", "oauth", "user"] | ["autodiscover", "autodiscoverservice.svc", "root", "user"]
+            if get =>
+        {
+            match authorize(shared, &req.headers) {
+                Ok(_) => Reply::json(StatusCode::OK, &resources::user(&shared.origin)).into(),
+                Err(r) => r.into(),
+            }
+        }
+        ["webticket", "oauthtoken"] if req.method == Method::POST => token(shared, &req).into(),
+        ["sim", "v1", rest @ ..] => control::route(shared, &req, rest).into(),
+        ["ucwa", "oauth", "v1", "applications", rest @ ..] => match authorize(shared, &req.headers) {
+            Ok(user) => ucwa(shared, &req, &user, rest).await,
+            Err(r) => r.into(),
+        },
+        _ => not_found().into(),
+    }
+}
+
+fn not_found() -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ResourceNotFound"), "The requested resource was not found.")
+}
+
+/// The user a request's bearer token stands for, or the 401 challenge (PROTOCOL.md §2).
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    if let Some(token) = token {
+        let st = shared.state.lock().expect("sim state lock");
+        if let Some(user) = st.token_user(token, Instant::now()) {
+            return Ok(user);
+        }
+    }
+    Counters::bump(&shared.counters.unauthorized);
+    Err(Reply::html(StatusCode::UNAUTHORIZED, "<html><body><h2>401 - Unauthorized</h2></body></html>")
+        .header(
+            header::WWW_AUTHENTICATE,
+            r#"Bearer trusted_issuers="00000002-0000-0ff1-ce00-000000000000@contoso.com", client_id="00000004-0000-0ff1-ce00-000000000000""#,
+        )
+        .header(
+            header::WWW_AUTHENTICATE,
+            format!(
+                r#"MsRtcOAuth href="{}{}",grant_type="urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password""#,
+                shared.origin,
+                resources::TOKEN_PATH
+            ),
+        ))
+}
+
+/// `POST /WebTicket/oauthtoken`: the password grant.
+fn token(shared: &Shared, req: &Req) -> Reply {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body).into_owned().collect();
+    let oauth_error = |e: &str| Reply::json(StatusCode::BAD_REQUEST, &json!({ "error": e }));
+    match form.get("grant_type").map(String::as_str) {
+        Some("password") => {}
+        Some(_) => return oauth_error("unsupported_grant_type"),
+        None => return oauth_error("invalid_request"),
+    }
+    let (Some(user), Some(password)) = (form.get("username"), form.get("password")) else {
+        return oauth_error("invalid_request");
+    };
+    let user = user.to_ascii_lowercase();
+    let mut st = shared.state.lock().expect("sim state lock");
+    if st.users.get(&user) != Some(password) {
+        Counters::bump(&shared.counters.token_rejections);
+        return oauth_error("invalid_grant");
+    }
+    let token = format!("cwt={}", random_token());
+    let lifetime = shared.config.token_lifetime;
+    st.tokens.insert(token.clone(), super::state::Token { user, expires_at: Instant::now() + lifetime });
+    Counters::bump(&shared.counters.tokens_issued);
+    Reply::json(
+        StatusCode::OK,
+        &json!({"access_token": token, "expires_in": lifetime.as_secs(), "ms_rtc_identityscope": "local", "token_type": "Bearer"}),
+    )
+    .header(header::CACHE_CONTROL, "no-store")
+}
+
+fn random_token() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 64)
+}
+
+/// Everything under `/ucwa/oauth/v1/applications`.
+async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Answer {
+    let post = req.method == Method::POST;
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    let (id, rest) = match rest {
+        [] if post => return create_application(shared, req, user).into(),
+        [] => return Reply::error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", None, "Use POST.").into(),
+        [id, rest @ ..] => match id.parse::<u64>() {
+            Ok(id) => (id, rest),
+            Err(_) => return not_found().into(),
+        },
+    };
+    if rest == ["events"] && get {
+        return poll(shared, req, user, id).await;
+    }
+    let now = Instant::now();
+    let mut st = shared.state.lock().expect("sim state lock");
+    st.expire_idle(&shared.config, now, &shared.counters);
+    let Some(app) = st.app_of(id, user) else {
+        return Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
+            .into();
+    };
+    app.last_seen = now;
+    match rest {
+        [] if get => Reply::json(StatusCode::OK, &resources::application(app)).into(),
+        [] if req.method == Method::DELETE => {
+            st.remove_app(id);
+            Counters::bump(&shared.counters.applications_deleted);
+            Reply::no_content().into()
+        }
+        ["me"] if get => Reply::json(StatusCode::OK, &resources::me(app)).into(),
+        ["communication"] if get => Reply::json(StatusCode::OK, &resources::communication(app)).into(),
+        ["me", "makemeavailable"] if post => {
+            if app.available {
+                return Reply::error(StatusCode::CONFLICT, "Conflict", Some("AlreadyExists"), "makeMeAvailable was already done.").into();
+            }
+            app.available = true;
+            app.etag += 1;
+            let events = available_events(app);
+            app.channel.push(events);
+            Reply::no_content().into()
+        }
+        ["me", "reportmyactivity"] | ["reportmyactivity"] if post => {
+            if !app.available {
+                return Reply::error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), "Call makeMeAvailable first.")
+                    .into();
+            }
+            Counters::bump(&shared.counters.report_my_activity);
+            Reply::no_content().into()
+        }
+        ["communication", "audiovideoinvitations"] if post => {
+            drop(st);
+            start_outgoing(shared, req, id).into()
+        }
+        ["communication", "audiovideoinvitations", inv, action @ ..] => {
+            let Some(call) = st.calls.values().find(|c| c.app_id == id && c.invitation_id == *inv) else {
+                return not_found().into();
+            };
+            match action {
+                [] if get => Reply::json(StatusCode::OK, &resources::invitation(call)).into(),
+                ["acceptwithanswer"] if post && call.direction == Direction::Incoming => {
+                    send(call, CallCommand::Accept)
+                }
+                ["decline"] if post && call.direction == Direction::Incoming => send(call, CallCommand::Decline),
+                ["cancel"] if post && call.direction == Direction::Outgoing => send(call, CallCommand::End),
+                _ => not_found().into(),
+            }
+        }
+        ["communication", "conversations", conv, modality @ ..] => {
+            let Some(call) = conv.parse::<u64>().ok().and_then(|c| st.calls.get(&c)).filter(|c| c.app_id == id) else {
+                return not_found().into();
+            };
+            match modality {
+                [] if get => Reply::json(StatusCode::OK, &resources::conversation(call)).into(),
+                ["audiovideo"] if get => Reply::json(StatusCode::OK, &resources::audio_video(call)).into(),
+                ["audiovideo", "audiovideosession"] if get && call.phase == calls::Phase::Connected => {
+                    Reply::json(StatusCode::OK, &resources::session(call)).into()
+                }
+                ["audiovideo", "stopaudiovideo" | "stopaudio"] if post => send(call, CallCommand::End),
+                _ => not_found().into(),
+            }
+        }
+        _ => not_found().into(),
+    }
+}
+
+fn send(call: &calls::CallRecord, cmd: CallCommand) -> Answer {
+    let _ = call.commands.send(cmd);
+    Reply::no_content().into()
+}
+
+/// The events makeMeAvailable produces (`events-response-next.json`).
+fn available_events(app: &super::state::App) -> Vec<SimEvent> {
+    let p = app_path(app.id);
+    let me = |rel: &str, kind: &str, href: String| SimEvent {
+        sender_rel: "me",
+        sender_href: format!("{p}/me"),
+        event: json!({"link": {"rel": rel, "href": href}, "type": kind}),
+    };
+    vec![
+        SimEvent {
+            sender_rel: "communication",
+            sender_href: format!("{p}/communication"),
+            event: json!({"link": {"rel": "communication", "href": format!("{p}/communication")},
+                          "_embedded": {"communication": resources::communication(app)}, "type": "updated"}),
+        },
+        me("me", "updated", format!("{p}/me")),
+        me("presence", "added", format!("{p}/me/presence")),
+        me("note", "added", format!("{p}/me/note")),
+        me("location", "added", format!("{p}/me/location")),
+    ]
+}
+
+/// `POST applications` (PROTOCOL.md §3): keys matched case-insensitively, unknown keys ignored.
+fn create_application(shared: &Shared, req: &Req, user: &str) -> Reply {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(strip_bom(&req.body)) else {
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("DeserializationFailure"), "The body is not a JSON object.");
+    };
+    let field = |name: &str| body.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str());
+    let (Some(agent), Some(endpoint), Some(culture)) = (field("userAgent"), field("endpointId"), field("culture")) else {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            Some("ParameterValidationFailure"),
+            "userAgent, endpointId and culture are required.",
+        );
+    };
+    if agent.len() > 100 {
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "userAgent is too long.");
+    }
+    let now = Instant::now();
+    let mut st = shared.state.lock().expect("sim state lock");
+    st.expire_idle(&shared.config, now, &shared.counters);
+    let (id, created) = st.create_app(user, endpoint, agent, culture, shared.config.min_poll_timeout, now);
+    if created {
+        Counters::bump(&shared.counters.applications_created);
+    }
+    let app = &st.apps[&id];
+    Reply::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &resources::application(app))
+        .header(header::LOCATION, app_path(id))
+}
+
+/// `POST communication/audioVideoInvitations` (startAudioVideo): an outgoing call.
+fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
+    let body: Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or(Value::Null);
+    let field = |name: &str| {
+        body.as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_string)
+    };
+    let Some(to) = field("to") else {
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "`to` is required.");
+    };
+    let spec = CallSpec {
+        direction: Direction::Outgoing,
+        remote: Some(to),
+        subject: field("subject"),
+        operation_id: field("operationId").or_else(|| req.query.get("operationid").cloned()),
+        ..CallSpec::default()
+    };
+    match calls::start_call(shared, spec, Some(app_id)) {
+        Ok(id) => {
+            let st = shared.state.lock().expect("sim state lock");
+            match st.calls.get(&id) {
+                Some(call) => Reply::json(StatusCode::CREATED, &resources::invitation(call))
+                    .header(header::LOCATION, resources::invitation_path(call)),
+                None => Reply::error(StatusCode::GONE, "Gone", None, "The call ended."),
+            }
+        }
+        Err(e) => Reply::error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), &e),
+    }
+}
+
+pub(crate) fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+/// Forgets a parked P-GET whose client went away (the handler future was dropped).
+struct ParkedGuard<'a> {
+    shared: &'a Shared,
+    app: u64,
+    waiter: u64,
+    armed: bool,
+}
+
+impl Drop for ParkedGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Ok(mut st) = self.shared.state.lock() {
+                if let Some(app) = st.apps.get_mut(&self.app) {
+                    app.channel.abandon(self.waiter, Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// `GET events?ack=N[&timeout=S][&priority=P]`: the pending GET (PROTOCOL.md §4).
+async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u64) -> Answer {
+    Counters::bump(&shared.counters.polls);
+    let bad = |what: &str| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), what);
+    let Some(ack) = req.query.get("ack").and_then(|a| a.parse::<u64>().ok()) else {
+        return bad("ack must be a number.").into();
+    };
+    let priority = match req.query.get("priority").map(|p| p.parse::<i64>()) {
+        None => 0,
+        Some(Ok(p)) => p,
+        Some(Err(_)) => return bad("priority must be an integer.").into(),
+    };
+    let requested_timeout = match req.query.get("timeout").map(|t| t.parse::<u64>()) {
+        None => None,
+        Some(Ok(t)) => Some(Duration::from_secs(t).clamp(shared.config.min_poll_timeout, shared.config.max_poll_timeout)),
+        Some(Err(_)) => return bad("timeout must be a number of seconds.").into(),
+    };
+    let app_gone = || {
+        Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
+    };
+    let now = Instant::now();
+    let (step, timeout) = {
+        let mut st = shared.state.lock().expect("sim state lock");
+        st.expire_idle(&shared.config, now, &shared.counters);
+        if st.app_of(app_id, user).is_none() {
+            return app_gone().into();
+        }
+        let fault = st.faults.pop_front();
+        let app = st.app_of(app_id, user).expect("checked above");
+        app.last_seen = now;
+        if let Some(t) = requested_timeout {
+            app.channel.timeout = t;
+        }
+        if let Some(fault) = fault {
+            Counters::bump(&shared.counters.faults_applied);
+            tracing::info!(?fault, app = app_id, "simulator applies an injected fault");
+            match fault {
+                Fault::ServerError { status, retry_after } => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    let code = if status == StatusCode::SERVICE_UNAVAILABLE { "ServiceUnavailable" } else { "ServiceFailure" };
+                    let mut r = Reply::error(status, code, None, "The service is temporarily unavailable.");
+                    if let Some(s) = retry_after {
+                        r = r.header(header::RETRY_AFTER, s.to_string());
+                    }
+                    return r.into();
+                }
+                Fault::TooManyRequests { retry_after } => {
+                    let mut r = Reply::error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", None, "Too many requests.");
+                    if let Some(s) = retry_after {
+                        r = r.header(header::RETRY_AFTER, s.to_string());
+                    }
+                    return r.into();
+                }
+                Fault::DropConnection => return Answer::Raw(reply::dropped_connection()),
+                Fault::MalformedBody => {
+                    return Reply::json_bytes(StatusCode::OK, bytes::Bytes::from_static(b"{\"_links\": {\"self\": {\"href\": \"/ucwa"))
+                        .into()
+                }
+                Fault::Resync => {
+                    Counters::bump(&shared.counters.resyncs);
+                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resync(ack, now)).into();
+                }
+                Fault::TokenExpiry | Fault::ApplicationGone => {} // applied when injected
+            }
+        }
+        (app.channel.poll(ack, priority, now), app.channel.timeout)
+    };
+    let (waiter, notify) = match step {
+        PollStep::Wait { waiter, notify } => (waiter, notify),
+        other => return answer_poll(shared, other),
+    };
+    let mut guard = ParkedGuard { shared, app: app_id, waiter, armed: true };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let finished = {
+            let mut st = shared.state.lock().expect("sim state lock");
+            match st.apps.get_mut(&app_id) {
+                None => {
+                    guard.armed = false;
+                    return app_gone().into();
+                }
+                Some(app) => app.channel.finish_wait(waiter, false, Instant::now()),
+            }
+        };
+        if let Some(step) = finished {
+            guard.armed = false;
+            return answer_poll(shared, step);
+        }
+        tokio::select! {
+            _ = &mut notified => continue,
+            _ = tokio::time::sleep_until(deadline) => {
+                guard.armed = false;
+                let mut st = shared.state.lock().expect("sim state lock");
+                return match st.apps.get_mut(&app_id) {
+                    None => app_gone().into(),
+                    Some(app) => {
+                        let step = app.channel.finish_wait(waiter, true, Instant::now()).expect("a timed-out wait always finishes");
+                        drop(st);
+                        answer_poll(shared, step)
+                    }
+                };
+            }
+        }
+    }
+}
+
+fn answer_poll(shared: &Shared, step: PollStep) -> Answer {
+    let c = &shared.counters;
+    match step {
+        PollStep::Answer(body, kind) => {
+            match kind {
+                PollKind::Batch(0) => Counters::bump(&c.empty_batches),
+                PollKind::Batch(n) => {
+                    Counters::bump(&c.batches);
+                    c.events.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                PollKind::Repeat => Counters::bump(&c.repeated_batches),
+                PollKind::Resync => Counters::bump(&c.resyncs),
+            }
+            Reply::json_bytes(StatusCode::OK, body).into()
+        }
+        PollStep::Replaced => {
+            Counters::bump(&c.pget_replaced);
+            Reply::error(StatusCode::CONFLICT, "Conflict", Some("PGetReplaced"), "A newer pending GET replaced this one.").into()
+        }
+        PollStep::Wait { .. } => unreachable!("answer_poll is never given a wait"),
+    }
+}

@@ -1,0 +1,221 @@
+//! Everything the simulated pool remembers, behind one mutex held only for short, non-async steps.
+
+use super::calls::CallRecord;
+use super::channel::{Channel, SimEvent};
+use super::resources::app_path;
+use super::SimConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+/// A fault the control API injects into the next event-channel requests.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Answer with this 5xx status (`ServiceFailure` / `ServiceUnavailable`), optionally with `Retry-After`.
+    ServerError {
+        #[serde(default = "default_5xx")]
+        status: u16,
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// 429 TooManyRequests, optionally with `Retry-After`.
+    TooManyRequests {
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// Send the headers and part of the body, then drop the connection.
+    DropConnection,
+    /// A 200 whose body is not valid JSON.
+    MalformedBody,
+    /// Answer with a `resync` link instead of the batch.
+    Resync,
+    /// Every token of every user stops being valid now (applied at once, not queued).
+    TokenExpiry,
+    /// Every application is deleted now (applied at once, not queued).
+    ApplicationGone,
+}
+
+fn default_5xx() -> u16 {
+    503
+}
+
+/// Counters the control API reports, for tests and for users watching the simulator.
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    pub polls: AtomicU64,
+    pub batches: AtomicU64,
+    pub empty_batches: AtomicU64,
+    pub repeated_batches: AtomicU64,
+    pub events: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub pget_replaced: AtomicU64,
+    pub tokens_issued: AtomicU64,
+    pub token_rejections: AtomicU64,
+    pub unauthorized: AtomicU64,
+    pub applications_created: AtomicU64,
+    pub applications_deleted: AtomicU64,
+    pub applications_expired: AtomicU64,
+    pub report_my_activity: AtomicU64,
+    pub calls_started: AtomicU64,
+    pub calls_ended: AtomicU64,
+    pub faults_applied: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "polls": g(&self.polls), "batches": g(&self.batches), "empty_batches": g(&self.empty_batches),
+            "repeated_batches": g(&self.repeated_batches), "events": g(&self.events), "resyncs": g(&self.resyncs),
+            "pget_replaced": g(&self.pget_replaced), "tokens_issued": g(&self.tokens_issued),
+            "token_rejections": g(&self.token_rejections), "unauthorized": g(&self.unauthorized),
+            "applications_created": g(&self.applications_created),
+            "applications_deleted": g(&self.applications_deleted),
+            "applications_expired": g(&self.applications_expired),
+            "report_my_activity": g(&self.report_my_activity), "calls_started": g(&self.calls_started),
+            "calls_ended": g(&self.calls_ended), "faults_applied": g(&self.faults_applied),
+        })
+    }
+}
+
+/// An issued token.
+#[derive(Debug)]
+pub(crate) struct Token {
+    /// Whose token it is; resources are answered for this user.
+    pub user: String,
+    pub expires_at: Instant,
+}
+
+/// One UCWA application.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub id: u64,
+    pub user: String,
+    /// With culture and user agent, identifies the application for a repeated create.
+    pub endpoint_id: String,
+    pub user_agent: String,
+    pub culture: String,
+    /// Set by makeMeAvailable: incoming calls reach only available applications.
+    pub available: bool,
+    /// The GUID-named property of `communication`.
+    pub communication_key: String,
+    /// `communication`'s etag, bumped when it changes.
+    pub etag: u64,
+    pub channel: Channel,
+    /// The last request of any kind to this application (reportMyActivity included).
+    pub last_seen: Instant,
+}
+
+pub(crate) struct SimState {
+    pub users: HashMap<String, String>,
+    pub tokens: HashMap<String, Token>,
+    pub apps: BTreeMap<u64, App>,
+    pub calls: BTreeMap<u64, CallRecord>,
+    /// Faults waiting for the next event-channel requests, in order.
+    pub faults: VecDeque<Fault>,
+    next_id: u64,
+}
+
+impl SimState {
+    pub(crate) fn new(config: &SimConfig) -> Self {
+        SimState {
+            users: config.users.iter().cloned().collect(),
+            tokens: HashMap::new(),
+            apps: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            faults: VecDeque::new(),
+            // Real ids are 11-12 digits; starting high makes hrefs look like a pool's.
+            next_id: 10_672_188_129,
+        }
+    }
+
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// The user a bearer token stands for, if it is known and not expired.
+    pub(crate) fn token_user(&self, token: &str, now: Instant) -> Option<String> {
+        self.tokens.get(token).filter(|t| t.expires_at > now).map(|t| t.user.clone())
+    }
+
+    /// Removes applications nobody polls any more (PROTOCOL.md §3 keep-alive) and their calls.
+    pub(crate) fn expire_idle(&mut self, config: &SimConfig, now: Instant, counters: &Counters) {
+        let expired: Vec<u64> = self
+            .apps
+            .values()
+            .filter(|a| {
+                let idle_since = a.channel.last_release.max(a.last_seen);
+                !a.channel.has_waiter() && now.duration_since(idle_since) > config.app_idle_timeout
+            })
+            .map(|a| a.id)
+            .collect();
+        for id in expired {
+            Counters::bump(&counters.applications_expired);
+            self.remove_app(id);
+        }
+    }
+
+    /// Deletes an application; its calls end without events (there is no channel left to carry them).
+    pub(crate) fn remove_app(&mut self, id: u64) {
+        self.apps.remove(&id);
+        self.calls.retain(|_, c| c.app_id != id);
+    }
+
+    /// The application `id` if it exists and belongs to `user`.
+    pub(crate) fn app_of(&mut self, id: u64, user: &str) -> Option<&mut App> {
+        self.apps.get_mut(&id).filter(|a| a.user == user)
+    }
+
+    /// Queues events on an application's channel.
+    pub(crate) fn push(&mut self, app_id: u64, events: Vec<SimEvent>) {
+        if let Some(app) = self.apps.get_mut(&app_id) {
+            app.channel.push(events);
+        }
+    }
+
+    /// The newest available application of `user` (or of any user), where incoming calls ring.
+    pub(crate) fn ringing_target(&self, user: Option<&str>) -> Option<u64> {
+        self.apps.values().rev().find(|a| a.available && user.is_none_or(|u| a.user == u)).map(|a| a.id)
+    }
+
+    /// Creates an application, or returns the existing one for the same identity (PROTOCOL.md §3).
+    pub(crate) fn create_app(
+        &mut self,
+        user: &str,
+        endpoint_id: &str,
+        user_agent: &str,
+        culture: &str,
+        poll_timeout: std::time::Duration,
+        now: Instant,
+    ) -> (u64, bool) {
+        if let Some(app) = self.apps.values_mut().find(|a| {
+            a.user == user && a.endpoint_id == endpoint_id && a.user_agent == user_agent && a.culture == culture
+        }) {
+            app.last_seen = now;
+            return (app.id, false);
+        }
+        let id = self.next_id();
+        let key = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", id as u32, id % 0xffff, id % 0xfff, (id >> 3) % 0xfff, id);
+        let app = App {
+            id,
+            user: user.to_string(),
+            endpoint_id: endpoint_id.to_string(),
+            user_agent: user_agent.to_string(),
+            culture: culture.to_string(),
+            available: false,
+            communication_key: key,
+            etag: id % 4_000_000_000,
+            channel: Channel::new(format!("{}/events", app_path(id)), poll_timeout, now),
+            last_seen: now,
+        };
+        self.apps.insert(id, app);
+        (id, true)
+    }
+}

@@ -1,0 +1,58 @@
+//! What can go wrong talking to a pool, classified so the caller knows what to do.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UcwaError {
+    /// The request did not get an HTTP answer (connection refused or reset, timeout, TLS).
+    #[error("{method} {url}: no answer: {message}")]
+    Transport { method: String, url: String, message: String },
+    /// The server answered with an error status; `code`/`subcode` come from the UCWA error body.
+    #[error("{method} {url}: HTTP {status}{}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), subcode.as_deref().map(|s| format!("/{s}")).unwrap_or_default())]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        code: Option<String>,
+        subcode: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    /// The answer is not what UCWA sends (not JSON, truncated, a link missing).
+    #[error("{url}: unexpected reply: {message}")]
+    Malformed { url: String, message: String },
+    /// An href on another origin: the session is never sent there.
+    #[error("refused to send the session to {href}: not on the pool's origin {origin}")]
+    ForeignOrigin { href: String, origin: String },
+    /// Sign-in cannot succeed without a change on the user's side (bad credentials, no password grant).
+    #[error("sign-in failed: {0}")]
+    SignIn(String),
+}
+
+impl UcwaError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            UcwaError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn subcode(&self) -> Option<&str> {
+        match self {
+            UcwaError::Status { subcode, .. } => subcode.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The server's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UcwaError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// 404 ApplicationNotFound or 410 (InactiveApplicationExpired…): the application is gone.
+    pub fn application_gone(&self) -> bool {
+        matches!(self.status(), Some(404) | Some(410))
+    }
+}

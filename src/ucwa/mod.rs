@@ -1,0 +1,37 @@
+//! The client side of UCWA: what the agent sends and how it reads the answers (PROTOCOL.md).
+//!
+//! - `origin.rs`: the pool origin; resolving hrefs and refusing any other origin.
+//! - `secret.rs`: tokens and passwords that never print.
+//! - `challenge.rs`: parsing `WWW-Authenticate` for the MsRtcOAuth challenge.
+//! - `session.rs`: HTTP to the pool with the bearer token, renewal on 401.
+//! - `signin.rs`: discovery → challenge → token → user resource.
+//! - `application.rs`: create the application, makeMeAvailable, reportMyActivity, delete.
+//! - `batch.rs`: decoding an event-channel response into typed events.
+//! - `error.rs`: what can go wrong, with what to do about it.
+
+pub mod application;
+pub mod batch;
+pub mod challenge;
+pub mod error;
+pub mod origin;
+pub mod secret;
+pub mod session;
+pub mod signin;
+
+pub use batch::{Batch, Continuation, Event};
+pub use error::UcwaError;
+pub use origin::Origin;
+pub use secret::Secret;
+pub use session::{Credentials, HttpReply, Session};
+
+use serde_json::Value;
+
+/// `_links.<rel>.href` of a resource; `_links` values may also be arrays (PROTOCOL.md §3).
+pub fn link<'a>(resource: &'a Value, rel: &str) -> Option<&'a str> {
+    let l = resource.get("_links")?.get(rel)?;
+    let l = match l {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    l.get("href")?.as_str()
+}

@@ -1,0 +1,128 @@
+//! Sign-in: discovery document → user resource's 401 challenge → password grant → user resource
+//! with the token → `applications` (PROTOCOL.md §1–2). `redirect` links are followed, bounded.
+
+use super::challenge;
+use super::origin::is_loopback;
+use super::session::{status_error, strip_bom, transport};
+use super::{link, Credentials, Origin, Session, UcwaError};
+use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
+use reqwest::Method;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// How many `redirect` links sign-in follows before it gives up (loops, misconfiguration).
+const MAX_REDIRECTS: usize = 4;
+
+/// The result of signing in: a session on the user's pool and where applications are created.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub session: Arc<Session>,
+    pub applications_href: String,
+}
+
+/// Signs in from a discovery URL.
+pub async fn sign_in(http: &reqwest::Client, discover: &Url, credentials: &Credentials) -> Result<SignedIn, UcwaError> {
+    let mut user_url = discover_user(http, discover).await?;
+    for _ in 0..=MAX_REDIRECTS {
+        check_scheme(&user_url)?;
+        let token_url = challenge_of(http, &user_url).await?;
+        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, credentials.clone())?;
+        session.sign_in().await?;
+        let user = session.get_json(user_url.as_str()).await?;
+        if let Some(apps) = link(&user, "applications") {
+            session.origin().resolve(apps)?;
+            return Ok(SignedIn { applications_href: apps.to_string(), session: Arc::new(session) });
+        }
+        // The user is homed on another pool: sign in again there.
+        let redirect = link(&user, "redirect").ok_or_else(|| UcwaError::Malformed {
+            url: user_url.to_string(),
+            message: "the user resource has neither an `applications` nor a `redirect` link".into(),
+        })?;
+        user_url = user_url.join(redirect).map_err(|e| malformed(&user_url, e))?;
+        tracing::info!(to = %user_url, "user resource redirects to another pool");
+    }
+    Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} user redirects; stopping")))
+}
+
+/// Follows the discovery document (and its redirects) to the user resource.
+async fn discover_user(http: &reqwest::Client, discover: &Url) -> Result<Url, UcwaError> {
+    let mut url = discover.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        check_scheme(&url)?;
+        let doc = get_json_anonymous(http, &url).await?;
+        if let Some(user) = link(&doc, "user") {
+            return url.join(user).map_err(|e| malformed(&url, e));
+        }
+        let redirect = link(&doc, "redirect").ok_or_else(|| UcwaError::Malformed {
+            url: url.to_string(),
+            message: "the discovery document has neither a `user` nor a `redirect` link".into(),
+        })?;
+        url = url.join(redirect).map_err(|e| malformed(&url, e))?;
+        tracing::info!(to = %url, "discovery redirects");
+    }
+    Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} discovery redirects; stopping")))
+}
+
+/// GETs the user resource without a token and reads the MsRtcOAuth token endpoint from the 401.
+async fn challenge_of(http: &reqwest::Client, user_url: &Url) -> Result<Url, UcwaError> {
+    let resp = http
+        .get(user_url.clone())
+        .header(ACCEPT, "application/json")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| transport("GET", user_url.as_str(), e))?;
+    if resp.status().as_u16() != 401 {
+        return Err(UcwaError::SignIn(format!(
+            "{user_url} answered HTTP {} without a token; a UCWA pool answers 401 with an MsRtcOAuth challenge",
+            resp.status().as_u16()
+        )));
+    }
+    let headers: Vec<&str> = resp.headers().get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let challenges = challenge::parse_all(headers);
+    let oauth = challenges.iter().find(|c| c.scheme.eq_ignore_ascii_case("MsRtcOAuth")).ok_or_else(|| {
+        UcwaError::SignIn(format!("{user_url} sent no MsRtcOAuth challenge (schemes: {:?})", challenges.iter().map(|c| &c.scheme).collect::<Vec<_>>()))
+    })?;
+    let grants = oauth.param("grant_type").unwrap_or("");
+    if !grants.split(',').any(|g| g.trim() == "password") {
+        return Err(UcwaError::SignIn(format!("the pool does not offer the password grant (offers: {grants})")));
+    }
+    let href = oauth
+        .param("href")
+        .ok_or_else(|| UcwaError::SignIn("the MsRtcOAuth challenge has no href".to_string()))?;
+    user_url.join(href).map_err(|e| malformed(user_url, e))
+}
+
+async fn get_json_anonymous(http: &reqwest::Client, url: &Url) -> Result<Value, UcwaError> {
+    let resp = http
+        .get(url.clone())
+        .header(ACCEPT, "application/json")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| transport("GET", url.as_str(), e))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(|e| transport("GET", url.as_str(), e))?;
+    let reply = super::HttpReply { status, headers, body };
+    if !(200..300).contains(&status) {
+        return Err(status_error(&Method::GET, url.as_str(), &reply));
+    }
+    serde_json::from_slice(strip_bom(&reply.body))
+        .map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
+}
+
+/// Plain http only to loopback: credentials never cross a network in clear text.
+fn check_scheme(url: &Url) -> Result<(), UcwaError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        _ => Err(UcwaError::SignIn(format!("refusing {url}: only https:// (or http:// to a loopback host) is used"))),
+    }
+}
+
+fn malformed(base: &Url, e: url::ParseError) -> UcwaError {
+    UcwaError::Malformed { url: base.to_string(), message: format!("bad href: {e}") }
+}
