@@ -100,6 +100,11 @@ impl Channel {
         self.waiter.is_some()
     }
 
+    /// Wakes the parked P-GET so it sees that the application is gone (it answers 404).
+    pub(crate) fn close(&self) {
+        self.notify.notify_waiters();
+    }
+
     /// Queues events and wakes the parked P-GET.
     pub(crate) fn push(&mut self, events: impl IntoIterator<Item = SimEvent>) {
         let before = self.queued.len();

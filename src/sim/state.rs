@@ -164,7 +164,9 @@ impl SimState {
 
     /// Deletes an application; its calls end without events (there is no channel left to carry them).
     pub(crate) fn remove_app(&mut self, id: u64) {
-        self.apps.remove(&id);
+        if let Some(app) = self.apps.remove(&id) {
+            app.channel.close();
+        }
         self.calls.retain(|_, c| c.app_id != id);
     }
 

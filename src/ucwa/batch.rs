@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(b.events.len(), 1);
         let e = &b.events[0];
         assert_eq!((e.rel.as_str(), e.kind.as_str(), e.sender_rel.as_str()), ("audioVideoSession", "added", "communication"));
-        assert_eq!(e.conversation.as_deref(), Some("https://fe1.contoso.com:443/ucwa/v1/applications/192/communication/conversations/137"));
+        assert_eq!(e.conversation.as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
         assert!(e.resource().is_none());
     }
 

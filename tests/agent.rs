@@ -1,0 +1,216 @@
+//! The agent end to end: real HTTP against the simulator, real Lua scripts, asserting what the
+//! scripts observed.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::Path;
+use ucwa_agent::agent::{Agent, StartError};
+use ucwa_agent::config::Config;
+use ucwa_agent::script::ScriptOutput;
+use ucwa_agent::sim::{CallOutcome, CallSpec, Fault};
+
+/// Logs every audioVideoSession event with the fields scripts rely on.
+const SESSION_LOGGER: &str = r#"
+agent.on("audioVideoSession", function(e)
+  assert(e.href:match("^http://127%.0%.0%.1:%d+/ucwa/oauth/v1/applications/%d+/communication/conversations/%d+/audioVideo/audioVideoSession$"), e.href)
+  assert(e.sender.rel == "communication", e.sender.rel)
+  assert(e.conversation and e.href:sub(1, #e.conversation) == e.conversation)
+  assert(e.raw.link.rel == "audioVideoSession")
+  local state = e.resource and e.resource.state or "-"
+  agent.log.info(e.type .. " " .. state, { seq = e.seq })
+end)
+agent.on("agent", function(e) agent.log.info("agent " .. e.type) end)
+"#;
+
+#[tokio::test]
+async fn an_incoming_call_runs_added_updated_deleted_in_order() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "sessions.lua", SESSION_LOGGER);
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let call = sim.start_call(answered_call()).unwrap();
+    let first = agent.messages("sessions", 3).await;
+    assert_eq!(first, ["agent signedIn", "added Establishing", "updated Established"]);
+    assert!(sim.end_call(call));
+    assert_eq!(agent.messages("sessions", 1).await, ["deleted -"]);
+    let counters = sim.counters();
+    assert!(counters["unauthorized"].as_u64().unwrap() >= 1, "signed in through the 401 challenge: {counters}");
+    assert_eq!(counters["tokens_issued"], 1);
+    agent.stop().await;
+    assert_eq!(sim.counters()["applications_deleted"], 1, "shutdown deletes the application");
+}
+
+#[tokio::test]
+async fn a_failing_script_leaves_the_others_running() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "bad.lua", "agent.on('audioVideoSession', function(e)\n  error('boom on ' .. e.type)\nend)\n");
+    write(dir.path(), "broken.lua", "agent.on('audioVideoSession', function(e)\n  this is not lua\nend)\n");
+    write(dir.path(), "good.lua", "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let call = sim.start_call(answered_call()).unwrap();
+    let err = agent.expect("bad.lua's error", |o| matches!(o, ScriptOutput::HandlerError { script, .. } if script == "bad")).await;
+    let ScriptOutput::HandlerError { error, rel, kind, .. } = err else { unreachable!() };
+    assert!(error.starts_with("bad.lua:2: boom on added"), "{error}");
+    assert_eq!((rel.as_str(), kind.as_str()), ("audioVideoSession", "added"));
+    assert_eq!(agent.messages("good", 2).await, ["added", "updated"]);
+    sim.end_call(call);
+    assert_eq!(agent.messages("good", 1).await, ["deleted"]);
+    let scripts: Vec<String> = agent_scripts(&sim, dir.path()).await;
+    assert_eq!(scripts, ["bad", "good"], "the script with a syntax error is not loaded");
+    agent.stop().await;
+}
+
+async fn agent_scripts(sim: &ucwa_agent::sim::Simulator, dir: &Path) -> Vec<String> {
+    std::env::set_var(PASSWORD_ENV, "demo");
+    let config = Config::parse(&config_text(sim, dir, ""), Path::new("t.toml")).unwrap();
+    let agent = Agent::start(config).await.unwrap();
+    agent.scripts().scripts().into_iter().map(|(n, _)| n).collect()
+}
+
+/// Collects the session script's messages up to and including `want`.
+async fn until(agent: &mut Running, seen: &mut Vec<String>, want: &str) {
+    loop {
+        let m = agent.messages("sessions", 1).await.remove(0);
+        let done = m == want;
+        seen.push(m);
+        if done {
+            return;
+        }
+    }
+}
+
+/// One row of the recovery table: after the fault, the script still sees the next call.
+async fn survives(fault: Fault, count: usize) -> serde_json::Value {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "sessions.lua", SESSION_LOGGER);
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    assert_eq!(agent.messages("sessions", 1).await, ["agent signedIn"]);
+    sim.inject(fault.clone(), count);
+    let mut seen = Vec::new();
+    wait_available(&sim).await;
+    let first = sim.start_call(answered_call()).unwrap();
+    until(&mut agent, &mut seen, "added Establishing").await;
+    sim.end_call(first);
+    until(&mut agent, &mut seen, "deleted -").await;
+    wait_available(&sim).await;
+    let second = sim.start_call(answered_call()).unwrap();
+    until(&mut agent, &mut seen, "added Establishing").await;
+    sim.end_call(second);
+    agent.stop().await;
+    json!({"seen": seen, "counters": sim.counters()})
+}
+
+#[tokio::test]
+async fn recovers_from_server_errors() {
+    let r = survives(Fault::ServerError { status: 503, retry_after: Some(1) }, 2).await;
+    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn recovers_from_throttling() {
+    let r = survives(Fault::TooManyRequests { retry_after: None }, 2).await;
+    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn recovers_from_dropped_connections() {
+    let r = survives(Fault::DropConnection, 2).await;
+    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn recovers_from_malformed_bodies() {
+    let r = survives(Fault::MalformedBody, 2).await;
+    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn a_resync_is_followed_and_reported_to_scripts() {
+    let r = survives(Fault::Resync, 1).await;
+    assert!(r["seen"].as_array().unwrap().contains(&json!("agent resync")), "{r}");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_renewed() {
+    let r = survives(Fault::TokenExpiry, 1).await;
+    assert!(r["counters"]["tokens_issued"].as_u64().unwrap() >= 2, "{r}");
+}
+
+#[tokio::test]
+async fn a_vanished_application_is_created_again() {
+    let r = survives(Fault::ApplicationGone, 1).await;
+    let seen = r["seen"].as_array().unwrap();
+    let resync = seen.iter().position(|m| m == "agent resync").expect("scripts are told");
+    assert_eq!(seen[resync + 1], "agent signedIn", "{r}");
+    assert_eq!(r["counters"]["applications_created"], 2, "{r}");
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_versions_and_keeps_the_old_one_on_error() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = |v: &str| format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('{v} ' .. agent.script.version) end)\n");
+    write(dir.path(), "rule.lua", &script("one"));
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 20")).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("rule", 1).await, ["one 1"]);
+    sim.end_call(c);
+    // Save as editors do: write a temporary file, rename it over the script.
+    write(dir.path(), ".rule.lua.swp", &script("two"));
+    std::fs::rename(dir.path().join(".rule.lua.swp"), dir.path().join("rule.lua")).unwrap();
+    agent.expect("version 2", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "rule")).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("rule", 1).await, ["two 2"]);
+    sim.end_call(c);
+    write(dir.path(), "rule.lua", "agent.on('audioVideoSession', function(e)\n  oops(\nend)\n");
+    let failed = agent.expect("the broken save", |o| matches!(o, ScriptOutput::LoadFailed { .. })).await;
+    let ScriptOutput::LoadFailed { error, .. } = failed else { unreachable!() };
+    assert!(error.contains("rule.lua:3:"), "{error}");
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("rule", 1).await, ["two 2"], "the old version keeps running");
+    sim.end_call(c);
+    std::fs::remove_file(dir.path().join("rule.lua")).unwrap();
+    agent.expect("unload", |o| matches!(o, ScriptOutput::Unloaded { script } if script == "rule")).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_shipped_scripts_and_examples_work() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["scripts/call_log.lua", "examples/missed_calls.lua", "examples/call_stats.lua"] {
+        std::fs::copy(root.join(f), dir.path().join(Path::new(f).file_name().unwrap())).unwrap();
+    }
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() })
+        .unwrap();
+    let missed = agent.expect("missed call", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "missed_calls")).await;
+    let ScriptOutput::Log { message, fields, .. } = missed else { unreachable!() };
+    assert_eq!(message, "missed call");
+    let fields = fields.unwrap();
+    assert_eq!((fields["from"].as_str(), fields["reason"].as_str(), fields["missed_total"].as_i64()), (Some("sip:zoe@fabrikam.com"), Some("Missed"), Some(1)));
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("call_log", 2).await, ["call started", "call changed"]);
+    sim.end_call(call);
+    let ended = agent.expect("call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended")).await;
+    let ScriptOutput::Log { fields, .. } = ended else { unreachable!() };
+    assert!(fields.unwrap()["duration_s"].as_f64().unwrap() >= 0.0);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_password_variable_is_named() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&sim, dir.path(), "").replace(PASSWORD_ENV, "UCWA_AGENT_TEST_UNSET_VARIABLE");
+    let config = Config::parse(&text, Path::new("agent.toml")).unwrap();
+    let err = Agent::start(config).await.err().expect("refused");
+    assert!(matches!(err, StartError::PasswordMissing { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("agent.toml") && msg.contains("auth.password_env") && msg.contains("UCWA_AGENT_TEST_UNSET_VARIABLE"), "{msg}");
+}

@@ -1,0 +1,122 @@
+//! Shared test helpers: a simulator with short timeouts, an agent running real scripts against
+//! it, and waiting for what the scripts did.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
+use ucwa_agent::agent::Agent;
+use ucwa_agent::config::Config;
+use ucwa_agent::script::ScriptOutput;
+use ucwa_agent::sim::{CallSpec, SimConfig, Simulator};
+
+/// How long a test waits for something that should happen within milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The environment variable the test configurations name for the password.
+pub const PASSWORD_ENV: &str = "UCWA_AGENT_TEST_PASSWORD";
+
+pub fn sim_config() -> SimConfig {
+    SimConfig { min_poll_timeout: Duration::from_secs(1), ring_time: Duration::from_millis(50), ..SimConfig::default() }
+}
+
+pub async fn start_sim(config: SimConfig) -> Simulator {
+    Simulator::start(config, ([127, 0, 0, 1], 0).into()).await.expect("the simulator binds a loopback port")
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write a test file");
+}
+
+/// A running agent and what its scripts do.
+pub struct Running {
+    pub out: broadcast::Receiver<ScriptOutput>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks the agent to shut down and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(PATIENCE, &mut self.task).await.expect("the agent stops").expect("the agent task ends cleanly");
+    }
+
+    /// The next output that `pred` accepts (earlier ones are dropped).
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&ScriptOutput) -> bool) -> ScriptOutput {
+        expect(&mut self.out, what, pred).await
+    }
+
+    /// The next `n` log messages of `script`, in order.
+    pub async fn messages(&mut self, script: &str, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            if let ScriptOutput::Log { message, .. } =
+                self.expect(&format!("{n} log lines of {script}"), |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script)).await
+            {
+                got.push(message);
+            }
+        }
+        got
+    }
+}
+
+pub async fn expect(out: &mut broadcast::Receiver<ScriptOutput>, what: &str, pred: impl Fn(&ScriptOutput) -> bool) -> ScriptOutput {
+    let wait = async {
+        loop {
+            match out.recv().await {
+                Ok(o) if pred(&o) => return o,
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => panic!("test lagged {n} outputs behind"),
+                Err(broadcast::error::RecvError::Closed) => panic!("output closed while waiting for {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The configuration text for an agent pointed at `sim`, with its scripts in `dir`.
+pub fn config_text(sim: &Simulator, dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\nkind = \"password\"\nusername = \"demo@contoso.com\"\npassword_env = \"{PASSWORD_ENV}\"\n[scripts]\ndir = \"{}\"\n{extra}\n",
+        sim.discovery_url(),
+        dir.display()
+    )
+}
+
+/// Starts an agent with `config` (text) and waits until its application can take calls.
+pub async fn start_agent(sim: &Simulator, config: &str) -> Running {
+    // Every test uses the same value, so setting it from parallel tests is harmless.
+    std::env::set_var(PASSWORD_ENV, "demo");
+    let config = Config::parse(config, Path::new("test-config.toml")).expect("the test configuration is valid");
+    let agent = Agent::start(config).await.expect("the agent starts");
+    let out = agent.scripts().subscribe();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+    wait_available(sim).await;
+    Running { out, stop: Some(stop), task }
+}
+
+/// Waits until some application has made itself available (incoming calls can ring).
+pub async fn wait_available(sim: &Simulator) {
+    let url = format!("{}/sim/v1/applications", sim.origin());
+    let wait = async {
+        loop {
+            let apps: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            if apps.as_array().unwrap().iter().any(|a| a["available"] == true && a["pollParked"] == true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.expect("an application becomes available");
+}
+
+/// An incoming call that is answered and lasts until ended.
+pub fn answered_call() -> CallSpec {
+    CallSpec { ring_ms: Some(10), ..CallSpec::default() }
+}

@@ -1,0 +1,182 @@
+//! The script sandbox and its limits, through the real script host and events decoded from the
+//! documentation's samples.
+
+mod common;
+
+use common::{expect, write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use ucwa_agent::script::{Limits, ScriptHost, ScriptOutput};
+use ucwa_agent::ucwa::{batch, Event, Origin};
+
+fn sample_event(name: &str) -> Arc<Event> {
+    let path = format!("{}/tests/fixtures/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let mut b = batch::parse(&std::fs::read(path).unwrap(), &origin).unwrap();
+    let mut ev = b.events.remove(0);
+    ev.seq = 1;
+    Arc::new(ev)
+}
+
+struct Host {
+    host: ScriptHost,
+    out: broadcast::Receiver<ScriptOutput>,
+    _dir: tempfile::TempDir,
+}
+
+async fn host(limits: Limits, scripts: &[(&str, &str)]) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in scripts {
+        write(dir.path(), name, text);
+    }
+    let host = ScriptHost::new(dir.path().to_path_buf(), limits);
+    let out = host.subscribe();
+    host.load_dir().await.unwrap();
+    Host { host, out, _dir: dir }
+}
+
+async fn log_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
+    let o = expect(out, script, |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script)).await;
+    let ScriptOutput::Log { message, .. } = o else { unreachable!() };
+    message
+}
+
+async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
+    let o = expect(out, script, |o| {
+        matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)
+    })
+    .await;
+    match o {
+        ScriptOutput::HandlerError { error, .. } | ScriptOutput::LoadFailed { error, .. } => error,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn dangerous_functions_are_unreachable() {
+    let probe = r#"
+      local function gone(v, what) assert(v == nil, what .. " is reachable") end
+      gone(io, "io"); gone(debug, "debug"); gone(require, "require"); gone(package, "package")
+      gone(dofile, "dofile"); gone(loadfile, "loadfile"); gone(string.dump, "string.dump")
+      gone(os.execute, "os.execute"); gone(os.getenv, "os.getenv"); gone(os.remove, "os.remove"); gone(os.exit, "os.exit")
+      gone(_G.io, "_G.io"); gone(("").dump, "string methods' dump")
+      assert(type(os.time()) == "number" and type(os.clock()) == "number" and type(os.date()) == "string")
+      local f, err = load("\27Lua\84\0")
+      assert(f == nil and err:find("binary"), "binary chunks load: " .. tostring(err))
+      assert(load("return 1 + 1")() == 2, "text chunks load")
+      local ok, e = pcall(collectgarbage, "stop")
+      assert(not ok, "collectgarbage('stop') is allowed")
+      agent.log.info("sandbox holds")
+    "#;
+    let mut h = host(Limits::default(), &[("probe.lua", probe)]).await;
+    // load_dir ran before we subscribed; reload to see the outcome.
+    h.host.load_file(&h.host.dir().join("probe.lua")).await.expect("the probe loads");
+    assert_eq!(log_of(&mut h.out, "probe").await, "sandbox holds");
+}
+
+#[tokio::test]
+async fn binary_script_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("compiled.lua"), b"\x1bLua\x54\x00\x19\x93").unwrap();
+    let host = ScriptHost::new(dir.path().to_path_buf(), Limits::default());
+    let failed = host.load_dir().await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].to_string().contains("compiled.lua") && failed[0].message.contains("binary"), "{}", failed[0]);
+}
+
+#[tokio::test]
+async fn runaway_handlers_are_stopped_and_others_carry_on() {
+    let limits = Limits { instructions: 2_000_000, memory_bytes: 8 << 20, handler_timeout: Duration::from_secs(10) };
+    let looping = r#"
+      agent.on("audioVideoSession", "added", function(e) while true do end end)
+      agent.on("audioVideoSession", "added", function(e) agent.log.info("second handler runs") end)
+      agent.on("audioVideoSession", "updated", function(e)
+        while true do pcall(function() while true do end end) end
+      end)
+      agent.on("audioVideoSession", "deleted", function(e) agent.log.info("still alive " .. e.seq) end)
+    "#;
+    let bomb = r#"
+      agent.on("audioVideoSession", "added", function(e) local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end end)
+      agent.on("audioVideoSession", "updated", function(e) local function f(n) return f(n + 1) + 1 end f(1) end)
+      agent.on("audioVideoSession", "deleted", function(e) agent.log.info("recovered") end)
+    "#;
+    let bystander = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.type) end)"#;
+    let h = host(limits, &[("looping.lua", looping), ("bomb.lua", bomb), ("bystander.lua", bystander)]).await;
+    // One receiver per script: each sees the whole stream and picks its script's lines.
+    let (mut l, mut b, mut s) = (h.host.subscribe(), h.host.subscribe(), h.host.subscribe());
+    for name in ["audioVideoSession-added", "audioVideoSession-updated", "audioVideoSession-deleted"] {
+        h.host.dispatch(sample_event(name));
+    }
+    let e = error_of(&mut l, "looping").await;
+    assert!(e.contains("instruction limit"), "{e}");
+    assert_eq!(log_of(&mut l, "looping").await, "second handler runs");
+    let e = error_of(&mut l, "looping").await;
+    assert!(e.contains("instruction limit"), "pcall cannot swallow the limit: {e}");
+    assert_eq!(log_of(&mut l, "looping").await, "still alive 1");
+
+    let e = error_of(&mut b, "bomb").await;
+    assert!(e.contains("memory limit"), "{e}");
+    let e = error_of(&mut b, "bomb").await;
+    assert!(e.contains("stack overflow") || e.contains("memory limit"), "{e}");
+    assert_eq!(log_of(&mut b, "bomb").await, "recovered");
+
+    for t in ["added", "updated", "deleted"] {
+        assert_eq!(log_of(&mut s, "bystander").await, format!("saw {t}"));
+    }
+}
+
+#[tokio::test]
+async fn the_wall_clock_limit_stops_slow_handlers() {
+    let limits = Limits { instructions: u64::MAX / 2, handler_timeout: Duration::from_millis(200), ..Limits::default() };
+    let slow = r#"
+      agent.on("audioVideoSession", "added", function(e) local x = 0 while true do x = x + 1 end end)
+      agent.on("audioVideoSession", "deleted", function(e) agent.log.info("next event runs") end)
+    "#;
+    let mut h = host(limits, &[("slow.lua", slow)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    h.host.dispatch(sample_event("audioVideoSession-deleted"));
+    let e = error_of(&mut h.out, "slow").await;
+    assert!(e.contains("time limit"), "{e}");
+    assert_eq!(log_of(&mut h.out, "slow").await, "next event runs");
+}
+
+#[tokio::test]
+async fn json_null_and_empty_arrays_round_trip() {
+    let script = r#"
+      local t = agent.json.decode('{"a":null,"b":[],"c":{},"d":[1,2]}')
+      assert(t.a == agent.json.null, "null stays distinguishable")
+      assert(#t.b == 0 and #t.d == 2)
+      agent.on("audioVideoSession", function(e)
+        assert(e.raw.link.rel == "audioVideoSession" and e.resource == nil)
+        agent.log.info(agent.json.encode(t.b) .. " " .. agent.json.encode(t.d) .. " " .. agent.json.encode({x = agent.json.null}))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("json.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    assert_eq!(log_of(&mut h.out, "json").await, "[] [1,2] {\"x\":null}");
+}
+
+#[tokio::test]
+async fn subscriptions_can_be_removed_and_errors_name_file_and_line() {
+    let script = r#"
+      local h = agent.on("audioVideoSession", function(e) agent.log.info("first " .. e.type) end)
+      agent.on("audioVideoSession", "updated", function(e)
+        h:off()
+        agent.log.info("removed")
+      end)
+      agent.on("audioVideoSession", "deleted", function(e)
+        local x = nil
+        return x.field
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("subs.lua", script)]).await;
+    for name in ["audioVideoSession-added", "audioVideoSession-updated", "audioVideoSession-deleted"] {
+        h.host.dispatch(sample_event(name));
+    }
+    assert_eq!(log_of(&mut h.out, "subs").await, "first added");
+    assert_eq!(log_of(&mut h.out, "subs").await, "first updated");
+    assert_eq!(log_of(&mut h.out, "subs").await, "removed");
+    let e = error_of(&mut h.out, "subs").await;
+    assert!(e.starts_with("subs.lua:9: attempt to index a nil value"), "{e}");
+}

@@ -1,0 +1,313 @@
+//! The simulator answers as PROTOCOL.md says, checked with a plain HTTP client.
+
+mod common;
+
+use common::{sim_config, start_sim};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+use ucwa_agent::sim::{CallOutcome, CallSpec, SimConfig, Simulator};
+
+struct Ucwa {
+    http: Client,
+    origin: String,
+    token: String,
+    app: String,
+    events: String,
+}
+
+async fn token(http: &Client, origin: &str, user: &str, password: &str) -> reqwest::Response {
+    http.post(format!("{origin}/WebTicket/oauthtoken"))
+        .header("Content-Type", "application/x-www-form-urlencoded;charset=UTF-8")
+        .body(format!("grant_type=password&username={user}&password={password}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs in and creates an application, as a minimal client would.
+async fn client(sim: &Simulator, available: bool) -> Ucwa {
+    let http = Client::new();
+    let origin = sim.origin().to_string();
+    let t: Value = token(&http, &origin, "demo@contoso.com", "demo").await.json().await.unwrap();
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let resp = http
+        .post(format!("{origin}/ucwa/oauth/v1/applications"))
+        .bearer_auth(&token)
+        .json(&json!({"userAgent": "test", "endpointId": "e1", "culture": "en-US", "extra": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let app: Value = resp.json().await.unwrap();
+    let c = Ucwa {
+        app: app["_links"]["self"]["href"].as_str().unwrap().to_string(),
+        events: app["_links"]["events"]["href"].as_str().unwrap().to_string(),
+        http,
+        origin,
+        token,
+    };
+    if available {
+        let mma = app["_embedded"]["me"]["_links"]["makeMeAvailable"]["href"].as_str().unwrap();
+        let r = c.post(mma, json!({"SupportedModalities": ["Audio"]})).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    c
+}
+
+impl Ucwa {
+    async fn get(&self, href: &str) -> reqwest::Response {
+        self.http.get(format!("{}{href}", self.origin)).bearer_auth(&self.token).send().await.unwrap()
+    }
+    async fn post(&self, href: &str, body: Value) -> reqwest::Response {
+        self.http.post(format!("{}{href}", self.origin)).bearer_auth(&self.token).json(&body).send().await.unwrap()
+    }
+    async fn poll(&self, href: &str) -> Value {
+        let r = self.get(&format!("{href}&timeout=1")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+    /// Polls from `href` until `n` events arrived; returns (rel, type) pairs and the next href.
+    async fn events(&self, mut href: String, n: usize) -> (Vec<(String, String)>, String) {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let b = self.poll(&href).await;
+            for s in b["sender"].as_array().into_iter().flatten() {
+                for e in s["events"].as_array().unwrap() {
+                    got.push((e["link"]["rel"].as_str().unwrap().to_string(), e["type"].as_str().unwrap().to_string()));
+                }
+            }
+            href = b["_links"]["next"]["href"].as_str().unwrap().to_string();
+        }
+        (got, href)
+    }
+}
+
+#[tokio::test]
+async fn discovery_and_the_401_challenge() {
+    let sim = start_sim(sim_config()).await;
+    // No gzip here: a client that decompresses drops Content-Length.
+    let http = Client::builder().no_gzip().build().unwrap();
+    for path in ["/", "/autodiscover/autodiscoverservice.svc/root", "/AutoDiscover/AutoDiscoverService.svc/Root"] {
+        let r = http.get(format!("{}{path}", sim.origin())).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json; charset=utf-8");
+        assert!(r.headers().contains_key("content-length"));
+        let d: Value = r.json().await.unwrap();
+        for rel in ["self", "user", "xframe"] {
+            assert!(d["_links"][rel]["href"].as_str().unwrap().starts_with(sim.origin()), "{rel}");
+        }
+    }
+    let user = format!("{}/Autodiscover/AutodiscoverService.svc/root/oauth/user", sim.origin());
+    for req in [http.get(&user), http.head(&user)] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let challenges: Vec<&str> = r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(challenges.len(), 2);
+        assert!(challenges.contains(&format!(
+            "MsRtcOAuth href=\"{}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\"",
+            sim.origin()
+        ).as_str()));
+    }
+    let bad = token(&http, sim.origin(), "demo@contoso.com", "wrong").await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json::<Value>().await.unwrap(), json!({"error": "invalid_grant"}));
+    let good = token(&http, sim.origin(), "demo@contoso.com", "demo").await;
+    assert_eq!(good.headers()["cache-control"], "no-store");
+    let t: Value = good.json().await.unwrap();
+    assert!(t["access_token"].as_str().unwrap().starts_with("cwt="));
+    assert_eq!(t["token_type"], "Bearer");
+    let u: Value = http.get(&user).bearer_auth(t["access_token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(u["_links"]["applications"]["href"], format!("{}/ucwa/oauth/v1/applications", sim.origin()));
+}
+
+#[tokio::test]
+async fn tokens_expire() {
+    let sim = start_sim(SimConfig { token_lifetime: Duration::from_millis(300), ..sim_config() }).await;
+    let c = client(&sim, false).await;
+    assert_eq!(c.get(&c.app).await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(c.get(&c.app).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn applications_are_matched_by_identity_and_keys_case_insensitively() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, false).await;
+    let again = c
+        .http
+        .post(format!("{}/ucwa/oauth/v1/applications", c.origin))
+        .bearer_auth(&c.token)
+        .json(&json!({"UserAgent": "test", "EndpointId": "e1", "Culture": "en-US"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "same identity, same application");
+    let v: Value = again.json().await.unwrap();
+    assert_eq!(v["_links"]["self"]["href"], c.app.as_str());
+    let missing = c.post("/ucwa/oauth/v1/applications", json!({"UserAgent": "x"})).await;
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(missing.json::<Value>().await.unwrap()["subcode"], "ParameterValidationFailure");
+    let rma = c.post(&format!("{}/me/reportMyActivity", c.app), json!({})).await;
+    assert_eq!(rma.status(), StatusCode::CONFLICT);
+    assert_eq!(rma.json::<Value>().await.unwrap()["subcode"], "MakeMeAvailableRequired");
+    let mma = c.post(&format!("{}/me/makeMeAvailable", c.app), json!({})).await;
+    assert_eq!(mma.status(), StatusCode::NO_CONTENT);
+    for path in ["/me/reportMyActivity", "/reportMyActivity"] {
+        assert_eq!(c.post(&format!("{}{path}", c.app), json!({})).await.status(), StatusCode::NO_CONTENT);
+    }
+    let me: Value = c.get(&format!("{}/me", c.app)).await.json().await.unwrap();
+    assert!(me["_links"].get("makeMeAvailable").is_none() && me["_links"].get("reportMyActivity").is_some());
+    assert_eq!(c.http.delete(format!("{}{}", c.origin, c.app)).bearer_auth(&c.token).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let gone = c.get(&c.events).await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert_eq!(gone.json::<Value>().await.unwrap()["subcode"], "ApplicationNotFound");
+}
+
+#[tokio::test]
+async fn event_channel_timeout_repeat_replace_and_resync() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, false).await;
+    // Nothing happens: the held poll ends with an empty batch that links `next`.
+    let empty = c.poll(&c.events).await;
+    assert!(empty.get("sender").is_none(), "{empty}");
+    let next = empty["_links"]["next"]["href"].as_str().unwrap().to_string();
+    assert!(next.ends_with("events?ack=2"));
+    // The same ack again: the same batch.
+    assert_eq!(c.poll(&c.events).await, empty);
+    // Out of range: a resync link to the first unacknowledged batch.
+    let r = c.poll(&next.replace("ack=2", "ack=9")).await;
+    assert!(r["_links"]["resync"]["href"].as_str().unwrap().ends_with("ack=1"), "{r}");
+    // Two polls for one ack: the older one is released with 409 PGetReplaced.
+    let first = c.http.get(format!("{}{next}&timeout=5", c.origin)).bearer_auth(&c.token).send();
+    let first = tokio::spawn(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::spawn(c.http.get(format!("{}{next}&timeout=1", c.origin)).bearer_auth(&c.token).send());
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::CONFLICT);
+    assert_eq!(first.json::<Value>().await.unwrap()["subcode"], "PGetReplaced");
+    assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(sim.counters()["pget_replaced"], 1);
+}
+
+#[tokio::test]
+async fn held_poll_is_answered_when_a_call_arrives_with_the_documented_sequence() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, true).await;
+    let (setup, next) = c.events(c.events.clone(), 5).await;
+    assert_eq!(setup[0], ("communication".into(), "updated".into()), "makeMeAvailable's events: {setup:?}");
+    // Park a poll with a long timeout, then ring: the poll returns at once with the call.
+    let parked = {
+        let (http, url, token) = (c.http.clone(), format!("{}{next}&timeout=60", c.origin), c.token.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let call = sim.start_call(CallSpec { ring_ms: Some(3_600_000), ..CallSpec::default() }).unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(10), parked).await.expect("the held poll is released").unwrap();
+    let first = &batch["sender"][0]["events"][0];
+    assert_eq!((first["link"]["rel"].as_str(), first["type"].as_str()), (Some("conversation"), Some("added")));
+    let conv = first["link"]["href"].as_str().unwrap().to_string();
+    assert_eq!(c.get(&conv).await.json::<Value>().await.unwrap()["state"], "Incoming");
+    let inv_event = &batch["sender"][0]["events"][1];
+    assert_eq!(inv_event["_embedded"]["audioVideoInvitation"]["direction"], "Incoming");
+    // Answer it as a client does, then hang up through the control API.
+    let accept = inv_event["_embedded"]["audioVideoInvitation"]["_links"]["acceptWithAnswer"]["href"].as_str().unwrap();
+    assert_eq!(c.post(accept, json!({})).await.status(), StatusCode::NO_CONTENT);
+    let next = batch["_links"]["next"]["href"].as_str().unwrap().to_string();
+    let (answered, next) = c.events(next, 5).await;
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        answered,
+        pairs(&[
+            ("audioVideoInvitation", "completed"),
+            ("audioVideoSession", "added"),
+            ("audioVideo", "updated"),
+            ("conversation", "updated"),
+            ("audioVideoSession", "updated"),
+        ])
+    );
+    let session: Value = c.get(&format!("{conv}/audioVideo/audioVideoSession")).await.json().await.unwrap();
+    assert_eq!(session["state"], "Established");
+    assert!(sim.end_call(call));
+    let (ended, _) = c.events(next, 3).await;
+    assert_eq!(ended, pairs(&[("audioVideoSession", "deleted"), ("audioVideo", "updated"), ("conversation", "deleted")]));
+    assert_eq!(c.get(&conv).await.status(), StatusCode::NOT_FOUND, "resources go with the call");
+}
+
+#[tokio::test]
+async fn a_missed_call_has_no_session() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, true).await;
+    let (_, next) = c.events(c.events.clone(), 5).await;
+    sim.start_call(CallSpec { outcome: CallOutcome::Missed, ring_ms: Some(10), ..CallSpec::default() }).unwrap();
+    let mut href = next;
+    let mut events = Vec::new();
+    while events.len() < 6 {
+        let b = c.poll(&href).await;
+        for s in b["sender"].as_array().into_iter().flatten() {
+            events.extend(s["events"].as_array().unwrap().iter().cloned());
+        }
+        href = b["_links"]["next"]["href"].as_str().unwrap().to_string();
+    }
+    let completed = events.iter().find(|e| e["type"] == "completed").unwrap();
+    assert_eq!(completed["status"], "Failure");
+    assert_eq!(completed["reason"]["subcode"], "Missed");
+    assert!(events.iter().all(|e| e["link"]["rel"] != "audioVideoSession"));
+    assert_eq!(events.last().unwrap()["type"], "deleted");
+}
+
+#[tokio::test]
+async fn idle_applications_expire() {
+    let sim = start_sim(SimConfig { app_idle_timeout: Duration::from_millis(300), ..sim_config() }).await;
+    let c = client(&sim, false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = c.get(&c.events).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(sim.counters()["applications_expired"], 1);
+}
+
+#[tokio::test]
+async fn faults_and_gzip() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, false).await;
+    let control = format!("{}/sim/v1/faults", sim.origin());
+    let inject = |body: Value| c.http.post(&control).json(&body).send();
+    assert_eq!(inject(json!({"kind": "server_error", "status": 503, "retry_after": 7})).await.unwrap().status(), StatusCode::NO_CONTENT);
+    let r = c.get(&c.events).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "7");
+    inject(json!({"kind": "malformed_body"})).await.unwrap();
+    assert!(serde_json::from_slice::<Value>(&c.get(&c.events).await.bytes().await.unwrap()).is_err());
+    inject(json!({"kind": "drop_connection"})).await.unwrap();
+    let dropped = c.http.get(format!("{}{}", c.origin, c.events)).bearer_auth(&c.token).send().await;
+    assert!(dropped.is_err() || dropped.unwrap().bytes().await.is_err(), "the connection is cut off");
+    inject(json!({"kind": "resync"})).await.unwrap();
+    assert!(c.poll(&c.events).await["_links"]["resync"].is_object());
+    let bad = inject(json!({"kind": "meteor"})).await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    // gzip when asked, with Content-Length.
+    let raw = Client::builder().no_gzip().build().unwrap();
+    let r = raw.get(format!("{}{}", c.origin, c.app)).bearer_auth(&c.token).header("Accept-Encoding", "gzip").send().await.unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let len: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), len);
+    inject(json!({"kind": "application_gone"})).await.unwrap();
+    assert_eq!(c.get(&c.app).await.status(), StatusCode::NOT_FOUND);
+    inject(json!({"kind": "token_expiry"})).await.unwrap();
+    assert_eq!(c.get(&c.app).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn outgoing_calls_through_start_audio_video() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, true).await;
+    let app: Value = c.get(&c.app).await.json().await.unwrap();
+    let start = app["_embedded"]["communication"]["_links"]["startAudioVideo"]["href"].as_str().unwrap();
+    let r = c.post(start, json!({"to": "sip:bob@contoso.com", "operationId": "op-1"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let inv: Value = r.json().await.unwrap();
+    assert_eq!(inv["direction"], "Outgoing");
+    assert_eq!(inv["operationId"], "op-1");
+    let calls: Value = c.http.get(format!("{}/sim/v1/calls", sim.origin())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(calls[0]["remote"], "sip:bob@contoso.com");
+}
