@@ -97,6 +97,12 @@ pub struct ScriptsConfig {
     pub reload_debounce_ms: u64,
     /// Hot reload on file changes.
     pub watch: bool,
+    /// Hosts (`name` or `name:port`) that `agent.http.request` may reach.
+    pub http_allow: Vec<String>,
+    /// Consecutive handler failures after which a script pauses until its file changes (0 = never).
+    pub max_consecutive_failures: u32,
+    /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
+    pub config: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for ScriptsConfig {
@@ -108,6 +114,9 @@ impl Default for ScriptsConfig {
             handler_timeout_ms: 10_000,
             reload_debounce_ms: 100,
             watch: true,
+            http_allow: Vec::new(),
+            max_consecutive_failures: 10,
+            config: Default::default(),
         }
     }
 }
@@ -116,11 +125,13 @@ impl Default for ScriptsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub dir: PathBuf,
+    /// The journal keeps at most this many events, even for a script that lags behind.
+    pub journal_max_events: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: "state".into() }
+        StateConfig { dir: "state".into(), journal_max_events: 100_000 }
     }
 }
 
@@ -203,6 +214,19 @@ impl Config {
         }
         if sc.handler_timeout_ms < 1 {
             return Err(self.invalid("scripts.handler_timeout_ms", "expected at least 1 millisecond"));
+        }
+        for (i, host) in sc.http_allow.iter().enumerate() {
+            if host.is_empty() || host.contains('/') || host.contains("://") {
+                return Err(self.invalid("scripts.http_allow", format!("entry {} ({host:?}): expected a host name or host:port, such as \"hooks.example.com\"", i + 1)));
+            }
+        }
+        for (name, table) in &sc.config {
+            if !table.is_object() {
+                return Err(self.invalid("scripts.config", format!("[scripts.config.{name}] must be a table")));
+            }
+        }
+        if self.state.journal_max_events < 100 {
+            return Err(self.invalid("state.journal_max_events", "expected at least 100"));
         }
         let sim = &self.simulator;
         if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 6000.0) {

@@ -6,6 +6,7 @@
 //! - `ucwa`: the client side of the protocol: origin, sign-in, session, application, batches.
 //! - `agent`: the run loop: sign-in, application, keep-alive, event channel, recovery.
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
+//! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
 //!
 //! `docs/ARCHITECTURE.md` has the data flow from HTTP bytes to a Lua handler.
@@ -14,4 +15,5 @@ pub mod agent;
 pub mod config;
 pub mod script;
 pub mod sim;
+pub mod store;
 pub mod ucwa;

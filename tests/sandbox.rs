@@ -10,12 +10,14 @@ use tokio::sync::broadcast;
 use ucwa_agent::script::{Limits, ScriptHost, ScriptOutput};
 use ucwa_agent::ucwa::{batch, Event, Origin};
 
+/// A documentation sample as the channel would deliver it: numbered in delivery order.
 fn sample_event(name: &str) -> Arc<Event> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = format!("{}/tests/fixtures/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     let mut b = batch::parse(&std::fs::read(path).unwrap(), &origin).unwrap();
     let mut ev = b.events.remove(0);
-    ev.seq = 1;
+    ev.seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     Arc::new(ev)
 }
 
@@ -113,7 +115,7 @@ async fn runaway_handlers_are_stopped_and_others_carry_on() {
     assert_eq!(log_of(&mut l, "looping").await, "second handler runs");
     let e = error_of(&mut l, "looping").await;
     assert!(e.contains("instruction limit"), "pcall cannot swallow the limit: {e}");
-    assert_eq!(log_of(&mut l, "looping").await, "still alive 1");
+    assert!(log_of(&mut l, "looping").await.starts_with("still alive "));
 
     let e = error_of(&mut b, "bomb").await;
     assert!(e.contains("memory limit"), "{e}");

@@ -3,7 +3,7 @@
 //!
 //! | what happens                          | what the loop does                                         |
 //! |---------------------------------------|------------------------------------------------------------|
-//! | 200 with `next`                        | deliver the events, follow `next` (acknowledges the batch)  |
+//! | 200 with `next`                        | journal and deliver the events, follow `next` (acks it)     |
 //! | 200 with `resync` / `resume`           | deliver any events, tell scripts (`agent`/`resync`), follow |
 //! | 200 that is not a batch (bad JSON…)    | log, back off, poll the same ack again                     |
 //! | 409 PGetReplaced                       | log (another poll exists), back off, same ack again        |
@@ -11,7 +11,9 @@
 //! | 401 (after the session's one retry)    | back off, same ack again (the session signs in anew)       |
 //! | 5xx, 429, reset, timeout               | back off (honouring `Retry-After`), same ack again          |
 //!
-//! Events are handed over (queued per script) before the next P-GET is sent; handlers run in
+//! A batch is journaled with the href to poll next in one transaction before that href is
+//! followed (a journal error means: poll the same ack again). Events are handed over (queued per
+//! script) before the next P-GET is sent; handlers run in
 //! the scripts' own tasks, so a slow handler never holds the channel.
 
 use super::backoff::Backoff;
@@ -81,22 +83,26 @@ pub async fn run(
         let retry_after = match reply {
             Ok(reply) if reply.status == 200 => match batch::parse(&reply.body, session.origin()) {
                 Ok(b) => {
-                    backoff.reset();
-                    sink.deliver(b.events);
-                    href = match b.continuation {
-                        Continuation::Next(h) => h,
-                        Continuation::Resync(h) => {
-                            tracing::warn!(href = %h, "event channel resync: events may have been missed");
-                            sink.synthetic("resync", json!({"reason": "resync"}));
-                            h
-                        }
-                        Continuation::Resume(h) => {
-                            tracing::warn!(href = %h, "event channel resume: the server reset this application's state");
-                            sink.synthetic("resync", json!({"reason": "resume"}));
-                            h
-                        }
+                    let (next, lost) = match b.continuation {
+                        Continuation::Next(h) => (h, None),
+                        Continuation::Resync(h) => (h, Some("resync")),
+                        Continuation::Resume(h) => (h, Some("resume")),
                     };
-                    continue;
+                    match sink.deliver(b.events, Some(&next)) {
+                        Ok(()) => {
+                            backoff.reset();
+                            if let Some(reason) = lost {
+                                tracing::warn!(href = %next, reason, "event channel lost its place: events may have been missed");
+                                sink.synthetic("resync", json!({"reason": reason}));
+                            }
+                            href = next;
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot journal the batch; polling the same ack again");
+                            None
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(href = %href, %error, "malformed event-channel reply; polling the same ack again");

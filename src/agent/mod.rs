@@ -6,8 +6,9 @@ pub mod channel;
 pub mod sink;
 
 use crate::config::{Config, Discover};
-use crate::script::{watch_dir, Limits, ScriptHost};
+use crate::script::{watch_dir, Limits, ScriptEnv, ScriptHost};
 use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
+use crate::store::{Position, Store};
 use crate::ucwa::application::{self, Application};
 use crate::ucwa::signin::sign_in;
 use crate::ucwa::{session::http_client, Credentials, Secret, Session, UcwaError};
@@ -30,6 +31,8 @@ pub enum StartError {
     PasswordMissing { file: String, var: String },
     #[error("{file}: `scripts.dir`: cannot read {dir}: {source}")]
     ScriptsDir { file: String, dir: String, source: std::io::Error },
+    #[error("{file}: `state.dir`: {source}")]
+    State { file: String, source: crate::store::StoreError },
     #[error("cannot start the embedded simulator: {0}")]
     Simulator(std::io::Error),
     #[error("cannot watch the scripts directory {dir}: {source}")]
@@ -43,6 +46,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Agent {
     config: Config,
     host: ScriptHost,
+    store: Arc<Store>,
     discover: Url,
     credentials: Credentials,
     /// The in-process simulator of `discover = "embedded"`; it lives as long as the agent.
@@ -77,8 +81,13 @@ impl Agent {
             instructions: config.scripts.instruction_limit,
             handler_timeout: config.handler_timeout(),
         };
+        let store = Arc::new(Store::open(&config.state_dir()).map_err(|source| StartError::State { file: file.clone(), source })?);
+        let mut env = ScriptEnv::new(limits, store.clone());
+        env.http_allow = config.scripts.http_allow.clone();
+        env.config = config.scripts.config.clone();
+        env.max_consecutive_failures = config.scripts.max_consecutive_failures;
         let dir = config.scripts_dir();
-        let host = ScriptHost::new(dir.clone(), limits);
+        let host = ScriptHost::with_env(dir.clone(), env);
         let failed = host.load_dir().await.map_err(|source| StartError::ScriptsDir {
             file: file.clone(),
             dir: dir.display().to_string(),
@@ -91,7 +100,7 @@ impl Agent {
         } else {
             None
         };
-        Ok(Agent { config, host, discover, credentials, simulator, watcher })
+        Ok(Agent { config, host, store, discover, credentials, simulator, watcher })
     }
 
     /// The scripts (subscribe to their output, load more).
@@ -117,7 +126,9 @@ impl Agent {
             poll_timeout: Duration::from_secs(self.config.server.poll_timeout_secs),
             max_backoff: Duration::from_secs(self.config.server.max_backoff_secs),
         };
-        let mut sink = EventSink::new(self.host.clone());
+        let mut sink = EventSink::new(self.host.clone(), self.store.clone(), self.config.state.journal_max_events);
+        sink.prune();
+        let slot = self.host.env().session.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
         'sign_in: while !*stop.borrow() {
             let signed = tokio::select! {
@@ -136,9 +147,10 @@ impl Agent {
             };
             let session = signed.session;
             tracing::info!(pool = session.origin().as_str(), user = %self.credentials.username, "signed in");
+            slot.set(Some(session.clone()));
             loop {
                 let app = tokio::select! {
-                    r = self.open_application(&session, &signed.applications_href) => r,
+                    r = self.open_application(&session, &signed.applications_href, &mut sink) => r,
                     _ = stop.changed() => break 'sign_in,
                 };
                 let app = match app {
@@ -155,8 +167,18 @@ impl Agent {
                     }
                 };
                 backoff.reset();
-                sink.set_agent_href(session.origin().absolute(&app.self_href));
-                sink.synthetic("signedIn", json!({"application": session.origin().absolute(&app.self_href)}));
+                let (app, resumed) = app;
+                sink.set_position(Some(Position {
+                    pool: session.origin().as_str().to_string(),
+                    user: self.credentials.username.clone(),
+                    application: app.self_href.clone(),
+                    report_activity: app.report_activity.clone(),
+                    next: app.events_href.clone(),
+                }));
+                sink.synthetic(
+                    "signedIn",
+                    json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),
+                );
                 let keepalive = spawn_keepalive(session.clone(), app.clone(), self.config.server.keepalive_secs);
                 let end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop).await;
                 keepalive.abort();
@@ -168,15 +190,18 @@ impl Agent {
                             Ok(Err(error)) => tracing::warn!(%error, "could not delete the application"),
                             Err(_) => tracing::warn!("deleting the application timed out"),
                         }
+                        sink.set_position(None);
                         sink.synthetic("signedOut", json!({"reason": "shutdown"}));
                         break 'sign_in;
                     }
                     Ok(ChannelEnd::ApplicationGone) => {
                         tracing::warn!("creating a new application; scripts get a resync event");
+                        sink.set_position(None);
                         sink.synthetic("resync", json!({"reason": "application gone"}));
                     }
                     Err(error) => {
                         tracing::error!(%error, "signed out; signing in again");
+                        slot.set(None);
                         sink.synthetic("signedOut", json!({"reason": error.to_string()}));
                         continue 'sign_in;
                     }
@@ -191,13 +216,44 @@ impl Agent {
         tracing::info!("agent stopped");
     }
 
-    /// Creates (or re-attaches to) the application and makes it available for calls.
-    async fn open_application(&self, session: &Session, applications_href: &str) -> Result<Application, UcwaError> {
+    /// Resumes the application of the saved position if the pool still has it (a restart
+    /// within its lifetime loses nothing); otherwise creates (or re-attaches to) one and makes
+    /// it available. Returns the application and whether it was resumed.
+    async fn open_application(
+        &self,
+        session: &Session,
+        applications_href: &str,
+        sink: &mut EventSink,
+    ) -> Result<(Application, bool), UcwaError> {
+        let saved = self.store.position().unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot read the saved channel position");
+            None
+        });
+        if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.credentials.username) {
+            match session.get_json(&p.application).await {
+                Ok(_) => {
+                    tracing::info!(application = %p.application, next = %p.next, "resuming the saved application's event channel");
+                    let app = Application {
+                        self_href: p.application,
+                        events_href: p.next,
+                        make_me_available: None,
+                        report_activity: p.report_activity,
+                    };
+                    return Ok((app, true));
+                }
+                Err(e) if e.application_gone() => {
+                    tracing::warn!(application = %p.application, "the saved application is gone; creating a new one");
+                    sink.set_position(None);
+                    sink.synthetic("resync", json!({"reason": "application gone while the agent was stopped"}));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(&self.credentials.username));
         let app = application::create(session, applications_href, &self.config.server.user_agent, &endpoint).await?;
         let app = application::make_me_available(session, &app, &self.config.server.modalities).await?;
         tracing::info!(application = %app.self_href, endpoint_id = %endpoint, "application ready");
-        Ok(app)
+        Ok((app, false))
     }
 }
 

@@ -1,40 +1,80 @@
-//! Where the channel's events go: numbered in channel order, then queued for every script.
+//! Where the channel's events go: into the journal (numbered, with the channel position, in one
+//! transaction), then into every script's inbox.
 
 use crate::script::ScriptHost;
+use crate::store::{Position, Store, StoreError};
 use crate::ucwa::Event;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// Batches between two prunings of the journal.
+const PRUNE_EVERY: u32 = 64;
+
 pub struct EventSink {
     host: ScriptHost,
-    /// The last delivery number handed out; `seq` of the next event is one more.
-    seq: u64,
-    /// The href synthetic `agent` events carry (the pool origin, or the application).
+    store: Arc<Store>,
+    /// Where the channel stands; its `next` is updated with every batch journaled.
+    position: Option<Position>,
+    /// The href synthetic `agent` events carry (the application).
     agent_href: String,
+    journal_max_events: u64,
+    batches: u32,
 }
 
 impl EventSink {
-    pub fn new(host: ScriptHost) -> EventSink {
-        EventSink { host, seq: 0, agent_href: String::new() }
+    pub fn new(host: ScriptHost, store: Arc<Store>, journal_max_events: u64) -> EventSink {
+        EventSink { host, store, position: None, agent_href: String::new(), journal_max_events, batches: 0 }
     }
 
-    pub fn set_agent_href(&mut self, href: String) {
-        self.agent_href = href;
+    /// The application events now come from (and where its channel starts).
+    pub fn set_position(&mut self, position: Option<Position>) {
+        if let Some(p) = &position {
+            self.agent_href = format!("{}{}", p.pool, p.application);
+        }
+        if let Err(error) = self.store.save_position(position.as_ref()) {
+            tracing::error!(%error, "cannot save the channel position");
+        }
+        self.position = position;
     }
 
-    /// Numbers and queues a batch's events, in order.
-    pub fn deliver(&mut self, events: Vec<Event>) {
-        for mut ev in events {
-            self.seq += 1;
-            ev.seq = self.seq;
+    /// Journals a batch's events together with the href to poll next, then queues them for
+    /// every script. On error nothing was journaled and nothing dispatched: poll the same ack again.
+    pub fn deliver(&mut self, mut events: Vec<Event>, next: Option<&str>) -> Result<(), StoreError> {
+        if let (Some(p), Some(n)) = (&mut self.position, next) {
+            p.next = n.to_string();
+        }
+        if events.is_empty() && next.is_none() {
+            return Ok(());
+        }
+        let position = next.and(self.position.as_ref());
+        self.store.append(&mut events, position)?;
+        for ev in events {
             tracing::debug!(rel = %ev.rel, r#type = %ev.kind, seq = ev.seq, href = %ev.href, "event");
             self.host.dispatch(Arc::new(ev));
         }
+        self.batches += 1;
+        if self.batches % PRUNE_EVERY == 0 {
+            self.prune();
+        }
+        Ok(())
     }
 
-    /// Queues one of the agent's own events (`rel = "agent"`): signedIn, signedOut, resync.
+    /// Journals and queues one of the agent's own events (`rel = "agent"`): signedIn,
+    /// signedOut, resync.
     pub fn synthetic(&mut self, kind: &str, detail: Value) {
         let ev = Event::synthetic(kind, &self.agent_href, detail);
-        self.deliver(vec![ev]);
+        if let Err(error) = self.deliver(vec![ev], None) {
+            tracing::error!(%error, kind, "cannot journal the agent's own event");
+        }
+    }
+
+    /// Drops journal entries every loaded script has finished.
+    pub fn prune(&self) {
+        let names: Vec<String> = self.host.scripts().into_iter().map(|(n, _)| n).collect();
+        match self.store.prune(&names, self.journal_max_events) {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "journal pruned"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot prune the journal"),
+        }
     }
 }

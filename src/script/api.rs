@@ -8,13 +8,18 @@
 //! local s = agent.json.encode({a = 1}); local t = agent.json.decode(s)
 //! agent.now()                              -- milliseconds since the Unix epoch
 //! agent.script.name, agent.script.version
+//! agent.state.calls = (agent.state.calls or 0) + 1   -- kept across reloads and restarts
+//! agent.config.webhook                     -- [scripts.config.<name>] from config.toml
+//! agent.on_unload(function() end)          -- runs before this version is replaced or removed
 //! ```
+//! Timers are in `timers.rs`; `agent.ucwa` and `agent.http` in `api_net.rs`.
 
+use super::env::ScriptEnv;
 use super::host::ScriptOutput;
+use super::{api_net, timers};
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
 
 /// One `agent.on` subscription; the host owns it (no garbage-collection surprises).
 #[derive(Clone)]
@@ -64,18 +69,37 @@ impl Subscriptions {
     }
 }
 
-/// Who the script is, for its log lines and `agent.script`.
+/// Who the script is, for its log lines and `agent.script`, and what it can reach.
 #[derive(Clone)]
 pub(crate) struct ScriptCtx {
     pub name: Arc<str>,
     pub version: u64,
-    pub output: broadcast::Sender<ScriptOutput>,
+    pub env: Arc<ScriptEnv>,
 }
+
+/// The function `agent.on_unload` registered, if any (kept in the state's app data).
+#[derive(Default)]
+pub(crate) struct OnUnload(pub Mutex<Option<Function>>);
 
 /// Installs the `agent` table (and `print`, which logs at info).
 pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     lua.set_app_data(Subscriptions::default());
+    lua.set_app_data(OnUnload::default());
     let agent = lua.create_table()?;
+    timers::register(lua, &agent)?;
+    api_net::register(lua, &agent, &ctx.env)?;
+    agent.set(
+        "on_unload",
+        lua.create_function(|lua, f: Function| {
+            if let Some(slot) = lua.app_data_ref::<OnUnload>() {
+                *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+            }
+            Ok(())
+        })?,
+    )?;
+    agent.set("state", state_table(lua, ctx)?)?;
+    let config = ctx.env.config.get(&*ctx.name).cloned().unwrap_or_else(|| serde_json::json!({}));
+    agent.set("config", lua.to_value(&config)?)?;
     agent.set("on", on_fn(lua)?)?;
     agent.set("log", log_table(lua, ctx)?)?;
     agent.set("json", json_table(lua)?)?;
@@ -133,6 +157,28 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     })
 }
 
+/// `agent.state` as last committed for this script (an empty table the first time).
+pub(crate) fn state_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Value> {
+    let saved = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
+    match saved.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()) {
+        Some(v @ serde_json::Value::Object(_)) => lua.to_value(&v),
+        _ => Ok(Value::Table(lua.create_table()?)),
+    }
+}
+
+/// `agent.state` serialised for the database; an error names what cannot be stored.
+pub(crate) fn state_json(lua: &Lua) -> Result<String, String> {
+    let agent: Table = lua.globals().get("agent").map_err(|e| format!("the agent table is gone: {e}"))?;
+    let state: Value = agent.raw_get("state").map_err(|e| e.to_string())?;
+    match state {
+        Value::Nil => Ok("{}".to_string()),
+        Value::Table(_) => serde_json::to_string(&state).map_err(|e| {
+            format!("agent.state can hold only nil, booleans, numbers, strings and tables: {e}")
+        }),
+        other => Err(format!("agent.state must be a table, got {}", other.type_name())),
+    }
+}
+
 fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     for level in ["debug", "info", "warn", "error"] {
@@ -179,7 +225,7 @@ fn emit(ctx: &ScriptCtx, level: &'static str, message: String, fields: Option<se
         "warn" => tracing::warn!(target: "script", script, version = ctx.version, fields = f, "{message}"),
         _ => tracing::error!(target: "script", script, version = ctx.version, fields = f, "{message}"),
     }
-    let _ = ctx.output.send(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level, message, fields });
+    let _ = ctx.env.output.send(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level, message, fields });
 }
 
 fn json_table(lua: &Lua) -> mlua::Result<Table> {
@@ -199,5 +245,17 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
     t.set("null", lua.null())?;
+    // `agent.json.array(t)` marks a table as an array, so an empty one encodes as `[]`.
+    t.set(
+        "array",
+        lua.create_function(|lua, t: Option<Table>| {
+            let t = match t {
+                Some(t) => t,
+                None => lua.create_table()?,
+            };
+            t.set_metatable(Some(lua.array_metatable()))?;
+            Ok(t)
+        })?,
+    )?;
     Ok(t)
 }

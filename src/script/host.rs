@@ -2,15 +2,18 @@
 //! each event in every inbox, in channel order, and returns at once, so a slow script never
 //! holds the event channel or another script.
 
+use super::env::ScriptEnv;
 use super::loader::{self, script_name, ScriptError};
 use super::runner::{self, Msg};
 use super::sandbox::Limits;
+use crate::store::Store;
 use crate::ucwa::Event;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+
 use tokio::task::JoinHandle;
 
 /// What scripts did, as a stream (tests, and tools that show what scripts do).
@@ -26,6 +29,8 @@ pub enum ScriptOutput {
     LoadFailed { script: String, error: String },
     /// The script's file is gone; its subscriptions stopped.
     Unloaded { script: String },
+    /// Too many consecutive failures: events skip the script until its file changes.
+    Paused { script: String, failures: u32 },
 }
 
 struct Entry {
@@ -36,8 +41,7 @@ struct Entry {
 
 struct Inner {
     dir: PathBuf,
-    limits: Limits,
-    output: broadcast::Sender<ScriptOutput>,
+    env: Arc<ScriptEnv>,
     scripts: Mutex<BTreeMap<String, Entry>>,
 }
 
@@ -48,9 +52,17 @@ pub struct ScriptHost {
 }
 
 impl ScriptHost {
+    /// A host with an in-memory database and no UCWA session (tests, offline tools).
     pub fn new(dir: PathBuf, limits: Limits) -> ScriptHost {
-        let (output, _) = broadcast::channel(4096);
-        ScriptHost { inner: Arc::new(Inner { dir, limits, output, scripts: Mutex::new(BTreeMap::new()) }) }
+        ScriptHost::with_env(dir, ScriptEnv::new(limits, Arc::new(Store::in_memory())))
+    }
+
+    pub fn with_env(dir: PathBuf, env: ScriptEnv) -> ScriptHost {
+        ScriptHost { inner: Arc::new(Inner { dir, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()) }) }
+    }
+
+    pub fn env(&self) -> &Arc<ScriptEnv> {
+        &self.inner.env
     }
 
     pub fn dir(&self) -> &Path {
@@ -59,7 +71,7 @@ impl ScriptHost {
 
     /// A stream of what scripts do from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ScriptOutput> {
-        self.inner.output.subscribe()
+        self.inner.env.output.subscribe()
     }
 
     /// Loaded scripts and their versions.
@@ -92,8 +104,8 @@ impl ScriptHost {
             message: "not a .lua file".into(),
         })?;
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
-        let (p, limits, output) = (path.to_path_buf(), self.inner.limits, self.inner.output.clone());
-        let built = tokio::task::spawn_blocking(move || loader::load(&p, version, &limits, &output))
+        let (p, env) = (path.to_path_buf(), self.inner.env.clone());
+        let built = tokio::task::spawn_blocking(move || loader::load(&p, version, &env))
             .await
             .unwrap_or_else(|e| {
                 Err(ScriptError { script: name.clone(), path: path.to_path_buf(), message: format!("loader crashed: {e}") })
@@ -104,7 +116,7 @@ impl ScriptHost {
                 let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
-                let _ = self.inner.output.send(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
+                let _ = self.inner.env.output.send(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
                 return Err(e);
             }
         };
@@ -117,14 +129,49 @@ impl ScriptHost {
             }
             _ => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let task = tokio::spawn(runner::run(loaded, rx, self.inner.limits, self.inner.output.clone()));
+                let cursor = self.catch_up(&name, &tx);
+                let task = tokio::spawn(runner::run(loaded, rx, self.inner.env.clone(), cursor));
                 scripts.insert(name.clone(), Entry { inbox: tx, version, task });
             }
         }
         drop(scripts);
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
-        let _ = self.inner.output.send(ScriptOutput::Loaded { script: name, version });
+        let _ = self.inner.env.output.send(ScriptOutput::Loaded { script: name, version });
         Ok(version)
+    }
+
+    /// Where a newly started script begins: after its saved cursor, with the journal's events
+    /// since then queued first (a restart resumes where it stopped); a script never seen before
+    /// starts at the journal's head (it does not get old history).
+    fn catch_up(&self, name: &str, inbox: &mpsc::UnboundedSender<Msg>) -> u64 {
+        let store = &self.inner.env.store;
+        match store.cursor(name) {
+            Ok(Some(cursor)) => {
+                match store.events_after(cursor) {
+                    Ok(backlog) => {
+                        if !backlog.is_empty() {
+                            tracing::info!(script = name, from = cursor + 1, events = backlog.len(), "script resumes with events it had not finished");
+                        }
+                        for ev in backlog {
+                            let _ = inbox.send(Msg::Event(Arc::new(ev)));
+                        }
+                    }
+                    Err(error) => tracing::error!(script = name, %error, "cannot read the journal"),
+                }
+                cursor
+            }
+            Ok(None) => {
+                let head = store.head().unwrap_or(0);
+                if let Err(error) = store.commit_script(name, Some(head), None) {
+                    tracing::error!(script = name, %error, "cannot save the script's cursor");
+                }
+                head
+            }
+            Err(error) => {
+                tracing::error!(script = name, %error, "cannot read the script's cursor");
+                store.head().unwrap_or(0)
+            }
+        }
     }
 
     /// Stops a script (its file is gone): events already queued for it still run first.
@@ -132,7 +179,7 @@ impl ScriptHost {
         if let Some(entry) = self.lock().remove(name) {
             let _ = entry.inbox.send(Msg::Stop);
             tracing::info!(script = name, "script unloaded");
-            let _ = self.inner.output.send(ScriptOutput::Unloaded { script: name.to_string() });
+            let _ = self.inner.env.output.send(ScriptOutput::Unloaded { script: name.to_string() });
         }
     }
 

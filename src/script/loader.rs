@@ -2,12 +2,11 @@
 //! as a text chunk named after the file (so errors read `call_log.lua:12: …`).
 
 use super::api::{self, ScriptCtx, Subscriptions};
-use super::host::ScriptOutput;
-use super::sandbox::{self, Limits};
+use super::env::ScriptEnv;
+use super::sandbox;
 use mlua::{chunk::ChunkMode, Lua};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::broadcast;
 
 /// A script that could not be loaded, or a handler that failed: file, line and message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,12 +39,8 @@ pub(crate) fn script_name(path: &Path) -> Option<String> {
 }
 
 /// Reads, compiles and runs a script's top level.
-pub(crate) fn load(
-    path: &Path,
-    version: u64,
-    limits: &Limits,
-    output: &broadcast::Sender<ScriptOutput>,
-) -> Result<Loaded, ScriptError> {
+pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Loaded, ScriptError> {
+    let limits = &env.limits;
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
     let fail = |message: String| ScriptError { script: name.clone(), path: path.to_path_buf(), message };
     let source = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
@@ -53,7 +48,7 @@ pub(crate) fn load(
         return Err(fail("binary (precompiled) chunks are not allowed; save the script as text".into()));
     }
     let lua = sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
-    let ctx = ScriptCtx { name: Arc::from(name.as_str()), version, output: output.clone() };
+    let ctx = ScriptCtx { name: Arc::from(name.as_str()), version, env: env.clone() };
     api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
     let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
     if let Some(b) = sandbox::budget(&lua) {

@@ -2,7 +2,10 @@
 //! in parallel, each in a sandbox with memory, instruction and wall-clock limits.
 //!
 //! - `sandbox.rs`: creating a state: the allowed standard library, the limits, the hook.
-//! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, …).
+//! - `env.rs`: what scripts can reach (database, UCWA session, HTTP allowlist, config).
+//! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
+//! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
+//! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
 //! - `loader.rs`: building one version of a script from its file.
 //! - `runner.rs`: the task that owns a script's state and runs its handlers.
@@ -10,13 +13,17 @@
 //! - `watch.rs`: the directory watcher behind hot reload.
 
 mod api;
+mod api_net;
+mod env;
 mod host;
 mod interop;
 mod loader;
 mod runner;
 mod sandbox;
+mod timers;
 pub mod watch;
 
+pub use env::{outbound_client, ScriptEnv, SessionSlot};
 pub use host::{ScriptHost, ScriptOutput};
 pub use loader::ScriptError;
 pub use sandbox::Limits;

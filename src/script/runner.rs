@@ -1,14 +1,20 @@
 //! The task that owns one script's Lua state: it takes the script's messages in order, so events
-//! run one at a time and a reload swaps versions between two events.
+//! run one at a time and a reload swaps versions between two events. It also fires the
+//! version's timers, and commits the script's progress (cursor) and `agent.state` to the
+//! database after its handlers return.
 
+use super::api::{self, OnUnload};
+use super::env::ScriptEnv;
 use super::host::ScriptOutput;
 use super::interop;
 use super::loader::{describe, Loaded};
-use super::sandbox::{self, Limits};
+use super::sandbox;
+use super::timers::Timers;
 use crate::ucwa::Event;
+use mlua::Function;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// What a script's task is asked to do, in order.
 pub(crate) enum Msg {
@@ -18,78 +24,221 @@ pub(crate) enum Msg {
     Stop,
 }
 
-pub(crate) async fn run(
-    mut current: Loaded,
-    mut inbox: mpsc::UnboundedReceiver<Msg>,
-    limits: Limits,
-    output: broadcast::Sender<ScriptOutput>,
-) {
-    while let Some(msg) = inbox.recv().await {
-        match msg {
-            Msg::Event(ev) => handle(&current, &ev, &limits, &output).await,
-            Msg::Swap(next) => {
-                // The old version's state (subscriptions, closures) is freed here.
-                current = *next;
+/// How many events may run between two commits while more are queued (under load, one
+/// commit covers many events; when idle, every event is committed at once).
+const COMMIT_EVERY: u32 = 64;
+
+/// A script's progress and health.
+struct Progress {
+    env: Arc<ScriptEnv>,
+    name: Arc<str>,
+    /// The last event whose handlers have returned.
+    done: u64,
+    /// The last `done` written to the database.
+    committed: u64,
+    /// `agent.state` as last written.
+    state: Option<String>,
+    /// Events finished since the last commit.
+    uncommitted: u32,
+    /// Consecutive failed handler calls; at the limit the script pauses until its file changes.
+    failures: u32,
+    paused: bool,
+    /// The last error logged and how often it repeated, so a failing handler does not flood the log.
+    last_error: Option<(String, u64)>,
+}
+
+pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64) {
+    let name = current.ctx.name.clone();
+    let state = env.store.state(&name).ok().flatten();
+    let mut p = Progress {
+        env,
+        name,
+        done: cursor,
+        committed: cursor,
+        state,
+        uncommitted: 0,
+        failures: 0,
+        paused: false,
+        last_error: None,
+    };
+    loop {
+        let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
+        let msg = tokio::select! {
+            m = inbox.recv() => m,
+            _ = sleep_until(due) => {
+                fire_timers(&current, &mut p).await;
+                continue;
             }
-            Msg::Stop => break,
+        };
+        match msg {
+            Some(Msg::Event(ev)) => {
+                if ev.seq != 0 && ev.seq <= p.done {
+                    continue; // already finished before a restart
+                }
+                if !p.paused {
+                    handle(&current, &ev, &mut p).await;
+                }
+                p.done = p.done.max(ev.seq);
+                p.uncommitted += 1;
+                if inbox.is_empty() || p.uncommitted >= COMMIT_EVERY {
+                    p.commit(&current);
+                }
+            }
+            Some(Msg::Swap(next)) => {
+                unload(&current, &mut p).await;
+                current = *next;
+                // The new version was built before the old one's last commit: give it the
+                // state as committed now, so nothing the old version stored is lost.
+                if let Ok(state) = api::state_table(&current.lua, &current.ctx) {
+                    if let Ok(agent) = current.lua.globals().get::<mlua::Table>("agent") {
+                        let _ = agent.raw_set("state", state);
+                    }
+                }
+                p.failures = 0;
+                if p.paused {
+                    p.paused = false;
+                    tracing::info!(script = %p.name, version = current.ctx.version, "script resumed: its file changed");
+                }
+            }
+            Some(Msg::Stop) | None => {
+                unload(&current, &mut p).await;
+                break;
+            }
         }
     }
 }
 
+async fn sleep_until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `agent.on_unload` (if any) and commits, before a version goes.
+async fn unload(cur: &Loaded, p: &mut Progress) {
+    let f = cur.lua.app_data_ref::<OnUnload>().and_then(|u| u.0.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    if let Some(f) = f {
+        call(cur, p, &f, mlua::Value::Nil, "on_unload", None).await;
+    }
+    p.commit(cur);
+}
+
+async fn fire_timers(cur: &Loaded, p: &mut Progress) {
+    let due = cur.lua.app_data_ref::<Timers>().map(|t| t.take_due(tokio::time::Instant::now())).unwrap_or_default();
+    for f in due {
+        if !p.paused {
+            call(cur, p, &f, mlua::Value::Nil, "timer", None).await;
+        }
+    }
+    p.commit(cur);
+}
+
 /// Runs every handler of the script that matches the event, in registration order.
-async fn handle(cur: &Loaded, ev: &Arc<Event>, limits: &Limits, output: &broadcast::Sender<ScriptOutput>) {
+async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
     let subs = cur.subscriptions().map(|s| s.matching(&ev.rel, &ev.kind)).unwrap_or_default();
     if subs.is_empty() {
         return;
     }
-    let script = &*cur.ctx.name;
     let table = match interop::event_table(&cur.lua, ev) {
         Ok(t) => t,
         Err(e) => {
-            report(output, cur, ev, format!("cannot build the event table: {}", describe(&e)));
+            p.failed(cur, Some(ev), format!("cannot build the event table: {}", describe(&e)));
             return;
         }
     };
     for sub in subs {
-        if let Some(b) = sandbox::budget(&cur.lua) {
-            b.arm(limits);
+        if p.paused {
+            break;
         }
-        let started = Instant::now();
-        let result = tokio::time::timeout(limits.handler_timeout, sub.func.call_async::<()>(table.clone())).await;
-        let duration_us = started.elapsed().as_micros() as u64;
-        match result {
-            Ok(Ok(())) => {
-                tracing::trace!(script, rel = %ev.rel, r#type = %ev.kind, seq = ev.seq, duration_us, "handler returned");
-            }
-            Ok(Err(e)) => report(output, cur, ev, describe(&e)),
-            Err(_) => report(
-                output,
-                cur,
-                ev,
-                format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis()),
-            ),
-        }
+        call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev)).await;
     }
 }
 
-/// A failed handler: one log line naming the script, the event and the error; the next event proceeds.
-fn report(output: &broadcast::Sender<ScriptOutput>, cur: &Loaded, ev: &Event, error: String) {
-    let script = &*cur.ctx.name;
-    let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
-    tracing::error!(
-        script,
-        version = cur.ctx.version,
-        rel = %ev.rel,
-        r#type = %ev.kind,
-        seq = ev.seq,
-        traceback,
-        "handler failed: {first}"
-    );
-    let _ = output.send(ScriptOutput::HandlerError {
-        script: script.to_string(),
-        rel: ev.rel.clone(),
-        kind: ev.kind.clone(),
-        seq: ev.seq,
-        error,
-    });
+/// One call into the script, under its limits.
+async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &str, ev: Option<&Event>) {
+    let limits = &p.env.limits;
+    if let Some(b) = sandbox::budget(&cur.lua) {
+        b.arm(limits);
+    }
+    let started = Instant::now();
+    let result = tokio::time::timeout(limits.handler_timeout, f.call_async::<()>(arg)).await;
+    let duration_us = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(Ok(())) => {
+            p.failures = 0;
+            match ev {
+                Some(ev) => tracing::trace!(script = %p.name, rel = %ev.rel, r#type = %ev.kind, seq = ev.seq, duration_us, "handler returned"),
+                None => tracing::trace!(script = %p.name, what, duration_us, "call returned"),
+            }
+        }
+        Ok(Err(e)) => p.failed(cur, ev, format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string()),
+        Err(_) => p.failed(
+            cur,
+            ev,
+            format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis()),
+        ),
+    }
+}
+
+impl Progress {
+    /// A failed call: logged (identical repeats only now and then), counted, reported.
+    fn failed(&mut self, cur: &Loaded, ev: Option<&Event>, error: String) {
+        let script = &*self.name;
+        let repeats = match &mut self.last_error {
+            Some((last, n)) if *last == error => {
+                *n += 1;
+                *n
+            }
+            _ => {
+                self.last_error = Some((error.clone(), 1));
+                1
+            }
+        };
+        if repeats.is_power_of_two() {
+            let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
+            let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel.as_str(), e.kind.as_str(), e.seq));
+            tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");
+        }
+        let _ = self.env.output.send(ScriptOutput::HandlerError {
+            script: script.to_string(),
+            rel: ev.map(|e| e.rel.clone()).unwrap_or_default(),
+            kind: ev.map(|e| e.kind.clone()).unwrap_or_default(),
+            seq: ev.map_or(0, |e| e.seq),
+            error,
+        });
+        self.failures += 1;
+        let max = self.env.max_consecutive_failures;
+        if max > 0 && self.failures >= max && !self.paused {
+            self.paused = true;
+            tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
+            let _ = self.env.output.send(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
+        }
+    }
+
+    /// Writes the cursor and `agent.state` (when changed) in one transaction.
+    fn commit(&mut self, cur: &Loaded) {
+        self.uncommitted = 0;
+        let state = match api::state_json(&cur.lua) {
+            Ok(s) if Some(&s) != self.state.as_ref() => Some(s),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::error!(script = %self.name, %error, "agent.state not saved");
+                None
+            }
+        };
+        let cursor = (self.done > self.committed).then_some(self.done);
+        if cursor.is_none() && state.is_none() {
+            return;
+        }
+        match self.env.store.commit_script(&self.name, cursor, state.as_deref()) {
+            Ok(()) => {
+                self.committed = self.done;
+                if state.is_some() {
+                    self.state = state;
+                }
+            }
+            Err(error) => tracing::error!(script = %self.name, %error, "cannot save the script's progress"),
+        }
+    }
 }

@@ -62,7 +62,7 @@ pub async fn make_me_available(session: &Session, app: &Application, modalities:
 
 /// `POST me/reportMyActivity` (empty body).
 pub async fn report_activity(session: &Session, app: &Application) -> Result<(), UcwaError> {
-    session.send_ok(Method::POST, &app.report_activity, Some(("application/json", bytes::Bytes::new())), None).await?;
+    session.send_ok(Method::POST, &app.report_activity, Some(("application/json".to_string(), bytes::Bytes::new())), None).await?;
     Ok(())
 }
 

@@ -85,7 +85,7 @@ impl Session {
         &self,
         method: Method,
         href: &str,
-        body: Option<(&'static str, Bytes)>,
+        body: Option<(String, Bytes)>,
         timeout: Option<Duration>,
     ) -> Result<HttpReply, UcwaError> {
         let url = self.origin.resolve(href)?;
@@ -104,7 +104,7 @@ impl Session {
         &self,
         method: Method,
         href: &str,
-        body: Option<(&'static str, Bytes)>,
+        body: Option<(String, Bytes)>,
         timeout: Option<Duration>,
     ) -> Result<HttpReply, UcwaError> {
         let reply = self.send(method.clone(), href, body, timeout).await?;
@@ -122,7 +122,7 @@ impl Session {
 
     pub async fn post_json(&self, href: &str, body: &Value) -> Result<HttpReply, UcwaError> {
         let bytes = Bytes::from(serde_json::to_vec(body).expect("JSON values serialize"));
-        self.send_ok(Method::POST, href, Some(("application/json", bytes)), None).await
+        self.send_ok(Method::POST, href, Some(("application/json".to_string(), bytes)), None).await
     }
 
     /// The token to use; renews it if there is none, it is due, or it is `rejected`.
@@ -189,7 +189,7 @@ impl Session {
         &self,
         method: &Method,
         url: &Url,
-        body: Option<(&'static str, Bytes)>,
+        body: Option<(String, Bytes)>,
         timeout: Option<Duration>,
         token: &Secret,
     ) -> Result<HttpReply, UcwaError> {

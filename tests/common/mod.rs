@@ -49,14 +49,18 @@ impl Running {
         expect(&mut self.out, what, pred).await
     }
 
-    /// The next `n` log messages of `script`, in order.
+    /// The next `n` log messages of `script`, in order; a handler error of `script` fails the test.
     pub async fn messages(&mut self, script: &str, n: usize) -> Vec<String> {
         let mut got = Vec::new();
         while got.len() < n {
-            if let ScriptOutput::Log { message, .. } =
-                self.expect(&format!("{n} log lines of {script}"), |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script)).await
-            {
-                got.push(message);
+            let o = self
+                .expect(&format!("{n} log lines of {script} (got {got:?})"), |o| {
+                    matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script)
+                })
+                .await;
+            match o {
+                ScriptOutput::Log { message, .. } => got.push(message),
+                other => panic!("{script} failed after {got:?}: {other:?}"),
             }
         }
         got
@@ -80,8 +84,9 @@ pub async fn expect(out: &mut broadcast::Receiver<ScriptOutput>, what: &str, pre
 /// The configuration text for an agent pointed at `sim`, with its scripts in `dir`.
 pub fn config_text(sim: &Simulator, dir: &Path, extra: &str) -> String {
     format!(
-        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\nkind = \"password\"\nusername = \"demo@contoso.com\"\npassword_env = \"{PASSWORD_ENV}\"\n[scripts]\ndir = \"{}\"\n{extra}\n",
+        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\nkind = \"password\"\nusername = \"demo@contoso.com\"\npassword_env = \"{PASSWORD_ENV}\"\n[state]\ndir = \"{}\"\n[scripts]\ndir = \"{}\"\n{extra}\n",
         sim.discovery_url(),
+        dir.join(".state").display(),
         dir.display()
     )
 }

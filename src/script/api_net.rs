@@ -1,0 +1,177 @@
+//! `agent.ucwa.*` (the agent's own UCWA session) and `agent.http.request` (allowlisted
+//! outbound HTTP). Both suspend the handler, not the agent; both count against the handler's
+//! wall-clock limit. Usage from a handler:
+//!
+//! ```lua
+//! local r = agent.ucwa.get(e.href)                 -- relative hrefs are resolved on the pool
+//! if r.status == 200 then agent.log.info(r.body.state) end
+//! agent.ucwa.post(href, {SupportedModalities = {"Audio"}})
+//! agent.ucwa.post(accept_href, sdp_text, "application/sdp")
+//! local w = agent.http.request{method = "POST", url = "https://hooks.example.com/x",
+//!                              headers = {["X-Token"] = "…"}, body = {text = "call"}, timeout = 5000}
+//! ```
+
+use super::env::ScriptEnv;
+use bytes::Bytes;
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+use reqwest::Method;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A request body from Lua: a table is JSON; a string is sent as it is.
+fn body_of(v: Value, content_type: Option<String>, what: &str) -> mlua::Result<Option<(String, Bytes)>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::String(s) => Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(s.as_bytes().to_vec())))),
+        Value::Table(_) => {
+            let json = serde_json::to_vec(&v).map_err(|e| mlua::Error::runtime(format!("{what}: body: {e}")))?;
+            Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(json))))
+        }
+        other => Err(mlua::Error::runtime(format!("{what}: body must be a table or a string, got {}", other.type_name()))),
+    }
+}
+
+/// `{status, body, headers}`; a JSON body is decoded when `decode_json`.
+fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, body: &[u8], decode_json: bool) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("status", status)?;
+    let h = lua.create_table()?;
+    for (name, value) in headers {
+        if let Ok(v) = value.to_str() {
+            h.set(name.as_str(), v)?;
+        }
+    }
+    t.set("headers", h)?;
+    if !body.is_empty() {
+        let json = if decode_json {
+            serde_json::from_slice::<serde_json::Value>(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).ok()
+        } else {
+            None
+        };
+        match json {
+            Some(v) => t.set("body", lua.to_value(&v)?)?,
+            None => t.set("body", lua.create_string(body)?)?,
+        }
+    }
+    Ok(t)
+}
+
+pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::Result<()> {
+    let ucwa = lua.create_table()?;
+    for (name, method, takes_body) in
+        [("get", Method::GET, false), ("post", Method::POST, true), ("put", Method::PUT, true), ("delete", Method::DELETE, false)]
+    {
+        let env = env.clone();
+        let f = lua.create_async_function(move |lua, (href, body, content_type): (String, Value, Option<String>)| {
+            let env = env.clone();
+            let method = method.clone();
+            let l = lua.clone();
+            let run = async move {
+                let what = format!("agent.ucwa.{name}");
+                let session = env.session.get().ok_or_else(|| mlua::Error::runtime(format!("{what}: the agent is not signed in")))?;
+                let body = if takes_body { body_of(body, content_type, &what)? } else { None };
+                let reply = session
+                    .send(method, &href, body, Some(env.limits.handler_timeout))
+                    .await
+                    .map_err(|e| mlua::Error::runtime(format!("{what}({href}): {e}")))?;
+                reply_table(&lua, reply.status, &reply.headers, &reply.body, true)
+            };
+            async move { outcome(&l, run.await) }
+        })?;
+        ucwa.set(name, f)?;
+    }
+    agent.set("ucwa", ucwa)?;
+
+    let http = lua.create_table()?;
+    let env = env.clone();
+    let request = lua.create_async_function(move |lua, spec: Table| {
+        let env = env.clone();
+        let l = lua.clone();
+        let run = async move {
+            const WHAT: &str = "agent.http.request";
+            let url: String = spec.get("url").map_err(|_| mlua::Error::runtime(format!("{WHAT}: `url` (a string) is required")))?;
+            let url = url::Url::parse(&url).map_err(|e| mlua::Error::runtime(format!("{WHAT}: bad url {url:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(mlua::Error::runtime(format!("{WHAT}: only http and https URLs, got {}", url.scheme())));
+            }
+            if !env.http_allowed(&url) {
+                return Err(mlua::Error::runtime(format!(
+                    "{WHAT}: {} is not in scripts.http_allow; add it to config.toml to allow it",
+                    url.host_str().unwrap_or("?")
+                )));
+            }
+            let method: Option<String> = spec.get("method")?;
+            let method = Method::from_bytes(method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_bytes())
+                .map_err(|_| mlua::Error::runtime(format!("{WHAT}: bad method")))?;
+            let timeout_ms: Option<f64> = spec.get("timeout")?;
+            let timeout = timeout_ms.map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)).unwrap_or(env.limits.handler_timeout);
+            let mut req = env.http.request(method, url.clone()).timeout(timeout);
+            let mut has_content_type = false;
+            if let Some(headers) = spec.get::<Option<Table>>("headers")? {
+                for pair in headers.pairs::<String, String>() {
+                    let (k, v) = pair?;
+                    has_content_type |= k.eq_ignore_ascii_case("content-type");
+                    req = req.header(k, v);
+                }
+            }
+            if let Some((ct, bytes)) = body_of(spec.get("body")?, None, WHAT)? {
+                if !has_content_type {
+                    req = req.header("content-type", ct);
+                }
+                req = req.body(bytes);
+            }
+            let resp = req.send().await.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
+            tracing::debug!(url = %url, status, "agent.http.request");
+            reply_table(&lua, status, &headers, &body, false)
+        };
+        async move { outcome(&l, run.await) }
+    })?;
+    http.set("request", request)?;
+    agent.set("http", http)?;
+    // The Rust side returns (ok, value or message); these wrappers raise the message as a plain
+    // string at the script's line, so `pcall` gives scripts a string, as Lua errors usually are.
+    lua.load(RAISE_WRAPPERS).set_name("=agent").call::<()>(agent.clone())?;
+    Ok(())
+}
+
+const RAISE_WRAPPERS: &str = r#"
+local agent = ...
+local function raising(f)
+  return function(...)
+    local ok, v = f(...)
+    if not ok then error(v, 2) end
+    return v
+  end
+end
+for _, name in ipairs({"get", "post", "put", "delete"}) do agent.ucwa[name] = raising(agent.ucwa[name]) end
+agent.http.request = raising(agent.http.request)
+"#;
+
+/// `(true, value)` or `(false, message)` for the raising wrappers.
+fn outcome(lua: &Lua, r: mlua::Result<Table>) -> mlua::Result<(bool, Value)> {
+    match r {
+        Ok(t) => Ok((true, Value::Table(t))),
+        Err(e) => {
+            let msg = match e {
+                mlua::Error::RuntimeError(m) => m,
+                other => other.to_string(),
+            };
+            Ok((false, Value::String(lua.create_string(msg)?)))
+        }
+    }
+}
+
+/// reqwest's error text, without the URL it repeats.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() { "timed out".to_string() } else if e.is_connect() { "could not connect".to_string() } else { "request failed".to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

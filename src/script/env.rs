@@ -1,0 +1,78 @@
+//! What scripts can reach, shared by every script of a host: the limits, the database, the
+//! agent's UCWA session, the outbound HTTP allowlist, and each script's own config table.
+
+use super::host::ScriptOutput;
+use super::sandbox::Limits;
+use crate::store::Store;
+use crate::ucwa::Session;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The agent's current UCWA session (none before sign-in or between sessions).
+#[derive(Clone, Default)]
+pub struct SessionSlot(Arc<RwLock<Option<Arc<Session>>>>);
+
+impl SessionSlot {
+    pub fn set(&self, session: Option<Arc<Session>>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = session;
+    }
+
+    pub fn get(&self) -> Option<Arc<Session>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Everything a script host is configured with.
+pub struct ScriptEnv {
+    pub limits: Limits,
+    pub store: Arc<Store>,
+    pub session: SessionSlot,
+    /// The client for `agent.http.request` (no redirects, so the allowlist means what it says).
+    pub http: reqwest::Client,
+    /// Hosts (`name` or `name:port`) that `agent.http.request` may reach.
+    pub http_allow: Vec<String>,
+    /// `[scripts.config.<name>]`, by script name.
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Consecutive handler failures after which a script is paused until its file changes.
+    pub max_consecutive_failures: u32,
+    pub output: broadcast::Sender<ScriptOutput>,
+}
+
+impl ScriptEnv {
+    /// An environment with an in-memory database, no session and no allowed hosts.
+    pub fn new(limits: Limits, store: Arc<Store>) -> ScriptEnv {
+        let (output, _) = broadcast::channel(4096);
+        ScriptEnv {
+            limits,
+            store,
+            session: SessionSlot::default(),
+            http: outbound_client(),
+            http_allow: Vec::new(),
+            config: BTreeMap::new(),
+            max_consecutive_failures: 10,
+            output,
+        }
+    }
+
+    /// Whether `agent.http.request` may reach this URL's host.
+    pub fn http_allowed(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        let port = url.port_or_known_default();
+        self.http_allow.iter().any(|entry| match entry.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok() == port,
+            _ => entry.eq_ignore_ascii_case(host),
+        })
+    }
+}
+
+/// The client scripts' webhooks go through.
+pub fn outbound_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ucwa-agent/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("the TLS backend initialises")
+}

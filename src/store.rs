@@ -1,0 +1,287 @@
+//! The agent's durable state, one SQLite database (`<state.dir>/agent.db`, WAL):
+//!
+//! - `journal`: every event received, in channel order (`seq`), appended before the batch is
+//!   acknowledged by following `next`;
+//! - `cursors`: per script, the last event whose handlers have returned;
+//! - `script_state`: per script, `agent.state` as JSON, committed with the cursor;
+//! - `meta`: the channel position (pool, application, the href to poll next).
+//!
+//! Journal rows are pruned once every loaded script has passed them.
+
+use crate::ucwa::Event;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database {path}: {source}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// Where the channel stands, so a restart resumes it without a gap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Position {
+    /// The pool origin the application lives on.
+    pub pool: String,
+    pub user: String,
+    /// The application's `self` href.
+    pub application: String,
+    /// `reportMyActivity` of the application.
+    pub report_activity: String,
+    /// The href to poll next (the `next`, `resync` or `resume` link of the last batch journaled).
+    pub next: String,
+}
+
+/// Serialisable form of an event in the journal.
+#[derive(Serialize, Deserialize)]
+struct JournalRow {
+    rel: String,
+    kind: String,
+    href: String,
+    title: Option<String>,
+    sender_rel: String,
+    sender_href: String,
+    conversation: Option<String>,
+    raw: serde_json::Value,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+impl Store {
+    /// Opens (creating) `<dir>/agent.db`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("agent.db");
+        let err = |source| StoreError { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let conn = Connection::open(&path).map_err(err)?;
+        // WAL + NORMAL: a commit survives the process being killed (the test of issue 3); only
+        // an OS crash can lose the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Store { path, conn: Mutex::new(conn) })
+    }
+
+    /// A database that lives in memory (replay, tests of the script host).
+    pub fn in_memory() -> Store {
+        let conn = Connection::open_in_memory().expect("SQLite opens in memory");
+        conn.execute_batch(SCHEMA).expect("the schema applies");
+        Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError { path: self.path.clone(), source }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends events (numbering them) and, in the same transaction, the new channel position.
+    pub fn append(&self, events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO journal (event) VALUES (?1)").map_err(|e| self.err(e))?;
+            for ev in events.iter_mut() {
+                let row = JournalRow {
+                    rel: ev.rel.clone(),
+                    kind: ev.kind.clone(),
+                    href: ev.href.clone(),
+                    title: ev.title.clone(),
+                    sender_rel: ev.sender_rel.clone(),
+                    sender_href: ev.sender_href.clone(),
+                    conversation: ev.conversation.clone(),
+                    raw: std::mem::take(&mut ev.raw),
+                };
+                let text = serde_json::to_string(&row).expect("JSON values serialize");
+                ev.raw = row.raw;
+                insert.execute(params![text]).map_err(|e| self.err(e))?;
+                ev.seq = tx.last_insert_rowid() as u64;
+            }
+        }
+        if let Some(p) = position {
+            let text = serde_json::to_string(p).expect("positions serialize");
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![text]).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Journal events after `seq`, in order.
+    pub fn events_after(&self, seq: u64) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn.prepare_cached("SELECT seq, event FROM journal WHERE seq > ?1 ORDER BY seq").map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map(params![seq as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text) = row.map_err(|e| self.err(e))?;
+            match serde_json::from_str::<JournalRow>(&text) {
+                Ok(j) => out.push(Event {
+                    rel: j.rel,
+                    kind: j.kind,
+                    href: j.href,
+                    title: j.title,
+                    sender_rel: j.sender_rel,
+                    sender_href: j.sender_href,
+                    conversation: j.conversation,
+                    seq: seq as u64,
+                    raw: j.raw,
+                }),
+                Err(error) => tracing::error!(seq, %error, "unreadable journal row skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest `seq` ever journaled (0 for none).
+    pub fn head(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        // AUTOINCREMENT keeps numbering past pruned rows; sqlite_sequence holds the last number.
+        let max: Option<i64> = conn
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'journal'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(max.unwrap_or(0) as u64)
+    }
+
+    /// How many events the journal holds.
+    pub fn depth(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+
+    pub fn cursor(&self, script: &str) -> Result<Option<u64>, StoreError> {
+        let conn = self.lock();
+        conn.query_row("SELECT seq FROM cursors WHERE script = ?1", params![script], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|o| o.map(|s| s as u64))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that `script` finished every event up to `seq`, and its `agent.state`, atomically.
+    pub fn commit_script(&self, script: &str, seq: Option<u64>, state: Option<&str>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let Some(seq) = seq {
+            tx.execute("INSERT OR REPLACE INTO cursors (script, seq) VALUES (?1, ?2)", params![script, seq as i64])
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(json) = state {
+            tx.execute("INSERT OR REPLACE INTO script_state (script, json) VALUES (?1, ?2)", params![script, json])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// `agent.state` of a script as JSON, if it ever saved one.
+    pub fn state(&self, script: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        conn.query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn position(&self) -> Result<Option<Position>, StoreError> {
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
+        let conn = self.lock();
+        match p {
+            Some(p) => conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)",
+                params![serde_json::to_string(p).expect("positions serialize")],
+            ),
+            None => conn.execute("DELETE FROM meta WHERE key = 'position'", []),
+        }
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Deletes journal rows every one of `scripts` has passed; keeps at most `max_rows` rows
+    /// whatever the cursors say (a stalled script then misses the oldest: it is logged).
+    pub fn prune(&self, scripts: &[String], max_rows: u64) -> Result<u64, StoreError> {
+        let mut min: Option<u64> = None;
+        for s in scripts {
+            let c = self.cursor(s)?.unwrap_or(0);
+            min = Some(min.map_or(c, |m| m.min(c)));
+        }
+        let head = self.head()?;
+        let passed = min.unwrap_or(head);
+        let floor = head.saturating_sub(max_rows);
+        let upto = passed.max(floor);
+        if floor > passed {
+            tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
+        }
+        let conn = self.lock();
+        let n = conn.execute("DELETE FROM journal WHERE seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(n: u64) -> Event {
+        Event::synthetic("test", &format!("/e/{n}"), json!({"n": n}))
+    }
+
+    #[test]
+    fn journal_cursors_state_and_pruning_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut batch = vec![ev(1), ev(2), ev(3)];
+            let pos = Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: "/a/events?ack=2".into() };
+            s.append(&mut batch, Some(&pos)).unwrap();
+            assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            s.commit_script("a", Some(2), Some("{\"x\":1}")).unwrap();
+            s.commit_script("b", Some(3), None).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=2");
+        assert_eq!(s.cursor("a").unwrap(), Some(2));
+        assert_eq!(s.state("a").unwrap().as_deref(), Some("{\"x\":1}"));
+        let rest = s.events_after(2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].seq, rest[0].href.as_str()), (3, "/e/3"));
+        assert_eq!(rest[0].resource().unwrap()["n"], 3);
+        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 2);
+        assert_eq!(s.depth().unwrap(), 1);
+        s.commit_script("a", Some(3), None).unwrap();
+        s.prune(&["a".into(), "b".into()], 1000).unwrap();
+        assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
+        let mut more = vec![ev(4)];
+        s.append(&mut more, None).unwrap();
+        assert_eq!(more[0].seq, 4);
+    }
+}

