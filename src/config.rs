@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub endpoint_id: Option<String>,
     /// Modalities announced by makeMeAvailable.
     pub modalities: Vec<String>,
+    /// Extra CA certificates (PEM) to trust besides the built-in roots (a corporate CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             user_agent: concat!("ucwa-agent/", env!("CARGO_PKG_VERSION")).into(),
             endpoint_id: None,
             modalities: vec!["Messaging".into(), "Audio".into(), "Video".into()],
+            ca_file: None,
         }
     }
 }
@@ -72,15 +75,29 @@ impl Default for ServerConfig {
 pub enum AuthKind {
     /// MsRtcOAuth password grant (Skype for Business Server on-premises).
     Password,
+    /// A bearer token obtained elsewhere (Skype for Business Online / Azure AD).
+    Bearer,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub kind: AuthKind,
-    pub username: String,
-    /// The environment variable that holds the password (never the password itself).
-    pub password_env: String,
+    /// The account (required for `password`; a label for `bearer`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `password`: the environment variable that holds the password (never the password itself).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// `bearer`: the environment variable that holds the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// `bearer`: a file that holds the token (re-read when it changes).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `bearer`: a command (program and arguments) that prints the token.
+    #[serde(default)]
+    pub token_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,11 +202,12 @@ impl Config {
             return Err(self.invalid("auth", "an [auth] table is required when server.discover is a pool URL"));
         }
         if let Some(auth) = &self.auth {
-            if auth.username.trim().is_empty() {
-                return Err(self.invalid("auth.username", "expected a user name such as \"alice@contoso.com\""));
-            }
-            if auth.password_env.trim().is_empty() {
-                return Err(self.invalid("auth.password_env", "expected the name of an environment variable"));
+            self.check_auth(auth)?;
+        }
+        if let Some(ca) = &self.server.ca_file {
+            let path = self.resolve(ca);
+            if let Err(e) = std::fs::metadata(&path) {
+                return Err(self.invalid("server.ca_file", format!("cannot read {}: {e}", path.display())));
             }
         }
         let s = &self.server;
@@ -237,6 +255,36 @@ impl Config {
         }
         if !(sim.call_duration_secs >= 0.0 && sim.call_duration_secs <= 86_400.0) {
             return Err(self.invalid("simulator.call_duration_secs", "expected 0 to 86400 seconds"));
+        }
+        Ok(())
+    }
+
+    fn check_auth(&self, auth: &AuthConfig) -> Result<(), ConfigError> {
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+        match auth.kind {
+            AuthKind::Password => {
+                if blank(&auth.username) {
+                    return Err(self.invalid("auth.username", "expected a user name such as \"alice@contoso.com\""));
+                }
+                if blank(&auth.password_env) {
+                    return Err(self.invalid("auth.password_env", "expected the name of the environment variable that holds the password"));
+                }
+                if auth.token_env.is_some() || auth.token_file.is_some() || auth.token_command.is_some() {
+                    return Err(self.invalid("auth.kind", "token_env, token_file and token_command go with kind = \"bearer\""));
+                }
+            }
+            AuthKind::Bearer => {
+                let sources = [auth.token_env.is_some(), auth.token_file.is_some(), auth.token_command.is_some()];
+                if sources.iter().filter(|s| **s).count() != 1 {
+                    return Err(self.invalid("auth", "kind = \"bearer\" takes exactly one of token_env, token_file, token_command"));
+                }
+                if auth.password_env.is_some() {
+                    return Err(self.invalid("auth.password_env", "goes with kind = \"password\""));
+                }
+                if auth.token_command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
+                    return Err(self.invalid("auth.token_command", "expected a program and its arguments, e.g. [\"/usr/local/bin/get-token\", \"--pool\"]"));
+                }
+            }
         }
         Ok(())
     }
@@ -317,5 +365,13 @@ mod tests {
         assert!(e.contains("`server.discover`") && e.contains("loopback"), "{e}");
         let e = parse("[server]\ndiscover = \"https://pool.contoso.com/\"\n").unwrap_err().to_string();
         assert!(e.contains("`auth`"), "{e}");
+        let e = parse("[auth]\nkind = \"bearer\"\ntoken_env = \"T\"\ntoken_file = \"t\"\n").unwrap_err().to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+        let e = parse("[auth]\nkind = \"password\"\nusername = \"a\"\n").unwrap_err().to_string();
+        assert!(e.contains("`auth.password_env`"), "{e}");
+        let e = parse("[auth]\nkind = \"kerberos\"\n").unwrap_err().to_string();
+        assert!(e.contains("kerberos") && e.contains("line 2"), "{e}");
+        let e = parse("[server]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap_err().to_string();
+        assert!(e.contains("`server.ca_file`"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod channel;
+pub mod keepalive;
 pub mod sink;
 
 use crate::config::{Config, Discover};
@@ -11,7 +12,8 @@ use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
 use crate::store::{Position, Store};
 use crate::ucwa::application::{self, Application};
 use crate::ucwa::signin::sign_in;
-use crate::ucwa::{session::http_client, Credentials, Secret, Session, UcwaError};
+use crate::config::AuthKind;
+use crate::ucwa::{session::http_client, Auth, Secret, Session, TokenSource, UcwaError};
 use backoff::Backoff;
 use channel::{ChannelEnd, ChannelSettings};
 use serde_json::json;
@@ -33,6 +35,8 @@ pub enum StartError {
     ScriptsDir { file: String, dir: String, source: std::io::Error },
     #[error("{file}: `state.dir`: {source}")]
     State { file: String, source: crate::store::StoreError },
+    #[error("{file}: `server.ca_file`: {message}")]
+    CaFile { file: String, message: String },
     #[error("cannot start the embedded simulator: {0}")]
     Simulator(std::io::Error),
     #[error("cannot watch the scripts directory {dir}: {source}")]
@@ -48,7 +52,9 @@ pub struct Agent {
     host: ScriptHost,
     store: Arc<Store>,
     discover: Url,
-    credentials: Credentials,
+    auth: Auth,
+    /// The client every pool request goes through (with `server.ca_file`'s CAs).
+    http: reqwest::Client,
     /// The in-process simulator of `discover = "embedded"`; it lives as long as the agent.
     simulator: Option<Simulator>,
     watcher: Option<crate::script::watch::WatchHandle>,
@@ -59,23 +65,24 @@ impl Agent {
     /// Scripts that fail to load are logged and skipped; the agent starts anyway.
     pub async fn start(config: Config) -> Result<Agent, StartError> {
         let file = config.path.display().to_string();
-        let (discover, credentials, simulator) = match config.discover()? {
+        let (discover, simulator) = match config.discover()? {
             Discover::Embedded => {
                 let sim = Simulator::start(config.embedded_simulator(), ([127, 0, 0, 1], 0).into())
                     .await
                     .map_err(StartError::Simulator)?;
-                let url = Url::parse(&sim.discovery_url()).expect("the simulator's URL parses");
-                let creds = match &config.auth {
-                    Some(a) => credentials_from_env(&file, &a.username, &a.password_env)?,
-                    None => Credentials { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) },
-                };
-                (url, creds, Some(sim))
+                (Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"), Some(sim))
             }
-            Discover::Url(url) => {
-                let auth = config.auth.as_ref().expect("checked by Config::check");
-                (url, credentials_from_env(&file, &auth.username, &auth.password_env)?, None)
-            }
+            Discover::Url(url) => (url, None),
         };
+        let auth = match &config.auth {
+            Some(a) => auth_of(&config, &file, a)?,
+            None => Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) },
+        };
+        let ca = match &config.server.ca_file {
+            Some(p) => Some(std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile { file: file.clone(), message: e.to_string() })?),
+            None => None,
+        };
+        let http = http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file: file.clone(), message })?;
         let limits = Limits {
             memory_bytes: (config.scripts.memory_limit_mb as usize) << 20,
             instructions: config.scripts.instruction_limit,
@@ -100,7 +107,7 @@ impl Agent {
         } else {
             None
         };
-        Ok(Agent { config, host, store, discover, credentials, simulator, watcher })
+        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher })
     }
 
     /// The scripts (subscribe to their output, load more).
@@ -121,7 +128,7 @@ impl Agent {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let http = http_client();
+        let http = self.http.clone();
         let settings = ChannelSettings {
             poll_timeout: Duration::from_secs(self.config.server.poll_timeout_secs),
             max_backoff: Duration::from_secs(self.config.server.max_backoff_secs),
@@ -132,7 +139,7 @@ impl Agent {
         let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
         'sign_in: while !*stop.borrow() {
             let signed = tokio::select! {
-                r = sign_in(&http, &self.discover, &self.credentials) => r,
+                r = sign_in(&http, &self.discover, &self.auth) => r,
                 _ = stop.changed() => break,
             };
             let signed = match signed {
@@ -146,7 +153,7 @@ impl Agent {
                 }
             };
             let session = signed.session;
-            tracing::info!(pool = session.origin().as_str(), user = %self.credentials.username, "signed in");
+            tracing::info!(pool = session.origin().as_str(), user = %self.auth.user(), "signed in");
             slot.set(Some(session.clone()));
             loop {
                 let app = tokio::select! {
@@ -170,7 +177,7 @@ impl Agent {
                 let (app, resumed) = app;
                 sink.set_position(Some(Position {
                     pool: session.origin().as_str().to_string(),
-                    user: self.credentials.username.clone(),
+                    user: self.auth.user().to_string(),
                     application: app.self_href.clone(),
                     report_activity: app.report_activity.clone(),
                     next: app.events_href.clone(),
@@ -179,7 +186,7 @@ impl Agent {
                     "signedIn",
                     json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),
                 );
-                let keepalive = spawn_keepalive(session.clone(), app.clone(), self.config.server.keepalive_secs);
+                let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.config.server.keepalive_secs));
                 let end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop).await;
                 keepalive.abort();
                 match end {
@@ -229,7 +236,7 @@ impl Agent {
             tracing::error!(%error, "cannot read the saved channel position");
             None
         });
-        if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.credentials.username) {
+        if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.auth.user()) {
             match session.get_json(&p.application).await {
                 Ok(_) => {
                     tracing::info!(application = %p.application, next = %p.next, "resuming the saved application's event channel");
@@ -249,7 +256,7 @@ impl Agent {
                 Err(e) => return Err(e),
             }
         }
-        let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(&self.credentials.username));
+        let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(self.auth.user()));
         let app = application::create(session, applications_href, &self.config.server.user_agent, &endpoint).await?;
         let app = application::make_me_available(session, &app, &self.config.server.modalities).await?;
         tracing::info!(application = %app.self_href, endpoint_id = %endpoint, "application ready");
@@ -266,27 +273,29 @@ async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut 
     }
 }
 
-/// reportMyActivity every `secs` seconds while the application lives.
-fn spawn_keepalive(session: Arc<Session>, app: Application, secs: u64) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(secs));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate; makeMeAvailable just counted as activity
-        loop {
-            tick.tick().await;
-            match application::report_activity(&session, &app).await {
-                Ok(()) => tracing::debug!("reportMyActivity sent"),
-                Err(error) => tracing::warn!(%error, "reportMyActivity failed"),
+/// The configured way to authenticate; the password is read from its variable now, so a
+/// missing one stops the agent at start.
+fn auth_of(config: &Config, file: &str, a: &crate::config::AuthConfig) -> Result<Auth, StartError> {
+    let user = a.username.clone().unwrap_or_else(|| "bearer".into());
+    Ok(match a.kind {
+        AuthKind::Password => {
+            let var = a.password_env.clone().expect("checked by Config::check");
+            match std::env::var(&var) {
+                Ok(p) if !p.is_empty() => Auth::Password { username: user, password: Secret::new(p) },
+                _ => return Err(StartError::PasswordMissing { file: file.to_string(), var }),
             }
         }
+        AuthKind::Bearer => {
+            let source = if let Some(v) = &a.token_env {
+                TokenSource::Env(v.clone())
+            } else if let Some(p) = &a.token_file {
+                TokenSource::File(config.resolve(p))
+            } else {
+                TokenSource::Command(a.token_command.clone().expect("checked by Config::check"))
+            };
+            Auth::Bearer { user, source }
+        }
     })
-}
-
-fn credentials_from_env(file: &str, username: &str, var: &str) -> Result<Credentials, StartError> {
-    match std::env::var(var) {
-        Ok(p) if !p.is_empty() => Ok(Credentials { username: username.to_string(), password: Secret::new(p) }),
-        _ => Err(StartError::PasswordMissing { file: file.to_string(), var: var.to_string() }),
-    }
 }
 
 /// A GUID-shaped EndpointId derived from the user name, so a restart finds the same application.

@@ -2,6 +2,7 @@
 //!
 //! - `origin.rs`: the pool origin; resolving hrefs and refusing any other origin.
 //! - `secret.rs`: tokens and passwords that never print.
+//! - `auth.rs`: the password grant or a bearer token from an env var, a file or a command.
 //! - `challenge.rs`: parsing `WWW-Authenticate` for the MsRtcOAuth challenge.
 //! - `session.rs`: HTTP to the pool with the bearer token, renewal on 401.
 //! - `signin.rs`: discovery → challenge → token → user resource.
@@ -10,6 +11,7 @@
 //! - `error.rs`: what can go wrong, with what to do about it.
 
 pub mod application;
+pub mod auth;
 pub mod batch;
 pub mod challenge;
 pub mod error;
@@ -22,7 +24,8 @@ pub use batch::{Batch, Continuation, Event};
 pub use error::UcwaError;
 pub use origin::Origin;
 pub use secret::Secret;
-pub use session::{Credentials, HttpReply, Session};
+pub use auth::{Auth, TokenSource};
+pub use session::{HttpReply, Session};
 
 use serde_json::Value;
 

@@ -1,6 +1,7 @@
 //! HTTP to the pool with the agent's token. The token goes only to the pool origin; it is
 //! renewed before it expires and on any 401, and the failed request is retried once.
 
+use super::auth::Auth;
 use super::{Origin, Secret, UcwaError};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -10,13 +11,6 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
-
-/// How the agent proves who it is.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub username: String,
-    pub password: Secret,
-}
 
 /// An HTTP answer, whatever its status.
 #[derive(Debug, Clone)]
@@ -41,8 +35,10 @@ pub(crate) fn strip_bom(b: &[u8]) -> &[u8] {
 #[derive(Debug)]
 struct Token {
     value: Secret,
-    /// Renew at this point: a minute before `expires_in` runs out.
-    renew_at: Instant,
+    /// Renew at this point: shortly before `expires_in` runs out (never, for bearer tokens).
+    renew_at: Option<Instant>,
+    /// A token file's modification time when it was read: a change means a new token.
+    stamp: Option<std::time::SystemTime>,
 }
 
 /// A signed-in session with one pool.
@@ -50,23 +46,38 @@ struct Token {
 pub struct Session {
     http: reqwest::Client,
     origin: Origin,
-    /// The MsRtcOAuth token endpoint (on the pool origin).
-    token_url: Url,
-    credentials: Credentials,
+    /// The MsRtcOAuth token endpoint (on the pool origin), for the password grant.
+    token_url: Option<Url>,
+    auth: Auth,
     /// The current token; the mutex also makes renewal single-flight.
     token: Mutex<Option<Token>>,
 }
 
 impl Session {
     /// A session for `origin`; no request is sent until the first call.
-    pub fn new(http: reqwest::Client, origin: Origin, token_url: Url, credentials: Credentials) -> Result<Session, UcwaError> {
-        if !origin.same_origin(&token_url) {
-            return Err(UcwaError::SignIn(format!(
-                "the token endpoint {token_url} is not on the pool's origin {}; the password is not sent there",
-                origin.as_str()
-            )));
+    pub fn new(http: reqwest::Client, origin: Origin, token_url: Option<Url>, auth: Auth) -> Result<Session, UcwaError> {
+        match (&auth, &token_url) {
+            (Auth::Password { .. }, None) => {
+                return Err(UcwaError::SignIn("the password grant needs the pool's token endpoint".into()))
+            }
+            (Auth::Password { .. }, Some(url)) if !origin.same_origin(url) => {
+                return Err(UcwaError::SignIn(format!(
+                    "the token endpoint {url} is not on the pool's origin {}; the password is not sent there",
+                    origin.as_str()
+                )))
+            }
+            _ => {}
         }
-        Ok(Session { http, origin, token_url, credentials, token: Mutex::new(None) })
+        Ok(Session { http, origin, token_url, auth, token: Mutex::new(None) })
+    }
+
+    /// The same account on another origin (Online: the user resource and the pool differ).
+    pub fn for_origin(&self, origin: Origin) -> Result<Session, UcwaError> {
+        Session::new(self.http.clone(), origin, self.token_url.clone(), self.auth.clone())
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     pub fn origin(&self) -> &Origin {
@@ -128,27 +139,53 @@ impl Session {
     /// The token to use; renews it if there is none, it is due, or it is `rejected`.
     async fn current_token(&self, rejected: Option<&Secret>) -> Result<Secret, UcwaError> {
         let mut slot = self.token.lock().await;
-        let usable = slot.as_ref().filter(|t| Instant::now() < t.renew_at && Some(&t.value) != rejected);
+        let usable = slot.as_ref().filter(|t| {
+            t.renew_at.is_none_or(|at| Instant::now() < at) && Some(&t.value) != rejected && !self.source_changed(t)
+        });
         if let Some(t) = usable {
             return Ok(t.value.clone());
         }
         let fresh = self.grant().await?;
+        if rejected == Some(&fresh.value) {
+            return Err(UcwaError::SignIn(match &self.auth {
+                Auth::Bearer { source, .. } => format!("the pool rejected the bearer token from {}, and it has no newer one", source.describe()),
+                Auth::Password { .. } => "the pool rejected a token it has just issued".into(),
+            }));
+        }
         let value = fresh.value.clone();
         *slot = Some(fresh);
         Ok(value)
     }
 
-    /// The MsRtcOAuth password grant (PROTOCOL.md §2).
+    /// Whether a token file changed since the token was read from it.
+    fn source_changed(&self, t: &Token) -> bool {
+        match &self.auth {
+            Auth::Bearer { source, .. } => t.stamp.is_some() && source.stamp() != t.stamp,
+            Auth::Password { .. } => false,
+        }
+    }
+
+    /// A new token: the password grant, or the bearer token's source read again.
     async fn grant(&self) -> Result<Token, UcwaError> {
+        let (username, password) = match &self.auth {
+            Auth::Password { username, password } => (username, password),
+            Auth::Bearer { source, .. } => {
+                let stamp = source.stamp();
+                let value = source.fetch().await?;
+                tracing::info!(source = %source.describe(), "read a bearer token");
+                return Ok(Token { value, renew_at: None, stamp });
+            }
+        };
+        let token_url = self.token_url.clone().expect("checked by Session::new");
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "password")
-            .append_pair("username", &self.credentials.username)
-            .append_pair("password", self.credentials.password.expose())
+            .append_pair("username", username)
+            .append_pair("password", password.expose())
             .finish();
-        let url = self.token_url.as_str().to_string();
+        let url = token_url.as_str().to_string();
         let resp = self
             .http
-            .post(self.token_url.clone())
+            .post(token_url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded;charset=UTF-8")
             .header(ACCEPT, "application/json")
             .body(form)
@@ -164,8 +201,7 @@ impl Session {
             let error = reply.json(&url).ok().and_then(|v| v.get("error")?.as_str().map(str::to_string));
             return Err(match error.as_deref() {
                 Some("invalid_grant") => UcwaError::SignIn(format!(
-                    "the pool refused the user name or password for {} (invalid_grant)",
-                    self.credentials.username
+                    "the pool refused the user name or password for {username} (invalid_grant)"
                 )),
                 Some(other) => UcwaError::SignIn(format!("the token endpoint answered `{other}`")),
                 None => status_error(&Method::POST, &url, &reply),
@@ -180,9 +216,14 @@ impl Session {
             message: "the token answer has no access_token".into(),
         })?;
         let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-        let margin = (expires_in / 10).min(60);
-        tracing::info!(user = %self.credentials.username, expires_in, "got a token");
-        Ok(Token { value: Secret::new(token), renew_at: Instant::now() + Duration::from_secs(expires_in - margin) })
+        // Renew a tenth of the lifetime early (at least 1 s, at most a minute).
+        let margin = (expires_in / 10).clamp(1, 60).min(expires_in);
+        tracing::info!(user = %username, expires_in, "got a token");
+        Ok(Token {
+            value: Secret::new(token),
+            renew_at: Some(Instant::now() + Duration::from_secs(expires_in - margin)),
+            stamp: None,
+        })
     }
 
     async fn exchange(
@@ -251,14 +292,22 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
     }
 }
 
-/// The HTTP client every pool request goes through: rustls (ring) with the Mozilla roots,
-/// gzip, no automatic redirects (UCWA answers redirects as links, and a redirect must never
-/// carry the token elsewhere).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client every pool request goes through: rustls (ring) with the Mozilla roots plus
+/// any extra CA certificates given as PEM, TLS always verified, gzip, no automatic redirects
+/// (UCWA answers redirects as links, and a redirect must never carry the token elsewhere).
+pub fn http_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("ucwa-agent/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(15))
-        .build()
-        .expect("the TLS backend initialises")
+        .connect_timeout(Duration::from_secs(15));
+    if let Some(pem) = extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        if certs.is_empty() {
+            return Err("no certificate in the file".into());
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| format!("cannot set up TLS: {e}"))
 }

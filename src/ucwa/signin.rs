@@ -4,7 +4,8 @@
 use super::challenge;
 use super::origin::is_loopback;
 use super::session::{status_error, strip_bom, transport};
-use super::{link, Credentials, Origin, Session, UcwaError};
+use super::auth::Auth;
+use super::{link, Origin, Session, UcwaError};
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::Value;
@@ -23,17 +24,35 @@ pub struct SignedIn {
 }
 
 /// Signs in from a discovery URL.
-pub async fn sign_in(http: &reqwest::Client, discover: &Url, credentials: &Credentials) -> Result<SignedIn, UcwaError> {
+pub async fn sign_in(http: &reqwest::Client, discover: &Url, auth: &Auth) -> Result<SignedIn, UcwaError> {
     let mut user_url = discover_user(http, discover).await?;
     for _ in 0..=MAX_REDIRECTS {
         check_scheme(&user_url)?;
-        let token_url = challenge_of(http, &user_url).await?;
-        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, credentials.clone())?;
+        let token_url = match auth {
+            Auth::Password { .. } => Some(challenge_of(http, &user_url).await?),
+            Auth::Bearer { .. } => None,
+        };
+        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?;
         session.sign_in().await?;
         let user = session.get_json(user_url.as_str()).await?;
         if let Some(apps) = link(&user, "applications") {
-            session.origin().resolve(apps)?;
-            return Ok(SignedIn { applications_href: apps.to_string(), session: Arc::new(session) });
+            let apps_url = user_url.join(apps).map_err(|e| malformed(&user_url, e))?;
+            check_scheme(&apps_url)?;
+            let pool = Origin::of(&apps_url);
+            if pool == *session.origin() {
+                return Ok(SignedIn { applications_href: apps.to_string(), session: Arc::new(session) });
+            }
+            // Online: applications live on a pool host other than the user resource's host.
+            if matches!(auth, Auth::Password { .. }) {
+                return Err(UcwaError::SignIn(format!(
+                    "applications are on {} but the password grant was made on {}; not sending the token there",
+                    pool.as_str(),
+                    session.origin().as_str()
+                )));
+            }
+            let session = session.for_origin(pool)?;
+            session.sign_in().await?;
+            return Ok(SignedIn { applications_href: apps_url.to_string(), session: Arc::new(session) });
         }
         // The user is homed on another pool: sign in again there.
         let redirect = link(&user, "redirect").ok_or_else(|| UcwaError::Malformed {

@@ -1,0 +1,201 @@
+//! Authentication kinds, token renewal, and secrets that never reach a log.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use ucwa_agent::sim::{Fault, SimConfig, Simulator};
+
+const SESSIONS: &str = "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added') end)\n";
+
+/// A token the simulator issued, as an administrator's tooling would fetch it.
+async fn fresh_token(sim: &Simulator) -> String {
+    let t: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/WebTicket/oauthtoken", sim.origin()))
+        .body("grant_type=password&username=demo@contoso.com&password=demo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    t["access_token"].as_str().unwrap().to_string()
+}
+
+fn bearer_config(sim: &Simulator, dir: &Path, source: &str) -> String {
+    format!(
+        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\nkind = \"bearer\"\nusername = \"demo@contoso.com\"\n{source}\n[state]\ndir = \"{}\"\n[scripts]\ndir = \"{}\"\n",
+        sim.discovery_url(),
+        dir.join(".state").display(),
+        dir.display()
+    )
+}
+
+/// Runs an agent with a bearer source backed by `token_file`: a call, the tokens expire, the
+/// file gets a new token, another call.
+async fn bearer_round_trip(source: impl Fn(&Path) -> String) {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "sessions.lua", SESSIONS);
+    let token_file = dir.path().join("token.txt");
+    std::fs::write(&token_file, format!("{}\n", fresh_token(&sim).await)).unwrap();
+    let mut agent = start_agent(&sim, &bearer_config(&sim, dir.path(), &source(&token_file))).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("sessions", 1).await, ["added"]);
+    sim.end_call(c);
+    sim.inject(Fault::TokenExpiry, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(&token_file, fresh_token(&sim).await).unwrap();
+    wait_available(&sim).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("sessions", 1).await, ["added"]);
+    assert_eq!(sim.counters()["applications_created"], 1, "the same application carried on");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn bearer_token_from_a_file_is_re_read() {
+    bearer_round_trip(|f| format!("token_file = \"{}\"", f.display())).await;
+}
+
+#[tokio::test]
+async fn bearer_token_command_runs_again_when_rejected() {
+    bearer_round_trip(|f| format!("token_command = [\"sh\", \"-c\", \"cat '{}'\"]", f.display())).await;
+}
+
+#[tokio::test]
+async fn bearer_token_from_the_environment() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "sessions.lua", SESSIONS);
+    std::env::set_var("UCWA_AGENT_TEST_BEARER", fresh_token(&sim).await);
+    let mut agent = start_agent(&sim, &bearer_config(&sim, dir.path(), "token_env = \"UCWA_AGENT_TEST_BEARER\"")).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("sessions", 1).await, ["added"]);
+    assert_eq!(sim.counters()["unauthorized"], 0, "a bearer token needs no challenge");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_renewed_before_they_expire() {
+    let sim = start_sim(SimConfig { token_lifetime: Duration::from_secs(3), ..sim_config() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "sessions.lua", SESSIONS);
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("sessions", 1).await, ["added"]);
+    agent.stop().await;
+    let c = sim.counters();
+    assert!(c["tokens_issued"].as_u64().unwrap() >= 2, "{c}");
+    assert_eq!(c["unauthorized"], 1, "only the first challenge: no request was sent with an expired token: {c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_even_at_trace_level() {
+    const PASSWORD: &str = "s3cret-Pa55word";
+    let sim = start_sim(SimConfig {
+        users: vec![("svc@contoso.com".into(), PASSWORD.into())],
+        token_lifetime: Duration::from_secs(2),
+        ..sim_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "sessions.lua", SESSIONS);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndiscover = \"{}\"\n[auth]\nkind = \"password\"\nusername = \"svc@contoso.com\"\npassword_env = \"SVC_PASSWORD\"\n[scripts]\ndir = \".\"\n",
+            sim.discovery_url()
+        ),
+    )
+    .unwrap();
+    for format in ["human", "json"] {
+        let log = dir.path().join(format!("{format}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+            .args(["--log-format", format, "run", "--config"])
+            .arg(&config)
+            .env("SVC_PASSWORD", PASSWORD)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_available(&sim).await;
+        let c = sim.start_call(answered_call()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sim.end_call(c);
+        sim.inject(Fault::TokenExpiry, 1);
+        tokio::time::sleep(Duration::from_millis(2500)).await; // past the token lifetime: renewal
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{format}: exit {:?}", out.status);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("got a token") && text.contains("added"), "{format}: the log has content: {}", &text[..text.len().min(2000)]);
+        assert!(!text.contains(PASSWORD), "{format}: the password is in the log");
+        assert!(!text.contains("cwt="), "{format}: a token is in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A handler that waits on a server that never answers keeps shutdown busy.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    write(
+        dir.path(),
+        "busy.lua",
+        &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"),
+    );
+    let config = dir.path().join("config.toml");
+    let text = config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000"));
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("agent.log");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env(PASSWORD_ENV, "demo")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let term = |pid: u32| Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+
+    // Idle: one SIGTERM stops it cleanly and the application is deleted.
+    let child = spawn();
+    wait_available(&sim).await;
+    term(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(sim.counters()["applications_deleted"], 1);
+
+    // Busy: the first SIGTERM waits for the handler; the second exits at once (status 130).
+    let mut child = spawn();
+    wait_available(&sim).await;
+    sim.start_call(answered_call()).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("waiting") {
+        assert!(std::time::Instant::now() < deadline, "the handler starts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    term(child.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().unwrap().is_none(), "still finishing the running handler");
+    term(child.id());
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(3), "the second signal exits at once");
+}
