@@ -1,14 +1,16 @@
 //! The agent's durable state, one SQLite database (`<state.dir>/agent.db`, WAL):
 //!
 //! - `journal`: every event received, in channel order (`seq`), appended before the batch is
-//!   acknowledged by following `next`;
+//!   acknowledged by following `next`; one row per batch (`first_seq..=last_seq`) holding the
+//!   response body exactly as received (re-decoded on replay), so a batch costs one insert and
+//!   no re-encoding, whatever its size;
 //! - `cursors`: per script, the last event whose handlers have returned;
 //! - `script_state`: per script, `agent.state` as JSON, committed with the cursor;
 //! - `meta`: the channel position (pool, application, the href to poll next).
 //!
 //! Journal rows are pruned once every loaded script has passed them.
 
-use crate::ucwa::Event;
+use crate::ucwa::{batch, Event, Origin};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,26 +38,13 @@ pub struct Position {
     pub next: String,
 }
 
-/// Serialisable form of an event in the journal.
-#[derive(Serialize, Deserialize)]
-struct JournalRow {
-    rel: String,
-    kind: String,
-    href: String,
-    title: Option<String>,
-    sender_rel: String,
-    sender_href: String,
-    conversation: Option<String>,
-    raw: serde_json::Value,
-}
-
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,59 +85,71 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends events (numbering them) and, in the same transaction, the new channel position.
-    pub fn append(&self, events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
+    /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
+    /// and, in the same transaction, the new channel position.
+    pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO journal (event) VALUES (?1)").map_err(|e| self.err(e))?;
-            for ev in events.iter_mut() {
-                let row = JournalRow {
-                    rel: ev.rel.clone(),
-                    kind: ev.kind.clone(),
-                    href: ev.href.clone(),
-                    title: ev.title.clone(),
-                    sender_rel: ev.sender_rel.clone(),
-                    sender_href: ev.sender_href.clone(),
-                    conversation: ev.conversation.clone(),
-                    raw: std::mem::take(&mut ev.raw),
-                };
-                let text = serde_json::to_string(&row).expect("JSON values serialize");
-                ev.raw = row.raw;
-                insert.execute(params![text]).map_err(|e| self.err(e))?;
-                ev.seq = tx.last_insert_rowid() as u64;
+        if !events.is_empty() {
+            let head: i64 = tx
+                .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(|e| self.err(e))?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (first, last) = (head + 1, head + events.len() as i64);
+            tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body) VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut st| st.execute(params![first, last, origin.as_str(), body]))
+                .map_err(|e| self.err(e))?;
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?1)")
+                .and_then(|mut st| st.execute(params![last.to_string()]))
+                .map_err(|e| self.err(e))?;
+            for (i, ev) in events.iter_mut().enumerate() {
+                ev.seq = (first + i as i64) as u64;
             }
         }
         if let Some(p) = position {
             let text = serde_json::to_string(p).expect("positions serialize");
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![text]).map_err(|e| self.err(e))?;
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)")
+                .and_then(|mut st| st.execute(params![text]))
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Journal events after `seq`, in order.
+    /// Journal events after `seq`, in order (each stored body decoded again).
     pub fn events_after(&self, seq: u64) -> Result<Vec<Event>, StoreError> {
         let conn = self.lock();
-        let mut q = conn.prepare_cached("SELECT seq, event FROM journal WHERE seq > ?1 ORDER BY seq").map_err(|e| self.err(e))?;
+        let mut q = conn
+            .prepare_cached("SELECT first_seq, last_seq, origin, body FROM journal WHERE last_seq > ?1 ORDER BY first_seq")
+            .map_err(|e| self.err(e))?;
         let rows = q
-            .query_map(params![seq as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![seq as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, text) = row.map_err(|e| self.err(e))?;
-            match serde_json::from_str::<JournalRow>(&text) {
-                Ok(j) => out.push(Event {
-                    rel: j.rel,
-                    kind: j.kind,
-                    href: j.href,
-                    title: j.title,
-                    sender_rel: j.sender_rel,
-                    sender_href: j.sender_href,
-                    conversation: j.conversation,
-                    seq: seq as u64,
-                    raw: j.raw,
-                }),
-                Err(error) => tracing::error!(seq, %error, "unreadable journal row skipped"),
+            let (first, last, origin, body) = row.map_err(|e| self.err(e))?;
+            let decoded = url::Url::parse(&origin)
+                .map_err(|e| e.to_string())
+                .and_then(|o| batch::parse(&body, &Origin::of(&o)));
+            let events = match decoded {
+                Ok(b) if b.events.len() as i64 == last - first + 1 => b.events,
+                Ok(b) => {
+                    tracing::error!(first_seq = first, expected = last - first + 1, got = b.events.len(), "journal batch decodes to a different number of events; skipped");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(first_seq = first, %error, "unreadable journal batch skipped");
+                    continue;
+                }
+            };
+            for (i, mut ev) in events.into_iter().enumerate() {
+                ev.seq = (first + i as i64) as u64;
+                if ev.seq > seq {
+                    out.push(ev);
+                }
             }
         }
         Ok(out)
@@ -157,18 +158,17 @@ impl Store {
     /// The highest `seq` ever journaled (0 for none).
     pub fn head(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        // AUTOINCREMENT keeps numbering past pruned rows; sqlite_sequence holds the last number.
-        let max: Option<i64> = conn
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'journal'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        Ok(max.unwrap_or(0) as u64)
+        let head: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        Ok(head.and_then(|h| h.parse().ok()).unwrap_or(0))
     }
 
     /// How many events the journal holds.
     pub fn depth(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let n: i64 = conn
+            .query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 
@@ -225,7 +225,7 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
-    /// Deletes journal rows every one of `scripts` has passed; keeps at most `max_rows` rows
+    /// Deletes journal batches every one of `scripts` has passed (returns how many); keeps at most `max_rows` rows
     /// whatever the cursors say (a stalled script then misses the oldest: it is logged).
     pub fn prune(&self, scripts: &[String], max_rows: u64) -> Result<u64, StoreError> {
         let mut min: Option<u64> = None;
@@ -241,7 +241,7 @@ impl Store {
             tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
         }
         let conn = self.lock();
-        let n = conn.execute("DELETE FROM journal WHERE seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
+        let n = conn.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 }
@@ -251,8 +251,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ev(n: u64) -> Event {
-        Event::synthetic("test", &format!("/e/{n}"), json!({"n": n}))
+    fn origin() -> Origin {
+        Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap())
+    }
+
+    fn append(s: &Store, body: &[u8], pos: Option<&Position>) -> Vec<u64> {
+        let mut events = batch::parse(body, &origin()).unwrap().events;
+        s.append(&origin(), body, &mut events, pos).unwrap();
+        events.iter().map(|e| e.seq).collect()
     }
 
     #[test]
@@ -260,10 +266,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            let mut batch = vec![ev(1), ev(2), ev(3)];
             let pos = Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: "/a/events?ack=2".into() };
-            s.append(&mut batch, Some(&pos)).unwrap();
-            assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2})), ("test", "/e/3", json!({"n": 3}))]);
+            assert_eq!(append(&s, &body, Some(&pos)), [1, 2, 3]);
             s.commit_script("a", Some(2), Some("{\"x\":1}")).unwrap();
             s.commit_script("b", Some(3), None).unwrap();
         }
@@ -273,15 +278,14 @@ mod tests {
         assert_eq!(s.state("a").unwrap().as_deref(), Some("{\"x\":1}"));
         let rest = s.events_after(2).unwrap();
         assert_eq!(rest.len(), 1);
-        assert_eq!((rest[0].seq, rest[0].href.as_str()), (3, "/e/3"));
+        assert_eq!((rest[0].seq, rest[0].href.as_str()), (3, "https://pool.contoso.com/e/3"));
         assert_eq!(rest[0].resource().unwrap()["n"], 3);
-        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 2);
-        assert_eq!(s.depth().unwrap(), 1);
+        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 0, "the batch is not passed by every script");
+        assert_eq!(s.depth().unwrap(), 3);
         s.commit_script("a", Some(3), None).unwrap();
-        s.prune(&["a".into(), "b".into()], 1000).unwrap();
+        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 1);
+        assert_eq!(s.depth().unwrap(), 0);
         assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
-        let mut more = vec![ev(4)];
-        s.append(&mut more, None).unwrap();
-        assert_eq!(more[0].seq, 4);
+        assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/4", json!({}))]), None), [4]);
     }
 }

@@ -88,7 +88,7 @@ pub async fn run(
                         Continuation::Resync(h) => (h, Some("resync")),
                         Continuation::Resume(h) => (h, Some("resume")),
                     };
-                    match sink.deliver(b.events, Some(&next)) {
+                    match sink.deliver(session.origin(), &reply.body, b.events, Some(&next)) {
                         Ok(()) => {
                             backoff.reset();
                             if let Some(reason) = lost {

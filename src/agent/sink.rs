@@ -3,7 +3,7 @@
 
 use crate::script::ScriptHost;
 use crate::store::{Position, Store, StoreError};
-use crate::ucwa::Event;
+use crate::ucwa::{batch, Event, Origin};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ impl EventSink {
     /// The application events now come from (and where its channel starts).
     pub fn set_position(&mut self, position: Option<Position>) {
         if let Some(p) = &position {
-            self.agent_href = format!("{}{}", p.pool, p.application);
+            self.agent_href = Origin::of(&url::Url::parse(&p.pool).unwrap_or_else(|_| url::Url::parse("http://agent.invalid/").expect("a valid URL"))).absolute(&p.application);
         }
         if let Err(error) = self.store.save_position(position.as_ref()) {
             tracing::error!(%error, "cannot save the channel position");
@@ -37,9 +37,10 @@ impl EventSink {
         self.position = position;
     }
 
-    /// Journals a batch's events together with the href to poll next, then queues them for
-    /// every script. On error nothing was journaled and nothing dispatched: poll the same ack again.
-    pub fn deliver(&mut self, mut events: Vec<Event>, next: Option<&str>) -> Result<(), StoreError> {
+    /// Journals a response body (decoded to `events`) together with the href to poll next,
+    /// then queues the events for every script. On error nothing was journaled and nothing
+    /// dispatched: poll the same ack again.
+    pub fn deliver(&mut self, origin: &Origin, body: &[u8], mut events: Vec<Event>, next: Option<&str>) -> Result<(), StoreError> {
         if let (Some(p), Some(n)) = (&mut self.position, next) {
             p.next = n.to_string();
         }
@@ -47,7 +48,7 @@ impl EventSink {
             return Ok(());
         }
         let position = next.and(self.position.as_ref());
-        self.store.append(&mut events, position)?;
+        self.store.append(origin, body, &mut events, position)?;
         for ev in events {
             tracing::debug!(rel = %ev.rel, r#type = %ev.kind, seq = ev.seq, href = %ev.href, "event");
             self.host.dispatch(Arc::new(ev));
@@ -62,10 +63,18 @@ impl EventSink {
     /// Journals and queues one of the agent's own events (`rel = "agent"`): signedIn,
     /// signedOut, resync.
     pub fn synthetic(&mut self, kind: &str, detail: Value) {
-        let ev = Event::synthetic(kind, &self.agent_href, detail);
-        if let Err(error) = self.deliver(vec![ev], None) {
+        let body = batch::synthetic_body(&[(kind, &self.agent_href, detail)]);
+        let origin = self.origin();
+        let events = batch::parse(&body, &origin).expect("the agent's own events decode").events;
+        if let Err(error) = self.deliver(&origin, &body, events, None) {
             tracing::error!(%error, kind, "cannot journal the agent's own event");
         }
+    }
+
+    /// The pool origin (the journal decodes stored bodies against it).
+    fn origin(&self) -> Origin {
+        let pool = self.position.as_ref().map_or("http://agent.invalid/", |p| p.pool.as_str());
+        Origin::of(&url::Url::parse(pool).unwrap_or_else(|_| url::Url::parse("http://agent.invalid/").expect("a valid URL")))
     }
 
     /// Drops journal entries every loaded script has finished.

@@ -38,17 +38,19 @@ impl Sub {
     }
 }
 
-/// A script's subscriptions, in registration order (kept in the state's app data).
+/// A script's subscriptions, in registration order (kept in the state's app data). The list
+/// is copied on write (subscribing is rare, matching is per event), so a handler can
+/// subscribe or unsubscribe while the runner walks a snapshot.
 #[derive(Default)]
 pub(crate) struct Subscriptions {
-    list: Mutex<Vec<Sub>>,
+    list: Mutex<Arc<Vec<Sub>>>,
     ids: AtomicU64,
 }
 
 impl Subscriptions {
-    /// The handlers for an event, in registration order.
-    pub(crate) fn matching(&self, rel: &str, kind: &str) -> Vec<Sub> {
-        self.list.lock().expect("subscriptions lock").iter().filter(|s| s.matches(rel, kind)).cloned().collect()
+    /// Every subscription, in registration order, as of now.
+    pub(crate) fn snapshot(&self) -> Arc<Vec<Sub>> {
+        self.list.lock().expect("subscriptions lock").clone()
     }
 
     pub(crate) fn count(&self) -> usize {
@@ -57,14 +59,15 @@ impl Subscriptions {
 
     fn add(&self, rel: String, kind: Option<String>, func: Function) -> u64 {
         let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
-        self.list.lock().expect("subscriptions lock").push(Sub { id, rel, kind, func });
+        let mut list = self.list.lock().expect("subscriptions lock");
+        Arc::make_mut(&mut list).push(Sub { id, rel, kind, func });
         id
     }
 
     fn remove(&self, id: u64) -> bool {
         let mut list = self.list.lock().expect("subscriptions lock");
         let before = list.len();
-        list.retain(|s| s.id != id);
+        Arc::make_mut(&mut list).retain(|s| s.id != id);
         list.len() != before
     }
 }
@@ -85,6 +88,7 @@ pub(crate) struct OnUnload(pub Mutex<Option<Function>>);
 pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     lua.set_app_data(Subscriptions::default());
     lua.set_app_data(OnUnload::default());
+    super::interop::Interop::install(lua)?;
     let agent = lua.create_table()?;
     timers::register(lua, &agent)?;
     api_net::register(lua, &agent, &ctx.env)?;

@@ -12,6 +12,7 @@ use super::sandbox;
 use super::timers::Timers;
 use crate::ucwa::Event;
 use mlua::Function;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -24,9 +25,13 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// How many events may run between two commits while more are queued (under load, one
-/// commit covers many events; when idle, every event is committed at once).
+/// How many events may run between two commits of the cursor alone.
 const COMMIT_EVERY: u32 = 64;
+
+/// How long finished events may wait for more before the cursor and `agent.state` are written
+/// (together, in one transaction, so they always agree). A crash in that window means the
+/// events of those last milliseconds run again on the state as it was before them.
+const CURSOR_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A script's progress and health.
 struct Progress {
@@ -45,6 +50,8 @@ struct Progress {
     paused: bool,
     /// The last error logged and how often it repeated, so a failing handler does not flood the log.
     last_error: Option<(String, u64)>,
+    /// When the cursor is to be written if nothing else writes it first.
+    flush_at: Option<tokio::time::Instant>,
 }
 
 pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64) {
@@ -60,15 +67,30 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
         failures: 0,
         paused: false,
         last_error: None,
+        flush_at: None,
     };
     loop {
         let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
-        let msg = tokio::select! {
-            m = inbox.recv() => m,
-            _ = sleep_until(due) => {
-                fire_timers(&current, &mut p).await;
-                continue;
-            }
+        if due.is_some_and(|d| d <= tokio::time::Instant::now()) {
+            fire_timers(&current, &mut p).await;
+            continue;
+        }
+        // Take what is queued without arming timers (a timer per event costs more than the
+        // event); wait on the timers only when the inbox is empty.
+        let msg = match inbox.try_recv() {
+            Ok(m) => Some(m),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                m = inbox.recv() => m,
+                _ = sleep_until(due) => {
+                    fire_timers(&current, &mut p).await;
+                    continue;
+                }
+                _ = sleep_until(p.flush_at) => {
+                    p.commit(&current);
+                    continue;
+                }
+            },
         };
         match msg {
             Some(Msg::Event(ev)) => {
@@ -80,8 +102,10 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
                 }
                 p.done = p.done.max(ev.seq);
                 p.uncommitted += 1;
-                if inbox.is_empty() || p.uncommitted >= COMMIT_EVERY {
+                if p.uncommitted >= COMMIT_EVERY {
                     p.commit(&current);
+                } else if p.flush_at.is_none() {
+                    p.flush_at = Some(tokio::time::Instant::now() + CURSOR_FLUSH);
                 }
             }
             Some(Msg::Swap(next)) => {
@@ -136,9 +160,13 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
 
 /// Runs every handler of the script that matches the event, in registration order.
 async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
-    let subs = cur.subscriptions().map(|s| s.matching(&ev.rel, &ev.kind)).unwrap_or_default();
-    if subs.is_empty() {
+    let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else { return };
+    if !subs.iter().any(|s| s.matches(&ev.rel, &ev.kind)) {
         return;
+    }
+    // The budget is armed before the table is built: building it runs (a little) Lua.
+    if let Some(b) = sandbox::budget(&cur.lua) {
+        b.arm(&p.env.limits);
     }
     let table = match interop::event_table(&cur.lua, ev) {
         Ok(t) => t,
@@ -147,7 +175,7 @@ async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
             return;
         }
     };
-    for sub in subs {
+    for sub in subs.iter().filter(|s| s.matches(&ev.rel, &ev.kind)) {
         if p.paused {
             break;
         }
@@ -162,7 +190,17 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
         b.arm(limits);
     }
     let started = Instant::now();
-    let result = tokio::time::timeout(limits.handler_timeout, f.call_async::<()>(arg)).await;
+    let mut call = std::pin::pin!(f.call_async::<()>(arg));
+    // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
+    // per call costs more than a trivial handler). The hook bounds CPU time either way.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+    let result = match first {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => {
+            let deadline = tokio::time::Instant::from_std(started) + limits.handler_timeout;
+            tokio::time::timeout_at(deadline, call).await
+        }
+    };
     let duration_us = started.elapsed().as_micros() as u64;
     match result {
         Ok(Ok(())) => {
@@ -219,6 +257,7 @@ impl Progress {
     /// Writes the cursor and `agent.state` (when changed) in one transaction.
     fn commit(&mut self, cur: &Loaded) {
         self.uncommitted = 0;
+        self.flush_at = None;
         let state = match api::state_json(&cur.lua) {
             Ok(s) if Some(&s) != self.state.as_ref() => Some(s),
             Ok(_) => None,

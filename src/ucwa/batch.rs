@@ -1,11 +1,14 @@
 //! Decoding one event-channel response (PROTOCOL.md §4, "Batch shape") into typed events.
 //!
-//! Each event keeps its JSON exactly as received (`raw`); the fields scripts read most are
-//! pulled out once here, with hrefs made absolute against the pool origin.
+//! Each event keeps its JSON text exactly as received (`raw`, parsed only when read); the fields
+//! scripts read most are pulled out once here, with hrefs made absolute against the pool origin.
 
 use super::session::strip_bom;
 use super::{link, Origin};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::sync::OnceLock;
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,98 +43,157 @@ pub struct Event {
     pub sender_href: String,
     /// The enclosing conversation's href, when the event belongs to one.
     pub conversation: Option<String>,
-    /// Delivery number, assigned by the dispatcher in channel order.
+    /// `status` of a completed operation (`Success`, `Failure`).
+    pub status: Option<String>,
+    /// Delivery number, assigned by the journal in channel order.
     pub seq: u64,
-    /// The event object exactly as received.
-    pub raw: Value,
+    /// The event object exactly as received, as JSON text (journaled as it is).
+    raw: Box<RawValue>,
+    /// `raw` parsed, the first time something reads it.
+    parsed: OnceLock<Value>,
 }
 
 impl Event {
+    /// An event from its parts; `raw` is the event object's JSON text.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        rel: String,
+        kind: String,
+        href: String,
+        title: Option<String>,
+        sender_rel: String,
+        sender_href: String,
+        conversation: Option<String>,
+        status: Option<String>,
+        seq: u64,
+        raw: Box<RawValue>,
+    ) -> Event {
+        Event { rel, kind, href, title, sender_rel, sender_href, conversation, status, seq, raw, parsed: OnceLock::new() }
+    }
+
+    /// The event object as received, parsed (once).
+    pub fn raw(&self) -> &Value {
+        self.parsed.get_or_init(|| serde_json::from_str(self.raw.get()).unwrap_or(Value::Null))
+    }
+
+    /// The event object as received, as JSON text.
+    pub fn raw_json(&self) -> &RawValue {
+        &self.raw
+    }
+
     /// The embedded resource (`_embedded.<rel>`), when the server sent one.
     pub fn resource(&self) -> Option<&Value> {
-        self.raw.get("_embedded").and_then(|e| e.get(&self.rel))
+        self.raw().get("_embedded").and_then(|e| e.get(&self.rel))
     }
 
     pub fn status(&self) -> Option<&str> {
-        self.raw.get("status").and_then(Value::as_str)
+        self.status.as_deref()
     }
 
     /// The `reason` block (`{code, subcode, message}`) of a failed operation.
     pub fn reason(&self) -> Option<&Value> {
-        self.raw.get("reason")
+        self.raw().get("reason")
     }
+}
 
-    /// An event the agent itself produces (`rel = "agent"`): signedIn, signedOut, resync.
-    /// `detail` is its `resource` (e.g. `{reason = "resume"}`).
-    pub fn synthetic(kind: &str, href: &str, detail: Value) -> Event {
-        Event {
-            rel: "agent".into(),
-            kind: kind.into(),
-            href: href.into(),
-            title: None,
-            sender_rel: "agent".into(),
-            sender_href: href.into(),
-            conversation: None,
-            seq: 0,
-            raw: serde_json::json!({"link": {"rel": "agent", "href": href}, "type": kind, "_embedded": {"agent": detail}}),
-        }
-    }
+/// A response body carrying the agent's own events (`rel = "agent"`, sender `agent`): what the
+/// journal stores for them, decoded by `parse` like any batch. Each is `(type, href, detail)`;
+/// `detail` becomes the event's `resource`.
+pub fn synthetic_body(events: &[(&str, &str, Value)]) -> Vec<u8> {
+    let href = events.first().map_or("", |e| e.1);
+    let list: Vec<Value> = events
+        .iter()
+        .map(|(kind, href, detail)| serde_json::json!({"link": {"rel": "agent", "href": href}, "type": kind, "_embedded": {"agent": detail}}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"_links": {"next": {"href": href}}, "sender": [{"rel": "agent", "href": href, "events": list}]}))
+        .expect("JSON values serialize")
+}
+
+/// The parts of a response the agent reads; events stay as raw JSON text.
+#[derive(Deserialize)]
+struct WireBatch<'a> {
+    #[serde(rename = "_links", default)]
+    links: Option<Value>,
+    #[serde(default, borrow)]
+    sender: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireSender {
+    #[serde(default)]
+    rel: Option<String>,
+    #[serde(default)]
+    href: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<Box<RawValue>>>,
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    #[serde(default)]
+    link: Option<WireLink>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireLink {
+    #[serde(default)]
+    rel: Option<String>,
+    #[serde(default)]
+    href: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
 }
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
-    let v: Value = serde_json::from_slice(strip_bom(body)).map_err(|e| format!("body is not JSON: {e}"))?;
-    let continuation = if let Some(h) = link(&v, "resync") {
+    let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let wire: WireBatch = serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))?;
+    let links = serde_json::json!({"_links": wire.links.unwrap_or(Value::Null)});
+    let continuation = if let Some(h) = link(&links, "resync") {
         Continuation::Resync(h.to_string())
-    } else if let Some(h) = link(&v, "resume") {
+    } else if let Some(h) = link(&links, "resume") {
         Continuation::Resume(h.to_string())
-    } else if let Some(h) = link(&v, "next") {
+    } else if let Some(h) = link(&links, "next") {
         Continuation::Next(h.to_string())
     } else {
         return Err("the response has no next, resync or resume link".into());
     };
-    let Value::Object(mut top) = v else { unreachable!("a value with _links is an object") };
-    let senders = match top.remove("sender") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(s)) => s,
-        Some(Value::Object(one)) => vec![Value::Object(one)],
-        Some(other) => return Err(format!("`sender` is not an array: {other}")),
+    let senders: Vec<WireSender> = match wire.sender.map(RawValue::get).map(str::trim_start) {
+        None => Vec::new(),
+        Some(t) if t.starts_with("null") => Vec::new(),
+        Some(t) if t.starts_with('{') => vec![serde_json::from_str(t).map_err(|e| format!("`sender`: {e}"))?],
+        Some(t) => serde_json::from_str(t).map_err(|e| format!("`sender` is not an array of senders: {e}"))?,
     };
     let mut events = Vec::new();
     for (i, sender) in senders.into_iter().enumerate() {
-        let Value::Object(mut sender) = sender else { return Err(format!("sender[{i}] is not an object")) };
-        let sender_rel = str_field(&sender, "rel").unwrap_or_default();
-        let sender_href = str_field(&sender, "href").map(|h| origin.absolute(&h)).unwrap_or_default();
-        let list = match sender.remove("events") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(list)) => list,
-            Some(_) => return Err(format!("sender[{i}].events is not an array")),
-        };
-        for (j, raw) in list.into_iter().enumerate() {
-            let l = raw.get("link").ok_or_else(|| format!("sender[{i}].events[{j}] has no link"))?;
-            let rel = l.get("rel").and_then(Value::as_str).ok_or_else(|| format!("sender[{i}].events[{j}].link has no rel"))?;
-            let href = l.get("href").and_then(Value::as_str).map(|h| origin.absolute(h)).unwrap_or_default();
-            let kind = raw.get("type").and_then(Value::as_str).ok_or_else(|| format!("sender[{i}].events[{j}] has no type"))?;
-            let title = l.get("title").and_then(Value::as_str).map(str::to_string);
+        let sender_rel = sender.rel.unwrap_or_default();
+        let sender_href = sender.href.map(|h| origin.absolute(&h)).unwrap_or_default();
+        for (j, raw) in sender.events.unwrap_or_default().into_iter().enumerate() {
+            let head: WireEvent = serde_json::from_str(raw.get()).map_err(|e| format!("sender[{i}].events[{j}]: {e}"))?;
+            let l = head.link.ok_or_else(|| format!("sender[{i}].events[{j}] has no link"))?;
+            let rel = l.rel.ok_or_else(|| format!("sender[{i}].events[{j}].link has no rel"))?;
+            let kind = head.kind.ok_or_else(|| format!("sender[{i}].events[{j}] has no type"))?;
+            let href = l.href.map(|h| origin.absolute(&h)).unwrap_or_default();
             let conversation = conversation_of(&href).or_else(|| (sender_rel == "conversation").then(|| sender_href.clone()));
-            events.push(Event {
-                rel: rel.to_string(),
-                kind: kind.to_string(),
-                title,
-                conversation,
+            events.push(Event::from_parts(
+                rel,
+                kind,
                 href,
-                sender_rel: sender_rel.clone(),
-                sender_href: sender_href.clone(),
-                seq: 0,
+                l.title,
+                sender_rel.clone(),
+                sender_href.clone(),
+                conversation,
+                head.status,
+                0,
                 raw,
-            });
+            ));
         }
     }
     Ok(Batch { continuation, events })
-}
-
-fn str_field(o: &serde_json::Map<String, Value>, k: &str) -> Option<String> {
-    o.get(k).and_then(Value::as_str).map(str::to_string)
 }
 
 /// `…/communication/conversations/<id>` when `href` lies inside a conversation.

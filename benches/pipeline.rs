@@ -1,0 +1,126 @@
+//! Figures for the event path, printed as a table (no timing assertions: tests never time).
+//!
+//! `cargo bench --bench pipeline` measures, on the machine it runs on:
+//! - dispatch throughput: event-channel response bytes → parse → journal → every script's
+//!   trivial handler returned, 100-event batches, with 1 and with 10 scripts;
+//! - journal overhead: a batch's arrival (bytes) to the moment the next poll could be sent
+//!   (parse + journal + hand-over), median and p99, for call-sized batches (4 events).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ucwa_agent::agent::sink::EventSink;
+use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput};
+use ucwa_agent::store::Store;
+use ucwa_agent::ucwa::{batch, Continuation, Origin};
+
+/// A batch like the simulator's: `n` audioVideoSession events with the embedded session.
+fn batch_bytes(ack: u64, n: usize) -> Vec<u8> {
+    let app = "/ucwa/oauth/v1/applications/10672188130";
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let conv = format!("{app}/communication/conversations/{}", ack * 1000 + i as u64);
+            let kind = ["added", "updated", "deleted"][i % 3];
+            serde_json::json!({
+                "link": {"rel": "audioVideoSession", "href": format!("{conv}/audioVideo/audioVideoSession")},
+                "type": kind,
+                "_embedded": {"audioVideoSession": {
+                    "rel": "audioVideoSession", "state": "Established", "remoteEndpoint": "sip:alice@fabrikam.com",
+                    "_links": {"self": {"href": format!("{conv}/audioVideo/audioVideoSession")},
+                               "conversation": {"href": conv}}}}
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "_links": {"self": {"href": format!("{app}/events?ack={ack}")}, "next": {"href": format!("{app}/events?ack={}", ack + 1)}},
+        "sender": [{"rel": "communication", "href": format!("{app}/communication"), "events": events}]
+    }))
+    .unwrap()
+}
+
+fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>) -> ScriptHost {
+    for i in 0..scripts {
+        std::fs::write(
+            dir.join(format!("s{i}.lua")),
+            "agent.on('audioVideoSession', function(e) if e.seq % 100000 == 0 then agent.log.info('mark') end end)\n\
+             agent.on('agent', 'bench', function(e) agent.log.info('done') end)\n",
+        )
+        .unwrap();
+    }
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(Limits::default(), store))
+}
+
+async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: bool) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(if on_disk { Store::open(&dir.path().join("state")).unwrap() } else { Store::in_memory() });
+    let host = host_with(scripts, dir.path(), store.clone());
+    host.load_dir().await.unwrap();
+    let mut out = host.subscribe();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let bodies: Vec<Vec<u8>> = (1..=batches).map(|a| batch_bytes(a, per_batch)).collect();
+    let mut sink = EventSink::new(host.clone(), store, 10_000_000);
+    let started = Instant::now();
+    for body in &bodies {
+        let b = batch::parse(body, &origin).unwrap();
+        let Continuation::Next(next) = b.continuation else { panic!() };
+        sink.deliver(&origin, body, b.events, Some(&next)).unwrap();
+    }
+    let produced = started.elapsed();
+    sink.synthetic("bench", serde_json::json!({}));
+    let mut done = 0;
+    while done < scripts {
+        if let Ok(ScriptOutput::Log { message, .. }) = out.recv().await {
+            if message == "done" {
+                done += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if std::env::var_os("BENCH_DETAIL").is_some() {
+        println!("  (producer side: {:.0} events/s)", (batches as usize * per_batch) as f64 / produced.as_secs_f64());
+    }
+    host.shutdown(Duration::from_secs(5)).await;
+    (batches as usize * per_batch) as f64 / secs
+}
+
+async fn journal_latency(batches: u64) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
+    let host = host_with(1, dir.path(), store.clone());
+    host.load_dir().await.unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let mut sink = EventSink::new(host.clone(), store, 10_000_000);
+    let mut times = Vec::with_capacity(batches as usize);
+    for ack in 1..=batches {
+        let body = batch_bytes(ack, 4);
+        let t = Instant::now();
+        let b = batch::parse(&body, &origin).unwrap();
+        let Continuation::Next(next) = b.continuation else { panic!() };
+        sink.deliver(&origin, &body, b.events, Some(&next)).unwrap();
+        times.push(t.elapsed());
+        if ack % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    host.shutdown(Duration::from_secs(5)).await;
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!("ucwa-agent pipeline bench ({} logical CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    rt.block_on(async {
+        // Warm-up (page cache, allocator, Lua).
+        throughput(1, 50, 100, true).await;
+        for on_disk in [true, false] {
+            for scripts in [0, 1, 10] {
+                let rate = throughput(scripts, 1000, 100, on_disk).await;
+                let what = if scripts == 0 { "no script (parse + journal)".to_string() } else { format!("{scripts:>2} script(s)") };
+                let journal = if on_disk { "journal on disk  " } else { "journal in memory" };
+                println!("dispatch throughput, {journal}, {what:<26}, 100-event batches: {rate:>9.0} events/s");
+            }
+        }
+        let (p50, p99) = journal_latency(10_000).await;
+        println!("batch arrival -> next poll ready (parse + journal + hand-over), 4-event batches: median {:>6.1} us, p99 {:>6.1} us", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+    });
+}
