@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ucwa_agent::agent::sink::EventSink;
-use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput};
+use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
 use ucwa_agent::store::Store;
 use ucwa_agent::ucwa::{batch, Continuation, Origin};
 
@@ -46,7 +46,7 @@ fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>) -> Script
         )
         .unwrap();
     }
-    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(Limits::default(), store))
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store))
 }
 
 async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: bool) -> f64 {

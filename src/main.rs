@@ -59,6 +59,14 @@ async fn run(config: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let reloader = agent.reloader();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            reloader.reload().await;
+        }
+    });
     agent.run(shutdown_signal()).await;
     ExitCode::SUCCESS
 }

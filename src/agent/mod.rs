@@ -7,7 +7,7 @@ pub mod keepalive;
 pub mod sink;
 
 use crate::config::{Config, Discover};
-use crate::script::{watch_dir, Limits, ScriptEnv, ScriptHost};
+use crate::script::{watch_dir, Limits, ScriptEnv, ScriptHost, ScriptSettings};
 use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
 use crate::store::{Position, Store};
 use crate::ucwa::application::{self, Application};
@@ -83,16 +83,8 @@ impl Agent {
             None => None,
         };
         let http = http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file: file.clone(), message })?;
-        let limits = Limits {
-            memory_bytes: (config.scripts.memory_limit_mb as usize) << 20,
-            instructions: config.scripts.instruction_limit,
-            handler_timeout: config.handler_timeout(),
-        };
         let store = Arc::new(Store::open(&config.state_dir()).map_err(|source| StartError::State { file: file.clone(), source })?);
-        let mut env = ScriptEnv::new(limits, store.clone());
-        env.http_allow = config.scripts.http_allow.clone();
-        env.config = config.scripts.config.clone();
-        env.max_consecutive_failures = config.scripts.max_consecutive_failures;
+        let env = ScriptEnv::new(script_settings(&config), store.clone());
         let dir = config.scripts_dir();
         let host = ScriptHost::with_env(dir.clone(), env);
         let failed = host.load_dir().await.map_err(|source| StartError::ScriptsDir {
@@ -113,6 +105,11 @@ impl Agent {
     /// The scripts (subscribe to their output, load more).
     pub fn scripts(&self) -> &ScriptHost {
         &self.host
+    }
+
+    /// Re-reads the configuration file for the `[scripts]` keys (on SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader { current: Arc::new(std::sync::Mutex::new(self.config.clone())), host: self.host.clone() }
     }
 
     /// The embedded simulator, when `discover = "embedded"`.
@@ -264,12 +261,84 @@ impl Agent {
     }
 }
 
+/// Applies a changed configuration file to the scripts; other keys need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    current: Arc<std::sync::Mutex<Config>>,
+    host: ScriptHost,
+}
+
+impl Reloader {
+    /// Reads the file again. A bad file is logged (file, key) and changes nothing. Otherwise
+    /// the `[scripts]` settings (limits, `http_allow`, `[scripts.config.*]`, pausing) apply and
+    /// every script is reloaded; a change elsewhere is logged as needing a restart.
+    pub async fn reload(&self) {
+        let path = self.current.lock().unwrap_or_else(|p| p.into_inner()).path.clone();
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::error!("configuration not reloaded, the running one stays: {error}");
+                return;
+            }
+        };
+        {
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            for key in restart_keys(&current, &new) {
+                tracing::warn!(key, "changed in the configuration; takes effect after a restart");
+            }
+            self.host.env().set_settings(script_settings(&new));
+            *current = new;
+        }
+        self.host.rescan().await;
+        tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
+    }
+}
+
+/// The keys whose change a reload cannot apply.
+fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut keys = Vec::new();
+    if differ(&old.server, &new.server) {
+        keys.push("server");
+    }
+    if differ(&old.auth, &new.auth) {
+        keys.push("auth");
+    }
+    if differ(&old.state, &new.state) {
+        keys.push("state");
+    }
+    if differ(&old.simulator, &new.simulator) {
+        keys.push("simulator");
+    }
+    if old.scripts.dir != new.scripts.dir {
+        keys.push("scripts.dir");
+    }
+    if old.scripts.watch != new.scripts.watch || old.scripts.reload_debounce_ms != new.scripts.reload_debounce_ms {
+        keys.push("scripts.watch / scripts.reload_debounce_ms");
+    }
+    keys
+}
+
 /// Waits out a backoff delay; false if shutdown came first.
 async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = backoff.next_delay(retry_after);
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = stop.changed() => false,
+    }
+}
+
+/// What `[scripts]` says about limits, HTTP, per-script config and pausing.
+pub fn script_settings(config: &Config) -> ScriptSettings {
+    ScriptSettings {
+        limits: Limits {
+            memory_bytes: (config.scripts.memory_limit_mb as usize) << 20,
+            instructions: config.scripts.instruction_limit,
+            handler_timeout: config.handler_timeout(),
+        },
+        http_allow: config.scripts.http_allow.clone(),
+        config: config.scripts.config.clone(),
+        max_consecutive_failures: config.scripts.max_consecutive_failures,
     }
 }
 

@@ -102,7 +102,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
         })?,
     )?;
     agent.set("state", state_table(lua, ctx)?)?;
-    let config = ctx.env.config.get(&*ctx.name).cloned().unwrap_or_else(|| serde_json::json!({}));
+    let config = ctx.env.settings().config.get(&*ctx.name).cloned().unwrap_or_else(|| serde_json::json!({}));
     agent.set("config", lua.to_value(&config)?)?;
     agent.set("on", on_fn(lua)?)?;
     agent.set("log", log_table(lua, ctx)?)?;

@@ -71,7 +71,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::
                 let session = env.session.get().ok_or_else(|| mlua::Error::runtime(format!("{what}: the agent is not signed in")))?;
                 let body = if takes_body { body_of(body, content_type, &what)? } else { None };
                 let reply = session
-                    .send(method, &href, body, Some(env.limits.handler_timeout))
+                    .send(method, &href, body, Some(env.settings().limits.handler_timeout))
                     .await
                     .map_err(|e| mlua::Error::runtime(format!("{what}({href}): {e}")))?;
                 reply_table(&lua, reply.status, &reply.headers, &reply.body, true)
@@ -94,7 +94,8 @@ pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(mlua::Error::runtime(format!("{WHAT}: only http and https URLs, got {}", url.scheme())));
             }
-            if !env.http_allowed(&url) {
+            let settings = env.settings();
+            if !settings.http_allowed(&url) {
                 return Err(mlua::Error::runtime(format!(
                     "{WHAT}: {} is not in scripts.http_allow; add it to config.toml to allow it",
                     url.host_str().unwrap_or("?")
@@ -104,7 +105,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::
             let method = Method::from_bytes(method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_bytes())
                 .map_err(|_| mlua::Error::runtime(format!("{WHAT}: bad method")))?;
             let timeout_ms: Option<f64> = spec.get("timeout")?;
-            let timeout = timeout_ms.map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)).unwrap_or(env.limits.handler_timeout);
+            let timeout = timeout_ms.map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)).unwrap_or(settings.limits.handler_timeout);
             let mut req = env.http.request(method, url.clone()).timeout(timeout);
             let mut has_content_type = false;
             if let Some(headers) = spec.get::<Option<Table>>("headers")? {

@@ -24,36 +24,21 @@ impl SessionSlot {
     }
 }
 
-/// Everything a script host is configured with.
-pub struct ScriptEnv {
+/// The settings from `[scripts]` that a SIGHUP may change (scripts reload to see them).
+#[derive(Debug, Clone)]
+pub struct ScriptSettings {
     pub limits: Limits,
-    pub store: Arc<Store>,
-    pub session: SessionSlot,
-    /// The client for `agent.http.request` (no redirects, so the allowlist means what it says).
-    pub http: reqwest::Client,
     /// Hosts (`name` or `name:port`) that `agent.http.request` may reach.
     pub http_allow: Vec<String>,
     /// `[scripts.config.<name>]`, by script name.
     pub config: BTreeMap<String, serde_json::Value>,
     /// Consecutive handler failures after which a script is paused until its file changes.
     pub max_consecutive_failures: u32,
-    pub output: broadcast::Sender<ScriptOutput>,
 }
 
-impl ScriptEnv {
-    /// An environment with an in-memory database, no session and no allowed hosts.
-    pub fn new(limits: Limits, store: Arc<Store>) -> ScriptEnv {
-        let (output, _) = broadcast::channel(4096);
-        ScriptEnv {
-            limits,
-            store,
-            session: SessionSlot::default(),
-            http: outbound_client(),
-            http_allow: Vec::new(),
-            config: BTreeMap::new(),
-            max_consecutive_failures: 10,
-            output,
-        }
+impl ScriptSettings {
+    pub fn new(limits: Limits) -> ScriptSettings {
+        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10 }
     }
 
     /// Whether `agent.http.request` may reach this URL's host.
@@ -64,6 +49,40 @@ impl ScriptEnv {
             Some((h, p)) if p.parse::<u16>().is_ok() => h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok() == port,
             _ => entry.eq_ignore_ascii_case(host),
         })
+    }
+}
+
+/// Everything a script host is configured with.
+pub struct ScriptEnv {
+    settings: RwLock<Arc<ScriptSettings>>,
+    pub store: Arc<Store>,
+    pub session: SessionSlot,
+    /// The client for `agent.http.request` (no redirects, so the allowlist means what it says).
+    pub http: reqwest::Client,
+    pub output: broadcast::Sender<ScriptOutput>,
+}
+
+impl ScriptEnv {
+    /// An environment with no session; `store` may be `Store::in_memory()`.
+    pub fn new(settings: ScriptSettings, store: Arc<Store>) -> ScriptEnv {
+        let (output, _) = broadcast::channel(4096);
+        ScriptEnv {
+            settings: RwLock::new(Arc::new(settings)),
+            store,
+            session: SessionSlot::default(),
+            http: outbound_client(),
+            output,
+        }
+    }
+
+    /// The settings as of now.
+    pub fn settings(&self) -> Arc<ScriptSettings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// New settings; scripts see them once reloaded.
+    pub fn set_settings(&self, settings: ScriptSettings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
     }
 }
 

@@ -2,7 +2,7 @@
 //! each event in every inbox, in channel order, and returns at once, so a slow script never
 //! holds the event channel or another script.
 
-use super::env::ScriptEnv;
+use super::env::{ScriptEnv, ScriptSettings};
 use super::loader::{self, script_name, ScriptError};
 use super::runner::{self, Msg};
 use super::sandbox::Limits;
@@ -54,7 +54,7 @@ pub struct ScriptHost {
 impl ScriptHost {
     /// A host with an in-memory database and no UCWA session (tests, offline tools).
     pub fn new(dir: PathBuf, limits: Limits) -> ScriptHost {
-        ScriptHost::with_env(dir, ScriptEnv::new(limits, Arc::new(Store::in_memory())))
+        ScriptHost::with_env(dir, ScriptEnv::new(ScriptSettings::new(limits), Arc::new(Store::in_memory())))
     }
 
     pub fn with_env(dir: PathBuf, env: ScriptEnv) -> ScriptHost {
@@ -138,6 +138,29 @@ impl ScriptHost {
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
         let _ = self.inner.env.output.send(ScriptOutput::Loaded { script: name, version });
         Ok(version)
+    }
+
+    /// Loads every script file again (new settings, a new directory target), loads new ones
+    /// and unloads those whose file is gone.
+    pub async fn rescan(&self) {
+        let present: Vec<PathBuf> = match std::fs::read_dir(&self.inner.dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_script_file(p)).collect(),
+            Err(error) => {
+                tracing::error!(dir = %self.inner.dir.display(), %error, "cannot read the scripts directory");
+                return;
+            }
+        };
+        let names: Vec<String> = present.iter().filter_map(|p| script_name(p)).collect();
+        for (name, _) in self.scripts() {
+            if !names.contains(&name) {
+                self.unload(&name);
+            }
+        }
+        let mut present = present;
+        present.sort();
+        for p in present {
+            let _ = self.load_file(&p).await;
+        }
     }
 
     /// Where a newly started script begins: after its saved cursor, with the journal's events

@@ -40,7 +40,8 @@ pub(crate) fn script_name(path: &Path) -> Option<String> {
 
 /// Reads, compiles and runs a script's top level.
 pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Loaded, ScriptError> {
-    let limits = &env.limits;
+    let settings = env.settings();
+    let limits = &settings.limits;
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
     let fail = |message: String| ScriptError { script: name.clone(), path: path.to_path_buf(), message };
     let source = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;

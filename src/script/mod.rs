@@ -23,7 +23,7 @@ mod sandbox;
 mod timers;
 pub mod watch;
 
-pub use env::{outbound_client, ScriptEnv, SessionSlot};
+pub use env::{outbound_client, ScriptEnv, ScriptSettings, SessionSlot};
 pub use host::{ScriptHost, ScriptOutput};
 pub use loader::ScriptError;
 pub use sandbox::Limits;

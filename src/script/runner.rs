@@ -4,7 +4,7 @@
 //! database after its handlers return.
 
 use super::api::{self, OnUnload};
-use super::env::ScriptEnv;
+use super::env::{ScriptEnv, ScriptSettings};
 use super::host::ScriptOutput;
 use super::interop;
 use super::loader::{describe, Loaded};
@@ -52,13 +52,14 @@ struct Progress {
     last_error: Option<(String, u64)>,
     /// When the cursor is to be written if nothing else writes it first.
     flush_at: Option<tokio::time::Instant>,
+    /// The settings the current version was loaded with.
+    settings: Arc<ScriptSettings>,
 }
 
 pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64) {
     let name = current.ctx.name.clone();
     let state = env.store.state(&name).ok().flatten();
     let mut p = Progress {
-        env,
         name,
         done: cursor,
         committed: cursor,
@@ -68,6 +69,8 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
         paused: false,
         last_error: None,
         flush_at: None,
+        settings: env.settings(),
+        env,
     };
     loop {
         let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
@@ -111,6 +114,7 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
             Some(Msg::Swap(next)) => {
                 unload(&current, &mut p).await;
                 current = *next;
+                p.settings = p.env.settings();
                 // The new version was built before the old one's last commit: give it the
                 // state as committed now, so nothing the old version stored is lost.
                 if let Ok(state) = api::state_table(&current.lua, &current.ctx) {
@@ -166,7 +170,7 @@ async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
     }
     // The budget is armed before the table is built: building it runs (a little) Lua.
     if let Some(b) = sandbox::budget(&cur.lua) {
-        b.arm(&p.env.limits);
+        b.arm(&p.settings.limits);
     }
     let table = match interop::event_table(&cur.lua, ev) {
         Ok(t) => t,
@@ -185,7 +189,7 @@ async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
 
 /// One call into the script, under its limits.
 async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &str, ev: Option<&Event>) {
-    let limits = &p.env.limits;
+    let limits = &p.settings.limits.clone();
     if let Some(b) = sandbox::budget(&cur.lua) {
         b.arm(limits);
     }
@@ -246,7 +250,7 @@ impl Progress {
             error,
         });
         self.failures += 1;
-        let max = self.env.max_consecutive_failures;
+        let max = self.settings.max_consecutive_failures;
         if max > 0 && self.failures >= max && !self.paused {
             self.paused = true;
             tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");

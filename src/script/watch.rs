@@ -1,25 +1,94 @@
 //! Hot reload: the scripts directory (not the files: editors save by writing a temporary file
 //! and renaming it) is watched with `notify`; changes are debounced, then each changed script is
 //! reloaded, loaded or unloaded.
+//!
+//! Symlinks: a script that is a symlink reloads when its target changes (the target's folder is
+//! watched too, and events there are mapped back to the link); a scripts directory that is a
+//! symlink is re-watched and rescanned when the link is pointed elsewhere (checked every second).
 
 use super::host::{is_script_file, ScriptHost};
 use super::loader::script_name;
 use notify::{EventKind, RecursiveMode, Watcher};
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// How often a symlinked scripts directory is checked for a new target.
+const RETARGET_CHECK: Duration = Duration::from_secs(1);
+
 /// Keeps the watcher alive; dropping it stops hot reload.
 pub struct WatchHandle {
-    _watcher: notify::RecommendedWatcher,
     task: JoinHandle<()>,
 }
 
 impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// What is watched, so it can be set up again when symlinks change.
+struct Watched {
+    watcher: notify::RecommendedWatcher,
+    dir: PathBuf,
+    /// Where `dir` points (itself, unless it is a symlink).
+    target: PathBuf,
+    /// Folders watched for symlinked scripts' targets.
+    extra: BTreeSet<PathBuf>,
+    /// A symlinked script's target → the link in the scripts directory.
+    links: BTreeMap<PathBuf, PathBuf>,
+}
+
+impl Watched {
+    /// (Re)watches the directory and the folders of symlinked scripts' targets.
+    fn refresh(&mut self) {
+        let target = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        if target != self.target {
+            let _ = self.watcher.unwatch(&self.dir);
+            if let Err(error) = self.watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot watch the scripts directory");
+            }
+            self.target = target;
+        }
+        self.links.clear();
+        let mut folders = BTreeSet::new();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let link = entry.path();
+            let is_link = std::fs::symlink_metadata(&link).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+            if !is_link || script_name(&link).is_none() {
+                continue;
+            }
+            let Ok(target) = std::fs::read_link(&link).map(|t| if t.is_absolute() { t } else { self.dir.join(t) }) else { continue };
+            if let Some(folder) = target.parent() {
+                folders.insert(folder.to_path_buf());
+            }
+            self.links.insert(target, link);
+        }
+        for gone in self.extra.difference(&folders) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        for new in folders.difference(&self.extra) {
+            if new != &self.dir && new != &self.target {
+                if let Err(error) = self.watcher.watch(new, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %new.display(), %error, "cannot watch a symlinked script's folder");
+                }
+            }
+        }
+        self.extra = folders;
+    }
+
+    /// The script a changed path stands for: itself, or the link whose target it is.
+    fn script_for(&self, path: &Path) -> Option<PathBuf> {
+        if let Some(link) = self.links.get(path) {
+            return Some(link.clone());
+        }
+        let in_dir = path.parent().is_some_and(|p| p == self.dir || p == self.target);
+        if !in_dir {
+            return None;
+        }
+        Some(self.dir.join(path.file_name()?))
     }
 }
 
@@ -35,9 +104,27 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "script directory watcher error"),
     })?;
-    watcher.watch(host.dir(), RecursiveMode::NonRecursive)?;
+    let dir = host.dir().to_path_buf();
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    let target = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new() };
+    w.refresh();
     let task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
+        let mut check = tokio::time::interval(RETARGET_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                p = rx.recv() => match p { Some(p) => p, None => return },
+                _ = check.tick() => {
+                    let now = std::fs::canonicalize(&w.dir).unwrap_or_else(|_| w.dir.clone());
+                    if now != w.target {
+                        tracing::info!(dir = %w.dir.display(), target = %now.display(), "scripts directory now points elsewhere; rescanning");
+                        w.refresh();
+                        host.rescan().await;
+                    }
+                    continue;
+                }
+            };
             let mut changed = BTreeSet::from([first]);
             // Debounce: wait until the directory has been quiet for `debounce`.
             loop {
@@ -49,10 +136,10 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                     Err(_) => break,
                 }
             }
-            for path in changed {
+            let scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
+            for path in scripts {
                 let Some(name) = script_name(&path) else { continue };
-                let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-                if hidden {
+                if path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
                     continue;
                 }
                 if is_script_file(&path) {
@@ -61,7 +148,9 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                     host.unload(&name);
                 }
             }
+            // Links may have been added, removed or pointed elsewhere.
+            w.refresh();
         }
     });
-    Ok(WatchHandle { _watcher: watcher, task })
+    Ok(WatchHandle { task })
 }

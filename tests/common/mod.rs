@@ -31,6 +31,8 @@ pub fn write(dir: &Path, name: &str, text: &str) {
 /// A running agent and what its scripts do.
 pub struct Running {
     pub out: broadcast::Receiver<ScriptOutput>,
+    /// What SIGHUP calls.
+    pub reloader: ucwa_agent::agent::Reloader,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -93,17 +95,27 @@ pub fn config_text(sim: &Simulator, dir: &Path, extra: &str) -> String {
 
 /// Starts an agent with `config` (text) and waits until its application can take calls.
 pub async fn start_agent(sim: &Simulator, config: &str) -> Running {
+    let config = Config::parse(config, Path::new("test-config.toml")).expect("the test configuration is valid");
+    run_agent(sim, config).await
+}
+
+/// Starts an agent from a configuration file (so that a reload can read it again).
+pub async fn start_agent_from_file(sim: &Simulator, path: &Path) -> Running {
+    run_agent(sim, Config::load(path).expect("the test configuration is valid")).await
+}
+
+async fn run_agent(sim: &Simulator, config: Config) -> Running {
     // Every test uses the same value, so setting it from parallel tests is harmless.
     std::env::set_var(PASSWORD_ENV, "demo");
-    let config = Config::parse(config, Path::new("test-config.toml")).expect("the test configuration is valid");
     let agent = Agent::start(config).await.expect("the agent starts");
     let out = agent.scripts().subscribe();
+    let reloader = agent.reloader();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(agent.run(async {
         let _ = stopped.await;
     }));
     wait_available(sim).await;
-    Running { out, stop: Some(stop), task }
+    Running { out, reloader, stop: Some(stop), task }
 }
 
 /// Waits until some application has made itself available (incoming calls can ring).
