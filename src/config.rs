@@ -29,6 +29,8 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub simulator: SimulatorConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub path: PathBuf,
@@ -152,6 +154,14 @@ impl Default for StateConfig {
     }
 }
 
+/// `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A loopback address and port (`"127.0.0.1:9464"`); unset: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// Used only with `discover = "embedded"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -245,6 +255,11 @@ impl Config {
         }
         if self.state.journal_max_events < 100 {
             return Err(self.invalid("state.journal_max_events", "expected at least 100"));
+        }
+        if let Some(addr) = self.metrics.listen {
+            if !addr.ip().is_loopback() {
+                return Err(self.invalid("metrics.listen", format!("expected a loopback address (127.0.0.1:PORT or [::1]:PORT), got {addr}")));
+            }
         }
         let sim = &self.simulator;
         if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 6000.0) {

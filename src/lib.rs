@@ -6,6 +6,7 @@
 //! - `ucwa`: the client side of the protocol: origin, sign-in, session, application, batches.
 //! - `agent`: the run loop: sign-in, application, keep-alive, event channel, recovery.
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
+//! - `metrics`: counters, histograms and health for `/metrics` and `/healthz`.
 //! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
 //!
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod metrics;
 pub mod script;
 pub mod sim;
 pub mod store;

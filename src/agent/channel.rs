@@ -18,6 +18,7 @@
 
 use super::backoff::Backoff;
 use super::sink::EventSink;
+use crate::metrics::{HealthState, Metrics};
 use crate::ucwa::{batch, Continuation, Session, UcwaError};
 use reqwest::Method;
 use serde_json::json;
@@ -62,6 +63,7 @@ pub async fn run(
     settings: &ChannelSettings,
     sink: &mut EventSink,
     stop: &mut watch::Receiver<bool>,
+    metrics: &Metrics,
 ) -> Result<ChannelEnd, UcwaError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), settings.max_backoff);
     loop {
@@ -75,6 +77,7 @@ pub async fn run(
                 return Ok(ChannelEnd::ApplicationGone);
             }
         };
+        metrics.poll();
         let sent = session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout)));
         let reply = tokio::select! {
             r = sent => r,
@@ -91,7 +94,9 @@ pub async fn run(
                     match sink.deliver(session.origin(), &reply.body, b.events, Some(&next)) {
                         Ok(()) => {
                             backoff.reset();
+                            metrics.set_health(HealthState::Polling, None);
                             if let Some(reason) = lost {
+                                metrics.recovery(reason);
                                 tracing::warn!(href = %next, reason, "event channel lost its place: events may have been missed");
                                 sink.synthetic("resync", json!({"reason": reason}));
                             }
@@ -100,12 +105,16 @@ pub async fn run(
                         }
                         Err(error) => {
                             tracing::error!(%error, "cannot journal the batch; polling the same ack again");
+                            metrics.recovery("journal_error");
+                            metrics.set_health(HealthState::Recovering, Some(error.to_string()));
                             None
                         }
                     }
                 }
                 Err(error) => {
                     tracing::warn!(href = %href, %error, "malformed event-channel reply; polling the same ack again");
+                    metrics.recovery("malformed_reply");
+                    metrics.set_health(HealthState::Recovering, Some(error));
                     None
                 }
             },
@@ -113,6 +122,7 @@ pub async fn run(
                 let e = crate::ucwa::session::status_error(&Method::GET, &url, &reply);
                 if e.application_gone() {
                     tracing::warn!(error = %e, "the application is gone");
+                    metrics.recovery("application_gone");
                     return Ok(ChannelEnd::ApplicationGone);
                 }
                 if e.status() == Some(409) {
@@ -120,11 +130,20 @@ pub async fn run(
                 } else {
                     tracing::warn!(error = %e, "event channel request failed; retrying the same ack");
                 }
+                metrics.recovery(match e.status() {
+                    Some(409) => "pget_replaced",
+                    Some(401) | Some(403) => "unauthorized",
+                    Some(429) => "throttled",
+                    _ => "server_error",
+                });
+                metrics.set_health(HealthState::Recovering, Some(e.to_string()));
                 e.retry_after()
             }
             Err(e @ UcwaError::SignIn(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "event channel request failed; retrying the same ack");
+                metrics.recovery("transport");
+                metrics.set_health(HealthState::Recovering, Some(e.to_string()));
                 None
             }
         };

@@ -3,12 +3,14 @@
 
 pub mod backoff;
 pub mod channel;
+pub mod endpoints;
 pub mod keepalive;
 pub mod sink;
 
 use crate::config::{Config, Discover};
 use crate::script::{watch_dir, Limits, ScriptEnv, ScriptHost, ScriptSettings};
 use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
+use crate::metrics::HealthState;
 use crate::store::{Position, Store};
 use crate::ucwa::application::{self, Application};
 use crate::ucwa::signin::sign_in;
@@ -37,6 +39,8 @@ pub enum StartError {
     State { file: String, source: crate::store::StoreError },
     #[error("{file}: `server.ca_file`: {message}")]
     CaFile { file: String, message: String },
+    #[error("{file}: `metrics.listen`: cannot listen on {addr}: {source}")]
+    Metrics { file: String, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot start the embedded simulator: {0}")]
     Simulator(std::io::Error),
     #[error("cannot watch the scripts directory {dir}: {source}")]
@@ -58,6 +62,8 @@ pub struct Agent {
     /// The in-process simulator of `discover = "embedded"`; it lives as long as the agent.
     simulator: Option<Simulator>,
     watcher: Option<crate::script::watch::WatchHandle>,
+    /// The `/metrics` endpoint's address and task, when `[metrics] listen` is set.
+    endpoints: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Agent {
@@ -99,7 +105,13 @@ impl Agent {
         } else {
             None
         };
-        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher })
+        let endpoints = match config.metrics.listen {
+            Some(addr) => Some(
+                endpoints::serve(addr, host.clone()).await.map_err(|source| StartError::Metrics { file: file.clone(), addr, source })?,
+            ),
+            None => None,
+        };
+        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints })
     }
 
     /// The scripts (subscribe to their output, load more).
@@ -110,6 +122,11 @@ impl Agent {
     /// Re-reads the configuration file for the `[scripts]` keys (on SIGHUP).
     pub fn reloader(&self) -> Reloader {
         Reloader { current: Arc::new(std::sync::Mutex::new(self.config.clone())), host: self.host.clone() }
+    }
+
+    /// Where `/metrics` and `/healthz` listen, when enabled.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.endpoints.as_ref().map(|(a, _)| *a)
     }
 
     /// The embedded simulator, when `discover = "embedded"`.
@@ -134,15 +151,18 @@ impl Agent {
         sink.prune();
         let slot = self.host.env().session.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
+        let metrics = self.host.env().metrics.clone();
         'sign_in: while !*stop.borrow() {
+            metrics.set_health(HealthState::SigningIn, None);
             let signed = tokio::select! {
-                r = sign_in(&http, &self.discover, &self.auth) => r,
+                r = sign_in(&http, &self.discover, &self.auth, Some(metrics.clone())) => r,
                 _ = stop.changed() => break,
             };
             let signed = match signed {
                 Ok(s) => s,
                 Err(error) => {
                     tracing::error!(%error, discover = %self.discover, "sign-in failed; retrying");
+                    metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
                     if !pause(&mut backoff, error.retry_after(), &mut stop).await {
                         break;
                     }
@@ -152,6 +172,7 @@ impl Agent {
             let session = signed.session;
             tracing::info!(pool = session.origin().as_str(), user = %self.auth.user(), "signed in");
             slot.set(Some(session.clone()));
+            metrics.sign_in();
             loop {
                 let app = tokio::select! {
                     r = self.open_application(&session, &signed.applications_href, &mut sink) => r,
@@ -161,6 +182,7 @@ impl Agent {
                     Ok(app) => app,
                     Err(error) => {
                         tracing::error!(%error, "cannot create the application; retrying");
+                        metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
                         if !pause(&mut backoff, error.retry_after(), &mut stop).await {
                             break 'sign_in;
                         }
@@ -184,7 +206,8 @@ impl Agent {
                     json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),
                 );
                 let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.config.server.keepalive_secs));
-                let end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop).await;
+                metrics.set_health(HealthState::Polling, None);
+                let end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;
                 keepalive.abort();
                 match end {
                     Ok(ChannelEnd::Shutdown) => {
@@ -212,8 +235,12 @@ impl Agent {
                 }
             }
         }
+        metrics.set_health(HealthState::Stopping, None);
         self.host.shutdown(SHUTDOWN_GRACE).await;
         drop(self.watcher);
+        if let Some((_, task)) = self.endpoints {
+            task.abort();
+        }
         if let Some(sim) = self.simulator {
             sim.shutdown().await;
         }

@@ -3,6 +3,7 @@
 
 use super::host::ScriptOutput;
 use super::sandbox::Limits;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::ucwa::Session;
 use std::collections::BTreeMap;
@@ -60,6 +61,7 @@ pub struct ScriptEnv {
     /// The client for `agent.http.request` (no redirects, so the allowlist means what it says).
     pub http: reqwest::Client,
     pub output: broadcast::Sender<ScriptOutput>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl ScriptEnv {
@@ -72,6 +74,7 @@ impl ScriptEnv {
             session: SessionSlot::default(),
             http: outbound_client(),
             output,
+            metrics: Arc::new(Metrics::default()),
         }
     }
 

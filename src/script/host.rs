@@ -116,6 +116,7 @@ impl ScriptHost {
                 let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
+                self.inner.env.metrics.reload(&name, false);
                 let _ = self.inner.env.output.send(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
                 return Err(e);
             }
@@ -136,6 +137,7 @@ impl ScriptHost {
         }
         drop(scripts);
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
+        self.inner.env.metrics.reload(&name, true);
         let _ = self.inner.env.output.send(ScriptOutput::Loaded { script: name, version });
         Ok(version)
     }

@@ -205,7 +205,12 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             tokio::time::timeout_at(deadline, call).await
         }
     };
-    let duration_us = started.elapsed().as_micros() as u64;
+    let took = started.elapsed();
+    let duration_us = took.as_micros() as u64;
+    let limit = result.is_err() || sandbox::budget(&cur.lua).is_some_and(|b| b.exhausted());
+    let failed = !matches!(result, Ok(Ok(())));
+    let waited = ev.map(|e| started.saturating_duration_since(e.received));
+    p.env.metrics.handler(&p.name, took, failed, limit, waited);
     match result {
         Ok(Ok(())) => {
             p.failures = 0;
@@ -274,6 +279,7 @@ impl Progress {
         if cursor.is_none() && state.is_none() {
             return;
         }
+        self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         match self.env.store.commit_script(&self.name, cursor, state.as_deref()) {
             Ok(()) => {
                 self.committed = self.done;

@@ -51,6 +51,8 @@ pub struct Event {
     raw: Box<RawValue>,
     /// `raw` parsed, the first time something reads it.
     parsed: OnceLock<Value>,
+    /// When the event was decoded (its delivery latency is measured from here).
+    pub received: std::time::Instant,
 }
 
 impl Event {
@@ -68,7 +70,7 @@ impl Event {
         seq: u64,
         raw: Box<RawValue>,
     ) -> Event {
-        Event { rel, kind, href, title, sender_rel, sender_href, conversation, status, seq, raw, parsed: OnceLock::new() }
+        Event { rel, kind, href, title, sender_rel, sender_href, conversation, status, seq, raw, parsed: OnceLock::new(), received: std::time::Instant::now() }
     }
 
     /// The event object as received, parsed (once).

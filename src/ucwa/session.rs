@@ -2,6 +2,8 @@
 //! renewed before it expires and on any 401, and the failed request is retried once.
 
 use super::auth::Auth;
+use crate::metrics::Metrics;
+use std::sync::Arc;
 use super::{Origin, Secret, UcwaError};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -51,6 +53,8 @@ pub struct Session {
     auth: Auth,
     /// The current token; the mutex also makes renewal single-flight.
     token: Mutex<Option<Token>>,
+    /// Where token renewals are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Session {
@@ -68,12 +72,18 @@ impl Session {
             }
             _ => {}
         }
-        Ok(Session { http, origin, token_url, auth, token: Mutex::new(None) })
+        Ok(Session { http, origin, token_url, auth, token: Mutex::new(None), metrics: None })
+    }
+
+    /// Counts token renewals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Session {
+        self.metrics = metrics;
+        self
     }
 
     /// The same account on another origin (Online: the user resource and the pool differ).
     pub fn for_origin(&self, origin: Origin) -> Result<Session, UcwaError> {
-        Session::new(self.http.clone(), origin, self.token_url.clone(), self.auth.clone())
+        Ok(Session::new(self.http.clone(), origin, self.token_url.clone(), self.auth.clone())?.with_metrics(self.metrics.clone()))
     }
 
     pub fn auth(&self) -> &Auth {
@@ -167,6 +177,14 @@ impl Session {
 
     /// A new token: the password grant, or the bearer token's source read again.
     async fn grant(&self) -> Result<Token, UcwaError> {
+        let token = self.grant_once().await?;
+        if let Some(m) = &self.metrics {
+            m.token_renewal();
+        }
+        Ok(token)
+    }
+
+    async fn grant_once(&self) -> Result<Token, UcwaError> {
         let (username, password) = match &self.auth {
             Auth::Password { username, password } => (username, password),
             Auth::Bearer { source, .. } => {

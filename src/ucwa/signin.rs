@@ -5,6 +5,7 @@ use super::challenge;
 use super::origin::is_loopback;
 use super::session::{status_error, strip_bom, transport};
 use super::auth::Auth;
+use crate::metrics::Metrics;
 use super::{link, Origin, Session, UcwaError};
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::Method;
@@ -24,7 +25,12 @@ pub struct SignedIn {
 }
 
 /// Signs in from a discovery URL.
-pub async fn sign_in(http: &reqwest::Client, discover: &Url, auth: &Auth) -> Result<SignedIn, UcwaError> {
+pub async fn sign_in(
+    http: &reqwest::Client,
+    discover: &Url,
+    auth: &Auth,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<SignedIn, UcwaError> {
     let mut user_url = discover_user(http, discover).await?;
     for _ in 0..=MAX_REDIRECTS {
         check_scheme(&user_url)?;
@@ -32,7 +38,7 @@ pub async fn sign_in(http: &reqwest::Client, discover: &Url, auth: &Auth) -> Res
             Auth::Password { .. } => Some(challenge_of(http, &user_url).await?),
             Auth::Bearer { .. } => None,
         };
-        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?;
+        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?.with_metrics(metrics.clone());
         session.sign_in().await?;
         let user = session.get_json(user_url.as_str()).await?;
         if let Some(apps) = link(&user, "applications") {

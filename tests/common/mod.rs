@@ -33,6 +33,8 @@ pub struct Running {
     pub out: broadcast::Receiver<ScriptOutput>,
     /// What SIGHUP calls.
     pub reloader: ucwa_agent::agent::Reloader,
+    /// Where `/metrics` and `/healthz` listen, when configured.
+    pub metrics: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -95,27 +97,35 @@ pub fn config_text(sim: &Simulator, dir: &Path, extra: &str) -> String {
 
 /// Starts an agent with `config` (text) and waits until its application can take calls.
 pub async fn start_agent(sim: &Simulator, config: &str) -> Running {
+    start_agent_waiting(sim, config, true).await
+}
+
+/// Starts an agent; `wait` for its application to be available (false: it may never sign in).
+pub async fn start_agent_waiting(sim: &Simulator, config: &str, wait: bool) -> Running {
     let config = Config::parse(config, Path::new("test-config.toml")).expect("the test configuration is valid");
-    run_agent(sim, config).await
+    run_agent(sim, config, wait).await
 }
 
 /// Starts an agent from a configuration file (so that a reload can read it again).
 pub async fn start_agent_from_file(sim: &Simulator, path: &Path) -> Running {
-    run_agent(sim, Config::load(path).expect("the test configuration is valid")).await
+    run_agent(sim, Config::load(path).expect("the test configuration is valid"), true).await
 }
 
-async fn run_agent(sim: &Simulator, config: Config) -> Running {
+async fn run_agent(sim: &Simulator, config: Config, wait: bool) -> Running {
     // Every test uses the same value, so setting it from parallel tests is harmless.
     std::env::set_var(PASSWORD_ENV, "demo");
     let agent = Agent::start(config).await.expect("the agent starts");
     let out = agent.scripts().subscribe();
     let reloader = agent.reloader();
+    let metrics = agent.metrics_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(agent.run(async {
         let _ = stopped.await;
     }));
-    wait_available(sim).await;
-    Running { out, reloader, stop: Some(stop), task }
+    if wait {
+        wait_available(sim).await;
+    }
+    Running { out, reloader, metrics, stop: Some(stop), task }
 }
 
 /// Waits until some application has made itself available (incoming calls can ring).

@@ -1,0 +1,262 @@
+//! What operators see: counters, gauges and histograms rendered in the Prometheus text format
+//! at `/metrics`, and the agent's health at `/healthz` (`[metrics] listen`).
+//!
+//! The parts of the agent that observe something (channel loop, sink, runners, host, session)
+//! record it here next to the log line they write.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Histogram bucket bounds, in seconds: 10 µs to 10 s.
+const BUCKETS: [f64; 16] =
+    [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += s;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// What a script did, per script.
+#[derive(Default, Clone)]
+struct ScriptFigures {
+    handler_calls: u64,
+    handler_errors: u64,
+    limit_stops: u64,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    lua_memory_bytes: u64,
+    duration: Histogram,
+}
+
+/// Why the agent is or is not polling, for `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    Starting,
+    SigningIn,
+    Polling,
+    Recovering,
+    Stopping,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub state: HealthState,
+    /// Seconds in this state.
+    pub for_secs: u64,
+    /// The last error, while not polling.
+    pub last_error: Option<String>,
+}
+
+pub struct Metrics {
+    started: Instant,
+    polls: AtomicU64,
+    batches: AtomicU64,
+    sign_ins: AtomicU64,
+    token_renewals: AtomicU64,
+    events: Mutex<BTreeMap<(String, String), u64>>,
+    recoveries: Mutex<BTreeMap<&'static str, u64>>,
+    scripts: Mutex<BTreeMap<String, ScriptFigures>>,
+    delivery: Mutex<Histogram>,
+    health: Mutex<(HealthState, Instant, Option<String>)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            polls: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            sign_ins: AtomicU64::new(0),
+            token_renewals: AtomicU64::new(0),
+            events: Mutex::default(),
+            recoveries: Mutex::default(),
+            scripts: Mutex::default(),
+            delivery: Mutex::default(),
+            health: Mutex::new((HealthState::Starting, Instant::now(), None)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("health", &self.health()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn poll(&self) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch was journaled and handed to the scripts.
+    pub fn batch<'a>(&self, events: impl Iterator<Item = (&'a str, &'a str)>) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        let mut m = lock(&self.events);
+        for (rel, kind) in events {
+            match m.get_mut(&(rel.to_string(), kind.to_string())) {
+                Some(n) => *n += 1,
+                None => {
+                    m.insert((rel.to_string(), kind.to_string()), 1);
+                }
+            }
+        }
+    }
+
+    pub fn sign_in(&self) {
+        self.sign_ins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn token_renewal(&self) {
+        self.token_renewals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A failure the agent recovered from (`resync`, `application_gone`, `server_error`, …).
+    pub fn recovery(&self, kind: &'static str) {
+        *lock(&self.recoveries).entry(kind).or_default() += 1;
+    }
+
+    /// A handler call: how long it ran, whether it failed, whether a limit stopped it, and
+    /// how long after its event arrived it started.
+    pub fn handler(&self, script: &str, took: Duration, failed: bool, limit: bool, waited: Option<Duration>) {
+        {
+            let mut m = lock(&self.scripts);
+            let f = m.entry(script.to_string()).or_default();
+            f.handler_calls += 1;
+            f.handler_errors += failed as u64;
+            f.limit_stops += limit as u64;
+            f.duration.observe(took);
+        }
+        if let Some(w) = waited {
+            lock(&self.delivery).observe(w);
+        }
+    }
+
+    pub fn reload(&self, script: &str, ok: bool) {
+        let mut m = lock(&self.scripts);
+        let f = m.entry(script.to_string()).or_default();
+        if ok {
+            f.reloads_ok += 1;
+        } else {
+            f.reloads_failed += 1;
+        }
+    }
+
+    pub fn lua_memory(&self, script: &str, bytes: usize) {
+        lock(&self.scripts).entry(script.to_string()).or_default().lua_memory_bytes = bytes as u64;
+    }
+
+    pub fn set_health(&self, state: HealthState, error: Option<String>) {
+        let mut h = lock(&self.health);
+        if h.0 != state {
+            h.1 = Instant::now();
+        }
+        h.0 = state;
+        if error.is_some() || state == HealthState::Polling {
+            h.2 = error;
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        let h = lock(&self.health);
+        Health { state: h.0, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
+    }
+
+    /// The Prometheus text format. `journal` is `(depth, [(script, lag)])`, read at scrape time.
+    pub fn render(&self, journal: Option<(u64, Vec<(String, u64)>)>) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter("ucwa_polls_total", "Event-channel requests sent.", self.polls.load(Ordering::Relaxed));
+        counter("ucwa_batches_total", "Event-channel batches journaled and delivered.", self.batches.load(Ordering::Relaxed));
+        counter("ucwa_sign_ins_total", "Successful sign-ins.", self.sign_ins.load(Ordering::Relaxed));
+        counter("ucwa_token_renewals_total", "Tokens obtained (first one included).", self.token_renewals.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP ucwa_events_total Events received, by rel and type.\n# TYPE ucwa_events_total counter");
+        for ((rel, kind), n) in lock(&self.events).iter() {
+            let _ = writeln!(out, "ucwa_events_total{{rel=\"{}\",type=\"{}\"}} {n}", esc(rel), esc(kind));
+        }
+        let _ = writeln!(out, "# HELP ucwa_recoveries_total Failures recovered from, by kind.\n# TYPE ucwa_recoveries_total counter");
+        for (kind, n) in lock(&self.recoveries).iter() {
+            let _ = writeln!(out, "ucwa_recoveries_total{{kind=\"{kind}\"}} {n}");
+        }
+        let scripts = lock(&self.scripts).clone();
+        let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 6] = [
+            ("ucwa_handler_calls_total", "counter", "Handler calls, by script.", |f| f.handler_calls),
+            ("ucwa_handler_errors_total", "counter", "Handler calls that failed (errors and limits), by script.", |f| f.handler_errors),
+            ("ucwa_handler_limit_stops_total", "counter", "Handler calls stopped by a limit, by script.", |f| f.limit_stops),
+            ("ucwa_reloads_ok_total", "counter", "Versions loaded, by script.", |f| f.reloads_ok),
+            ("ucwa_reloads_failed_total", "counter", "Versions that failed to load, by script.", |f| f.reloads_failed),
+            ("ucwa_lua_memory_bytes", "gauge", "Memory of the script's Lua state.", |f| f.lua_memory_bytes),
+        ];
+        for (name, kind, help, get) in per_script {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (script, f) in &scripts {
+                let _ = writeln!(out, "{name}{{script=\"{}\"}} {}", esc(script), get(f));
+            }
+        }
+        let _ = writeln!(out, "# HELP ucwa_handler_duration_seconds Handler run time, by script.\n# TYPE ucwa_handler_duration_seconds histogram");
+        for (script, f) in &scripts {
+            f.duration.render(&mut out, "ucwa_handler_duration_seconds", &format!("script=\"{}\"", esc(script)));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ucwa_event_delivery_seconds From a batch's arrival to a handler starting on one of its events.\n# TYPE ucwa_event_delivery_seconds histogram"
+        );
+        lock(&self.delivery).render(&mut out, "ucwa_event_delivery_seconds", "");
+        if let Some((depth, lags)) = journal {
+            let _ = writeln!(out, "# HELP ucwa_journal_depth Events kept in the journal.\n# TYPE ucwa_journal_depth gauge\nucwa_journal_depth {depth}");
+            let _ = writeln!(out, "# HELP ucwa_journal_lag Events journaled that the script has not finished.\n# TYPE ucwa_journal_lag gauge");
+            for (script, lag) in lags {
+                let _ = writeln!(out, "ucwa_journal_lag{{script=\"{}\"}} {lag}", esc(&script));
+            }
+        }
+        let h = self.health();
+        let _ = writeln!(
+            out,
+            "# HELP ucwa_up 1 while signed in and polling.\n# TYPE ucwa_up gauge\nucwa_up {}\n# HELP ucwa_uptime_seconds Seconds since the agent started.\n# TYPE ucwa_uptime_seconds gauge\nucwa_uptime_seconds {}",
+            (h.state == HealthState::Polling) as u8,
+            self.started.elapsed().as_secs()
+        );
+        out
+    }
+}

@@ -1,0 +1,128 @@
+//! `/metrics` parsed as Prometheus text, with counters checked against a known call sequence;
+//! `/healthz` through sign-in, polling and failure.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use ucwa_agent::sim::{CallOutcome, CallSpec, Fault};
+
+async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text format")
+}
+
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
+    match sample.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        _ => panic!("{name} is not a plain value"),
+    }
+}
+
+async fn health(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_call_sequence() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "calls.lua", "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n");
+    write(dir.path(), "broken.lua", "agent.on('audioVideoInvitation', 'completed', function(e) error('nope') end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"")).await;
+    let addr = agent.metrics.expect("metrics configured");
+    let (status, body) = health(addr).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("polling")));
+
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("calls", 2).await, ["added", "updated"]);
+    sim.end_call(c);
+    assert_eq!(agent.messages("calls", 1).await, ["deleted"]);
+    sim.start_call(CallSpec { outcome: CallOutcome::Missed, ring_ms: Some(5), ..CallSpec::default() }).unwrap();
+    // Both invitations' completions fail in broken.lua; wait until both have, and until the
+    // cursors are written (within 10 ms of the last handler).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let s = loop {
+        let s = scrape(addr).await;
+        if value(&s, "ucwa_handler_errors_total", &[("script", "broken")]) == 2.0 && value(&s, "ucwa_journal_lag", &[("script", "broken")]) == 0.0
+            && value(&s, "ucwa_journal_lag", &[("script", "calls")]) == 0.0
+        {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the missed call reaches broken.lua");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for kind in ["added", "updated", "deleted"] {
+        assert_eq!(value(&s, "ucwa_events_total", &[("rel", "audioVideoSession"), ("type", kind)]), 1.0, "{kind}");
+    }
+    assert_eq!(value(&s, "ucwa_events_total", &[("rel", "audioVideoInvitation"), ("type", "started")]), 2.0);
+    assert_eq!(value(&s, "ucwa_events_total", &[("rel", "audioVideoInvitation"), ("type", "completed")]), 2.0);
+    assert_eq!(value(&s, "ucwa_handler_calls_total", &[("script", "calls")]), 3.0);
+    assert_eq!(value(&s, "ucwa_handler_errors_total", &[("script", "calls")]), 0.0);
+    assert_eq!(value(&s, "ucwa_handler_errors_total", &[("script", "broken")]), 2.0);
+    assert_eq!(value(&s, "ucwa_reloads_ok_total", &[("script", "calls")]), 1.0);
+    assert_eq!(value(&s, "ucwa_sign_ins_total", &[]), 1.0);
+    assert_eq!(value(&s, "ucwa_token_renewals_total", &[]), 1.0);
+    assert_eq!(value(&s, "ucwa_up", &[]), 1.0);
+    assert_eq!(value(&s, "ucwa_journal_lag", &[("script", "calls")]), 0.0);
+    assert!(value(&s, "ucwa_lua_memory_bytes", &[("script", "calls")]) > 10_000.0);
+    let batches = value(&s, "ucwa_batches_total", &[]);
+    assert!(batches >= 3.0 && value(&s, "ucwa_polls_total", &[]) >= batches);
+    let duration_count = s.samples.iter().find(|x| x.metric == "ucwa_handler_duration_seconds" && x.labels.get("script") == Some("calls"));
+    assert!(duration_count.is_some(), "the duration histogram is there");
+    assert_eq!(sim.counters()["events"].as_f64().unwrap(), s.samples.iter().filter(|x| x.metric == "ucwa_events_total").map(|x| match x.value { prometheus_parse::Value::Counter(v) => v, _ => 0.0 }).sum::<f64>() - 1.0, "every event the simulator sent, plus the agent's signedIn");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_follows_sign_in_and_failures() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Wrong password: never signed in.
+    std::env::set_var("UCWA_AGENT_TEST_WRONG", "wrong");
+    let text = config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"").replace(PASSWORD_ENV, "UCWA_AGENT_TEST_WRONG");
+    let agent = start_agent_waiting(&sim, &text, false).await;
+    let addr = agent.metrics.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let body = loop {
+        let (status, body) = health(addr).await;
+        assert_eq!(status, 503);
+        if body["last_error"].as_str().is_some_and(|e| e.contains("invalid_grant")) {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["state"], "signing_in");
+    agent.stop().await;
+
+    // Signed in and polling, then the pool fails every poll: 503 until it recovers.
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"")).await;
+    let addr = agent.metrics.unwrap();
+    assert_eq!(health(addr).await.0, 200);
+    sim.inject(Fault::ServerError { status: 503, retry_after: None }, 3);
+    sim.start_call(answered_call()).unwrap(); // releases the parked poll; the next ones fail
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = health(addr).await;
+        if status == 503 {
+            assert_eq!(body["state"], "recovering");
+            assert!(body["last_error"].as_str().unwrap().contains("503"), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while health(addr).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "recovers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop().await;
+}
