@@ -8,6 +8,7 @@
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
 //! - `metrics`: counters, histograms and health for `/metrics` and `/healthz`.
 //! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
+//! - `tools`: `check`, `record`, `replay` and `test` for script authors.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
 //!
 //! `docs/ARCHITECTURE.md` has the data flow from HTTP bytes to a Lua handler.
@@ -18,4 +19,5 @@ pub mod metrics;
 pub mod script;
 pub mod sim;
 pub mod store;
+pub mod tools;
 pub mod ucwa;

@@ -1,16 +1,17 @@
-//! `ucwa-agent`: parse the command line, set up logging, call the library.
+//! `ucwa-agent`: parse the command line, set up logging, call the library, print results.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use ucwa_agent::{agent::Agent, config::Config, sim};
+use ucwa_agent::{agent::Agent, config::Config, sim, tools};
 
 #[derive(Parser)]
 #[command(version, about = "Runs Lua scripts on Skype for Business (UCWA) call events")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The configuration file (for `run`, the default command).
+    /// The configuration file.
     #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
     /// Log lines for people, or one JSON object per line for log shippers.
@@ -27,24 +28,57 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Sign in and run the scripts on every event (the default).
-    Run,
+    Run {
+        /// Also append every event-channel batch, as received, to this JSON Lines file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Run the agent and record every event-channel batch to FILE (JSON Lines).
+    Record { file: PathBuf },
+    /// Load the configuration and every script without signing in; report problems.
+    Check,
+    /// Feed a recorded file (one batch JSON per line) through the scripts offline.
+    Replay {
+        file: PathBuf,
+        /// Only this script (its file name without .lua).
+        #[arg(long)]
+        script: Option<String>,
+    },
+    /// Run the script tests (`*_test.lua`) in DIR (default: the scripts directory).
+    Test { dir: Option<PathBuf> },
     /// Run the UCWA simulator alone, for an agent (or any UCWA client) to talk to.
-    Simulate(ucwa_agent::sim::cli::SimulateArgs),
+    Simulate(sim::cli::SimulateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The offline tools print their own report; scripts' log lines would only repeat it.
+    let quiet = matches!(cli.command, Some(Command::Check | Command::Replay { .. } | Command::Test { .. }));
+    init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Run) {
-            Command::Run => run(cli.config).await,
+        match cli.command.unwrap_or(Command::Run { record: None }) {
+            Command::Run { record } => run(cli.config, record).await,
+            Command::Record { file } => run(cli.config, Some(file)).await,
+            Command::Check => with_config(&cli.config, |c| async move { check(&c) }).await,
+            Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
+            Command::Test { dir } => test(&cli.config, dir).await,
             Command::Simulate(args) => sim::cli::simulate(args, shutdown_signal()).await,
         }
     })
 }
 
-async fn run(config: PathBuf) -> ExitCode {
+async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path::Path, f: impl FnOnce(Config) -> F) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => f(c).await,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
     let config = match Config::load(&config) {
         Ok(c) => c,
         Err(error) => {
@@ -52,13 +86,19 @@ async fn run(config: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let agent = match Agent::start(config).await {
+    let mut agent = match Agent::start(config).await {
         Ok(a) => a,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = record {
+        if let Err(error) = agent.record_to(&path) {
+            tracing::error!(file = %path.display(), %error, "--record: cannot open the file");
+            return ExitCode::from(2);
+        }
+    }
     let reloader = agent.reloader();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
@@ -69,6 +109,65 @@ async fn run(config: PathBuf) -> ExitCode {
     });
     agent.run(shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+fn check(config: &Config) -> ExitCode {
+    let report = tools::check::check(config);
+    for p in &report.problems {
+        println!("{p}");
+    }
+    for (name, subs) in &report.loaded {
+        println!("ok: {name} ({subs} subscription{})", if *subs == 1 { "" } else { "s" });
+    }
+    let errors = report.errors();
+    println!("{} script(s) loaded, {errors} error(s), {} warning(s)", report.loaded.len(), report.problems.len() - errors);
+    if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -> ExitCode {
+    let show = std::io::stderr().is_terminal();
+    let progress = move |done: usize, total: usize| {
+        if show {
+            eprint!("\rreplaying: {done}/{total} batches");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    match tools::replay::replay(config, file, script, &progress).await {
+        Ok(r) => {
+            for bad in &r.bad_lines {
+                eprintln!("{bad}");
+            }
+            print!("{}", r.output);
+            if r.bad_lines.is_empty() && r.load_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
+    let loaded = Config::load(config).ok();
+    let dir = dir.or_else(|| loaded.as_ref().map(|c| c.scripts_dir())).unwrap_or_else(|| PathBuf::from("scripts"));
+    let settings = ucwa_agent::agent::script_settings(&loaded.unwrap_or_else(|| Config::parse("", config).expect("defaults are valid")));
+    let files = match tools::lua_test::find_tests(&dir) {
+        Ok(f) => f,
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut results = Vec::new();
+    for f in files {
+        results.push(tools::lua_test::run_file(&f, settings.clone()).await);
+    }
+    let (text, passed, failed) = tools::lua_test::tap(&results);
+    print!("{text}");
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.
@@ -89,8 +188,8 @@ async fn wait_signal() {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

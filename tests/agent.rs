@@ -183,10 +183,14 @@ async fn the_shipped_scripts_and_examples_work() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in ["scripts/call_log.lua", "examples/missed_calls.lua", "examples/call_stats.lua"] {
-        std::fs::copy(root.join(f), dir.path().join(Path::new(f).file_name().unwrap())).unwrap();
+    for f in std::fs::read_dir(root.join("examples")).unwrap().map(|e| e.unwrap().path()).chain([root.join("scripts/call_log.lua")]) {
+        if f.extension().is_some_and(|e| e == "lua") {
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
     }
-    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let (hook_host, mut hooks) = webhook_receiver().await;
+    let extra = format!("http_allow = [\"{hook_host}\"]\n[scripts.config.incoming_call_webhook]\nurl = \"http://{hook_host}/hooks/calls\"");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
     sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() })
         .unwrap();
     let missed = agent.expect("missed call", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "missed_calls")).await;
@@ -194,13 +198,35 @@ async fn the_shipped_scripts_and_examples_work() {
     assert_eq!(message, "missed call");
     let fields = fields.unwrap();
     assert_eq!((fields["from"].as_str(), fields["reason"].as_str(), fields["missed_total"].as_i64()), (Some("sip:zoe@fabrikam.com"), Some("Missed"), Some(1)));
+    let (path, body) = hooks.recv().await.unwrap();
+    assert_eq!(path, "/hooks/calls");
+    assert!(body.contains("Incoming call from"), "{body}");
     let call = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("call_log", 2).await, ["call started", "call changed"]);
+    assert_eq!(agent.messages("in_a_call", 1).await, ["status in a call"], "read the session through agent.ucwa");
     sim.end_call(call);
     let ended = agent.expect("call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended")).await;
     let ScriptOutput::Log { fields, .. } = ended else { unreachable!() };
     assert!(fields.unwrap()["duration_s"].as_f64().unwrap() >= 0.0);
     agent.stop().await;
+}
+
+/// A webhook receiver on loopback: each request's path and body.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let tx = tx.clone();
+        async move {
+            let path = req.uri().path().to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let _ = tx.send((path, String::from_utf8_lossy(&body).into_owned()));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("127.0.0.1:{}", addr.port()), rx)
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ pub async fn run(
         let retry_after = match reply {
             Ok(reply) if reply.status == 200 => match batch::parse(&reply.body, session.origin()) {
                 Ok(b) => {
+                    sink.record(&reply.body);
                     let (next, lost) = match b.continuation {
                         Continuation::Next(h) => (h, None),
                         Continuation::Resync(h) => (h, Some("resync")),

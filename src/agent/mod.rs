@@ -64,6 +64,8 @@ pub struct Agent {
     watcher: Option<crate::script::watch::WatchHandle>,
     /// The `/metrics` endpoint's address and task, when `[metrics] listen` is set.
     endpoints: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    /// `--record FILE`.
+    recorder: Option<crate::tools::record::Recorder>,
 }
 
 impl Agent {
@@ -111,12 +113,18 @@ impl Agent {
             ),
             None => None,
         };
-        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints })
+        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints, recorder: None })
     }
 
     /// The scripts (subscribe to their output, load more).
     pub fn scripts(&self) -> &ScriptHost {
         &self.host
+    }
+
+    /// Appends every batch received to `path` (JSON Lines) for `replay`.
+    pub fn record_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        self.recorder = Some(crate::tools::record::Recorder::open(path)?);
+        Ok(())
     }
 
     /// Re-reads the configuration file for the `[scripts]` keys (on SIGHUP).
@@ -136,7 +144,7 @@ impl Agent {
 
     /// Runs until `shutdown` completes: then stops polling, lets handlers finish (bounded) and
     /// deletes the application.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop_tx, mut stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -149,6 +157,9 @@ impl Agent {
         };
         let mut sink = EventSink::new(self.host.clone(), self.store.clone(), self.config.state.journal_max_events);
         sink.prune();
+        if let Some(r) = self.recorder.take() {
+            sink.record_to(r);
+        }
         let slot = self.host.env().session.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
         let metrics = self.host.env().metrics.clone();

@@ -19,11 +19,25 @@ pub struct EventSink {
     agent_href: String,
     journal_max_events: u64,
     batches: u32,
+    /// `--record FILE`: every batch received, as received.
+    recorder: Option<crate::tools::record::Recorder>,
 }
 
 impl EventSink {
     pub fn new(host: ScriptHost, store: Arc<Store>, journal_max_events: u64) -> EventSink {
-        EventSink { host, store, position: None, agent_href: String::new(), journal_max_events, batches: 0 }
+        EventSink { host, store, position: None, agent_href: String::new(), journal_max_events, batches: 0, recorder: None }
+    }
+
+    /// Records every batch received from now on.
+    pub fn record_to(&mut self, recorder: crate::tools::record::Recorder) {
+        self.recorder = Some(recorder);
+    }
+
+    /// Appends a batch as received to the recording, if one is being made.
+    pub fn record(&self, body: &[u8]) {
+        if let Some(r) = &self.recorder {
+            r.record(body);
+        }
     }
 
     /// The application events now come from (and where its channel starts).

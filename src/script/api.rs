@@ -30,6 +30,8 @@ pub(crate) struct Sub {
     /// `type` to match; `None` = every type.
     pub kind: Option<String>,
     pub func: Function,
+    /// The line of the `agent.on` call, for `check`'s messages.
+    pub line: Option<usize>,
 }
 
 impl Sub {
@@ -57,10 +59,10 @@ impl Subscriptions {
         self.list.lock().expect("subscriptions lock").len()
     }
 
-    fn add(&self, rel: String, kind: Option<String>, func: Function) -> u64 {
+    fn add(&self, rel: String, kind: Option<String>, func: Function, line: Option<usize>) -> u64 {
         let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         let mut list = self.list.lock().expect("subscriptions lock");
-        Arc::make_mut(&mut list).push(Sub { id, rel, kind, func });
+        Arc::make_mut(&mut list).push(Sub { id, rel, kind, func, line });
         id
     }
 
@@ -90,8 +92,8 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     lua.set_app_data(OnUnload::default());
     super::interop::Interop::install(lua)?;
     let agent = lua.create_table()?;
-    timers::register(lua, &agent)?;
-    api_net::register(lua, &agent, &ctx.env)?;
+    timers::register(lua, &agent, ctx.env.clock.clone())?;
+    api_net::register(lua, &agent, ctx)?;
     agent.set(
         "on_unload",
         lua.create_function(|lua, f: Function| {
@@ -107,13 +109,8 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     agent.set("on", on_fn(lua)?)?;
     agent.set("log", log_table(lua, ctx)?)?;
     agent.set("json", json_table(lua)?)?;
-    agent.set(
-        "now",
-        lua.create_function(|_, ()| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            Ok(now.as_millis() as i64)
-        })?,
-    )?;
+    let clock = ctx.env.clock.clone();
+    agent.set("now", lua.create_function(move |_, ()| Ok(clock.now_ms()))?)?;
     let script = lua.create_table()?;
     script.set("name", &*ctx.name)?;
     script.set("version", ctx.version)?;
@@ -151,7 +148,8 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
                 )))
             }
         };
-        let id = lua.app_data_ref::<Subscriptions>().expect("registered with the agent table").add(rel.clone(), kind.clone(), func);
+        let line = lua.inspect_stack(1, |d| d.current_line()).flatten();
+        let id = lua.app_data_ref::<Subscriptions>().expect("registered with the agent table").add(rel.clone(), kind.clone(), func, line);
         let handle = lua.create_table()?;
         handle.set("id", id)?;
         handle.set("rel", rel)?;

@@ -11,7 +11,10 @@
 //!                              headers = {["X-Token"] = "…"}, body = {text = "call"}, timeout = 5000}
 //! ```
 
-use super::env::ScriptEnv;
+use super::api::ScriptCtx;
+use super::env::{Net, ScriptEnv};
+use super::host::ScriptOutput;
+use super::offline::{OfflineNet, Request};
 use bytes::Bytes;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use reqwest::Method;
@@ -56,18 +59,49 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
     Ok(t)
 }
 
-pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::Result<()> {
+/// Offline: records the request, reports it, and answers it from `OfflineNet`.
+fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, script: &str, via: &'static str, method: &Method, url: String, body: Option<(String, Bytes)>) -> mlua::Result<Table> {
+    let body = body.map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
+    let req = Request { script: script.to_string(), via, method: method.to_string(), url, body };
+    let _ = env.output.send(ScriptOutput::Request {
+        script: req.script.clone(),
+        via,
+        method: req.method.clone(),
+        url: req.url.clone(),
+        body: req.body.clone(),
+    });
+    let answer = net.answer(req);
+    let t = lua.create_table()?;
+    t.set("status", answer.status)?;
+    t.set("headers", lua.create_table()?)?;
+    match answer.body {
+        serde_json::Value::Null => {}
+        serde_json::Value::String(s) if via == "http" => t.set("body", s)?,
+        v => t.set("body", lua.to_value(&v)?)?,
+    }
+    Ok(t)
+}
+
+pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
+    let env = &ctx.env;
+    let script: Arc<str> = ctx.name.clone();
     let ucwa = lua.create_table()?;
     for (name, method, takes_body) in
         [("get", Method::GET, false), ("post", Method::POST, true), ("put", Method::PUT, true), ("delete", Method::DELETE, false)]
     {
         let env = env.clone();
+        let script = script.clone();
         let f = lua.create_async_function(move |lua, (href, body, content_type): (String, Value, Option<String>)| {
             let env = env.clone();
             let method = method.clone();
+            let script = script.clone();
             let l = lua.clone();
             let run = async move {
                 let what = format!("agent.ucwa.{name}");
+                if let Net::Offline(net) = &env.net {
+                    let body = if takes_body { body_of(body, content_type, &what)? } else { None };
+                    return offline(&lua, &env, net, &script, "ucwa", &method, href, body);
+                }
                 let session = env.session.get().ok_or_else(|| mlua::Error::runtime(format!("{what}: the agent is not signed in")))?;
                 let body = if takes_body { body_of(body, content_type, &what)? } else { None };
                 let reply = session
@@ -86,6 +120,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::
     let env = env.clone();
     let request = lua.create_async_function(move |lua, spec: Table| {
         let env = env.clone();
+        let script = script.clone();
         let l = lua.clone();
         let run = async move {
             const WHAT: &str = "agent.http.request";
@@ -95,7 +130,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::
                 return Err(mlua::Error::runtime(format!("{WHAT}: only http and https URLs, got {}", url.scheme())));
             }
             let settings = env.settings();
-            if !settings.http_allowed(&url) {
+            let enforce = match &env.net {
+                Net::Offline(net) => net.enforce_allowlist,
+                Net::Live => true,
+            };
+            if enforce && !settings.http_allowed(&url) {
                 return Err(mlua::Error::runtime(format!(
                     "{WHAT}: {} is not in scripts.http_allow; add it to config.toml to allow it",
                     url.host_str().unwrap_or("?")
@@ -106,6 +145,10 @@ pub(crate) fn register(lua: &Lua, agent: &Table, env: &Arc<ScriptEnv>) -> mlua::
                 .map_err(|_| mlua::Error::runtime(format!("{WHAT}: bad method")))?;
             let timeout_ms: Option<f64> = spec.get("timeout")?;
             let timeout = timeout_ms.map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)).unwrap_or(settings.limits.handler_timeout);
+            if let Net::Offline(net) = &env.net {
+                let body = body_of(spec.get("body")?, None, WHAT)?;
+                return offline(&lua, &env, net, &script, "http", &method, url.to_string(), body);
+            }
             let mut req = env.http.request(method, url.clone()).timeout(timeout);
             let mut has_content_type = false;
             if let Some(headers) = spec.get::<Option<Table>>("headers")? {

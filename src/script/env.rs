@@ -3,7 +3,9 @@
 
 use super::host::ScriptOutput;
 use super::sandbox::Limits;
+use super::offline::OfflineNet;
 use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicI64, Ordering};
 use crate::store::Store;
 use crate::ucwa::Session;
 use std::collections::BTreeMap;
@@ -53,6 +55,47 @@ impl ScriptSettings {
     }
 }
 
+/// The time scripts see (`agent.now()`, timers): the system clock, or a manual one that only
+/// moves when told (the `test` and `replay` commands, for deterministic runs).
+#[derive(Clone, Debug)]
+pub enum Clock {
+    System,
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `ms` (milliseconds since the Unix epoch).
+    pub fn manual(ms: i64) -> Clock {
+        Clock::Manual(Arc::new(AtomicI64::new(ms)))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+            }
+            Clock::Manual(t) => t.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock forward (a no-op on the system clock).
+    pub fn advance(&self, ms: i64) {
+        if let Clock::Manual(t) = self {
+            t.fetch_add(ms.max(0), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Where `agent.ucwa.*` and `agent.http.request` go.
+#[derive(Clone)]
+pub enum Net {
+    /// The agent's session and the outbound client.
+    Live,
+    /// Nowhere: recorded and answered offline.
+    Offline(Arc<OfflineNet>),
+}
+
 /// Everything a script host is configured with.
 pub struct ScriptEnv {
     settings: RwLock<Arc<ScriptSettings>>,
@@ -62,6 +105,11 @@ pub struct ScriptEnv {
     pub http: reqwest::Client,
     pub output: broadcast::Sender<ScriptOutput>,
     pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub net: Net,
+    /// Report each event a script handles and each change of its `agent.state` on the output
+    /// stream (`replay`, `test`).
+    pub trace: bool,
 }
 
 impl ScriptEnv {
@@ -75,6 +123,9 @@ impl ScriptEnv {
             http: outbound_client(),
             output,
             metrics: Arc::new(Metrics::default()),
+            clock: Clock::System,
+            net: Net::Live,
+            trace: false,
         }
     }
 

@@ -31,6 +31,12 @@ pub enum ScriptOutput {
     Unloaded { script: String },
     /// Too many consecutive failures: events skip the script until its file changes.
     Paused { script: String, failures: u32 },
+    /// Tracing (`replay`): the script is about to handle this event.
+    Event { script: String, seq: u64, rel: String, kind: String, href: String },
+    /// Tracing (`replay`): the script's `agent.state` after an event, when it changed.
+    State { script: String, json: String },
+    /// Offline (`replay`, `test`): a request the script would have sent.
+    Request { script: String, via: &'static str, method: String, url: String, body: Option<String> },
 }
 
 struct Entry {
@@ -215,6 +221,22 @@ impl ScriptHost {
         }
     }
 
+    /// Waits until every script has finished what was queued before this call.
+    pub async fn barrier(&self) {
+        let waits: Vec<_> = self
+            .lock()
+            .values()
+            .map(|e| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = e.inbox.send(Msg::Barrier(tx));
+                rx
+            })
+            .collect();
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+
     /// Lets every script finish what is queued (up to `grace`), then stops them.
     pub async fn shutdown(&self, grace: Duration) {
         let entries: Vec<Entry> = std::mem::take(&mut *self.lock()).into_values().collect();
@@ -237,8 +259,8 @@ impl ScriptHost {
     }
 }
 
-/// `*.lua`, not hidden, not an editor's backup or lock file.
+/// `*.lua`, not hidden, not an editor's backup or lock file, not a test (`*_test.lua`).
 pub(crate) fn is_script_file(p: &Path) -> bool {
     let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
-    !name.starts_with('.') && !name.ends_with('~') && script_name(p).is_some() && p.is_file()
+    !name.starts_with('.') && !name.ends_with('~') && !name.ends_with("_test.lua") && script_name(p).is_some() && p.is_file()
 }

@@ -6,25 +6,28 @@
 //! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
 //! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
 //! - `timers.rs`: `agent.after` and `agent.every`.
+//! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
 //! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
 //! - `loader.rs`: building one version of a script from its file.
 //! - `runner.rs`: the task that owns a script's state and runs its handlers.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
 //! - `watch.rs`: the directory watcher behind hot reload.
 
-mod api;
+pub(crate) mod api;
 mod api_net;
 mod env;
 mod host;
-mod interop;
-mod loader;
+pub(crate) mod interop;
+pub(crate) mod loader;
+pub mod offline;
 mod runner;
-mod sandbox;
-mod timers;
+pub(crate) mod sandbox;
+pub(crate) mod timers;
 pub mod watch;
 
-pub use env::{outbound_client, ScriptEnv, ScriptSettings, SessionSlot};
+pub use env::{outbound_client, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
 pub use host::{ScriptHost, ScriptOutput};
+pub(crate) use host::is_script_file;
 pub use loader::ScriptError;
 pub use sandbox::Limits;
 pub use watch::watch_dir;

@@ -4,7 +4,7 @@
 //! database after its handlers return.
 
 use super::api::{self, OnUnload};
-use super::env::{ScriptEnv, ScriptSettings};
+use super::env::{Clock, ScriptEnv, ScriptSettings};
 use super::host::ScriptOutput;
 use super::interop;
 use super::loader::{describe, Loaded};
@@ -22,6 +22,8 @@ pub(crate) enum Msg {
     Event(Arc<Event>),
     /// A new version, already built and run to completion of its top level.
     Swap(Box<Loaded>),
+    /// Answered once everything before it is done (`replay` waits on it between batches).
+    Barrier(tokio::sync::oneshot::Sender<()>),
     Stop,
 }
 
@@ -54,6 +56,8 @@ struct Progress {
     flush_at: Option<tokio::time::Instant>,
     /// The settings the current version was loaded with.
     settings: Arc<ScriptSettings>,
+    /// `agent.state` as last reported (tracing only).
+    traced_state: Option<String>,
 }
 
 pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64) {
@@ -70,6 +74,7 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
         last_error: None,
         flush_at: None,
         settings: env.settings(),
+        traced_state: Some("{}".to_string()),
         env,
     };
     loop {
@@ -85,7 +90,8 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
             Err(mpsc::error::TryRecvError::Disconnected) => None,
             Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
                 m = inbox.recv() => m,
-                _ = sleep_until(due) => {
+                // A manual clock (replay) only moves between events: its timers are checked above.
+                _ = sleep_until(due.filter(|_| matches!(p.env.clock, Clock::System))) => {
                     fire_timers(&current, &mut p).await;
                     continue;
                 }
@@ -128,6 +134,9 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
                     tracing::info!(script = %p.name, version = current.ctx.version, "script resumed: its file changed");
                 }
             }
+            Some(Msg::Barrier(done)) => {
+                let _ = done.send(());
+            }
             Some(Msg::Stop) | None => {
                 unload(&current, &mut p).await;
                 break;
@@ -153,7 +162,7 @@ async fn unload(cur: &Loaded, p: &mut Progress) {
 }
 
 async fn fire_timers(cur: &Loaded, p: &mut Progress) {
-    let due = cur.lua.app_data_ref::<Timers>().map(|t| t.take_due(tokio::time::Instant::now())).unwrap_or_default();
+    let due = cur.lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
     for f in due {
         if !p.paused {
             call(cur, p, &f, mlua::Value::Nil, "timer", None).await;
@@ -167,6 +176,15 @@ async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else { return };
     if !subs.iter().any(|s| s.matches(&ev.rel, &ev.kind)) {
         return;
+    }
+    if p.env.trace {
+        let _ = p.env.output.send(ScriptOutput::Event {
+            script: p.name.to_string(),
+            seq: ev.seq,
+            rel: ev.rel.clone(),
+            kind: ev.kind.clone(),
+            href: ev.href.clone(),
+        });
     }
     // The budget is armed before the table is built: building it runs (a little) Lua.
     if let Some(b) = sandbox::budget(&cur.lua) {
@@ -184,6 +202,14 @@ async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
             break;
         }
         call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev)).await;
+    }
+    if p.env.trace {
+        if let Ok(json) = api::state_json(&cur.lua) {
+            if p.traced_state.as_ref() != Some(&json) {
+                let _ = p.env.output.send(ScriptOutput::State { script: p.name.to_string(), json: json.clone() });
+                p.traced_state = Some(json);
+            }
+        }
     }
 }
 

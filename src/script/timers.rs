@@ -7,34 +7,38 @@
 //! t:cancel()
 //! ```
 
+use super::env::Clock;
 use mlua::{Function, Lua, Table};
 use std::sync::Mutex;
-use tokio::time::{Duration, Instant};
 
-/// The shortest repeat interval (a tighter loop would only burn the script's budget).
-const MIN_EVERY: Duration = Duration::from_millis(10);
+/// The shortest repeat interval in ms (a tighter loop would only burn the script's budget).
+const MIN_EVERY: i64 = 10;
 
 struct Timer {
     id: u64,
-    due: Instant,
-    every: Option<Duration>,
+    /// On the script's clock, in ms since the epoch.
+    due: i64,
+    every: Option<i64>,
     func: Function,
 }
 
-/// A script version's timers (kept in its state's app data).
-#[derive(Default)]
+/// A script version's timers (kept in its state's app data), on the script's clock.
 pub(crate) struct Timers {
+    clock: Clock,
     list: Mutex<(u64, Vec<Timer>)>,
 }
 
 impl Timers {
-    /// When the next timer is due.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.lock().1.iter().map(|t| t.due).min()
+    /// When the next timer is due, on the tokio clock (for the runner to sleep until).
+    pub(crate) fn next_due(&self) -> Option<tokio::time::Instant> {
+        let due = self.lock().1.iter().map(|t| t.due).min()?;
+        let wait = (due - self.clock.now_ms()).max(0) as u64;
+        Some(tokio::time::Instant::now() + std::time::Duration::from_millis(wait))
     }
 
-    /// Takes the timers due at `now`, rescheduling repeating ones; in due order.
-    pub(crate) fn take_due(&self, now: Instant) -> Vec<Function> {
+    /// Takes the timers due now, rescheduling repeating ones; in due order.
+    pub(crate) fn take_due(&self) -> Vec<Function> {
+        let now = self.clock.now_ms();
         let mut guard = self.lock();
         let list = &mut guard.1;
         list.sort_by_key(|t| (t.due, t.id));
@@ -55,11 +59,12 @@ impl Timers {
         fire
     }
 
-    fn add(&self, delay: Duration, every: Option<Duration>, func: Function) -> u64 {
+    fn add(&self, delay: i64, every: Option<i64>, func: Function) -> u64 {
+        let due = self.clock.now_ms() + delay;
         let mut guard = self.lock();
         guard.0 += 1;
         let id = guard.0;
-        guard.1.push(Timer { id, due: Instant::now() + delay, every, func });
+        guard.1.push(Timer { id, due, every, func });
         id
     }
 
@@ -76,8 +81,8 @@ impl Timers {
 }
 
 /// Installs `agent.after` and `agent.every` in `agent`.
-pub(crate) fn register(lua: &Lua, agent: &Table) -> mlua::Result<()> {
-    lua.set_app_data(Timers::default());
+pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<()> {
+    lua.set_app_data(Timers { clock, list: Mutex::new((0, Vec::new())) });
     let handle_mt = lua.create_table()?;
     let methods = lua.create_table()?;
     methods.set(
@@ -94,9 +99,9 @@ pub(crate) fn register(lua: &Lua, agent: &Table) -> mlua::Result<()> {
             if !(ms.is_finite() && ms >= 0.0) {
                 return Err(mlua::Error::runtime(format!("agent.{name}(ms, fn): ms must be a non-negative number")));
             }
-            let d = Duration::from_secs_f64(ms / 1000.0);
+            let d = ms.round() as i64;
             if repeat && d < MIN_EVERY {
-                return Err(mlua::Error::runtime(format!("agent.every(ms, fn): ms must be at least {}", MIN_EVERY.as_millis())));
+                return Err(mlua::Error::runtime(format!("agent.every(ms, fn): ms must be at least {MIN_EVERY}")));
             }
             let id = lua.app_data_ref::<Timers>().expect("installed with the agent table").add(d, repeat.then_some(d), func);
             let handle = lua.create_table()?;

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod challenge;
 pub mod error;
 pub mod origin;
+pub mod rels;
 pub mod secret;
 pub mod session;
 pub mod signin;

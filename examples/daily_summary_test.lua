@@ -1,0 +1,20 @@
+-- Tests for daily_summary.lua: the manual clock starts at 2026-01-01T00:00:00Z.
+test.load("daily_summary.lua")
+
+test.case("nothing is logged until the day turns", function()
+  test.dispatch(test.event("audioVideoSession", "added"))
+  test.dispatch(test.event("audioVideoInvitation", "completed", { status = "Failure", resource = { direction = "Incoming" } }))
+  test.advance(23 * 3600 * 1000)
+  test.eq(#test.logs(), 0)
+end)
+
+test.case("after midnight the summary of the day before is logged once, and counts restart", function()
+  test.advance(3600 * 1000)
+  local logs = test.logs()
+  test.eq(#logs, 1)
+  test.eq(logs[1].fields, { day = "2026-01-01", calls = 1, missed = 1 })
+  test.eq(agent.state.day, "2026-01-02")
+  test.eq(agent.state.calls, 0)
+  test.advance(120000)
+  test.eq(#test.logs(), 0)
+end)

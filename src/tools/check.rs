@@ -1,0 +1,113 @@
+//! `ucwa-agent check`: the configuration and every script, loaded as `run` would (sandbox,
+//! top level, subscriptions), without signing in. Each problem names its file and line.
+
+use crate::agent::script_settings;
+use crate::config::Config;
+use crate::script::loader;
+use crate::ucwa::rels::{closest, is_known_rel, KNOWN_RELS, KNOWN_TYPES};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem: `file:line: severity: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {sev}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {sev}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// What `check` found, and what it loaded.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+    /// Scripts that loaded, with their subscription count.
+    pub loaded: Vec<(String, usize)>,
+}
+
+impl Report {
+    pub fn errors(&self) -> usize {
+        self.problems.iter().filter(|p| p.severity == Severity::Error).count()
+    }
+}
+
+/// Checks every script of the configuration's scripts directory.
+pub fn check(config: &Config) -> Report {
+    let mut report = Report::default();
+    let dir = config.scripts_dir();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| crate::script::is_script_file(p)).collect(),
+        Err(e) => {
+            report.problems.push(Problem {
+                severity: Severity::Error,
+                file: config.path.clone(),
+                line: None,
+                message: format!("`scripts.dir`: cannot read {}: {e}", dir.display()),
+            });
+            return report;
+        }
+    };
+    files.sort();
+    let env = Arc::new(super::offline_env(script_settings(config), true, false));
+    for file in files {
+        match loader::load(&file, 1, &env) {
+            Err(e) => {
+                // The message starts with `name.lua:LINE:` when Lua knows the line.
+                let line = line_of(&e.message);
+                report.problems.push(Problem { severity: Severity::Error, file: file.clone(), line, message: e.message.clone() });
+            }
+            Ok(loaded) => {
+                let subs = loaded.subscriptions().map(|s| s.snapshot()).unwrap_or_default();
+                for sub in subs.iter() {
+                    if !is_known_rel(&sub.rel) {
+                        let hint = closest(&sub.rel, KNOWN_RELS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                        report.problems.push(Problem {
+                            severity: Severity::Warning,
+                            file: file.clone(),
+                            line: sub.line,
+                            message: format!("agent.on: `{}` is not an event rel UCWA sends{hint}; this handler will never run", sub.rel),
+                        });
+                    }
+                    if let Some(kind) = sub.kind.as_deref().filter(|k| !KNOWN_TYPES.contains(k)) {
+                        let hint = closest(kind, KNOWN_TYPES).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+                        report.problems.push(Problem {
+                            severity: Severity::Warning,
+                            file: file.clone(),
+                            line: sub.line,
+                            message: format!("agent.on: `{kind}` is not an event type{hint}"),
+                        });
+                    }
+                }
+                report.loaded.push((loaded.ctx.name.to_string(), subs.len()));
+            }
+        }
+    }
+    report
+}
+
+/// `12` from `call_log.lua:12: …` (or `syntax error: call_log.lua:12: …`).
+fn line_of(message: &str) -> Option<usize> {
+    let at = message.find(".lua:")? + ".lua:".len();
+    let digits: String = message[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}

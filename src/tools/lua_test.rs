@@ -1,0 +1,389 @@
+//! `ucwa-agent test [DIR]`: runs `*_test.lua` files. Each file gets its own sandboxed state
+//! with the `agent` API (offline: nothing is sent, the clock is manual) and a `test` table:
+//!
+//! ```lua
+//! test.load("missed_calls.lua")                 -- the script under test, beside the test file
+//! test.case("logs a missed call", function()
+//!   local e = test.event("audioVideoInvitation", "completed",
+//!     {status = "Failure", reason = {subcode = "Missed"}, resource = {direction = "Incoming"}})
+//!   test.dispatch(e)                              -- runs the matching handlers; raises on error
+//!   local logs = test.logs()                      -- log lines since the last call
+//!   test.eq(logs[1].message, "missed call")
+//!   test.answer("GET", e.href, 200, {state = "Connected"})   -- a canned agent.ucwa answer
+//!   test.advance(60000)                           -- the clock, and timers that fall due
+//!   test.eq(#test.requests(), 0)                  -- requests since the last call
+//! end)
+//! ```
+//!
+//! Output is TAP; the run fails when any case or file fails.
+
+use super::offline_env;
+use crate::script::api::{self, ScriptCtx, Subscriptions};
+use crate::script::offline::{Canned, OfflineNet};
+use crate::script::timers::Timers;
+use crate::script::{interop, loader, sandbox, Net, ScriptEnv, ScriptOutput, ScriptSettings};
+use crate::ucwa::{batch, Event, Origin};
+use mlua::{chunk::ChunkMode, Function, Lua, LuaSerdeExt, Table, Value};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Hrefs of test events are on this origin.
+pub const TEST_ORIGIN: &str = "https://pool.test.invalid";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseResult {
+    pub name: String,
+    /// `None` when it passed; otherwise why it failed.
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileResult {
+    pub file: PathBuf,
+    pub cases: Vec<CaseResult>,
+    /// The file itself failed (syntax error, error outside a case).
+    pub error: Option<String>,
+}
+
+/// `*_test.lua` files in `dir`, sorted.
+pub fn find_tests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_test.lua") && !n.starts_with('.')))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// What one test file's state shares with the Rust side.
+struct Harness {
+    env: Arc<ScriptEnv>,
+    net: Arc<OfflineNet>,
+    dir: PathBuf,
+    logs: Mutex<broadcast::Receiver<ScriptOutput>>,
+    events: Mutex<HashMap<u64, Arc<Event>>>,
+    seq: Mutex<u64>,
+    cases: Mutex<Vec<CaseResult>>,
+}
+
+/// Runs one test file.
+pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
+    let mut result = FileResult { file: file.to_path_buf(), cases: Vec::new(), error: None };
+    let env = Arc::new(offline_env(settings, false, false));
+    let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
+    let source = match std::fs::read(file) {
+        Ok(s) => s,
+        Err(e) => {
+            result.error = Some(format!("{}: {e}", file.display()));
+            return result;
+        }
+    };
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
+    let name = stem.strip_suffix("_test").unwrap_or(stem).to_string();
+    let harness = Arc::new(Harness {
+        logs: Mutex::new(env.output.subscribe()),
+        env: env.clone(),
+        net,
+        dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        events: Mutex::default(),
+        seq: Mutex::new(0),
+        cases: Mutex::default(),
+    });
+    let lua = match state(&name, &env, &harness) {
+        Ok(l) => l,
+        Err(e) => {
+            result.error = Some(format!("cannot set up the test state: {e}"));
+            return result;
+        }
+    };
+    let chunk = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(b) = sandbox::budget(&lua) {
+        b.arm(&env.settings().limits);
+    }
+    let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
+    if let Err(e) = run.await {
+        result.error = Some(loader::describe(&e));
+    }
+    result.cases = std::mem::take(&mut *harness.cases.lock().unwrap_or_else(|p| p.into_inner()));
+    if result.cases.is_empty() && result.error.is_none() {
+        result.error = Some("no test.case in this file".into());
+    }
+    result
+}
+
+fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua> {
+    let lua = sandbox::new_state(&env.settings().limits)?;
+    api::register(&lua, &ScriptCtx { name: Arc::from(name), version: 1, env: env.clone() })?;
+    let t = lua.create_table()?;
+    let hh = h.clone();
+    t.set(
+        "load",
+        lua.create_function(move |lua, path: String| {
+            let full = hh.dir.join(&path);
+            let src = std::fs::read(&full).map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
+            let chunk = full.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(path);
+            lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).exec()
+        })?,
+    )?;
+    let hh = h.clone();
+    t.set("event", lua.create_function(move |lua, (rel, kind, fields): (String, String, Option<Table>)| event(lua, &hh, &rel, &kind, fields))?)?;
+    let hh = h.clone();
+    t.set(
+        "dispatch",
+        lua.create_async_function(move |lua, ev: Table| {
+            let hh = hh.clone();
+            async move {
+                let seq: u64 = ev.get("seq")?;
+                let event = hh.events.lock().unwrap_or_else(|p| p.into_inner()).get(&seq).cloned();
+                let event = event.ok_or_else(|| mlua::Error::runtime("test.dispatch: pass an event made by test.event"))?;
+                hh.net.learn(&event.href, event.resource(), event.kind == "deleted");
+                let subs = lua.app_data_ref::<Subscriptions>().map(|s| s.snapshot()).unwrap_or_default();
+                for sub in subs.iter().filter(|s| s.matches(&event.rel, &event.kind)) {
+                    sub.func.call_async::<()>(ev.clone()).await?;
+                }
+                Ok(())
+            }
+        })?,
+    )?;
+    let hh = h.clone();
+    t.set(
+        "advance",
+        lua.create_async_function(move |lua, ms: i64| {
+            let hh = hh.clone();
+            async move {
+                hh.env.clock.advance(ms);
+                let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
+                for f in due {
+                    f.call_async::<()>(()).await?;
+                }
+                Ok(())
+            }
+        })?,
+    )?;
+    let hh = h.clone();
+    t.set(
+        "answer",
+        lua.create_function(move |lua, (method, target, status, body): (String, String, u16, Value)| {
+            let body: serde_json::Value = lua.from_value(body)?;
+            hh.net.can(&method, &target, Canned { status, body });
+            Ok(())
+        })?,
+    )?;
+    let hh = h.clone();
+    t.set(
+        "requests",
+        lua.create_function(move |lua, ()| {
+            let list = lua.create_table()?;
+            for (i, r) in hh.net.take_requests().into_iter().enumerate() {
+                let t = lua.create_table()?;
+                t.set("via", r.via)?;
+                t.set("method", r.method)?;
+                t.set("url", r.url)?;
+                if let Some(b) = r.body {
+                    let decoded = serde_json::from_str::<serde_json::Value>(&b).ok();
+                    match decoded {
+                        Some(v) => t.set("body", lua.to_value(&v)?)?,
+                        None => t.set("body", b)?,
+                    }
+                }
+                list.set(i + 1, t)?;
+            }
+            Ok(list)
+        })?,
+    )?;
+    let hh = h.clone();
+    t.set(
+        "logs",
+        lua.create_function(move |lua, ()| {
+            let list = lua.create_table()?;
+            let mut rx = hh.logs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut n = 0;
+            while let Ok(o) = rx.try_recv() {
+                if let ScriptOutput::Log { level, message, fields, .. } = o {
+                    n += 1;
+                    let t = lua.create_table()?;
+                    t.set("level", level)?;
+                    t.set("message", message)?;
+                    if let Some(f) = fields {
+                        t.set("fields", lua.to_value(&f)?)?;
+                    }
+                    list.set(n, t)?;
+                }
+            }
+            Ok(list)
+        })?,
+    )?;
+    let hh = h.clone();
+    t.set(
+        "case",
+        lua.create_async_function(move |lua, (name, f): (String, Function)| {
+            let hh = hh.clone();
+            async move {
+                if let Some(b) = sandbox::budget(&lua) {
+                    b.arm(&hh.env.settings().limits);
+                }
+                let failure = f.call_async::<()>(()).await.err().map(|e| loader::describe(&e));
+                hh.cases.lock().unwrap_or_else(|p| p.into_inner()).push(CaseResult { name, failure });
+                Ok(())
+            }
+        })?,
+    )?;
+    t.set(
+        "same",
+        lua.create_function(|lua, (a, b): (Value, Value)| {
+            let a = integral(lua.from_value(a)?);
+            let b = integral(lua.from_value(b)?);
+            Ok((a == b, a.to_string(), b.to_string()))
+        })?,
+    )?;
+    lua.globals().set("test", t)?;
+    lua.load(ASSERTIONS).set_name("=test").exec()?;
+    Ok(lua)
+}
+
+/// Whole floats as integers, as Lua compares them (`90.0 == 90`).
+fn integral(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => J::from(f as i64),
+            _ => J::Number(n),
+        },
+        J::Array(a) => J::Array(a.into_iter().map(integral).collect()),
+        J::Object(o) => J::Object(o.into_iter().map(|(k, v)| (k, integral(v))).collect()),
+        other => other,
+    }
+}
+
+/// Assertions in Lua, so a failure points at the test's own line.
+const ASSERTIONS: &str = r#"
+function test.eq(actual, expected, msg)
+  local same, a, e = test.same(actual, expected)
+  if not same then error((msg and (msg .. ": ") or "") .. "expected " .. e .. ", got " .. a, 2) end
+end
+function test.ok(value, msg)
+  if not value then error(msg or "expected a true value", 2) end
+end
+function test.fails(f, pattern, msg)
+  local ok, err = pcall(f)
+  if ok then error((msg and (msg .. ": ") or "") .. "expected an error", 2) end
+  if pattern and not tostring(err):find(pattern) then
+    error((msg and (msg .. ": ") or "") .. "error " .. tostring(err) .. " does not match " .. pattern, 2)
+  end
+end
+"#;
+
+/// The default href of a test event, by rel, inside conversation `c`.
+fn default_href(rel: &str, c: &str) -> String {
+    let app = "/ucwa/oauth/v1/applications/1";
+    let conv = format!("{app}/communication/conversations/{c}");
+    match rel {
+        "conversation" => conv,
+        "audioVideo" => format!("{conv}/audioVideo"),
+        "audioVideoSession" => format!("{conv}/audioVideo/audioVideoSession"),
+        "audioVideoInvitation" => format!("{app}/communication/audioVideoInvitations/{c}"),
+        "participant" | "localParticipant" => format!("{conv}/participants/{c}"),
+        "me" => format!("{app}/me"),
+        "communication" => format!("{app}/communication"),
+        other => format!("{app}/{other}"),
+    }
+}
+
+fn default_sender(rel: &str) -> &'static str {
+    match rel {
+        "audioVideo" | "participant" | "localParticipant" | "messaging" => "conversation",
+        "me" | "presence" | "note" | "location" => "me",
+        "agent" => "agent",
+        _ => "communication",
+    }
+}
+
+/// `test.event(rel, type, {href, title, resource, status, reason, sender, conversation})`.
+fn event(lua: &Lua, h: &Harness, rel: &str, kind: &str, fields: Option<Table>) -> mlua::Result<Table> {
+    let f = |k: &str| -> mlua::Result<Option<serde_json::Value>> {
+        match &fields {
+            Some(t) => match t.get::<Value>(k)? {
+                Value::Nil => Ok(None),
+                v => Ok(Some(lua.from_value(v)?)),
+            },
+            None => Ok(None),
+        }
+    };
+    let conversation = match f("conversation")? {
+        Some(serde_json::Value::String(s)) => s,
+        Some(v) => v.to_string(),
+        None => "1".to_string(),
+    };
+    let href = match f("href")? {
+        Some(serde_json::Value::String(s)) => s,
+        _ => default_href(rel, &conversation),
+    };
+    let sender = match f("sender")? {
+        Some(serde_json::Value::String(s)) => s,
+        _ => default_sender(rel).to_string(),
+    };
+    let sender_href = if sender == "conversation" { default_href("conversation", &conversation) } else { default_href(&sender, &conversation) };
+    let mut link = serde_json::json!({"rel": rel, "href": href});
+    if let Some(t) = f("title")? {
+        link["title"] = t;
+    }
+    let mut e = serde_json::json!({"link": link, "type": kind});
+    if let Some(r) = f("resource")? {
+        e["_embedded"] = serde_json::json!({ rel: r });
+    }
+    for k in ["status", "reason"] {
+        if let Some(v) = f(k)? {
+            e[k] = v;
+        }
+    }
+    let body = serde_json::json!({"_links": {"next": {"href": "/events?ack=2"}}, "sender": [{"rel": sender, "href": sender_href, "events": [e]}]});
+    let origin = Origin::of(&url::Url::parse(TEST_ORIGIN).expect("a valid URL"));
+    let mut ev = batch::parse(body.to_string().as_bytes(), &origin).map_err(mlua::Error::runtime)?.events.remove(0);
+    let seq = {
+        let mut s = h.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *s += 1;
+        *s
+    };
+    ev.seq = seq;
+    let ev = Arc::new(ev);
+    h.events.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, ev.clone());
+    interop::event_table(lua, &ev)
+}
+
+/// TAP text for the results, and (passed, failed) counts (a failed file counts as one failure).
+pub fn tap(results: &[FileResult]) -> (String, usize, usize) {
+    let mut out = String::from("TAP version 13\n");
+    let (mut n, mut passed, mut failed) = (0, 0, 0);
+    for r in results {
+        let _ = writeln!(out, "# {}", r.file.display());
+        for c in &r.cases {
+            n += 1;
+            match &c.failure {
+                None => {
+                    passed += 1;
+                    let _ = writeln!(out, "ok {n} - {}", c.name);
+                }
+                Some(why) => {
+                    failed += 1;
+                    let _ = writeln!(out, "not ok {n} - {}", c.name);
+                    for line in why.lines() {
+                        let _ = writeln!(out, "#   {line}");
+                    }
+                }
+            }
+        }
+        if let Some(e) = &r.error {
+            n += 1;
+            failed += 1;
+            let _ = writeln!(out, "not ok {n} - {}", r.file.display());
+            for line in e.lines() {
+                let _ = writeln!(out, "#   {line}");
+            }
+        }
+    }
+    let _ = writeln!(out, "1..{n}");
+    (out, passed, failed)
+}

@@ -1,0 +1,153 @@
+//! `ucwa-agent replay FILE [--script NAME]`: feeds a recorded file (one batch JSON per line, as
+//! `record` writes it, or documentation samples put one per line) through the scripts offline,
+//! and prints what each script did: the events it handled, its log lines, the requests it would
+//! have sent, and its `agent.state` after each change.
+//!
+//! Offline means: `agent.ucwa.get(href)` answers the latest resource the file's events embedded
+//! for that href (200) or 404; other `agent.ucwa` calls and every `agent.http.request` are not
+//! sent, answered 204 / 200, and printed as "would send". `agent.now()` starts at
+//! 2026-01-01T00:00:00Z and moves one second per batch; timers fire when that clock passes them.
+//! The same file gives the same output.
+
+use super::offline_env;
+use crate::agent::script_settings;
+use crate::config::Config;
+use crate::script::{Net, ScriptHost, ScriptOutput};
+use crate::ucwa::{batch, Origin};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Relative hrefs in a recording are resolved against this origin.
+pub const REPLAY_ORIGIN: &str = "https://pool.replay.invalid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: `scripts.dir`: no script named `{name}` in {}", file.display(), dir.display())]
+    NoSuchScript { file: PathBuf, name: String, dir: PathBuf },
+}
+
+/// What a replay printed, and whether the file or a script had errors.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub output: String,
+    /// `FILE:LINE: …` for each line that is not a batch.
+    pub bad_lines: Vec<String>,
+    /// Scripts that failed to load.
+    pub load_errors: Vec<String>,
+}
+
+/// One batch of the file.
+struct Line {
+    body: Vec<u8>,
+}
+
+fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Line>, ReplayError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ReplayError::Read { path: file.to_path_buf(), source })?;
+    let origin = origin();
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.trim_start_matches('\u{feff}').trim();
+        if raw.is_empty() {
+            continue;
+        }
+        match batch::parse(raw.as_bytes(), &origin) {
+            Ok(_) => lines.push(Line { body: raw.as_bytes().to_vec() }),
+            Err(e) => bad.push(format!("{}:{}: not an event-channel batch: {e}", file.display(), i + 1)),
+        }
+    }
+    Ok(lines)
+}
+
+fn origin() -> Origin {
+    Origin::of(&url::Url::parse(REPLAY_ORIGIN).expect("a valid URL"))
+}
+
+/// Replays `file` through every script of the configuration (or only `only`).
+/// `progress(done, total)` is called every 1,000 batches.
+pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: &dyn Fn(usize, usize)) -> Result<Replayed, ReplayError> {
+    let mut out = Replayed::default();
+    let lines = read_batches(file, &mut out.bad_lines)?;
+    let dir = config.scripts_dir();
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|source| ReplayError::Read { path: dir.clone(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| crate::script::is_script_file(p))
+        .filter(|p| only.is_none_or(|n| p.file_stem().and_then(|s| s.to_str()) == Some(n)))
+        .collect();
+    scripts.sort();
+    if let (Some(name), true) = (only, scripts.is_empty()) {
+        return Err(ReplayError::NoSuchScript { file: config.path.clone(), name: name.to_string(), dir });
+    }
+    for script in scripts {
+        replay_one(config, &script, &lines, &mut out, progress).await;
+    }
+    Ok(out)
+}
+
+async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
+    let env = offline_env(script_settings(config), true, true);
+    let (clock, net) = (env.clock.clone(), env.net.clone());
+    let dir = script.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let host = ScriptHost::with_env(dir, env);
+    let mut rx = host.subscribe();
+    // Collect concurrently: a long replay produces more output than the stream buffers.
+    let collector = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(o) = rx.recv().await {
+            all.push(o);
+        }
+        all
+    });
+    let name = script.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+    let _ = writeln!(out.output, "== {name} ({})", script.display());
+    if let Err(e) = host.load_file(script).await {
+        let _ = writeln!(out.output, "  not loaded: {}", e.message);
+        out.load_errors.push(e.to_string());
+        return;
+    }
+    let origin = origin();
+    let mut seq = 0u64;
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 && i % 1000 == 0 {
+            progress(i, lines.len());
+        }
+        clock.advance(1000);
+        let Ok(b) = batch::parse(&line.body, &origin) else { continue };
+        for mut ev in b.events {
+            seq += 1;
+            ev.seq = seq;
+            if let Net::Offline(net) = &net {
+                net.learn(&ev.href, ev.resource(), ev.kind == "deleted");
+            }
+            host.dispatch(Arc::new(ev));
+        }
+        // The next batch comes when this one is done: handlers see the clock and the
+        // resources as of their own batch.
+        host.barrier().await;
+    }
+    progress(lines.len(), lines.len());
+    host.shutdown(Duration::from_secs(60)).await;
+    drop(host);
+    let all = collector.await.unwrap_or_default();
+    for o in all {
+        let line = match o {
+            ScriptOutput::Event { seq, rel, kind, href, .. } => format!("#{seq} {rel} {kind} {href}"),
+            ScriptOutput::Log { level, message, fields, .. } => match fields {
+                Some(f) => format!("  {level}: {message} {f}"),
+                None => format!("  {level}: {message}"),
+            },
+            ScriptOutput::Request { via, method, url, body, .. } => {
+                format!("  would send ({via}): {method} {url}{}", body.map(|b| format!(" {b}")).unwrap_or_default())
+            }
+            ScriptOutput::State { json, .. } => format!("  state: {json}"),
+            ScriptOutput::HandlerError { error, .. } => format!("  error: {}", error.lines().next().unwrap_or("")),
+            ScriptOutput::Paused { failures, .. } => format!("  paused after {failures} consecutive failures"),
+            ScriptOutput::Loaded { .. } | ScriptOutput::LoadFailed { .. } | ScriptOutput::Unloaded { .. } => continue,
+        };
+        let _ = writeln!(out.output, "{line}");
+    }
+}

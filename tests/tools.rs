@@ -1,0 +1,163 @@
+//! The script authors' commands, run as a user runs them: the binary, real files.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn agent(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn project(scripts: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[scripts]\ndir = \"scripts\"\nhttp_allow = [\"hooks.example.com\"]\n").unwrap();
+    for (name, src) in scripts {
+        std::fs::write(dir.path().join("scripts").join(name), src).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_shipped_script_tests_and_example_tests_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["scripts", "examples"] {
+        let o = agent(&["test", dir], root);
+        let t = text(&o);
+        assert!(o.status.success(), "{dir}: {t}");
+        assert!(t.starts_with("TAP version 13") && t.contains(" passed, 0 failed") && !t.contains("not ok"), "{t}");
+    }
+}
+
+#[test]
+fn a_failing_test_fails_the_run_and_says_where() {
+    let p = project(&[
+        ("rule.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end)\n"),
+        ("rule_test.lua", "test.load('rule.lua')\ntest.case('wrong', function()\n  test.dispatch(test.event('audioVideoSession', 'added'))\n  test.eq(test.logs()[1].message, 'bye')\nend)\ntest.case('right', function() test.ok(true) end)\n"),
+    ]);
+    let o = agent(&["test"], p.path());
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("not ok 1 - wrong") && t.contains("rule_test.lua:4: expected \"bye\", got \"hi\"") && t.contains("ok 2 - right"), "{t}");
+    assert!(t.contains("1 passed, 1 failed"), "{t}");
+}
+
+#[test]
+fn check_reports_each_problem_with_file_and_line() {
+    let p = project(&[
+        ("good.lua", "agent.on('audioVideoSession', function(e) end)\n"),
+        ("typo.lua", "-- a typo in the rel\n\nagent.on('audioVideoSesion', 'added', function(e) end)\nagent.on('conversation', 'removed', function(e) end)\n"),
+        ("broken.lua", "agent.on('conversation', function(e)\n  if then\nend)\n"),
+        ("boom.lua", "local t = nil\nprint(t.x)\n"),
+        ("helper_test.lua", "this file is a test, not a script"),
+    ]);
+    let o = agent(&["check"], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("scripts/broken.lua:2: error: syntax error: broken.lua:2:"), "{t}");
+    assert!(t.contains("scripts/boom.lua:2: error: boom.lua:2: attempt to index a nil value"), "{t}");
+    assert!(t.contains("scripts/typo.lua:3: warning: agent.on: `audioVideoSesion` is not an event rel UCWA sends (did you mean `audioVideoSession`?)"), "{t}");
+    assert!(t.contains("scripts/typo.lua:4: warning: agent.on: `removed` is not an event type"), "{t}");
+    assert!(t.contains("ok: good (1 subscription)") && !t.contains("helper_test"), "{t}");
+    assert!(t.contains("2 script(s) loaded, 2 error(s), 2 warning(s)"), "{t}");
+
+    let clean = project(&[("good.lua", "agent.on('audioVideoSession', function(e) end)\n")]);
+    assert!(agent(&["check"], clean.path()).status.success());
+    std::fs::write(clean.path().join("config.toml"), "[scripts]\ndri = \"x\"\n").unwrap();
+    let o = agent(&["check"], clean.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("config.toml") && text(&o).contains("unknown field `dri`"), "{}", text(&o));
+}
+
+const REPLAYED: &str = r#"
+agent.on("audioVideoSession", function(e)
+  agent.state.n = (agent.state.n or 0) + 1
+  agent.log.info(e.type .. " at " .. agent.now())
+  if e.type == "added" then
+    agent.http.request{method = "POST", url = "https://hooks.example.com/call", body = {href = e.href}}
+    local r = agent.ucwa.get(e.href)
+    agent.log.info("GET " .. r.status)
+  end
+end)
+"#;
+
+#[test]
+fn replay_is_deterministic_and_reports_bad_lines() {
+    let p = project(&[("replayed.lua", REPLAYED), ("quiet.lua", "agent.on('me', function(e) end)\n")]);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
+    let first = agent(&["replay", samples.to_str().unwrap()], p.path());
+    let t = text(&first);
+    assert!(first.status.success(), "{t}");
+    let expected_start = "== quiet (";
+    assert!(t.starts_with(expected_start), "scripts in name order: {t}");
+    assert!(t.contains("#2 audioVideoSession added https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137/audioVideo/audioVideoSession"), "{t}");
+    assert!(t.contains("  info: added at 1767225602000"), "the clock moves one second per batch: {t}");
+    assert!(t.contains("  would send (http): POST https://hooks.example.com/call {\"href\":"), "{t}");
+    assert!(t.contains("  info: GET 404"), "no embedded resource in the samples: {t}");
+    assert!(t.contains("  state: {\"n\":3}"), "{t}");
+    let second = agent(&["replay", samples.to_str().unwrap()], p.path());
+    assert_eq!(first.stdout, second.stdout, "same file, same output");
+    let only = agent(&["replay", samples.to_str().unwrap(), "--script", "quiet"], p.path());
+    assert!(!text(&only).contains("replayed"), "{}", text(&only));
+
+    let bad = p.path().join("bad.jsonl");
+    let mut lines = std::fs::read_to_string(&samples).unwrap();
+    lines.push_str("{\"_links\": {\"self\"\n\n[1,2]\n");
+    std::fs::write(&bad, lines).unwrap();
+    let o = agent(&["replay", bad.to_str().unwrap()], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("bad.jsonl:6: not an event-channel batch") && t.contains("bad.jsonl:8: not an event-channel batch"), "{t}");
+    let missing = agent(&["replay", "nowhere.jsonl"], p.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("nowhere.jsonl"), "{}", text(&missing));
+    let unknown = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_then_replay_a_real_session() {
+    let sim = start_sim(sim_config()).await;
+    let p = project(&[("replayed.lua", REPLAYED)]);
+    std::fs::write(
+        p.path().join("config.toml"),
+        config_text(&sim, &p.path().join("scripts"), "http_allow = [\"hooks.example.com\"]"),
+    )
+    .unwrap();
+    let recording = p.path().join("session.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+        .args(["record", recording.to_str().unwrap()])
+        .current_dir(p.path())
+        .env(PASSWORD_ENV, "demo")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_available(&sim).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sim.end_call(c);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+    let recorded = std::fs::read_to_string(&recording).unwrap();
+    assert!(recorded.lines().count() >= 3 && recorded.lines().all(|l| l.starts_with('{')), "{recorded}");
+    let o = agent(&["replay", recording.to_str().unwrap()], p.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("audioVideoSession added https://pool.replay.invalid/ucwa/oauth/v1/applications/"), "{t}");
+    assert!(t.contains("  info: GET 200"), "the embedded session answers agent.ucwa.get: {t}");
+    assert!(t.contains("audioVideoSession deleted"), "{t}");
+}

@@ -1,0 +1,204 @@
+---@meta
+-- LuaLS type definitions for ucwa-agent scripts (editors pick them up through .luarc.json).
+-- Keep in step with README.md ("The agent API") and src/script/api*.rs.
+
+---@class AgentSender
+---@field rel string   sender rel: "communication", "conversation", "me", …
+---@field href string  the sender's href, absolute
+
+---@class AgentEvent
+---@field rel string            link.rel: "audioVideoSession", "audioVideoInvitation", …, or "agent"
+---@field type string           "added"|"updated"|"deleted"|"started"|"completed" (agent: "signedIn"|"signedOut"|"resync")
+---@field href string           the resource's href, absolute
+---@field title string|nil      link.title, when sent
+---@field sender AgentSender
+---@field conversation string|nil  the enclosing conversation's href
+---@field status string|nil     "Success"|"Failure" on completed operations
+---@field reason table|nil      {code, subcode, message} of a failed operation
+---@field resource table|nil    the embedded resource, when sent
+---@field seq integer           delivery number, increasing in channel order
+---@field raw table             the event exactly as received
+
+---@class AgentHandle
+---@field id integer
+---@field rel string
+---@field type string|nil
+local AgentHandle = {}
+---Stops this subscription. Returns whether it was active.
+---@return boolean
+function AgentHandle:off() end
+
+---@class AgentTimer
+---@field id integer
+local AgentTimer = {}
+---Cancels the timer. Returns whether it was pending.
+---@return boolean
+function AgentTimer:cancel() end
+
+---@class AgentReply
+---@field status integer
+---@field body any       decoded JSON (agent.ucwa) or the body text (agent.http)
+---@field headers table<string, string>
+
+---@class AgentHttpRequest
+---@field method string|nil   default "GET"
+---@field url string
+---@field headers table<string, string>|nil
+---@field body table|string|nil  a table is sent as JSON
+---@field timeout number|nil  milliseconds (default: the handler limit)
+
+---@class AgentLog
+local AgentLog = {}
+---@param msg any
+---@param fields table|nil
+function AgentLog.debug(msg, fields) end
+---@param msg any
+---@param fields table|nil
+function AgentLog.info(msg, fields) end
+---@param msg any
+---@param fields table|nil
+function AgentLog.warn(msg, fields) end
+---@param msg any
+---@param fields table|nil
+function AgentLog.error(msg, fields) end
+
+---@class AgentUcwa
+local AgentUcwa = {}
+---@param href string
+---@return AgentReply
+function AgentUcwa.get(href) end
+---@param href string
+---@param body table|string|nil
+---@param content_type string|nil
+---@return AgentReply
+function AgentUcwa.post(href, body, content_type) end
+---@param href string
+---@param body table|string|nil
+---@param content_type string|nil
+---@return AgentReply
+function AgentUcwa.put(href, body, content_type) end
+---@param href string
+---@return AgentReply
+function AgentUcwa.delete(href) end
+
+---@class AgentHttp
+local AgentHttp = {}
+---@param request AgentHttpRequest
+---@return AgentReply
+function AgentHttp.request(request) end
+
+---@class AgentJson
+---@field null lightuserdata  JSON null, distinct from nil
+local AgentJson = {}
+---@param value any
+---@return string
+function AgentJson.encode(value) end
+---@param text string
+---@return any
+function AgentJson.decode(text) end
+---Marks a table as an array (an empty one encodes as []).
+---@param t table|nil
+---@return table
+function AgentJson.array(t) end
+
+---@class AgentScript
+---@field name string
+---@field version integer
+
+---@class Agent
+---@field log AgentLog
+---@field ucwa AgentUcwa
+---@field http AgentHttp
+---@field json AgentJson
+---@field state table    kept across reloads and restarts
+---@field config table   [scripts.config.<name>] from config.toml
+---@field script AgentScript
+agent = {}
+
+---Subscribes to events: agent.on(rel, fn) or agent.on(rel, type, fn); rel may be "*".
+---@overload fun(rel: string, handler: fun(e: AgentEvent)): AgentHandle
+---@param rel string
+---@param type string
+---@param handler fun(e: AgentEvent)
+---@return AgentHandle
+function agent.on(rel, type, handler) end
+
+---Calls fn once after ms milliseconds.
+---@param ms number
+---@param fn fun()
+---@return AgentTimer
+function agent.after(ms, fn) end
+
+---Calls fn every ms milliseconds (at least 10).
+---@param ms number
+---@param fn fun()
+---@return AgentTimer
+function agent.every(ms, fn) end
+
+---Runs fn before this version of the script is replaced or removed.
+---@param fn fun()
+function agent.on_unload(fn) end
+
+---Milliseconds since the Unix epoch.
+---@return integer
+function agent.now() end
+
+-- In *_test.lua files (ucwa-agent test):
+
+---@class TestLog
+---@field level string
+---@field message string
+---@field fields table|nil
+
+---@class TestRequest
+---@field via string   "ucwa" or "http"
+---@field method string
+---@field url string
+---@field body any
+
+---@class Test
+test = {}
+---Runs a script file (relative to the test file) in this test's state.
+---@param path string
+function test.load(path) end
+---Builds an event; fields: href, title, resource, status, reason, sender, conversation.
+---@param rel string
+---@param type string
+---@param fields table|nil
+---@return AgentEvent
+function test.event(rel, type, fields) end
+---Runs the handlers that match the event; raises if one fails.
+---@param event AgentEvent
+function test.dispatch(event) end
+---Moves the clock forward and runs the timers that fall due.
+---@param ms integer
+function test.advance(ms) end
+---A canned answer for agent.ucwa / agent.http (method and the exact href or URL the script uses).
+---@param method string
+---@param target string
+---@param status integer
+---@param body any
+function test.answer(method, target, status, body) end
+---The requests scripts made since the last call.
+---@return TestRequest[]
+function test.requests() end
+---The log lines since the last call.
+---@return TestLog[]
+function test.logs() end
+---A named test case.
+---@param name string
+---@param fn fun()
+function test.case(name, fn) end
+---Deep equality (numbers compare as Lua does).
+---@param actual any
+---@param expected any
+---@param msg string|nil
+function test.eq(actual, expected, msg) end
+---@param value any
+---@param msg string|nil
+function test.ok(value, msg) end
+---Expects fn to raise; pattern (optional) must match the error.
+---@param fn fun()
+---@param pattern string|nil
+---@param msg string|nil
+function test.fails(fn, pattern, msg) end
