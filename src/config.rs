@@ -262,8 +262,8 @@ impl Config {
             }
         }
         let sim = &self.simulator;
-        if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 6000.0) {
-            return Err(self.invalid("simulator.calls_per_minute", "expected 0 to 6000"));
+        if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 60000.0) {
+            return Err(self.invalid("simulator.calls_per_minute", "expected 0 to 60000"));
         }
         if !(sim.ring_secs >= 0.0 && sim.ring_secs <= 300.0) {
             return Err(self.invalid("simulator.ring_secs", "expected 0 to 300 seconds"));

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// What a script's task is asked to do, in order.
 pub(crate) enum Msg {
@@ -220,7 +221,12 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
         b.arm(limits);
     }
     let started = Instant::now();
-    let mut call = std::pin::pin!(f.call_async::<()>(arg));
+    // Log lines a handler writes carry its event: script, rel, type, seq.
+    let span = match ev {
+        Some(e) => tracing::info_span!("event", script = %p.name, rel = %e.rel, r#type = %e.kind, seq = e.seq),
+        None => tracing::info_span!("call", script = %p.name, what),
+    };
+    let mut call = std::pin::pin!(f.call_async::<()>(arg).instrument(span));
     // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
     // per call costs more than a trivial handler). The hook bounds CPU time either way.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
