@@ -198,9 +198,9 @@ async fn the_shipped_scripts_and_examples_work() {
     assert_eq!(message, "missed call");
     let fields = fields.unwrap();
     assert_eq!((fields["from"].as_str(), fields["reason"].as_str(), fields["missed_total"].as_i64()), (Some("sip:zoe@fabrikam.com"), Some("Missed"), Some(1)));
-    let (path, body) = hooks.recv().await.unwrap();
-    assert_eq!(path, "/hooks/calls");
-    assert!(body.contains("Incoming call from"), "{body}");
+    let hook = hooks.recv().await.unwrap();
+    assert_eq!(hook.path, "/hooks/calls");
+    assert!(hook.body.contains("Incoming call from"), "{}", hook.body);
     let call = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("call_log", 2).await, ["call started", "call changed"]);
     assert_eq!(agent.messages("in_a_call", 1).await, ["status in a call"], "read the session through agent.ucwa");
@@ -209,24 +209,6 @@ async fn the_shipped_scripts_and_examples_work() {
     let ScriptOutput::Log { fields, .. } = ended else { unreachable!() };
     assert!(fields.unwrap()["duration_s"].as_f64().unwrap() >= 0.0);
     agent.stop().await;
-}
-
-/// A webhook receiver on loopback: each request's path and body.
-async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let tx = tx.clone();
-        async move {
-            let path = req.uri().path().to_string();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
-            let _ = tx.send((path, String::from_utf8_lossy(&body).into_owned()));
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("127.0.0.1:{}", addr.port()), rx)
 }
 
 #[tokio::test]

@@ -145,14 +145,7 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     // A handler that waits on a server that never answers keeps shutdown busy.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let port = silent_server().await;
     write(
         dir.path(),
         "busy.lua",

@@ -3,30 +3,8 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
 use common::*;
-use tokio::sync::mpsc;
 use ucwa_agent::script::ScriptOutput;
-
-/// A webhook receiver on loopback: every request's method, path, content type and body.
-async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<(String, String, String, String)>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = axum::Router::new().fallback(
-        |State(tx): State<mpsc::UnboundedSender<(String, String, String, String)>>, headers: HeaderMap, req: axum::extract::Request| async move {
-            let method = req.method().to_string();
-            let path = req.uri().path().to_string();
-            let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
-            let _ = tx.send((method, path, ct, String::from_utf8_lossy(&body).into_owned()));
-            "{\"ok\":true}"
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app.with_state(tx)).await.unwrap() });
-    (format!("127.0.0.1:{}", addr.port()), rx)
-}
 
 #[tokio::test]
 async fn ucwa_calls_use_the_agents_session_and_stay_on_the_pool() {
@@ -83,24 +61,16 @@ end)
     let lines = agent.messages("hook", 2).await;
     assert_eq!(lines[0], "webhook 200 {\"ok\":true}");
     assert!(lines[1].starts_with("false ") && lines[1].contains("127.0.0.2 is not in scripts.http_allow"), "{}", lines[1]);
-    let (method, path, ct, body) = hooks.recv().await.unwrap();
-    assert_eq!((method.as_str(), path.as_str(), ct.as_str()), ("POST", "/notify", "application/json"));
-    assert_eq!(body, "{\"text\":\"call from sip:ann@fabrikam.com\"}");
+    let hook = hooks.recv().await.unwrap();
+    assert_eq!((hook.method.as_str(), hook.path.as_str(), hook.content_type.as_str()), ("POST", "/notify", "application/json"));
+    assert_eq!(hook.body, "{\"text\":\"call from sip:ann@fabrikam.com\"}");
     agent.stop().await;
 }
 
 #[tokio::test]
 async fn a_hanging_http_call_is_stopped_by_the_handler_time_limit() {
     let sim = start_sim(sim_config()).await;
-    // A server that accepts and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let port = silent_server().await;
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),

@@ -147,3 +147,45 @@ pub async fn wait_available(sim: &Simulator) {
 pub fn answered_call() -> CallSpec {
     CallSpec { ring_ms: Some(10), ..CallSpec::default() }
 }
+
+/// A server on loopback that accepts connections and never answers; returns its port.
+pub async fn silent_server() -> u16 {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// One request a webhook receiver got.
+#[derive(Debug)]
+pub struct Hook {
+    pub method: String,
+    pub path: String,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// A webhook receiver on loopback answering `{"ok":true}`; returns `host:port` and its requests.
+pub async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Hook>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let tx = tx.clone();
+        async move {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_string();
+            let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let _ = tx.send(Hook { method, path, content_type, body: String::from_utf8_lossy(&body).into_owned() });
+            "{\"ok\":true}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("127.0.0.1:{}", addr.port()), rx)
+}
