@@ -174,3 +174,24 @@ async fn config_tables_and_pausing_after_repeated_failures() {
     assert_eq!(agent.messages("flaky", 1).await, ["fixed"]);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_script_never_delays_polling_or_other_scripts() {
+    let sim = start_sim(sim_config()).await;
+    let port = silent_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Stuck for good on its first event (the limit is far away).
+    write(dir.path(), "slow.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
+    write(dir.path(), "fast.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added ' .. e.seq) end)\n");
+    let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    let polls_before = sim.counters()["polls"].as_u64().unwrap();
+    for _ in 0..3 {
+        let c = sim.start_call(answered_call()).unwrap();
+        assert!(agent.messages("fast", 1).await[0].starts_with("added "));
+        sim.end_call(c);
+        wait_available(&sim).await;
+    }
+    assert!(sim.counters()["polls"].as_u64().unwrap() >= polls_before + 3, "the channel kept polling");
+    agent.stop().await;
+}
