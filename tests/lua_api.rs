@@ -195,3 +195,21 @@ async fn a_slow_script_never_delays_polling_or_other_scripts() {
     assert!(sim.counters()["polls"].as_u64().unwrap() >= polls_before + 3, "the channel kept polling");
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn at_shutdown_scripts_get_signed_out_while_the_application_still_exists() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "bye.lua",
+        "agent.on('agent', 'signedIn', function(e) agent.state.app = e.resource.application end)\n\
+         agent.on('agent', 'signedOut', function(e) agent.log.info('bye ' .. agent.ucwa.get(agent.state.app).status) end)\n",
+    );
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let mut out = agent.out.resubscribe();
+    agent.stop().await;
+    let bye = expect(&mut out, "bye", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "bye")).await;
+    assert!(matches!(bye, ScriptOutput::Log { ref message, .. } if message == "bye 200"), "{bye:?}");
+    assert_eq!(sim.counters()["applications_deleted"], 1, "deleted after the scripts finished");
+}

@@ -222,6 +222,11 @@ impl Agent {
                 keepalive.abort();
                 match end {
                     Ok(ChannelEnd::Shutdown) => {
+                        // Polling has stopped. Scripts finish what they have (signedOut last),
+                        // still able to call UCWA; then the application goes.
+                        sink.synthetic("signedOut", json!({"reason": "shutdown"}));
+                        metrics.set_health(HealthState::Stopping, None);
+                        self.host.shutdown(SHUTDOWN_GRACE).await;
                         let deleted = tokio::time::timeout(Duration::from_secs(5), application::delete(&session, &app)).await;
                         match deleted {
                             Ok(Ok(())) => tracing::info!(application = %app.self_href, "application deleted"),
@@ -229,7 +234,6 @@ impl Agent {
                             Err(_) => tracing::warn!("deleting the application timed out"),
                         }
                         sink.set_position(None);
-                        sink.synthetic("signedOut", json!({"reason": "shutdown"}));
                         break 'sign_in;
                     }
                     Ok(ChannelEnd::ApplicationGone) => {
