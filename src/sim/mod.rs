@@ -8,6 +8,7 @@
 //! - `calls.rs`: audio/video call flows and the events they produce.
 //! - `generator.rs`: the demo's call generator.
 //! - `control.rs`: the `/sim/v1/` API that tests use (calls, faults, counters).
+//! - `form.rs`: urlencoded and multipart form bodies (the token endpoint).
 //! - `reply.rs`: responses with Content-Length, JSON content type and optional gzip.
 //!
 //! Every protocol rule followed here is in `PROTOCOL.md` (shared with the agent's developers).
@@ -16,6 +17,7 @@ mod calls;
 pub mod cli;
 mod channel;
 mod control;
+mod form;
 mod generator;
 mod reply;
 mod resources;

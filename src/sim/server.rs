@@ -229,9 +229,10 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
         ))
 }
 
-/// `POST /WebTicket/oauthtoken`: the password grant.
+/// `POST /WebTicket/oauthtoken`: the password grant (urlencoded or multipart form).
 fn token(shared: &Shared, req: &Req) -> Reply {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body).into_owned().collect();
+    let content_type = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let form = super::form::fields(content_type, &req.body);
     let oauth_error = |e: &str| Reply::json(StatusCode::BAD_REQUEST, &json!({ "error": e }));
     match form.get("grant_type").map(String::as_str) {
         Some("password") => {}
