@@ -86,7 +86,8 @@ pub struct Metrics {
     batches: AtomicU64,
     sign_ins: AtomicU64,
     token_renewals: AtomicU64,
-    events: Mutex<BTreeMap<(String, String), u64>>,
+    /// rel → type → count (nested so a lookup needs no allocation).
+    events: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     recoveries: Mutex<BTreeMap<&'static str, u64>>,
     scripts: Mutex<BTreeMap<String, ScriptFigures>>,
     delivery: Mutex<Histogram>,
@@ -120,6 +121,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A script's figures, allocating its name only the first time.
+fn script_entry<'a>(m: &'a mut BTreeMap<String, ScriptFigures>, script: &str) -> &'a mut ScriptFigures {
+    if !m.contains_key(script) {
+        m.insert(script.to_string(), ScriptFigures::default());
+    }
+    m.get_mut(script).expect("inserted above")
+}
+
 /// A label value with `\`, `"` and newlines escaped.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -135,10 +144,14 @@ impl Metrics {
         self.batches.fetch_add(1, Ordering::Relaxed);
         let mut m = lock(&self.events);
         for (rel, kind) in events {
-            match m.get_mut(&(rel.to_string(), kind.to_string())) {
+            let by_kind = match m.get_mut(rel) {
+                Some(k) => k,
+                None => m.entry(rel.to_string()).or_default(),
+            };
+            match by_kind.get_mut(kind) {
                 Some(n) => *n += 1,
                 None => {
-                    m.insert((rel.to_string(), kind.to_string()), 1);
+                    by_kind.insert(kind.to_string(), 1);
                 }
             }
         }
@@ -162,7 +175,7 @@ impl Metrics {
     pub fn handler(&self, script: &str, took: Duration, failed: bool, limit: bool, waited: Option<Duration>) {
         {
             let mut m = lock(&self.scripts);
-            let f = m.entry(script.to_string()).or_default();
+            let f = script_entry(&mut m, script);
             f.handler_calls += 1;
             f.handler_errors += failed as u64;
             f.limit_stops += limit as u64;
@@ -175,7 +188,7 @@ impl Metrics {
 
     pub fn reload(&self, script: &str, ok: bool) {
         let mut m = lock(&self.scripts);
-        let f = m.entry(script.to_string()).or_default();
+        let f = script_entry(&mut m, script);
         if ok {
             f.reloads_ok += 1;
         } else {
@@ -184,7 +197,7 @@ impl Metrics {
     }
 
     pub fn lua_memory(&self, script: &str, bytes: usize) {
-        lock(&self.scripts).entry(script.to_string()).or_default().lua_memory_bytes = bytes as u64;
+        script_entry(&mut lock(&self.scripts), script).lua_memory_bytes = bytes as u64;
     }
 
     pub fn set_health(&self, state: HealthState, error: Option<String>) {
@@ -214,8 +227,10 @@ impl Metrics {
         counter("ucwa_sign_ins_total", "Successful sign-ins.", self.sign_ins.load(Ordering::Relaxed));
         counter("ucwa_token_renewals_total", "Tokens obtained (first one included).", self.token_renewals.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP ucwa_events_total Events received, by rel and type.\n# TYPE ucwa_events_total counter");
-        for ((rel, kind), n) in lock(&self.events).iter() {
-            let _ = writeln!(out, "ucwa_events_total{{rel=\"{}\",type=\"{}\"}} {n}", esc(rel), esc(kind));
+        for (rel, kinds) in lock(&self.events).iter() {
+            for (kind, n) in kinds {
+                let _ = writeln!(out, "ucwa_events_total{{rel=\"{}\",type=\"{}\"}} {n}", esc(rel), esc(kind));
+            }
         }
         let _ = writeln!(out, "# HELP ucwa_recoveries_total Failures recovered from, by kind.\n# TYPE ucwa_recoveries_total counter");
         for (kind, n) in lock(&self.recoveries).iter() {
