@@ -5,6 +5,9 @@ pub mod backoff;
 pub mod channel;
 pub mod endpoints;
 pub mod keepalive;
+mod reload;
+
+pub use reload::Reloader;
 pub mod sink;
 
 use crate::config::{Config, Discover};
@@ -301,64 +304,6 @@ impl Agent {
         tracing::info!(application = %app.self_href, endpoint_id = %endpoint, "application ready");
         Ok((app, false))
     }
-}
-
-/// Applies a changed configuration file to the scripts; other keys need a restart.
-#[derive(Clone)]
-pub struct Reloader {
-    current: Arc<std::sync::Mutex<Config>>,
-    host: ScriptHost,
-}
-
-impl Reloader {
-    /// Reads the file again. A bad file is logged (file, key) and changes nothing. Otherwise
-    /// the `[scripts]` settings (limits, `http_allow`, `[scripts.config.*]`, pausing) apply and
-    /// every script is reloaded; a change elsewhere is logged as needing a restart.
-    pub async fn reload(&self) {
-        let path = self.current.lock().unwrap_or_else(|p| p.into_inner()).path.clone();
-        let new = match Config::load(&path) {
-            Ok(c) => c,
-            Err(error) => {
-                tracing::error!("configuration not reloaded, the running one stays: {error}");
-                return;
-            }
-        };
-        {
-            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            for key in restart_keys(&current, &new) {
-                tracing::warn!(key, "changed in the configuration; takes effect after a restart");
-            }
-            self.host.env().set_settings(script_settings(&new));
-            *current = new;
-        }
-        self.host.rescan().await;
-        tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
-    }
-}
-
-/// The keys whose change a reload cannot apply.
-fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut keys = Vec::new();
-    if differ(&old.server, &new.server) {
-        keys.push("server");
-    }
-    if differ(&old.auth, &new.auth) {
-        keys.push("auth");
-    }
-    if differ(&old.state, &new.state) {
-        keys.push("state");
-    }
-    if differ(&old.simulator, &new.simulator) {
-        keys.push("simulator");
-    }
-    if old.scripts.dir != new.scripts.dir {
-        keys.push("scripts.dir");
-    }
-    if old.scripts.watch != new.scripts.watch || old.scripts.reload_debounce_ms != new.scripts.reload_debounce_ms {
-        keys.push("scripts.watch / scripts.reload_debounce_ms");
-    }
-    keys
 }
 
 /// Waits out a backoff delay; false if shutdown came first.

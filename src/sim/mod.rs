@@ -4,6 +4,7 @@
 //! - `server.rs`: binding, the axum service and case-insensitive routing of every request.
 //! - `state.rs`: users, tokens, applications and calls behind one mutex.
 //! - `channel.rs`: one application's event channel (batches, acks, the held P-GET).
+//! - `poll.rs`: the event-channel request: injected faults, answer or park.
 //! - `resources.rs`: the JSON shapes of the documentation's samples, with this pool's hrefs.
 //! - `calls.rs`: audio/video call flows and the events they produce.
 //! - `generator.rs`: the demo's call generator.
@@ -19,6 +20,7 @@ mod channel;
 mod control;
 mod form;
 mod generator;
+mod poll;
 mod reply;
 mod resources;
 mod server;

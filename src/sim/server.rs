@@ -2,8 +2,8 @@
 //! segments, because UCWA clients may send any case (PROTOCOL.md §1).
 
 use super::calls::{self, CallCommand, CallSpec, Direction};
-use super::channel::{PollKind, PollStep, SimEvent};
-use super::reply::{self, Reply};
+use super::channel::SimEvent;
+use super::reply::Reply;
 use super::resources::{self, app_path};
 use super::state::{Counters, Fault, SimState};
 use super::{control, generator, SimConfig};
@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 /// What every request handler and call task shares.
 pub(crate) struct Shared {
@@ -277,7 +277,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         },
     };
     if rest == ["events"] && get {
-        return poll(shared, req, user, id).await;
+        return super::poll::poll(shared, req, user, id).await;
     }
     let now = Instant::now();
     let mut st = shared.state.lock().expect("sim state lock");
@@ -440,156 +440,4 @@ fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
 
 pub(crate) fn strip_bom(b: &[u8]) -> &[u8] {
     b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
-}
-
-/// Forgets a parked P-GET whose client went away (the handler future was dropped).
-struct ParkedGuard<'a> {
-    shared: &'a Shared,
-    app: u64,
-    waiter: u64,
-    armed: bool,
-}
-
-impl Drop for ParkedGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            if let Ok(mut st) = self.shared.state.lock() {
-                if let Some(app) = st.apps.get_mut(&self.app) {
-                    app.channel.abandon(self.waiter, Instant::now());
-                }
-            }
-        }
-    }
-}
-
-/// `GET events?ack=N[&timeout=S][&priority=P]`: the pending GET (PROTOCOL.md §4).
-async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u64) -> Answer {
-    Counters::bump(&shared.counters.polls);
-    let bad = |what: &str| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), what);
-    let Some(ack) = req.query.get("ack").and_then(|a| a.parse::<u64>().ok()) else {
-        return bad("ack must be a number.").into();
-    };
-    let priority = match req.query.get("priority").map(|p| p.parse::<i64>()) {
-        None => 0,
-        Some(Ok(p)) => p,
-        Some(Err(_)) => return bad("priority must be an integer.").into(),
-    };
-    let requested_timeout = match req.query.get("timeout").map(|t| t.parse::<u64>()) {
-        None => None,
-        Some(Ok(t)) => Some(Duration::from_secs(t).clamp(shared.config.min_poll_timeout, shared.config.max_poll_timeout)),
-        Some(Err(_)) => return bad("timeout must be a number of seconds.").into(),
-    };
-    let app_gone = || {
-        Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
-    };
-    let now = Instant::now();
-    let (step, timeout) = {
-        let mut st = shared.state.lock().expect("sim state lock");
-        st.expire_idle(&shared.config, now, &shared.counters);
-        if st.app_of(app_id, user).is_none() {
-            return app_gone().into();
-        }
-        let fault = st.faults.pop_front();
-        let app = st.app_of(app_id, user).expect("checked above");
-        app.last_seen = now;
-        if let Some(t) = requested_timeout {
-            app.channel.timeout = t;
-        }
-        if let Some(fault) = fault {
-            Counters::bump(&shared.counters.faults_applied);
-            tracing::info!(?fault, app = app_id, "simulator applies an injected fault");
-            match fault {
-                Fault::ServerError { status, retry_after } => {
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                    let code = if status == StatusCode::SERVICE_UNAVAILABLE { "ServiceUnavailable" } else { "ServiceFailure" };
-                    let mut r = Reply::error(status, code, None, "The service is temporarily unavailable.");
-                    if let Some(s) = retry_after {
-                        r = r.header(header::RETRY_AFTER, s.to_string());
-                    }
-                    return r.into();
-                }
-                Fault::TooManyRequests { retry_after } => {
-                    let mut r = Reply::error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", None, "Too many requests.");
-                    if let Some(s) = retry_after {
-                        r = r.header(header::RETRY_AFTER, s.to_string());
-                    }
-                    return r.into();
-                }
-                Fault::DropConnection => return Answer::Raw(reply::dropped_connection()),
-                Fault::MalformedBody => {
-                    return Reply::json_bytes(StatusCode::OK, bytes::Bytes::from_static(b"{\"_links\": {\"self\": {\"href\": \"/ucwa"))
-                        .into()
-                }
-                Fault::Resync => {
-                    Counters::bump(&shared.counters.resyncs);
-                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resync(ack, now)).into();
-                }
-                Fault::TokenExpiry | Fault::ApplicationGone => {} // applied when injected
-            }
-        }
-        (app.channel.poll(ack, priority, now), app.channel.timeout)
-    };
-    let (waiter, notify) = match step {
-        PollStep::Wait { waiter, notify } => (waiter, notify),
-        other => return answer_poll(shared, other),
-    };
-    let mut guard = ParkedGuard { shared, app: app_id, waiter, armed: true };
-    let deadline = Instant::now() + timeout;
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let finished = {
-            let mut st = shared.state.lock().expect("sim state lock");
-            match st.apps.get_mut(&app_id) {
-                None => {
-                    guard.armed = false;
-                    return app_gone().into();
-                }
-                Some(app) => app.channel.finish_wait(waiter, false, Instant::now()),
-            }
-        };
-        if let Some(step) = finished {
-            guard.armed = false;
-            return answer_poll(shared, step);
-        }
-        tokio::select! {
-            _ = &mut notified => continue,
-            _ = tokio::time::sleep_until(deadline) => {
-                guard.armed = false;
-                let mut st = shared.state.lock().expect("sim state lock");
-                return match st.apps.get_mut(&app_id) {
-                    None => app_gone().into(),
-                    Some(app) => {
-                        let step = app.channel.finish_wait(waiter, true, Instant::now()).expect("a timed-out wait always finishes");
-                        drop(st);
-                        answer_poll(shared, step)
-                    }
-                };
-            }
-        }
-    }
-}
-
-fn answer_poll(shared: &Shared, step: PollStep) -> Answer {
-    let c = &shared.counters;
-    match step {
-        PollStep::Answer(body, kind) => {
-            match kind {
-                PollKind::Batch(0) => Counters::bump(&c.empty_batches),
-                PollKind::Batch(n) => {
-                    Counters::bump(&c.batches);
-                    c.events.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                PollKind::Repeat => Counters::bump(&c.repeated_batches),
-                PollKind::Resync => Counters::bump(&c.resyncs),
-            }
-            Reply::json_bytes(StatusCode::OK, body).into()
-        }
-        PollStep::Replaced => {
-            Counters::bump(&c.pget_replaced);
-            Reply::error(StatusCode::CONFLICT, "Conflict", Some("PGetReplaced"), "A newer pending GET replaced this one.").into()
-        }
-        PollStep::Wait { .. } => unreachable!("answer_poll is never given a wait"),
-    }
 }
