@@ -43,7 +43,7 @@ impl EventSink {
     /// The application events now come from (and where its channel starts).
     pub fn set_position(&mut self, position: Option<Position>) {
         if let Some(p) = &position {
-            self.agent_href = Origin::of(&url::Url::parse(&p.pool).unwrap_or_else(|_| url::Url::parse("http://agent.invalid/").expect("a valid URL"))).absolute(&p.application);
+            self.agent_href = pool_origin(Some(&p.pool)).absolute(&p.application);
         }
         if let Err(error) = self.store.save_position(position.as_ref()) {
             tracing::error!(%error, "cannot save the channel position");
@@ -88,8 +88,7 @@ impl EventSink {
 
     /// The pool origin (the journal decodes stored bodies against it).
     fn origin(&self) -> Origin {
-        let pool = self.position.as_ref().map_or("http://agent.invalid/", |p| p.pool.as_str());
-        Origin::of(&url::Url::parse(pool).unwrap_or_else(|_| url::Url::parse("http://agent.invalid/").expect("a valid URL")))
+        pool_origin(self.position.as_ref().map(|p| p.pool.as_str()))
     }
 
     /// Drops journal entries every loaded script has finished.
@@ -101,4 +100,11 @@ impl EventSink {
             Err(error) => tracing::warn!(%error, "cannot prune the journal"),
         }
     }
+}
+
+/// The pool's origin, or a placeholder before sign-in (the agent's own events carry absolute
+/// hrefs, so any origin decodes them).
+fn pool_origin(pool: Option<&str>) -> Origin {
+    let url = pool.and_then(|p| url::Url::parse(p).ok()).unwrap_or_else(|| url::Url::parse("http://agent.invalid/").expect("a valid URL"));
+    Origin::of(&url)
 }
