@@ -56,10 +56,12 @@ async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: boo
     host.load_dir().await.unwrap();
     let mut out = host.subscribe();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
-    let bodies: Vec<Vec<u8>> = (1..=batches).map(|a| batch_bytes(a, per_batch)).collect();
+    // 100 distinct bodies, cycled (the journal numbers events itself; making every body
+    // would take longer than dispatching them).
+    let bodies: Vec<Vec<u8>> = (1..=batches.min(100)).map(|a| batch_bytes(a, per_batch)).collect();
     let mut sink = EventSink::new(host.clone(), store, 10_000_000);
     let started = Instant::now();
-    for body in &bodies {
+    for body in bodies.iter().cycle().take(batches as usize) {
         let b = batch::parse(body, &origin).unwrap();
         let Continuation::Next(next) = b.continuation else { panic!() };
         sink.deliver(&origin, body, b.events, Some(&next)).unwrap();
@@ -110,6 +112,13 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("ucwa-agent pipeline bench ({} logical CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     rt.block_on(async {
+        if let Ok(case) = std::env::var("BENCH_CASE") {
+            // One case, longer, for a profiler: `BENCH_CASE=disk:1` (journal:scripts).
+            let (journal, scripts) = case.split_once(':').expect("BENCH_CASE=disk:1 or memory:0");
+            let rate = throughput(scripts.parse().expect("a script count"), 5000, 100, journal == "disk").await;
+            println!("{case}: {rate:.0} events/s");
+            return;
+        }
         // Warm-up (page cache, allocator, Lua).
         throughput(1, 50, 100, true).await;
         for on_disk in [true, false] {

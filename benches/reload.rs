@@ -82,7 +82,7 @@ async fn reload_memory(reloads: usize) -> (u64, u64) {
     h.load_dir().await.unwrap();
     let mut out = h.subscribe();
     let mut seq = 0;
-    let mut reload = |n: usize| {
+    let reload = |n: usize| {
         std::fs::write(&path, script(n)).unwrap();
         let h = h.clone();
         let path = path.clone();

@@ -2,8 +2,10 @@
 //!
 //! - `journal`: every event received, in channel order (`seq`), appended before the batch is
 //!   acknowledged by following `next`; one row per batch (`first_seq..=last_seq`) holding the
-//!   response body exactly as received (re-decoded on replay), so a batch costs one insert and
-//!   no re-encoding, whatever its size;
+//!   response body exactly as received (re-decoded on replay), LZ4-compressed (`codec` 1;
+//!   event batches repeat the same hrefs and keys, so they shrink 5–20×, and writing less
+//!   to SQLite saves far more time than compressing costs); a batch costs one insert and no
+//!   re-encoding, whatever its size;
 //! - `cursors`: per script, the last event whose handlers have returned;
 //! - `script_state`: per script, `agent.state` as JSON, committed with the cursor;
 //! - `meta`: the channel position (pool, application, the href to poll next).
@@ -44,7 +46,7 @@ pub struct Store {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,6 +65,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        upgrade(&conn).map_err(err)?;
         Ok(Store { path, conn: Mutex::new(conn) })
     }
 
@@ -98,8 +101,9 @@ impl Store {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let (first, last) = (head + 1, head + events.len() as i64);
-            tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body) VALUES (?1, ?2, ?3, ?4)")
-                .and_then(|mut st| st.execute(params![first, last, origin.as_str(), body]))
+            let stored = lz4_flex::compress_prepend_size(body);
+            tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body, codec) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .and_then(|mut st| st.execute(params![first, last, origin.as_str(), stored, CODEC_LZ4]))
                 .map_err(|e| self.err(e))?;
             tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?1)")
                 .and_then(|mut st| st.execute(params![last.to_string()]))
@@ -121,19 +125,20 @@ impl Store {
     pub fn events_after(&self, seq: u64) -> Result<Vec<Event>, StoreError> {
         let conn = self.lock();
         let mut q = conn
-            .prepare_cached("SELECT first_seq, last_seq, origin, body FROM journal WHERE last_seq > ?1 ORDER BY first_seq")
+            .prepare_cached("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 ORDER BY first_seq")
             .map_err(|e| self.err(e))?;
         let rows = q
             .query_map(params![seq as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?))
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, i64>(4)?))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (first, last, origin, body) = row.map_err(|e| self.err(e))?;
+            let (first, last, origin, stored, codec) = row.map_err(|e| self.err(e))?;
             let decoded = url::Url::parse(&origin)
                 .map_err(|e| e.to_string())
-                .and_then(|o| batch::parse(&body, &Origin::of(&o)));
+                .and_then(|o| Ok((o, body_of(stored, codec)?)))
+                .and_then(|(o, body)| batch::parse(&body, &Origin::of(&o)));
             let events = match decoded {
                 Ok(b) if b.events.len() as i64 == last - first + 1 => b.events,
                 Ok(b) => {
@@ -185,11 +190,13 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(seq) = seq {
-            tx.execute("INSERT OR REPLACE INTO cursors (script, seq) VALUES (?1, ?2)", params![script, seq as i64])
+            tx.prepare_cached("INSERT OR REPLACE INTO cursors (script, seq) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![script, seq as i64]))
                 .map_err(|e| self.err(e))?;
         }
         if let Some(json) = state {
-            tx.execute("INSERT OR REPLACE INTO script_state (script, json) VALUES (?1, ?2)", params![script, json])
+            tx.prepare_cached("INSERT OR REPLACE INTO script_state (script, json) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![script, json]))
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -246,6 +253,37 @@ impl Store {
     }
 }
 
+/// How a journal body is stored: 0 = as received (databases from before compression), 1 = LZ4
+/// block with its size first.
+const CODEC_LZ4: i64 = 1;
+
+/// No event-channel response is anywhere near this; a stored size above it means a damaged row.
+const MAX_BODY: usize = 256 << 20;
+
+/// A journal body as received, from its stored form.
+fn body_of(stored: Vec<u8>, codec: i64) -> Result<Vec<u8>, String> {
+    match codec {
+        0 => Ok(stored),
+        CODEC_LZ4 => {
+            let size = stored.get(..4).map_or(usize::MAX, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
+            if size > MAX_BODY {
+                return Err(format!("stored body claims {size} bytes"));
+            }
+            lz4_flex::decompress_size_prepended(&stored).map_err(|e| format!("stored body does not decompress: {e}"))
+        }
+        other => Err(format!("unknown body codec {other} (written by a newer ucwa-agent?)")),
+    }
+}
+
+/// Brings a database written by an earlier version up to the current schema.
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let has_codec = conn.prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'codec'")?.exists([])?;
+    if !has_codec {
+        conn.execute_batch("ALTER TABLE journal ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +316,7 @@ mod tests {
         assert_eq!(s.state("a").unwrap().as_deref(), Some("{\"x\":1}"));
         let rest = s.events_after(2).unwrap();
         assert_eq!(rest.len(), 1);
-        assert_eq!((rest[0].seq, rest[0].href.as_str()), (3, "https://pool.contoso.com/e/3"));
+        assert_eq!((rest[0].seq, rest[0].href()), (3, "https://pool.contoso.com/e/3"));
         assert_eq!(rest[0].resource().unwrap()["n"], 3);
         assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 0, "the batch is not passed by every script");
         assert_eq!(s.depth().unwrap(), 3);
@@ -287,5 +325,37 @@ mod tests {
         assert_eq!(s.depth().unwrap(), 0);
         assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
         assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/4", json!({}))]), None), [4]);
+    }
+
+    #[test]
+    fn a_journal_written_before_compression_still_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2}))]);
+        {
+            // The schema and row of a database from before the `codec` column.
+            let c = Connection::open(dir.path().join("agent.db")).unwrap();
+            c.execute_batch("CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);").unwrap();
+            c.execute("INSERT INTO journal VALUES (1, 2, 'https://pool.contoso.com/', ?1)", params![body]).unwrap();
+            c.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('head', '2');").unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let old: Vec<String> = s.events_after(0).unwrap().iter().map(|e| e.href().to_string()).collect();
+        assert_eq!(old, ["https://pool.contoso.com/e/1", "https://pool.contoso.com/e/2"]);
+        assert_eq!(append(&s, &body, None), [3, 4], "new batches go on after the old ones");
+        let all: Vec<u64> = s.events_after(1).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(all, [2, 3, 4]);
+        let stored: Vec<u8> = s.lock().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
+        assert!(stored.len() < body.len(), "new bodies are stored compressed");
+    }
+
+    #[test]
+    fn a_damaged_stored_body_is_skipped_with_the_rest_kept() {
+        let s = Store::in_memory();
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({}))]);
+        append(&s, &body, None);
+        append(&s, &body, None);
+        s.lock().execute("UPDATE journal SET body = x'ffffff7f00' WHERE first_seq = 1", []).unwrap();
+        let left: Vec<u64> = s.events_after(0).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(left, [2]);
     }
 }

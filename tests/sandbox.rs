@@ -160,6 +160,35 @@ async fn json_null_and_empty_arrays_round_trip() {
 }
 
 #[tokio::test]
+async fn event_tables_show_every_field_when_iterated_encoded_or_logged() {
+    // Fields beyond rel/type/seq are filled in on first read; a handler that iterates the
+    // event, encodes it or logs it whole still sees all of them.
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        local keys = {}
+        for k in pairs(e) do keys[#keys + 1] = k end
+        table.sort(keys)
+        local j = agent.json.decode(agent.json.encode(e))
+        agent.log.info(table.concat(keys, ","), {event = e})
+        agent.log.info(j.href .. " " .. j.sender.rel .. " " .. j.conversation)
+        e.note = "scripts may add their own fields"
+        agent.log.info(e.note .. " " .. tostring(e.title) .. " " .. tostring(e.status))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("whole.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    let conv = "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137";
+    let o = expect(&mut h.out, "whole", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "whole")).await;
+    let ScriptOutput::Log { message, fields, .. } = o else { unreachable!() };
+    assert_eq!(message, "conversation,href,rel,sender,seq,type");
+    let event = &fields.expect("fields")["event"];
+    assert_eq!(event["href"], format!("{conv}/audioVideo/audioVideoSession"));
+    assert_eq!(event["sender"]["href"], "https://fe1.contoso.com/ucwa/v1/applications/192/communication");
+    assert_eq!(log_of(&mut h.out, "whole").await, format!("{conv}/audioVideo/audioVideoSession communication {conv}"));
+    assert_eq!(log_of(&mut h.out, "whole").await, "scripts may add their own fields nil nil");
+}
+
+#[tokio::test]
 async fn subscriptions_can_be_removed_and_errors_name_file_and_line() {
     let script = r#"
       local h = agent.on("audioVideoSession", function(e) agent.log.info("first " .. e.type) end)

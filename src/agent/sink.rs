@@ -63,9 +63,9 @@ impl EventSink {
         }
         let position = next.and(self.position.as_ref());
         self.store.append(origin, body, &mut events, position)?;
-        self.host.env().metrics.batch(events.iter().map(|e| (e.rel.as_str(), e.kind.as_str())));
+        self.host.env().metrics.batch(events.iter().map(|e| (e.rel(), e.kind())));
         for ev in events {
-            tracing::debug!(rel = %ev.rel, r#type = %ev.kind, seq = ev.seq, href = %ev.href, "event");
+            tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
             self.host.dispatch(Arc::new(ev));
         }
         self.batches += 1;

@@ -185,11 +185,14 @@ fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     for level in ["debug", "info", "warn", "error"] {
         let ctx = ctx.clone();
-        let f = lua.create_function(move |_, (msg, fields): (Value, Option<Value>)| {
+        let f = lua.create_function(move |lua, (msg, fields): (Value, Option<Value>)| {
             let message = display(&msg);
             let fields = match fields {
                 None | Some(Value::Nil) => None,
-                Some(v) => Some(serde_json::to_value(&v).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?),
+                Some(v) => Some({
+                    super::interop::complete_events(lua, &v)?;
+                    serde_json::to_value(&v).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
+                }),
             };
             emit(&ctx, level, message, fields);
             Ok(())
@@ -234,7 +237,8 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "encode",
-        lua.create_function(|_, v: Value| {
+        lua.create_function(|lua, v: Value| {
+            super::interop::complete_events(lua, &v)?;
             serde_json::to_string(&v).map_err(|e| mlua::Error::runtime(format!("agent.json.encode: {e}")))
         })?,
     )?;

@@ -1,32 +1,38 @@
-//! Events as Lua tables. The cheap fields are set by one Lua function per event; `raw`, `resource` and `reason` are converted from JSON only when a handler reads
-//! them (converting a whole JSON value costs far more than the handler call itself), then
-//! cached in the table. The lazy lookup uses one metatable per state, and finds the event a
-//! table came from in a weak-keyed side table, so no closure is made per event.
+//! Events as Lua tables. A table is made with `rel`, `type` and `seq`; every other field is
+//! filled in when a handler first reads it (then kept in the table): `href`, `title`,
+//! `sender`, `conversation`, `status` from the event's packed strings, and `raw`, `resource`,
+//! `reason` converted from its JSON text. At full speed a handler reads one or two fields, and
+//! making all of them would cost more than the call itself.
+//!
+//! What the fields are read from is the event's packed form (`ucwa::event`) as a Lua string,
+//! kept in a weak-keyed side table: the garbage collector frees it with the table, and no Rust
+//! value (and no finalizer) lives on in Lua per event. One metatable per state serves every
+//! event table; `pairs(e)` and `agent.json.encode(e)` see every field.
 
+use crate::ucwa::event::{packed_field, Field};
 use crate::ucwa::Event;
-use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, Table, UserData, Value};
-use std::sync::Arc;
-
-/// The event behind a table, for its lazy fields.
-struct Source(Arc<Event>);
-impl UserData for Source {}
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 
 /// Per-state values made once: the table constructor (a Lua function: one call into Lua per
 /// event instead of one per field) and the side table behind the lazy fields.
 pub(crate) struct Interop {
     make: Function,
+    sources: Table,
+    metatable: Table,
 }
 
-/// Builds an event table in Lua; `sources[t]` remembers the event for the lazy fields.
+/// Builds an event table in Lua; `sources[t]` keeps the packed event for the lazy fields.
 const MAKE_EVENT: &str = r#"
 local setmetatable, mt, sources = setmetatable, ...
-return function(rel, kind, href, seq, title, conversation, status, sender_rel, sender_href, source)
-  local t = setmetatable({rel = rel, type = kind, href = href, seq = seq, title = title,
-    conversation = conversation, status = status, sender = {rel = sender_rel, href = sender_href}}, mt)
+return function(rel, kind, seq, source)
+  local t = setmetatable({rel = rel, type = kind, seq = seq}, mt)
   sources[t] = source
   return t
 end
 "#;
+
+/// The fields filled in on first read, besides `raw`, `resource` and `reason`.
+const LAZY: [&str; 5] = ["href", "title", "sender", "conversation", "status"];
 
 impl Interop {
     pub(crate) fn install(lua: &Lua) -> mlua::Result<()> {
@@ -37,41 +43,92 @@ impl Interop {
         let lookup = sources.clone();
         let lazy = lua.create_function(move |lua, (t, key): (Table, Value)| {
             let Value::String(name) = &key else { return Ok(Value::Nil) };
-            let Ok(source) = lookup.raw_get::<AnyUserData>(t.clone()) else { return Ok(Value::Nil) };
-            let source = source.borrow::<Source>()?;
-            let json = match &*name.as_bytes() {
-                b"raw" => Some(source.0.raw()),
-                b"resource" => source.0.resource(),
-                b"reason" => source.0.reason(),
-                _ => None,
-            };
-            let Some(json) = json else { return Ok(Value::Nil) };
-            let v = lua.to_value(json)?;
-            t.raw_set(key, v.clone())?;
+            let Ok(source) = lookup.raw_get::<mlua::LuaString>(&t) else { return Ok(Value::Nil) };
+            let v = field(lua, &source.as_bytes(), &name.as_bytes())?;
+            if !v.is_nil() {
+                t.raw_set(key, v.clone())?;
+            }
             Ok(v)
+        })?;
+        let lookup = sources.clone();
+        let next: Function = lua.globals().raw_get("next")?;
+        let pairs = lua.create_function(move |lua, t: Table| {
+            complete(lua, &lookup, &t)?;
+            Ok((next.clone(), t, Value::Nil))
         })?;
         let metatable = lua.create_table()?;
         metatable.raw_set("__index", lazy)?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((metatable, sources))?;
-        lua.set_app_data(Interop { make });
+        metatable.raw_set("__pairs", pairs)?;
+        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((metatable.clone(), sources.clone()))?;
+        lua.set_app_data(Interop { make, sources, metatable });
         Ok(())
     }
 }
 
-/// The table a handler receives: `rel`, `type`, `href`, `title`, `sender {rel, href}`,
-/// `conversation`, `status`, `seq`, and lazily `resource`, `reason`, `raw`.
-pub(crate) fn event_table(lua: &Lua, ev: &Arc<Event>) -> mlua::Result<Table> {
+/// A lazy field of a packed event, as a Lua value (nil when the event has none).
+fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
+    let text = |f: Field| match packed_field(packed, f) {
+        Some(s) => lua.create_string(s).map(Value::String),
+        None => Ok(Value::Nil),
+    };
+    let raw = || serde_json::from_str::<serde_json::Value>(packed_field(packed, Field::Raw).unwrap_or("null")).unwrap_or_default();
+    let convert = |v: Option<&serde_json::Value>| v.map_or(Ok(Value::Nil), |v| lua.to_value(v));
+    match name {
+        b"href" => text(Field::Href),
+        b"title" => text(Field::Title),
+        b"conversation" => text(Field::Conversation),
+        b"status" => text(Field::Status),
+        b"sender" => {
+            let sender = lua.create_table()?;
+            sender.raw_set("rel", packed_field(packed, Field::SenderRel).unwrap_or(""))?;
+            sender.raw_set("href", packed_field(packed, Field::SenderHref).unwrap_or(""))?;
+            Ok(Value::Table(sender))
+        }
+        b"raw" => convert(Some(&raw())),
+        b"resource" => convert(raw().get("_embedded").and_then(|e| e.get(packed_field(packed, Field::Rel).unwrap_or("")))),
+        b"reason" => convert(raw().get("reason")),
+        _ => Ok(Value::Nil),
+    }
+}
+
+/// Fills in every lazy field of an event table that is still missing (not `raw`/`resource`/
+/// `reason`, which stay on demand as they always were).
+fn complete(lua: &Lua, sources: &Table, t: &Table) -> mlua::Result<()> {
+    let Ok(source) = sources.raw_get::<mlua::LuaString>(t) else { return Ok(()) };
+    let packed = source.as_bytes();
+    for name in LAZY {
+        if t.raw_get::<Value>(name)?.is_nil() {
+            let v = field(lua, &packed, name.as_bytes())?;
+            if !v.is_nil() {
+                t.raw_set(name, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fills in the lazy fields of `v` if it is an event table, or of the event tables directly in
+/// it, before it is converted as a whole (`agent.json.encode(e)`, `agent.log.info(msg, {event = e})`).
+pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
+    let Value::Table(t) = v else { return Ok(()) };
+    let Some(interop) = lua.app_data_ref::<Interop>() else { return Ok(()) };
+    let is_event = |t: &Table| t.metatable().as_ref() == Some(&interop.metatable);
+    if is_event(t) {
+        return complete(lua, &interop.sources, t);
+    }
+    for pair in t.pairs::<Value, Value>() {
+        if let (_, Value::Table(inner)) = pair? {
+            if is_event(&inner) {
+                complete(lua, &interop.sources, &inner)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The table a handler receives: `rel`, `type`, `seq`, and on first read `href`, `title`,
+/// `sender {rel, href}`, `conversation`, `status`, `resource`, `reason`, `raw`.
+pub(crate) fn event_table(lua: &Lua, ev: &Event) -> mlua::Result<Table> {
     let make = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.make.clone();
-    make.call((
-        ev.rel.as_str(),
-        ev.kind.as_str(),
-        ev.href.as_str(),
-        ev.seq,
-        ev.title.as_deref(),
-        ev.conversation.as_deref(),
-        ev.status(),
-        ev.sender_rel.as_str(),
-        ev.sender_href.as_str(),
-        lua.create_userdata(Source(ev.clone()))?,
-    ))
+    make.call((ev.rel(), ev.kind(), ev.seq, lua.create_string(ev.packed())?))
 }

@@ -28,12 +28,10 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// How many events may run between two commits of the cursor alone.
-const COMMIT_EVERY: u32 = 64;
-
 /// How long finished events may wait for more before the cursor and `agent.state` are written
-/// (together, in one transaction, so they always agree). A crash in that window means the
-/// events of those last milliseconds run again on the state as it was before them.
+/// (together, in one transaction, so they always agree), idle or busy. A crash in that window
+/// means the events of those last milliseconds run again on the state as it was before them.
+/// (A commit per few dozen events cost more than a trivial handler at full speed.)
 const CURSOR_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A script's progress and health.
@@ -46,8 +44,6 @@ struct Progress {
     committed: u64,
     /// `agent.state` as last written.
     state: Option<String>,
-    /// Events finished since the last commit.
-    uncommitted: u32,
     /// Consecutive failed handler calls; at the limit the script pauses until its file changes.
     failures: u32,
     paused: bool,
@@ -69,7 +65,6 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
         done: cursor,
         committed: cursor,
         state,
-        uncommitted: 0,
         failures: 0,
         paused: false,
         last_error: None,
@@ -111,11 +106,11 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
                     handle(&current, &ev, &mut p).await;
                 }
                 p.done = p.done.max(ev.seq);
-                p.uncommitted += 1;
-                if p.uncommitted >= COMMIT_EVERY {
-                    p.commit(&current);
-                } else if p.flush_at.is_none() {
-                    p.flush_at = Some(tokio::time::Instant::now() + CURSOR_FLUSH);
+                let now = tokio::time::Instant::now();
+                match p.flush_at {
+                    None => p.flush_at = Some(now + CURSOR_FLUSH),
+                    Some(at) if at <= now => p.commit(&current),
+                    Some(_) => {}
                 }
             }
             Some(Msg::Swap(next)) => {
@@ -175,16 +170,16 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
 /// Runs every handler of the script that matches the event, in registration order.
 async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else { return };
-    if !subs.iter().any(|s| s.matches(&ev.rel, &ev.kind)) {
+    if !subs.iter().any(|s| s.matches(&ev.rel(), &ev.kind())) {
         return;
     }
     if p.env.trace {
         let _ = p.env.output.send(ScriptOutput::Event {
             script: p.name.to_string(),
             seq: ev.seq,
-            rel: ev.rel.clone(),
-            kind: ev.kind.clone(),
-            href: ev.href.clone(),
+            rel: ev.rel().to_string(),
+            kind: ev.kind().to_string(),
+            href: ev.href().to_string(),
         });
     }
     // The budget is armed before the table is built: building it runs (a little) Lua.
@@ -198,7 +193,7 @@ async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
             return;
         }
     };
-    for sub in subs.iter().filter(|s| s.matches(&ev.rel, &ev.kind)) {
+    for sub in subs.iter().filter(|s| s.matches(&ev.rel(), &ev.kind())) {
         if p.paused {
             break;
         }
@@ -223,7 +218,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     let started = Instant::now();
     // Log lines a handler writes carry its event: script, rel, type, seq.
     let span = match ev {
-        Some(e) => tracing::info_span!("event", script = %p.name, rel = %e.rel, r#type = %e.kind, seq = e.seq),
+        Some(e) => tracing::info_span!("event", script = %p.name, rel = %e.rel(), r#type = %e.kind(), seq = e.seq),
         None => tracing::info_span!("call", script = %p.name, what),
     };
     let mut call = std::pin::pin!(f.call_async::<()>(arg).instrument(span));
@@ -247,7 +242,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
         Ok(Ok(())) => {
             p.failures = 0;
             match ev {
-                Some(ev) => tracing::trace!(script = %p.name, rel = %ev.rel, r#type = %ev.kind, seq = ev.seq, duration_us, "handler returned"),
+                Some(ev) => tracing::trace!(script = %p.name, rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, duration_us, "handler returned"),
                 None => tracing::trace!(script = %p.name, what, duration_us, "call returned"),
             }
         }
@@ -276,13 +271,13 @@ impl Progress {
         };
         if repeats.is_power_of_two() {
             let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
-            let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel.as_str(), e.kind.as_str(), e.seq));
+            let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel(), e.kind(), e.seq));
             tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");
         }
         let _ = self.env.output.send(ScriptOutput::HandlerError {
             script: script.to_string(),
-            rel: ev.map(|e| e.rel.clone()).unwrap_or_default(),
-            kind: ev.map(|e| e.kind.clone()).unwrap_or_default(),
+            rel: ev.map(|e| e.rel().to_string()).unwrap_or_default(),
+            kind: ev.map(|e| e.kind().to_string()).unwrap_or_default(),
             seq: ev.map_or(0, |e| e.seq),
             error,
         });
@@ -297,7 +292,6 @@ impl Progress {
 
     /// Writes the cursor and `agent.state` (when changed) in one transaction.
     fn commit(&mut self, cur: &Loaded) {
-        self.uncommitted = 0;
         self.flush_at = None;
         let state = match api::state_json(&cur.lua) {
             Ok(s) if Some(&s) != self.state.as_ref() => Some(s),

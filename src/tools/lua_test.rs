@@ -139,9 +139,9 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                 let seq: u64 = ev.get("seq")?;
                 let event = hh.events.lock().unwrap_or_else(|p| p.into_inner()).get(&seq).cloned();
                 let event = event.ok_or_else(|| mlua::Error::runtime("test.dispatch: pass an event made by test.event"))?;
-                hh.net.learn(&event.href, event.resource(), event.kind == "deleted");
+                hh.net.learn(&event.href(), event.resource(), event.kind() == "deleted");
                 let subs = lua.app_data_ref::<Subscriptions>().map(|s| s.snapshot()).unwrap_or_default();
-                for sub in subs.iter().filter(|s| s.matches(&event.rel, &event.kind)) {
+                for sub in subs.iter().filter(|s| s.matches(&event.rel(), &event.kind())) {
                     sub.func.call_async::<()>(ev.clone()).await?;
                 }
                 Ok(())

@@ -121,7 +121,7 @@ async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Re
             seq += 1;
             ev.seq = seq;
             if let Net::Offline(net) = &net {
-                net.learn(&ev.href, ev.resource(), ev.kind == "deleted");
+                net.learn(&ev.href(), ev.resource(), ev.kind() == "deleted");
             }
             host.dispatch(Arc::new(ev));
         }

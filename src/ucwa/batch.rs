@@ -4,11 +4,14 @@
 //! scripts read most are pulled out once here, with hrefs made absolute against the pool origin.
 
 use super::session::strip_bom;
-use super::{link, Origin};
+use super::Origin;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::borrow::Cow;
+
+pub use super::event::{packed_field, Event, Field};
+use super::event::Packer;
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,76 +31,6 @@ pub struct Batch {
     pub events: Vec<Event>,
 }
 
-/// One event, as scripts see it.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// `link.rel` (`audioVideoSession`, `conversation`, …), or `agent` for the agent's own events.
-    pub rel: String,
-    /// `type`: added, updated, deleted, started, completed (or the agent's signedIn, resync, …).
-    pub kind: String,
-    /// `link.href`, absolute.
-    pub href: String,
-    pub title: Option<String>,
-    pub sender_rel: String,
-    /// The sender's href, absolute.
-    pub sender_href: String,
-    /// The enclosing conversation's href, when the event belongs to one.
-    pub conversation: Option<String>,
-    /// `status` of a completed operation (`Success`, `Failure`).
-    pub status: Option<String>,
-    /// Delivery number, assigned by the journal in channel order.
-    pub seq: u64,
-    /// The event object exactly as received, as JSON text (journaled as it is).
-    raw: Box<RawValue>,
-    /// `raw` parsed, the first time something reads it.
-    parsed: OnceLock<Value>,
-    /// When the event was decoded (its delivery latency is measured from here).
-    pub received: std::time::Instant,
-}
-
-impl Event {
-    /// An event from its parts; `raw` is the event object's JSON text.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_parts(
-        rel: String,
-        kind: String,
-        href: String,
-        title: Option<String>,
-        sender_rel: String,
-        sender_href: String,
-        conversation: Option<String>,
-        status: Option<String>,
-        seq: u64,
-        raw: Box<RawValue>,
-    ) -> Event {
-        Event { rel, kind, href, title, sender_rel, sender_href, conversation, status, seq, raw, parsed: OnceLock::new(), received: std::time::Instant::now() }
-    }
-
-    /// The event object as received, parsed (once).
-    pub fn raw(&self) -> &Value {
-        self.parsed.get_or_init(|| serde_json::from_str(self.raw.get()).unwrap_or(Value::Null))
-    }
-
-    /// The event object as received, as JSON text.
-    pub fn raw_json(&self) -> &RawValue {
-        &self.raw
-    }
-
-    /// The embedded resource (`_embedded.<rel>`), when the server sent one.
-    pub fn resource(&self) -> Option<&Value> {
-        self.raw().get("_embedded").and_then(|e| e.get(&self.rel))
-    }
-
-    pub fn status(&self) -> Option<&str> {
-        self.status.as_deref()
-    }
-
-    /// The `reason` block (`{code, subcode, message}`) of a failed operation.
-    pub fn reason(&self) -> Option<&Value> {
-        self.raw().get("reason")
-    }
-}
-
 /// A response body carrying the agent's own events (`rel = "agent"`, sender `agent`): what the
 /// journal stores for them, decoded by `parse` like any batch. Each is `(type, href, detail)`;
 /// `detail` becomes the event's `resource`.
@@ -111,101 +44,177 @@ pub fn synthetic_body(events: &[(&str, &str, Value)]) -> Vec<u8> {
         .expect("JSON values serialize")
 }
 
-/// The parts of a response the agent reads; events stay as raw JSON text.
+/// The parts of a response the agent reads, decoded in one pass over the body; strings are
+/// borrowed from it where they have no escapes, and events stay as raw JSON text.
 #[derive(Deserialize)]
 struct WireBatch<'a> {
-    #[serde(rename = "_links", default)]
-    links: Option<Value>,
+    #[serde(rename = "_links", default, borrow)]
+    links: Option<WireLinks<'a>>,
     #[serde(default, borrow)]
-    sender: Option<&'a RawValue>,
+    sender: Option<Senders<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireLinks<'a> {
+    #[serde(default, borrow)]
+    next: Option<OneOrFirst<WireHref<'a>>>,
+    #[serde(default, borrow)]
+    resync: Option<OneOrFirst<WireHref<'a>>>,
+    #[serde(default, borrow)]
+    resume: Option<OneOrFirst<WireHref<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct WireSender {
-    #[serde(default)]
-    rel: Option<String>,
-    #[serde(default)]
-    href: Option<String>,
-    #[serde(default)]
-    events: Option<Vec<Box<RawValue>>>,
+struct WireHref<'a> {
+    #[serde(default, borrow)]
+    href: Option<Cow<'a, str>>,
+}
+
+/// A `_links` value: one link object, or an array of them of which the first counts (PROTOCOL.md §3).
+struct OneOrFirst<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrFirst<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = OneOrFirst<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a link object or an array of link objects")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| OneOrFirst(Some(t)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element::<T>()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(OneOrFirst(first))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// `sender`: an array of senders, or a single sender object (both are seen), or null.
+struct Senders<'a>(Vec<WireSender<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Senders<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Senders<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of senders")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                WireSender::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|s| Senders(vec![s]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(s) = seq.next_element()? {
+                    all.push(s);
+                }
+                Ok(Senders(all))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
-struct WireEvent {
-    #[serde(default)]
-    link: Option<WireLink>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
+struct WireSender<'a> {
+    #[serde(default, borrow)]
+    rel: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    href: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    events: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize)]
-struct WireLink {
-    #[serde(default)]
-    rel: Option<String>,
-    #[serde(default)]
-    href: Option<String>,
-    #[serde(default)]
-    title: Option<String>,
+struct WireEvent<'a> {
+    #[serde(default, borrow)]
+    link: Option<WireLink<'a>>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    status: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct WireLink<'a> {
+    #[serde(default, borrow)]
+    rel: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    href: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    title: Option<Cow<'a, str>>,
 }
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
     let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    let wire: WireBatch = serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))?;
-    let links = serde_json::json!({"_links": wire.links.unwrap_or(Value::Null)});
-    let continuation = if let Some(h) = link(&links, "resync") {
-        Continuation::Resync(h.to_string())
-    } else if let Some(h) = link(&links, "resume") {
-        Continuation::Resume(h.to_string())
-    } else if let Some(h) = link(&links, "next") {
-        Continuation::Next(h.to_string())
+    let wire: WireBatch = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
+        _ => format!("body is not JSON: {e}"),
+    })?;
+    let links = wire.links.unwrap_or_default();
+    let href = |l: Option<OneOrFirst<WireHref>>| l.and_then(|l| l.0).and_then(|l| l.href).map(Cow::into_owned);
+    let continuation = if let Some(h) = href(links.resync) {
+        Continuation::Resync(h)
+    } else if let Some(h) = href(links.resume) {
+        Continuation::Resume(h)
+    } else if let Some(h) = href(links.next) {
+        Continuation::Next(h)
     } else {
         return Err("the response has no next, resync or resume link".into());
     };
-    let senders: Vec<WireSender> = match wire.sender.map(RawValue::get).map(str::trim_start) {
-        None => Vec::new(),
-        Some(t) if t.starts_with("null") => Vec::new(),
-        Some(t) if t.starts_with('{') => vec![serde_json::from_str(t).map_err(|e| format!("`sender`: {e}"))?],
-        Some(t) => serde_json::from_str(t).map_err(|e| format!("`sender` is not an array of senders: {e}"))?,
-    };
-    let mut events = Vec::new();
+    let senders = wire.sender.map(|s| s.0).unwrap_or_default();
+    let mut events = Vec::with_capacity(senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum());
     for (i, sender) in senders.into_iter().enumerate() {
         let sender_rel = sender.rel.unwrap_or_default();
-        let sender_href = sender.href.map(|h| origin.absolute(&h)).unwrap_or_default();
+        let sender_href = sender.href.unwrap_or_default();
         for (j, raw) in sender.events.unwrap_or_default().into_iter().enumerate() {
             let head: WireEvent = serde_json::from_str(raw.get()).map_err(|e| format!("sender[{i}].events[{j}]: {e}"))?;
             let l = head.link.ok_or_else(|| format!("sender[{i}].events[{j}] has no link"))?;
             let rel = l.rel.ok_or_else(|| format!("sender[{i}].events[{j}].link has no rel"))?;
             let kind = head.kind.ok_or_else(|| format!("sender[{i}].events[{j}] has no type"))?;
-            let href = l.href.map(|h| origin.absolute(&h)).unwrap_or_default();
-            let conversation = conversation_of(&href).or_else(|| (sender_rel == "conversation").then(|| sender_href.clone()));
-            events.push(Event::from_parts(
-                rel,
-                kind,
-                href,
-                l.title,
-                sender_rel.clone(),
-                sender_href.clone(),
-                conversation,
-                head.status,
-                0,
-                raw,
-            ));
+            let href = l.href.unwrap_or_default();
+            let text = raw.get().len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
+            let mut p = Packer::new(text);
+            p.put(Field::Rel, &rel);
+            p.put(Field::Kind, &kind);
+            p.put_with(Field::Href, |b| if !href.is_empty() { origin.absolute_into(&href, b) });
+            if let Some(t) = &l.title {
+                p.put(Field::Title, t);
+            }
+            p.put(Field::SenderRel, &sender_rel);
+            p.put_with(Field::SenderHref, |b| if !sender_href.is_empty() { origin.absolute_into(&sender_href, b) });
+            let conversation = p.span(Field::Href).and_then(|(start, len)| Some((start, conversation_of(&p.text()[start..start + len])?)));
+            match conversation {
+                Some((start, len)) => p.point(Field::Conversation, start, len),
+                None if sender_rel == "conversation" => {
+                    let (start, len) = p.span(Field::SenderHref).expect("the sender href was just set");
+                    p.point(Field::Conversation, start, len);
+                }
+                None => {}
+            }
+            if let Some(s) = &head.status {
+                p.put(Field::Status, s);
+            }
+            p.put(Field::Raw, raw.get());
+            events.push(Event::from_packed(p.finish()));
         }
     }
     Ok(Batch { continuation, events })
 }
 
-/// `…/communication/conversations/<id>` when `href` lies inside a conversation.
-fn conversation_of(href: &str) -> Option<String> {
+/// The length of `…/communication/conversations/<id>` when `href` lies inside a conversation.
+fn conversation_of(href: &str) -> Option<usize> {
     const MARK: &str = "/communication/conversations/";
     let start = href.find(MARK)? + MARK.len();
     let id_len = href[start..].find(['/', '?']).unwrap_or(href.len() - start);
-    (id_len > 0).then(|| href[..start + id_len].to_string())
+    (id_len > 0).then_some(start + id_len)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,8 +230,8 @@ mod tests {
         assert_eq!(b.continuation, Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into()));
         assert_eq!(b.events.len(), 1);
         let e = &b.events[0];
-        assert_eq!((e.rel.as_str(), e.kind.as_str(), e.sender_rel.as_str()), ("audioVideoSession", "added", "communication"));
-        assert_eq!(e.conversation.as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
+        assert_eq!((e.rel(), e.kind(), e.sender_rel()), ("audioVideoSession", "added", "communication"));
+        assert_eq!(e.conversation().as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
         assert!(e.resource().is_none());
     }
 
@@ -230,9 +239,9 @@ mod tests {
     fn multi_sender_order_and_relative_hrefs() {
         let body = include_bytes!("../../tests/fixtures/resources/events-response-next.json");
         let b = parse(body, &origin()).unwrap();
-        let rels: Vec<&str> = b.events.iter().map(|e| e.rel.as_str()).collect();
+        let rels: Vec<&str> = b.events.iter().map(|e| e.rel()).collect();
         assert_eq!(rels, ["communication", "me", "presence", "note", "location"]);
-        assert_eq!(b.events[1].href, "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me");
+        assert_eq!(b.events[1].href(), "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me");
         assert_eq!(b.events[0].resource().unwrap()["supportedModalities"][0], "Messaging");
     }
 

@@ -8,6 +8,7 @@
 //! - `signin.rs`: discovery → challenge → token → user resource.
 //! - `application.rs`: create the application, makeMeAvailable, reportMyActivity, delete.
 //! - `batch.rs`: decoding an event-channel response into typed events.
+//! - `event.rs`: one event, its strings packed in one allocation.
 //! - `error.rs`: what can go wrong, with what to do about it.
 
 pub mod application;
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod batch;
 pub mod challenge;
 pub mod error;
+pub mod event;
 pub mod origin;
 pub mod rels;
 pub mod secret;

@@ -43,9 +43,23 @@ impl Origin {
     /// Makes an href absolute on this origin without the origin check (for display to scripts:
     /// documentation samples carry hrefs of other hosts, which stay as they are).
     pub fn absolute(&self, href: &str) -> String {
+        let mut out = Vec::with_capacity(self.as_str().len() + href.len());
+        self.absolute_into(href, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// `absolute`, appended to `out` (UTF-8). Plain origin-relative paths, which is what UCWA
+    /// sends, are joined by concatenation: `Url::join` gives the same text for them, and costs
+    /// more than the rest of decoding an event.
+    pub fn absolute_into(&self, href: &str, out: &mut Vec<u8>) {
+        if is_plain_path(href) {
+            out.extend_from_slice(self.as_str().as_bytes());
+            out.extend_from_slice(href.as_bytes());
+            return;
+        }
         match self.base.join(href) {
-            Ok(u) => u.to_string(),
-            Err(_) => href.to_string(),
+            Ok(u) => out.extend_from_slice(u.as_str().as_bytes()),
+            Err(_) => out.extend_from_slice(href.as_bytes()),
         }
     }
 
@@ -54,6 +68,24 @@ impl Origin {
             && url.host_str().map(str::to_ascii_lowercase) == self.base.host_str().map(str::to_ascii_lowercase)
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
+}
+
+/// An href that `Url::join` would append to the origin unchanged: starts with one `/`, only
+/// characters it never escapes or rewrites, and no `.`/`..` segment in the path.
+fn is_plain_path(href: &str) -> bool {
+    let b = href.as_bytes();
+    if b.first() != Some(&b'/') || b.get(1) == Some(&b'/') {
+        return false;
+    }
+    let plain = |c: &u8| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, b'/' | b'?' | b'%' | b'-' | b'_' | b'.' | b'~' | b'=' | b'&' | b'+' | b',' | b';' | b':' | b'@' | b'!' | b'$' | b'*' | b'(' | b')')
+    };
+    let path = &href[..href.find('?').unwrap_or(href.len())];
+    // `%2e` is a dot to the URL parser: leave any path holding one to it.
+    let dotted = path.split('/').any(|seg| seg == "." || seg == "..") 
+        || path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'e'));
+    b.iter().all(plain) && !dotted
 }
 
 /// Whether a URL's host is a loopback address (`localhost`, 127.0.0.0/8, `[::1]`).
@@ -79,6 +111,36 @@ mod tests {
         assert!(matches!(o.resolve("https://evil.example/ucwa"), Err(UcwaError::ForeignOrigin { .. })));
         assert!(matches!(o.resolve("http://lyncweb.contoso.com/ucwa"), Err(UcwaError::ForeignOrigin { .. })));
         assert!(matches!(o.resolve("//evil.example/x"), Err(UcwaError::ForeignOrigin { .. })));
+    }
+
+    #[test]
+    fn absolute_is_what_url_join_gives() {
+        let o = Origin::of(&Url::parse("https://pool.contoso.com:4443/x").unwrap());
+        for href in [
+            "/ucwa/oauth/v1/applications/10672188130/communication/conversations/7/audioVideo/audioVideoSession",
+            "/ucwa/oauth/v1/applications/1/events?ack=2&priority=1",
+            "/a/b%20c/d?x=%41",
+            "/a/./b",
+            "/a/../b",
+            "/a/%2e%2e/b",
+            "/a/.%2E/b",
+            "/a/b c",
+            "/a/\\b",
+            "/a/b#frag",
+            "/a/b?q=a'b",
+            "/a/b?q=a\"b",
+            "/a/é",
+            "//evil.example/x",
+            "relative/path",
+            "https://other.example/y",
+            "/",
+            "/a/b?c/./d",
+            "/a/b.json",
+            "/a/...",
+        ] {
+            assert_eq!(o.absolute(href), o.base.join(href).unwrap().to_string(), "{href}");
+        }
+        assert!(is_plain_path("/ucwa/oauth/v1/applications/1/events?ack=2"));
     }
 
     #[test]

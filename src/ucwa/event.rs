@@ -1,0 +1,214 @@
+//! One event, as scripts see it, in one allocation.
+//!
+//! An event's strings (`rel`, `type`, the absolute `href`, …, and the event's JSON text exactly
+//! as received) live one after another in a single buffer, behind a small table of where each
+//! one is (`Packed`). At full speed an event costs one allocation to build and one to free,
+//! instead of one per string; and the buffer is what a Lua event table keeps to fill in its
+//! fields when a handler first reads them (`script::interop`), so nothing Rust-side has to
+//! outlive the handler.
+
+use serde_json::Value;
+use std::sync::OnceLock;
+
+/// The strings of an event, in the order of the packed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Field {
+    /// `link.rel` (`audioVideoSession`, `conversation`, …), or `agent` for the agent's own events.
+    Rel,
+    /// `type`: added, updated, deleted, started, completed (or the agent's signedIn, resync, …).
+    Kind,
+    /// `link.href`, absolute.
+    Href,
+    Title,
+    SenderRel,
+    /// The sender's href, absolute.
+    SenderHref,
+    /// The enclosing conversation's href, when the event belongs to one.
+    Conversation,
+    /// `status` of a completed operation (`Success`, `Failure`).
+    Status,
+    /// The event object exactly as received (JSON text).
+    Raw,
+}
+
+const FIELDS: usize = 9;
+/// Per field: start and length (u32, little-endian) in the text after the header.
+const HEADER: usize = FIELDS * 8;
+const ABSENT: u32 = u32::MAX;
+
+/// Builds a packed event: fields are appended (or pointed at text already appended).
+pub(crate) struct Packer {
+    buf: Vec<u8>,
+}
+
+impl Packer {
+    /// `text` is a capacity hint for the strings.
+    pub(crate) fn new(text: usize) -> Packer {
+        let mut buf = Vec::with_capacity(HEADER + text);
+        for _ in 0..FIELDS {
+            buf.extend_from_slice(&ABSENT.to_le_bytes());
+            buf.extend_from_slice(&0u32.to_le_bytes());
+        }
+        Packer { buf }
+    }
+
+    /// Appends `s` as the field.
+    pub(crate) fn put(&mut self, field: Field, s: &str) {
+        self.put_with(field, |buf| buf.extend_from_slice(s.as_bytes()));
+    }
+
+    /// Appends the field's text as `write` produces it (valid UTF-8).
+    pub(crate) fn put_with(&mut self, field: Field, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        write(&mut self.buf);
+        self.set(field, start - HEADER, self.buf.len() - start);
+    }
+
+    /// The field is `len` bytes of text already appended, from `start` (relative to the text).
+    pub(crate) fn point(&mut self, field: Field, start: usize, len: usize) {
+        self.set(field, start, len);
+    }
+
+    /// Where a field is in the text, if set.
+    pub(crate) fn span(&self, field: Field) -> Option<(usize, usize)> {
+        span(&self.buf, field)
+    }
+
+    /// The text appended so far.
+    pub(crate) fn text(&self) -> &str {
+        // Only `&str` pieces and what `put_with` writers promise is UTF-8 are ever appended.
+        std::str::from_utf8(&self.buf[HEADER..]).unwrap_or("")
+    }
+
+    fn set(&mut self, field: Field, start: usize, len: usize) {
+        let at = field as usize * 8;
+        self.buf[at..at + 4].copy_from_slice(&(start as u32).to_le_bytes());
+        self.buf[at + 4..at + 8].copy_from_slice(&(len as u32).to_le_bytes());
+    }
+
+    pub(crate) fn finish(self) -> Box<[u8]> {
+        self.buf.into_boxed_slice()
+    }
+}
+
+fn span(packed: &[u8], field: Field) -> Option<(usize, usize)> {
+    let at = field as usize * 8;
+    let word = |i: usize| packed.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let start = word(at)?;
+    (start != ABSENT).then_some((start as usize, word(at + 4)? as usize))
+}
+
+/// A field of a packed event (`None` when absent, or when the bytes are not a packed event).
+pub fn packed_field(packed: &[u8], field: Field) -> Option<&str> {
+    let (start, len) = span(packed, field)?;
+    let bytes = packed.get(HEADER + start..HEADER + start + len)?;
+    std::str::from_utf8(bytes).ok()
+}
+
+/// One event, as scripts see it.
+#[derive(Debug)]
+pub struct Event {
+    packed: Box<[u8]>,
+    /// Delivery number, assigned by the journal in channel order.
+    pub seq: u64,
+    /// `raw` parsed, the first time something reads it.
+    parsed: OnceLock<Value>,
+    /// When the event was decoded (its delivery latency is measured from here).
+    pub received: std::time::Instant,
+}
+
+impl Clone for Event {
+    fn clone(&self) -> Event {
+        Event { packed: self.packed.clone(), seq: self.seq, parsed: self.parsed.clone(), received: self.received }
+    }
+}
+
+impl Event {
+    pub(crate) fn from_packed(packed: Box<[u8]>) -> Event {
+        Event { packed, seq: 0, parsed: OnceLock::new(), received: std::time::Instant::now() }
+    }
+
+    fn field(&self, f: Field) -> Option<&str> {
+        packed_field(&self.packed, f)
+    }
+
+    /// The packed form: what a Lua event table keeps for its fields read on demand.
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    pub fn rel(&self) -> &str {
+        self.field(Field::Rel).unwrap_or("")
+    }
+
+    pub fn kind(&self) -> &str {
+        self.field(Field::Kind).unwrap_or("")
+    }
+
+    pub fn href(&self) -> &str {
+        self.field(Field::Href).unwrap_or("")
+    }
+
+    pub fn title(&self) -> Option<&str> {
+        self.field(Field::Title)
+    }
+
+    pub fn sender_rel(&self) -> &str {
+        self.field(Field::SenderRel).unwrap_or("")
+    }
+
+    pub fn sender_href(&self) -> &str {
+        self.field(Field::SenderHref).unwrap_or("")
+    }
+
+    pub fn conversation(&self) -> Option<&str> {
+        self.field(Field::Conversation)
+    }
+
+    pub fn status(&self) -> Option<&str> {
+        self.field(Field::Status)
+    }
+
+    /// The event object as received, as JSON text.
+    pub fn raw_text(&self) -> &str {
+        self.field(Field::Raw).unwrap_or("null")
+    }
+
+    /// The event object as received, parsed (once).
+    pub fn raw(&self) -> &Value {
+        self.parsed.get_or_init(|| serde_json::from_str(self.raw_text()).unwrap_or(Value::Null))
+    }
+
+    /// The embedded resource (`_embedded.<rel>`), when the server sent one.
+    pub fn resource(&self) -> Option<&Value> {
+        self.raw().get("_embedded").and_then(|e| e.get(self.rel()))
+    }
+
+    /// The `reason` block (`{code, subcode, message}`) of a failed operation.
+    pub fn reason(&self) -> Option<&Value> {
+        self.raw().get("reason")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_and_may_point_into_each_other() {
+        let mut p = Packer::new(64);
+        p.put(Field::Rel, "audioVideoSession");
+        p.put(Field::Kind, "added");
+        p.put_with(Field::Href, |b| b.extend_from_slice(b"https://pool/c/7/av"));
+        let (start, _) = p.span(Field::Href).unwrap();
+        p.point(Field::Conversation, start, "https://pool/c/7".len());
+        p.put(Field::Raw, "{\"type\":\"added\"}");
+        let ev = Event::from_packed(p.finish());
+        assert_eq!((ev.rel(), ev.kind(), ev.href()), ("audioVideoSession", "added", "https://pool/c/7/av"));
+        assert_eq!(ev.conversation(), Some("https://pool/c/7"));
+        assert_eq!((ev.title(), ev.status()), (None, None));
+        assert_eq!(ev.raw()["type"], "added");
+        assert_eq!(packed_field(b"short", Field::Rel), None, "bytes that are not an event read as absent");
+    }
+}
