@@ -22,12 +22,12 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn tick(seq: u64) -> Arc<Event> {
+fn tick(seq: u64) -> Vec<Event> {
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     let body = batch::synthetic_body(&[("tick", "https://pool.contoso.com/x", serde_json::json!({}))]);
     let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
     ev.seq = seq;
-    Arc::new(ev)
+    vec![ev]
 }
 
 fn script(n: usize) -> String {

@@ -4,21 +4,20 @@
 mod common;
 
 use common::{expect, write};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use ucwa_agent::script::{Limits, ScriptHost, ScriptOutput};
 use ucwa_agent::ucwa::{batch, Event, Origin};
 
 /// A documentation sample as the channel would deliver it: numbered in delivery order.
-fn sample_event(name: &str) -> Arc<Event> {
+fn sample_event(name: &str) -> Vec<Event> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let path = format!("{}/tests/fixtures/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     let mut b = batch::parse(&std::fs::read(path).unwrap(), &origin).unwrap();
     let mut ev = b.events.remove(0);
     ev.seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    Arc::new(ev)
+    vec![ev]
 }
 
 struct Host {

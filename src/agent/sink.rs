@@ -64,10 +64,10 @@ impl EventSink {
         let position = next.and(self.position.as_ref());
         self.store.append(origin, body, &mut events, position)?;
         self.host.env().metrics.batch(events.iter().map(|e| (e.rel(), e.kind())));
-        for ev in events {
+        for ev in &events {
             tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
-            self.host.dispatch(Arc::new(ev));
         }
+        self.host.dispatch(events);
         self.batches += 1;
         if self.batches % PRUNE_EVERY == 0 {
             self.prune();

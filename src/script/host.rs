@@ -183,8 +183,8 @@ impl ScriptHost {
                         if !backlog.is_empty() {
                             tracing::info!(script = name, from = cursor + 1, events = backlog.len(), "script resumes with events it had not finished");
                         }
-                        for ev in backlog {
-                            let _ = inbox.send(Msg::Event(Arc::new(ev)));
+                        if !backlog.is_empty() {
+                            let _ = inbox.send(Msg::Events(Arc::new(backlog)));
                         }
                     }
                     Err(error) => tracing::error!(script = name, %error, "cannot read the journal"),
@@ -214,10 +214,14 @@ impl ScriptHost {
         }
     }
 
-    /// Queues an event for every script; returns at once.
-    pub fn dispatch(&self, ev: Arc<Event>) {
+    /// Queues events (in channel order) for every script; returns at once.
+    pub fn dispatch(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let events = Arc::new(events);
         for entry in self.lock().values() {
-            let _ = entry.inbox.send(Msg::Event(ev.clone()));
+            let _ = entry.inbox.send(Msg::Events(events.clone()));
         }
     }
 

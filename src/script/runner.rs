@@ -20,7 +20,8 @@ use tracing::Instrument;
 
 /// What a script's task is asked to do, in order.
 pub(crate) enum Msg {
-    Event(Arc<Event>),
+    /// Events in channel order (a batch: one message, one wake-up, for all of its events).
+    Events(Arc<Vec<Event>>),
     /// A new version, already built and run to completion of its top level.
     Swap(Box<Loaded>),
     /// Answered once everything before it is done (`replay` waits on it between batches).
@@ -60,6 +61,8 @@ struct Progress {
 pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64) {
     let name = current.ctx.name.clone();
     let state = env.store.state(&name).ok().flatten();
+    // The batch being worked through, and the index of its next event.
+    let mut batch: Option<(Arc<Vec<Event>>, usize)> = None;
     let mut p = Progress {
         name,
         done: cursor,
@@ -78,6 +81,15 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
         if due.is_some_and(|d| d <= tokio::time::Instant::now()) {
             fire_timers(&current, &mut p).await;
             continue;
+        }
+        if let Some((events, next)) = &mut batch {
+            if *next < events.len() {
+                let i = *next;
+                *next += 1;
+                run_event(&current, &events[i], &mut p).await;
+                continue;
+            }
+            batch = None;
         }
         // Take what is queued without arming timers (a timer per event costs more than the
         // event); wait on the timers only when the inbox is empty.
@@ -98,21 +110,7 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
             },
         };
         match msg {
-            Some(Msg::Event(ev)) => {
-                if ev.seq != 0 && ev.seq <= p.done {
-                    continue; // already finished before a restart
-                }
-                if !p.paused {
-                    handle(&current, &ev, &mut p).await;
-                }
-                p.done = p.done.max(ev.seq);
-                let now = tokio::time::Instant::now();
-                match p.flush_at {
-                    None => p.flush_at = Some(now + CURSOR_FLUSH),
-                    Some(at) if at <= now => p.commit(&current),
-                    Some(_) => {}
-                }
-            }
+            Some(Msg::Events(events)) => batch = Some((events, 0)),
             Some(Msg::Swap(next)) => {
                 unload(&current, &mut p).await;
                 current = *next;
@@ -138,6 +136,23 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
                 break;
             }
         }
+    }
+}
+
+/// One event through the script, then its progress noted (and committed when due).
+async fn run_event(cur: &Loaded, ev: &Event, p: &mut Progress) {
+    if ev.seq != 0 && ev.seq <= p.done {
+        return; // already finished before a restart
+    }
+    if !p.paused {
+        handle(cur, ev, p).await;
+    }
+    p.done = p.done.max(ev.seq);
+    let now = tokio::time::Instant::now();
+    match p.flush_at {
+        None => p.flush_at = Some(now + CURSOR_FLUSH),
+        Some(at) if at <= now => p.commit(cur),
+        Some(_) => {}
     }
 }
 
@@ -168,7 +183,7 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
 }
 
 /// Runs every handler of the script that matches the event, in registration order.
-async fn handle(cur: &Loaded, ev: &Arc<Event>, p: &mut Progress) {
+async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else { return };
     if !subs.iter().any(|s| s.matches(&ev.rel(), &ev.kind())) {
         return;

@@ -16,7 +16,6 @@ use crate::script::{Net, ScriptHost, ScriptOutput};
 use crate::ucwa::{batch, Origin};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Relative hrefs in a recording are resolved against this origin.
@@ -117,14 +116,15 @@ async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Re
         }
         clock.advance(1000);
         let Ok(b) = batch::parse(&line.body, &origin) else { continue };
-        for mut ev in b.events {
+        let mut events = b.events;
+        for ev in &mut events {
             seq += 1;
             ev.seq = seq;
             if let Net::Offline(net) = &net {
-                net.learn(&ev.href(), ev.resource(), ev.kind() == "deleted");
+                net.learn(ev.href(), ev.resource(), ev.kind() == "deleted");
             }
-            host.dispatch(Arc::new(ev));
         }
+        host.dispatch(events);
         // The next batch comes when this one is done: handlers see the clock and the
         // resources as of their own batch.
         host.barrier().await;
