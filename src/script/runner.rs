@@ -227,10 +227,10 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
 /// One call into the script, under its limits.
 async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &str, ev: Option<&Event>) {
     let limits = &p.settings.limits.clone();
-    if let Some(b) = sandbox::budget(&cur.lua) {
-        b.arm(limits);
-    }
     let started = Instant::now();
+    if let Some(b) = sandbox::budget(&cur.lua) {
+        b.arm_from(limits, started);
+    }
     // Log lines a handler writes carry its event: script, rel, type, seq.
     let span = match ev {
         Some(e) => tracing::info_span!("event", script = %p.name, rel = %e.rel(), r#type = %e.kind(), seq = e.seq),

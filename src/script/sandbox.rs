@@ -42,8 +42,13 @@ impl Budget {
 
     /// Arms the budget for one call.
     pub(crate) fn arm(&self, limits: &Limits) {
+        self.arm_from(limits, Instant::now());
+    }
+
+    /// Arms the budget for one call that started at `started`.
+    pub(crate) fn arm_from(&self, limits: &Limits, started: Instant) {
         self.remaining.store(limits.instructions.min(i64::MAX as u64) as i64, Ordering::Relaxed);
-        *self.deadline.lock().expect("budget lock") = Some(Instant::now() + limits.handler_timeout);
+        *self.deadline.lock().expect("budget lock") = Some(started + limits.handler_timeout);
         self.exhausted.store(false, Ordering::Relaxed);
     }
 
@@ -71,7 +76,9 @@ impl Budget {
 /// A fresh sandboxed state with the limits installed.
 pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
-    let lua = Lua::new_with(libs, LuaOptions::new())?;
+    // A few coroutines kept for reuse: every handler call runs in one (`call_async`), and
+    // making a new one per call costs more than a trivial handler.
+    let lua = Lua::new_with(libs, LuaOptions::new().thread_pool_size(8))?;
     lua.set_memory_limit(limits.memory_bytes)?;
     lua.set_app_data(Budget::new());
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
