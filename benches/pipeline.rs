@@ -109,6 +109,9 @@ async fn journal_latency(batches: u64) -> (Duration, Duration) {
 }
 
 fn main() {
+    // The agent's own subscriber (info level, human format), writing nowhere: what the agent
+    // does per event for logging is part of the figure.
+    tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::sink).init();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("ucwa-agent pipeline bench ({} logical CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     rt.block_on(async {

@@ -137,6 +137,16 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
         assert!(text.contains("got a token") && text.contains("added"), "{format}: the log has content: {}", &text[..text.len().min(2000)]);
         assert!(!text.contains(PASSWORD), "{format}: the password is in the log");
         assert!(!text.contains("cwt="), "{format}: a token is in the log");
+        if format == "json" {
+            // A script's line carries the script and the event it was handling, as fields.
+            let line = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["target"] == "script" && l["message"] == "added")
+                .expect("the script's log line");
+            assert_eq!((&line["script"], &line["rel"], &line["type"]), (&"sessions".into(), &"audioVideoSession".into(), &"added".into()), "{line}");
+            assert!(line["seq"].as_u64().is_some_and(|s| s > 0), "{line}");
+        }
     }
 }
 

@@ -16,7 +16,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 /// What a script's task is asked to do, in order.
 pub(crate) enum Msg {
@@ -231,12 +230,9 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     if let Some(b) = sandbox::budget(&cur.lua) {
         b.arm_from(limits, started);
     }
-    // Log lines a handler writes carry its event: script, rel, type, seq.
-    let span = match ev {
-        Some(e) => tracing::info_span!("event", script = %p.name, rel = %e.rel(), r#type = %e.kind(), seq = e.seq),
-        None => tracing::info_span!("call", script = %p.name, what),
-    };
-    let mut call = std::pin::pin!(f.call_async::<()>(arg).instrument(span));
+    // Log lines a handler writes carry its event: rel, type, seq.
+    set_current(cur, ev);
+    let mut call = std::pin::pin!(f.call_async::<()>(arg));
     // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
     // per call costs more than a trivial handler). The hook bounds CPU time either way.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
@@ -247,6 +243,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             tokio::time::timeout_at(deadline, call).await
         }
     };
+    set_current(cur, None);
     let took = started.elapsed();
     let duration_us = took.as_micros() as u64;
     let limit = result.is_err() || sandbox::budget(&cur.lua).is_some_and(|b| b.exhausted());
@@ -267,6 +264,20 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             ev,
             format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis()),
         ),
+    }
+}
+
+/// Notes the event the next call runs for (`None`: a timer, `on_unload`).
+fn set_current(cur: &Loaded, ev: Option<&Event>) {
+    if let Some(mut c) = cur.lua.app_data_mut::<api::CurrentEvent>() {
+        c.active = ev.is_some();
+        if let Some(ev) = ev {
+            c.rel.clear();
+            c.rel.push_str(ev.rel());
+            c.kind.clear();
+            c.kind.push_str(ev.kind());
+            c.seq = ev.seq;
+        }
     }
 }
 

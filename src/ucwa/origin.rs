@@ -71,22 +71,44 @@ impl Origin {
 }
 
 /// An href that `Url::join` would append to the origin unchanged: starts with one `/`, only
-/// characters it never escapes or rewrites, and no `.`/`..` segment in the path.
+/// characters it never escapes or rewrites, and no `.`/`..` segment in the path (nor `%2e`,
+/// which the URL parser reads as a dot). One pass over the bytes.
 fn is_plain_path(href: &str) -> bool {
     let b = href.as_bytes();
     if b.first() != Some(&b'/') || b.get(1) == Some(&b'/') {
         return false;
     }
-    let plain = |c: &u8| {
-        c.is_ascii_alphanumeric()
-            || matches!(c, b'/' | b'?' | b'%' | b'-' | b'_' | b'.' | b'~' | b'=' | b'&' | b'+' | b',' | b';' | b':' | b'@' | b'!' | b'$' | b'*' | b'(' | b')')
-    };
-    let path = &href[..href.find('?').unwrap_or(href.len())];
-    // `%2e` is a dot to the URL parser: leave any path holding one to it.
-    let dotted = path.split('/').any(|seg| seg == "." || seg == "..") 
-        || path.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'e'));
-    b.iter().all(plain) && !dotted
+    let dot_segment = |seg: &[u8]| seg == b"." || seg == b"..";
+    let mut segment_start = 1;
+    for (i, &c) in b.iter().enumerate().skip(1) {
+        match c {
+            b'/' => {
+                if dot_segment(&b[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            b'?' => return !dot_segment(&b[segment_start..i]) && b[i..].iter().all(|&c| PLAIN[c as usize]),
+            b'%' if b.get(i + 1) == Some(&b'2') && b.get(i + 2).is_some_and(|e| e.eq_ignore_ascii_case(&b'e')) => return false,
+            c if PLAIN[c as usize] => {}
+            _ => return false,
+        }
+    }
+    !dot_segment(&b[segment_start..])
 }
+
+/// The bytes `Url` keeps as they are in a path or query.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(b, b'/' | b'?' | b'%' | b'-' | b'_' | b'.' | b'~' | b'=' | b'&' | b'+' | b',' | b';' | b':' | b'@' | b'!' | b'$' | b'*' | b'(' | b')');
+        c += 1;
+    }
+    t
+};
 
 /// Whether a URL's host is a loopback address (`localhost`, 127.0.0.0/8, `[::1]`).
 pub fn is_loopback(url: &Url) -> bool {
@@ -137,6 +159,16 @@ mod tests {
             "/a/b?c/./d",
             "/a/b.json",
             "/a/...",
+            "/a/b/.",
+            "/a/b/..",
+            "/a/b/..?x=1",
+            "/.",
+            "/..",
+            "/a%2E/b",
+            "/a/b?x=%2e/../y",
+            "/a/b?x=é",
+            "/a//b",
+            "/a/b?",
         ] {
             assert_eq!(o.absolute(href), o.base.join(href).unwrap().to_string(), "{href}");
         }
