@@ -12,6 +12,8 @@
 //!
 //! Journal rows are pruned once every loaded script has passed them.
 
+mod checkpoint;
+
 use crate::ucwa::{batch, Event, Origin};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -43,7 +45,12 @@ pub struct Position {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// WAL checkpoints on a thread of their own (none for a database in memory).
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
+
+/// How often the WAL is copied into the database (and its fsync done), off the event path.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL DEFAULT 0);
@@ -55,6 +62,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 impl Store {
     /// Opens (creating) `<dir>/agent.db`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, CHECKPOINT_EVERY)
+    }
+
+    fn open_with(dir: &Path, checkpoint_every: std::time::Duration) -> Result<Store, StoreError> {
         let path = dir.join("agent.db");
         let err = |source| StoreError { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
@@ -63,17 +74,19 @@ impl Store {
         // an OS crash can lose the last commits.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         upgrade(&conn).map_err(err)?;
-        Ok(Store { path, conn: Mutex::new(conn) })
+        let checkpointer = checkpoint::Checkpointer::start(&path, checkpoint_every).map_err(err)?;
+        Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
     }
 
     /// A database that lives in memory (replay, tests of the script host).
     pub fn in_memory() -> Store {
         let conn = Connection::open_in_memory().expect("SQLite opens in memory");
         conn.execute_batch(SCHEMA).expect("the schema applies");
-        Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn) }
+        Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn), _checkpointer: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -346,6 +359,28 @@ mod tests {
         assert_eq!(all, [2, 3, 4]);
         let stored: Vec<u8> = s.lock().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
         assert!(stored.len() < body.len(), "new bodies are stored compressed");
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_off_the_writers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_with(dir.path(), std::time::Duration::from_millis(20)).unwrap();
+        let autocheckpoint: i64 = s.lock().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
+        assert_eq!(autocheckpoint, 0, "commits never checkpoint");
+        let before = std::fs::metadata(dir.path().join("agent.db")).unwrap().len();
+        let big: Vec<(&str, String, serde_json::Value)> =
+            (0..200).map(|i| ("test", format!("/e/{i}"), json!({"pad": format!("{:0>200}", i)}))).collect();
+        let refs: Vec<(&str, &str, serde_json::Value)> = big.iter().map(|(k, h, d)| (*k, h.as_str(), d.clone())).collect();
+        for _ in 0..20 {
+            append(&s, &batch::synthetic_body(&refs), None);
+        }
+        // The checkpointer copies the journal into the database file by itself.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(dir.path().join("agent.db")).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint happened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(s.events_after(0).unwrap().len(), 4000);
     }
 
     #[test]
