@@ -51,17 +51,17 @@ struct WireBatch<'a> {
     #[serde(rename = "_links", default, borrow)]
     links: Option<WireLinks<'a>>,
     #[serde(default, borrow)]
-    sender: Option<Senders<'a>>,
+    sender: Option<OneOrMany<WireSender<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
 struct WireLinks<'a> {
     #[serde(default, borrow)]
-    next: Option<OneOrFirst<WireHref<'a>>>,
+    next: Option<OneOrMany<WireHref<'a>>>,
     #[serde(default, borrow)]
-    resync: Option<OneOrFirst<WireHref<'a>>>,
+    resync: Option<OneOrMany<WireHref<'a>>>,
     #[serde(default, borrow)]
-    resume: Option<OneOrFirst<WireHref<'a>>>,
+    resume: Option<OneOrMany<WireHref<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -70,50 +70,27 @@ struct WireHref<'a> {
     href: Option<Cow<'a, str>>,
 }
 
-/// A `_links` value: one link object, or an array of them of which the first counts (PROTOCOL.md §3).
-struct OneOrFirst<T>(Option<T>);
+/// One object or an array of them: `sender` comes both ways, and so may a `_links` value (of
+/// which the first counts, PROTOCOL.md §3).
+struct OneOrMany<T>(Vec<T>);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrFirst<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(std::marker::PhantomData<T>);
         impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
-            type Value = OneOrFirst<T>;
+            type Value = OneOrMany<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a link object or an array of link objects")
+                f.write_str("an object or an array of objects")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| OneOrFirst(Some(t)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let first = seq.next_element::<T>()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(OneOrFirst(first))
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
-
-/// `sender`: an array of senders, or a single sender object (both are seen), or null.
-struct Senders<'a>(Vec<WireSender<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Senders<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Senders<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of senders")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                WireSender::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|s| Senders(vec![s]))
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut all = Vec::new();
-                while let Some(s) = seq.next_element()? {
-                    all.push(s);
+                while let Some(t) = seq.next_element()? {
+                    all.push(t);
                 }
-                Ok(Senders(all))
+                Ok(OneOrMany(all))
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -158,7 +135,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
         _ => format!("body is not JSON: {e}"),
     })?;
     let links = wire.links.unwrap_or_default();
-    let href = |l: Option<OneOrFirst<WireHref>>| l.and_then(|l| l.0).and_then(|l| l.href).map(Cow::into_owned);
+    let href = |l: Option<OneOrMany<WireHref>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href).map(Cow::into_owned);
     let continuation = if let Some(h) = href(links.resync) {
         Continuation::Resync(h)
     } else if let Some(h) = href(links.resume) {
@@ -247,6 +224,24 @@ mod tests {
         assert_eq!(rels, ["communication", "me", "presence", "note", "location"]);
         assert_eq!(b.events[1].href(), "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me");
         assert_eq!(b.events[0].resource().unwrap()["supportedModalities"][0], "Messaging");
+    }
+
+    #[test]
+    fn a_single_sender_object_and_link_arrays_decode() {
+        let body = br#"{"_links":{"next":[{"href":"/e?ack=5"},{"href":"/other"}]},
+            "sender":{"rel":"conversation","href":"/ucwa/oauth/v1/applications/1/communication/conversations/9",
+              "events":[{"link":{"rel":"participant","href":"/ucwa/oauth/v1/applications/1/people/x"},"type":"added"}]}}"#;
+        let b = parse(body, &origin()).unwrap();
+        assert_eq!(b.continuation, Continuation::Next("/e?ack=5".into()));
+        let e = &b.events[0];
+        assert_eq!((e.rel(), e.sender_rel()), ("participant", "conversation"));
+        assert_eq!(e.conversation(), Some("https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/conversations/9"), "the sending conversation");
+        let none = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#, &origin()).unwrap();
+        assert!(none.events.is_empty());
+        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#, &origin()).unwrap_err();
+        assert!(err.contains("sender[0].events[0] has no link"), "{err}");
+        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#, &origin()).unwrap_err();
+        assert!(err.contains("not an event batch"), "{err}");
     }
 
     #[test]
