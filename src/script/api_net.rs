@@ -168,7 +168,8 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp.bytes().await.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
-            tracing::debug!(url = %url, status, "agent.http.request");
+            // Host only: webhook URLs often carry their secret in the path or query.
+            tracing::debug!(script = %script, host = url.host_str().unwrap_or(""), status, "agent.http.request");
             reply_table(&lua, status, &headers, &body, false)
         };
         async move { outcome(&l, run.await) }
