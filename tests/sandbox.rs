@@ -159,6 +159,27 @@ async fn json_null_and_empty_arrays_round_trip() {
 }
 
 #[tokio::test]
+async fn json_null_and_empty_arrays_in_events_stay_what_they_were() {
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        local r = e.resource
+        assert(r.note == agent.json.null, "null in a resource is agent.json.null")
+        assert(type(r.tags) == "table" and #r.tags == 0)
+        agent.log.info(agent.json.encode(r.tags) .. " " .. agent.json.encode(e.raw._embedded.audioVideoSession.note))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("nulls.lua", script)]).await;
+    let body = br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"rel":"communication","href":"/c","events":[
+      {"link":{"rel":"audioVideoSession","href":"/c/conversations/1/audioVideo/audioVideoSession"},"type":"updated",
+       "_embedded":{"audioVideoSession":{"note":null,"tags":[]}}}]}]}"#;
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let mut events = batch::parse(body, &origin).unwrap().events;
+    events[0].seq = 1;
+    h.host.dispatch(events);
+    assert_eq!(log_of(&mut h.out, "nulls").await, "[] null");
+}
+
+#[tokio::test]
 async fn event_tables_show_every_field_when_iterated_encoded_or_logged() {
     // Fields beyond rel/type/seq are filled in on first read; a handler that iterates the
     // event, encodes it or logs it whole still sees all of them.
