@@ -1,9 +1,12 @@
 //! WAL checkpoints off the event path. SQLite's automatic checkpoint runs inside whichever
-//! commit crosses the threshold, and its fsync can take hundreds of milliseconds on a busy
-//! disk: the channel loop would wait that long before its next poll. Instead the agent's own
-//! connection never checkpoints (`wal_autocheckpoint = 0`) and this thread, on a connection of
-//! its own, runs a PASSIVE checkpoint (which never blocks the writer) every interval, and a
-//! last one when the store is dropped.
+//! commit takes the WAL past 1000 pages (4 MiB), and its fsync can take hundreds of
+//! milliseconds on a busy disk: the channel loop would wait that long before its next poll.
+//! This thread, on a connection of its own, runs a PASSIVE checkpoint (which never blocks the
+//! writer) every interval, and a last one when the store is dropped. At any ordinary event
+//! rate it copies everything and the WAL starts over before it reaches the automatic
+//! threshold, so commits never checkpoint. Under a sustained flood a passive checkpoint never
+//! catches up with the writer (the WAL would grow without end): there the automatic
+//! checkpoint, left on, is the bound, and it finds most pages already copied.
 
 use rusqlite::Connection;
 use std::path::Path;
