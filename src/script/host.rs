@@ -182,8 +182,6 @@ impl ScriptHost {
                     Ok(backlog) => {
                         if !backlog.is_empty() {
                             tracing::info!(script = name, from = cursor + 1, events = backlog.len(), "script resumes with events it had not finished");
-                        }
-                        if !backlog.is_empty() {
                             let _ = inbox.send(Msg::Events(Arc::new(backlog)));
                         }
                     }

@@ -9,7 +9,7 @@
 //! value (and no finalizer) lives on in Lua per event. One metatable per state serves every
 //! event table; `pairs(e)` and `agent.json.encode(e)` see every field.
 
-use crate::ucwa::event::{packed_field, Field};
+use crate::ucwa::event::{embedded, packed_field, Field};
 use crate::ucwa::Event;
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 
@@ -85,7 +85,7 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
             Ok(Value::Table(sender))
         }
         b"raw" => convert(Some(&raw())),
-        b"resource" => convert(raw().get("_embedded").and_then(|e| e.get(packed_field(packed, Field::Rel).unwrap_or("")))),
+        b"resource" => convert(embedded(&raw(), packed_field(packed, Field::Rel).unwrap_or(""))),
         b"reason" => convert(raw().get("reason")),
         _ => Ok(Value::Nil),
     }

@@ -184,7 +184,7 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
 /// Runs every handler of the script that matches the event, in registration order.
 async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else { return };
-    if !subs.iter().any(|s| s.matches(&ev.rel(), &ev.kind())) {
+    if !subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
         return;
     }
     if p.env.trace {
@@ -207,7 +207,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
             return;
         }
     };
-    for sub in subs.iter().filter(|s| s.matches(&ev.rel(), &ev.kind())) {
+    for sub in subs.iter().filter(|s| s.matches(ev.rel(), ev.kind())) {
         if p.paused {
             break;
         }

@@ -103,9 +103,11 @@ impl Store {
     /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
     /// and, in the same transaction, the new channel position.
     pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
+        // Compressed before taking the lock: the scripts' commits share the connection.
+        let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        if !events.is_empty() {
+        if let Some(stored) = stored {
             let head: i64 = tx
                 .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get::<_, String>(0))
                 .optional()
@@ -113,7 +115,6 @@ impl Store {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let (first, last) = (head + 1, head + events.len() as i64);
-            let stored = lz4_flex::compress_prepend_size(body);
             tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body, codec) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .and_then(|mut st| st.execute(params![first, last, origin.as_str(), stored, CODEC_LZ4]))
                 .map_err(|e| self.err(e))?;

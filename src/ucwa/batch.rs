@@ -166,14 +166,14 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             }
             p.put(Field::SenderRel, &sender_rel);
             p.put_with(Field::SenderHref, |b| if !sender_href.is_empty() { origin.absolute_into(&sender_href, b) });
-            let conversation = p.span(Field::Href).and_then(|(start, len)| Some((start, conversation_of(&p.text()[start..start + len])?)));
-            match conversation {
-                Some((start, len)) => p.point(Field::Conversation, start, len),
-                None if sender_rel == "conversation" => {
-                    let (start, len) = p.span(Field::SenderHref).expect("the sender href was just set");
-                    p.point(Field::Conversation, start, len);
-                }
-                None => {}
+            // The conversation is a prefix of the href, or the sender itself: point at that text.
+            let conversation = match p.field(Field::Href).and_then(conversation_of) {
+                Some(len) => p.span(Field::Href).map(|(start, _)| (start, len)),
+                None if sender_rel == "conversation" => p.span(Field::SenderHref),
+                None => None,
+            };
+            if let Some((start, len)) = conversation {
+                p.point(Field::Conversation, start, len);
             }
             if let Some(s) = &head.status {
                 p.put(Field::Status, s);

@@ -75,10 +75,9 @@ impl Packer {
         span(&self.buf, field)
     }
 
-    /// The text appended so far.
-    pub(crate) fn text(&self) -> &str {
-        // Only `&str` pieces and what `put_with` writers promise is UTF-8 are ever appended.
-        std::str::from_utf8(&self.buf[HEADER..]).unwrap_or("")
+    /// A field set so far.
+    pub(crate) fn field(&self, field: Field) -> Option<&str> {
+        packed_field(&self.buf, field)
     }
 
     fn set(&mut self, field: Field, start: usize, len: usize) {
@@ -106,8 +105,13 @@ pub fn packed_field(packed: &[u8], field: Field) -> Option<&str> {
     std::str::from_utf8(bytes).ok()
 }
 
+/// `_embedded.<rel>` of an event object: the resource the server sent with it.
+pub fn embedded<'a>(raw: &'a Value, rel: &str) -> Option<&'a Value> {
+    raw.get("_embedded").and_then(|e| e.get(rel))
+}
+
 /// One event, as scripts see it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Event {
     packed: Box<[u8]>,
     /// Delivery number, assigned by the journal in channel order.
@@ -116,12 +120,6 @@ pub struct Event {
     parsed: OnceLock<Value>,
     /// When the event was decoded (its delivery latency is measured from here).
     pub received: std::time::Instant,
-}
-
-impl Clone for Event {
-    fn clone(&self) -> Event {
-        Event { packed: self.packed.clone(), seq: self.seq, parsed: self.parsed.clone(), received: self.received }
-    }
 }
 
 impl Event {
@@ -182,7 +180,7 @@ impl Event {
 
     /// The embedded resource (`_embedded.<rel>`), when the server sent one.
     pub fn resource(&self) -> Option<&Value> {
-        self.raw().get("_embedded").and_then(|e| e.get(self.rel()))
+        embedded(self.raw(), self.rel())
     }
 
     /// The `reason` block (`{code, subcode, message}`) of a failed operation.
