@@ -120,6 +120,8 @@ pub struct ScriptsConfig {
     pub http_allow: Vec<String>,
     /// Consecutive handler failures after which a script pauses until its file changes (0 = never).
     pub max_consecutive_failures: u32,
+    /// The largest `agent.state` a script may keep, in bytes of JSON.
+    pub state_max_bytes: u64,
     /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
     pub config: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -135,6 +137,7 @@ impl Default for ScriptsConfig {
             watch: true,
             http_allow: Vec::new(),
             max_consecutive_failures: 10,
+            state_max_bytes: 1 << 20,
             config: Default::default(),
         }
     }
@@ -234,14 +237,17 @@ impl Config {
             return Err(self.invalid("server.user_agent", "expected 1 to 100 characters"));
         }
         let sc = &self.scripts;
-        if sc.memory_limit_mb < 1 {
-            return Err(self.invalid("scripts.memory_limit_mb", "expected at least 1 MiB"));
-        }
-        if sc.instruction_limit < 1000 {
-            return Err(self.invalid("scripts.instruction_limit", "expected at least 1000 instructions"));
-        }
-        if sc.handler_timeout_ms < 1 {
-            return Err(self.invalid("scripts.handler_timeout_ms", "expected at least 1 millisecond"));
+        let ranges: [(&'static str, u64, u64, u64, &str); 5] = [
+            ("scripts.memory_limit_mb", sc.memory_limit_mb, 1, 16_384, "MiB"),
+            ("scripts.instruction_limit", sc.instruction_limit, 1000, 1_000_000_000_000, "instructions"),
+            ("scripts.handler_timeout_ms", sc.handler_timeout_ms, 1, 3_600_000, "milliseconds"),
+            ("scripts.reload_debounce_ms", sc.reload_debounce_ms, 0, 60_000, "milliseconds"),
+            ("scripts.state_max_bytes", sc.state_max_bytes, 1024, 1 << 30, "bytes"),
+        ];
+        for (key, value, min, max, unit) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(self.invalid(key, format!("expected {min} to {max} {unit}, got {value}")));
+            }
         }
         for (i, host) in sc.http_allow.iter().enumerate() {
             if host.is_empty() || host.contains('/') || host.contains("://") {
@@ -340,6 +346,22 @@ impl Config {
 
     pub fn handler_timeout(&self) -> Duration {
         Duration::from_millis(self.scripts.handler_timeout_ms)
+    }
+
+    /// What `[scripts]` means to the script host (limits, allowlist, per-script tables).
+    pub fn script_settings(&self) -> crate::script::ScriptSettings {
+        let s = &self.scripts;
+        crate::script::ScriptSettings {
+            limits: crate::script::Limits {
+                memory_bytes: (s.memory_limit_mb as usize) << 20,
+                instructions: s.instruction_limit,
+                handler_timeout: self.handler_timeout(),
+            },
+            http_allow: s.http_allow.clone(),
+            config: s.config.clone(),
+            max_consecutive_failures: s.max_consecutive_failures,
+            state_max_bytes: s.state_max_bytes as usize,
+        }
     }
 
     /// The simulator settings `discover = "embedded"` runs with.

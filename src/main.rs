@@ -152,7 +152,7 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
 async fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
     let loaded = Config::load(config).ok();
     let dir = dir.or_else(|| loaded.as_ref().map(|c| c.scripts_dir())).unwrap_or_else(|| PathBuf::from("scripts"));
-    let settings = ucwa_agent::agent::script_settings(&loaded.unwrap_or_else(|| Config::parse("", config).expect("defaults are valid")));
+    let settings = loaded.unwrap_or_else(|| Config::parse("", config).expect("defaults are valid")).script_settings();
     let files = match tools::lua_test::find_tests(&dir) {
         Ok(f) => f,
         Err(error) => {

@@ -56,6 +56,8 @@ struct ScriptFigures {
     limit_stops: u64,
     reloads_ok: u64,
     reloads_failed: u64,
+    /// 1 while the watchdog holds the script stuck.
+    stuck: u64,
     lua_memory_bytes: u64,
     duration: Histogram,
 }
@@ -73,7 +75,11 @@ pub enum HealthState {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
+    /// `ok`, or `degraded` while a script is stuck (the agent itself still polls).
+    pub status: &'static str,
     pub state: HealthState,
+    /// Scripts the watchdog declared stuck: they get no events until their file changes.
+    pub stuck_scripts: Vec<String>,
     /// Seconds in this state.
     pub for_secs: u64,
     /// The last error, while not polling.
@@ -200,6 +206,11 @@ impl Metrics {
         script_entry(&mut lock(&self.scripts), script).lua_memory_bytes = bytes as u64;
     }
 
+    /// The watchdog declared the script stuck (`true`), or a new version replaced it.
+    pub fn script_stuck(&self, script: &str, stuck: bool) {
+        script_entry(&mut lock(&self.scripts), script).stuck = stuck as u64;
+    }
+
     pub fn set_health(&self, state: HealthState, error: Option<String>) {
         let mut h = lock(&self.health);
         if h.0 != state {
@@ -212,8 +223,10 @@ impl Metrics {
     }
 
     pub fn health(&self) -> Health {
+        let stuck_scripts: Vec<String> = lock(&self.scripts).iter().filter(|(_, f)| f.stuck != 0).map(|(n, _)| n.clone()).collect();
         let h = lock(&self.health);
-        Health { state: h.0, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
+        let status = if stuck_scripts.is_empty() { "ok" } else { "degraded" };
+        Health { status, state: h.0, stuck_scripts, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
     }
 
     /// The Prometheus text format. `journal` is `(depth, [(script, lag)])`, read at scrape time.
@@ -237,13 +250,14 @@ impl Metrics {
             let _ = writeln!(out, "ucwa_recoveries_total{{kind=\"{kind}\"}} {n}");
         }
         let scripts = lock(&self.scripts).clone();
-        let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 6] = [
+        let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 7] = [
             ("ucwa_handler_calls_total", "counter", "Handler calls, by script.", |f| f.handler_calls),
             ("ucwa_handler_errors_total", "counter", "Handler calls that failed (errors and limits), by script.", |f| f.handler_errors),
             ("ucwa_handler_limit_stops_total", "counter", "Handler calls stopped by a limit, by script.", |f| f.limit_stops),
             ("ucwa_reloads_ok_total", "counter", "Versions loaded, by script.", |f| f.reloads_ok),
             ("ucwa_reloads_failed_total", "counter", "Versions that failed to load, by script.", |f| f.reloads_failed),
             ("ucwa_lua_memory_bytes", "gauge", "Memory of the script's Lua state.", |f| f.lua_memory_bytes),
+            ("ucwa_script_stuck", "gauge", "1 while the watchdog holds the script stuck (a call that does not return).", |f| f.stuck),
         ];
         for (name, kind, help, get) in per_script {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

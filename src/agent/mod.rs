@@ -11,7 +11,7 @@ pub use reload::Reloader;
 pub mod sink;
 
 use crate::config::{Config, Discover};
-use crate::script::{watch_dir, Limits, ScriptEnv, ScriptHost, ScriptSettings};
+use crate::script::{watch_dir, ScriptEnv, ScriptHost};
 use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
 use crate::metrics::HealthState;
 use crate::store::{Position, Store};
@@ -95,7 +95,7 @@ impl Agent {
         };
         let http = http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file: file.clone(), message })?;
         let store = Arc::new(Store::open(&config.state_dir()).map_err(|source| StartError::State { file: file.clone(), source })?);
-        let env = ScriptEnv::new(script_settings(&config), store.clone());
+        let env = ScriptEnv::new(config.script_settings(), store.clone());
         let dir = config.scripts_dir();
         let host = ScriptHost::with_env(dir.clone(), env);
         let failed = host.load_dir().await.map_err(|source| StartError::ScriptsDir {
@@ -312,20 +312,6 @@ async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut 
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = stop.changed() => false,
-    }
-}
-
-/// What `[scripts]` says about limits, HTTP, per-script config and pausing.
-pub fn script_settings(config: &Config) -> ScriptSettings {
-    ScriptSettings {
-        limits: Limits {
-            memory_bytes: (config.scripts.memory_limit_mb as usize) << 20,
-            instructions: config.scripts.instruction_limit,
-            handler_timeout: config.handler_timeout(),
-        },
-        http_allow: config.scripts.http_allow.clone(),
-        config: config.scripts.config.clone(),
-        max_consecutive_failures: config.scripts.max_consecutive_failures,
     }
 }
 

@@ -1,7 +1,6 @@
 //! SIGHUP: re-read `config.toml`, apply the `[scripts]` settings, reload every script; say
 //! which changed keys need a restart.
 
-use super::script_settings;
 use crate::config::Config;
 use crate::script::ScriptHost;
 use std::sync::Arc;
@@ -31,7 +30,7 @@ impl Reloader {
             for key in restart_keys(&current, &new) {
                 tracing::warn!(key, "changed in the configuration; takes effect after a restart");
             }
-            self.host.env().set_settings(script_settings(&new));
+            self.host.env().set_settings(new.script_settings());
             *current = new;
         }
         self.host.rescan().await;

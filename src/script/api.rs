@@ -15,7 +15,7 @@
 //! Timers are in `timers.rs`; `agent.ucwa` and `agent.http` in `api_net.rs`.
 
 use super::env::ScriptEnv;
-use super::host::ScriptOutput;
+use super::output::ScriptOutput;
 use super::{api_net, timers};
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,6 +143,7 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     let methods = lua.create_table()?;
     methods.set("off", off)?;
     handle_mt.set("__index", methods)?;
+    handle_mt.set("__metatable", false)?;
     lua.create_function(move |lua, (rel, a, b): (Value, Value, Value)| {
         const USAGE: &str = "agent.on(rel, [type,] handler): ";
         let rel = match rel {

@@ -13,7 +13,7 @@
 
 use super::api::ScriptCtx;
 use super::env::{Net, ScriptEnv};
-use super::host::ScriptOutput;
+use super::output::ScriptOutput;
 use super::offline::{OfflineNet, Request};
 use bytes::Bytes;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
@@ -104,9 +104,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 }
                 let session = env.session.get().ok_or_else(|| mlua::Error::runtime(format!("{what}: the agent is not signed in")))?;
                 let body = if takes_body { body_of(body, content_type, &what)? } else { None };
-                let reply = session
-                    .send(method, &href, body, Some(env.settings().limits.handler_timeout))
-                    .await
+                let timeout = env.settings().limits.handler_timeout;
+                let target = href.clone();
+                let reply = env
+                    .on_io(async move { session.send(method, &target, body, Some(timeout)).await })
+                    .await?
                     .map_err(|e| mlua::Error::runtime(format!("{what}({href}): {e}")))?;
                 reply_table(&lua, reply.status, &reply.headers, &reply.body, true)
             };
@@ -164,10 +166,15 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 }
                 req = req.body(bytes);
             }
-            let resp = req.send().await.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
+            let sent = env
+                .on_io(async move {
+                    let resp = req.send().await?;
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    resp.bytes().await.map(|body| (status, headers, body))
+                })
+                .await?;
+            let (status, headers, body) = sent.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
             // Host only: webhook URLs often carry their secret in the path or query.
             tracing::debug!(script = %script, host = url.host_str().unwrap_or(""), status, "agent.http.request");
             reply_table(&lua, status, &headers, &body, false)

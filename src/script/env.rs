@@ -1,7 +1,7 @@
 //! What scripts can reach, shared by every script of a host: the limits, the database, the
 //! agent's UCWA session, the outbound HTTP allowlist, and each script's own config table.
 
-use super::host::ScriptOutput;
+use super::output::ScriptOutput;
 use super::sandbox::Limits;
 use super::offline::OfflineNet;
 use crate::metrics::Metrics;
@@ -37,11 +37,13 @@ pub struct ScriptSettings {
     pub config: BTreeMap<String, serde_json::Value>,
     /// Consecutive handler failures after which a script is paused until its file changes.
     pub max_consecutive_failures: u32,
+    /// The largest `agent.state` (JSON bytes) a script may keep.
+    pub state_max_bytes: usize,
 }
 
 impl ScriptSettings {
     pub fn new(limits: Limits) -> ScriptSettings {
-        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10 }
+        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10, state_max_bytes: 1 << 20 }
     }
 
     /// Whether `agent.http.request` may reach this URL's host.
@@ -110,6 +112,9 @@ pub struct ScriptEnv {
     /// Report each event a script handles and each change of its `agent.state` on the output
     /// stream (`replay`, `test`).
     pub trace: bool,
+    /// The agent's runtime: scripts' requests run there, not on a script's thread (whose
+    /// runtime has no I/O driver and may be stuck). `None` outside a runtime.
+    pub io: Option<tokio::runtime::Handle>,
 }
 
 impl ScriptEnv {
@@ -126,6 +131,15 @@ impl ScriptEnv {
             clock: Clock::System,
             net: Net::Live,
             trace: false,
+            io: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Runs `fut` on the agent's runtime and waits for it (from a script's thread).
+    pub(crate) async fn on_io<T: Send + 'static>(&self, fut: impl std::future::Future<Output = T> + Send + 'static) -> mlua::Result<T> {
+        match &self.io {
+            Some(io) => io.spawn(fut).await.map_err(|e| mlua::Error::runtime(format!("the request task failed: {e}"))),
+            None => Ok(fut.await),
         }
     }
 

@@ -6,6 +6,7 @@ use super::env::{ScriptEnv, ScriptSettings};
 use super::loader::{self, script_name, ScriptError};
 use super::runner::{self, Msg};
 use super::sandbox::Limits;
+use super::watchdog::{self, Watch};
 use crate::store::Store;
 use crate::ucwa::Event;
 use std::collections::BTreeMap;
@@ -14,35 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
-use tokio::task::JoinHandle;
-
-/// What scripts did, as a stream (tests, and tools that show what scripts do).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ScriptOutput {
-    /// `agent.log.*` or `print`.
-    Log { script: String, version: u64, level: &'static str, message: String, fields: Option<serde_json::Value> },
-    /// A handler raised an error or was stopped by a limit.
-    HandlerError { script: String, rel: String, kind: String, seq: u64, error: String },
-    /// A version was loaded and is in service.
-    Loaded { script: String, version: u64 },
-    /// A new version failed to load; the old one (if any) keeps running.
-    LoadFailed { script: String, error: String },
-    /// The script's file is gone; its subscriptions stopped.
-    Unloaded { script: String },
-    /// Too many consecutive failures: events skip the script until its file changes.
-    Paused { script: String, failures: u32 },
-    /// Tracing (`replay`): the script is about to handle this event.
-    Event { script: String, seq: u64, rel: String, kind: String, href: String },
-    /// Tracing (`replay`): the script's `agent.state` after an event, when it changed.
-    State { script: String, json: String },
-    /// Offline (`replay`, `test`): a request the script would have sent.
-    Request { script: String, via: &'static str, method: String, url: String, body: Option<String> },
-}
+pub use super::output::ScriptOutput;
 
 struct Entry {
     inbox: mpsc::UnboundedSender<Msg>,
     version: u64,
-    task: JoinHandle<()>,
+    watch: Arc<Watch>,
+    /// Completes when the script's thread has ended.
+    ended: tokio::sync::oneshot::Receiver<()>,
 }
 
 struct Inner {
@@ -64,7 +44,14 @@ impl ScriptHost {
     }
 
     pub fn with_env(dir: PathBuf, env: ScriptEnv) -> ScriptHost {
-        ScriptHost { inner: Arc::new(Inner { dir, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()) }) }
+        let inner = Arc::new(Inner { dir, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()) });
+        watchdog::spawn(Arc::downgrade(&inner));
+        ScriptHost { inner }
+    }
+
+    /// Scripts the watchdog declared stuck (not fed until their file changes).
+    pub fn stuck(&self) -> Vec<String> {
+        self.lock().iter().filter(|(_, e)| e.watch.is_stuck()).map(|(n, _)| n.clone()).collect()
     }
 
     pub fn env(&self) -> &Arc<ScriptEnv> {
@@ -110,12 +97,7 @@ impl ScriptHost {
             message: "not a .lua file".into(),
         })?;
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
-        let (p, env) = (path.to_path_buf(), self.inner.env.clone());
-        let built = tokio::task::spawn_blocking(move || loader::load(&p, version, &env))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ScriptError { script: name.clone(), path: path.to_path_buf(), message: format!("loader crashed: {e}") })
-            });
+        let built = load_bounded(path, &name, version, &self.inner.env).await;
         let loaded = match built {
             Ok(l) => l,
             Err(e) => {
@@ -130,15 +112,27 @@ impl ScriptHost {
         let subscriptions = loaded.subscriptions().map_or(0, |s| s.count());
         let mut scripts = self.lock();
         match scripts.get_mut(&name) {
-            Some(entry) if !entry.inbox.is_closed() => {
+            Some(entry) if !entry.inbox.is_closed() && !entry.watch.is_stuck() => {
                 let _ = entry.inbox.send(Msg::Swap(Box::new(loaded)));
                 entry.version = version;
             }
-            _ => {
+            previous => {
+                if previous.is_some_and(|e| e.watch.is_stuck()) {
+                    tracing::info!(script = %name, version, "script restarted on a new thread: its file changed (the stuck thread is left behind)");
+                    self.inner.env.metrics.script_stuck(&name, false);
+                }
                 let (tx, rx) = mpsc::unbounded_channel();
                 let cursor = self.catch_up(&name, &tx);
-                let task = tokio::spawn(runner::run(loaded, rx, self.inner.env.clone(), cursor));
-                scripts.insert(name.clone(), Entry { inbox: tx, version, task });
+                let watch = Watch::new(Arc::from(name.as_str()));
+                let ended = match runner::spawn(loaded, rx, self.inner.env.clone(), cursor, watch.clone()) {
+                    Ok(ended) => ended,
+                    Err(error) => {
+                        let message = format!("cannot start the script's thread: {error}");
+                        tracing::error!(script = %name, %error, "script not loaded: cannot start its thread");
+                        return Err(ScriptError { script: name, path: path.to_path_buf(), message });
+                    }
+                };
+                scripts.insert(name.clone(), Entry { inbox: tx, version, watch, ended });
             }
         }
         drop(scripts);
@@ -218,7 +212,9 @@ impl ScriptHost {
             return;
         }
         let events = Arc::new(events);
-        for entry in self.lock().values() {
+        // A stuck script is not fed: its events stay in the journal after its cursor for the
+        // version that replaces it.
+        for entry in self.lock().values().filter(|e| !e.watch.is_stuck()) {
             let _ = entry.inbox.send(Msg::Events(events.clone()));
         }
     }
@@ -228,6 +224,7 @@ impl ScriptHost {
         let waits: Vec<_> = self
             .lock()
             .values()
+            .filter(|e| !e.watch.is_stuck())
             .map(|e| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let _ = e.inbox.send(Msg::Barrier(tx));
@@ -239,25 +236,72 @@ impl ScriptHost {
         }
     }
 
-    /// Lets every script finish what is queued (up to `grace`), then stops them.
+    /// Lets every script finish what is queued (up to `grace`), then leaves: a script still
+    /// busy is named and its thread left behind (the process exits without it). Stuck scripts
+    /// are not waited for at all.
     pub async fn shutdown(&self, grace: Duration) {
-        let entries: Vec<Entry> = std::mem::take(&mut *self.lock()).into_values().collect();
-        let mut tasks = Vec::new();
-        for e in entries {
-            let _ = e.inbox.send(Msg::Stop);
-            tasks.push(e.task);
-        }
-        let all = futures_util::future::join_all(tasks.iter_mut());
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "scripts still busy at shutdown; stopping them");
-            for t in &tasks {
-                t.abort();
+        let entries: Vec<(String, Entry)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        let pending = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let mut waits = Vec::new();
+        for (name, e) in entries {
+            if e.watch.is_stuck() {
+                continue;
             }
+            let _ = e.inbox.send(Msg::Stop);
+            pending.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+            let pending = pending.clone();
+            waits.push(async move {
+                let _ = e.ended.await;
+                pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            });
+        }
+        if tokio::time::timeout(grace, futures_util::future::join_all(waits)).await.is_err() {
+            let busy: Vec<String> = pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+            tracing::warn!(grace_ms = grace.as_millis() as u64, scripts = ?busy, "scripts still busy at shutdown; not waiting for them");
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         self.inner.scripts.lock().expect("script table lock")
+    }
+}
+
+impl watchdog::Overseer for Inner {
+    fn watches(&self) -> Vec<Arc<Watch>> {
+        self.scripts.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.watch.clone()).collect()
+    }
+
+    fn stuck(&self, watch: &Watch, doing: String, limit: Duration, took: Duration) {
+        let script = &*watch.name;
+        let limit_ms = limit.as_millis() as u64;
+        tracing::error!(
+            script,
+            doing = %doing,
+            limit_ms,
+            running_ms = took.as_millis() as u64,
+            "script stuck: a call ran past its time limit and does not return (C code or a finalizer the limits cannot interrupt); it gets no more events until its file changes"
+        );
+        self.env.metrics.script_stuck(script, true);
+        let _ = self.env.output.send(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
+    }
+}
+
+/// Builds a version on a thread of its own: a top level that never returns (C code) is given
+/// up after the time limit (plus the watchdog's grace) and reported as a load failure.
+async fn load_bounded(path: &Path, name: &str, version: u64, env: &Arc<ScriptEnv>) -> Result<loader::Loaded, ScriptError> {
+    let (p, e) = (path.to_path_buf(), env.clone());
+    let limit = env.settings().limits.handler_timeout;
+    let thread = format!("lua-load:{name}");
+    let built = tokio::task::spawn_blocking(move || watchdog::run_bounded(thread, limit, move || loader::load(&p, version, &e))).await;
+    let fail = |message: String| ScriptError { script: name.to_string(), path: path.to_path_buf(), message };
+    match built {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(waited)) => Err(fail(format!(
+            "the top level did not return within {} ms (scripts.handler_timeout_ms plus {} ms): stuck in code the limits cannot interrupt; not loaded",
+            waited.as_millis(),
+            watchdog::GRACE.as_millis()
+        ))),
+        Err(e) => Err(fail(format!("loader crashed: {e}"))),
     }
 }
 

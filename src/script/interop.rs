@@ -59,6 +59,8 @@ impl Interop {
         let metatable = lua.create_table()?;
         metatable.raw_set("__index", lazy)?;
         metatable.raw_set("__pairs", pairs)?;
+        // Out of scripts' reach: a `__gc` added to it would mark every later event for finalizing.
+        metatable.raw_set("__metatable", false)?;
         let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((metatable.clone(), sources.clone()))?;
         lua.set_app_data(Interop { make, sources, metatable });
         Ok(())

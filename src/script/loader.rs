@@ -72,6 +72,7 @@ pub(crate) fn describe(e: &mlua::Error) -> String {
             let cause = describe(cause);
             format!("{cause}\n{traceback}")
         }
+        mlua::Error::RuntimeError(m) if m == "not enough memory" => "memory limit exceeded (scripts.memory_limit_mb)".into(),
         mlua::Error::RuntimeError(m) => m.clone(),
         mlua::Error::WithContext { context, cause } => format!("{context}: {}", describe(cause)),
         other => other.to_string(),

@@ -9,7 +9,9 @@
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
 //! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
 //! - `loader.rs`: building one version of a script from its file.
-//! - `runner.rs`: the task that owns a script's state and runs its handlers.
+//! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
+//! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
 //! - `watch.rs`: the directory watcher behind hot reload.
 
@@ -19,10 +21,14 @@ mod env;
 mod host;
 pub(crate) mod interop;
 pub(crate) mod loader;
+mod output;
+mod pattern;
 pub mod offline;
 mod runner;
 pub(crate) mod sandbox;
+mod strlib;
 pub(crate) mod timers;
+pub(crate) mod watchdog;
 pub mod watch;
 
 pub use env::{outbound_client, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};

@@ -5,11 +5,12 @@
 
 use super::api::{self, OnUnload};
 use super::env::{Clock, ScriptEnv, ScriptSettings};
-use super::host::ScriptOutput;
+use super::output::ScriptOutput;
 use super::interop;
 use super::loader::{describe, Loaded};
 use super::sandbox;
 use super::timers::Timers;
+use super::watchdog::{Watch, STACK};
 use crate::ucwa::Event;
 use mlua::Function;
 use std::future::Future;
@@ -55,9 +56,32 @@ struct Progress {
     settings: Arc<ScriptSettings>,
     /// `agent.state` as last reported (tracing only).
     traced_state: Option<String>,
+    /// What this script's thread is doing, for the watchdog.
+    watch: Arc<Watch>,
 }
 
-pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64) {
+/// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
+/// awaiting), so a script that never returns holds only its own thread. Its network requests
+/// run on the agent's runtime (`ScriptEnv::io`). The receiver completes when the thread ends.
+pub(crate) fn spawn(
+    current: Loaded,
+    inbox: mpsc::UnboundedReceiver<Msg>,
+    env: Arc<ScriptEnv>,
+    cursor: u64,
+    watch: Arc<Watch>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(format!("lua:{}", current.ctx.name)).stack_size(STACK).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt.block_on(run(current, inbox, env, cursor, watch)),
+            Err(error) => tracing::error!(script = %current.ctx.name, %error, "cannot start the script's runtime"),
+        }
+        let _ = done.send(());
+    })?;
+    Ok(ended)
+}
+
+async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64, watch: Arc<Watch>) {
     let name = current.ctx.name.clone();
     let state = env.store.state(&name).ok().flatten();
     // The batch being worked through, and the index of its next event.
@@ -74,10 +98,22 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
         settings: env.settings(),
         traced_state: Some("{}".to_string()),
         env,
+        watch,
     };
+    // Due timers and queued events take turns, so a timer that is always due (its run takes
+    // longer than its interval) cannot starve the events, nor the events the timers.
+    let mut timers_turn = true;
     loop {
+        if p.watch.is_stuck() {
+            // The watchdog gave up on this thread while it was in a call; the host has stopped
+            // feeding it and a new version will start from the committed cursor. Leave
+            // without writing anything.
+            return;
+        }
         let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
-        if due.is_some_and(|d| d <= tokio::time::Instant::now()) {
+        let pending = batch.as_ref().is_some_and(|(events, next)| *next < events.len());
+        if due.is_some_and(|d| d <= tokio::time::Instant::now()) && (timers_turn || !pending) {
+            timers_turn = false;
             fire_timers(&current, &mut p).await;
             continue;
         }
@@ -85,6 +121,7 @@ pub(crate) async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<
             if *next < events.len() {
                 let i = *next;
                 *next += 1;
+                timers_turn = true;
                 run_event(&current, &events[i], &mut p).await;
                 continue;
             }
@@ -174,7 +211,7 @@ async fn unload(cur: &Loaded, p: &mut Progress) {
 async fn fire_timers(cur: &Loaded, p: &mut Progress) {
     let due = cur.lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
     for f in due {
-        if !p.paused {
+        if !p.paused && !p.watch.is_stuck() {
             call(cur, p, &f, mlua::Value::Nil, "timer", None).await;
         }
     }
@@ -208,7 +245,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
         }
     };
     for sub in subs.iter().filter(|s| s.matches(ev.rel(), ev.kind())) {
-        if p.paused {
+        if p.paused || p.watch.is_stuck() {
             break;
         }
         call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev)).await;
@@ -224,7 +261,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
 }
 
 /// One call into the script, under its limits.
-async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &str, ev: Option<&Event>) {
+async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>) {
     let limits = &p.settings.limits.clone();
     let started = Instant::now();
     if let Some(b) = sandbox::budget(&cur.lua) {
@@ -232,6 +269,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     }
     // Log lines a handler writes carry its event: rel, type, seq.
     set_current(cur, ev);
+    p.watch.begin(what, ev.map(|e| (e.rel(), e.kind(), e.seq)), limits.handler_timeout);
     let mut call = std::pin::pin!(f.call_async::<()>(arg));
     // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
     // per call costs more than a trivial handler). The hook bounds CPU time either way.
@@ -243,6 +281,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             tokio::time::timeout_at(deadline, call).await
         }
     };
+    p.watch.end();
     set_current(cur, None);
     let took = started.elapsed();
     let duration_us = took.as_micros() as u64;
@@ -319,6 +358,9 @@ impl Progress {
     /// Writes the cursor and `agent.state` (when changed) in one transaction.
     fn commit(&mut self, cur: &Loaded) {
         self.flush_at = None;
+        if self.watch.is_stuck() {
+            return;
+        }
         let state = match api::state_json(&cur.lua) {
             Ok(s) if Some(&s) != self.state.as_ref() => Some(s),
             Ok(_) => None,

@@ -3,7 +3,7 @@
 //! `string.dump`; `load` takes text chunks only. Every state has a memory limit, and a hook
 //! that stops a handler past its instruction budget or wall-clock deadline.
 
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, VmState};
+use mlua::{HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, VmState};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,11 +33,32 @@ pub(crate) struct Budget {
     deadline: Mutex<Option<Instant>>,
     /// Set once a limit stops the handler: protected calls re-raise, so `pcall` cannot swallow it.
     exhausted: AtomicBool,
+    /// The state's memory limit (for work done outside Lua's allocator, such as `gsub`'s result).
+    memory_limit: usize,
 }
 
 impl Budget {
-    fn new() -> Budget {
-        Budget { remaining: AtomicI64::new(i64::MAX), deadline: Mutex::new(None), exhausted: AtomicBool::new(false) }
+    fn new(memory_limit: usize) -> Budget {
+        Budget { remaining: AtomicI64::new(i64::MAX), deadline: Mutex::new(None), exhausted: AtomicBool::new(false), memory_limit }
+    }
+
+    /// Instructions left to the running call (work done in Rust on its behalf spends them too).
+    pub(crate) fn available(&self) -> u64 {
+        self.remaining.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Takes `n` instructions' worth of work from the running call's budget.
+    pub(crate) fn spend(&self, n: u64) {
+        self.remaining.fetch_sub(n.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+    }
+
+    /// A limit stopped the call (in Rust code the hook does not see).
+    pub(crate) fn exhaust(&self) {
+        self.exhausted.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn memory_limit(&self) -> usize {
+        self.memory_limit
     }
 
     /// Arms the budget for one call.
@@ -80,7 +101,7 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
     // making a new one per call costs more than a trivial handler.
     let lua = Lua::new_with(libs, LuaOptions::new().thread_pool_size(8))?;
     lua.set_memory_limit(limits.memory_bytes)?;
-    lua.set_app_data(Budget::new());
+    lua.set_app_data(Budget::new(limits.memory_bytes));
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
     lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, _debug| {
         match lua.app_data_ref::<Budget>().map(|b| b.check()) {
@@ -89,6 +110,9 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
         }
     })?;
     restrict_globals(&lua)?;
+    super::strlib::register(&lua)?;
+    // mlua's shared array metatable: a script must not be able to add `__gc` to it.
+    lua.array_metatable().raw_set("__metatable", false)?;
     Ok(lua)
 }
 
@@ -97,6 +121,26 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     let g = lua.globals();
     let exhausted = lua.create_function(|lua, ()| Ok(lua.app_data_ref::<Budget>().is_some_and(|b| b.exhausted())))?;
     g.set("__limit_hit", exhausted)?;
+    let mark = lua.create_function(|lua, ()| {
+        if let Some(b) = lua.app_data_ref::<Budget>() {
+            b.exhaust();
+        }
+        Ok(())
+    })?;
+    g.set("__limit_mark", mark)?;
+    // Work a C function does in one call, charged before it starts: a loop in C never meets the hook.
+    let charge = lua.create_function(|lua, n: f64| {
+        let Some(b) = lua.app_data_ref::<Budget>() else { return Ok(()) };
+        let n = if n.is_finite() && n > 0.0 { n.min(u64::MAX as f64) as u64 } else if n > 0.0 { u64::MAX } else { 0 };
+        if n > b.available() {
+            b.exhaust();
+            return Err(mlua::Error::runtime("instruction limit exceeded (scripts.instruction_limit)"));
+        }
+        b.spend(n);
+        Ok(())
+    })?;
+    g.set("__charge", charge)?;
+    g.set("__memory_limit", limits_memory(lua))?;
     lua.load(SANDBOX_PRELUDE).set_name("=sandbox").exec()?;
     Ok(())
 }
@@ -115,12 +159,20 @@ load = function(chunk, name, _mode, ...)
   return raw_load(chunk, name, "t")
 end
 
--- A limit that stopped the handler cannot be caught: protected calls re-raise it.
-local limit_hit = __limit_hit
-__limit_hit = nil
+-- A limit that stopped the handler cannot be caught: protected calls re-raise it. Running out
+-- of memory is a limit too ("not enough memory" is Lua's own message for it).
+local limit_hit, limit_mark, charge, memory_limit = __limit_hit, __limit_mark, __charge, __memory_limit
+__limit_hit, __limit_mark, __charge, __memory_limit = nil, nil, nil, nil
 local raw_pcall, raw_xpcall, pack, unpack = pcall, xpcall, table.pack, table.unpack
+local type, tostring, rawget, error, format = type, tostring, rawget, error, string.format
+local function is_memory_error(e)
+  return e == "not enough memory" or (type(e) == "userdata" and tostring(e):find("memory error", 1, true) ~= nil)
+end
 local function pass(r)
-  if not r[1] and limit_hit() then error(r[2], 0) end
+  if not r[1] then
+    if is_memory_error(r[2]) then limit_mark() end
+    if limit_hit() then error(r[2], 0) end
+  end
   return unpack(r, 1, r.n)
 end
 pcall = function(...) return pass(pack(raw_pcall(...))) end
@@ -128,12 +180,74 @@ xpcall = function(...) return pass(pack(raw_xpcall(...))) end
 local raw_resume = coroutine.resume
 coroutine.resume = function(...) return pass(pack(raw_resume(...))) end
 
+-- Finalizers run with every hook off (Lua's rule), so a `__gc` would escape every limit.
+local raw_setmetatable = setmetatable
+setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: a metatable with a `__gc` key is not allowed (finalizers run outside the script's limits)", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
+
+-- Functions that loop in C for as long as their arguments say: their work is charged to the
+-- instruction limit (and their result held to the memory limit) before they start.
+local function count(i, j) return (j * 1.0) - (i * 1.0) + 1 end
+local raw_rep = string.rep
+string.rep = function(s, n, sep)
+  if type(n) == "number" and n > 0 then
+    local size = #tostring(s) * (n * 1.0) + (sep and #tostring(sep) * (n - 1.0) or 0)
+    if size > memory_limit then
+      error(format("string.rep: the result (%.0f bytes) would exceed scripts.memory_limit_mb", size), 2)
+    end
+    charge(n)
+  end
+  return raw_rep(s, n, sep)
+end
+local raw_move = table.move
+table.move = function(a1, f, e, t, a2)
+  if type(f) == "number" and type(e) == "number" and e >= f then charge(count(f, e)) end
+  return raw_move(a1, f, e, t, a2)
+end
+local raw_concat = table.concat
+table.concat = function(list, sep, i, j)
+  if type(list) == "table" then
+    local from, to = i or 1, j or #list
+    if type(from) == "number" and type(to) == "number" and to >= from then charge(count(from, to)) end
+  end
+  return raw_concat(list, sep, i, j)
+end
+local raw_unpack = table.unpack
+table.unpack = function(list, i, j)
+  if type(list) == "table" then
+    local from, to = i or 1, j or #list
+    if type(from) == "number" and type(to) == "number" and to >= from then charge(count(from, to)) end
+  end
+  return raw_unpack(list, i, j)
+end
+local raw_insert, raw_remove, raw_sort, select = table.insert, table.remove, table.sort, select
+table.insert = function(list, ...)
+  local pos = ...
+  if select('#', ...) >= 2 and type(list) == "table" and type(pos) == "number" then charge(count(pos, #list)) end
+  return raw_insert(list, ...)
+end
+table.remove = function(list, pos, ...)
+  if pos ~= nil and type(list) == "table" and type(pos) == "number" then charge(count(pos, #list)) end
+  return raw_remove(list, pos, ...)
+end
+table.sort = function(list, ...)
+  if type(list) == "table" then charge(#list) end
+  return raw_sort(list, ...)
+end
 local raw_collect = collectgarbage
 collectgarbage = function(opt, ...)
   if opt == nil or opt == "collect" or opt == "count" or opt == "step" then return raw_collect(opt, ...) end
   error("collectgarbage('" .. tostring(opt) .. "') is not available to scripts", 2)
 end
 "#;
+
+fn limits_memory(lua: &Lua) -> f64 {
+    lua.app_data_ref::<Budget>().map_or(f64::MAX, |b| b.memory_limit as f64)
+}
 
 /// The budget of a state (for arming before a call).
 pub(crate) fn budget(lua: &Lua) -> Option<mlua::AppDataRef<'_, Budget>> {

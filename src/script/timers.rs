@@ -93,6 +93,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
         })?,
     )?;
     handle_mt.set("__index", methods)?;
+    handle_mt.set("__metatable", false)?;
     for (name, repeat) in [("after", false), ("every", true)] {
         let mt = handle_mt.clone();
         let f = lua.create_function(move |lua, (ms, func): (f64, Function)| {

@@ -1,7 +1,6 @@
 //! `ucwa-agent check`: the configuration and every script, loaded as `run` would (sandbox,
 //! top level, subscriptions), without signing in. Each problem names its file and line.
 
-use crate::agent::script_settings;
 use crate::config::Config;
 use crate::script::loader;
 use crate::ucwa::rels::{closest, is_known_rel, KNOWN_RELS, KNOWN_TYPES};
@@ -68,7 +67,7 @@ pub fn check(config: &Config) -> Report {
         }
     };
     files.sort();
-    let env = Arc::new(super::offline_env(script_settings(config), true, false));
+    let env = Arc::new(super::offline_env(config.script_settings(), true, false));
     for file in files {
         match loader::load(&file, 1, &env) {
             Err(e) => {

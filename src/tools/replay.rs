@@ -10,7 +10,6 @@
 //! The same file gives the same output.
 
 use super::offline_env;
-use crate::agent::script_settings;
 use crate::config::Config;
 use crate::script::{Net, ScriptHost, ScriptOutput};
 use crate::ucwa::{batch, Origin};
@@ -88,7 +87,7 @@ pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: 
 }
 
 async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
-    let env = offline_env(script_settings(config), true, true);
+    let env = offline_env(config.script_settings(), true, true);
     let (clock, net) = (env.clock.clone(), env.net.clone());
     let dir = script.parent().unwrap_or(Path::new(".")).to_path_buf();
     let host = ScriptHost::with_env(dir, env);
@@ -146,6 +145,7 @@ async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Re
             ScriptOutput::State { json, .. } => format!("  state: {json}"),
             ScriptOutput::HandlerError { error, .. } => format!("  error: {}", error.lines().next().unwrap_or("")),
             ScriptOutput::Paused { failures, .. } => format!("  paused after {failures} consecutive failures"),
+            ScriptOutput::Stuck { doing, limit_ms, .. } => format!("  stuck: {doing} ran past its {limit_ms} ms limit and did not return"),
             ScriptOutput::Loaded { .. } | ScriptOutput::LoadFailed { .. } | ScriptOutput::Unloaded { .. } => continue,
         };
         let _ = writeln!(out.output, "{line}");

@@ -1,0 +1,139 @@
+//! The watchdog: every call into a script (handler, timer, `on_unload`, a commit of its
+//! `agent.state`) is noted in the script's `Watch`; a thread of its own looks at every watch a
+//! few times a second and declares a script *stuck* when a call has run past its wall-clock
+//! limit plus a grace. The instruction hook stops Lua code at the limit; what the watchdog
+//! catches is what the hook cannot see (a C function that does not return, a finalizer).
+//!
+//! A script's top level runs on a thread of its own too (`run_bounded`): a load that does not
+//! finish in time is given up and reported, and the loading thread is left behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// How much longer than its limit a call may take before the script is declared stuck. The
+/// hook and the handler's timeout stop a call at the limit; a call still running this much
+/// later is in code neither can interrupt.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
+/// How often the watchdog looks.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What a script's thread is doing now (the watchdog reads it).
+pub(crate) struct Watch {
+    pub name: Arc<str>,
+    doing: Mutex<Doing>,
+    stuck: AtomicBool,
+}
+
+#[derive(Default)]
+struct Doing {
+    since: Option<Instant>,
+    limit: Duration,
+    what: &'static str,
+    rel: String,
+    kind: String,
+    seq: u64,
+}
+
+impl Doing {
+    fn describe(&self) -> String {
+        if self.seq != 0 || !self.rel.is_empty() {
+            format!("{} for {}/{} (seq {})", self.what, self.rel, self.kind, self.seq)
+        } else {
+            self.what.to_string()
+        }
+    }
+}
+
+impl Watch {
+    pub(crate) fn new(name: Arc<str>) -> Arc<Watch> {
+        Arc::new(Watch { name, doing: Mutex::new(Doing::default()), stuck: AtomicBool::new(false) })
+    }
+
+    /// A call starts: `what` (handler, timer, …), for an event (`rel`, `type`, `seq`) or not.
+    /// The buffers are reused: no allocation per call.
+    pub(crate) fn begin(&self, what: &'static str, ev: Option<(&str, &str, u64)>, limit: Duration) {
+        let mut d = self.lock();
+        d.since = Some(Instant::now());
+        d.limit = limit;
+        d.what = what;
+        d.rel.clear();
+        d.kind.clear();
+        d.seq = 0;
+        if let Some((rel, kind, seq)) = ev {
+            d.rel.push_str(rel);
+            d.kind.push_str(kind);
+            d.seq = seq;
+        }
+    }
+
+    /// The call returned.
+    pub(crate) fn end(&self) {
+        self.lock().since = None;
+    }
+
+    /// Whether the watchdog gave up on this script: its thread is to stop as soon as it can.
+    pub(crate) fn is_stuck(&self) -> bool {
+        self.stuck.load(Ordering::Relaxed)
+    }
+
+    /// What the script is doing, if it has been at it for longer than its limit plus the grace.
+    fn overdue(&self, now: Instant) -> Option<(String, Duration, Duration)> {
+        let d = self.lock();
+        let since = d.since?;
+        let took = now.saturating_duration_since(since);
+        (took > d.limit + GRACE).then(|| (d.describe(), d.limit, took))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Doing> {
+        self.doing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Who the watchdog reports a stuck script to.
+pub(crate) trait Overseer: Send + Sync + 'static {
+    /// The watches of the scripts in service.
+    fn watches(&self) -> Vec<Arc<Watch>>;
+    /// A script was declared stuck (called once per watch).
+    fn stuck(&self, watch: &Watch, doing: String, limit: Duration, took: Duration);
+}
+
+/// Starts the watchdog thread; it ends when the overseer is dropped.
+pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
+    let started = std::thread::Builder::new().name("ucwa-watchdog".into()).spawn(move || loop {
+        std::thread::sleep(TICK);
+        let Some(o) = overseer.upgrade() else { return };
+        let now = Instant::now();
+        for w in o.watches() {
+            if w.is_stuck() {
+                continue;
+            }
+            if let Some((doing, limit, took)) = w.overdue(now) {
+                w.stuck.store(true, Ordering::Relaxed);
+                o.stuck(&w, doing, limit, took);
+            }
+        }
+    });
+    if let Err(error) = started {
+        tracing::error!(%error, "cannot start the script watchdog thread");
+    }
+}
+
+/// Runs `f` on a new thread (named `name`, with a stack for deep Lua); gives up waiting after
+/// `limit` plus the grace and leaves the thread behind (it cannot be stopped from outside).
+pub(crate) fn run_bounded<T: Send + 'static>(name: String, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Duration> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new().name(name).stack_size(STACK).spawn(move || {
+        let _ = tx.send(f());
+    });
+    if spawned.is_err() {
+        return Err(Duration::ZERO);
+    }
+    let wait = limit + GRACE;
+    rx.recv_timeout(wait).map_err(|_| wait)
+}
+
+/// The stack of a script's thread: Lua's own C recursion is bounded (200 levels), serde's and
+/// the pattern matcher's are too; this leaves room for all of them.
+pub(crate) const STACK: usize = 16 << 20;
