@@ -58,6 +58,8 @@ struct ScriptFigures {
     reloads_failed: u64,
     /// 1 while the watchdog holds the script stuck.
     stuck: u64,
+    /// Bytes of `agent.state` JSON written to the database.
+    state_bytes_written: u64,
     lua_memory_bytes: u64,
     duration: Histogram,
 }
@@ -206,6 +208,11 @@ impl Metrics {
         script_entry(&mut lock(&self.scripts), script).lua_memory_bytes = bytes as u64;
     }
 
+    /// A commit wrote `bytes` of the script's `agent.state`.
+    pub fn state_written(&self, script: &str, bytes: u64) {
+        script_entry(&mut lock(&self.scripts), script).state_bytes_written += bytes;
+    }
+
     /// The watchdog declared the script stuck (`true`), or a new version replaced it.
     pub fn script_stuck(&self, script: &str, stuck: bool) {
         script_entry(&mut lock(&self.scripts), script).stuck = stuck as u64;
@@ -250,13 +257,14 @@ impl Metrics {
             let _ = writeln!(out, "ucwa_recoveries_total{{kind=\"{kind}\"}} {n}");
         }
         let scripts = lock(&self.scripts).clone();
-        let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 7] = [
+        let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 8] = [
             ("ucwa_handler_calls_total", "counter", "Handler calls, by script.", |f| f.handler_calls),
             ("ucwa_handler_errors_total", "counter", "Handler calls that failed (errors and limits), by script.", |f| f.handler_errors),
             ("ucwa_handler_limit_stops_total", "counter", "Handler calls stopped by a limit, by script.", |f| f.limit_stops),
             ("ucwa_reloads_ok_total", "counter", "Versions loaded, by script.", |f| f.reloads_ok),
             ("ucwa_reloads_failed_total", "counter", "Versions that failed to load, by script.", |f| f.reloads_failed),
             ("ucwa_lua_memory_bytes", "gauge", "Memory of the script's Lua state.", |f| f.lua_memory_bytes),
+            ("ucwa_state_bytes_written_total", "counter", "Bytes of agent.state JSON written to the database, by script.", |f| f.state_bytes_written),
             ("ucwa_script_stuck", "gauge", "1 while the watchdog holds the script stuck (a call that does not return).", |f| f.stuck),
         ];
         for (name, kind, help, get) in per_script {

@@ -125,9 +125,8 @@ async fn state_survives_reloads_and_restarts() {
     assert_eq!(agent.messages("counter", 1).await, ["calls 4 v1"]);
     sim.end_call(c);
     agent.stop().await;
-    let db = rusqlite::Connection::open(dir.path().join(".state/agent.db")).unwrap();
-    let json: String = db.query_row("SELECT json FROM script_state WHERE script = 'counter'", [], |r| r.get(0)).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = saved_state(&dir.path().join(".state/agent.db"), "counter");
+    let json = v.to_string();
     assert_eq!(v["calls"], 4);
     assert_eq!(v["last"]["tags"], serde_json::json!([]), "empty arrays stay arrays: {json}");
 }

@@ -34,11 +34,7 @@ fn spawn_agent(config: &Path) -> Child {
 
 /// What the script has committed so far.
 fn recorded(db: &Path) -> Vec<serde_json::Value> {
-    let Ok(conn) = rusqlite::Connection::open(db) else { return Vec::new() };
-    let json: Option<String> = conn.query_row("SELECT json FROM script_state WHERE script = 'recorder'", [], |r| r.get(0)).ok();
-    json.and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
-        .and_then(|v| v["log"].as_array().cloned())
-        .unwrap_or_default()
+    saved_state(db, "recorder")["log"].as_array().cloned().unwrap_or_default()
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

@@ -44,6 +44,8 @@ pub enum StartError {
     CaFile { file: String, message: String },
     #[error("{file}: `metrics.listen`: cannot listen on {addr}: {source}")]
     Metrics { file: String, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{file}: `state.dir`: {source}")]
+    Locked { file: String, source: crate::store::LockError },
     #[error("cannot start the embedded simulator: {0}")]
     Simulator(std::io::Error),
     #[error("cannot watch the scripts directory {dir}: {source}")]
@@ -67,6 +69,8 @@ pub struct Agent {
     watcher: Option<crate::script::watch::WatchHandle>,
     /// The `/metrics` endpoint's address and task, when `[metrics] listen` is set.
     endpoints: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    /// This agent's hold on `state.dir`, for as long as it lives.
+    _lock: crate::store::DirLock,
     /// `--record FILE`.
     recorder: Option<crate::tools::record::Recorder>,
 }
@@ -76,6 +80,8 @@ impl Agent {
     /// Scripts that fail to load are logged and skipped; the agent starts anyway.
     pub async fn start(config: Config) -> Result<Agent, StartError> {
         let file = config.path.display().to_string();
+        // Two agents on one state directory would fight over one application and journal.
+        let lock = crate::store::DirLock::acquire(&config.state_dir()).map_err(|source| StartError::Locked { file: file.clone(), source })?;
         let (discover, simulator) = match config.discover()? {
             Discover::Embedded => {
                 let sim = Simulator::start(config.embedded_simulator(), ([127, 0, 0, 1], 0).into())
@@ -116,7 +122,7 @@ impl Agent {
             ),
             None => None,
         };
-        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints, recorder: None })
+        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints, recorder: None, _lock: lock })
     }
 
     /// The scripts (subscribe to their output, load more).

@@ -172,13 +172,18 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     })
 }
 
-/// `agent.state` as last committed for this script (an empty table the first time).
+/// `agent.state` as last committed for this script (an empty table the first time). A key
+/// whose stored value cannot be read is left out, with an error naming it; the others load.
 pub(crate) fn state_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Value> {
     let saved = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
-    match saved.and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()) {
-        Some(v @ serde_json::Value::Object(_)) => lua.to_value(&v),
-        _ => Ok(Value::Table(lua.create_table()?)),
+    let t = lua.create_table()?;
+    for (key, json) in saved {
+        match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(v) => t.raw_set(key, lua.to_value(&v)?)?,
+            Err(error) => tracing::error!(script = %ctx.name, key, %error, "agent.state: a saved key cannot be read; it is left out"),
+        }
     }
+    Ok(Value::Table(t))
 }
 
 /// `agent.state` serialised for the database; an error names what cannot be stored.
@@ -246,7 +251,7 @@ fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, message: String, fields
         "warn" => tracing::warn!(target: "script", script, version = ctx.version, rel, r#type = kind, seq, fields = f, "{message}"),
         _ => tracing::error!(target: "script", script, version = ctx.version, rel, r#type = kind, seq, fields = f, "{message}"),
     }
-    let _ = ctx.env.output.send(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level, message, fields });
+    ctx.env.emit(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level, message, fields });
 }
 
 fn json_table(lua: &Lua) -> mlua::Result<Table> {

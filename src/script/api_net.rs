@@ -63,7 +63,7 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
 fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, script: &str, via: &'static str, method: &Method, url: String, body: Option<(String, Bytes)>) -> mlua::Result<Table> {
     let body = body.map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
     let req = Request { script: script.to_string(), via, method: method.to_string(), url, body };
-    let _ = env.output.send(ScriptOutput::Request {
+    env.emit(ScriptOutput::Request {
         script: req.script.clone(),
         via,
         method: req.method.clone(),
@@ -98,6 +98,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             let l = lua.clone();
             let run = async move {
                 let what = format!("agent.ucwa.{name}");
+                if url::Url::parse(&href).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+                    return Err(mlua::Error::runtime(format!(
+                        "{what}: hrefs with credentials (user:password@host) are refused: the agent's token is the only credential sent to the pool"
+                    )));
+                }
                 if let Net::Offline(net) = &env.net {
                     let body = if takes_body { body_of(body, content_type, &what)? } else { None };
                     return offline(&lua, &env, net, &script, "ucwa", &method, href, body);
@@ -146,7 +151,13 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             let method = Method::from_bytes(method.as_deref().unwrap_or("GET").to_ascii_uppercase().as_bytes())
                 .map_err(|_| mlua::Error::runtime(format!("{WHAT}: bad method")))?;
             let timeout_ms: Option<f64> = spec.get("timeout")?;
-            let timeout = timeout_ms.map(|ms| Duration::from_secs_f64(ms.max(1.0) / 1000.0)).unwrap_or(settings.limits.handler_timeout);
+            let timeout = match timeout_ms {
+                None => settings.limits.handler_timeout,
+                Some(ms) if (1.0..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_secs_f64(ms / 1000.0),
+                Some(ms) => {
+                    return Err(mlua::Error::runtime(format!("{WHAT}: `timeout` must be between 1 and {MAX_TIMEOUT_MS} ms, got {ms}")))
+                }
+            };
             if let Net::Offline(net) = &env.net {
                 let body = body_of(spec.get("body")?, None, WHAT)?;
                 return offline(&lua, &env, net, &script, "http", &method, url.to_string(), body);
@@ -156,6 +167,9 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             if let Some(headers) = spec.get::<Option<Table>>("headers")? {
                 for pair in headers.pairs::<String, String>() {
                     let (k, v) = pair?;
+                    if let Some(h) = FORBIDDEN_HEADERS.iter().find(|h| k.eq_ignore_ascii_case(h)) {
+                        return Err(mlua::Error::runtime(format!("{WHAT}: the `{h}` header is set by the agent, not by scripts")));
+                    }
                     has_content_type |= k.eq_ignore_ascii_case("content-type");
                     req = req.header(k, v);
                 }
@@ -188,6 +202,14 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     lua.load(RAISE_WRAPPERS).set_name("=agent").call::<()>(agent.clone())?;
     Ok(())
 }
+
+/// The longest `timeout` a request may ask for: one hour.
+const MAX_TIMEOUT_MS: f64 = 3_600_000.0;
+
+/// Headers that decide where and how a request travels: a script setting them could reach
+/// another virtual host than the allowlisted one, or desynchronise the connection.
+const FORBIDDEN_HEADERS: [&str; 8] =
+    ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Keep-Alive", "Proxy-Connection"];
 
 const RAISE_WRAPPERS: &str = r#"
 local agent = ...

@@ -112,6 +112,9 @@ pub struct ScriptEnv {
     /// Report each event a script handles and each change of its `agent.state` on the output
     /// stream (`replay`, `test`).
     pub trace: bool,
+    /// Also gets every output, without loss (`replay` collects its report here; the broadcast
+    /// stream drops what a slow reader has not taken).
+    pub collect: Option<tokio::sync::mpsc::UnboundedSender<ScriptOutput>>,
     /// The agent's runtime: scripts' requests run there, not on a script's thread (whose
     /// runtime has no I/O driver and may be stuck). `None` outside a runtime.
     pub io: Option<tokio::runtime::Handle>,
@@ -132,7 +135,16 @@ impl ScriptEnv {
             net: Net::Live,
             trace: false,
             io: tokio::runtime::Handle::try_current().ok(),
+            collect: None,
         }
+    }
+
+    /// Reports what a script did on the output stream (and to `collect`).
+    pub fn emit(&self, o: ScriptOutput) {
+        if let Some(c) = &self.collect {
+            let _ = c.send(o.clone());
+        }
+        let _ = self.output.send(o);
     }
 
     /// Runs `fut` on the agent's runtime and waits for it (from a script's thread).

@@ -105,7 +105,7 @@ impl ScriptHost {
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
                 self.inner.env.metrics.reload(&name, false);
-                let _ = self.inner.env.output.send(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
+                self.inner.env.emit(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
                 return Err(e);
             }
         };
@@ -138,7 +138,7 @@ impl ScriptHost {
         drop(scripts);
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
         self.inner.env.metrics.reload(&name, true);
-        let _ = self.inner.env.output.send(ScriptOutput::Loaded { script: name, version });
+        self.inner.env.emit(ScriptOutput::Loaded { script: name, version });
         Ok(version)
     }
 
@@ -202,7 +202,7 @@ impl ScriptHost {
         if let Some(entry) = self.lock().remove(name) {
             let _ = entry.inbox.send(Msg::Stop);
             tracing::info!(script = name, "script unloaded");
-            let _ = self.inner.env.output.send(ScriptOutput::Unloaded { script: name.to_string() });
+            self.inner.env.emit(ScriptOutput::Unloaded { script: name.to_string() });
         }
     }
 
@@ -238,13 +238,15 @@ impl ScriptHost {
 
     /// Lets every script finish what is queued (up to `grace`), then leaves: a script still
     /// busy is named and its thread left behind (the process exits without it). Stuck scripts
-    /// are not waited for at all.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// are not waited for at all. Returns the scripts that did not finish (stuck or busy).
+    pub async fn shutdown(&self, grace: Duration) -> Vec<String> {
         let entries: Vec<(String, Entry)> = std::mem::take(&mut *self.lock()).into_iter().collect();
         let pending = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let mut waits = Vec::new();
+        let mut unfinished = Vec::new();
         for (name, e) in entries {
             if e.watch.is_stuck() {
+                unfinished.push(name);
                 continue;
             }
             let _ = e.inbox.send(Msg::Stop);
@@ -258,7 +260,9 @@ impl ScriptHost {
         if tokio::time::timeout(grace, futures_util::future::join_all(waits)).await.is_err() {
             let busy: Vec<String> = pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
             tracing::warn!(grace_ms = grace.as_millis() as u64, scripts = ?busy, "scripts still busy at shutdown; not waiting for them");
+            unfinished.extend(busy);
         }
+        unfinished
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -282,7 +286,7 @@ impl watchdog::Overseer for Inner {
             "script stuck: a call ran past its time limit and does not return (C code or a finalizer the limits cannot interrupt); it gets no more events until its file changes"
         );
         self.env.metrics.script_stuck(script, true);
-        let _ = self.env.output.send(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
+        self.env.emit(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `env.rs`: what scripts can reach (database, UCWA session, HTTP allowlist, config).
 //! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
 //! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
+//! - `state.rs`: saving `agent.state` key by key, only what changed, only what can be read back.
 //! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
 //! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
@@ -26,6 +27,7 @@ mod pattern;
 pub mod offline;
 mod runner;
 pub(crate) mod sandbox;
+mod state;
 mod strlib;
 pub(crate) mod timers;
 pub(crate) mod watchdog;

@@ -16,6 +16,8 @@ const CAP_POSITION: isize = -2;
 pub(crate) enum PatternError {
     /// The step budget ran out.
     Budget,
+    /// The call's wall-clock deadline passed.
+    Time,
     /// A malformed pattern or a bad capture reference, with Lua's message.
     Bad(String),
 }
@@ -47,11 +49,21 @@ pub(crate) struct Matcher<'a> {
     depth: u32,
     /// Steps left; every step of the matcher takes one.
     pub steps: u64,
+    /// The call's wall-clock deadline, looked at every `CLOCK_EVERY` steps.
+    deadline: Option<std::time::Instant>,
 }
+
+const CLOCK_EVERY: u64 = 1 << 16;
 
 impl<'a> Matcher<'a> {
     pub(crate) fn new(src: &'a [u8], pat: &'a [u8], steps: u64) -> Matcher<'a> {
-        Matcher { src, pat, level: 0, capture: [Capture { init: 0, len: 0 }; MAX_CAPTURES], depth: MAX_DEPTH, steps }
+        Matcher { src, pat, level: 0, capture: [Capture { init: 0, len: 0 }; MAX_CAPTURES], depth: MAX_DEPTH, steps, deadline: None }
+    }
+
+    /// Also stops at `deadline`.
+    pub(crate) fn until(mut self, deadline: Option<std::time::Instant>) -> Matcher<'a> {
+        self.deadline = deadline;
+        self
     }
 
     /// Ready for a new attempt at another position.
@@ -65,6 +77,9 @@ impl<'a> Matcher<'a> {
             return Err(PatternError::Budget);
         }
         self.steps -= 1;
+        if self.steps % CLOCK_EVERY == 0 && self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return Err(PatternError::Time);
+        }
         Ok(())
     }
 

@@ -9,8 +9,10 @@ use super::output::ScriptOutput;
 use super::interop;
 use super::loader::{describe, Loaded};
 use super::sandbox;
+use super::state::Saved;
 use super::timers::Timers;
 use super::watchdog::{Watch, STACK};
+use crate::store::StateWrite;
 use crate::ucwa::Event;
 use mlua::Function;
 use std::future::Future;
@@ -43,8 +45,8 @@ struct Progress {
     done: u64,
     /// The last `done` written to the database.
     committed: u64,
-    /// `agent.state` as last written.
-    state: Option<String>,
+    /// `agent.state` as last written, key by key.
+    saved: Saved,
     /// Consecutive failed handler calls; at the limit the script pauses until its file changes.
     failures: u32,
     paused: bool,
@@ -83,14 +85,13 @@ pub(crate) fn spawn(
 
 async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64, watch: Arc<Watch>) {
     let name = current.ctx.name.clone();
-    let state = env.store.state(&name).ok().flatten();
     // The batch being worked through, and the index of its next event.
     let mut batch: Option<(Arc<Vec<Event>>, usize)> = None;
     let mut p = Progress {
         name,
         done: cursor,
         committed: cursor,
-        state,
+        saved: Saved::default(),
         failures: 0,
         paused: false,
         last_error: None,
@@ -151,6 +152,9 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
                 unload(&current, &mut p).await;
                 current = *next;
                 p.settings = p.env.settings();
+                // The marks hold the old version's strings: the new version's first commit
+                // writes its whole state.
+                p.saved = Saved::default();
                 // The new version was built before the old one's last commit: give it the
                 // state as committed now, so nothing the old version stored is lost.
                 if let Ok(state) = api::state_table(&current.lua, &current.ctx) {
@@ -225,7 +229,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
         return;
     }
     if p.env.trace {
-        let _ = p.env.output.send(ScriptOutput::Event {
+        p.env.emit(ScriptOutput::Event {
             script: p.name.to_string(),
             seq: ev.seq,
             rel: ev.rel().to_string(),
@@ -253,7 +257,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     if p.env.trace {
         if let Ok(json) = api::state_json(&cur.lua) {
             if p.traced_state.as_ref() != Some(&json) {
-                let _ = p.env.output.send(ScriptOutput::State { script: p.name.to_string(), json: json.clone() });
+                p.env.emit(ScriptOutput::State { script: p.name.to_string(), json: json.clone() });
                 p.traced_state = Some(json);
             }
         }
@@ -323,6 +327,19 @@ fn set_current(cur: &Loaded, ev: Option<&Event>) {
 impl Progress {
     /// A failed call: logged (identical repeats only now and then), counted, reported.
     fn failed(&mut self, cur: &Loaded, ev: Option<&Event>, error: String) {
+        self.report(cur, ev, error);
+        self.failures += 1;
+        let script = &*self.name;
+        let max = self.settings.max_consecutive_failures;
+        if max > 0 && self.failures >= max && !self.paused {
+            self.paused = true;
+            tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
+            self.env.emit(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
+        }
+    }
+
+    /// An error of the script: logged (identical repeats only now and then) and reported.
+    fn report(&mut self, cur: &Loaded, ev: Option<&Event>, error: String) {
         let script = &*self.name;
         let repeats = match &mut self.last_error {
             Some((last, n)) if *last == error => {
@@ -339,46 +356,52 @@ impl Progress {
             let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel(), e.kind(), e.seq));
             tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");
         }
-        let _ = self.env.output.send(ScriptOutput::HandlerError {
+        self.env.emit(ScriptOutput::HandlerError {
             script: script.to_string(),
             rel: ev.map(|e| e.rel().to_string()).unwrap_or_default(),
             kind: ev.map(|e| e.kind().to_string()).unwrap_or_default(),
             seq: ev.map_or(0, |e| e.seq),
             error,
         });
-        self.failures += 1;
-        let max = self.settings.max_consecutive_failures;
-        if max > 0 && self.failures >= max && !self.paused {
-            self.paused = true;
-            tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
-            let _ = self.env.output.send(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
-        }
     }
 
-    /// Writes the cursor and `agent.state` (when changed) in one transaction.
+    /// Writes the cursor and what changed in `agent.state`, in one transaction. A state that
+    /// cannot be saved (too big, a cycle, a function) is reported like a handler error (the
+    /// same message only now and then); the cursor still moves, the saved state stays as it was.
     fn commit(&mut self, cur: &Loaded) {
         self.flush_at = None;
         if self.watch.is_stuck() {
             return;
         }
-        let state = match api::state_json(&cur.lua) {
-            Ok(s) if Some(&s) != self.state.as_ref() => Some(s),
-            Ok(_) => None,
+        self.watch.begin("saving agent.state", None, self.settings.limits.handler_timeout);
+        let delta = match self.saved.diff(&cur.lua) {
+            Ok(d) if d.bytes > self.settings.state_max_bytes => Err(format!(
+                "agent.state is {} bytes of JSON, over scripts.state_max_bytes ({}); changes to it are not saved",
+                d.bytes, self.settings.state_max_bytes
+            )),
+            other => other,
+        };
+        self.watch.end();
+        let delta = match delta {
+            Ok(d) => Some(d).filter(|d| !d.is_empty()),
             Err(error) => {
-                tracing::error!(script = %self.name, %error, "agent.state not saved");
+                self.report(cur, None, format!("agent.state not saved: {error}"));
                 None
             }
         };
         let cursor = (self.done > self.committed).then_some(self.done);
-        if cursor.is_none() && state.is_none() {
+        if cursor.is_none() && delta.is_none() {
             return;
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
-        match self.env.store.commit_script(&self.name, cursor, state.as_deref()) {
+        let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
+        match self.env.store.commit_script(&self.name, cursor, write.as_ref()) {
             Ok(()) => {
                 self.committed = self.done;
-                if state.is_some() {
-                    self.state = state;
+                if let Some(d) = delta {
+                    let bytes = d.set.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                    self.env.metrics.state_written(&self.name, bytes as u64);
+                    self.saved.applied(d);
                 }
             }
             Err(error) => tracing::error!(script = %self.name, %error, "cannot save the script's progress"),

@@ -7,6 +7,7 @@ use super::pattern::{find_plain, no_specials, Captured, Matcher, PatternError};
 use super::sandbox::Budget;
 use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
 use std::cell::Cell;
+use std::time::Instant;
 
 /// Installs the four functions in `string` (and so as string methods).
 pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
@@ -29,11 +30,12 @@ fn start_at(init: Option<i64>, len: usize) -> usize {
 }
 
 /// Runs `f` with the steps the script has left; the steps used are charged to it.
-fn metered<T>(lua: &Lua, what: &str, f: impl FnOnce(&mut u64) -> Result<T, PatternError>) -> mlua::Result<T> {
+fn metered<T>(lua: &Lua, what: &str, f: impl FnOnce(&mut u64, Option<Instant>) -> Result<T, PatternError>) -> mlua::Result<T> {
     let budget = lua.app_data_ref::<Budget>();
     let mut steps = budget.as_ref().map_or(u64::MAX, |b| b.available());
+    let deadline = budget.as_ref().and_then(|b| b.deadline());
     let before = steps;
-    let r = f(&mut steps);
+    let r = f(&mut steps, deadline);
     if let Some(b) = &budget {
         b.spend(before - steps);
     }
@@ -43,6 +45,12 @@ fn metered<T>(lua: &Lua, what: &str, f: impl FnOnce(&mut u64) -> Result<T, Patte
                 b.exhaust();
             }
             mlua::Error::runtime("instruction limit exceeded (scripts.instruction_limit)")
+        }
+        PatternError::Time => {
+            if let Some(b) = &budget {
+                b.exhaust();
+            }
+            mlua::Error::runtime("time limit exceeded (scripts.handler_timeout_ms)")
         }
         PatternError::Bad(msg) => mlua::Error::runtime(format!("bad argument #2 to '{what}' ({msg})")),
     })
@@ -61,7 +69,7 @@ fn captures(lua: &Lua, m: &Matcher<'_>, s: usize, e: usize, whole: bool) -> mlua
         .map(|i| {
             let c = m.get_capture(i, s, e).map_err(|e| match e {
                 PatternError::Bad(msg) => mlua::Error::runtime(msg),
-                PatternError::Budget => mlua::Error::runtime("instruction limit exceeded (scripts.instruction_limit)"),
+                _ => mlua::Error::runtime("instruction limit exceeded (scripts.instruction_limit)"),
             })?;
             captured(lua, c)
         })
@@ -76,7 +84,7 @@ fn find_aux(lua: &Lua, s: &LuaString, p: &LuaString, init: Option<i64>, plain: b
         return Ok(MultiValue::from_iter([Value::Nil]));
     }
     if find && (plain || no_specials(&pat)) {
-        let at = metered(lua, what, |steps| find_plain(&src[init..], &pat, steps))?;
+        let at = metered(lua, what, |steps, _| find_plain(&src[init..], &pat, steps))?;
         return Ok(match at {
             Some(at) => MultiValue::from_iter([Value::Integer((init + at + 1) as i64), Value::Integer((init + at + pat.len()) as i64)]),
             None => MultiValue::from_iter([Value::Nil]),
@@ -86,8 +94,8 @@ fn find_aux(lua: &Lua, s: &LuaString, p: &LuaString, init: Option<i64>, plain: b
         Some(rest) => (true, rest),
         None => (false, &pat[..]),
     };
-    let found = metered(lua, what, |steps| {
-        let mut m = Matcher::new(&src, pat, *steps);
+    let found = metered(lua, what, |steps, deadline| {
+        let mut m = Matcher::new(&src, pat, *steps).until(deadline);
         let mut at = init;
         let r = loop {
             m.reset();
@@ -126,8 +134,8 @@ fn gmatch(lua: &Lua, (s, p, init): (LuaString, LuaString, Option<i64>)) -> mlua:
     let last: Cell<Option<usize>> = Cell::new(None);
     lua.create_function(move |lua, ()| {
         let (src, pat) = (s.as_bytes(), p.as_bytes());
-        let found = metered(lua, "gmatch", |steps| {
-            let mut m = Matcher::new(&src, &pat, *steps);
+        let found = metered(lua, "gmatch", |steps, deadline| {
+            let mut m = Matcher::new(&src, &pat, *steps).until(deadline);
             let mut at = pos.get();
             let r = loop {
                 if at > src.len() {
@@ -185,8 +193,8 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
     let mut last: Option<usize> = None;
     let mut n = 0i64;
     while n < max {
-        let found = metered(lua, "gsub", |steps| {
-            let mut m = Matcher::new(&src, pat, *steps);
+        let found = metered(lua, "gsub", |steps, deadline| {
+            let mut m = Matcher::new(&src, pat, *steps).until(deadline);
             let r = m.do_match(at, 0).map(|e| e.map(|e| (e, m.level, m.capture)));
             *steps = m.steps;
             r
@@ -228,7 +236,7 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
 fn add_value(lua: &Lua, out: &mut Vec<u8>, m: &Matcher<'_>, repl: &Repl, src: &[u8], s: usize, e: usize) -> mlua::Result<()> {
     let value = match repl {
         Repl::Text(r) => {
-            metered(lua, "gsub", |steps| {
+            metered(lua, "gsub", |steps, _| {
                 let cost = (r.len() as u64 + (e - s) as u64) / 16 + 1;
                 *steps = steps.checked_sub(cost).ok_or(PatternError::Budget)?;
                 Ok(())
@@ -248,7 +256,7 @@ fn add_value(lua: &Lua, out: &mut Vec<u8>, m: &Matcher<'_>, repl: &Repl, src: &[
                     b'0' => out.extend_from_slice(&src[s..e]),
                     b'1'..=b'9' => match m.get_capture((d - b'1') as usize, s, e).map_err(|e| match e {
                         PatternError::Bad(msg) => mlua::Error::runtime(msg),
-                        PatternError::Budget => mlua::Error::runtime("instruction limit exceeded"),
+                        _ => mlua::Error::runtime("instruction limit exceeded"),
                     })? {
                         Captured::Text(t) => out.extend_from_slice(t),
                         Captured::Position(p) => out.extend_from_slice(p.to_string().as_bytes()),

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 
 /// The shortest repeat interval in ms (a tighter loop would only burn the script's budget).
 const MIN_EVERY: i64 = 10;
+/// The longest delay in ms: 366 days (far enough for any schedule; far from overflowing).
+const MAX_DELAY: i64 = 366 * 24 * 3600 * 1000;
 
 struct Timer {
     id: u64,
@@ -97,8 +99,10 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
     for (name, repeat) in [("after", false), ("every", true)] {
         let mt = handle_mt.clone();
         let f = lua.create_function(move |lua, (ms, func): (f64, Function)| {
-            if !(ms.is_finite() && ms >= 0.0) {
-                return Err(mlua::Error::runtime(format!("agent.{name}(ms, fn): ms must be a non-negative number")));
+            if !(ms.is_finite() && ms >= 0.0 && ms <= MAX_DELAY as f64) {
+                return Err(mlua::Error::runtime(format!(
+                    "agent.{name}(ms, fn): ms must be between 0 and {MAX_DELAY} (366 days), got {ms}"
+                )));
             }
             let d = ms.round() as i64;
             if repeat && d < MIN_EVERY {

@@ -7,12 +7,18 @@
 //!   to SQLite saves far more time than compressing costs); a batch costs one insert and no
 //!   re-encoding, whatever its size;
 //! - `cursors`: per script, the last event whose handlers have returned;
-//! - `script_state`: per script, `agent.state` as JSON, committed with the cursor;
+//! - `state_keys`: per script and top-level key of its `agent.state`, the value as JSON,
+//!   committed with the cursor (only the keys that changed are written);
+//! - `script_state`: `agent.state` as one JSON object, as versions before `state_keys` wrote
+//!   it (read when a script has no keys yet; removed at its next commit);
 //! - `meta`: the channel position (pool, application, the href to poll next).
 //!
 //! Journal rows are pruned once every loaded script has passed them.
 
 mod checkpoint;
+mod lock;
+
+pub use lock::{DirLock, LockError};
 
 use crate::ucwa::{batch, Event, Origin};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -57,7 +63,18 @@ CREATE TABLE IF NOT EXISTS journal (first_seq INTEGER PRIMARY KEY, last_seq INTE
 CREATE TABLE IF NOT EXISTS cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
 ";
+
+/// The part of a script's `agent.state` a commit writes.
+#[derive(Debug, Default)]
+pub struct StateWrite<'a> {
+    /// Every stored key of the script goes first (the keys in `set` are then all there is).
+    pub replace_all: bool,
+    /// Top-level keys and their values as JSON.
+    pub set: &'a [(String, String)],
+    pub removed: &'a [String],
+}
 
 impl Store {
     /// Opens (creating) `<dir>/agent.db`.
@@ -77,6 +94,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         upgrade(&conn).map_err(err)?;
+        // A database that opens but cannot be written (read-only file or directory) would let
+        // the agent sign in and then fail every batch: find out now.
+        conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;")
+            .map_err(err)?;
         let checkpointer = checkpoint::Checkpointer::start(&path, checkpoint_every).map_err(err)?;
         Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
     }
@@ -198,8 +219,9 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Records that `script` finished every event up to `seq`, and its `agent.state`, atomically.
-    pub fn commit_script(&self, script: &str, seq: Option<u64>, state: Option<&str>) -> Result<(), StoreError> {
+    /// Records that `script` finished every event up to `seq`, and what changed in its
+    /// `agent.state`, atomically.
+    pub fn commit_script(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(seq) = seq {
@@ -207,20 +229,45 @@ impl Store {
                 .and_then(|mut st| st.execute(params![script, seq as i64]))
                 .map_err(|e| self.err(e))?;
         }
-        if let Some(json) = state {
-            tx.prepare_cached("INSERT OR REPLACE INTO script_state (script, json) VALUES (?1, ?2)")
-                .and_then(|mut st| st.execute(params![script, json]))
-                .map_err(|e| self.err(e))?;
+        if let Some(w) = state {
+            let run = || -> rusqlite::Result<()> {
+                if w.replace_all {
+                    tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1")?.execute(params![script])?;
+                    tx.prepare_cached("DELETE FROM script_state WHERE script = ?1")?.execute(params![script])?;
+                }
+                let mut del = tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1 AND key = ?2")?;
+                for k in w.removed {
+                    del.execute(params![script, k])?;
+                }
+                let mut put = tx.prepare_cached("INSERT OR REPLACE INTO state_keys (script, key, json) VALUES (?1, ?2, ?3)")?;
+                for (k, json) in w.set {
+                    put.execute(params![script, k, json])?;
+                }
+                Ok(())
+            };
+            run().map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// `agent.state` of a script as JSON, if it ever saved one.
-    pub fn state(&self, script: &str) -> Result<Option<String>, StoreError> {
+    /// A script's `agent.state` as saved: its top-level keys and their JSON, by key. A state
+    /// saved whole by an earlier version comes back split into its keys.
+    pub fn state(&self, script: &str) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.lock();
-        conn.query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0))
+        let mut st = conn.prepare_cached("SELECT key, json FROM state_keys WHERE script = ?1 ORDER BY key").map_err(|e| self.err(e))?;
+        let keys = st
+            .query_map(params![script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        if !keys.is_empty() {
+            return Ok(keys);
+        }
+        let whole: Option<String> = conn
+            .query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0))
             .optional()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        let Some(serde_json::Value::Object(map)) = whole.and_then(|j| serde_json::from_str(&j).ok()) else { return Ok(Vec::new()) };
+        Ok(map.into_iter().map(|(k, v)| (k, v.to_string())).collect())
     }
 
     pub fn position(&self) -> Result<Option<Position>, StoreError> {
@@ -320,13 +367,13 @@ mod tests {
             let pos = Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: "/a/events?ack=2".into() };
             let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2})), ("test", "/e/3", json!({"n": 3}))]);
             assert_eq!(append(&s, &body, Some(&pos)), [1, 2, 3]);
-            s.commit_script("a", Some(2), Some("{\"x\":1}")).unwrap();
+            s.commit_script("a", Some(2), Some(&StateWrite { replace_all: true, set: &[("x".into(), "1".into())], removed: &[] })).unwrap();
             s.commit_script("b", Some(3), None).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=2");
         assert_eq!(s.cursor("a").unwrap(), Some(2));
-        assert_eq!(s.state("a").unwrap().as_deref(), Some("{\"x\":1}"));
+        assert_eq!(s.state("a").unwrap(), vec![("x".to_string(), "1".to_string())]);
         let rest = s.events_after(2).unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!((rest[0].seq, rest[0].href()), (3, "https://pool.contoso.com/e/3"));

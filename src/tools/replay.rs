@@ -87,19 +87,14 @@ pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: 
 }
 
 async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
-    let env = offline_env(config.script_settings(), true, true);
+    let mut env = offline_env(config.script_settings(), true, true);
+    // Every output is kept, however much a batch produces (the broadcast stream would drop
+    // what the report had not taken yet).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    env.collect = Some(tx);
     let (clock, net) = (env.clock.clone(), env.net.clone());
     let dir = script.parent().unwrap_or(Path::new(".")).to_path_buf();
     let host = ScriptHost::with_env(dir, env);
-    let mut rx = host.subscribe();
-    // Collect concurrently: a long replay produces more output than the stream buffers.
-    let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(o) = rx.recv().await {
-            all.push(o);
-        }
-        all
-    });
     let name = script.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
     let _ = writeln!(out.output, "== {name} ({})", script.display());
     if let Err(e) = host.load_file(script).await {
@@ -129,9 +124,16 @@ async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Re
         host.barrier().await;
     }
     progress(lines.len(), lines.len());
-    host.shutdown(Duration::from_secs(60)).await;
+    for name in host.shutdown(Duration::from_secs(60)).await {
+        let _ = writeln!(out.output, "  error: {name} did not finish its events within 60 s; its output is incomplete");
+        out.load_errors.push(format!("{name}: did not finish within 60 s"));
+    }
     drop(host);
-    let all = collector.await.unwrap_or_default();
+    rx.close();
+    let mut all = Vec::new();
+    while let Ok(o) = rx.try_recv() {
+        all.push(o);
+    }
     for o in all {
         let line = match o {
             ScriptOutput::Event { seq, rel, kind, href, .. } => format!("#{seq} {rel} {kind} {href}"),

@@ -55,19 +55,7 @@ impl Running {
 
     /// The next `n` log messages of `script`, in order; a handler error of `script` fails the test.
     pub async fn messages(&mut self, script: &str, n: usize) -> Vec<String> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            let o = self
-                .expect(&format!("{n} log lines of {script} (got {got:?})"), |o| {
-                    matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script)
-                })
-                .await;
-            match o {
-                ScriptOutput::Log { message, .. } => got.push(message),
-                other => panic!("{script} failed after {got:?}: {other:?}"),
-            }
-        }
-        got
+        messages_of(&mut self.out, script, n).await
     }
 }
 
@@ -188,4 +176,42 @@ pub async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("127.0.0.1:{}", addr.port()), rx)
+}
+
+/// Waits until `cond` holds (checked every 10 ms); fails naming `what` after `PATIENCE`.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A script's `agent.state` as committed in the database at `db` (`{}` if none or unreadable).
+pub fn saved_state(db: &Path, script: &str) -> serde_json::Value {
+    let mut state = serde_json::Map::new();
+    let Ok(conn) = rusqlite::Connection::open(db) else { return state.into() };
+    let Ok(mut st) = conn.prepare("SELECT key, json FROM state_keys WHERE script = ?1") else { return state.into() };
+    let rows = st.query_map([script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)));
+    for (k, json) in rows.into_iter().flatten().flatten() {
+        state.insert(k, serde_json::from_str(&json).unwrap_or(serde_json::Value::Null));
+    }
+    state.into()
+}
+
+/// The next `n` log messages of `script` on `out`, in order; a handler error of `script`
+/// fails the test.
+pub async fn messages_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let o = expect(out, &format!("{n} log lines of {script} (got {got:?})"), |o| {
+            matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script)
+        })
+        .await;
+        match o {
+            ScriptOutput::Log { message, .. } => got.push(message),
+            other => panic!("{script} failed after {got:?}: {other:?}"),
+        }
+    }
+    got
 }

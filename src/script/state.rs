@@ -1,0 +1,151 @@
+//! Saving `agent.state`: one database row per top-level key, and a commit writes only the keys
+//! that changed. A 20 MB string kept in state next to a counter bumped per event costs the
+//! counter's few bytes per commit, not 20 MB: a key holding the very same Lua string as at the
+//! last commit is not even serialised again (Lua strings are immutable; the mark keeps the
+//! string alive, so its address cannot be reused by another).
+//!
+//! What is saved can be read back: values are checked before they are written (only nil,
+//! booleans, numbers, strings and tables; no cycles; at most `MAX_DEPTH` levels), and an error
+//! names the key path at fault (`agent.state.calls.open: …`).
+
+use mlua::{Lua, LuaString, Table, Value};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// The deepest nesting a value in `agent.state` may have (JSON readers refuse deeper ones:
+/// serde_json stops at 128).
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// What the last commit wrote for one key.
+struct Mark {
+    /// The key's value when it was a string: the same string again is unchanged.
+    string: Option<LuaString>,
+    hash: u64,
+    bytes: usize,
+}
+
+/// The keys as last committed (for one version of a script: a new version starts empty, and
+/// its first commit writes every key).
+#[derive(Default)]
+pub(crate) struct Saved {
+    keys: HashMap<String, Mark>,
+    written_once: bool,
+}
+
+/// What a commit writes.
+pub(crate) struct Delta {
+    /// Replace every stored key of the script (the first commit of a version).
+    pub replace_all: bool,
+    pub set: Vec<(String, String)>,
+    pub removed: Vec<String>,
+    /// The JSON size of the whole state.
+    pub bytes: usize,
+    marks: Vec<(String, Mark)>,
+}
+
+impl Delta {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.replace_all && self.set.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl Saved {
+    /// Compares `agent.state` now with the last commit.
+    pub(crate) fn diff(&self, lua: &Lua) -> Result<Delta, String> {
+        let agent: Table = lua.globals().raw_get("agent").map_err(|e| format!("the agent table is gone: {e}"))?;
+        let state = match agent.raw_get::<Value>("state").map_err(|e| e.to_string())? {
+            Value::Nil => None,
+            Value::Table(t) => Some(t),
+            other => return Err(format!("agent.state must be a table, got {}", other.type_name())),
+        };
+        let mut delta = Delta { replace_all: !self.written_once, set: Vec::new(), removed: Vec::new(), bytes: 2, marks: Vec::new() };
+        let mut seen = std::collections::HashSet::new();
+        if let Some(state) = state {
+            let mut stack = vec![state.to_pointer()];
+            for pair in state.pairs::<Value, Value>() {
+                let (k, v) = pair.map_err(|e| e.to_string())?;
+                let key = match k {
+                    Value::String(s) => s.to_str().map_err(|_| "agent.state: keys must be UTF-8 strings".to_string())?.to_string(),
+                    other => return Err(format!("agent.state: keys must be strings, got a {} key", other.type_name())),
+                };
+                let path = format!("agent.state.{key}");
+                let prior = self.keys.get(&key);
+                if let (Value::String(s), Some(Mark { string: Some(old), bytes, .. })) = (&v, prior) {
+                    if s.to_pointer() == old.to_pointer() && !delta.replace_all {
+                        delta.bytes += key.len() + 4 + bytes;
+                        seen.insert(key);
+                        continue;
+                    }
+                }
+                check(&v, &path, 1, &mut stack)?;
+                let json = serde_json::to_string(&v).map_err(|e| format!("{path}: {e}"))?;
+                let mut h = DefaultHasher::new();
+                json.hash(&mut h);
+                let hash = h.finish();
+                delta.bytes += key.len() + 4 + json.len();
+                let string = match &v {
+                    Value::String(s) => Some(s.clone()),
+                    _ => None,
+                };
+                if delta.replace_all || prior.is_none_or(|m| m.hash != hash || m.bytes != json.len()) {
+                    delta.marks.push((key.clone(), Mark { string, hash, bytes: json.len() }));
+                    delta.set.push((key.clone(), json));
+                } else if string.is_some() {
+                    // Same text in a new string: remember the new one, write nothing.
+                    delta.marks.push((key.clone(), Mark { string, hash, bytes: json.len() }));
+                }
+                seen.insert(key);
+            }
+        }
+        delta.removed = self.keys.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+        Ok(delta)
+    }
+
+    /// The delta was written.
+    pub(crate) fn applied(&mut self, delta: Delta) {
+        self.written_once = true;
+        if delta.replace_all {
+            self.keys.clear();
+        }
+        for k in delta.removed {
+            self.keys.remove(&k);
+        }
+        for (k, m) in delta.marks {
+            self.keys.insert(k, m);
+        }
+    }
+}
+
+/// Refuses what JSON cannot hold or cannot give back: functions and other non-data, cycles,
+/// nesting deeper than `MAX_DEPTH`.
+fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const std::ffi::c_void>) -> Result<(), String> {
+    match v {
+        Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::String(_) | Value::LightUserData(_) => Ok(()),
+        Value::Number(n) if n.is_finite() => Ok(()),
+        Value::Number(n) => Err(format!("{path}: {n} cannot be saved (JSON has no NaN or infinity)")),
+        Value::Table(t) => {
+            if depth > MAX_DEPTH {
+                return Err(format!("{path}: nested deeper than {MAX_DEPTH} levels; agent.state cannot keep it"));
+            }
+            let ptr = t.to_pointer();
+            if stack.contains(&ptr) {
+                return Err(format!("{path}: refers back to a table that contains it (a cycle); agent.state cannot keep it"));
+            }
+            stack.push(ptr);
+            for pair in t.pairs::<Value, Value>() {
+                let (k, v) = pair.map_err(|e| format!("{path}: {e}"))?;
+                let sub = match &k {
+                    Value::String(s) => format!("{path}.{}", s.to_string_lossy()),
+                    Value::Integer(i) => format!("{path}[{i}]"),
+                    Value::Number(n) => format!("{path}[{n}]"),
+                    other => return Err(format!("{path}: a {} key cannot be saved (keys are strings or numbers)", other.type_name())),
+                };
+                check(&v, &sub, depth + 1, stack)?;
+            }
+            stack.pop();
+            Ok(())
+        }
+        other => Err(format!("{path}: a {} cannot be saved; agent.state holds only nil, booleans, numbers, strings and tables", other.type_name())),
+    }
+}

@@ -1,0 +1,294 @@
+//! Isolation: what a hostile or careless script can do to the agent, next to a witness script
+//! that logs every event. Each case is a repro from issue 11; the witness must keep getting
+//! every event, in order, whatever the hog does.
+
+mod common;
+
+use common::{expect, write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
+use ucwa_agent::store::Store;
+use ucwa_agent::ucwa::{batch, Event, Origin};
+
+const WITNESS: &str = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.seq) end)"#;
+
+/// `n` audioVideoSession events numbered from `first`.
+fn events(first: u64, n: u64) -> Vec<Event> {
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    (0..n)
+        .map(|i| {
+            let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
+            ev.seq = first + i;
+            ev
+        })
+        .collect()
+}
+
+fn settings(limits: Limits) -> ScriptSettings {
+    ScriptSettings { http_allow: vec!["127.0.0.1".into()], ..ScriptSettings::new(limits) }
+}
+
+struct Host {
+    host: ScriptHost,
+    out: broadcast::Receiver<ScriptOutput>,
+    dir: tempfile::TempDir,
+}
+
+async fn host_with(settings: ScriptSettings, store: Arc<Store>, scripts: &[(&str, &str)]) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in scripts {
+        write(dir.path(), name, text);
+    }
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store));
+    let out = host.subscribe();
+    host.load_dir().await.unwrap();
+    Host { host, out, dir }
+}
+
+async fn host(limits: Limits, scripts: &[(&str, &str)]) -> Host {
+    host_with(settings(limits), Arc::new(Store::in_memory()), scripts).await
+}
+
+/// The witness's next `n` lines must be `saw first`, `saw first+1`, …
+async fn witness_sees(out: &mut broadcast::Receiver<ScriptOutput>, first: u64, n: u64) {
+    for seq in first..first + n {
+        let want = format!("saw {seq}");
+        let o = expect(out, &format!("witness: {want}"), |o| matches!(o, ScriptOutput::Log { script, .. } if script == "witness")).await;
+        let ScriptOutput::Log { message, .. } = o else { unreachable!() };
+        assert_eq!(message, want, "the witness sees every event, in order");
+    }
+}
+
+async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
+    let o = expect(out, &format!("an error of {script}"), |o| {
+        matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)
+    })
+    .await;
+    match o {
+        ScriptOutput::HandlerError { error, .. } | ScriptOutput::LoadFailed { error, .. } => error,
+        _ => unreachable!(),
+    }
+}
+
+async fn log_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
+    let o = expect(out, &format!("a log line of {script}"), |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script)).await;
+    let ScriptOutput::Log { message, .. } = o else { unreachable!() };
+    message
+}
+
+#[tokio::test]
+async fn a_timer_that_is_always_due_delays_only_its_own_script() {
+    // About 18 ms of work every 10 ms, inside every limit: the timer is always due.
+    let hog = r#"
+      agent.every(10, function() local x = 0 for i = 1, 3e6 do x = x + i end end)
+      agent.on("audioVideoSession", function(e) agent.log.info("hog saw " .. e.seq) end)
+    "#;
+    let mut h = host(Limits::default(), &[("hog.lua", hog), ("witness.lua", WITNESS)]).await;
+    let (mut w, mut g) = (h.host.subscribe(), h.host.subscribe());
+    h.host.dispatch(events(1, 10));
+    witness_sees(&mut w, 1, 10).await;
+    // The hog's own events are served between its timer runs, in order.
+    for seq in 1..=10 {
+        assert_eq!(log_of(&mut g, "hog").await, format!("hog saw {seq}"));
+    }
+    drop(h.out);
+}
+
+#[tokio::test]
+async fn finalizers_are_refused() {
+    let at_top = r#"setmetatable({}, {__gc = function() while true do end end}) collectgarbage()"#;
+    let in_handler = r#"
+      agent.on("audioVideoSession", function(e)
+        if e.seq == 1 then setmetatable({}, {__gc = function() while true do end end}) collectgarbage() end
+        -- The agent's own metatables are out of reach, so no __gc can be slipped into them.
+        assert(getmetatable(agent.json.array()) == false and getmetatable(e) == false and getmetatable(agent.every(1e6, print)) == false)
+        agent.log.info("handled " .. e.seq)
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("top.lua", at_top), ("handler.lua", in_handler), ("witness.lua", WITNESS)]).await;
+    h.host.load_file(&h.dir.path().join("top.lua")).await.expect_err("a top level with __gc does not load");
+    let e = error_of(&mut h.out, "top").await;
+    assert!(e.contains("top.lua:1:") && e.contains("`__gc`"), "{e}");
+    let mut w = h.host.subscribe();
+    h.host.dispatch(events(1, 3));
+    let e = error_of(&mut h.out, "handler").await;
+    assert!(e.contains("handler.lua:3:") && e.contains("`__gc`"), "{e}");
+    assert_eq!(log_of(&mut h.out, "handler").await, "handled 2");
+    witness_sees(&mut w, 1, 3).await;
+}
+
+#[tokio::test]
+async fn c_functions_that_would_loop_forever_stop_at_the_instruction_limit() {
+    let hogs = [
+        ("find", r#"string.find(("a"):rep(40), ("a*"):rep(40) .. "b")"#),
+        ("match", r#"(("a"):rep(40)):match(("a-"):rep(40) .. "b")"#),
+        ("gsub", r#"string.gsub(("a"):rep(40), ("a*"):rep(40) .. "b", "")"#),
+        ("gmatch", r#"for _ in (("a"):rep(40)):gmatch(("a*"):rep(40) .. "b") do end"#),
+        ("rep", r#"string.rep("", math.maxinteger)"#),
+        ("move", r#"table.move({}, 1, 2^62, 1)"#),
+        ("concat", r#"table.concat(setmetatable({}, {__index = function() return "" end}), "", 1, 2^60)"#),
+        ("remove", r#"table.remove(setmetatable({}, {__len = function() return math.maxinteger end}), 1)"#),
+    ];
+    let scripts: Vec<(String, String)> = hogs
+        .iter()
+        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
+        .chain([("witness.lua".to_string(), WITNESS.to_string())])
+        .collect();
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    // A low limit keeps the test quick in a debug build (the default is 50 million).
+    let mut h = host(Limits { instructions: 2_000_000, ..Limits::default() }, &refs).await;
+    let mut w = h.host.subscribe();
+    let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
+    h.host.dispatch(events(1, 2));
+    witness_sees(&mut w, 1, 2).await;
+    for ((name, _), out) in hogs.iter().zip(subs.iter_mut()) {
+        for _ in 0..2 {
+            let e = error_of(out, name).await;
+            assert!(e.contains("instruction limit exceeded"), "{name}: {e}");
+        }
+    }
+    drop(h.out);
+}
+
+#[tokio::test]
+async fn running_out_of_memory_cannot_be_caught() {
+    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let hog = r#"
+      agent.on("audioVideoSession", function(e)
+        local ok = pcall(function() local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(1000) .. i end end)
+        agent.log.info("swallowed: " .. tostring(ok))
+      end)
+    "#;
+    let mut h = host(limits, &[("hog.lua", hog), ("witness.lua", WITNESS)]).await;
+    let mut w = h.host.subscribe();
+    h.host.dispatch(events(1, 2));
+    for _ in 0..2 {
+        let e = error_of(&mut h.out, "hog").await;
+        assert!(e.contains("memory limit exceeded"), "{e}");
+    }
+    witness_sees(&mut w, 1, 2).await;
+    h.host.barrier().await;
+    while let Ok(o) = h.out.try_recv() {
+        assert!(!matches!(&o, ScriptOutput::Log { script, .. } if script == "hog"), "pcall swallowed the limit: {o:?}");
+    }
+}
+
+#[tokio::test]
+async fn values_out_of_range_are_refused_with_a_clear_error() {
+    let probe = r#"
+      agent.on("audioVideoSession", function(e)
+        local cases = {
+          function() agent.after(1e300, print) end,
+          function() agent.every(0 / 0, print) end,
+          function() agent.http.request{url = "http://127.0.0.1:9/x", timeout = math.huge} end,
+          function() agent.http.request{url = "http://127.0.0.1:9/x", headers = {Host = "evil.example"}} end,
+          function() agent.http.request{url = "http://127.0.0.1:9/x", headers = {["transfer-encoding"] = "chunked"}} end,
+          function() agent.ucwa.get("http://user:pw@127.0.0.1:9/ucwa/x") end,
+        }
+        for i, f in ipairs(cases) do
+          local ok, err = pcall(f)
+          agent.log.info(i .. ": " .. tostring(ok) .. " " .. tostring(err))
+        end
+        local fired = false
+        agent.after(1, function() agent.log.info("timers still fire") end)
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("probe.lua", probe)]).await;
+    h.host.dispatch(events(1, 1));
+    let wants = [
+        "ms must be between 0 and 31622400000",
+        "ms must be between 0 and 31622400000",
+        "`timeout` must be between 1 and 3600000 ms",
+        "the `Host` header is set by the agent",
+        "the `Transfer-Encoding` header is set by the agent",
+        "hrefs with credentials (user:password@host) are refused",
+    ];
+    for (i, want) in wants.iter().enumerate() {
+        let line = log_of(&mut h.out, "probe").await;
+        assert!(line.starts_with(&format!("{}: false ", i + 1)) && line.contains(want), "case {}: {line}", i + 1);
+        assert!(!line.contains("user:pw"), "the credentials are not repeated: {line}");
+    }
+    assert_eq!(log_of(&mut h.out, "probe").await, "timers still fire");
+}
+
+/// `ucwa_state_bytes_written_total` of a script.
+fn state_written(host: &ScriptHost, script: &str) -> u64 {
+    let text = host.env().metrics.render(None);
+    let prefix = format!("ucwa_state_bytes_written_total{{script=\"{script}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_commit_writes_only_the_keys_that_changed() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(state_dir.path()).unwrap());
+    let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
+    let settings = ScriptSettings { state_max_bytes: 64 << 20, ..settings(limits) };
+    let script = r#"
+      agent.state.big = agent.state.big or ("x"):rep(20e6)
+      agent.on("audioVideoSession", function(e) agent.state.count = (agent.state.count or 0) + 1 end)
+    "#;
+    let h = host_with(settings, store.clone(), &[("counter.lua", script)]).await;
+    h.host.dispatch(events(1, 1));
+    h.host.barrier().await;
+    common::eventually("the first commit", || state_written(&h.host, "counter") > 0).await;
+    let first = state_written(&h.host, "counter");
+    assert!(first > 20_000_000, "the first commit writes the big string once: {first}");
+    // A hundred commits of the counter (one every 10 ms while busy).
+    for i in 0..100 {
+        h.host.dispatch(events(2 + i, 1));
+        tokio::time::sleep(Duration::from_millis(11)).await;
+    }
+    h.host.shutdown(Duration::from_secs(10)).await;
+    let more = state_written(&h.host, "counter") - first;
+    // Before, each commit wrote the whole 20 MB state again.
+    assert!(more < 100 * 4096, "100 commits of a counter wrote {more} bytes");
+    let saved = store.state("counter").unwrap();
+    let count = saved.iter().find(|(k, _)| k == "count").map(|(_, v)| v.clone());
+    assert_eq!(count.as_deref(), Some("101"));
+    assert_eq!(saved.iter().find(|(k, _)| k == "big").map(|(_, v)| v.len()), Some(20_000_002));
+}
+
+#[tokio::test]
+async fn state_that_could_not_be_read_back_is_refused_and_the_rest_kept() {
+    let store = Arc::new(Store::in_memory());
+    let settings = ScriptSettings { state_max_bytes: 4096, ..settings(Limits::default()) };
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        agent.state.kept = e.seq
+        if e.seq == 1 then
+          local t = {} local cur = t for i = 1, 126 do cur.next = {} cur = cur.next end
+          agent.state.deep = t
+        elseif e.seq == 2 then
+          agent.state.deep = nil
+          local a = {} a.self = {parent = a} agent.state.cyclic = a
+        elseif e.seq == 3 then
+          agent.state.cyclic = nil
+          agent.state.big = ("x"):rep(5000)
+        else
+          agent.state.big = nil
+        end
+      end)
+    "#;
+    let mut h = host_with(settings.clone(), store.clone(), &[("keeper.lua", script)]).await;
+    h.host.dispatch(events(1, 1));
+    let e = error_of(&mut h.out, "keeper").await;
+    assert!(e.contains("agent.state.deep.next") && e.contains("nested deeper than 100 levels"), "{e}");
+    h.host.dispatch(events(2, 1));
+    let e = error_of(&mut h.out, "keeper").await;
+    assert!(e.contains("agent.state.cyclic.self.parent") && e.contains("cycle"), "{e}");
+    h.host.dispatch(events(3, 1));
+    let e = error_of(&mut h.out, "keeper").await;
+    assert!(e.contains("scripts.state_max_bytes (4096)"), "{e}");
+    h.host.dispatch(events(4, 1));
+    h.host.shutdown(Duration::from_secs(10)).await;
+    // What was saved loads back in a new host on the same database.
+    let reader = r#"agent.log.info("kept " .. tostring(agent.state.kept) .. " big " .. tostring(agent.state.big))"#;
+    let mut again = host_with(settings, store, &[]).await;
+    write(again.dir.path(), "keeper.lua", reader);
+    again.host.load_file(&again.dir.path().join("keeper.lua")).await.unwrap();
+    assert_eq!(log_of(&mut again.out, "keeper").await, "kept 4 big nil");
+}
