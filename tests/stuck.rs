@@ -1,0 +1,182 @@
+//! A script stuck in C code that no limit can interrupt: the watchdog names it, `/healthz` and
+//! `/metrics` show it, the other scripts and the agent carry on, a fixed version gets the
+//! events it missed, and shutdown does not wait for it. Also what the process does with a
+//! second agent on the same state directory and a database it cannot write.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use ucwa_agent::script::ScriptOutput;
+
+/// Sorts two million numbers twice in C: seconds in one stretch where neither the instruction
+/// hook nor the time limit runs (a handful of VM instructions in all). `EVENT` is where it runs.
+const HOG: &str = r#"
+local function hog()
+  local t = table.pack(string.byte(string.rep("\1\2\3\4\5\6\7\8", 62500), 1, -1))
+  local n = t.n
+  for _ = 1, 2 do table.move(t, 1, n, n + 1); n = n * 2 end
+  table.sort(t); table.sort(t)
+end
+agent.on(EVENT, hog)
+agent.on("audioVideoSession", function(e) agent.log.info("stuck saw " .. e.type) end)
+"#;
+
+const WITNESS: &str = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.type) end)"#;
+
+/// Limits a hog in C can run past (the time limit is short, the others out of the way).
+const LIMITS: &str = "handler_timeout_ms = 100\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\nreload_debounce_ms = 20\n";
+
+fn hog(event: &str) -> String {
+    HOG.replace("EVENT", event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "stuck.lua", &hog(r#""audioVideoSession", "added""#));
+    write(dir.path(), "witness.lua", WITNESS);
+    let extra = format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    let metrics = agent.metrics.expect("metrics listen");
+    let mut witness = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut witness, "witness", 2).await, ["saw added", "saw updated"]);
+
+    let stuck = agent.expect("the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { .. })).await;
+    let ScriptOutput::Stuck { script, doing, limit_ms } = stuck else { unreachable!() };
+    assert_eq!((script.as_str(), limit_ms), ("stuck", 100));
+    assert!(doing.contains("handler for audioVideoSession/added"), "{doing}");
+
+    // The endpoints answer at once while the script's thread is busy, and name it.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    let health: serde_json::Value = client.get(format!("http://{metrics}/healthz")).send().await.expect("/healthz answers within a second").json().await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["stuck_scripts"], serde_json::json!(["stuck"]), "{health}");
+    let text = client.get(format!("http://{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("ucwa_script_stuck{script=\"stuck\"} 1"), "{text}");
+
+    // The others go on; the stuck script is not fed.
+    sim.end_call(call);
+    assert_eq!(messages_of(&mut witness, "witness", 1).await, ["saw deleted"]);
+
+    // The fixed version starts on a new thread and gets what the stuck one never finished.
+    let mut fixed = agent.out.resubscribe();
+    write(dir.path(), "stuck.lua", &hog(r#""agent", "nothing""#));
+    expect(&mut fixed, "the fixed version", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "stuck")).await;
+    assert_eq!(messages_of(&mut fixed, "stuck", 3).await, ["stuck saw added", "stuck saw updated", "stuck saw deleted"]);
+    let health: serde_json::Value = client.get(format!("http://{metrics}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    let started = Instant::now();
+    agent.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+}
+
+fn spawn(config: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env(PASSWORD_ENV, "demo")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent binary starts")
+}
+
+fn config_file(sim: &ucwa_agent::sim::Simulator, dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config_text(sim, dir, extra)).unwrap();
+    path
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Waits for the process to exit; its exit code and how long that took.
+async fn exit_of(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), started.elapsed());
+        }
+        assert!(started.elapsed() < limit, "the agent did not exit within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "stuck.lua", &hog(r#""agent", "signedIn""#));
+    let config = config_file(&sim, dir.path(), LIMITS);
+
+    // One signal: the scripts get the documented 5 s, then the process leaves without them.
+    let mut agent = spawn(&config);
+    wait_available(&sim).await;
+    signal(&agent, "-TERM");
+    let (code, took) = exit_of(&mut agent, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(9), "SIGTERM took {took:?}");
+
+    // A second signal exits at once.
+    let mut agent = spawn(&config);
+    wait_available(&sim).await;
+    signal(&agent, "-TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&agent, "-TERM");
+    let (code, took) = exit_of(&mut agent, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(130));
+    assert!(took < Duration::from_secs(2), "the second SIGTERM took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&sim, dir.path(), "");
+    let mut first = spawn(&config);
+    wait_available(&sim).await;
+    let second = spawn(&config).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let state = dir.path().join(".state");
+    assert!(stderr.contains(&state.display().to_string()) && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
+    signal(&first, "-TERM");
+    exit_of(&mut first, Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&sim, dir.path(), "");
+    let state = dir.path().join(".state");
+    drop(ucwa_agent::store::Store::open(&state).unwrap());
+    let db = state.join("agent.db");
+    // Read-only even for root where the file system allows it (chattr +i); else by mode.
+    let immutable = Command::new("chattr").arg("+i").arg(&db).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !immutable {
+        let mut perms = std::fs::metadata(&db).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&db, perms).unwrap();
+        if std::fs::OpenOptions::new().append(true).open(&db).is_ok() {
+            eprintln!("skipped: cannot make a file read-only here (root without chattr)");
+            return;
+        }
+    }
+    let out = spawn(&config).wait_with_output().unwrap();
+    if immutable {
+        let _ = Command::new("chattr").arg("-i").arg(&db).status();
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "the database is named: {stderr}");
+    assert_eq!(sim.counters()["applications_created"], 0, "it stopped before signing in");
+}
