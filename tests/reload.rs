@@ -101,9 +101,11 @@ async fn sighup_applies_script_settings_and_rescans() {
     std::fs::write(&config, text("two")).unwrap();
     save(&dir.path().join("new.lua"), &says("new"));
     agent.reloader.reload().await;
+    // The two scripts run in parallel: one stream each.
+    let mut new = agent.out.resubscribe();
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("greet", 1).await, ["two"]);
-    assert_eq!(agent.messages("new", 1).await, ["new"]);
+    assert_eq!(messages_of(&mut new, "new", 1).await, ["new"]);
     agent.stop().await;
 }
 

@@ -110,6 +110,10 @@ impl ScriptHost {
             }
         };
         let subscriptions = loaded.subscriptions().map_or(0, |s| s.count());
+        // Announced before the version can run (on its own thread, it may log at once).
+        tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
+        self.inner.env.metrics.reload(&name, true);
+        self.inner.env.emit(ScriptOutput::Loaded { script: name.clone(), version });
         let mut scripts = self.lock();
         match scripts.get_mut(&name) {
             Some(entry) if !entry.inbox.is_closed() && !entry.watch.is_stuck() => {
@@ -129,6 +133,7 @@ impl ScriptHost {
                     Err(error) => {
                         let message = format!("cannot start the script's thread: {error}");
                         tracing::error!(script = %name, %error, "script not loaded: cannot start its thread");
+                        self.inner.env.emit(ScriptOutput::LoadFailed { script: name.clone(), error: message.clone() });
                         return Err(ScriptError { script: name, path: path.to_path_buf(), message });
                     }
                 };
@@ -136,9 +141,6 @@ impl ScriptHost {
             }
         }
         drop(scripts);
-        tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
-        self.inner.env.metrics.reload(&name, true);
-        self.inner.env.emit(ScriptOutput::Loaded { script: name, version });
         Ok(version)
     }
 
