@@ -384,6 +384,21 @@ mod tests {
     }
 
     #[test]
+    fn script_limits_out_of_range_name_the_key_and_the_range() {
+        for (line, key, range) in [
+            ("memory_limit_mb = 17592186044416", "scripts.memory_limit_mb", "1 to 16384 MiB"),
+            ("memory_limit_mb = 0", "scripts.memory_limit_mb", "1 to 16384 MiB"),
+            ("instruction_limit = 10", "scripts.instruction_limit", "1000 to 1000000000000 instructions"),
+            ("handler_timeout_ms = 86400000", "scripts.handler_timeout_ms", "1 to 3600000 milliseconds"),
+            ("state_max_bytes = 10", "scripts.state_max_bytes", "1024 to 1073741824 bytes"),
+            ("reload_debounce_ms = 600000", "scripts.reload_debounce_ms", "0 to 60000 milliseconds"),
+        ] {
+            let err = parse(&format!("[scripts]\n{line}\n")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(range), "{line}: {err}");
+        }
+    }
+
+    #[test]
     fn defaults_are_the_embedded_demo() {
         let c = parse("").unwrap();
         assert_eq!(c.discover().unwrap(), Discover::Embedded);

@@ -180,3 +180,19 @@ async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
     assert!(stderr.contains(&db.display().to_string()), "the database is named: {stderr}");
     assert_eq!(sim.counters()["applications_created"], 0, "it stopped before signing in");
 }
+
+#[test]
+fn check_gives_up_on_a_top_level_stuck_in_c() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/stuck.lua"), HOG.replace("agent.on(EVENT, hog)", "hog()")).unwrap();
+    std::fs::write(dir.path().join("scripts/fine.lua"), "agent.on('me', function() end)\n").unwrap();
+    std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("check").current_dir(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("stuck.lua") && text.contains("did not return within 1100 ms"), "{text}");
+    assert!(text.contains("ok: fine"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(30), "check took {:?}", started.elapsed());
+}

@@ -161,3 +161,25 @@ async fn record_then_replay_a_real_session() {
     assert!(t.contains("  info: GET 200"), "the embedded session answers agent.ucwa.get: {t}");
     assert!(t.contains("audioVideoSession deleted"), "{t}");
 }
+
+#[test]
+fn replay_of_a_big_batch_reports_every_event() {
+    // 2,000 events in one batch: three output lines each (event, log, state), more than the
+    // output stream buffers; none may go missing.
+    let counter = "agent.on('audioVideoSession', function(e) agent.state.n = (agent.state.n or 0) + 1 agent.log.info('n ' .. agent.state.n) end)\n";
+    let p = project(&[("counter.lua", counter)]);
+    let events: Vec<serde_json::Value> = (0..2000)
+        .map(|i| serde_json::json!({"link": {"rel": "audioVideoSession", "href": format!("/ucwa/v1/applications/1/communication/conversations/{i}/audioVideo/audioVideoSession")}, "type": "added"}))
+        .collect();
+    let batch = serde_json::json!({"_links": {"next": {"href": "/ucwa/v1/applications/1/events?ack=2"}}, "sender": [{"rel": "communication", "href": "/ucwa/v1/applications/1/communication", "events": events}]});
+    let file = p.path().join("big.jsonl");
+    std::fs::write(&file, format!("{batch}\n")).unwrap();
+    let o = agent(&["replay", file.to_str().unwrap()], p.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{}", &t[..t.len().min(2000)]);
+    for n in [1, 1000, 2000] {
+        assert!(t.contains(&format!("  info: n {n}\n")), "line for event {n} missing");
+    }
+    assert_eq!(t.matches("  info: n ").count(), 2000);
+    assert_eq!(t.matches("audioVideoSession added").count(), 2000);
+}

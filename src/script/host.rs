@@ -292,23 +292,12 @@ impl watchdog::Overseer for Inner {
     }
 }
 
-/// Builds a version on a thread of its own: a top level that never returns (C code) is given
-/// up after the time limit (plus the watchdog's grace) and reported as a load failure.
+/// Builds a version (`loader::load_bounded`) without holding a runtime worker while it runs.
 async fn load_bounded(path: &Path, name: &str, version: u64, env: &Arc<ScriptEnv>) -> Result<loader::Loaded, ScriptError> {
     let (p, e) = (path.to_path_buf(), env.clone());
-    let limit = env.settings().limits.handler_timeout;
-    let thread = format!("lua-load:{name}");
-    let built = tokio::task::spawn_blocking(move || watchdog::run_bounded(thread, limit, move || loader::load(&p, version, &e))).await;
-    let fail = |message: String| ScriptError { script: name.to_string(), path: path.to_path_buf(), message };
-    match built {
-        Ok(Ok(loaded)) => loaded,
-        Ok(Err(waited)) => Err(fail(format!(
-            "the top level did not return within {} ms (scripts.handler_timeout_ms plus {} ms): stuck in code the limits cannot interrupt; not loaded",
-            waited.as_millis(),
-            watchdog::GRACE.as_millis()
-        ))),
-        Err(e) => Err(fail(format!("loader crashed: {e}"))),
-    }
+    tokio::task::spawn_blocking(move || loader::load_bounded(&p, version, &e))
+        .await
+        .unwrap_or_else(|e| Err(ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }))
 }
 
 /// `*.lua`, not hidden, not an editor's backup or lock file, not a test (`*_test.lua`).

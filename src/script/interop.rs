@@ -23,7 +23,7 @@ pub(crate) struct Interop {
 
 /// Builds an event table in Lua; `sources[t]` keeps the packed event for the lazy fields.
 const MAKE_EVENT: &str = r#"
-local setmetatable, mt, sources = setmetatable, ...
+local setmetatable, mt, sources = ...
 return function(rel, kind, seq, source)
   local t = setmetatable({rel = rel, type = kind, seq = seq}, mt)
   sources[t] = source
@@ -61,7 +61,10 @@ impl Interop {
         metatable.raw_set("__pairs", pairs)?;
         // Out of scripts' reach: a `__gc` added to it would mark every later event for finalizing.
         metatable.raw_set("__metatable", false)?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((metatable.clone(), sources.clone()))?;
+        // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
+        // this metatable has none.
+        let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
+        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw, metatable.clone(), sources.clone()))?;
         lua.set_app_data(Interop { make, sources, metatable });
         Ok(())
     }

@@ -4,6 +4,7 @@
 use super::api::{self, ScriptCtx, Subscriptions};
 use super::env::ScriptEnv;
 use super::sandbox;
+use super::watchdog;
 use mlua::{chunk::ChunkMode, Lua};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +37,27 @@ pub(crate) fn script_name(path: &Path) -> Option<String> {
     }
     let stem = path.file_stem()?.to_str()?;
     (!stem.is_empty()).then(|| stem.to_string())
+}
+
+/// `load` on a thread of its own: a top level that never returns (C code the limits cannot
+/// interrupt) is given up after the time limit plus the watchdog's grace and reported as a
+/// load failure; its thread is left behind.
+pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Loaded, ScriptError> {
+    let name = script_name(path).unwrap_or_else(|| path.display().to_string());
+    let limit = env.settings().limits.handler_timeout;
+    let (p, e) = (path.to_path_buf(), env.clone());
+    match watchdog::run_bounded(format!("lua-load:{name}"), limit, move || load(&p, version, &e)) {
+        Ok(loaded) => loaded,
+        Err(waited) => Err(ScriptError {
+            script: name,
+            path: path.to_path_buf(),
+            message: format!(
+                "the top level did not return within {} ms (scripts.handler_timeout_ms plus {} ms): stuck in code the limits cannot interrupt; not loaded",
+                waited.as_millis(),
+                watchdog::GRACE.as_millis()
+            ),
+        }),
+    }
 }
 
 /// Reads, compiles and runs a script's top level.

@@ -273,7 +273,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     }
     // Log lines a handler writes carry its event: rel, type, seq.
     set_current(cur, ev);
-    p.watch.begin(what, ev.map(|e| (e.rel(), e.kind(), e.seq)), limits.handler_timeout);
+    p.watch.begin_at(started, what, ev.map(|e| (e.rel(), e.kind(), e.seq)), limits.handler_timeout);
     let mut call = std::pin::pin!(f.call_async::<()>(arg));
     // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
     // per call costs more than a trivial handler). The hook bounds CPU time either way.

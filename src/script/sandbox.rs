@@ -24,6 +24,9 @@ impl Default for Limits {
     }
 }
 
+/// Where the host keeps Lua's own `setmetatable` (for its metatables, which have no `__gc`).
+pub(crate) const RAW_SETMETATABLE: &str = "ucwa.raw_setmetatable";
+
 /// How often (in VM instructions) the hook checks the budget.
 const HOOK_EVERY: u32 = 1000;
 
@@ -124,6 +127,7 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
 /// Cuts the standard library down to the allowlist and closes the ways around the limits.
 fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     let g = lua.globals();
+    lua.set_named_registry_value(RAW_SETMETATABLE, g.raw_get::<mlua::Function>("setmetatable")?)?;
     let exhausted = lua.create_function(|lua, ()| Ok(lua.app_data_ref::<Budget>().is_some_and(|b| b.exhausted())))?;
     g.set("__limit_hit", exhausted)?;
     let mark = lua.create_function(|lua, ()| {

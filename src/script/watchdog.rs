@@ -54,8 +54,13 @@ impl Watch {
     /// A call starts: `what` (handler, timer, …), for an event (`rel`, `type`, `seq`) or not.
     /// The buffers are reused: no allocation per call.
     pub(crate) fn begin(&self, what: &'static str, ev: Option<(&str, &str, u64)>, limit: Duration) {
+        self.begin_at(Instant::now(), what, ev, limit);
+    }
+
+    /// `begin`, for a call that started at `since`.
+    pub(crate) fn begin_at(&self, since: Instant, what: &'static str, ev: Option<(&str, &str, u64)>, limit: Duration) {
         let mut d = self.lock();
-        d.since = Some(Instant::now());
+        d.since = Some(since);
         d.limit = limit;
         d.what = what;
         d.rel.clear();
