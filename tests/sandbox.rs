@@ -182,30 +182,47 @@ async fn json_null_and_empty_arrays_in_events_stay_what_they_were() {
 #[tokio::test]
 async fn event_tables_show_every_field_when_iterated_encoded_or_logged() {
     // Fields beyond rel/type/seq are filled in on first read; a handler that iterates the
-    // event, encodes it or logs it whole still sees all of them.
+    // event, encodes it or logs it whole still sees all of them, `raw`, `resource` and
+    // `reason` included. A missed call's `completed` invitation has every kind of field.
     let script = r#"
-      agent.on("audioVideoSession", function(e)
+      agent.on("audioVideoInvitation", function(e)
+        assert(rawget(e, "href") == nil and rawget(e, "resource") == nil, "filled in on first read only")
         local keys = {}
         for k in pairs(e) do keys[#keys + 1] = k end
         table.sort(keys)
         local j = agent.json.decode(agent.json.encode(e))
         agent.log.info(table.concat(keys, ","), {event = e})
-        agent.log.info(j.href .. " " .. j.sender.rel .. " " .. j.conversation)
+        agent.log.info(j.href .. " " .. j.sender.rel .. " " .. tostring(j.conversation) .. " " .. j.resource.direction .. " " .. j.reason.subcode .. " " .. j.raw.status)
         e.note = "scripts may add their own fields"
         agent.log.info(e.note .. " " .. tostring(e.title) .. " " .. tostring(e.status))
       end)
     "#;
     let mut h = host(Limits::default(), &[("whole.lua", script)]).await;
-    h.host.dispatch(sample_event("audioVideoSession-added"));
-    let conv = "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137";
+    let conv = "/ucwa/oauth/v1/applications/1/communication/conversations/7";
+    let body = format!(
+        r#"{{"_links":{{"next":{{"href":"/e?ack=2"}}}},"sender":[{{"rel":"communication","href":"/ucwa/oauth/v1/applications/1/communication","events":[
+      {{"link":{{"rel":"audioVideoInvitation","href":"/ucwa/oauth/v1/applications/1/communication/invitations/5","title":"Zoe"}},"type":"completed","status":"Failure",
+       "reason":{{"code":"Gone","subcode":"Missed","message":"The call was missed"}},
+       "_embedded":{{"audioVideoInvitation":{{"direction":"Incoming","state":"Failed","_links":{{"conversation":{{"href":"{conv}"}}}}}}}}}}]}}]}}"#
+    );
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let mut events = batch::parse(body.as_bytes(), &origin).unwrap().events;
+    events[0].seq = 1;
+    h.host.dispatch(events);
     let o = expect(&mut h.out, "whole", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "whole")).await;
     let ScriptOutput::Log { message, fields, .. } = o else { unreachable!() };
-    assert_eq!(message, "conversation,href,rel,sender,seq,type");
+    // (no `conversation`: an invitation's href is not inside one)
+    assert_eq!(message, "href,raw,reason,rel,resource,sender,seq,status,title,type");
     let event = &fields.expect("fields")["event"];
-    assert_eq!(event["href"], format!("{conv}/audioVideo/audioVideoSession"));
-    assert_eq!(event["sender"]["href"], "https://fe1.contoso.com/ucwa/v1/applications/192/communication");
-    assert_eq!(log_of(&mut h.out, "whole").await, format!("{conv}/audioVideo/audioVideoSession communication {conv}"));
-    assert_eq!(log_of(&mut h.out, "whole").await, "scripts may add their own fields nil nil");
+    assert_eq!(event["href"], "https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/invitations/5");
+    assert_eq!(event["reason"]["subcode"], "Missed");
+    assert_eq!(event["resource"]["state"], "Failed");
+    assert_eq!(event["raw"]["type"], "completed");
+    assert_eq!(
+        log_of(&mut h.out, "whole").await,
+        format!("https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/invitations/5 communication nil Incoming Missed Failure")
+    );
+    assert_eq!(log_of(&mut h.out, "whole").await, "scripts may add their own fields Zoe Failure");
 }
 
 #[tokio::test]

@@ -202,6 +202,9 @@ impl ScriptHost {
     /// Stops a script (its file is gone): events already queued for it still run first.
     pub fn unload(&self, name: &str) {
         if let Some(entry) = self.lock().remove(name) {
+            if entry.watch.is_stuck() {
+                self.inner.env.metrics.script_stuck(name, false);
+            }
             let _ = entry.inbox.send(Msg::Stop);
             tracing::info!(script = name, "script unloaded");
             self.inner.env.emit(ScriptOutput::Unloaded { script: name.to_string() });

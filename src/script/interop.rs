@@ -96,12 +96,13 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
     }
 }
 
-/// Fills in every lazy field of an event table that is still missing (not `raw`/`resource`/
-/// `reason`, which stay on demand as they always were).
+/// Fills in every lazy field of an event table that is still missing, `raw`, `resource` and
+/// `reason` included (what `pairs(e)`, `agent.json.encode(e)` and log fields show is the whole
+/// event; only a script that asks for all of it pays for converting its JSON).
 fn complete(lua: &Lua, sources: &Table, t: &Table) -> mlua::Result<()> {
     let Ok(source) = sources.raw_get::<mlua::LuaString>(t) else { return Ok(()) };
     let packed = source.as_bytes();
-    for name in LAZY {
+    for &name in LAZY.iter().chain(&["raw", "resource", "reason"]) {
         if t.raw_get::<Value>(name)?.is_nil() {
             let v = field(lua, &packed, name.as_bytes())?;
             if !v.is_nil() {
