@@ -85,67 +85,104 @@ async fn until(agent: &mut Running, seen: &mut Vec<String>, want: &str) {
     }
 }
 
-/// One row of the recovery table: after the fault, the script still sees the next call.
-async fn survives(fault: Fault, count: usize) -> serde_json::Value {
+/// Records the `seq` of every event that is not the agent's own, in `agent.state`.
+const EVERY_EVENT: &str = r#"agent.on("*", function(e)
+  if e.rel ~= "agent" then
+    agent.state.seqs = agent.state.seqs or {}
+    table.insert(agent.state.seqs, e.seq)
+  end
+end)"#;
+
+/// One row of the recovery table: with `count` faults injected, two calls go through; the
+/// scripts see every event the simulator sent, once, in order, and the recovery is counted
+/// under `kind`.
+async fn survives(fault: Fault, count: usize, kind: Option<&str>) -> serde_json::Value {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "sessions.lua", SESSION_LOGGER);
-    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"")).await;
     assert_eq!(agent.messages("sessions", 1).await, ["agent signedIn"]);
     sim.inject(fault.clone(), count);
     let mut seen = Vec::new();
-    wait_available(&sim).await;
-    let first = sim.start_call(answered_call()).unwrap();
-    until(&mut agent, &mut seen, "added Establishing").await;
-    sim.end_call(first);
-    until(&mut agent, &mut seen, "deleted -").await;
-    wait_available(&sim).await;
-    let second = sim.start_call(answered_call()).unwrap();
-    until(&mut agent, &mut seen, "added Establishing").await;
-    sim.end_call(second);
+    for _ in 0..2 {
+        wait_available(&sim).await;
+        let call = sim.start_call(answered_call()).unwrap();
+        until(&mut agent, &mut seen, "updated Established").await;
+        sim.end_call(call);
+        until(&mut agent, &mut seen, "deleted -").await;
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", agent.metrics.unwrap())).await.unwrap().text().await.unwrap();
     agent.stop().await;
-    json!({"seen": seen, "counters": sim.counters()})
+    let counters = sim.counters();
+    // Every event the simulator sent reached the script once, in channel order.
+    let state = saved_state(&dir.path().join(".state/agent.db"), "all");
+    let seqs: Vec<u64> = state["seqs"].as_array().expect("seqs recorded").iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no repeats: {seqs:?}");
+    let sent = counters["events"].as_u64().unwrap();
+    if matches!(fault, Fault::Resync) {
+        // After a resync the channel starts over: the batch in flight comes again (as a
+        // repeat), so scripts may see its events twice; none is lost.
+        assert!(seqs.len() as u64 >= sent, "every event sent was seen: {seqs:?} {counters}");
+    } else {
+        assert_eq!(seqs.len() as u64, sent, "every event sent was seen once: {seqs:?} {counters}");
+    }
+    if let Some(kind) = kind {
+        let prefix = format!("ucwa_recoveries_total{{kind=\"{kind}\"}} ");
+        let recovered: u64 = metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap());
+        assert_eq!(recovered, count as u64, "counted as {kind}: {metrics}");
+    }
+    // Token expiry and a vanished application apply at once; the others are queued per poll.
+    let queued = !matches!(fault, Fault::TokenExpiry | Fault::ApplicationGone);
+    assert_eq!(counters["faults_applied"], if queued { count as u64 } else { 0 });
+    json!({"seen": seen, "counters": counters})
 }
+
+/// What the session logger sees of two answered calls.
+const TWO_CALLS: [&str; 6] = ["added Establishing", "updated Established", "deleted -", "added Establishing", "updated Established", "deleted -"];
 
 #[tokio::test]
 async fn recovers_from_server_errors() {
-    let r = survives(Fault::ServerError { status: 503, retry_after: Some(1) }, 2).await;
-    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+    let r = survives(Fault::ServerError { status: 503, retry_after: Some(1) }, 2, Some("server_error")).await;
+    assert_eq!(r["seen"], json!(TWO_CALLS), "{r}");
 }
 
 #[tokio::test]
 async fn recovers_from_throttling() {
-    let r = survives(Fault::TooManyRequests { retry_after: None }, 2).await;
-    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+    let r = survives(Fault::TooManyRequests { retry_after: None }, 2, Some("throttled")).await;
+    assert_eq!(r["seen"], json!(TWO_CALLS), "{r}");
 }
 
 #[tokio::test]
 async fn recovers_from_dropped_connections() {
-    let r = survives(Fault::DropConnection, 2).await;
-    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+    let r = survives(Fault::DropConnection, 2, Some("transport")).await;
+    assert_eq!(r["seen"], json!(TWO_CALLS), "{r}");
 }
 
 #[tokio::test]
 async fn recovers_from_malformed_bodies() {
-    let r = survives(Fault::MalformedBody, 2).await;
-    assert_eq!(r["counters"]["faults_applied"], 2, "{r}");
+    let r = survives(Fault::MalformedBody, 2, Some("malformed_reply")).await;
+    assert_eq!(r["seen"], json!(TWO_CALLS), "{r}");
 }
 
 #[tokio::test]
 async fn a_resync_is_followed_and_reported_to_scripts() {
-    let r = survives(Fault::Resync, 1).await;
-    assert!(r["seen"].as_array().unwrap().contains(&json!("agent resync")), "{r}");
+    let r = survives(Fault::Resync, 1, Some("resync")).await;
+    // The resync comes where the fault was injected: before the first call's events.
+    let mut want = vec!["agent resync"];
+    want.extend(TWO_CALLS);
+    assert_eq!(r["seen"], json!(want), "{r}");
 }
 
 #[tokio::test]
 async fn an_expired_token_is_renewed() {
-    let r = survives(Fault::TokenExpiry, 1).await;
+    let r = survives(Fault::TokenExpiry, 1, None).await;
     assert!(r["counters"]["tokens_issued"].as_u64().unwrap() >= 2, "{r}");
 }
 
 #[tokio::test]
 async fn a_vanished_application_is_created_again() {
-    let r = survives(Fault::ApplicationGone, 1).await;
+    let r = survives(Fault::ApplicationGone, 1, Some("application_gone")).await;
     let seen = r["seen"].as_array().unwrap();
     let resync = seen.iter().position(|m| m == "agent resync").expect("scripts are told");
     assert_eq!(seen[resync + 1], "agent signedIn", "{r}");

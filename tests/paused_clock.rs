@@ -28,14 +28,15 @@ async fn tokens_renew_shortly_before_expires_in_and_not_before() {
     assert_eq!(sim.counters()["unauthorized"], 1, "only the first challenge: no request went out with an expired token");
 }
 
-#[tokio::test(start_paused = true)]
-async fn channel_backoff_grows_exponentially_and_is_capped() {
+/// The channel loop alone against the simulator, on the paused clock: `faults` are injected,
+/// then the loop runs until the simulator has seen `polls` polls. Returns when each poll came
+/// (virtual time since the start) and the metrics text.
+async fn channel_with_faults(faults: &[(ucwa_agent::sim::Fault, usize)], polls: u64, max_backoff: Duration) -> (Vec<Duration>, String) {
     use std::sync::Arc;
     use ucwa_agent::agent::channel::{self, ChannelSettings};
     use ucwa_agent::agent::sink::EventSink;
     use ucwa_agent::metrics::Metrics;
     use ucwa_agent::script::{Limits, ScriptHost};
-    use ucwa_agent::sim::Fault;
     use ucwa_agent::store::Store;
     use ucwa_agent::ucwa::application;
 
@@ -47,24 +48,61 @@ async fn channel_backoff_grows_exponentially_and_is_capped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::in_memory());
     let mut sink = EventSink::new(ScriptHost::new(dir.path().to_path_buf(), Limits::default()), store, 1000);
-    // Six failures in a row, then the channel works: delays 0.5, 1, 2, 4, 4, 4 s (cap 4 s),
-    // each jittered into [d/2, d].
-    sim.inject(Fault::ServerError { status: 503, retry_after: None }, 6);
-    let settings = ChannelSettings { poll_timeout: Duration::from_secs(180), max_backoff: Duration::from_secs(4) };
+    for (fault, n) in faults {
+        sim.inject(fault.clone(), *n);
+    }
+    let settings = ChannelSettings { poll_timeout: Duration::from_secs(180), max_backoff };
     let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let session = signed.session.clone();
-    let metrics = Metrics::default();
+    let metrics = Arc::new(Metrics::default());
+    let m = metrics.clone();
     let started = tokio::time::Instant::now();
     let task = tokio::spawn(async move {
-        channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await.unwrap();
+        channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &m).await.unwrap();
     });
-    let polls = || sim.counters()["polls"].as_u64().unwrap();
-    while polls() < 7 {
+    let count = || sim.counters()["polls"].as_u64().unwrap();
+    let mut at = Vec::new();
+    // Virtual time: a regression fails at this deadline instead of spinning for ever.
+    let deadline = started + Duration::from_secs(600);
+    while at.len() < polls as usize {
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {polls} polls within 600 virtual seconds", at.len());
+        while (at.len() as u64) < count() {
+            at.push(started.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let took = started.elapsed();
-    assert!(took >= Duration::from_millis(7750) && took <= Duration::from_millis(15_600), "the seventh poll came after {took:?}");
-    assert_eq!(sim.counters()["faults_applied"], 6);
+    let applied: usize = faults.iter().map(|(_, n)| n).sum();
+    assert_eq!(sim.counters()["faults_applied"], applied as u64);
     let _ = stop_tx.send(true);
     task.await.unwrap();
+    (at, metrics.render(None))
+}
+
+/// `ucwa_recoveries_total{kind}` in a metrics text.
+fn recoveries(text: &str, kind: &str) -> u64 {
+    let prefix = format!("ucwa_recoveries_total{{kind=\"{kind}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn channel_backoff_grows_exponentially_and_is_capped() {
+    use ucwa_agent::sim::Fault;
+    // Six failures in a row, then the channel works: delays 0.5, 1, 2, 4, 4, 4 s (cap 4 s),
+    // each jittered into [d/2, d].
+    let (at, text) = channel_with_faults(&[(Fault::ServerError { status: 503, retry_after: None }, 6)], 7, Duration::from_secs(4)).await;
+    let took = at[6];
+    assert!(took >= Duration::from_millis(7750) && took <= Duration::from_millis(15_600), "the seventh poll came after {took:?}");
+    assert_eq!(recoveries(&text, "server_error"), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured_and_429_is_told_from_5xx() {
+    use ucwa_agent::sim::Fault;
+    // Backoff alone would wait at most 1 s; the server asks for 20 s, then 30 s.
+    let faults = [(Fault::ServerError { status: 503, retry_after: Some(20) }, 1), (Fault::TooManyRequests { retry_after: Some(30) }, 1)];
+    let (at, text) = channel_with_faults(&faults, 3, Duration::from_secs(1)).await;
+    let (first, second) = (at[1] - at[0], at[2] - at[1]);
+    assert!(first >= Duration::from_secs(20) && first < Duration::from_secs(21), "after the 503: {first:?}");
+    assert!(second >= Duration::from_secs(30) && second < Duration::from_secs(31), "after the 429: {second:?}");
+    assert_eq!((recoveries(&text, "server_error"), recoveries(&text, "throttled")), (1, 1), "{text}");
 }
