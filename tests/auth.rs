@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use ucwa_agent::sim::{Fault, SimConfig, Simulator};
 
@@ -25,12 +24,7 @@ async fn fresh_token(sim: &Simulator) -> String {
 }
 
 fn bearer_config(sim: &Simulator, dir: &Path, source: &str) -> String {
-    format!(
-        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\nkind = \"bearer\"\nusername = \"demo@contoso.com\"\n{source}\n[state]\ndir = \"{}\"\n[scripts]\ndir = \"{}\"\n",
-        sim.discovery_url(),
-        dir.join(".state").display(),
-        dir.display()
-    )
+    config_with_auth(sim, dir, &format!("kind = \"bearer\"\nusername = \"demo@contoso.com\"\n{source}"), "")
 }
 
 /// Runs an agent with a bearer source backed by `token_file`: a call, the tokens expire, the
@@ -46,7 +40,6 @@ async fn bearer_round_trip(source: impl Fn(&Path) -> String) {
     assert_eq!(agent.messages("sessions", 1).await, ["added"]);
     sim.end_call(c);
     sim.inject(Fault::TokenExpiry, 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::write(&token_file, fresh_token(&sim).await).unwrap();
     wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
@@ -62,7 +55,11 @@ async fn bearer_token_from_a_file_is_re_read() {
 
 #[tokio::test]
 async fn bearer_token_command_runs_again_when_rejected() {
-    bearer_round_trip(|f| format!("token_command = [\"sh\", \"-c\", \"cat '{}'\"]", f.display())).await;
+    // The command notes each run: once at start, once after the pool rejected the token.
+    let runs = tempfile::NamedTempFile::new().unwrap();
+    let log = runs.path().display().to_string();
+    bearer_round_trip(|f| format!("token_command = [\"sh\", \"-c\", \"echo run >> '{log}'; cat '{}'\"]", f.display())).await;
+    assert_eq!(std::fs::read_to_string(runs.path()).unwrap().lines().count(), 2, "the command ran at start and once after the rejection");
 }
 
 #[tokio::test]
@@ -78,20 +75,7 @@ async fn bearer_token_from_the_environment() {
     agent.stop().await;
 }
 
-#[tokio::test]
-async fn tokens_are_renewed_before_they_expire() {
-    let sim = start_sim(SimConfig { token_lifetime: Duration::from_secs(3), ..sim_config() }).await;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "sessions.lua", SESSIONS);
-    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    sim.start_call(answered_call()).unwrap();
-    assert_eq!(agent.messages("sessions", 1).await, ["added"]);
-    agent.stop().await;
-    let c = sim.counters();
-    assert!(c["tokens_issued"].as_u64().unwrap() >= 2, "{c}");
-    assert_eq!(c["unauthorized"], 1, "only the first challenge: no request was sent with an expired token: {c}");
-}
+// Renewal before `expires_in` is tested on the paused clock (`paused_clock.rs`).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
@@ -115,24 +99,25 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     .unwrap();
     for format in ["human", "json"] {
         let log = dir.path().join(format!("{format}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-            .args(["--log-format", format, "run", "--config"])
-            .arg(&config)
-            .env("SVC_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let issued = sim.counters()["tokens_issued"].as_u64().unwrap();
+        let mut child = agent_command(
+            &["--log-format", format, "run", "--config", config.to_str().unwrap()],
+            &[("SVC_PASSWORD", PASSWORD), ("RUST_LOG", "trace")],
+        )
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         wait_available(&sim).await;
         let c = sim.start_call(answered_call()).unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The script's own line (other lines mention "added" before the session is answered).
+        file_contains(&log, if format == "json" { "\"message\":\"added\"" } else { "script: added" }).await;
         sim.end_call(c);
+        // The tokens stop being valid: the next request is refused and a new token obtained.
         sim.inject(Fault::TokenExpiry, 1);
-        tokio::time::sleep(Duration::from_millis(2500)).await; // past the token lifetime: renewal
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{format}: exit {:?}", out.status);
+        eventually("a renewal", || sim.counters()["tokens_issued"].as_u64().unwrap() >= issued + 2).await;
+        signal(&child, "-TERM");
+        let (code, _) = exit_within(&mut child, PATIENCE).await;
+        assert_eq!(code, Some(0), "{format}");
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("got a token") && text.contains("added"), "{format}: the log has content: {}", &text[..text.len().min(2000)]);
         assert!(!text.contains(PASSWORD), "{format}: the password is in the log");
@@ -143,7 +128,7 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .find(|l| l["target"] == "script" && l["message"] == "added")
-                .expect("the script's log line");
+                .unwrap_or_else(|| panic!("the script's log line: {}", text.lines().filter(|l| l.contains("sessions")).collect::<Vec<_>>().join("\n")));
             assert_eq!((&line["script"], &line["rel"], &line["type"]), (&"sessions".into(), &"audioVideoSession".into(), &"added".into()), "{line}");
             assert!(line["seq"].as_u64().is_some_and(|s| s > 0), "{line}");
         }
@@ -165,40 +150,25 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     let text = config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000"));
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("agent.log");
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env(PASSWORD_ENV, "demo")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap()
-    };
-    let term = |pid: u32| Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    let spawn = || agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
 
     // Idle: one SIGTERM stops it cleanly and the application is deleted.
-    let child = spawn();
+    let mut child = spawn();
     wait_available(&sim).await;
-    term(child.id());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    signal(&child, "-TERM");
+    assert_eq!(exit_within(&mut child, PATIENCE).await.0, Some(0));
     assert_eq!(sim.counters()["applications_deleted"], 1);
 
     // Busy: the first SIGTERM waits for the handler; the second exits at once (status 130).
     let mut child = spawn();
     wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("waiting") {
-        assert!(std::time::Instant::now() < deadline, "the handler starts");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    term(child.id());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.try_wait().unwrap().is_none(), "still finishing the running handler");
-    term(child.id());
-    let started = std::time::Instant::now();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
-    assert!(started.elapsed() < Duration::from_secs(3), "the second signal exits at once");
+    file_contains(&log, "waiting").await;
+    signal(&child, "-TERM");
+    file_contains(&log, "shutting down").await;
+    assert!(child.try_wait().unwrap().is_none(), "the first signal was taken and the agent is finishing the running handler");
+    signal(&child, "-TERM");
+    let (code, took) = exit_within(&mut child, PATIENCE).await;
+    assert_eq!(code, Some(130));
+    assert!(took < Duration::from_secs(3), "the second signal exits at once: {took:?}");
 }

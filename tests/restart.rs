@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use ucwa_agent::sim::CallSpec;
 
@@ -20,29 +20,9 @@ agent.on("audioVideoSession", function(e)
 end)
 "#;
 
-fn spawn_agent(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env(PASSWORD_ENV, "demo")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the agent binary starts")
-}
-
 /// What the script has committed so far.
 fn recorded(db: &Path) -> Vec<serde_json::Value> {
     saved_state(db, "recorder")["log"].as_array().cloned().unwrap_or_default()
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +41,7 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
     std::fs::write(&config, text).unwrap();
     let db = dir.path().join("state/agent.db");
 
-    let mut agent = spawn_agent(&config);
+    let mut agent = spawn_agent(&config, Stdio::null());
     wait_available(&sim).await;
     // A stream of calls, each answered, established and hung up: three session events each.
     let calls = {
@@ -73,14 +53,14 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
         started.push(sim.start_call(spec).expect("the application stays available"));
         tokio::time::sleep(Duration::from_millis(40)).await;
         if i == CALLS / 2 {
-            wait_for("some events recorded", || recorded(&db).len() >= 6).await;
+            eventually("some events recorded", || recorded(&db).len() >= 6).await;
             agent.kill().expect("SIGKILL");
             agent.wait().unwrap();
         }
     }
     // Calls went on ringing and ending while the agent was dead; start it again.
-    let mut agent = spawn_agent(&config);
-    wait_for("every session event", || recorded(&db).len() >= CALLS * 3).await;
+    let mut agent = spawn_agent(&config, Stdio::null());
+    eventually("every session event", || recorded(&db).len() >= CALLS * 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     agent.kill().unwrap();
     agent.wait().unwrap();

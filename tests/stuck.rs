@@ -76,38 +76,12 @@ async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
 }
 
 fn spawn(config: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env(PASSWORD_ENV, "demo")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the agent binary starts")
-}
-
-fn config_file(sim: &ucwa_agent::sim::Simulator, dir: &Path, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, config_text(sim, dir, extra)).unwrap();
-    path
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
-    assert!(ok, "kill {sig}");
+    agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 /// Waits for the process to exit; its exit code and how long that took.
 async fn exit_of(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, Duration) {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code(), started.elapsed());
-        }
-        assert!(started.elapsed() < limit, "the agent did not exit within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    exit_within(child, limit).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

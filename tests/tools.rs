@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 fn agent(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
@@ -138,20 +137,15 @@ async fn record_then_replay_a_real_session() {
     )
     .unwrap();
     let recording = p.path().join("session.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .args(["record", recording.to_str().unwrap()])
-        .current_dir(p.path())
-        .env(PASSWORD_ENV, "demo")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = agent_command(&["record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn().unwrap();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // (recorded compactly, keys in order: `link` {href, rel}, then `type`)
+    file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"updated\"").await;
     sim.end_call(c);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    assert!(child.wait().unwrap().success());
+    file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"deleted\"").await;
+    signal(&child, "-TERM");
+    assert_eq!(exit_within(&mut child, PATIENCE).await.0, Some(0));
     let recorded = std::fs::read_to_string(&recording).unwrap();
     assert!(recorded.lines().count() >= 3 && recorded.lines().all(|l| l.starts_with('{')), "{recorded}");
     let o = agent(&["replay", recording.to_str().unwrap()], p.path());

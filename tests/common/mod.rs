@@ -73,14 +73,72 @@ pub async fn expect(out: &mut broadcast::Receiver<ScriptOutput>, what: &str, pre
     tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// The `[auth]` lines of the simulator's demo account, password from `PASSWORD_ENV`.
+pub const PASSWORD_AUTH: &str = "kind = \"password\"\nusername = \"demo@contoso.com\"\npassword_env = \"UCWA_AGENT_TEST_PASSWORD\"";
+
 /// The configuration text for an agent pointed at `sim`, with its scripts in `dir`.
 pub fn config_text(sim: &Simulator, dir: &Path, extra: &str) -> String {
+    config_with_auth(sim, dir, PASSWORD_AUTH, extra)
+}
+
+/// `config_text` with other `[auth]` lines (`extra` goes on in `[scripts]`).
+pub fn config_with_auth(sim: &Simulator, dir: &Path, auth: &str, extra: &str) -> String {
     format!(
-        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\nkind = \"password\"\nusername = \"demo@contoso.com\"\npassword_env = \"{PASSWORD_ENV}\"\n[state]\ndir = \"{}\"\n[scripts]\ndir = \"{}\"\n{extra}\n",
+        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\n{auth}\n[state]\ndir = \"{}\"\n[scripts]\ndir = \"{}\"\n{extra}\n",
         sim.discovery_url(),
         dir.join(".state").display(),
         dir.display()
     )
+}
+
+/// Writes `config_text` to `dir/agent.toml` for the binary.
+pub fn config_file(sim: &Simulator, dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config_text(sim, dir, extra)).expect("write the configuration");
+    path
+}
+
+/// The agent binary with `args`, the test password in its environment, `RUST_LOG=warn` unless
+/// `env` says otherwise, standard output discarded.
+pub fn agent_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ucwa-agent"));
+    c.args(args).env(PASSWORD_ENV, "demo").env("RUST_LOG", "warn").stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// `ucwa-agent run --config PATH`, its log to `stderr`.
+pub fn spawn_agent(config: &Path, stderr: impl Into<std::process::Stdio>) -> std::process::Child {
+    let config = config.to_str().expect("a UTF-8 path");
+    agent_command(&["run", "--config", config], &[]).stderr(stderr).spawn().expect("the agent binary starts")
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`, `-INT`, …) to a child process.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill runs").success();
+    assert!(ok, "kill {sig} {}", child.id());
+}
+
+/// Waits (at most `limit`) for the child to exit: its exit code and how long that took.
+pub async fn exit_within(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return (status.code(), started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the agent did not exit within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the file at `path` contains `needle` (a log line, a recorded batch).
+pub async fn file_contains(path: &Path, needle: &str) {
+    eventually(&format!("{needle:?} in {}", path.display()), || std::fs::read_to_string(path).unwrap_or_default().contains(needle)).await;
 }
 
 /// Starts an agent with `config` (text) and waits until its application can take calls.
