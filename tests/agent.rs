@@ -238,7 +238,7 @@ async fn the_shipped_scripts_and_examples_work() {
     assert_eq!(message, "missed call");
     let fields = fields.unwrap();
     assert_eq!((fields["from"].as_str(), fields["reason"].as_str(), fields["missed_total"].as_i64()), (Some("sip:zoe@fabrikam.com"), Some("Missed"), Some(1)));
-    let hook = hooks.recv().await.unwrap();
+    let hook = tokio::time::timeout(PATIENCE, hooks.recv()).await.expect("the webhook is called").unwrap();
     assert_eq!(hook.path, "/hooks/calls");
     assert!(hook.body.contains("Incoming call from"), "{}", hook.body);
     // Scripts run in parallel: one stream per script whose lines are awaited.

@@ -61,7 +61,7 @@ end)
     let lines = agent.messages("hook", 2).await;
     assert_eq!(lines[0], "webhook 200 {\"ok\":true}");
     assert!(lines[1].starts_with("false ") && lines[1].contains("127.0.0.2 is not in scripts.http_allow"), "{}", lines[1]);
-    let hook = hooks.recv().await.unwrap();
+    let hook = tokio::time::timeout(PATIENCE, hooks.recv()).await.expect("the webhook is called").unwrap();
     assert_eq!((hook.method.as_str(), hook.path.as_str(), hook.content_type.as_str()), ("POST", "/notify", "application/json"));
     assert_eq!(hook.body, "{\"text\":\"call from sip:ann@fabrikam.com\"}");
     agent.stop().await;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{sim_config, start_sim};
+use common::{eventually, sim_config, start_sim};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -121,12 +121,13 @@ async fn discovery_and_the_401_challenge() {
     assert_eq!(u["_links"]["applications"]["href"], format!("{}/ucwa/oauth/v1/applications", sim.origin()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tokens_expire() {
-    let sim = start_sim(SimConfig { token_lifetime: Duration::from_millis(300), ..sim_config() }).await;
+    let sim = start_sim(SimConfig { token_lifetime: Duration::from_secs(3600), app_idle_timeout: Duration::from_secs(86_400), ..sim_config() }).await;
     let c = client(&sim, false).await;
+    tokio::time::advance(Duration::from_secs(3599)).await;
     assert_eq!(c.get(&c.app).await.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(c.get(&c.app).await.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -180,8 +181,9 @@ async fn event_channel_timeout_repeat_replace_and_resync() {
     assert!(r["_links"]["resync"]["href"].as_str().unwrap().ends_with("ack=1"), "{r}");
     // Two polls for one ack: the older one is released with 409 PGetReplaced.
     let first = c.http.get(format!("{}{next}&timeout=5", c.origin)).bearer_auth(&c.token).send();
+    let polls = sim.counters()["polls"].as_u64().unwrap();
     let first = tokio::spawn(first);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the first poll is held", || sim.counters()["polls"].as_u64().unwrap() > polls).await;
     let second = tokio::spawn(c.http.get(format!("{}{next}&timeout=1", c.origin)).bearer_auth(&c.token).send());
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::CONFLICT);
@@ -256,11 +258,11 @@ async fn a_missed_call_has_no_session() {
     assert_eq!(events.last().unwrap()["type"], "deleted");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_applications_expire() {
-    let sim = start_sim(SimConfig { app_idle_timeout: Duration::from_millis(300), ..sim_config() }).await;
+    let sim = start_sim(SimConfig { app_idle_timeout: Duration::from_secs(60), ..sim_config() }).await;
     let c = client(&sim, false).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
     let r = c.get(&c.events).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(sim.counters()["applications_expired"], 1);
