@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::Path;
 use ucwa_agent::agent::{Agent, StartError};
 use ucwa_agent::config::Config;
@@ -231,6 +231,9 @@ async fn the_shipped_scripts_and_examples_work() {
     let (hook_host, mut hooks) = webhook_receiver().await;
     let extra = format!("http_allow = [\"{hook_host}\"]\n[scripts.config.incoming_call_webhook]\nurl = \"http://{hook_host}/hooks/calls\"");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    // Every script's output, to check at the end that none failed.
+    let mut everything = agent.out.resubscribe();
+    let mut stats = agent.out.resubscribe();
     sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() })
         .unwrap();
     let missed = agent.expect("missed call", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "missed_calls")).await;
@@ -253,8 +256,29 @@ async fn the_shipped_scripts_and_examples_work() {
     sim.end_call(call);
     let ended = agent.expect("call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended")).await;
     let ScriptOutput::Log { fields, .. } = ended else { unreachable!() };
-    assert!(fields.unwrap()["duration_s"].as_f64().unwrap() >= 0.0);
+    let duration = fields.unwrap()["duration_s"].as_f64().unwrap();
+    assert!(duration > 0.0 && duration < 60.0, "the call lasted {duration} s");
+    // call_stats: one call up, then none, one in all.
+    let figures: Vec<Value> = {
+        let mut v = Vec::new();
+        while v.len() < 2 {
+            let o = expect(&mut stats, "call_stats", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "call_stats")).await;
+            if let ScriptOutput::Log { fields, .. } = o {
+                v.push(fields.unwrap());
+            }
+        }
+        v
+    };
+    assert_eq!((&figures[0]["active"], &figures[0]["total"]), (&json!(1), &json!(1)), "{figures:?}");
+    assert_eq!((&figures[1]["active"], &figures[1]["total"]), (&json!(0), &json!(1)), "{figures:?}");
+    assert!(figures[1]["longest_s"].as_f64().unwrap() > 0.0, "{figures:?}");
     agent.stop().await;
+    // daily_summary counted both calls of the day in its state.
+    let summary = saved_state(&dir.path().join(".state/agent.db"), "daily_summary");
+    assert_eq!((&summary["calls"], &summary["missed"]), (&json!(1), &json!(1)), "{summary}");
+    while let Ok(o) = everything.try_recv() {
+        assert!(!matches!(o, ScriptOutput::HandlerError { .. } | ScriptOutput::LoadFailed { .. }), "a shipped script failed: {o:?}");
+    }
 }
 
 #[tokio::test]

@@ -164,6 +164,9 @@ async fn config_tables_and_pausing_after_repeated_failures() {
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
     // signedIn and makeMeAvailable's events fail three times in a row.
     agent.expect("pause", |o| matches!(o, ScriptOutput::Paused { script, failures: 3 } if script == "flaky")).await;
+    // From now on flaky is not called: the call's events reach it before its fixed version
+    // (same inbox, in order), and give no error.
+    let mut flaky = agent.out.resubscribe();
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("cfg", 1).await, ["hello 2"]);
     sim.end_call(c);
@@ -171,6 +174,11 @@ async fn config_tables_and_pausing_after_repeated_failures() {
     agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "flaky")).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("flaky", 1).await, ["fixed"]);
+    let o = expect(&mut flaky, "flaky's first line after the pause", |o| {
+        matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "flaky")
+    })
+    .await;
+    assert!(matches!(o, ScriptOutput::Log { .. }), "a paused script was called: {o:?}");
     agent.stop().await;
 }
 

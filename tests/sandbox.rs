@@ -248,3 +248,39 @@ async fn subscriptions_can_be_removed_and_errors_name_file_and_line() {
     let e = error_of(&mut h.out, "subs").await;
     assert!(e.starts_with("subs.lua:9: attempt to index a nil value"), "{e}");
 }
+
+#[tokio::test]
+async fn documentation_samples_and_a_captured_event_decode_for_scripts() {
+    let script = r#"
+      agent.on("*", function(e)
+        local r = e.resource or {}
+        local links = r._links or {}
+        agent.log.info(table.concat({e.rel, e.type, e.href, e.sender.rel, tostring(e.conversation), tostring(r.direction), tostring(r.state),
+          tostring(links.acceptWithAnswer and links.acceptWithAnswer.href:match("/acceptWithAnswer$") ~= nil),
+          tostring(links.mediaOffer and links.mediaOffer.href:sub(1, 5))}, " "))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("samples.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideo-updated"));
+    h.host.dispatch(sample_event("audioVideoInvitation-started"));
+    // A real pool's event (Skype for Business Online), captured: one event, wrapped in a batch.
+    let captured = std::fs::read_to_string(format!("{}/tests/fixtures/events/captured-audioVideoInvitation-started.ofskype.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let body = format!(
+        r#"{{"_links":{{"next":{{"href":"/e?ack=2"}}}},"sender":[{{"rel":"communication","href":"/ucwa/oauth/v1/applications/10672188129/communication","events":[{}]}}]}}"#,
+        captured.trim_start_matches('\u{feff}')
+    );
+    let origin = Origin::of(&url::Url::parse("https://webpoolbl20r04.infra.lync.com/").unwrap());
+    let mut events = batch::parse(body.as_bytes(), &origin).unwrap().events;
+    events[0].seq = 1_000_000;
+    h.host.dispatch(events);
+    // (hrefs come out absolute and normalised: the default port goes)
+    let conv = "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137";
+    assert_eq!(log_of(&mut h.out, "samples").await, format!("audioVideo updated {conv}/audioVideo conversation {conv} nil nil nil nil"));
+    assert_eq!(
+        log_of(&mut h.out, "samples").await,
+        "audioVideoInvitation started https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507 communication nil nil nil nil nil"
+    );
+    let line = log_of(&mut h.out, "samples").await;
+    assert!(line.starts_with("audioVideoInvitation started https://webpoolbl20r04.infra.lync.com/ucwa/oauth/v1/applications/10672188129/communication/audioVideoInvitations/"), "{line}");
+    assert!(line.ends_with(" communication nil Incoming Connecting true data:"), "{line}");
+}

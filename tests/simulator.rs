@@ -214,7 +214,9 @@ async fn held_poll_is_answered_when_a_call_arrives_with_the_documented_sequence(
     assert_eq!(inv_event["_embedded"]["audioVideoInvitation"]["direction"], "Incoming");
     // Answer it as a client does, then hang up through the control API.
     let accept = inv_event["_embedded"]["audioVideoInvitation"]["_links"]["acceptWithAnswer"]["href"].as_str().unwrap();
-    assert_eq!(c.post(accept, json!({})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(c.post(accept, json!({})).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "the answer is an SDP, not JSON");
+    let sdp = c.http.post(format!("{}{accept}", c.origin)).bearer_auth(&c.token).header("Content-Type", "application/sdp").body("v=0\r\n");
+    assert_eq!(sdp.send().await.unwrap().status(), StatusCode::NO_CONTENT);
     let next = batch["_links"]["next"]["href"].as_str().unwrap().to_string();
     let (answered, next) = c.events(next, 5).await;
     let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
@@ -312,4 +314,43 @@ async fn outgoing_calls_through_start_audio_video() {
     assert_eq!(inv["operationId"], "op-1");
     let calls: Value = c.http.get(format!("{}/sim/v1/calls", sim.origin())).send().await.unwrap().json().await.unwrap();
     assert_eq!(calls[0]["remote"], "sip:bob@contoso.com");
+}
+
+/// Top-level keys, `_links` names and `_embedded` names of a resource.
+fn shape(v: &Value) -> std::collections::BTreeSet<String> {
+    let mut keys: std::collections::BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
+    for part in ["_links", "_embedded"] {
+        if let Some(o) = v[part].as_object() {
+            keys.extend(o.keys().map(|k| format!("{part}.{k}")));
+        }
+    }
+    keys
+}
+
+fn fixture(path: &str) -> Value {
+    let text = std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_json::from_slice(text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text)).unwrap()
+}
+
+#[tokio::test]
+async fn resources_have_the_documented_shape() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, true).await;
+    let app: Value = c.get(&c.app).await.json().await.unwrap();
+    let missing: Vec<_> = shape(&fixture("resources/application-201.json")).difference(&shape(&app)).cloned().collect();
+    assert!(missing.is_empty(), "the application lacks {missing:?}: {app}");
+    let call = sim.start_call(CallSpec { ring_ms: Some(5), ..CallSpec::default() }).unwrap();
+    let (_, _) = c.events(c.events.clone(), 1).await;
+    let session_href = format!("{}/communication/conversations/{call}/audioVideo/audioVideoSession", c.app);
+    let mut session = Value::Null;
+    for _ in 0..200 {
+        let r = c.get(&session_href).await;
+        if r.status() == StatusCode::OK {
+            session = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let missing: Vec<_> = shape(&fixture("resources/audioVideoSession.json")).difference(&shape(&session)).cloned().collect();
+    assert!(missing.is_empty(), "the session lacks {missing:?}: {session}");
 }

@@ -235,6 +235,10 @@ pub(crate) fn session(call: &CallRecord) -> Value {
             "conversation": {"href": c},
             "renegotiations": {"href": format!("{s}/renegotiations")},
             "publishCallQualityFeedback": {"href": format!("{s}/publishCallQualityFeedback")},
+            // The documentation's sample (`audioVideoSession.json`) links the conversation's
+            // other modalities too.
+            "applicationSharing": {"href": format!("{c}/applicationSharing")},
+            "dataCollaboration": {"href": format!("{c}/dataCollaboration")},
         },
     })
 }

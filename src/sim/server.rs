@@ -325,6 +325,19 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             match action {
                 [] if get => Reply::json(StatusCode::OK, &resources::invitation(call)).into(),
                 ["acceptwithanswer"] if post && call.direction == Direction::Incoming => {
+                    // The answer is an SDP (REFERENCE.md §5: `Content-Type: application/sdp` → 204).
+                    let sdp = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+                        ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+                    });
+                    if !sdp {
+                        return Reply::error(
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "UnsupportedMediaType",
+                            None,
+                            "acceptWithAnswer takes an SDP answer (Content-Type: application/sdp).",
+                        )
+                        .into();
+                    }
                     send(call, CallCommand::Accept)
                 }
                 ["decline"] if post && call.direction == Direction::Incoming => send(call, CallCommand::Decline),

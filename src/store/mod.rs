@@ -388,6 +388,26 @@ mod tests {
     }
 
     #[test]
+    fn the_journal_bound_drops_the_oldest_events_even_for_a_lagging_script() {
+        let s = Store::in_memory();
+        for b in 0..25 {
+            let events: Vec<_> = (0..10).map(|i| ("test".to_string(), format!("/e/{}", b * 10 + i + 1))).collect();
+            let refs: Vec<(&str, &str, serde_json::Value)> = events.iter().map(|(r, h)| (r.as_str(), h.as_str(), json!({}))).collect();
+            append(&s, &batch::synthetic_body(&refs), None);
+        }
+        assert_eq!(s.head().unwrap(), 250);
+        s.commit_script("lagging", Some(0), None).unwrap();
+        s.commit_script("current", Some(250), None).unwrap();
+        // The lagging script holds everything while the journal is within its bound…
+        assert_eq!(s.prune(&["lagging".into(), "current".into()], 1000).unwrap(), 0);
+        // …and past it, the oldest events go: what the lagging script gets next is the
+        // oldest event kept, 100 events before the head.
+        assert_eq!(s.prune(&["lagging".into(), "current".into()], 100).unwrap(), 15);
+        let rest = s.events_after(s.cursor("lagging").unwrap().unwrap()).unwrap();
+        assert_eq!((rest.len(), rest[0].seq, rest[0].href()), (100, 151, "https://pool.contoso.com/e/151"));
+    }
+
+    #[test]
     fn a_journal_written_before_compression_still_replays() {
         let dir = tempfile::tempdir().unwrap();
         let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2}))]);
