@@ -86,7 +86,7 @@ async fn a_timer_that_is_always_due_delays_only_its_own_script() {
       agent.every(10, function() local x = 0 for i = 1, 3e6 do x = x + i end end)
       agent.on("audioVideoSession", function(e) agent.log.info("hog saw " .. e.seq) end)
     "#;
-    let mut h = host(Limits::default(), &[("hog.lua", hog), ("witness.lua", WITNESS)]).await;
+    let h = host(Limits::default(), &[("hog.lua", hog), ("witness.lua", WITNESS)]).await;
     let (mut w, mut g) = (h.host.subscribe(), h.host.subscribe());
     h.host.dispatch(events(1, 10));
     witness_sees(&mut w, 1, 10).await;
@@ -139,7 +139,7 @@ async fn c_functions_that_would_loop_forever_stop_at_the_instruction_limit() {
         .collect();
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     // A low limit keeps the test quick in a debug build (the default is 50 million).
-    let mut h = host(Limits { instructions: 2_000_000, ..Limits::default() }, &refs).await;
+    let h = host(Limits { instructions: 2_000_000, ..Limits::default() }, &refs).await;
     let mut w = h.host.subscribe();
     let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
     h.host.dispatch(events(1, 2));
