@@ -213,15 +213,21 @@ const FORBIDDEN_HEADERS: [&str; 8] =
 
 const RAISE_WRAPPERS: &str = r#"
 local agent = ...
-local function raising(f)
+local isyieldable, error = coroutine.isyieldable, error
+local function raising(f, name)
   return function(...)
+    -- A request suspends its caller until the answer comes: only handlers and timers can be
+    -- suspended, a script's top level cannot.
+    if not isyieldable() then
+      error(name .. ": only in handlers and timers, not at a script's top level (move the call into agent.on(…) or agent.after(0, …))", 2)
+    end
     local ok, v = f(...)
     if not ok then error(v, 2) end
     return v
   end
 end
-for _, name in ipairs({"get", "post", "put", "delete"}) do agent.ucwa[name] = raising(agent.ucwa[name]) end
-agent.http.request = raising(agent.http.request)
+for _, name in ipairs({"get", "post", "put", "delete"}) do agent.ucwa[name] = raising(agent.ucwa[name], "agent.ucwa." .. name) end
+agent.http.request = raising(agent.http.request, "agent.http.request")
 "#;
 
 /// `(true, value)` or `(false, message)` for the raising wrappers.

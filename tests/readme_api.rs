@@ -1,0 +1,102 @@
+//! Smaller README promises of the `agent` API and the scripts directory, through the real
+//! script host (no pool needed).
+
+mod common;
+
+use common::{expect, messages_of, write};
+use std::sync::Arc;
+use std::time::Duration;
+use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
+use ucwa_agent::store::Store;
+use ucwa_agent::ucwa::{batch, Event, Origin};
+
+fn event(seq: u64) -> Vec<Event> {
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
+    ev.seq = seq;
+    vec![ev]
+}
+
+async fn host_in(dir: &std::path::Path, settings: ScriptSettings) -> ScriptHost {
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(settings, Arc::new(Store::in_memory())))
+}
+
+#[tokio::test]
+async fn the_agent_table_does_what_the_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+      local top_level = { pcall(agent.ucwa.get, "/x") }
+      agent.log.info("top level: " .. tostring(top_level[1]) .. " " .. top_level[2])
+      local calls = 0
+      local function count() calls = calls + 1 end
+      agent.on("audioVideoSession", count)
+      agent.on("audioVideoSession", count)
+      agent.on("audioVideoSession", function(e)
+        agent.log.info("calls " .. calls)
+        local ok, err = pcall(agent.http.request, {url = "https://elsewhere.example/hook"})
+        agent.log.info(type(err) .. ": " .. err)
+        local ok2, err2 = pcall(agent.every, 5, print)
+        agent.log.info(tostring(ok2) .. " " .. tostring(err2))
+        print("printed", 42)
+        agent.log.info(next(agent.config) == nil and "empty" or "set")
+      end)
+    "#;
+    write(dir.path(), "api.lua", script);
+    let host = host_in(dir.path(), ScriptSettings::new(Limits::default())).await;
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    let top = messages_of(&mut out, "api", 1).await;
+    assert!(top[0].starts_with("top level: false ") && top[0].contains("agent.ucwa.get: only in handlers and timers"), "{top:?}");
+    host.dispatch(event(1));
+    let lines = messages_of(&mut out, "api", 5).await;
+    assert_eq!(lines[0], "calls 2", "subscribing twice calls twice");
+    assert!(lines[1].starts_with("string: ") && lines[1].contains("elsewhere.example is not in scripts.http_allow"), "errors are plain strings naming the host: {}", lines[1]);
+    assert!(lines[2].starts_with("false ") && lines[2].contains("ms must be at least 10"), "{}", lines[2]);
+    assert_eq!(lines[3], "printed\t42", "print logs its arguments, tab-separated");
+    assert_eq!(lines[4], "empty", "agent.config is {{}} when config.toml has no table for the script");
+    host.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn print_logs_at_info_and_the_script_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "named.lua", "print(agent.script.name, agent.script.version)\nagent.log.warn('careful', {n = 1})\n");
+    let host = host_in(dir.path(), ScriptSettings::new(Limits::default())).await;
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    let o = expect(&mut out, "print", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "named")).await;
+    assert!(matches!(&o, ScriptOutput::Log { level: "info", message, version: 1, fields: None, .. } if message == "named\t1"), "{o:?}");
+    let o = expect(&mut out, "warn", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "named")).await;
+    assert!(matches!(&o, ScriptOutput::Log { level: "warn", message, fields: Some(f), .. } if message == "careful" && f["n"] == 1), "{o:?}");
+}
+
+#[tokio::test]
+async fn zero_consecutive_failures_never_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "failing.lua", "agent.on('audioVideoSession', function(e) error('always ' .. e.seq) end)\n");
+    let settings = ScriptSettings { max_consecutive_failures: 0, ..ScriptSettings::new(Limits::default()) };
+    let host = host_in(dir.path(), settings).await;
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    for seq in 1..=15 {
+        host.dispatch(event(seq));
+    }
+    for seq in 1..=15 {
+        let o = expect(&mut out, "an error", |o| matches!(o, ScriptOutput::HandlerError { .. } | ScriptOutput::Paused { .. })).await;
+        assert!(matches!(&o, ScriptOutput::HandlerError { error, .. } if error.contains(&format!("always {seq}"))), "{o:?}");
+    }
+}
+
+#[tokio::test]
+async fn editor_droppings_hidden_files_and_tests_are_not_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [".#rule.lua", "rule.lua~", ".rule.lua.swp", "4913", ".hidden.lua", "rule_test.lua", "notes.txt"] {
+        write(dir.path(), name, "error('not a script')\n");
+    }
+    write(dir.path(), "rule.lua", "agent.on('me', function() end)\n");
+    let host = host_in(dir.path(), ScriptSettings::new(Limits::default())).await;
+    let failed = host.load_dir().await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(host.scripts(), [("rule".to_string(), 1)]);
+}
