@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     let quiet = matches!(cli.command, Some(Command::Check | Command::Replay { .. } | Command::Test { .. }));
     init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run { record: None }) {
             Command::Run { record } => run(cli.config, record).await,
             Command::Record { file } => run(cli.config, Some(file)).await,
@@ -65,7 +65,11 @@ fn main() -> ExitCode {
             Command::Test { dir } => test(&cli.config, dir).await,
             Command::Simulate(args) => sim::cli::simulate(args, shutdown_signal()).await,
         }
-    })
+    });
+    // Whatever still runs (a script's load given up on, a request in flight) is not waited
+    // for: the process ends now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
 async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path::Path, f: impl FnOnce(Config) -> F) -> ExitCode {
@@ -161,8 +165,11 @@ async fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
         }
     };
     let mut results = Vec::new();
+    // Each file may take its cases' time limits many times over, but not for ever.
+    let limit = (settings.limits.handler_timeout * 30).max(std::time::Duration::from_secs(60));
     for f in files {
-        results.push(tools::lua_test::run_file(&f, settings.clone()).await);
+        let settings = settings.clone();
+        results.push(tokio::task::spawn_blocking(move || tools::lua_test::run_file_bounded(&f, settings, limit)).await.expect("the test runner thread"));
     }
     let (text, passed, failed) = tools::lua_test::tap(&results);
     print!("{text}");

@@ -282,7 +282,7 @@ async fn state_that_could_not_be_read_back_is_refused_and_the_rest_kept() {
     assert!(e.contains("agent.state.cyclic.self.parent") && e.contains("cycle"), "{e}");
     h.host.dispatch(events(3, 1));
     let e = error_of(&mut h.out, "keeper").await;
-    assert!(e.contains("scripts.state_max_bytes (4096)"), "{e}");
+    assert!(e.contains("scripts.state_max_bytes (4096 bytes of JSON)"), "{e}");
     h.host.dispatch(events(4, 1));
     h.host.shutdown(Duration::from_secs(10)).await;
     // What was saved loads back in a new host on the same database.
@@ -291,4 +291,95 @@ async fn state_that_could_not_be_read_back_is_refused_and_the_rest_kept() {
     write(again.dir.path(), "keeper.lua", reader);
     again.host.load_file(&again.dir.path().join("keeper.lua")).await.unwrap();
     assert_eq!(log_of(&mut again.out, "keeper").await, "kept 4 big nil");
+}
+
+#[tokio::test]
+async fn values_built_in_rust_are_held_to_the_memory_limit() {
+    // Each would ask Rust for gigabytes outside Lua's allocator (the process would abort).
+    let hogs = [
+        ("gsub", r#"string.gsub(("x"):rep(1e5), "^.*", ("%0"):rep(4e4))"#),
+        ("encode", r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.json.encode(t)"#),
+        ("fields", r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.log.info("big", t)"#),
+    ];
+    let scripts: Vec<(String, String)> = hogs
+        .iter()
+        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
+        .chain([("witness.lua".to_string(), WITNESS.to_string())])
+        .collect();
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    // (16 MiB instead of the default 64: the same refusals, sooner in a debug build)
+    let h = host(Limits { memory_bytes: 16 << 20, ..Limits::default() }, &refs).await;
+    let mut w = h.host.subscribe();
+    let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
+    h.host.dispatch(events(1, 1));
+    witness_sees(&mut w, 1, 1).await;
+    for ((name, _), out) in hogs.iter().zip(subs.iter_mut()) {
+        let e = error_of(out, name).await;
+        assert!(e.contains("memory limit"), "{name}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn no_protected_call_catches_a_limit() {
+    let hogs = [
+        // load's reader runs protected: the hook's error inside it must not be swallowed.
+        ("reader_loop", r#"local R = function() while true do end end while true do load(R) end"#),
+        ("reader_memory", r#"local ok = load(function() local t = {} while true do t[#t + 1] = {} end end) agent.log.info("swallowed")"#),
+        ("close", r#"local co = coroutine.create(function() local x <close> = setmetatable({}, {__close = function() local t = {} while true do t[#t + 1] = {} end end}) coroutine.yield() end)
+                     coroutine.resume(co) coroutine.close(co) agent.log.info("swallowed")"#),
+        // Numbers given as strings are converted by the C functions: they are charged too.
+        ("move_str", r#"table.move({}, "1", "4611686018427387904", 1)"#),
+        ("rep_str", r#"string.rep("", "1e12")"#),
+        ("insert_str", r#"table.insert(setmetatable({}, {__len = function() return 1e15 end}), "1", 5)"#),
+    ];
+    let scripts: Vec<(String, String)> = hogs
+        .iter()
+        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
+        .chain([("witness.lua".to_string(), WITNESS.to_string())])
+        .collect();
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let h = host(Limits { instructions: 2_000_000, memory_bytes: 16 << 20, ..Limits::default() }, &refs).await;
+    let mut w = h.host.subscribe();
+    let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
+    h.host.dispatch(events(1, 1));
+    witness_sees(&mut w, 1, 1).await;
+    for ((name, _), out) in hogs.iter().zip(subs.iter_mut()) {
+        let o = expect(out, &format!("{name}'s outcome"), |o| {
+            matches!(o, ScriptOutput::HandlerError { script, .. } | ScriptOutput::Log { script, .. } | ScriptOutput::Stuck { script, .. } if script == name)
+        })
+        .await;
+        let ScriptOutput::HandlerError { error, .. } = o else { panic!("{name}: {o:?}") };
+        assert!(error.contains("limit exceeded"), "{name}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn state_that_json_would_change_is_refused() {
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        local cases = {
+          function() agent.state.mixed = {"a", "b", x = 1} end,
+          function() agent.state.gaps = {[1] = "a", [3] = "c"} end,
+          function() agent.state.far = {[1000000] = "far"} end,
+          function() agent.state.float = {[1.5] = 1} end,
+          function() local t = {} for i = 1, 60 do t = {t, t} end agent.state.shared = t end,
+        }
+        for k in pairs(agent.state) do agent.state[k] = nil end
+        cases[e.seq]()
+      end)
+    "#;
+    let settings = ScriptSettings { state_max_bytes: 64 << 10, ..settings(Limits::default()) };
+    let mut h = host_with(settings, Arc::new(Store::in_memory()), &[("keeper.lua", script)]).await;
+    let wants = [
+        "agent.state.mixed: a table with both list items and named keys",
+        "agent.state.gaps: the key 3 cannot be saved",
+        "agent.state.far: the key 1000000 cannot be saved",
+        "agent.state.float: the key 1.5 cannot be saved",
+        "over scripts.state_max_bytes (65536 bytes of JSON) at agent.state.shared",
+    ];
+    for (i, want) in wants.iter().enumerate() {
+        h.host.dispatch(events(i as u64 + 1, 1));
+        let e = error_of(&mut h.out, "keeper").await;
+        assert!(e.contains(want), "case {}: {e}", i + 1);
+    }
 }

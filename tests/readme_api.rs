@@ -100,3 +100,39 @@ async fn editor_droppings_hidden_files_and_tests_are_not_scripts() {
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(host.scripts(), [("rule".to_string(), 1)]);
 }
+
+#[tokio::test]
+async fn agent_state_held_in_a_local_survives_reloads_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+      local S = agent.state
+      S.started = (S.started or 0) + 1
+      agent.on("audioVideoSession", function(e)
+        S.n = (S.n or 0) + 1
+        agent.log.info("n " .. S.n .. " " .. tostring(agent.state.n) .. " started " .. S.started)
+      end)
+    "#;
+    write(dir.path(), "counter.lua", script);
+    let store = Arc::new(Store::in_memory());
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store.clone()));
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    host.dispatch(event(1));
+    host.dispatch(event(2));
+    assert_eq!(messages_of(&mut out, "counter", 2).await, ["n 1 1 started 1", "n 2 2 started 1"]);
+    // A new version: its top level runs on the state as committed when it is built (here,
+    // once the counter is committed); at the swap it gets what the old version stored since,
+    // in the same table its local holds, and keeps what its own top level set.
+    let committed = |key: &str, want: &str| store.state("counter").unwrap().iter().any(|(k, v)| k == key && v == want);
+    common::eventually("n = 2 committed", || committed("n", "2")).await;
+    host.load_file(&dir.path().join("counter.lua")).await.unwrap();
+    host.dispatch(event(3));
+    assert_eq!(messages_of(&mut out, "counter", 1).await, ["n 3 3 started 2"]);
+    host.shutdown(Duration::from_secs(5)).await;
+    // A restart: a new host on the same database.
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store));
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    host.dispatch(event(4));
+    assert_eq!(messages_of(&mut out, "counter", 1).await, ["n 4 4 started 3"]);
+}

@@ -15,6 +15,7 @@ use ucwa_agent::script::ScriptOutput;
 /// hook nor the time limit runs (a handful of VM instructions in all). `EVENT` is where it runs.
 const HOG: &str = r#"
 local function hog()
+  agent.log.info("hogging")
   local t = table.pack(string.byte(string.rep("\1\2\3\4\5\6\7\8", 62500), 1, -1))
   local n = t.n
   for _ = 1, 2 do table.move(t, 1, n, n + 1); n = n * 2 end
@@ -169,4 +170,58 @@ fn check_gives_up_on_a_top_level_stuck_in_c() {
     assert!(text.contains("stuck.lua") && text.contains("did not return within 1100 ms"), "{text}");
     assert!(text.contains("ok: fine"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(30), "check took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_saved_while_the_call_still_hangs_starts_once_the_script_is_stuck() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "stuck.lua", &hog(r#""audioVideoSession", "added""#));
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), LIMITS)).await;
+    let mut out = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    // The hog has started (the handler for `added` runs before the logging one); save the fix
+    // at once, before the watchdog's verdict: it waits in the busy thread's inbox.
+    expect(&mut out, "the hog running", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message == "hogging")).await;
+    write(dir.path(), "stuck.lua", &hog(r#""agent", "nothing""#));
+    expect(&mut out, "version 2 built", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "stuck")).await;
+    expect(&mut out, "the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "stuck")).await;
+    // The host loads the file again on a new thread: it gets the events the hog never finished.
+    expect(&mut out, "version 3 on a new thread", |o| matches!(o, ScriptOutput::Loaded { script, version: 3 } if script == "stuck")).await;
+    assert_eq!(messages_of(&mut out, "stuck", 2).await, ["stuck saw added", "stuck saw updated"]);
+    sim.end_call(call);
+    assert_eq!(messages_of(&mut out, "stuck", 1).await, ["stuck saw deleted"]);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_ends_with_an_error_when_a_script_gets_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/stuck.lua"), hog(r#""audioVideoInvitation""#)).unwrap();
+    std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
+    let mut child = agent_command(&["replay", samples.to_str().unwrap()], &[]).current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let (code, _) = exit_within(&mut child, PATIENCE).await;
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("stuck: handler for audioVideoInvitation/started") && text.contains("did not finish"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_load_in_progress_does_not_hold_shutdown() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A long time limit: the load of a top level stuck in C would be waited for 21 s.
+    let config = config_file(&sim, dir.path(), "handler_timeout_ms = 20000\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\nreload_debounce_ms = 20");
+    let log = dir.path().join("agent.log");
+    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    wait_available(&sim).await;
+    std::fs::write(dir.path().join("loading.lua"), HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the debounce, then the load starts
+    signal(&agent, "-TERM");
+    let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?} with a load in progress");
 }

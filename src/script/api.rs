@@ -172,18 +172,46 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     })
 }
 
+/// The committed keys a version was built with (to tell, at the swap, what its top level set).
+struct BuiltState(std::collections::HashMap<String, String>);
+
 /// `agent.state` as last committed for this script (an empty table the first time). A key
 /// whose stored value cannot be read is left out, with an error naming it; the others load.
 pub(crate) fn state_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Value> {
     let saved = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
     let t = lua.create_table()?;
-    for (key, json) in saved {
-        match serde_json::from_str::<serde_json::Value>(&json) {
-            Ok(v) => t.raw_set(key, lua.to_value(&v)?)?,
+    for (key, json) in &saved {
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(v) => t.raw_set(key.as_str(), lua.to_value(&v)?)?,
             Err(error) => tracing::error!(script = %ctx.name, key, %error, "agent.state: a saved key cannot be read; it is left out"),
         }
     }
+    lua.set_app_data(BuiltState(saved.into_iter().collect()));
     Ok(Value::Table(t))
+}
+
+/// Brings a new version's `agent.state` up to what the old version committed after the new
+/// one was built: every committed key its top level left as it found it takes the committed
+/// value; keys its top level set keep theirs. The table stays the same object, so a script's
+/// local alias of it stays valid.
+pub(crate) fn merge_committed_state(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
+    let agent: Table = lua.globals().raw_get("agent")?;
+    let Value::Table(state) = agent.raw_get::<Value>("state")? else { return Ok(()) };
+    let built = lua.remove_app_data::<BuiltState>().map(|b| b.0).unwrap_or_default();
+    let committed = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
+    for (key, json) in committed {
+        let now: Value = state.raw_get(key.as_str())?;
+        let untouched = match built.get(&key) {
+            Some(was) => serde_json::to_string(&now).ok().as_deref() == Some(was.as_str()),
+            None => now.is_nil(),
+        };
+        if untouched {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&json) {
+                state.raw_set(key.as_str(), lua.to_value(&v)?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `agent.state` serialised for the database; an error names what cannot be stored.
@@ -209,7 +237,8 @@ fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
                 None | Some(Value::Nil) => None,
                 Some(v) => Some({
                     super::interop::complete_events(lua, &v)?;
-                    serde_json::to_value(&v).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
+                    let text = super::bounded::json(lua, &v, "agent.log: fields")?;
+                    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
                 }),
             };
             emit(lua, &ctx, level, message, fields);
@@ -260,7 +289,7 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
         "encode",
         lua.create_function(|lua, v: Value| {
             super::interop::complete_events(lua, &v)?;
-            serde_json::to_string(&v).map_err(|e| mlua::Error::runtime(format!("agent.json.encode: {e}")))
+            super::bounded::json(lua, &v, "agent.json.encode")
         })?,
     )?;
     t.set(

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A request body from Lua: a table is JSON; a string is sent as it is.
-fn body_of(v: Value, content_type: Option<String>, what: &str) -> mlua::Result<Option<(String, Bytes)>> {
+fn body_of(lua: &Lua, v: Value, content_type: Option<String>, what: &str) -> mlua::Result<Option<(String, Bytes)>> {
     match v {
         Value::Nil => Ok(None),
         Value::String(s) => Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(s.as_bytes().to_vec())))),
         Value::Table(_) => {
-            let json = serde_json::to_vec(&v).map_err(|e| mlua::Error::runtime(format!("{what}: body: {e}")))?;
+            let json = super::bounded::json(lua, &v, &format!("{what}: body"))?;
             Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(json))))
         }
         other => Err(mlua::Error::runtime(format!("{what}: body must be a table or a string, got {}", other.type_name()))),
@@ -104,11 +104,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                     )));
                 }
                 if let Net::Offline(net) = &env.net {
-                    let body = if takes_body { body_of(body, content_type, &what)? } else { None };
+                    let body = if takes_body { body_of(&lua, body, content_type, &what)? } else { None };
                     return offline(&lua, &env, net, &script, "ucwa", &method, href, body);
                 }
                 let session = env.session.get().ok_or_else(|| mlua::Error::runtime(format!("{what}: the agent is not signed in")))?;
-                let body = if takes_body { body_of(body, content_type, &what)? } else { None };
+                let body = if takes_body { body_of(&lua, body, content_type, &what)? } else { None };
                 let timeout = env.settings().limits.handler_timeout;
                 let target = href.clone();
                 let reply = env
@@ -159,7 +159,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 }
             };
             if let Net::Offline(net) = &env.net {
-                let body = body_of(spec.get("body")?, None, WHAT)?;
+                let body = body_of(&lua, spec.get("body")?, None, WHAT)?;
                 return offline(&lua, &env, net, &script, "http", &method, url.to_string(), body);
             }
             let mut req = env.http.request(method, url.clone()).timeout(timeout);
@@ -174,21 +174,36 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                     req = req.header(k, v);
                 }
             }
-            if let Some((ct, bytes)) = body_of(spec.get("body")?, None, WHAT)? {
+            if let Some((ct, bytes)) = body_of(&lua, spec.get("body")?, None, WHAT)? {
                 if !has_content_type {
                     req = req.header("content-type", ct);
                 }
                 req = req.body(bytes);
             }
+            // The answer is read in Rust: held to the script's memory limit as it arrives.
+            let cap = super::bounded::memory_limit(&lua);
             let sent = env
                 .on_io(async move {
-                    let resp = req.send().await?;
+                    let mut resp = req.send().await?;
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    resp.bytes().await.map(|body| (status, headers, body))
+                    let mut body = Vec::new();
+                    while let Some(chunk) = resp.chunk().await? {
+                        if body.len() + chunk.len() > cap {
+                            return Ok(None);
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(Some((status, headers, body)))
                 })
                 .await?;
-            let (status, headers, body) = sent.map_err(|e| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
+            let sent = sent.map_err(|e: reqwest::Error| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
+            let Some((status, headers, body)) = sent else {
+                return Err(mlua::Error::runtime(format!(
+                    "{WHAT}({}): the answer is larger than the script's memory limit ({cap} bytes; scripts.memory_limit_mb)",
+                    url.host_str().unwrap_or("")
+                )));
+            };
             // Host only: webhook URLs often carry their secret in the path or query.
             tracing::debug!(script = %script, host = url.host_str().unwrap_or(""), status, "agent.http.request");
             reply_table(&lua, status, &headers, &body, false)

@@ -20,6 +20,7 @@ pub use super::output::ScriptOutput;
 struct Entry {
     inbox: mpsc::UnboundedSender<Msg>,
     version: u64,
+    path: PathBuf,
     watch: Arc<Watch>,
     /// Completes when the script's thread has ended.
     ended: tokio::sync::oneshot::Receiver<()>,
@@ -119,6 +120,7 @@ impl ScriptHost {
             Some(entry) if !entry.inbox.is_closed() && !entry.watch.is_stuck() => {
                 let _ = entry.inbox.send(Msg::Swap(Box::new(loaded)));
                 entry.version = version;
+                entry.path = path.to_path_buf();
             }
             previous => {
                 if previous.is_some_and(|e| e.watch.is_stuck()) {
@@ -137,7 +139,7 @@ impl ScriptHost {
                         return Err(ScriptError { script: name, path: path.to_path_buf(), message });
                     }
                 };
-                scripts.insert(name.clone(), Entry { inbox: tx, version, watch, ended });
+                scripts.insert(name.clone(), Entry { inbox: tx, version, path: path.to_path_buf(), watch, ended });
             }
         }
         drop(scripts);
@@ -233,11 +235,17 @@ impl ScriptHost {
             .map(|e| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let _ = e.inbox.send(Msg::Barrier(tx));
-                rx
+                (rx, e.watch.clone())
             })
             .collect();
-        for w in waits {
-            let _ = w.await;
+        // A script that gets stuck meanwhile never answers: stop waiting for it.
+        for (mut rx, watch) in waits {
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => if watch.is_stuck() { break },
+                }
+            }
         }
     }
 
@@ -280,7 +288,7 @@ impl watchdog::Overseer for Inner {
         self.scripts.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.watch.clone()).collect()
     }
 
-    fn stuck(&self, watch: &Watch, doing: String, limit: Duration, took: Duration) {
+    fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration) {
         let script = &*watch.name;
         let limit_ms = limit.as_millis() as u64;
         tracing::error!(
@@ -292,6 +300,15 @@ impl watchdog::Overseer for Inner {
         );
         self.env.metrics.script_stuck(script, true);
         self.env.emit(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
+        // A version saved while the call hung waits in the stuck thread's inbox, which nobody
+        // reads any more: load the file again, on a new thread.
+        let pending = self.scripts.lock().unwrap_or_else(|p| p.into_inner()).get(script).filter(|e| e.version > watch.running()).map(|e| e.path.clone());
+        if let (Some(path), Some(io)) = (pending, self.env.io.clone()) {
+            let host = ScriptHost { inner: self.clone() };
+            io.spawn(async move {
+                let _ = host.load_file(&path).await;
+            });
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! - `watch.rs`: the directory watcher behind hot reload.
 
 pub(crate) mod api;
+mod bounded;
 mod api_net;
 mod env;
 mod host;

@@ -104,6 +104,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
     // Due timers and queued events take turns, so a timer that is always due (its run takes
     // longer than its interval) cannot starve the events, nor the events the timers.
     let mut timers_turn = true;
+    p.watch.set_running(current.ctx.version);
     loop {
         if p.watch.is_stuck() {
             // The watchdog gave up on this thread while it was in a call; the host has stopped
@@ -112,55 +113,77 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
             return;
         }
         let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
-        let pending = batch.as_ref().is_some_and(|(events, next)| *next < events.len());
-        if due.is_some_and(|d| d <= tokio::time::Instant::now()) && (timers_turn || !pending) {
+        let due_now = due.is_some_and(|d| d <= tokio::time::Instant::now());
+        if batch.as_ref().is_some_and(|(events, next)| *next >= events.len()) {
+            batch = None;
+        }
+        // The inbox's turn comes between timer runs too: a timer that is always due must not
+        // keep the script from ever reading its events.
+        let mut msg = None;
+        if due_now && !timers_turn && batch.is_none() {
+            match inbox.try_recv() {
+                Ok(m) => msg = Some(Some(m)),
+                Err(mpsc::error::TryRecvError::Disconnected) => msg = Some(None),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+        }
+        if msg.is_none() && due_now && (timers_turn || batch.is_none()) {
             timers_turn = false;
             fire_timers(&current, &mut p).await;
             continue;
         }
-        if let Some((events, next)) = &mut batch {
-            if *next < events.len() {
+        if msg.is_none() {
+            if let Some((events, next)) = &mut batch {
                 let i = *next;
                 *next += 1;
                 timers_turn = true;
                 run_event(&current, &events[i], &mut p).await;
                 continue;
             }
-            batch = None;
         }
         // Take what is queued without arming timers (a timer per event costs more than the
         // event); wait on the timers only when the inbox is empty.
-        let msg = match inbox.try_recv() {
-            Ok(m) => Some(m),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                m = inbox.recv() => m,
-                // A manual clock (replay) only moves between events: its timers are checked above.
-                _ = sleep_until(due.filter(|_| matches!(p.env.clock, Clock::System))) => {
-                    fire_timers(&current, &mut p).await;
-                    continue;
-                }
-                _ = sleep_until(p.flush_at) => {
-                    p.commit(&current);
-                    continue;
-                }
+        let msg = match msg {
+            Some(m) => {
+                timers_turn = true;
+                m
+            }
+            None => match inbox.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    m = inbox.recv() => m,
+                    // A manual clock (replay) only moves between events: its timers are checked above.
+                    _ = sleep_until(due.filter(|_| matches!(p.env.clock, Clock::System))) => {
+                        fire_timers(&current, &mut p).await;
+                        continue;
+                    }
+                    _ = sleep_until(p.flush_at) => {
+                        p.commit(&current);
+                        continue;
+                    }
+                },
             },
         };
         match msg {
             Some(Msg::Events(events)) => batch = Some((events, 0)),
             Some(Msg::Swap(next)) => {
                 unload(&current, &mut p).await;
+                if p.watch.is_stuck() {
+                    return; // on_unload never returned in time: the host starts the new version
+                }
                 current = *next;
+                p.watch.set_running(current.ctx.version);
                 p.settings = p.env.settings();
                 // The marks hold the old version's strings: the new version's first commit
                 // writes its whole state.
                 p.saved = Saved::default();
-                // The new version was built before the old one's last commit: give it the
-                // state as committed now, so nothing the old version stored is lost.
-                if let Ok(state) = api::state_table(&current.lua, &current.ctx) {
-                    if let Ok(agent) = current.lua.globals().get::<mlua::Table>("agent") {
-                        let _ = agent.raw_set("state", state);
-                    }
+                // The new version was built before the old one's last commit: bring its
+                // `agent.state` up to the state as committed now, key by key, in the same
+                // table (its top level may hold it in a local), keeping keys only its top
+                // level set.
+                if let Err(error) = api::merge_committed_state(&current.lua, &current.ctx) {
+                    tracing::error!(script = %p.name, %error, "agent.state: cannot bring the new version up to date");
                 }
                 p.failures = 0;
                 if p.paused {
@@ -374,7 +397,7 @@ impl Progress {
             return;
         }
         self.watch.begin("saving agent.state", None, self.settings.limits.handler_timeout);
-        let delta = match self.saved.diff(&cur.lua) {
+        let delta = match self.saved.diff(&cur.lua, self.settings.state_max_bytes) {
             Ok(d) if d.bytes > self.settings.state_max_bytes => Err(format!(
                 "agent.state is {} bytes of JSON, over scripts.state_max_bytes ({}); changes to it are not saved",
                 d.bytes, self.settings.state_max_bytes
@@ -395,7 +418,10 @@ impl Progress {
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
-        match self.env.store.commit_script(&self.name, cursor, write.as_ref()) {
+        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script(&self.name, cursor, write.as_ref())) else {
+            return; // declared stuck meanwhile: its replacement writes from now on
+        };
+        match written {
             Ok(()) => {
                 self.committed = self.done;
                 if let Some(d) = delta {

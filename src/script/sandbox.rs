@@ -161,19 +161,14 @@ os = { time = os_time, clock = os_clock, date = os_date }
 dofile, loadfile, require, package, debug, io = nil, nil, nil, nil, nil, nil
 string.dump = nil
 
--- Text chunks only: a precompiled (binary) chunk can break the VM's safety.
-local raw_load = load
-load = function(chunk, name, _mode, ...)
-  if select('#', ...) > 0 then return raw_load(chunk, name, "t", ...) end
-  return raw_load(chunk, name, "t")
-end
-
 -- A limit that stopped the handler cannot be caught: protected calls re-raise it. Running out
--- of memory is a limit too ("not enough memory" is Lua's own message for it).
+-- of memory is a limit too ("not enough memory" is Lua's own message for it). Every function
+-- that runs Lua code in protected mode is covered: pcall, xpcall, coroutine.resume and close,
+-- and load (whose reader function runs protected).
 local limit_hit, limit_mark, charge, memory_limit = __limit_hit, __limit_mark, __charge, __memory_limit
 __limit_hit, __limit_mark, __charge, __memory_limit = nil, nil, nil, nil
 local raw_pcall, raw_xpcall, pack, unpack = pcall, xpcall, table.pack, table.unpack
-local type, tostring, rawget, error, format = type, tostring, rawget, error, string.format
+local type, tostring, tonumber, rawget, error, format, select = type, tostring, tonumber, rawget, error, string.format, select
 local function is_memory_error(e)
   return e == "not enough memory" or (type(e) == "userdata" and tostring(e):find("memory error", 1, true) ~= nil)
 end
@@ -186,8 +181,23 @@ local function pass(r)
 end
 pcall = function(...) return pass(pack(raw_pcall(...))) end
 xpcall = function(...) return pass(pack(raw_xpcall(...))) end
-local raw_resume = coroutine.resume
+local raw_resume, raw_close = coroutine.resume, coroutine.close
 coroutine.resume = function(...) return pass(pack(raw_resume(...))) end
+coroutine.close = function(...) return pass(pack(raw_close(...))) end
+
+-- Text chunks only: a precompiled (binary) chunk can break the VM's safety.
+local raw_load = load
+local function loaded(f, err)
+  if f == nil then
+    if is_memory_error(err) then limit_mark() end
+    if limit_hit() then error(err, 0) end
+  end
+  return f, err
+end
+load = function(chunk, name, _mode, ...)
+  if select('#', ...) > 0 then return loaded(raw_load(chunk, name, "t", ...)) end
+  return loaded(raw_load(chunk, name, "t"))
+end
 
 -- Finalizers run with every hook off (Lua's rule), so a `__gc` would escape every limit.
 local raw_setmetatable = setmetatable
@@ -199,54 +209,56 @@ setmetatable = function(t, mt)
 end
 
 -- Functions that loop in C for as long as their arguments say: their work is charged to the
--- instruction limit (and their result held to the memory limit) before they start.
-local function count(i, j) return (j * 1.0) - (i * 1.0) + 1 end
-local raw_rep = string.rep
+-- instruction limit (and their result held to the memory limit) before they start. Numbers
+-- may come as strings ("1e12"): the C functions convert them, so the charges do too. The
+-- originals are called as fields of `lib`, so their argument errors name them as Lua does.
+local lib = { rep = string.rep, move = table.move, concat = table.concat, unpack = table.unpack,
+  insert = table.insert, remove = table.remove, sort = table.sort }
+local function count(i, j)
+  i, j = tonumber(i), tonumber(j)
+  if i == nil or j == nil or j < i then return 0 end
+  return (j * 1.0) - (i * 1.0) + 1
+end
+local function len(t) return type(t) == "table" and #t or 0 end
 string.rep = function(s, n, sep)
-  if type(n) == "number" and n > 0 then
-    local size = #tostring(s) * (n * 1.0) + (sep and #tostring(sep) * (n - 1.0) or 0)
+  local times = tonumber(n)
+  if times and times > 0 then
+    local size = #tostring(s) * (times * 1.0) + (sep and #tostring(sep) * (times - 1.0) or 0)
     if size > memory_limit then
       error(format("string.rep: the result (%.0f bytes) would exceed scripts.memory_limit_mb", size), 2)
     end
     -- A copy per repetition: about what 16 VM instructions cost.
-    charge(n / 16)
+    charge(times / 16)
   end
-  return raw_rep(s, n, sep)
+  local r = lib.rep(s, n, sep)
+  return r
 end
-local raw_move = table.move
 table.move = function(a1, f, e, t, a2)
-  if type(f) == "number" and type(e) == "number" and e >= f then charge(count(f, e)) end
-  return raw_move(a1, f, e, t, a2)
+  charge(count(f, e))
+  local r = lib.move(a1, f, e, t, a2)
+  return r
 end
-local raw_concat = table.concat
 table.concat = function(list, sep, i, j)
-  if type(list) == "table" then
-    local from, to = i or 1, j or #list
-    if type(from) == "number" and type(to) == "number" and to >= from then charge(count(from, to)) end
-  end
-  return raw_concat(list, sep, i, j)
+  charge(count(i or 1, j or len(list)))
+  local r = lib.concat(list, sep, i, j)
+  return r
 end
-local raw_unpack = table.unpack
 table.unpack = function(list, i, j)
-  if type(list) == "table" then
-    local from, to = i or 1, j or #list
-    if type(from) == "number" and type(to) == "number" and to >= from then charge(count(from, to)) end
-  end
-  return raw_unpack(list, i, j)
+  charge(count(i or 1, j or len(list)))
+  return lib.unpack(list, i, j)
 end
-local raw_insert, raw_remove, raw_sort, select = table.insert, table.remove, table.sort, select
 table.insert = function(list, ...)
-  local pos = ...
-  if select('#', ...) >= 2 and type(list) == "table" and type(pos) == "number" then charge(count(pos, #list)) end
-  return raw_insert(list, ...)
+  if select('#', ...) >= 2 then charge(count((...), len(list))) end
+  lib.insert(list, ...)
 end
 table.remove = function(list, pos, ...)
-  if pos ~= nil and type(list) == "table" and type(pos) == "number" then charge(count(pos, #list)) end
-  return raw_remove(list, pos, ...)
+  if pos ~= nil then charge(count(pos, len(list))) end
+  local r = lib.remove(list, pos, ...)
+  return r
 end
 table.sort = function(list, ...)
-  if type(list) == "table" then charge(#list) end
-  return raw_sort(list, ...)
+  charge(len(list))
+  lib.sort(list, ...)
 end
 local raw_collect = collectgarbage
 collectgarbage = function(opt, ...)

@@ -9,8 +9,9 @@
 //! names the key path at fault (`agent.state.calls.open: …`).
 
 use mlua::{Lua, LuaString, Table, Value};
+use std::ffi::c_void;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 /// The deepest nesting a value in `agent.state` may have (JSON readers refuse deeper ones:
@@ -51,8 +52,9 @@ impl Delta {
 }
 
 impl Saved {
-    /// Compares `agent.state` now with the last commit.
-    pub(crate) fn diff(&self, lua: &Lua) -> Result<Delta, String> {
+    /// Compares `agent.state` now with the last commit; a state over `max_bytes` of JSON is an
+    /// error (found while serialising, so an oversized value is never built whole).
+    pub(crate) fn diff(&self, lua: &Lua, max_bytes: usize) -> Result<Delta, String> {
         let agent: Table = lua.globals().raw_get("agent").map_err(|e| format!("the agent table is gone: {e}"))?;
         let state = match agent.raw_get::<Value>("state").map_err(|e| e.to_string())? {
             Value::Nil => None,
@@ -60,9 +62,10 @@ impl Saved {
             other => return Err(format!("agent.state must be a table, got {}", other.type_name())),
         };
         let mut delta = Delta { replace_all: !self.written_once, set: Vec::new(), removed: Vec::new(), bytes: 2, marks: Vec::new() };
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         if let Some(state) = state {
             let mut stack = vec![state.to_pointer()];
+            let mut done = HashSet::new();
             for pair in state.pairs::<Value, Value>() {
                 let (k, v) = pair.map_err(|e| e.to_string())?;
                 let key = match k {
@@ -78,8 +81,12 @@ impl Saved {
                         continue;
                     }
                 }
-                check(&v, &path, 1, &mut stack)?;
-                let json = serde_json::to_string(&v).map_err(|e| format!("{path}: {e}"))?;
+                check(&v, &path, 1, &mut stack, &mut done)?;
+                let room = max_bytes.saturating_sub(delta.bytes + key.len() + 4);
+                let json = super::bounded::json_within(&v, room).map_err(|e| match e {
+                    None => format!("agent.state is over scripts.state_max_bytes ({max_bytes} bytes of JSON) at {path}; changes to it are not saved"),
+                    Some(e) => format!("{path}: {e}"),
+                })?;
                 let mut h = DefaultHasher::new();
                 json.hash(&mut h);
                 let hash = h.finish();
@@ -118,8 +125,10 @@ impl Saved {
 }
 
 /// Refuses what JSON cannot hold or cannot give back: functions and other non-data, cycles,
-/// nesting deeper than `MAX_DEPTH`.
-fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const std::ffi::c_void>) -> Result<(), String> {
+/// nesting deeper than `MAX_DEPTH`, and tables JSON would change: one with both list items and
+/// named keys, a list with gaps, number keys that are not a list (JSON keeps a list's items,
+/// or string keys). `done` holds the tables already checked (a table may appear many times).
+fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashSet<*const c_void>) -> Result<(), String> {
     match v {
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::String(_) | Value::LightUserData(_) => Ok(()),
         Value::Number(n) if n.is_finite() => Ok(()),
@@ -132,18 +141,38 @@ fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const std::ffi::c
             if stack.contains(&ptr) {
                 return Err(format!("{path}: refers back to a table that contains it (a cycle); agent.state cannot keep it"));
             }
+            if done.contains(&ptr) {
+                return Ok(());
+            }
             stack.push(ptr);
+            let len = t.raw_len() as i64;
+            let (mut keys, mut named) = (0usize, 0usize);
             for pair in t.pairs::<Value, Value>() {
                 let (k, v) = pair.map_err(|e| format!("{path}: {e}"))?;
+                keys += 1;
                 let sub = match &k {
-                    Value::String(s) => format!("{path}.{}", s.to_string_lossy()),
-                    Value::Integer(i) => format!("{path}[{i}]"),
-                    Value::Number(n) => format!("{path}[{n}]"),
-                    other => return Err(format!("{path}: a {} key cannot be saved (keys are strings or numbers)", other.type_name())),
+                    Value::String(s) => {
+                        named += 1;
+                        format!("{path}.{}", s.to_string_lossy())
+                    }
+                    Value::Integer(i) if (1..=len).contains(i) => format!("{path}[{i}]"),
+                    other => {
+                        let key = other.to_string().unwrap_or_else(|_| other.type_name().to_string());
+                        return Err(format!(
+                            "{path}: the key {key} cannot be saved: JSON keeps a list (keys 1..n, no gaps) or string keys, so it would come back otherwise"
+                        ));
+                    }
                 };
-                check(&v, &sub, depth + 1, stack)?;
+                check(&v, &sub, depth + 1, stack, done)?;
+            }
+            if named > 0 && named != keys {
+                return Err(format!("{path}: a table with both list items and named keys cannot be saved (JSON would keep only one kind)"));
+            }
+            if named == 0 && keys as i64 != len {
+                return Err(format!("{path}: a list with gaps cannot be saved (JSON would drop what follows the first gap)"));
             }
             stack.pop();
+            done.insert(ptr);
             Ok(())
         }
         other => Err(format!("{path}: a {} cannot be saved; agent.state holds only nil, booleans, numbers, strings and tables", other.type_name())),

@@ -1,7 +1,7 @@
 //! `string.find`, `string.match`, `string.gmatch` and `string.gsub` on the Rust matcher
 //! (`pattern.rs`), so that matching counts against the script's instruction limit and a
 //! `gsub` result counts against its memory limit before it is built. Same arguments, results
-//! and error messages as Lua 5.4's.
+//! and error texts as Lua 5.4's (raised as mlua errors, whose `tostring` is the text).
 
 use super::pattern::{find_plain, no_specials, Captured, Matcher, PatternError};
 use super::sandbox::Budget;
@@ -30,7 +30,7 @@ fn start_at(init: Option<i64>, len: usize) -> usize {
 }
 
 /// Runs `f` with the steps the script has left; the steps used are charged to it.
-fn metered<T>(lua: &Lua, what: &str, f: impl FnOnce(&mut u64, Option<Instant>) -> Result<T, PatternError>) -> mlua::Result<T> {
+fn metered<T>(lua: &Lua, f: impl FnOnce(&mut u64, Option<Instant>) -> Result<T, PatternError>) -> mlua::Result<T> {
     let budget = lua.app_data_ref::<Budget>();
     let mut steps = budget.as_ref().map_or(u64::MAX, |b| b.available());
     let deadline = budget.as_ref().and_then(|b| b.deadline());
@@ -52,7 +52,8 @@ fn metered<T>(lua: &Lua, what: &str, f: impl FnOnce(&mut u64, Option<Instant>) -
             }
             mlua::Error::runtime("time limit exceeded (scripts.handler_timeout_ms)")
         }
-        PatternError::Bad(msg) => mlua::Error::runtime(format!("bad argument #2 to '{what}' ({msg})")),
+        // Lua's own words (`malformed pattern (missing ']')`); the traceback says where.
+        PatternError::Bad(msg) => mlua::Error::runtime(msg),
     })
 }
 
@@ -78,13 +79,12 @@ fn captures(lua: &Lua, m: &Matcher<'_>, s: usize, e: usize, whole: bool) -> mlua
 
 fn find_aux(lua: &Lua, s: &LuaString, p: &LuaString, init: Option<i64>, plain: bool, find: bool) -> mlua::Result<MultiValue> {
     let (src, pat) = (s.as_bytes(), p.as_bytes());
-    let what = if find { "find" } else { "match" };
     let init = start_at(init, src.len()) - 1;
     if init > src.len() {
         return Ok(MultiValue::from_iter([Value::Nil]));
     }
     if find && (plain || no_specials(&pat)) {
-        let at = metered(lua, what, |steps, _| find_plain(&src[init..], &pat, steps))?;
+        let at = metered(lua, |steps, _| find_plain(&src[init..], &pat, steps))?;
         return Ok(match at {
             Some(at) => MultiValue::from_iter([Value::Integer((init + at + 1) as i64), Value::Integer((init + at + pat.len()) as i64)]),
             None => MultiValue::from_iter([Value::Nil]),
@@ -94,7 +94,7 @@ fn find_aux(lua: &Lua, s: &LuaString, p: &LuaString, init: Option<i64>, plain: b
         Some(rest) => (true, rest),
         None => (false, &pat[..]),
     };
-    let found = metered(lua, what, |steps, deadline| {
+    let found = metered(lua, |steps, deadline| {
         let mut m = Matcher::new(&src, pat, *steps).until(deadline);
         let mut at = init;
         let r = loop {
@@ -134,7 +134,7 @@ fn gmatch(lua: &Lua, (s, p, init): (LuaString, LuaString, Option<i64>)) -> mlua:
     let last: Cell<Option<usize>> = Cell::new(None);
     lua.create_function(move |lua, ()| {
         let (src, pat) = (s.as_bytes(), p.as_bytes());
-        let found = metered(lua, "gmatch", |steps, deadline| {
+        let found = metered(lua, |steps, deadline| {
             let mut m = Matcher::new(&src, &pat, *steps).until(deadline);
             let mut at = pos.get();
             let r = loop {
@@ -193,7 +193,7 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
     let mut last: Option<usize> = None;
     let mut n = 0i64;
     while n < max {
-        let found = metered(lua, "gsub", |steps, deadline| {
+        let found = metered(lua, |steps, deadline| {
             let mut m = Matcher::new(&src, pat, *steps).until(deadline);
             let r = m.do_match(at, 0).map(|e| e.map(|e| (e, m.level, m.capture)));
             *steps = m.steps;
@@ -205,65 +205,70 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
                 let mut m = Matcher::new(&src, pat, 0);
                 m.level = level;
                 m.capture = capture;
-                add_value(lua, &mut out, &m, &repl, &src, at, e)?;
+                add_value(lua, &mut out, memory_cap, &m, &repl, &src, at, e)?;
                 at = e;
                 last = Some(e);
             }
             _ if at < src.len() => {
-                out.push(src[at]);
+                append(&mut out, &src[at..at + 1], memory_cap)?;
                 at += 1;
             }
             _ => break,
-        }
-        // The result is built outside Lua's allocator: hold it to the script's memory limit
-        // (and its copying to the instruction limit) as it grows.
-        if out.len() > memory_cap {
-            return Err(mlua::Error::runtime(format!(
-                "gsub: the result would exceed the script's memory limit ({} bytes; scripts.memory_limit_mb)",
-                memory_cap
-            )));
         }
         if anchor {
             break;
         }
     }
     if at < src.len() {
-        out.extend_from_slice(&src[at..]);
+        append(&mut out, &src[at..], memory_cap)?;
     }
     Ok((lua.create_string(&out)?, n))
 }
 
-fn add_value(lua: &Lua, out: &mut Vec<u8>, m: &Matcher<'_>, repl: &Repl, src: &[u8], s: usize, e: usize) -> mlua::Result<()> {
+/// The result is built outside Lua's allocator: it is held to the script's memory limit before
+/// each piece goes in.
+fn append(out: &mut Vec<u8>, bytes: &[u8], cap: usize) -> mlua::Result<()> {
+    if out.len() + bytes.len() > cap {
+        return Err(mlua::Error::runtime(format!("gsub: the result would exceed the script's memory limit ({cap} bytes; scripts.memory_limit_mb)")));
+    }
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_value(lua: &Lua, out: &mut Vec<u8>, cap: usize, m: &Matcher<'_>, repl: &Repl, src: &[u8], s: usize, e: usize) -> mlua::Result<()> {
     let value = match repl {
         Repl::Text(r) => {
-            metered(lua, "gsub", |steps, _| {
-                let cost = (r.len() as u64 + (e - s) as u64) / 16 + 1;
-                *steps = steps.checked_sub(cost).ok_or(PatternError::Budget)?;
-                Ok(())
-            })?;
+            let before = out.len();
             let mut i = 0;
             while i < r.len() {
                 let c = r[i];
                 i += 1;
                 if c != b'%' {
-                    out.push(c);
+                    append(out, &[c], cap)?;
                     continue;
                 }
                 let d = r.get(i).copied().unwrap_or(0);
                 i += 1;
                 match d {
-                    b'%' => out.push(b'%'),
-                    b'0' => out.extend_from_slice(&src[s..e]),
+                    b'%' => append(out, b"%", cap)?,
+                    b'0' => append(out, &src[s..e], cap)?,
                     b'1'..=b'9' => match m.get_capture((d - b'1') as usize, s, e).map_err(|e| match e {
                         PatternError::Bad(msg) => mlua::Error::runtime(msg),
                         _ => mlua::Error::runtime("instruction limit exceeded"),
                     })? {
-                        Captured::Text(t) => out.extend_from_slice(t),
-                        Captured::Position(p) => out.extend_from_slice(p.to_string().as_bytes()),
+                        Captured::Text(t) => append(out, t, cap)?,
+                        Captured::Position(p) => append(out, p.to_string().as_bytes(), cap)?,
                     },
                     _ => return Err(mlua::Error::runtime("invalid use of '%' in replacement string")),
                 }
             }
+            // Copying costs like VM instructions do: one step per 16 bytes written.
+            let cost = ((out.len() - before) as u64 + r.len() as u64) / 16 + 1;
+            metered(lua, |steps, _| {
+                *steps = steps.checked_sub(cost).ok_or(PatternError::Budget)?;
+                Ok(())
+            })?;
             return Ok(());
         }
         Repl::Table(t) => {
@@ -273,10 +278,10 @@ fn add_value(lua: &Lua, out: &mut Vec<u8>, m: &Matcher<'_>, repl: &Repl, src: &[
         Repl::Func(f) => f.call::<Value>(MultiValue::from_iter(captures(lua, m, s, e, true)?))?,
     };
     match value {
-        Value::Nil | Value::Boolean(false) => out.extend_from_slice(&src[s..e]),
+        Value::Nil | Value::Boolean(false) => append(out, &src[s..e], cap)?,
         v @ (Value::String(_) | Value::Integer(_) | Value::Number(_)) => {
             if let Some(text) = lua.coerce_string(v)? {
-                out.extend_from_slice(&text.as_bytes());
+                append(out, &text.as_bytes(), cap)?;
             }
         }
         other => return Err(mlua::Error::runtime(format!("invalid replacement value (a {})", other.type_name()))),

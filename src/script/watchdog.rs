@@ -24,6 +24,11 @@ pub(crate) struct Watch {
     pub name: Arc<str>,
     doing: Mutex<Doing>,
     stuck: AtomicBool,
+    /// Held while the script's thread writes its progress, and taken to declare it stuck: once
+    /// stuck, a thread can no longer write over what its replacement writes.
+    gate: Mutex<()>,
+    /// The version the thread is running (a newer one may wait in its inbox).
+    running: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -48,7 +53,13 @@ impl Doing {
 
 impl Watch {
     pub(crate) fn new(name: Arc<str>) -> Arc<Watch> {
-        Arc::new(Watch { name, doing: Mutex::new(Doing::default()), stuck: AtomicBool::new(false) })
+        Arc::new(Watch {
+            name,
+            doing: Mutex::new(Doing::default()),
+            stuck: AtomicBool::new(false),
+            gate: Mutex::new(()),
+            running: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// A call starts: `what` (handler, timer, …), for an event (`rel`, `type`, `seq`) or not.
@@ -83,6 +94,26 @@ impl Watch {
         self.stuck.load(Ordering::Relaxed)
     }
 
+    /// Runs `write` unless the script is stuck (checked under the gate the watchdog takes).
+    pub(crate) fn unless_stuck<T>(&self, write: impl FnOnce() -> T) -> Option<T> {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        (!self.is_stuck()).then(write)
+    }
+
+    fn declare_stuck(&self) {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.stuck.store(true, Ordering::Relaxed);
+    }
+
+    /// The version the thread now runs.
+    pub(crate) fn set_running(&self, version: u64) {
+        self.running.store(version, Ordering::Relaxed);
+    }
+
+    pub(crate) fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
     /// What the script is doing, if it has been at it for longer than its limit plus the grace.
     fn overdue(&self, now: Instant) -> Option<(String, Duration, Duration)> {
         let d = self.lock();
@@ -101,7 +132,7 @@ pub(crate) trait Overseer: Send + Sync + 'static {
     /// The watches of the scripts in service.
     fn watches(&self) -> Vec<Arc<Watch>>;
     /// A script was declared stuck (called once per watch).
-    fn stuck(&self, watch: &Watch, doing: String, limit: Duration, took: Duration);
+    fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration);
 }
 
 /// Starts the watchdog thread; it ends when the overseer is dropped.
@@ -115,7 +146,7 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
                 continue;
             }
             if let Some((doing, limit, took)) = w.overdue(now) {
-                w.stuck.store(true, Ordering::Relaxed);
+                w.declare_stuck();
                 o.stuck(&w, doing, limit, took);
             }
         }

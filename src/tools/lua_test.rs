@@ -69,6 +69,24 @@ struct Harness {
     cases: Mutex<Vec<CaseResult>>,
 }
 
+/// Runs one test file on a thread of its own (Lua never runs on the caller's thread) and gives
+/// up after `limit`: a test stuck in code no limit can interrupt fails instead of hanging the
+/// run (its thread is left behind).
+pub fn run_file_bounded(file: &Path, settings: ScriptSettings, limit: std::time::Duration) -> FileResult {
+    let path = file.to_path_buf();
+    let ran = crate::script::watchdog::run_bounded(format!("lua-test:{}", file.display()), limit, move || {
+        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt.block_on(run_file(&path, settings)),
+            Err(e) => FileResult { file: path.clone(), cases: Vec::new(), error: Some(format!("cannot start a runtime: {e}")) },
+        }
+    });
+    ran.unwrap_or_else(|waited| FileResult {
+        file: file.to_path_buf(),
+        cases: Vec::new(),
+        error: Some(format!("did not finish within {} s: stuck in code the limits cannot interrupt", waited.as_secs())),
+    })
+}
+
 /// Runs one test file.
 pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     let mut result = FileResult { file: file.to_path_buf(), cases: Vec::new(), error: None };
