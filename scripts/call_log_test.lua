@@ -30,3 +30,7 @@ test.case("an end without a start has no duration", function()
   test.dispatch(test.event("audioVideoSession", "deleted", { conversation = 3 }))
   test.eq(test.logs()[1].fields.duration_s, nil)
 end)
+
+test.case("agent.after refuses a delay it cannot keep", function()
+  test.fails(function() agent.after(-1, print) end, "ms must be between 0 and")
+end)

@@ -384,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_is_loopback_only_and_the_simulator_keys_reach_the_simulator() {
+        let e = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap_err().to_string();
+        assert!(e.contains("metrics.listen") && e.contains("loopback"), "{e}");
+        assert!(parse("[metrics]\nlisten = \"[::1]:9464\"\n").is_ok());
+        let c = parse("[simulator]\ncalls_per_minute = 30\nring_secs = 1.5\ncall_duration_secs = 4\n").unwrap();
+        let sim = c.embedded_simulator();
+        assert_eq!((sim.calls_per_minute, sim.ring_time, sim.call_duration), (30.0, Duration::from_millis(1500), Duration::from_secs(4)));
+        let e = parse("[simulator]\nring_secs = 301\n").unwrap_err().to_string();
+        assert!(e.contains("simulator.ring_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_scripts_limits_reach_the_script_host() {
+        let c = parse("[scripts]\nmemory_limit_mb = 32\ninstruction_limit = 12345\nhandler_timeout_ms = 250\nstate_max_bytes = 4096\nmax_consecutive_failures = 3\nhttp_allow = [\"hooks.example.com\"]\n").unwrap();
+        let s = c.script_settings();
+        assert_eq!((s.limits.memory_bytes, s.limits.instructions, s.limits.handler_timeout), (32 << 20, 12345, Duration::from_millis(250)));
+        assert_eq!((s.state_max_bytes, s.max_consecutive_failures, s.http_allow.as_slice()), (4096, 3, ["hooks.example.com".to_string()].as_slice()));
+    }
+
+    #[test]
     fn script_limits_out_of_range_name_the_key_and_the_range() {
         for (line, key, range) in [
             ("memory_limit_mb = 17592186044416", "scripts.memory_limit_mb", "1 to 16384 MiB"),

@@ -188,14 +188,19 @@ async fn a_slow_script_never_delays_polling_or_other_scripts() {
     let port = silent_server().await;
     let dir = tempfile::tempdir().unwrap();
     // Stuck for good on its first event (the limit is far away).
-    write(dir.path(), "slow.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
+    write(dir.path(), "slow.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
     write(dir.path(), "fast.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added ' .. e.seq) end)\n");
     let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    let mut slow = agent.out.resubscribe();
     let polls_before = sim.counters()["polls"].as_u64().unwrap();
-    for _ in 0..3 {
+    for i in 0..3 {
         let c = sim.start_call(answered_call()).unwrap();
         assert!(agent.messages("fast", 1).await[0].starts_with("added "));
+        if i == 0 {
+            // The slow script is in its handler, waiting, from the first call on.
+            assert_eq!(messages_of(&mut slow, "slow", 1).await, ["waiting"]);
+        }
         sim.end_call(c);
         wait_available(&sim).await;
     }
@@ -219,4 +224,22 @@ async fn at_shutdown_scripts_get_signed_out_while_the_application_still_exists()
     let bye = expect(&mut out, "bye", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "bye")).await;
     assert!(matches!(bye, ScriptOutput::Log { ref message, .. } if message == "bye 200"), "{bye:?}");
     assert_eq!(sim.counters()["applications_deleted"], 1, "deleted after the scripts finished");
+}
+
+#[tokio::test]
+async fn a_request_timeout_shorter_than_the_handler_limit_applies() {
+    let sim = start_sim(sim_config()).await;
+    let port = silent_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "hook.lua",
+        &format!("agent.on('audioVideoSession', 'added', function(e) local ok, err = pcall(agent.http.request, {{url = 'http://127.0.0.1:{port}/', timeout = 200}}) agent.log.info(err) end)\n"),
+    );
+    let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    sim.start_call(answered_call()).unwrap();
+    let line = agent.messages("hook", 1).await.remove(0);
+    assert!(line.contains("agent.http.request") && line.contains("timed out"), "the request's own timeout, not the handler's 60 s: {line}");
+    agent.stop().await;
 }

@@ -164,6 +164,20 @@ async fn sighup_reloads_the_configuration() {
     wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
     file_contains(&log, "script: word two").await;
+    let restart_warnings = || std::fs::read_to_string(&log).unwrap_or_default().matches("takes effect after a restart").count();
+    assert_eq!(restart_warnings(), 0, "only [scripts] changed");
+    // A key a reload cannot apply is named, compared with what runs, not with the file as
+    // last read: setting it back to the running value warns no more.
+    let reloads = || std::fs::read_to_string(&log).unwrap_or_default().matches("configuration reloaded").count();
+    std::fs::write(&config, format!("{}[metrics]\nlisten = \"127.0.0.1:0\"\n", text("two"))).unwrap();
+    signal(&agent, "-HUP");
+    eventually("the second reload", || reloads() == 2).await;
+    assert_eq!(restart_warnings(), 1);
+    file_contains(&log, "key=\"metrics\"").await;
+    std::fs::write(&config, text("two")).unwrap();
+    signal(&agent, "-HUP");
+    eventually("the third reload", || reloads() == 3).await;
+    assert_eq!(restart_warnings(), 1, "back to the running value: no warning");
     signal(&agent, "-TERM");
     assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0));
 }

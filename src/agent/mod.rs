@@ -138,7 +138,7 @@ impl Agent {
 
     /// Re-reads the configuration file for the `[scripts]` keys (on SIGHUP).
     pub fn reloader(&self) -> Reloader {
-        Reloader { current: Arc::new(std::sync::Mutex::new(self.config.clone())), host: self.host.clone() }
+        Reloader { running: Arc::new(self.config.clone()), host: self.host.clone() }
     }
 
     /// Where `/metrics` and `/healthz` listen, when enabled.

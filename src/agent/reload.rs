@@ -8,7 +8,9 @@ use std::sync::Arc;
 /// Applies a changed configuration file to the scripts; other keys need a restart.
 #[derive(Clone)]
 pub struct Reloader {
-    pub(super) current: Arc<std::sync::Mutex<Config>>,
+    /// The configuration the agent started with: what runs, for every key a reload cannot
+    /// apply (the warnings compare with it, not with the file as last read).
+    pub(super) running: Arc<Config>,
     pub(super) host: ScriptHost,
 }
 
@@ -17,7 +19,7 @@ impl Reloader {
     /// the `[scripts]` settings (limits, `http_allow`, `[scripts.config.*]`, pausing) apply and
     /// every script is reloaded; a change elsewhere is logged as needing a restart.
     pub async fn reload(&self) {
-        let path = self.current.lock().unwrap_or_else(|p| p.into_inner()).path.clone();
+        let path = self.running.path.clone();
         let new = match Config::load(&path) {
             Ok(c) => c,
             Err(error) => {
@@ -25,14 +27,10 @@ impl Reloader {
                 return;
             }
         };
-        {
-            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            for key in restart_keys(&current, &new) {
-                tracing::warn!(key, "changed in the configuration; takes effect after a restart");
-            }
-            self.host.env().set_settings(new.script_settings());
-            *current = new;
+        for key in restart_keys(&self.running, &new) {
+            tracing::warn!(key, "differs from the running configuration; takes effect after a restart");
         }
+        self.host.env().set_settings(new.script_settings());
         self.host.rescan().await;
         tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
     }
@@ -53,6 +51,9 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if differ(&old.simulator, &new.simulator) {
         keys.push("simulator");
+    }
+    if differ(&old.metrics, &new.metrics) {
+        keys.push("metrics");
     }
     if old.scripts.dir != new.scripts.dir {
         keys.push("scripts.dir");
