@@ -136,6 +136,7 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
                 .unwrap_or_else(|| panic!("the script's log line: {}", text.lines().filter(|l| l.contains("sessions")).collect::<Vec<_>>().join("\n")));
             assert_eq!((&line["script"], &line["rel"], &line["type"]), (&"sessions".into(), &"audioVideoSession".into(), &"added".into()), "{line}");
             assert!(line["seq"].as_u64().is_some_and(|s| s > 0), "{line}");
+            assert_eq!(line["version"], 1, "{line}");
         }
     }
 }

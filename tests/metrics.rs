@@ -35,7 +35,9 @@ async fn metrics_count_a_known_call_sequence() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "calls.lua", "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n");
     write(dir.path(), "broken.lua", "agent.on('audioVideoInvitation', 'completed', function(e) error('nope') end)\n");
-    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"")).await;
+    write(dir.path(), "looping.lua", "agent.on('audioVideoSession', 'added', function(e) while true do end end)\n");
+    write(dir.path(), "unloadable.lua", "this is not lua\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "instruction_limit = 1000000\n[metrics]\nlisten = \"127.0.0.1:0\"")).await;
     let addr = agent.metrics.expect("metrics configured");
     let (status, body) = health(addr).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("polling")));
@@ -52,6 +54,7 @@ async fn metrics_count_a_known_call_sequence() {
         let s = scrape(addr).await;
         if value(&s, "ucwa_handler_errors_total", &[("script", "broken")]) == 2.0 && value(&s, "ucwa_journal_lag", &[("script", "broken")]) == 0.0
             && value(&s, "ucwa_journal_lag", &[("script", "calls")]) == 0.0
+            && value(&s, "ucwa_handler_limit_stops_total", &[("script", "looping")]) == 1.0
         {
             break s;
         }
@@ -76,6 +79,18 @@ async fn metrics_count_a_known_call_sequence() {
     assert!(batches >= 3.0 && value(&s, "ucwa_polls_total", &[]) >= batches);
     let duration_count = s.samples.iter().find(|x| x.metric == "ucwa_handler_duration_seconds" && x.labels.get("script") == Some("calls"));
     assert!(duration_count.is_some(), "the duration histogram is there");
+    let count = |name: &str, labels: &[(&str, &str)]| {
+        s.samples.iter().find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v))).map(|x| match &x.value {
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            _ => f64::NAN,
+        })
+    };
+    assert_eq!(count("ucwa_handler_duration_seconds", &[("script", "calls")]), Some(3.0), "one observation per handler call");
+    assert!(count("ucwa_event_delivery_seconds", &[]).unwrap_or(0.0) >= 3.0, "each handler start is a delivery observed");
+    assert_eq!(value(&s, "ucwa_handler_limit_stops_total", &[("script", "looping")]), 1.0);
+    assert_eq!(value(&s, "ucwa_handler_errors_total", &[("script", "looping")]), 1.0, "a limit stop is an error too");
+    assert_eq!(value(&s, "ucwa_reloads_failed_total", &[("script", "unloadable")]), 1.0);
+    assert!(value(&s, "ucwa_journal_depth", &[]) >= 0.0 && value(&s, "ucwa_uptime_seconds", &[]) >= 0.0);
     assert_eq!(sim.counters()["events"].as_f64().unwrap(), s.samples.iter().filter(|x| x.metric == "ucwa_events_total").map(|x| match x.value { prometheus_parse::Value::Counter(v) => v, _ => 0.0 }).sum::<f64>() - 1.0, "every event the simulator sent, plus the agent's signedIn");
     agent.stop().await;
 }

@@ -181,3 +181,70 @@ async fn sighup_reloads_the_configuration() {
     signal(&agent, "-TERM");
     assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0));
 }
+
+#[tokio::test]
+async fn the_application_is_created_as_configured() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_text(&sim, dir.path(), "").replace(
+        "max_backoff_secs = 1\n",
+        "max_backoff_secs = 1\nuser_agent = \"contoso-bot/2\"\nendpoint_id = \"desk-7\"\nmodalities = [\"Audio\"]\n",
+    );
+    let agent = start_agent(&sim, &config).await;
+    let apps: Value = reqwest::get(format!("{}/sim/v1/applications", sim.origin())).await.unwrap().json().await.unwrap();
+    let app = &apps[0];
+    assert_eq!((&app["userAgent"], &app["endpointId"], &app["modalities"]), (&json!("contoso-bot/2"), &json!("desk-7"), &json!(["Audio"])), "{apps}");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn faults_injected_over_http_are_recovered_from() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "calls.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added') end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{}/sim/v1/faults", sim.origin())).json(&json!({"kind": "too_many_requests", "count": 2})).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http.post(format!("{}/sim/v1/faults", sim.origin())).json(&json!({"kind": "no_such_fault"})).send().await.unwrap();
+    assert_eq!(r.status(), 400, "an unknown fault is refused");
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("calls", 1).await, ["added"]);
+    assert_eq!(sim.counters()["faults_applied"], 2);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn http_requests_send_their_headers_follow_no_redirect_and_know_the_time() {
+    // A receiver that records a header and redirects elsewhere.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(req.headers().get("x-token").and_then(|v| v.to_str().ok()).unwrap_or("").to_string());
+            (axum::http::StatusCode::FOUND, [("location", "http://127.0.0.1:9/elsewhere")], "moved")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "hook.lua",
+        &format!(
+            "agent.on('audioVideoSession', 'added', function(e)\n\
+               local r = agent.http.request{{url = 'http://127.0.0.1:{port}/hook', headers = {{['X-Token'] = 's3'}}}}\n\
+               agent.log.info(r.status .. ' ' .. r.headers.location .. ' ' .. r.body)\n\
+               agent.log.info(tostring(math.abs(agent.now() - os.time() * 1000) < 60000))\n\
+             end)\n"
+        ),
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]"))).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("hook", 2).await, ["302 http://127.0.0.1:9/elsewhere moved", "true"], "the redirect is returned, not followed; agent.now() is the time");
+    assert_eq!(tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap().unwrap(), "s3", "the script's header was sent");
+    assert!(rx.try_recv().is_err(), "one request: nothing followed the redirect");
+    agent.stop().await;
+}

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 fn agent(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
@@ -176,4 +177,61 @@ fn replay_of_a_big_batch_reports_every_event() {
     }
     assert_eq!(t.matches("  info: n ").count(), 2000);
     assert_eq!(t.matches("audioVideoSession added").count(), 2000);
+}
+
+#[test]
+fn replay_reports_ucwa_requests_fires_timers_and_keeps_the_allowlist() {
+    let script = r#"
+      agent.after(500, function() agent.log.info("timer fired") end)
+      agent.on("audioVideoInvitation", "started", function(e)
+        agent.ucwa.post(e.href .. "/decline", {reason = "Local"})
+        local ok, err = pcall(agent.http.request, {url = "https://not-allowed.example/x"})
+        agent.log.info(err)
+      end)
+    "#;
+    let p = project(&[("acting.lua", script)]);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
+    let o = agent(&["replay", samples.to_str().unwrap()], p.path());
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("would send (ucwa): POST https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507/decline {\"reason\":\"Local\"}"), "{t}");
+    assert!(t.contains("not-allowed.example is not in scripts.http_allow"), "the allowlist holds offline too: {t}");
+    assert!(t.contains("info: timer fired"), "the clock moves a second per batch and timers fire: {t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
+    // `run --record FILE` records as `record FILE` does.
+    let sim = start_sim(sim_config()).await;
+    let p = project(&[("replayed.lua", REPLAYED)]);
+    std::fs::write(p.path().join("config.toml"), config_text(&sim, &p.path().join("scripts"), "")).unwrap();
+    let recording = p.path().join("run.jsonl");
+    let mut child = agent_command(&["run", "--record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn().unwrap();
+    wait_available(&sim).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"added\"").await;
+    sim.end_call(c);
+    signal(&child, "-TERM");
+    assert_eq!(exit_within(&mut child, PATIENCE).await.0, Some(0));
+
+    // `simulate`: the simulator alone, on the address given, with its control API.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut simulate = agent_command(&["simulate", "--listen", &format!("127.0.0.1:{port}"), "--calls-per-minute", "0"], &[]).stderr(Stdio::null()).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut answered = false;
+    for _ in 0..500 {
+        if let Ok(r) = http.get(format!("{base}/autodiscover/autodiscoverservice.svc/root")).send().await {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(body["_links"]["user"]["href"].as_str().unwrap().starts_with(&base), "{body}");
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "simulate answers discovery");
+    let counters: serde_json::Value = http.get(format!("{base}/sim/v1/counters")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(counters["calls_started"], 0, "--calls-per-minute 0: no generated calls");
+    signal(&simulate, "-TERM");
+    assert!(exit_within(&mut simulate, PATIENCE).await.0.is_some());
 }

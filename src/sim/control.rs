@@ -81,7 +81,8 @@ fn list_apps(shared: &Shared) -> Reply {
     let apps: Vec<Value> = st
         .apps
         .values()
-        .map(|a| json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id,
+        .map(|a| json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
+                        "modalities": a.modalities,
                         "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()}))
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(apps))

@@ -301,6 +301,13 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                 return Reply::error(StatusCode::CONFLICT, "Conflict", Some("AlreadyExists"), "makeMeAvailable was already done.").into();
             }
             app.available = true;
+            // Keys in any case, as the pool accepts them (PROTOCOL.md).
+            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
+            app.modalities = body
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("supportedModalities")).map(|(_, v)| v.clone()))
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
             app.etag += 1;
             let events = available_events(app);
             app.channel.push(events);

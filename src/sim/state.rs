@@ -103,6 +103,8 @@ pub(crate) struct App {
     pub culture: String,
     /// Set by makeMeAvailable: incoming calls reach only available applications.
     pub available: bool,
+    /// What makeMeAvailable announced (`SupportedModalities`).
+    pub modalities: Vec<String>,
     /// The GUID-named property of `communication`.
     pub communication_key: String,
     /// `communication`'s etag, bumped when it changes.
@@ -212,6 +214,7 @@ impl SimState {
             user_agent: user_agent.to_string(),
             culture: culture.to_string(),
             available: false,
+            modalities: Vec::new(),
             communication_key: key,
             etag: id % 4_000_000_000,
             channel: Channel::new(format!("{}/events", app_path(id)), poll_timeout, now),
