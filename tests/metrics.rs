@@ -141,3 +141,29 @@ async fn healthz_follows_sign_in_and_failures() {
     }
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn healthz_says_stopping_while_scripts_finish() {
+    let sim = start_sim(sim_config()).await;
+    let port = silent_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A handler that waits (for up to a minute) on a server that never answers.
+    write(dir.path(), "busy.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
+    let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000\n[metrics]\nlisten = \"127.0.0.1:0\"");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    let addr = agent.metrics.expect("metrics configured");
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("busy", 1).await, ["waiting"]);
+    let stopping = tokio::spawn(agent.stop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = health(addr).await;
+        if body["state"] == "stopping" {
+            assert_eq!(status, 503, "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never stopping: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stopping.await.unwrap();
+}

@@ -94,15 +94,25 @@ async fn sighup_applies_script_settings_and_rescans() {
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("greet", 1).await, ["one"]);
     sim.end_call(c);
-    // A broken file changes nothing.
+    // A script added now is not loaded (watch = false) until a reload rescans.
+    save(&dir.path().join("new.lua"), &says("new"));
+    let mut quiet = agent.out.resubscribe();
+    // A broken file changes nothing: the settings and the scripts stay as they run.
     std::fs::write(&config, "[scripts\n").unwrap();
     agent.reloader.reload().await;
-    // A good one applies, and a script added meanwhile is picked up by the rescan.
+    wait_available(&sim).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("greet", 1).await, ["one"], "the running settings stay");
+    sim.end_call(c);
+    while let Ok(o) = quiet.try_recv() {
+        assert!(!matches!(&o, ScriptOutput::Loaded { script, .. } | ScriptOutput::Log { script, .. } if script == "new"), "not watched, not rescanned: {o:?}");
+    }
+    // A good one applies, and the script added meanwhile is picked up by the rescan.
     std::fs::write(&config, text("two")).unwrap();
-    save(&dir.path().join("new.lua"), &says("new"));
     agent.reloader.reload().await;
     // The two scripts run in parallel: one stream each.
     let mut new = agent.out.resubscribe();
+    wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("greet", 1).await, ["two"]);
     assert_eq!(messages_of(&mut new, "new", 1).await, ["new"]);
