@@ -52,6 +52,14 @@ async fn host(limits: Limits, scripts: &[(&str, &str)]) -> Host {
     host_with(settings(limits), Arc::new(Store::in_memory()), scripts).await
 }
 
+/// One script per hog (its code in a handler of every audioVideoSession event), and the witness.
+fn hog_scripts(hogs: &[(&str, &str)]) -> Vec<(String, String)> {
+    hogs.iter()
+        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
+        .chain([("witness.lua".to_string(), WITNESS.to_string())])
+        .collect()
+}
+
 /// The witness's next `n` lines must be `saw first`, `saw first+1`, …
 async fn witness_sees(out: &mut broadcast::Receiver<ScriptOutput>, first: u64, n: u64) {
     for seq in first..first + n {
@@ -132,11 +140,7 @@ async fn c_functions_that_would_loop_forever_stop_at_the_instruction_limit() {
         ("concat", r#"table.concat(setmetatable({}, {__index = function() return "" end}), "", 1, 2^60)"#),
         ("remove", r#"table.remove(setmetatable({}, {__len = function() return math.maxinteger end}), 1)"#),
     ];
-    let scripts: Vec<(String, String)> = hogs
-        .iter()
-        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
-        .chain([("witness.lua".to_string(), WITNESS.to_string())])
-        .collect();
+    let scripts = hog_scripts(&hogs);
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     // A low limit keeps the test quick in a debug build (the default is 50 million).
     let h = host(Limits { instructions: 2_000_000, ..Limits::default() }, &refs).await;
@@ -301,11 +305,7 @@ async fn values_built_in_rust_are_held_to_the_memory_limit() {
         ("encode", r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.json.encode(t)"#),
         ("fields", r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.log.info("big", t)"#),
     ];
-    let scripts: Vec<(String, String)> = hogs
-        .iter()
-        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
-        .chain([("witness.lua".to_string(), WITNESS.to_string())])
-        .collect();
+    let scripts = hog_scripts(&hogs);
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     // (16 MiB instead of the default 64: the same refusals, sooner in a debug build)
     let h = host(Limits { memory_bytes: 16 << 20, ..Limits::default() }, &refs).await;
@@ -332,11 +332,7 @@ async fn no_protected_call_catches_a_limit() {
         ("rep_str", r#"string.rep("", "1e12")"#),
         ("insert_str", r#"table.insert(setmetatable({}, {__len = function() return 1e15 end}), "1", 5)"#),
     ];
-    let scripts: Vec<(String, String)> = hogs
-        .iter()
-        .map(|(name, code)| (format!("{name}.lua"), format!("agent.on('audioVideoSession', function(e) {code} agent.log.info('returned') end)")))
-        .chain([("witness.lua".to_string(), WITNESS.to_string())])
-        .collect();
+    let scripts = hog_scripts(&hogs);
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let h = host(Limits { instructions: 2_000_000, memory_bytes: 16 << 20, ..Limits::default() }, &refs).await;
     let mut w = h.host.subscribe();
