@@ -314,6 +314,32 @@ async fn outgoing_calls_through_start_audio_video() {
     assert_eq!(inv["operationId"], "op-1");
     let calls: Value = c.http.get(format!("{}/sim/v1/calls", sim.origin())).send().await.unwrap().json().await.unwrap();
     assert_eq!(calls[0]["remote"], "sip:bob@contoso.com");
+    // The callee answers: the invitation completes and a session starts.
+    let (seen, next) = until_event(&c, c.events.clone(), ("audioVideoSession", "updated")).await;
+    let pos = |rel: &str, kind: &str| seen.iter().position(|(r, k)| r == rel && k == kind).unwrap_or_else(|| panic!("no {rel} {kind} in {seen:?}"));
+    assert!(pos("audioVideoInvitation", "started") < pos("audioVideoInvitation", "completed"), "{seen:?}");
+    assert!(pos("audioVideoInvitation", "completed") < pos("audioVideoSession", "added"), "{seen:?}");
+    // stopAudioVideo on the call's audioVideo hangs up: the session goes.
+    let conversation = calls[0]["conversation"].as_str().map(str::to_string).unwrap_or_else(|| inv["_links"]["conversation"]["href"].as_str().unwrap().to_string());
+    let r = c.post(&format!("{conversation}/audioVideo/stopAudioVideo"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (seen, _) = until_event(&c, next, ("audioVideoSession", "deleted")).await;
+    assert!(seen.contains(&("audioVideoSession".to_string(), "deleted".to_string())));
+}
+
+/// Polls from `href` until an event `want` (rel, type) arrives: what came, and the next href.
+async fn until_event(c: &Ucwa, mut href: String, want: (&str, &str)) -> (Vec<(String, String)>, String) {
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let (got, next) = c.events(href, 1).await;
+        href = next;
+        let done = got.iter().any(|(r, k)| r == want.0 && k == want.1);
+        seen.extend(got);
+        if done {
+            return (seen, href);
+        }
+    }
+    panic!("no {want:?} in {seen:?}");
 }
 
 /// Top-level keys, `_links` names and `_embedded` names of a resource.
@@ -353,4 +379,21 @@ async fn resources_have_the_documented_shape() {
     }
     let missing: Vec<_> = shape(&fixture("resources/audioVideoSession.json")).difference(&shape(&session)).cloned().collect();
     assert!(missing.is_empty(), "the session lacks {missing:?}: {session}");
+}
+
+#[tokio::test]
+async fn the_token_endpoint_takes_a_multipart_grant() {
+    let sim = start_sim(sim_config()).await;
+    let part = |name: &str, value: &str| format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+    let body = format!("{}{}{}--XyZ--\r\n", part("grant_type", "password"), part("username", "demo@contoso.com"), part("password", "demo"));
+    let r = Client::new()
+        .post(format!("{}/WebTicket/oauthtoken", sim.origin()))
+        .header("Content-Type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let t: Value = r.json().await.unwrap();
+    assert!(t["access_token"].as_str().is_some_and(|s| !s.is_empty()), "{t}");
 }
