@@ -188,12 +188,13 @@ async fn the_application_is_created_as_configured() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_text(&sim, dir.path(), "").replace(
         "max_backoff_secs = 1\n",
-        "max_backoff_secs = 1\nuser_agent = \"contoso-bot/2\"\nendpoint_id = \"desk-7\"\nmodalities = [\"Audio\"]\n",
+        "max_backoff_secs = 1\nuser_agent = \"contoso-bot/2\"\nendpoint_id = \"desk-7\"\nmodalities = [\"Audio\"]\npoll_timeout_secs = 240\n",
     );
     let agent = start_agent(&sim, &config).await;
     let apps: Value = reqwest::get(format!("{}/sim/v1/applications", sim.origin())).await.unwrap().json().await.unwrap();
     let app = &apps[0];
     assert_eq!((&app["userAgent"], &app["endpointId"], &app["modalities"]), (&json!("contoso-bot/2"), &json!("desk-7"), &json!(["Audio"])), "{apps}");
+    assert_eq!(app["pollTimeoutSecs"], 240, "server.poll_timeout_secs is the P-GET's timeout: {apps}");
     agent.stop().await;
 }
 

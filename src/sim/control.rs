@@ -82,7 +82,7 @@ fn list_apps(shared: &Shared) -> Reply {
         .apps
         .values()
         .map(|a| json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
-                        "modalities": a.modalities,
+                        "modalities": a.modalities, "pollTimeoutSecs": a.channel.timeout.as_secs(),
                         "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()}))
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(apps))
