@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::process::Stdio;
 use std::time::Duration;
 use ucwa_agent::script::ScriptOutput;
 
@@ -90,7 +89,7 @@ async fn saves_in_a_burst_reload_once_and_a_renamed_away_script_is_unloaded() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "rule.lua", "agent.on('me', function() end) -- 0\n");
-    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 300")).await;
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 300")).await;
     let mut out = agent.out.resubscribe();
     // Five saves 20 ms apart, inside one debounce window: one reload, of the last one.
     for n in 1..=5 {

@@ -177,7 +177,7 @@ async fn a_fix_saved_while_the_call_still_hangs_starts_once_the_script_is_stuck(
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "stuck.lua", &hog(r#""audioVideoSession", "added""#));
-    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), LIMITS)).await;
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), LIMITS)).await;
     let mut out = agent.out.resubscribe();
     let call = sim.start_call(answered_call()).unwrap();
     // The hog has started (the handler for `added` runs before the logging one); save the fix
