@@ -138,7 +138,7 @@ async fn c_functions_that_would_loop_forever_stop_at_the_instruction_limit() {
         ("rep", r#"string.rep("", math.maxinteger)"#),
         ("move", r#"table.move({}, 1, 2^62, 1)"#),
         ("concat", r#"table.concat(setmetatable({}, {__index = function() return "" end}), "", 1, 2^60)"#),
-        ("remove", r#"table.remove(setmetatable({}, {__len = function() return math.maxinteger end}), 1)"#),
+        ("remove", r#"local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 1e4 do table.remove(t, 1) end"#),
     ];
     let scripts = hog_scripts(&hogs);
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -330,7 +330,7 @@ async fn no_protected_call_catches_a_limit() {
         // Numbers given as strings are converted by the C functions: they are charged too.
         ("move_str", r#"table.move({}, "1", "4611686018427387904", 1)"#),
         ("rep_str", r#"string.rep("", "1e12")"#),
-        ("insert_str", r#"table.insert(setmetatable({}, {__len = function() return 1e15 end}), "1", 5)"#),
+        ("insert_str", r#"local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 100 do table.insert(t, "1", 5) end"#),
     ];
     let scripts = hog_scripts(&hogs);
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
@@ -378,4 +378,30 @@ async fn state_that_json_would_change_is_refused() {
         let e = error_of(&mut h.out, "keeper").await;
         assert!(e.contains(want), "case {}: {e}", i + 1);
     }
+}
+
+#[tokio::test]
+async fn a_length_that_changes_under_a_call_is_refused_and_deep_shared_tables_too() {
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        if e.seq == 1 then
+          -- 1 when charged, 300 million when the C loop asks again.
+          local n = 0
+          local t = setmetatable({}, {__len = function() n = n + 1 if n == 1 then return 1 end return 3e8 end, __metatable = false})
+          table.insert(t, 1, "x")
+        else
+          -- A table 95 levels deep, met first near the top, then again 60 levels down.
+          local x = {} local cur = x for i = 1, 95 do cur.next = {} cur = cur.next end
+          local chain = x for i = 1, 60 do chain = {down = chain} end
+          agent.state.tree = {x, chain}
+        end
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("sneaky.lua", script)]).await;
+    h.host.dispatch(events(1, 1));
+    let e = error_of(&mut h.out, "sneaky").await;
+    assert!(e.contains("table.insert: a position in a table with a __len metamethod is not supported"), "{e}");
+    h.host.dispatch(events(2, 1));
+    let e = error_of(&mut h.out, "sneaky").await;
+    assert!(e.contains("nested deeper than 100 levels"), "{e}");
 }

@@ -201,8 +201,9 @@ pub(crate) fn merge_committed_state(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<
     let committed = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
     for (key, json) in committed {
         let now: Value = state.raw_get(key.as_str())?;
+        // Compared as JSON values, not texts: a table's keys come out in any order.
         let untouched = match built.get(&key) {
-            Some(was) => serde_json::to_string(&now).ok().as_deref() == Some(was.as_str()),
+            Some(was) => serde_json::from_str::<serde_json::Value>(was).ok() == serde_json::to_value(&now).ok(),
             None => now.is_nil(),
         };
         if untouched {

@@ -149,6 +149,14 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
         Ok(())
     })?;
     g.set("__charge", charge)?;
+    // Whether a table has a `__len` metamethod (read raw: `__metatable` cannot hide it).
+    let has_len = lua.create_function(|_, v: mlua::Value| {
+        Ok(match v {
+            mlua::Value::Table(t) => t.metatable().is_some_and(|mt| mt.raw_get::<mlua::Value>("__len").is_ok_and(|l| !l.is_nil())),
+            _ => false,
+        })
+    })?;
+    g.set("__has_len", has_len)?;
     g.set("__memory_limit", limits_memory(lua))?;
     lua.load(SANDBOX_PRELUDE).set_name("=sandbox").exec()?;
     Ok(())
@@ -165,8 +173,8 @@ string.dump = nil
 -- of memory is a limit too ("not enough memory" is Lua's own message for it). Every function
 -- that runs Lua code in protected mode is covered: pcall, xpcall, coroutine.resume and close,
 -- and load (whose reader function runs protected).
-local limit_hit, limit_mark, charge, memory_limit = __limit_hit, __limit_mark, __charge, __memory_limit
-__limit_hit, __limit_mark, __charge, __memory_limit = nil, nil, nil, nil
+local limit_hit, limit_mark, charge, memory_limit, has_len = __limit_hit, __limit_mark, __charge, __memory_limit, __has_len
+__limit_hit, __limit_mark, __charge, __memory_limit, __has_len = nil, nil, nil, nil, nil
 local raw_pcall, raw_xpcall, pack, unpack = pcall, xpcall, table.pack, table.unpack
 local type, tostring, tonumber, rawget, error, format, select = type, tostring, tonumber, rawget, error, string.format, select
 local function is_memory_error(e)
@@ -247,12 +255,25 @@ table.unpack = function(list, i, j)
   charge(count(i or 1, j or len(list)))
   return lib.unpack(list, i, j)
 end
+-- Shifting at a position loops in C over the length `__len` gives, asked again inside the
+-- call: a `__len` that answers differently the second time would escape the charge.
+local function no_len(list, name)
+  if has_len(list) then
+    error("table." .. name .. ": a position in a table with a __len metamethod is not supported (its length is asked again inside the call)", 3)
+  end
+end
 table.insert = function(list, ...)
-  if select('#', ...) >= 2 then charge(count((...), len(list))) end
+  if select('#', ...) >= 2 then
+    no_len(list, "insert")
+    charge(count((...), len(list)))
+  end
   lib.insert(list, ...)
 end
 table.remove = function(list, pos, ...)
-  if pos ~= nil then charge(count(pos, len(list))) end
+  if pos ~= nil then
+    no_len(list, "remove")
+    charge(count(pos, len(list)))
+  end
   local r = lib.remove(list, pos, ...)
   return r
 end

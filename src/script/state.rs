@@ -65,7 +65,7 @@ impl Saved {
         let mut seen = HashSet::new();
         if let Some(state) = state {
             let mut stack = vec![state.to_pointer()];
-            let mut done = HashSet::new();
+            let mut done = HashMap::new();
             for pair in state.pairs::<Value, Value>() {
                 let (k, v) = pair.map_err(|e| e.to_string())?;
                 let key = match k {
@@ -128,7 +128,7 @@ impl Saved {
 /// nesting deeper than `MAX_DEPTH`, and tables JSON would change: one with both list items and
 /// named keys, a list with gaps, number keys that are not a list (JSON keeps a list's items,
 /// or string keys). `done` holds the tables already checked (a table may appear many times).
-fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashSet<*const c_void>) -> Result<(), String> {
+fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashMap<*const c_void, usize>) -> Result<(), String> {
     match v {
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::String(_) | Value::LightUserData(_) => Ok(()),
         Value::Number(n) if n.is_finite() => Ok(()),
@@ -141,7 +141,8 @@ fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, do
             if stack.contains(&ptr) {
                 return Err(format!("{path}: refers back to a table that contains it (a cycle); agent.state cannot keep it"));
             }
-            if done.contains(&ptr) {
+            // Checked before at this depth or deeper down: its subtree fits here too.
+            if done.get(&ptr).is_some_and(|&d| d >= depth) {
                 return Ok(());
             }
             stack.push(ptr);
@@ -172,7 +173,7 @@ fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, do
                 return Err(format!("{path}: a list with gaps cannot be saved (JSON would drop what follows the first gap)"));
             }
             stack.pop();
-            done.insert(ptr);
+            done.insert(ptr, depth);
             Ok(())
         }
         other => Err(format!("{path}: a {} cannot be saved; agent.state holds only nil, booleans, numbers, strings and tables", other.type_name())),
