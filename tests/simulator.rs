@@ -397,3 +397,18 @@ async fn the_token_endpoint_takes_a_multipart_grant() {
     let t: Value = r.json().await.unwrap();
     assert!(t["access_token"].as_str().is_some_and(|s| !s.is_empty()), "{t}");
 }
+
+#[tokio::test]
+async fn an_outgoing_call_cancelled_while_ringing_ends_its_invitation() {
+    let sim = start_sim(SimConfig { ring_time: Duration::from_secs(3600), ..sim_config() }).await;
+    let c = client(&sim, true).await;
+    let app: Value = c.get(&c.app).await.json().await.unwrap();
+    let start = app["_embedded"]["communication"]["_links"]["startAudioVideo"]["href"].as_str().unwrap();
+    let inv: Value = c.post(start, json!({"to": "sip:bob@contoso.com"})).await.json().await.unwrap();
+    let cancel = inv["_links"]["cancel"]["href"].as_str().unwrap_or_else(|| panic!("a ringing outgoing call offers cancel: {inv}"));
+    assert_eq!(c.post(cancel, json!({})).await.status(), StatusCode::NO_CONTENT);
+    let (seen, _) = until_event(&c, c.events.clone(), ("audioVideoInvitation", "completed")).await;
+    assert!(!seen.iter().any(|(r, _)| r == "audioVideoSession"), "no session for a cancelled call: {seen:?}");
+    let counters = sim.counters();
+    assert_eq!(counters["calls_ended"], 1, "{counters}");
+}
