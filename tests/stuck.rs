@@ -40,6 +40,10 @@ async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "stuck.lua", &hog(r#""audioVideoSession", "added""#));
     write(dir.path(), "witness.lua", WITNESS);
+    // Two more hogs beside it that the limits stop: a timer that is always due and a
+    // backtracking pattern on every event.
+    write(dir.path(), "timer_hog.lua", "agent.every(10, function() local x = 0 for i = 1, 3e6 do x = x + i end end)\n");
+    write(dir.path(), "find_hog.lua", "agent.on('audioVideoSession', function(e) string.find(('a'):rep(40), ('a*'):rep(40) .. 'b') end)\n");
     let extra = format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
     let metrics = agent.metrics.expect("metrics listen");
@@ -80,11 +84,6 @@ fn spawn(config: &Path) -> std::process::Child {
     agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(Stdio::piped()).spawn().unwrap()
 }
 
-/// Waits for the process to exit; its exit code and how long that took.
-async fn exit_of(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, Duration) {
-    exit_within(child, limit).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does() {
     let sim = start_sim(sim_config()).await;
@@ -96,7 +95,7 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
     let mut agent = spawn(&config);
     wait_available(&sim).await;
     signal(&agent, "-TERM");
-    let (code, took) = exit_of(&mut agent, Duration::from_secs(20)).await;
+    let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(9), "SIGTERM took {took:?}");
 
@@ -106,7 +105,7 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
     signal(&agent, "-TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     signal(&agent, "-TERM");
-    let (code, took) = exit_of(&mut agent, Duration::from_secs(20)).await;
+    let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(130));
     assert!(took < Duration::from_secs(2), "the second SIGTERM took {took:?}");
 }
@@ -124,7 +123,7 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     let state = dir.path().join(".state");
     assert!(stderr.contains(&state.display().to_string()) && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
     signal(&first, "-TERM");
-    exit_of(&mut first, Duration::from_secs(20)).await;
+    exit_within(&mut first, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

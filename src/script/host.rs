@@ -50,11 +50,6 @@ impl ScriptHost {
         ScriptHost { inner }
     }
 
-    /// Scripts the watchdog declared stuck (not fed until their file changes).
-    pub fn stuck(&self) -> Vec<String> {
-        self.lock().iter().filter(|(_, e)| e.watch.is_stuck()).map(|(n, _)| n.clone()).collect()
-    }
-
     pub fn env(&self) -> &Arc<ScriptEnv> {
         &self.inner.env
     }

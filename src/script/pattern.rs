@@ -60,6 +60,11 @@ impl<'a> Matcher<'a> {
         Matcher { src, pat, level: 0, capture: [Capture { init: 0, len: 0 }; MAX_CAPTURES], depth: MAX_DEPTH, steps, deadline: None }
     }
 
+    /// A match found earlier (its captures kept), to read its captures from.
+    pub(crate) fn found(src: &'a [u8], pat: &'a [u8], level: usize, capture: [Capture; MAX_CAPTURES]) -> Matcher<'a> {
+        Matcher { level, capture, ..Matcher::new(src, pat, 0) }
+    }
+
     /// Also stops at `deadline`.
     pub(crate) fn until(mut self, deadline: Option<std::time::Instant>) -> Matcher<'a> {
         self.deadline = deadline;

@@ -81,7 +81,7 @@ impl Saved {
                         continue;
                     }
                 }
-                check(&v, &path, 1, &mut stack, &mut done)?;
+                check(&v, &|| path.clone(), 1, &mut stack, &mut done)?;
                 let room = max_bytes.saturating_sub(delta.bytes + key.len() + 4);
                 let json = super::bounded::json_within(&v, room).map_err(|e| match e {
                     None => format!("agent.state is over scripts.state_max_bytes ({max_bytes} bytes of JSON) at {path}; changes to it are not saved"),
@@ -128,18 +128,18 @@ impl Saved {
 /// nesting deeper than `MAX_DEPTH`, and tables JSON would change: one with both list items and
 /// named keys, a list with gaps, number keys that are not a list (JSON keeps a list's items,
 /// or string keys). `done` holds the tables already checked (a table may appear many times).
-fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashMap<*const c_void, usize>) -> Result<(), String> {
+fn check(v: &Value, path: &dyn Fn() -> String, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashMap<*const c_void, usize>) -> Result<(), String> {
     match v {
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::String(_) | Value::LightUserData(_) => Ok(()),
         Value::Number(n) if n.is_finite() => Ok(()),
-        Value::Number(n) => Err(format!("{path}: {n} cannot be saved (JSON has no NaN or infinity)")),
+        Value::Number(n) => Err(format!("{}: {n} cannot be saved (JSON has no NaN or infinity)", path())),
         Value::Table(t) => {
             if depth > MAX_DEPTH {
-                return Err(format!("{path}: nested deeper than {MAX_DEPTH} levels; agent.state cannot keep it"));
+                return Err(format!("{}: nested deeper than {MAX_DEPTH} levels; agent.state cannot keep it", path()));
             }
             let ptr = t.to_pointer();
             if stack.contains(&ptr) {
-                return Err(format!("{path}: refers back to a table that contains it (a cycle); agent.state cannot keep it"));
+                return Err(format!("{}: refers back to a table that contains it (a cycle); agent.state cannot keep it", path()));
             }
             // Checked before at this depth or deeper down: its subtree fits here too.
             if done.get(&ptr).is_some_and(|&d| d >= depth) {
@@ -149,33 +149,34 @@ fn check(v: &Value, path: &str, depth: usize, stack: &mut Vec<*const c_void>, do
             let len = t.raw_len() as i64;
             let (mut keys, mut named) = (0usize, 0usize);
             for pair in t.pairs::<Value, Value>() {
-                let (k, v) = pair.map_err(|e| format!("{path}: {e}"))?;
+                let (k, v) = pair.map_err(|e| format!("{}: {e}", path()))?;
                 keys += 1;
-                let sub = match &k {
+                // The path is only spelled out when there is an error to name.
+                match &k {
                     Value::String(s) => {
                         named += 1;
-                        format!("{path}.{}", s.to_string_lossy())
+                        check(&v, &|| format!("{}.{}", path(), s.to_string_lossy()), depth + 1, stack, done)?;
                     }
-                    Value::Integer(i) if (1..=len).contains(i) => format!("{path}[{i}]"),
+                    Value::Integer(i) if (1..=len).contains(i) => check(&v, &|| format!("{}[{i}]", path()), depth + 1, stack, done)?,
                     other => {
                         let key = other.to_string().unwrap_or_else(|_| other.type_name().to_string());
                         return Err(format!(
-                            "{path}: the key {key} cannot be saved: JSON keeps a list (keys 1..n, no gaps) or string keys, so it would come back otherwise"
+                            "{}: the key {key} cannot be saved: JSON keeps a list (keys 1..n, no gaps) or string keys, so it would come back otherwise",
+                            path()
                         ));
                     }
-                };
-                check(&v, &sub, depth + 1, stack, done)?;
+                }
             }
             if named > 0 && named != keys {
-                return Err(format!("{path}: a table with both list items and named keys cannot be saved (JSON would keep only one kind)"));
+                return Err(format!("{}: a table with both list items and named keys cannot be saved (JSON would keep only one kind)", path()));
             }
             if named == 0 && keys as i64 != len {
-                return Err(format!("{path}: a list with gaps cannot be saved (JSON would drop what follows the first gap)"));
+                return Err(format!("{}: a list with gaps cannot be saved (JSON would drop what follows the first gap)", path()));
             }
             stack.pop();
             done.insert(ptr, depth);
             Ok(())
         }
-        other => Err(format!("{path}: a {} cannot be saved; agent.state holds only nil, booleans, numbers, strings and tables", other.type_name())),
+        other => Err(format!("{}: a {} cannot be saved; agent.state holds only nil, booleans, numbers, strings and tables", path(), other.type_name())),
     }
 }

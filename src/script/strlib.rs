@@ -113,9 +113,7 @@ fn find_aux(lua: &Lua, s: &LuaString, p: &LuaString, init: Option<i64>, plain: b
         r
     })?;
     let Some((start, end, level, capture)) = found else { return Ok(MultiValue::from_iter([Value::Nil])) };
-    let mut m = Matcher::new(&src, pat, 0);
-    m.level = level;
-    m.capture = capture;
+    let m = Matcher::found(&src, pat, level, capture);
     let mut out = Vec::new();
     if find {
         out.push(Value::Integer(start as i64 + 1));
@@ -157,9 +155,7 @@ fn gmatch(lua: &Lua, (s, p, init): (LuaString, LuaString, Option<i64>)) -> mlua:
         };
         pos.set(end);
         last.set(Some(end));
-        let mut m = Matcher::new(&src, &pat, 0);
-        m.level = level;
-        m.capture = capture;
+        let m = Matcher::found(&src, &pat, level, capture);
         Ok(MultiValue::from_iter(captures(lua, &m, start, end, true)?))
     })
 }
@@ -202,9 +198,7 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
         match found {
             Some((e, level, capture)) if Some(e) != last => {
                 n += 1;
-                let mut m = Matcher::new(&src, pat, 0);
-                m.level = level;
-                m.capture = capture;
+                let m = Matcher::found(&src, pat, level, capture);
                 add_value(lua, &mut out, memory_cap, &m, &repl, &src, at, e)?;
                 at = e;
                 last = Some(e);
