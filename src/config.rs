@@ -169,6 +169,9 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulatorConfig {
+    /// Where it listens (loopback); unset: an ephemeral port (the embedded one) or
+    /// 127.0.0.1:8480 (`simulate`).
+    pub listen: Option<std::net::SocketAddr>,
     pub calls_per_minute: f64,
     pub ring_secs: f64,
     pub call_duration_secs: f64,
@@ -176,7 +179,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig { calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
+        SimulatorConfig { listen: None, calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
     }
 }
 
@@ -268,6 +271,11 @@ impl Config {
             }
         }
         let sim = &self.simulator;
+        if let Some(addr) = sim.listen {
+            if !addr.ip().is_loopback() {
+                return Err(self.invalid("simulator.listen", format!("expected a loopback address (127.0.0.1:PORT or [::1]:PORT), got {addr}")));
+            }
+        }
         if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 60000.0) {
             return Err(self.invalid("simulator.calls_per_minute", "expected 0 to 60000"));
         }

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             Command::Check => with_config(&cli.config, |c| async move { check(&c) }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { dir } => test(&cli.config, dir).await,
-            Command::Simulate(args) => sim::cli::simulate(args, shutdown_signal()).await,
+            Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
         }
     });
     // Whatever still runs (a script's load given up on, a request in flight) is not waited

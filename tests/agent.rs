@@ -120,8 +120,8 @@ async fn survives(fault: Fault, count: usize, kind: Option<&str>) -> serde_json:
     let seqs: Vec<u64> = state["seqs"].as_array().expect("seqs recorded").iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, no repeats: {seqs:?}");
     let sent = counters["events"].as_u64().unwrap();
-    if matches!(fault, Fault::Resync) {
-        // After a resync the channel starts over: the batch in flight comes again (as a
+    if matches!(fault, Fault::Resync | Fault::Resume) {
+        // After a resync (or resume) the channel starts over: the batch in flight comes again (as a
         // repeat), so scripts may see its events twice; none is lost.
         assert!(seqs.len() as u64 >= sent, "every event sent was seen: {seqs:?} {counters}");
     } else {
@@ -172,6 +172,15 @@ async fn a_resync_is_followed_and_reported_to_scripts() {
     let mut want = vec!["agent resync"];
     want.extend(TWO_CALLS);
     assert_eq!(r["seen"], json!(want), "{r}");
+}
+
+#[tokio::test]
+async fn a_resume_is_followed_and_reported_to_scripts_as_a_resync() {
+    let r = survives(Fault::Resume, 1, Some("resume")).await;
+    let mut want = vec!["agent resync"];
+    want.extend(TWO_CALLS);
+    assert_eq!(r["seen"], json!(want), "{r}");
+    assert_eq!(r["counters"]["resumes"], 1, "{r}");
 }
 
 #[tokio::test]

@@ -178,3 +178,33 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     assert_eq!(code, Some(130));
     assert!(took < Duration::from_secs(3), "the second signal exits at once: {took:?}");
 }
+
+fn tls_sim_config() -> SimConfig {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    SimConfig { tls: Some(ucwa_agent::sim::TlsFiles { cert: fixtures.join("sim.pem"), key: fixtures.join("sim.key") }), ..sim_config() }
+}
+
+#[tokio::test]
+async fn tls_is_verified_and_server_ca_file_adds_a_corporate_ca() {
+    use ucwa_agent::sim::{DEMO_PASSWORD, DEMO_USER};
+    use ucwa_agent::ucwa::signin::sign_in;
+    use ucwa_agent::ucwa::{session::http_client, Auth, Secret};
+    let sim = start_sim(tls_sim_config()).await;
+    assert!(sim.discovery_url().starts_with("https://127.0.0.1:"), "{}", sim.discovery_url());
+    let discover = url::Url::parse(&sim.discovery_url()).unwrap();
+    let auth = Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) };
+
+    // Without the CA, a certificate the public roots do not vouch for is refused.
+    let refused = sign_in(&http_client(None).unwrap(), &discover, &auth, None).await.err().expect("an untrusted certificate is refused");
+    assert!(format!("{refused:?}").contains("UnknownIssuer"), "{refused:?}");
+
+    // `server.ca_file` names the CA: the agent signs in over TLS and takes calls.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "calls.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('call over tls') end)\n");
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
+    let text = config_text(&sim, dir.path(), "").replace("[server]\n", &format!("[server]\nca_file = \"{}\"\n", ca.display()));
+    let mut agent = start_agent(&sim, &text).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut agent.out, "calls", 1).await, ["call over tls"]);
+    agent.stop().await;
+}

@@ -106,3 +106,32 @@ async fn retry_after_is_honoured_and_429_is_told_from_5xx() {
     assert!(second >= Duration::from_secs(30) && second < Duration::from_secs(31), "after the 429: {second:?}");
     assert_eq!((recoveries(&text, "server_error"), recoveries(&text, "throttled")), (1, 1), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_accept_call_rings_until_answered_or_two_minutes() {
+    use ucwa_agent::sim::{CallOutcome, CallSpec};
+    use ucwa_agent::ucwa::application;
+    let sim = start_sim(sim_config()).await;
+    let auth = Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) };
+    let discover = url::Url::parse(&sim.discovery_url()).unwrap();
+    let signed = sign_in(&http_client(None).unwrap(), &discover, &auth, None).await.unwrap();
+    let app = application::create(&signed.session, &signed.applications_href, "test", "e1").await.unwrap();
+    application::make_me_available(&signed.session, &app, &["Audio".to_string()]).await.unwrap();
+    let control = format!("{}/sim/v1/calls", sim.origin());
+    let http = reqwest::Client::new();
+    let waiting = || CallSpec { outcome: CallOutcome::WaitForAccept, ..CallSpec::default() };
+
+    // Long past the simulator's ring time (2 s), the call still waits for an answer.
+    let call = sim.start_call(waiting()).unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await; // (the call's task starts its clock)
+    tokio::time::advance(Duration::from_secs(99)).await;
+    let r = http.post(format!("{control}/{call}/accept")).send().await.unwrap();
+    assert_eq!(r.status(), 204, "accepted after 100 s of ringing");
+
+    // Unanswered, it is missed at the stated maximum: the control API no longer knows it.
+    let call = sim.start_call(waiting()).unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await; // (the call's task starts its clock)
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let r = http.post(format!("{control}/{call}/accept")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "missed after two minutes");
+}

@@ -127,6 +127,26 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_account_say_their_polls_are_replaced() {
+    // README "Running in production": two state directories, one account: the agents share
+    // the application (same endpoint id) and replace each other's pending GETs.
+    let sim = start_sim(sim_config()).await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = a.path().join("agents.log");
+    let file = || std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let mut first = agent_command(&["run", "--config", config_file(&sim, a.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn().unwrap();
+    wait_available(&sim).await;
+    let mut second = agent_command(&["run", "--config", config_file(&sim, b.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn().unwrap();
+    file_contains(&log, "PGetReplaced").await;
+    file_contains(&log, "another client may be using this application").await;
+    eventually("the simulator counts replaced polls", || sim.counters()["pget_replaced"].as_u64().unwrap() > 0).await;
+    for agent in [&mut first, &mut second] {
+        signal(agent, "-TERM");
+        exit_within(agent, Duration::from_secs(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();

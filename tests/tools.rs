@@ -235,3 +235,42 @@ async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
     signal(&simulate, "-TERM");
     assert!(exit_within(&mut simulate, PATIENCE).await.0.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificate_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[simulator]\nlisten = \"127.0.0.1:{port}\"\ncalls_per_minute = 30\ncall_duration_secs = 4\n")).unwrap();
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let (cert, key) = (tls.join("sim.pem"), tls.join("sim.key"));
+    let args = ["simulate", "--config", config.to_str().unwrap(), "--ring-secs", "1.5", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let mut simulate = agent_command(&args, &[]).stderr(Stdio::null()).spawn().unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let http = test_http();
+    let mut settings = serde_json::Value::Null;
+    let ready = std::time::Instant::now();
+    while settings.is_null() && ready.elapsed() < PATIENCE {
+        match http.get(format!("{base}/sim/v1/settings")).send().await {
+            Ok(r) => settings = r.json().await.unwrap(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // The file's keys, the flag over the file, the embedded simulator's default for the rest.
+    assert_eq!(settings["origin"], base.as_str(), "{settings}");
+    assert_eq!((settings["calls_per_minute"].as_f64(), settings["ring_secs"].as_f64()), (Some(30.0), Some(1.5)), "{settings}");
+    assert_eq!(settings["call_duration_secs"].as_f64(), Some(4.0), "{settings}");
+    assert_eq!(settings["users"], serde_json::json!(["demo@contoso.com"]), "{settings}");
+    signal(&simulate, "-TERM");
+    assert_eq!(exit_within(&mut simulate, PATIENCE).await.0, Some(0));
+
+    // Without a config file: the embedded defaults. A key that is not PEM: status 2, file named.
+    let defaults = ucwa_agent::config::SimulatorConfig::default();
+    assert_eq!((defaults.calls_per_minute, defaults.call_duration_secs), (6.0, 8.0));
+    let out = agent_command(&["simulate", "--config", "/nonexistent.toml", "--listen", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", config.to_str().unwrap()], &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(config.to_str().unwrap()) && stderr.contains("private key"), "{stderr}");
+}

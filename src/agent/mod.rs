@@ -46,8 +46,8 @@ pub enum StartError {
     Metrics { file: String, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("{file}: `state.dir`: {source}")]
     Locked { file: String, source: crate::store::LockError },
-    #[error("cannot start the embedded simulator: {0}")]
-    Simulator(std::io::Error),
+    #[error("{file}: cannot start the embedded simulator on {listen} (`simulator.listen`): {source}")]
+    Simulator { file: String, listen: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot watch the scripts directory {dir}: {source}")]
     Watch { dir: String, source: notify::Error },
 }
@@ -84,9 +84,10 @@ impl Agent {
         let lock = crate::store::DirLock::acquire(&config.state_dir()).map_err(|source| StartError::Locked { file: file.clone(), source })?;
         let (discover, simulator) = match config.discover()? {
             Discover::Embedded => {
-                let sim = Simulator::start(config.embedded_simulator(), ([127, 0, 0, 1], 0).into())
+                let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
+                let sim = Simulator::start(config.embedded_simulator(), listen)
                     .await
-                    .map_err(StartError::Simulator)?;
+                    .map_err(|source| StartError::Simulator { file: file.clone(), listen, source })?;
                 (Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"), Some(sim))
             }
             Discover::Url(url) => (url, None),

@@ -44,9 +44,13 @@ pub enum CallOutcome {
     Answered,
     /// Nobody answers: the invitation completes with Failure / Missed.
     Missed,
-    /// The call rings until a client POSTs `acceptWithAnswer` or `decline`; Missed at ring time.
+    /// The call rings until a client POSTs `acceptWithAnswer` or `decline` (or the control API
+    /// ends it); Missed after `ring_ms` if given, else after [`WAIT_FOR_ACCEPT_MAX`].
     WaitForAccept,
 }
+
+/// How long a `wait_for_accept` call rings when its spec names no `ring_ms`.
+pub const WAIT_FOR_ACCEPT_MAX: Duration = Duration::from_secs(120);
 
 /// A call to start, from the control API, the generator or `startAudioVideo`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -159,7 +163,11 @@ pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u6
         id
     };
     Counters::bump(&shared.counters.calls_started);
-    let ring = spec.ring_ms.map(Duration::from_millis).unwrap_or(shared.config.ring_time);
+    let ring = match (spec.ring_ms, spec.outcome) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, CallOutcome::WaitForAccept) => WAIT_FOR_ACCEPT_MAX,
+        (None, _) => shared.config.ring_time,
+    };
     let duration = spec.duration_ms.map(Duration::from_millis);
     tokio::spawn(drive(shared.clone(), call_id, spec.outcome, ring, duration, rx));
     Ok(call_id)

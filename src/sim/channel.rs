@@ -172,6 +172,15 @@ impl Channel {
         self.resync_body(ack, first_unacked)
     }
 
+    /// Answers the current request with a resume link to the first unacknowledged batch (what
+    /// a pool sends after it cleaned up following a long gap; nothing queued is dropped here).
+    pub(crate) fn force_resume(&mut self, ack: u64, now: Instant) -> Bytes {
+        let first_unacked = self.kept.as_ref().map_or(self.next_batch, |(n, _)| *n);
+        self.last_release = now;
+        let body = json!({"_links": {"self": {"href": self.href(ack)}, "resume": {"href": self.href(first_unacked)}}});
+        Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"))
+    }
+
     /// Forms batch `next_batch` from everything queued (possibly nothing) and keeps it.
     fn release(&mut self, now: Instant) -> PollStep {
         let n = self.next_batch;

@@ -7,6 +7,7 @@
 //! - `POST /sim/v1/faults` (`{"kind": …, "count": n}`, see `Fault`) → 204
 //! - `GET /sim/v1/counters` → request and event counters
 //! - `GET /sim/v1/applications` → the live applications
+//! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
 use super::reply::Reply;
@@ -28,8 +29,29 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["faults"] if m == Method::POST => fault(shared, req),
         ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
         ["applications"] if m == Method::GET => list_apps(shared),
+        ["settings"] if m == Method::GET => settings(shared),
         _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
     }
+}
+
+/// The settings in force, so a person (or a test) can see which defaults applied.
+fn settings(shared: &Shared) -> Reply {
+    let c = &shared.config;
+    Reply::json(
+        StatusCode::OK,
+        &json!({
+            "origin": shared.origin,
+            "users": c.users.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            "calls_per_minute": c.calls_per_minute,
+            "ring_secs": c.ring_time.as_secs_f64(),
+            "call_duration_secs": c.call_duration.as_secs_f64(),
+            "wait_for_accept_max_secs": calls::WAIT_FOR_ACCEPT_MAX.as_secs(),
+            "token_lifetime_secs": c.token_lifetime.as_secs(),
+            "app_idle_secs": c.app_idle_timeout.as_secs(),
+            "min_poll_timeout_secs": c.min_poll_timeout.as_secs(),
+            "max_poll_timeout_secs": c.max_poll_timeout.as_secs(),
+        }),
+    )
 }
 
 fn bad(message: String) -> Reply {

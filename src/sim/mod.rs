@@ -25,10 +25,12 @@ mod reply;
 mod resources;
 mod server;
 mod state;
+mod tls;
 
 pub use calls::{CallOutcome, CallSpec, Direction};
 pub use server::Simulator;
 pub use state::Fault;
+pub use tls::TlsFiles;
 
 use std::time::Duration;
 
@@ -51,6 +53,8 @@ pub struct SimConfig {
     pub ring_time: Duration,
     /// How long a generated call lasts once answered.
     pub call_duration: Duration,
+    /// Serve HTTPS with these files instead of HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The demo account that `discover = "embedded"` signs in with.
@@ -69,6 +73,7 @@ impl Default for SimConfig {
             calls_per_minute: 0.0,
             ring_time: Duration::from_secs(2),
             call_duration: Duration::from_secs(20),
+            tls: None,
         }
     }
 }

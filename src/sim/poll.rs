@@ -92,6 +92,10 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
                     Counters::bump(&shared.counters.resyncs);
                     return Reply::json_bytes(StatusCode::OK, app.channel.force_resync(ack, now)).into();
                 }
+                Fault::Resume => {
+                    Counters::bump(&shared.counters.resumes);
+                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resume(ack, now)).into();
+                }
                 Fault::TokenExpiry | Fault::ApplicationGone => {} // applied when injected
             }
         }

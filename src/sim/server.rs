@@ -40,23 +40,27 @@ pub struct Simulator {
 impl Simulator {
     /// Binds `listen` (port 0 for an ephemeral one) and serves until shut down.
     pub async fn start(config: SimConfig, listen: SocketAddr) -> std::io::Result<Simulator> {
+        let acceptor = config.tls.as_ref().map(|t| t.acceptor()).transpose()?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             state: Mutex::new(SimState::new(&config)),
             config,
             counters: Counters::default(),
-            origin: format!("http://{addr}"),
+            origin: format!("{scheme}://{addr}"),
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let generator = generator::spawn(shared.clone());
+        let stopped = async {
+            let _ = stopped.await;
+        };
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
+            let served = match acceptor {
+                None => axum::serve(listener, router).with_graceful_shutdown(stopped).await,
+                Some(a) => axum::serve(super::tls::TlsListener::new(listener, a), router).with_graceful_shutdown(stopped).await,
+            };
             if let Some(g) = generator {
                 g.abort();
             }

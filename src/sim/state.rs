@@ -31,6 +31,9 @@ pub enum Fault {
     MalformedBody,
     /// Answer with a `resync` link instead of the batch.
     Resync,
+    /// Answer with a `resume` link instead of the batch, as a pool does after cleaning up
+    /// following a long gap in polling.
+    Resume,
     /// Every token of every user stops being valid now (applied at once, not queued).
     TokenExpiry,
     /// Every application is deleted now (applied at once, not queued).
@@ -50,6 +53,7 @@ pub(crate) struct Counters {
     pub repeated_batches: AtomicU64,
     pub events: AtomicU64,
     pub resyncs: AtomicU64,
+    pub resumes: AtomicU64,
     pub pget_replaced: AtomicU64,
     pub tokens_issued: AtomicU64,
     pub token_rejections: AtomicU64,
@@ -72,7 +76,7 @@ impl Counters {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "polls": g(&self.polls), "batches": g(&self.batches), "empty_batches": g(&self.empty_batches),
-            "repeated_batches": g(&self.repeated_batches), "events": g(&self.events), "resyncs": g(&self.resyncs),
+            "repeated_batches": g(&self.repeated_batches), "events": g(&self.events), "resyncs": g(&self.resyncs), "resumes": g(&self.resumes),
             "pget_replaced": g(&self.pget_replaced), "tokens_issued": g(&self.tokens_issued),
             "token_rejections": g(&self.token_rejections), "unauthorized": g(&self.unauthorized),
             "applications_created": g(&self.applications_created),

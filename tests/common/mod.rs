@@ -174,12 +174,20 @@ async fn run_agent(sim: &Simulator, config: Config, wait: bool) -> Running {
     Running { out, reloader, metrics, stop: Some(stop), task }
 }
 
+/// An HTTP client for the tests' own requests, trusting the test CA of `tests/fixtures/tls`
+/// (so it can reach a simulator serving HTTPS too).
+pub fn test_http() -> reqwest::Client {
+    let ca = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem")).expect("the test CA");
+    reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap()
+}
+
 /// Waits until some application has made itself available (incoming calls can ring).
 pub async fn wait_available(sim: &Simulator) {
     let url = format!("{}/sim/v1/applications", sim.origin());
+    let http = test_http();
     let wait = async {
         loop {
-            let apps: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            let apps: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
             if apps.as_array().unwrap().iter().any(|a| a["available"] == true && a["pollParked"] == true) {
                 return;
             }
