@@ -372,6 +372,33 @@ impl Config {
         }
     }
 
+    /// What `run` reads at start besides this file: the secret `[auth]` names (an environment
+    /// variable set and not empty, a token file readable; a token command is not run) and the
+    /// scripts directory. `check` reports these as configuration problems.
+    pub fn check_surroundings(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let unset = |var: &str| std::env::var(var).map_or(true, |v| v.is_empty());
+        if let Some(auth) = &self.auth {
+            if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
+                problems.push(self.invalid("auth.password_env", format!("the environment variable {var} is not set (it holds the password)")));
+            }
+            if let Some(var) = auth.token_env.as_deref().filter(|v| unset(v)) {
+                problems.push(self.invalid("auth.token_env", format!("the environment variable {var} is not set (it holds the token)")));
+            }
+            if let Some(file) = &auth.token_file {
+                let path = self.resolve(file);
+                if let Err(e) = std::fs::File::open(&path) {
+                    problems.push(self.invalid("auth.token_file", format!("cannot read {}: {e}", path.display())));
+                }
+            }
+        }
+        let dir = self.scripts_dir();
+        if let Err(e) = std::fs::read_dir(&dir) {
+            problems.push(self.invalid("scripts.dir", format!("cannot read {}: {e}", dir.display())));
+        }
+        problems
+    }
+
     /// The simulator settings `discover = "embedded"` runs with.
     pub fn embedded_simulator(&self) -> crate::sim::SimConfig {
         crate::sim::SimConfig {

@@ -4,7 +4,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use ucwa_agent::{agent::Agent, config::Config, sim, tools};
+use ucwa_agent::agent::{Agent, RunEnd};
+use ucwa_agent::{config::Config, sim, tools};
+
+// Exit statuses, documented in README "Commands" (systemd's RestartPreventExitStatus uses 2 and 3).
+/// A script problem (`check`, `test`, `replay`).
+const EXIT_SCRIPTS: u8 = 1;
+/// The configuration (or a file it names) is wrong; nothing was tried.
+const EXIT_CONFIG: u8 = 2;
+/// The pool refused the credentials.
+const EXIT_CREDENTIALS: u8 = 3;
 
 #[derive(Parser)]
 #[command(version, about = "Runs Lua scripts on Skype for Business (UCWA) call events")]
@@ -77,7 +86,7 @@ async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path
         Ok(c) => f(c).await,
         Err(error) => {
             eprintln!("{error}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
@@ -87,20 +96,20 @@ async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(error) => {
             tracing::error!("{error}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let mut agent = match Agent::start(config).await {
         Ok(a) => a,
         Err(error) => {
             tracing::error!("{error}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Some(path) = record {
         if let Err(error) = agent.record_to(&path) {
             tracing::error!(file = %path.display(), %error, "--record: cannot open the file");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     }
     let reloader = agent.reloader();
@@ -111,12 +120,17 @@ async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
             reloader.reload().await;
         }
     });
-    agent.run(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    match agent.run(shutdown_signal()).await {
+        RunEnd::Stopped => ExitCode::SUCCESS,
+        RunEnd::CredentialsRefused(_) => ExitCode::from(EXIT_CREDENTIALS),
+    }
 }
 
 fn check(config: &Config) -> ExitCode {
     let report = tools::check::check(config);
+    for p in &report.config {
+        println!("{p}");
+    }
     for p in &report.problems {
         println!("{p}");
     }
@@ -125,7 +139,14 @@ fn check(config: &Config) -> ExitCode {
     }
     let errors = report.errors();
     println!("{} script(s) loaded, {errors} error(s), {} warning(s)", report.loaded.len(), report.problems.len() - errors);
-    if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if !report.config.is_empty() {
+        println!("the configuration has {} problem(s): `run` would not start", report.config.len());
+        ExitCode::from(EXIT_CONFIG)
+    } else if errors > 0 {
+        ExitCode::from(EXIT_SCRIPTS)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -> ExitCode {
@@ -144,11 +165,11 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
                 eprintln!("{bad}");
             }
             print!("{}", r.output);
-            if r.bad_lines.is_empty() && r.load_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if r.bad_lines.is_empty() && r.load_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
         }
         Err(error) => {
             eprintln!("{error}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
@@ -161,7 +182,7 @@ async fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
         Ok(f) => f,
         Err(error) => {
             eprintln!("{}: {error}", dir.display());
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let mut results = Vec::new();
@@ -174,7 +195,7 @@ async fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
     let (text, passed, failed) = tools::lua_test::tap(&results);
     print!("{text}");
     println!("{passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.

@@ -208,3 +208,42 @@ async fn tls_is_verified_and_server_ca_file_adds_a_corporate_ca() {
     assert_eq!(messages_of(&mut agent.out, "calls", 1).await, ["call over tls"]);
     agent.stop().await;
 }
+
+/// Logs the agent's own events with their reason, for the binary's log.
+const AGENT_EVENTS: &str = r#"agent.on("agent", function(e) agent.log.warn("agent event " .. e.type .. ": " .. tostring(e.resource.reason)) end)"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(&sim, dir.path(), "");
+    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (code, _) = exit_within(&mut agent, PATIENCE).await;
+    let mut log = String::new();
+    std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert_eq!(code, Some(3), "{log}");
+    assert!(log.contains("refused the credentials 3 times in a row") && log.contains("fix [auth]") && log.contains("invalid_grant"), "{log}");
+    assert!(!log.contains("wrong"), "the password is never logged: {log}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "three tries, no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_changed_while_running_signs_the_scripts_out_then_the_agent_exits_3() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "watch.lua", AGENT_EVENTS);
+    let config = config_file(&sim, dir.path(), "");
+    let log = dir.path().join("agent.log");
+    let mut agent = spawn_agent(&config, std::fs::File::create(&log).unwrap());
+    wait_available(&sim).await;
+    file_contains(&log, "agent event signedIn").await;
+    // An admin resets the password; the token runs out: the agent cannot renew it.
+    assert!(sim.set_password("demo@contoso.com", "reset-by-admin"));
+    sim.inject(Fault::TokenExpiry, 1);
+    sim.start_call(answered_call()).unwrap(); // releases the parked poll; the next one needs a token
+    let (code, _) = exit_within(&mut agent, PATIENCE).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("agent event signedOut: credentials refused"), "the scripts are told why: {text}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "{text}");
+}

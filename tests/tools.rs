@@ -59,7 +59,7 @@ fn a_failing_test_fails_the_run_and_says_where() {
 fn check_reports_each_problem_with_file_and_line() {
     let p = project(&[
         ("good.lua", "agent.on('audioVideoSession', function(e) end)\n"),
-        ("typo.lua", "-- a typo in the rel\n\nagent.on('audioVideoSesion', 'added', function(e) end)\nagent.on('conversation', 'removed', function(e) end)\n"),
+        ("typo.lua", "-- a typo in the rel\n\nagent.on('audioVideoSesion', 'added', function(e) end)\nagent.on('conversation', 'removed', function(e) end)\nagent.on('audioVideoInvitation', 'added', function(e) end)\n"),
         ("broken.lua", "agent.on('conversation', function(e)\n  if then\nend)\n"),
         ("boom.lua", "local t = nil\nprint(t.x)\n"),
         ("helper_test.lua", "this file is a test, not a script"),
@@ -72,7 +72,11 @@ fn check_reports_each_problem_with_file_and_line() {
     assert!(t.contains("scripts/typo.lua:3: warning: agent.on: `audioVideoSesion` is not an event rel UCWA sends (did you mean `audioVideoSession`?)"), "{t}");
     assert!(t.contains("scripts/typo.lua:4: warning: agent.on: `removed` is not an event type"), "{t}");
     assert!(t.contains("ok: good (1 subscription)") && !t.contains("helper_test"), "{t}");
-    assert!(t.contains("2 script(s) loaded, 2 error(s), 2 warning(s)"), "{t}");
+    assert!(
+        t.contains("scripts/typo.lua:5: warning: agent.on: UCWA sends `audioVideoInvitation` events of type `started`, `updated`, `completed`, never `added`"),
+        "{t}"
+    );
+    assert!(t.contains("2 script(s) loaded, 2 error(s), 3 warning(s)"), "{t}");
 
     let clean = project(&[("good.lua", "agent.on('audioVideoSession', function(e) end)\n")]);
     assert!(agent(&["check"], clean.path()).status.success());
@@ -80,6 +84,16 @@ fn check_reports_each_problem_with_file_and_line() {
     let o = agent(&["check"], clean.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("config.toml") && text(&o).contains("unknown field `dri`"), "{}", text(&o));
+
+    // What `run` needs besides the file: status 2 with the key, as `run` would stop.
+    std::fs::write(clean.path().join("config.toml"), "[auth]\nkind = \"password\"\nusername = \"a@b.c\"\npassword_env = \"UCWA_AGENT_TEST_UNSET\"\n[scripts]\ndir = \"nosuch\"\n").unwrap();
+    let o = agent(&["check"], clean.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("`auth.password_env`: the environment variable UCWA_AGENT_TEST_UNSET is not set"), "{t}");
+    assert!(t.contains("`scripts.dir`: cannot read") && t.contains("nosuch"), "{t}");
+    let o = agent(&["run"], clean.path());
+    assert_eq!(o.status.code(), Some(2), "run stops at the same place: {}", text(&o));
 }
 
 const REPLAYED: &str = r#"

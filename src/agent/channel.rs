@@ -140,7 +140,7 @@ pub async fn run(
                 metrics.set_health(HealthState::Recovering, Some(e.to_string()));
                 e.retry_after()
             }
-            Err(e @ UcwaError::SignIn(_)) => return Err(e),
+            Err(e) if e.needs_sign_in() => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "event channel request failed; retrying the same ack");
                 metrics.recovery("transport");

@@ -153,8 +153,9 @@ impl Agent {
     }
 
     /// Runs until `shutdown` completes: then stops polling, lets handlers finish (bounded) and
-    /// deletes the application.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) {
+    /// deletes the application. Also ends when the pool refused the credentials
+    /// [`MAX_CREDENTIAL_REFUSALS`] times in a row.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> RunEnd {
         let (stop_tx, mut stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -173,6 +174,8 @@ impl Agent {
         let slot = self.host.env().session.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
         let metrics = self.host.env().metrics.clone();
+        let mut refusals = Refusals::default();
+        let mut end = RunEnd::Stopped;
         'sign_in: while !*stop.borrow() {
             metrics.set_health(HealthState::SigningIn, None);
             let signed = tokio::select! {
@@ -182,6 +185,10 @@ impl Agent {
             let signed = match signed {
                 Ok(s) => s,
                 Err(error) => {
+                    if let Some(given_up) = refusals.count(&error) {
+                        end = given_up;
+                        break;
+                    }
                     tracing::error!(%error, discover = %self.discover, "sign-in failed; retrying");
                     metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
                     if !pause(&mut backoff, error.retry_after(), &mut stop).await {
@@ -191,6 +198,7 @@ impl Agent {
                 }
             };
             let session = signed.session;
+            refusals = Refusals::default();
             tracing::info!(pool = session.origin().as_str(), user = %self.auth.user(), "signed in");
             slot.set(Some(session.clone()));
             metrics.sign_in();
@@ -202,12 +210,16 @@ impl Agent {
                 let app = match app {
                     Ok(app) => app,
                     Err(error) => {
+                        if let Some(given_up) = refusals.count(&error) {
+                            end = given_up;
+                            break 'sign_in;
+                        }
                         tracing::error!(%error, "cannot create the application; retrying");
                         metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
                         if !pause(&mut backoff, error.retry_after(), &mut stop).await {
                             break 'sign_in;
                         }
-                        if matches!(error, UcwaError::SignIn(_)) {
+                        if error.needs_sign_in() {
                             continue 'sign_in;
                         }
                         continue;
@@ -228,9 +240,9 @@ impl Agent {
                 );
                 let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.config.server.keepalive_secs));
                 metrics.set_health(HealthState::Polling, None);
-                let end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;
+                let channel_end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;
                 keepalive.abort();
-                match end {
+                match channel_end {
                     Ok(ChannelEnd::Shutdown) => {
                         // Polling has stopped. Scripts finish what they have (signedOut last),
                         // still able to call UCWA; then the application goes.
@@ -252,9 +264,13 @@ impl Agent {
                         sink.synthetic("resync", json!({"reason": "application gone"}));
                     }
                     Err(error) => {
-                        tracing::error!(%error, "signed out; signing in again");
                         slot.set(None);
                         sink.synthetic("signedOut", json!({"reason": error.to_string()}));
+                        if let Some(given_up) = refusals.count(&error) {
+                            end = given_up;
+                            break 'sign_in;
+                        }
+                        tracing::error!(%error, "signed out; signing in again");
                         continue 'sign_in;
                     }
                 }
@@ -270,6 +286,7 @@ impl Agent {
             sim.shutdown().await;
         }
         tracing::info!("agent stopped");
+        end
     }
 
     /// Resumes the application of the saved position if the pool still has it (a restart
@@ -314,6 +331,42 @@ impl Agent {
 }
 
 /// Waits out a backoff delay; false if shutdown came first.
+/// Sign-in attempts the pool may refuse in a row (`invalid_grant`, a rejected bearer token)
+/// before the agent stops: retrying a wrong password against Active Directory locks the account.
+pub const MAX_CREDENTIAL_REFUSALS: u32 = 3;
+
+/// How [`Agent::run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Shut down as asked.
+    Stopped,
+    /// The pool refused the credentials [`MAX_CREDENTIAL_REFUSALS`] times in a row (the last reason).
+    CredentialsRefused(String),
+}
+
+/// Credential refusals since the last successful sign-in.
+#[derive(Default)]
+struct Refusals(u32);
+
+impl Refusals {
+    /// Counts `error` if it is a refusal; at the limit, says so (one ERROR line) and gives the end.
+    fn count(&mut self, error: &UcwaError) -> Option<RunEnd> {
+        if !matches!(error, UcwaError::Credentials(_)) {
+            return None;
+        }
+        self.0 += 1;
+        if self.0 < MAX_CREDENTIAL_REFUSALS {
+            return None;
+        }
+        tracing::error!(
+            %error,
+            attempts = self.0,
+            "the pool refused the credentials {MAX_CREDENTIAL_REFUSALS} times in a row; stopping (fix [auth] or the secret it names, then start the agent again)"
+        );
+        Some(RunEnd::CredentialsRefused(error.to_string()))
+    }
+}
+
 async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = backoff.next_delay(retry_after);
     tokio::select! {

@@ -7,6 +7,8 @@
 //! - `POST /sim/v1/faults` (`{"kind": …, "count": n}`, see `Fault`) → 204
 //! - `GET /sim/v1/counters` → request and event counters
 //! - `GET /sim/v1/applications` → the live applications
+//! - `PUT /sim/v1/users/<name>` `{"password": …}` → 204: the account's password is now that
+//!   (an admin resetting it: the next password grant with the old one gets `invalid_grant`)
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
@@ -30,7 +32,35 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
+        ["users", name] if m == Method::PUT => set_password(shared, name, req),
         _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
+    }
+}
+
+fn set_password(shared: &Shared, name: &str, req: &Req) -> Reply {
+    let body: Value = match serde_json::from_slice(strip_bom(&req.body)) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let Some(password) = body.get("password").and_then(Value::as_str) else {
+        return bad("expected {\"password\": \"…\"}".into());
+    };
+    if set_user_password(shared, name, password) {
+        Reply::no_content()
+    } else {
+        Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "No such user.")
+    }
+}
+
+/// Sets an existing account's password; false if there is no such account.
+pub(crate) fn set_user_password(shared: &Shared, name: &str, password: &str) -> bool {
+    let mut st = shared.state.lock().expect("sim state lock");
+    match st.users.get_mut(&name.to_ascii_lowercase()) {
+        Some(p) => {
+            *p = password.to_string();
+            true
+        }
+        None => false,
     }
 }
 

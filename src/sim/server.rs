@@ -96,6 +96,11 @@ impl Simulator {
         control::command_call(&self.shared, id, CallCommand::End)
     }
 
+    /// Changes an account's password (as `PUT /sim/v1/users/<name>` does); false if unknown.
+    pub fn set_password(&self, user: &str, password: &str) -> bool {
+        control::set_user_password(&self.shared, user, password)
+    }
+
     /// Injects a fault `count` times (as `POST /sim/v1/faults` does).
     pub fn inject(&self, fault: Fault, count: usize) {
         control::inject(&self.shared, fault, count);

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::script::loader;
-use crate::ucwa::rels::{closest, is_known_rel, KNOWN_RELS, KNOWN_TYPES};
+use crate::ucwa::rels::{closest, is_known_rel, types_for, KNOWN_RELS, KNOWN_TYPES};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +39,8 @@ impl fmt::Display for Problem {
 /// What `check` found, and what it loaded.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// What stops `run` at start (exit status 2): secrets not there, the scripts directory.
+    pub config: Vec<crate::config::ConfigError>,
     pub problems: Vec<Problem>,
     /// Scripts that loaded, with their subscription count.
     pub loaded: Vec<(String, usize)>,
@@ -52,20 +54,12 @@ impl Report {
 
 /// Checks every script of the configuration's scripts directory.
 pub fn check(config: &Config) -> Report {
-    let mut report = Report::default();
+    let mut report = Report { config: config.check_surroundings(), ..Report::default() };
     let dir = config.scripts_dir();
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| crate::script::is_script_file(p)).collect(),
-        Err(e) => {
-            report.problems.push(Problem {
-                severity: Severity::Error,
-                file: config.path.clone(),
-                line: None,
-                message: format!("`scripts.dir`: cannot read {}: {e}", dir.display()),
-            });
-            return report;
-        }
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return report; // (in `report.config`)
     };
+    let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| crate::script::is_script_file(p)).collect();
     files.sort();
     let env = Arc::new(super::offline_env(config.script_settings(), true, false));
     for file in files {
@@ -86,6 +80,21 @@ pub fn check(config: &Config) -> Report {
                             line: sub.line,
                             message: format!("agent.on: `{}` is not an event rel UCWA sends{hint}; this handler will never run", sub.rel),
                         });
+                    }
+                    let fitting = types_for(&sub.rel);
+                    if let (Some(kind), Some(fitting)) = (sub.kind.as_deref().filter(|k| KNOWN_TYPES.contains(k)), fitting) {
+                        if !fitting.contains(&kind) {
+                            report.problems.push(Problem {
+                                severity: Severity::Warning,
+                                file: file.clone(),
+                                line: sub.line,
+                                message: format!(
+                                    "agent.on: UCWA sends `{}` events of type {}, never `{kind}`; this handler will never run",
+                                    sub.rel,
+                                    fitting.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                                ),
+                            });
+                        }
                     }
                     if let Some(kind) = sub.kind.as_deref().filter(|k| !KNOWN_TYPES.contains(k)) {
                         let hint = closest(kind, KNOWN_TYPES).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();

@@ -26,6 +26,10 @@ pub enum UcwaError {
     /// Sign-in cannot succeed without a change on the user's side (bad credentials, no password grant).
     #[error("sign-in failed: {0}")]
     SignIn(String),
+    /// The pool refused the credentials themselves (`invalid_grant`, a bearer token rejected
+    /// with no newer one): retrying cannot help, and with a password it can lock the account.
+    #[error("credentials refused: {0}")]
+    Credentials(String),
 }
 
 impl UcwaError {
@@ -49,6 +53,11 @@ impl UcwaError {
             UcwaError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+
+    /// The session cannot go on without signing in again (or at all).
+    pub fn needs_sign_in(&self) -> bool {
+        matches!(self, UcwaError::SignIn(_) | UcwaError::Credentials(_))
     }
 
     /// 404 ApplicationNotFound or 410 (InactiveApplicationExpired…): the application is gone.

@@ -32,6 +32,7 @@ pub const KNOWN_RELS: &[&str] = &[
     "messaging",
     "messagingInvitation",
     "missedItems",
+    "myOrganizationGroup",
     "myContactsAndGroupsSubscription",
     "note",
     "onlineMeeting",
@@ -56,6 +57,24 @@ pub const KNOWN_RELS: &[&str] = &[
 /// Event types: resources are added/updated/deleted, operations started/updated/completed; the
 /// agent's own events are signedIn/signedOut/resync.
 pub const KNOWN_TYPES: &[&str] = &["added", "updated", "deleted", "started", "completed", "signedIn", "signedOut", "resync"];
+
+/// The rels whose events are an operation's (`started`/`updated`/`completed`): invitations,
+/// (re)negotiations and messages, as the documentation's samples show.
+pub fn is_operation(rel: &str) -> bool {
+    rel.ends_with("Invitation") || rel.ends_with("Negotiation") || rel.ends_with("Renegotiation") || rel == "message"
+}
+
+/// The event types a known `rel` comes with (None for `*` or an unknown rel).
+pub fn types_for(rel: &str) -> Option<&'static [&'static str]> {
+    if rel == "*" || !KNOWN_RELS.contains(&rel) {
+        return None;
+    }
+    Some(match rel {
+        "agent" => &["signedIn", "signedOut", "resync"],
+        r if is_operation(r) => &["started", "updated", "completed"],
+        _ => &["added", "updated", "deleted"],
+    })
+}
 
 pub fn is_known_rel(rel: &str) -> bool {
     rel == "*" || KNOWN_RELS.contains(&rel)
@@ -96,5 +115,21 @@ mod tests {
         assert_eq!(closest("AUDIOVIDEO", KNOWN_RELS), Some("audioVideo"));
         assert_eq!(closest("completely-unrelated", KNOWN_RELS), None);
         assert!(is_known_rel("*") && is_known_rel("conversation") && !is_known_rel("call"));
+    }
+
+    /// Every (rel, type) pair in the documentation's event samples (listed, with the sample
+    /// each came from, in tests/fixtures/sample-event-types.json) is known and fits its rel.
+    #[test]
+    fn the_documentation_samples_fit_the_rel_type_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sample-event-types.json");
+        let pairs: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(pairs.len() > 80, "{}", pairs.len());
+        for p in &pairs {
+            let (rel, kind) = (p["rel"].as_str().unwrap(), p["type"].as_str().unwrap());
+            let fitting = types_for(rel).unwrap_or_else(|| panic!("{rel} is not known ({})", p["sample"]));
+            assert!(fitting.contains(&kind), "{rel}/{kind} ({}) does not fit {fitting:?}", p["sample"]);
+        }
+        assert_eq!(types_for("audioVideoInvitation"), Some(&["started", "updated", "completed"][..]));
+        assert_eq!(types_for("*"), None);
     }
 }

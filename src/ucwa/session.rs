@@ -157,10 +157,12 @@ impl Session {
         }
         let fresh = self.grant().await?;
         if rejected == Some(&fresh.value) {
-            return Err(UcwaError::SignIn(match &self.auth {
-                Auth::Bearer { source, .. } => format!("the pool rejected the bearer token from {}, and it has no newer one", source.describe()),
-                Auth::Password { .. } => "the pool rejected a token it has just issued".into(),
-            }));
+            return Err(match &self.auth {
+                Auth::Bearer { source, .. } => {
+                    UcwaError::Credentials(format!("the pool rejected the bearer token from {}, and it has no newer one", source.describe()))
+                }
+                Auth::Password { .. } => UcwaError::SignIn("the pool rejected a token it has just issued".into()),
+            });
         }
         let value = fresh.value.clone();
         *slot = Some(fresh);
@@ -218,7 +220,7 @@ impl Session {
         if status == 400 {
             let error = reply.json(&url).ok().and_then(|v| v.get("error")?.as_str().map(str::to_string));
             return Err(match error.as_deref() {
-                Some("invalid_grant") => UcwaError::SignIn(format!(
+                Some("invalid_grant") => UcwaError::Credentials(format!(
                     "the pool refused the user name or password for {username} (invalid_grant)"
                 )),
                 Some(other) => UcwaError::SignIn(format!("the token endpoint answered `{other}`")),

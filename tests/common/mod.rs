@@ -36,7 +36,7 @@ pub struct Running {
     /// Where `/metrics` and `/healthz` listen, when configured.
     pub metrics: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<ucwa_agent::agent::RunEnd>,
 }
 
 impl Running {
