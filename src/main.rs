@@ -43,18 +43,27 @@ enum Command {
         record: Option<PathBuf>,
     },
     /// Run the agent and record every event-channel batch to FILE (JSON Lines).
-    Record { file: PathBuf },
+    Record {
+        /// The JSON Lines file the batches are appended to (created if missing).
+        file: PathBuf,
+    },
     /// Load the configuration and every script without signing in; report problems.
     Check,
     /// Feed a recorded file (one batch JSON per line) through the scripts offline.
     Replay {
+        /// A recording (`record`, `run --record`) or any file with one event-channel batch (JSON) per line.
         file: PathBuf,
         /// Only this script (its file name without .lua).
         #[arg(long)]
         script: Option<String>,
     },
-    /// Run the script tests (`*_test.lua`) in DIR (default: the scripts directory).
-    Test { dir: Option<PathBuf> },
+    /// Run script tests: each FILE given, and the `*_test.lua` files of each DIR (default: the
+    /// scripts directory).
+    Test {
+        /// Test files (`*_test.lua`) and directories holding them.
+        #[arg(value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+    },
     /// Run the UCWA simulator alone, for an agent (or any UCWA client) to talk to.
     Simulate(sim::cli::SimulateArgs),
 }
@@ -71,7 +80,7 @@ fn main() -> ExitCode {
             Command::Record { file } => run(cli.config, Some(file)).await,
             Command::Check => with_config(&cli.config, |c| async move { check(&c) }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
-            Command::Test { dir } => test(&cli.config, dir).await,
+            Command::Test { paths } => test(&cli.config, paths).await,
             Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
         }
     });
@@ -174,17 +183,36 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
     }
 }
 
-async fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
+async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
     let loaded = Config::load(config).ok();
-    let dir = dir.or_else(|| loaded.as_ref().map(|c| c.scripts_dir())).unwrap_or_else(|| PathBuf::from("scripts"));
+    let paths = if paths.is_empty() {
+        vec![loaded.as_ref().map(|c| c.scripts_dir()).unwrap_or_else(|| PathBuf::from("scripts"))]
+    } else {
+        paths
+    };
     let settings = loaded.unwrap_or_else(|| Config::parse("", config).expect("defaults are valid")).script_settings();
-    let files = match tools::lua_test::find_tests(&dir) {
-        Ok(f) => f,
-        Err(error) => {
-            eprintln!("{}: {error}", dir.display());
+    let mut files = Vec::new();
+    for path in &paths {
+        if path.is_dir() {
+            match tools::lua_test::find_tests(path) {
+                Ok(found) => files.extend(found),
+                Err(error) => {
+                    eprintln!("{}: {error}", path.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            eprintln!("{}: no such file or directory", path.display());
             return ExitCode::from(EXIT_CONFIG);
         }
-    };
+    }
+    if files.is_empty() {
+        let places: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("no test files (`*_test.lua`) in {}", places.join(", "));
+        return ExitCode::from(EXIT_SCRIPTS);
+    }
     let mut results = Vec::new();
     // Each file may take its cases' time limits many times over, but not for ever.
     let limit = (settings.limits.handler_timeout * 30).max(std::time::Duration::from_secs(60));

@@ -288,3 +288,46 @@ async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificat
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(config.to_str().unwrap()) && stderr.contains("private key"), "{stderr}");
 }
+
+#[test]
+fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
+    let p = project(&[
+        ("rule.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end)\n"),
+        ("rule_test.lua", "test.load('rule.lua')\ntest.case('logs', function()\n  test.dispatch(test.event('audioVideoSession', 'added'))\n  test.eq(test.logs()[1].message, 'hi')\nend)\n"),
+    ]);
+    std::fs::create_dir(p.path().join("empty")).unwrap();
+    // A test file named directly, and a directory: both run.
+    let o = agent(&["test", "scripts/rule_test.lua"], p.path());
+    assert!(o.status.success() && text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
+    let o = agent(&["test", "scripts", "scripts/rule_test.lua"], p.path());
+    assert!(o.status.success() && text(&o).contains("2 passed, 0 failed"), "{}", text(&o));
+    // No tests: status 1 and why. A path that is not there: status 2.
+    let o = agent(&["test", "empty"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no test files (`*_test.lua`) in empty"), "{}", text(&o));
+    let o = agent(&["test", "nosuch_test.lua"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("nosuch_test.lua: no such file or directory"), "{}", text(&o));
+    // `replay --script` with a name that is not a script: the flag is blamed, the scripts listed.
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
+    let o = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--script nosuch: no script `nosuch.lua`") && text(&o).contains("there are: rule"), "{}", text(&o));
+    // Every argument and option of every command has a help text (on its line, or on the next,
+    // further indented, when clap puts long help below).
+    for command in ["run", "record", "check", "replay", "test", "simulate"] {
+        let help = text(&agent(&[command, "--help"], p.path()));
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let item = line.starts_with("  ") && (line.trim_start().starts_with('-') || line.trim_start().starts_with('['));
+            let item = item || (line.starts_with("  <") || line.starts_with("  [")) && !line.starts_with("   ");
+            if !item {
+                continue;
+            }
+            let inline = line.trim().split_once("  ").is_some_and(|(_, h)| !h.trim().is_empty());
+            let indent = line.len() - line.trim_start().len();
+            let below = lines.get(i + 1).is_some_and(|n| n.len() - n.trim_start().len() > indent && !n.trim().is_empty());
+            assert!(inline || below, "`{command}`: no help for {line:?}:\n{help}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod channel;
 pub mod endpoints;
 pub mod keepalive;
+pub mod record;
 mod reload;
 
 pub use reload::Reloader;
@@ -72,7 +73,7 @@ pub struct Agent {
     /// This agent's hold on `state.dir`, for as long as it lives.
     _lock: crate::store::DirLock,
     /// `--record FILE`.
-    recorder: Option<crate::tools::record::Recorder>,
+    recorder: Option<record::Recorder>,
 }
 
 impl Agent {
@@ -133,7 +134,8 @@ impl Agent {
 
     /// Appends every batch received to `path` (JSON Lines) for `replay`.
     pub fn record_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
-        self.recorder = Some(crate::tools::record::Recorder::open(path)?);
+        self.recorder = Some(record::Recorder::open(path)?);
+        tracing::info!(file = %path.display(), "recording every event-channel batch (JSON Lines, for `replay`)");
         Ok(())
     }
 

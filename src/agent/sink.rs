@@ -20,7 +20,7 @@ pub struct EventSink {
     journal_max_events: u64,
     batches: u32,
     /// `--record FILE`: every batch received, as received.
-    recorder: Option<crate::tools::record::Recorder>,
+    recorder: Option<super::record::Recorder>,
 }
 
 impl EventSink {
@@ -29,7 +29,7 @@ impl EventSink {
     }
 
     /// Records every batch received from now on.
-    pub fn record_to(&mut self, recorder: crate::tools::record::Recorder) {
+    pub fn record_to(&mut self, recorder: super::record::Recorder) {
         self.recorder = Some(recorder);
     }
 

@@ -1,14 +1,14 @@
 //! Tools for script authors, away from any pool:
 //!
+//! (`run --record` / `record`, which writes what `replay` reads, is the agent's: `agent::record`.)
+//!
 //! - `check.rs`: load the configuration and every script as `run` would, without signing in.
-//! - `record.rs`: append each raw event-channel batch to a JSON Lines file.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
 //!   UCWA and webhook answers, and assertions.
 
 pub mod check;
 pub mod lua_test;
-pub mod record;
 pub mod replay;
 
 /// The agent's offline environment: in-memory database, manual clock, nothing sent anywhere.

@@ -24,8 +24,8 @@ pub const REPLAY_ORIGIN: &str = "https://pool.replay.invalid";
 pub enum ReplayError {
     #[error("{}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: `scripts.dir`: no script named `{name}` in {}", file.display(), dir.display())]
-    NoSuchScript { file: PathBuf, name: String, dir: PathBuf },
+    #[error("--script {name}: no script `{name}.lua` in {} (`scripts.dir` of {}); there are: {}", dir.display(), file.display(), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    NoSuchScript { file: PathBuf, name: String, dir: PathBuf, known: Vec<String> },
 }
 
 /// What a replay printed, and whether the file or a script had errors.
@@ -70,15 +70,17 @@ pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: 
     let mut out = Replayed::default();
     let lines = read_batches(file, &mut out.bad_lines)?;
     let dir = config.scripts_dir();
-    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|source| ReplayError::Read { path: dir.clone(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| crate::script::is_script_file(p))
-        .filter(|p| only.is_none_or(|n| p.file_stem().and_then(|s| s.to_str()) == Some(n)))
         .collect();
-    scripts.sort();
+    all.sort();
+    let stem = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let scripts: Vec<PathBuf> = all.iter().filter(|p| only.is_none_or(|n| stem(p) == n)).cloned().collect();
     if let (Some(name), true) = (only, scripts.is_empty()) {
-        return Err(ReplayError::NoSuchScript { file: config.path.clone(), name: name.to_string(), dir });
+        let known = all.iter().map(stem).collect();
+        return Err(ReplayError::NoSuchScript { file: config.path.clone(), name: name.to_string(), dir, known });
     }
     for script in scripts {
         replay_one(config, &script, &lines, &mut out, progress).await;
