@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - `config`: `config.toml`, checked, with errors that name the key.
+//! - `logfmt`: the human and JSON log lines, and the default log filter.
 //! - `ucwa`: the client side of the protocol: origin, sign-in, session, application, batches.
 //! - `agent`: the run loop: sign-in, application, keep-alive, event channel, recovery.
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod logfmt;
 pub mod metrics;
 pub mod script;
 pub mod sim;

@@ -245,12 +245,9 @@ async fn wait_signal() {
 }
 
 fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let filter = ucwa_agent::logfmt::filter(std::env::var("RUST_LOG").ok().as_deref(), default);
     // Colour only for a person at a terminal: pipes, files and journald get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let lines = ucwa_agent::logfmt::LineFormat { json: matches!(format, LogFormat::Json), ansi };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).event_format(lines).init();
 }

@@ -243,6 +243,7 @@ async fn the_shipped_scripts_and_examples_work() {
     // Every script's output, to check at the end that none failed.
     let mut everything = agent.out.resubscribe();
     let mut stats = agent.out.resubscribe();
+    let mut call_log = agent.out.resubscribe();
     sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() })
         .unwrap();
     let missed = agent.expect("missed call", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "missed_calls")).await;
@@ -250,22 +251,26 @@ async fn the_shipped_scripts_and_examples_work() {
     assert_eq!(message, "missed call");
     let fields = fields.unwrap();
     assert_eq!((fields["from"].as_str(), fields["reason"].as_str(), fields["missed_total"].as_i64()), (Some("sip:zoe@fabrikam.com"), Some("Missed"), Some(1)));
+    // The default script names the caller when it rings and warns about the missed call.
+    assert_eq!(messages_of(&mut call_log, "call_log", 2).await, ["call ringing", "missed call"]);
     let hook = tokio::time::timeout(PATIENCE, hooks.recv()).await.expect("the webhook is called").unwrap();
     assert_eq!(hook.path, "/hooks/calls");
     assert!(hook.body.contains("Incoming call from"), "{}", hook.body);
     // Scripts run in parallel: one stream per script whose lines are awaited.
     let mut in_a_call = agent.out.resubscribe();
     let call = sim.start_call(answered_call()).unwrap();
-    assert_eq!(agent.messages("call_log", 2).await, ["call started", "call changed"]);
+    assert_eq!(messages_of(&mut call_log, "call_log", 3).await, ["call ringing", "call started", "call changed"]);
     // (read the session through agent.ucwa: only an Established session makes it say so)
     expect(&mut in_a_call, "in_a_call: status in a call", |o| {
         matches!(o, ScriptOutput::Log { script, message, .. } if script == "in_a_call" && message == "status in a call")
     })
     .await;
     sim.end_call(call);
-    let ended = agent.expect("call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended")).await;
+    let ended = expect(&mut call_log, "call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended")).await;
     let ScriptOutput::Log { fields, .. } = ended else { unreachable!() };
-    let duration = fields.unwrap()["duration_s"].as_f64().unwrap();
+    let fields = fields.unwrap();
+    assert!(fields["with"].as_str().is_some_and(|w| w.starts_with("sip:")), "the end names who the call was with: {fields}");
+    let duration = fields["duration_s"].as_f64().unwrap();
     assert!(duration > 0.0 && duration < 60.0, "the call lasted {duration} s");
     // call_stats: one call up, then none, one in all.
     let figures: Vec<Value> = {

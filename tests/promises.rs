@@ -87,6 +87,12 @@ async fn the_embedded_default_logs_generated_calls() {
     let mut agent = agent_command(&["run"], &[("RUST_LOG", "info")]).current_dir(dir.path()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
     // The generator's first call comes within 3 s and rings for 2.
     file_contains(&log, "script: call started").await;
+    // Who called, spread out as key=value, the conversation as a pool path (human lines).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ringing = text.lines().find(|l| l.contains("script: call ringing")).expect("the call rang first");
+    assert!(ringing.contains(" with=sip:") && ringing.contains(" direction=Incoming"), "{ringing}");
+    let started = text.lines().find(|l| l.contains("script: call started")).unwrap();
+    assert!(started.contains(" conversation=/ucwa/") && !started.contains("http://"), "{started}");
     signal(&agent, "-TERM");
     assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0));
     assert!(dir.path().join("state/agent.db").exists(), "the state is kept beside the configuration");
@@ -173,7 +179,7 @@ async fn sighup_reloads_the_configuration() {
     signal(&agent, "-HUP");
     eventually("the second reload", || reloads() == 2).await;
     assert_eq!(restart_warnings(), 1);
-    file_contains(&log, "key=\"metrics\"").await;
+    file_contains(&log, "key=metrics").await;
     std::fs::write(&config, text("two")).unwrap();
     signal(&agent, "-HUP");
     eventually("the third reload", || reloads() == 3).await;

@@ -19,6 +19,7 @@ async fn logs_say_what_the_readme_says() {
     write(dir.path(), "fail.lua", "agent.on('*', function(e) error('same every time') end)\n");
     write(dir.path(), "seen.lua", "agent.on('*', function(e) agent.state.n = (agent.state.n or 0) + 1 end)\n");
     write(dir.path(), "broken.lua", "agent.on('*', function(e)\n  this is not lua\nend)\n");
+    write(dir.path(), "fields.lua", "agent.on('agent', 'signedIn', function(e) agent.log.info('answer', { answer = 42, who = { uri = 'sip:a@b.c' } }) end)\n");
     let config = config_file(&sim, dir.path(), "max_consecutive_failures = 0");
     let log = dir.path().join("agent.log");
     let mut agent = agent_command(&["--log-format", "json", "run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug")])
@@ -43,6 +44,9 @@ async fn logs_say_what_the_readme_says() {
     assert_eq!(failed, powers_of_two_up_to(events), "{events} identical errors are logged the 1st, 2nd, 4th, … time");
     let not_loaded = lines.iter().filter(|l| l["script"] == "broken" && l["message"].as_str().is_some_and(|m| m.starts_with("script not loaded"))).count();
     assert_eq!(not_loaded, 1, "a script that fails to load is logged once");
+    let answer = lines.iter().find(|l| l["script"] == "fields" && l["message"] == "answer").expect("the script's line");
+    assert_eq!(answer["fields"], serde_json::json!({"answer": 42, "who": {"uri": "sip:a@b.c"}}), "nested JSON, numbers as numbers: {answer}");
+    assert!(!lines.iter().any(|l| l["target"].as_str().is_some_and(|t| t.starts_with("hyper") || t.starts_with("reqwest"))), "RUST_LOG=debug leaves the HTTP libraries at warn");
     let debug_events = lines.iter().filter(|l| l["message"] == "event" && l["level"] == "DEBUG").count() as u64;
     assert_eq!(debug_events, events, "RUST_LOG=debug logs every event the scripts got");
 }

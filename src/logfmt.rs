@@ -1,0 +1,216 @@
+//! The two log line formats (`--log-format human|json`) and the default filter.
+//!
+//! Both know one thing tracing's own formats do not: a script's `agent.log` fields arrive as
+//! one JSON text in the field `fields`. JSON lines carry them as a nested object (numbers stay
+//! numbers, a shipper parses once); human lines spread them out as `key=value`. Human lines
+//! also shorten UCWA hrefs to their path (`/ucwa/…`): the pool's origin, repeated on every
+//! line, is in the `signed in` line.
+
+use serde_json::{Map, Value};
+use std::fmt::{self, Write as _};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Dependencies whose debug output is connection-pool and TLS noise: kept at `warn` unless
+/// `RUST_LOG` names them.
+const QUIET_DEPENDENCIES: &[&str] = &["hyper", "hyper_util", "h2", "reqwest", "rustls", "tokio_rustls", "axum", "tower", "mio", "want", "notify"];
+
+/// `RUST_LOG` (or `default`), with the noisy dependencies at `warn` unless it names them.
+pub fn filter(rust_log: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
+    let asked = rust_log.filter(|s| !s.trim().is_empty());
+    let text = asked.unwrap_or(default);
+    let mut filter = tracing_subscriber::EnvFilter::try_new(text).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    for dep in QUIET_DEPENDENCIES {
+        let named = text.split(',').any(|d| d.split(['=', '[', ':']).next().is_some_and(|t| t.trim() == *dep));
+        if !named {
+            filter = filter.add_directive(format!("{dep}=warn").parse().expect("a valid directive"));
+        }
+    }
+    filter
+}
+
+/// One event as a line: human (`--log-format human`) or one JSON object (`json`).
+pub struct LineFormat {
+    pub json: bool,
+    /// Colour the level (a person at a terminal).
+    pub ansi: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let meta = event.metadata();
+        let mut time = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut time))?;
+        if self.json {
+            writeln!(writer, "{}", json_line(&time, meta.level(), meta.target(), fields))
+        } else {
+            writeln!(writer, "{}", human_line(&time, meta.level(), meta.target(), fields, self.ansi))
+        }
+    }
+}
+
+/// An event's fields in order; `message` apart; a script's `fields` parsed.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    pairs: Vec<(&'static str, Value)>,
+    script_fields: Option<Value>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_string(),
+            "fields" => {
+                if !value.is_empty() {
+                    self.script_fields = Some(serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())));
+                }
+            }
+            name => self.pairs.push((name, Value::String(value.to_string()))),
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.pairs.push((field.name(), value.into()));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.pairs.push((field.name(), value.into()));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.pairs.push((field.name(), value.into()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.pairs.push((field.name(), value.into()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%x` arrives here as Display; the message as format_args.
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.pairs.push((field.name(), Value::String(text)));
+        }
+    }
+}
+
+fn json_line(time: &str, level: &Level, target: &str, f: Fields) -> String {
+    let mut o = Map::new();
+    o.insert("timestamp".into(), time.into());
+    o.insert("level".into(), level.as_str().into());
+    o.insert("target".into(), target.into());
+    o.insert("message".into(), f.message.into());
+    for (k, v) in f.pairs {
+        o.insert(k.into(), v);
+    }
+    if let Some(v) = f.script_fields {
+        o.insert("fields".into(), v);
+    }
+    Value::Object(o).to_string()
+}
+
+fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) -> String {
+    let mut line = String::with_capacity(160);
+    let _ = write!(line, "{time} ");
+    let colour = match *level {
+        Level::ERROR => "31",
+        Level::WARN => "33",
+        Level::INFO => "32",
+        Level::DEBUG => "34",
+        Level::TRACE => "35",
+    };
+    if ansi {
+        let _ = write!(line, "\x1b[{colour}m{:>5}\x1b[0m ", level.as_str());
+    } else {
+        let _ = write!(line, "{:>5} ", level.as_str());
+    }
+    let _ = write!(line, "{target}: {}", f.message);
+    for (k, v) in &f.pairs {
+        push_pair(&mut line, k, v);
+    }
+    match &f.script_fields {
+        Some(Value::Object(o)) => o.iter().for_each(|(k, v)| push_pair(&mut line, k, v)),
+        Some(other) => push_pair(&mut line, "fields", other),
+        None => {}
+    }
+    line
+}
+
+fn push_pair(line: &mut String, key: &str, value: &Value) {
+    let _ = match value {
+        Value::String(s) => write!(line, " {key}={}", human_text(s)),
+        other => write!(line, " {key}={other}"),
+    };
+}
+
+/// A string as a person reads it: a UCWA href as its path, quoted only when it must be.
+fn human_text(s: &str) -> String {
+    let s = short_href(s);
+    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=' || c.is_control()) {
+        s.to_string()
+    } else {
+        Value::String(s.to_string()).to_string()
+    }
+}
+
+/// `https://pool.example.com:443/ucwa/oauth/v1/applications/1/…` → `/ucwa/oauth/v1/applications/1/…`.
+fn short_href(s: &str) -> &str {
+    let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")) else { return s };
+    match rest.find('/') {
+        Some(at) if rest[at..].starts_with("/ucwa/") => &rest[at..],
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script_line() -> Fields {
+        Fields {
+            message: "call started".into(),
+            pairs: vec![("script", "call_log".into()), ("seq", 11.into())],
+            script_fields: Some(serde_json::json!({"caller": "sip:alice@contoso.com", "href": "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "ms": 42, "note": "two words"})),
+        }
+    }
+
+    #[test]
+    fn json_lines_nest_script_fields_and_keep_numbers() {
+        let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "script", script_line())).unwrap();
+        assert_eq!(line["fields"]["ms"], 42);
+        assert_eq!(line["fields"]["href"], "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "JSON keeps hrefs whole");
+        assert_eq!((line["level"].as_str(), line["script"].as_str(), line["seq"].as_u64()), (Some("INFO"), Some("call_log"), Some(11)));
+    }
+
+    #[test]
+    fn human_lines_spread_fields_and_shorten_ucwa_hrefs() {
+        let line = human_line("T", &Level::INFO, "script", script_line(), false);
+        assert_eq!(
+            line,
+            "T  INFO script: call started script=call_log seq=11 caller=sip:alice@contoso.com href=/ucwa/oauth/v1/applications/1/communication/conversations/2 ms=42 note=\"two words\""
+        );
+        assert_eq!(short_href("https://hooks.example.com/x"), "https://hooks.example.com/x", "only UCWA paths are shortened");
+        assert!(human_line("T", &Level::WARN, "t", Fields::default(), true).contains("\x1b[33m WARN\x1b[0m"));
+    }
+
+    #[test]
+    fn dependencies_stay_at_warn_unless_named() {
+        let f = filter(Some("debug"), "info").to_string();
+        assert!(f.contains("hyper=warn") && f.contains("reqwest=warn"), "{f}");
+        let f = filter(Some("debug,hyper=trace"), "info").to_string();
+        assert!(f.contains("hyper=trace") && !f.contains("hyper=warn"), "{f}");
+    }
+}
