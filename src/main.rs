@@ -14,6 +14,8 @@ const EXIT_SCRIPTS: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 /// The pool refused the credentials.
 const EXIT_CREDENTIALS: u8 = 3;
+/// `check --online`: the pool cannot be reached, or answers unlike a UCWA pool.
+const EXIT_POOL: u8 = 4;
 
 #[derive(Parser)]
 #[command(version, about = "Runs Lua scripts on Skype for Business (UCWA) call events")]
@@ -48,7 +50,12 @@ enum Command {
         file: PathBuf,
     },
     /// Load the configuration and every script without signing in; report problems.
-    Check,
+    Check {
+        /// Also sign in to the pool step by step (discovery, challenge, token, user resource,
+        /// applications), without creating an application.
+        #[arg(long)]
+        online: bool,
+    },
     /// Feed a recorded file (one batch JSON per line) through the scripts offline.
     Replay {
         /// A recording (`record`, `run --record`) or any file with one event-channel batch (JSON) per line.
@@ -71,14 +78,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The offline tools print their own report; scripts' log lines would only repeat it.
-    let quiet = matches!(cli.command, Some(Command::Check | Command::Replay { .. } | Command::Test { .. }));
+    let quiet = matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. }));
     init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run { record: None }) {
             Command::Run { record } => run(cli.config, record).await,
             Command::Record { file } => run(cli.config, Some(file)).await,
-            Command::Check => with_config(&cli.config, |c| async move { check(&c) }).await,
+            Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
             Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
@@ -135,7 +142,7 @@ async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn check(config: &Config) -> ExitCode {
+async fn check(config: &Config, online: bool) -> ExitCode {
     let report = tools::check::check(config);
     for p in &report.config {
         println!("{p}");
@@ -150,11 +157,42 @@ fn check(config: &Config) -> ExitCode {
     println!("{} script(s) loaded, {errors} error(s), {} warning(s)", report.loaded.len(), report.problems.len() - errors);
     if !report.config.is_empty() {
         println!("the configuration has {} problem(s): `run` would not start", report.config.len());
-        ExitCode::from(EXIT_CONFIG)
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let online = if online { check_online(config).await } else { None };
+    if let Some(code) = online {
+        code
     } else if errors > 0 {
         ExitCode::from(EXIT_SCRIPTS)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `check --online`: one line per sign-in step. None when every step passed.
+async fn check_online(config: &Config) -> Option<ExitCode> {
+    use tools::online::Verdict;
+    let (steps, verdict) = match tools::online::check_online(config).await {
+        Ok(r) => r,
+        Err(error) => {
+            println!("{error}");
+            return Some(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    for s in &steps {
+        let (mark, text) = match &s.outcome {
+            Ok(found) => ("ok  ", found),
+            Err(why) => ("FAIL", why),
+        };
+        println!("{mark} {:<12} {:>6} ms  {text}", s.name, s.took.as_millis());
+    }
+    match verdict {
+        Verdict::Ok => {
+            println!("online: signed in; `run` can create its application");
+            None
+        }
+        Verdict::CredentialsRefused => Some(ExitCode::from(EXIT_CREDENTIALS)),
+        Verdict::Failed => Some(ExitCode::from(EXIT_POOL)),
     }
 }
 

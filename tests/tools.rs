@@ -331,3 +331,36 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_walks_the_sign_in_and_stops_at_the_failing_step() {
+    let sim = start_sim(sim_config()).await;
+    let p = project(&[("good.lua", "agent.on('audioVideoSession', function(e) end)\n")]);
+    let online = |password: &str, config: &str| {
+        std::fs::write(p.path().join("config.toml"), config).unwrap();
+        agent_command(&["check", "--online"], &[(PASSWORD_ENV, password)]).current_dir(p.path()).stdout(Stdio::piped()).output().unwrap()
+    };
+    let config = config_text(&sim, &p.path().join("scripts"), "");
+    let o = online("demo", &config);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    for step in ["discovery", "challenge", "token", "user", "applications"] {
+        assert!(t.lines().any(|l| l.starts_with("ok   ") && l.contains(&format!(" {step} ")) && l.contains(" ms  ")), "{step}: {t}");
+    }
+    assert!(t.contains("a token for demo@contoso.com") && t.contains("GET answered 405"), "{t}");
+    assert_eq!(sim.counters()["applications_created"], 0, "no application is created");
+
+    // A wrong password: the token step fails with the pool's reason; status 3 as `run` would.
+    let o = online("wrong", &config);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("FAIL token") && l.contains("invalid_grant")), "{t}");
+    assert!(!t.contains("ok   user"), "it stops at the failing step: {t}");
+
+    // Nothing listening: discovery fails, status 4.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = online("demo", &config.replace(&sim.discovery_url(), &format!("http://127.0.0.1:{closed}/")));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("FAIL discovery") && l.contains("no answer")), "{t}");
+}

@@ -83,25 +83,7 @@ impl Agent {
         let file = config.path.display().to_string();
         // Two agents on one state directory would fight over one application and journal.
         let lock = crate::store::DirLock::acquire(&config.state_dir()).map_err(|source| StartError::Locked { file: file.clone(), source })?;
-        let (discover, simulator) = match config.discover()? {
-            Discover::Embedded => {
-                let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
-                let sim = Simulator::start(config.embedded_simulator(), listen)
-                    .await
-                    .map_err(|source| StartError::Simulator { file: file.clone(), listen, source })?;
-                (Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"), Some(sim))
-            }
-            Discover::Url(url) => (url, None),
-        };
-        let auth = match &config.auth {
-            Some(a) => auth_of(&config, &file, a)?,
-            None => Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) },
-        };
-        let ca = match &config.server.ca_file {
-            Some(p) => Some(std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile { file: file.clone(), message: e.to_string() })?),
-            None => None,
-        };
-        let http = http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file: file.clone(), message })?;
+        let Pool { discover, auth, http, simulator } = Pool::of(&config).await?;
         let store = Arc::new(Store::open(&config.state_dir()).map_err(|source| StartError::State { file: file.clone(), source })?);
         let env = ScriptEnv::new(config.script_settings(), store.clone());
         let dir = config.scripts_dir();
@@ -333,6 +315,42 @@ impl Agent {
 }
 
 /// Waits out a backoff delay; false if shutdown came first.
+/// What signing in needs, from the configuration: where to discover the pool (starting the
+/// embedded simulator for `discover = "embedded"`), the credentials and the HTTP client.
+pub struct Pool {
+    pub discover: Url,
+    pub auth: Auth,
+    pub http: reqwest::Client,
+    /// The embedded simulator, when that is the pool; it serves as long as this lives.
+    pub simulator: Option<Simulator>,
+}
+
+impl Pool {
+    pub async fn of(config: &Config) -> Result<Pool, StartError> {
+        let file = config.path.display().to_string();
+        let (discover, simulator) = match config.discover()? {
+            Discover::Embedded => {
+                let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
+                let sim = Simulator::start(config.embedded_simulator(), listen)
+                    .await
+                    .map_err(|source| StartError::Simulator { file: file.clone(), listen, source })?;
+                (Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"), Some(sim))
+            }
+            Discover::Url(url) => (url, None),
+        };
+        let auth = match &config.auth {
+            Some(a) => auth_of(config, &file, a)?,
+            None => Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) },
+        };
+        let ca = match &config.server.ca_file {
+            Some(p) => Some(std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile { file: file.clone(), message: e.to_string() })?),
+            None => None,
+        };
+        let http = http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file, message })?;
+        Ok(Pool { discover, auth, http, simulator })
+    }
+}
+
 /// Sign-in attempts the pool may refuse in a row (`invalid_grant`, a rejected bearer token)
 /// before the agent stops: retrying a wrong password against Active Directory locks the account.
 pub const MAX_CREDENTIAL_REFUSALS: u32 = 3;

@@ -3,12 +3,14 @@
 //! (`run --record` / `record`, which writes what `replay` reads, is the agent's: `agent::record`.)
 //!
 //! - `check.rs`: load the configuration and every script as `run` would, without signing in.
+//! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
 //!   UCWA and webhook answers, and assertions.
 
 pub mod check;
 pub mod lua_test;
+pub mod online;
 pub mod replay;
 
 /// The agent's offline environment: in-memory database, manual clock, nothing sent anywhere.

@@ -24,6 +24,15 @@ pub struct SignedIn {
     pub applications_href: String,
 }
 
+/// One step of a sign-in, as `check --online` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The step now starting (`discovery`, `challenge`, `token`, `user`, `applications`).
+    Begin(&'static str),
+    /// The step that began last succeeded; what it found.
+    Done(String),
+}
+
 /// Signs in from a discovery URL.
 pub async fn sign_in(
     http: &reqwest::Client,
@@ -31,17 +40,42 @@ pub async fn sign_in(
     auth: &Auth,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<SignedIn, UcwaError> {
+    sign_in_steps(http, discover, auth, metrics, &mut |_| {}).await
+}
+
+/// [`sign_in`], telling `step` where it is.
+pub async fn sign_in_steps(
+    http: &reqwest::Client,
+    discover: &Url,
+    auth: &Auth,
+    metrics: Option<Arc<Metrics>>,
+    step: &mut (dyn FnMut(Step) + Send),
+) -> Result<SignedIn, UcwaError> {
+    step(Step::Begin("discovery"));
     let mut user_url = discover_user(http, discover).await?;
+    step(Step::Done(format!("the user resource is {user_url}")));
     for _ in 0..=MAX_REDIRECTS {
         check_scheme(&user_url)?;
         let token_url = match auth {
-            Auth::Password { .. } => Some(challenge_of(http, &user_url).await?),
+            Auth::Password { .. } => {
+                step(Step::Begin("challenge"));
+                let url = challenge_of(http, &user_url).await?;
+                step(Step::Done(format!("401 with an MsRtcOAuth challenge; the token endpoint is {url}")));
+                Some(url)
+            }
             Auth::Bearer { .. } => None,
         };
         let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?.with_metrics(metrics.clone());
+        step(Step::Begin("token"));
         session.sign_in().await?;
+        step(Step::Done(match auth {
+            Auth::Password { username, .. } => format!("a token for {username}"),
+            Auth::Bearer { source, .. } => format!("a bearer token from {}", source.describe()),
+        }));
+        step(Step::Begin("user"));
         let user = session.get_json(user_url.as_str()).await?;
         if let Some(apps) = link(&user, "applications") {
+            step(Step::Done(format!("applications are created at {}", user_url.join(apps).map_or_else(|_| apps.to_string(), |u| u.to_string()))));
             let apps_url = user_url.join(apps).map_err(|e| malformed(&user_url, e))?;
             check_scheme(&apps_url)?;
             let pool = Origin::of(&apps_url);
@@ -66,6 +100,7 @@ pub async fn sign_in(
             message: "the user resource has neither an `applications` nor a `redirect` link".into(),
         })?;
         user_url = user_url.join(redirect).map_err(|e| malformed(&user_url, e))?;
+        step(Step::Done(format!("the user is homed on another pool: redirected to {user_url}")));
         tracing::info!(to = %user_url, "user resource redirects to another pool");
     }
     Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} user redirects; stopping")))
