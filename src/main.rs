@@ -1,6 +1,6 @@
 //! `ucwa-agent`: parse the command line, set up logging, call the library, print results.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,10 +73,33 @@ enum Command {
     },
     /// Run the UCWA simulator alone, for an agent (or any UCWA client) to talk to.
     Simulate(sim::cli::SimulateArgs),
+    /// Print a shell completion script (e.g. `ucwa-agent completions bash > /etc/bash_completion.d/ucwa-agent`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `ucwa-agent man > /usr/local/share/man/man1/ucwa-agent.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("cannot write the manual page: {error}");
+                    ExitCode::from(EXIT_SCRIPTS)
+                }
+            };
+        }
+        _ => {}
+    }
     // The offline tools print their own report; scripts' log lines would only repeat it.
     let quiet = matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. }));
     init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
@@ -88,6 +111,7 @@ fn main() -> ExitCode {
             Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
+            Command::Completions { .. } | Command::Man => unreachable!("answered before the runtime starts"),
             Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
         }
     });

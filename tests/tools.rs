@@ -364,3 +364,17 @@ async fn check_online_walks_the_sign_in_and_stops_at_the_failing_step() {
     assert_eq!(o.status.code(), Some(4), "{t}");
     assert!(t.lines().any(|l| l.starts_with("FAIL discovery") && l.contains("no answer")), "{t}");
 }
+
+#[test]
+fn completions_and_the_manual_page_are_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = agent(&["completions", shell], dir.path());
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && t.contains("simulate") && t.contains("replay") && t.contains("online"), "{shell}: {}", text(&o));
+    }
+    let o = agent(&["man"], dir.path());
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && t.contains(".TH ucwa-agent 1") && t.contains("simulate"), "{}", text(&o));
+    assert_eq!(agent(&["completions", "tcsh"], dir.path()).status.code(), Some(2), "an unknown shell is a usage error");
+}
