@@ -31,6 +31,8 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub path: PathBuf,
@@ -157,6 +159,15 @@ impl Default for StateConfig {
     }
 }
 
+/// What is logged.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style directives (`info`, `debug`, `info,script=debug`); `RUST_LOG`, when
+    /// set, wins. Unset: `info`.
+    pub level: Option<String>,
+}
+
 /// `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -268,6 +279,11 @@ impl Config {
         if let Some(addr) = self.metrics.listen {
             if !addr.ip().is_loopback() {
                 return Err(self.invalid("metrics.listen", format!("expected a loopback address (127.0.0.1:PORT or [::1]:PORT), got {addr}")));
+            }
+        }
+        if let Some(level) = &self.log.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+                return Err(self.invalid("log.level", format!("expected RUST_LOG-style directives (`info`, `debug`, `info,script=debug`): {e}")));
             }
         }
         let sim = &self.simulator;
@@ -426,6 +442,9 @@ mod tests {
         let c = parse("[simulator]\ncalls_per_minute = 30\nring_secs = 1.5\ncall_duration_secs = 4\n").unwrap();
         let sim = c.embedded_simulator();
         assert_eq!((sim.calls_per_minute, sim.ring_time, sim.call_duration), (30.0, Duration::from_millis(1500), Duration::from_secs(4)));
+        let e = parse("[log]\nlevel = \"info,[=\"\n").unwrap_err().to_string();
+        assert!(e.contains("`log.level`") && e.contains("RUST_LOG-style"), "{e}");
+        assert_eq!(parse("[log]\nlevel = \"info,script=debug\"\n").unwrap().log.level.as_deref(), Some("info,script=debug"));
         let e = parse("[simulator]\nring_secs = 301\n").unwrap_err().to_string();
         assert!(e.contains("simulator.ring_secs"), "{e}");
     }

@@ -102,12 +102,12 @@ fn main() -> ExitCode {
     }
     // The offline tools print their own report; scripts' log lines would only repeat it.
     let quiet = matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. }));
-    init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
+    let log_level = init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run { record: None }) {
-            Command::Run { record } => run(cli.config, record).await,
-            Command::Record { file } => run(cli.config, Some(file)).await,
+            Command::Run { record } => run(cli.config, record, log_level).await,
+            Command::Record { file } => run(cli.config, Some(file), log_level).await,
             Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
@@ -131,7 +131,7 @@ async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path
     }
 }
 
-async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
+async fn run(config: PathBuf, record: Option<PathBuf>, log_level: ucwa_agent::agent::LogLevelApplier) -> ExitCode {
     let config = match Config::load(&config) {
         Ok(c) => c,
         Err(error) => {
@@ -139,6 +139,12 @@ async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // `log.level` applies unless RUST_LOG says otherwise (checked when the file was read).
+    if let (Some(level), None) = (&config.log.level, std::env::var_os("RUST_LOG").filter(|v| !v.is_empty())) {
+        if let Err(error) = log_level(level) {
+            tracing::warn!(%error, "log.level not applied");
+        }
+    }
     let mut agent = match Agent::start(config).await {
         Ok(a) => a,
         Err(error) => {
@@ -152,6 +158,7 @@ async fn run(config: PathBuf, record: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    agent.set_log_level_applier(log_level);
     let reloader = agent.reloader();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
@@ -306,10 +313,17 @@ async fn wait_signal() {
     }
 }
 
-fn init_logging(format: LogFormat, default: &str) {
+/// Sets up logging; gives what changes the filter later (`log.level`, at start and on SIGHUP).
+fn init_logging(format: LogFormat, default: &str) -> ucwa_agent::agent::LogLevelApplier {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = ucwa_agent::logfmt::filter(std::env::var("RUST_LOG").ok().as_deref(), default);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colour only for a person at a terminal: pipes, files and journald get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let lines = ucwa_agent::logfmt::LineFormat { json: matches!(format, LogFormat::Json), ansi };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).event_format(lines).init();
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().event_format(lines).with_writer(std::io::stderr)).init();
+    std::sync::Arc::new(move |level: &str| {
+        handle.reload(ucwa_agent::logfmt::filter(None, level)).map_err(|e| e.to_string())
+    })
 }

@@ -155,7 +155,7 @@ async fn sighup_reloads_the_configuration() {
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text("one")).unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")])
+    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "")])
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -172,17 +172,29 @@ async fn sighup_reloads_the_configuration() {
     file_contains(&log, "script: word two").await;
     let restart_warnings = || std::fs::read_to_string(&log).unwrap_or_default().matches("takes effect after a restart").count();
     assert_eq!(restart_warnings(), 0, "only [scripts] changed");
-    // A key a reload cannot apply is named, compared with what runs, not with the file as
-    // last read: setting it back to the running value warns no more.
     let reloads = || std::fs::read_to_string(&log).unwrap_or_default().matches("configuration reloaded").count();
-    std::fs::write(&config, format!("{}[metrics]\nlisten = \"127.0.0.1:0\"\n", text("two"))).unwrap();
+    // Live too: the /metrics listener (started here) and log.level (RUST_LOG is not set).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(&config, format!("{}[metrics]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"debug\"\n", text("two"))).unwrap();
     signal(&agent, "-HUP");
     eventually("the second reload", || reloads() == 2).await;
-    assert_eq!(restart_warnings(), 1);
-    file_contains(&log, "key=metrics").await;
-    std::fs::write(&config, text("two")).unwrap();
+    assert_eq!(restart_warnings(), 0, "metrics.listen and log.level apply live");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.expect("the endpoint listens after the reload");
+    assert_eq!(health.status(), 200);
+    wait_available(&sim).await;
+    sim.start_call(answered_call()).unwrap();
+    file_contains(&log, "DEBUG ucwa_agent::agent::sink: event").await;
+    // A key a reload cannot apply is named, compared with what runs, not with the file as
+    // last read: setting it back to the running value warns no more.
+    let live = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"debug\"\n");
+    std::fs::write(&config, format!("{}{live}", text("two").replace("max_backoff_secs = 1\n", "max_backoff_secs = 2\n"))).unwrap();
     signal(&agent, "-HUP");
     eventually("the third reload", || reloads() == 3).await;
+    assert_eq!(restart_warnings(), 1);
+    file_contains(&log, "key=server").await;
+    std::fs::write(&config, format!("{}{live}", text("two"))).unwrap();
+    signal(&agent, "-HUP");
+    eventually("the fourth reload", || reloads() == 4).await;
     assert_eq!(restart_warnings(), 1, "back to the running value: no warning");
     signal(&agent, "-TERM");
     assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0));

@@ -10,9 +10,21 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// Binds `listen` and serves until the handle is aborted.
+/// The running `/metrics` endpoint (where it listens, its task), shared with the reloader.
+pub type EndpointSlot = Arc<std::sync::Mutex<Option<(SocketAddr, JoinHandle<()>)>>>;
+
+/// Puts `new` in the slot, stopping the endpoint that was there.
+pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
+    let old = std::mem::replace(&mut *slot.lock().expect("endpoint slot lock"), new);
+    if let Some((_, task)) = old {
+        task.abort();
+    }
+}
+
 pub async fn serve(listen: SocketAddr, host: ScriptHost) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;

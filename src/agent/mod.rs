@@ -8,7 +8,7 @@ pub mod keepalive;
 pub mod record;
 mod reload;
 
-pub use reload::Reloader;
+pub use reload::{LogLevelApplier, Reloader};
 pub mod sink;
 
 use crate::config::{Config, Discover};
@@ -69,7 +69,9 @@ pub struct Agent {
     simulator: Option<Simulator>,
     watcher: Option<crate::script::watch::WatchHandle>,
     /// The `/metrics` endpoint's address and task, when `[metrics] listen` is set.
-    endpoints: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
+    endpoints: endpoints::EndpointSlot,
+    /// Set by the binary: how a reload changes the log filter.
+    log_level: Option<reload::LogLevelApplier>,
     /// This agent's hold on `state.dir`, for as long as it lives.
     _lock: crate::store::DirLock,
     /// `--record FILE`.
@@ -106,7 +108,8 @@ impl Agent {
             ),
             None => None,
         };
-        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints, recorder: None, _lock: lock })
+        let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
+        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints, log_level: None, recorder: None, _lock: lock })
     }
 
     /// The scripts (subscribe to their output, load more).
@@ -123,12 +126,22 @@ impl Agent {
 
     /// Re-reads the configuration file for the `[scripts]` keys (on SIGHUP).
     pub fn reloader(&self) -> Reloader {
-        Reloader { running: Arc::new(self.config.clone()), host: self.host.clone() }
+        Reloader {
+            running: Arc::new(std::sync::Mutex::new(self.config.clone())),
+            host: self.host.clone(),
+            endpoints: self.endpoints.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
+
+    /// How a reload that changes `log.level` sets the log filter (the binary owns logging).
+    pub fn set_log_level_applier(&mut self, apply: reload::LogLevelApplier) {
+        self.log_level = Some(apply);
     }
 
     /// Where `/metrics` and `/healthz` listen, when enabled.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.endpoints.as_ref().map(|(a, _)| *a)
+        self.endpoints.lock().expect("endpoint slot lock").as_ref().map(|(a, _)| *a)
     }
 
     /// The embedded simulator, when `discover = "embedded"`.
@@ -263,9 +276,7 @@ impl Agent {
         metrics.set_health(HealthState::Stopping, None);
         self.host.shutdown(SHUTDOWN_GRACE).await;
         drop(self.watcher);
-        if let Some((_, task)) = self.endpoints {
-            task.abort();
-        }
+        endpoints::replace(&self.endpoints, None);
         if let Some(sim) = self.simulator {
             sim.shutdown().await;
         }

@@ -1,17 +1,23 @@
-//! SIGHUP: re-read `config.toml`, apply the `[scripts]` settings, reload every script; say
-//! which changed keys need a restart.
+//! SIGHUP: re-read `config.toml`, apply what can change live (the `[scripts]` settings, the
+//! `/metrics` listener, `log.level`), reload every script; say which changed keys need a restart.
 
+use super::endpoints::{self, EndpointSlot};
 use crate::config::Config;
 use crate::script::ScriptHost;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Applies a changed configuration file to the scripts; other keys need a restart.
+/// Sets the log filter (`log.level` directives); an error says why they were not applied.
+pub type LogLevelApplier = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Applies a changed configuration file to what runs; other keys need a restart.
 #[derive(Clone)]
 pub struct Reloader {
-    /// The configuration the agent started with: what runs, for every key a reload cannot
-    /// apply (the warnings compare with it, not with the file as last read).
-    pub(super) running: Arc<Config>,
+    /// What runs: the configuration the agent started with, with the live keys as last
+    /// applied. The warnings compare with it, not with the file as last read.
+    pub(super) running: Arc<Mutex<Config>>,
     pub(super) host: ScriptHost,
+    pub(super) endpoints: EndpointSlot,
+    pub(super) log_level: Option<LogLevelApplier>,
 }
 
 impl Reloader {
@@ -19,7 +25,10 @@ impl Reloader {
     /// the `[scripts]` settings (limits, `http_allow`, `[scripts.config.*]`, pausing) apply and
     /// every script is reloaded; a change elsewhere is logged as needing a restart.
     pub async fn reload(&self) {
-        let path = self.running.path.clone();
+        let (path, running) = {
+            let r = self.running.lock().expect("running config lock");
+            (r.path.clone(), r.clone())
+        };
         let new = match Config::load(&path) {
             Ok(c) => c,
             Err(error) => {
@@ -27,12 +36,68 @@ impl Reloader {
                 return;
             }
         };
-        for key in restart_keys(&self.running, &new) {
+        for key in restart_keys(&running, &new) {
             tracing::warn!(key, "differs from the running configuration; takes effect after a restart");
         }
+        let metrics = self.apply_metrics_listen(&running, &new).await;
+        let log = self.apply_log_level(&running, &new);
         self.host.env().set_settings(new.script_settings());
+        {
+            let mut r = self.running.lock().expect("running config lock");
+            r.scripts = new.scripts.clone();
+            r.metrics.listen = metrics;
+            r.log = log;
+        }
         self.host.rescan().await;
         tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
+    }
+
+    /// Moves, starts or stops the `/metrics` endpoint; gives the listen address now running.
+    async fn apply_metrics_listen(&self, running: &Config, new: &Config) -> Option<std::net::SocketAddr> {
+        if new.metrics.listen == running.metrics.listen {
+            return running.metrics.listen;
+        }
+        match new.metrics.listen {
+            None => {
+                endpoints::replace(&self.endpoints, None);
+                tracing::info!(key = "metrics.listen", "the /metrics and /healthz endpoint is stopped");
+                None
+            }
+            Some(addr) => match endpoints::serve(addr, self.host.clone()).await {
+                Ok(started) => {
+                    tracing::info!(key = "metrics.listen", listen = %started.0, "the /metrics and /healthz endpoint listens here now");
+                    endpoints::replace(&self.endpoints, Some(started));
+                    Some(addr)
+                }
+                Err(error) => {
+                    tracing::error!(key = "metrics.listen", listen = %addr, %error, "cannot listen there; the running endpoint stays");
+                    running.metrics.listen
+                }
+            },
+        }
+    }
+
+    /// Applies a changed `log.level` (unless `RUST_LOG` is set, which wins); gives what runs.
+    fn apply_log_level(&self, running: &Config, new: &Config) -> crate::config::LogConfig {
+        if new.log == running.log {
+            return running.log.clone();
+        }
+        let Some(apply) = &self.log_level else { return running.log.clone() };
+        if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
+            tracing::warn!(key = "log.level", "RUST_LOG is set and wins over log.level; not changed");
+            return running.log.clone();
+        }
+        let level = new.log.level.as_deref().unwrap_or("info");
+        match apply(level) {
+            Ok(()) => {
+                tracing::info!(key = "log.level", level, "log level changed");
+                new.log.clone()
+            }
+            Err(error) => {
+                tracing::error!(key = "log.level", level, %error, "log level not changed");
+                running.log.clone()
+            }
+        }
     }
 }
 
@@ -51,9 +116,6 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if differ(&old.simulator, &new.simulator) {
         keys.push("simulator");
-    }
-    if differ(&old.metrics, &new.metrics) {
-        keys.push("metrics");
     }
     if old.scripts.dir != new.scripts.dir {
         keys.push("scripts.dir");
