@@ -378,3 +378,14 @@ fn completions_and_the_manual_page_are_printed() {
     assert!(o.status.success() && t.contains(".TH ucwa-agent 1") && t.contains("simulate"), "{}", text(&o));
     assert_eq!(agent(&["completions", "tcsh"], dir.path()).status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+#[test]
+fn every_shipped_configuration_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config.toml", "deploy/config.toml", "deploy/container.toml"] {
+        let config = ucwa_agent::config::Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        if file.starts_with("deploy/") {
+            assert!(config.state_dir().is_absolute(), "{file}: a state dir under /etc would be read-only to the agent");
+        }
+    }
+}
