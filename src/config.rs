@@ -183,6 +183,8 @@ pub struct SimulatorConfig {
     /// Where it listens (loopback); unset: an ephemeral port (the embedded one) or
     /// 127.0.0.1:8480 (`simulate`).
     pub listen: Option<std::net::SocketAddr>,
+    /// Real pools' deviations to reproduce (`sim::Quirk`, snake_case names).
+    pub quirks: crate::sim::Quirks,
     pub calls_per_minute: f64,
     pub ring_secs: f64,
     pub call_duration_secs: f64,
@@ -190,7 +192,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig { listen: None, calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
+        SimulatorConfig { listen: None, quirks: crate::sim::Quirks::new(), calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
     }
 }
 
@@ -421,6 +423,7 @@ impl Config {
             calls_per_minute: self.simulator.calls_per_minute,
             ring_time: Duration::from_secs_f64(self.simulator.ring_secs),
             call_duration: Duration::from_secs_f64(self.simulator.call_duration_secs),
+            quirks: self.simulator.quirks.clone(),
             ..crate::sim::SimConfig::default()
         }
     }

@@ -77,11 +77,14 @@ pub enum HealthState {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    /// `ok`, or `degraded` while a script is stuck (the agent itself still polls).
+    /// `ok`, or `degraded` while a script is stuck or a warning stands (the agent itself still polls).
     pub status: &'static str,
     pub state: HealthState,
     /// Scripts the watchdog declared stuck: they get no events until their file changes.
     pub stuck_scripts: Vec<String>,
+    /// What works less than it should while the agent polls (e.g. not available for
+    /// incoming calls), each with its reason.
+    pub warnings: Vec<String>,
     /// Seconds in this state.
     pub for_secs: u64,
     /// The last error, while not polling.
@@ -100,6 +103,7 @@ pub struct Metrics {
     scripts: Mutex<BTreeMap<String, ScriptFigures>>,
     delivery: Mutex<Histogram>,
     health: Mutex<(HealthState, Instant, Option<String>)>,
+    warnings: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Default for Metrics {
@@ -115,6 +119,7 @@ impl Default for Metrics {
             scripts: Mutex::default(),
             delivery: Mutex::default(),
             health: Mutex::new((HealthState::Starting, Instant::now(), None)),
+            warnings: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -231,9 +236,23 @@ impl Metrics {
 
     pub fn health(&self) -> Health {
         let stuck_scripts: Vec<String> = lock(&self.scripts).iter().filter(|(_, f)| f.stuck != 0).map(|(n, _)| n.clone()).collect();
+        let warnings: Vec<String> = lock(&self.warnings).values().cloned().collect();
         let h = lock(&self.health);
-        let status = if stuck_scripts.is_empty() { "ok" } else { "degraded" };
-        Health { status, state: h.0, stuck_scripts, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
+        let status = if stuck_scripts.is_empty() && warnings.is_empty() { "ok" } else { "degraded" };
+        Health { status, state: h.0, stuck_scripts, warnings, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
+    }
+
+    /// Sets (Some) or clears (None) the standing warning of kind `what` shown by `/healthz`.
+    pub fn set_warning(&self, what: &'static str, text: Option<String>) {
+        let mut w = lock(&self.warnings);
+        match text {
+            Some(t) => {
+                w.insert(what, t);
+            }
+            None => {
+                w.remove(what);
+            }
+        }
     }
 
     /// The Prometheus text format. `journal` is `(depth, [(script, lag)])`, read at scrape time.

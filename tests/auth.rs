@@ -176,7 +176,9 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     signal(&child, "-TERM");
     let (code, took) = exit_within(&mut child, PATIENCE).await;
     assert_eq!(code, Some(130));
-    assert!(took < Duration::from_secs(3), "the second signal exits at once: {took:?}");
+    // (Without it the agent would give the handler its 5 s grace: anything under that is "at once"
+    // on a loaded machine.)
+    assert!(took < Duration::from_secs(5), "the second signal exits at once: {took:?}");
 }
 
 fn tls_sim_config() -> SimConfig {

@@ -159,6 +159,30 @@ async fn json_null_and_empty_arrays_round_trip() {
 }
 
 #[tokio::test]
+async fn one_many_and_date_read_either_shape() {
+    let script = r#"
+      local u = agent.ucwa
+      local obj = agent.json.decode('{"uri":"sip:a@b.c"}')
+      local arr = agent.json.decode('[{"uri":"sip:a@b.c"}]')
+      agent.on("audioVideoSession", function(e)
+        local out = {
+          u.one(obj).uri, u.one(arr).uri, tostring(u.one(nil)), tostring(u.one(agent.json.decode('[]'))),
+          #u.many(nil), #u.many(obj), #u.many(arr), u.many(obj)[1].uri,
+          tostring(u.date("\\/Date(1474932024822)\\/")), tostring(u.date("/Date(1474932024822+0200)/")),
+          tostring(u.date("2016-09-26T23:20:24.822Z")), tostring(u.date("soon")), tostring(u.date(42)),
+        }
+        agent.log.info(table.concat(out, " "))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("shapes.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    assert_eq!(
+        log_of(&mut h.out, "shapes").await,
+        "sip:a@b.c sip:a@b.c nil nil 0 1 1 sip:a@b.c 1474932024822 1474932024822 1474932024822 nil nil"
+    );
+}
+
+#[tokio::test]
 async fn json_null_and_empty_arrays_in_events_stay_what_they_were() {
     let script = r#"
       agent.on("audioVideoSession", function(e)

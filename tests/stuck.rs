@@ -107,7 +107,7 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(130));
-    assert!(took < Duration::from_secs(2), "the second SIGTERM took {took:?}");
+    assert!(took < Duration::from_secs(4), "the second SIGTERM took {took:?} (the grace it skips is 5 s)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

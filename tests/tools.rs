@@ -319,13 +319,15 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
         let help = text(&agent(&[command, "--help"], p.path()));
         let lines: Vec<&str> = help.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            let item = line.starts_with("  ") && (line.trim_start().starts_with('-') || line.trim_start().starts_with('['));
-            let item = item || (line.starts_with("  <") || line.starts_with("  [")) && !line.starts_with("   ");
+            // An argument (`  <FILE>`, `  [FILE|DIR]...`) or an option (`  -h, --help`, `      --listen <LISTEN>`);
+            // not the lines of a help text below one (deeper, or a `- value:` list).
+            let indent = line.len() - line.trim_start().len();
+            let t = line.trim_start();
+            let item = (indent == 2 && (t.starts_with('<') || t.starts_with('['))) || (indent <= 6 && (t.starts_with("--") || t.starts_with("-h") || t.starts_with("-V")));
             if !item {
                 continue;
             }
             let inline = line.trim().split_once("  ").is_some_and(|(_, h)| !h.trim().is_empty());
-            let indent = line.len() - line.trim_start().len();
             let below = lines.get(i + 1).is_some_and(|n| n.len() - n.trim_start().len() > indent && !n.trim().is_empty());
             assert!(inline || below, "`{command}`: no help for {line:?}:\n{help}");
         }

@@ -80,6 +80,18 @@ function AgentUcwa.put(href, body, content_type) end
 ---@param href string
 ---@return AgentReply
 function AgentUcwa.delete(href) end
+---The value itself, or the first item if the pool sent an array (`_embedded.from` or `[from]`).
+---@param value any
+---@return any
+function AgentUcwa.one(value) end
+---Always a list: `{}` for nil, `{value}` for one object, the array itself for an array.
+---@param value any
+---@return any[]
+function AgentUcwa.many(value) end
+---Milliseconds since the epoch of an ISO 8601 date or a .NET `/Date(ms)/` one; nil otherwise.
+---@param text string|nil
+---@return integer|nil
+function AgentUcwa.date(text) end
 
 ---@class AgentHttp
 local AgentHttp = {}

@@ -7,12 +7,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Starts the keep-alive task; abort it when the application ends.
+/// Starts the keep-alive task; abort it when the application ends. Without a
+/// reportMyActivity link (a pool that does not offer it) nothing is sent: said once.
 pub fn spawn(session: Arc<Session>, app: Application, every: Duration) -> tokio::task::JoinHandle<()> {
+    let Some(href) = app.report_activity.clone() else {
+        tracing::warn!(application = %app.self_href, "the pool links no reportMyActivity: no keep-alive is sent (the account may show as Away)");
+        return tokio::spawn(async {});
+    };
     tokio::spawn(run(every, move || {
-        let (session, app) = (session.clone(), app.clone());
+        let (session, href) = (session.clone(), href.clone());
         async move {
-            match application::report_activity(&session, &app).await {
+            match application::report_activity(&session, &href).await {
                 Ok(()) => tracing::debug!("reportMyActivity sent"),
                 Err(error) => tracing::warn!(%error, "reportMyActivity failed"),
             }

@@ -16,7 +16,7 @@ use crate::script::{watch_dir, ScriptEnv, ScriptHost};
 use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
 use crate::metrics::HealthState;
 use crate::store::{Position, Store};
-use crate::ucwa::application::{self, Application};
+use crate::ucwa::application::{self, Application, Availability};
 use crate::ucwa::signin::sign_in;
 use crate::config::AuthKind;
 use crate::ucwa::{session::http_client, Auth, Secret, Session, TokenSource, UcwaError};
@@ -199,9 +199,11 @@ impl Agent {
             tracing::info!(pool = session.origin().as_str(), user = %self.auth.user(), "signed in");
             slot.set(Some(session.clone()));
             metrics.sign_in();
+            // Why the next application is a new one, when the channel says so (told to scripts).
+            let mut why_new: Option<&'static str> = None;
             loop {
                 let app = tokio::select! {
-                    r = self.open_application(&session, &signed.applications_href, &mut sink) => r,
+                    r = self.open_application(&session, &signed.applications_href, &mut sink, why_new.take()) => r,
                     _ = stop.changed() => break 'sign_in,
                 };
                 let app = match app {
@@ -228,7 +230,7 @@ impl Agent {
                     pool: session.origin().as_str().to_string(),
                     user: self.auth.user().to_string(),
                     application: app.self_href.clone(),
-                    report_activity: app.report_activity.clone(),
+                    report_activity: app.report_activity.clone().unwrap_or_default(),
                     next: app.events_href.clone(),
                 }));
                 sink.synthetic(
@@ -258,7 +260,7 @@ impl Agent {
                     Ok(ChannelEnd::ApplicationGone) => {
                         tracing::warn!("creating a new application; scripts get a resync event");
                         sink.set_position(None);
-                        sink.synthetic("resync", json!({"reason": "application gone"}));
+                        why_new = Some("the application is gone (deleted or expired on the pool)");
                     }
                     Err(error) => {
                         slot.set(None);
@@ -292,40 +294,54 @@ impl Agent {
         session: &Session,
         applications_href: &str,
         sink: &mut EventSink,
+        why_new: Option<&'static str>,
     ) -> Result<(Application, bool), UcwaError> {
         let saved = self.store.position().unwrap_or_else(|error| {
             tracing::error!(%error, "cannot read the saved channel position");
             None
         });
+        let mut stale = why_new;
         if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.auth.user()) {
             match session.get_json(&p.application).await {
                 Ok(_) => {
                     tracing::info!(application = %p.application, next = %p.next, "resuming the saved application's event channel");
-                    let app = Application {
-                        self_href: p.application,
-                        events_href: p.next,
-                        make_me_available: None,
-                        report_activity: p.report_activity,
-                    };
-                    return Ok((app, true));
+                    let report = Some(p.report_activity).filter(|h| !h.is_empty());
+                    return Ok((Application::resumed(p.application, p.next, report), true));
                 }
                 Err(e) if e.application_gone() => {
                     tracing::warn!(application = %p.application, "the saved application is gone; creating a new one");
                     sink.set_position(None);
-                    sink.synthetic("resync", json!({"reason": "application gone while the agent was stopped"}));
+                    stale = Some("the application was gone while the agent was stopped");
                 }
                 Err(e) => return Err(e),
             }
         }
+        // Scripts that have seen events before may hold calls in progress that ended unseen:
+        // any new application after the first (a graceful stop deleted the last one, a crash,
+        // another pool) says so.
+        if stale.is_none() && self.store.head().unwrap_or(0) > 0 {
+            stale = Some("a new application: events between the previous one and this one were not received");
+        }
         let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(self.auth.user()));
         let app = application::create(session, applications_href, &self.config.server.user_agent, &endpoint).await?;
-        let app = application::make_me_available(session, &app, &self.config.server.modalities).await?;
-        tracing::info!(application = %app.self_href, endpoint_id = %endpoint, "application ready");
+        let (app, availability) = application::make_me_available(session, &app, &self.config.server.modalities).await?;
+        let metrics = &self.host.env().metrics;
+        match &availability {
+            Availability::Unavailable(why) => {
+                tracing::warn!(application = %app.self_href, reason = %why, "makeMeAvailable cannot be done: incoming calls will not arrive");
+                metrics.set_warning("make_me_available", Some(format!("not available for incoming calls: {why}")));
+            }
+            _ => metrics.set_warning("make_me_available", None),
+        }
+        tracing::info!(application = %app.self_href, endpoint_id = %endpoint, ?availability, "application ready");
+        if let Some(reason) = stale {
+            tracing::warn!(reason, "scripts get a resync event");
+            sink.synthetic("resync", json!({ "reason": reason }));
+        }
         Ok((app, false))
     }
 }
 
-/// Waits out a backoff delay; false if shutdown came first.
 /// What signing in needs, from the configuration: where to discover the pool (starting the
 /// embedded simulator for `discover = "embedded"`), the credentials and the HTTP client.
 pub struct Pool {
@@ -398,6 +414,7 @@ impl Refusals {
     }
 }
 
+/// Waits out a backoff delay; false if shutdown came first.
 async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = backoff.next_delay(retry_after);
     tokio::select! {

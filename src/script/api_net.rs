@@ -82,6 +82,40 @@ fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, script: &str, via: &'st
     Ok(t)
 }
 
+/// `agent.ucwa.one`, `.many`, `.date`: reading what pools send whatever its shape (a member
+/// the documentation shows as one object may come as an array of one; dates in .NET form).
+fn shape_helpers(lua: &Lua, ucwa: &Table) -> mlua::Result<()> {
+    // A list: a table whose first element is set (JSON arrays), or an empty table.
+    fn is_list(t: &Table) -> mlua::Result<bool> {
+        Ok(t.raw_get::<Value>(1)? != Value::Nil || t.clone().pairs::<Value, Value>().next().is_none())
+    }
+    ucwa.set(
+        "one",
+        lua.create_function(|_, v: Value| match &v {
+            Value::Table(t) if is_list(t)? => t.raw_get::<Value>(1),
+            _ => Ok(v),
+        })?,
+    )?;
+    ucwa.set(
+        "many",
+        lua.create_function(|lua, v: Value| match v {
+            Value::Nil => lua.create_table(),
+            Value::Table(t) if is_list(&t)? => Ok(t),
+            other => lua.create_sequence_from([other]),
+        })?,
+    )?;
+    ucwa.set(
+        "date",
+        lua.create_function(|_, v: Value| {
+            Ok(match v {
+                Value::String(s) => s.to_str().ok().and_then(|s| crate::ucwa::date::parse_ms(&s)),
+                _ => None,
+            })
+        })?,
+    )?;
+    Ok(())
+}
+
 pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
     let env = &ctx.env;
     let script: Arc<str> = ctx.name.clone();
@@ -121,6 +155,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
         })?;
         ucwa.set(name, f)?;
     }
+    shape_helpers(lua, &ucwa)?;
     agent.set("ucwa", ucwa)?;
 
     let http = lua.create_table()?;

@@ -44,6 +44,9 @@ pub struct SimulateArgs {
     /// corporate CA in `server.ca_file` before meeting the pool.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// A real pool's quirk to reproduce (repeatable) [default: `simulator.quirks`].
+    #[arg(long = "quirk", value_name = "QUIRK", value_enum)]
+    pub quirks: Vec<super::Quirk>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
@@ -109,6 +112,7 @@ pub async fn simulate(args: SimulateArgs, config: &Path, shutdown: impl Future<O
             Err(c) => return c,
         },
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
+        quirks: if args.quirks.is_empty() { base.quirks } else { args.quirks.into_iter().collect() },
         ..SimConfig::default()
     };
     let sim = match Simulator::start(config, listen).await {

@@ -9,6 +9,8 @@
 //! - `GET /sim/v1/applications` → the live applications
 //! - `PUT /sim/v1/users/<name>` `{"password": …}` → 204: the account's password is now that
 //!   (an admin resetting it: the next password grant with the old one gets `invalid_grant`)
+//! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
+//!   of them replaced; `[]` for none)
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
@@ -32,8 +34,21 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
+        ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.state.lock().expect("sim state lock").quirks)),
+        ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
         _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
+    }
+}
+
+fn set_quirks(shared: &Shared, req: &Req) -> Reply {
+    match serde_json::from_slice::<super::Quirks>(strip_bom(&req.body)) {
+        Ok(q) => {
+            let mut st = shared.state.lock().expect("sim state lock");
+            st.quirks = q;
+            Reply::json(StatusCode::OK, &super::quirks::names(&st.quirks))
+        }
+        Err(e) => bad(format!("expected a list of quirk names: {e}")),
     }
 }
 
@@ -80,6 +95,7 @@ fn settings(shared: &Shared) -> Reply {
             "app_idle_secs": c.app_idle_timeout.as_secs(),
             "min_poll_timeout_secs": c.min_poll_timeout.as_secs(),
             "max_poll_timeout_secs": c.max_poll_timeout.as_secs(),
+            "quirks": super::quirks::names(&shared.state.lock().expect("sim state lock").quirks),
         }),
     )
 }

@@ -21,6 +21,7 @@ mod control;
 mod form;
 mod generator;
 mod poll;
+mod quirks;
 mod reply;
 mod resources;
 mod server;
@@ -29,6 +30,7 @@ mod tls;
 
 pub use calls::{CallOutcome, CallSpec, Direction};
 pub use server::Simulator;
+pub use quirks::{Quirk, Quirks};
 pub use state::Fault;
 pub use tls::TlsFiles;
 
@@ -55,6 +57,8 @@ pub struct SimConfig {
     pub call_duration: Duration,
     /// Serve HTTPS with these files instead of HTTP.
     pub tls: Option<TlsFiles>,
+    /// Real pools' deviations from the documented shapes to reproduce (none by default).
+    pub quirks: Quirks,
 }
 
 /// The demo account that `discover = "embedded"` signs in with.
@@ -74,6 +78,7 @@ impl Default for SimConfig {
             ring_time: Duration::from_secs(2),
             call_duration: Duration::from_secs(20),
             tls: None,
+            quirks: Quirks::new(),
         }
     }
 }

@@ -57,6 +57,10 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
         if st.app_of(app_id, user).is_none() {
             return app_gone().into();
         }
+        // A pool that hands out `&key=` requires it back: a client must follow hrefs as given.
+        if st.quirks.contains(&super::Quirk::EventsKey) && !req.query.contains_key("key") {
+            return bad("The events href's key is missing: use the href the server gave.").into();
+        }
         let fault = st.faults.pop_front();
         let app = st.app_of(app_id, user).expect("checked above");
         app.last_seen = now;

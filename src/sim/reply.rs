@@ -15,10 +15,10 @@ pub(crate) const JSON: &str = "application/json; charset=utf-8";
 
 #[derive(Debug)]
 pub(crate) struct Reply {
-    status: StatusCode,
-    content_type: Option<&'static str>,
-    headers: Vec<(HeaderName, String)>,
-    body: Bytes,
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: Option<&'static str>,
+    pub(crate) headers: Vec<(HeaderName, String)>,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {

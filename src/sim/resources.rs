@@ -138,6 +138,8 @@ pub(crate) fn conversation(call: &CallRecord) -> Value {
         "state": state,
         "subject": call.subject,
         "threadId": call.thread_id,
+        // conversation.json has it (as a .NET date: the `dotnet_dates` quirk).
+        "created": crate::ucwa::date::iso_utc(call.created_ms),
         "_links": {
             "self": {"href": c},
             "audioVideo": {"href": format!("{c}/audioVideo")},

@@ -96,6 +96,11 @@ impl Simulator {
         control::command_call(&self.shared, id, CallCommand::End)
     }
 
+    /// Turns quirks on (replacing the ones on), as `PUT /sim/v1/quirks` does.
+    pub fn set_quirks(&self, quirks: super::Quirks) {
+        self.shared.state.lock().expect("sim state lock").quirks = quirks;
+    }
+
     /// Changes an account's password (as `PUT /sim/v1/users/<name>` does); false if unknown.
     pub fn set_password(&self, user: &str, password: &str) -> bool {
         control::set_user_password(&self.shared, user, password)
@@ -174,8 +179,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         headers: parts.headers,
         body,
     };
+    let control = req.segs.first().is_some_and(|s| s == "sim");
     match route(&shared, req).await {
-        Answer::Reply(r) => r.into_response(gzip, head),
+        Answer::Reply(r) => {
+            let quirks = shared.state.lock().expect("sim state lock").quirks.clone();
+            let r = if quirks.is_empty() || control { r } else { super::quirks::reshape(r, &quirks) };
+            r.into_response(gzip, head)
+        }
         Answer::Raw(resp) => resp,
     }
 }
@@ -185,7 +195,12 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
     let get = req.method == Method::GET || req.method == Method::HEAD;
     match segs.as_slice() {
         [] | ["autodiscover", "autodiscoverservice.svc", "root"] if get => {
-            Reply::json(StatusCode::OK, &resources::discovery(&shared.origin)).into()
+            let doc = resources::discovery(&shared.origin);
+            let wants_json = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("json"));
+            if !wants_json && shared.state.lock().expect("sim state lock").quirks.contains(&super::Quirk::XmlAutodiscover) {
+                return super::quirks::xml_discovery(&doc).into();
+            }
+            Reply::json(StatusCode::OK, &doc).into()
         }
         ["autodiscover", "autodiscoverservice.svc", "root", "oauth", "user"] | ["autodiscover", "autodiscoverservice.svc", "root", "user"]
             if get =>
@@ -216,14 +231,23 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
+    let mut status = StatusCode::UNAUTHORIZED;
     if let Some(token) = token {
         let st = shared.state.lock().expect("sim state lock");
         if let Some(user) = st.token_user(token, Instant::now()) {
             return Ok(user);
         }
+        if st.quirks.contains(&super::Quirk::InvalidToken403) {
+            status = StatusCode::FORBIDDEN;
+        }
     }
     Counters::bump(&shared.counters.unauthorized);
-    Err(Reply::html(StatusCode::UNAUTHORIZED, "<html><body><h2>401 - Unauthorized</h2></body></html>")
+    let page = if status == StatusCode::FORBIDDEN { "<html><body><h2>403 - Forbidden</h2></body></html>" } else { "<html><body><h2>401 - Unauthorized</h2></body></html>" };
+    let mut reply = Reply::html(status, page);
+    if status == StatusCode::FORBIDDEN {
+        reply = reply.header(header::WARNING, "120 \"InvalidToken\"");
+    }
+    Err(reply
         .header(
             header::WWW_AUTHENTICATE,
             r#"Bearer trusted_issuers="00000002-0000-0ff1-ce00-000000000000@contoso.com", client_id="00000004-0000-0ff1-ce00-000000000000""#,
@@ -291,6 +315,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
     let now = Instant::now();
     let mut st = shared.state.lock().expect("sim state lock");
     st.expire_idle(&shared.config, now, &shared.counters);
+    let no_me = st.quirks.contains(&super::Quirk::NoMe);
     let Some(app) = st.app_of(id, user) else {
         return Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
             .into();
@@ -303,6 +328,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             Counters::bump(&shared.counters.applications_deleted);
             Reply::no_content().into()
         }
+        ["me"] if get && no_me => not_found().into(),
         ["me"] if get => Reply::json(StatusCode::OK, &resources::me(app)).into(),
         ["communication"] if get => Reply::json(StatusCode::OK, &resources::communication(app)).into(),
         ["me", "makemeavailable"] if post => {

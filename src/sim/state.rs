@@ -125,6 +125,8 @@ pub(crate) struct SimState {
     pub calls: BTreeMap<u64, CallRecord>,
     /// Faults waiting for the next event-channel requests, in order.
     pub faults: VecDeque<Fault>,
+    /// The quirks on now (`SimConfig::quirks`, changed by the control API).
+    pub quirks: super::Quirks,
     next_id: u64,
 }
 
@@ -136,6 +138,7 @@ impl SimState {
             apps: BTreeMap::new(),
             calls: BTreeMap::new(),
             faults: VecDeque::new(),
+            quirks: config.quirks.clone(),
             // Real ids are 11-12 digits; starting high makes hrefs look like a pool's.
             next_id: 10_672_188_129,
         }

@@ -13,8 +13,31 @@ pub struct Application {
     pub events_href: String,
     /// `me/makeMeAvailable`, while the application has not done it.
     pub make_me_available: Option<String>,
-    /// `me/reportMyActivity` once available (the application path as a fallback).
-    pub report_activity: String,
+    /// `reportMyActivity`, on `me` or on the application, once available; None when the pool
+    /// links it nowhere (the keep-alive is then not sent).
+    pub report_activity: Option<String>,
+    /// Whether the application resource embeds or links `me` at all.
+    me: MeAt,
+}
+
+/// Where an application resource says `me` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MeAt {
+    Embedded,
+    Linked(String),
+    /// Neither: `<application>/me` is tried.
+    Unsaid,
+}
+
+/// Whether incoming calls can reach the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// makeMeAvailable was done now (or the pool said it already was).
+    Available,
+    /// `me` has no makeMeAvailable link: the application already is available.
+    AlreadyAvailable,
+    /// makeMeAvailable could not be found or done: incoming calls will not arrive. Why.
+    Unavailable(String),
 }
 
 impl Application {
@@ -22,14 +45,24 @@ impl Application {
         let missing = |what: &str| UcwaError::Malformed { url: url.to_string(), message: format!("the application has no {what} link") };
         let self_href = link(v, "self").ok_or_else(|| missing("self"))?.to_string();
         let events_href = link(v, "events").ok_or_else(|| missing("events"))?.to_string();
-        let me = v.get("_embedded").and_then(|e| e.get("me"));
+        // `_embedded.me` may come as an array of one (captured traffic).
+        let me = v.get("_embedded").and_then(|e| e.get("me")).map(|m| match m {
+            Value::Array(items) => items.first().unwrap_or(m),
+            one => one,
+        });
         let make_me_available = me.and_then(|m| link(m, "makeMeAvailable")).map(str::to_string);
-        let report_activity = me
-            .and_then(|m| link(m, "reportMyActivity"))
-            .or_else(|| link(v, "reportMyActivity"))
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}/me/reportMyActivity", self_href.trim_end_matches('/')));
-        Ok(Application { self_href, events_href, make_me_available, report_activity })
+        let report_activity = me.and_then(|m| link(m, "reportMyActivity")).or_else(|| link(v, "reportMyActivity")).map(str::to_string);
+        let me = match (me, link(v, "me")) {
+            (Some(_), _) => MeAt::Embedded,
+            (None, Some(href)) => MeAt::Linked(href.to_string()),
+            (None, None) => MeAt::Unsaid,
+        };
+        Ok(Application { self_href, events_href, make_me_available, report_activity, me })
+    }
+
+    /// An application known only by its saved hrefs (a resumed channel).
+    pub fn resumed(self_href: String, events_href: String, report_activity: Option<String>) -> Application {
+        Application { self_href, events_href, make_me_available: None, report_activity, me: MeAt::Embedded }
     }
 }
 
@@ -46,23 +79,53 @@ pub async fn create(
     Application::from_resource(&v, applications_href)
 }
 
-/// `POST me/makeMeAvailable`, then re-reads the application for the links it gains.
-pub async fn make_me_available(session: &Session, app: &Application, modalities: &[String]) -> Result<Application, UcwaError> {
-    if let Some(href) = &app.make_me_available {
+/// Finds makeMeAvailable wherever the pool put it (`me` embedded in the application, linked
+/// from it, or only at `<application>/me`), POSTs it, then re-reads the application and `me`
+/// for the links they gain (reportMyActivity). A pool error on the POST is an error; `me` not
+/// to be found is [`Availability::Unavailable`], not an error: the channel still works.
+pub async fn make_me_available(session: &Session, app: &Application, modalities: &[String]) -> Result<(Application, Availability), UcwaError> {
+    let me_href = match &app.me {
+        MeAt::Embedded => None,
+        MeAt::Linked(href) => Some(href.clone()),
+        MeAt::Unsaid => Some(format!("{}/me", app.self_href.trim_end_matches('/'))),
+    };
+    let (offer, me) = match &me_href {
+        None => (app.make_me_available.clone(), None),
+        Some(href) => match session.get_json(href).await {
+            Ok(me) => (link(&me, "makeMeAvailable").map(str::to_string), Some(me)),
+            Err(e) if matches!(e.status(), Some(404) | Some(405)) => {
+                let why = format!("the application has no `me` (not embedded, not linked, and GET {href} answered {e})");
+                return Ok((app.clone(), Availability::Unavailable(why)));
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let mut availability = Availability::AlreadyAvailable;
+    if let Some(href) = &offer {
         match session.post_json(href, &json!({"SupportedModalities": modalities})).await {
-            Ok(_) => {}
+            Ok(_) => availability = Availability::Available,
             // Already available (a restart reusing the application): fine.
-            Err(e) if e.status() == Some(409) && e.subcode() == Some("AlreadyExists") => {}
+            Err(e) if e.status() == Some(409) && e.subcode() == Some("AlreadyExists") => availability = Availability::Available,
             Err(e) => return Err(e),
         }
     }
     let v = session.get_json(&app.self_href).await?;
-    Application::from_resource(&v, &app.self_href)
+    let mut fresh = Application::from_resource(&v, &app.self_href)?;
+    fresh.me = app.me.clone();
+    if fresh.report_activity.is_none() {
+        // Linked only from a `me` fetched apart: read it again now that it is available.
+        if let (Some(href), true) = (&me_href, me.is_some()) {
+            if let Ok(me) = session.get_json(href).await {
+                fresh.report_activity = link(&me, "reportMyActivity").map(str::to_string);
+            }
+        }
+    }
+    Ok((fresh, availability))
 }
 
 /// `POST me/reportMyActivity` (empty body).
-pub async fn report_activity(session: &Session, app: &Application) -> Result<(), UcwaError> {
-    session.send_ok(Method::POST, &app.report_activity, Some(("application/json".to_string(), bytes::Bytes::new())), None).await?;
+pub async fn report_activity(session: &Session, href: &str) -> Result<(), UcwaError> {
+    session.send_ok(Method::POST, href, Some(("application/json".to_string(), bytes::Bytes::new())), None).await?;
     Ok(())
 }
 

@@ -7,14 +7,24 @@ pub enum UcwaError {
     /// The request did not get an HTTP answer (connection refused or reset, timeout, TLS).
     #[error("{method} {url}: no answer: {message}")]
     Transport { method: String, url: String, message: String },
-    /// The server answered with an error status; `code`/`subcode` come from the UCWA error body.
-    #[error("{method} {url}: HTTP {status}{}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), subcode.as_deref().map(|s| format!("/{s}")).unwrap_or_default())]
+    /// The server answered with an error status; `code`/`subcode`/`message` come from the UCWA
+    /// error body (JSON or XML), `diagnostics` from `X-Ms-Diagnostics` and `Warning`: what an
+    /// admin can act on. An HTML body (IIS) is never quoted.
+    #[error(
+        "{method} {url}: HTTP {status}{}{}{}{}",
+        code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+        subcode.as_deref().map(|s| format!("/{s}")).unwrap_or_default(),
+        message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+        diagnostics.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default()
+    )]
     Status {
         method: String,
         url: String,
         status: u16,
         code: Option<String>,
         subcode: Option<String>,
+        message: Option<String>,
+        diagnostics: Option<String>,
         retry_after: Option<Duration>,
     },
     /// The answer is not what UCWA sends (not JSON, truncated, a link missing).

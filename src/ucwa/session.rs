@@ -1,5 +1,5 @@
 //! HTTP to the pool with the agent's token. The token goes only to the pool origin; it is
-//! renewed before it expires and on any 401, and the failed request is retried once.
+//! renewed before it expires and on any 401 (or 403 `InvalidToken`), and the failed request is retried once.
 
 use super::auth::Auth;
 use crate::metrics::Metrics;
@@ -112,10 +112,10 @@ impl Session {
         let url = self.origin.resolve(href)?;
         let token = self.current_token(None).await?;
         let reply = self.exchange(&method, &url, body.clone(), timeout, &token).await?;
-        if reply.status != 401 {
+        if !token_rejected(&reply) {
             return Ok(reply);
         }
-        tracing::info!(href = %url.path(), "token rejected (401); signing in again");
+        tracing::info!(href = %url.path(), status = reply.status, "token rejected; signing in again");
         let token = self.current_token(Some(&token)).await?;
         self.exchange(&method, &url, body, timeout, &token).await
     }
@@ -294,21 +294,77 @@ pub(crate) fn transport(method: &str, url: &str, e: reqwest::Error) -> UcwaError
 
 /// An error status with the UCWA error body's code and subcode, and `Retry-After`.
 pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> UcwaError {
-    let body: Option<Value> = serde_json::from_slice(strip_bom(&reply.body)).ok();
-    let field = |k: &str| body.as_ref().and_then(|b| b.get(k)).and_then(Value::as_str).map(str::to_string);
+    let body = strip_bom(&reply.body);
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let text = std::str::from_utf8(body).unwrap_or("");
+    let xml = json.is_none() && text.trim_start().starts_with("<") && !looks_like_html(text);
+    let field = |k: &str| -> Option<String> {
+        let v = match &json {
+            Some(b) => b.get(k).and_then(Value::as_str).map(str::to_string),
+            None if xml => xml_element(text, k),
+            None => None,
+        };
+        v.map(|s| one_line(&s, 300)).filter(|s| !s.is_empty())
+    };
     let retry_after = reply
         .headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
+    let header = |name: &str| -> Vec<String> {
+        reply.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| one_line(v, 300)).collect()
+    };
+    let mut diagnostics: Vec<String> = header("x-ms-diagnostics").into_iter().map(|d| format!("X-Ms-Diagnostics: {d}")).collect();
+    diagnostics.extend(header("warning").into_iter().map(|w| format!("Warning: {w}")));
     UcwaError::Status {
         method: method.to_string(),
         url: url.to_string(),
         status: reply.status,
         code: field("code"),
         subcode: field("subcode"),
+        message: field("message"),
+        diagnostics: (!diagnostics.is_empty()).then(|| diagnostics.join("; ")),
         retry_after,
+    }
+}
+
+/// 401, or the 403 some pools send for an expired token (`Warning: … "InvalidToken"`).
+fn token_rejected(reply: &HttpReply) -> bool {
+    reply.status == 401
+        || (reply.status == 403
+            && reply.headers.get_all(reqwest::header::WARNING).iter().any(|w| w.to_str().is_ok_and(|w| w.contains("InvalidToken"))))
+}
+
+/// An IIS or proxy error page: never parsed for fields, never quoted.
+fn looks_like_html(text: &str) -> bool {
+    let head = text.trim_start().get(..64).unwrap_or(text.trim_start()).to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<head") || head.contains("<body")
+}
+
+/// The text of the first `<name>…</name>` (any namespace prefix) in a small XML error body.
+fn xml_element(text: &str, name: &str) -> Option<String> {
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        let tag_end = rest.find('>')?;
+        let tag = rest[..tag_end].split_whitespace().next().unwrap_or("");
+        let local = tag.rsplit(':').next().unwrap_or(tag);
+        if local == name && !rest[..tag_end].ends_with('/') {
+            let inner = &rest[tag_end + 1..];
+            let close = inner.find("</")?;
+            return Some(inner[..close].trim().to_string());
+        }
+    }
+    None
+}
+
+/// A header or body field as one bounded log line.
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match flat.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
     }
 }
 
@@ -330,4 +386,36 @@ pub fn http_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, Strin
         }
     }
     builder.build().map_err(|e| format!("cannot set up TLS: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn reply(status: u16, headers: &[(&'static str, &str)], body: &str) -> HttpReply {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        HttpReply { status, headers: h, body: bytes::Bytes::from(body.to_string()) }
+    }
+
+    #[test]
+    fn a_failed_request_says_what_an_admin_can_act_on() {
+        let json = reply(409, &[], r#"{"code":"Conflict","subcode":"PGetReplaced","message":"A newer pending GET replaced this one."}"#);
+        let e = status_error(&Method::GET, "https://pool/x", &json).to_string();
+        assert_eq!(e, "GET https://pool/x: HTTP 409 Conflict/PGetReplaced: A newer pending GET replaced this one.");
+        let xml = reply(403, &[], r#"<?xml version="1.0"?><error xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa"><code>Forbidden</code><subcode>InvalidToken</subcode><message>The token is not valid.</message></error>"#);
+        let e = status_error(&Method::GET, "https://pool/x", &xml).to_string();
+        assert!(e.ends_with("HTTP 403 Forbidden/InvalidToken: The token is not valid."), "{e}");
+        let iis = reply(
+            500,
+            &[("x-ms-diagnostics", "28032; reason=\"The front end server is unavailable\""), ("warning", "120 \"InvalidToken\"")],
+            "<!DOCTYPE html><html><head><title>500</title></head><body><code>x</code></body></html>",
+        );
+        let e = status_error(&Method::POST, "https://pool/y", &iis).to_string();
+        assert_eq!(e, "POST https://pool/y: HTTP 500 [X-Ms-Diagnostics: 28032; reason=\"The front end server is unavailable\"; Warning: 120 \"InvalidToken\"]");
+        assert!(token_rejected(&reply(403, &[("warning", "120 \"InvalidToken\"")], "")) && !token_rejected(&reply(403, &[], "")));
+    }
 }
