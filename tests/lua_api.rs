@@ -249,3 +249,66 @@ async fn a_request_timeout_shorter_than_the_handler_limit_applies() {
     assert!(line.contains("agent.http.request") && line.contains("timed out"), "the request's own timeout, not the handler's 60 s: {line}");
     agent.stop().await;
 }
+
+/// Follows the links a pool hands out, by name, from a script, and logs what came back.
+const LINK_FOLLOWER: &str = r#"
+local function get(href) local r = agent.ucwa.get(href) return r.status, r.body, r.headers end
+local function show(what, status, value) agent.log.info(what .. " " .. status .. " " .. tostring(value)) end
+agent.on("audioVideoInvitation", "started", function(e)
+  local inv = e.resource
+  local _, a = get(e.href:match("^(.-)/communication/"))
+  local links, me = a._links, agent.ucwa.one(a._embedded.me)._links
+  local s, b = get(links.policies.href) show("policies", s, b.telephonyMode)
+  s, b = get(me.presence.href) show("presence", s, b.availability)
+  s, b = get(me.note.href) show("note", s, b.type)
+  s, b = get(me.location.href) show("location", s, b.rel)
+  s, b = get(me.phones.href) show("phones", s, agent.ucwa.many(b._embedded.phone)[1].number:match("^tel:") ~= nil)
+  s, b = get(me.callForwardingSettings.href) show("callForwardingSettings", s, b.activeSetting)
+  local ps, _, ph = get(me.photo.href) show("photo", ps, ph["content-type"])
+  local people = a._embedded.people._links
+  s, b = get(people.myContacts.href) show("myContacts", s, b.rel)
+  s, b = get(people.search.href .. "?query=demo") show("search", s, b._embedded.contact[1].uri)
+  local meetings = a._embedded.onlineMeetings._links
+  s, b = get(meetings.myOnlineMeetings.href) show("myOnlineMeetings", s, b.rel)
+  s, b = get(a._embedded.communication._links.conversations.href) show("conversations", s, #b._embedded.conversation)
+  s, b = get(inv._links.from.href) show("from", s, b.uri)
+  s, b = get(inv._links.to.href) show("to", s, b.uri)
+  local _, conv = get(inv._links.conversation.href)
+  s, b = get(conv._links.participants.href) show("participants", s, #b._embedded.participant)
+  s, b = get(conv._links.localParticipant.href) show("localParticipant", s, b.uri)
+  s, b = get(conv._links.messaging.href) show("messaging", s, b.state)
+  local _, av = get(inv._links.audioVideo.href)
+  s, b = get(av._links.audioVideoPolicies.href) show("audioVideoPolicies", s, b.rel)
+end)
+"#;
+
+#[tokio::test]
+async fn a_script_can_follow_every_link_the_pool_hands_out() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "links.lua", LINK_FOLLOWER);
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    sim.start_call(ucwa_agent::sim::CallSpec { remote: Some("sip:zoe@fabrikam.com".into()), ..answered_call() }).unwrap();
+    let got = agent.messages("links", 17).await;
+    let want = [
+        "policies 200 AudioVideo",
+        "presence 200 Online",
+        "note 200 Personal",
+        "location 200 location",
+        "phones 200 true",
+        "callForwardingSettings 200 Off",
+        "photo 200 image/png",
+        "myContacts 200 myContacts",
+        "search 200 sip:demo@contoso.com",
+        "myOnlineMeetings 200 myOnlineMeetings",
+        "conversations 200 1",
+        "from 200 sip:zoe@fabrikam.com",
+        "to 200 sip:demo@contoso.com",
+        "participants 200 2",
+        "localParticipant 200 sip:demo@contoso.com",
+        "messaging 200 Disconnected",
+        "audioVideoPolicies 200 audioVideoPolicies",
+    ];
+    assert_eq!(got, want);
+    agent.stop().await;
+}

@@ -138,7 +138,8 @@ fn list_calls(shared: &Shared) -> Reply {
         .values()
         .map(|c| {
             json!({"id": c.id, "application": c.app_id, "direction": c.direction.as_str(), "remote": c.remote_uri,
-                   "phase": format!("{:?}", c.phase), "conversation": resources::conversation_path(c)})
+                   "phase": format!("{:?}", c.phase), "conversation": resources::conversation_path(c),
+                   "invitation": resources::invitation_path(c)})
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(calls))

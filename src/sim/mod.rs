@@ -18,6 +18,7 @@ mod calls;
 pub mod cli;
 mod channel;
 mod control;
+mod directory;
 mod form;
 mod generator;
 mod poll;

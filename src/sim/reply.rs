@@ -30,6 +30,10 @@ impl Reply {
         Reply { status, content_type: Some(JSON), headers: Vec::new(), body }
     }
 
+    pub(crate) fn bytes(status: StatusCode, content_type: &'static str, body: &'static [u8]) -> Reply {
+        Reply { status, content_type: Some(content_type), headers: Vec::new(), body: Bytes::from_static(body) }
+    }
+
     pub(crate) fn no_content() -> Reply {
         Reply { status: StatusCode::NO_CONTENT, content_type: None, headers: Vec::new(), body: Bytes::new() }
     }

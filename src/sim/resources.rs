@@ -116,7 +116,7 @@ pub(crate) fn session_path(call: &CallRecord) -> String {
 pub(crate) fn invitation_path(call: &CallRecord) -> String {
     format!("{}/communication/audioVideoInvitations/{}", app_path(call.app_id), call.invitation_id)
 }
-fn remote_participant_path(call: &CallRecord) -> String {
+pub(crate) fn remote_participant_path(call: &CallRecord) -> String {
     format!("{}/participants/{}", conversation_path(call), call.remote_uri.trim_start_matches("sip:"))
 }
 
@@ -243,6 +243,53 @@ pub(crate) fn session(call: &CallRecord) -> Value {
             "dataCollaboration": {"href": format!("{c}/dataCollaboration")},
         },
     })
+}
+
+/// `participants`: the two parties of the call (`participant.json`'s shape).
+pub(crate) fn participants(call: &CallRecord) -> Value {
+    let c = conversation_path(call);
+    json!({
+        "rel": "participants",
+        "_links": {"self": {"href": format!("{c}/participants")}},
+        "_embedded": {"participant": [participant(call), local_participant(call)]},
+    })
+}
+
+/// The remote party (`participant.json`).
+pub(crate) fn participant(call: &CallRecord) -> Value {
+    let c = conversation_path(call);
+    let remote = call.remote_uri.trim_start_matches("sip:");
+    json!({
+        "rel": "participant", "name": call.remote_name, "uri": call.remote_uri, "local": false, "anonymous": false,
+        "inLobby": false, "organizer": call.direction == Direction::Incoming, "role": "Attendee", "sourceNetwork": "SameEnterprise",
+        "_links": {
+            "self": {"href": remote_participant_path(call)},
+            "conversation": {"href": c},
+            "contact": {"href": format!("{}/people/{remote}", app_path(call.app_id))},
+        },
+    })
+}
+
+/// The account itself in the call (`localParticipant.json`).
+pub(crate) fn local_participant(call: &CallRecord) -> Value {
+    let c = conversation_path(call);
+    let local = call.local_uri.trim_start_matches("sip:");
+    json!({
+        "rel": "localParticipant", "name": display_name(local), "uri": call.local_uri, "local": true, "anonymous": false,
+        "inLobby": false, "organizer": call.direction == Direction::Outgoing, "role": "Attendee", "sourceNetwork": "SameEnterprise",
+        "_links": {
+            "self": {"href": format!("{c}/participants/local")},
+            "conversation": {"href": c},
+            "me": {"href": format!("{}/me", app_path(call.app_id))},
+        },
+    })
+}
+
+/// A modality of the conversation that this simulator does not carry (messaging, data
+/// collaboration, application sharing): it exists, disconnected, as in an audio-only call.
+pub(crate) fn idle_modality(call: &CallRecord, rel: &str) -> Value {
+    let c = conversation_path(call);
+    json!({"rel": rel, "state": "Disconnected", "_links": {"self": {"href": format!("{c}/{rel}")}, "conversation": {"href": c}}})
 }
 
 /// The error body shape of PROTOCOL.md §6.

@@ -5,6 +5,7 @@ use super::calls::{self, CallCommand, CallSpec, Direction};
 use super::channel::SimEvent;
 use super::reply::Reply;
 use super::resources::{self, app_path};
+use super::directory;
 use super::state::{Counters, Fault, SimState};
 use super::{control, generator, SimConfig};
 use axum::body::to_bytes;
@@ -210,6 +211,8 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
                 Err(r) => r.into(),
             }
         }
+        // The cross-domain iframe page browsers' UCWA libraries load; nothing for an agent.
+        ["autodiscover", "xframe", "xframe.html"] if get => Reply::html(StatusCode::OK, XFRAME_PAGE).into(),
         ["webticket", "oauthtoken"] if req.method == Method::POST => token(shared, &req).into(),
         ["sim", "v1", rest @ ..] => control::route(shared, &req, rest).into(),
         ["ucwa", "oauth", "v1", "applications", rest @ ..] => match authorize(shared, &req.headers) {
@@ -218,6 +221,24 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
         },
         _ => not_found().into(),
     }
+}
+
+/// What a pool's XFrame.html is for: a page that relays requests from a browser iframe.
+const XFRAME_PAGE: &str = "<!DOCTYPE html><html><head><title>XFrame</title></head><body><!-- UCWA cross-domain relay: browser clients only --></body></html>";
+
+/// The operations the simulator links to (POST only): a GET on one answers 405, as a pool does.
+const OPERATIONS: &[&str] = &[
+    "makemeavailable", "reportmyactivity", "batch", "acceptwithanswer", "decline", "cancel", "stopaudiovideo", "stopaudio",
+    "addvideo", "addparticipant", "renegotiations", "publishcallqualityfeedback", "audiovideoinvitations",
+    "messaginginvitations", "onlinemeetinginvitations", "turnoffcallforwarding",
+];
+
+fn is_operation(path: &[&str]) -> bool {
+    path.last().is_some_and(|last| OPERATIONS.contains(last))
+}
+
+fn operation_only() -> Reply {
+    Reply::error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", None, "This is an operation: use POST.")
 }
 
 fn not_found() -> Reply {
@@ -316,6 +337,9 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
     let mut st = shared.state.lock().expect("sim state lock");
     st.expire_idle(&shared.config, now, &shared.counters);
     let no_me = st.quirks.contains(&super::Quirk::NoMe);
+    let mut users: Vec<String> = st.users.keys().cloned().collect();
+    users.sort();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
     let Some(app) = st.app_of(id, user) else {
         return Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
             .into();
@@ -330,6 +354,25 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["me"] if get && no_me => not_found().into(),
         ["me"] if get => Reply::json(StatusCode::OK, &resources::me(app)).into(),
+        ["me", "presence"] if get => Reply::json(StatusCode::OK, &directory::presence(app)).into(),
+        ["me", "note"] if get => Reply::json(StatusCode::OK, &directory::note(app)).into(),
+        ["me", "location"] if get => Reply::json(StatusCode::OK, &directory::location(app)).into(),
+        ["me", "phones"] if get => Reply::json(StatusCode::OK, &directory::phones(app)).into(),
+        ["me", "phones", "work"] if get => Reply::json(StatusCode::OK, &directory::phone(app)).into(),
+        ["me", "callforwardingsettings"] if get => Reply::json(StatusCode::OK, &directory::call_forwarding_settings(app)).into(),
+        ["photos", _] if get => Reply::bytes(StatusCode::OK, "image/png", directory::PHOTO_PNG).into(),
+        ["policies"] if get => Reply::json(StatusCode::OK, &directory::policies(app)).into(),
+        ["people"] if get => Reply::json(StatusCode::OK, &directory::people(app)).into(),
+        ["onlinemeetings"] if get => Reply::json(StatusCode::OK, &directory::online_meetings(app)).into(),
+        ["onlinemeetings", "myonlinemeetings"] if get => Reply::json(StatusCode::OK, &directory::my_online_meetings(app)).into(),
+        ["communication", "audiovideopolicies"] if get => Reply::json(StatusCode::OK, &directory::audio_video_policies(app)).into(),
+        ["people", "contacts"] if get => Reply::json(StatusCode::OK, &directory::my_contacts(app, &users)).into(),
+        ["people", "search"] if get => match req.query.get("query").filter(|q| !q.trim().is_empty()) {
+            None => Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "search needs ?query=.").into(),
+            Some(q) => Reply::json(StatusCode::OK, &directory::search(app, &users, q)).into(),
+        },
+        // Anyone the pool can name: the simulator's accounts and the callers it invents.
+        ["people", person] if get && person.contains('@') => Reply::json(StatusCode::OK, &directory::contact(app, person)).into(),
         ["communication"] if get => Reply::json(StatusCode::OK, &resources::communication(app)).into(),
         ["me", "makemeavailable"] if post => {
             if app.available {
@@ -384,8 +427,20 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                 }
                 ["decline"] if post && call.direction == Direction::Incoming => send(call, CallCommand::Decline),
                 ["cancel"] if post && call.direction == Direction::Outgoing => send(call, CallCommand::End),
+                _ if get && is_operation(action) => operation_only().into(),
                 _ => not_found().into(),
             }
+        }
+        ["communication", "conversations"] if get => {
+            // `?filter=active` (the only form linked): the conversations of calls in progress.
+            let live: Vec<serde_json::Value> =
+                st.calls.values().filter(|c| c.app_id == id && c.phase != calls::Phase::Ended).map(resources::conversation).collect();
+            let body = serde_json::json!({
+                "rel": "conversations",
+                "_links": {"self": {"href": format!("{}/communication/conversations?filter=active", app_path(id))}},
+                "_embedded": {"conversation": live},
+            });
+            Reply::json(StatusCode::OK, &body).into()
         }
         ["communication", "conversations", conv, modality @ ..] => {
             let Some(call) = conv.parse::<u64>().ok().and_then(|c| st.calls.get(&c)).filter(|c| c.app_id == id) else {
@@ -398,9 +453,24 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     Reply::json(StatusCode::OK, &resources::session(call)).into()
                 }
                 ["audiovideo", "stopaudiovideo" | "stopaudio"] if post => send(call, CallCommand::End),
+                ["participants"] if get => Reply::json(StatusCode::OK, &resources::participants(call)).into(),
+                ["participants", "local"] if get => Reply::json(StatusCode::OK, &resources::local_participant(call)).into(),
+                ["participants", who] if get && resources::remote_participant_path(call).to_ascii_lowercase().ends_with(&format!("/{who}")) => {
+                    Reply::json(StatusCode::OK, &resources::participant(call)).into()
+                }
+                [m @ ("messaging" | "datacollaboration" | "applicationsharing")] if get => {
+                    let rel = match *m {
+                        "messaging" => "messaging",
+                        "datacollaboration" => "dataCollaboration",
+                        _ => "applicationSharing",
+                    };
+                    Reply::json(StatusCode::OK, &resources::idle_modality(call, rel)).into()
+                }
+                _ if get && is_operation(modality) => operation_only().into(),
                 _ => not_found().into(),
             }
         }
+        _ if get && is_operation(rest) => operation_only().into(),
         _ => not_found().into(),
     }
 }
