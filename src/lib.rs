@@ -9,7 +9,7 @@
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
 //! - `metrics`: counters, histograms and health for `/metrics` and `/healthz`.
 //! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
-//! - `tools`: `check`, `record`, `replay` and `test` for script authors.
+//! - `tools`: `check` (and `check --online`), `replay` and `test` for script authors.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
 //!
 //! `docs/ARCHITECTURE.md` has the data flow from HTTP bytes to a Lua handler.
