@@ -384,9 +384,24 @@ impl Config {
                 handler_timeout: self.handler_timeout(),
             },
             http_allow: s.http_allow.clone(),
-            config: s.config.clone(),
+            config: s.config.iter().map(|(k, v)| (k.clone(), self.absolute_secret_files(v))).collect(),
             max_consecutive_failures: s.max_consecutive_failures,
             state_max_bytes: s.state_max_bytes as usize,
+        }
+    }
+
+    /// `{ file = "rel" }` secret references made relative to this file's folder, as every
+    /// path in it is.
+    fn absolute_secret_files(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Object(o) if o.len() == 1 && o.get("file").is_some_and(Value::is_string) => {
+                let file = self.resolve(std::path::Path::new(o["file"].as_str().unwrap_or_default()));
+                serde_json::json!({ "file": file.display().to_string() })
+            }
+            Value::Object(o) => Value::Object(o.iter().map(|(k, m)| (k.clone(), self.absolute_secret_files(m))).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(|m| self.absolute_secret_files(m)).collect()),
+            other => other.clone(),
         }
     }
 

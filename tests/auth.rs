@@ -249,3 +249,44 @@ async fn a_password_changed_while_running_signs_the_scripts_out_then_the_agent_e
     assert!(text.contains("agent event signedOut: credentials refused"), "the scripts are told why: {text}");
     assert_eq!(sim.counters()["token_rejections"], 3, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_secrets_come_from_the_environment_or_a_file_and_never_reach_a_log() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hook.secret"), "https://hooks.example.com/T0/B0/s3cr3tPath\n").unwrap();
+    write(
+        dir.path(),
+        "leaky.lua",
+        r#"agent.on("audioVideoSession", "added", function(e)
+  agent.log.info("using " .. agent.config.token, { url = agent.config.hook, len = #agent.config.token })
+  error("failed with " .. agent.config.hook)
+end)"#,
+    );
+    let extra = "[scripts.config.leaky]\ntoken = { env = \"UCWA_AGENT_TEST_SCRIPT_TOKEN\" }\nhook = { file = \"hook.secret\" }\n";
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, config_text(&sim, dir.path(), extra)).unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = agent_command(&["--log-format", "json", "run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug"), ("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_available(&sim).await;
+    sim.start_call(answered_call()).unwrap();
+    file_contains(&log, "handler failed").await;
+    signal(&agent, "-TERM");
+    exit_within(&mut agent, PATIENCE).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("tok-0123456789") && !text.contains("s3cr3tPath"), "a secret reached the log: {text}");
+    let line = text.lines().find(|l| l.contains("\"using ")).expect("the script's line");
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["message"], "using [redacted]");
+    assert_eq!(line["fields"], serde_json::json!({"url": "[redacted]", "len": 14}), "the script had the values");
+    assert!(text.contains("failed with [redacted]"), "{text}");
+
+    // `check` names a secret that cannot be read, at the script, as `run` would refuse to load it.
+    let out = agent_command(&["check", "--config", config.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("leaky.lua: error: agent.config.token: the environment variable UCWA_AGENT_TEST_SCRIPT_TOKEN is not set"), "{report}");
+}

@@ -80,6 +80,19 @@ pub(crate) struct ScriptCtx {
     pub name: Arc<str>,
     pub version: u64,
     pub env: Arc<ScriptEnv>,
+    /// `agent.config`: the script's `[scripts.config.<name>]`, secrets read.
+    pub config: serde_json::Value,
+    /// Hides those secrets in the script's log lines and errors.
+    pub redactor: super::secrets::Redactor,
+}
+
+impl ScriptCtx {
+    /// The context of one version of `name`; its config's secret references are read now.
+    pub(crate) fn new(name: &str, version: u64, env: &Arc<ScriptEnv>) -> Result<ScriptCtx, String> {
+        let raw = env.settings().config.get(name).cloned().unwrap_or_else(|| serde_json::json!({}));
+        let (config, redactor) = super::secrets::resolve(&raw)?;
+        Ok(ScriptCtx { name: Arc::from(name), version, env: env.clone(), config, redactor })
+    }
 }
 
 /// The event the script's handlers are running for, if any: its log lines carry its `rel`,
@@ -116,8 +129,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
         })?,
     )?;
     agent.set("state", state_table(lua, ctx)?)?;
-    let config = ctx.env.settings().config.get(&*ctx.name).cloned().unwrap_or_else(|| serde_json::json!({}));
-    agent.set("config", lua.to_value(&config)?)?;
+    agent.set("config", lua.to_value(&ctx.config)?)?;
     agent.set("on", on_fn(lua)?)?;
     agent.set("log", log_table(lua, ctx)?)?;
     agent.set("json", json_table(lua)?)?;
@@ -268,8 +280,12 @@ fn display(v: &Value) -> String {
 }
 
 /// A script's log line: to tracing (with the script's name) and to the host's output stream.
-fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, message: String, fields: Option<serde_json::Value>) {
+fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, message: String, mut fields: Option<serde_json::Value>) {
     let script = &*ctx.name;
+    let message = ctx.redactor.redact(&message).into_owned();
+    if let Some(f) = fields.as_mut() {
+        ctx.redactor.redact_value(f);
+    }
     let f = fields.as_ref().map(|f| f.to_string());
     let f = f.as_deref().unwrap_or("");
     let current = lua.app_data_ref::<CurrentEvent>();

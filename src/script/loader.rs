@@ -71,7 +71,7 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Lo
         return Err(fail("binary (precompiled) chunks are not allowed; save the script as text".into()));
     }
     let lua = sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
-    let ctx = ScriptCtx { name: Arc::from(name.as_str()), version, env: env.clone() };
+    let ctx = ScriptCtx::new(&name, version, env).map_err(&fail)?;
     api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
     let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
     if let Some(b) = sandbox::budget(&lua) {
@@ -81,7 +81,7 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Lo
         .set_name(format!("@{chunk_name}"))
         .set_mode(ChunkMode::Text)
         .exec()
-        .map_err(|e| fail(describe(&e)))?;
+        .map_err(|e| fail(ctx.redactor.redact(&describe(&e)).into_owned()))?;
     Ok(Loaded { lua, ctx })
 }
 

@@ -27,6 +27,7 @@ mod output;
 mod pattern;
 pub mod offline;
 mod runner;
+mod secrets;
 pub(crate) mod sandbox;
 mod state;
 mod strlib;

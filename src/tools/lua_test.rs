@@ -134,7 +134,8 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
 
 fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua> {
     let lua = sandbox::new_state(&env.settings().limits)?;
-    api::register(&lua, &ScriptCtx { name: Arc::from(name), version: 1, env: env.clone() })?;
+    let ctx = ScriptCtx::new(name, 1, env).map_err(mlua::Error::runtime)?;
+    api::register(&lua, &ctx)?;
     let t = lua.create_table()?;
     let hh = h.clone();
     t.set(
