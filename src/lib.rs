@@ -8,6 +8,7 @@
 //! - `agent`: the run loop: sign-in, application, keep-alive, event channel, recovery.
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
 //! - `metrics`: counters, histograms and health for `/metrics` and `/healthz`.
+//! - `script_metrics`: the metrics scripts define (`agent.metrics`), exported beside them.
 //! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
 //! - `tools`: `check` (and `check --online`), `replay` and `test` for script authors.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod logfmt;
 pub mod metrics;
 pub mod script;
+pub mod script_metrics;
 pub mod sim;
 pub mod store;
 pub mod tools;

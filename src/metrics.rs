@@ -104,6 +104,8 @@ pub struct Metrics {
     delivery: Mutex<Histogram>,
     health: Mutex<(HealthState, Instant, Option<String>)>,
     warnings: Mutex<BTreeMap<&'static str, String>>,
+    /// What scripts define with `agent.metrics`.
+    pub script_defined: Mutex<crate::script_metrics::ScriptMetrics>,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,7 @@ impl Default for Metrics {
             delivery: Mutex::default(),
             health: Mutex::new((HealthState::Starting, Instant::now(), None)),
             warnings: Mutex::new(BTreeMap::new()),
+            script_defined: Mutex::new(Default::default()),
         }
     }
 }
@@ -308,6 +311,7 @@ impl Metrics {
                 let _ = writeln!(out, "ucwa_journal_lag{{script=\"{}\"}} {lag}", esc(&script));
             }
         }
+        lock(&self.script_defined).render(&mut out);
         let h = self.health();
         let _ = writeln!(
             out,

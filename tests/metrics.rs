@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
+use ucwa_agent::script::ScriptOutput;
 use ucwa_agent::sim::{CallOutcome, CallSpec, Fault};
 
 async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
@@ -166,4 +167,48 @@ async fn healthz_says_stopping_while_scripts_finish() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stopping.await.unwrap();
+}
+
+/// Counts calls by direction, times them, and says how many are up; `VERSION` is logged so a
+/// test can tell when the reload happened.
+const SCRIPT_METRICS: &str = r#"
+local calls = agent.metrics.counter("calls_total", "Calls seen, by direction.")
+local up = agent.metrics.gauge("calls_up", "Calls in progress.")
+local length = agent.metrics.histogram("call_seconds", "How long calls last.", {1, 10, 60})
+agent.on("audioVideoSession", "added", function(e)
+  calls:inc(1, { direction = "Incoming" })
+  up:inc()
+  length:observe(5)
+  agent.log.info("VERSION counted")
+end)
+agent.on("audioVideoSession", "deleted", function(e) up:dec() end)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_publish_metrics_that_survive_a_reload() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "counting.lua", &SCRIPT_METRICS.replace("VERSION", "v1"));
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 20\n[metrics]\nlisten = \"127.0.0.1:0\"")).await;
+    let addr = agent.metrics.unwrap();
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("counting", 1).await, ["v1 counted"]);
+    let s = scrape(addr).await;
+    assert_eq!(value(&s, "ucwa_script_calls_total", &[("script", "counting"), ("direction", "Incoming")]), 1.0);
+    assert_eq!(value(&s, "ucwa_script_calls_up", &[("script", "counting")]), 1.0);
+    // A new version finds its metrics where the old one left them.
+    write(dir.path(), "counting.lua", &SCRIPT_METRICS.replace("VERSION", "v2"));
+    sim.end_call(call);
+    agent.expect("version 2 loaded", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "counting")).await;
+    sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("counting", 1).await, ["v2 counted"]);
+    let s = scrape(addr).await;
+    assert_eq!(value(&s, "ucwa_script_calls_total", &[("script", "counting"), ("direction", "Incoming")]), 2.0);
+    assert_eq!(value(&s, "ucwa_script_calls_up", &[("script", "counting")]), 1.0, "one ended, one up");
+    let hist = s.samples.iter().find(|x| x.metric == "ucwa_script_call_seconds").expect("the histogram");
+    match &hist.value {
+        prometheus_parse::Value::Histogram(h) => assert_eq!(h.iter().find(|b| b.less_than == 10.0).map(|b| b.count), Some(2.0)),
+        other => panic!("not a histogram: {other:?}"),
+    }
+    agent.stop().await;
 }

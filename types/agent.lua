@@ -40,6 +40,31 @@ function AgentTimer:cancel() end
 ---@field body any       decoded JSON (agent.ucwa) or the body text (agent.http)
 ---@field headers table<string, string>
 
+---@class AgentMetricHandle
+---@field inc fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
+---@field dec fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
+---@field set fun(self: AgentMetricHandle, v: number, labels: table<string, string|number|boolean>|nil)
+---@field observe fun(self: AgentMetricHandle, v: number, labels: table<string, string|number|boolean>|nil)
+
+---@class AgentMetrics
+local AgentMetrics = {}
+---A counter (only `inc`), exported as ucwa_script_<name>.
+---@param name string
+---@param help string|nil
+---@return AgentMetricHandle
+function AgentMetrics.counter(name, help) end
+---A gauge (`inc`, `dec`, `set`).
+---@param name string
+---@param help string|nil
+---@return AgentMetricHandle
+function AgentMetrics.gauge(name, help) end
+---A histogram (`observe`) with these bucket upper bounds.
+---@param name string
+---@param help string|nil
+---@param buckets number[]
+---@return AgentMetricHandle
+function AgentMetrics.histogram(name, help, buckets) end
+
 ---@class AgentHttpRequest
 ---@field method string|nil   default "GET"
 ---@field url string
@@ -120,6 +145,7 @@ function AgentJson.array(t) end
 ---@class Agent
 ---@field log AgentLog
 ---@field ucwa AgentUcwa
+---@field metrics AgentMetrics
 ---@field http AgentHttp
 ---@field json AgentJson
 ---@field state table    kept across reloads and restarts

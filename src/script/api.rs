@@ -119,6 +119,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     let agent = lua.create_table()?;
     timers::register(lua, &agent, ctx.env.clock.clone())?;
     api_net::register(lua, &agent, ctx)?;
+    super::api_metrics::register(lua, &agent, ctx)?;
     agent.set(
         "on_unload",
         lua.create_function(|lua, f: Function| {

@@ -19,6 +19,7 @@
 pub(crate) mod api;
 mod bounded;
 mod api_net;
+mod api_metrics;
 mod env;
 mod host;
 pub(crate) mod interop;
