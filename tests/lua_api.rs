@@ -312,3 +312,36 @@ async fn a_script_can_follow_every_link_the_pool_hands_out() {
     assert_eq!(got, want);
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
+    use ucwa_agent::script::ScriptOutput;
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("lib/util")).unwrap();
+    let module = |word: &str| format!("local M = {{}}\nfunction M.word() return \"{word}\" end\nreturn M\n");
+    std::fs::write(dir.path().join("lib/words.lua"), module("one")).unwrap();
+    std::fs::write(dir.path().join("lib/util/twice.lua"), "return function(s) return s .. s end\n").unwrap();
+    write(
+        dir.path(),
+        "user.lua",
+        "local words = require('words')\nlocal twice = require('util.twice')\nassert(require('words') == words, 'one instance')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info(twice(words.word())) end)\n",
+    );
+    write(dir.path(), "other.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('other') end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 20")).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("user", 1).await, ["oneone"]);
+    sim.end_call(c);
+    // Saving the module reloads the script that requires it.
+    std::fs::write(dir.path().join("lib/words.lua"), module("two")).unwrap();
+    agent.expect("user version 2", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "user")).await;
+    // A broken module: the script keeps its running version; the error names the module's line.
+    std::fs::write(dir.path().join("lib/words.lua"), "local M = {}\nthis is not lua\n").unwrap();
+    let failed = agent.expect("user's reload failing", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "user")).await;
+    let ScriptOutput::LoadFailed { error, .. } = failed else { unreachable!() };
+    assert!(error.contains("lib/words.lua:2:"), "{error}");
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(agent.messages("user", 1).await, ["twotwo"]);
+    sim.end_call(c);
+    agent.stop().await;
+}

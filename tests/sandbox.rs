@@ -58,7 +58,13 @@ async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> 
 async fn dangerous_functions_are_unreachable() {
     let probe = r#"
       local function gone(v, what) assert(v == nil, what .. " is reachable") end
-      gone(io, "io"); gone(debug, "debug"); gone(require, "require"); gone(package, "package")
+      gone(io, "io"); gone(debug, "debug"); gone(package, "package")
+      -- `require` is the agent's own: only lib/<name>.lua, no paths, no C modules.
+      for _, name in ipairs({"../probe", "/etc/passwd", "os", "a/b", "x.so"}) do
+        local ok, e = pcall(require, name)
+        e = tostring(e)
+        assert(not ok and (e:find("a module name is") or e:find("cannot read")), name .. ": " .. e)
+      end
       gone(dofile, "dofile"); gone(loadfile, "loadfile"); gone(string.dump, "string.dump")
       gone(os.execute, "os.execute"); gone(os.getenv, "os.getenv"); gone(os.remove, "os.remove"); gone(os.exit, "os.exit")
       gone(_G.io, "_G.io"); gone(("").dump, "string methods' dump")

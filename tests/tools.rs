@@ -391,3 +391,21 @@ fn every_shipped_configuration_is_valid() {
         }
     }
 }
+
+#[test]
+fn check_and_test_load_modules_as_run_does() {
+    let p = project(&[
+        ("rule.lua", "local hours = require('hours')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info(hours.label(9)) end)\n"),
+        ("rule_test.lua", "local hours = require('hours')\ntest.load('rule.lua')\ntest.case('label', function()\n  test.eq(hours.label(9), 'office')\n  test.dispatch(test.event('audioVideoSession', 'added'))\n  test.eq(test.logs()[1].message, 'office')\nend)\n"),
+    ]);
+    std::fs::create_dir(p.path().join("scripts/lib")).unwrap();
+    std::fs::write(p.path().join("scripts/lib/hours.lua"), "return { label = function(h) return (h >= 8 and h < 18) and 'office' or 'closed' end }\n").unwrap();
+    let o = agent(&["test"], p.path());
+    assert!(o.status.success() && text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
+    let o = agent(&["check"], p.path());
+    assert!(o.status.success() && text(&o).contains("ok: rule (1 subscription)") && !text(&o).contains("hours"), "modules are not scripts: {}", text(&o));
+    std::fs::write(p.path().join("scripts/lib/hours.lua"), "return {\n  label = function(h) return h +\n}\n").unwrap();
+    let o = agent(&["check"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("lib/hours.lua:3:"), "the module's own line: {}", text(&o));
+}

@@ -21,6 +21,8 @@ struct Entry {
     inbox: mpsc::UnboundedSender<Msg>,
     version: u64,
     path: PathBuf,
+    /// The modules the running version required.
+    modules: super::modules::Required,
     watch: Arc<Watch>,
     /// Completes when the script's thread has ended.
     ended: tokio::sync::oneshot::Receiver<()>,
@@ -110,12 +112,14 @@ impl ScriptHost {
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
         self.inner.env.metrics.reload(&name, true);
         self.inner.env.emit(ScriptOutput::Loaded { script: name.clone(), version });
+        let modules = loaded.modules.clone();
         let mut scripts = self.lock();
         match scripts.get_mut(&name) {
             Some(entry) if !entry.inbox.is_closed() && !entry.watch.is_stuck() => {
                 let _ = entry.inbox.send(Msg::Swap(Box::new(loaded)));
                 entry.version = version;
                 entry.path = path.to_path_buf();
+                entry.modules = modules;
             }
             previous => {
                 if previous.is_some_and(|e| e.watch.is_stuck()) {
@@ -134,11 +138,20 @@ impl ScriptHost {
                         return Err(ScriptError { script: name, path: path.to_path_buf(), message });
                     }
                 };
-                scripts.insert(name.clone(), Entry { inbox: tx, version, path: path.to_path_buf(), watch, ended });
+                scripts.insert(name.clone(), Entry { inbox: tx, version, path: path.to_path_buf(), modules, watch, ended });
             }
         }
         drop(scripts);
         Ok(version)
+    }
+
+    /// The files of the scripts whose running version required `module`.
+    pub fn dependents(&self, module: &str) -> Vec<PathBuf> {
+        self.lock()
+            .values()
+            .filter(|e| e.modules.lock().unwrap_or_else(|p| p.into_inner()).contains(module))
+            .map(|e| e.path.clone())
+            .collect()
     }
 
     /// Loads every script file again (new settings, a new directory target), loads new ones

@@ -22,6 +22,8 @@ pub struct ScriptError {
 pub(crate) struct Loaded {
     pub lua: Lua,
     pub ctx: ScriptCtx,
+    /// The modules (`require`) this version uses.
+    pub modules: super::modules::Required,
 }
 
 impl Loaded {
@@ -73,6 +75,8 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Lo
     let lua = sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
     let ctx = ScriptCtx::new(&name, version, env).map_err(&fail)?;
     api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let modules = super::modules::install(&lua, dir).map_err(|e| fail(format!("cannot install require: {e}")))?;
     let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
     if let Some(b) = sandbox::budget(&lua) {
         b.arm(limits);
@@ -82,7 +86,7 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Lo
         .set_mode(ChunkMode::Text)
         .exec()
         .map_err(|e| fail(ctx.redactor.redact(&describe(&e)).into_owned()))?;
-    Ok(Loaded { lua, ctx })
+    Ok(Loaded { lua, ctx, modules })
 }
 
 /// An mlua error as a user reads it: `file.lua:LINE: message`, then the traceback if any.

@@ -24,6 +24,7 @@ mod env;
 mod host;
 pub(crate) mod interop;
 pub(crate) mod loader;
+pub(crate) mod modules;
 mod output;
 mod pattern;
 pub mod offline;

@@ -39,6 +39,8 @@ struct Watched {
     extra: BTreeSet<PathBuf>,
     /// A symlinked script's target → the link in the scripts directory.
     links: BTreeMap<PathBuf, PathBuf>,
+    /// Whether `<dir>/lib` is watched.
+    lib_watched: bool,
 }
 
 impl Watched {
@@ -79,6 +81,17 @@ impl Watched {
         self.extra = folders;
     }
 
+    /// Watches `<dir>/lib` (modules) when it exists; its changes reload the scripts using them.
+    fn watch_lib(&mut self) {
+        let lib = self.dir.join(super::modules::LIB_DIR);
+        if lib.is_dir() && !self.lib_watched {
+            match self.watcher.watch(&lib, RecursiveMode::Recursive) {
+                Ok(()) => self.lib_watched = true,
+                Err(error) => tracing::warn!(dir = %lib.display(), %error, "cannot watch the modules folder"),
+            }
+        }
+    }
+
     /// The script a changed path stands for: itself, or the link whose target it is.
     fn script_for(&self, path: &Path) -> Option<PathBuf> {
         if let Some(link) = self.links.get(path) {
@@ -107,8 +120,9 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
     let dir = host.dir().to_path_buf();
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let target = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-    let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new() };
+    let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new(), lib_watched: false };
     w.refresh();
+    w.watch_lib();
     let task = tokio::spawn(async move {
         let mut check = tokio::time::interval(RETARGET_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,7 +150,16 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                     Err(_) => break,
                 }
             }
-            let scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
+            let mut scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
+            // A module saved: every script that required it loads again (keeping its running
+            // version if the new one fails).
+            for module in changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)) {
+                let users = host.dependents(&module);
+                if !users.is_empty() {
+                    tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it");
+                }
+                scripts.extend(users);
+            }
             for path in scripts {
                 let Some(name) = script_name(&path) else { continue };
                 if path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
@@ -148,8 +171,9 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                     host.unload(&name);
                 }
             }
-            // Links may have been added, removed or pointed elsewhere.
+            // Links may have been added, removed or pointed elsewhere; lib/ may have appeared.
             w.refresh();
+            w.watch_lib();
         }
     });
     Ok(WatchHandle { task })
