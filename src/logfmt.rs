@@ -23,7 +23,11 @@ const QUIET_DEPENDENCIES: &[&str] = &["hyper", "hyper_util", "h2", "reqwest", "r
 pub fn filter(rust_log: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
     let asked = rust_log.filter(|s| !s.trim().is_empty());
     let text = asked.unwrap_or(default);
-    let mut filter = tracing_subscriber::EnvFilter::try_new(text).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let mut filter = tracing_subscriber::EnvFilter::try_new(text).unwrap_or_else(|error| {
+        // (Logging is not up yet: said on standard error, once.)
+        eprintln!("RUST_LOG={text:?} is not a log filter ({error}); using {default:?}");
+        tracing_subscriber::EnvFilter::new(default)
+    });
     for dep in QUIET_DEPENDENCIES {
         let named = text.split(',').any(|d| d.split(['=', '[', ':']).next().is_some_and(|t| t.trim() == *dep));
         if !named {
@@ -107,6 +111,9 @@ impl Visit for Fields {
     }
 }
 
+/// The keys every JSON line has (or may have) of its own.
+const RESERVED: &[&str] = &["timestamp", "level", "target", "message", "fields"];
+
 fn json_line(time: &str, level: &Level, target: &str, f: Fields) -> String {
     let mut o = Map::new();
     o.insert("timestamp".into(), time.into());
@@ -114,7 +121,9 @@ fn json_line(time: &str, level: &Level, target: &str, f: Fields) -> String {
     o.insert("target".into(), target.into());
     o.insert("message".into(), f.message.into());
     for (k, v) in f.pairs {
-        o.insert(k.into(), v);
+        // An event field never replaces the line's own keys.
+        let k = if RESERVED.contains(&k) { format!("field.{k}") } else { k.to_string() };
+        o.insert(k, v);
     }
     if let Some(v) = f.script_fields {
         o.insert("fields".into(), v);
@@ -152,6 +161,8 @@ fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) ->
 fn push_pair(line: &mut String, key: &str, value: &Value) {
     let _ = match value {
         Value::String(s) => write!(line, " {key}={}", human_text(s)),
+        // A table: its JSON, quoted like any text with spaces or quotes.
+        Value::Object(_) | Value::Array(_) => write!(line, " {key}={}", human_text(&value.to_string())),
         other => write!(line, " {key}={other}"),
     };
 }
@@ -204,6 +215,15 @@ mod tests {
         );
         assert_eq!(short_href("https://hooks.example.com/x"), "https://hooks.example.com/x", "only UCWA paths are shortened");
         assert!(human_line("T", &Level::WARN, "t", Fields::default(), true).contains("\x1b[33m WARN\x1b[0m"));
+    }
+
+    #[test]
+    fn fields_never_replace_the_lines_own_keys() {
+        let f = Fields { message: "m".into(), pairs: vec![("level", "debug".into()), ("target", "x".into())], script_fields: None };
+        let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "t", f)).unwrap();
+        assert_eq!((line["level"].as_str(), line["field.level"].as_str(), line["target"].as_str()), (Some("INFO"), Some("debug"), Some("t")));
+        let nested = Fields { message: "m".into(), pairs: vec![], script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})) };
+        assert!(human_line("T", &Level::INFO, "t", nested, false).ends_with(r#" who="{\"name\":\"Bob Brown\"}""#));
     }
 
     #[test]

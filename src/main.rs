@@ -78,23 +78,38 @@ enum Command {
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `ucwa-agent man > /usr/local/share/man/man1/ucwa-agent.1`.
-    Man,
+    /// Print the manual page (roff), or write it and one page per command into DIR.
+    Man {
+        /// Write ucwa-agent.1 and ucwa-agent-<command>.1 into this folder (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A panic (a bug) is an ERROR log line with its thread, like everything else the agent says.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread, panic = %info, "internal error (please report it)");
+    }));
     match &cli.command {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
-        Some(Command::Man) => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        Some(Command::Man { dir }) => {
+            let written = match dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+            };
+            return match written {
                 Ok(()) => ExitCode::SUCCESS,
+                // `ucwa-agent man | head`: the reader went away; nothing is wrong.
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("cannot write the manual page: {error}");
-                    ExitCode::from(EXIT_SCRIPTS)
+                    ExitCode::from(EXIT_CONFIG)
                 }
             };
         }
@@ -111,7 +126,7 @@ fn main() -> ExitCode {
             Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
-            Command::Completions { .. } | Command::Man => unreachable!("answered before the runtime starts"),
+            Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the runtime starts"),
             Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
         }
     });
@@ -253,7 +268,15 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
 }
 
 async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
-    let loaded = Config::load(config).ok();
+    // No configuration file is fine (defaults); a broken one is not.
+    let loaded = match Config::load(config) {
+        Ok(c) => Some(c),
+        Err(_) if !config.exists() => None,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let paths = if paths.is_empty() {
         vec![loaded.as_ref().map(|c| c.scripts_dir()).unwrap_or_else(|| PathBuf::from("scripts"))]
     } else {

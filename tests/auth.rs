@@ -227,6 +227,19 @@ async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
     assert!(log.contains("refused the credentials 3 times in a row") && log.contains("fix [auth]") && log.contains("invalid_grant"), "{log}");
     assert!(!log.contains("wrong"), "the password is never logged: {log}");
     assert_eq!(sim.counters()["token_rejections"], 3, "three tries, no more");
+
+    // Restarted by a supervisor with the same password: it is not tried again.
+    let again = agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).output().unwrap();
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(3), "{log}");
+    assert!(log.contains("not trying it again") && log.contains("credentials-refused"), "{log}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "no new attempt against the account");
+    // The password fixed: it signs in, and the record is gone.
+    let mut fixed = spawn_agent(&config, std::process::Stdio::null());
+    wait_available(&sim).await;
+    assert!(!dir.path().join(".state/credentials-refused").exists());
+    signal(&fixed, "-TERM");
+    assert_eq!(exit_within(&mut fixed, PATIENCE).await.0, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

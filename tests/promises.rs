@@ -196,6 +196,19 @@ async fn sighup_reloads_the_configuration() {
     signal(&agent, "-HUP");
     eventually("the fourth reload", || reloads() == 4).await;
     assert_eq!(restart_warnings(), 1, "back to the running value: no warning");
+    // `scripts.dir` is not applied by a reload: it warns at every reload while it differs.
+    let moved = text("two").replacen(&format!("dir = \"{}\"", dir.path().display()), "dir = \"/elsewhere\"", 1);
+    assert_ne!(moved, text("two"));
+    std::fs::write(&config, format!("{moved}{live}")).unwrap();
+    for n in [5, 6] {
+        signal(&agent, "-HUP");
+        eventually("another reload", || reloads() == n).await;
+    }
+    assert_eq!(restart_warnings(), 3, "scripts.dir differs at both reloads");
+    std::fs::write(&config, format!("{}{live}", text("two"))).unwrap();
+    signal(&agent, "-HUP");
+    eventually("the last reload", || reloads() == 7).await;
+    assert_eq!(restart_warnings(), 3, "back to the running directory: no warning");
     signal(&agent, "-TERM");
     assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0));
 }

@@ -159,3 +159,54 @@ async fn a_restart_after_a_graceful_stop_gives_scripts_a_resync() {
     assert_eq!(seen[1], "signedIn nil");
     second.stop().await;
 }
+
+#[test]
+fn the_readme_names_every_quirk_as_the_config_takes_it() {
+    use clap::ValueEnum;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme.split("**Quirks.**").nth(1).expect("the Quirks section");
+    let names: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("| quirk |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .map(|l| l.split('`').nth(1).unwrap())
+        .collect();
+    let parsed: Quirks = names.iter().map(|n| serde_json::from_value::<Quirk>(json!(n)).unwrap_or_else(|e| panic!("{n}: {e}"))).collect();
+    let all: Quirks = Quirk::value_variants().iter().copied().collect();
+    assert_eq!(parsed, all, "README lists {names:?}");
+    for n in &names {
+        assert!(Quirk::from_str(n, false).is_ok(), "simulate --quirk {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_resumed_application_still_says_calls_will_not_arrive() {
+    let sim = start_sim(quirky(&[Quirk::NoMe])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = config_file(&sim, dir.path(), &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""));
+    let degraded = || async {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await {
+                let h: Value = r.json().await.unwrap();
+                if h["state"] == "polling" && h["status"] == "degraded" {
+                    return h;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "never polling and degraded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut first = spawn_agent(&config, std::process::Stdio::null());
+    degraded().await;
+    signal(&first, "-KILL");
+    exit_within(&mut first, PATIENCE).await;
+    let mut second = spawn_agent(&config, std::process::Stdio::null());
+    let h = degraded().await;
+    assert!(h["warnings"][0].as_str().unwrap().contains("not available for incoming calls"), "{h}");
+    assert_eq!(sim.counters()["applications_created"], 1, "the same application, resumed");
+    signal(&second, "-TERM");
+    exit_within(&mut second, PATIENCE).await;
+}

@@ -308,6 +308,13 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     let o = agent(&["test", "nosuch_test.lua"], p.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nosuch_test.lua: no such file or directory"), "{}", text(&o));
+    // A broken configuration is not silently replaced by the defaults.
+    let config = std::fs::read_to_string(p.path().join("config.toml")).unwrap();
+    std::fs::write(p.path().join("config.toml"), format!("{config}bogus = 1\n")).unwrap();
+    let o = agent(&["test"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("bogus"), "{}", text(&o));
+    std::fs::write(p.path().join("config.toml"), config).unwrap();
     // `replay --script` with a name that is not a script: the flag is blamed, the scripts listed.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
     let o = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
@@ -379,6 +386,17 @@ fn completions_and_the_manual_page_are_printed() {
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && t.contains(".TH ucwa-agent 1") && t.contains("simulate"), "{}", text(&o));
     assert_eq!(agent(&["completions", "tcsh"], dir.path()).status.code(), Some(2), "an unknown shell is a usage error");
+    let o = agent(&["man", "--dir", dir.path().to_str().unwrap()], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    for page in ["ucwa-agent.1", "ucwa-agent-run.1", "ucwa-agent-check.1", "ucwa-agent-simulate.1"] {
+        assert!(std::fs::read_to_string(dir.path().join(page)).is_ok_and(|t| t.contains(".TH")), "{page}");
+    }
+    assert!(std::fs::read_to_string(dir.path().join("ucwa-agent-check.1")).unwrap().contains("online"), "a command's page has its options");
+    // `man | head`: the reader leaving early is no error.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("man").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod channel;
 pub mod endpoints;
 pub mod keepalive;
 pub mod record;
+pub mod refusal;
 mod reload;
 
 pub use reload::{LogLevelApplier, Reloader};
@@ -171,6 +172,18 @@ impl Agent {
         let slot = self.host.env().session.clone();
         let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
         let metrics = self.host.env().metrics.clone();
+        let state_dir = self.config.state_dir();
+        if let Some(r) = refusal::recorded(&state_dir, &self.auth) {
+            tracing::error!(
+                user = %self.auth.user(),
+                refused_at = %r.at,
+                reason = %r.reason,
+                file = %r.file.display(),
+                "the pool refused this password before; not trying it again (an account lockout) until it changes: fix [auth] or the secret, or delete the file"
+            );
+            self.host.shutdown(SHUTDOWN_GRACE).await;
+            return RunEnd::CredentialsRefused(r.reason);
+        }
         let mut refusals = Refusals::default();
         let mut end = RunEnd::Stopped;
         'sign_in: while !*stop.borrow() {
@@ -196,6 +209,7 @@ impl Agent {
             };
             let session = signed.session;
             refusals = Refusals::default();
+            refusal::clear(&state_dir);
             tracing::info!(pool = session.origin().as_str(), user = %self.auth.user(), "signed in");
             slot.set(Some(session.clone()));
             metrics.sign_in();
@@ -282,6 +296,9 @@ impl Agent {
         if let Some(sim) = self.simulator {
             sim.shutdown().await;
         }
+        if let RunEnd::CredentialsRefused(reason) = &end {
+            refusal::record(&state_dir, &self.auth, reason);
+        }
         tracing::info!("agent stopped");
         end
     }
@@ -289,6 +306,18 @@ impl Agent {
     /// Resumes the application of the saved position if the pool still has it (a restart
     /// within its lifetime loses nothing); otherwise creates (or re-attaches to) one and makes
     /// it available. Returns the application and whether it was resumed.
+    /// Says (WARN, /healthz) when incoming calls cannot arrive, and clears it when they can.
+    fn note_availability(&self, app: &Application, availability: &Availability) {
+        let metrics = &self.host.env().metrics;
+        match availability {
+            Availability::Unavailable(why) => {
+                tracing::warn!(application = %app.self_href, reason = %why, "makeMeAvailable cannot be done: incoming calls will not arrive");
+                metrics.set_warning("make_me_available", Some(format!("not available for incoming calls: {why}")));
+            }
+            _ => metrics.set_warning("make_me_available", None),
+        }
+    }
+
     async fn open_application(
         &self,
         session: &Session,
@@ -303,10 +332,14 @@ impl Agent {
         let mut stale = why_new;
         if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.auth.user()) {
             match session.get_json(&p.application).await {
-                Ok(_) => {
+                Ok(resource) => {
                     tracing::info!(application = %p.application, next = %p.next, "resuming the saved application's event channel");
-                    let report = Some(p.report_activity).filter(|h| !h.is_empty());
-                    return Ok((Application::resumed(p.application, p.next, report), true));
+                    let app = Application::resumed(&resource, &p.application, p.next)?;
+                    // Available still? (A crash may have come before makeMeAvailable, or the
+                    // pool may offer none: /healthz says so again.)
+                    let (app, availability) = application::make_me_available(session, &app, &self.config.server.modalities).await?;
+                    self.note_availability(&app, &availability);
+                    return Ok((app, true));
                 }
                 Err(e) if e.application_gone() => {
                     tracing::warn!(application = %p.application, "the saved application is gone; creating a new one");
@@ -325,17 +358,10 @@ impl Agent {
         let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(self.auth.user()));
         let app = application::create(session, applications_href, &self.config.server.user_agent, &endpoint).await?;
         let (app, availability) = application::make_me_available(session, &app, &self.config.server.modalities).await?;
-        let metrics = &self.host.env().metrics;
-        match &availability {
-            Availability::Unavailable(why) => {
-                tracing::warn!(application = %app.self_href, reason = %why, "makeMeAvailable cannot be done: incoming calls will not arrive");
-                metrics.set_warning("make_me_available", Some(format!("not available for incoming calls: {why}")));
-            }
-            _ => metrics.set_warning("make_me_available", None),
-        }
+        self.note_availability(&app, &availability);
         tracing::info!(application = %app.self_href, endpoint_id = %endpoint, ?availability, "application ready");
         if let Some(reason) = stale {
-            tracing::warn!(reason, "scripts get a resync event");
+            tracing::info!(reason, "scripts get a resync event");
             sink.synthetic("resync", json!({ "reason": reason }));
         }
         Ok((app, false))

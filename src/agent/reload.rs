@@ -44,7 +44,10 @@ impl Reloader {
         self.host.env().set_settings(new.script_settings());
         {
             let mut r = self.running.lock().expect("running config lock");
+            // Only what was applied: `dir`, `watch` and the debounce keep their running values.
+            let kept = (r.scripts.dir.clone(), r.scripts.watch, r.scripts.reload_debounce_ms);
             r.scripts = new.scripts.clone();
+            (r.scripts.dir, r.scripts.watch, r.scripts.reload_debounce_ms) = kept;
             r.metrics.listen = metrics;
             r.log = log;
         }
@@ -79,8 +82,9 @@ impl Reloader {
 
     /// Applies a changed `log.level` (unless `RUST_LOG` is set, which wins); gives what runs.
     fn apply_log_level(&self, running: &Config, new: &Config) -> crate::config::LogConfig {
-        if new.log == running.log {
-            return running.log.clone();
+        let effective = |c: &Config| c.log.level.clone().unwrap_or_else(|| "info".into());
+        if effective(new) == effective(running) {
+            return new.log.clone();
         }
         let Some(apply) = &self.log_level else { return running.log.clone() };
         if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
@@ -90,11 +94,11 @@ impl Reloader {
         let level = new.log.level.as_deref().unwrap_or("info");
         match apply(level) {
             Ok(()) => {
-                tracing::info!(key = "log.level", level, "log level changed");
+                tracing::info!(key = "log.level", filter = level, "log level changed");
                 new.log.clone()
             }
             Err(error) => {
-                tracing::error!(key = "log.level", level, %error, "log level not changed");
+                tracing::error!(key = "log.level", filter = level, %error, "log level not changed");
                 running.log.clone()
             }
         }

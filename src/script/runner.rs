@@ -287,6 +287,11 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     }
 }
 
+/// A panic's message.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
+}
+
 /// One call into the script, under its limits.
 async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>) {
     let limits = &p.settings.limits.clone();
@@ -297,7 +302,9 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     // Log lines a handler writes carry its event: rel, type, seq.
     set_current(cur, ev);
     p.watch.begin_at(started, what, ev.map(|e| (e.rel(), e.kind(), e.seq)), limits.handler_timeout);
-    let mut call = std::pin::pin!(f.call_async::<()>(arg));
+    // A panic in Rust code under the call (a bug of ours) becomes this call's error, not a dead
+    // thread the watchdog would report as stuck.
+    let mut call = std::pin::pin!(futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(f.call_async::<()>(arg))));
     // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
     // per call costs more than a trivial handler). The hook bounds CPU time either way.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
@@ -308,6 +315,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             tokio::time::timeout_at(deadline, call).await
         }
     };
+    let result = result.map(|r| r.unwrap_or_else(|panic| Err(mlua::Error::runtime(format!("internal error of the agent (please report it): {}", panic_text(&*panic))))));
     p.watch.end();
     set_current(cur, None);
     let took = started.elapsed();

@@ -132,7 +132,7 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                 _ = check.tick() => {
                     let now = std::fs::canonicalize(&w.dir).unwrap_or_else(|_| w.dir.clone());
                     if now != w.target {
-                        tracing::info!(dir = %w.dir.display(), target = %now.display(), "scripts directory now points elsewhere; rescanning");
+                        tracing::info!(dir = %w.dir.display(), points_to = %now.display(), "scripts directory now points elsewhere; rescanning");
                         w.refresh();
                         host.rescan().await;
                     }

@@ -35,6 +35,8 @@ pub enum Quirk {
     IisErrors,
     /// An expired or unknown token gets 403 with `Warning: 120 "InvalidToken"` and two
     /// `WWW-Authenticate` headers instead of 401.
+    #[serde(rename = "invalid_token_403")]
+    #[value(name = "invalid_token_403")]
     InvalidToken403,
     /// Autodiscover answers XML unless the request's `Accept` asks for JSON.
     XmlAutodiscover,
@@ -126,6 +128,12 @@ fn add_revision(link: &mut Value) {
     }
 }
 
+/// The opaque participant id of a SIP URI (`opaque_participant_ids`): lower-case base64, then `0`.
+pub(crate) fn opaque_id(uri: &str) -> String {
+    let uri = if uri.starts_with("sip:") { uri.to_ascii_lowercase() } else { format!("sip:{}", uri.to_ascii_lowercase()) };
+    format!("{}0", base64(uri.as_bytes()).to_ascii_lowercase())
+}
+
 /// `…/participants/alice@contoso.com[/…]` → `…/participants/<base64("sip:alice@contoso.com")>0[/…]`.
 fn opaque_participant(href: &str) -> Option<String> {
     const MARK: &str = "/participants/";
@@ -135,8 +143,7 @@ fn opaque_participant(href: &str) -> Option<String> {
     if !id.contains('@') {
         return None;
     }
-    let uri = format!("sip:{}", id.to_ascii_lowercase());
-    Some(format!("{}{}0{}", &href[..at], base64(uri.as_bytes()).to_ascii_lowercase(), &href[end..]))
+    Some(format!("{}{}{}", &href[..at], opaque_id(id), &href[end..]))
 }
 
 fn base64(data: &[u8]) -> String {

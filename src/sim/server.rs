@@ -455,7 +455,11 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                 ["audiovideo", "stopaudiovideo" | "stopaudio"] if post => send(call, CallCommand::End),
                 ["participants"] if get => Reply::json(StatusCode::OK, &resources::participants(call)).into(),
                 ["participants", "local"] if get => Reply::json(StatusCode::OK, &resources::local_participant(call)).into(),
-                ["participants", who] if get && resources::remote_participant_path(call).to_ascii_lowercase().ends_with(&format!("/{who}")) => {
+                ["participants", who]
+                    if get
+                        && (resources::remote_participant_path(call).to_ascii_lowercase().ends_with(&format!("/{who}"))
+                            || super::quirks::opaque_id(&call.remote_uri) == *who) =>
+                {
                     Reply::json(StatusCode::OK, &resources::participant(call)).into()
                 }
                 [m @ ("messaging" | "datacollaboration" | "applicationsharing")] if get => {

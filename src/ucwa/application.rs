@@ -60,9 +60,12 @@ impl Application {
         Ok(Application { self_href, events_href, make_me_available, report_activity, me })
     }
 
-    /// An application known only by its saved hrefs (a resumed channel).
-    pub fn resumed(self_href: String, events_href: String, report_activity: Option<String>) -> Application {
-        Application { self_href, events_href, make_me_available: None, report_activity, me: MeAt::Embedded }
+    /// A saved application the pool still has (its resource, as a GET answered), polled again
+    /// from the saved events href.
+    pub fn resumed(resource: &Value, href: &str, events_href: String) -> Result<Application, UcwaError> {
+        let mut app = Application::from_resource(resource, href)?;
+        app.events_href = events_href;
+        Ok(app)
     }
 }
 
@@ -94,7 +97,8 @@ pub async fn make_me_available(session: &Session, app: &Application, modalities:
         Some(href) => match session.get_json(href).await {
             Ok(me) => (link(&me, "makeMeAvailable").map(str::to_string), Some(me)),
             Err(e) if matches!(e.status(), Some(404) | Some(405)) => {
-                let why = format!("the application has no `me` (not embedded, not linked, and GET {href} answered {e})");
+                let status = e.status().unwrap_or_default();
+                let why = format!("the application has no `me`: not embedded, not linked, and {href} answered {status}");
                 return Ok((app.clone(), Availability::Unavailable(why)));
             }
             Err(e) => return Err(e),
@@ -111,6 +115,8 @@ pub async fn make_me_available(session: &Session, app: &Application, modalities:
     }
     let v = session.get_json(&app.self_href).await?;
     let mut fresh = Application::from_resource(&v, &app.self_href)?;
+    // The channel goes on where it was (a resumed application's saved position).
+    fresh.events_href = app.events_href.clone();
     fresh.me = app.me.clone();
     if fresh.report_activity.is_none() {
         // Linked only from a `me` fetched apart: read it again now that it is available.

@@ -10,9 +10,10 @@ pub fn parse_ms(s: &str) -> Option<i64> {
     let dotnet = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/"));
     let dotnet = dotnet.or_else(|| s.strip_prefix("\\/Date(").and_then(|r| r.strip_suffix(")\\/")));
     if let Some(inner) = dotnet {
-        // The offset names the writer's zone; the number is already UTC.
-        let end = inner[1..].find(['+', '-']).map_or(inner.len(), |i| i + 1);
-        return inner[..end].parse().ok();
+        // The offset names the writer's zone; the number is already UTC. (A sign may lead.)
+        let digits_from = usize::from(inner.starts_with('-'));
+        let end = inner.get(digits_from..)?.find(['+', '-']).map_or(inner.len(), |i| i + digits_from);
+        return inner.get(..end)?.parse().ok();
     }
     parse_iso(s)
 }
@@ -106,8 +107,25 @@ mod tests {
         assert_eq!(parse_ms("2016-09-27T01:20:24.822+02:00"), Some(1_474_932_024_822));
         assert_eq!(parse_ms("2016-09-26T23:20:24Z"), Some(1_474_932_024_000));
         assert_eq!(parse_ms("2016-09-26T23:20:24.8Z"), Some(1_474_932_024_800));
-        for bad in ["", "yesterday", "/Date(abc)/", "2016-13-01T00:00:00Z", "2016-09-26T23:20:24+2", "2016-09-26"] {
+        for bad in ["", "yesterday", "/Date(abc)/", "/Date()/", "/Date(é)/", "/Date(-)/", "2016-13-01T00:00:00Z", "2016-09-26T23:20:24+2", "2016-09-26", "2016-09-26T23:20:24.é", "é016-09-26T23:20:24Z"] {
             assert_eq!(parse_ms(bad), None, "{bad}");
+        }
+    }
+
+    /// Any text at all gives a number or None, never a panic.
+    #[test]
+    fn never_panics() {
+        let pieces = ["/Date(", ")/", "\\/", "-", "+", "é", "1", "0", "T", ":", ".", "Z", "2016-09-26", "23:20:24", " "];
+        let mut seed: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 7) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            let _ = parse_ms(&s);
         }
     }
 

@@ -319,7 +319,7 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
     diagnostics.extend(header("warning").into_iter().map(|w| format!("Warning: {w}")));
     UcwaError::Status {
         method: method.to_string(),
-        url: url.to_string(),
+        url: without_key(url),
         status: reply.status,
         code: field("code"),
         subcode: field("subcode"),
@@ -334,6 +334,14 @@ fn token_rejected(reply: &HttpReply) -> bool {
     reply.status == 401
         || (reply.status == 403
             && reply.headers.get_all(reqwest::header::WARNING).iter().any(|w| w.to_str().is_ok_and(|w| w.contains("InvalidToken"))))
+}
+
+/// A URL for a log line: a `key=` query parameter (the events href's capability some pools
+/// add) is not shown.
+fn without_key(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_string() };
+    let kept: Vec<&str> = query.split('&').map(|p| if p.starts_with("key=") { "key=[redacted]" } else { p }).collect();
+    format!("{base}?{}", kept.join("&"))
 }
 
 /// An IIS or proxy error page: never parsed for fields, never quoted.
@@ -417,5 +425,7 @@ mod tests {
         let e = status_error(&Method::POST, "https://pool/y", &iis).to_string();
         assert_eq!(e, "POST https://pool/y: HTTP 500 [X-Ms-Diagnostics: 28032; reason=\"The front end server is unavailable\"; Warning: 120 \"InvalidToken\"]");
         assert!(token_rejected(&reply(403, &[("warning", "120 \"InvalidToken\"")], "")) && !token_rejected(&reply(403, &[], "")));
+        let e = status_error(&Method::GET, "https://pool/a/events?ack=4&key=abc123&timeout=180", &reply(503, &[], "")).to_string();
+        assert_eq!(e, "GET https://pool/a/events?ack=4&key=[redacted]&timeout=180: HTTP 503");
     }
 }
