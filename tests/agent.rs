@@ -244,6 +244,7 @@ async fn the_shipped_scripts_and_examples_work() {
     let mut everything = agent.out.resubscribe();
     let mut stats = agent.out.resubscribe();
     let mut call_log = agent.out.resubscribe();
+    let mut busy = agent.out.resubscribe();
     sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() })
         .unwrap();
     let missed = agent.expect("missed call", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "missed_calls")).await;
@@ -272,6 +273,10 @@ async fn the_shipped_scripts_and_examples_work() {
     assert!(fields["with"].as_str().is_some_and(|w| w.starts_with("sip:")), "the end names who the call was with: {fields}");
     let duration = fields["duration_s"].as_f64().unwrap();
     assert!(duration > 0.0 && duration < 60.0, "the call lasted {duration} s");
+    // busy_in_calls: Busy with a note during the call, then back (the pool's own record).
+    assert_eq!(messages_of(&mut busy, "busy_in_calls", 2).await, ["busy", "restored"]);
+    let presence: Value = reqwest::get(format!("{}/sim/v1/presence", sim.origin())).await.unwrap().json().await.unwrap();
+    assert_eq!(presence["demo@contoso.com"], json!({"availability": "Online", "note": ""}), "{presence}");
     // call_stats: one call up, then none, one in all.
     let figures: Vec<Value> = {
         let mut v = Vec::new();

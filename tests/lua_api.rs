@@ -345,3 +345,54 @@ async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
     sim.end_call(c);
     agent.stop().await;
 }
+
+/// Acts on calls and on the account through agent.me / agent.calls.
+const ACTOR: &str = r#"
+agent.on("audioVideoInvitation", "started", function(e)
+  if e.resource.subject == "decline me" then agent.calls.decline(e, "Local") end
+end)
+agent.on("audioVideoInvitation", "completed", function(e)
+  agent.log.info("invitation " .. e.status .. " " .. tostring(e.reason and e.reason.subcode))
+  local ok, err = pcall(agent.calls.decline, e)
+  agent.log.info("decline again: " .. tostring(err):match("no `decline` link") )
+end)
+agent.on("audioVideoSession", "added", function(e)
+  agent.me.set_presence("Busy")
+  agent.me.set_note("In a call")
+  agent.log.info("now " .. agent.me.presence() .. ", " .. agent.me.note())
+end)
+agent.on("audioVideoSession", "updated", function(e)
+  if e.resource and e.resource.state == "Established" then agent.calls.hangup(e) end
+end)
+agent.on("audioVideoSession", "deleted", function(e)
+  agent.me.set_presence("Online")
+  agent.me.set_note("")
+  agent.log.info("hung up, back to " .. agent.me.presence())
+end)
+agent.on("presence", "updated", function(e) agent.log.info("presence updated") end)
+"#;
+
+#[tokio::test]
+async fn scripts_act_on_calls_and_on_the_account_and_the_pool_sees_it() {
+    use ucwa_agent::sim::{CallOutcome, CallSpec};
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "actor.lua", ACTOR);
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let presence = || async { reqwest::get(format!("{}/sim/v1/presence", sim.origin())).await.unwrap().json::<serde_json::Value>().await.unwrap() };
+
+    // Declined by the script: the pool ends the invitation with Failure/Declined.
+    sim.start_call(CallSpec { outcome: CallOutcome::WaitForAccept, subject: Some("decline me".into()), ..CallSpec::default() }).unwrap();
+    assert_eq!(agent.messages("actor", 2).await, ["invitation Failure Declined", "decline again: no `decline` link"]);
+
+    // Answered elsewhere: the script sets presence and note, then hangs up; the pool saw both.
+    sim.start_call(answered_call()).unwrap();
+    let got = agent.messages("actor", 6).await;
+    assert_eq!(got[..2], ["invitation Success nil", "decline again: no `decline` link"]);
+    let mut rest = got[2..].to_vec();
+    rest.sort();
+    assert_eq!(rest, ["hung up, back to Online", "now Busy, In a call", "presence updated", "presence updated"], "{got:?}");
+    assert_eq!(presence().await["demo@contoso.com"], serde_json::json!({"availability": "Online", "note": ""}));
+    assert_eq!(sim.counters()["calls_ended"], 2, "{}", sim.counters());
+    agent.stop().await;
+}

@@ -40,6 +40,30 @@ function AgentTimer:cancel() end
 ---@field body any       decoded JSON (agent.ucwa) or the body text (agent.http)
 ---@field headers table<string, string>
 
+---@class AgentMe
+local AgentMe = {}
+---@return string availability
+function AgentMe.presence() end
+---@param availability "Online"|"Busy"|"DoNotDisturb"|"BeRightBack"|"Away"|"Offwork"
+function AgentMe.set_presence(availability) end
+---@return string message
+function AgentMe.note() end
+---@param text string
+function AgentMe.set_note(text) end
+
+---@class AgentCalls
+local AgentCalls = {}
+---Declines a ringing incoming call (its audioVideoInvitation event or resource).
+---@param invitation table
+---@param reason string|nil
+function AgentCalls.decline(invitation, reason) end
+---Cancels a ringing outgoing call.
+---@param invitation table
+function AgentCalls.cancel(invitation) end
+---Hangs up a connected call: a conversation href, or an event of the call.
+---@param call string|table
+function AgentCalls.hangup(call) end
+
 ---@class AgentMetricHandle
 ---@field inc fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
 ---@field dec fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
@@ -113,6 +137,9 @@ function AgentUcwa.one(value) end
 ---@param value any
 ---@return any[]
 function AgentUcwa.many(value) end
+---The href of the agent's application (what agent.me and agent.calls start from).
+---@return string
+function AgentUcwa.application() end
 ---Milliseconds since the epoch of an ISO 8601 date or a .NET `/Date(ms)/` one; nil otherwise.
 ---@param text string|nil
 ---@return integer|nil
@@ -146,6 +173,8 @@ function AgentJson.array(t) end
 ---@field log AgentLog
 ---@field ucwa AgentUcwa
 ---@field metrics AgentMetrics
+---@field me AgentMe
+---@field calls AgentCalls
 ---@field http AgentHttp
 ---@field json AgentJson
 ---@field state table    kept across reloads and restarts

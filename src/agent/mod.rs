@@ -247,6 +247,7 @@ impl Agent {
                     report_activity: app.report_activity.clone().unwrap_or_default(),
                     next: app.events_href.clone(),
                 }));
+                self.host.env().application.set(Some(session.origin().absolute(&app.self_href)));
                 sink.synthetic(
                     "signedIn",
                     json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),

@@ -120,6 +120,8 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     timers::register(lua, &agent, ctx.env.clock.clone())?;
     api_net::register(lua, &agent, ctx)?;
     super::api_metrics::register(lua, &agent, ctx)?;
+    // agent.me and agent.calls, written in Lua over agent.ucwa.
+    lua.load(include_str!("actions.lua")).set_name("@agent-actions").call::<()>(agent.clone())?;
     agent.set(
         "on_unload",
         lua.create_function(|lua, f: Function| {

@@ -156,6 +156,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
         ucwa.set(name, f)?;
     }
     shape_helpers(lua, &ucwa)?;
+    let app = env.application.clone();
+    ucwa.set(
+        "application",
+        lua.create_function(move |_, ()| app.get().ok_or_else(|| mlua::Error::runtime("agent.ucwa.application: the agent is not signed in")))?,
+    )?;
     agent.set("ucwa", ucwa)?;
 
     let http = lua.create_table()?;

@@ -27,6 +27,20 @@ impl SessionSlot {
     }
 }
 
+/// The href of the agent's current application (what `agent.me`/`agent.calls` start from).
+#[derive(Clone, Default)]
+pub struct ApplicationSlot(Arc<RwLock<Option<String>>>);
+
+impl ApplicationSlot {
+    pub fn set(&self, href: Option<String>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = href;
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// The settings from `[scripts]` that a SIGHUP may change (scripts reload to see them).
 #[derive(Debug, Clone)]
 pub struct ScriptSettings {
@@ -103,6 +117,7 @@ pub struct ScriptEnv {
     settings: RwLock<Arc<ScriptSettings>>,
     pub store: Arc<Store>,
     pub session: SessionSlot,
+    pub application: ApplicationSlot,
     /// The client for `agent.http.request` (no redirects, so the allowlist means what it says).
     pub http: reqwest::Client,
     pub output: broadcast::Sender<ScriptOutput>,
@@ -128,6 +143,7 @@ impl ScriptEnv {
             settings: RwLock::new(Arc::new(settings)),
             store,
             session: SessionSlot::default(),
+            application: ApplicationSlot::default(),
             http: outbound_client(),
             output,
             metrics: Arc::new(Metrics::default()),

@@ -11,6 +11,7 @@
 //!   (an admin resetting it: the next password grant with the old one gets `invalid_grant`)
 //! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
 //!   of them replaced; `[]` for none)
+//! - `GET /sim/v1/presence` → each account's availability and note, as scripts set them
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
@@ -34,11 +35,28 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
+        ["presence"] if m == Method::GET => presence(shared),
         ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.state.lock().expect("sim state lock").quirks)),
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
         _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
     }
+}
+
+fn presence(shared: &Shared) -> Reply {
+    let st = shared.state.lock().expect("sim state lock");
+    let mut users: Vec<&String> = st.users.keys().collect();
+    users.sort();
+    let out: serde_json::Map<String, Value> = users
+        .into_iter()
+        .map(|u| {
+            let p = st.profiles.get(u).cloned().unwrap_or_default();
+            let available = st.apps.values().any(|a| &a.user == u && a.available);
+            let availability = p.availability.unwrap_or_else(|| if available { "Online".into() } else { "Offline".into() });
+            (u.clone(), json!({"availability": availability, "note": p.note}))
+        })
+        .collect();
+    Reply::json(StatusCode::OK, &Value::Object(out))
 }
 
 fn set_quirks(shared: &Shared, req: &Req) -> Reply {

@@ -4,20 +4,33 @@
 //! they answer what an account that changed nothing would see.
 
 use super::resources::{app_path, display_name};
-use super::state::App;
+use super::state::{App, Profile};
 use serde_json::{json, Value};
 
 fn self_link(href: String) -> Value {
     json!({"self": {"href": href}})
 }
 
-pub(crate) fn presence(app: &App) -> Value {
-    let (availability, activity) = if app.available { ("Online", "Available") } else { ("Offline", "Offline") };
+/// The availabilities `POST me/presence` takes (presence_ref.md).
+pub(crate) const AVAILABILITIES: &[&str] = &["Online", "Busy", "DoNotDisturb", "BeRightBack", "Away", "Offwork"];
+
+pub(crate) fn presence(app: &App, profile: &Profile) -> Value {
+    let availability = match (&profile.availability, app.available) {
+        (Some(a), _) => a.as_str(),
+        (None, true) => "Online",
+        (None, false) => "Offline",
+    };
+    let activity = match availability {
+        "Online" => "Available",
+        "Busy" | "DoNotDisturb" => "Busy",
+        "Offline" => "Offline",
+        _ => "Away",
+    };
     json!({"rel": "presence", "availability": availability, "activity": activity, "_links": self_link(format!("{}/me/presence", app_path(app.id)))})
 }
 
-pub(crate) fn note(app: &App) -> Value {
-    json!({"rel": "note", "message": "", "type": "Personal", "_links": self_link(format!("{}/me/note", app_path(app.id)))})
+pub(crate) fn note(app: &App, profile: &Profile) -> Value {
+    json!({"rel": "note", "message": profile.note, "type": "Personal", "_links": self_link(format!("{}/me/note", app_path(app.id)))})
 }
 
 pub(crate) fn location(app: &App) -> Value {

@@ -337,6 +337,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
     let mut st = shared.state.lock().expect("sim state lock");
     st.expire_idle(&shared.config, now, &shared.counters);
     let no_me = st.quirks.contains(&super::Quirk::NoMe);
+    let profile = st.profiles.get(user).cloned().unwrap_or_default();
     let mut users: Vec<String> = st.users.keys().cloned().collect();
     users.sort();
     let users: Vec<&str> = users.iter().map(String::as_str).collect();
@@ -354,8 +355,43 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["me"] if get && no_me => not_found().into(),
         ["me"] if get => Reply::json(StatusCode::OK, &resources::me(app)).into(),
-        ["me", "presence"] if get => Reply::json(StatusCode::OK, &directory::presence(app)).into(),
-        ["me", "note"] if get => Reply::json(StatusCode::OK, &directory::note(app)).into(),
+        ["me", "presence"] if get => Reply::json(StatusCode::OK, &directory::presence(app, &profile)).into(),
+        ["me", "note"] if get => Reply::json(StatusCode::OK, &directory::note(app, &profile)).into(),
+        ["me", what @ ("presence" | "note")] if post => {
+            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
+            // Keys in any case, as the pool takes them.
+            let field = |k: &str| {
+                body.as_object().and_then(|o| o.iter().find(|(key, _)| key.eq_ignore_ascii_case(k))).and_then(|(_, v)| v.as_str()).map(str::to_string)
+            };
+            let bad = |m: String| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &m).into();
+            let user = user.to_string();
+            let mut changed = profile.clone();
+            if *what == "presence" {
+                match field("availability") {
+                    Some(a) if directory::AVAILABILITIES.contains(&a.as_str()) => changed.availability = Some(a),
+                    other => return bad(format!("availability must be one of {:?}, not {other:?}", directory::AVAILABILITIES)),
+                }
+            } else {
+                match field("message") {
+                    Some(m) if m.chars().count() <= 1000 => changed.note = m,
+                    _ => return bad("message must be a text of at most 1000 characters".into()),
+                }
+            }
+            let rel = if *what == "presence" { "presence" } else { "note" };
+            st.profiles.insert(user.clone(), changed);
+            // Every application of the account hears of it, as on a pool.
+            let apps: Vec<u64> = st.apps.values().filter(|a| a.user == user).map(|a| a.id).collect();
+            for id in apps {
+                let p = app_path(id);
+                let ev = SimEvent {
+                    sender_rel: "me",
+                    sender_href: format!("{p}/me"),
+                    event: json!({"link": {"rel": rel, "href": format!("{p}/me/{rel}")}, "type": "updated"}),
+                };
+                st.push(id, vec![ev]);
+            }
+            Reply::no_content().into()
+        }
         ["me", "location"] if get => Reply::json(StatusCode::OK, &directory::location(app)).into(),
         ["me", "phones"] if get => Reply::json(StatusCode::OK, &directory::phones(app)).into(),
         ["me", "phones", "work"] if get => Reply::json(StatusCode::OK, &directory::phone(app)).into(),

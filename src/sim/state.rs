@@ -118,8 +118,18 @@ pub(crate) struct App {
     pub last_seen: Instant,
 }
 
+/// What an account set about itself (presence and note), shared by its applications.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Profile {
+    /// Set by `POST me/presence`; None: `Online` while an application is available.
+    pub availability: Option<String>,
+    pub note: String,
+}
+
 pub(crate) struct SimState {
     pub users: HashMap<String, String>,
+    /// user → what the account set.
+    pub profiles: HashMap<String, Profile>,
     pub tokens: HashMap<String, Token>,
     pub apps: BTreeMap<u64, App>,
     pub calls: BTreeMap<u64, CallRecord>,
@@ -134,6 +144,7 @@ impl SimState {
     pub(crate) fn new(config: &SimConfig) -> Self {
         SimState {
             users: config.users.iter().cloned().collect(),
+            profiles: HashMap::new(),
             tokens: HashMap::new(),
             apps: BTreeMap::new(),
             calls: BTreeMap::new(),

@@ -18,9 +18,36 @@ pub(crate) fn offline_env(settings: crate::script::ScriptSettings, enforce_allow
     use crate::script::{offline::OfflineNet, Clock, Net, ScriptEnv};
     let mut env = ScriptEnv::new(settings, std::sync::Arc::new(crate::store::Store::in_memory()));
     env.clock = Clock::manual(REPLAY_EPOCH_MS);
-    env.net = Net::Offline(std::sync::Arc::new(OfflineNet::new(enforce_allowlist)));
+    let net = std::sync::Arc::new(OfflineNet::new(enforce_allowlist));
+    // An application as the simulator's, so `agent.me` and `agent.calls` find their links
+    // (what they send is listed as would-send, like any request).
+    net.learn(OFFLINE_APPLICATION, Some(&offline_application()), false);
+    env.application.set(Some(OFFLINE_APPLICATION.to_string()));
+    env.net = Net::Offline(net);
     env.trace = trace;
     env
+}
+
+/// The application href of `replay` and `test`.
+pub const OFFLINE_APPLICATION: &str = "/ucwa/oauth/v1/applications/1";
+
+fn offline_application() -> serde_json::Value {
+    let p = OFFLINE_APPLICATION;
+    serde_json::json!({
+        "rel": "application",
+        "_links": {"self": {"href": p}, "events": {"href": format!("{p}/events?ack=1")}},
+        "_embedded": {
+            "me": {"rel": "me", "uri": "sip:demo@contoso.com", "name": "Demo", "_links": {
+                "self": {"href": format!("{p}/me")},
+                "presence": {"href": format!("{p}/me/presence")},
+                "note": {"href": format!("{p}/me/note")},
+            }},
+            "communication": {"rel": "communication", "_links": {
+                "self": {"href": format!("{p}/communication")},
+                "startAudioVideo": {"href": format!("{p}/communication/audioVideoInvitations")},
+            }},
+        },
+    })
 }
 
 /// Where the manual clock of `replay` and `test` starts: 2026-01-01T00:00:00Z.

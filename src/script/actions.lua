@@ -1,0 +1,89 @@
+-- agent.me and agent.calls: acting on the account and on calls, over agent.ucwa. Every href
+-- comes from a link the pool gave (the application's `me`, an invitation's `decline`, a
+-- conversation's audioVideo); a resource without the link raises an error saying which.
+local agent = ...
+local ucwa = agent.ucwa
+
+local function fail(what, text) error(what .. ": " .. text, 3) end
+
+-- The answer, or an error naming the status and the pool's subcode.
+local function ok(r, what)
+  if r.status >= 300 then
+    local b = type(r.body) == "table" and r.body or {}
+    fail(what, "HTTP " .. r.status .. (b.code and (" " .. b.code) or "") .. (b.subcode and ("/" .. b.subcode) or "")
+      .. (b.message and (": " .. b.message) or ""))
+  end
+  return r
+end
+
+local function link(resource, rel, what, why)
+  local l = type(resource) == "table" and resource._links and ucwa.one(resource._links[rel])
+  if not (l and l.href) then fail(what, "no `" .. rel .. "` link" .. (why or "")) end
+  return l.href
+end
+
+-- `me`, embedded in the application or linked from it.
+local function me(what)
+  local app_href = ucwa.application()
+  local app = ok(ucwa.get(app_href), what).body
+  local m = app._embedded and ucwa.one(app._embedded.me)
+  if m then return m end
+  local l = app._links and ucwa.one(app._links.me)
+  return ok(ucwa.get(l and l.href or (app_href .. "/me")), what).body
+end
+
+agent.me = {}
+
+function agent.me.presence()
+  local what = "agent.me.presence"
+  return ok(ucwa.get(link(me(what), "presence", what, " (not available yet?)")), what).body.availability
+end
+
+function agent.me.set_presence(availability)
+  local what = "agent.me.set_presence"
+  if type(availability) ~= "string" then fail(what, "expected an availability such as \"Busy\"") end
+  ok(ucwa.post(link(me(what), "presence", what, " (not available yet?)"), { availability = availability }), what)
+end
+
+function agent.me.note()
+  local what = "agent.me.note"
+  return ok(ucwa.get(link(me(what), "note", what, " (not available yet?)")), what).body.message
+end
+
+function agent.me.set_note(text)
+  local what = "agent.me.set_note"
+  if type(text) ~= "string" then fail(what, "expected a text") end
+  ok(ucwa.post(link(me(what), "note", what, " (not available yet?)"), { message = text, type = "Personal" }), what)
+end
+
+agent.calls = {}
+
+-- The invitation resource of an audioVideoInvitation event (as embedded, or fetched).
+local function invitation(x, what)
+  if type(x) ~= "table" then fail(what, "expected an audioVideoInvitation event or resource") end
+  if x.rel == "audioVideoInvitation" and x.href and x.type then
+    return x.resource or ok(ucwa.get(x.href), what).body
+  end
+  return x
+end
+
+function agent.calls.decline(x, reason)
+  local what = "agent.calls.decline"
+  local href = link(invitation(x, what), "decline", what, " (only a ringing incoming call can be declined)")
+  ok(ucwa.post(href, reason and { reason = reason } or nil), what)
+end
+
+function agent.calls.cancel(x)
+  local what = "agent.calls.cancel"
+  ok(ucwa.post(link(invitation(x, what), "cancel", what, " (only a ringing outgoing call can be cancelled)")), what)
+end
+
+-- Hangs up the audio/video of a conversation: an href, or an event or resource of the call.
+function agent.calls.hangup(x)
+  local what = "agent.calls.hangup"
+  local conv = type(x) == "string" and x or (type(x) == "table" and (x.conversation
+    or (x._links and x._links.conversation and x._links.conversation.href)))
+  if not conv then fail(what, "expected a conversation href, or an event of the call") end
+  local av = ok(ucwa.get(link(ok(ucwa.get(conv), what).body, "audioVideo", what)), what).body
+  ok(ucwa.post(link(av, "stopAudioVideo", what, " (the call is not connected)")), what)
+end
