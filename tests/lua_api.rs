@@ -396,3 +396,45 @@ async fn scripts_act_on_calls_and_on_the_account_and_the_pool_sees_it() {
     assert_eq!(sim.counters()["calls_ended"], 2, "{}", sim.counters());
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_script_starts_a_call_and_cancels_it_while_it_rings() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "caller.lua",
+        r#"agent.on("agent", "signedIn", function(e)
+  local inv = agent.calls.start{ to = "sip:zoe@fabrikam.com", subject = "from a script" }
+  agent.log.info("calling " .. inv.direction .. " " .. inv.subject)
+  local ok, err = pcall(agent.calls.start, { to = "zoe" })
+  agent.log.info(tostring(err):match("expected {to") and "refused a bad target" or tostring(err))
+end)
+agent.on("audioVideoInvitation", "started", function(e)
+  if e.resource.direction == "Outgoing" then agent.calls.cancel(e) end
+end)
+agent.on("audioVideoInvitation", "completed", function(e) agent.log.info("ended " .. e.status .. " " .. tostring(e.reason and e.reason.subcode)) end)
+"#,
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    assert_eq!(agent.messages("caller", 3).await, ["calling Outgoing from a script", "refused a bad target", "ended Failure Canceled"]);
+    let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/counters", sim.origin())).await.unwrap().json().await.unwrap();
+    assert_eq!((calls["calls_started"].as_u64(), calls["calls_ended"].as_u64()), (Some(1), Some(1)), "{calls}");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_office_hours_example_declines_a_call_outside_hours_on_the_pool() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("examples/office_hours.lua"), dir.path().join("office_hours.lua")).unwrap();
+    // No office day at all: whenever this runs, it is outside office hours.
+    let extra = "[scripts.config.office_hours]\ndays = []\nopen = \"08:00\"\nclose = \"18:00\"\nutc_offset = \"+00:00\"";
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
+    sim.start_call(ucwa_agent::sim::CallSpec { outcome: ucwa_agent::sim::CallOutcome::WaitForAccept, remote: Some("sip:late@fabrikam.com".into()), ..Default::default() })
+        .unwrap();
+    assert_eq!(agent.messages("office_hours", 1).await, ["declined outside office hours"]);
+    eventually("the pool ended the call", || sim.counters()["calls_ended"] == 1).await;
+    agent.stop().await;
+}

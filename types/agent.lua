@@ -60,6 +60,10 @@ function AgentCalls.decline(invitation, reason) end
 ---Cancels a ringing outgoing call.
 ---@param invitation table
 function AgentCalls.cancel(invitation) end
+---Starts an audio/video call (the application's startAudioVideo); gives the invitation resource.
+---@param spec {to: string, subject: string|nil}
+---@return table
+function AgentCalls.start(spec) end
 ---Hangs up a connected call: a conversation href, or an event of the call.
 ---@param call string|table
 function AgentCalls.hangup(call) end
@@ -225,6 +229,10 @@ function agent.now() end
 
 ---@class Test
 test = {}
+---`agent.config` for the scripts loaded after it (as [scripts.config.<name>] would give it).
+---@param config table
+function test.config(config) end
+
 ---Runs a script file (relative to the test file) in this test's state.
 ---@param path string
 function test.load(path) end

@@ -87,3 +87,17 @@ function agent.calls.hangup(x)
   local av = ok(ucwa.get(link(ok(ucwa.get(conv), what).body, "audioVideo", what)), what).body
   ok(ucwa.post(link(av, "stopAudioVideo", what, " (the call is not connected)")), what)
 end
+
+-- Starts an audio/video call from the application's communication (`startAudioVideo`):
+-- `spec.to` a SIP URI, `spec.subject` optional. Gives the invitation resource the pool answered.
+function agent.calls.start(spec)
+  local what = "agent.calls.start"
+  if type(spec) ~= "table" or type(spec.to) ~= "string" or not spec.to:match("^%a+:") then
+    fail(what, "expected {to = \"sip:…\", subject = …}")
+  end
+  local app = ok(ucwa.get(ucwa.application()), what).body
+  local comm = app._embedded and ucwa.one(app._embedded.communication)
+  local href = link(comm, "startAudioVideo", what, " (the pool offers no audio/video here)")
+  local operation = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  return ok(ucwa.post(href, { to = spec.to, subject = spec.subject, operationId = operation }), what).body
+end

@@ -184,6 +184,14 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
             }
         })?,
     )?;
+    // `agent.config` as `[scripts.config.<name>]` would give it, for the scripts loaded after.
+    t.set(
+        "config",
+        lua.create_function(|lua, config: mlua::Table| {
+            let agent: mlua::Table = lua.globals().get("agent")?;
+            agent.set("config", config)
+        })?,
+    )?;
     let hh = h.clone();
     t.set(
         "answer",
