@@ -392,7 +392,8 @@ async fn scripts_act_on_calls_and_on_the_account_and_the_pool_sees_it() {
     let mut rest = got[2..].to_vec();
     rest.sort();
     assert_eq!(rest, ["hung up, back to Online", "now Busy, In a call", "presence updated", "presence updated"], "{got:?}");
-    assert_eq!(presence().await["demo@contoso.com"], serde_json::json!({"availability": "Online", "note": ""}));
+    let p = presence().await;
+    assert_eq!((&p["demo@contoso.com"]["availability"], &p["demo@contoso.com"]["note"]), (&serde_json::json!("Online"), &serde_json::json!("")), "{p}");
     assert_eq!(sim.counters()["calls_ended"], 2, "{}", sim.counters());
     agent.stop().await;
 }
@@ -436,5 +437,38 @@ async fn the_office_hours_example_declines_a_call_outside_hours_on_the_pool() {
         .unwrap();
     assert_eq!(agent.messages("office_hours", 1).await, ["declined outside office hours"]);
     eventually("the pool ended the call", || sim.counters()["calls_ended"] == 1).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_script_forwards_calls_and_the_pool_stops_ringing_the_account() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "forwarder.lua",
+        r#"agent.on("agent", "signedIn", function(e)
+  agent.me.set_forwarding{ simultaneous_ring = "tel:+14255550100" }
+  local f = agent.me.forwarding()
+  agent.log.info(f.setting .. " " .. f.target)
+  agent.me.set_forwarding{ immediate = "voicemail" }
+  f = agent.me.forwarding()
+  agent.log.info(f.setting .. " " .. f.target)
+  local ok, err = pcall(agent.me.set_forwarding, { immediate = "bob" })
+  agent.log.info(tostring(err):match("HTTP 400") and "the pool refused a bad target" or tostring(err))
+end)
+agent.on("callForwardingSettings", "updated", function(e) agent.log.info("forwarding updated") end)
+"#,
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    let mut got = agent.messages("forwarder", 5).await;
+    got.sort();
+    assert_eq!(got, ["ImmediateForward voicemail", "SimultaneousRing tel:+14255550100", "forwarding updated", "forwarding updated", "the pool refused a bad target"]);
+    // Forwarded at once: the pool no longer rings the account, and says so.
+    let e = sim.start_call(answered_call()).unwrap_err();
+    assert!(e.contains("forwards every call to voicemail"), "{e}");
+    let p: serde_json::Value = reqwest::get(format!("{}/sim/v1/presence", sim.origin())).await.unwrap().json().await.unwrap();
+    assert_eq!(p["demo@contoso.com"]["forwarding"], serde_json::json!({"setting": "ImmediateForward", "target": "voicemail"}));
+    assert_eq!(sim.counters()["calls_forwarded"], 1);
     agent.stop().await;
 }

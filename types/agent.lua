@@ -50,6 +50,10 @@ function AgentMe.set_presence(availability) end
 function AgentMe.note() end
 ---@param text string
 function AgentMe.set_note(text) end
+---@return {setting: "Off"|"ImmediateForward"|"SimultaneousRing", target: string|nil}
+function AgentMe.forwarding() end
+---@param spec {immediate: string|nil, simultaneous_ring: string|nil}
+function AgentMe.set_forwarding(spec) end
 
 ---@class AgentCalls
 local AgentCalls = {}

@@ -101,3 +101,39 @@ function agent.calls.start(spec)
   local operation = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
   return ok(ucwa.post(href, { to = spec.to, subject = spec.subject, operationId = operation }), what).body
 end
+
+-- Call forwarding (me's callForwardingSettings): what is on, and where to.
+local function forwarding_settings(what)
+  local cfs = ok(ucwa.get(link(me(what), "callForwardingSettings", what)), what).body
+  return cfs
+end
+
+function agent.me.forwarding()
+  local what = "agent.me.forwarding"
+  local cfs = forwarding_settings(what)
+  local out = { setting = cfs.activeSetting }
+  local rel = ({ ImmediateForward = "immediateForwardSettings", SimultaneousRing = "simultaneousRingSettings" })[cfs.activeSetting]
+  if rel then out.target = ok(ucwa.get(link(cfs, rel, what)), what).body.target end
+  return out
+end
+
+-- {immediate = "sip:…" | "tel:…" | "voicemail" | "off"} or {simultaneous_ring = "sip:…" | "tel:…"}.
+function agent.me.set_forwarding(spec)
+  local what = "agent.me.set_forwarding"
+  if type(spec) ~= "table" or (spec.immediate == nil) == (spec.simultaneous_ring == nil) then
+    fail(what, "expected {immediate = \"sip:…\"|\"tel:…\"|\"voicemail\"|\"off\"} or {simultaneous_ring = \"sip:…\"|\"tel:…\"}")
+  end
+  local cfs = forwarding_settings(what)
+  if spec.immediate == "off" then
+    ok(ucwa.post(link(cfs, "turnOffCallForwarding", what)), what)
+  elseif spec.immediate == "voicemail" then
+    local s = ok(ucwa.get(link(cfs, "immediateForwardSettings", what)), what).body
+    ok(ucwa.post(link(s, "immediateForwardToVoicemail", what)), what)
+  elseif spec.immediate then
+    local s = ok(ucwa.get(link(cfs, "immediateForwardSettings", what)), what).body
+    ok(ucwa.post(link(s, "immediateForwardToContact", what), { target = spec.immediate }), what)
+  else
+    local s = ok(ucwa.get(link(cfs, "simultaneousRingSettings", what)), what).body
+    ok(ucwa.post(link(s, "simultaneousRingToContact", what), { target = spec.simultaneous_ring }), what)
+  end
+end

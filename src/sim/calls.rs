@@ -135,6 +135,12 @@ pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u6
             None => return Err("no application has called makeMeAvailable for that user".into()),
         };
         let local_user = st.apps.get(&app_id).map(|a| a.user.clone()).ok_or("no such application")?;
+        if spec.direction == Direction::Incoming {
+            if let Some(f) = st.profiles.get(&local_user).map(|p| &p.forwarding).filter(|f| f.setting == "ImmediateForward") {
+                Counters::bump(&shared.counters.calls_forwarded);
+                return Err(format!("{local_user} forwards every call to {}: the call does not ring here", f.target));
+            }
+        }
         let id = st.next_id();
         let n = id % 1000;
         let remote_uri = spec.remote.clone().unwrap_or_else(|| format!("sip:caller{n}@fabrikam.com"));

@@ -11,7 +11,7 @@
 //!   (an admin resetting it: the next password grant with the old one gets `invalid_grant`)
 //! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
 //!   of them replaced; `[]` for none)
-//! - `GET /sim/v1/presence` → each account's availability and note, as scripts set them
+//! - `GET /sim/v1/presence` → each account's availability, note and call forwarding, as scripts set them
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
@@ -53,7 +53,8 @@ fn presence(shared: &Shared) -> Reply {
             let p = st.profiles.get(u).cloned().unwrap_or_default();
             let available = st.apps.values().any(|a| &a.user == u && a.available);
             let availability = p.availability.unwrap_or_else(|| if available { "Online".into() } else { "Offline".into() });
-            (u.clone(), json!({"availability": availability, "note": p.note}))
+            (u.clone(), json!({"availability": availability, "note": p.note,
+                               "forwarding": {"setting": p.forwarding.setting, "target": p.forwarding.target}}))
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Object(out))

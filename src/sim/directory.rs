@@ -60,17 +60,45 @@ pub(crate) fn phone(app: &App) -> Value {
     })
 }
 
-pub(crate) fn call_forwarding_settings(app: &App) -> Value {
-    let p = app_path(app.id);
+pub(crate) fn call_forwarding_settings(app: &App, profile: &Profile) -> Value {
+    let p = format!("{}/me/callForwardingSettings", app_path(app.id));
     json!({
         "rel": "callForwardingSettings",
         "activePeriod": "Always",
-        "activeSetting": "Off",
+        "activeSetting": profile.forwarding.setting,
         "unansweredCallHandling": "Disabled",
         "_links": {
-            "self": {"href": format!("{p}/me/callForwardingSettings")},
-            "turnOffCallForwarding": {"href": format!("{p}/me/callForwardingSettings/turnOffCallForwarding")},
+            "self": {"href": p},
+            "turnOffCallForwarding": {"href": format!("{p}/turnOffCallForwarding")},
+            "immediateForwardSettings": {"href": format!("{p}/immediateForwardSettings")},
+            "simultaneousRingSettings": {"href": format!("{p}/simultaneousRingSettings")},
         },
+    })
+}
+
+/// `immediateForwardSettings_ref.md`: where calls go when forwarded at once.
+pub(crate) fn immediate_forward_settings(app: &App, profile: &Profile) -> Value {
+    let p = format!("{}/me/callForwardingSettings/immediateForwardSettings", app_path(app.id));
+    let target = if profile.forwarding.setting == "ImmediateForward" { profile.forwarding.target.as_str() } else { "" };
+    json!({
+        "rel": "immediateForwardSettings",
+        "target": target,
+        "_links": {
+            "self": {"href": p},
+            "immediateForwardToContact": {"href": format!("{p}/immediateForwardToContact")},
+            "immediateForwardToVoicemail": {"href": format!("{p}/immediateForwardToVoicemail")},
+        },
+    })
+}
+
+/// `simultaneousRingSettings_ref.md`: who else rings with the account.
+pub(crate) fn simultaneous_ring_settings(app: &App, profile: &Profile) -> Value {
+    let p = format!("{}/me/callForwardingSettings/simultaneousRingSettings", app_path(app.id));
+    let target = if profile.forwarding.setting == "SimultaneousRing" { profile.forwarding.target.as_str() } else { "" };
+    json!({
+        "rel": "simultaneousRingSettings",
+        "target": target,
+        "_links": {"self": {"href": p}, "simultaneousRingToContact": {"href": format!("{p}/simultaneousRingToContact")}},
     })
 }
 

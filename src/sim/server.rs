@@ -230,8 +230,21 @@ const XFRAME_PAGE: &str = "<!DOCTYPE html><html><head><title>XFrame</title></hea
 const OPERATIONS: &[&str] = &[
     "makemeavailable", "reportmyactivity", "batch", "acceptwithanswer", "decline", "cancel", "stopaudiovideo", "stopaudio",
     "addvideo", "addparticipant", "renegotiations", "publishcallqualityfeedback", "audiovideoinvitations",
-    "messaginginvitations", "onlinemeetinginvitations", "turnoffcallforwarding",
+    "messaginginvitations", "onlinemeetinginvitations", "turnoffcallforwarding", "immediateforwardtocontact",
+    "immediateforwardtovoicemail", "simultaneousringtocontact",
 ];
+
+/// A forwarding operation under `me/callForwardingSettings`: the setting it makes, and whether
+/// it takes a `target`.
+fn forwarding_operation(path: &[&str]) -> Option<(&'static str, bool)> {
+    match path {
+        ["turnoffcallforwarding"] => Some(("Off", false)),
+        ["immediateforwardsettings", "immediateforwardtocontact"] => Some(("ImmediateForward", true)),
+        ["immediateforwardsettings", "immediateforwardtovoicemail"] => Some(("ImmediateForward", false)),
+        ["simultaneousringsettings", "simultaneousringtocontact"] => Some(("SimultaneousRing", true)),
+        _ => None,
+    }
+}
 
 fn is_operation(path: &[&str]) -> bool {
     path.last().is_some_and(|last| OPERATIONS.contains(last))
@@ -395,7 +408,40 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         ["me", "location"] if get => Reply::json(StatusCode::OK, &directory::location(app)).into(),
         ["me", "phones"] if get => Reply::json(StatusCode::OK, &directory::phones(app)).into(),
         ["me", "phones", "work"] if get => Reply::json(StatusCode::OK, &directory::phone(app)).into(),
-        ["me", "callforwardingsettings"] if get => Reply::json(StatusCode::OK, &directory::call_forwarding_settings(app)).into(),
+        ["me", "callforwardingsettings"] if get => Reply::json(StatusCode::OK, &directory::call_forwarding_settings(app, &profile)).into(),
+        ["me", "callforwardingsettings", "immediateforwardsettings"] if get => {
+            Reply::json(StatusCode::OK, &directory::immediate_forward_settings(app, &profile)).into()
+        }
+        ["me", "callforwardingsettings", "simultaneousringsettings"] if get => {
+            Reply::json(StatusCode::OK, &directory::simultaneous_ring_settings(app, &profile)).into()
+        }
+        ["me", "callforwardingsettings", op @ ..] if post && forwarding_operation(op).is_some() => {
+            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
+            let target = body.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("target"))).and_then(|(_, v)| v.as_str());
+            let (setting, needs_target) = forwarding_operation(op).expect("checked in the guard");
+            let target = match (needs_target, target) {
+                (false, _) => if setting == "ImmediateForward" { "voicemail".to_string() } else { String::new() },
+                (true, Some(t)) if t.starts_with("sip:") || t.starts_with("tel:") => t.to_string(),
+                (true, other) => {
+                    return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &format!("target must be a sip: or tel: URI, not {other:?}")).into()
+                }
+            };
+            let user = user.to_string();
+            let mut changed = profile.clone();
+            changed.forwarding = super::state::Forwarding { setting, target };
+            st.profiles.insert(user.clone(), changed);
+            let apps: Vec<u64> = st.apps.values().filter(|a| a.user == user).map(|a| a.id).collect();
+            for id in apps {
+                let p = app_path(id);
+                let ev = SimEvent {
+                    sender_rel: "me",
+                    sender_href: format!("{p}/me"),
+                    event: json!({"link": {"rel": "callForwardingSettings", "href": format!("{p}/me/callForwardingSettings")}, "type": "updated"}),
+                };
+                st.push(id, vec![ev]);
+            }
+            Reply::no_content().into()
+        }
         ["photos", _] if get => Reply::bytes(StatusCode::OK, "image/png", directory::PHOTO_PNG).into(),
         ["policies"] if get => Reply::json(StatusCode::OK, &directory::policies(app)).into(),
         ["people"] if get => Reply::json(StatusCode::OK, &directory::people(app)).into(),

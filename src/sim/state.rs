@@ -64,6 +64,8 @@ pub(crate) struct Counters {
     pub report_my_activity: AtomicU64,
     pub calls_started: AtomicU64,
     pub calls_ended: AtomicU64,
+    /// Incoming calls not offered: the account forwards every call.
+    pub calls_forwarded: AtomicU64,
     pub faults_applied: AtomicU64,
 }
 
@@ -83,7 +85,7 @@ impl Counters {
             "applications_deleted": g(&self.applications_deleted),
             "applications_expired": g(&self.applications_expired),
             "report_my_activity": g(&self.report_my_activity), "calls_started": g(&self.calls_started),
-            "calls_ended": g(&self.calls_ended), "faults_applied": g(&self.faults_applied),
+            "calls_ended": g(&self.calls_ended), "calls_forwarded": g(&self.calls_forwarded), "faults_applied": g(&self.faults_applied),
         })
     }
 }
@@ -124,6 +126,21 @@ pub(crate) struct Profile {
     /// Set by `POST me/presence`; None: `Online` while an application is available.
     pub availability: Option<String>,
     pub note: String,
+    /// `Off`, `ImmediateForward` or `SimultaneousRing`, and where to.
+    pub forwarding: Forwarding,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarding {
+    pub setting: &'static str,
+    /// A `sip:` or `tel:` URI, or `voicemail`.
+    pub target: String,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding { setting: "Off", target: String::new() }
+    }
 }
 
 pub(crate) struct SimState {

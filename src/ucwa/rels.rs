@@ -12,6 +12,7 @@ pub const KNOWN_RELS: &[&str] = &[
     "audioVideoNegotiation",
     "audioVideoRenegotiation",
     "audioVideoSession",
+    "callForwardingSettings",
     "communication",
     "contact",
     "contactLocation",
