@@ -273,6 +273,16 @@ async fn the_shipped_scripts_and_examples_work() {
     assert!(fields["with"].as_str().is_some_and(|w| w.starts_with("sip:")), "the end names who the call was with: {fields}");
     let duration = fields["duration_s"].as_f64().unwrap();
     assert!(duration > 0.0 && duration < 60.0, "the call lasted {duration} s");
+    // missed_call_im: the missed caller got an IM (the pool's own record).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let sent: Value = reqwest::get(format!("{}/sim/v1/messages", sim.origin())).await.unwrap().json().await.unwrap();
+        if sent.as_array().unwrap().iter().any(|m| m["to"] == "sip:zoe@fabrikam.com" && m["from"] == "sip:demo@contoso.com") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no IM to the missed caller: {sent}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // busy_in_calls: Busy with a note during the call, then back (the pool's own record).
     assert_eq!(messages_of(&mut busy, "busy_in_calls", 2).await, ["busy", "restored"]);
     let presence: Value = reqwest::get(format!("{}/sim/v1/presence", sim.origin())).await.unwrap().json().await.unwrap();

@@ -72,6 +72,14 @@ function AgentCalls.start(spec) end
 ---@param call string|table
 function AgentCalls.hangup(call) end
 
+---@class AgentIm
+local AgentIm = {}
+---Sends one instant message (a messaging conversation started with it); gives the messagingInvitation resource.
+---@param to string a sip: URI
+---@param text string
+---@return table
+function AgentIm.send(to, text) end
+
 ---@class AgentMetricHandle
 ---@field inc fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
 ---@field dec fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
@@ -183,6 +191,7 @@ function AgentJson.array(t) end
 ---@field metrics AgentMetrics
 ---@field me AgentMe
 ---@field calls AgentCalls
+---@field im AgentIm
 ---@field http AgentHttp
 ---@field json AgentJson
 ---@field state table    kept across reloads and restarts

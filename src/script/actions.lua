@@ -137,3 +137,26 @@ function agent.me.set_forwarding(spec)
     ok(ucwa.post(link(s, "simultaneousRingToContact", what), { target = spec.simultaneous_ring }), what)
   end
 end
+
+agent.im = {}
+
+local function percent(text)
+  return (text:gsub("[^%w%-%._~ ]", function(c) return string.format("%%%02X", string.byte(c)) end):gsub(" ", "%%20"))
+end
+
+-- Sends one instant message: a messaging conversation started with the message in it
+-- (`startMessaging`, the message as a data: link). Gives the messagingInvitation resource.
+function agent.im.send(to, text)
+  local what = "agent.im.send"
+  if type(to) ~= "string" or not to:match("^sip:") then fail(what, "expected a sip: URI to send to") end
+  if type(text) ~= "string" or text == "" then fail(what, "expected a message text") end
+  local app = ok(ucwa.get(ucwa.application()), what).body
+  local comm = app._embedded and ucwa.one(app._embedded.communication)
+  local href = link(comm, "startMessaging", what, " (the pool offers no messaging here)")
+  local operation = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  return ok(ucwa.post(href, {
+    to = to,
+    operationId = operation,
+    _links = { message = { href = "data:text/plain;charset=utf-8," .. percent(text) } },
+  }), what).body
+end

@@ -12,6 +12,7 @@
 //! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
 //!   of them replaced; `[]` for none)
 //! - `GET /sim/v1/presence` → each account's availability, note and call forwarding, as scripts set them
+//! - `GET /sim/v1/messages` → the instant messages accounts sent (`from`, `to`, `text`)
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
@@ -36,6 +37,7 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
         ["presence"] if m == Method::GET => presence(shared),
+        ["messages"] if m == Method::GET => super::messaging::list(shared),
         ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.state.lock().expect("sim state lock").quirks)),
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),

@@ -21,6 +21,7 @@ mod control;
 mod directory;
 mod form;
 mod generator;
+mod messaging;
 mod poll;
 mod quirks;
 mod reply;

@@ -481,6 +481,12 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             Counters::bump(&shared.counters.report_my_activity);
             Reply::no_content().into()
         }
+        ["communication", "messaginginvitations"] if post => {
+            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
+            let user = user.to_string();
+            drop(st);
+            super::messaging::start(shared, &body, id, &user).into()
+        }
         ["communication", "audiovideoinvitations"] if post => {
             drop(st);
             start_outgoing(shared, req, id).into()

@@ -147,6 +147,8 @@ pub(crate) struct SimState {
     pub users: HashMap<String, String>,
     /// user → what the account set.
     pub profiles: HashMap<String, Profile>,
+    /// Instant messages accounts sent, in order.
+    pub messages: Vec<super::messaging::SentMessage>,
     pub tokens: HashMap<String, Token>,
     pub apps: BTreeMap<u64, App>,
     pub calls: BTreeMap<u64, CallRecord>,
@@ -162,6 +164,7 @@ impl SimState {
         SimState {
             users: config.users.iter().cloned().collect(),
             profiles: HashMap::new(),
+            messages: Vec::new(),
             tokens: HashMap::new(),
             apps: BTreeMap::new(),
             calls: BTreeMap::new(),

@@ -45,6 +45,7 @@ fn offline_application() -> serde_json::Value {
             "communication": {"rel": "communication", "_links": {
                 "self": {"href": format!("{p}/communication")},
                 "startAudioVideo": {"href": format!("{p}/communication/audioVideoInvitations")},
+                "startMessaging": {"href": format!("{p}/communication/messagingInvitations")},
             }},
         },
     })
