@@ -472,3 +472,22 @@ agent.on("callForwardingSettings", "updated", function(e) agent.log.info("forwar
     assert_eq!(sim.counters()["calls_forwarded"], 1);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn the_vip_example_answers_a_vip_call_on_the_mobile_on_the_pool() {
+    use ucwa_agent::sim::{CallOutcome, CallSpec};
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(root.join("examples/vip_to_mobile.lua"), dir.path().join("vip_to_mobile.lua")).unwrap();
+    write(dir.path(), "sessions.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('connected') end)\n");
+    let extra = "[scripts.config.vip_to_mobile]\nvips = [\"sip:ceo@contoso.com\"]\nmobile = \"tel:+14255550100\"";
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
+    let id = sim.start_call(CallSpec { outcome: CallOutcome::WaitForAccept, remote: Some("sip:ceo@contoso.com".into()), ..Default::default() }).unwrap();
+    assert_eq!(agent.messages("vip_to_mobile", 1).await, ["VIP call answered on the mobile"]);
+    assert_eq!(agent.messages("sessions", 1).await, ["connected"], "the pool connected the call");
+    let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/calls", sim.origin())).await.unwrap().json().await.unwrap();
+    let call = calls.as_array().unwrap().iter().find(|c| c["id"] == id).expect("the call is up");
+    assert_eq!(call["answered_on"], "tel:+14255550100", "{calls}");
+    agent.stop().await;
+}

@@ -61,6 +61,10 @@ local AgentCalls = {}
 ---@param invitation table
 ---@param reason string|nil
 function AgentCalls.decline(invitation, reason) end
+---Answers a ringing incoming call on a phone (acceptWithPhoneAudio): the pool rings `number`.
+---@param invitation table
+---@param number string a tel: URI
+function AgentCalls.accept_on_phone(invitation, number) end
 ---Cancels a ringing outgoing call.
 ---@param invitation table
 function AgentCalls.cancel(invitation) end

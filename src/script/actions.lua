@@ -160,3 +160,12 @@ function agent.im.send(to, text)
     _links = { message = { href = "data:text/plain;charset=utf-8," .. percent(text) } },
   }), what).body
 end
+
+-- Answers a ringing incoming call on a phone (`acceptWithPhoneAudio`): the pool calls
+-- `number` (a tel: URI) and connects the caller there.
+function agent.calls.accept_on_phone(x, number)
+  local what = "agent.calls.accept_on_phone"
+  if type(number) ~= "string" or not number:match("^tel:%+?%d") then fail(what, "expected a tel: URI such as \"tel:+14255550100\"") end
+  local href = link(invitation(x, what), "acceptWithPhoneAudio", what, " (only a ringing incoming call can be answered)")
+  ok(ucwa.post(href, { phoneNumber = number }), what)
+end

@@ -114,6 +114,8 @@ pub(crate) struct CallRecord {
     pub thread_id: String,
     pub operation_id: String,
     pub session_context: String,
+    /// The phone an incoming call was answered on (`acceptWithPhoneAudio`).
+    pub answered_on: Option<String>,
     /// When the call started (wall clock, ms since the epoch): the conversation's `created`.
     pub created_ms: i64,
     pub phase: Phase,
@@ -160,6 +162,7 @@ pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u6
             thread_id: format!("{:032x}", (id as u128) * 0x2545_f491_4f6c_dd1d),
             operation_id: spec.operation_id.clone().unwrap_or_else(|| format!("{:032x}", id as u128 * 31)),
             session_context: format!("{:032x}", id as u128 * 17),
+            answered_on: None,
             created_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
             phase: Phase::Ringing,
             answered: false,

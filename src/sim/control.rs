@@ -160,7 +160,7 @@ fn list_calls(shared: &Shared) -> Reply {
         .map(|c| {
             json!({"id": c.id, "application": c.app_id, "direction": c.direction.as_str(), "remote": c.remote_uri,
                    "phase": format!("{:?}", c.phase), "conversation": resources::conversation_path(c),
-                   "invitation": resources::invitation_path(c)})
+                   "invitation": resources::invitation_path(c), "answered_on": c.answered_on})
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(calls))

@@ -197,6 +197,7 @@ pub(crate) fn invitation(call: &CallRecord) -> Value {
             Direction::Incoming => {
                 links["acceptWithAnswer"] = json!({"href": format!("{inv}/acceptWithAnswer")});
                 links["decline"] = json!({"href": format!("{inv}/decline")});
+                links["acceptWithPhoneAudio"] = json!({"href": format!("{inv}/acceptWithPhoneAudio")});
             }
             Direction::Outgoing => links["cancel"] = json!({"href": format!("{inv}/cancel")}),
         }

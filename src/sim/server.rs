@@ -229,7 +229,7 @@ const XFRAME_PAGE: &str = "<!DOCTYPE html><html><head><title>XFrame</title></hea
 /// The operations the simulator links to (POST only): a GET on one answers 405, as a pool does.
 const OPERATIONS: &[&str] = &[
     "makemeavailable", "reportmyactivity", "batch", "acceptwithanswer", "decline", "cancel", "stopaudiovideo", "stopaudio",
-    "addvideo", "addparticipant", "renegotiations", "publishcallqualityfeedback", "audiovideoinvitations",
+    "addvideo", "addparticipant", "acceptwithphoneaudio", "renegotiations", "publishcallqualityfeedback", "audiovideoinvitations",
     "messaginginvitations", "onlinemeetinginvitations", "turnoffcallforwarding", "immediateforwardtocontact",
     "immediateforwardtovoicemail", "simultaneousringtocontact",
 ];
@@ -514,6 +514,24 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     send(call, CallCommand::Accept)
                 }
                 ["decline"] if post && call.direction == Direction::Incoming => send(call, CallCommand::Decline),
+                // Answered on a phone: the pool calls that number and bridges it (no media here).
+                ["acceptwithphoneaudio"] if post && call.direction == Direction::Incoming => {
+                    let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
+                    let number = body
+                        .as_object()
+                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("phoneNumber")))
+                        .and_then(|(_, v)| v.as_str())
+                        .filter(|n| n.starts_with("tel:"));
+                    let Some(number) = number.map(str::to_string) else {
+                        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "phoneNumber must be a tel: URI.").into();
+                    };
+                    let answered = send(call, CallCommand::Accept);
+                    let call_id = call.id;
+                    if let Some(c) = st.calls.get_mut(&call_id) {
+                        c.answered_on = Some(number);
+                    }
+                    answered
+                }
                 ["cancel"] if post && call.direction == Direction::Outgoing => send(call, CallCommand::End),
                 _ if get && is_operation(action) => operation_only().into(),
                 _ => not_found().into(),
