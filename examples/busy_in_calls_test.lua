@@ -22,6 +22,14 @@ test.case("a call makes the account busy with the caller's name, its end restore
   test.eq(posts(), { "presence Away", "note Back at 2" })
 end)
 
+test.case("a resync (a call's end may be lost) restores rather than staying Busy", function()
+  test.requests()
+  test.dispatch(test.event("audioVideoSession", "added", { conversation = 3 }))
+  test.dispatch(test.event("agent", "resync", { resource = { reason = "resume" } }))
+  test.eq(posts(), { "presence Busy", "note In a call", "presence Away", "note Back at 2" })
+  test.eq(agent.state.calls, {})
+end)
+
 test.case("a second call at the same time keeps the account busy until both end", function()
   test.requests()
   test.dispatch(test.event("audioVideoSession", "added", { conversation = 1 }))

@@ -89,7 +89,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A panic (a bug) is an ERROR log line with its thread, like everything else the agent says.
-    std::panic::set_hook(Box::new(|info| {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !tracing::dispatcher::has_been_set() {
+            return default_hook(info);
+        }
         let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
         tracing::error!(thread, panic = %info, "internal error (please report it)");
     }));

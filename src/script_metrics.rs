@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// Names of the agent's own metrics under `ucwa_script_`.
+const RESERVED: &[&str] = &["stuck"];
+
 /// Label combinations one script may create per metric.
 pub const MAX_SERIES: usize = 1000;
 /// Metrics one script may define.
@@ -65,6 +68,11 @@ impl ScriptMetrics {
     pub fn define(&mut self, script: &str, name: &str, kind: Kind, help: &str, buckets: Vec<f64>) -> Result<(), String> {
         if !valid_name(name) {
             return Err(format!("`{name}` is not a metric name: 1 to 64 of a-z, 0-9 and _, not starting with a digit"));
+        }
+        // The agent's own `ucwa_script_*` metrics, and the series names of histograms: a clash
+        // would make the whole page unreadable to Prometheus.
+        if RESERVED.contains(&name) || ["_bucket", "_sum", "_count"].iter().any(|s| name.ends_with(s)) {
+            return Err(format!("`{name}` is reserved (the agent's own metric, or a histogram's _bucket/_sum/_count)"));
         }
         if kind == Kind::Histogram {
             if buckets.is_empty() || buckets.len() > 30 || buckets.windows(2).any(|w| w[0] >= w[1]) || buckets.iter().any(|b| !b.is_finite()) {
@@ -182,6 +190,8 @@ mod tests {
         m.define("b", "calls_total", Kind::Counter, "Calls.", vec![]).unwrap();
         assert!(m.define("a", "calls_total", Kind::Gauge, "", vec![]).unwrap_err().contains("already a counter"));
         assert!(m.define("a", "Calls", Kind::Gauge, "", vec![]).is_err());
+        assert!(m.define("a", "stuck", Kind::Gauge, "", vec![]).unwrap_err().contains("reserved"));
+        assert!(m.define("a", "x_count", Kind::Counter, "", vec![]).unwrap_err().contains("reserved"));
         m.update("a", "calls_total", vec![("direction".into(), "Incoming".into())], |s, _| s.add(2.0)).unwrap();
         m.update("b", "calls_total", vec![], |s, _| s.add(1.0)).unwrap();
         m.define("a", "seconds", Kind::Histogram, "Durations.", vec![1.0, 10.0]).unwrap();

@@ -297,6 +297,15 @@ end)"#,
     assert_eq!(line["fields"], serde_json::json!({"url": "[redacted]", "len": 14}), "the script had the values");
     assert!(text.contains("failed with [redacted]"), "{text}");
 
+    // `replay` and `test` never read secrets: the script sees placeholders, whatever is set.
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
+    let out = agent_command(&["replay", samples.to_str().unwrap(), "--config", config.to_str().unwrap()], &[("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("using <secret:UCWA_AGENT_TEST_SCRIPT_TOKEN>") && !shown.contains("tok-0123456789") && !shown.contains("s3cr3tPath"), "{shown}");
+
     // `check` names a secret that cannot be read, at the script, as `run` would refuse to load it.
     let out = agent_command(&["check", "--config", config.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);

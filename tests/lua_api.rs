@@ -333,10 +333,15 @@ async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
     assert_eq!(agent.messages("user", 1).await, ["oneone"]);
     sim.end_call(c);
     // Saving the module reloads the script that requires it.
-    std::fs::write(dir.path().join("lib/words.lua"), module("two")).unwrap();
+    // (Saved as editors do: a new file renamed over the old, so no reader sees it half written.)
+    let save = |text: &str| {
+        std::fs::write(dir.path().join("lib/.words.tmp"), text).unwrap();
+        std::fs::rename(dir.path().join("lib/.words.tmp"), dir.path().join("lib/words.lua")).unwrap();
+    };
+    save(&module("two"));
     agent.expect("user version 2", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "user")).await;
     // A broken module: the script keeps its running version; the error names the module's line.
-    std::fs::write(dir.path().join("lib/words.lua"), "local M = {}\nthis is not lua\n").unwrap();
+    save("local M = {}\nthis is not lua\n");
     let failed = agent.expect("user's reload failing", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "user")).await;
     let ScriptOutput::LoadFailed { error, .. } = failed else { unreachable!() };
     assert!(error.contains("lib/words.lua:2:"), "{error}");

@@ -181,7 +181,7 @@ agent.on("audioVideoSession", "added", function(e)
   length:observe(5)
   agent.log.info("VERSION counted")
 end)
-agent.on("audioVideoSession", "deleted", function(e) up:dec() end)
+agent.on("audioVideoSession", "deleted", function(e) up:dec() agent.log.info("VERSION ended") end)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,14 +197,19 @@ async fn scripts_publish_metrics_that_survive_a_reload() {
     assert_eq!(value(&s, "ucwa_script_calls_total", &[("script", "counting"), ("direction", "Incoming")]), 1.0);
     assert_eq!(value(&s, "ucwa_script_calls_up", &[("script", "counting")]), 1.0);
     // A new version finds its metrics where the old one left them.
-    write(dir.path(), "counting.lua", &SCRIPT_METRICS.replace("VERSION", "v2"));
     sim.end_call(call);
+    assert_eq!(agent.messages("counting", 1).await, ["v1 ended"]);
+    write(dir.path(), "counting.lua", &SCRIPT_METRICS.replace("VERSION", "v2"));
     agent.expect("version 2 loaded", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "counting")).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("counting", 1).await, ["v2 counted"]);
     let s = scrape(addr).await;
     assert_eq!(value(&s, "ucwa_script_calls_total", &[("script", "counting"), ("direction", "Incoming")]), 2.0);
     assert_eq!(value(&s, "ucwa_script_calls_up", &[("script", "counting")]), 1.0, "one ended, one up");
+    // A name the agent's own metrics use is refused (it would break the whole page).
+    write(dir.path(), "clash.lua", "agent.metrics.gauge('stuck', 'mine')\n");
+    let failed = agent.expect("clash refused", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "clash")).await;
+    assert!(format!("{failed:?}").contains("reserved"), "{failed:?}");
     let hist = s.samples.iter().find(|x| x.metric == "ucwa_script_call_seconds").expect("the histogram");
     match &hist.value {
         prometheus_parse::Value::Histogram(h) => assert_eq!(h.iter().find(|b| b.less_than == 10.0).map(|b| b.count), Some(2.0)),

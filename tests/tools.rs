@@ -422,6 +422,12 @@ fn check_and_test_load_modules_as_run_does() {
     assert!(o.status.success() && text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
     let o = agent(&["check"], p.path());
     assert!(o.status.success() && text(&o).contains("ok: rule (1 subscription)") && !text(&o).contains("hours"), "modules are not scripts: {}", text(&o));
+    // A module that leads out of lib/ (a symlink) is refused.
+    std::os::unix::fs::symlink("/etc/hostname", p.path().join("scripts/lib/outside.lua")).unwrap();
+    std::fs::write(p.path().join("scripts/peek.lua"), "require('outside')\n").unwrap();
+    let o = agent(&["check"], p.path());
+    assert!(text(&o).contains("require(\"outside\"): cannot read lib/outside.lua: it leads out of lib/"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("scripts/peek.lua")).unwrap();
     std::fs::write(p.path().join("scripts/lib/hours.lua"), "return {\n  label = function(h) return h +\n}\n").unwrap();
     let o = agent(&["check"], p.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));

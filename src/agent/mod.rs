@@ -276,9 +276,11 @@ impl Agent {
                         tracing::warn!("creating a new application; scripts get a resync event");
                         sink.set_position(None);
                         why_new = Some("the application is gone (deleted or expired on the pool)");
+                        self.host.env().application.set(None);
                     }
                     Err(error) => {
                         slot.set(None);
+                        self.host.env().application.set(None);
                         sink.synthetic("signedOut", json!({"reason": error.to_string()}));
                         if let Some(given_up) = refusals.count(&error) {
                             end = given_up;

@@ -90,7 +90,7 @@ impl ScriptCtx {
     /// The context of one version of `name`; its config's secret references are read now.
     pub(crate) fn new(name: &str, version: u64, env: &Arc<ScriptEnv>) -> Result<ScriptCtx, String> {
         let raw = env.settings().config.get(name).cloned().unwrap_or_else(|| serde_json::json!({}));
-        let (config, redactor) = super::secrets::resolve(&raw)?;
+        let (config, redactor) = super::secrets::resolve_as(&raw, env.secret_placeholders)?;
         Ok(ScriptCtx { name: Arc::from(name), version, env: env.clone(), config, redactor })
     }
 }

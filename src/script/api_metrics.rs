@@ -39,7 +39,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 .unwrap_or_else(|p| p.into_inner())
                 .define(&script, &metric, kind, help.as_deref().unwrap_or(""), buckets.unwrap_or_default())
                 .map_err(|e| mlua::Error::runtime(format!("agent.metrics.{name}: {e}")))?;
-            handle(lua, kind, metric, script, metrics)
+            handle(lua, kind, metric, script, metrics, ctx.redactor.clone())
         })?;
         t.set(name, define)?;
     }
@@ -47,10 +47,17 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
 }
 
 /// The methods of one metric: `inc`/`dec`/`set` (counter: `inc` only, by ≥ 0) or `observe`.
-fn handle(lua: &Lua, kind: Kind, metric: String, script: String, metrics: std::sync::Arc<crate::metrics::Metrics>) -> mlua::Result<Table> {
+fn handle(
+    lua: &Lua,
+    kind: Kind,
+    metric: String,
+    script: String,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    redactor: super::secrets::Redactor,
+) -> mlua::Result<Table> {
     let h = lua.create_table()?;
     let op = |what: &'static str| {
-        let (metric, script, metrics) = (metric.clone(), script.clone(), metrics.clone());
+        let (metric, script, metrics, redactor) = (metric.clone(), script.clone(), metrics.clone(), redactor.clone());
         lua.create_function(move |_, (_self, by, l): (Value, Option<f64>, Option<Table>)| {
             let by = match (by, what) {
                 (Some(b), _) => b,
@@ -60,7 +67,7 @@ fn handle(lua: &Lua, kind: Kind, metric: String, script: String, metrics: std::s
             if !by.is_finite() || (what == "inc" && kind == Kind::Counter && by < 0.0) {
                 return Err(mlua::Error::runtime(format!("{metric}:{what}: {by} is not a value for a {}", if kind == Kind::Counter { "counter (never decreases)" } else { "gauge" })));
             }
-            let labels = labels(l)?;
+            let labels: Vec<(String, String)> = labels(l)?.into_iter().map(|(k, v)| (k, redactor.redact(&v).into_owned())).collect();
             metrics
                 .script_defined
                 .lock()

@@ -127,6 +127,9 @@ pub struct ScriptEnv {
     /// Report each event a script handles and each change of its `agent.state` on the output
     /// stream (`replay`, `test`).
     pub trace: bool,
+    /// Secret references in `[scripts.config.*]` become `<secret:…>` placeholders instead of
+    /// being read (`replay`, `test`: they never need a real secret, and never show one).
+    pub secret_placeholders: bool,
     /// Also gets every output, without loss (`replay` collects its report here; the broadcast
     /// stream drops what a slow reader has not taken).
     pub collect: Option<tokio::sync::mpsc::UnboundedSender<ScriptOutput>>,
@@ -150,6 +153,7 @@ impl ScriptEnv {
             clock: Clock::System,
             net: Net::Live,
             trace: false,
+            secret_placeholders: false,
             io: tokio::runtime::Handle::try_current().ok(),
             collect: None,
         }

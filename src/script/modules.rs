@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 /// The folder of modules under a scripts directory.
 pub const LIB_DIR: &str = "lib";
 
+/// Modules one script version may require; a module file's largest size.
+const MAX_MODULES: usize = 100;
+const MAX_MODULE_BYTES: u64 = 1 << 20;
+
 /// The module names a script version required (also those required later, from handlers).
 pub type Required = Arc<Mutex<BTreeSet<String>>>;
 
@@ -62,10 +66,27 @@ pub(crate) fn install(lua: &Lua, scripts_dir: PathBuf) -> mlua::Result<Required>
             }
             chain.push(name.clone());
         }
-        rec.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
         let result = (|| {
             let shown = format!("{LIB_DIR}/{}", file.strip_prefix(scripts_dir.join(LIB_DIR)).unwrap_or(&file).display());
-            let source = std::fs::read(&file).map_err(|e| mlua::Error::runtime(format!("require(\"{name}\"): cannot read {shown}: {e}")))?;
+            let cannot = |why: String| mlua::Error::runtime(format!("require(\"{name}\"): cannot read {shown}: {why}"));
+            {
+                let mut rec = rec.lock().unwrap_or_else(|p| p.into_inner());
+                if !rec.contains(&name) && rec.len() >= MAX_MODULES {
+                    return Err(mlua::Error::runtime(format!("require(\"{name}\"): a script may require at most {MAX_MODULES} modules")));
+                }
+                rec.insert(name.clone());
+            }
+            // Only a regular file inside lib/ (a symlink may not lead out of it), of bounded size.
+            let lib = std::fs::canonicalize(scripts_dir.join(LIB_DIR)).map_err(|e| cannot(e.to_string()))?;
+            let real = std::fs::canonicalize(&file).map_err(|e| cannot(e.to_string()))?;
+            if !real.starts_with(&lib) {
+                return Err(cannot(format!("it leads out of {LIB_DIR}/")));
+            }
+            let meta = std::fs::metadata(&real).map_err(|e| cannot(e.to_string()))?;
+            if !meta.is_file() || meta.len() > MAX_MODULE_BYTES {
+                return Err(cannot(format!("not a file of at most {MAX_MODULE_BYTES} bytes")));
+            }
+            let source = std::fs::read(&real).map_err(|e| cannot(e.to_string()))?;
             if source.starts_with(b"\x1bLua") {
                 return Err(mlua::Error::runtime(format!("require(\"{name}\"): {shown} is a binary chunk; modules are text")));
             }

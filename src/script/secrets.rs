@@ -10,16 +10,30 @@ use std::sync::Arc;
 pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Replaces every secret reference in `config` by its value; the values read; or which key
-/// could not be read.
-pub(crate) fn resolve(config: &Value) -> Result<(Value, Redactor), String> {
+/// could not be read. With `placeholders`, nothing is read: each reference becomes `<secret:VAR>` or
+/// `<secret:file NAME>` (`replay` and `test`, which never need, and never show, a real secret).
+pub(crate) fn resolve_as(config: &Value, placeholders: bool) -> Result<(Value, Redactor), String> {
     let mut found = Vec::new();
-    let resolved = walk(config, "agent.config", &mut found)?;
+    let resolved = walk(config, "agent.config", &mut found, placeholders)?;
+    // Longest first: a secret inside another is hidden with the whole of the longer one.
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
     Ok((resolved, Redactor(Arc::new(found))))
 }
 
-fn walk(v: &Value, path: &str, found: &mut Vec<String>) -> Result<Value, String> {
+fn placeholder(o: &serde_json::Map<String, Value>) -> String {
+    match (o.get("env").and_then(Value::as_str), o.get("file").and_then(Value::as_str)) {
+        (Some(var), _) => format!("<secret:{var}>"),
+        (_, Some(file)) => format!("<secret:file {}>", std::path::Path::new(file).file_name().map_or(file.into(), |n| n.to_string_lossy())),
+        _ => "<secret>".into(),
+    }
+}
+
+fn walk(v: &Value, path: &str, found: &mut Vec<String>, placeholders: bool) -> Result<Value, String> {
     match v {
         Value::Object(o) if o.len() == 1 && (o.contains_key("env") || o.contains_key("file")) => {
+            if placeholders {
+                return Ok(Value::String(placeholder(o)));
+            }
             let secret = read(o, path)?;
             if secret.chars().count() >= 3 {
                 found.push(secret.clone());
@@ -29,12 +43,12 @@ fn walk(v: &Value, path: &str, found: &mut Vec<String>) -> Result<Value, String>
         Value::Object(o) => {
             let mut out = serde_json::Map::new();
             for (k, m) in o {
-                out.insert(k.clone(), walk(m, &format!("{path}.{k}"), found)?);
+                out.insert(k.clone(), walk(m, &format!("{path}.{k}"), found, placeholders)?);
             }
             Ok(Value::Object(out))
         }
         Value::Array(items) => {
-            items.iter().enumerate().map(|(i, m)| walk(m, &format!("{path}[{}]", i + 1), found)).collect::<Result<Vec<_>, _>>().map(Value::Array)
+            items.iter().enumerate().map(|(i, m)| walk(m, &format!("{path}[{}]", i + 1), found, placeholders)).collect::<Result<Vec<_>, _>>().map(Value::Array)
         }
         other => Ok(other.clone()),
     }
@@ -51,7 +65,11 @@ fn read(o: &serde_json::Map<String, Value>, path: &str) -> Result<String, String
     let file = o.get("file").and_then(Value::as_str).ok_or_else(|| format!("{path}: `file` must be a path"))?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{path}: cannot read {file}: {e}"))?;
     // A file written by `echo` ends with a newline that is not part of the secret.
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+    let secret = text.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        return Err(format!("{path}: {file} is empty"));
+    }
+    Ok(secret)
 }
 
 /// The secret values one script version read; `redact` hides them in a text.
@@ -99,15 +117,18 @@ mod tests {
         let file = dir.path().join("hook");
         std::fs::write(&file, "https://hooks.example.com/T0/B0/XyZ\n").unwrap();
         let config = json!({"token": {"env": "UCWA_AGENT_SECRET_TEST"}, "hook": {"file": file}, "plain": "hello", "env": "not a secret"});
-        let (resolved, r) = resolve(&config).unwrap();
+        let (resolved, r) = resolve_as(&config, false).unwrap();
         assert_eq!(resolved, json!({"token": "s3cr3t-token", "hook": "https://hooks.example.com/T0/B0/XyZ", "plain": "hello", "env": "not a secret"}));
         assert_eq!(r.redact("sent s3cr3t-token to https://hooks.example.com/T0/B0/XyZ"), "sent [redacted] to [redacted]");
         let mut fields = json!({"url": "https://hooks.example.com/T0/B0/XyZ?x=1", "n": 1});
         r.redact_value(&mut fields);
         assert_eq!(fields, json!({"url": "[redacted]?x=1", "n": 1}));
-        let e = resolve(&json!({"a": {"b": {"env": "UCWA_AGENT_SECRET_UNSET"}}})).unwrap_err();
+        let e = resolve_as(&json!({"a": {"b": {"env": "UCWA_AGENT_SECRET_UNSET"}}}), false).unwrap_err();
         assert_eq!(e, "agent.config.a.b: the environment variable UCWA_AGENT_SECRET_UNSET is not set");
-        let e = resolve(&json!({"k": {"file": "/nonexistent/secret"}})).unwrap_err();
+        let (offline, r) = resolve_as(&config, true).unwrap();
+        assert_eq!((offline["token"].as_str(), offline["hook"].as_str()), (Some("<secret:UCWA_AGENT_SECRET_TEST>"), Some("<secret:file hook>")));
+        assert_eq!(r.redact("s3cr3t-token"), "s3cr3t-token", "nothing was read");
+        let e = resolve_as(&json!({"k": {"file": "/nonexistent/secret"}}), false).unwrap_err();
         assert!(e.starts_with("agent.config.k: cannot read /nonexistent/secret"), "{e}");
     }
 }

@@ -90,7 +90,9 @@ pub fn run_file_bounded(file: &Path, settings: ScriptSettings, limit: std::time:
 /// Runs one test file.
 pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     let mut result = FileResult { file: file.to_path_buf(), cases: Vec::new(), error: None };
-    let env = Arc::new(offline_env(settings, false, false));
+    let mut env = offline_env(settings, false, false);
+    env.secret_placeholders = true;
+    let env = Arc::new(env);
     let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
     let source = match std::fs::read(file) {
         Ok(s) => s,

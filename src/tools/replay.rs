@@ -90,6 +90,7 @@ pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: 
 
 async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
     let mut env = offline_env(config.script_settings(), true, true);
+    env.secret_placeholders = true;
     // Every output is kept, however much a batch produces (the broadcast stream would drop
     // what the report had not taken yet).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
