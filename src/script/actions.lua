@@ -3,6 +3,9 @@
 -- conversation's audioVideo); a resource without the link raises an error saying which.
 local agent = ...
 local ucwa = agent.ucwa
+-- Taken now: a script that reassigns a global does not break these functions.
+local type, error, tostring, pcall, ipairs = type, error, tostring, pcall, ipairs
+local format, byte, random = string.format, string.byte, math.random
 
 local function fail(what, text) error(what .. ": " .. text, 3) end
 
@@ -98,7 +101,7 @@ function agent.calls.start(spec)
   local app = ok(ucwa.get(ucwa.application()), what).body
   local comm = app._embedded and ucwa.one(app._embedded.communication)
   local href = link(comm, "startAudioVideo", what, " (the pool offers no audio/video here)")
-  local operation = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  local operation = format("%08x%08x", random(0, 0x7fffffff), random(0, 0x7fffffff))
   return ok(ucwa.post(href, { to = spec.to, subject = spec.subject, operationId = operation }), what).body
 end
 
@@ -141,7 +144,7 @@ end
 agent.im = {}
 
 local function percent(text)
-  return (text:gsub("[^%w%-%._~ ]", function(c) return string.format("%%%02X", string.byte(c)) end):gsub(" ", "%%20"))
+  return (text:gsub("[^%w%-%._~ ]", function(c) return format("%%%02X", byte(c)) end):gsub(" ", "%%20"))
 end
 
 -- Sends one instant message: a messaging conversation started with the message in it
@@ -153,7 +156,7 @@ function agent.im.send(to, text)
   local app = ok(ucwa.get(ucwa.application()), what).body
   local comm = app._embedded and ucwa.one(app._embedded.communication)
   local href = link(comm, "startMessaging", what, " (the pool offers no messaging here)")
-  local operation = string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+  local operation = format("%08x%08x", random(0, 0x7fffffff), random(0, 0x7fffffff))
   return ok(ucwa.post(href, {
     to = to,
     operationId = operation,

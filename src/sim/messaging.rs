@@ -1,7 +1,7 @@
 //! Instant messages the account sends (`startMessaging` with its first message inline, as
 //! `_links.message.href = "data:text/plain,…"`): the pool's events for the conversation
 //! (conversation added, messagingInvitation started and completed, messaging updated, the
-//! message completed) and a record the control API shows (`GET /sim/v1/messages`).
+//! message completed) and a record the control API shows (`GET /sim/v1/messages`, the latest 1000).
 
 use super::channel::SimEvent;
 use super::reply::Reply;
@@ -74,6 +74,10 @@ pub(crate) fn start(shared: &Shared, body: &Value, app_id: u64, user: &str) -> R
         message,
     ];
     st.push(app_id, events);
+    // The latest 1000: a script sending in a loop does not grow the simulator without bound.
+    if st.messages.len() >= 1000 {
+        st.messages.remove(0);
+    }
     st.messages.push(SentMessage { from: format!("sip:{user}"), to: to.to_string(), text });
     Reply::json(StatusCode::CREATED, &invitation).header(header::LOCATION, inv)
 }

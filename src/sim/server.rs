@@ -525,6 +525,9 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     let Some(number) = number.map(str::to_string) else {
                         return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "phoneNumber must be a tel: URI.").into();
                     };
+                    if call.phase != calls::Phase::Ringing {
+                        return Reply::error(StatusCode::CONFLICT, "Conflict", Some("InvalidState"), "The call is not ringing.").into();
+                    }
                     let answered = send(call, CallCommand::Accept);
                     let call_id = call.id;
                     if let Some(c) = st.calls.get_mut(&call_id) {
