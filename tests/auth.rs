@@ -234,6 +234,11 @@ async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
     assert_eq!(again.status.code(), Some(3), "{log}");
     assert!(log.contains("not trying it again") && log.contains("credentials-refused"), "{log}");
     assert_eq!(sim.counters()["token_rejections"], 3, "no new attempt against the account");
+    let check = agent_command(&["check", "--online", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stdout(std::process::Stdio::piped()).output().unwrap();
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(3), "{shown}");
+    assert!(shown.contains("FAIL token") && shown.contains("refused before"), "{shown}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "check --online does not try it either");
     // The password fixed: it signs in, and the record is gone.
     let mut fixed = spawn_agent(&config, std::process::Stdio::null());
     wait_available(&sim).await;

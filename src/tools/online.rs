@@ -33,6 +33,12 @@ pub enum Verdict {
 pub async fn check_online(config: &Config) -> Result<(Vec<StepResult>, Verdict), StartError> {
     let pool = Pool::of(config).await?;
     let mut steps: Vec<StepResult> = Vec::new();
+    // A password the pool refused before is not tried again here either (an account lockout).
+    if let Some(r) = crate::agent::refusal::recorded(&config.state_dir(), &pool.auth) {
+        let why = format!("refused before ({}, at {}); not tried again until the password changes (or {} is deleted)", r.reason, r.at, r.file.display());
+        steps.push(StepResult { name: "token", took: Duration::ZERO, outcome: Err(why) });
+        return Ok((steps, Verdict::CredentialsRefused));
+    }
     let mut current: Option<(&'static str, Instant)> = None;
     let signed = {
         let mut record = |s: Step| match s {
