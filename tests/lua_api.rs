@@ -348,6 +348,11 @@ async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("user", 1).await, ["twotwo"]);
     sim.end_call(c);
+    // A new script that needs the broken module does not load; fixing the module loads it.
+    write(dir.path(), "late.lua", "local words = require('words')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info('late ' .. words.word()) end)\n");
+    agent.expect("late failing", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "late")).await;
+    save(&module("three"));
+    agent.expect("late loaded once its module is fixed", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "late")).await;
     agent.stop().await;
 }
 

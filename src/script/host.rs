@@ -32,6 +32,9 @@ struct Inner {
     dir: PathBuf,
     env: Arc<ScriptEnv>,
     scripts: Mutex<BTreeMap<String, Entry>>,
+    /// Scripts whose last load failed, with the modules it required before failing: fixing one
+    /// of those modules loads the script again.
+    failed: Mutex<BTreeMap<String, (PathBuf, super::modules::Required)>>,
 }
 
 /// Cheap to clone; all clones are the same host.
@@ -47,7 +50,7 @@ impl ScriptHost {
     }
 
     pub fn with_env(dir: PathBuf, env: ScriptEnv) -> ScriptHost {
-        let inner = Arc::new(Inner { dir, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()) });
+        let inner = Arc::new(Inner { dir, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()) });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
     }
@@ -95,10 +98,15 @@ impl ScriptHost {
             message: "not a .lua file".into(),
         })?;
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
-        let built = load_bounded(path, &name, version, &self.inner.env).await;
+        let required = super::modules::Required::default();
+        let built = load_bounded(path, &name, version, &self.inner.env, required.clone()).await;
         let loaded = match built {
-            Ok(l) => l,
+            Ok(l) => {
+                self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                l
+            }
             Err(e) => {
+                self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (path.to_path_buf(), required));
                 let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
@@ -147,11 +155,13 @@ impl ScriptHost {
 
     /// The files of the scripts whose running version required `module`.
     pub fn dependents(&self, module: &str) -> Vec<PathBuf> {
-        self.lock()
-            .values()
-            .filter(|e| e.modules.lock().unwrap_or_else(|p| p.into_inner()).contains(module))
-            .map(|e| e.path.clone())
-            .collect()
+        let uses = |r: &super::modules::Required| r.lock().unwrap_or_else(|p| p.into_inner()).contains(module);
+        let mut paths: Vec<PathBuf> = self.lock().values().filter(|e| uses(&e.modules)).map(|e| e.path.clone()).collect();
+        let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
+        paths.extend(failed.values().filter(|(_, r)| uses(r)).map(|(p, _)| p.clone()));
+        paths.sort();
+        paths.dedup();
+        paths
     }
 
     /// Loads every script file again (new settings, a new directory target), loads new ones
@@ -211,6 +221,7 @@ impl ScriptHost {
 
     /// Stops a script (its file is gone): events already queued for it still run first.
     pub fn unload(&self, name: &str) {
+        self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         if let Some(entry) = self.lock().remove(name) {
             if entry.watch.is_stuck() {
                 self.inner.env.metrics.script_stuck(name, false);
@@ -321,9 +332,9 @@ impl watchdog::Overseer for Inner {
 }
 
 /// Builds a version (`loader::load_bounded`) without holding a runtime worker while it runs.
-async fn load_bounded(path: &Path, name: &str, version: u64, env: &Arc<ScriptEnv>) -> Result<loader::Loaded, ScriptError> {
+async fn load_bounded(path: &Path, name: &str, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<loader::Loaded, ScriptError> {
     let (p, e) = (path.to_path_buf(), env.clone());
-    tokio::task::spawn_blocking(move || loader::load_bounded(&p, version, &e))
+    tokio::task::spawn_blocking(move || loader::load_bounded(&p, version, &e, required))
         .await
         .unwrap_or_else(|e| Err(ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }))
 }

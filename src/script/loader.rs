@@ -44,11 +44,13 @@ pub(crate) fn script_name(path: &Path) -> Option<String> {
 /// `load` on a thread of its own: a top level that never returns (C code the limits cannot
 /// interrupt) is given up after the time limit plus the watchdog's grace and reported as a
 /// load failure; its thread is left behind.
-pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Loaded, ScriptError> {
+/// `required` collects the modules the version requires, kept by the caller even when the load
+/// fails (so that fixing a module it needed loads it again).
+pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<Loaded, ScriptError> {
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
     let limit = env.settings().limits.handler_timeout;
     let (p, e) = (path.to_path_buf(), env.clone());
-    match watchdog::run_bounded(format!("lua-load:{name}"), limit, move || load(&p, version, &e)) {
+    match watchdog::run_bounded(format!("lua-load:{name}"), limit, move || load(&p, version, &e, required)) {
         Ok(loaded) => loaded,
         Err(waited) => Err(ScriptError {
             script: name,
@@ -63,7 +65,7 @@ pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> R
 }
 
 /// Reads, compiles and runs a script's top level.
-pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Loaded, ScriptError> {
+pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<Loaded, ScriptError> {
     let settings = env.settings();
     let limits = &settings.limits;
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
@@ -76,7 +78,7 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>) -> Result<Lo
     let ctx = ScriptCtx::new(&name, version, env).map_err(&fail)?;
     api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let modules = super::modules::install(&lua, dir).map_err(|e| fail(format!("cannot install require: {e}")))?;
+    let modules = super::modules::install(&lua, dir, required).map_err(|e| fail(format!("cannot install require: {e}")))?;
     let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
     if let Some(b) = sandbox::budget(&lua) {
         b.arm(limits);

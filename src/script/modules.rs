@@ -46,8 +46,7 @@ pub(crate) fn module_name(scripts_dir: &Path, file: &Path) -> Option<String> {
 }
 
 /// Installs `require` in `lua`, reading modules under `scripts_dir/lib`.
-pub(crate) fn install(lua: &Lua, scripts_dir: PathBuf) -> mlua::Result<Required> {
-    let required: Required = Arc::new(Mutex::new(BTreeSet::new()));
+pub(crate) fn install(lua: &Lua, scripts_dir: PathBuf, required: Required) -> mlua::Result<Required> {
     let loaded: Table = lua.create_table()?;
     let loading: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let rec = required.clone();

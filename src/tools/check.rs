@@ -63,7 +63,7 @@ pub fn check(config: &Config) -> Report {
     files.sort();
     let env = Arc::new(super::offline_env(config.script_settings(), true, false));
     for file in files {
-        match loader::load_bounded(&file, 1, &env) {
+        match loader::load_bounded(&file, 1, &env, Default::default()) {
             Err(e) => {
                 // The message starts with `name.lua:LINE:` when Lua knows the line.
                 let line = line_of(&e.message);

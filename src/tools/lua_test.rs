@@ -139,7 +139,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
     let ctx = ScriptCtx::new(name, 1, env).map_err(mlua::Error::runtime)?;
     api::register(&lua, &ctx)?;
     // Modules come from the `lib/` beside the test file, as the scripts there get them.
-    crate::script::modules::install(&lua, h.dir.clone())?;
+    crate::script::modules::install(&lua, h.dir.clone(), Default::default())?;
     let t = lua.create_table()?;
     let hh = h.clone();
     t.set(
