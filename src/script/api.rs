@@ -283,9 +283,12 @@ fn display(v: &Value) -> String {
 }
 
 /// A script's log line: to tracing (with the script's name) and to the host's output stream.
-fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, message: String, mut fields: Option<serde_json::Value>) {
+fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mut fields: Option<serde_json::Value>) {
     let script = &*ctx.name;
-    let message = ctx.redactor.redact(&message).into_owned();
+    // (A copy only when a secret was found: this runs for every log line.)
+    if let std::borrow::Cow::Owned(redacted) = ctx.redactor.redact(&message) {
+        message = redacted;
+    }
     if let Some(f) = fields.as_mut() {
         ctx.redactor.redact_value(f);
     }

@@ -371,7 +371,10 @@ impl Progress {
 
     /// An error of the script: logged (identical repeats only now and then) and reported.
     fn report(&mut self, cur: &Loaded, ev: Option<&Event>, error: String) {
-        let error = cur.ctx.redactor.redact(&error).into_owned();
+        let error = match cur.ctx.redactor.redact(&error) {
+            std::borrow::Cow::Owned(redacted) => redacted,
+            std::borrow::Cow::Borrowed(_) => error,
+        };
         let script = &*self.name;
         let repeats = match &mut self.last_error {
             Some((last, n)) if *last == error => {

@@ -31,7 +31,7 @@ fn data_text(href: &str) -> Option<String> {
 
 /// `POST communication/messagingInvitations` (the application's `startMessaging`).
 pub(crate) fn start(shared: &Shared, body: &Value, app_id: u64, user: &str) -> Reply {
-    let field = |k: &str| body.as_object().and_then(|o| o.iter().find(|(key, _)| key.eq_ignore_ascii_case(k))).map(|(_, v)| v);
+    let field = |k: &str| super::server::member(body, k);
     let bad = |m: &str| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), m);
     let Some(to) = field("to").and_then(Value::as_str).filter(|t| t.starts_with("sip:")) else {
         return bad("`to` must be a sip: URI.");

@@ -223,6 +223,27 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
     }
 }
 
+/// A request's JSON body (`Null` if it is none).
+fn json_body(req: &Req) -> Value {
+    serde_json::from_slice(strip_bom(&req.body)).unwrap_or(Value::Null)
+}
+
+/// A member of a JSON body, its key in any case, as a pool takes keys (PROTOCOL.md).
+pub(crate) fn member<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
+    body.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+}
+
+/// Tells every application of `user` that its `me/<rel>` resource was updated, as a pool does
+/// when one client changes the account.
+fn announce_to_user(st: &mut SimState, user: &str, rel: &str) {
+    let apps: Vec<u64> = st.apps.values().filter(|a| a.user == user).map(|a| a.id).collect();
+    for id in apps {
+        let p = app_path(id);
+        let event = json!({"link": {"rel": rel, "href": format!("{p}/me/{rel}")}, "type": "updated"});
+        st.push(id, vec![SimEvent { sender_rel: "me", sender_href: format!("{p}/me"), event }]);
+    }
+}
+
 /// What a pool's XFrame.html is for: a page that relays requests from a browser iframe.
 const XFRAME_PAGE: &str = "<!DOCTYPE html><html><head><title>XFrame</title></head><body><!-- UCWA cross-domain relay: browser clients only --></body></html>";
 
@@ -371,11 +392,8 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         ["me", "presence"] if get => Reply::json(StatusCode::OK, &directory::presence(app, &profile)).into(),
         ["me", "note"] if get => Reply::json(StatusCode::OK, &directory::note(app, &profile)).into(),
         ["me", what @ ("presence" | "note")] if post => {
-            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
-            // Keys in any case, as the pool takes them.
-            let field = |k: &str| {
-                body.as_object().and_then(|o| o.iter().find(|(key, _)| key.eq_ignore_ascii_case(k))).and_then(|(_, v)| v.as_str()).map(str::to_string)
-            };
+            let body = json_body(req);
+            let field = |k: &str| member(&body, k).and_then(|v| v.as_str()).map(str::to_string);
             let bad = |m: String| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &m).into();
             let user = user.to_string();
             let mut changed = profile.clone();
@@ -392,17 +410,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             }
             let rel = if *what == "presence" { "presence" } else { "note" };
             st.profiles.insert(user.clone(), changed);
-            // Every application of the account hears of it, as on a pool.
-            let apps: Vec<u64> = st.apps.values().filter(|a| a.user == user).map(|a| a.id).collect();
-            for id in apps {
-                let p = app_path(id);
-                let ev = SimEvent {
-                    sender_rel: "me",
-                    sender_href: format!("{p}/me"),
-                    event: json!({"link": {"rel": rel, "href": format!("{p}/me/{rel}")}, "type": "updated"}),
-                };
-                st.push(id, vec![ev]);
-            }
+            announce_to_user(&mut st, &user, rel);
             Reply::no_content().into()
         }
         ["me", "location"] if get => Reply::json(StatusCode::OK, &directory::location(app)).into(),
@@ -416,8 +424,8 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             Reply::json(StatusCode::OK, &directory::simultaneous_ring_settings(app, &profile)).into()
         }
         ["me", "callforwardingsettings", op @ ..] if post && forwarding_operation(op).is_some() => {
-            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
-            let target = body.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("target"))).and_then(|(_, v)| v.as_str());
+            let body = json_body(req);
+            let target = member(&body, "target").and_then(|v| v.as_str());
             let (setting, needs_target) = forwarding_operation(op).expect("checked in the guard");
             let target = match (needs_target, target) {
                 (false, _) => if setting == "ImmediateForward" { "voicemail".to_string() } else { String::new() },
@@ -430,16 +438,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             let mut changed = profile.clone();
             changed.forwarding = super::state::Forwarding { setting, target };
             st.profiles.insert(user.clone(), changed);
-            let apps: Vec<u64> = st.apps.values().filter(|a| a.user == user).map(|a| a.id).collect();
-            for id in apps {
-                let p = app_path(id);
-                let ev = SimEvent {
-                    sender_rel: "me",
-                    sender_href: format!("{p}/me"),
-                    event: json!({"link": {"rel": "callForwardingSettings", "href": format!("{p}/me/callForwardingSettings")}, "type": "updated"}),
-                };
-                st.push(id, vec![ev]);
-            }
+            announce_to_user(&mut st, &user, "callForwardingSettings");
             Reply::no_content().into()
         }
         ["photos", _] if get => Reply::bytes(StatusCode::OK, "image/png", directory::PHOTO_PNG).into(),
@@ -461,13 +460,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                 return Reply::error(StatusCode::CONFLICT, "Conflict", Some("AlreadyExists"), "makeMeAvailable was already done.").into();
             }
             app.available = true;
-            // Keys in any case, as the pool accepts them (PROTOCOL.md).
-            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
-            app.modalities = body
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("supportedModalities")).map(|(_, v)| v.clone()))
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
+            app.modalities = member(&json_body(req), "supportedModalities").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
             app.etag += 1;
             let events = available_events(app);
             app.channel.push(events);
@@ -482,10 +475,9 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             Reply::no_content().into()
         }
         ["communication", "messaginginvitations"] if post => {
-            let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
             let user = user.to_string();
             drop(st);
-            super::messaging::start(shared, &body, id, &user).into()
+            super::messaging::start(shared, &json_body(req), id, &user).into()
         }
         ["communication", "audiovideoinvitations"] if post => {
             drop(st);
@@ -516,12 +508,8 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                 ["decline"] if post && call.direction == Direction::Incoming => send(call, CallCommand::Decline),
                 // Answered on a phone: the pool calls that number and bridges it (no media here).
                 ["acceptwithphoneaudio"] if post && call.direction == Direction::Incoming => {
-                    let body: serde_json::Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or_default();
-                    let number = body
-                        .as_object()
-                        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("phoneNumber")))
-                        .and_then(|(_, v)| v.as_str())
-                        .filter(|n| n.starts_with("tel:"));
+                    let body = json_body(req);
+                    let number = member(&body, "phoneNumber").and_then(|v| v.as_str()).filter(|n| n.starts_with("tel:"));
                     let Some(number) = number.map(str::to_string) else {
                         return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "phoneNumber must be a tel: URI.").into();
                     };
@@ -646,13 +634,8 @@ fn create_application(shared: &Shared, req: &Req, user: &str) -> Reply {
 
 /// `POST communication/audioVideoInvitations` (startAudioVideo): an outgoing call.
 fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
-    let body: Value = serde_json::from_slice(strip_bom(&req.body)).unwrap_or(Value::Null);
-    let field = |name: &str| {
-        body.as_object()
-            .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
-            .and_then(|(_, v)| v.as_str())
-            .map(str::to_string)
-    };
+    let body = json_body(req);
+    let field = |name: &str| member(&body, name).and_then(|v| v.as_str()).map(str::to_string);
     let Some(to) = field("to") else {
         return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "`to` is required.");
     };
