@@ -493,9 +493,11 @@ async fn the_vip_example_answers_a_vip_call_on_the_mobile_on_the_pool() {
     write(dir.path(), "sessions.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('connected') end)\n");
     let extra = "[scripts.config.vip_to_mobile]\nvips = [\"sip:ceo@contoso.com\"]\nmobile = \"tel:+14255550100\"";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
+    // Its own receiver: the session can be added before the VIP script logs its line.
+    let mut sessions = agent.out.resubscribe();
     let id = sim.start_call(CallSpec { outcome: CallOutcome::WaitForAccept, remote: Some("sip:ceo@contoso.com".into()), ..Default::default() }).unwrap();
     assert_eq!(agent.messages("vip_to_mobile", 1).await, ["VIP call answered on the mobile"]);
-    assert_eq!(agent.messages("sessions", 1).await, ["connected"], "the pool connected the call");
+    assert_eq!(messages_of(&mut sessions, "sessions", 1).await, ["connected"], "the pool connected the call");
     let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/calls", sim.origin())).await.unwrap().json().await.unwrap();
     let call = calls.as_array().unwrap().iter().find(|c| c["id"] == id).expect("the call is up");
     assert_eq!(call["answered_on"], "tel:+14255550100", "{calls}");
