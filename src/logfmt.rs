@@ -49,9 +49,24 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
+        // The fields of the spans the event is in (an account's `account`), outermost first;
+        // kept as JSON by `JsonFields` (see `main.rs`).
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                let Some(text) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() else { continue };
+                if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text) {
+                    for (k, v) in o {
+                        if !fields.pairs.iter().any(|(e, _)| *e == k) {
+                            fields.span_pairs.push((k, v));
+                        }
+                    }
+                }
+            }
+        }
         let meta = event.metadata();
         let mut time = String::new();
         SystemTime.format_time(&mut Writer::new(&mut time))?;
@@ -67,6 +82,8 @@ where
 #[derive(Default)]
 struct Fields {
     message: String,
+    /// From the spans around the event, shown first.
+    span_pairs: Vec<(String, Value)>,
     pairs: Vec<(&'static str, Value)>,
     script_fields: Option<Value>,
 }
@@ -120,6 +137,9 @@ fn json_line(time: &str, level: &Level, target: &str, f: Fields) -> String {
     o.insert("level".into(), level.as_str().into());
     o.insert("target".into(), target.into());
     o.insert("message".into(), f.message.into());
+    for (k, v) in f.span_pairs {
+        o.insert(if RESERVED.contains(&k.as_str()) { format!("field.{k}") } else { k }, v);
+    }
     for (k, v) in f.pairs {
         // An event field never replaces the line's own keys.
         let k = if RESERVED.contains(&k) { format!("field.{k}") } else { k.to_string() };
@@ -147,6 +167,9 @@ fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) ->
         let _ = write!(line, "{:>5} ", level.as_str());
     }
     let _ = write!(line, "{target}: {}", f.message);
+    for (k, v) in &f.span_pairs {
+        push_pair(&mut line, k, v);
+    }
     for (k, v) in &f.pairs {
         push_pair(&mut line, k, v);
     }
@@ -193,6 +216,7 @@ mod tests {
     fn script_line() -> Fields {
         Fields {
             message: "call started".into(),
+            span_pairs: vec![("account".into(), "reception".into())],
             pairs: vec![("script", "call_log".into()), ("seq", 11.into())],
             script_fields: Some(serde_json::json!({"caller": "sip:alice@contoso.com", "href": "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "ms": 42, "note": "two words"})),
         }
@@ -204,6 +228,7 @@ mod tests {
         assert_eq!(line["fields"]["ms"], 42);
         assert_eq!(line["fields"]["href"], "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "JSON keeps hrefs whole");
         assert_eq!((line["level"].as_str(), line["script"].as_str(), line["seq"].as_u64()), (Some("INFO"), Some("call_log"), Some(11)));
+        assert_eq!(line["account"], "reception", "an account's span field is a key of the line");
     }
 
     #[test]
@@ -211,7 +236,7 @@ mod tests {
         let line = human_line("T", &Level::INFO, "script", script_line(), false);
         assert_eq!(
             line,
-            "T  INFO script: call started script=call_log seq=11 caller=sip:alice@contoso.com href=/ucwa/oauth/v1/applications/1/communication/conversations/2 ms=42 note=\"two words\""
+            "T  INFO script: call started account=reception script=call_log seq=11 caller=sip:alice@contoso.com href=/ucwa/oauth/v1/applications/1/communication/conversations/2 ms=42 note=\"two words\""
         );
         assert_eq!(short_href("https://hooks.example.com/x"), "https://hooks.example.com/x", "only UCWA paths are shortened");
         assert!(human_line("T", &Level::WARN, "t", Fields::default(), true).contains("\x1b[33m WARN\x1b[0m"));
@@ -219,10 +244,10 @@ mod tests {
 
     #[test]
     fn fields_never_replace_the_lines_own_keys() {
-        let f = Fields { message: "m".into(), pairs: vec![("level", "debug".into()), ("target", "x".into())], script_fields: None };
+        let f = Fields { message: "m".into(), span_pairs: vec![], pairs: vec![("level", "debug".into()), ("target", "x".into())], script_fields: None };
         let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "t", f)).unwrap();
         assert_eq!((line["level"].as_str(), line["field.level"].as_str(), line["target"].as_str()), (Some("INFO"), Some("debug"), Some("t")));
-        let nested = Fields { message: "m".into(), pairs: vec![], script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})) };
+        let nested = Fields { message: "m".into(), span_pairs: vec![], pairs: vec![], script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})) };
         assert!(human_line("T", &Level::INFO, "t", nested, false).ends_with(r#" who="{\"name\":\"Bob Brown\"}""#));
     }
 

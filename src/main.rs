@@ -25,6 +25,10 @@ struct Cli {
     /// The configuration file.
     #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
+    /// Run only the `[[account]]`s of shard K of N (0-based K): those whose name hashes to K.
+    /// Each of N agents (a StatefulSet's pods) takes one shard; see README "Many accounts".
+    #[arg(long, global = true, value_name = "K/N")]
+    shard: Option<ucwa_agent::config::Shard>,
     /// Log lines for people, or one JSON object per line for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -125,8 +129,8 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run { record: None }) {
-            Command::Run { record } => run(cli.config, record, log_level).await,
-            Command::Record { file } => run(cli.config, Some(file), log_level).await,
+            Command::Run { record } => run(cli.config, cli.shard, record, log_level).await,
+            Command::Record { file } => run(cli.config, cli.shard, Some(file), log_level).await,
             Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
@@ -150,7 +154,7 @@ async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path
     }
 }
 
-async fn run(config: PathBuf, record: Option<PathBuf>, log_level: ucwa_agent::agent::LogLevelApplier) -> ExitCode {
+async fn run(config: PathBuf, shard: Option<ucwa_agent::config::Shard>, record: Option<PathBuf>, log_level: ucwa_agent::agent::LogLevelApplier) -> ExitCode {
     let config = match Config::load(&config) {
         Ok(c) => c,
         Err(error) => {
@@ -164,7 +168,7 @@ async fn run(config: PathBuf, record: Option<PathBuf>, log_level: ucwa_agent::ag
             tracing::warn!(%error, "log.level not applied");
         }
     }
-    let mut agent = match Agent::start(config).await {
+    let mut agent = match Agent::start_shard(config, shard).await {
         Ok(a) => a,
         Err(error) => {
             tracing::error!("{error}");
@@ -324,20 +328,23 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.
 async fn shutdown_signal() {
-    wait_signal().await;
-    tracing::info!("shutting down (send the signal again to exit at once)");
-    tokio::spawn(async {
-        wait_signal().await;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    // The same streams listen for the second signal, from before the line below is written:
+    // one sent as soon as it is read is not lost.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
         std::process::exit(130);
     });
-}
-
-async fn wait_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    tracing::info!("shutting down (send the signal again to exit at once)");
 }
 
 /// Sets up logging; gives what changes the filter later (`log.level`, at start and on SIGHUP).
@@ -349,7 +356,9 @@ fn init_logging(format: LogFormat, default: &str) -> ucwa_agent::agent::LogLevel
     // Colour only for a person at a terminal: pipes, files and journald get plain text.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let lines = ucwa_agent::logfmt::LineFormat { json: matches!(format, LogFormat::Json), ansi };
-    tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().event_format(lines).with_writer(std::io::stderr)).init();
+    // Span fields (an account's `account`) are kept as JSON, for the line formats to spread out.
+    let layer = tracing_subscriber::fmt::layer().fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()).event_format(lines).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(filter).with(layer).init();
     std::sync::Arc::new(move |level: &str| {
         handle.reload(ucwa_agent::logfmt::filter(None, level)).map_err(|e| e.to_string())
     })

@@ -73,6 +73,8 @@ pub enum HealthState {
     Polling,
     Recovering,
     Stopping,
+    /// Ended by itself (one account of several: its credentials refused); `last_error` says why.
+    Stopped,
 }
 
 #[derive(Debug, Clone, Serialize)]

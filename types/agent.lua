@@ -189,6 +189,11 @@ function AgentJson.array(t) end
 ---@field name string
 ---@field version integer
 
+---The account this copy of the script serves (one Lua state per script per account).
+---@class AgentAccount
+---@field name string `[[account]]` name; "default" for the single unnamed account
+---@field uri string|nil "sip:user@domain" when the configuration names the user
+
 ---@class Agent
 ---@field log AgentLog
 ---@field ucwa AgentUcwa
@@ -201,6 +206,7 @@ function AgentJson.array(t) end
 ---@field state table    kept across reloads and restarts
 ---@field config table   [scripts.config.<name>] from config.toml
 ---@field script AgentScript
+---@field account AgentAccount
 agent = {}
 
 ---Subscribes to events: agent.on(rel, fn) or agent.on(rel, type, fn); rel may be "*".

@@ -1,12 +1,17 @@
 //! `/metrics` (Prometheus text format) and `/healthz` on `[metrics] listen`.
 //!
 //! `/healthz` answers 200 while the agent is signed in and polling, 503 otherwise; the JSON
-//! body says which state it is in, for how long, and the last error.
+//! body says which state it is in, for how long, and the last error. With `[[account]]`s it
+//! answers 200 only while every account polls, with each account's health in the body, and
+//! `/healthz/<account>` gives one account's. `/metrics` labels each sample with `account`.
 
-use crate::metrics::HealthState;
+use super::Fleet;
+use crate::metrics::{Health, HealthState};
 use crate::script::ScriptHost;
+use axum::extract::Path;
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
@@ -25,31 +30,24 @@ pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
     }
 }
 
-pub async fn serve(listen: SocketAddr, host: ScriptHost) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub async fn serve(listen: SocketAddr, fleet: Arc<Fleet>) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let metrics_host = host.clone();
+    let metrics_fleet = fleet.clone();
+    let one_fleet = fleet.clone();
     let router = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let host = metrics_host.clone();
+                let fleet = metrics_fleet.clone();
                 async move {
-                    let text = tokio::task::spawn_blocking(move || render(&host)).await.unwrap_or_default();
+                    let text = tokio::task::spawn_blocking(move || render_all(&fleet)).await.unwrap_or_default();
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
                 }
             }),
         )
-        .route(
-            "/healthz",
-            get(move || {
-                let health = host.env().metrics.health();
-                async move {
-                    let status = if health.state == HealthState::Polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    (status, axum::Json(health)).into_response()
-                }
-            }),
-        );
+        .route("/healthz", get(move || std::future::ready(health_of_all(&fleet))))
+        .route("/healthz/{account}", get(move |Path(name): Path<String>| std::future::ready(health_of_one(&one_fleet, &name))));
     tracing::info!(%addr, "metrics and health endpoints listening");
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
@@ -59,7 +57,108 @@ pub async fn serve(listen: SocketAddr, host: ScriptHost) -> std::io::Result<(Soc
     Ok((addr, task))
 }
 
-/// The metrics, with the journal's depth and each script's lag read from the database now.
+fn status_of(h: &Health) -> StatusCode {
+    if h.state == HealthState::Polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+/// One account: its health as it is. Several: 200 only when every account polls, `status`
+/// `ok` only when every one is ok, and each account's health under `accounts`.
+fn health_of_all(fleet: &Fleet) -> Response {
+    let (accounts, named) = fleet.accounts();
+    if !named {
+        if let Some((_, host)) = accounts.first() {
+            let h = host.env().metrics.health();
+            return (status_of(&h), axum::Json(h)).into_response();
+        }
+    }
+    let each: BTreeMap<String, Health> = accounts.iter().map(|(n, h)| (n.clone(), h.env().metrics.health())).collect();
+    let polling = each.values().all(|h| h.state == HealthState::Polling);
+    let status = if !polling { "unavailable" } else if each.values().all(|h| h.status == "ok") { "ok" } else { "degraded" };
+    let not_polling: Vec<&String> = each.iter().filter(|(_, h)| h.state != HealthState::Polling).map(|(n, _)| n).collect();
+    let body = serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling, "accounts": each });
+    (if polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body)).into_response()
+}
+
+/// `/healthz/<account>`: that account alone (404 for an account this agent does not run).
+fn health_of_one(fleet: &Fleet, name: &str) -> Response {
+    match fleet.accounts().0.into_iter().find(|(n, _)| n == name) {
+        Some((_, host)) => {
+            let h = host.env().metrics.health();
+            (status_of(&h), axum::Json(h)).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": format!("this agent runs no account named {name:?}")}))).into_response(),
+    }
+}
+
+/// Every account's metrics in one exposition: each family once, its samples labelled with
+/// `account` when the accounts are named.
+fn render_all(fleet: &Fleet) -> String {
+    let (accounts, named) = fleet.accounts();
+    let texts: Vec<(Option<String>, String)> = accounts.iter().map(|(n, h)| (named.then(|| n.clone()), render(h))).collect();
+    merge_families(&texts)
+}
+
+/// Merges expositions: the `# HELP`/`# TYPE` of a family once, then its samples from every
+/// text in order, each with `account="…"` first among its labels when the text has one.
+fn merge_families(texts: &[(Option<String>, String)]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (account, text) in texts {
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+                let name = rest.split(' ').next().unwrap_or_default().to_string();
+                if !families.contains_key(&name) {
+                    order.push(name.clone());
+                }
+                let f = families.entry(name.clone()).or_default();
+                if !f.0.iter().any(|l| l == line) {
+                    f.0.push(line.to_string());
+                }
+                current = name;
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            let sample = match account {
+                Some(a) => with_account(line, a),
+                None => line.to_string(),
+            };
+            if !families.contains_key(&current) {
+                order.push(current.clone());
+            }
+            families.entry(current.clone()).or_default().1.push(sample);
+        }
+    }
+    let mut out = String::with_capacity(texts.iter().map(|(_, t)| t.len()).sum());
+    for name in order {
+        if let Some((head, samples)) = families.get(&name) {
+            for l in head.iter().chain(samples) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// A sample line with `account="…"` as its first label.
+fn with_account(line: &str, account: &str) -> String {
+    let label = format!("account=\"{}\"", account.replace('\\', "\\\\").replace('"', "\\\""));
+    match line.find(['{', ' ']) {
+        Some(i) if line.as_bytes()[i] == b'{' => {
+            let rest = &line[i + 1..];
+            let sep = if rest.starts_with('}') { "" } else { "," };
+            format!("{}{{{label}{sep}{rest}", &line[..i])
+        }
+        Some(i) => format!("{}{{{label}}}{}", &line[..i], &line[i..]),
+        None => line.to_string(),
+    }
+}
+
+/// One account's metrics, with the journal's depth and each script's lag read from its
+/// database now.
 fn render(host: &ScriptHost) -> String {
     let env = host.env();
     let store = &env.store;
@@ -77,4 +176,30 @@ fn render(host: &ScriptHost) -> String {
         Some((depth, lags))
     })();
     env.metrics.render(journal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_merge_once_with_the_account_label_first() {
+        let a = "# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n# HELP y Y.\n# TYPE y gauge\ny{script=\"s\"} 2\n";
+        let b = "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\n# HELP y Y.\n# TYPE y gauge\ny{script=\"s\"} 4\n";
+        let merged = merge_families(&[(Some("one".into()), a.into()), (Some("t\"wo".into()), b.into())]);
+        let want = [
+            "# HELP x_total X.",
+            "# TYPE x_total counter",
+            "x_total{account=\"one\"} 1",
+            "x_total{account=\"t\\\"wo\"} 3",
+            "# HELP y Y.",
+            "# TYPE y gauge",
+            "y{account=\"one\",script=\"s\"} 2",
+            "y{account=\"t\\\"wo\",script=\"s\"} 4",
+        ];
+        assert_eq!(merged.lines().collect::<Vec<_>>(), want);
+        let parsed = prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
+        assert_eq!(parsed.samples.len(), 4);
+        assert_eq!(merge_families(&[(None, a.into())]), a, "one unnamed account: unchanged");
+    }
 }

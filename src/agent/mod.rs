@@ -1,6 +1,7 @@
 //! The agent: sign in, create the application, keep it alive, poll its event channel, and hand
 //! every event to the scripts, recovering from failures until shut down.
 
+mod account;
 pub mod backoff;
 pub mod channel;
 pub mod endpoints;
@@ -8,23 +9,18 @@ pub mod keepalive;
 pub mod record;
 pub mod refusal;
 mod reload;
-
-pub use reload::{LogLevelApplier, Reloader};
 pub mod sink;
 
-use crate::config::{Config, Discover};
-use crate::script::{watch_dir, ScriptEnv, ScriptHost};
-use crate::sim::{Simulator, DEMO_PASSWORD, DEMO_USER};
-use crate::metrics::HealthState;
-use crate::store::{Position, Store};
-use crate::ucwa::application::{self, Application, Availability};
-use crate::ucwa::signin::sign_in;
-use crate::config::AuthKind;
-use crate::ucwa::{session::http_client, Auth, Secret, Session, TokenSource, UcwaError};
+pub use account::Account;
+pub use reload::{LogLevelApplier, Reloader};
+
+use crate::config::{Config, Discover, Shard};
+use crate::script::ScriptHost;
+use crate::sim::{Simulator, DEMO_PASSWORD};
+use crate::ucwa::{session::http_client, Auth, Secret, UcwaError};
+use account::Shared;
 use backoff::Backoff;
-use channel::{ChannelEnd, ChannelSettings};
-use serde_json::json;
-use sink::EventSink;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +32,8 @@ use url::Url;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("{file}: `auth.password_env`: the environment variable `{var}` is not set (it must hold the password)")]
-    PasswordMissing { file: String, var: String },
+    #[error("{file}: `{key}`: the environment variable `{var}` is not set (it must hold the password)")]
+    PasswordMissing { file: String, key: String, var: String },
     #[error("{file}: `scripts.dir`: cannot read {dir}: {source}")]
     ScriptsDir { file: String, dir: String, source: std::io::Error },
     #[error("{file}: `state.dir`: {source}")]
@@ -55,81 +51,101 @@ pub enum StartError {
 }
 
 /// How long running handlers may take to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// A configured agent, scripts loaded, not yet signed in.
+/// A configured agent: every account of its shard opened (scripts loaded), not yet signed in.
 pub struct Agent {
     config: Config,
-    host: ScriptHost,
-    store: Arc<Store>,
-    discover: Url,
-    auth: Auth,
-    /// The client every pool request goes through (with `server.ca_file`'s CAs).
-    http: reqwest::Client,
+    shard: Option<Shard>,
+    shared: Shared,
     /// The in-process simulator of `discover = "embedded"`; it lives as long as the agent.
     simulator: Option<Simulator>,
+    /// Accounts opened by `start`, launched by `run`.
+    opened: Vec<Account>,
+    fleet: Arc<Fleet>,
+    /// Hot reload of `scripts.dir`, whose changes go to every account.
     watcher: Option<crate::script::watch::WatchHandle>,
     /// The `/metrics` endpoint's address and task, when `[metrics] listen` is set.
     endpoints: endpoints::EndpointSlot,
     /// Set by the binary: how a reload changes the log filter.
     log_level: Option<reload::LogLevelApplier>,
-    /// This agent's hold on `state.dir`, for as long as it lives.
-    _lock: crate::store::DirLock,
     /// `--record FILE`.
     recorder: Option<record::Recorder>,
 }
 
 impl Agent {
-    /// Checks the configuration, starts the embedded simulator if asked, loads the scripts.
-    /// Scripts that fail to load are logged and skipped; the agent starts anyway.
+    /// Checks the configuration, starts the embedded simulator if an account uses it, opens
+    /// every account and loads its scripts. Scripts that fail to load are logged and skipped;
+    /// the agent starts anyway.
     pub async fn start(config: Config) -> Result<Agent, StartError> {
+        Agent::start_shard(config, None).await
+    }
+
+    /// As `start`, with only the accounts of `shard` (`--shard K/N`).
+    pub async fn start_shard(config: Config, shard: Option<Shard>) -> Result<Agent, StartError> {
         let file = config.path.display().to_string();
-        // Two agents on one state directory would fight over one application and journal.
-        let lock = crate::store::DirLock::acquire(&config.state_dir()).map_err(|source| StartError::Locked { file: file.clone(), source })?;
-        let Pool { discover, auth, http, simulator } = Pool::of(&config).await?;
-        let store = Arc::new(Store::open(&config.state_dir()).map_err(|source| StartError::State { file: file.clone(), source })?);
-        let env = ScriptEnv::new(config.script_settings(), store.clone());
+        let specs = config.accounts_of(shard)?;
+        let simulator = if specs.iter().any(|s| s.discover == Discover::Embedded) { Some(start_embedded(&config).await?) } else { None };
+        let shared = Shared {
+            http: pool_client(&config)?,
+            outbound: crate::script::outbound_client(),
+            embedded: simulator.as_ref().map(|s| Url::parse(&s.discovery_url()).expect("the simulator's URL parses")),
+        };
+        let mut opened = Vec::new();
+        for spec in specs {
+            opened.push(Account::open(spec, &config, &shared).await?);
+        }
+        let fleet = Arc::new(Fleet::default());
+        for a in &opened {
+            fleet.add(a);
+        }
         let dir = config.scripts_dir();
-        let host = ScriptHost::with_env(dir.clone(), env);
-        let failed = host.load_dir().await.map_err(|source| StartError::ScriptsDir {
-            file: file.clone(),
-            dir: dir.display().to_string(),
-            source,
-        })?;
-        tracing::info!(dir = %dir.display(), loaded = host.scripts().len(), failed = failed.len(), "scripts loaded");
         let watcher = if config.scripts.watch {
             let debounce = Duration::from_millis(config.scripts.reload_debounce_ms);
-            Some(watch_dir(host.clone(), debounce).map_err(|source| StartError::Watch { dir: dir.display().to_string(), source })?)
+            let f = fleet.clone();
+            let targets: crate::script::watch::Targets = Arc::new(move || f.hosts());
+            Some(crate::script::watch::watch(dir.clone(), targets, debounce).map_err(|source| StartError::Watch { dir: dir.display().to_string(), source })?)
         } else {
             None
         };
         let endpoints = match config.metrics.listen {
-            Some(addr) => Some(
-                endpoints::serve(addr, host.clone()).await.map_err(|source| StartError::Metrics { file: file.clone(), addr, source })?,
-            ),
+            Some(addr) => Some(endpoints::serve(addr, fleet.clone()).await.map_err(|source| StartError::Metrics { file: file.clone(), addr, source })?),
             None => None,
         };
         let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
-        Ok(Agent { config, host, store, discover, auth, http, simulator, watcher, endpoints, log_level: None, recorder: None, _lock: lock })
+        Ok(Agent { config, shard, shared, simulator, opened, fleet, watcher, endpoints, log_level: None, recorder: None })
     }
 
-    /// The scripts (subscribe to their output, load more).
-    pub fn scripts(&self) -> &ScriptHost {
-        &self.host
+    /// The scripts of the first account (the only one, without `[[account]]`).
+    pub fn scripts(&self) -> ScriptHost {
+        self.fleet.hosts().into_iter().next().expect("an agent has an account")
     }
 
-    /// Appends every batch received to `path` (JSON Lines) for `replay`.
+    /// The scripts of the account named `name` (`default` for the unnamed one).
+    pub fn account_scripts(&self, name: &str) -> Option<ScriptHost> {
+        self.fleet.hosts.lock().expect("fleet lock").get(name).cloned()
+    }
+
+    /// Appends every batch received to `path` (JSON Lines) for `replay`. One account only:
+    /// a recording is one account's channel.
     pub fn record_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        if self.opened.len() != 1 {
+            return Err(std::io::Error::other(format!("recording takes one account; this agent runs {} (use --shard, or a config with one)", self.opened.len())));
+        }
         self.recorder = Some(record::Recorder::open(path)?);
         tracing::info!(file = %path.display(), "recording every event-channel batch (JSON Lines, for `replay`)");
         Ok(())
     }
 
-    /// Re-reads the configuration file for the `[scripts]` keys (on SIGHUP).
+    /// Re-reads the configuration file (on SIGHUP): `[scripts]` settings, accounts added,
+    /// removed or changed, `/metrics`, `log.level`.
     pub fn reloader(&self) -> Reloader {
         Reloader {
             running: Arc::new(std::sync::Mutex::new(self.config.clone())),
-            host: self.host.clone(),
+            fleet: self.fleet.clone(),
+            shard: self.shard,
+            shared: self.shared.clone(),
+            simulator_users: self.simulator.as_ref().map(|s| s.user_adder()),
             endpoints: self.endpoints.clone(),
             log_level: self.log_level.clone(),
         }
@@ -145,234 +161,176 @@ impl Agent {
         self.endpoints.lock().expect("endpoint slot lock").as_ref().map(|(a, _)| *a)
     }
 
-    /// The embedded simulator, when `discover = "embedded"`.
+    /// The embedded simulator, when an account uses it.
     pub fn simulator(&self) -> Option<&Simulator> {
         self.simulator.as_ref()
     }
 
-    /// Runs until `shutdown` completes: then stops polling, lets handlers finish (bounded) and
-    /// deletes the application. Also ends when the pool refused the credentials
-    /// [`MAX_CREDENTIAL_REFUSALS`] times in a row.
+    /// Runs every account until `shutdown` completes, then stops them all (each lets its
+    /// handlers finish and deletes its application). An account that ends by itself (its
+    /// credentials refused) leaves the others running; the agent ends when none runs. Ends
+    /// with [`RunEnd::CredentialsRefused`] when every account ended that way.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> RunEnd {
         let (stop_tx, mut stop) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let http = self.http.clone();
-        let settings = ChannelSettings {
-            poll_timeout: Duration::from_secs(self.config.server.poll_timeout_secs),
-            max_backoff: Duration::from_secs(self.config.server.max_backoff_secs),
-        };
-        let mut sink = EventSink::new(self.host.clone(), self.store.clone(), self.config.state.journal_max_events);
-        sink.prune();
-        if let Some(r) = self.recorder.take() {
-            sink.record_to(r);
+        let mut recorder = self.recorder.take();
+        for account in std::mem::take(&mut self.opened) {
+            self.fleet.launch(account, recorder.take());
         }
-        let slot = self.host.env().session.clone();
-        let mut backoff = Backoff::new(Duration::from_secs(1), settings.max_backoff);
-        let metrics = self.host.env().metrics.clone();
-        let state_dir = self.config.state_dir();
-        if let Some(r) = refusal::recorded(&state_dir, &self.auth) {
-            tracing::error!(
-                user = %self.auth.user(),
-                refused_at = %r.at,
-                reason = %r.reason,
-                file = %r.file.display(),
-                "the pool refused this password before; not trying it again (an account lockout) until it changes: fix [auth] or the secret, or delete the file"
-            );
-            self.host.shutdown(SHUTDOWN_GRACE).await;
-            return RunEnd::CredentialsRefused(r.reason);
-        }
-        let mut refusals = Refusals::default();
-        let mut end = RunEnd::Stopped;
-        'sign_in: while !*stop.borrow() {
-            metrics.set_health(HealthState::SigningIn, None);
-            let signed = tokio::select! {
-                r = sign_in(&http, &self.discover, &self.auth, Some(metrics.clone())) => r,
+        let mut ends = self.fleet.ends.lock().expect("fleet lock").take().expect("run is called once");
+        let mut refused = None;
+        loop {
+            tokio::select! {
                 _ = stop.changed() => break,
-            };
-            let signed = match signed {
-                Ok(s) => s,
-                Err(error) => {
-                    if let Some(given_up) = refusals.count(&error) {
-                        end = given_up;
+                end = ends.recv() => {
+                    let Some((name, reason)) = end else { break };
+                    self.fleet.ended(&name);
+                    if self.fleet.any_running() {
+                        tracing::error!(account = %name, %reason, "account stopped: credentials refused; the other accounts go on");
+                    }
+                    refused = Some(reason);
+                    if !self.fleet.any_running() {
                         break;
-                    }
-                    tracing::error!(%error, discover = %self.discover, "sign-in failed; retrying");
-                    metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
-                    if !pause(&mut backoff, error.retry_after(), &mut stop).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let session = signed.session;
-            refusals = Refusals::default();
-            refusal::clear(&state_dir);
-            tracing::info!(pool = session.origin().as_str(), user = %self.auth.user(), "signed in");
-            slot.set(Some(session.clone()));
-            metrics.sign_in();
-            // Why the next application is a new one, when the channel says so (told to scripts).
-            let mut why_new: Option<&'static str> = None;
-            loop {
-                let app = tokio::select! {
-                    r = self.open_application(&session, &signed.applications_href, &mut sink, why_new.take()) => r,
-                    _ = stop.changed() => break 'sign_in,
-                };
-                let app = match app {
-                    Ok(app) => app,
-                    Err(error) => {
-                        if let Some(given_up) = refusals.count(&error) {
-                            end = given_up;
-                            break 'sign_in;
-                        }
-                        tracing::error!(%error, "cannot create the application; retrying");
-                        metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
-                        if !pause(&mut backoff, error.retry_after(), &mut stop).await {
-                            break 'sign_in;
-                        }
-                        if error.needs_sign_in() {
-                            continue 'sign_in;
-                        }
-                        continue;
-                    }
-                };
-                backoff.reset();
-                let (app, resumed) = app;
-                sink.set_position(Some(Position {
-                    pool: session.origin().as_str().to_string(),
-                    user: self.auth.user().to_string(),
-                    application: app.self_href.clone(),
-                    report_activity: app.report_activity.clone().unwrap_or_default(),
-                    next: app.events_href.clone(),
-                }));
-                self.host.env().application.set(Some(session.origin().absolute(&app.self_href)));
-                sink.synthetic(
-                    "signedIn",
-                    json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),
-                );
-                let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.config.server.keepalive_secs));
-                metrics.set_health(HealthState::Polling, None);
-                let channel_end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;
-                keepalive.abort();
-                match channel_end {
-                    Ok(ChannelEnd::Shutdown) => {
-                        // Polling has stopped. Scripts finish what they have (signedOut last),
-                        // still able to call UCWA; then the application goes.
-                        sink.synthetic("signedOut", json!({"reason": "shutdown"}));
-                        metrics.set_health(HealthState::Stopping, None);
-                        self.host.shutdown(SHUTDOWN_GRACE).await;
-                        let deleted = tokio::time::timeout(Duration::from_secs(5), application::delete(&session, &app)).await;
-                        match deleted {
-                            Ok(Ok(())) => tracing::info!(application = %app.self_href, "application deleted"),
-                            Ok(Err(error)) => tracing::warn!(%error, "could not delete the application"),
-                            Err(_) => tracing::warn!("deleting the application timed out"),
-                        }
-                        sink.set_position(None);
-                        break 'sign_in;
-                    }
-                    Ok(ChannelEnd::ApplicationGone) => {
-                        tracing::warn!("creating a new application; scripts get a resync event");
-                        sink.set_position(None);
-                        why_new = Some("the application is gone (deleted or expired on the pool)");
-                        self.host.env().application.set(None);
-                    }
-                    Err(error) => {
-                        slot.set(None);
-                        self.host.env().application.set(None);
-                        sink.synthetic("signedOut", json!({"reason": error.to_string()}));
-                        if let Some(given_up) = refusals.count(&error) {
-                            end = given_up;
-                            break 'sign_in;
-                        }
-                        tracing::error!(%error, "signed out; signing in again");
-                        continue 'sign_in;
                     }
                 }
             }
         }
-        metrics.set_health(HealthState::Stopping, None);
-        self.host.shutdown(SHUTDOWN_GRACE).await;
+        let ended = self.fleet.stop_all().await;
+        let end = match refused {
+            Some(reason) if ended.iter().all(|e| matches!(e, RunEnd::CredentialsRefused(_))) => RunEnd::CredentialsRefused(reason),
+            _ => RunEnd::Stopped,
+        };
         drop(self.watcher);
         endpoints::replace(&self.endpoints, None);
         if let Some(sim) = self.simulator {
             sim.shutdown().await;
         }
-        if let RunEnd::CredentialsRefused(reason) = &end {
-            refusal::record(&state_dir, &self.auth, reason);
-        }
         tracing::info!("agent stopped");
         end
     }
+}
 
-    /// Resumes the application of the saved position if the pool still has it (a restart
-    /// within its lifetime loses nothing); otherwise creates (or re-attaches to) one and makes
-    /// it available. Returns the application and whether it was resumed.
-    /// Says (WARN, /healthz) when incoming calls cannot arrive, and clears it when they can.
-    fn note_availability(&self, app: &Application, availability: &Availability) {
-        let metrics = &self.host.env().metrics;
-        match availability {
-            Availability::Unavailable(why) => {
-                tracing::warn!(application = %app.self_href, reason = %why, "makeMeAvailable cannot be done: incoming calls will not arrive");
-                metrics.set_warning("make_me_available", Some(format!("not available for incoming calls: {why}")));
-            }
-            _ => metrics.set_warning("make_me_available", None),
-        }
-    }
+/// The accounts that run, by label, shared with the reloader and the endpoints.
+pub struct Fleet {
+    /// Every account's scripts (also those whose run ended: `/healthz` shows why).
+    hosts: std::sync::Mutex<BTreeMap<String, ScriptHost>>,
+    /// The accounts are `[[account]]`s (labels shown in `/metrics` and `/healthz`).
+    named: std::sync::atomic::AtomicBool,
+    running: std::sync::Mutex<BTreeMap<String, Launched>>,
+    /// Accounts that ended by themselves (credentials refused), with the reason.
+    ends_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    ends: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
+}
 
-    async fn open_application(
-        &self,
-        session: &Session,
-        applications_href: &str,
-        sink: &mut EventSink,
-        why_new: Option<&'static str>,
-    ) -> Result<(Application, bool), UcwaError> {
-        let saved = self.store.position().unwrap_or_else(|error| {
-            tracing::error!(%error, "cannot read the saved channel position");
-            None
-        });
-        let mut stale = why_new;
-        if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.auth.user()) {
-            match session.get_json(&p.application).await {
-                Ok(resource) => {
-                    tracing::info!(application = %p.application, next = %p.next, "resuming the saved application's event channel");
-                    let app = Application::resumed(&resource, &p.application, p.next)?;
-                    // Available still? (A crash may have come before makeMeAvailable, or the
-                    // pool may offer none: /healthz says so again.)
-                    let (app, availability) = application::make_me_available(session, &app, &self.config.server.modalities).await?;
-                    self.note_availability(&app, &availability);
-                    return Ok((app, true));
-                }
-                Err(e) if e.application_gone() => {
-                    tracing::warn!(application = %p.application, "the saved application is gone; creating a new one");
-                    sink.set_position(None);
-                    stale = Some("the application was gone while the agent was stopped");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // Scripts that have seen events before may hold calls in progress that ended unseen:
-        // any new application after the first (a graceful stop deleted the last one, a crash,
-        // another pool) says so.
-        if stale.is_none() && self.store.head().unwrap_or(0) > 0 {
-            stale = Some("a new application: events between the previous one and this one were not received");
-        }
-        let endpoint = self.config.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(self.auth.user()));
-        let app = application::create(session, applications_href, &self.config.server.user_agent, &endpoint).await?;
-        let (app, availability) = application::make_me_available(session, &app, &self.config.server.modalities).await?;
-        self.note_availability(&app, &availability);
-        tracing::info!(application = %app.self_href, endpoint_id = %endpoint, ?availability, "application ready");
-        if let Some(reason) = stale {
-            tracing::info!(reason, "scripts get a resync event");
-            sink.synthetic("resync", json!({ "reason": reason }));
-        }
-        Ok((app, false))
+struct Launched {
+    spec: crate::config::AccountSpec,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<RunEnd>,
+    /// Ended by itself; kept so a reload restarts it only when its configuration changed.
+    ended: bool,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        let (ends_tx, ends) = tokio::sync::mpsc::unbounded_channel();
+        Fleet { hosts: Default::default(), named: Default::default(), running: Default::default(), ends_tx, ends: std::sync::Mutex::new(Some(ends)) }
     }
 }
 
-/// What signing in needs, from the configuration: where to discover the pool (starting the
-/// embedded simulator for `discover = "embedded"`), the credentials and the HTTP client.
+impl Fleet {
+    /// Every account's scripts, by label order.
+    pub fn hosts(&self) -> Vec<ScriptHost> {
+        self.hosts.lock().expect("fleet lock").values().cloned().collect()
+    }
+
+    /// Every account's label and scripts, and whether the accounts are named (labels shown).
+    pub fn accounts(&self) -> (Vec<(String, ScriptHost)>, bool) {
+        let hosts = self.hosts.lock().expect("fleet lock");
+        (hosts.iter().map(|(n, h)| (n.clone(), h.clone())).collect(), self.named.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Lists an opened account's scripts (it does not run yet).
+    fn add(&self, account: &Account) {
+        self.named.store(account.spec.name.is_some(), std::sync::atomic::Ordering::Relaxed);
+        self.hosts.lock().expect("fleet lock").insert(account.spec.label().to_string(), account.scripts().clone());
+    }
+
+    /// Starts an opened account's run as a task of its own.
+    fn launch(&self, account: Account, recorder: Option<record::Recorder>) {
+        self.add(&account);
+        let label = account.spec.label().to_string();
+        let spec = account.spec.clone();
+        let (stop, stopped) = watch::channel(false);
+        let ends = self.ends_tx.clone();
+        let name = label.clone();
+        let task = tokio::spawn(async move {
+            let end = account.run(stopped, recorder).await;
+            if let RunEnd::CredentialsRefused(reason) = &end {
+                let _ = ends.send((name, reason.clone()));
+            }
+            end
+        });
+        self.running.lock().expect("fleet lock").insert(label, Launched { spec, stop, task, ended: false });
+    }
+
+    fn any_running(&self) -> bool {
+        self.running.lock().expect("fleet lock").values().any(|l| !l.ended)
+    }
+
+    fn ended(&self, label: &str) {
+        if let Some(l) = self.running.lock().expect("fleet lock").get_mut(label) {
+            l.ended = true;
+        }
+    }
+
+    /// The specs of the accounts launched (for a reload to compare with).
+    fn specs(&self) -> BTreeMap<String, crate::config::AccountSpec> {
+        self.running.lock().expect("fleet lock").iter().map(|(n, l)| (n.clone(), l.spec.clone())).collect()
+    }
+
+    /// Stops one account (it deletes its application) and forgets it.
+    async fn remove(&self, label: &str) -> Option<RunEnd> {
+        let launched = self.running.lock().expect("fleet lock").remove(label)?;
+        let _ = launched.stop.send(true);
+        let end = launched.task.await.unwrap_or(RunEnd::Stopped);
+        self.hosts.lock().expect("fleet lock").remove(label);
+        Some(end)
+    }
+
+    /// Stops every account at once and waits for all of them.
+    async fn stop_all(&self) -> Vec<RunEnd> {
+        let all: Vec<Launched> = std::mem::take(&mut *self.running.lock().expect("fleet lock")).into_values().collect();
+        for l in &all {
+            let _ = l.stop.send(true);
+        }
+        let ends = futures_util::future::join_all(all.into_iter().map(|l| l.task)).await;
+        ends.into_iter().map(|e| e.unwrap_or(RunEnd::Stopped)).collect()
+    }
+}
+
+/// Starts the embedded simulator with the file's `[simulator]` settings.
+async fn start_embedded(config: &Config) -> Result<Simulator, StartError> {
+    let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
+    Simulator::start(config.embedded_simulator(), listen)
+        .await
+        .map_err(|source| StartError::Simulator { file: config.path.display().to_string(), listen, source })
+}
+
+/// The client every pool request goes through (with `server.ca_file`'s CAs).
+fn pool_client(config: &Config) -> Result<reqwest::Client, StartError> {
+    let file = config.path.display().to_string();
+    let ca = match &config.server.ca_file {
+        Some(p) => Some(std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile { file: file.clone(), message: e.to_string() })?),
+        None => None,
+    };
+    http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file, message })
+}
+
+/// What signing in needs for the first account (`check --online`): where to discover the pool
+/// (starting the embedded simulator if that is the pool), the credentials and the HTTP client.
 pub struct Pool {
     pub discover: Url,
     pub auth: Auth,
@@ -383,30 +341,27 @@ pub struct Pool {
 
 impl Pool {
     pub async fn of(config: &Config) -> Result<Pool, StartError> {
+        let spec = config.accounts()?.into_iter().next().expect("a configuration has an account");
+        Pool::of_account(config, &spec).await
+    }
+
+    /// The pool of one account.
+    pub async fn of_account(config: &Config, spec: &crate::config::AccountSpec) -> Result<Pool, StartError> {
         let file = config.path.display().to_string();
-        let (discover, simulator) = match config.discover()? {
+        let (discover, simulator) = match &spec.discover {
             Discover::Embedded => {
-                let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
-                let sim = Simulator::start(config.embedded_simulator(), listen)
-                    .await
-                    .map_err(|source| StartError::Simulator { file: file.clone(), listen, source })?;
+                let sim = start_embedded(config).await?;
                 (Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"), Some(sim))
             }
-            Discover::Url(url) => (url, None),
+            Discover::Url(url) => (url.clone(), None),
         };
-        let auth = match &config.auth {
-            Some(a) => auth_of(config, &file, a)?,
-            None => Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) },
+        let auth = match &spec.auth {
+            Some(a) => account::auth_of(config, &file, a, &spec.key)?,
+            None => Auth::Password { username: spec.simulator_user(), password: Secret::new(DEMO_PASSWORD) },
         };
-        let ca = match &config.server.ca_file {
-            Some(p) => Some(std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile { file: file.clone(), message: e.to_string() })?),
-            None => None,
-        };
-        let http = http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file, message })?;
-        Ok(Pool { discover, auth, http, simulator })
+        Ok(Pool { discover, auth, http: pool_client(config)?, simulator })
     }
 }
-
 /// Sign-in attempts the pool may refuse in a row (`invalid_grant`, a rejected bearer token)
 /// before the agent stops: retrying a wrong password against Active Directory locks the account.
 pub const MAX_CREDENTIAL_REFUSALS: u32 = 3;
@@ -422,11 +377,11 @@ pub enum RunEnd {
 
 /// Credential refusals since the last successful sign-in.
 #[derive(Default)]
-struct Refusals(u32);
+pub(crate) struct Refusals(u32);
 
 impl Refusals {
     /// Counts `error` if it is a refusal; at the limit, says so (one ERROR line) and gives the end.
-    fn count(&mut self, error: &UcwaError) -> Option<RunEnd> {
+    pub(crate) fn count(&mut self, error: &UcwaError) -> Option<RunEnd> {
         if !matches!(error, UcwaError::Credentials(_)) {
             return None;
         }
@@ -444,37 +399,12 @@ impl Refusals {
 }
 
 /// Waits out a backoff delay; false if shutdown came first.
-async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = backoff.next_delay(retry_after);
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = stop.changed() => false,
     }
-}
-
-/// The configured way to authenticate; the password is read from its variable now, so a
-/// missing one stops the agent at start.
-fn auth_of(config: &Config, file: &str, a: &crate::config::AuthConfig) -> Result<Auth, StartError> {
-    let user = a.username.clone().unwrap_or_else(|| "bearer".into());
-    Ok(match a.kind {
-        AuthKind::Password => {
-            let var = a.password_env.clone().expect("checked by Config::check");
-            match std::env::var(&var) {
-                Ok(p) if !p.is_empty() => Auth::Password { username: user, password: Secret::new(p) },
-                _ => return Err(StartError::PasswordMissing { file: file.to_string(), var }),
-            }
-        }
-        AuthKind::Bearer => {
-            let source = if let Some(v) = &a.token_env {
-                TokenSource::Env(v.clone())
-            } else if let Some(p) = &a.token_file {
-                TokenSource::File(config.resolve(p))
-            } else {
-                TokenSource::Command(a.token_command.clone().expect("checked by Config::check"))
-            };
-            Auth::Bearer { user, source }
-        }
-    })
 }
 
 /// A GUID-shaped EndpointId derived from the user name, so a restart finds the same application.

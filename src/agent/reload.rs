@@ -1,10 +1,17 @@
 //! SIGHUP: re-read `config.toml`, apply what can change live (the `[scripts]` settings, the
-//! `/metrics` listener, `log.level`), reload every script; say which changed keys need a restart.
+//! accounts, the `/metrics` listener, `log.level`), reload every script; say which changed
+//! keys need a restart.
+//!
+//! Accounts: one that is gone from the file stops (deleting its application); a new one
+//! starts; one whose `discover`, `[auth]` or `scripts_dir` changed restarts. The others are
+//! not touched.
 
+use super::account::{Account, Shared};
 use super::endpoints::{self, EndpointSlot};
-use crate::config::Config;
-use crate::script::ScriptHost;
+use super::Fleet;
+use crate::config::{AccountSpec, Config, Discover, Shard};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 /// Sets the log filter (`log.level` directives); an error says why they were not applied.
 pub type LogLevelApplier = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -15,7 +22,12 @@ pub struct Reloader {
     /// What runs: the configuration the agent started with, with the live keys as last
     /// applied. The warnings compare with it, not with the file as last read.
     pub(super) running: Arc<Mutex<Config>>,
-    pub(super) host: ScriptHost,
+    pub(super) fleet: Arc<Fleet>,
+    /// `--shard`: which of the file's accounts are this agent's.
+    pub(super) shard: Option<Shard>,
+    pub(super) shared: Shared,
+    /// Adds an account's user to the embedded simulator, when it runs.
+    pub(super) simulator_users: Option<crate::sim::UserAdder>,
     pub(super) endpoints: EndpointSlot,
     pub(super) log_level: Option<LogLevelApplier>,
 }
@@ -29,7 +41,8 @@ impl Reloader {
             let r = self.running.lock().expect("running config lock");
             (r.path.clone(), r.clone())
         };
-        let new = match Config::load(&path) {
+        let loaded = Config::load(&path).and_then(|c| c.accounts_of(self.shard).map(|specs| (c, specs)));
+        let (new, specs) = match loaded {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!("configuration not reloaded, the running one stays: {error}");
@@ -41,7 +54,11 @@ impl Reloader {
         }
         let metrics = self.apply_metrics_listen(&running, &new).await;
         let log = self.apply_log_level(&running, &new);
-        self.host.env().set_settings(new.script_settings());
+        let settings = new.script_settings();
+        for host in self.fleet.hosts() {
+            host.env().set_settings(settings.clone());
+        }
+        let started = self.apply_accounts(&new, specs).await;
         {
             let mut r = self.running.lock().expect("running config lock");
             // Only what was applied: `dir`, `watch` and the debounce keep their running values.
@@ -51,8 +68,55 @@ impl Reloader {
             r.metrics.listen = metrics;
             r.log = log;
         }
-        self.host.rescan().await;
+        for host in self.fleet.hosts() {
+            if started.iter().any(|s| s == &host.env().account.name) {
+                continue;
+            }
+            let span = host.env().span.clone();
+            host.rescan().instrument(span).await;
+        }
         tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
+    }
+
+    /// Stops the accounts gone from the file, restarts the changed ones, starts the new ones;
+    /// gives the labels of those started (their scripts are fresh).
+    async fn apply_accounts(&self, new: &Config, specs: Vec<AccountSpec>) -> Vec<String> {
+        let running = self.fleet.specs();
+        for (label, spec) in &running {
+            let now = specs.iter().find(|s| s.label() == label);
+            if now == Some(spec) {
+                continue;
+            }
+            let why = if now.is_some() { "its discover, [auth] or scripts_dir changed: restarting it" } else { "gone from the configuration: stopping it" };
+            tracing::info!(account = %label, "{why} (its application is deleted)");
+            self.fleet.remove(label).await;
+        }
+        let mut started = Vec::new();
+        for spec in specs {
+            let label = spec.label().to_string();
+            if running.get(&label) == Some(&spec) {
+                continue;
+            }
+            if spec.discover == Discover::Embedded {
+                match (&self.simulator_users, &spec.auth) {
+                    (Some(users), None) => users.add(&spec.simulator_user(), crate::sim::DEMO_PASSWORD),
+                    (Some(_), Some(_)) => {}
+                    (None, _) => {
+                        tracing::error!(account = %label, "not started: the embedded simulator is not running (no account used it at start); restart the agent");
+                        continue;
+                    }
+                }
+            }
+            match Account::open(spec, new, &self.shared).await {
+                Ok(account) => {
+                    tracing::info!(account = %label, "account added; signing in");
+                    self.fleet.launch(account, None);
+                    started.push(label);
+                }
+                Err(error) => tracing::error!(account = %label, "account not started: {error}"),
+            }
+        }
+        started
     }
 
     /// Moves, starts or stops the `/metrics` endpoint; gives the listen address now running.
@@ -66,7 +130,7 @@ impl Reloader {
                 tracing::info!(key = "metrics.listen", "the /metrics and /healthz endpoint is stopped");
                 None
             }
-            Some(addr) => match endpoints::serve(addr, self.host.clone()).await {
+            Some(addr) => match endpoints::serve(addr, self.fleet.clone()).await {
                 Ok(started) => {
                     tracing::info!(key = "metrics.listen", listen = %started.0, "the /metrics and /healthz endpoint listens here now");
                     endpoints::replace(&self.endpoints, Some(started));
@@ -109,11 +173,10 @@ impl Reloader {
 fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut keys = Vec::new();
-    if differ(&old.server, &new.server) {
+    // `server.discover` and `[auth]` are an account's: a change restarts that account.
+    let server = |c: &Config| crate::config::ServerConfig { discover: String::new(), ..c.server.clone() };
+    if differ(&server(old), &server(new)) {
         keys.push("server");
-    }
-    if differ(&old.auth, &new.auth) {
-        keys.push("auth");
     }
     if differ(&old.state, &new.state) {
         keys.push("state");

@@ -138,6 +138,10 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     agent.set("json", json_table(lua)?)?;
     let clock = ctx.env.clock.clone();
     agent.set("now", lua.create_function(move |_, ()| Ok(clock.now_ms()))?)?;
+    let account = lua.create_table()?;
+    account.set("name", ctx.env.account.name.as_str())?;
+    account.set("uri", ctx.env.account.uri.as_deref())?;
+    agent.set("account", account)?;
     let script = lua.create_table()?;
     script.set("name", &*ctx.name)?;
     script.set("version", ctx.version)?;

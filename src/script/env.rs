@@ -112,6 +112,21 @@ pub enum Net {
     Offline(Arc<OfflineNet>),
 }
 
+/// The account a host's scripts serve (`agent.account`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// `default` for the single unnamed account.
+    pub name: String,
+    /// `sip:user@domain`, when the configuration names the user.
+    pub uri: Option<String>,
+}
+
+impl Default for AccountInfo {
+    fn default() -> Self {
+        AccountInfo { name: "default".into(), uri: None }
+    }
+}
+
 /// Everything a script host is configured with.
 pub struct ScriptEnv {
     settings: RwLock<Arc<ScriptSettings>>,
@@ -136,6 +151,11 @@ pub struct ScriptEnv {
     /// The agent's runtime: scripts' requests run there, not on a script's thread (whose
     /// runtime has no I/O driver and may be stuck). `None` outside a runtime.
     pub io: Option<tokio::runtime::Handle>,
+    /// Which account the scripts serve.
+    pub account: AccountInfo,
+    /// Entered wherever this host's scripts run or are spoken of, so every log line names the
+    /// account (`account = …`); none for the single unnamed account.
+    pub span: tracing::Span,
 }
 
 impl ScriptEnv {
@@ -156,7 +176,22 @@ impl ScriptEnv {
             secret_placeholders: false,
             io: tokio::runtime::Handle::try_current().ok(),
             collect: None,
+            account: AccountInfo::default(),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Serves `account`: `agent.account`, and its span on every log line of these scripts.
+    pub fn for_account(mut self, account: AccountInfo, span: tracing::Span) -> ScriptEnv {
+        self.account = account;
+        self.span = span;
+        self
+    }
+
+    /// Sends `agent.http.request` through `http` (one client shared by every account).
+    pub fn with_http(mut self, http: reqwest::Client) -> ScriptEnv {
+        self.http = http;
+        self
     }
 
     /// Reports what a script did on the output stream (and to `collect`).

@@ -29,7 +29,9 @@ struct Entry {
 }
 
 struct Inner {
-    dir: PathBuf,
+    /// The scripts directory, then the account's own one (a script there replaces the shared
+    /// one of the same name).
+    dirs: Vec<PathBuf>,
     env: Arc<ScriptEnv>,
     scripts: Mutex<BTreeMap<String, Entry>>,
     /// Scripts whose last load failed, with the modules it required before failing: fixing one
@@ -50,7 +52,13 @@ impl ScriptHost {
     }
 
     pub fn with_env(dir: PathBuf, env: ScriptEnv) -> ScriptHost {
-        let inner = Arc::new(Inner { dir, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()) });
+        ScriptHost::with_dirs(vec![dir], env)
+    }
+
+    /// A host whose scripts are those of every dir in `dirs` (the last one holding a name wins).
+    pub fn with_dirs(dirs: Vec<PathBuf>, env: ScriptEnv) -> ScriptHost {
+        assert!(!dirs.is_empty(), "a script host has a directory");
+        let inner = Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()) });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
     }
@@ -59,8 +67,58 @@ impl ScriptHost {
         &self.inner.env
     }
 
+    /// The (shared) scripts directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.inner.dirs[0]
+    }
+
+    /// Every directory the scripts come from.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.inner.dirs
+    }
+
+    /// The script files, one per name: the last directory holding a name wins. An unreadable
+    /// first directory is an error; an unreadable later one is logged.
+    fn script_files(&self) -> Result<Vec<PathBuf>, std::io::Error> {
+        let mut by_name = BTreeMap::new();
+        for (i, dir) in self.inner.dirs.iter().enumerate() {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(error) if i > 0 => {
+                    tracing::error!(dir = %dir.display(), %error, "cannot read the account's scripts directory");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            for p in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_script_file(p)) {
+                if let Some(name) = script_name(&p) {
+                    by_name.insert(name, p);
+                }
+            }
+        }
+        Ok(by_name.into_values().collect())
+    }
+
+    /// The file that stands for script `name` now (the last directory holding it), if any.
+    fn winner(&self, name: &str) -> Option<PathBuf> {
+        self.inner.dirs.iter().rev().map(|d| d.join(format!("{name}.lua"))).find(|p| is_script_file(p))
+    }
+
+    /// A script file changed, appeared or went (the watcher): loads the file that now stands
+    /// for its name (another directory's, when an account's own copy went), or unloads it.
+    pub async fn changed(&self, path: &Path) {
+        let Some(name) = script_name(path) else { return };
+        match self.winner(&name) {
+            Some(winner) => {
+                let loaded = self.lock().get(&name).map(|e| e.path.clone());
+                let current = loaded.or_else(|| self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).get(&name).map(|(p, _)| p.clone()));
+                // A change to a file that another directory overrides changes nothing.
+                if winner == path || current.as_ref() != Some(&winner) {
+                    let _ = self.load_file(&winner).await;
+                }
+            }
+            None => self.unload(&name),
+        }
     }
 
     /// A stream of what scripts do from now on.
@@ -75,11 +133,7 @@ impl ScriptHost {
 
     /// Loads every `*.lua` of the directory; returns the ones that failed (each already logged).
     pub async fn load_dir(&self) -> Result<Vec<ScriptError>, std::io::Error> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.inner.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_script_file(p))
-            .collect();
-        paths.sort();
+        let paths = self.script_files()?;
         let mut failed = Vec::new();
         for p in paths {
             if let Err(e) = self.load_file(&p).await {
@@ -167,10 +221,10 @@ impl ScriptHost {
     /// Loads every script file again (new settings, a new directory target), loads new ones
     /// and unloads those whose file is gone.
     pub async fn rescan(&self) {
-        let present: Vec<PathBuf> = match std::fs::read_dir(&self.inner.dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_script_file(p)).collect(),
+        let present = match self.script_files() {
+            Ok(files) => files,
             Err(error) => {
-                tracing::error!(dir = %self.inner.dir.display(), %error, "cannot read the scripts directory");
+                tracing::error!(dir = %self.dir().display(), %error, "cannot read the scripts directory");
                 return;
             }
         };
@@ -180,8 +234,6 @@ impl ScriptHost {
                 self.unload(&name);
             }
         }
-        let mut present = present;
-        present.sort();
         for p in present {
             let _ = self.load_file(&p).await;
         }
@@ -310,6 +362,7 @@ impl watchdog::Overseer for Inner {
     fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration) {
         let script = &*watch.name;
         let limit_ms = limit.as_millis() as u64;
+        let _account = self.env.span.enter();
         tracing::error!(
             script,
             doing = %doing,

@@ -50,7 +50,7 @@ pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>, requ
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
     let limit = env.settings().limits.handler_timeout;
     let (p, e) = (path.to_path_buf(), env.clone());
-    match watchdog::run_bounded(format!("lua-load:{name}"), limit, move || load(&p, version, &e, required)) {
+    match watchdog::run_bounded(format!("lua-load:{name}"), limit, move || e.span.in_scope(|| load(&p, version, &e, required))) {
         Ok(loaded) => loaded,
         Err(waited) => Err(ScriptError {
             script: name,

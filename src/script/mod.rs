@@ -37,7 +37,7 @@ pub(crate) mod timers;
 pub(crate) mod watchdog;
 pub mod watch;
 
-pub use env::{outbound_client, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
+pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
 pub use host::{ScriptHost, ScriptOutput};
 pub(crate) use host::is_script_file;
 pub use loader::ScriptError;

@@ -75,7 +75,11 @@ pub(crate) fn spawn(
     let (done, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name(format!("lua:{}", current.ctx.name)).stack_size(STACK).spawn(move || {
         match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-            Ok(rt) => rt.block_on(run(current, inbox, env, cursor, watch)),
+            Ok(rt) => {
+                use tracing::Instrument;
+                let span = env.span.clone();
+                rt.block_on(run(current, inbox, env, cursor, watch).instrument(span))
+            }
             Err(error) => tracing::error!(script = %current.ctx.name, %error, "cannot start the script's runtime"),
         }
         let _ = done.send(());

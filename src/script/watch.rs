@@ -105,8 +105,19 @@ impl Watched {
     }
 }
 
+/// The hosts a watched directory's changes go to (every account's, for the shared directory).
+pub type Targets = std::sync::Arc<dyn Fn() -> Vec<ScriptHost> + Send + Sync>;
+
 /// Starts watching the host's directory.
 pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHandle> {
+    let dir = host.dir().to_path_buf();
+    watch(dir, std::sync::Arc::new(move || vec![host.clone()]), debounce)
+}
+
+/// Starts watching `dir`; each change goes to every host `targets` gives at that moment (one
+/// watcher, one inotify instance, however many accounts share the directory).
+pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Result<WatchHandle> {
+    use tracing::Instrument;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
         Ok(ev) if !matches!(ev.kind, EventKind::Access(_)) => {
@@ -117,7 +128,6 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "script directory watcher error"),
     })?;
-    let dir = host.dir().to_path_buf();
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let target = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
     let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new(), lib_watched: false };
@@ -134,7 +144,10 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                     if now != w.target {
                         tracing::info!(dir = %w.dir.display(), points_to = %now.display(), "scripts directory now points elsewhere; rescanning");
                         w.refresh();
-                        host.rescan().await;
+                        for host in targets() {
+                            let span = host.env().span.clone();
+                            host.rescan().instrument(span).await;
+                        }
                     }
                     continue;
                 }
@@ -150,25 +163,27 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
                     Err(_) => break,
                 }
             }
-            let mut scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
-            // A module saved: every script that required it loads again (keeping its running
-            // version if the new one fails).
-            for module in changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)) {
-                let users = host.dependents(&module);
-                if !users.is_empty() {
-                    tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it");
+            let changed_scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
+            let modules: Vec<String> = changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)).collect();
+            for host in targets() {
+                let span = host.env().span.clone();
+                let mut scripts = changed_scripts.clone();
+                // A module saved: every script that required it loads again (keeping its
+                // running version if the new one fails).
+                for module in &modules {
+                    let users = host.dependents(module);
+                    if !users.is_empty() {
+                        span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
+                    }
+                    scripts.extend(users);
                 }
-                scripts.extend(users);
-            }
-            for path in scripts {
-                let Some(name) = script_name(&path) else { continue };
-                if path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
-                    continue;
-                }
-                if is_script_file(&path) {
-                    let _ = host.load_file(&path).await;
-                } else if !path.exists() {
-                    host.unload(&name);
+                for path in scripts {
+                    if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+                        continue;
+                    }
+                    if is_script_file(&path) || !path.exists() {
+                        host.changed(&path).instrument(span.clone()).await;
+                    }
                 }
             }
             // Links may have been added, removed or pointed elsewhere; lib/ may have appeared.

@@ -135,12 +135,18 @@ pub(crate) trait Overseer: Send + Sync + 'static {
     fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration);
 }
 
-/// Starts the watchdog thread; it ends when the overseer is dropped.
+/// One look at an overseer's watches; false once the overseer is gone.
+type Check = Box<dyn FnMut(Instant) -> bool + Send>;
+
+/// The overseers in service (one per script host: one per account).
+static CHECKS: Mutex<Vec<Check>> = Mutex::new(Vec::new());
+static THREAD: std::sync::Once = std::sync::Once::new();
+
+/// Puts an overseer under the watchdog, until it is dropped. One thread looks at every
+/// overseer of the process: a thousand accounts cost one wake-up per tick, not a thousand.
 pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
-    let started = std::thread::Builder::new().name("ucwa-watchdog".into()).spawn(move || loop {
-        std::thread::sleep(TICK);
-        let Some(o) = overseer.upgrade() else { return };
-        let now = Instant::now();
+    let check: Check = Box::new(move |now| {
+        let Some(o) = overseer.upgrade() else { return false };
         for w in o.watches() {
             if w.is_stuck() {
                 continue;
@@ -150,10 +156,24 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
                 o.stuck(&w, doing, limit, took);
             }
         }
+        true
     });
-    if let Err(error) = started {
-        tracing::error!(%error, "cannot start the script watchdog thread");
-    }
+    CHECKS.lock().unwrap_or_else(|p| p.into_inner()).push(check);
+    THREAD.call_once(|| {
+        let started = std::thread::Builder::new().name("ucwa-watchdog".into()).spawn(|| loop {
+            std::thread::sleep(TICK);
+            // Taken out while they run, so registering a host never waits for a check.
+            let mut checks = std::mem::take(&mut *CHECKS.lock().unwrap_or_else(|p| p.into_inner()));
+            let now = Instant::now();
+            checks.retain_mut(|c| c(now));
+            let mut all = CHECKS.lock().unwrap_or_else(|p| p.into_inner());
+            checks.append(&mut all);
+            *all = checks;
+        });
+        if let Err(error) = started {
+            tracing::error!(%error, "cannot start the script watchdog thread");
+        }
+    });
 }
 
 /// Runs `f` on a new thread (named `name`, with a stack for deep Lua); gives up waiting after

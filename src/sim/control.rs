@@ -197,9 +197,10 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
         Err(e) => return bad(format!("body is not JSON: {e}")),
     };
     let count = body.as_object_mut().and_then(|o| o.remove("count")).and_then(|c| c.as_u64()).unwrap_or(1);
+    let user = body.as_object_mut().and_then(|o| o.remove("user")).and_then(|u| u.as_str().map(str::to_string));
     match serde_json::from_value::<Fault>(body) {
         Ok(f) => {
-            inject(shared, f, count as usize);
+            inject(shared, f, count as usize, user.as_deref());
             Reply::no_content()
         }
         Err(e) => bad(format!(
@@ -209,18 +210,20 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
 }
 
 /// Applies `token_expiry` and `application_gone` at once; queues the others for the next polls.
-pub(crate) fn inject(shared: &Shared, fault: Fault, count: usize) {
+/// With `user`, only that account's tokens, applications or event-channel requests.
+pub(crate) fn inject(shared: &Shared, fault: Fault, count: usize, user: Option<&str>) {
     let mut st = shared.state.lock().expect("sim state lock");
+    let theirs = |u: &str| user.is_none_or(|w| w.eq_ignore_ascii_case(u));
     match fault {
         Fault::TokenExpiry => {
-            st.tokens.clear();
+            st.tokens.retain(|_, t| !theirs(&t.user));
         }
         Fault::ApplicationGone => {
-            let ids: Vec<u64> = st.apps.keys().copied().collect();
+            let ids: Vec<u64> = st.apps.values().filter(|a| theirs(&a.user)).map(|a| a.id).collect();
             for id in ids {
                 st.remove_app(id);
             }
         }
-        other => st.faults.extend(std::iter::repeat_n(other, count)),
+        other => st.faults.extend(std::iter::repeat_n((user.map(str::to_string), other), count)),
     }
 }

@@ -1,4 +1,5 @@
-//! The demo's call generator: `calls_per_minute` calls, most answered, some missed.
+//! The demo's call generator: `calls_per_minute` calls, most answered, some missed, taking
+//! turns over the users that are available (one call each in turn, with several accounts).
 
 use super::calls::{self, CallOutcome, CallSpec};
 use super::server::Shared;
@@ -27,6 +28,13 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Option<JoinHandle<()>> {
         sleep(gap.min(Duration::from_secs(3))).await;
         loop {
             let (remote, name) = CALLERS[n % CALLERS.len()];
+            let user = {
+                let st = shared.state.lock().expect("sim state lock");
+                let mut available: Vec<&str> = st.apps.values().filter(|a| a.available).map(|a| a.user.as_str()).collect();
+                available.sort_unstable();
+                available.dedup();
+                (!available.is_empty()).then(|| available[n % available.len()].to_string())
+            };
             let spec = CallSpec {
                 remote: Some(remote.to_string()),
                 name: Some(name.to_string()),
@@ -34,6 +42,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                 duration_ms: Some(shared.config.call_duration.as_millis() as u64),
                 // Every fourth call goes unanswered, so scripts see missed calls too.
                 outcome: if n % 4 == 3 { CallOutcome::Missed } else { CallOutcome::Answered },
+                user,
                 ..CallSpec::default()
             };
             match calls::start_call(&shared, spec, None) {

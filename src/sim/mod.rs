@@ -31,7 +31,7 @@ mod state;
 mod tls;
 
 pub use calls::{CallOutcome, CallSpec, Direction};
-pub use server::Simulator;
+pub use server::{Simulator, UserAdder};
 pub use quirks::{Quirk, Quirks};
 pub use state::Fault;
 pub use tls::TlsFiles;

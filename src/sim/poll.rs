@@ -61,7 +61,8 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
         if st.quirks.contains(&super::Quirk::EventsKey) && !req.query.contains_key("key") {
             return bad("The events href's key is missing: use the href the server gave.").into();
         }
-        let fault = st.faults.pop_front();
+        // The first fault meant for this account (or for any).
+        let fault = st.faults.iter().position(|(who, _)| who.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(user))).and_then(|i| st.faults.remove(i)).map(|(_, f)| f);
         let app = st.app_of(app_id, user).expect("checked above");
         app.last_seen = now;
         if let Some(t) = requested_timeout {
@@ -107,7 +108,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
     };
     let (waiter, notify) = match step {
         PollStep::Wait { waiter, notify } => (waiter, notify),
-        other => return answer_poll(shared, other),
+        other => return answer_poll(shared, user, other),
     };
     let mut guard = ParkedGuard { shared, app: app_id, waiter, armed: true };
     let deadline = Instant::now() + timeout;
@@ -127,7 +128,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
         };
         if let Some(step) = finished {
             guard.armed = false;
-            return answer_poll(shared, step);
+            return answer_poll(shared, user, step);
         }
         tokio::select! {
             _ = &mut notified => continue,
@@ -139,7 +140,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
                     Some(app) => {
                         let step = app.channel.finish_wait(waiter, true, Instant::now()).expect("a timed-out wait always finishes");
                         drop(st);
-                        answer_poll(shared, step)
+                        answer_poll(shared, user, step)
                     }
                 };
             }
@@ -147,7 +148,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
     }
 }
 
-fn answer_poll(shared: &Shared, step: PollStep) -> Answer {
+fn answer_poll(shared: &Shared, user: &str, step: PollStep) -> Answer {
     let c = &shared.counters;
     match step {
         PollStep::Answer(body, kind) => {
@@ -156,6 +157,7 @@ fn answer_poll(shared: &Shared, step: PollStep) -> Answer {
                 PollKind::Batch(n) => {
                     Counters::bump(&c.batches);
                     c.events.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    *c.events_by_user.lock().expect("counters lock").entry(user.to_string()).or_default() += n as u64;
                 }
                 PollKind::Repeat => Counters::bump(&c.repeated_batches),
                 PollKind::Resync => Counters::bump(&c.resyncs),

@@ -107,9 +107,20 @@ impl Simulator {
         control::set_user_password(&self.shared, user, password)
     }
 
+    /// What adds users to this simulator while it runs (an account added on SIGHUP).
+    pub fn user_adder(&self) -> UserAdder {
+        UserAdder(self.shared.clone())
+    }
+
     /// Injects a fault `count` times (as `POST /sim/v1/faults` does).
     pub fn inject(&self, fault: Fault, count: usize) {
-        control::inject(&self.shared, fault, count);
+        control::inject(&self.shared, fault, count, None);
+    }
+
+    /// Injects a fault `count` times on one account's channel, tokens or applications only
+    /// (as `POST /sim/v1/faults` with `"user"` does).
+    pub fn inject_for(&self, user: &str, fault: Fault, count: usize) {
+        control::inject(&self.shared, fault, count, Some(user));
     }
 
     /// The counters (as `GET /sim/v1/counters` answers).
@@ -661,4 +672,15 @@ fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
 
 pub(crate) fn strip_bom(b: &[u8]) -> &[u8] {
     b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b)
+}
+
+/// Adds users to a running simulator (cheap to clone).
+#[derive(Clone)]
+pub struct UserAdder(Arc<Shared>);
+
+impl UserAdder {
+    /// Adds `user` with `password` unless it exists (its password is then left alone).
+    pub fn add(&self, user: &str, password: &str) {
+        self.0.state.lock().expect("sim state lock").users.entry(user.to_ascii_lowercase()).or_insert_with(|| password.to_string());
+    }
 }

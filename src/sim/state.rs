@@ -67,6 +67,8 @@ pub(crate) struct Counters {
     /// Incoming calls not offered: the account forwards every call.
     pub calls_forwarded: AtomicU64,
     pub faults_applied: AtomicU64,
+    /// Events delivered in batches, by user.
+    pub events_by_user: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -86,6 +88,7 @@ impl Counters {
             "applications_expired": g(&self.applications_expired),
             "report_my_activity": g(&self.report_my_activity), "calls_started": g(&self.calls_started),
             "calls_ended": g(&self.calls_ended), "calls_forwarded": g(&self.calls_forwarded), "faults_applied": g(&self.faults_applied),
+            "events_by_user": *self.events_by_user.lock().expect("counters lock"),
         })
     }
 }
@@ -153,7 +156,7 @@ pub(crate) struct SimState {
     pub apps: BTreeMap<u64, App>,
     pub calls: BTreeMap<u64, CallRecord>,
     /// Faults waiting for the next event-channel requests, in order.
-    pub faults: VecDeque<Fault>,
+    pub faults: VecDeque<(Option<String>, Fault)>,
     /// The quirks on now (`SimConfig::quirks`, changed by the control API).
     pub quirks: super::Quirks,
     next_id: u64,

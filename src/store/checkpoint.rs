@@ -8,33 +8,89 @@
 //! catches up with the writer (the WAL would grow without end): there the automatic
 //! checkpoint, left on, is the bound, and it finds most pages already copied.
 
+//!
+//! One thread serves every store of the process (an agent of a thousand accounts has a
+//! thousand databases), and a database that nothing wrote to since its last checkpoint is
+//! skipped (`PRAGMA data_version` tells, without I/O).
+
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Stops the thread (after a last checkpoint) when dropped.
+struct Entry {
+    conn: Connection,
+    every: Duration,
+    due: Instant,
+    /// `data_version` at the last checkpoint: unchanged means nothing was written since.
+    seen: Option<i64>,
+}
+
+impl Entry {
+    fn checkpoint(&mut self) {
+        let version = self.conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
+        if version.is_some() && version == self.seen {
+            return;
+        }
+        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => self.seen = version,
+            Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one retries"),
+        }
+    }
+}
+
+static ENTRIES: Mutex<Vec<Arc<Mutex<Entry>>>> = Mutex::new(Vec::new());
+static THREAD: std::sync::Once = std::sync::Once::new();
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stops checkpointing the database (after a last checkpoint) when dropped.
 pub(crate) struct Checkpointer {
-    _stop: mpsc::Sender<()>,
+    entry: Arc<Mutex<Entry>>,
 }
 
 impl Checkpointer {
     pub(crate) fn start(path: &Path, every: Duration) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let (stop, stopped) = mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new().name("ucwa-checkpoint".into()).spawn(move || loop {
-            let last = !matches!(stopped.recv_timeout(every), Err(mpsc::RecvTimeoutError::Timeout));
-            if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(%error, "WAL checkpoint failed; the next one retries");
-            }
-            if last {
-                break;
+        let entry = Arc::new(Mutex::new(Entry { conn, every, due: Instant::now() + every, seen: None }));
+        lock(&ENTRIES).push(entry.clone());
+        let mut failed = None;
+        THREAD.call_once(|| {
+            if let Err(e) = std::thread::Builder::new().name("ucwa-checkpoint".into()).spawn(run) {
+                failed = Some(e);
             }
         });
-        if let Err(e) = spawned {
+        if let Some(e) = failed {
             return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
         }
-        Ok(Checkpointer { _stop: stop })
+        Ok(Checkpointer { entry })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        lock(&ENTRIES).retain(|e| !Arc::ptr_eq(e, &self.entry));
+        lock(&self.entry).checkpoint();
+    }
+}
+
+/// The thread: each database at its own interval (the shortest sets the tick).
+fn run() {
+    loop {
+        let entries: Vec<Arc<Mutex<Entry>>> = lock(&ENTRIES).clone();
+        let mut tick = Duration::from_secs(1);
+        let now = Instant::now();
+        for e in entries {
+            let mut e = lock(&e);
+            tick = tick.min(e.every);
+            if e.due <= now {
+                e.checkpoint();
+                e.due = now + e.every;
+            }
+        }
+        std::thread::sleep(tick.max(Duration::from_millis(10)));
     }
 }

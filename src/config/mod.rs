@@ -1,7 +1,12 @@
 //! `config.toml`: what the agent reads at start. Every key is documented in README.md; a bad
 //! file stops the agent with the file, the key and what was expected.
 
+mod accounts;
+
+pub use accounts::{shard_of, AccountConfig, AccountSpec, Shard};
+
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +17,7 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: `{key}`: {message}")]
-    Invalid { path: PathBuf, key: &'static str, message: String },
+    Invalid { path: PathBuf, key: Cow<'static, str>, message: String },
 }
 
 /// The whole file.
@@ -33,6 +38,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// `[[account]]`: several accounts in one agent; empty: the one account of `[auth]`.
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<AccountConfig>,
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub path: PathBuf,
@@ -83,7 +91,7 @@ pub enum AuthKind {
     Bearer,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub kind: AuthKind,
@@ -185,6 +193,9 @@ pub struct SimulatorConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// Real pools' deviations to reproduce (`sim::Quirk`, snake_case names).
     pub quirks: crate::sim::Quirks,
+    /// The users it accepts (password `demo`); unset: the demo user and every embedded
+    /// account's user. The call generator spreads calls over them.
+    pub users: Vec<String>,
     pub calls_per_minute: f64,
     pub ring_secs: f64,
     pub call_duration_secs: f64,
@@ -192,7 +203,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig { listen: None, quirks: crate::sim::Quirks::new(), calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
+        SimulatorConfig { listen: None, quirks: crate::sim::Quirks::new(), users: Vec::new(), calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
     }
 }
 
@@ -221,17 +232,21 @@ impl Config {
         Ok(config)
     }
 
-    fn invalid(&self, key: &'static str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { path: self.path.clone(), key, message: message.into() }
+    fn invalid(&self, key: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
         let discover = self.discover()?;
-        if discover != Discover::Embedded && self.auth.is_none() {
-            return Err(self.invalid("auth", "an [auth] table is required when server.discover is a pool URL"));
-        }
-        if let Some(auth) = &self.auth {
-            self.check_auth(auth)?;
+        if self.accounts.is_empty() {
+            if discover != Discover::Embedded && self.auth.is_none() {
+                return Err(self.invalid("auth", "an [auth] table is required when server.discover is a pool URL"));
+            }
+            if let Some(auth) = &self.auth {
+                self.check_auth(auth, "auth")?;
+            }
+        } else {
+            self.check_accounts()?;
         }
         if let Some(ca) = &self.server.ca_file {
             let path = self.resolve(ca);
@@ -306,30 +321,31 @@ impl Config {
         Ok(())
     }
 
-    fn check_auth(&self, auth: &AuthConfig) -> Result<(), ConfigError> {
+    fn check_auth(&self, auth: &AuthConfig, at: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| -> Cow<'static, str> { if k.is_empty() { at.to_string().into() } else { format!("{at}.{k}").into() } };
         let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
         match auth.kind {
             AuthKind::Password => {
                 if blank(&auth.username) {
-                    return Err(self.invalid("auth.username", "expected a user name such as \"alice@contoso.com\""));
+                    return Err(self.invalid(key("username"), "expected a user name such as \"alice@contoso.com\""));
                 }
                 if blank(&auth.password_env) {
-                    return Err(self.invalid("auth.password_env", "expected the name of the environment variable that holds the password"));
+                    return Err(self.invalid(key("password_env"), "expected the name of the environment variable that holds the password"));
                 }
                 if auth.token_env.is_some() || auth.token_file.is_some() || auth.token_command.is_some() {
-                    return Err(self.invalid("auth.kind", "token_env, token_file and token_command go with kind = \"bearer\""));
+                    return Err(self.invalid(key("kind"), "token_env, token_file and token_command go with kind = \"bearer\""));
                 }
             }
             AuthKind::Bearer => {
                 let sources = [auth.token_env.is_some(), auth.token_file.is_some(), auth.token_command.is_some()];
                 if sources.iter().filter(|s| **s).count() != 1 {
-                    return Err(self.invalid("auth", "kind = \"bearer\" takes exactly one of token_env, token_file, token_command"));
+                    return Err(self.invalid(key(""), "kind = \"bearer\" takes exactly one of token_env, token_file, token_command"));
                 }
                 if auth.password_env.is_some() {
-                    return Err(self.invalid("auth.password_env", "goes with kind = \"password\""));
+                    return Err(self.invalid(key("password_env"), "goes with kind = \"password\""));
                 }
                 if auth.token_command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
-                    return Err(self.invalid("auth.token_command", "expected a program and its arguments, e.g. [\"/usr/local/bin/get-token\", \"--pool\"]"));
+                    return Err(self.invalid(key("token_command"), "expected a program and its arguments, e.g. [\"/usr/local/bin/get-token\", \"--pool\"]"));
                 }
             }
         }
@@ -338,18 +354,24 @@ impl Config {
 
     /// `server.discover`, checked: plain http is allowed only to a loopback host.
     pub fn discover(&self) -> Result<Discover, ConfigError> {
-        let raw = self.server.discover.trim();
+        self.discover_of(&self.server.discover, "server.discover")
+    }
+
+    /// A `discover` value (`key` names where it was read), checked as `server.discover` is.
+    fn discover_of(&self, raw: &str, key: &str) -> Result<Discover, ConfigError> {
+        let key: Cow<'static, str> = key.to_string().into();
+        let raw = raw.trim();
         if raw.eq_ignore_ascii_case("embedded") {
             return Ok(Discover::Embedded);
         }
         let url = url::Url::parse(raw).map_err(|e| {
-            self.invalid("server.discover", format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})"))
+            self.invalid(key.clone(), format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})"))
         })?;
         match url.scheme() {
             "https" => Ok(Discover::Url(url)),
             "http" if crate::ucwa::origin::is_loopback(&url) => Ok(Discover::Url(url)),
-            "http" => Err(self.invalid("server.discover", "plain http:// is refused except to a loopback host; use https://")),
-            other => Err(self.invalid("server.discover", format!("expected an https:// URL, got scheme `{other}`"))),
+            "http" => Err(self.invalid(key.clone(), "plain http:// is refused except to a loopback host; use https://")),
+            other => Err(self.invalid(key.clone(), format!("expected an https:// URL, got scheme `{other}`"))),
         }
     }
 
@@ -411,17 +433,24 @@ impl Config {
     pub fn check_surroundings(&self) -> Vec<ConfigError> {
         let mut problems = Vec::new();
         let unset = |var: &str| std::env::var(var).map_or(true, |v| v.is_empty());
-        if let Some(auth) = &self.auth {
+        for account in self.accounts().unwrap_or_default() {
+            let Some(auth) = &account.auth else { continue };
+            let at = &account.key;
             if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid("auth.password_env", format!("the environment variable {var} is not set (it holds the password)")));
+                problems.push(self.invalid(format!("{at}.password_env"), format!("the environment variable {var} is not set (it holds the password)")));
             }
             if let Some(var) = auth.token_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid("auth.token_env", format!("the environment variable {var} is not set (it holds the token)")));
+                problems.push(self.invalid(format!("{at}.token_env"), format!("the environment variable {var} is not set (it holds the token)")));
             }
             if let Some(file) = &auth.token_file {
                 let path = self.resolve(file);
                 if let Err(e) = std::fs::File::open(&path) {
-                    problems.push(self.invalid("auth.token_file", format!("cannot read {}: {e}", path.display())));
+                    problems.push(self.invalid(format!("{at}.token_file"), format!("cannot read {}: {e}", path.display())));
+                }
+            }
+            for dir in account.scripts_dirs.iter().skip(1) {
+                if let Err(e) = std::fs::read_dir(dir) {
+                    problems.push(self.invalid(format!("account.{}.scripts_dir", account.label()), format!("cannot read {}: {e}", dir.display())));
                 }
             }
         }
@@ -439,6 +468,7 @@ impl Config {
             ring_time: Duration::from_secs_f64(self.simulator.ring_secs),
             call_duration: Duration::from_secs_f64(self.simulator.call_duration_secs),
             quirks: self.simulator.quirks.clone(),
+            users: self.simulator_users().into_iter().map(|u| (u, crate::sim::DEMO_PASSWORD.to_string())).collect(),
             ..crate::sim::SimConfig::default()
         }
     }

@@ -1,0 +1,120 @@
+//! The cost of an account, printed (no assertions): `cargo bench --bench accounts`.
+//!
+//! The simulator runs in this process with N users; the real `ucwa-agent` binary runs N
+//! `[[account]]`s against it (each with the same one-script directory), with the shipped
+//! defaults (180 s long polls, keep-alive every 180 s). Measured on the agent's process alone:
+//!
+//! - sign-in: from the process start until every account's application is available with
+//!   its event-channel request parked on the simulator;
+//! - idle RSS, after the accounts settled, with N = 1 and N = `ACCOUNTS` (default 1000): the
+//!   difference over N − 1 is the cost of one more account;
+//! - idle CPU: the agent's user + system time over `IDLE_SECS` (default 30 s), in % of one core.
+//!
+//! `ACCOUNTS=200 IDLE_SECS=10 cargo bench --bench accounts` for a quicker run.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use ucwa_agent::sim::{SimConfig, Simulator};
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// User + system CPU time of a process, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12) // utime, stime (fields 14 and 15 of stat)
+}
+
+fn threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Applications available with a parked P-GET.
+async fn ready(sim: &Simulator) -> usize {
+    let url = format!("{}/sim/v1/applications", sim.origin());
+    let Ok(r) = reqwest::get(&url).await else { return 0 };
+    let apps: serde_json::Value = r.json().await.unwrap_or_default();
+    apps.as_array().map_or(0, |a| a.iter().filter(|a| a["available"] == true && a["pollParked"] == true).count())
+}
+
+struct Figures {
+    sign_in: Duration,
+    rss_kib: u64,
+    cpu_percent: f64,
+    threads: u64,
+}
+
+async fn run(n: usize, idle: Duration) -> Figures {
+    let users: Vec<(String, String)> = (0..n).map(|i| (format!("user{i}@contoso.com"), "demo".to_string())).collect();
+    let sim = Simulator::start(SimConfig { users, ..SimConfig::default() }, ([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/calls.lua"), "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n").unwrap();
+    let mut text = "[scripts]\ndir = \"scripts\"\n[state]\ndir = \"state\"\n".to_string();
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[account]]\nname = \"a{i}\"\ndiscover = \"{}\"\n[account.auth]\nkind = \"password\"\nusername = \"user{i}@contoso.com\"\npassword_env = \"BENCH_PASSWORD\"\n",
+            sim.discovery_url()
+        ));
+    }
+    std::fs::write(dir.path().join("config.toml"), text).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+        .current_dir(dir.path())
+        .env("BENCH_PASSWORD", "demo")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    while ready(&sim).await < n {
+        assert!(started.elapsed() < Duration::from_secs(600), "{} of {n} accounts signed in after 10 minutes", ready(&sim).await);
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the agent exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sign_in = started.elapsed();
+    // Settle: scripts' first commits, the allocator's first returns.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = cpu_ticks(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(idle).await;
+    let cpu_percent = (cpu_ticks(pid) - before) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let figures = Figures { sign_in, rss_kib: rss_kib(pid), cpu_percent, threads: threads(pid) };
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = child.wait();
+    sim.shutdown().await;
+    figures
+}
+
+fn main() {
+    let n = env_num("ACCOUNTS", 1000) as usize;
+    let idle = Duration::from_secs(env_num("IDLE_SECS", 30));
+    println!("ucwa-agent accounts bench ({} logical CPUs), {n} accounts, one script each", std::thread::available_parallelism().map_or(0, |c| c.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let one = rt.block_on(run(1, idle));
+    println!("1 account: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, signed in after {:.2} s", one.rss_kib, one.threads, one.cpu_percent, one.sign_in.as_secs_f64());
+    let many = rt.block_on(run(n, idle));
+    println!(
+        "{n} accounts: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, all signed in after {:.2} s",
+        many.rss_kib,
+        many.threads,
+        many.cpu_percent,
+        many.sign_in.as_secs_f64()
+    );
+    let per = many.rss_kib.saturating_sub(one.rss_kib) as f64 / (n.max(2) - 1) as f64;
+    println!("per account: {per:.0} KiB of RSS (the difference over {} accounts)", n.max(2) - 1);
+}
