@@ -29,6 +29,10 @@ struct Cli {
     /// Each of N agents (a StatefulSet's pods) takes one shard; see README "Many accounts".
     #[arg(long, global = true, value_name = "K/N")]
     shard: Option<ucwa_agent::config::Shard>,
+    /// Serve `/metrics` and `/healthz` here instead of `[metrics] listen` (a loopback
+    /// address; one per agent when several share a configuration, as shards do).
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Log lines for people, or one JSON object per line for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -129,8 +133,8 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run { record: None }) {
-            Command::Run { record } => run(cli.config, cli.shard, record, log_level).await,
-            Command::Record { file } => run(cli.config, cli.shard, Some(file), log_level).await,
+            Command::Run { record } => run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await,
+            Command::Record { file } => run(cli.config, cli.shard, cli.metrics_listen, Some(file), log_level).await,
             Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
@@ -154,14 +158,26 @@ async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path
     }
 }
 
-async fn run(config: PathBuf, shard: Option<ucwa_agent::config::Shard>, record: Option<PathBuf>, log_level: ucwa_agent::agent::LogLevelApplier) -> ExitCode {
-    let config = match Config::load(&config) {
+async fn run(
+    config: PathBuf,
+    shard: Option<ucwa_agent::config::Shard>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    record: Option<PathBuf>,
+    log_level: ucwa_agent::agent::LogLevelApplier) -> ExitCode {
+    let mut config = match Config::load(&config) {
         Ok(c) => c,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(addr) = metrics_listen {
+        if !addr.ip().is_loopback() {
+            tracing::error!(listen = %addr, "--metrics-listen: expected a loopback address (127.0.0.1:PORT or [::1]:PORT)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        config.metrics.listen = Some(addr);
+    }
     // `log.level` applies unless RUST_LOG says otherwise (checked when the file was read).
     if let (Some(level), None) = (&config.log.level, std::env::var_os("RUST_LOG").filter(|v| !v.is_empty())) {
         if let Err(error) = log_level(level) {
@@ -182,6 +198,7 @@ async fn run(config: PathBuf, shard: Option<ucwa_agent::config::Shard>, record: 
         }
     }
     agent.set_log_level_applier(log_level);
+    agent.set_metrics_listen_override(metrics_listen);
     let reloader = agent.reloader();
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };

@@ -71,6 +71,8 @@ pub struct Agent {
     log_level: Option<reload::LogLevelApplier>,
     /// `--record FILE`.
     recorder: Option<record::Recorder>,
+    /// `--metrics-listen`: wins over `[metrics] listen`, also on SIGHUP.
+    metrics_override: Option<std::net::SocketAddr>,
 }
 
 impl Agent {
@@ -85,6 +87,9 @@ impl Agent {
     pub async fn start_shard(config: Config, shard: Option<Shard>) -> Result<Agent, StartError> {
         let file = config.path.display().to_string();
         let specs = config.accounts_of(shard)?;
+        if let (Some(s), true) = (shard, specs.is_empty()) {
+            tracing::warn!(shard = %format!("{}/{}", s.index, s.count), "no account of the configuration falls to this shard; idle until a reload adds one");
+        }
         let simulator = if specs.iter().any(|s| s.discover == Discover::Embedded) { Some(start_embedded(&config).await?) } else { None };
         let shared = Shared {
             http: pool_client(&config)?,
@@ -113,7 +118,7 @@ impl Agent {
             None => None,
         };
         let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
-        Ok(Agent { config, shard, shared, simulator, opened, fleet, watcher, endpoints, log_level: None, recorder: None })
+        Ok(Agent { config, shard, shared, simulator, opened, fleet, watcher, endpoints, log_level: None, recorder: None, metrics_override: None })
     }
 
     /// The scripts of the first account (the only one, without `[[account]]`).
@@ -148,7 +153,13 @@ impl Agent {
             simulator_users: self.simulator.as_ref().map(|s| s.user_adder()),
             endpoints: self.endpoints.clone(),
             log_level: self.log_level.clone(),
+            metrics_override: self.metrics_override,
         }
+    }
+
+    /// `--metrics-listen`: where `/metrics` listens whatever the file says (a reload too).
+    pub fn set_metrics_listen_override(&mut self, addr: Option<std::net::SocketAddr>) {
+        self.metrics_override = addr;
     }
 
     /// How a reload that changes `log.level` sets the log filter (the binary owns logging).

@@ -30,6 +30,8 @@ pub struct Reloader {
     pub(super) simulator_users: Option<crate::sim::UserAdder>,
     pub(super) endpoints: EndpointSlot,
     pub(super) log_level: Option<LogLevelApplier>,
+    /// `--metrics-listen`, which the file does not change.
+    pub(super) metrics_override: Option<std::net::SocketAddr>,
 }
 
 impl Reloader {
@@ -42,13 +44,16 @@ impl Reloader {
             (r.path.clone(), r.clone())
         };
         let loaded = Config::load(&path).and_then(|c| c.accounts_of(self.shard).map(|specs| (c, specs)));
-        let (new, specs) = match loaded {
+        let (mut new, specs) = match loaded {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!("configuration not reloaded, the running one stays: {error}");
                 return;
             }
         };
+        if let Some(addr) = self.metrics_override {
+            new.metrics.listen = Some(addr);
+        }
         for key in restart_keys(&running, &new) {
             tracing::warn!(key, "differs from the running configuration; takes effect after a restart");
         }
