@@ -240,14 +240,39 @@ async fn check(config: &Config, online: bool) -> ExitCode {
     }
 }
 
-/// `check --online`: one line per sign-in step. None when every step passed.
+/// `check --online`: one line per sign-in step, for each account. None when every step of
+/// every account passed; else the exit status of the worst (credentials refused, then pool).
 async fn check_online(config: &Config) -> Option<ExitCode> {
-    use tools::online::Verdict;
-    let (steps, verdict) = match tools::online::check_online(config).await {
-        Ok(r) => r,
+    let accounts = match config.accounts() {
+        Ok(a) => a,
         Err(error) => {
             println!("{error}");
             return Some(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let mut worst: Option<u8> = None;
+    for spec in &accounts {
+        if let Some(name) = &spec.name {
+            println!("account {name}:");
+        }
+        if let Some(code) = check_online_account(config, spec).await {
+            worst = Some(match worst {
+                Some(EXIT_CONFIG) => EXIT_CONFIG,
+                Some(EXIT_CREDENTIALS) if code != EXIT_CONFIG => EXIT_CREDENTIALS,
+                _ => code,
+            });
+        }
+    }
+    worst.map(ExitCode::from)
+}
+
+async fn check_online_account(config: &Config, spec: &ucwa_agent::config::AccountSpec) -> Option<u8> {
+    use tools::online::Verdict;
+    let (steps, verdict) = match tools::online::check_account(config, spec).await {
+        Ok(r) => r,
+        Err(error) => {
+            println!("{error}");
+            return Some(EXIT_CONFIG);
         }
     };
     for s in &steps {
@@ -262,8 +287,8 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
             println!("online: signed in; `run` can create its application");
             None
         }
-        Verdict::CredentialsRefused => Some(ExitCode::from(EXIT_CREDENTIALS)),
-        Verdict::Failed => Some(ExitCode::from(EXIT_POOL)),
+        Verdict::CredentialsRefused => Some(EXIT_CREDENTIALS),
+        Verdict::Failed => Some(EXIT_POOL),
     }
 }
 

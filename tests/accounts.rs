@@ -295,3 +295,37 @@ async fn the_embedded_demo_serves_two_accounts_and_log_lines_name_them() {
         assert_eq!(v["script"], "calls");
     }
 }
+
+/// `check` loads each account's own scripts too; `check --online` walks every account's
+/// sign-in and exits with the worst (3: one was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_covers_every_account() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    std::fs::create_dir(dir.path().join("reception")).unwrap();
+    write(&dir.path().join("reception"), "greeting.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end\n");
+    let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV).replacen("\n", "\nscripts_dir = \"reception\"\n", 1);
+    let accounts = format!("{reception}{}", account(&sim, "helpdesk", HELPDESK, "UCWA_AGENT_TEST_WRONG_PASSWORD"));
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config(dir.path(), &accounts, "")).unwrap();
+    let out = agent_command(&["check", "--config", path.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("`account.helpdesk.auth.password_env`: the environment variable UCWA_AGENT_TEST_WRONG_PASSWORD is not set"), "{shown}");
+    let with_password = [("UCWA_AGENT_TEST_WRONG_PASSWORD", "wrong")];
+    let out = agent_command(&["check", "--config", path.to_str().unwrap()], &with_password).stdout(std::process::Stdio::piped()).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("reception/greeting.lua:2: error") && shown.contains("ok: all"), "{shown}");
+    std::fs::remove_file(dir.path().join("reception/greeting.lua")).unwrap();
+    let online = agent_command(&["check", "--online", "--config", path.to_str().unwrap()], &with_password)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&online.stdout);
+    assert_eq!(online.status.code(), Some(3), "{shown}");
+    let reception = shown.find("account reception:").expect("each account is named");
+    let helpdesk = shown.find("account helpdesk:").expect("each account is named");
+    assert!(shown[reception..helpdesk].contains("online: signed in") && shown[helpdesk..].contains("FAIL token"), "{shown}");
+}

@@ -52,17 +52,24 @@ impl Report {
     }
 }
 
-/// Checks every script of the configuration's scripts directory.
+/// Checks every script of the configuration's scripts directory, and of each account's own
+/// `scripts_dir` (named `<account>/<script>` in the report).
 pub fn check(config: &Config) -> Report {
     let mut report = Report { config: config.check_surroundings(), ..Report::default() };
-    let dir = config.scripts_dir();
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return report; // (in `report.config`)
-    };
-    let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| crate::script::is_script_file(p)).collect();
-    files.sort();
+    let mut dirs = vec![(String::new(), config.scripts_dir())];
+    for account in config.accounts().unwrap_or_default() {
+        dirs.extend(account.scripts_dirs.get(1).map(|d| (format!("{}/", account.label()), d.clone())));
+    }
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for (prefix, dir) in dirs {
+        // An unreadable directory is in `report.config`.
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let mut found: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| crate::script::is_script_file(p)).collect();
+        found.sort();
+        files.extend(found.into_iter().map(|f| (prefix.clone(), f)));
+    }
     let env = Arc::new(super::offline_env(config.script_settings(), true, false));
-    for file in files {
+    for (prefix, file) in files {
         match loader::load_bounded(&file, 1, &env, Default::default()) {
             Err(e) => {
                 // The message starts with `name.lua:LINE:` when Lua knows the line.
@@ -106,7 +113,7 @@ pub fn check(config: &Config) -> Report {
                         });
                     }
                 }
-                report.loaded.push((loaded.ctx.name.to_string(), subs.len()));
+                report.loaded.push((format!("{prefix}{}", loaded.ctx.name), subs.len()));
             }
         }
     }

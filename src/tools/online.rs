@@ -29,12 +29,19 @@ pub enum Verdict {
     Failed,
 }
 
-/// Walks the sign-in against the configured pool (the embedded simulator for `embedded`).
+/// Walks the sign-in of the first account against its pool (the embedded simulator for
+/// `embedded`).
 pub async fn check_online(config: &Config) -> Result<(Vec<StepResult>, Verdict), StartError> {
-    let pool = Pool::of(config).await?;
+    let spec = config.accounts()?.into_iter().next().expect("a configuration has an account");
+    check_account(config, &spec).await
+}
+
+/// Walks one account's sign-in against its pool.
+pub async fn check_account(config: &Config, spec: &crate::config::AccountSpec) -> Result<(Vec<StepResult>, Verdict), StartError> {
+    let pool = Pool::of_account(config, spec).await?;
     let mut steps: Vec<StepResult> = Vec::new();
     // A password the pool refused before is not tried again here either (an account lockout).
-    if let Some(r) = crate::agent::refusal::recorded(&config.state_dir(), &pool.auth) {
+    if let Some(r) = crate::agent::refusal::recorded(&spec.state_dir, &pool.auth) {
         let why = format!("refused before ({}, at {}); not tried again until the password changes (or {} is deleted)", r.reason, r.at, r.file.display());
         steps.push(StepResult { name: "token", took: Duration::ZERO, outcome: Err(why) });
         return Ok((steps, Verdict::CredentialsRefused));
