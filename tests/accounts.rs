@@ -300,20 +300,21 @@ async fn the_embedded_demo_serves_two_accounts_and_log_lines_name_them() {
 /// sign-in and exits with the worst (3: one was refused).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_covers_every_account() {
+    // (A variable no test of this process sets: children inherit the process's environment.)
     let sim = start_sim(two_users()).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "all.lua", EVERY_EVENT);
     std::fs::create_dir(dir.path().join("reception")).unwrap();
     write(&dir.path().join("reception"), "greeting.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end\n");
     let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV).replacen("\n", "\nscripts_dir = \"reception\"\n", 1);
-    let accounts = format!("{reception}{}", account(&sim, "helpdesk", HELPDESK, "UCWA_AGENT_TEST_WRONG_PASSWORD"));
+    let accounts = format!("{reception}{}", account(&sim, "helpdesk", HELPDESK, "UCWA_AGENT_TEST_CHECK_PASSWORD"));
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, config(dir.path(), &accounts, "")).unwrap();
     let out = agent_command(&["check", "--config", path.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{shown}");
-    assert!(shown.contains("`account.helpdesk.auth.password_env`: the environment variable UCWA_AGENT_TEST_WRONG_PASSWORD is not set"), "{shown}");
-    let with_password = [("UCWA_AGENT_TEST_WRONG_PASSWORD", "wrong")];
+    assert!(shown.contains("`account.helpdesk.auth.password_env`: the environment variable UCWA_AGENT_TEST_CHECK_PASSWORD is not set"), "{shown}");
+    let with_password = [("UCWA_AGENT_TEST_CHECK_PASSWORD", "wrong")];
     let out = agent_command(&["check", "--config", path.to_str().unwrap()], &with_password).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{shown}");

@@ -202,7 +202,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 let body = body_of(&lua, spec.get("body")?, None, WHAT)?;
                 return offline(&lua, &env, net, &script, "http", &method, url.to_string(), body);
             }
-            let mut req = env.http.request(method, url.clone()).timeout(timeout);
+            let mut req = env.http().request(method, url.clone()).timeout(timeout);
             let mut has_content_type = false;
             if let Some(headers) = spec.get::<Option<Table>>("headers")? {
                 for pair in headers.pairs::<String, String>() {

@@ -133,9 +133,13 @@ pub struct ScriptEnv {
     pub store: Arc<Store>,
     pub session: SessionSlot,
     pub application: ApplicationSlot,
-    /// The client for `agent.http.request` (no redirects, so the allowlist means what it says).
-    pub http: reqwest::Client,
-    pub output: broadcast::Sender<ScriptOutput>,
+    /// The client for `agent.http.request` (no redirects, so the allowlist means what it says),
+    /// built at first use unless given (`with_http`): a client holds its TLS roots, and an
+    /// agent of many accounts shares one.
+    http: std::sync::OnceLock<reqwest::Client>,
+    /// What scripts do, for whoever subscribes; made at the first subscription (4,096 slots
+    /// are about 0.5 MiB, and an agent of many accounts has no subscriber).
+    output: std::sync::OnceLock<broadcast::Sender<ScriptOutput>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub net: Net,
@@ -161,14 +165,13 @@ pub struct ScriptEnv {
 impl ScriptEnv {
     /// An environment with no session; `store` may be `Store::in_memory()`.
     pub fn new(settings: ScriptSettings, store: Arc<Store>) -> ScriptEnv {
-        let (output, _) = broadcast::channel(4096);
         ScriptEnv {
             settings: RwLock::new(Arc::new(settings)),
             store,
             session: SessionSlot::default(),
             application: ApplicationSlot::default(),
-            http: outbound_client(),
-            output,
+            http: std::sync::OnceLock::new(),
+            output: std::sync::OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             clock: Clock::System,
             net: Net::Live,
@@ -189,9 +192,14 @@ impl ScriptEnv {
     }
 
     /// Sends `agent.http.request` through `http` (one client shared by every account).
-    pub fn with_http(mut self, http: reqwest::Client) -> ScriptEnv {
-        self.http = http;
+    pub fn with_http(self, http: reqwest::Client) -> ScriptEnv {
+        let _ = self.http.set(http);
         self
+    }
+
+    /// The client for `agent.http.request`.
+    pub fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(outbound_client)
     }
 
     /// Reports what a script did on the output stream (and to `collect`).
@@ -199,7 +207,14 @@ impl ScriptEnv {
         if let Some(c) = &self.collect {
             let _ = c.send(o.clone());
         }
-        let _ = self.output.send(o);
+        if let Some(output) = self.output.get() {
+            let _ = output.send(o);
+        }
+    }
+
+    /// A stream of what the scripts do from now on.
+    pub fn subscribe_output(&self) -> broadcast::Receiver<ScriptOutput> {
+        self.output.get_or_init(|| broadcast::channel(4096).0).subscribe()
     }
 
     /// Runs `fut` on the agent's runtime and waits for it (from a script's thread).

@@ -123,7 +123,7 @@ impl ScriptHost {
 
     /// A stream of what scripts do from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ScriptOutput> {
-        self.inner.env.output.subscribe()
+        self.inner.env.subscribe_output()
     }
 
     /// Loaded scripts and their versions.

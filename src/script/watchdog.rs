@@ -71,7 +71,9 @@ impl Watch {
     /// `begin`, for a call that started at `since`.
     pub(crate) fn begin_at(&self, since: Instant, what: &'static str, ev: Option<(&str, &str, u64)>, limit: Duration) {
         let mut d = self.lock();
-        d.since = Some(since);
+        if d.since.replace(since).is_none() {
+            BUSY.fetch_add(1, Ordering::Relaxed);
+        }
         d.limit = limit;
         d.what = what;
         d.rel.clear();
@@ -86,7 +88,9 @@ impl Watch {
 
     /// The call returned.
     pub(crate) fn end(&self) {
-        self.lock().since = None;
+        if self.lock().since.take().is_some() {
+            BUSY.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether the watchdog gave up on this script: its thread is to stop as soon as it can.
@@ -135,6 +139,18 @@ pub(crate) trait Overseer: Send + Sync + 'static {
     fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration);
 }
 
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if self.doing.get_mut().map(|d| d.since.is_some()).unwrap_or(false) {
+            BUSY.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Calls running now, in every script of the process: while none runs, a tick looks at
+/// nothing (an idle agent of a thousand accounts costs the watchdog one atomic read a tick).
+static BUSY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One look at an overseer's watches; false once the overseer is gone.
 type Check = Box<dyn FnMut(Instant) -> bool + Send>;
 
@@ -162,6 +178,9 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
     THREAD.call_once(|| {
         let started = std::thread::Builder::new().name("ucwa-watchdog".into()).spawn(|| loop {
             std::thread::sleep(TICK);
+            if BUSY.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
             // Taken out while they run, so registering a host never waits for a check.
             let mut checks = std::mem::take(&mut *CHECKS.lock().unwrap_or_else(|p| p.into_inner()));
             let now = Instant::now();

@@ -24,11 +24,13 @@ struct Entry {
     due: Instant,
     /// `data_version` at the last checkpoint: unchanged means nothing was written since.
     seen: Option<i64>,
+    /// Set by the store whenever it uses its connection; an untouched database is not asked.
+    touched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Entry {
     fn checkpoint(&mut self) {
-        let version = self.conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
+        let version = self.conn.prepare_cached("PRAGMA data_version").and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))).ok();
         if version.is_some() && version == self.seen {
             return;
         }
@@ -49,13 +51,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Stops checkpointing the database (after a last checkpoint) when dropped.
 pub(crate) struct Checkpointer {
     entry: Arc<Mutex<Entry>>,
+    touched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Checkpointer {
     pub(crate) fn start(path: &Path, every: Duration) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let entry = Arc::new(Mutex::new(Entry { conn, every, due: Instant::now() + every, seen: None }));
+        let touched = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let entry = Arc::new(Mutex::new(Entry { conn, every, due: Instant::now() + every, seen: None, touched: touched.clone() }));
         lock(&ENTRIES).push(entry.clone());
         let mut failed = None;
         THREAD.call_once(|| {
@@ -66,7 +70,12 @@ impl Checkpointer {
         if let Some(e) = failed {
             return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
         }
-        Ok(Checkpointer { entry })
+        Ok(Checkpointer { entry, touched })
+    }
+
+    /// The store used its connection (it may have written): check it at the next turn.
+    pub(crate) fn touch(&self) {
+        self.touched.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -86,7 +95,7 @@ fn run() {
         for e in entries {
             let mut e = lock(&e);
             tick = tick.min(e.every);
-            if e.due <= now {
+            if e.due <= now && e.touched.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 e.checkpoint();
                 e.due = now + e.every;
             }

@@ -118,6 +118,10 @@ impl Store {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // Whoever takes the connection may write: the checkpointer looks at this database again.
+        if let Some(c) = &self._checkpointer {
+            c.touch();
+        }
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -104,7 +104,7 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
     let name = stem.strip_suffix("_test").unwrap_or(stem).to_string();
     let harness = Arc::new(Harness {
-        logs: Mutex::new(env.output.subscribe()),
+        logs: Mutex::new(env.subscribe_output()),
         env: env.clone(),
         net,
         dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
