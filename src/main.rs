@@ -193,7 +193,7 @@ async fn run(
     };
     if let Some(path) = record {
         if let Err(error) = agent.record_to(&path) {
-            tracing::error!(file = %path.display(), %error, "--record: cannot open the file");
+            tracing::error!(file = %path.display(), "--record: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     }

@@ -108,8 +108,9 @@ impl ScriptMetrics {
             return Err(format!("{name}: at most {MAX_LABELS} labels"));
         }
         for (k, v) in &labels {
-            if !valid_name(k) || k == "script" || k == "le" {
-                return Err(format!("{name}: `{k}` is not a label name (a-z, 0-9, _; not `script` or `le`)"));
+            // `account` is the agent's: it labels every sample of an account's scripts.
+            if !valid_name(k) || k == "script" || k == "le" || k == "account" {
+                return Err(format!("{name}: `{k}` is not a label name (a-z, 0-9, _; not `script`, `le` or `account`)"));
             }
             if v.len() > 200 {
                 return Err(format!("{name}: the value of label `{k}` is longer than 200 bytes"));

@@ -52,8 +52,11 @@ impl Account {
     /// skipped).
     pub(crate) async fn open(spec: AccountSpec, config: &Config, shared: &Shared) -> Result<Account, StartError> {
         let file = config.path.display().to_string();
+        Account::preflight(&spec, config)?;
         let span = match &spec.name {
-            Some(name) => tracing::info_span!("account", account = %name),
+            // At ERROR level: enabled whatever level the filter lets through, so even a
+            // `warn` line names its account.
+            Some(name) => tracing::error_span!(target: "ucwa_agent", "account", account = %name),
             None => tracing::Span::none(),
         };
         // Two agents on one state folder would fight over one application and journal.
@@ -100,6 +103,24 @@ impl Account {
         })
     }
 
+    /// What `open` needs from outside the file, checked without taking anything: the secret
+    /// `[auth]` names and the account's own scripts folder.
+    pub(crate) fn preflight(spec: &AccountSpec, config: &Config) -> Result<(), StartError> {
+        let file = config.path.display().to_string();
+        if let Some(a) = &spec.auth {
+            auth_of(config, &file, a, &spec.key)?;
+        }
+        for dir in spec.scripts_dirs.iter().skip(1) {
+            std::fs::read_dir(dir).map_err(|source| StartError::AccountScriptsDir {
+                file: file.clone(),
+                key: format!("account.{}.scripts_dir", spec.label()),
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn scripts(&self) -> &ScriptHost {
         &self.host
     }
@@ -137,6 +158,7 @@ impl Account {
                 "the pool refused this password before; not trying it again (an account lockout) until it changes: fix [auth] or the secret, or delete the file"
             );
             self.host.shutdown(SHUTDOWN_GRACE).await;
+            metrics.set_health(HealthState::Stopped, Some(format!("credentials refused before ({}), not tried again: {}", r.at, r.reason)));
             return RunEnd::CredentialsRefused(r.reason);
         }
         let mut refusals = Refusals::default();

@@ -98,27 +98,43 @@ fn render_all(fleet: &Fleet) -> String {
     merge_families(&texts)
 }
 
-/// Merges expositions: the `# HELP`/`# TYPE` of a family once, then its samples from every
-/// text in order, each with `account="…"` first among its labels when the text has one.
+/// Merges expositions: the `# HELP`/`# TYPE` of a family once (the first text's), then its
+/// samples from every text in order, each with `account="…"` first among its labels when the
+/// text has one. A family whose type differs from the first text's (a script metric defined
+/// differently by two accounts' scripts) is left out for that text, logged: a scrape with two
+/// types for one name would be refused whole.
 fn merge_families(texts: &[(Option<String>, String)]) -> String {
     let mut order: Vec<String> = Vec::new();
-    let mut families: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    // name → (HELP line, TYPE line, samples)
+    let mut families: BTreeMap<String, (Option<String>, Option<String>, Vec<String>)> = BTreeMap::new();
     for (account, text) in texts {
         let mut current = String::new();
+        let mut skipping = false;
         for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+            let help = line.strip_prefix("# HELP ");
+            let kind = line.strip_prefix("# TYPE ");
+            if let Some(rest) = help.or(kind) {
                 let name = rest.split(' ').next().unwrap_or_default().to_string();
                 if !families.contains_key(&name) {
                     order.push(name.clone());
                 }
                 let f = families.entry(name.clone()).or_default();
-                if !f.0.iter().any(|l| l == line) {
-                    f.0.push(line.to_string());
+                if name != current {
+                    skipping = false;
+                }
+                match (help, kind) {
+                    (Some(_), _) if f.0.is_none() => f.0 = Some(line.to_string()),
+                    (_, Some(_)) if f.1.is_none() => f.1 = Some(line.to_string()),
+                    (_, Some(_)) if f.1.as_deref() != Some(line) => {
+                        tracing::warn!(metric = %name, account = account.as_deref().unwrap_or("default"), "a metric of this name has another type in another account; this account's samples are left out");
+                        skipping = true;
+                    }
+                    _ => {}
                 }
                 current = name;
                 continue;
             }
-            if line.is_empty() {
+            if line.is_empty() || skipping {
                 continue;
             }
             let sample = match account {
@@ -128,13 +144,13 @@ fn merge_families(texts: &[(Option<String>, String)]) -> String {
             if !families.contains_key(&current) {
                 order.push(current.clone());
             }
-            families.entry(current.clone()).or_default().1.push(sample);
+            families.entry(current.clone()).or_default().2.push(sample);
         }
     }
     let mut out = String::with_capacity(texts.iter().map(|(_, t)| t.len()).sum());
     for name in order {
-        if let Some((head, samples)) = families.get(&name) {
-            for l in head.iter().chain(samples) {
+        if let Some((help, kind, samples)) = families.get(&name) {
+            for l in help.iter().chain(kind).chain(samples) {
                 out.push_str(l);
                 out.push('\n');
             }
@@ -201,5 +217,12 @@ mod tests {
         let parsed = prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
         assert_eq!(parsed.samples.len(), 4);
         assert_eq!(merge_families(&[(None, a.into())]), a, "one unnamed account: unchanged");
+        // Another account's script defined `y` as a counter with other help: left out, not a
+        // second TYPE line that would make Prometheus refuse the scrape.
+        let c = "# HELP y Other.\n# TYPE y counter\ny 9\n# HELP x_total X.\n# TYPE x_total counter\nx_total 5\n";
+        let merged = merge_families(&[(Some("one".into()), a.into()), (Some("three".into()), c.into())]);
+        assert_eq!(merged.matches("# TYPE y ").count(), 1, "{merged}");
+        assert!(!merged.contains("y{account=\"three\"}") && merged.contains("x_total{account=\"three\"} 5"), "{merged}");
+        prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
     }
 }

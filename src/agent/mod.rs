@@ -36,6 +36,8 @@ pub enum StartError {
     PasswordMissing { file: String, key: String, var: String },
     #[error("{file}: `scripts.dir`: cannot read {dir}: {source}")]
     ScriptsDir { file: String, dir: String, source: std::io::Error },
+    #[error("{file}: `{key}`: cannot read {dir}: {source}")]
+    AccountScriptsDir { file: String, key: String, dir: String, source: std::io::Error },
     #[error("{file}: `state.dir`: {source}")]
     State { file: String, source: crate::store::StoreError },
     #[error("{file}: `server.ca_file`: {message}")]
@@ -135,9 +137,9 @@ impl Agent {
     /// a recording is one account's channel.
     pub fn record_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
         if self.opened.len() != 1 {
-            return Err(std::io::Error::other(format!("recording takes one account; this agent runs {} (use --shard, or a config with one)", self.opened.len())));
+            return Err(std::io::Error::other(format!("a recording is one account's channel; this agent runs {} accounts (record with a configuration of one)", self.opened.len())));
         }
-        self.recorder = Some(record::Recorder::open(path)?);
+        self.recorder = Some(record::Recorder::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the file: {e}")))?);
         tracing::info!(file = %path.display(), "recording every event-channel batch (JSON Lines, for `replay`)");
         Ok(())
     }
@@ -197,8 +199,8 @@ impl Agent {
             tokio::select! {
                 _ = stop.changed() => break,
                 end = ends.recv() => {
-                    let Some((name, reason)) = end else { break };
-                    self.fleet.ended(&name);
+                    let Some((name, generation, reason)) = end else { break };
+                    self.fleet.ended(&name, generation);
                     if self.fleet.any_running() {
                         tracing::error!(account = %name, %reason, "account stopped: credentials refused; the other accounts go on");
                     }
@@ -230,10 +232,14 @@ pub struct Fleet {
     hosts: std::sync::Mutex<BTreeMap<String, ScriptHost>>,
     /// The accounts are `[[account]]`s (labels shown in `/metrics` and `/healthz`).
     named: std::sync::atomic::AtomicBool,
+    /// Set when the agent stops: no account starts after.
+    stopping: std::sync::atomic::AtomicBool,
     running: std::sync::Mutex<BTreeMap<String, Launched>>,
     /// Accounts that ended by themselves (credentials refused), with the reason.
-    ends_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
-    ends: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
+    /// (label, launch, reason): the launch tells an old run's end from a relaunched one's.
+    ends_tx: tokio::sync::mpsc::UnboundedSender<(String, u64, String)>,
+    ends: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, u64, String)>>>,
+    launches: std::sync::atomic::AtomicU64,
 }
 
 struct Launched {
@@ -242,12 +248,13 @@ struct Launched {
     task: tokio::task::JoinHandle<RunEnd>,
     /// Ended by itself; kept so a reload restarts it only when its configuration changed.
     ended: bool,
+    generation: u64,
 }
 
 impl Default for Fleet {
     fn default() -> Self {
         let (ends_tx, ends) = tokio::sync::mpsc::unbounded_channel();
-        Fleet { hosts: Default::default(), named: Default::default(), running: Default::default(), ends_tx, ends: std::sync::Mutex::new(Some(ends)) }
+        Fleet { hosts: Default::default(), named: Default::default(), stopping: Default::default(), launches: Default::default(), running: Default::default(), ends_tx, ends: std::sync::Mutex::new(Some(ends)) }
     }
 }
 
@@ -269,30 +276,37 @@ impl Fleet {
         self.hosts.lock().expect("fleet lock").insert(account.spec.label().to_string(), account.scripts().clone());
     }
 
-    /// Starts an opened account's run as a task of its own.
+    /// Starts an opened account's run as a task of its own (not once the agent stops: a reload
+    /// racing the shutdown must not start an account nobody would stop).
     fn launch(&self, account: Account, recorder: Option<record::Recorder>) {
+        // Checked and inserted under the lock `stop_all` takes: no account starts after it.
+        let mut running = self.running.lock().expect("fleet lock");
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         self.add(&account);
         let label = account.spec.label().to_string();
         let spec = account.spec.clone();
         let (stop, stopped) = watch::channel(false);
         let ends = self.ends_tx.clone();
         let name = label.clone();
+        let generation = self.launches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let task = tokio::spawn(async move {
             let end = account.run(stopped, recorder).await;
             if let RunEnd::CredentialsRefused(reason) = &end {
-                let _ = ends.send((name, reason.clone()));
+                let _ = ends.send((name, generation, reason.clone()));
             }
             end
         });
-        self.running.lock().expect("fleet lock").insert(label, Launched { spec, stop, task, ended: false });
+        running.insert(label, Launched { spec, stop, task, ended: false, generation });
     }
 
     fn any_running(&self) -> bool {
         self.running.lock().expect("fleet lock").values().any(|l| !l.ended)
     }
 
-    fn ended(&self, label: &str) {
-        if let Some(l) = self.running.lock().expect("fleet lock").get_mut(label) {
+    fn ended(&self, label: &str, generation: u64) {
+        if let Some(l) = self.running.lock().expect("fleet lock").get_mut(label).filter(|l| l.generation == generation) {
             l.ended = true;
         }
     }
@@ -313,7 +327,11 @@ impl Fleet {
 
     /// Stops every account at once and waits for all of them.
     async fn stop_all(&self) -> Vec<RunEnd> {
-        let all: Vec<Launched> = std::mem::take(&mut *self.running.lock().expect("fleet lock")).into_values().collect();
+        let all: Vec<Launched> = {
+            let mut running = self.running.lock().expect("fleet lock");
+            self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::mem::take(&mut *running).into_values().collect()
+        };
         for l in &all {
             let _ = l.stop.send(true);
         }

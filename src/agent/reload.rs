@@ -43,8 +43,18 @@ impl Reloader {
             let r = self.running.lock().expect("running config lock");
             (r.path.clone(), r.clone())
         };
-        let loaded = Config::load(&path).and_then(|c| c.accounts_of(self.shard).map(|specs| (c, specs)));
-        let (mut new, specs) = match loaded {
+        // Accounts are made with the running values of the keys a reload does not apply
+        // (`[server]` but `discover`, `[state]`, `scripts.dir`/`watch`/`reload_debounce_ms`),
+        // so that a change there restarts no account onto new folders or settings.
+        let loaded = Config::load(&path).and_then(|c| {
+            let mut effective = c.clone();
+            effective.server = crate::config::ServerConfig { discover: c.server.discover.clone(), ..running.server.clone() };
+            effective.state = running.state.clone();
+            (effective.scripts.dir, effective.scripts.watch, effective.scripts.reload_debounce_ms) =
+                (running.scripts.dir.clone(), running.scripts.watch, running.scripts.reload_debounce_ms);
+            effective.accounts_of(self.shard).map(|specs| (c, effective, specs))
+        });
+        let (mut new, effective, specs) = match loaded {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!("configuration not reloaded, the running one stays: {error}");
@@ -63,7 +73,7 @@ impl Reloader {
         for host in self.fleet.hosts() {
             host.env().set_settings(settings.clone());
         }
-        let started = self.apply_accounts(&new, specs).await;
+        let started = self.apply_accounts(&effective, specs).await;
         {
             let mut r = self.running.lock().expect("running config lock");
             // Only what was applied: `dir`, `watch` and the debounce keep their running values.
@@ -87,9 +97,17 @@ impl Reloader {
     /// gives the labels of those started (their scripts are fresh).
     async fn apply_accounts(&self, new: &Config, specs: Vec<AccountSpec>) -> Vec<String> {
         let running = self.fleet.specs();
+        let mut kept = Vec::new();
         for (label, spec) in &running {
             let now = specs.iter().find(|s| s.label() == label);
             if now == Some(spec) {
+                continue;
+            }
+            // A changed account whose new settings cannot work (a password variable this
+            // process does not have, a scripts folder that cannot be read) keeps running as it was.
+            if let Some(Err(error)) = now.map(|s| Account::preflight(s, new)) {
+                tracing::error!(account = %label, "not restarted, it keeps running as it was: {error}");
+                kept.push(label.clone());
                 continue;
             }
             let why = if now.is_some() { "its discover, [auth] or scripts_dir changed: restarting it" } else { "gone from the configuration: stopping it" };
@@ -99,7 +117,7 @@ impl Reloader {
         let mut started = Vec::new();
         for spec in specs {
             let label = spec.label().to_string();
-            if running.get(&label) == Some(&spec) {
+            if running.get(&label) == Some(&spec) || kept.contains(&label) {
                 continue;
             }
             if spec.discover == Discover::Embedded {

@@ -188,6 +188,22 @@ impl Config {
             }
         }
         let explicit_users = !self.simulator.users.is_empty();
+        // Two accounts signing in as one user would share one application (same endpoint id)
+        // and take each other's event channel.
+        let mut users: std::collections::BTreeMap<(String, String), String> = std::collections::BTreeMap::new();
+        for spec in self.accounts()? {
+            let user = match &spec.auth {
+                Some(a) => a.username.clone(),
+                None => Some(spec.simulator_user()),
+            };
+            if let Some(user) = user {
+                let pool = format!("{:?}", spec.discover);
+                if let Some(other) = users.insert((pool, user.to_ascii_lowercase()), spec.label().to_string()) {
+                    let key = if spec.auth.is_some() { format!("{}.username", spec.key) } else { format!("account.{}.name", spec.label()) };
+                    return Err(self.invalid(key, format!("signs in as {user}, as the account {other:?} does: two accounts of one user would take each other's event channel")));
+                }
+            }
+        }
         for spec in self.accounts()? {
             match &spec.auth {
                 Some(auth) => self.check_auth(auth, &spec.key)?,
@@ -262,6 +278,7 @@ mod tests {
             ("[[account]]\nname = \"a\"\ndiscover = \"http://pool.contoso.com/\"\n", "`account.a.discover`"),
             ("[simulator]\nusers = [\"x@contoso.com\"]\n[[account]]\nname = \"a\"\n", "`account.a.auth`"),
             ("[[account]]\nname = \"a\"\nscripts_dir = \"scripts\"\n", "`account.a.scripts_dir`"),
+            ("[[account]]\nname = \"alice\"\n[[account]]\nname = \"alice@contoso.com\"\n", "`account.alice@contoso.com.name`"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");

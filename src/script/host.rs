@@ -37,6 +37,8 @@ struct Inner {
     /// Scripts whose last load failed, with the modules it required before failing: fixing one
     /// of those modules loads the script again.
     failed: Mutex<BTreeMap<String, (PathBuf, super::modules::Required)>>,
+    /// Shut down: nothing loads any more (an account stopped while its files still change).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Cheap to clone; all clones are the same host.
@@ -58,7 +60,7 @@ impl ScriptHost {
     /// A host whose scripts are those of every dir in `dirs` (the last one holding a name wins).
     pub fn with_dirs(dirs: Vec<PathBuf>, env: ScriptEnv) -> ScriptHost {
         assert!(!dirs.is_empty(), "a script host has a directory");
-        let inner = Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()) });
+        let inner = Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()), closed: Default::default() });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
     }
@@ -77,19 +79,14 @@ impl ScriptHost {
         &self.inner.dirs
     }
 
-    /// The script files, one per name: the last directory holding a name wins. An unreadable
-    /// first directory is an error; an unreadable later one is logged.
+    /// The script files, one per name: the last directory holding a name wins. Any directory
+    /// that cannot be read is an error (a rescan then changes nothing: an account's overrides
+    /// are not replaced by the shared scripts because their folder was briefly unreadable).
     fn script_files(&self) -> Result<Vec<PathBuf>, std::io::Error> {
         let mut by_name = BTreeMap::new();
         for (i, dir) in self.inner.dirs.iter().enumerate() {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(rd) => rd,
-                Err(error) if i > 0 => {
-                    tracing::error!(dir = %dir.display(), %error, "cannot read the account's scripts directory");
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
+            // (The first is the one the caller names; a later one is named here.)
+            let entries = std::fs::read_dir(dir).map_err(|e| if i == 0 { e } else { std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())) })?;
             for p in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_script_file(p)) {
                 if let Some(name) = script_name(&p) {
                     by_name.insert(name, p);
@@ -151,6 +148,9 @@ impl ScriptHost {
             path: path.to_path_buf(),
             message: "not a .lua file".into(),
         })?;
+        if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ScriptError { script: name, path: path.to_path_buf(), message: "the scripts' account is stopped".into() });
+        }
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
         let required = super::modules::Required::default();
         let built = load_bounded(path, &name, version, &self.inner.env, required.clone()).await;
@@ -324,6 +324,7 @@ impl ScriptHost {
     /// busy is named and its thread left behind (the process exits without it). Stuck scripts
     /// are not waited for at all. Returns the scripts that did not finish (stuck or busy).
     pub async fn shutdown(&self, grace: Duration) -> Vec<String> {
+        self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let entries: Vec<(String, Entry)> = std::mem::take(&mut *self.lock()).into_iter().collect();
         let pending = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let mut waits = Vec::new();

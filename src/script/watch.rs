@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// How many accounts' scripts a change reloads at once.
+const RELOAD_CONCURRENCY: usize = 16;
+
 /// How often a symlinked scripts directory is checked for a new target.
 const RETARGET_CHECK: Duration = Duration::from_secs(1);
 
@@ -117,6 +120,7 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
 /// Starts watching `dir`; each change goes to every host `targets` gives at that moment (one
 /// watcher, one inotify instance, however many accounts share the directory).
 pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Result<WatchHandle> {
+    use futures_util::StreamExt;
     use tracing::Instrument;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
@@ -165,27 +169,32 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
             }
             let changed_scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
             let modules: Vec<String> = changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)).collect();
-            for host in targets() {
-                let span = host.env().span.clone();
-                let mut scripts = changed_scripts.clone();
-                // A module saved: every script that required it loads again (keeping its
-                // running version if the new one fails).
-                for module in &modules {
-                    let users = host.dependents(module);
-                    if !users.is_empty() {
-                        span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
+            // The accounts in parallel (a few at a time): a script whose top level hangs in
+            // one account must not hold the others' reloads for its time limit each.
+            let (changed_scripts, modules) = (&changed_scripts, &modules);
+            futures_util::stream::iter(targets())
+                .for_each_concurrent(RELOAD_CONCURRENCY, |host| async move {
+                    let span = host.env().span.clone();
+                    let mut scripts = changed_scripts.clone();
+                    // A module saved: every script that required it loads again (keeping its
+                    // running version if the new one fails).
+                    for module in modules {
+                        let users = host.dependents(module);
+                        if !users.is_empty() {
+                            span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
+                        }
+                        scripts.extend(users);
                     }
-                    scripts.extend(users);
-                }
-                for path in scripts {
-                    if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
-                        continue;
+                    for path in scripts {
+                        if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+                            continue;
+                        }
+                        if is_script_file(&path) || !path.exists() {
+                            host.changed(&path).instrument(span.clone()).await;
+                        }
                     }
-                    if is_script_file(&path) || !path.exists() {
-                        host.changed(&path).instrument(span.clone()).await;
-                    }
-                }
-            }
+                })
+                .await;
             // Links may have been added, removed or pointed elsewhere; lib/ may have appeared.
             w.refresh();
             w.watch_lib();

@@ -33,15 +33,17 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                 let mut available: Vec<&str> = st.apps.values().filter(|a| a.available).map(|a| a.user.as_str()).collect();
                 available.sort_unstable();
                 available.dedup();
-                (!available.is_empty()).then(|| available[n % available.len()].to_string())
+                (!available.is_empty()).then(|| (available[n % available.len()].to_string(), available.len()))
             };
+            // Every fourth call of each user goes unanswered, so scripts see missed calls too.
+            let missed = (n / user.as_ref().map_or(1, |(_, count)| *count)) % 4 == 3;
+            let user = user.map(|(u, _)| u);
             let spec = CallSpec {
                 remote: Some(remote.to_string()),
                 name: Some(name.to_string()),
                 subject: Some(format!("Demo call {}", n + 1)),
                 duration_ms: Some(shared.config.call_duration.as_millis() as u64),
-                // Every fourth call goes unanswered, so scripts see missed calls too.
-                outcome: if n % 4 == 3 { CallOutcome::Missed } else { CallOutcome::Answered },
+                outcome: if missed { CallOutcome::Missed } else { CallOutcome::Answered },
                 user,
                 ..CallSpec::default()
             };

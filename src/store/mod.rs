@@ -66,6 +66,35 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
 ";
 
+/// The store's connection while held. Let go, it tells the checkpointer the database may have
+/// changed: after the work, so a checkpoint that ran meanwhile cannot have missed it.
+struct Held<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    checkpointer: Option<&'a checkpoint::Checkpointer>,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkpointer {
+            c.touch();
+        }
+    }
+}
+
 /// The part of a script's `agent.state` a commit writes.
 #[derive(Debug, Default)]
 pub struct StateWrite<'a> {
@@ -117,12 +146,8 @@ impl Store {
         StoreError { path: self.path.clone(), source }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // Whoever takes the connection may write: the checkpointer looks at this database again.
-        if let Some(c) = &self._checkpointer {
-            c.touch();
-        }
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Held<'_> {
+        Held { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), checkpointer: self._checkpointer.as_ref() }
     }
 
     /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
