@@ -251,17 +251,22 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
         }
     };
     let mut worst: Option<u8> = None;
+    let mut failed = 0;
     for spec in &accounts {
         if let Some(name) = &spec.name {
             println!("account {name}:");
         }
         if let Some(code) = check_online_account(config, spec).await {
+            failed += 1;
             worst = Some(match worst {
                 Some(EXIT_CONFIG) => EXIT_CONFIG,
                 Some(EXIT_CREDENTIALS) if code != EXIT_CONFIG => EXIT_CREDENTIALS,
                 _ => code,
             });
         }
+    }
+    if accounts.len() > 1 {
+        println!("online: {} of {} accounts signed in", accounts.len() - failed, accounts.len());
     }
     worst.map(ExitCode::from)
 }

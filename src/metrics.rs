@@ -317,7 +317,7 @@ impl Metrics {
         let h = self.health();
         let _ = writeln!(
             out,
-            "# HELP ucwa_up 1 while signed in and polling.\n# TYPE ucwa_up gauge\nucwa_up {}\n# HELP ucwa_uptime_seconds Seconds since the agent started.\n# TYPE ucwa_uptime_seconds gauge\nucwa_uptime_seconds {}",
+            "# HELP ucwa_up 1 while signed in and polling.\n# TYPE ucwa_up gauge\nucwa_up {}\n# HELP ucwa_uptime_seconds Seconds since the agent (with [[account]]s: the account) started.\n# TYPE ucwa_uptime_seconds gauge\nucwa_uptime_seconds {}",
             (h.state == HealthState::Polling) as u8,
             self.started.elapsed().as_secs()
         );

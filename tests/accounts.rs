@@ -338,4 +338,15 @@ async fn check_covers_every_account() {
     let reception = shown.find("account reception:").expect("each account is named");
     let helpdesk = shown.find("account helpdesk:").expect("each account is named");
     assert!(shown[reception..helpdesk].contains("online: signed in") && shown[helpdesk..].contains("FAIL token"), "{shown}");
+    assert!(shown.contains("online: 1 of 2 accounts signed in"), "{shown}");
+    // An account's scripts folder that is not there: `check` and `run` both stop, naming it.
+    let missing = dir.path().join("missing.toml");
+    std::fs::write(&missing, config(dir.path(), "[[account]]\nname = \"desk\"\nscripts_dir = \"nope\"\n", "")).unwrap();
+    for command in ["check", "run"] {
+        let out = agent_command(&[command, "--config", missing.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).output().unwrap();
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
+        assert!(shown.contains("`account.desk.scripts_dir`: cannot read"), "{command}: {shown}");
+    }
+    assert!(!dir.path().join(".state/desk").exists(), "nothing was started");
 }

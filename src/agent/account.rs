@@ -84,7 +84,8 @@ impl Account {
             Some(own) => {
                 let debounce = Duration::from_millis(config.scripts.reload_debounce_ms);
                 let target = host.clone();
-                let w = crate::script::watch::watch(own.clone(), Arc::new(move || vec![target.clone()]), debounce);
+                // (In the account's span: the watcher's task keeps it, so its lines name the account.)
+                let w = span.in_scope(|| crate::script::watch::watch(own.clone(), Arc::new(move || vec![target.clone()]), debounce));
                 Some(w.map_err(|source| StartError::Watch { dir: own.display().to_string(), source })?)
             }
             None => None,
@@ -273,7 +274,7 @@ impl Account {
         self.host.shutdown(SHUTDOWN_GRACE).await;
         if let RunEnd::CredentialsRefused(reason) = &end {
             refusal::record(&state_dir, &self.auth, reason);
-            metrics.set_health(HealthState::Stopped, Some(format!("credentials refused: {reason}")));
+            metrics.set_health(HealthState::Stopped, Some(reason.clone()));
         }
         tracing::info!("account stopped");
         end

@@ -89,6 +89,10 @@ impl Agent {
     pub async fn start_shard(config: Config, shard: Option<Shard>) -> Result<Agent, StartError> {
         let file = config.path.display().to_string();
         let specs = config.accounts_of(shard)?;
+        // What each account needs from outside the file, before anything starts.
+        for spec in &specs {
+            Account::preflight(spec, &config)?;
+        }
         if let (Some(s), true) = (shard, specs.is_empty()) {
             tracing::warn!(shard = %format!("{}/{}", s.index, s.count), "no account of the configuration falls to this shard; idle until a reload adds one");
         }

@@ -89,15 +89,22 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// The shard (0..count) an account name falls to: FNV-1a (64 bits) of the name, modulo
-/// `count`. Stable across builds, platforms and the order of the file, so every agent of a
-/// fleet agrees without talking to the others, and adding an account moves no other.
+/// The shard (0..count) an account name falls to: FNV-1a (64 bits) of the name, mixed by
+/// MurmurHash3's 64-bit finalizer, modulo `count`. Stable across builds, platforms and the
+/// order of the file, so every agent of a fleet agrees without talking to the others, and
+/// adding an account moves no other. (FNV-1a alone is not enough: its low bit is the parity
+/// of the name's bytes, so `a1`, `b2`, … would all fall to one of two shards.)
 pub fn shard_of(name: &str, count: u32) -> u32 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in name.bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
+    h ^= h >> 33;
     (h % count.max(1) as u64) as u32
 }
 
@@ -292,8 +299,11 @@ mod tests {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
         // Pinned: a fleet's agents must agree across versions.
-        assert_eq!([shard_of("reception", 4), shard_of("helpdesk", 4), shard_of("rg-1", 4)], [2, 3, 0]);
-        assert_eq!(shard_of("", 7), (0xcbf29ce484222325u64 % 7) as u32);
+        assert_eq!([shard_of("reception", 4), shard_of("helpdesk", 4), shard_of("rg-1", 4)], [1, 0, 2]);
+        // Names that differ little still spread (FNV-1a's low bit alone would put these in one).
+        let pairs = ["a1", "b2", "c3", "d4", "e5", "f6", "g7", "h8"];
+        let zeros = pairs.iter().filter(|n| shard_of(n, 2) == 0).count();
+        assert!((2..=6).contains(&zeros), "{zeros} of 8 in shard 0");
         let names: Vec<String> = (0..60).map(|i| format!("acct-{i}")).collect();
         let text: String = names.iter().map(|n| format!("[[account]]\nname = \"{n}\"\n")).collect();
         let c = parse(&text).unwrap();

@@ -434,6 +434,11 @@ impl Config {
         let mut problems = Vec::new();
         let unset = |var: &str| std::env::var(var).map_or(true, |v| v.is_empty());
         for account in self.accounts().unwrap_or_default() {
+            for dir in account.scripts_dirs.iter().skip(1) {
+                if let Err(e) = std::fs::read_dir(dir) {
+                    problems.push(self.invalid(format!("account.{}.scripts_dir", account.label()), format!("cannot read {}: {e}", dir.display())));
+                }
+            }
             let Some(auth) = &account.auth else { continue };
             let at = &account.key;
             if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
@@ -446,11 +451,6 @@ impl Config {
                 let path = self.resolve(file);
                 if let Err(e) = std::fs::File::open(&path) {
                     problems.push(self.invalid(format!("{at}.token_file"), format!("cannot read {}: {e}", path.display())));
-                }
-            }
-            for dir in account.scripts_dirs.iter().skip(1) {
-                if let Err(e) = std::fs::read_dir(dir) {
-                    problems.push(self.invalid(format!("account.{}.scripts_dir", account.label()), format!("cannot read {}: {e}", dir.display())));
                 }
             }
         }

@@ -137,7 +137,8 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
     let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new(), lib_watched: false };
     w.refresh();
     w.watch_lib();
-    let task = tokio::spawn(async move {
+    let task = tokio::spawn(
+        async move {
         let mut check = tokio::time::interval(RETARGET_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -199,6 +200,8 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
             w.refresh();
             w.watch_lib();
         }
-    });
+    }
+        .instrument(tracing::Span::current()),
+    );
     Ok(WatchHandle { task })
 }

@@ -52,16 +52,17 @@ pub struct SimulateArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-/// The `[simulator]` section of `config` if that file exists; the defaults if it does not.
-fn section(config: &Path) -> Result<SimulatorConfig, String> {
+/// The `[simulator]` section of `config` and the users it serves (`simulator.users`, or the
+/// demo user and the embedded accounts' users) if that file exists; the defaults if it does not.
+fn section(config: &Path) -> Result<(SimulatorConfig, Vec<String>), String> {
     if !config.exists() {
-        return Ok(SimulatorConfig::default());
+        return Ok((SimulatorConfig::default(), vec![DEMO_USER.to_string()]));
     }
-    Config::load(config).map(|c| c.simulator).map_err(|e| e.to_string())
+    Config::load(config).map(|c| (c.simulator.clone(), c.simulator_users())).map_err(|e| e.to_string())
 }
 
 pub async fn simulate(args: SimulateArgs, config: &Path, shutdown: impl Future<Output = ()>) -> ExitCode {
-    let base = match section(config) {
+    let (base, file_users) = match section(config) {
         Ok(s) => s,
         Err(error) => {
             tracing::error!("{error}");
@@ -84,7 +85,7 @@ pub async fn simulate(args: SimulateArgs, config: &Path, shutdown: impl Future<O
         }
     }
     if users.is_empty() {
-        users.push((DEMO_USER.to_string(), DEMO_PASSWORD.to_string()));
+        users = file_users.into_iter().map(|u| (u.to_ascii_lowercase(), DEMO_PASSWORD.to_string())).collect();
     }
     let secs = |s: f64, flag: &str| -> Result<Duration, ExitCode> {
         Duration::try_from_secs_f64(s).map_err(|_| {
