@@ -291,8 +291,7 @@ async fn the_embedded_demo_serves_two_accounts_and_log_lines_name_them() {
     let log = dir.path().join("agent.log");
     let mut agent = agent_command(&["run", "--config", path.to_str().unwrap(), "--log-format", "json"], &[("RUST_LOG", "warn")])
         .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();
     let both = |l: &str| l.contains(r#""message":"call for reception""#) && l.contains(r#""message":"call for helpdesk""#);
     eventually("calls for both accounts", || both(&lines())).await;

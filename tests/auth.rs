@@ -109,8 +109,7 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
             &[("SVC_PASSWORD", PASSWORD), ("RUST_LOG", "trace")],
         )
         .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
         wait_available(&sim).await;
         let c = sim.start_call(answered_call()).unwrap();
         // The script's own line (other lines mention "added" before the session is answered).
@@ -156,7 +155,7 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     let text = config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000"));
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("agent.log");
-    let spawn = || agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let spawn = || agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
 
     // Idle: one SIGTERM stops it cleanly and the application is deleted.
     let mut child = spawn();
@@ -219,7 +218,7 @@ async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(&sim, dir.path(), "");
-    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).spawn_guarded();
     let (code, _) = exit_within(&mut agent, PATIENCE).await;
     let mut log = String::new();
     std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut log).unwrap();
@@ -287,8 +286,7 @@ end)"#,
     let log = dir.path().join("agent.log");
     let mut agent = agent_command(&["--log-format", "json", "run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug"), ("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
         .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
     file_contains(&log, "handler failed").await;

@@ -84,7 +84,7 @@ async fn the_embedded_default_logs_generated_calls() {
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
     std::fs::copy(root.join("scripts/call_log.lua"), dir.path().join("scripts/call_log.lua")).unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(&["run"], &[("RUST_LOG", "info")]).current_dir(dir.path()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let mut agent = agent_command(&["run"], &[("RUST_LOG", "info")]).current_dir(dir.path()).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     // The generator's first call comes within 3 s and rings for 2.
     file_contains(&log, "script: call started").await;
     // Who called, spread out as key=value, the conversation as a pool path (human lines).
@@ -157,8 +157,7 @@ async fn sighup_reloads_the_configuration() {
     let log = dir.path().join("agent.log");
     let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "")])
         .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
     file_contains(&log, "script: word one").await;

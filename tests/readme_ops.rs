@@ -24,8 +24,7 @@ async fn logs_say_what_the_readme_says() {
     let log = dir.path().join("agent.log");
     let mut agent = agent_command(&["--log-format", "json", "run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug")])
         .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     wait_available(&sim).await;
     for _ in 0..2 {
         let c = sim.start_call(answered_call()).unwrap();

@@ -134,9 +134,9 @@ async fn two_agents_on_one_account_say_their_polls_are_replaced() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let log = a.path().join("agents.log");
     let file = || std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-    let mut first = agent_command(&["run", "--config", config_file(&sim, a.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn().unwrap();
+    let mut first = agent_command(&["run", "--config", config_file(&sim, a.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn_guarded();
     wait_available(&sim).await;
-    let mut second = agent_command(&["run", "--config", config_file(&sim, b.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn().unwrap();
+    let mut second = agent_command(&["run", "--config", config_file(&sim, b.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn_guarded();
     file_contains(&log, "PGetReplaced").await;
     file_contains(&log, "another client may be using this application").await;
     eventually("the simulator counts replaced polls", || sim.counters()["pget_replaced"].as_u64().unwrap() > 0).await;
@@ -220,7 +220,7 @@ async fn replay_ends_with_an_error_when_a_script_gets_stuck() {
     std::fs::write(dir.path().join("scripts/stuck.lua"), hog(r#""audioVideoInvitation""#)).unwrap();
     std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
-    let mut child = agent_command(&["replay", samples.to_str().unwrap()], &[]).current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = agent_command(&["replay", samples.to_str().unwrap()], &[]).current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn_guarded();
     let (code, _) = exit_within(&mut child, PATIENCE).await;
     let mut text = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
@@ -235,7 +235,7 @@ async fn a_script_load_in_progress_does_not_hold_shutdown() {
     // A long time limit: the load of a top level stuck in C would be waited for 21 s.
     let config = config_file(&sim, dir.path(), "handler_timeout_ms = 20000\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\nreload_debounce_ms = 20");
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
     std::fs::write(dir.path().join("loading.lua"), HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // the debounce, then the load starts

@@ -152,7 +152,7 @@ async fn record_then_replay_a_real_session() {
     )
     .unwrap();
     let recording = p.path().join("session.jsonl");
-    let mut child = agent_command(&["record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = agent_command(&["record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn_guarded();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
     // (recorded compactly, keys in order: `link` {href, rel}, then `type`)
@@ -220,7 +220,7 @@ async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
     let p = project(&[("replayed.lua", REPLAYED)]);
     std::fs::write(p.path().join("config.toml"), config_text(&sim, &p.path().join("scripts"), "")).unwrap();
     let recording = p.path().join("run.jsonl");
-    let mut child = agent_command(&["run", "--record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = agent_command(&["run", "--record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn_guarded();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
     file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"added\"").await;
@@ -230,7 +230,7 @@ async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
 
     // `simulate`: the simulator alone, on the address given, with its control API.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut simulate = agent_command(&["simulate", "--listen", &format!("127.0.0.1:{port}"), "--calls-per-minute", "0"], &[]).stderr(Stdio::null()).spawn().unwrap();
+    let mut simulate = agent_command(&["simulate", "--listen", &format!("127.0.0.1:{port}"), "--calls-per-minute", "0"], &[]).stderr(Stdio::null()).spawn_guarded();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut answered = false;
@@ -259,7 +259,7 @@ async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificat
     let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let (cert, key) = (tls.join("sim.pem"), tls.join("sim.key"));
     let args = ["simulate", "--config", config.to_str().unwrap(), "--ring-secs", "1.5", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
-    let mut simulate = agent_command(&args, &[]).stderr(Stdio::null()).spawn().unwrap();
+    let mut simulate = agent_command(&args, &[]).stderr(Stdio::null()).spawn_guarded();
     let base = format!("https://127.0.0.1:{port}");
     let http = test_http();
     let mut settings = serde_json::Value::Null;

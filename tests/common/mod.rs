@@ -110,9 +110,49 @@ pub fn agent_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Comma
 }
 
 /// `ucwa-agent run --config PATH`, its log to `stderr`.
-pub fn spawn_agent(config: &Path, stderr: impl Into<std::process::Stdio>) -> std::process::Child {
+pub fn spawn_agent(config: &Path, stderr: impl Into<std::process::Stdio>) -> Guarded {
     let config = config.to_str().expect("a UTF-8 path");
-    agent_command(&["run", "--config", config], &[]).stderr(stderr).spawn().expect("the agent binary starts")
+    agent_command(&["run", "--config", config], &[]).stderr(stderr).spawn_guarded()
+}
+
+/// A child process that is killed (and reaped) when dropped: a test that fails halfway leaves
+/// no agent or simulator running behind it.
+pub struct Guarded(Option<std::process::Child>);
+
+impl std::ops::Deref for Guarded {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("the child is held")
+    }
+}
+
+impl std::ops::DerefMut for Guarded {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("the child is held")
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `Command::spawn`, guarded.
+pub trait SpawnGuarded {
+    fn spawn_guarded(&mut self) -> Guarded;
+}
+
+impl SpawnGuarded for std::process::Command {
+    fn spawn_guarded(&mut self) -> Guarded {
+        Guarded(Some(self.spawn().expect("the binary starts")))
+    }
 }
 
 /// Sends `sig` (`-TERM`, `-HUP`, `-INT`, …) to a child process.
