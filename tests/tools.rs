@@ -408,6 +408,19 @@ fn every_shipped_configuration_is_valid() {
             assert!(config.state_dir().is_absolute(), "{file}: a state dir under /etc would be read-only to the agent");
         }
     }
+    // The Kubernetes manifest's config.toml (the ConfigMap's block, indented 4 spaces).
+    let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/ucwa-agent.yaml")).unwrap();
+    let block: String = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "config.toml: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or("")))
+        .collect();
+    let config = ucwa_agent::config::Config::parse(&block, Path::new("/etc/ucwa-agent/conf/config.toml")).unwrap_or_else(|e| panic!("the manifest's config.toml: {e}"));
+    let names: Vec<String> = config.accounts().unwrap().into_iter().filter_map(|a| a.name).collect();
+    assert_eq!(names, ["reception", "helpdesk"]);
+    assert!(config.state_dir().is_absolute() && config.scripts_dir().is_absolute());
 }
 
 #[test]
