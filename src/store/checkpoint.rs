@@ -11,15 +11,24 @@
 //!
 //! One thread serves every store of the process (an agent of a thousand accounts has a
 //! thousand databases), and a database that nothing wrote to since its last checkpoint is
-//! skipped (`PRAGMA data_version` tells, without I/O).
+//! skipped (`PRAGMA data_version` tells, without I/O). The connection is opened only once the
+//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold): an account with
+//! little traffic never holds a second connection (about 60 KiB), and SQLite checkpoints its
+//! small WAL itself when the store closes.
 
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The WAL size past which the checkpointer steps in (SQLite's automatic checkpoint: 4 MiB).
+pub(crate) const WAL_MIN: u64 = 1 << 20;
+
 struct Entry {
-    conn: Connection,
+    path: PathBuf,
+    /// Opened once the WAL has grown past `wal_min`.
+    conn: Option<Connection>,
+    wal_min: u64,
     every: Duration,
     due: Instant,
     /// `data_version` at the last checkpoint: unchanged means nothing was written since.
@@ -29,12 +38,29 @@ struct Entry {
 }
 
 impl Entry {
-    fn checkpoint(&mut self) {
-        let version = self.conn.prepare_cached("PRAGMA data_version").and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))).ok();
+    /// Checkpoints if anything was written since the last time; `force`: whatever the WAL's size.
+    fn checkpoint(&mut self, force: bool) {
+        if self.conn.is_none() {
+            let mut wal = self.path.clone().into_os_string();
+            wal.push("-wal");
+            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            if size == 0 || (size < self.wal_min && !force) {
+                return;
+            }
+            match Connection::open(&self.path).and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c)) {
+                Ok(c) => self.conn = Some(c),
+                Err(error) => {
+                    tracing::warn!(%error, db = %self.path.display(), "cannot open the database for a WAL checkpoint; the next turn retries");
+                    return;
+                }
+            }
+        }
+        let Some(conn) = &self.conn else { return };
+        let version = conn.prepare_cached("PRAGMA data_version").and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))).ok();
         if version.is_some() && version == self.seen {
             return;
         }
-        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             Ok(()) => self.seen = version,
             Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one retries"),
         }
@@ -55,11 +81,17 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(path: &Path, every: Duration) -> rusqlite::Result<Checkpointer> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+    pub(crate) fn start(path: &Path, every: Duration, wal_min: u64) -> rusqlite::Result<Checkpointer> {
         let touched = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let entry = Arc::new(Mutex::new(Entry { conn, every, due: Instant::now() + every, seen: None, touched: touched.clone() }));
+        let entry = Arc::new(Mutex::new(Entry {
+            path: path.to_path_buf(),
+            conn: None,
+            wal_min,
+            every,
+            due: Instant::now() + every,
+            seen: None,
+            touched: touched.clone(),
+        }));
         lock(&ENTRIES).push(entry.clone());
         let mut failed = None;
         THREAD.call_once(|| {
@@ -82,7 +114,12 @@ impl Checkpointer {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         lock(&ENTRIES).retain(|e| !Arc::ptr_eq(e, &self.entry));
-        lock(&self.entry).checkpoint();
+        // Only if it was needed while running: otherwise the store's own connection, closing
+        // last, checkpoints the small WAL itself.
+        let mut e = lock(&self.entry);
+        if e.conn.is_some() {
+            e.checkpoint(true);
+        }
     }
 }
 
@@ -96,7 +133,7 @@ fn run() {
             let mut e = lock(&e);
             tick = tick.min(e.every);
             if e.due <= now && e.touched.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                e.checkpoint();
+                e.checkpoint(false);
                 e.due = now + e.every;
             }
         }

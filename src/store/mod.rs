@@ -108,10 +108,11 @@ pub struct StateWrite<'a> {
 impl Store {
     /// Opens (creating) `<dir>/agent.db`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, CHECKPOINT_EVERY)
+        Store::open_with(dir, CHECKPOINT_EVERY, checkpoint::WAL_MIN)
     }
 
-    fn open_with(dir: &Path, checkpoint_every: std::time::Duration) -> Result<Store, StoreError> {
+    /// `wal_min`: the WAL size past which the checkpoint thread takes over (see `checkpoint`).
+    fn open_with(dir: &Path, checkpoint_every: std::time::Duration, wal_min: u64) -> Result<Store, StoreError> {
         let path = dir.join("agent.db");
         let err = |source| StoreError { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
@@ -127,7 +128,7 @@ impl Store {
         // the agent sign in and then fail every batch: find out now.
         conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;")
             .map_err(err)?;
-        let checkpointer = checkpoint::Checkpointer::start(&path, checkpoint_every).map_err(err)?;
+        let checkpointer = checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
         Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
     }
 
@@ -468,7 +469,7 @@ mod tests {
     #[test]
     fn the_wal_is_checkpointed_off_the_writers_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open_with(dir.path(), std::time::Duration::from_millis(20)).unwrap();
+        let s = Store::open_with(dir.path(), std::time::Duration::from_millis(20), 0).unwrap();
         let before = std::fs::metadata(dir.path().join("agent.db")).unwrap().len();
         for _ in 0..20 {
             append(&s, &padded_body(50), None); // far below the automatic threshold
@@ -487,7 +488,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The worst case for the background thread: it never gets to run (a passive checkpoint
         // that never catches up is the same). The automatic checkpoint must bound the WAL.
-        let s = Store::open_with(dir.path(), std::time::Duration::from_secs(3600)).unwrap();
+        let s = Store::open_with(dir.path(), std::time::Duration::from_secs(3600), checkpoint::WAL_MIN).unwrap();
         let body = padded_body(100);
         for i in 0..1500 {
             append(&s, &body, None);
