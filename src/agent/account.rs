@@ -66,10 +66,7 @@ impl Account {
             Discover::Embedded => shared.embedded.clone().expect("the embedded simulator runs when an account uses it"),
             Discover::Url(url) => url.clone(),
         };
-        let auth = match &spec.auth {
-            Some(a) => auth_of(config, &file, a, &spec.key)?,
-            None => Auth::Password { username: spec.simulator_user(), password: Secret::new(DEMO_PASSWORD) },
-        };
+        let auth = auth_for(&spec, config)?;
         let info = AccountInfo { name: spec.label().to_string(), uri: spec.uri() };
         let env = ScriptEnv::new(config.script_settings(), store.clone()).for_account(info, span.clone()).with_http(shared.outbound.clone());
         let host = ScriptHost::with_dirs(spec.scripts_dirs.clone(), env);
@@ -108,9 +105,7 @@ impl Account {
     /// `[auth]` names and the account's own scripts folder.
     pub(crate) fn preflight(spec: &AccountSpec, config: &Config) -> Result<(), StartError> {
         let file = config.path.display().to_string();
-        if let Some(a) = &spec.auth {
-            auth_of(config, &file, a, &spec.key)?;
-        }
+        auth_for(spec, config)?;
         for dir in spec.scripts_dirs.iter().skip(1) {
             std::fs::read_dir(dir).map_err(|source| StartError::AccountScriptsDir {
                 file: file.clone(),
@@ -134,8 +129,7 @@ impl Account {
         self.run_inner(stop, recorder).instrument(span).await
     }
 
-    async fn run_inner(self, mut stop: watch::Receiver<bool>, recorder: Option<record::Recorder>) -> RunEnd {
-        let mut recorder = recorder;
+    async fn run_inner(self, mut stop: watch::Receiver<bool>, mut recorder: Option<record::Recorder>) -> RunEnd {
         let http = self.http.clone();
         let settings = ChannelSettings {
             poll_timeout: Duration::from_secs(self.server.poll_timeout_secs),
@@ -342,6 +336,15 @@ impl Account {
             sink.synthetic("resync", json!({ "reason": reason }));
         }
         Ok((app, false))
+    }
+}
+
+/// How the account signs in: its `[auth]`, or on the embedded simulator without one, the
+/// simulator user of its name with the demo password.
+pub(crate) fn auth_for(spec: &AccountSpec, config: &Config) -> Result<Auth, StartError> {
+    match &spec.auth {
+        Some(a) => auth_of(config, &config.path.display().to_string(), a, &spec.key),
+        None => Ok(Auth::Password { username: spec.simulator_user(), password: Secret::new(DEMO_PASSWORD) }),
     }
 }
 

@@ -16,8 +16,8 @@ pub use reload::{LogLevelApplier, Reloader};
 
 use crate::config::{Config, Discover, Shard};
 use crate::script::ScriptHost;
-use crate::sim::{Simulator, DEMO_PASSWORD};
-use crate::ucwa::{session::http_client, Auth, Secret, UcwaError};
+use crate::sim::Simulator;
+use crate::ucwa::{session::http_client, Auth, UcwaError};
 use account::Shared;
 use backoff::Backoff;
 use std::collections::BTreeMap;
@@ -205,11 +205,12 @@ impl Agent {
                 end = ends.recv() => {
                     let Some((name, generation, reason)) = end else { break };
                     self.fleet.ended(&name, generation);
-                    if self.fleet.any_running() {
+                    let others = self.fleet.any_running();
+                    if others {
                         tracing::error!(account = %name, %reason, "account stopped: credentials refused; the other accounts go on");
                     }
                     refused = Some(reason);
-                    if !self.fleet.any_running() {
+                    if !others {
                         break;
                     }
                 }
@@ -362,7 +363,7 @@ fn pool_client(config: &Config) -> Result<reqwest::Client, StartError> {
     http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file, message })
 }
 
-/// What signing in needs for the first account (`check --online`): where to discover the pool
+/// What signing in needs for one account (`check --online`): where to discover the pool
 /// (starting the embedded simulator if that is the pool), the credentials and the HTTP client.
 pub struct Pool {
     pub discover: Url,
@@ -373,14 +374,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub async fn of(config: &Config) -> Result<Pool, StartError> {
-        let spec = config.accounts()?.into_iter().next().expect("a configuration has an account");
-        Pool::of_account(config, &spec).await
-    }
-
-    /// The pool of one account.
     pub async fn of_account(config: &Config, spec: &crate::config::AccountSpec) -> Result<Pool, StartError> {
-        let file = config.path.display().to_string();
         let (discover, simulator) = match &spec.discover {
             Discover::Embedded => {
                 let sim = start_embedded(config).await?;
@@ -388,11 +382,7 @@ impl Pool {
             }
             Discover::Url(url) => (url.clone(), None),
         };
-        let auth = match &spec.auth {
-            Some(a) => account::auth_of(config, &file, a, &spec.key)?,
-            None => Auth::Password { username: spec.simulator_user(), password: Secret::new(DEMO_PASSWORD) },
-        };
-        Ok(Pool { discover, auth, http: pool_client(config)?, simulator })
+        Ok(Pool { discover, auth: account::auth_for(spec, config)?, http: pool_client(config)?, simulator })
     }
 }
 /// Sign-in attempts the pool may refuse in a row (`invalid_grant`, a rejected bearer token)

@@ -74,11 +74,6 @@ impl ScriptHost {
         &self.inner.dirs[0]
     }
 
-    /// Every directory the scripts come from.
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.inner.dirs
-    }
-
     /// The script files, one per name: the last directory holding a name wins. Any directory
     /// that cannot be read is an error (a rescan then changes nothing: an account's overrides
     /// are not replaced by the shared scripts because their folder was briefly unreadable).

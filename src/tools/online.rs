@@ -29,14 +29,7 @@ pub enum Verdict {
     Failed,
 }
 
-/// Walks the sign-in of the first account against its pool (the embedded simulator for
-/// `embedded`).
-pub async fn check_online(config: &Config) -> Result<(Vec<StepResult>, Verdict), StartError> {
-    let spec = config.accounts()?.into_iter().next().expect("a configuration has an account");
-    check_account(config, &spec).await
-}
-
-/// Walks one account's sign-in against its pool.
+/// Walks one account's sign-in against its pool (the embedded simulator for `embedded`).
 pub async fn check_account(config: &Config, spec: &crate::config::AccountSpec) -> Result<(Vec<StepResult>, Verdict), StartError> {
     let pool = Pool::of_account(config, spec).await?;
     let mut steps: Vec<StepResult> = Vec::new();
