@@ -6,6 +6,7 @@
 //! | 200 with `next`                        | journal and deliver the events, follow `next` (acks it)     |
 //! | 200 with `resync` / `resume`           | deliver any events, tell scripts (`agent`/`resync`), follow |
 //! | 200 that is not a batch (bad JSON…)    | log, back off, poll the same ack again                     |
+//! | 200 with an event that cannot be read  | log and count it, deliver the others, follow `next`         |
 //! | 409 PGetReplaced                       | log (another poll exists), back off, same ack again        |
 //! | 404 / 410                              | the application is gone: end with `ApplicationGone`        |
 //! | 401 (after the session's one retry)    | back off, same ack again (the session signs in anew)       |
@@ -49,10 +50,21 @@ fn http_timeout(poll_timeout: Duration) -> Duration {
 }
 
 /// Adds `timeout=` to a server-given href with a URL builder, keeping the server's parameters.
-fn with_timeout(href: &str, session: &Session, poll_timeout: Duration) -> Result<String, UcwaError> {
+fn with_timeout(
+    href: &str,
+    session: &Session,
+    poll_timeout: Duration,
+) -> Result<String, UcwaError> {
     let mut url = session.origin().resolve(href)?;
-    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "timeout").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    url.query_pairs_mut().clear().extend_pairs(kept).append_pair("timeout", &poll_timeout.as_secs().to_string());
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "timeout")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("timeout", &poll_timeout.as_secs().to_string());
     Ok(url.to_string())
 }
 
@@ -78,7 +90,12 @@ pub async fn run(
             }
         };
         metrics.poll();
-        let sent = session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout)));
+        let sent = session.send(
+            Method::GET,
+            &url,
+            None,
+            Some(http_timeout(settings.poll_timeout)),
+        );
         let reply = tokio::select! {
             r = sent => r,
             _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
@@ -87,6 +104,10 @@ pub async fn run(
             Ok(reply) if reply.status == 200 => match batch::parse(&reply.body, session.origin()) {
                 Ok(b) => {
                     sink.record(&reply.body);
+                    for problem in &b.skipped {
+                        tracing::warn!(href = %href, problem = %problem, "skipped an event the pool sent malformed; delivering the rest of the batch");
+                        metrics.recovery("malformed_event");
+                    }
                     let (next, lost) = match b.continuation {
                         Continuation::Next(h) => (h, None),
                         Continuation::Resync(h) => (h, Some("resync")),
@@ -149,7 +170,11 @@ pub async fn run(
             }
         };
         let delay = backoff.next_delay(retry_after);
-        tracing::debug!(delay_ms = delay.as_millis() as u64, attempt = backoff.attempt(), "backing off");
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            attempt = backoff.attempt(),
+            "backing off"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return Ok(ChannelEnd::Shutdown),

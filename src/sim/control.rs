@@ -33,20 +33,29 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["calls", id, "accept"] if m == Method::POST => command(shared, id, CallCommand::Accept),
         ["calls", id, "decline"] if m == Method::POST => command(shared, id, CallCommand::Decline),
         ["faults"] if m == Method::POST => fault(shared, req),
-        ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
+        ["counters"] if m == Method::GET => {
+            Reply::json(StatusCode::OK, &shared.counters.snapshot())
+        }
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
         ["presence"] if m == Method::GET => presence(shared),
         ["messages"] if m == Method::GET => super::messaging::list(shared),
-        ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.state.lock().expect("sim state lock").quirks)),
+        ["quirks"] if m == Method::GET => {
+            Reply::json(StatusCode::OK, &super::quirks::names(&shared.lock().quirks))
+        }
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
-        _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
+        _ => Reply::error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            None,
+            "Unknown control API path.",
+        ),
     }
 }
 
 fn presence(shared: &Shared) -> Reply {
-    let st = shared.state.lock().expect("sim state lock");
+    let st = shared.lock();
     let mut users: Vec<&String> = st.users.keys().collect();
     users.sort();
     let out: serde_json::Map<String, Value> = users
@@ -65,7 +74,7 @@ fn presence(shared: &Shared) -> Reply {
 fn set_quirks(shared: &Shared, req: &Req) -> Reply {
     match serde_json::from_slice::<super::Quirks>(strip_bom(&req.body)) {
         Ok(q) => {
-            let mut st = shared.state.lock().expect("sim state lock");
+            let mut st = shared.lock();
             st.quirks = q;
             Reply::json(StatusCode::OK, &super::quirks::names(&st.quirks))
         }
@@ -90,7 +99,7 @@ fn set_password(shared: &Shared, name: &str, req: &Req) -> Reply {
 
 /// Sets an existing account's password; false if there is no such account.
 pub(crate) fn set_user_password(shared: &Shared, name: &str, password: &str) -> bool {
-    let mut st = shared.state.lock().expect("sim state lock");
+    let mut st = shared.lock();
     match st.users.get_mut(&name.to_ascii_lowercase()) {
         Some(p) => {
             *p = password.to_string();
@@ -116,13 +125,18 @@ fn settings(shared: &Shared) -> Reply {
             "app_idle_secs": c.app_idle_timeout.as_secs(),
             "min_poll_timeout_secs": c.min_poll_timeout.as_secs(),
             "max_poll_timeout_secs": c.max_poll_timeout.as_secs(),
-            "quirks": super::quirks::names(&shared.state.lock().expect("sim state lock").quirks),
+            "quirks": super::quirks::names(&shared.lock().quirks),
         }),
     )
 }
 
 fn bad(message: String) -> Reply {
-    Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &message)
+    Reply::error(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        Some("ParameterValidationFailure"),
+        &message,
+    )
 }
 
 fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
@@ -134,14 +148,17 @@ fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
             Err(e) => return bad(format!("body is not JSON: {e}")),
         }
     };
-    let app = body.as_object_mut().and_then(|o| o.remove("application")).and_then(|v| v.as_u64());
+    let app = body
+        .as_object_mut()
+        .and_then(|o| o.remove("application"))
+        .and_then(|v| v.as_u64());
     let spec: CallSpec = match serde_json::from_value(body) {
         Ok(s) => s,
         Err(e) => return bad(format!("not a call spec: {e}")),
     };
     match calls::start_call(shared, spec, app) {
         Ok(id) => {
-            let st = shared.state.lock().expect("sim state lock");
+            let st = shared.lock();
             let call = &st.calls[&id];
             Reply::json(
                 StatusCode::CREATED,
@@ -153,7 +170,7 @@ fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
 }
 
 fn list_calls(shared: &Shared) -> Reply {
-    let st = shared.state.lock().expect("sim state lock");
+    let st = shared.lock();
     let calls: Vec<Value> = st
         .calls
         .values()
@@ -167,7 +184,7 @@ fn list_calls(shared: &Shared) -> Reply {
 }
 
 fn list_apps(shared: &Shared) -> Reply {
-    let st = shared.state.lock().expect("sim state lock");
+    let st = shared.lock();
     let apps: Vec<Value> = st
         .apps
         .values()
@@ -187,24 +204,43 @@ fn command(shared: &Shared, id: &str, cmd: CallCommand) -> Reply {
 
 /// Sends a command to a live call; false if there is none with that id.
 pub(crate) fn command_call(shared: &Shared, id: u64, cmd: CallCommand) -> bool {
-    let st = shared.state.lock().expect("sim state lock");
-    st.calls.get(&id).is_some_and(|c| c.commands.send(cmd).is_ok())
+    let st = shared.lock();
+    st.calls
+        .get(&id)
+        .is_some_and(|c| c.commands.send(cmd).is_ok())
 }
+
+/// The most uses one `POST /sim/v1/faults` may ask for (a count is stored, never expanded).
+pub(crate) const MAX_FAULT_COUNT: u64 = 1_000_000;
 
 fn fault(shared: &Shared, req: &Req) -> Reply {
     let mut body: Value = match serde_json::from_slice(strip_bom(&req.body)) {
         Ok(v) => v,
         Err(e) => return bad(format!("body is not JSON: {e}")),
     };
-    let count = body.as_object_mut().and_then(|o| o.remove("count")).and_then(|c| c.as_u64()).unwrap_or(1);
-    let user = body.as_object_mut().and_then(|o| o.remove("user")).and_then(|u| u.as_str().map(str::to_string));
+    let count = match body.as_object_mut().and_then(|o| o.remove("count")) {
+        None => 1,
+        Some(c) => match c.as_u64() {
+            Some(n) if n <= MAX_FAULT_COUNT => n,
+            _ => {
+                return bad(format!(
+                    "`count` must be a whole number from 0 to {MAX_FAULT_COUNT}, got {c}"
+                ))
+            }
+        },
+    };
+    let user = body
+        .as_object_mut()
+        .and_then(|o| o.remove("user"))
+        .and_then(|u| u.as_str().map(str::to_string));
     match serde_json::from_value::<Fault>(body) {
         Ok(f) => {
             inject(shared, f, count as usize, user.as_deref());
             Reply::no_content()
         }
         Err(e) => bad(format!(
-            "not a fault ({e}); kinds: server_error, too_many_requests, drop_connection, malformed_body, resync, token_expiry, application_gone"
+            "not a fault ({e}); kinds: {}",
+            super::state::FAULT_KINDS.join(", ")
         )),
     }
 }
@@ -212,18 +248,26 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
 /// Applies `token_expiry` and `application_gone` at once; queues the others for the next polls.
 /// With `user`, only that account's tokens, applications or event-channel requests.
 pub(crate) fn inject(shared: &Shared, fault: Fault, count: usize, user: Option<&str>) {
-    let mut st = shared.state.lock().expect("sim state lock");
+    let mut st = shared.lock();
     let theirs = |u: &str| user.is_none_or(|w| w.eq_ignore_ascii_case(u));
     match fault {
         Fault::TokenExpiry => {
             st.tokens.retain(|_, t| !theirs(&t.user));
         }
         Fault::ApplicationGone => {
-            let ids: Vec<u64> = st.apps.values().filter(|a| theirs(&a.user)).map(|a| a.id).collect();
+            let ids: Vec<u64> = st
+                .apps
+                .values()
+                .filter(|a| theirs(&a.user))
+                .map(|a| a.id)
+                .collect();
             for id in ids {
                 st.remove_app(id);
             }
         }
-        other => st.faults.extend(std::iter::repeat_n((user.map(str::to_string), other), count)),
+        other if count > 0 => st
+            .faults
+            .push_back((user.map(str::to_string), other, count as u64)),
+        _ => {}
     }
 }

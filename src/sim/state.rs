@@ -38,6 +38,48 @@ pub enum Fault {
     TokenExpiry,
     /// Every application is deleted now (applied at once, not queued).
     ApplicationGone,
+    /// A 200 whose body never ends (chunked, about 1 GiB of padding after a batch's start),
+    /// gzip-compressed when `gzip` (a "gzip bomb": about 1 MiB on the wire): what a broken proxy
+    /// or a hostile pool may send. A client must stop reading, not run out of memory.
+    EndlessBody {
+        #[serde(default)]
+        gzip: bool,
+    },
+    /// The next batch carries, before its real events, one event without `type` (a broken
+    /// pool's event): a client should skip that one event and deliver the rest.
+    MalformedEvent,
+}
+
+/// Every `kind` of `Fault`, as the control API names them (its error message lists them; a
+/// test checks each deserializes).
+pub(crate) const FAULT_KINDS: &[&str] = &[
+    "server_error",
+    "too_many_requests",
+    "drop_connection",
+    "malformed_body",
+    "resync",
+    "resume",
+    "token_expiry",
+    "application_gone",
+    "endless_body",
+    "malformed_event",
+];
+
+impl SimState {
+    /// Takes one use of the first fault meant for `user` (or for any account).
+    pub(crate) fn take_fault(&mut self, user: &str) -> Option<Fault> {
+        let i = self
+            .faults
+            .iter()
+            .position(|(who, _, _)| who.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(user)))?;
+        let entry = &mut self.faults[i];
+        entry.2 -= 1;
+        let fault = entry.1.clone();
+        if entry.2 == 0 {
+            self.faults.remove(i);
+        }
+        Some(fault)
+    }
 }
 
 fn default_5xx() -> u16 {
@@ -142,7 +184,10 @@ pub(crate) struct Forwarding {
 
 impl Default for Forwarding {
     fn default() -> Self {
-        Forwarding { setting: "Off", target: String::new() }
+        Forwarding {
+            setting: "Off",
+            target: String::new(),
+        }
     }
 }
 
@@ -155,8 +200,9 @@ pub(crate) struct SimState {
     pub tokens: HashMap<String, Token>,
     pub apps: BTreeMap<u64, App>,
     pub calls: BTreeMap<u64, CallRecord>,
-    /// Faults waiting for the next event-channel requests, in order.
-    pub faults: VecDeque<(Option<String>, Fault)>,
+    /// Faults waiting for the next event-channel requests, in order: (user, fault, times left).
+    /// A count, not copies: `count = 1e9` costs one entry.
+    pub faults: VecDeque<(Option<String>, Fault, u64)>,
     /// The quirks on now (`SimConfig::quirks`, changed by the control API).
     pub quirks: super::Quirks,
     next_id: u64,
@@ -185,7 +231,10 @@ impl SimState {
 
     /// The user a bearer token stands for, if it is known and not expired.
     pub(crate) fn token_user(&self, token: &str, now: Instant) -> Option<String> {
-        self.tokens.get(token).filter(|t| t.expires_at > now).map(|t| t.user.clone())
+        self.tokens
+            .get(token)
+            .filter(|t| t.expires_at > now)
+            .map(|t| t.user.clone())
     }
 
     /// Removes applications nobody polls any more (PROTOCOL.md §3 keep-alive) and their calls.
@@ -227,7 +276,11 @@ impl SimState {
 
     /// The newest available application of `user` (or of any user), where incoming calls ring.
     pub(crate) fn ringing_target(&self, user: Option<&str>) -> Option<u64> {
-        self.apps.values().rev().find(|a| a.available && user.is_none_or(|u| a.user == u)).map(|a| a.id)
+        self.apps
+            .values()
+            .rev()
+            .find(|a| a.available && user.is_none_or(|u| a.user == u))
+            .map(|a| a.id)
     }
 
     /// Creates an application, or returns the existing one for the same identity (PROTOCOL.md §3).
@@ -241,13 +294,23 @@ impl SimState {
         now: Instant,
     ) -> (u64, bool) {
         if let Some(app) = self.apps.values_mut().find(|a| {
-            a.user == user && a.endpoint_id == endpoint_id && a.user_agent == user_agent && a.culture == culture
+            a.user == user
+                && a.endpoint_id == endpoint_id
+                && a.user_agent == user_agent
+                && a.culture == culture
         }) {
             app.last_seen = now;
             return (app.id, false);
         }
         let id = self.next_id();
-        let key = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", id as u32, id % 0xffff, id % 0xfff, (id >> 3) % 0xfff, id);
+        let key = format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            id as u32,
+            id % 0xffff,
+            id % 0xfff,
+            (id >> 3) % 0xfff,
+            id
+        );
         let app = App {
             id,
             user: user.to_string(),
@@ -263,5 +326,18 @@ impl SimState {
         };
         self.apps.insert(id, app);
         (id, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_fault_kind_is_a_fault() {
+        for kind in FAULT_KINDS {
+            let f: Result<Fault, _> = serde_json::from_value(serde_json::json!({"kind": kind}));
+            assert!(f.is_ok(), "{kind}: {f:?}");
+        }
     }
 }

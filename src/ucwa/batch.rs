@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
 
-pub use super::event::{packed_field, Event, Field};
 use super::event::Packer;
+pub use super::event::{packed_field, Event, Field};
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,10 @@ pub enum Continuation {
 pub struct Batch {
     pub continuation: Continuation,
     pub events: Vec<Event>,
+    /// Events that could not be decoded (no `link`, `rel` or `type`, not an object), each as
+    /// where it was and what is wrong: skipped, so one bad event costs only itself. The
+    /// journal keeps the body as received, so they stay on record.
+    pub skipped: Vec<String>,
 }
 
 /// A response body carrying the agent's own events (`rel = "agent"`, sender `agent`): what the
@@ -82,10 +86,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object or an array of objects")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut all = Vec::new();
                 while let Some(t) = seq.next_element()? {
                     all.push(t);
@@ -129,13 +140,18 @@ struct WireLink<'a> {
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
-    let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let text =
+        std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
     let wire: WireBatch = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
         _ => format!("body is not JSON: {e}"),
     })?;
     let links = wire.links.unwrap_or_default();
-    let href = |l: Option<OneOrMany<WireHref>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href).map(Cow::into_owned);
+    let href = |l: Option<OneOrMany<WireHref>>| {
+        l.and_then(|l| l.0.into_iter().next())
+            .and_then(|l| l.href)
+            .map(Cow::into_owned)
+    };
     let continuation = if let Some(h) = href(links.resync) {
         Continuation::Resync(h)
     } else if let Some(h) = href(links.resume) {
@@ -146,26 +162,64 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
         return Err("the response has no next, resync or resume link".into());
     };
     let senders = wire.sender.map(|s| s.0).unwrap_or_default();
-    let mut events = Vec::with_capacity(senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum());
+    let mut events = Vec::with_capacity(
+        senders
+            .iter()
+            .map(|s| s.events.as_ref().map_or(0, Vec::len))
+            .sum(),
+    );
+    let mut skipped = Vec::new();
     for (i, sender) in senders.into_iter().enumerate() {
         let sender_rel = sender.rel.unwrap_or_default();
         let sender_href = sender.href.unwrap_or_default();
         for (j, raw) in sender.events.unwrap_or_default().into_iter().enumerate() {
-            let head: WireEvent = serde_json::from_str(raw.get()).map_err(|e| format!("sender[{i}].events[{j}]: {e}"))?;
-            let l = head.link.ok_or_else(|| format!("sender[{i}].events[{j}] has no link"))?;
-            let rel = l.rel.ok_or_else(|| format!("sender[{i}].events[{j}].link has no rel"))?;
-            let kind = head.kind.ok_or_else(|| format!("sender[{i}].events[{j}] has no type"))?;
+            let head = match serde_json::from_str::<WireEvent>(raw.get()) {
+                Ok(head) => head,
+                Err(e) => {
+                    skipped.push(format!("sender[{i}].events[{j}]: {e}"));
+                    continue;
+                }
+            };
+            let (l, kind) = match (head.link, head.kind) {
+                (Some(l), Some(kind)) if l.rel.is_some() => (l, kind),
+                (None, _) => {
+                    skipped.push(format!("sender[{i}].events[{j}] has no link"));
+                    continue;
+                }
+                (Some(_), None) => {
+                    skipped.push(format!("sender[{i}].events[{j}] has no type"));
+                    continue;
+                }
+                (Some(_), Some(_)) => {
+                    skipped.push(format!("sender[{i}].events[{j}].link has no rel"));
+                    continue;
+                }
+            };
+            let rel = l.rel.clone().unwrap_or_default();
             let href = l.href.unwrap_or_default();
-            let text = raw.get().len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
+            let text = raw.get().len()
+                + 2 * (origin.as_str().len() + 16)
+                + href.len()
+                + sender_href.len()
+                + sender_rel.len()
+                + 64;
             let mut p = Packer::new(text);
             p.put(Field::Rel, &rel);
             p.put(Field::Kind, &kind);
-            p.put_with(Field::Href, |b| if !href.is_empty() { origin.absolute_into(&href, b) });
+            p.put_with(Field::Href, |b| {
+                if !href.is_empty() {
+                    origin.absolute_into(&href, b)
+                }
+            });
             if let Some(t) = &l.title {
                 p.put(Field::Title, t);
             }
             p.put(Field::SenderRel, &sender_rel);
-            p.put_with(Field::SenderHref, |b| if !sender_href.is_empty() { origin.absolute_into(&sender_href, b) });
+            p.put_with(Field::SenderHref, |b| {
+                if !sender_href.is_empty() {
+                    origin.absolute_into(&sender_href, b)
+                }
+            });
             // The conversation is a prefix of the href, or the sender itself: point at that text.
             let conversation = match p.field(Field::Href).and_then(conversation_of) {
                 Some(len) => p.span(Field::Href).map(|(start, _)| (start, len)),
@@ -182,7 +236,11 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             events.push(Event::from_packed(p.finish()));
         }
     }
-    Ok(Batch { continuation, events })
+    Ok(Batch {
+        continuation,
+        events,
+        skipped,
+    })
 }
 
 /// The length of `…/communication/conversations/<id>` when `href` lies inside a conversation.
@@ -192,7 +250,10 @@ fn conversation_of(href: &str) -> Option<usize> {
     // Looking only where a `/` is: cheaper than a substring search set up per href.
     let at = (0..b.len()).find(|&i| b[i] == b'/' && b[i..].starts_with(MARK))?;
     let start = at + MARK.len();
-    let id_len = b[start..].iter().position(|&c| c == b'/' || c == b'?').unwrap_or(b.len() - start);
+    let id_len = b[start..]
+        .iter()
+        .position(|&c| c == b'/' || c == b'?')
+        .unwrap_or(b.len() - start);
     (id_len > 0).then_some(start + id_len)
 }
 
@@ -208,11 +269,22 @@ mod tests {
     fn seed_sample_decodes() {
         let body = include_bytes!("../../tests/fixtures/events/audioVideoSession-added.json");
         let b = parse(body, &origin()).unwrap();
-        assert_eq!(b.continuation, Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into()));
+        assert_eq!(
+            b.continuation,
+            Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into())
+        );
         assert_eq!(b.events.len(), 1);
         let e = &b.events[0];
-        assert_eq!((e.rel(), e.kind(), e.sender_rel()), ("audioVideoSession", "added", "communication"));
-        assert_eq!(e.conversation().as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
+        assert_eq!(
+            (e.rel(), e.kind(), e.sender_rel()),
+            ("audioVideoSession", "added", "communication")
+        );
+        assert_eq!(
+            e.conversation().as_deref(),
+            Some(
+                "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"
+            )
+        );
         assert!(e.resource().is_none());
     }
 
@@ -221,9 +293,18 @@ mod tests {
         let body = include_bytes!("../../tests/fixtures/resources/events-response-next.json");
         let b = parse(body, &origin()).unwrap();
         let rels: Vec<&str> = b.events.iter().map(|e| e.rel()).collect();
-        assert_eq!(rels, ["communication", "me", "presence", "note", "location"]);
-        assert_eq!(b.events[1].href(), "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me");
-        assert_eq!(b.events[0].resource().unwrap()["supportedModalities"][0], "Messaging");
+        assert_eq!(
+            rels,
+            ["communication", "me", "presence", "note", "location"]
+        );
+        assert_eq!(
+            b.events[1].href(),
+            "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me"
+        );
+        assert_eq!(
+            b.events[0].resource().unwrap()["supportedModalities"][0],
+            "Messaging"
+        );
     }
 
     #[test]
@@ -236,22 +317,79 @@ mod tests {
         let e = &b.events[0];
         assert_eq!((e.rel(), e.sender_rel()), ("participant", "conversation"));
         assert_eq!(e.conversation(), Some("https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/conversations/9"), "the sending conversation");
-        let none = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#, &origin()).unwrap();
+        let none = parse(
+            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#,
+            &origin(),
+        )
+        .unwrap();
         assert!(none.events.is_empty());
-        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#, &origin()).unwrap_err();
-        assert!(err.contains("sender[0].events[0] has no link"), "{err}");
-        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#, &origin()).unwrap_err();
+        let one_bad = parse(
+            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#,
+            &origin(),
+        )
+        .unwrap();
+        assert!(one_bad.events.is_empty());
+        assert_eq!(one_bad.skipped, ["sender[0].events[0] has no link"]);
+        let err = parse(
+            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#,
+            &origin(),
+        )
+        .unwrap_err();
         assert!(err.contains("not an event batch"), "{err}");
     }
 
     #[test]
+    fn one_bad_event_costs_only_itself() {
+        let body = br#"{"_links":{"next":{"href":"/e?ack=3"}},"sender":[
+            {"rel":"communication","href":"/c","events":[
+              {"link":{"rel":"audioVideoSession","href":"/a/1"},"type":"added"},
+              {"link":{"rel":"audioVideoSession","href":"/a/2"}},
+              {"link":{"href":"/a/3"},"type":"added"},
+              7,
+              {"link":{"rel":"audioVideoSession","href":"/a/4"},"type":"deleted"}]},
+            {"rel":"me","href":"/me","events":[{"type":"updated"},{"link":{"rel":"presence","href":"/p"},"type":"updated"}]}]}"#;
+        let b = parse(body, &origin()).unwrap();
+        let got: Vec<(&str, &str)> = b.events.iter().map(|e| (e.rel(), e.href())).collect();
+        assert_eq!(
+            got,
+            [
+                ("audioVideoSession", "https://pool.contoso.com/a/1"),
+                ("audioVideoSession", "https://pool.contoso.com/a/4"),
+                ("presence", "https://pool.contoso.com/p")
+            ]
+        );
+        assert_eq!(b.skipped.len(), 4, "{:?}", b.skipped);
+        assert_eq!(b.skipped[0], "sender[0].events[1] has no type");
+        assert_eq!(b.skipped[1], "sender[0].events[2].link has no rel");
+        assert!(
+            b.skipped[2].starts_with("sender[0].events[3]: "),
+            "{}",
+            b.skipped[2]
+        );
+        assert_eq!(b.skipped[3], "sender[1].events[0] has no link");
+        assert_eq!(
+            b.continuation,
+            Continuation::Next("/e?ack=3".into()),
+            "the channel moves on"
+        );
+    }
+
+    #[test]
     fn resync_wins_and_bad_bodies_say_why() {
-        let b = parse(br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=3"}}}"#, &origin()).unwrap();
+        let b = parse(
+            br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=3"}}}"#,
+            &origin(),
+        )
+        .unwrap();
         assert_eq!(b.continuation, Continuation::Resync("/e?ack=3".into()));
         assert!(b.events.is_empty());
         let bom = b"\xEF\xBB\xBF{\"_links\":{\"next\":{\"href\":\"/e?ack=2\"}},\"sender\":[]}";
         assert!(parse(bom, &origin()).unwrap().events.is_empty());
-        assert!(parse(b"{\"_links\": {\"self\"", &origin()).unwrap_err().contains("not JSON"));
-        assert!(parse(b"{\"_links\":{}}", &origin()).unwrap_err().contains("no next"));
+        assert!(parse(b"{\"_links\": {\"self\"", &origin())
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(parse(b"{\"_links\":{}}", &origin())
+            .unwrap_err()
+            .contains("no next"));
     }
 }
