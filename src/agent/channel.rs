@@ -162,6 +162,12 @@ pub async fn run(
                 e.retry_after()
             }
             Err(e) if e.needs_sign_in() => return Err(e),
+            Err(e @ UcwaError::Malformed { .. }) => {
+                tracing::warn!(error = %e, "unreadable event-channel reply; polling the same ack again");
+                metrics.recovery("malformed_reply");
+                metrics.set_health(HealthState::Recovering, Some(e.to_string()));
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "event channel request failed; retrying the same ack");
                 metrics.recovery("transport");
