@@ -59,6 +59,39 @@ pub struct LineFormat {
     pub json: bool,
     /// Colour the level (a person at a terminal).
     pub ansi: bool,
+    /// Start each line with its syslog priority (`<3>` for errors…): standard error is
+    /// journald's stream (`journal_stream`), which reads the prefix as the line's priority.
+    pub journald: bool,
+}
+
+/// Whether standard error is the journal's stream: `$JOURNAL_STREAM` (`device:inode`, set by
+/// systemd) names the very file standard error is.
+pub fn journal_stream() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(expected) = std::env::var("JOURNAL_STREAM")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    expected == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// The syslog priority journald files a line under (`journalctl -p err`).
+fn priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
 }
 
 impl<S, N> FormatEvent<S, N> for LineFormat
@@ -94,6 +127,9 @@ where
         let meta = event.metadata();
         let mut time = String::new();
         SystemTime.format_time(&mut Writer::new(&mut time))?;
+        if self.journald {
+            write!(writer, "<{}>", priority(meta.level()))?;
+        }
         if self.json {
             writeln!(
                 writer,
@@ -212,7 +248,10 @@ fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) ->
     } else {
         let _ = write!(line, "{:>5} ", level.as_str());
     }
-    let _ = write!(line, "{target}: {}", f.message);
+    // A script's message is its own text: control characters are shown escaped, so no
+    // message can start a forged line of its own or send escapes to a terminal.
+    let _ = write!(line, "{target}: ");
+    push_escaped(&mut line, &f.message);
     for (k, v) in &f.span_pairs {
         push_pair(&mut line, k, v);
     }
@@ -225,6 +264,21 @@ fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) ->
         None => {}
     }
     line
+}
+
+/// `text` with control characters written as `\n`, `\r`, `\t` or `\u{1b}`.
+fn push_escaped(line: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(line, "\\u{{{:x}}}", c as u32);
+            }
+            c => line.push(c),
+        }
+    }
 }
 
 fn push_pair(line: &mut String, key: &str, value: &Value) {
@@ -317,6 +371,28 @@ mod tests {
         );
         assert!(human_line("T", &Level::WARN, "t", Fields::default(), true)
             .contains("\x1b[33m WARN\x1b[0m"));
+    }
+
+    #[test]
+    fn a_message_cannot_forge_a_line_or_reach_the_terminal() {
+        let f = Fields {
+            message: "line1\n2026-12-05T00:00:00Z ERROR ucwa_agent: FORGED\u{1b}[31mred".into(),
+            ..Fields::default()
+        };
+        let line = human_line("T", &Level::INFO, "script", f, false);
+        assert_eq!(
+            line,
+            "T  INFO script: line1\\n2026-12-05T00:00:00Z ERROR ucwa_agent: FORGED\\u{1b}[31mred"
+        );
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'));
+        assert_eq!(
+            (
+                priority(&Level::ERROR),
+                priority(&Level::WARN),
+                priority(&Level::INFO)
+            ),
+            (3, 4, 6)
+        );
     }
 
     #[test]

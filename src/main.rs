@@ -210,6 +210,13 @@ async fn run(
     record: Option<PathBuf>,
     log_level: ucwa_agent::agent::LogLevelApplier,
 ) -> ExitCode {
+    use ucwa_agent::agent::sd_notify::{self, Notifier};
+    // Signal handlers before anything slow: a SIGHUP (`systemctl reload`) or SIGTERM during
+    // start-up must not take the default action, which ends the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
+    let mut shutdown = Box::pin(shutdown_signal());
+    let notifier = std::sync::Arc::new(Notifier::from_env());
     let mut config = match Config::load(&config) {
         Ok(c) => c,
         Err(error) => {
@@ -218,10 +225,6 @@ async fn run(
         }
     };
     if let Some(addr) = metrics_listen {
-        if !addr.ip().is_loopback() {
-            tracing::error!(listen = %addr, "--metrics-listen: expected a loopback address (127.0.0.1:PORT or [::1]:PORT)");
-            return ExitCode::from(EXIT_CONFIG);
-        }
         config.metrics.listen = Some(addr);
     }
     // `log.level` applies unless RUST_LOG says otherwise (checked when the file was read).
@@ -233,9 +236,25 @@ async fn run(
             tracing::warn!(%error, "log.level not applied");
         }
     }
-    let mut agent = match Agent::start_shard(config, shard).await {
+    notifier.status("starting: loading scripts");
+    let started = tokio::select! {
+        a = Agent::start_shard(config, shard) => a,
+        _ = &mut shutdown => {
+            notifier.send("STOPPING=1");
+            tracing::info!("stopped during start-up");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let mut agent = match started {
         Ok(a) => a,
         Err(error) => {
+            let error = match (&error, metrics_listen) {
+                // The address came from the flag, not the file: say so.
+                (ucwa_agent::agent::StartError::Metrics { addr, source, .. }, Some(_)) => {
+                    format!("--metrics-listen: cannot listen on {addr}: {source}")
+                }
+                _ => error.to_string(),
+            };
             tracing::error!("{error}");
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -249,17 +268,77 @@ async fn run(
     agent.set_log_level_applier(log_level);
     agent.set_metrics_listen_override(metrics_listen);
     let reloader = agent.reloader();
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            reloader.reload().await;
-        }
-    });
-    match agent.run(shutdown_signal()).await {
+    let lifecycle = agent.lifecycle();
+    // READY=1 once every account signed in (or failed a first attempt), then a STATUS line
+    // whenever it changes. A SIGHUP that came during start-up is handled now, once.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    {
+        let (n, life) = (notifier.clone(), lifecycle.clone());
+        tokio::spawn(async move {
+            let mut said = String::new();
+            let mut ready = false;
+            loop {
+                let (now_ready, status) = life.readiness();
+                if now_ready && !ready {
+                    ready = true;
+                    n.send(&format!("READY=1\nSTATUS={status}"));
+                    let _ = ready_tx.send(true);
+                    said = status;
+                } else if status != said {
+                    n.status(&status);
+                    said = status;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        });
+    }
+    if let Some((every, within)) = sd_notify::watchdog().filter(|_| notifier.active()) {
+        let (n, life) = (notifier.clone(), lifecycle);
+        tokio::spawn(async move {
+            loop {
+                // Fed only while every account's event-channel loop runs: a wedged loop
+                // stops the pings and systemd restarts the agent (WatchdogSec=).
+                if life.alive(within) {
+                    n.send("WATCHDOG=1");
+                } else {
+                    tracing::error!(within_secs = within.as_secs(), "an event-channel loop has not run within the watchdog interval; not telling systemd it is alive");
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+    {
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                n.reloading();
+                let outcome = reloader.reload().await;
+                let ready = if *ready_rx.borrow() { "READY=1\n" } else { "" };
+                match outcome {
+                    Ok(()) => n.send(&format!("{ready}STATUS=configuration reloaded")),
+                    Err(error) => {
+                        let line: String = error
+                            .chars()
+                            .map(|c| if c.is_control() { ' ' } else { c })
+                            .take(300)
+                            .collect();
+                        n.send(&format!("{ready}STATUS=configuration reload rejected, the running one stays: {line}\nERRNO=22"));
+                    }
+                }
+            }
+        });
+    }
+    let n = notifier.clone();
+    let end = agent
+        .run(async move {
+            shutdown.await;
+            n.send(
+                "STOPPING=1\nSTATUS=stopping: letting handlers finish, deleting the application",
+            );
+        })
+        .await;
+    match end {
         RunEnd::Stopped => ExitCode::SUCCESS,
         RunEnd::CredentialsRefused(_) => ExitCode::from(EXIT_CREDENTIALS),
     }
@@ -466,24 +545,28 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
+/// The first SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first awaited: a signal that comes in between is kept, never fatal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    // The same streams listen for the second signal, from before the line below is written:
-    // one sent as soon as it is read is not lost.
-    tokio::spawn(async move {
+    async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        std::process::exit(130);
-    });
-    tracing::info!("shutting down (send the signal again to exit at once)");
+        // The same streams listen for the second signal, from before the line below is written:
+        // one sent as soon as it is read is not lost.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            std::process::exit(130);
+        });
+        tracing::info!("shutting down (send the signal again to exit at once)");
+    }
 }
 
 /// Sets up logging; gives what changes the filter later (`log.level`, at start and on SIGHUP).
@@ -498,6 +581,7 @@ fn init_logging(format: LogFormat, default: &str) -> ucwa_agent::agent::LogLevel
     let lines = ucwa_agent::logfmt::LineFormat {
         json: matches!(format, LogFormat::Json),
         ansi,
+        journald: ucwa_agent::logfmt::journal_stream(),
     };
     // Span fields (an account's `account`) are kept as JSON, for the line formats to spread out.
     let layer = tracing_subscriber::fmt::layer()

@@ -110,6 +110,8 @@ pub struct Metrics {
     polls: AtomicU64,
     batches: AtomicU64,
     sign_ins: AtomicU64,
+    /// When the event-channel loop last showed it runs (ms after `started`).
+    heartbeat_ms: AtomicU64,
     applications_created: AtomicU64,
     token_renewals: AtomicU64,
     /// rel → type → count (nested so a lookup needs no allocation).
@@ -130,6 +132,7 @@ impl Default for Metrics {
             polls: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             sign_ins: AtomicU64::new(0),
+            heartbeat_ms: AtomicU64::new(0),
             applications_created: AtomicU64::new(0),
             token_renewals: AtomicU64::new(0),
             events: Mutex::default(),
@@ -198,6 +201,19 @@ impl Metrics {
 
     pub fn sign_in(&self) {
         self.sign_ins.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The event-channel loop runs (called at each poll and every second while it waits).
+    pub fn heartbeat(&self) {
+        self.heartbeat_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the event-channel loop last beat.
+    pub fn since_heartbeat(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(
+            self.heartbeat_ms.load(Ordering::Relaxed),
+        ))
     }
 
     /// An application was created or resumed (after sign-in, or after one was lost).

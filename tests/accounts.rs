@@ -322,7 +322,7 @@ async fn sighup_adds_and_removes_accounts_without_touching_the_others() {
         ),
     )
     .unwrap();
-    out.reloader.reload().await;
+    let _ = out.reloader.reload().await;
     let helpdesk_app = available(&sim, HELPDESK).await;
     assert_eq!(
         available(&sim, RECEPTION).await,
@@ -354,7 +354,7 @@ async fn sighup_adds_and_removes_accounts_without_touching_the_others() {
         ),
     )
     .unwrap();
-    out.reloader.reload().await;
+    let _ = out.reloader.reload().await;
     assert_eq!(
         available(&sim, RECEPTION).await,
         reception_app,
@@ -368,7 +368,7 @@ async fn sighup_adds_and_removes_accounts_without_touching_the_others() {
         config(dir.path(), &helpdesk, "[metrics]\nlisten = \"127.0.0.1:0\""),
     )
     .unwrap();
-    out.reloader.reload().await;
+    let _ = out.reloader.reload().await;
     eventually("the reception's application deleted", || {
         sim.counters()["applications_deleted"] == 1
     })

@@ -120,7 +120,7 @@ async fn sighup_applies_script_settings_and_rescans() {
     let mut quiet = agent.out.resubscribe();
     // A broken file changes nothing: the settings and the scripts stay as they run.
     std::fs::write(&config, "[scripts\n").unwrap();
-    agent.reloader.reload().await;
+    let _ = agent.reloader.reload().await;
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(
@@ -137,7 +137,7 @@ async fn sighup_applies_script_settings_and_rescans() {
     }
     // A good one applies, and the script added meanwhile is picked up by the rescan.
     std::fs::write(&config, text("two")).unwrap();
-    agent.reloader.reload().await;
+    let _ = agent.reloader.reload().await;
     // The two scripts run in parallel: one stream each.
     let mut new = agent.out.resubscribe();
     wait_available(&sim).await;

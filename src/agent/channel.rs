@@ -90,15 +90,23 @@ pub async fn run(
             }
         };
         metrics.poll();
+        metrics.heartbeat();
         let sent = session.send(
             Method::GET,
             &url,
             None,
             Some(http_timeout(settings.poll_timeout)),
         );
-        let reply = tokio::select! {
-            r = sent => r,
-            _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
+        tokio::pin!(sent);
+        // The heartbeat (systemd's watchdog) beats while the pending GET is held: the loop is
+        // alive as long as it is polled, however long the pool holds the request.
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        let reply = loop {
+            tokio::select! {
+                r = &mut sent => break r,
+                _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
+                _ = beat.tick() => metrics.heartbeat(),
+            }
         };
         let retry_after = match reply {
             Ok(reply) if reply.status == 200 => match batch::parse(&reply.body, session.origin()) {
@@ -181,9 +189,18 @@ pub async fn run(
             attempt = backoff.attempt(),
             "backing off"
         );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
+                _ = beat.tick() => metrics.heartbeat(),
+            }
         }
     }
 }
+
+/// How often a waiting channel loop says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);

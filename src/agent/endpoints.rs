@@ -6,10 +6,11 @@
 //! `/healthz/<account>` gives one account's. `/metrics` labels each sample with `account`.
 
 use super::Fleet;
+use crate::config::MetricsConfig;
 use crate::metrics::{Health, HealthState};
 use crate::script::ScriptHost;
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -30,50 +31,163 @@ pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
     }
 }
 
+/// Serves `/`, `/metrics`, `/healthz` and `/healthz/<account>` on `listen` until the handle is
+/// aborted. With `web.basic_auth_users`, every request must authenticate; `/healthz` names
+/// accounts and quotes errors only where the listener is trusted (`MetricsConfig::trusted`).
 pub async fn serve(
     listen: SocketAddr,
+    web: &MetricsConfig,
     fleet: Arc<Fleet>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let metrics_fleet = fleet.clone();
-    let one_fleet = fleet.clone();
+    let access = Arc::new(Access::new(web));
+    let details = web.trusted();
+    let (metrics_fleet, one_fleet) = (fleet.clone(), fleet.clone());
+    let (a1, a2, a3, a4) = (access.clone(), access.clone(), access.clone(), access);
     let router = Router::new()
         .route(
+            "/",
+            get(move |headers: HeaderMap| {
+                std::future::ready(a1.check(&headers).map(|()| {
+                    (
+                        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                        "<!doctype html><title>ucwa-agent</title><h1>ucwa-agent</h1><ul><li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li></ul>\n",
+                    )
+                        .into_response()
+                }))
+            }),
+        )
+        .route(
             "/metrics",
-            get(move || {
+            get(move |headers: HeaderMap| {
                 let fleet = metrics_fleet.clone();
+                let allowed = a2.check(&headers);
                 async move {
+                    allowed?;
                     let text = tokio::task::spawn_blocking(move || render_all(&fleet))
                         .await
                         .unwrap_or_default();
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        text,
-                    )
+                    Ok::<_, Response>(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
                 }
             }),
         )
         .route(
             "/healthz",
-            get(move || std::future::ready(health_of_all(&fleet))),
+            get(move |headers: HeaderMap| std::future::ready(a3.check(&headers).map(|()| health_of_all(&fleet, details)))),
         )
         .route(
             "/healthz/{account}",
-            get(move |Path(name): Path<String>| {
-                std::future::ready(health_of_one(&one_fleet, &name))
+            get(move |headers: HeaderMap, Path(name): Path<String>| {
+                std::future::ready(a4.check(&headers).map(|()| health_of_one(&one_fleet, &name, details)))
             }),
         );
-    tracing::info!(%addr, "metrics and health endpoints listening");
+    tracing::info!(%addr, authenticated = !web.basic_auth_users.is_empty(), "metrics and health endpoints listening");
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "metrics endpoint stopped");
         }
     });
     Ok((addr, task))
+}
+
+/// HTTP basic auth against bcrypt hashes, as the Prometheus exporters' web configuration does.
+/// A bcrypt check costs tens of milliseconds by design, so credentials that passed once are
+/// remembered (by their SHA-256) and the next scrape is not slowed.
+struct Access {
+    users: BTreeMap<String, String>,
+    passed: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
+}
+
+impl Access {
+    fn new(web: &MetricsConfig) -> Access {
+        Access {
+            users: web.basic_auth_users.clone(),
+            passed: Default::default(),
+        }
+    }
+
+    /// Ok when no users are configured or the request carries a valid user and password;
+    /// otherwise the 401 to send.
+    #[allow(clippy::result_large_err)]
+    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        if self.users.is_empty() {
+            return Ok(());
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
+            .and_then(|b64| base64_decode(b64.trim()))
+            .and_then(|raw| String::from_utf8(raw).ok());
+        if let Some((user, password)) = given.as_deref().and_then(|g| g.split_once(':')) {
+            let key = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("{user}:{password}").as_bytes(),
+            )
+            .as_ref()
+            .to_vec();
+            if self
+                .passed
+                .lock()
+                .map(|p| p.contains(&key))
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if self
+                .users
+                .get(user)
+                .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false))
+            {
+                if let Ok(mut p) = self.passed.lock() {
+                    // Bounded: a client trying passwords cannot grow it (only ones that passed).
+                    if p.len() < 64 {
+                        p.insert(key);
+                    }
+                }
+                return Ok(());
+            }
+            tracing::warn!(user = %user.chars().take(64).collect::<String>(), "metrics endpoint: wrong user name or password");
+        }
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"ucwa-agent\", charset=\"UTF-8\"")],
+            "401 Unauthorized: this endpoint asks for a user name and password (metrics.basic_auth_users)\n",
+        )
+            .into_response())
+    }
+}
+
+/// Standard base64 (with or without padding); None if it is not base64.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in s {
+        acc = (acc << 6) | val(c)? as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 fn status_of(h: &Health) -> StatusCode {
@@ -85,13 +199,30 @@ fn status_of(h: &Health) -> StatusCode {
 }
 
 /// One account: its health as it is. Several: 200 only when every account polls, `status`
-/// `ok` only when every one is ok, and each account's health under `accounts`.
-fn health_of_all(fleet: &Fleet) -> Response {
+/// `ok` only when every one is ok, and each account's health under `accounts`. A rejected
+/// configuration reload makes `status` `degraded` (with the reason) until a good one.
+/// Without `details` (an untrusted listener) only the status and state are given.
+fn health_of_all(fleet: &Fleet, details: bool) -> Response {
+    let reload = fleet.status.last_reload();
     let (accounts, named) = fleet.accounts();
     if !named {
         if let Some((_, host)) = accounts.first() {
-            let h = host.env().metrics.health();
-            return (status_of(&h), axum::Json(h)).into_response();
+            let mut h = host.env().metrics.health();
+            if let Some(e) = &reload.error {
+                h.status = "degraded";
+                h.warnings.push(format!(
+                    "configuration reload rejected (the running one stays): {e}"
+                ));
+            }
+            let code = status_of(&h);
+            if !details {
+                return (
+                    code,
+                    axum::Json(serde_json::json!({"status": h.status, "state": h.state})),
+                )
+                    .into_response();
+            }
+            return (code, axum::Json(h)).into_response();
         }
     }
     let each: BTreeMap<String, Health> = accounts
@@ -101,7 +232,7 @@ fn health_of_all(fleet: &Fleet) -> Response {
     let polling = each.values().all(|h| h.state == HealthState::Polling);
     let status = if !polling {
         "unavailable"
-    } else if each.values().all(|h| h.status == "ok") {
+    } else if each.values().all(|h| h.status == "ok") && reload.ok {
         "ok"
     } else {
         "degraded"
@@ -111,30 +242,36 @@ fn health_of_all(fleet: &Fleet) -> Response {
         .filter(|(_, h)| h.state != HealthState::Polling)
         .map(|(n, _)| n)
         .collect();
-    let body = serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling, "accounts": each });
-    (
-        if polling {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        axum::Json(body),
-    )
-        .into_response()
+    let code = if polling {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = if details {
+        serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling, "config_reload_error": reload.error, "accounts": each })
+    } else {
+        serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling.len() })
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 /// `/healthz/<account>`: that account alone (404 for an account this agent does not run).
-fn health_of_one(fleet: &Fleet, name: &str) -> Response {
+fn health_of_one(fleet: &Fleet, name: &str, details: bool) -> Response {
     match fleet.accounts().0.into_iter().find(|(n, _)| n == name) {
         Some((_, host)) => {
             let h = host.env().metrics.health();
+            if !details {
+                return (
+                    status_of(&h),
+                    axum::Json(serde_json::json!({"status": h.status, "state": h.state})),
+                )
+                    .into_response();
+            }
             (status_of(&h), axum::Json(h)).into_response()
         }
         None => (
             StatusCode::NOT_FOUND,
-            axum::Json(
-                serde_json::json!({"error": format!("this agent runs no account named {name:?}")}),
-            ),
+            axum::Json(serde_json::json!({"error": "this agent runs no account of that name"})),
         )
             .into_response(),
     }
@@ -148,7 +285,9 @@ fn render_all(fleet: &Fleet) -> String {
         .iter()
         .map(|(n, h)| (named.then(|| n.clone()), render(h)))
         .collect();
-    merge_families(&texts)
+    let mut out = merge_families(&texts);
+    fleet.status.render(&mut out);
+    out
 }
 
 /// Merges expositions: the `# HELP`/`# TYPE` of a family once (the first text's), then its

@@ -9,7 +9,9 @@ pub mod keepalive;
 pub mod record;
 pub mod refusal;
 mod reload;
+pub mod sd_notify;
 pub mod sink;
+pub mod status;
 
 pub use account::Account;
 pub use reload::{LogLevelApplier, Reloader};
@@ -163,17 +165,18 @@ impl Agent {
         } else {
             None
         };
-        let endpoints =
-            match config.metrics.listen {
-                Some(addr) => Some(endpoints::serve(addr, fleet.clone()).await.map_err(
-                    |source| StartError::Metrics {
+        let endpoints = match config.metrics.listen {
+            Some(addr) => Some(
+                endpoints::serve(addr, &config.metrics, fleet.clone())
+                    .await
+                    .map_err(|source| StartError::Metrics {
                         file: file.clone(),
                         addr,
                         source,
-                    },
-                )?),
-                None => None,
-            };
+                    })?,
+            ),
+            None => None,
+        };
         let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
         Ok(Agent {
             config,
@@ -257,6 +260,11 @@ impl Agent {
             .map(|(a, _)| *a)
     }
 
+    /// What the binary tells a service manager (readiness, liveness), shared with its tasks.
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle(self.fleet.clone())
+    }
+
     /// The embedded simulator, when an account uses it.
     pub fn simulator(&self) -> Option<&Simulator> {
         self.simulator.as_ref()
@@ -322,6 +330,46 @@ impl Agent {
     }
 }
 
+/// Readiness and liveness of every account, for systemd's notifications (`sd_notify.rs`).
+#[derive(Clone)]
+pub struct Lifecycle(Arc<Fleet>);
+
+impl Lifecycle {
+    /// Ready when every account polls, has stopped, or has had a sign-in attempt fail (it goes
+    /// on retrying; a service manager should not wait for a pool that is down). Also a one-line
+    /// status.
+    pub fn readiness(&self) -> (bool, String) {
+        use crate::metrics::HealthState as S;
+        let (accounts, _) = self.0.accounts();
+        let (mut polling, mut waiting, mut failing) = (0, 0, 0);
+        for (_, host) in &accounts {
+            let h = host.env().metrics.health();
+            match h.state {
+                S::Polling | S::Recovering => polling += 1,
+                S::Stopped | S::Stopping => {}
+                S::SigningIn if h.last_error.is_some() => failing += 1,
+                S::Starting | S::SigningIn => waiting += 1,
+            }
+        }
+        let status = match (failing, accounts.len()) {
+            (0, 1) if polling == 1 => "signed in and polling".to_string(),
+            (0, n) => format!("{polling} of {n} account(s) signed in and polling"),
+            (f, n) => format!("{polling} of {n} account(s) polling; {f} failing to sign in (retrying, see the log)"),
+        };
+        (waiting == 0, status)
+    }
+
+    /// Whether every account that polls has shown its event-channel loop running within
+    /// `within` (the loop beats every second, also while the pool holds a request).
+    pub fn alive(&self, within: Duration) -> bool {
+        use crate::metrics::HealthState as S;
+        self.0.hosts().iter().all(|host| {
+            let m = &host.env().metrics;
+            !matches!(m.health().state, S::Polling | S::Recovering) || m.since_heartbeat() <= within
+        })
+    }
+}
+
 /// The accounts that run, by label, shared with the reloader and the endpoints.
 pub struct Fleet {
     /// Every account's scripts (also those whose run ended: `/healthz` shows why).
@@ -336,6 +384,8 @@ pub struct Fleet {
     ends_tx: tokio::sync::mpsc::UnboundedSender<(String, u64, String)>,
     ends: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, u64, String)>>>,
     launches: std::sync::atomic::AtomicU64,
+    /// The build, the last reload's outcome: the process's, not an account's.
+    pub(crate) status: status::ProcessStatus,
 }
 
 struct Launched {
@@ -358,6 +408,7 @@ impl Default for Fleet {
             running: Default::default(),
             ends_tx,
             ends: std::sync::Mutex::new(Some(ends)),
+            status: Default::default(),
         }
     }
 }

@@ -38,7 +38,16 @@ impl Reloader {
     /// Reads the file again. A bad file is logged (file, key) and changes nothing. Otherwise
     /// the `[scripts]` settings (limits, `http_allow`, `[scripts.config.*]`, pausing) apply and
     /// every script is reloaded; a change elsewhere is logged as needing a restart.
-    pub async fn reload(&self) {
+    /// `Err` says what was rejected (the whole file, or a part that could not be applied); it
+    /// is also recorded for `/metrics` (`ucwa_config_last_reload_success`) and `/healthz`.
+    pub async fn reload(&self) -> Result<(), String> {
+        let outcome = self.reload_file().await;
+        self.fleet.status.reloaded(outcome.clone());
+        outcome
+    }
+
+    async fn reload_file(&self) -> Result<(), String> {
+        let mut rejected: Vec<String> = Vec::new();
         let (path, running) = {
             let r = self.running.lock().expect("running config lock");
             (r.path.clone(), r.clone())
@@ -70,7 +79,7 @@ impl Reloader {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!("configuration not reloaded, the running one stays: {error}");
-                return;
+                return Err(error.to_string());
             }
         };
         if let Some(addr) = self.metrics_override {
@@ -82,13 +91,19 @@ impl Reloader {
                 "differs from the running configuration; takes effect after a restart"
             );
         }
-        let metrics = self.apply_metrics_listen(&running, &new).await;
+        let metrics = match self.apply_metrics_listen(&running, &new).await {
+            Ok(m) => m,
+            Err((m, error)) => {
+                rejected.push(error);
+                m
+            }
+        };
         let log = self.apply_log_level(&running, &new);
         let settings = new.script_settings();
         for host in self.fleet.hosts() {
             host.env().set_settings(settings.clone());
         }
-        let started = self.apply_accounts(&effective, specs).await;
+        let started = self.apply_accounts(&effective, specs, &mut rejected).await;
         {
             let mut r = self.running.lock().expect("running config lock");
             // Only what was applied: `dir`, `watch` and the debounce keep their running values.
@@ -99,7 +114,7 @@ impl Reloader {
             );
             r.scripts = new.scripts.clone();
             (r.scripts.dir, r.scripts.watch, r.scripts.reload_debounce_ms) = kept;
-            r.metrics.listen = metrics;
+            r.metrics = metrics;
             r.log = log;
         }
         for host in self.fleet.hosts() {
@@ -109,12 +124,23 @@ impl Reloader {
             let span = host.env().span.clone();
             host.rescan().instrument(span).await;
         }
-        tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
+        if rejected.is_empty() {
+            tracing::info!(file = %path.display(), "configuration reloaded; scripts rescanned");
+            Ok(())
+        } else {
+            tracing::error!(file = %path.display(), rejected = %rejected.join("; "), "configuration reloaded in part; scripts rescanned");
+            Err(rejected.join("; "))
+        }
     }
 
     /// Stops the accounts gone from the file, restarts the changed ones, starts the new ones;
     /// gives the labels of those started (their scripts are fresh).
-    async fn apply_accounts(&self, new: &Config, specs: Vec<AccountSpec>) -> Vec<String> {
+    async fn apply_accounts(
+        &self,
+        new: &Config,
+        specs: Vec<AccountSpec>,
+        rejected: &mut Vec<String>,
+    ) -> Vec<String> {
         let running = self.fleet.specs();
         let mut kept = Vec::new();
         for (label, spec) in &running {
@@ -126,6 +152,7 @@ impl Reloader {
             // process does not have, a scripts folder that cannot be read) keeps running as it was.
             if let Some(Err(error)) = now.map(|s| Account::preflight(s, new)) {
                 tracing::error!(account = %label, "not restarted, it keeps running as it was: {error}");
+                rejected.push(format!("account {label} not restarted: {error}"));
                 kept.push(label.clone());
                 continue;
             }
@@ -151,6 +178,9 @@ impl Reloader {
                     (Some(_), Some(_)) => {}
                     (None, _) => {
                         tracing::error!(account = %label, "not started: the embedded simulator is not running (no account used it at start); restart the agent");
+                        rejected.push(format!(
+                            "account {label} not started: the embedded simulator is not running"
+                        ));
                         continue;
                     }
                 }
@@ -161,20 +191,24 @@ impl Reloader {
                     self.fleet.launch(account, None);
                     started.push(label);
                 }
-                Err(error) => tracing::error!(account = %label, "account not started: {error}"),
+                Err(error) => {
+                    tracing::error!(account = %label, "account not started: {error}");
+                    rejected.push(format!("account {label} not started: {error}"));
+                }
             }
         }
         started
     }
 
-    /// Moves, starts or stops the `/metrics` endpoint; gives the listen address now running.
+    /// Moves, starts or stops the `/metrics` endpoint (a new address or new users); gives the
+    /// settings now running, with the error when the new ones could not be applied.
     async fn apply_metrics_listen(
         &self,
         running: &Config,
         new: &Config,
-    ) -> Option<std::net::SocketAddr> {
-        if new.metrics.listen == running.metrics.listen {
-            return running.metrics.listen;
+    ) -> Result<crate::config::MetricsConfig, (crate::config::MetricsConfig, String)> {
+        if new.metrics == running.metrics {
+            return Ok(running.metrics.clone());
         }
         match new.metrics.listen {
             None => {
@@ -183,19 +217,28 @@ impl Reloader {
                     key = "metrics.listen",
                     "the /metrics and /healthz endpoint is stopped"
                 );
-                None
+                Ok(new.metrics.clone())
             }
-            Some(addr) => match endpoints::serve(addr, self.fleet.clone()).await {
-                Ok(started) => {
-                    tracing::info!(key = "metrics.listen", listen = %started.0, "the /metrics and /healthz endpoint listens here now");
-                    endpoints::replace(&self.endpoints, Some(started));
-                    Some(addr)
+            Some(addr) => {
+                // The same address: the old listener goes first, or the new one could not bind.
+                if running.metrics.listen == Some(addr) {
+                    endpoints::replace(&self.endpoints, None);
                 }
-                Err(error) => {
-                    tracing::error!(key = "metrics.listen", listen = %addr, %error, "cannot listen there; the running endpoint stays");
-                    running.metrics.listen
+                match endpoints::serve(addr, &new.metrics, self.fleet.clone()).await {
+                    Ok(started) => {
+                        tracing::info!(key = "metrics.listen", listen = %started.0, "the /metrics and /healthz endpoint listens here now");
+                        endpoints::replace(&self.endpoints, Some(started));
+                        Ok(new.metrics.clone())
+                    }
+                    Err(error) => {
+                        tracing::error!(key = "metrics.listen", listen = %addr, %error, "cannot listen there; the running endpoint stays");
+                        Err((
+                            running.metrics.clone(),
+                            format!("`metrics.listen`: cannot listen on {addr}: {error}"),
+                        ))
+                    }
                 }
-            },
+            }
         }
     }
 

@@ -187,11 +187,24 @@ pub struct LogConfig {
 }
 
 /// `/metrics` and `/healthz`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// A loopback address and port (`"127.0.0.1:9464"`); unset: no endpoint.
+    /// An address and port (`"127.0.0.1:9464"`, `"0.0.0.0:9464"` for a scraper on another
+    /// host or pod); unset: no endpoint.
     pub listen: Option<std::net::SocketAddr>,
+    /// User name → bcrypt hash of the password (`htpasswd -nBC 10 USER`), as the Prometheus
+    /// exporters' web configuration has them: every request must then carry one of them
+    /// (HTTP basic auth). Empty: no authentication.
+    pub basic_auth_users: std::collections::BTreeMap<String, String>,
+}
+
+impl MetricsConfig {
+    /// Whether `/healthz` may name accounts and quote errors: on loopback (only this host can
+    /// ask) or behind basic auth. Elsewhere it gives the status alone.
+    pub fn trusted(&self) -> bool {
+        !self.basic_auth_users.is_empty() || self.listen.is_some_and(|a| a.ip().is_loopback())
+    }
 }
 
 /// Used only with `discover = "embedded"`.
@@ -370,13 +383,17 @@ impl Config {
         if self.state.journal_max_events < 100 {
             return Err(self.invalid("state.journal_max_events", "expected at least 100"));
         }
-        if let Some(addr) = self.metrics.listen {
-            if !addr.ip().is_loopback() {
+        for (user, hash) in &self.metrics.basic_auth_users {
+            if user.is_empty() || user.contains(':') {
                 return Err(self.invalid(
-                    "metrics.listen",
-                    format!(
-                        "expected a loopback address (127.0.0.1:PORT or [::1]:PORT), got {addr}"
-                    ),
+                    "metrics.basic_auth_users",
+                    format!("{user:?}: a user name is not empty and has no `:`"),
+                ));
+            }
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(self.invalid(
+                    format!("metrics.basic_auth_users.{user}"),
+                    "expected a bcrypt hash of the password ($2y$10$…, e.g. from `htpasswd -nBC 10 USER`), not the password itself",
                 ));
             }
         }
@@ -640,15 +657,32 @@ mod tests {
     }
 
     #[test]
-    fn metrics_listen_is_loopback_only_and_the_simulator_keys_reach_the_simulator() {
-        let e = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\n")
+    fn metrics_listen_takes_any_address_with_bcrypt_users_and_the_simulator_keys_reach_the_simulator(
+    ) {
+        let c = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+        assert!(
+            !c.metrics.trusted(),
+            "no names on a listener anyone may reach"
+        );
+        assert!(parse("[metrics]\nlisten = \"[::1]:9464\"\n")
+            .unwrap()
+            .metrics
+            .trusted());
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let c = parse(&format!(
+            "[metrics]\nlisten = \"0.0.0.0:9464\"\nbasic_auth_users = {{ prom = \"{hash}\" }}\n"
+        ))
+        .unwrap();
+        assert!(c.metrics.trusted());
+        let e = parse("[metrics]\nbasic_auth_users = { prom = \"s3cret\" }\n")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("metrics.listen") && e.contains("loopback"),
+            e.contains("metrics.basic_auth_users.prom")
+                && e.contains("bcrypt")
+                && !e.contains("s3cret"),
             "{e}"
         );
-        assert!(parse("[metrics]\nlisten = \"[::1]:9464\"\n").is_ok());
         let c =
             parse("[simulator]\ncalls_per_minute = 30\nring_secs = 1.5\ncall_duration_secs = 4\n")
                 .unwrap();
