@@ -32,7 +32,8 @@ RUN install -d -o ucwa -g ucwa -m 0700 /var/lib/ucwa-agent
 VOLUME ["/etc/ucwa-agent", "/var/lib/ucwa-agent"]
 USER 10001:10001
 WORKDIR /var/lib/ucwa-agent
-# /healthz answers 200 while signed in and polling (metrics.listen must be 127.0.0.1:9464).
+# /healthz answers 200 while signed in and polling (metrics.listen on port 9464: 127.0.0.1:9464,
+# or 0.0.0.0:9464 to publish it with -p).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD curl -fsS -o /dev/null http://127.0.0.1:9464/healthz || exit 1
 # SIGTERM (docker stop) stops polling, lets scripts finish and deletes the application: up to
