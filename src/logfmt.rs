@@ -17,7 +17,19 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Dependencies whose debug output is connection-pool and TLS noise: kept at `warn` unless
 /// `RUST_LOG` names them.
-const QUIET_DEPENDENCIES: &[&str] = &["hyper", "hyper_util", "h2", "reqwest", "rustls", "tokio_rustls", "axum", "tower", "mio", "want", "notify"];
+const QUIET_DEPENDENCIES: &[&str] = &[
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "tokio_rustls",
+    "axum",
+    "tower",
+    "mio",
+    "want",
+    "notify",
+];
 
 /// `RUST_LOG` (or `default`), with the noisy dependencies at `warn` unless it names them.
 pub fn filter(rust_log: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
@@ -29,9 +41,14 @@ pub fn filter(rust_log: Option<&str>, default: &str) -> tracing_subscriber::EnvF
         tracing_subscriber::EnvFilter::new(default)
     });
     for dep in QUIET_DEPENDENCIES {
-        let named = text.split(',').any(|d| d.split(['=', '[', ':']).next().is_some_and(|t| t.trim() == *dep));
+        let named = text.split(',').any(|d| {
+            d.split(['=', '[', ':'])
+                .next()
+                .is_some_and(|t| t.trim() == *dep)
+        });
         if !named {
-            filter = filter.add_directive(format!("{dep}=warn").parse().expect("a valid directive"));
+            filter =
+                filter.add_directive(format!("{dep}=warn").parse().expect("a valid directive"));
         }
     }
     filter
@@ -49,7 +66,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
         // The fields of the spans the event is in (an account's `account`), outermost first;
@@ -57,7 +79,9 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
-                let Some(text) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() else { continue };
+                let Some(text) = ext.get::<tracing_subscriber::fmt::FormattedFields<N>>() else {
+                    continue;
+                };
                 if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(text) {
                     for (k, v) in o {
                         if !fields.pairs.iter().any(|(e, _)| *e == k) {
@@ -71,9 +95,17 @@ where
         let mut time = String::new();
         SystemTime.format_time(&mut Writer::new(&mut time))?;
         if self.json {
-            writeln!(writer, "{}", json_line(&time, meta.level(), meta.target(), fields))
+            writeln!(
+                writer,
+                "{}",
+                json_line(&time, meta.level(), meta.target(), fields)
+            )
         } else {
-            writeln!(writer, "{}", human_line(&time, meta.level(), meta.target(), fields, self.ansi))
+            writeln!(
+                writer,
+                "{}",
+                human_line(&time, meta.level(), meta.target(), fields, self.ansi)
+            )
         }
     }
 }
@@ -94,7 +126,10 @@ impl Visit for Fields {
             "message" => self.message = value.to_string(),
             "fields" => {
                 if !value.is_empty() {
-                    self.script_fields = Some(serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())));
+                    self.script_fields = Some(
+                        serde_json::from_str(value)
+                            .unwrap_or_else(|_| Value::String(value.to_string())),
+                    );
                 }
             }
             name => self.pairs.push((name, Value::String(value.to_string()))),
@@ -138,11 +173,22 @@ fn json_line(time: &str, level: &Level, target: &str, f: Fields) -> String {
     o.insert("target".into(), target.into());
     o.insert("message".into(), f.message.into());
     for (k, v) in f.span_pairs {
-        o.insert(if RESERVED.contains(&k.as_str()) { format!("field.{k}") } else { k }, v);
+        o.insert(
+            if RESERVED.contains(&k.as_str()) {
+                format!("field.{k}")
+            } else {
+                k
+            },
+            v,
+        );
     }
     for (k, v) in f.pairs {
         // An event field never replaces the line's own keys.
-        let k = if RESERVED.contains(&k) { format!("field.{k}") } else { k.to_string() };
+        let k = if RESERVED.contains(&k) {
+            format!("field.{k}")
+        } else {
+            k.to_string()
+        };
         o.insert(k, v);
     }
     if let Some(v) = f.script_fields {
@@ -185,7 +231,9 @@ fn push_pair(line: &mut String, key: &str, value: &Value) {
     let _ = match value {
         Value::String(s) => write!(line, " {key}={}", human_text(s)),
         // A table: its JSON, quoted like any text with spaces or quotes.
-        Value::Object(_) | Value::Array(_) => write!(line, " {key}={}", human_text(&value.to_string())),
+        Value::Object(_) | Value::Array(_) => {
+            write!(line, " {key}={}", human_text(&value.to_string()))
+        }
         other => write!(line, " {key}={other}"),
     };
 }
@@ -193,7 +241,9 @@ fn push_pair(line: &mut String, key: &str, value: &Value) {
 /// A string as a person reads it: a UCWA href as its path, quoted only when it must be.
 fn human_text(s: &str) -> String {
     let s = short_href(s);
-    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=' || c.is_control()) {
+    if !s.is_empty()
+        && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=' || c.is_control())
+    {
         s.to_string()
     } else {
         Value::String(s.to_string()).to_string()
@@ -202,7 +252,12 @@ fn human_text(s: &str) -> String {
 
 /// `https://pool.example.com:443/ucwa/oauth/v1/applications/1/…` → `/ucwa/oauth/v1/applications/1/…`.
 fn short_href(s: &str) -> &str {
-    let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")) else { return s };
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return s;
+    };
     match rest.find('/') {
         Some(at) if rest[at..].starts_with("/ucwa/") => &rest[at..],
         _ => s,
@@ -218,17 +273,34 @@ mod tests {
             message: "call started".into(),
             span_pairs: vec![("account".into(), "reception".into())],
             pairs: vec![("script", "call_log".into()), ("seq", 11.into())],
-            script_fields: Some(serde_json::json!({"caller": "sip:alice@contoso.com", "href": "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "ms": 42, "note": "two words"})),
+            script_fields: Some(
+                serde_json::json!({"caller": "sip:alice@contoso.com", "href": "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "ms": 42, "note": "two words"}),
+            ),
         }
     }
 
     #[test]
     fn json_lines_nest_script_fields_and_keep_numbers() {
-        let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "script", script_line())).unwrap();
+        let line: Value =
+            serde_json::from_str(&json_line("T", &Level::INFO, "script", script_line())).unwrap();
         assert_eq!(line["fields"]["ms"], 42);
-        assert_eq!(line["fields"]["href"], "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "JSON keeps hrefs whole");
-        assert_eq!((line["level"].as_str(), line["script"].as_str(), line["seq"].as_u64()), (Some("INFO"), Some("call_log"), Some(11)));
-        assert_eq!(line["account"], "reception", "an account's span field is a key of the line");
+        assert_eq!(
+            line["fields"]["href"],
+            "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2",
+            "JSON keeps hrefs whole"
+        );
+        assert_eq!(
+            (
+                line["level"].as_str(),
+                line["script"].as_str(),
+                line["seq"].as_u64()
+            ),
+            (Some("INFO"), Some("call_log"), Some(11))
+        );
+        assert_eq!(
+            line["account"], "reception",
+            "an account's span field is a key of the line"
+        );
     }
 
     #[test]
@@ -238,24 +310,53 @@ mod tests {
             line,
             "T  INFO script: call started account=reception script=call_log seq=11 caller=sip:alice@contoso.com href=/ucwa/oauth/v1/applications/1/communication/conversations/2 ms=42 note=\"two words\""
         );
-        assert_eq!(short_href("https://hooks.example.com/x"), "https://hooks.example.com/x", "only UCWA paths are shortened");
-        assert!(human_line("T", &Level::WARN, "t", Fields::default(), true).contains("\x1b[33m WARN\x1b[0m"));
+        assert_eq!(
+            short_href("https://hooks.example.com/x"),
+            "https://hooks.example.com/x",
+            "only UCWA paths are shortened"
+        );
+        assert!(human_line("T", &Level::WARN, "t", Fields::default(), true)
+            .contains("\x1b[33m WARN\x1b[0m"));
     }
 
     #[test]
     fn fields_never_replace_the_lines_own_keys() {
-        let f = Fields { message: "m".into(), span_pairs: vec![], pairs: vec![("level", "debug".into()), ("target", "x".into())], script_fields: None };
+        let f = Fields {
+            message: "m".into(),
+            span_pairs: vec![],
+            pairs: vec![("level", "debug".into()), ("target", "x".into())],
+            script_fields: None,
+        };
         let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "t", f)).unwrap();
-        assert_eq!((line["level"].as_str(), line["field.level"].as_str(), line["target"].as_str()), (Some("INFO"), Some("debug"), Some("t")));
-        let nested = Fields { message: "m".into(), span_pairs: vec![], pairs: vec![], script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})) };
-        assert!(human_line("T", &Level::INFO, "t", nested, false).ends_with(r#" who="{\"name\":\"Bob Brown\"}""#));
+        assert_eq!(
+            (
+                line["level"].as_str(),
+                line["field.level"].as_str(),
+                line["target"].as_str()
+            ),
+            (Some("INFO"), Some("debug"), Some("t"))
+        );
+        let nested = Fields {
+            message: "m".into(),
+            span_pairs: vec![],
+            pairs: vec![],
+            script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})),
+        };
+        assert!(human_line("T", &Level::INFO, "t", nested, false)
+            .ends_with(r#" who="{\"name\":\"Bob Brown\"}""#));
     }
 
     #[test]
     fn dependencies_stay_at_warn_unless_named() {
         let f = filter(Some("debug"), "info").to_string();
-        assert!(f.contains("hyper=warn") && f.contains("reqwest=warn"), "{f}");
+        assert!(
+            f.contains("hyper=warn") && f.contains("reqwest=warn"),
+            "{f}"
+        );
         let f = filter(Some("debug,hyper=trace"), "info").to_string();
-        assert!(f.contains("hyper=trace") && !f.contains("hyper=warn"), "{f}");
+        assert!(
+            f.contains("hyper=trace") && !f.contains("hyper=warn"),
+            "{f}"
+        );
     }
 }

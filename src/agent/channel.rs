@@ -49,10 +49,21 @@ fn http_timeout(poll_timeout: Duration) -> Duration {
 }
 
 /// Adds `timeout=` to a server-given href with a URL builder, keeping the server's parameters.
-fn with_timeout(href: &str, session: &Session, poll_timeout: Duration) -> Result<String, UcwaError> {
+fn with_timeout(
+    href: &str,
+    session: &Session,
+    poll_timeout: Duration,
+) -> Result<String, UcwaError> {
     let mut url = session.origin().resolve(href)?;
-    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "timeout").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    url.query_pairs_mut().clear().extend_pairs(kept).append_pair("timeout", &poll_timeout.as_secs().to_string());
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "timeout")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("timeout", &poll_timeout.as_secs().to_string());
     Ok(url.to_string())
 }
 
@@ -78,7 +89,12 @@ pub async fn run(
             }
         };
         metrics.poll();
-        let sent = session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout)));
+        let sent = session.send(
+            Method::GET,
+            &url,
+            None,
+            Some(http_timeout(settings.poll_timeout)),
+        );
         let reply = tokio::select! {
             r = sent => r,
             _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
@@ -149,7 +165,11 @@ pub async fn run(
             }
         };
         let delay = backoff.next_delay(retry_after);
-        tracing::debug!(delay_ms = delay.as_millis() as u64, attempt = backoff.attempt(), "backing off");
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            attempt = backoff.attempt(),
+            "backing off"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return Ok(ChannelEnd::Shutdown),

@@ -11,9 +11,9 @@ use crate::script::ScriptHost;
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::collections::BTreeMap;
 use axum::routing::get;
 use axum::Router;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -30,7 +30,10 @@ pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
     }
 }
 
-pub async fn serve(listen: SocketAddr, fleet: Arc<Fleet>) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub async fn serve(
+    listen: SocketAddr,
+    fleet: Arc<Fleet>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let metrics_fleet = fleet.clone();
@@ -41,13 +44,29 @@ pub async fn serve(listen: SocketAddr, fleet: Arc<Fleet>) -> std::io::Result<(So
             get(move || {
                 let fleet = metrics_fleet.clone();
                 async move {
-                    let text = tokio::task::spawn_blocking(move || render_all(&fleet)).await.unwrap_or_default();
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                    let text = tokio::task::spawn_blocking(move || render_all(&fleet))
+                        .await
+                        .unwrap_or_default();
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
                 }
             }),
         )
-        .route("/healthz", get(move || std::future::ready(health_of_all(&fleet))))
-        .route("/healthz/{account}", get(move |Path(name): Path<String>| std::future::ready(health_of_one(&one_fleet, &name))));
+        .route(
+            "/healthz",
+            get(move || std::future::ready(health_of_all(&fleet))),
+        )
+        .route(
+            "/healthz/{account}",
+            get(move |Path(name): Path<String>| {
+                std::future::ready(health_of_one(&one_fleet, &name))
+            }),
+        );
     tracing::info!(%addr, "metrics and health endpoints listening");
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
@@ -58,7 +77,11 @@ pub async fn serve(listen: SocketAddr, fleet: Arc<Fleet>) -> std::io::Result<(So
 }
 
 fn status_of(h: &Health) -> StatusCode {
-    if h.state == HealthState::Polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if h.state == HealthState::Polling {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// One account: its health as it is. Several: 200 only when every account polls, `status`
@@ -71,12 +94,33 @@ fn health_of_all(fleet: &Fleet) -> Response {
             return (status_of(&h), axum::Json(h)).into_response();
         }
     }
-    let each: BTreeMap<String, Health> = accounts.iter().map(|(n, h)| (n.clone(), h.env().metrics.health())).collect();
+    let each: BTreeMap<String, Health> = accounts
+        .iter()
+        .map(|(n, h)| (n.clone(), h.env().metrics.health()))
+        .collect();
     let polling = each.values().all(|h| h.state == HealthState::Polling);
-    let status = if !polling { "unavailable" } else if each.values().all(|h| h.status == "ok") { "ok" } else { "degraded" };
-    let not_polling: Vec<&String> = each.iter().filter(|(_, h)| h.state != HealthState::Polling).map(|(n, _)| n).collect();
+    let status = if !polling {
+        "unavailable"
+    } else if each.values().all(|h| h.status == "ok") {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let not_polling: Vec<&String> = each
+        .iter()
+        .filter(|(_, h)| h.state != HealthState::Polling)
+        .map(|(n, _)| n)
+        .collect();
     let body = serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling, "accounts": each });
-    (if polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body)).into_response()
+    (
+        if polling {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// `/healthz/<account>`: that account alone (404 for an account this agent does not run).
@@ -86,7 +130,13 @@ fn health_of_one(fleet: &Fleet, name: &str) -> Response {
             let h = host.env().metrics.health();
             (status_of(&h), axum::Json(h)).into_response()
         }
-        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": format!("this agent runs no account named {name:?}")}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                serde_json::json!({"error": format!("this agent runs no account named {name:?}")}),
+            ),
+        )
+            .into_response(),
     }
 }
 
@@ -94,7 +144,10 @@ fn health_of_one(fleet: &Fleet, name: &str) -> Response {
 /// `account` when the accounts are named.
 fn render_all(fleet: &Fleet) -> String {
     let (accounts, named) = fleet.accounts();
-    let texts: Vec<(Option<String>, String)> = accounts.iter().map(|(n, h)| (named.then(|| n.clone()), render(h))).collect();
+    let texts: Vec<(Option<String>, String)> = accounts
+        .iter()
+        .map(|(n, h)| (named.then(|| n.clone()), render(h)))
+        .collect();
     merge_families(&texts)
 }
 
@@ -106,7 +159,8 @@ fn render_all(fleet: &Fleet) -> String {
 fn merge_families(texts: &[(Option<String>, String)]) -> String {
     let mut order: Vec<String> = Vec::new();
     // name → (HELP line, TYPE line, samples)
-    let mut families: BTreeMap<String, (Option<String>, Option<String>, Vec<String>)> = BTreeMap::new();
+    let mut families: BTreeMap<String, (Option<String>, Option<String>, Vec<String>)> =
+        BTreeMap::new();
     for (account, text) in texts {
         let mut current = String::new();
         let mut skipping = false;
@@ -161,7 +215,10 @@ fn merge_families(texts: &[(Option<String>, String)]) -> String {
 
 /// A sample line with `account="…"` as its first label.
 fn with_account(line: &str, account: &str) -> String {
-    let label = format!("account=\"{}\"", account.replace('\\', "\\\\").replace('"', "\\\""));
+    let label = format!(
+        "account=\"{}\"",
+        account.replace('\\', "\\\\").replace('"', "\\\"")
+    );
     match line.find(['{', ' ']) {
         Some(i) if line.as_bytes()[i] == b'{' => {
             let rest = &line[i + 1..];
@@ -202,7 +259,10 @@ mod tests {
     fn families_merge_once_with_the_account_label_first() {
         let a = "# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n# HELP y Y.\n# TYPE y gauge\ny{script=\"s\"} 2\n";
         let b = "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\n# HELP y Y.\n# TYPE y gauge\ny{script=\"s\"} 4\n";
-        let merged = merge_families(&[(Some("one".into()), a.into()), (Some("t\"wo".into()), b.into())]);
+        let merged = merge_families(&[
+            (Some("one".into()), a.into()),
+            (Some("t\"wo".into()), b.into()),
+        ]);
         let want = [
             "# HELP x_total X.",
             "# TYPE x_total counter",
@@ -214,15 +274,27 @@ mod tests {
             "y{account=\"t\\\"wo\",script=\"s\"} 4",
         ];
         assert_eq!(merged.lines().collect::<Vec<_>>(), want);
-        let parsed = prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let parsed =
+            prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
         assert_eq!(parsed.samples.len(), 4);
-        assert_eq!(merge_families(&[(None, a.into())]), a, "one unnamed account: unchanged");
+        assert_eq!(
+            merge_families(&[(None, a.into())]),
+            a,
+            "one unnamed account: unchanged"
+        );
         // Another account's script defined `y` as a counter with other help: left out, not a
         // second TYPE line that would make Prometheus refuse the scrape.
         let c = "# HELP y Other.\n# TYPE y counter\ny 9\n# HELP x_total X.\n# TYPE x_total counter\nx_total 5\n";
-        let merged = merge_families(&[(Some("one".into()), a.into()), (Some("three".into()), c.into())]);
+        let merged = merge_families(&[
+            (Some("one".into()), a.into()),
+            (Some("three".into()), c.into()),
+        ]);
         assert_eq!(merged.matches("# TYPE y ").count(), 1, "{merged}");
-        assert!(!merged.contains("y{account=\"three\"}") && merged.contains("x_total{account=\"three\"} 5"), "{merged}");
+        assert!(
+            !merged.contains("y{account=\"three\"}")
+                && merged.contains("x_total{account=\"three\"} 5"),
+            "{merged}"
+        );
         prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
     }
 }

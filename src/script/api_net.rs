@@ -13,8 +13,8 @@
 
 use super::api::ScriptCtx;
 use super::env::{Net, ScriptEnv};
-use super::output::ScriptOutput;
 use super::offline::{OfflineNet, Request};
+use super::output::ScriptOutput;
 use bytes::Bytes;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use reqwest::Method;
@@ -22,20 +22,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A request body from Lua: a table is JSON; a string is sent as it is.
-fn body_of(lua: &Lua, v: Value, content_type: Option<String>, what: &str) -> mlua::Result<Option<(String, Bytes)>> {
+fn body_of(
+    lua: &Lua,
+    v: Value,
+    content_type: Option<String>,
+    what: &str,
+) -> mlua::Result<Option<(String, Bytes)>> {
     match v {
         Value::Nil => Ok(None),
-        Value::String(s) => Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(s.as_bytes().to_vec())))),
+        Value::String(s) => Ok(Some((
+            content_type.unwrap_or_else(|| "application/json".into()),
+            Bytes::from(s.as_bytes().to_vec()),
+        ))),
         Value::Table(_) => {
             let json = super::bounded::json(lua, &v, &format!("{what}: body"))?;
-            Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(json))))
+            Ok(Some((
+                content_type.unwrap_or_else(|| "application/json".into()),
+                Bytes::from(json),
+            )))
         }
-        other => Err(mlua::Error::runtime(format!("{what}: body must be a table or a string, got {}", other.type_name()))),
+        other => Err(mlua::Error::runtime(format!(
+            "{what}: body must be a table or a string, got {}",
+            other.type_name()
+        ))),
     }
 }
 
 /// `{status, body, headers}`; a JSON body is decoded when `decode_json`.
-fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, body: &[u8], decode_json: bool) -> mlua::Result<Table> {
+fn reply_table(
+    lua: &Lua,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    decode_json: bool,
+) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("status", status)?;
     let h = lua.create_table()?;
@@ -47,7 +67,10 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
     t.set("headers", h)?;
     if !body.is_empty() {
         let json = if decode_json {
-            serde_json::from_slice::<serde_json::Value>(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).ok()
+            serde_json::from_slice::<serde_json::Value>(
+                body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body),
+            )
+            .ok()
         } else {
             None
         };
@@ -60,9 +83,24 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
 }
 
 /// Offline: records the request, reports it, and answers it from `OfflineNet`.
-fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, script: &str, via: &'static str, method: &Method, url: String, body: Option<(String, Bytes)>) -> mlua::Result<Table> {
+fn offline(
+    lua: &Lua,
+    env: &ScriptEnv,
+    net: &OfflineNet,
+    script: &str,
+    via: &'static str,
+    method: &Method,
+    url: String,
+    body: Option<(String, Bytes)>,
+) -> mlua::Result<Table> {
     let body = body.map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
-    let req = Request { script: script.to_string(), via, method: method.to_string(), url, body };
+    let req = Request {
+        script: script.to_string(),
+        via,
+        method: method.to_string(),
+        url,
+        body,
+    };
     env.emit(ScriptOutput::Request {
         script: req.script.clone(),
         via,
@@ -87,7 +125,8 @@ fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, script: &str, via: &'st
 fn shape_helpers(lua: &Lua, ucwa: &Table) -> mlua::Result<()> {
     // A list: a table whose first element is set (JSON arrays), or an empty table.
     fn is_list(t: &Table) -> mlua::Result<bool> {
-        Ok(t.raw_get::<Value>(1)? != Value::Nil || t.clone().pairs::<Value, Value>().next().is_none())
+        Ok(t.raw_get::<Value>(1)? != Value::Nil
+            || t.clone().pairs::<Value, Value>().next().is_none())
     }
     ucwa.set(
         "one",
@@ -108,7 +147,10 @@ fn shape_helpers(lua: &Lua, ucwa: &Table) -> mlua::Result<()> {
         "date",
         lua.create_function(|_, v: Value| {
             Ok(match v {
-                Value::String(s) => s.to_str().ok().and_then(|s| crate::ucwa::date::parse_ms(&s)),
+                Value::String(s) => s
+                    .to_str()
+                    .ok()
+                    .and_then(|s| crate::ucwa::date::parse_ms(&s)),
                 _ => None,
             })
         })?,
@@ -120,9 +162,12 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     let env = &ctx.env;
     let script: Arc<str> = ctx.name.clone();
     let ucwa = lua.create_table()?;
-    for (name, method, takes_body) in
-        [("get", Method::GET, false), ("post", Method::POST, true), ("put", Method::PUT, true), ("delete", Method::DELETE, false)]
-    {
+    for (name, method, takes_body) in [
+        ("get", Method::GET, false),
+        ("post", Method::POST, true),
+        ("put", Method::PUT, true),
+        ("delete", Method::DELETE, false),
+    ] {
         let env = env.clone();
         let script = script.clone();
         let f = lua.create_async_function(move |lua, (href, body, content_type): (String, Value, Option<String>)| {
@@ -159,7 +204,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     let app = env.application.clone();
     ucwa.set(
         "application",
-        lua.create_function(move |_, ()| app.get().ok_or_else(|| mlua::Error::runtime("agent.ucwa.application: the agent is not signed in")))?,
+        lua.create_function(move |_, ()| {
+            app.get().ok_or_else(|| {
+                mlua::Error::runtime("agent.ucwa.application: the agent is not signed in")
+            })
+        })?,
     )?;
     agent.set("ucwa", ucwa)?;
 
@@ -254,7 +303,9 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     agent.set("http", http)?;
     // The Rust side returns (ok, value or message); these wrappers raise the message as a plain
     // string at the script's line, so `pcall` gives scripts a string, as Lua errors usually are.
-    lua.load(RAISE_WRAPPERS).set_name("=agent").call::<()>(agent.clone())?;
+    lua.load(RAISE_WRAPPERS)
+        .set_name("=agent")
+        .call::<()>(agent.clone())?;
     Ok(())
 }
 
@@ -263,8 +314,16 @@ const MAX_TIMEOUT_MS: f64 = 3_600_000.0;
 
 /// Headers that decide where and how a request travels: a script setting them could reach
 /// another virtual host than the allowlisted one, or desynchronise the connection.
-const FORBIDDEN_HEADERS: [&str; 8] =
-    ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Keep-Alive", "Proxy-Connection"];
+const FORBIDDEN_HEADERS: [&str; 8] = [
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Upgrade",
+    "TE",
+    "Keep-Alive",
+    "Proxy-Connection",
+];
 
 const RAISE_WRAPPERS: &str = r#"
 local agent = ...
@@ -301,7 +360,13 @@ fn outcome(lua: &Lua, r: mlua::Result<Table>) -> mlua::Result<(bool, Value)> {
 
 /// reqwest's error text, without the URL it repeats.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() { "timed out".to_string() } else if e.is_connect() { "could not connect".to_string() } else { "request failed".to_string() };
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(": ");

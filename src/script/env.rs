@@ -1,14 +1,14 @@
 //! What scripts can reach, shared by every script of a host: the limits, the database, the
 //! agent's UCWA session, the outbound HTTP allowlist, and each script's own config table.
 
+use super::offline::OfflineNet;
 use super::output::ScriptOutput;
 use super::sandbox::Limits;
-use super::offline::OfflineNet;
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicI64, Ordering};
 use crate::store::Store;
 use crate::ucwa::Session;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -57,17 +57,29 @@ pub struct ScriptSettings {
 
 impl ScriptSettings {
     pub fn new(limits: Limits) -> ScriptSettings {
-        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10, state_max_bytes: 1 << 20 }
+        ScriptSettings {
+            limits,
+            http_allow: Vec::new(),
+            config: BTreeMap::new(),
+            max_consecutive_failures: 10,
+            state_max_bytes: 1 << 20,
+        }
     }
 
     /// Whether `agent.http.request` may reach this URL's host.
     pub fn http_allowed(&self, url: &url::Url) -> bool {
-        let Some(host) = url.host_str() else { return false };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
         let port = url.port_or_known_default();
-        self.http_allow.iter().any(|entry| match entry.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok() == port,
-            _ => entry.eq_ignore_ascii_case(host),
-        })
+        self.http_allow
+            .iter()
+            .any(|entry| match entry.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => {
+                    h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok() == port
+                }
+                _ => entry.eq_ignore_ascii_case(host),
+            })
     }
 }
 
@@ -88,9 +100,10 @@ impl Clock {
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         match self {
-            Clock::System => {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
-            }
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64,
             Clock::Manual(t) => t.load(Ordering::SeqCst),
         }
     }
@@ -123,7 +136,10 @@ pub struct AccountInfo {
 
 impl Default for AccountInfo {
     fn default() -> Self {
-        AccountInfo { name: "default".into(), uri: None }
+        AccountInfo {
+            name: "default".into(),
+            uri: None,
+        }
     }
 }
 
@@ -214,20 +230,31 @@ impl ScriptEnv {
 
     /// A stream of what the scripts do from now on.
     pub fn subscribe_output(&self) -> broadcast::Receiver<ScriptOutput> {
-        self.output.get_or_init(|| broadcast::channel(4096).0).subscribe()
+        self.output
+            .get_or_init(|| broadcast::channel(4096).0)
+            .subscribe()
     }
 
     /// Runs `fut` on the agent's runtime and waits for it (from a script's thread).
-    pub(crate) async fn on_io<T: Send + 'static>(&self, fut: impl std::future::Future<Output = T> + Send + 'static) -> mlua::Result<T> {
+    pub(crate) async fn on_io<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> mlua::Result<T> {
         match &self.io {
-            Some(io) => io.spawn(fut).await.map_err(|e| mlua::Error::runtime(format!("the request task failed: {e}"))),
+            Some(io) => io
+                .spawn(fut)
+                .await
+                .map_err(|e| mlua::Error::runtime(format!("the request task failed: {e}"))),
             None => Ok(fut.await),
         }
     }
 
     /// The settings as of now.
     pub fn settings(&self) -> Arc<ScriptSettings> {
-        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// New settings; scripts see them once reloaded.

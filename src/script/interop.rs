@@ -42,8 +42,12 @@ impl Interop {
         sources.set_metatable(Some(weak))?;
         let lookup = sources.clone();
         let lazy = lua.create_function(move |lua, (t, key): (Table, Value)| {
-            let Value::String(name) = &key else { return Ok(Value::Nil) };
-            let Ok(source) = lookup.raw_get::<mlua::LuaString>(&t) else { return Ok(Value::Nil) };
+            let Value::String(name) = &key else {
+                return Ok(Value::Nil);
+            };
+            let Ok(source) = lookup.raw_get::<mlua::LuaString>(&t) else {
+                return Ok(Value::Nil);
+            };
             let v = field(lua, &source.as_bytes(), &name.as_bytes())?;
             if !v.is_nil() {
                 t.raw_set(key, v.clone())?;
@@ -63,9 +67,19 @@ impl Interop {
         metatable.raw_set("__metatable", false)?;
         // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
         // this metatable has none.
-        let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw, metatable.clone(), sources.clone()))?;
-        lua.set_app_data(Interop { make, sources, metatable });
+        let raw: Function = lua
+            .named_registry_value(super::sandbox::RAW_SETMETATABLE)
+            .or_else(|_| lua.globals().raw_get("setmetatable"))?;
+        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((
+            raw,
+            metatable.clone(),
+            sources.clone(),
+        ))?;
+        lua.set_app_data(Interop {
+            make,
+            sources,
+            metatable,
+        });
         Ok(())
     }
 }
@@ -76,7 +90,12 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
         Some(s) => lua.create_string(s).map(Value::String),
         None => Ok(Value::Nil),
     };
-    let raw = || serde_json::from_str::<serde_json::Value>(packed_field(packed, Field::Raw).unwrap_or("null")).unwrap_or_default();
+    let raw = || {
+        serde_json::from_str::<serde_json::Value>(
+            packed_field(packed, Field::Raw).unwrap_or("null"),
+        )
+        .unwrap_or_default()
+    };
     let convert = |v: Option<&serde_json::Value>| v.map_or(Ok(Value::Nil), |v| lua.to_value(v));
     match name {
         b"href" => text(Field::Href),
@@ -86,11 +105,17 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
         b"sender" => {
             let sender = lua.create_table()?;
             sender.raw_set("rel", packed_field(packed, Field::SenderRel).unwrap_or(""))?;
-            sender.raw_set("href", packed_field(packed, Field::SenderHref).unwrap_or(""))?;
+            sender.raw_set(
+                "href",
+                packed_field(packed, Field::SenderHref).unwrap_or(""),
+            )?;
             Ok(Value::Table(sender))
         }
         b"raw" => convert(Some(&raw())),
-        b"resource" => convert(embedded(&raw(), packed_field(packed, Field::Rel).unwrap_or(""))),
+        b"resource" => convert(embedded(
+            &raw(),
+            packed_field(packed, Field::Rel).unwrap_or(""),
+        )),
         b"reason" => convert(raw().get("reason")),
         _ => Ok(Value::Nil),
     }
@@ -100,7 +125,9 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
 /// `reason` included (what `pairs(e)`, `agent.json.encode(e)` and log fields show is the whole
 /// event; only a script that asks for all of it pays for converting its JSON).
 fn complete(lua: &Lua, sources: &Table, t: &Table) -> mlua::Result<()> {
-    let Ok(source) = sources.raw_get::<mlua::LuaString>(t) else { return Ok(()) };
+    let Ok(source) = sources.raw_get::<mlua::LuaString>(t) else {
+        return Ok(());
+    };
     let packed = source.as_bytes();
     for &name in LAZY.iter().chain(&["raw", "resource", "reason"]) {
         if t.raw_get::<Value>(name)?.is_nil() {
@@ -117,7 +144,9 @@ fn complete(lua: &Lua, sources: &Table, t: &Table) -> mlua::Result<()> {
 /// it, before it is converted as a whole (`agent.json.encode(e)`, `agent.log.info(msg, {event = e})`).
 pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
     let Value::Table(t) = v else { return Ok(()) };
-    let Some(interop) = lua.app_data_ref::<Interop>() else { return Ok(()) };
+    let Some(interop) = lua.app_data_ref::<Interop>() else {
+        return Ok(());
+    };
     let is_event = |t: &Table| t.metatable().as_ref() == Some(&interop.metatable);
     if is_event(t) {
         return complete(lua, &interop.sources, t);
@@ -135,6 +164,10 @@ pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
 /// The table a handler receives: `rel`, `type`, `seq`, and on first read `href`, `title`,
 /// `sender {rel, href}`, `conversation`, `status`, `resource`, `reason`, `raw`.
 pub(crate) fn event_table(lua: &Lua, ev: &Event) -> mlua::Result<Table> {
-    let make = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.make.clone();
+    let make = lua
+        .app_data_ref::<Interop>()
+        .ok_or_else(|| mlua::Error::runtime("event interop not installed"))?
+        .make
+        .clone();
     make.call((ev.rel(), ev.kind(), ev.seq, lua.create_string(ev.packed())?))
 }

@@ -66,7 +66,12 @@ impl Timers {
         let mut guard = self.lock();
         guard.0 += 1;
         let id = guard.0;
-        guard.1.push(Timer { id, due, every, func });
+        guard.1.push(Timer {
+            id,
+            due,
+            every,
+            func,
+        });
         id
     }
 
@@ -84,7 +89,10 @@ impl Timers {
 
 /// Installs `agent.after` and `agent.every` in `agent`.
 pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<()> {
-    lua.set_app_data(Timers { clock, list: Mutex::new((0, Vec::new())) });
+    lua.set_app_data(Timers {
+        clock,
+        list: Mutex::new((0, Vec::new())),
+    });
     let handle_mt = lua.create_table()?;
     let methods = lua.create_table()?;
     methods.set(

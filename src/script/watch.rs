@@ -61,11 +61,18 @@ impl Watched {
         let mut folders = BTreeSet::new();
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let link = entry.path();
-            let is_link = std::fs::symlink_metadata(&link).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+            let is_link = std::fs::symlink_metadata(&link)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
             if !is_link || script_name(&link).is_none() {
                 continue;
             }
-            let Ok(target) = std::fs::read_link(&link).map(|t| if t.is_absolute() { t } else { self.dir.join(t) }) else { continue };
+            let Ok(target) =
+                std::fs::read_link(&link)
+                    .map(|t| if t.is_absolute() { t } else { self.dir.join(t) })
+            else {
+                continue;
+            };
             if let Some(folder) = target.parent() {
                 folders.insert(folder.to_path_buf());
             }
@@ -90,7 +97,9 @@ impl Watched {
         if lib.is_dir() && !self.lib_watched {
             match self.watcher.watch(&lib, RecursiveMode::Recursive) {
                 Ok(()) => self.lib_watched = true,
-                Err(error) => tracing::warn!(dir = %lib.display(), %error, "cannot watch the modules folder"),
+                Err(error) => {
+                    tracing::warn!(dir = %lib.display(), %error, "cannot watch the modules folder")
+                }
             }
         }
     }
@@ -100,7 +109,9 @@ impl Watched {
         if let Some(link) = self.links.get(path) {
             return Some(link.clone());
         }
-        let in_dir = path.parent().is_some_and(|p| p == self.dir || p == self.target);
+        let in_dir = path
+            .parent()
+            .is_some_and(|p| p == self.dir || p == self.target);
         if !in_dir {
             return None;
         }
@@ -114,7 +125,11 @@ pub type Targets = std::sync::Arc<dyn Fn() -> Vec<ScriptHost> + Send + Sync>;
 /// Starts watching the host's directory.
 pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHandle> {
     let dir = host.dir().to_path_buf();
-    watch(dir, std::sync::Arc::new(move || vec![host.clone()]), debounce)
+    watch(
+        dir,
+        std::sync::Arc::new(move || vec![host.clone()]),
+        debounce,
+    )
 }
 
 /// Starts watching `dir`; each change goes to every host `targets` gives at that moment (one
@@ -123,18 +138,26 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
     use futures_util::StreamExt;
     use tracing::Instrument;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if !matches!(ev.kind, EventKind::Access(_)) => {
-            for p in ev.paths {
-                let _ = tx.send(p);
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if !matches!(ev.kind, EventKind::Access(_)) => {
+                for p in ev.paths {
+                    let _ = tx.send(p);
+                }
             }
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "script directory watcher error"),
-    })?;
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "script directory watcher error"),
+        })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let target = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-    let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new(), lib_watched: false };
+    let mut w = Watched {
+        watcher,
+        dir,
+        target,
+        extra: BTreeSet::new(),
+        links: BTreeMap::new(),
+        lib_watched: false,
+    };
     w.refresh();
     w.watch_lib();
     let task = tokio::spawn(

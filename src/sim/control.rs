@@ -33,15 +33,25 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["calls", id, "accept"] if m == Method::POST => command(shared, id, CallCommand::Accept),
         ["calls", id, "decline"] if m == Method::POST => command(shared, id, CallCommand::Decline),
         ["faults"] if m == Method::POST => fault(shared, req),
-        ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
+        ["counters"] if m == Method::GET => {
+            Reply::json(StatusCode::OK, &shared.counters.snapshot())
+        }
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
         ["presence"] if m == Method::GET => presence(shared),
         ["messages"] if m == Method::GET => super::messaging::list(shared),
-        ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.state.lock().expect("sim state lock").quirks)),
+        ["quirks"] if m == Method::GET => Reply::json(
+            StatusCode::OK,
+            &super::quirks::names(&shared.state.lock().expect("sim state lock").quirks),
+        ),
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
-        _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
+        _ => Reply::error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            None,
+            "Unknown control API path.",
+        ),
     }
 }
 
@@ -122,7 +132,12 @@ fn settings(shared: &Shared) -> Reply {
 }
 
 fn bad(message: String) -> Reply {
-    Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &message)
+    Reply::error(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        Some("ParameterValidationFailure"),
+        &message,
+    )
 }
 
 fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
@@ -134,7 +149,10 @@ fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
             Err(e) => return bad(format!("body is not JSON: {e}")),
         }
     };
-    let app = body.as_object_mut().and_then(|o| o.remove("application")).and_then(|v| v.as_u64());
+    let app = body
+        .as_object_mut()
+        .and_then(|o| o.remove("application"))
+        .and_then(|v| v.as_u64());
     let spec: CallSpec = match serde_json::from_value(body) {
         Ok(s) => s,
         Err(e) => return bad(format!("not a call spec: {e}")),
@@ -188,7 +206,9 @@ fn command(shared: &Shared, id: &str, cmd: CallCommand) -> Reply {
 /// Sends a command to a live call; false if there is none with that id.
 pub(crate) fn command_call(shared: &Shared, id: u64, cmd: CallCommand) -> bool {
     let st = shared.state.lock().expect("sim state lock");
-    st.calls.get(&id).is_some_and(|c| c.commands.send(cmd).is_ok())
+    st.calls
+        .get(&id)
+        .is_some_and(|c| c.commands.send(cmd).is_ok())
 }
 
 fn fault(shared: &Shared, req: &Req) -> Reply {
@@ -196,8 +216,15 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
         Ok(v) => v,
         Err(e) => return bad(format!("body is not JSON: {e}")),
     };
-    let count = body.as_object_mut().and_then(|o| o.remove("count")).and_then(|c| c.as_u64()).unwrap_or(1);
-    let user = body.as_object_mut().and_then(|o| o.remove("user")).and_then(|u| u.as_str().map(str::to_string));
+    let count = body
+        .as_object_mut()
+        .and_then(|o| o.remove("count"))
+        .and_then(|c| c.as_u64())
+        .unwrap_or(1);
+    let user = body
+        .as_object_mut()
+        .and_then(|o| o.remove("user"))
+        .and_then(|u| u.as_str().map(str::to_string));
     match serde_json::from_value::<Fault>(body) {
         Ok(f) => {
             inject(shared, f, count as usize, user.as_deref());
@@ -219,11 +246,19 @@ pub(crate) fn inject(shared: &Shared, fault: Fault, count: usize, user: Option<&
             st.tokens.retain(|_, t| !theirs(&t.user));
         }
         Fault::ApplicationGone => {
-            let ids: Vec<u64> = st.apps.values().filter(|a| theirs(&a.user)).map(|a| a.id).collect();
+            let ids: Vec<u64> = st
+                .apps
+                .values()
+                .filter(|a| theirs(&a.user))
+                .map(|a| a.id)
+                .collect();
             for id in ids {
                 st.remove_app(id);
             }
         }
-        other => st.faults.extend(std::iter::repeat_n((user.map(str::to_string), other), count)),
+        other => st.faults.extend(std::iter::repeat_n(
+            (user.map(str::to_string), other),
+            count,
+        )),
     }
 }

@@ -142,7 +142,10 @@ pub(crate) struct Forwarding {
 
 impl Default for Forwarding {
     fn default() -> Self {
-        Forwarding { setting: "Off", target: String::new() }
+        Forwarding {
+            setting: "Off",
+            target: String::new(),
+        }
     }
 }
 
@@ -185,7 +188,10 @@ impl SimState {
 
     /// The user a bearer token stands for, if it is known and not expired.
     pub(crate) fn token_user(&self, token: &str, now: Instant) -> Option<String> {
-        self.tokens.get(token).filter(|t| t.expires_at > now).map(|t| t.user.clone())
+        self.tokens
+            .get(token)
+            .filter(|t| t.expires_at > now)
+            .map(|t| t.user.clone())
     }
 
     /// Removes applications nobody polls any more (PROTOCOL.md §3 keep-alive) and their calls.
@@ -227,7 +233,11 @@ impl SimState {
 
     /// The newest available application of `user` (or of any user), where incoming calls ring.
     pub(crate) fn ringing_target(&self, user: Option<&str>) -> Option<u64> {
-        self.apps.values().rev().find(|a| a.available && user.is_none_or(|u| a.user == u)).map(|a| a.id)
+        self.apps
+            .values()
+            .rev()
+            .find(|a| a.available && user.is_none_or(|u| a.user == u))
+            .map(|a| a.id)
     }
 
     /// Creates an application, or returns the existing one for the same identity (PROTOCOL.md §3).
@@ -241,13 +251,23 @@ impl SimState {
         now: Instant,
     ) -> (u64, bool) {
         if let Some(app) = self.apps.values_mut().find(|a| {
-            a.user == user && a.endpoint_id == endpoint_id && a.user_agent == user_agent && a.culture == culture
+            a.user == user
+                && a.endpoint_id == endpoint_id
+                && a.user_agent == user_agent
+                && a.culture == culture
         }) {
             app.last_seen = now;
             return (app.id, false);
         }
         let id = self.next_id();
-        let key = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", id as u32, id % 0xffff, id % 0xfff, (id >> 3) % 0xfff, id);
+        let key = format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            id as u32,
+            id % 0xffff,
+            id % 0xfff,
+            (id >> 3) % 0xfff,
+            id
+        );
         let app = App {
             id,
             user: user.to_string(),

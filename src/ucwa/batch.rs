@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
 
-pub use super::event::{packed_field, Event, Field};
 use super::event::Packer;
+pub use super::event::{packed_field, Event, Field};
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +82,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object or an array of objects")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|t| OneOrMany(vec![t]))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 let mut all = Vec::new();
                 while let Some(t) = seq.next_element()? {
                     all.push(t);
@@ -129,13 +136,18 @@ struct WireLink<'a> {
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
-    let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let text =
+        std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
     let wire: WireBatch = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
         _ => format!("body is not JSON: {e}"),
     })?;
     let links = wire.links.unwrap_or_default();
-    let href = |l: Option<OneOrMany<WireHref>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href).map(Cow::into_owned);
+    let href = |l: Option<OneOrMany<WireHref>>| {
+        l.and_then(|l| l.0.into_iter().next())
+            .and_then(|l| l.href)
+            .map(Cow::into_owned)
+    };
     let continuation = if let Some(h) = href(links.resync) {
         Continuation::Resync(h)
     } else if let Some(h) = href(links.resume) {
@@ -146,26 +158,51 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
         return Err("the response has no next, resync or resume link".into());
     };
     let senders = wire.sender.map(|s| s.0).unwrap_or_default();
-    let mut events = Vec::with_capacity(senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum());
+    let mut events = Vec::with_capacity(
+        senders
+            .iter()
+            .map(|s| s.events.as_ref().map_or(0, Vec::len))
+            .sum(),
+    );
     for (i, sender) in senders.into_iter().enumerate() {
         let sender_rel = sender.rel.unwrap_or_default();
         let sender_href = sender.href.unwrap_or_default();
         for (j, raw) in sender.events.unwrap_or_default().into_iter().enumerate() {
-            let head: WireEvent = serde_json::from_str(raw.get()).map_err(|e| format!("sender[{i}].events[{j}]: {e}"))?;
-            let l = head.link.ok_or_else(|| format!("sender[{i}].events[{j}] has no link"))?;
-            let rel = l.rel.ok_or_else(|| format!("sender[{i}].events[{j}].link has no rel"))?;
-            let kind = head.kind.ok_or_else(|| format!("sender[{i}].events[{j}] has no type"))?;
+            let head: WireEvent = serde_json::from_str(raw.get())
+                .map_err(|e| format!("sender[{i}].events[{j}]: {e}"))?;
+            let l = head
+                .link
+                .ok_or_else(|| format!("sender[{i}].events[{j}] has no link"))?;
+            let rel = l
+                .rel
+                .ok_or_else(|| format!("sender[{i}].events[{j}].link has no rel"))?;
+            let kind = head
+                .kind
+                .ok_or_else(|| format!("sender[{i}].events[{j}] has no type"))?;
             let href = l.href.unwrap_or_default();
-            let text = raw.get().len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
+            let text = raw.get().len()
+                + 2 * (origin.as_str().len() + 16)
+                + href.len()
+                + sender_href.len()
+                + sender_rel.len()
+                + 64;
             let mut p = Packer::new(text);
             p.put(Field::Rel, &rel);
             p.put(Field::Kind, &kind);
-            p.put_with(Field::Href, |b| if !href.is_empty() { origin.absolute_into(&href, b) });
+            p.put_with(Field::Href, |b| {
+                if !href.is_empty() {
+                    origin.absolute_into(&href, b)
+                }
+            });
             if let Some(t) = &l.title {
                 p.put(Field::Title, t);
             }
             p.put(Field::SenderRel, &sender_rel);
-            p.put_with(Field::SenderHref, |b| if !sender_href.is_empty() { origin.absolute_into(&sender_href, b) });
+            p.put_with(Field::SenderHref, |b| {
+                if !sender_href.is_empty() {
+                    origin.absolute_into(&sender_href, b)
+                }
+            });
             // The conversation is a prefix of the href, or the sender itself: point at that text.
             let conversation = match p.field(Field::Href).and_then(conversation_of) {
                 Some(len) => p.span(Field::Href).map(|(start, _)| (start, len)),
@@ -182,7 +219,10 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             events.push(Event::from_packed(p.finish()));
         }
     }
-    Ok(Batch { continuation, events })
+    Ok(Batch {
+        continuation,
+        events,
+    })
 }
 
 /// The length of `…/communication/conversations/<id>` when `href` lies inside a conversation.
@@ -192,7 +232,10 @@ fn conversation_of(href: &str) -> Option<usize> {
     // Looking only where a `/` is: cheaper than a substring search set up per href.
     let at = (0..b.len()).find(|&i| b[i] == b'/' && b[i..].starts_with(MARK))?;
     let start = at + MARK.len();
-    let id_len = b[start..].iter().position(|&c| c == b'/' || c == b'?').unwrap_or(b.len() - start);
+    let id_len = b[start..]
+        .iter()
+        .position(|&c| c == b'/' || c == b'?')
+        .unwrap_or(b.len() - start);
     (id_len > 0).then_some(start + id_len)
 }
 
@@ -208,11 +251,22 @@ mod tests {
     fn seed_sample_decodes() {
         let body = include_bytes!("../../tests/fixtures/events/audioVideoSession-added.json");
         let b = parse(body, &origin()).unwrap();
-        assert_eq!(b.continuation, Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into()));
+        assert_eq!(
+            b.continuation,
+            Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into())
+        );
         assert_eq!(b.events.len(), 1);
         let e = &b.events[0];
-        assert_eq!((e.rel(), e.kind(), e.sender_rel()), ("audioVideoSession", "added", "communication"));
-        assert_eq!(e.conversation().as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
+        assert_eq!(
+            (e.rel(), e.kind(), e.sender_rel()),
+            ("audioVideoSession", "added", "communication")
+        );
+        assert_eq!(
+            e.conversation().as_deref(),
+            Some(
+                "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"
+            )
+        );
         assert!(e.resource().is_none());
     }
 
@@ -221,9 +275,18 @@ mod tests {
         let body = include_bytes!("../../tests/fixtures/resources/events-response-next.json");
         let b = parse(body, &origin()).unwrap();
         let rels: Vec<&str> = b.events.iter().map(|e| e.rel()).collect();
-        assert_eq!(rels, ["communication", "me", "presence", "note", "location"]);
-        assert_eq!(b.events[1].href(), "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me");
-        assert_eq!(b.events[0].resource().unwrap()["supportedModalities"][0], "Messaging");
+        assert_eq!(
+            rels,
+            ["communication", "me", "presence", "note", "location"]
+        );
+        assert_eq!(
+            b.events[1].href(),
+            "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me"
+        );
+        assert_eq!(
+            b.events[0].resource().unwrap()["supportedModalities"][0],
+            "Messaging"
+        );
     }
 
     #[test]
@@ -236,22 +299,42 @@ mod tests {
         let e = &b.events[0];
         assert_eq!((e.rel(), e.sender_rel()), ("participant", "conversation"));
         assert_eq!(e.conversation(), Some("https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/conversations/9"), "the sending conversation");
-        let none = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#, &origin()).unwrap();
+        let none = parse(
+            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#,
+            &origin(),
+        )
+        .unwrap();
         assert!(none.events.is_empty());
-        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#, &origin()).unwrap_err();
+        let err = parse(
+            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#,
+            &origin(),
+        )
+        .unwrap_err();
         assert!(err.contains("sender[0].events[0] has no link"), "{err}");
-        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#, &origin()).unwrap_err();
+        let err = parse(
+            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#,
+            &origin(),
+        )
+        .unwrap_err();
         assert!(err.contains("not an event batch"), "{err}");
     }
 
     #[test]
     fn resync_wins_and_bad_bodies_say_why() {
-        let b = parse(br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=3"}}}"#, &origin()).unwrap();
+        let b = parse(
+            br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=3"}}}"#,
+            &origin(),
+        )
+        .unwrap();
         assert_eq!(b.continuation, Continuation::Resync("/e?ack=3".into()));
         assert!(b.events.is_empty());
         let bom = b"\xEF\xBB\xBF{\"_links\":{\"next\":{\"href\":\"/e?ack=2\"}},\"sender\":[]}";
         assert!(parse(bom, &origin()).unwrap().events.is_empty());
-        assert!(parse(b"{\"_links\": {\"self\"", &origin()).unwrap_err().contains("not JSON"));
-        assert!(parse(b"{\"_links\":{}}", &origin()).unwrap_err().contains("no next"));
+        assert!(parse(b"{\"_links\": {\"self\"", &origin())
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(parse(b"{\"_links\":{}}", &origin())
+            .unwrap_err()
+            .contains("no next"));
     }
 }

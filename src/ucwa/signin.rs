@@ -1,12 +1,12 @@
 //! Sign-in: discovery document → user resource's 401 challenge → password grant → user resource
 //! with the token → `applications` (PROTOCOL.md §1–2). `redirect` links are followed, bounded.
 
+use super::auth::Auth;
 use super::challenge;
 use super::origin::is_loopback;
 use super::session::{status_error, strip_bom, transport};
-use super::auth::Auth;
-use crate::metrics::Metrics;
 use super::{link, Origin, Session, UcwaError};
+use crate::metrics::Metrics;
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::Value;
@@ -60,12 +60,15 @@ pub async fn sign_in_steps(
             Auth::Password { .. } => {
                 step(Step::Begin("challenge"));
                 let url = challenge_of(http, &user_url).await?;
-                step(Step::Done(format!("401 with an MsRtcOAuth challenge; the token endpoint is {url}")));
+                step(Step::Done(format!(
+                    "401 with an MsRtcOAuth challenge; the token endpoint is {url}"
+                )));
                 Some(url)
             }
             Auth::Bearer { .. } => None,
         };
-        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?.with_metrics(metrics.clone());
+        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?
+            .with_metrics(metrics.clone());
         step(Step::Begin("token"));
         session.sign_in().await?;
         step(Step::Done(match auth {
@@ -75,12 +78,20 @@ pub async fn sign_in_steps(
         step(Step::Begin("user"));
         let user = session.get_json(user_url.as_str()).await?;
         if let Some(apps) = link(&user, "applications") {
-            step(Step::Done(format!("applications are created at {}", user_url.join(apps).map_or_else(|_| apps.to_string(), |u| u.to_string()))));
+            step(Step::Done(format!(
+                "applications are created at {}",
+                user_url
+                    .join(apps)
+                    .map_or_else(|_| apps.to_string(), |u| u.to_string())
+            )));
             let apps_url = user_url.join(apps).map_err(|e| malformed(&user_url, e))?;
             check_scheme(&apps_url)?;
             let pool = Origin::of(&apps_url);
             if pool == *session.origin() {
-                return Ok(SignedIn { applications_href: apps.to_string(), session: Arc::new(session) });
+                return Ok(SignedIn {
+                    applications_href: apps.to_string(),
+                    session: Arc::new(session),
+                });
             }
             // Online: applications live on a pool host other than the user resource's host.
             if matches!(auth, Auth::Password { .. }) {
@@ -92,18 +103,27 @@ pub async fn sign_in_steps(
             }
             let session = session.for_origin(pool)?;
             session.sign_in().await?;
-            return Ok(SignedIn { applications_href: apps_url.to_string(), session: Arc::new(session) });
+            return Ok(SignedIn {
+                applications_href: apps_url.to_string(),
+                session: Arc::new(session),
+            });
         }
         // The user is homed on another pool: sign in again there.
         let redirect = link(&user, "redirect").ok_or_else(|| UcwaError::Malformed {
             url: user_url.to_string(),
             message: "the user resource has neither an `applications` nor a `redirect` link".into(),
         })?;
-        user_url = user_url.join(redirect).map_err(|e| malformed(&user_url, e))?;
-        step(Step::Done(format!("the user is homed on another pool: redirected to {user_url}")));
+        user_url = user_url
+            .join(redirect)
+            .map_err(|e| malformed(&user_url, e))?;
+        step(Step::Done(format!(
+            "the user is homed on another pool: redirected to {user_url}"
+        )));
         tracing::info!(to = %user_url, "user resource redirects to another pool");
     }
-    Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} user redirects; stopping")))
+    Err(UcwaError::SignIn(format!(
+        "more than {MAX_REDIRECTS} user redirects; stopping"
+    )))
 }
 
 /// Follows the discovery document (and its redirects) to the user resource.
@@ -122,7 +142,9 @@ async fn discover_user(http: &reqwest::Client, discover: &Url) -> Result<Url, Uc
         url = url.join(redirect).map_err(|e| malformed(&url, e))?;
         tracing::info!(to = %url, "discovery redirects");
     }
-    Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} discovery redirects; stopping")))
+    Err(UcwaError::SignIn(format!(
+        "more than {MAX_REDIRECTS} discovery redirects; stopping"
+    )))
 }
 
 /// GETs the user resource without a token and reads the MsRtcOAuth token endpoint from the 401.
@@ -140,14 +162,27 @@ async fn challenge_of(http: &reqwest::Client, user_url: &Url) -> Result<Url, Ucw
             resp.status().as_u16()
         )));
     }
-    let headers: Vec<&str> = resp.headers().get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let headers: Vec<&str> = resp
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     let challenges = challenge::parse_all(headers);
-    let oauth = challenges.iter().find(|c| c.scheme.eq_ignore_ascii_case("MsRtcOAuth")).ok_or_else(|| {
-        UcwaError::SignIn(format!("{user_url} sent no MsRtcOAuth challenge (schemes: {:?})", challenges.iter().map(|c| &c.scheme).collect::<Vec<_>>()))
-    })?;
+    let oauth = challenges
+        .iter()
+        .find(|c| c.scheme.eq_ignore_ascii_case("MsRtcOAuth"))
+        .ok_or_else(|| {
+            UcwaError::SignIn(format!(
+                "{user_url} sent no MsRtcOAuth challenge (schemes: {:?})",
+                challenges.iter().map(|c| &c.scheme).collect::<Vec<_>>()
+            ))
+        })?;
     let grants = oauth.param("grant_type").unwrap_or("");
     if !grants.split(',').any(|g| g.trim() == "password") {
-        return Err(UcwaError::SignIn(format!("the pool does not offer the password grant (offers: {grants})")));
+        return Err(UcwaError::SignIn(format!(
+            "the pool does not offer the password grant (offers: {grants})"
+        )));
     }
     let href = oauth
         .param("href")
@@ -165,13 +200,22 @@ async fn get_json_anonymous(http: &reqwest::Client, url: &Url) -> Result<Value, 
         .map_err(|e| transport("GET", url.as_str(), e))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(|e| transport("GET", url.as_str(), e))?;
-    let reply = super::HttpReply { status, headers, body };
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| transport("GET", url.as_str(), e))?;
+    let reply = super::HttpReply {
+        status,
+        headers,
+        body,
+    };
     if !(200..300).contains(&status) {
         return Err(status_error(&Method::GET, url.as_str(), &reply));
     }
-    serde_json::from_slice(strip_bom(&reply.body))
-        .map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
+    serde_json::from_slice(strip_bom(&reply.body)).map_err(|e| UcwaError::Malformed {
+        url: url.to_string(),
+        message: format!("body is not JSON: {e}"),
+    })
 }
 
 /// Plain http only to loopback: credentials never cross a network in clear text.
@@ -179,10 +223,15 @@ fn check_scheme(url: &Url) -> Result<(), UcwaError> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),
-        _ => Err(UcwaError::SignIn(format!("refusing {url}: only https:// (or http:// to a loopback host) is used"))),
+        _ => Err(UcwaError::SignIn(format!(
+            "refusing {url}: only https:// (or http:// to a loopback host) is used"
+        ))),
     }
 }
 
 fn malformed(base: &Url, e: url::ParseError) -> UcwaError {
-    UcwaError::Malformed { url: base.to_string(), message: format!("bad href: {e}") }
+    UcwaError::Malformed {
+        url: base.to_string(),
+        message: format!("bad href: {e}"),
+    }
 }
