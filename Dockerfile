@@ -2,13 +2,20 @@
 # Run: docker run --rm ucwa-agent (the embedded simulator demo); a real configuration is mounted
 # on /etc/ucwa-agent, see README.md ("Container").
 
-FROM rust:1.89-slim-bookworm AS build
+# The toolchain is Cargo.toml's rust-version: the oldest Rust that builds every locked crate
+# (tests/msrv.rs checks both).
+FROM rust:1.91-slim-bookworm AS build
 WORKDIR /src
 # The image has gcc and libc6-dev, all that Lua and SQLite (built from source) need.
+# .cargo/config.toml sets the bundled SQLite's build flags (the per-connection page cache).
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked
+# The scripts to ship, less their tests (*_test.lua is for `ucwa-agent test`, not for run).
+COPY scripts ./scripts
+RUN find scripts -name '*_test.lua' -delete
 
 FROM debian:bookworm-slim
 # ca-certificates: the pool's TLS; curl: the HEALTHCHECK.
@@ -20,12 +27,13 @@ RUN groupadd --system --gid 10001 ucwa \
 COPY --from=build /src/target/release/ucwa-agent /usr/local/bin/ucwa-agent
 # Configuration and scripts: root's, read-only to the agent. State: the agent's.
 COPY deploy/container.toml /etc/ucwa-agent/config.toml
-COPY scripts/*.lua /etc/ucwa-agent/scripts/
+COPY --from=build /src/scripts/ /etc/ucwa-agent/scripts/
 RUN install -d -o ucwa -g ucwa -m 0700 /var/lib/ucwa-agent
 VOLUME ["/etc/ucwa-agent", "/var/lib/ucwa-agent"]
 USER 10001:10001
 WORKDIR /var/lib/ucwa-agent
-# /healthz answers 200 while signed in and polling (metrics.listen must be 127.0.0.1:9464).
+# /healthz answers 200 while signed in and polling (metrics.listen on port 9464: 127.0.0.1:9464,
+# or 0.0.0.0:9464 to publish it with -p).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD curl -fsS -o /dev/null http://127.0.0.1:9464/healthz || exit 1
 # SIGTERM (docker stop) stops polling, lets scripts finish and deletes the application: up to
