@@ -17,19 +17,12 @@ use std::time::{Duration, Instant};
 use ucwa_agent::sim::{SimConfig, Simulator};
 
 fn env_num(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
 /// User + system CPU time of a process, in clock ticks (1/100 s on Linux).
@@ -44,11 +37,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn threads(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Applications available with a parked P-GET.
@@ -58,11 +47,7 @@ async fn ready(sim: &Simulator) -> usize {
         return 0;
     };
     let apps: serde_json::Value = r.json().await.unwrap_or_default();
-    apps.as_array().map_or(0, |a| {
-        a.iter()
-            .filter(|a| a["available"] == true && a["pollParked"] == true)
-            .count()
-    })
+    apps.as_array().map_or(0, |a| a.iter().filter(|a| a["available"] == true && a["pollParked"] == true).count())
 }
 
 struct Figures {
@@ -73,25 +58,11 @@ struct Figures {
 }
 
 async fn run(n: usize, idle: Duration) -> Figures {
-    let users: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("user{i}@contoso.com"), "demo".to_string()))
-        .collect();
-    let sim = Simulator::start(
-        SimConfig {
-            users,
-            ..SimConfig::default()
-        },
-        ([127, 0, 0, 1], 0).into(),
-    )
-    .await
-    .unwrap();
+    let users: Vec<(String, String)> = (0..n).map(|i| (format!("user{i}@contoso.com"), "demo".to_string())).collect();
+    let sim = Simulator::start(SimConfig { users, ..SimConfig::default() }, ([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
-    std::fs::write(
-        dir.path().join("scripts/calls.lua"),
-        "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("scripts/calls.lua"), "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n").unwrap();
     let mut text = "[scripts]\ndir = \"scripts\"\n[state]\ndir = \"state\"\n".to_string();
     for i in 0..n {
         text.push_str(&format!(
@@ -111,11 +82,7 @@ async fn run(n: usize, idle: Duration) -> Figures {
         .unwrap();
     let pid = child.id();
     while ready(&sim).await < n {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "{} of {n} accounts signed in after 10 minutes",
-            ready(&sim).await
-        );
+        assert!(started.elapsed() < Duration::from_secs(600), "{} of {n} accounts signed in after 10 minutes", ready(&sim).await);
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the agent exited: {status}");
         }
@@ -128,16 +95,8 @@ async fn run(n: usize, idle: Duration) -> Figures {
     let t0 = Instant::now();
     tokio::time::sleep(idle).await;
     let cpu_percent = (cpu_ticks(pid) - before) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
-    let figures = Figures {
-        sign_in,
-        rss_kib: rss_kib(pid),
-        cpu_percent,
-        threads: threads(pid),
-    };
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let figures = Figures { sign_in, rss_kib: rss_kib(pid), cpu_percent, threads: threads(pid) };
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let _ = child.wait();
     sim.shutdown().await;
     figures
@@ -146,15 +105,8 @@ async fn run(n: usize, idle: Duration) -> Figures {
 fn main() {
     let n = env_num("ACCOUNTS", 1000) as usize;
     let idle = Duration::from_secs(env_num("IDLE_SECS", 30));
-    println!(
-        "ucwa-agent accounts bench ({} logical CPUs), {n} accounts, one script each",
-        std::thread::available_parallelism().map_or(0, |c| c.get())
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    println!("ucwa-agent accounts bench ({} logical CPUs), {n} accounts, one script each", std::thread::available_parallelism().map_or(0, |c| c.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let one = rt.block_on(run(1, idle));
     println!(
         "1 account: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, signed in after {:.2} s",
@@ -172,8 +124,5 @@ fn main() {
         many.sign_in.as_secs_f64()
     );
     let per = many.rss_kib.saturating_sub(one.rss_kib) as f64 / (n.max(2) - 1) as f64;
-    println!(
-        "per account: {per:.0} KiB of RSS (the difference over {} accounts)",
-        n.max(2) - 1
-    );
+    println!("per account: {per:.0} KiB of RSS (the difference over {} accounts)", n.max(2) - 1);
 }

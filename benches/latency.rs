@@ -28,20 +28,13 @@ fn bucket_quantile(text: &str, q: f64) -> Option<String> {
 }
 
 fn counter(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 async fn latency() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
-    std::fs::write(
-        dir.path().join("scripts/trivial.lua"),
-        "agent.on('*', function(e) end)\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("scripts/trivial.lua"), "agent.on('*', function(e) end)\n").unwrap();
     let text = "[server]\ndiscover = \"embedded\"\n[scripts]\ndir = \"scripts\"\nwatch = false\n[state]\ndir = \"state\"\n\
                 [metrics]\nlisten = \"127.0.0.1:0\"\n[simulator]\ncalls_per_minute = 7000\nring_secs = 0.1\ncall_duration_secs = 1\n";
     let path = dir.path().join("config.toml");
@@ -57,8 +50,7 @@ async fn latency() {
     let before = reqwest::get(&url).await.unwrap().text().await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    let rate =
-        (counter(&after, "ucwa_events_total") - counter(&before, "ucwa_events_total")) / 10.0;
+    let rate = (counter(&after, "ucwa_events_total") - counter(&before, "ucwa_events_total")) / 10.0;
     println!(
         "event latency (arrival -> handler start) at {rate:.0} events/s from the simulator: p50 <= {} s, p99 <= {} s (histogram bucket bounds)",
         bucket_quantile(&after, 0.50).unwrap_or_default(),
@@ -72,49 +64,21 @@ fn idle_rss_with_10_scripts() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
     for i in 0..10 {
-        std::fs::write(
-            dir.path().join(format!("scripts/s{i}.lua")),
-            "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(format!("scripts/s{i}.lua")), "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n").unwrap();
     }
-    std::fs::write(
-        dir.path().join("config.toml"),
-        "[simulator]\ncalls_per_minute = 0\n[scripts]\ndir = \"scripts\"\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[simulator]\ncalls_per_minute = 0\n[scripts]\ndir = \"scripts\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).current_dir(dir.path()).env("RUST_LOG", "warn").stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap_or("VmRSS: ? kB")
-        .to_string();
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ? kB").to_string();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
     println!("idle RSS of the ucwa-agent process (embedded simulator included), 10 scripts, signed in: {}", rss.trim_start_matches("VmRSS:").trim());
 }
 
 fn main() {
-    println!(
-        "ucwa-agent latency bench ({} logical CPUs)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("ucwa-agent latency bench ({} logical CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     idle_rss_with_10_scripts();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(latency());
 }

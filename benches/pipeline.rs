@@ -46,35 +46,24 @@ fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>) -> Script
         )
         .unwrap();
     }
-    ScriptHost::with_env(
-        dir.to_path_buf(),
-        ScriptEnv::new(ScriptSettings::new(Limits::default()), store),
-    )
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store))
 }
 
 async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: bool) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(if on_disk {
-        Store::open(&dir.path().join("state")).unwrap()
-    } else {
-        Store::in_memory()
-    });
+    let store = Arc::new(if on_disk { Store::open(&dir.path().join("state")).unwrap() } else { Store::in_memory() });
     let host = host_with(scripts, dir.path(), store.clone());
     host.load_dir().await.unwrap();
     let mut out = host.subscribe();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     // 100 distinct bodies, cycled (the journal numbers events itself; making every body
     // would take longer than dispatching them).
-    let bodies: Vec<Vec<u8>> = (1..=batches.min(100))
-        .map(|a| batch_bytes(a, per_batch))
-        .collect();
+    let bodies: Vec<Vec<u8>> = (1..=batches.min(100)).map(|a| batch_bytes(a, per_batch)).collect();
     let mut sink = EventSink::new(host.clone(), store, 10_000_000);
     let started = Instant::now();
     for body in bodies.iter().cycle().take(batches as usize) {
         let b = batch::parse(body, &origin).unwrap();
-        let Continuation::Next(next) = b.continuation else {
-            panic!()
-        };
+        let Continuation::Next(next) = b.continuation else { panic!() };
         sink.deliver(&origin, body, b.events, Some(&next)).unwrap();
     }
     let produced = started.elapsed();
@@ -89,10 +78,7 @@ async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: boo
     }
     let secs = started.elapsed().as_secs_f64();
     if std::env::var_os("BENCH_DETAIL").is_some() {
-        println!(
-            "  (producer side: {:.0} events/s)",
-            (batches as usize * per_batch) as f64 / produced.as_secs_f64()
-        );
+        println!("  (producer side: {:.0} events/s)", (batches as usize * per_batch) as f64 / produced.as_secs_f64());
     }
     host.shutdown(Duration::from_secs(5)).await;
     (batches as usize * per_batch) as f64 / secs
@@ -110,9 +96,7 @@ async fn journal_latency(batches: u64) -> (Duration, Duration) {
         let body = batch_bytes(ack, 4);
         let t = Instant::now();
         let b = batch::parse(&body, &origin).unwrap();
-        let Continuation::Next(next) = b.continuation else {
-            panic!()
-        };
+        let Continuation::Next(next) = b.continuation else { panic!() };
         sink.deliver(&origin, &body, b.events, Some(&next)).unwrap();
         times.push(t.elapsed());
         if ack % 50 == 0 {
@@ -127,19 +111,9 @@ async fn journal_latency(batches: u64) -> (Duration, Duration) {
 fn main() {
     // The agent's own subscriber (info level, human format), writing nowhere: what the agent
     // does per event for logging is part of the figure.
-    tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(std::io::sink)
-        .init();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    println!(
-        "ucwa-agent pipeline bench ({} logical CPUs)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::sink).init();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!("ucwa-agent pipeline bench ({} logical CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     rt.block_on(async {
         if let Ok(case) = std::env::var("BENCH_CASE") {
             // One case, longer, for a profiler: `BENCH_CASE=disk:1` (journal:scripts).
@@ -159,6 +133,10 @@ fn main() {
             }
         }
         let (p50, p99) = journal_latency(10_000).await;
-        println!("batch arrival -> next poll ready (parse + journal + hand-over), 4-event batches: median {:>6.1} us, p99 {:>6.1} us", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
+        println!(
+            "batch arrival -> next poll ready (parse + journal + hand-over), 4-event batches: median {:>6.1} us, p99 {:>6.1} us",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
     });
 }

@@ -14,18 +14,12 @@ use ucwa_agent::ucwa::{batch, Event, Origin};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 fn tick(seq: u64) -> Vec<Event> {
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
-    let body =
-        batch::synthetic_body(&[("tick", "https://pool.contoso.com/x", serde_json::json!({}))]);
+    let body = batch::synthetic_body(&[("tick", "https://pool.contoso.com/x", serde_json::json!({}))]);
     let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
     ev.seq = seq;
     vec![ev]
@@ -36,13 +30,7 @@ fn script(n: usize) -> String {
 }
 
 fn host(dir: &std::path::Path) -> ScriptHost {
-    ScriptHost::with_env(
-        dir.to_path_buf(),
-        ScriptEnv::new(
-            ScriptSettings::new(Limits::default()),
-            Arc::new(Store::in_memory()),
-        ),
-    )
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), Arc::new(Store::in_memory())))
 }
 
 fn pct(sorted: &[Duration], p: usize) -> f64 {
@@ -95,8 +83,7 @@ async fn reload_memory(reloads: usize) -> (u64, u64) {
         let path = path.clone();
         async move { h.load_file(&path).await.unwrap() }
     };
-    let mut settle = async |out: &mut tokio::sync::broadcast::Receiver<ScriptOutput>,
-                            version: u64| {
+    let mut settle = async |out: &mut tokio::sync::broadcast::Receiver<ScriptOutput>, version: u64| {
         seq += 1;
         h.dispatch(tick(seq));
         let want = format!("v{version}");
@@ -142,15 +129,8 @@ async fn footprint(scripts: usize) -> (u64, u64) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    println!(
-        "ucwa-agent reload bench ({} logical CPUs)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    println!("ucwa-agent reload bench ({} logical CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     rt.block_on(async {
         let (total, per) = footprint(10).await;
         println!("idle RSS of this process with 10 scripts loaded: {:.1} MiB; per script: {per} KiB", total as f64 / 1024.0);

@@ -17,19 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Dependencies whose debug output is connection-pool and TLS noise: kept at `warn` unless
 /// `RUST_LOG` names them.
-const QUIET_DEPENDENCIES: &[&str] = &[
-    "hyper",
-    "hyper_util",
-    "h2",
-    "reqwest",
-    "rustls",
-    "tokio_rustls",
-    "axum",
-    "tower",
-    "mio",
-    "want",
-    "notify",
-];
+const QUIET_DEPENDENCIES: &[&str] = &["hyper", "hyper_util", "h2", "reqwest", "rustls", "tokio_rustls", "axum", "tower", "mio", "want", "notify"];
 
 /// `RUST_LOG` (or `default`), with the noisy dependencies at `warn` unless it names them.
 pub fn filter(rust_log: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
@@ -41,14 +29,9 @@ pub fn filter(rust_log: Option<&str>, default: &str) -> tracing_subscriber::EnvF
         tracing_subscriber::EnvFilter::new(default)
     });
     for dep in QUIET_DEPENDENCIES {
-        let named = text.split(',').any(|d| {
-            d.split(['=', '[', ':'])
-                .next()
-                .is_some_and(|t| t.trim() == *dep)
-        });
+        let named = text.split(',').any(|d| d.split(['=', '[', ':']).next().is_some_and(|t| t.trim() == *dep));
         if !named {
-            filter =
-                filter.add_directive(format!("{dep}=warn").parse().expect("a valid directive"));
+            filter = filter.add_directive(format!("{dep}=warn").parse().expect("a valid directive"));
         }
     }
     filter
@@ -69,10 +52,7 @@ pub struct LineFormat {
 pub fn journal_stream() -> bool {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let Some(expected) = std::env::var("JOURNAL_STREAM")
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(expected) = std::env::var("JOURNAL_STREAM").ok().filter(|v| !v.is_empty()) else {
         return false;
     };
     let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
@@ -99,12 +79,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut fields = Fields::default();
         event.record(&mut fields);
         // The fields of the spans the event is in (an account's `account`), outermost first;
@@ -131,17 +106,9 @@ where
             write!(writer, "<{}>", priority(meta.level()))?;
         }
         if self.json {
-            writeln!(
-                writer,
-                "{}",
-                json_line(&time, meta.level(), meta.target(), fields)
-            )
+            writeln!(writer, "{}", json_line(&time, meta.level(), meta.target(), fields))
         } else {
-            writeln!(
-                writer,
-                "{}",
-                human_line(&time, meta.level(), meta.target(), fields, self.ansi)
-            )
+            writeln!(writer, "{}", human_line(&time, meta.level(), meta.target(), fields, self.ansi))
         }
     }
 }
@@ -162,10 +129,7 @@ impl Visit for Fields {
             "message" => self.message = value.to_string(),
             "fields" => {
                 if !value.is_empty() {
-                    self.script_fields = Some(
-                        serde_json::from_str(value)
-                            .unwrap_or_else(|_| Value::String(value.to_string())),
-                    );
+                    self.script_fields = Some(serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string())));
                 }
             }
             name => self.pairs.push((name, Value::String(value.to_string()))),
@@ -209,22 +173,11 @@ fn json_line(time: &str, level: &Level, target: &str, f: Fields) -> String {
     o.insert("target".into(), target.into());
     o.insert("message".into(), f.message.into());
     for (k, v) in f.span_pairs {
-        o.insert(
-            if RESERVED.contains(&k.as_str()) {
-                format!("field.{k}")
-            } else {
-                k
-            },
-            v,
-        );
+        o.insert(if RESERVED.contains(&k.as_str()) { format!("field.{k}") } else { k }, v);
     }
     for (k, v) in f.pairs {
         // An event field never replaces the line's own keys.
-        let k = if RESERVED.contains(&k) {
-            format!("field.{k}")
-        } else {
-            k.to_string()
-        };
+        let k = if RESERVED.contains(&k) { format!("field.{k}") } else { k.to_string() };
         o.insert(k, v);
     }
     if let Some(v) = f.script_fields {
@@ -249,9 +202,10 @@ fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) ->
         let _ = write!(line, "{:>5} ", level.as_str());
     }
     // A script's message is its own text: control characters are shown escaped, so no
-    // message can start a forged line of its own or send escapes to a terminal.
+    // message can start a forged line of its own or send escapes to a terminal. The agent's
+    // own messages keep their line breaks (a TOML error's caret display), never escapes.
     let _ = write!(line, "{target}: ");
-    push_escaped(&mut line, &f.message);
+    push_escaped(&mut line, &f.message, target != "script");
     for (k, v) in &f.span_pairs {
         push_pair(&mut line, k, v);
     }
@@ -266,10 +220,12 @@ fn human_line(time: &str, level: &Level, target: &str, f: Fields, ansi: bool) ->
     line
 }
 
-/// `text` with control characters written as `\n`, `\r`, `\t` or `\u{1b}`.
-fn push_escaped(line: &mut String, text: &str) {
+/// `text` with control characters written as `\n`, `\r`, `\t` or `\u{1b}` (line breaks and
+/// tabs kept when `keep_breaks`).
+fn push_escaped(line: &mut String, text: &str, keep_breaks: bool) {
     for c in text.chars() {
         match c {
+            '\n' | '\t' if keep_breaks => line.push(c),
             '\n' => line.push_str("\\n"),
             '\r' => line.push_str("\\r"),
             '\t' => line.push_str("\\t"),
@@ -295,9 +251,7 @@ fn push_pair(line: &mut String, key: &str, value: &Value) {
 /// A string as a person reads it: a UCWA href as its path, quoted only when it must be.
 fn human_text(s: &str) -> String {
     let s = short_href(s);
-    if !s.is_empty()
-        && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=' || c.is_control())
-    {
+    if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=' || c.is_control()) {
         s.to_string()
     } else {
         Value::String(s.to_string()).to_string()
@@ -306,10 +260,7 @@ fn human_text(s: &str) -> String {
 
 /// `https://pool.example.com:443/ucwa/oauth/v1/applications/1/…` → `/ucwa/oauth/v1/applications/1/…`.
 fn short_href(s: &str) -> &str {
-    let Some(rest) = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-    else {
+    let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")) else {
         return s;
     };
     match rest.find('/') {
@@ -335,26 +286,11 @@ mod tests {
 
     #[test]
     fn json_lines_nest_script_fields_and_keep_numbers() {
-        let line: Value =
-            serde_json::from_str(&json_line("T", &Level::INFO, "script", script_line())).unwrap();
+        let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "script", script_line())).unwrap();
         assert_eq!(line["fields"]["ms"], 42);
-        assert_eq!(
-            line["fields"]["href"],
-            "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2",
-            "JSON keeps hrefs whole"
-        );
-        assert_eq!(
-            (
-                line["level"].as_str(),
-                line["script"].as_str(),
-                line["seq"].as_u64()
-            ),
-            (Some("INFO"), Some("call_log"), Some(11))
-        );
-        assert_eq!(
-            line["account"], "reception",
-            "an account's span field is a key of the line"
-        );
+        assert_eq!(line["fields"]["href"], "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "JSON keeps hrefs whole");
+        assert_eq!((line["level"].as_str(), line["script"].as_str(), line["seq"].as_u64()), (Some("INFO"), Some("call_log"), Some(11)));
+        assert_eq!(line["account"], "reception", "an account's span field is a key of the line");
     }
 
     #[test]
@@ -364,75 +300,35 @@ mod tests {
             line,
             "T  INFO script: call started account=reception script=call_log seq=11 caller=sip:alice@contoso.com href=/ucwa/oauth/v1/applications/1/communication/conversations/2 ms=42 note=\"two words\""
         );
-        assert_eq!(
-            short_href("https://hooks.example.com/x"),
-            "https://hooks.example.com/x",
-            "only UCWA paths are shortened"
-        );
-        assert!(human_line("T", &Level::WARN, "t", Fields::default(), true)
-            .contains("\x1b[33m WARN\x1b[0m"));
+        assert_eq!(short_href("https://hooks.example.com/x"), "https://hooks.example.com/x", "only UCWA paths are shortened");
+        assert!(human_line("T", &Level::WARN, "t", Fields::default(), true).contains("\x1b[33m WARN\x1b[0m"));
     }
 
     #[test]
     fn a_message_cannot_forge_a_line_or_reach_the_terminal() {
-        let f = Fields {
-            message: "line1\n2026-12-05T00:00:00Z ERROR ucwa_agent: FORGED\u{1b}[31mred".into(),
-            ..Fields::default()
-        };
+        let f = Fields { message: "line1\n2026-12-05T00:00:00Z ERROR ucwa_agent: FORGED\u{1b}[31mred".into(), ..Fields::default() };
         let line = human_line("T", &Level::INFO, "script", f, false);
-        assert_eq!(
-            line,
-            "T  INFO script: line1\\n2026-12-05T00:00:00Z ERROR ucwa_agent: FORGED\\u{1b}[31mred"
-        );
+        assert_eq!(line, "T  INFO script: line1\\n2026-12-05T00:00:00Z ERROR ucwa_agent: FORGED\\u{1b}[31mred");
         assert!(!line.contains('\n') && !line.contains('\u{1b}'));
-        assert_eq!(
-            (
-                priority(&Level::ERROR),
-                priority(&Level::WARN),
-                priority(&Level::INFO)
-            ),
-            (3, 4, 6)
-        );
+        let own = Fields { message: "bad.toml: TOML parse error\n  |\u{1b}[2J".into(), ..Fields::default() };
+        assert_eq!(human_line("T", &Level::ERROR, "ucwa_agent", own, false), "T ERROR ucwa_agent: bad.toml: TOML parse error\n  |\\u{1b}[2J");
+        assert_eq!((priority(&Level::ERROR), priority(&Level::WARN), priority(&Level::INFO)), (3, 4, 6));
     }
 
     #[test]
     fn fields_never_replace_the_lines_own_keys() {
-        let f = Fields {
-            message: "m".into(),
-            span_pairs: vec![],
-            pairs: vec![("level", "debug".into()), ("target", "x".into())],
-            script_fields: None,
-        };
+        let f = Fields { message: "m".into(), span_pairs: vec![], pairs: vec![("level", "debug".into()), ("target", "x".into())], script_fields: None };
         let line: Value = serde_json::from_str(&json_line("T", &Level::INFO, "t", f)).unwrap();
-        assert_eq!(
-            (
-                line["level"].as_str(),
-                line["field.level"].as_str(),
-                line["target"].as_str()
-            ),
-            (Some("INFO"), Some("debug"), Some("t"))
-        );
-        let nested = Fields {
-            message: "m".into(),
-            span_pairs: vec![],
-            pairs: vec![],
-            script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})),
-        };
-        assert!(human_line("T", &Level::INFO, "t", nested, false)
-            .ends_with(r#" who="{\"name\":\"Bob Brown\"}""#));
+        assert_eq!((line["level"].as_str(), line["field.level"].as_str(), line["target"].as_str()), (Some("INFO"), Some("debug"), Some("t")));
+        let nested = Fields { message: "m".into(), span_pairs: vec![], pairs: vec![], script_fields: Some(serde_json::json!({"who": {"name": "Bob Brown"}})) };
+        assert!(human_line("T", &Level::INFO, "t", nested, false).ends_with(r#" who="{\"name\":\"Bob Brown\"}""#));
     }
 
     #[test]
     fn dependencies_stay_at_warn_unless_named() {
         let f = filter(Some("debug"), "info").to_string();
-        assert!(
-            f.contains("hyper=warn") && f.contains("reqwest=warn"),
-            "{f}"
-        );
+        assert!(f.contains("hyper=warn") && f.contains("reqwest=warn"), "{f}");
         let f = filter(Some("debug,hyper=trace"), "info").to_string();
-        assert!(
-            f.contains("hyper=trace") && !f.contains("hyper=warn"),
-            "{f}"
-        );
+        assert!(f.contains("hyper=trace") && !f.contains("hyper=warn"), "{f}");
     }
 }

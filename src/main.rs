@@ -18,10 +18,7 @@ const EXIT_CREDENTIALS: u8 = 3;
 const EXIT_POOL: u8 = 4;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Runs Lua scripts on Skype for Business (UCWA) call events"
-)]
+#[command(version, about = "Runs Lua scripts on Skype for Business (UCWA) call events")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -105,20 +102,12 @@ fn main() -> ExitCode {
         if !tracing::dispatcher::has_been_set() {
             return default_hook(info);
         }
-        let thread = std::thread::current()
-            .name()
-            .unwrap_or("unnamed")
-            .to_string();
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
         tracing::error!(thread, panic = %info, "internal error (please report it)");
     }));
     match &cli.command {
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "ucwa-agent",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
         Some(Command::Man { dir }) => {
@@ -139,49 +128,20 @@ fn main() -> ExitCode {
         _ => {}
     }
     // The offline tools print their own report; scripts' log lines would only repeat it.
-    let quiet = matches!(
-        cli.command,
-        Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. })
-    );
-    let log_level = init_logging(
-        cli.log_format,
-        if quiet { "warn,script=off" } else { "info" },
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    let quiet = matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. }));
+    let log_level = init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Run { record: None }) {
-            Command::Run { record } => {
-                run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await
-            }
-            Command::Record { file } => {
-                run(
-                    cli.config,
-                    cli.shard,
-                    cli.metrics_listen,
-                    Some(file),
-                    log_level,
-                )
-                .await
-            }
-            Command::Check { online } => {
-                with_config(&cli.config, |c| async move { check(&c, online).await }).await
-            }
-            Command::Replay { file, script } => {
-                with_config(&cli.config, |c| async move {
-                    replay(&c, &file, script.as_deref()).await
-                })
-                .await
-            }
+            Command::Run { record } => run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await,
+            Command::Record { file } => run(cli.config, cli.shard, cli.metrics_listen, Some(file), log_level).await,
+            Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
+            Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
             Command::Completions { .. } | Command::Man { .. } => {
                 unreachable!("answered before the runtime starts")
             }
-            Command::Simulate(args) => {
-                sim::cli::simulate(args, &cli.config, shutdown_signal()).await
-            }
+            Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
         }
     });
     // Whatever still runs (a script's load given up on, a request in flight) is not waited
@@ -190,10 +150,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn with_config<F: std::future::Future<Output = ExitCode>>(
-    path: &std::path::Path,
-    f: impl FnOnce(Config) -> F,
-) -> ExitCode {
+async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path::Path, f: impl FnOnce(Config) -> F) -> ExitCode {
     match Config::load(path) {
         Ok(c) => f(c).await,
         Err(error) => {
@@ -213,8 +170,7 @@ async fn run(
     use ucwa_agent::agent::sd_notify::{self, Notifier};
     // Signal handlers before anything slow: a SIGHUP (`systemctl reload`) or SIGTERM during
     // start-up must not take the default action, which ends the process.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("SIGHUP handler");
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP handler");
     let mut shutdown = Box::pin(shutdown_signal());
     let notifier = std::sync::Arc::new(Notifier::from_env());
     let mut config = match Config::load(&config) {
@@ -228,10 +184,7 @@ async fn run(
         config.metrics.listen = Some(addr);
     }
     // `log.level` applies unless RUST_LOG says otherwise (checked when the file was read).
-    if let (Some(level), None) = (
-        &config.log.level,
-        std::env::var_os("RUST_LOG").filter(|v| !v.is_empty()),
-    ) {
+    if let (Some(level), None) = (&config.log.level, std::env::var_os("RUST_LOG").filter(|v| !v.is_empty())) {
         if let Err(error) = log_level(level) {
             tracing::warn!(%error, "log.level not applied");
         }
@@ -301,28 +254,33 @@ async fn run(
                 if life.alive(within) {
                     n.send("WATCHDOG=1");
                 } else {
-                    tracing::error!(within_secs = within.as_secs(), "an event-channel loop has not run within the watchdog interval; not telling systemd it is alive");
+                    tracing::error!(
+                        within_secs = within.as_secs(),
+                        "an event-channel loop has not run within the watchdog interval; not telling systemd it is alive"
+                    );
                 }
                 tokio::time::sleep(every).await;
             }
         });
     }
     {
-        let n = notifier.clone();
+        let (n, mut ready_rx) = (notifier.clone(), ready_rx.clone());
         tokio::spawn(async move {
+            // Reloads apply to running accounts: one asked for during start-up waits for them.
+            while !*ready_rx.borrow_and_update() {
+                if ready_rx.changed().await.is_err() {
+                    return;
+                }
+            }
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the configuration");
                 n.reloading();
                 let outcome = reloader.reload().await;
-                let ready = if *ready_rx.borrow() { "READY=1\n" } else { "" };
+                let ready = "READY=1\n";
                 match outcome {
                     Ok(()) => n.send(&format!("{ready}STATUS=configuration reloaded")),
                     Err(error) => {
-                        let line: String = error
-                            .chars()
-                            .map(|c| if c.is_control() { ' ' } else { c })
-                            .take(300)
-                            .collect();
+                        let line: String = error.chars().map(|c| if c.is_control() { ' ' } else { c }).take(300).collect();
                         n.send(&format!("{ready}STATUS=configuration reload rejected, the running one stays: {line}\nERRNO=22"));
                     }
                 }
@@ -333,9 +291,7 @@ async fn run(
     let end = agent
         .run(async move {
             shutdown.await;
-            n.send(
-                "STOPPING=1\nSTATUS=stopping: letting handlers finish, deleting the application",
-            );
+            n.send("STOPPING=1\nSTATUS=stopping: letting handlers finish, deleting the application");
         })
         .await;
     match end {
@@ -353,29 +309,15 @@ async fn check(config: &Config, online: bool) -> ExitCode {
         println!("{p}");
     }
     for (name, subs) in &report.loaded {
-        println!(
-            "ok: {name} ({subs} subscription{})",
-            if *subs == 1 { "" } else { "s" }
-        );
+        println!("ok: {name} ({subs} subscription{})", if *subs == 1 { "" } else { "s" });
     }
     let errors = report.errors();
-    println!(
-        "{} script(s) loaded, {errors} error(s), {} warning(s)",
-        report.loaded.len(),
-        report.problems.len() - errors
-    );
+    println!("{} script(s) loaded, {errors} error(s), {} warning(s)", report.loaded.len(), report.problems.len() - errors);
     if !report.config.is_empty() {
-        println!(
-            "the configuration has {} problem(s): `run` would not start",
-            report.config.len()
-        );
+        println!("the configuration has {} problem(s): `run` would not start", report.config.len());
         return ExitCode::from(EXIT_CONFIG);
     }
-    let online = if online {
-        check_online(config).await
-    } else {
-        None
-    };
+    let online = if online { check_online(config).await } else { None };
     if let Some(code) = online {
         code
     } else if errors > 0 {
@@ -411,19 +353,12 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
         }
     }
     if accounts.len() > 1 {
-        println!(
-            "online: {} of {} accounts signed in",
-            accounts.len() - failed,
-            accounts.len()
-        );
+        println!("online: {} of {} accounts signed in", accounts.len() - failed, accounts.len());
     }
     worst.map(ExitCode::from)
 }
 
-async fn check_online_account(
-    config: &Config,
-    spec: &ucwa_agent::config::AccountSpec,
-) -> Option<u8> {
+async fn check_online_account(config: &Config, spec: &ucwa_agent::config::AccountSpec) -> Option<u8> {
     use tools::online::Verdict;
     let (steps, verdict) = match tools::online::check_account(config, spec).await {
         Ok(r) => r,
@@ -488,17 +423,8 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let paths = if paths.is_empty() {
-        vec![loaded
-            .as_ref()
-            .map(|c| c.scripts_dir())
-            .unwrap_or_else(|| PathBuf::from("scripts"))]
-    } else {
-        paths
-    };
-    let settings = loaded
-        .unwrap_or_else(|| Config::parse("", config).expect("defaults are valid"))
-        .script_settings();
+    let paths = if paths.is_empty() { vec![loaded.as_ref().map(|c| c.scripts_dir()).unwrap_or_else(|| PathBuf::from("scripts"))] } else { paths };
+    let settings = loaded.unwrap_or_else(|| Config::parse("", config).expect("defaults are valid")).script_settings();
     let mut files = Vec::new();
     for path in &paths {
         if path.is_dir() {
@@ -526,13 +452,7 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
     let limit = (settings.limits.handler_timeout * 30).max(std::time::Duration::from_secs(60));
     for f in files {
         let settings = settings.clone();
-        results.push(
-            tokio::task::spawn_blocking(move || {
-                tools::lua_test::run_file_bounded(&f, settings, limit)
-            })
-            .await
-            .expect("the test runner thread"),
-        );
+        results.push(tokio::task::spawn_blocking(move || tools::lua_test::run_file_bounded(&f, settings, limit)).await.expect("the test runner thread"));
     }
     let (text, passed, failed) = tools::lua_test::tap(&results);
     print!("{text}");
@@ -576,25 +496,11 @@ fn init_logging(format: LogFormat, default: &str) -> ucwa_agent::agent::LogLevel
     let filter = ucwa_agent::logfmt::filter(std::env::var("RUST_LOG").ok().as_deref(), default);
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Colour only for a person at a terminal: pipes, files and journald get plain text.
-    let ansi = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let lines = ucwa_agent::logfmt::LineFormat {
-        json: matches!(format, LogFormat::Json),
-        ansi,
-        journald: ucwa_agent::logfmt::journal_stream(),
-    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let lines = ucwa_agent::logfmt::LineFormat { json: matches!(format, LogFormat::Json), ansi, journald: ucwa_agent::logfmt::journal_stream() };
     // Span fields (an account's `account`) are kept as JSON, for the line formats to spread out.
-    let layer = tracing_subscriber::fmt::layer()
-        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-        .event_format(lines)
-        .with_writer(std::io::stderr);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .init();
-    std::sync::Arc::new(move |level: &str| {
-        handle
-            .reload(ucwa_agent::logfmt::filter(None, level))
-            .map_err(|e| e.to_string())
-    })
+    let layer =
+        tracing_subscriber::fmt::layer().fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()).event_format(lines).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(filter).with(layer).init();
+    std::sync::Arc::new(move |level: &str| handle.reload(ucwa_agent::logfmt::filter(None, level)).map_err(|e| e.to_string()))
 }

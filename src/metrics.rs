@@ -12,10 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Histogram bucket bounds, in seconds: 10 µs to 10 s (finer around the 1 ms latency target).
-const BUCKETS: [f64; 18] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005,
-    0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0,
-];
+const BUCKETS: [f64; 18] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -39,22 +36,10 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                self.counts[i]
-            );
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i]);
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
@@ -148,9 +133,7 @@ impl Default for Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics")
-            .field("health", &self.health())
-            .finish_non_exhaustive()
+        f.debug_struct("Metrics").field("health", &self.health()).finish_non_exhaustive()
     }
 }
 
@@ -159,10 +142,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A script's figures, allocating its name only the first time.
-fn script_entry<'a>(
-    m: &'a mut BTreeMap<String, ScriptFigures>,
-    script: &str,
-) -> &'a mut ScriptFigures {
+fn script_entry<'a>(m: &'a mut BTreeMap<String, ScriptFigures>, script: &str) -> &'a mut ScriptFigures {
     if !m.contains_key(script) {
         m.insert(script.to_string(), ScriptFigures::default());
     }
@@ -171,9 +151,7 @@ fn script_entry<'a>(
 
 /// A label value with `\`, `"` and newlines escaped.
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -205,15 +183,12 @@ impl Metrics {
 
     /// The event-channel loop runs (called at each poll and every second while it waits).
     pub fn heartbeat(&self) {
-        self.heartbeat_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.heartbeat_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How long since the event-channel loop last beat.
     pub fn since_heartbeat(&self) -> Duration {
-        self.started.elapsed().saturating_sub(Duration::from_millis(
-            self.heartbeat_ms.load(Ordering::Relaxed),
-        ))
+        self.started.elapsed().saturating_sub(Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed)))
     }
 
     /// An application was created or resumed (after sign-in, or after one was lost).
@@ -232,14 +207,7 @@ impl Metrics {
 
     /// A handler call: how long it ran, whether it failed, whether a limit stopped it, and
     /// how long after its event arrived it started.
-    pub fn handler(
-        &self,
-        script: &str,
-        took: Duration,
-        failed: bool,
-        limit: bool,
-        waited: Option<Duration>,
-    ) {
+    pub fn handler(&self, script: &str, took: Duration, failed: bool, limit: bool, waited: Option<Duration>) {
         {
             let mut m = lock(&self.scripts);
             let f = script_entry(&mut m, script);
@@ -289,26 +257,11 @@ impl Metrics {
     }
 
     pub fn health(&self) -> Health {
-        let stuck_scripts: Vec<String> = lock(&self.scripts)
-            .iter()
-            .filter(|(_, f)| f.stuck != 0)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let stuck_scripts: Vec<String> = lock(&self.scripts).iter().filter(|(_, f)| f.stuck != 0).map(|(n, _)| n.clone()).collect();
         let warnings: Vec<String> = lock(&self.warnings).values().cloned().collect();
         let h = lock(&self.health);
-        let status = if stuck_scripts.is_empty() && warnings.is_empty() {
-            "ok"
-        } else {
-            "degraded"
-        };
-        Health {
-            status,
-            state: h.0,
-            stuck_scripts,
-            warnings,
-            for_secs: h.1.elapsed().as_secs(),
-            last_error: h.2.clone(),
-        }
+        let status = if stuck_scripts.is_empty() && warnings.is_empty() { "ok" } else { "degraded" };
+        Health { status, state: h.0, stuck_scripts, warnings, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
     }
 
     /// Sets (Some) or clears (None) the standing warning of kind `what` shown by `/healthz`.
@@ -328,45 +281,21 @@ impl Metrics {
     pub fn render(&self, journal: Option<(u64, Vec<(String, u64)>)>) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(
-            "ucwa_polls_total",
-            "Event-channel requests sent.",
-            self.polls.load(Ordering::Relaxed),
-        );
-        counter(
-            "ucwa_batches_total",
-            "Event-channel batches journaled and delivered.",
-            self.batches.load(Ordering::Relaxed),
-        );
-        counter(
-            "ucwa_sign_ins_total",
-            "Successful sign-ins.",
-            self.sign_ins.load(Ordering::Relaxed),
-        );
+        counter("ucwa_polls_total", "Event-channel requests sent.", self.polls.load(Ordering::Relaxed));
+        counter("ucwa_batches_total", "Event-channel batches journaled and delivered.", self.batches.load(Ordering::Relaxed));
+        counter("ucwa_sign_ins_total", "Successful sign-ins.", self.sign_ins.load(Ordering::Relaxed));
         counter(
             "ucwa_applications_total",
             "Applications created or resumed; more than sign-ins when the pool lost them (re-created with backoff).",
             self.applications_created.load(Ordering::Relaxed),
         );
-        counter(
-            "ucwa_token_renewals_total",
-            "Tokens obtained (first one included).",
-            self.token_renewals.load(Ordering::Relaxed),
-        );
+        counter("ucwa_token_renewals_total", "Tokens obtained (first one included).", self.token_renewals.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP ucwa_events_total Events received, by rel and type.\n# TYPE ucwa_events_total counter");
         for (rel, kinds) in lock(&self.events).iter() {
             for (kind, n) in kinds {
-                let _ = writeln!(
-                    out,
-                    "ucwa_events_total{{rel=\"{}\",type=\"{}\"}} {n}",
-                    esc(rel),
-                    esc(kind)
-                );
+                let _ = writeln!(out, "ucwa_events_total{{rel=\"{}\",type=\"{}\"}} {n}", esc(rel), esc(kind));
             }
         }
         let _ = writeln!(out, "# HELP ucwa_recoveries_total Failures recovered from, by kind.\n# TYPE ucwa_recoveries_total counter");
@@ -375,54 +304,14 @@ impl Metrics {
         }
         let scripts = lock(&self.scripts).clone();
         let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 8] = [
-            (
-                "ucwa_handler_calls_total",
-                "counter",
-                "Handler calls, by script.",
-                |f| f.handler_calls,
-            ),
-            (
-                "ucwa_handler_errors_total",
-                "counter",
-                "Handler calls that failed (errors and limits), by script.",
-                |f| f.handler_errors,
-            ),
-            (
-                "ucwa_handler_limit_stops_total",
-                "counter",
-                "Handler calls stopped by a limit, by script.",
-                |f| f.limit_stops,
-            ),
-            (
-                "ucwa_reloads_ok_total",
-                "counter",
-                "Versions loaded, by script.",
-                |f| f.reloads_ok,
-            ),
-            (
-                "ucwa_reloads_failed_total",
-                "counter",
-                "Versions that failed to load, by script.",
-                |f| f.reloads_failed,
-            ),
-            (
-                "ucwa_lua_memory_bytes",
-                "gauge",
-                "Memory of the script's Lua state.",
-                |f| f.lua_memory_bytes,
-            ),
-            (
-                "ucwa_state_bytes_written_total",
-                "counter",
-                "Bytes of agent.state JSON written to the database, by script.",
-                |f| f.state_bytes_written,
-            ),
-            (
-                "ucwa_script_stuck",
-                "gauge",
-                "1 while the watchdog holds the script stuck (a call that does not return).",
-                |f| f.stuck,
-            ),
+            ("ucwa_handler_calls_total", "counter", "Handler calls, by script.", |f| f.handler_calls),
+            ("ucwa_handler_errors_total", "counter", "Handler calls that failed (errors and limits), by script.", |f| f.handler_errors),
+            ("ucwa_handler_limit_stops_total", "counter", "Handler calls stopped by a limit, by script.", |f| f.limit_stops),
+            ("ucwa_reloads_ok_total", "counter", "Versions loaded, by script.", |f| f.reloads_ok),
+            ("ucwa_reloads_failed_total", "counter", "Versions that failed to load, by script.", |f| f.reloads_failed),
+            ("ucwa_lua_memory_bytes", "gauge", "Memory of the script's Lua state.", |f| f.lua_memory_bytes),
+            ("ucwa_state_bytes_written_total", "counter", "Bytes of agent.state JSON written to the database, by script.", |f| f.state_bytes_written),
+            ("ucwa_script_stuck", "gauge", "1 while the watchdog holds the script stuck (a call that does not return).", |f| f.stuck),
         ];
         for (name, kind, help, get) in per_script {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -432,11 +321,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP ucwa_handler_duration_seconds Handler run time, by script.\n# TYPE ucwa_handler_duration_seconds histogram");
         for (script, f) in &scripts {
-            f.duration.render(
-                &mut out,
-                "ucwa_handler_duration_seconds",
-                &format!("script=\"{}\"", esc(script)),
-            );
+            f.duration.render(&mut out, "ucwa_handler_duration_seconds", &format!("script=\"{}\"", esc(script)));
         }
         let _ = writeln!(
             out,

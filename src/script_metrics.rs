@@ -61,97 +61,46 @@ pub struct ScriptMetrics {
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n.bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl ScriptMetrics {
     /// Defines (or finds again, after a reload) `name` for `script`. The same name must keep
     /// its kind and buckets across scripts and versions.
-    pub fn define(
-        &mut self,
-        script: &str,
-        name: &str,
-        kind: Kind,
-        help: &str,
-        buckets: Vec<f64>,
-    ) -> Result<(), String> {
+    pub fn define(&mut self, script: &str, name: &str, kind: Kind, help: &str, buckets: Vec<f64>) -> Result<(), String> {
         if !valid_name(name) {
             return Err(format!("`{name}` is not a metric name: 1 to 64 of a-z, 0-9 and _, not starting with a digit"));
         }
         // The agent's own `ucwa_script_*` metrics, and the series names of histograms: a clash
         // would make the whole page unreadable to Prometheus.
-        if RESERVED.contains(&name)
-            || ["_bucket", "_sum", "_count"]
-                .iter()
-                .any(|s| name.ends_with(s))
-        {
+        if RESERVED.contains(&name) || ["_bucket", "_sum", "_count"].iter().any(|s| name.ends_with(s)) {
             return Err(format!("`{name}` is reserved (the agent's own metric, or a histogram's _bucket/_sum/_count)"));
         }
         if kind == Kind::Histogram {
-            if buckets.is_empty()
-                || buckets.len() > 30
-                || buckets.windows(2).any(|w| w[0] >= w[1])
-                || buckets.iter().any(|b| !b.is_finite())
-            {
-                return Err(format!(
-                    "{name}: buckets must be 1 to 30 finite numbers in increasing order"
-                ));
+            if buckets.is_empty() || buckets.len() > 30 || buckets.windows(2).any(|w| w[0] >= w[1]) || buckets.iter().any(|b| !b.is_finite()) {
+                return Err(format!("{name}: buckets must be 1 to 30 finite numbers in increasing order"));
             }
         }
         if let Some(f) = self.families.get(name) {
             if f.kind != kind || f.buckets != buckets {
-                return Err(format!(
-                    "{name} is already a {} with other buckets or another kind",
-                    f.kind.as_str()
-                ));
+                return Err(format!("{name} is already a {} with other buckets or another kind", f.kind.as_str()));
             }
         }
-        let mine = self
-            .families
-            .values()
-            .filter(|f| f.owners.contains(script))
-            .count();
-        let known = self
-            .families
-            .get(name)
-            .is_some_and(|f| f.owners.contains(script));
+        let mine = self.families.values().filter(|f| f.owners.contains(script)).count();
+        let known = self.families.get(name).is_some_and(|f| f.owners.contains(script));
         if !known && mine >= MAX_METRICS {
-            return Err(format!(
-                "{name}: a script may define at most {MAX_METRICS} metrics"
-            ));
+            return Err(format!("{name}: a script may define at most {MAX_METRICS} metrics"));
         }
         let help: String = help.chars().filter(|c| !c.is_control()).take(200).collect();
-        let f = self
-            .families
-            .entry(name.to_string())
-            .or_insert_with(|| Family {
-                kind,
-                help,
-                buckets,
-                owners: Default::default(),
-                series: BTreeMap::new(),
-            });
+        let f = self.families.entry(name.to_string()).or_insert_with(|| Family { kind, help, buckets, owners: Default::default(), series: BTreeMap::new() });
         f.owners.insert(script.to_string());
         Ok(())
     }
 
     /// Applies `f` to the series of `script` with `labels` (created at zero if new).
-    pub fn update(
-        &mut self,
-        script: &str,
-        name: &str,
-        labels: Vec<(String, String)>,
-        f: impl FnOnce(&mut Series, &[f64]),
-    ) -> Result<(), String> {
-        let family = self
-            .families
-            .get_mut(name)
-            .filter(|f| f.owners.contains(script))
-            .ok_or_else(|| format!("{name} is not defined"))?;
+    pub fn update(&mut self, script: &str, name: &str, labels: Vec<(String, String)>, f: impl FnOnce(&mut Series, &[f64])) -> Result<(), String> {
+        let family = self.families.get_mut(name).filter(|f| f.owners.contains(script)).ok_or_else(|| format!("{name} is not defined"))?;
         if labels.len() > MAX_LABELS {
             return Err(format!("{name}: at most {MAX_LABELS} labels"));
         }
@@ -161,23 +110,20 @@ impl ScriptMetrics {
                 return Err(format!("{name}: `{k}` is not a label name (a-z, 0-9, _; not `script`, `le` or `account`)"));
             }
             if v.len() > 200 {
-                return Err(format!(
-                    "{name}: the value of label `{k}` is longer than 200 bytes"
-                ));
+                return Err(format!("{name}: the value of label `{k}` is longer than 200 bytes"));
             }
         }
         let key = (script.to_string(), labels);
         if !family.series.contains_key(&key) {
             let mine = family.series.keys().filter(|(s, _)| s == script).count();
             if mine >= MAX_SERIES {
-                return Err(format!("{name}: {MAX_SERIES} label combinations already; a label that takes unbounded values (an href, a caller) does not belong in a metric"));
+                return Err(format!(
+                    "{name}: {MAX_SERIES} label combinations already; a label that takes unbounded values (an href, a caller) does not belong in a metric"
+                ));
             }
         }
         let buckets = family.buckets.clone();
-        let series = family.series.entry(key).or_insert_with(|| Series {
-            buckets: vec![0; buckets.len()],
-            ..Series::default()
-        });
+        let series = family.series.entry(key).or_insert_with(|| Series { buckets: vec![0; buckets.len()], ..Series::default() });
         f(series, &buckets);
         Ok(())
     }
@@ -186,12 +132,7 @@ impl ScriptMetrics {
     pub fn render(&self, out: &mut String) {
         for (name, f) in &self.families {
             let full = format!("ucwa_script_{name}");
-            let _ = writeln!(
-                out,
-                "# HELP {full} {}\n# TYPE {full} {}",
-                f.help.replace('\\', "\\\\"),
-                f.kind.as_str()
-            );
+            let _ = writeln!(out, "# HELP {full} {}\n# TYPE {full} {}", f.help.replace('\\', "\\\\"), f.kind.as_str());
             for ((script, labels), s) in &f.series {
                 let mut l = format!("script=\"{}\"", esc(script));
                 for (k, v) in labels {
@@ -208,11 +149,7 @@ impl ScriptMetrics {
                             let _ = writeln!(out, "{full}_bucket{{{l},le=\"{b}\"}} {cumulative}");
                         }
                         let _ = writeln!(out, "{full}_bucket{{{l},le=\"+Inf\"}} {}", s.count);
-                        let _ = writeln!(
-                            out,
-                            "{full}_sum{{{l}}} {}\n{full}_count{{{l}}} {}",
-                            s.value, s.count
-                        );
+                        let _ = writeln!(out, "{full}_sum{{{l}}} {}\n{full}_count{{{l}}} {}", s.value, s.count);
                     }
                 }
             }
@@ -239,9 +176,7 @@ impl Series {
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -251,87 +186,28 @@ mod tests {
     #[test]
     fn families_series_and_limits() {
         let mut m = ScriptMetrics::default();
-        m.define("a", "calls_total", Kind::Counter, "Calls.", vec![])
-            .unwrap();
-        m.define("b", "calls_total", Kind::Counter, "Calls.", vec![])
-            .unwrap();
-        assert!(m
-            .define("a", "calls_total", Kind::Gauge, "", vec![])
-            .unwrap_err()
-            .contains("already a counter"));
+        m.define("a", "calls_total", Kind::Counter, "Calls.", vec![]).unwrap();
+        m.define("b", "calls_total", Kind::Counter, "Calls.", vec![]).unwrap();
+        assert!(m.define("a", "calls_total", Kind::Gauge, "", vec![]).unwrap_err().contains("already a counter"));
         assert!(m.define("a", "Calls", Kind::Gauge, "", vec![]).is_err());
-        assert!(m
-            .define("a", "stuck", Kind::Gauge, "", vec![])
-            .unwrap_err()
-            .contains("reserved"));
-        assert!(m
-            .define("a", "x_count", Kind::Counter, "", vec![])
-            .unwrap_err()
-            .contains("reserved"));
-        m.update(
-            "a",
-            "calls_total",
-            vec![("direction".into(), "Incoming".into())],
-            |s, _| s.add(2.0),
-        )
-        .unwrap();
-        m.update("b", "calls_total", vec![], |s, _| s.add(1.0))
-            .unwrap();
-        m.define(
-            "a",
-            "seconds",
-            Kind::Histogram,
-            "Durations.",
-            vec![1.0, 10.0],
-        )
-        .unwrap();
-        m.update("a", "seconds", vec![], |s, b| s.observe(5.0, b))
-            .unwrap();
-        m.update("a", "seconds", vec![], |s, b| s.observe(50.0, b))
-            .unwrap();
-        assert!(m
-            .update("a", "seconds", vec![("le".into(), "x".into())], |s, b| s
-                .observe(1.0, b))
-            .is_err());
+        assert!(m.define("a", "stuck", Kind::Gauge, "", vec![]).unwrap_err().contains("reserved"));
+        assert!(m.define("a", "x_count", Kind::Counter, "", vec![]).unwrap_err().contains("reserved"));
+        m.update("a", "calls_total", vec![("direction".into(), "Incoming".into())], |s, _| s.add(2.0)).unwrap();
+        m.update("b", "calls_total", vec![], |s, _| s.add(1.0)).unwrap();
+        m.define("a", "seconds", Kind::Histogram, "Durations.", vec![1.0, 10.0]).unwrap();
+        m.update("a", "seconds", vec![], |s, b| s.observe(5.0, b)).unwrap();
+        m.update("a", "seconds", vec![], |s, b| s.observe(50.0, b)).unwrap();
+        assert!(m.update("a", "seconds", vec![("le".into(), "x".into())], |s, b| s.observe(1.0, b)).is_err());
         let mut out = String::new();
         m.render(&mut out);
-        assert!(
-            out.contains("ucwa_script_calls_total{script=\"a\",direction=\"Incoming\"} 2"),
-            "{out}"
-        );
-        assert!(
-            out.contains("ucwa_script_calls_total{script=\"b\"} 1"),
-            "{out}"
-        );
-        assert!(
-            out.contains("ucwa_script_seconds_bucket{script=\"a\",le=\"10\"} 1")
-                && out.contains("ucwa_script_seconds_count{script=\"a\"} 2"),
-            "{out}"
-        );
+        assert!(out.contains("ucwa_script_calls_total{script=\"a\",direction=\"Incoming\"} 2"), "{out}");
+        assert!(out.contains("ucwa_script_calls_total{script=\"b\"} 1"), "{out}");
+        assert!(out.contains("ucwa_script_seconds_bucket{script=\"a\",le=\"10\"} 1") && out.contains("ucwa_script_seconds_count{script=\"a\"} 2"), "{out}");
         for i in 0..MAX_SERIES - 1 {
-            m.update(
-                "a",
-                "calls_total",
-                vec![("n".into(), i.to_string())],
-                |s, _| s.add(1.0),
-            )
-            .unwrap();
+            m.update("a", "calls_total", vec![("n".into(), i.to_string())], |s, _| s.add(1.0)).unwrap();
         }
-        let e = m
-            .update(
-                "a",
-                "calls_total",
-                vec![("n".into(), "one more".into())],
-                |s, _| s.add(1.0),
-            )
-            .unwrap_err();
+        let e = m.update("a", "calls_total", vec![("n".into(), "one more".into())], |s, _| s.add(1.0)).unwrap_err();
         assert!(e.contains("1000 label combinations"), "{e}");
-        m.update(
-            "b",
-            "calls_total",
-            vec![("n".into(), "b's own".into())],
-            |s, _| s.add(1.0),
-        )
-        .unwrap();
+        m.update("b", "calls_total", vec![("n".into(), "b's own".into())], |s, _| s.add(1.0)).unwrap();
     }
 }

@@ -33,13 +33,7 @@ end)
 "#;
 
 fn two_users() -> SimConfig {
-    SimConfig {
-        users: vec![
-            (RECEPTION.into(), "demo".into()),
-            (HELPDESK.into(), "demo".into()),
-        ],
-        ..sim_config()
-    }
+    SimConfig { users: vec![(RECEPTION.into(), "demo".into()), (HELPDESK.into(), "demo".into())], ..sim_config() }
 }
 
 /// An `[[account]]` on `sim` signing in as `user` with the password in `password_env`.
@@ -70,47 +64,17 @@ impl Fleet {
     async fn start(config: Config, names: &[&str]) -> Fleet {
         std::env::set_var(PASSWORD_ENV, "demo");
         let agent = Agent::start(config).await.expect("the agent starts");
-        let outputs = names
-            .iter()
-            .map(|n| {
-                (
-                    n.to_string(),
-                    agent
-                        .account_scripts(n)
-                        .expect("the account runs")
-                        .subscribe(),
-                )
-            })
-            .collect();
-        Fleet {
-            outputs,
-            reloader: agent.reloader(),
-            metrics: agent.metrics_addr(),
-            agent,
-        }
+        let outputs = names.iter().map(|n| (n.to_string(), agent.account_scripts(n).expect("the account runs").subscribe())).collect();
+        Fleet { outputs, reloader: agent.reloader(), metrics: agent.metrics_addr(), agent }
     }
 
     /// Runs the agent; the sender stops it, the handle gives how it ended.
-    fn run(
-        self,
-    ) -> (
-        Outputs,
-        oneshot::Sender<()>,
-        tokio::task::JoinHandle<RunEnd>,
-    ) {
+    fn run(self) -> (Outputs, oneshot::Sender<()>, tokio::task::JoinHandle<RunEnd>) {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(self.agent.run(async {
             let _ = stopped.await;
         }));
-        (
-            Outputs {
-                outputs: self.outputs,
-                reloader: self.reloader,
-                metrics: self.metrics,
-            },
-            stop,
-            task,
-        )
+        (Outputs { outputs: self.outputs, reloader: self.reloader, metrics: self.metrics }, stop, task)
     }
 }
 
@@ -122,33 +86,18 @@ struct Outputs {
 
 impl Outputs {
     async fn messages(&mut self, account: &str, script: &str, n: usize) -> Vec<String> {
-        messages_of(
-            self.outputs
-                .get_mut(account)
-                .expect("subscribed to the account"),
-            script,
-            n,
-        )
-        .await
+        messages_of(self.outputs.get_mut(account).expect("subscribed to the account"), script, n).await
     }
 }
 
 async fn stop(stop: oneshot::Sender<()>, task: tokio::task::JoinHandle<RunEnd>) -> RunEnd {
     let _ = stop.send(());
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .expect("the agent stops")
-        .expect("the agent task ends")
+    tokio::time::timeout(PATIENCE, task).await.expect("the agent stops").expect("the agent task ends")
 }
 
 /// The simulator's applications, as its control API lists them.
 async fn apps(sim: &Simulator) -> Vec<Value> {
-    let v: Value = reqwest::get(format!("{}/sim/v1/applications", sim.origin()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = reqwest::get(format!("{}/sim/v1/applications", sim.origin())).await.unwrap().json().await.unwrap();
     v.as_array().unwrap().clone()
 }
 
@@ -156,27 +105,17 @@ async fn apps(sim: &Simulator) -> Vec<Value> {
 async fn available(sim: &Simulator, user: &str) -> u64 {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        let found = apps(sim)
-            .await
-            .into_iter()
-            .find(|a| a["user"] == user && a["available"] == true && a["pollParked"] == true);
+        let found = apps(sim).await.into_iter().find(|a| a["user"] == user && a["available"] == true && a["pollParked"] == true);
         if let Some(a) = found {
             return a["id"].as_u64().unwrap();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{user} never became available: {:?}",
-            apps(sim).await
-        );
+        assert!(std::time::Instant::now() < deadline, "{user} never became available: {:?}", apps(sim).await);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
 fn call_for(user: &str) -> CallSpec {
-    CallSpec {
-        user: Some(user.into()),
-        ..answered_call()
-    }
+    CallSpec { user: Some(user.into()), ..answered_call() }
 }
 
 /// One call to each account, ended, seen to its end by each account's script.
@@ -204,53 +143,28 @@ async fn each_account_sees_only_its_own_events_once_in_order_with_faults_on_one_
     let sim = start_sim(two_users()).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "all.lua", EVERY_EVENT);
-    let accounts = format!(
-        "{}{}",
-        account(&sim, "reception", RECEPTION, PASSWORD_ENV),
-        account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV)
-    );
+    let accounts = format!("{}{}", account(&sim, "reception", RECEPTION, PASSWORD_ENV), account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV));
     let text = config(dir.path(), &accounts, "");
     let parse = || Config::parse(&text, Path::new("test-config.toml")).unwrap();
 
-    let (mut out, stopper, task) = Fleet::start(parse(), &["reception", "helpdesk"])
-        .await
-        .run();
-    assert_eq!(
-        out.messages("reception", "all", 1).await,
-        ["serving reception sip:reception@contoso.com"]
-    );
-    assert_eq!(
-        out.messages("helpdesk", "all", 1).await,
-        ["serving helpdesk sip:helpdesk@contoso.com"]
-    );
+    let (mut out, stopper, task) = Fleet::start(parse(), &["reception", "helpdesk"]).await.run();
+    assert_eq!(out.messages("reception", "all", 1).await, ["serving reception sip:reception@contoso.com"]);
+    assert_eq!(out.messages("helpdesk", "all", 1).await, ["serving helpdesk sip:helpdesk@contoso.com"]);
     let helpdesk_app = available(&sim, HELPDESK).await;
     available(&sim, RECEPTION).await;
     // Faults on the reception's channel only.
-    sim.inject_for(
-        RECEPTION,
-        Fault::ServerError {
-            status: 503,
-            retry_after: None,
-        },
-        2,
-    );
+    sim.inject_for(RECEPTION, Fault::ServerError { status: 503, retry_after: None }, 2);
     sim.inject_for(RECEPTION, Fault::DropConnection, 1);
     a_call_each(&sim, &mut out).await;
     sim.inject_for(RECEPTION, Fault::ApplicationGone, 1);
     available(&sim, RECEPTION).await;
     available(&sim, HELPDESK).await;
     a_call_each(&sim, &mut out).await;
-    assert_eq!(
-        available(&sim, HELPDESK).await,
-        helpdesk_app,
-        "the helpdesk kept its application through the reception's faults"
-    );
+    assert_eq!(available(&sim, HELPDESK).await, helpdesk_app, "the helpdesk kept its application through the reception's faults");
     assert_eq!(stop(stopper, task).await, RunEnd::Stopped);
 
     // Restarted: each account resumes from its own state.
-    let (mut out, stopper, task) = Fleet::start(parse(), &["reception", "helpdesk"])
-        .await
-        .run();
+    let (mut out, stopper, task) = Fleet::start(parse(), &["reception", "helpdesk"]).await.run();
     available(&sim, RECEPTION).await;
     available(&sim, HELPDESK).await;
     a_call_each(&sim, &mut out).await;
@@ -260,33 +174,13 @@ async fn each_account_sees_only_its_own_events_once_in_order_with_faults_on_one_
     let mut hrefs_of = Vec::new();
     for (name, user) in [("reception", RECEPTION), ("helpdesk", HELPDESK)] {
         let state = saved_state(&dir.path().join(format!(".state/{name}/agent.db")), "all");
-        let seqs: Vec<u64> = state["seqs"]
-            .as_array()
-            .expect("seqs recorded")
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "{name}: in order, no repeats: {seqs:?}"
-        );
-        assert_eq!(
-            seqs.len() as u64,
-            sent[user].as_u64().unwrap(),
-            "{name} saw every event sent to it, once, and nothing else: {sent}"
-        );
-        let hrefs: std::collections::BTreeSet<String> = state["hrefs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h.as_str().unwrap().to_string())
-            .collect();
+        let seqs: Vec<u64> = state["seqs"].as_array().expect("seqs recorded").iter().map(|v| v.as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{name}: in order, no repeats: {seqs:?}");
+        assert_eq!(seqs.len() as u64, sent[user].as_u64().unwrap(), "{name} saw every event sent to it, once, and nothing else: {sent}");
+        let hrefs: std::collections::BTreeSet<String> = state["hrefs"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string()).collect();
         hrefs_of.push(hrefs);
     }
-    assert!(
-        hrefs_of[0].is_disjoint(&hrefs_of[1]),
-        "no event of one account reached the other"
-    );
+    assert!(hrefs_of[0].is_disjoint(&hrefs_of[1]), "no event of one account reached the other");
     assert!(sim.counters()["faults_applied"].as_u64() >= Some(3));
 }
 
@@ -298,111 +192,42 @@ async fn sighup_adds_and_removes_accounts_without_touching_the_others() {
     let path = dir.path().join("agent.toml");
     let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV);
     let helpdesk = account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV);
-    std::fs::write(
-        &path,
-        config(
-            dir.path(),
-            &reception,
-            "[metrics]\nlisten = \"127.0.0.1:0\"",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config(dir.path(), &reception, "[metrics]\nlisten = \"127.0.0.1:0\"")).unwrap();
     let fleet = Fleet::start(Config::load(&path).unwrap(), &["reception"]).await;
     assert!(fleet.agent.account_scripts("helpdesk").is_none());
     let (out, stopper, task) = fleet.run();
     let reception_app = available(&sim, RECEPTION).await;
 
     // Added: the helpdesk signs in; the reception keeps its application.
-    std::fs::write(
-        &path,
-        config(
-            dir.path(),
-            &format!("{reception}{helpdesk}"),
-            "[metrics]\nlisten = \"127.0.0.1:0\"",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config(dir.path(), &format!("{reception}{helpdesk}"), "[metrics]\nlisten = \"127.0.0.1:0\"")).unwrap();
     let _ = out.reloader.reload().await;
     let helpdesk_app = available(&sim, HELPDESK).await;
-    assert_eq!(
-        available(&sim, RECEPTION).await,
-        reception_app,
-        "the reception was not touched"
-    );
+    assert_eq!(available(&sim, RECEPTION).await, reception_app, "the reception was not touched");
     assert_eq!(sim.counters()["applications_created"], 2);
-    let health: Value = reqwest::get(format!("http://{}/healthz", out.metrics.unwrap()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        health["accounts"].as_object().map(|a| a.len()),
-        Some(2),
-        "{health}"
-    );
+    let health: Value = reqwest::get(format!("http://{}/healthz", out.metrics.unwrap())).await.unwrap().json().await.unwrap();
+    assert_eq!(health["accounts"].as_object().map(|a| a.len()), Some(2), "{health}");
 
     // A change that cannot work (a password variable this process does not have): the
     // account keeps running as it was.
     let broken = reception.replace(PASSWORD_ENV, "UCWA_AGENT_TEST_NEVER_SET");
-    std::fs::write(
-        &path,
-        config(
-            dir.path(),
-            &format!("{broken}{helpdesk}"),
-            "[metrics]\nlisten = \"127.0.0.1:0\"",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, config(dir.path(), &format!("{broken}{helpdesk}"), "[metrics]\nlisten = \"127.0.0.1:0\"")).unwrap();
     let _ = out.reloader.reload().await;
-    assert_eq!(
-        available(&sim, RECEPTION).await,
-        reception_app,
-        "the reception kept running as it was"
-    );
+    assert_eq!(available(&sim, RECEPTION).await, reception_app, "the reception kept running as it was");
     assert_eq!(sim.counters()["applications_deleted"], 0);
 
     // Removed: the reception's application is deleted; the helpdesk goes on.
-    std::fs::write(
-        &path,
-        config(dir.path(), &helpdesk, "[metrics]\nlisten = \"127.0.0.1:0\""),
-    )
-    .unwrap();
+    std::fs::write(&path, config(dir.path(), &helpdesk, "[metrics]\nlisten = \"127.0.0.1:0\"")).unwrap();
     let _ = out.reloader.reload().await;
-    eventually("the reception's application deleted", || {
-        sim.counters()["applications_deleted"] == 1
-    })
-    .await;
+    eventually("the reception's application deleted", || sim.counters()["applications_deleted"] == 1).await;
     assert!(apps(&sim).await.iter().all(|a| a["user"] != RECEPTION));
-    assert_eq!(
-        available(&sim, HELPDESK).await,
-        helpdesk_app,
-        "the helpdesk was not touched"
-    );
-    let metrics = reqwest::get(format!("http://{}/metrics", out.metrics.unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("ucwa_up{account=\"helpdesk\"} 1")
-            && !metrics.contains("account=\"reception\""),
-        "{metrics}"
-    );
-    assert_eq!(
-        reqwest::get(format!("http://{}/healthz/helpdesk", out.metrics.unwrap()))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(available(&sim, HELPDESK).await, helpdesk_app, "the helpdesk was not touched");
+    let metrics = reqwest::get(format!("http://{}/metrics", out.metrics.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ucwa_up{account=\"helpdesk\"} 1") && !metrics.contains("account=\"reception\""), "{metrics}");
+    assert_eq!(reqwest::get(format!("http://{}/healthz/helpdesk", out.metrics.unwrap())).await.unwrap().status(), 200);
     // The helpdesk's scripts (started by the reload) run its calls.
     let c = sim.start_call(call_for(HELPDESK)).unwrap();
     eventually("the helpdesk's script saw the call", || {
-        saved_state(&dir.path().join(".state/helpdesk/agent.db"), "all")["seqs"]
-            .as_array()
-            .is_some_and(|s| !s.is_empty())
+        saved_state(&dir.path().join(".state/helpdesk/agent.db"), "all")["seqs"].as_array().is_some_and(|s| !s.is_empty())
     })
     .await;
     sim.end_call(c);
@@ -415,97 +240,34 @@ async fn an_account_refused_stops_alone_and_health_says_which() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "all.lua", EVERY_EVENT);
     std::env::set_var("UCWA_AGENT_TEST_WRONG_PASSWORD", "wrong");
-    let accounts = format!(
-        "{}{}",
-        account(
-            &sim,
-            "reception",
-            RECEPTION,
-            "UCWA_AGENT_TEST_WRONG_PASSWORD"
-        ),
-        account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV)
-    );
+    let accounts = format!("{}{}", account(&sim, "reception", RECEPTION, "UCWA_AGENT_TEST_WRONG_PASSWORD"), account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV));
     let text = config(dir.path(), &accounts, "[metrics]\nlisten = \"127.0.0.1:0\"");
-    let (mut out, stopper, task) = Fleet::start(
-        Config::parse(&text, Path::new("t.toml")).unwrap(),
-        &["reception", "helpdesk"],
-    )
-    .await
-    .run();
+    let (mut out, stopper, task) = Fleet::start(Config::parse(&text, Path::new("t.toml")).unwrap(), &["reception", "helpdesk"]).await.run();
     available(&sim, HELPDESK).await;
     let addr = out.metrics.unwrap();
     let deadline = std::time::Instant::now() + PATIENCE;
     let health = loop {
-        let h: Value = reqwest::get(format!("http://{addr}/healthz"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = reqwest::get(format!("http://{addr}/healthz")).await.unwrap().json().await.unwrap();
         if h["accounts"]["reception"]["state"] == "stopped" {
             break h;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reception never stopped: {h}"
-        );
+        assert!(std::time::Instant::now() < deadline, "the reception never stopped: {h}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        sim.counters()["token_rejections"],
-        3,
-        "three tries, no more"
-    );
+    assert_eq!(sim.counters()["token_rejections"], 3, "three tries, no more");
     assert_eq!(health["status"], "unavailable", "{health}");
-    assert_eq!(
-        health["accounts_not_polling"],
-        serde_json::json!(["reception"])
-    );
-    assert!(
-        health["accounts"]["reception"]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("credentials refused"),
-        "{health}"
-    );
-    assert_eq!(
-        reqwest::get(format!("http://{addr}/healthz"))
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        reqwest::get(format!("http://{addr}/healthz/helpdesk"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        reqwest::get(format!("http://{addr}/healthz/reception"))
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        reqwest::get(format!("http://{addr}/healthz/nobody"))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(health["accounts_not_polling"], serde_json::json!(["reception"]));
+    assert!(health["accounts"]["reception"]["last_error"].as_str().unwrap().contains("credentials refused"), "{health}");
+    assert_eq!(reqwest::get(format!("http://{addr}/healthz")).await.unwrap().status(), 503);
+    assert_eq!(reqwest::get(format!("http://{addr}/healthz/helpdesk")).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(format!("http://{addr}/healthz/reception")).await.unwrap().status(), 503);
+    assert_eq!(reqwest::get(format!("http://{addr}/healthz/nobody")).await.unwrap().status(), 404);
     // The helpdesk goes on.
     let c = sim.start_call(call_for(HELPDESK)).unwrap();
     wait_line(&mut out, "helpdesk", "call up").await;
     sim.end_call(c);
     wait_line(&mut out, "helpdesk", "call over").await;
-    assert_eq!(
-        stop(stopper, task).await,
-        RunEnd::Stopped,
-        "one account refused of two: not the agent's end"
-    );
+    assert_eq!(stop(stopper, task).await, RunEnd::Stopped, "one account refused of two: not the agent's end");
 }
 
 /// The demo with two accounts: the embedded simulator serves both users, its generator calls
@@ -527,33 +289,17 @@ async fn the_embedded_demo_serves_two_accounts_and_log_lines_name_them() {
     )
     .unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(
-        &[
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ],
-        &[("RUST_LOG", "warn")],
-    )
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn_guarded();
+    let mut agent = agent_command(&["run", "--config", path.to_str().unwrap(), "--log-format", "json"], &[("RUST_LOG", "warn")])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn_guarded();
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();
-    let both = |l: &str| {
-        l.contains(r#""message":"call for reception""#)
-            && l.contains(r#""message":"call for helpdesk""#)
-    };
+    let both = |l: &str| l.contains(r#""message":"call for reception""#) && l.contains(r#""message":"call for helpdesk""#);
     eventually("calls for both accounts", || both(&lines())).await;
     signal(&agent, "-TERM");
     assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0));
     for line in lines().lines().filter(|l| l.contains("call for")) {
         let v: Value = serde_json::from_str(line).unwrap();
-        assert_eq!(
-            v["message"].as_str().unwrap(),
-            format!("call for {}", v["account"].as_str().unwrap()),
-            "{line}"
-        );
+        assert_eq!(v["message"].as_str().unwrap(), format!("call for {}", v["account"].as_str().unwrap()), "{line}");
         assert_eq!(v["script"], "calls");
     }
 }
@@ -567,98 +313,41 @@ async fn check_covers_every_account() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "all.lua", EVERY_EVENT);
     std::fs::create_dir(dir.path().join("reception")).unwrap();
-    write(
-        &dir.path().join("reception"),
-        "greeting.lua",
-        "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end\n",
-    );
-    let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV).replacen(
-        "\n",
-        "\nscripts_dir = \"reception\"\n",
-        1,
-    );
-    let accounts = format!(
-        "{reception}{}",
-        account(&sim, "helpdesk", HELPDESK, "UCWA_AGENT_TEST_CHECK_PASSWORD")
-    );
+    write(&dir.path().join("reception"), "greeting.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end\n");
+    let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV).replacen("\n", "\nscripts_dir = \"reception\"\n", 1);
+    let accounts = format!("{reception}{}", account(&sim, "helpdesk", HELPDESK, "UCWA_AGENT_TEST_CHECK_PASSWORD"));
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, config(dir.path(), &accounts, "")).unwrap();
-    let out = agent_command(&["check", "--config", path.to_str().unwrap()], &[])
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .unwrap();
+    let out = agent_command(&["check", "--config", path.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(shown.contains("`account.helpdesk.auth.password_env`: the environment variable UCWA_AGENT_TEST_CHECK_PASSWORD is not set"), "{shown}");
     let with_password = [("UCWA_AGENT_TEST_CHECK_PASSWORD", "wrong")];
-    let out = agent_command(
-        &["check", "--config", path.to_str().unwrap()],
-        &with_password,
-    )
-    .stdout(std::process::Stdio::piped())
-    .output()
-    .unwrap();
+    let out = agent_command(&["check", "--config", path.to_str().unwrap()], &with_password).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(
-        shown.contains("reception/greeting.lua:2: error") && shown.contains("ok: all"),
-        "{shown}"
-    );
+    assert!(shown.contains("reception/greeting.lua:2: error") && shown.contains("ok: all"), "{shown}");
     std::fs::remove_file(dir.path().join("reception/greeting.lua")).unwrap();
-    let online = agent_command(
-        &["check", "--online", "--config", path.to_str().unwrap()],
-        &with_password,
-    )
-    .stdout(std::process::Stdio::piped())
-    .output()
-    .unwrap();
+    let online =
+        agent_command(&["check", "--online", "--config", path.to_str().unwrap()], &with_password).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&online.stdout);
     assert_eq!(online.status.code(), Some(3), "{shown}");
-    let reception = shown
-        .find("account reception:")
-        .expect("each account is named");
-    let helpdesk = shown
-        .find("account helpdesk:")
-        .expect("each account is named");
-    assert!(
-        shown[reception..helpdesk].contains("online: signed in")
-            && shown[helpdesk..].contains("FAIL token"),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("online: 1 of 2 accounts signed in"),
-        "{shown}"
-    );
+    let reception = shown.find("account reception:").expect("each account is named");
+    let helpdesk = shown.find("account helpdesk:").expect("each account is named");
+    assert!(shown[reception..helpdesk].contains("online: signed in") && shown[helpdesk..].contains("FAIL token"), "{shown}");
+    assert!(shown.contains("online: 1 of 2 accounts signed in"), "{shown}");
     // An account's scripts folder that is not there: `check` and `run` both stop, naming it.
     let missing = dir.path().join("missing.toml");
-    std::fs::write(
-        &missing,
-        config(
-            dir.path(),
-            "[[account]]\nname = \"desk\"\nscripts_dir = \"nope\"\n",
-            "",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&missing, config(dir.path(), "[[account]]\nname = \"desk\"\nscripts_dir = \"nope\"\n", "")).unwrap();
     for command in ["check", "run"] {
         let out = agent_command(&[command, "--config", missing.to_str().unwrap()], &[])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .output()
             .unwrap();
-        let shown = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
-        assert!(
-            shown.contains("`account.desk.scripts_dir`: cannot read"),
-            "{command}: {shown}"
-        );
+        assert!(shown.contains("`account.desk.scripts_dir`: cannot read"), "{command}: {shown}");
     }
-    assert!(
-        !dir.path().join(".state/desk").exists(),
-        "nothing was started"
-    );
+    assert!(!dir.path().join(".state/desk").exists(), "nothing was started");
 }

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 use ucwa_agent::sim::{Fault, SimConfig, Simulator};
 
-const SESSIONS: &str =
-    "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added') end)\n";
+const SESSIONS: &str = "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added') end)\n";
 
 /// A token the simulator issued, as an administrator's tooling would fetch it.
 async fn fresh_token(sim: &Simulator) -> String {
@@ -25,12 +24,7 @@ async fn fresh_token(sim: &Simulator) -> String {
 }
 
 fn bearer_config(sim: &Simulator, dir: &Path, source: &str) -> String {
-    config_with_auth(
-        sim,
-        dir,
-        &format!("kind = \"bearer\"\nusername = \"demo@contoso.com\"\n{source}"),
-        "",
-    )
+    config_with_auth(sim, dir, &format!("kind = \"bearer\"\nusername = \"demo@contoso.com\"\n{source}"), "")
 }
 
 /// Runs an agent with a bearer source backed by `token_file`: a call, the tokens expire, the
@@ -50,11 +44,7 @@ async fn bearer_round_trip(source: impl Fn(&Path) -> String) {
     wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("sessions", 1).await, ["added"]);
-    assert_eq!(
-        sim.counters()["applications_created"],
-        1,
-        "the same application carried on"
-    );
+    assert_eq!(sim.counters()["applications_created"], 1, "the same application carried on");
     agent.stop().await;
 }
 
@@ -68,24 +58,12 @@ async fn bearer_token_command_runs_again_when_rejected() {
     // The command notes each run: once at start, once after the pool rejected the token.
     let runs = tempfile::NamedTempFile::new().unwrap();
     let log = runs.path().display().to_string();
-    bearer_round_trip(|f| {
-        format!(
-            "token_command = [\"sh\", \"-c\", \"echo run >> '{log}'; cat '{}'\"]",
-            f.display()
-        )
-    })
-    .await;
+    bearer_round_trip(|f| format!("token_command = [\"sh\", \"-c\", \"echo run >> '{log}'; cat '{}'\"]", f.display())).await;
     // A command runs only at start and when the pool rejects the token (there is no file to
     // watch): a second run is the rejection path. (More than two: a request was rejected in
     // the moment between the tokens' expiry and the new token being written.)
-    let runs = std::fs::read_to_string(runs.path())
-        .unwrap()
-        .lines()
-        .count();
-    assert!(
-        runs >= 2,
-        "the command ran at start and again after the rejection: {runs}"
-    );
+    let runs = std::fs::read_to_string(runs.path()).unwrap().lines().count();
+    assert!(runs >= 2, "the command ran at start and again after the rejection: {runs}");
 }
 
 #[tokio::test]
@@ -94,18 +72,10 @@ async fn bearer_token_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "sessions.lua", SESSIONS);
     std::env::set_var("UCWA_AGENT_TEST_BEARER", fresh_token(&sim).await);
-    let mut agent = start_agent(
-        &sim,
-        &bearer_config(&sim, dir.path(), "token_env = \"UCWA_AGENT_TEST_BEARER\""),
-    )
-    .await;
+    let mut agent = start_agent(&sim, &bearer_config(&sim, dir.path(), "token_env = \"UCWA_AGENT_TEST_BEARER\"")).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("sessions", 1).await, ["added"]);
-    assert_eq!(
-        sim.counters()["unauthorized"],
-        0,
-        "a bearer token needs no challenge"
-    );
+    assert_eq!(sim.counters()["unauthorized"], 0, "a bearer token needs no challenge");
     agent.stop().await;
 }
 
@@ -114,12 +84,7 @@ async fn bearer_token_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
     const PASSWORD: &str = "s3cret-Pa55word";
-    let sim = start_sim(SimConfig {
-        users: vec![("svc@contoso.com".into(), PASSWORD.into())],
-        token_lifetime: Duration::from_secs(2),
-        ..sim_config()
-    })
-    .await;
+    let sim = start_sim(SimConfig { users: vec![("svc@contoso.com".into(), PASSWORD.into())], token_lifetime: Duration::from_secs(2), ..sim_config() }).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "sessions.lua", SESSIONS);
     let config = dir.path().join("config.toml");
@@ -134,51 +99,25 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     for format in ["human", "json"] {
         let log = dir.path().join(format!("{format}.log"));
         let issued = sim.counters()["tokens_issued"].as_u64().unwrap();
-        let mut child = agent_command(
-            &[
-                "--log-format",
-                format,
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-            ],
-            &[("SVC_PASSWORD", PASSWORD), ("RUST_LOG", "trace")],
-        )
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn_guarded();
+        let mut child =
+            agent_command(&["--log-format", format, "run", "--config", config.to_str().unwrap()], &[("SVC_PASSWORD", PASSWORD), ("RUST_LOG", "trace")])
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn_guarded();
         wait_available(&sim).await;
         let c = sim.start_call(answered_call()).unwrap();
         // The script's own line (other lines mention "added" before the session is answered).
-        file_contains(
-            &log,
-            if format == "json" {
-                "\"message\":\"added\""
-            } else {
-                "script: added"
-            },
-        )
-        .await;
+        file_contains(&log, if format == "json" { "\"message\":\"added\"" } else { "script: added" }).await;
         // The tokens stop being valid; the call's end releases the held poll, and the next one
         // (with the old token) is refused: a new token is obtained.
         sim.inject(Fault::TokenExpiry, 1);
         sim.end_call(c);
-        eventually("a renewal", || {
-            sim.counters()["tokens_issued"].as_u64().unwrap() >= issued + 2
-        })
-        .await;
+        eventually("a renewal", || sim.counters()["tokens_issued"].as_u64().unwrap() >= issued + 2).await;
         signal(&child, "-TERM");
         let (code, _) = exit_within(&mut child, PATIENCE).await;
         assert_eq!(code, Some(0), "{format}");
         let text = std::fs::read_to_string(&log).unwrap();
-        assert!(
-            text.contains("got a token") && text.contains("added"),
-            "{format}: the log has content: {}",
-            &text[..text.len().min(2000)]
-        );
-        assert!(
-            !text.contains(PASSWORD),
-            "{format}: the password is in the log"
-        );
+        assert!(text.contains("got a token") && text.contains("added"), "{format}: the log has content: {}", &text[..text.len().min(2000)]);
+        assert!(!text.contains(PASSWORD), "{format}: the password is in the log");
         assert!(!text.contains("cwt="), "{format}: a token is in the log");
         if format == "json" {
             // A script's line carries the script and the event it was handling, as fields.
@@ -186,24 +125,8 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .find(|l| l["target"] == "script" && l["message"] == "added")
-                .unwrap_or_else(|| {
-                    panic!(
-                        "the script's log line: {}",
-                        text.lines()
-                            .filter(|l| l.contains("sessions"))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    )
-                });
-            assert_eq!(
-                (&line["script"], &line["rel"], &line["type"]),
-                (
-                    &"sessions".into(),
-                    &"audioVideoSession".into(),
-                    &"added".into()
-                ),
-                "{line}"
-            );
+                .unwrap_or_else(|| panic!("the script's log line: {}", text.lines().filter(|l| l.contains("sessions")).collect::<Vec<_>>().join("\n")));
+            assert_eq!((&line["script"], &line["rel"], &line["type"]), (&"sessions".into(), &"audioVideoSession".into(), &"added".into()), "{line}");
             assert!(line["seq"].as_u64().is_some_and(|s| s > 0), "{line}");
             assert_eq!(line["version"], 1, "{line}");
         }
@@ -222,21 +145,11 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
         &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"),
     );
     let config = dir.path().join("config.toml");
-    let text = config_text(
-        &sim,
-        dir.path(),
-        &format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000"),
-    );
+    let text = config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000"));
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("agent.log");
-    let spawn = || {
-        agent_command(
-            &["run", "--config", config.to_str().unwrap()],
-            &[("RUST_LOG", "info")],
-        )
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn_guarded()
-    };
+    let spawn =
+        || agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
 
     // Idle: one SIGTERM stops it cleanly and the application is deleted.
     let mut child = spawn();
@@ -252,30 +165,18 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     file_contains(&log, "waiting").await;
     signal(&child, "-TERM");
     file_contains(&log, "shutting down").await;
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the first signal was taken and the agent is finishing the running handler"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "the first signal was taken and the agent is finishing the running handler");
     signal(&child, "-TERM");
     let (code, took) = exit_within(&mut child, PATIENCE).await;
     assert_eq!(code, Some(130));
     // (Without it the agent would give the handler its 5 s grace: anything under that is "at once"
     // on a loaded machine.)
-    assert!(
-        took < Duration::from_secs(5),
-        "the second signal exits at once: {took:?}"
-    );
+    assert!(took < Duration::from_secs(5), "the second signal exits at once: {took:?}");
 }
 
 fn tls_sim_config() -> SimConfig {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    SimConfig {
-        tls: Some(ucwa_agent::sim::TlsFiles {
-            cert: fixtures.join("sim.pem"),
-            key: fixtures.join("sim.key"),
-        }),
-        ..sim_config()
-    }
+    SimConfig { tls: Some(ucwa_agent::sim::TlsFiles { cert: fixtures.join("sim.pem"), key: fixtures.join("sim.key") }), ..sim_config() }
 }
 
 #[tokio::test]
@@ -284,45 +185,22 @@ async fn tls_is_verified_and_server_ca_file_adds_a_corporate_ca() {
     use ucwa_agent::ucwa::signin::sign_in;
     use ucwa_agent::ucwa::{session::http_client, Auth, Secret};
     let sim = start_sim(tls_sim_config()).await;
-    assert!(
-        sim.discovery_url().starts_with("https://127.0.0.1:"),
-        "{}",
-        sim.discovery_url()
-    );
+    assert!(sim.discovery_url().starts_with("https://127.0.0.1:"), "{}", sim.discovery_url());
     let discover = url::Url::parse(&sim.discovery_url()).unwrap();
-    let auth = Auth::Password {
-        username: DEMO_USER.into(),
-        password: Secret::new(DEMO_PASSWORD),
-    };
+    let auth = Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) };
 
     // Without the CA, a certificate the public roots do not vouch for is refused.
-    let refused = sign_in(&http_client(None).unwrap(), &discover, &auth, None)
-        .await
-        .err()
-        .expect("an untrusted certificate is refused");
-    assert!(
-        format!("{refused:?}").contains("UnknownIssuer"),
-        "{refused:?}"
-    );
+    let refused = sign_in(&http_client(None).unwrap(), &discover, &auth, None).await.err().expect("an untrusted certificate is refused");
+    assert!(format!("{refused:?}").contains("UnknownIssuer"), "{refused:?}");
 
     // `server.ca_file` names the CA: the agent signs in over TLS and takes calls.
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "calls.lua",
-        "agent.on('audioVideoSession', 'added', function(e) agent.log.info('call over tls') end)\n",
-    );
+    write(dir.path(), "calls.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('call over tls') end)\n");
     let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem");
-    let text = config_text(&sim, dir.path(), "").replace(
-        "[server]\n",
-        &format!("[server]\nca_file = \"{}\"\n", ca.display()),
-    );
+    let text = config_text(&sim, dir.path(), "").replace("[server]\n", &format!("[server]\nca_file = \"{}\"\n", ca.display()));
     let mut agent = start_agent(&sim, &text).await;
     sim.start_call(answered_call()).unwrap();
-    assert_eq!(
-        messages_of(&mut agent.out, "calls", 1).await,
-        ["call over tls"]
-    );
+    assert_eq!(messages_of(&mut agent.out, "calls", 1).await, ["call over tls"]);
     agent.stop().await;
 }
 
@@ -334,69 +212,31 @@ async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(&sim, dir.path(), "");
-    let mut agent = agent_command(
-        &["run", "--config", config.to_str().unwrap()],
-        &[(PASSWORD_ENV, "wrong")],
-    )
-    .stderr(std::process::Stdio::piped())
-    .spawn_guarded();
+    let mut agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).spawn_guarded();
     let (code, _) = exit_within(&mut agent, PATIENCE).await;
     let mut log = String::new();
     std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert_eq!(code, Some(3), "{log}");
-    assert!(
-        log.contains("refused the credentials 3 times in a row")
-            && log.contains("fix [auth]")
-            && log.contains("invalid_grant"),
-        "{log}"
-    );
-    assert!(
-        !log.contains("wrong"),
-        "the password is never logged: {log}"
-    );
-    assert_eq!(
-        sim.counters()["token_rejections"],
-        3,
-        "three tries, no more"
-    );
+    assert!(log.contains("refused the credentials 3 times in a row") && log.contains("fix [auth]") && log.contains("invalid_grant"), "{log}");
+    assert!(!log.contains("wrong"), "the password is never logged: {log}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "three tries, no more");
 
     // Restarted by a supervisor with the same password: it is not tried again.
-    let again = agent_command(
-        &["run", "--config", config.to_str().unwrap()],
-        &[(PASSWORD_ENV, "wrong")],
-    )
-    .stderr(std::process::Stdio::piped())
-    .output()
-    .unwrap();
+    let again =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).output().unwrap();
     let log = String::from_utf8_lossy(&again.stderr);
     assert_eq!(again.status.code(), Some(3), "{log}");
-    assert!(
-        log.contains("not trying it again") && log.contains("credentials-refused"),
-        "{log}"
-    );
-    assert_eq!(
-        sim.counters()["token_rejections"],
-        3,
-        "no new attempt against the account"
-    );
-    let check = agent_command(
-        &["check", "--online", "--config", config.to_str().unwrap()],
-        &[(PASSWORD_ENV, "wrong")],
-    )
-    .stdout(std::process::Stdio::piped())
-    .output()
-    .unwrap();
+    assert!(log.contains("not trying it again") && log.contains("credentials-refused"), "{log}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "no new attempt against the account");
+    let check = agent_command(&["check", "--online", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
     let shown = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(3), "{shown}");
-    assert!(
-        shown.contains("FAIL token") && shown.contains("refused before"),
-        "{shown}"
-    );
-    assert_eq!(
-        sim.counters()["token_rejections"],
-        3,
-        "check --online does not try it either"
-    );
+    assert!(shown.contains("FAIL token") && shown.contains("refused before"), "{shown}");
+    assert_eq!(sim.counters()["token_rejections"], 3, "check --online does not try it either");
     // The password fixed: it signs in, and the record is gone.
     let mut fixed = spawn_agent(&config, std::process::Stdio::null());
     wait_available(&sim).await;
@@ -422,10 +262,7 @@ async fn a_password_changed_while_running_signs_the_scripts_out_then_the_agent_e
     let (code, _) = exit_within(&mut agent, PATIENCE).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(3), "{text}");
-    assert!(
-        text.contains("agent event signedOut: credentials refused"),
-        "the scripts are told why: {text}"
-    );
+    assert!(text.contains("agent event signedOut: credentials refused"), "the scripts are told why: {text}");
     assert_eq!(sim.counters()["token_rejections"], 3, "{text}");
 }
 
@@ -433,11 +270,7 @@ async fn a_password_changed_while_running_signs_the_scripts_out_then_the_agent_e
 async fn script_secrets_come_from_the_environment_or_a_file_and_never_reach_a_log() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("hook.secret"),
-        "https://hooks.example.com/T0/B0/s3cr3tPath\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("hook.secret"), "https://hooks.example.com/T0/B0/s3cr3tPath\n").unwrap();
     write(
         dir.path(),
         "leaky.lua",
@@ -451,17 +284,8 @@ end)"#,
     std::fs::write(&config, config_text(&sim, dir.path(), extra)).unwrap();
     let log = dir.path().join("agent.log");
     let mut agent = agent_command(
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[
-            ("RUST_LOG", "debug"),
-            ("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789"),
-        ],
+        &["--log-format", "json", "run", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "debug"), ("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")],
     )
     .stderr(std::fs::File::create(&log).unwrap())
     .spawn_guarded();
@@ -471,50 +295,25 @@ end)"#,
     signal(&agent, "-TERM");
     exit_within(&mut agent, PATIENCE).await;
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        !text.contains("tok-0123456789") && !text.contains("s3cr3tPath"),
-        "a secret reached the log: {text}"
-    );
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"using "))
-        .expect("the script's line");
+    assert!(!text.contains("tok-0123456789") && !text.contains("s3cr3tPath"), "a secret reached the log: {text}");
+    let line = text.lines().find(|l| l.contains("\"using ")).expect("the script's line");
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["message"], "using [redacted]");
-    assert_eq!(
-        line["fields"],
-        serde_json::json!({"url": "[redacted]", "len": 14}),
-        "the script had the values"
-    );
+    assert_eq!(line["fields"], serde_json::json!({"url": "[redacted]", "len": 14}), "the script had the values");
     assert!(text.contains("failed with [redacted]"), "{text}");
 
     // `replay` and `test` never read secrets: the script sees placeholders, whatever is set.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
-    let out = agent_command(
-        &[
-            "replay",
-            samples.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")],
-    )
-    .stdout(std::process::Stdio::piped())
-    .output()
-    .unwrap();
+    let out =
+        agent_command(&["replay", samples.to_str().unwrap(), "--config", config.to_str().unwrap()], &[("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        shown.contains("using <secret:UCWA_AGENT_TEST_SCRIPT_TOKEN>")
-            && !shown.contains("tok-0123456789")
-            && !shown.contains("s3cr3tPath"),
-        "{shown}"
-    );
+    assert!(shown.contains("using <secret:UCWA_AGENT_TEST_SCRIPT_TOKEN>") && !shown.contains("tok-0123456789") && !shown.contains("s3cr3tPath"), "{shown}");
 
     // `check` names a secret that cannot be read, at the script, as `run` would refuse to load it.
-    let out = agent_command(&["check", "--config", config.to_str().unwrap()], &[])
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .unwrap();
+    let out = agent_command(&["check", "--config", config.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("leaky.lua: error: agent.config.token: the environment variable UCWA_AGENT_TEST_SCRIPT_TOKEN is not set"), "{report}");

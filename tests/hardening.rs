@@ -23,11 +23,7 @@ fn peak_rss(pid: u32) -> u64 {
 async fn a_gzip_bomb_and_an_endless_body_end_in_a_clear_error_with_memory_bounded() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "witness.lua",
-        r#"agent.on("audioVideoSession", "added", function(e) agent.log.warn("witness saw a call") end)"#,
-    );
+    write(dir.path(), "witness.lua", r#"agent.on("audioVideoSession", "added", function(e) agent.log.warn("witness saw a call") end)"#);
     let config = config_file(&sim, dir.path(), "");
     let log = dir.path().join("agent.log");
     let mut agent = spawn_agent(&config, std::fs::File::create(&log).unwrap());
@@ -41,19 +37,12 @@ async fn a_gzip_bomb_and_an_endless_body_end_in_a_clear_error_with_memory_bounde
     sim.end_call(call);
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
-        text.matches(
-            "the answer is larger than 32 MiB (the most the agent reads); not read further"
-        )
-        .count(),
+        text.matches("the answer is larger than 32 MiB (the most the agent reads); not read further").count(),
         2,
         "both bodies were cut off with a clear error: {text}"
     );
     let peak = peak_rss(agent.id());
-    assert!(
-        peak < 256 << 20,
-        "the agent's peak memory stayed bounded: {} MiB",
-        peak >> 20
-    );
+    assert!(peak < 256 << 20, "the agent's peak memory stayed bounded: {} MiB", peak >> 20);
     assert_eq!(sim.counters()["faults_applied"], 2);
     agent.kill().unwrap();
 }
@@ -62,47 +51,23 @@ async fn a_gzip_bomb_and_an_endless_body_end_in_a_clear_error_with_memory_bounde
 async fn twenty_application_losses_in_a_row_create_applications_with_backoff() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "quiet.lua",
-        "agent.on('audioVideoSession', function() end)",
-    );
+    write(dir.path(), "quiet.lua", "agent.on('audioVideoSession', function() end)");
     // max_backoff_secs = 1 (the test configuration): each new application waits 0.5 to 1 s.
-    let agent = start_agent(
-        &sim,
-        &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\""),
-    )
-    .await;
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"")).await;
     let url = format!("http://{}/metrics", agent.metrics.unwrap());
     let created = || async {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("ucwa_applications_total "))
-            .expect("ucwa_applications_total")
-            .parse::<u64>()
-            .unwrap()
+        text.lines().find_map(|l| l.strip_prefix("ucwa_applications_total ")).expect("ucwa_applications_total").parse::<u64>().unwrap()
     };
     let before = created().await;
     // Each poll of each new application answers 404: the application is gone, again and again.
-    sim.inject(
-        Fault::ServerError {
-            status: 404,
-            retry_after: None,
-        },
-        20,
-    );
+    sim.inject(Fault::ServerError { status: 404, retry_after: None }, 20);
     let call = sim.start_call(answered_call()).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let in_three_seconds = created().await - before;
-    assert!(
-        in_three_seconds >= 1,
-        "the lost application was created again"
-    );
+    assert!(in_three_seconds >= 1, "the lost application was created again");
     // Without backoff all 20 go within a second or two (the adversarial trial saw 128 in 10 s).
-    assert!(
-        in_three_seconds <= 7,
-        "{in_three_seconds} applications in 3 s: no backoff"
-    );
+    assert!(in_three_seconds <= 7, "{in_three_seconds} applications in 3 s: no backoff");
     sim.end_call(call);
     agent.stop().await;
 }
@@ -127,10 +92,7 @@ end)"#,
     let call = sim.start_call(answered_call()).unwrap();
     let said = agent.messages("meddler", 5).await;
     for m in &said {
-        assert!(
-            m.contains("is the simulator's control API (/sim/), which scripts cannot call"),
-            "{said:?}"
-        );
+        assert!(m.contains("is the simulator's control API (/sim/), which scripts cannot call"), "{said:?}");
     }
     assert_eq!(sim.counters()["faults_applied"], 0);
     assert!(sim.end_call(call), "the call was still live");

@@ -12,16 +12,11 @@ use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSett
 use ucwa_agent::store::Store;
 use ucwa_agent::ucwa::{batch, Event, Origin};
 
-const WITNESS: &str =
-    r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.seq) end)"#;
+const WITNESS: &str = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.seq) end)"#;
 
 /// `n` audioVideoSession events numbered from `first`.
 fn events(first: u64, n: u64) -> Vec<Event> {
-    let body = std::fs::read(format!(
-        "{}/tests/fixtures/events/audioVideoSession-added.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     (0..n)
         .map(|i| {
@@ -33,10 +28,7 @@ fn events(first: u64, n: u64) -> Vec<Event> {
 }
 
 fn settings(limits: Limits) -> ScriptSettings {
-    ScriptSettings {
-        http_allow: vec!["127.0.0.1".into()],
-        ..ScriptSettings::new(limits)
-    }
+    ScriptSettings { http_allow: vec!["127.0.0.1".into()], ..ScriptSettings::new(limits) }
 }
 
 struct Host {
@@ -72,23 +64,18 @@ fn hog_scripts(hogs: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn witness_sees(out: &mut broadcast::Receiver<ScriptOutput>, first: u64, n: u64) {
     for seq in first..first + n {
         let want = format!("saw {seq}");
-        let o = expect(
-            out,
-            &format!("witness: {want}"),
-            |o| matches!(o, ScriptOutput::Log { script, .. } if script == "witness"),
-        )
-        .await;
-        let ScriptOutput::Log { message, .. } = o else {
-            unreachable!()
-        };
+        let o = expect(out, &format!("witness: {want}"), |o| matches!(o, ScriptOutput::Log { script, .. } if script == "witness")).await;
+        let ScriptOutput::Log { message, .. } = o else { unreachable!() };
         assert_eq!(message, want, "the witness sees every event, in order");
     }
 }
 
 async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
-    let o = expect(out, &format!("an error of {script}"), |o| {
-        matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)
-    })
+    let o = expect(
+        out,
+        &format!("an error of {script}"),
+        |o| matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script),
+    )
     .await;
     match o {
         ScriptOutput::HandlerError { error, .. } | ScriptOutput::LoadFailed { error, .. } => error,
@@ -97,15 +84,8 @@ async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> 
 }
 
 async fn log_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
-    let o = expect(
-        out,
-        &format!("a log line of {script}"),
-        |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script),
-    )
-    .await;
-    let ScriptOutput::Log { message, .. } = o else {
-        unreachable!()
-    };
+    let o = expect(out, &format!("a log line of {script}"), |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script)).await;
+    let ScriptOutput::Log { message, .. } = o else { unreachable!() };
     message
 }
 
@@ -116,11 +96,7 @@ async fn a_timer_that_is_always_due_delays_only_its_own_script() {
       agent.every(10, function() local x = 0 for i = 1, 3e6 do x = x + i end end)
       agent.on("audioVideoSession", function(e) agent.log.info("hog saw " .. e.seq) end)
     "#;
-    let h = host(
-        Limits::default(),
-        &[("hog.lua", hog), ("witness.lua", WITNESS)],
-    )
-    .await;
+    let h = host(Limits::default(), &[("hog.lua", hog), ("witness.lua", WITNESS)]).await;
     let (mut w, mut g) = (h.host.subscribe(), h.host.subscribe());
     h.host.dispatch(events(1, 10));
     witness_sees(&mut w, 1, 10).await;
@@ -142,19 +118,8 @@ async fn finalizers_are_refused() {
         agent.log.info("handled " .. e.seq)
       end)
     "#;
-    let mut h = host(
-        Limits::default(),
-        &[
-            ("top.lua", at_top),
-            ("handler.lua", in_handler),
-            ("witness.lua", WITNESS),
-        ],
-    )
-    .await;
-    h.host
-        .load_file(&h.dir.path().join("top.lua"))
-        .await
-        .expect_err("a top level with __gc does not load");
+    let mut h = host(Limits::default(), &[("top.lua", at_top), ("handler.lua", in_handler), ("witness.lua", WITNESS)]).await;
+    h.host.load_file(&h.dir.path().join("top.lua")).await.expect_err("a top level with __gc does not load");
     let e = error_of(&mut h.out, "top").await;
     assert!(e.contains("top.lua:1:") && e.contains("`__gc`"), "{e}");
     let mut w = h.host.subscribe();
@@ -168,44 +133,19 @@ async fn finalizers_are_refused() {
 #[tokio::test]
 async fn c_functions_that_would_loop_forever_stop_at_the_instruction_limit() {
     let hogs = [
-        (
-            "find",
-            r#"string.find(("a"):rep(40), ("a*"):rep(40) .. "b")"#,
-        ),
+        ("find", r#"string.find(("a"):rep(40), ("a*"):rep(40) .. "b")"#),
         ("match", r#"(("a"):rep(40)):match(("a-"):rep(40) .. "b")"#),
-        (
-            "gsub",
-            r#"string.gsub(("a"):rep(40), ("a*"):rep(40) .. "b", "")"#,
-        ),
-        (
-            "gmatch",
-            r#"for _ in (("a"):rep(40)):gmatch(("a*"):rep(40) .. "b") do end"#,
-        ),
+        ("gsub", r#"string.gsub(("a"):rep(40), ("a*"):rep(40) .. "b", "")"#),
+        ("gmatch", r#"for _ in (("a"):rep(40)):gmatch(("a*"):rep(40) .. "b") do end"#),
         ("rep", r#"string.rep("", math.maxinteger)"#),
         ("move", r#"table.move({}, 1, 2^62, 1)"#),
-        (
-            "concat",
-            r#"table.concat(setmetatable({}, {__index = function() return "" end}), "", 1, 2^60)"#,
-        ),
-        (
-            "remove",
-            r#"local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 1e4 do table.remove(t, 1) end"#,
-        ),
+        ("concat", r#"table.concat(setmetatable({}, {__index = function() return "" end}), "", 1, 2^60)"#),
+        ("remove", r#"local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 1e4 do table.remove(t, 1) end"#),
     ];
     let scripts = hog_scripts(&hogs);
-    let refs: Vec<(&str, &str)> = scripts
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     // A low limit keeps the test quick in a debug build (the default is 50 million).
-    let h = host(
-        Limits {
-            instructions: 2_000_000,
-            ..Limits::default()
-        },
-        &refs,
-    )
-    .await;
+    let h = host(Limits { instructions: 2_000_000, ..Limits::default() }, &refs).await;
     let mut w = h.host.subscribe();
     let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
     h.host.dispatch(events(1, 2));
@@ -221,10 +161,7 @@ async fn c_functions_that_would_loop_forever_stop_at_the_instruction_limit() {
 
 #[tokio::test]
 async fn running_out_of_memory_cannot_be_caught() {
-    let limits = Limits {
-        memory_bytes: 16 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
     let hog = r#"
       agent.on("audioVideoSession", function(e)
         local ok = pcall(function() local t = {} for i = 1, 1e9 do t[i] = ("x"):rep(1000) .. i end end)
@@ -241,10 +178,7 @@ async fn running_out_of_memory_cannot_be_caught() {
     witness_sees(&mut w, 1, 2).await;
     h.host.barrier().await;
     while let Ok(o) = h.out.try_recv() {
-        assert!(
-            !matches!(&o, ScriptOutput::Log { script, .. } if script == "hog"),
-            "pcall swallowed the limit: {o:?}"
-        );
+        assert!(!matches!(&o, ScriptOutput::Log { script, .. } if script == "hog"), "pcall swallowed the limit: {o:?}");
     }
 }
 
@@ -280,15 +214,8 @@ async fn values_out_of_range_are_refused_with_a_clear_error() {
     ];
     for (i, want) in wants.iter().enumerate() {
         let line = log_of(&mut h.out, "probe").await;
-        assert!(
-            line.starts_with(&format!("{}: false ", i + 1)) && line.contains(want),
-            "case {}: {line}",
-            i + 1
-        );
-        assert!(
-            !line.contains("user:pw"),
-            "the credentials are not repeated: {line}"
-        );
+        assert!(line.starts_with(&format!("{}: false ", i + 1)) && line.contains(want), "case {}: {line}", i + 1);
+        assert!(!line.contains("user:pw"), "the credentials are not repeated: {line}");
     }
     assert_eq!(log_of(&mut h.out, "probe").await, "timers still fire");
 }
@@ -297,23 +224,15 @@ async fn values_out_of_range_are_refused_with_a_clear_error() {
 fn state_written(host: &ScriptHost, script: &str) -> u64 {
     let text = host.env().metrics.render(None);
     let prefix = format!("ucwa_state_bytes_written_total{{script=\"{script}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.parse().unwrap())
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
 }
 
 #[tokio::test]
 async fn a_commit_writes_only_the_keys_that_changed() {
     let state_dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(state_dir.path()).unwrap());
-    let limits = Limits {
-        memory_bytes: 256 << 20,
-        ..Limits::default()
-    };
-    let settings = ScriptSettings {
-        state_max_bytes: 64 << 20,
-        ..settings(limits)
-    };
+    let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
+    let settings = ScriptSettings { state_max_bytes: 64 << 20, ..settings(limits) };
     let script = r#"
       agent.state.big = agent.state.big or ("x"):rep(20e6)
       agent.on("audioVideoSession", function(e) agent.state.count = (agent.state.count or 0) + 1 end)
@@ -323,10 +242,7 @@ async fn a_commit_writes_only_the_keys_that_changed() {
     h.host.barrier().await;
     common::eventually("the first commit", || state_written(&h.host, "counter") > 0).await;
     let first = state_written(&h.host, "counter");
-    assert!(
-        first > 20_000_000,
-        "the first commit writes the big string once: {first}"
-    );
+    assert!(first > 20_000_000, "the first commit writes the big string once: {first}");
     // A hundred commits of the counter (one every 10 ms while busy).
     for i in 0..100 {
         h.host.dispatch(events(2 + i, 1));
@@ -335,29 +251,17 @@ async fn a_commit_writes_only_the_keys_that_changed() {
     h.host.shutdown(Duration::from_secs(10)).await;
     let more = state_written(&h.host, "counter") - first;
     // Before, each commit wrote the whole 20 MB state again.
-    assert!(
-        more < 100 * 4096,
-        "100 commits of a counter wrote {more} bytes"
-    );
+    assert!(more < 100 * 4096, "100 commits of a counter wrote {more} bytes");
     let saved = store.state("counter").unwrap();
-    let count = saved
-        .iter()
-        .find(|(k, _)| k == "count")
-        .map(|(_, v)| v.clone());
+    let count = saved.iter().find(|(k, _)| k == "count").map(|(_, v)| v.clone());
     assert_eq!(count.as_deref(), Some("101"));
-    assert_eq!(
-        saved.iter().find(|(k, _)| k == "big").map(|(_, v)| v.len()),
-        Some(20_000_002)
-    );
+    assert_eq!(saved.iter().find(|(k, _)| k == "big").map(|(_, v)| v.len()), Some(20_000_002));
 }
 
 #[tokio::test]
 async fn state_that_could_not_be_read_back_is_refused_and_the_rest_kept() {
     let store = Arc::new(Store::in_memory());
-    let settings = ScriptSettings {
-        state_max_bytes: 4096,
-        ..settings(Limits::default())
-    };
+    let settings = ScriptSettings { state_max_bytes: 4096, ..settings(Limits::default()) };
     let script = r#"
       agent.on("audioVideoSession", function(e)
         agent.state.kept = e.seq
@@ -378,33 +282,20 @@ async fn state_that_could_not_be_read_back_is_refused_and_the_rest_kept() {
     let mut h = host_with(settings.clone(), store.clone(), &[("keeper.lua", script)]).await;
     h.host.dispatch(events(1, 1));
     let e = error_of(&mut h.out, "keeper").await;
-    assert!(
-        e.contains("agent.state.deep.next") && e.contains("nested deeper than 100 levels"),
-        "{e}"
-    );
+    assert!(e.contains("agent.state.deep.next") && e.contains("nested deeper than 100 levels"), "{e}");
     h.host.dispatch(events(2, 1));
     let e = error_of(&mut h.out, "keeper").await;
-    assert!(
-        e.contains("agent.state.cyclic.self.parent") && e.contains("cycle"),
-        "{e}"
-    );
+    assert!(e.contains("agent.state.cyclic.self.parent") && e.contains("cycle"), "{e}");
     h.host.dispatch(events(3, 1));
     let e = error_of(&mut h.out, "keeper").await;
-    assert!(
-        e.contains("scripts.state_max_bytes (4096 bytes of JSON)"),
-        "{e}"
-    );
+    assert!(e.contains("scripts.state_max_bytes (4096 bytes of JSON)"), "{e}");
     h.host.dispatch(events(4, 1));
     h.host.shutdown(Duration::from_secs(10)).await;
     // What was saved loads back in a new host on the same database.
     let reader = r#"agent.log.info("kept " .. tostring(agent.state.kept) .. " big " .. tostring(agent.state.big))"#;
     let mut again = host_with(settings, store, &[]).await;
     write(again.dir.path(), "keeper.lua", reader);
-    again
-        .host
-        .load_file(&again.dir.path().join("keeper.lua"))
-        .await
-        .unwrap();
+    again.host.load_file(&again.dir.path().join("keeper.lua")).await.unwrap();
     assert_eq!(log_of(&mut again.out, "keeper").await, "kept 4 big nil");
 }
 
@@ -412,33 +303,14 @@ async fn state_that_could_not_be_read_back_is_refused_and_the_rest_kept() {
 async fn values_built_in_rust_are_held_to_the_memory_limit() {
     // Each would ask Rust for gigabytes outside Lua's allocator (the process would abort).
     let hogs = [
-        (
-            "gsub",
-            r#"string.gsub(("x"):rep(1e5), "^.*", ("%0"):rep(4e4))"#,
-        ),
-        (
-            "encode",
-            r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.json.encode(t)"#,
-        ),
-        (
-            "fields",
-            r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.log.info("big", t)"#,
-        ),
+        ("gsub", r#"string.gsub(("x"):rep(1e5), "^.*", ("%0"):rep(4e4))"#),
+        ("encode", r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.json.encode(t)"#),
+        ("fields", r#"local s = ("x"):rep(1 << 20) local t = {} for i = 1, 4000 do t[i] = s end agent.log.info("big", t)"#),
     ];
     let scripts = hog_scripts(&hogs);
-    let refs: Vec<(&str, &str)> = scripts
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     // (16 MiB instead of the default 64: the same refusals, sooner in a debug build)
-    let h = host(
-        Limits {
-            memory_bytes: 16 << 20,
-            ..Limits::default()
-        },
-        &refs,
-    )
-    .await;
+    let h = host(Limits { memory_bytes: 16 << 20, ..Limits::default() }, &refs).await;
     let mut w = h.host.subscribe();
     let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
     h.host.dispatch(events(1, 1));
@@ -453,44 +325,21 @@ async fn values_built_in_rust_are_held_to_the_memory_limit() {
 async fn no_protected_call_catches_a_limit() {
     let hogs = [
         // load's reader runs protected: the hook's error inside it must not be swallowed.
-        (
-            "reader_loop",
-            r#"local R = function() while true do end end while true do load(R) end"#,
-        ),
-        (
-            "reader_memory",
-            r#"local ok = load(function() local t = {} while true do t[#t + 1] = {} end end) agent.log.info("swallowed")"#,
-        ),
+        ("reader_loop", r#"local R = function() while true do end end while true do load(R) end"#),
+        ("reader_memory", r#"local ok = load(function() local t = {} while true do t[#t + 1] = {} end end) agent.log.info("swallowed")"#),
         (
             "close",
             r#"local co = coroutine.create(function() local x <close> = setmetatable({}, {__close = function() local t = {} while true do t[#t + 1] = {} end end}) coroutine.yield() end)
                      coroutine.resume(co) coroutine.close(co) agent.log.info("swallowed")"#,
         ),
         // Numbers given as strings are converted by the C functions: they are charged too.
-        (
-            "move_str",
-            r#"table.move({}, "1", "4611686018427387904", 1)"#,
-        ),
+        ("move_str", r#"table.move({}, "1", "4611686018427387904", 1)"#),
         ("rep_str", r#"string.rep("", "1e12")"#),
-        (
-            "insert_str",
-            r#"local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 100 do table.insert(t, "1", 5) end"#,
-        ),
+        ("insert_str", r#"local t = {} for i = 1, 1e5 do t[i] = i end for i = 1, 100 do table.insert(t, "1", 5) end"#),
     ];
     let scripts = hog_scripts(&hogs);
-    let refs: Vec<(&str, &str)> = scripts
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let h = host(
-        Limits {
-            instructions: 2_000_000,
-            memory_bytes: 16 << 20,
-            ..Limits::default()
-        },
-        &refs,
-    )
-    .await;
+    let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let h = host(Limits { instructions: 2_000_000, memory_bytes: 16 << 20, ..Limits::default() }, &refs).await;
     let mut w = h.host.subscribe();
     let mut subs: Vec<_> = hogs.iter().map(|_| h.host.subscribe()).collect();
     h.host.dispatch(events(1, 1));
@@ -500,9 +349,7 @@ async fn no_protected_call_catches_a_limit() {
             matches!(o, ScriptOutput::HandlerError { script, .. } | ScriptOutput::Log { script, .. } | ScriptOutput::Stuck { script, .. } if script == name)
         })
         .await;
-        let ScriptOutput::HandlerError { error, .. } = o else {
-            panic!("{name}: {o:?}")
-        };
+        let ScriptOutput::HandlerError { error, .. } = o else { panic!("{name}: {o:?}") };
         assert!(error.contains("limit exceeded"), "{name}: {error}");
     }
 }
@@ -522,16 +369,8 @@ async fn state_that_json_would_change_is_refused() {
         cases[e.seq]()
       end)
     "#;
-    let settings = ScriptSettings {
-        state_max_bytes: 64 << 10,
-        ..settings(Limits::default())
-    };
-    let mut h = host_with(
-        settings,
-        Arc::new(Store::in_memory()),
-        &[("keeper.lua", script)],
-    )
-    .await;
+    let settings = ScriptSettings { state_max_bytes: 64 << 10, ..settings(Limits::default()) };
+    let mut h = host_with(settings, Arc::new(Store::in_memory()), &[("keeper.lua", script)]).await;
     let wants = [
         "agent.state.mixed: a table with both list items and named keys",
         "agent.state.gaps: the key 3 cannot be saved",
@@ -566,10 +405,7 @@ async fn a_length_that_changes_under_a_call_is_refused_and_deep_shared_tables_to
     let mut h = host(Limits::default(), &[("sneaky.lua", script)]).await;
     h.host.dispatch(events(1, 1));
     let e = error_of(&mut h.out, "sneaky").await;
-    assert!(
-        e.contains("table.insert: a position in a table with a __len metamethod is not supported"),
-        "{e}"
-    );
+    assert!(e.contains("table.insert: a position in a table with a __len metamethod is not supported"), "{e}");
     h.host.dispatch(events(2, 1));
     let e = error_of(&mut h.out, "sneaky").await;
     assert!(e.contains("nested deeper than 100 levels"), "{e}");

@@ -29,17 +29,9 @@ end)
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
     sim.start_call(answered_call()).unwrap();
     let lines = agent.messages("reader", 4).await;
-    assert_eq!(
-        lines[0],
-        "session 200 Establishing application/json; charset=utf-8"
-    );
+    assert_eq!(lines[0], "session 200 Establishing application/json; charset=utf-8");
     assert_eq!(lines[1], "conversation Connected");
-    assert!(
-        lines[2].starts_with("false ")
-            && lines[2].contains("refused to send the session to https://evil.example"),
-        "{}",
-        lines[2]
-    );
+    assert!(lines[2].starts_with("false ") && lines[2].contains("refused to send the session to https://evil.example"), "{}", lines[2]);
     assert_eq!(lines[3], "missing 404");
     agent.stop().await;
 }
@@ -65,31 +57,12 @@ end)
     );
     let extra = format!("http_allow = [\"{host}\"]");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
-    sim.start_call(ucwa_agent::sim::CallSpec {
-        remote: Some("sip:ann@fabrikam.com".into()),
-        ..answered_call()
-    })
-    .unwrap();
+    sim.start_call(ucwa_agent::sim::CallSpec { remote: Some("sip:ann@fabrikam.com".into()), ..answered_call() }).unwrap();
     let lines = agent.messages("hook", 2).await;
     assert_eq!(lines[0], "webhook 200 {\"ok\":true}");
-    assert!(
-        lines[1].starts_with("false ")
-            && lines[1].contains("127.0.0.2 is not in scripts.http_allow"),
-        "{}",
-        lines[1]
-    );
-    let hook = tokio::time::timeout(PATIENCE, hooks.recv())
-        .await
-        .expect("the webhook is called")
-        .unwrap();
-    assert_eq!(
-        (
-            hook.method.as_str(),
-            hook.path.as_str(),
-            hook.content_type.as_str()
-        ),
-        ("POST", "/notify", "application/json")
-    );
+    assert!(lines[1].starts_with("false ") && lines[1].contains("127.0.0.2 is not in scripts.http_allow"), "{}", lines[1]);
+    let hook = tokio::time::timeout(PATIENCE, hooks.recv()).await.expect("the webhook is called").unwrap();
+    assert_eq!((hook.method.as_str(), hook.path.as_str(), hook.content_type.as_str()), ("POST", "/notify", "application/json"));
     assert_eq!(hook.body, "{\"text\":\"call from sip:ann@fabrikam.com\"}");
     agent.stop().await;
 }
@@ -107,29 +80,15 @@ async fn a_hanging_http_call_is_stopped_by_the_handler_time_limit() {
              agent.on('audioVideoSession', 'updated', function(e) agent.log.info('next event runs') end)\n"
         ),
     );
-    write(
-        dir.path(),
-        "other.lua",
-        "agent.on('audioVideoSession', 'added', function(e) agent.log.info('other runs') end)\n",
-    );
+    write(dir.path(), "other.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('other runs') end)\n");
     let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 300");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("other", 1).await, ["other runs"]);
-    let e = agent
-        .expect(
-            "the time limit",
-            |o| matches!(o, ScriptOutput::HandlerError { script, .. } if script == "hang"),
-        )
-        .await;
-    let ScriptOutput::HandlerError { error, .. } = e else {
-        unreachable!()
-    };
+    let e = agent.expect("the time limit", |o| matches!(o, ScriptOutput::HandlerError { script, .. } if script == "hang")).await;
+    let ScriptOutput::HandlerError { error, .. } = e else { unreachable!() };
     // Whichever fires first, the handler's time limit or the request's (it defaults to the same).
-    assert!(
-        error.contains("time limit exceeded") || error.contains("timed out"),
-        "{error}"
-    );
+    assert!(error.contains("time limit exceeded") || error.contains("timed out"), "{error}");
     assert_eq!(agent.messages("hang", 1).await, ["next event runs"]);
     agent.stop().await;
 }
@@ -154,16 +113,8 @@ async fn state_survives_reloads_and_restarts() {
         agent.messages("counter", 1).await;
         sim.end_call(c);
     }
-    write(
-        dir.path(),
-        "counter.lua",
-        &format!("{COUNTER}\n-- edited\n"),
-    );
-    agent
-        .expect("reload", |o| {
-            matches!(o, ScriptOutput::Loaded { version: 2, .. })
-        })
-        .await;
+    write(dir.path(), "counter.lua", &format!("{COUNTER}\n-- edited\n"));
+    agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { version: 2, .. })).await;
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("counter", 1).await, ["calls 3 v2"]);
     sim.end_call(c);
@@ -177,11 +128,7 @@ async fn state_survives_reloads_and_restarts() {
     let v = saved_state(&dir.path().join(".state/agent.db"), "counter");
     let json = v.to_string();
     assert_eq!(v["calls"], 4);
-    assert_eq!(
-        v["last"]["tags"],
-        serde_json::json!([]),
-        "empty arrays stay arrays: {json}"
-    );
+    assert_eq!(v["last"]["tags"], serde_json::json!([]), "empty arrays stay arrays: {json}");
 }
 
 #[tokio::test]
@@ -194,24 +141,12 @@ async fn timers_fire_cancel_and_do_not_double_on_reload() {
         )
     };
     write(dir.path(), "timer.lua", &script(0));
-    let mut agent = start_agent(
-        &sim,
-        &config_text(&sim, dir.path(), "reload_debounce_ms = 10"),
-    )
-    .await;
-    assert_eq!(
-        agent.messages("timer", 4).await,
-        ["v1 tick", "v1 tick", "v1 tick", "v1 done"]
-    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 10")).await;
+    assert_eq!(agent.messages("timer", 4).await, ["v1 tick", "v1 tick", "v1 tick", "v1 done"]);
     for n in 1..=10 {
         write(dir.path(), "timer.lua", &script(n));
         let want = n as u64 + 1;
-        agent
-            .expect(
-                "reload",
-                |o| matches!(o, ScriptOutput::Loaded { version, .. } if *version == want),
-            )
-            .await;
+        agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { version, .. } if *version == want)).await;
     }
     // A version is announced when built; the one before may tick until the swap. From the
     // first v11 line on, only v11's timers run: a doubled timer would show another version.
@@ -221,11 +156,7 @@ async fn timers_fire_cancel_and_do_not_double_on_reload() {
         assert!(lines.len() < 40, "{lines:?}");
     }
     let first = lines.iter().position(|l| l.starts_with("v11 ")).unwrap();
-    assert_eq!(
-        lines[first..],
-        ["v11 tick", "v11 tick", "v11 tick", "v11 done"],
-        "{lines:?}"
-    );
+    assert_eq!(lines[first..], ["v11 tick", "v11 tick", "v11 tick", "v11 done"], "{lines:?}");
     agent.stop().await;
 }
 
@@ -233,48 +164,33 @@ async fn timers_fire_cancel_and_do_not_double_on_reload() {
 async fn config_tables_and_pausing_after_repeated_failures() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "cfg.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info(agent.config.greeting .. ' ' .. #agent.config.rooms) end)\n");
     write(
         dir.path(),
-        "flaky.lua",
-        "agent.on('*', function(e) error('always') end)\n",
+        "cfg.lua",
+        "agent.on('audioVideoSession', 'added', function(e) agent.log.info(agent.config.greeting .. ' ' .. #agent.config.rooms) end)\n",
     );
+    write(dir.path(), "flaky.lua", "agent.on('*', function(e) error('always') end)\n");
     let extra = "max_consecutive_failures = 3\nreload_debounce_ms = 20\n[scripts.config.cfg]\ngreeting = \"hello\"\nrooms = [\"a\", \"b\"]";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
     // signedIn and makeMeAvailable's events fail three times in a row.
-    agent
-        .expect(
-            "pause",
-            |o| matches!(o, ScriptOutput::Paused { script, failures: 3 } if script == "flaky"),
-        )
-        .await;
+    agent.expect("pause", |o| matches!(o, ScriptOutput::Paused { script, failures: 3 } if script == "flaky")).await;
     // From now on flaky is not called: the call's events reach it before its fixed version
     // (same inbox, in order), and give no error.
     let mut flaky = agent.out.resubscribe();
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("cfg", 1).await, ["hello 2"]);
     sim.end_call(c);
-    write(
-        dir.path(),
-        "flaky.lua",
-        "agent.on('audioVideoSession', 'added', function(e) agent.log.info('fixed') end)\n",
-    );
-    agent
-        .expect(
-            "reload",
-            |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "flaky"),
-        )
-        .await;
+    write(dir.path(), "flaky.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('fixed') end)\n");
+    agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "flaky")).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("flaky", 1).await, ["fixed"]);
-    let o = expect(&mut flaky, "flaky's first line after the pause", |o| {
-        matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "flaky")
-    })
+    let o = expect(
+        &mut flaky,
+        "flaky's first line after the pause",
+        |o| matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "flaky"),
+    )
     .await;
-    assert!(
-        matches!(o, ScriptOutput::Log { .. }),
-        "a paused script was called: {o:?}"
-    );
+    assert!(matches!(o, ScriptOutput::Log { .. }), "a paused script was called: {o:?}");
     agent.stop().await;
 }
 
@@ -284,7 +200,11 @@ async fn a_slow_script_never_delays_polling_or_other_scripts() {
     let port = silent_server().await;
     let dir = tempfile::tempdir().unwrap();
     // Stuck for good on its first event (the limit is far away).
-    write(dir.path(), "slow.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
+    write(
+        dir.path(),
+        "slow.lua",
+        &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"),
+    );
     write(dir.path(), "fast.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added ' .. e.seq) end)\n");
     let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
@@ -300,10 +220,7 @@ async fn a_slow_script_never_delays_polling_or_other_scripts() {
         sim.end_call(c);
         wait_available(&sim).await;
     }
-    assert!(
-        sim.counters()["polls"].as_u64().unwrap() >= polls_before + 3,
-        "the channel kept polling"
-    );
+    assert!(sim.counters()["polls"].as_u64().unwrap() >= polls_before + 3, "the channel kept polling");
     agent.stop().await;
 }
 
@@ -320,21 +237,9 @@ async fn at_shutdown_scripts_get_signed_out_while_the_application_still_exists()
     let agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
     let mut out = agent.out.resubscribe();
     agent.stop().await;
-    let bye = expect(
-        &mut out,
-        "bye",
-        |o| matches!(o, ScriptOutput::Log { script, .. } if script == "bye"),
-    )
-    .await;
-    assert!(
-        matches!(bye, ScriptOutput::Log { ref message, .. } if message == "bye 200"),
-        "{bye:?}"
-    );
-    assert_eq!(
-        sim.counters()["applications_deleted"],
-        1,
-        "deleted after the scripts finished"
-    );
+    let bye = expect(&mut out, "bye", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "bye")).await;
+    assert!(matches!(bye, ScriptOutput::Log { ref message, .. } if message == "bye 200"), "{bye:?}");
+    assert_eq!(sim.counters()["applications_deleted"], 1, "deleted after the scripts finished");
 }
 
 #[tokio::test]
@@ -351,10 +256,7 @@ async fn a_request_timeout_shorter_than_the_handler_limit_applies() {
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
     sim.start_call(answered_call()).unwrap();
     let line = agent.messages("hook", 1).await.remove(0);
-    assert!(
-        line.contains("agent.http.request") && line.contains("timed out"),
-        "the request's own timeout, not the handler's 60 s: {line}"
-    );
+    assert!(line.contains("agent.http.request") && line.contains("timed out"), "the request's own timeout, not the handler's 60 s: {line}");
     agent.stop().await;
 }
 
@@ -396,11 +298,7 @@ async fn a_script_can_follow_every_link_the_pool_hands_out() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "links.lua", LINK_FOLLOWER);
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
-    sim.start_call(ucwa_agent::sim::CallSpec {
-        remote: Some("sip:zoe@fabrikam.com".into()),
-        ..answered_call()
-    })
-    .unwrap();
+    sim.start_call(ucwa_agent::sim::CallSpec { remote: Some("sip:zoe@fabrikam.com".into()), ..answered_call() }).unwrap();
     let got = agent.messages("links", 17).await;
     let want = [
         "policies 200 AudioVideo",
@@ -431,29 +329,16 @@ async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("lib/util")).unwrap();
-    let module =
-        |word: &str| format!("local M = {{}}\nfunction M.word() return \"{word}\" end\nreturn M\n");
+    let module = |word: &str| format!("local M = {{}}\nfunction M.word() return \"{word}\" end\nreturn M\n");
     std::fs::write(dir.path().join("lib/words.lua"), module("one")).unwrap();
-    std::fs::write(
-        dir.path().join("lib/util/twice.lua"),
-        "return function(s) return s .. s end\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("lib/util/twice.lua"), "return function(s) return s .. s end\n").unwrap();
     write(
         dir.path(),
         "user.lua",
         "local words = require('words')\nlocal twice = require('util.twice')\nassert(require('words') == words, 'one instance')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info(twice(words.word())) end)\n",
     );
-    write(
-        dir.path(),
-        "other.lua",
-        "agent.on('audioVideoSession', 'added', function(e) agent.log.info('other') end)\n",
-    );
-    let mut agent = start_agent(
-        &sim,
-        &config_text(&sim, dir.path(), "reload_debounce_ms = 20"),
-    )
-    .await;
+    write(dir.path(), "other.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('other') end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 20")).await;
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("user", 1).await, ["oneone"]);
     sim.end_call(c);
@@ -461,49 +346,27 @@ async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
     // (Saved as editors do: a new file renamed over the old, so no reader sees it half written.)
     let save = |text: &str| {
         std::fs::write(dir.path().join("lib/.words.tmp"), text).unwrap();
-        std::fs::rename(
-            dir.path().join("lib/.words.tmp"),
-            dir.path().join("lib/words.lua"),
-        )
-        .unwrap();
+        std::fs::rename(dir.path().join("lib/.words.tmp"), dir.path().join("lib/words.lua")).unwrap();
     };
     save(&module("two"));
-    agent
-        .expect(
-            "user version 2",
-            |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "user"),
-        )
-        .await;
+    agent.expect("user version 2", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "user")).await;
     // A broken module: the script keeps its running version; the error names the module's line.
     save("local M = {}\nthis is not lua\n");
-    let failed = agent
-        .expect(
-            "user's reload failing",
-            |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "user"),
-        )
-        .await;
-    let ScriptOutput::LoadFailed { error, .. } = failed else {
-        unreachable!()
-    };
+    let failed = agent.expect("user's reload failing", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "user")).await;
+    let ScriptOutput::LoadFailed { error, .. } = failed else { unreachable!() };
     assert!(error.contains("lib/words.lua:2:"), "{error}");
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("user", 1).await, ["twotwo"]);
     sim.end_call(c);
     // A new script that needs the broken module does not load; fixing the module loads it.
-    write(dir.path(), "late.lua", "local words = require('words')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info('late ' .. words.word()) end)\n");
-    agent
-        .expect(
-            "late failing",
-            |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "late"),
-        )
-        .await;
+    write(
+        dir.path(),
+        "late.lua",
+        "local words = require('words')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info('late ' .. words.word()) end)\n",
+    );
+    agent.expect("late failing", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "late")).await;
     save(&module("three"));
-    agent
-        .expect(
-            "late loaded once its module is fixed",
-            |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "late"),
-        )
-        .await;
+    agent.expect("late loaded once its module is fixed", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "late")).await;
     agent.stop().await;
 }
 
@@ -540,58 +403,21 @@ async fn scripts_act_on_calls_and_on_the_account_and_the_pool_sees_it() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "actor.lua", ACTOR);
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
-    let presence = || async {
-        reqwest::get(format!("{}/sim/v1/presence", sim.origin()))
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    };
+    let presence = || async { reqwest::get(format!("{}/sim/v1/presence", sim.origin())).await.unwrap().json::<serde_json::Value>().await.unwrap() };
 
     // Declined by the script: the pool ends the invitation with Failure/Declined.
-    sim.start_call(CallSpec {
-        outcome: CallOutcome::WaitForAccept,
-        subject: Some("decline me".into()),
-        ..CallSpec::default()
-    })
-    .unwrap();
-    assert_eq!(
-        agent.messages("actor", 2).await,
-        [
-            "invitation Failure Declined",
-            "decline again: no `decline` link"
-        ]
-    );
+    sim.start_call(CallSpec { outcome: CallOutcome::WaitForAccept, subject: Some("decline me".into()), ..CallSpec::default() }).unwrap();
+    assert_eq!(agent.messages("actor", 2).await, ["invitation Failure Declined", "decline again: no `decline` link"]);
 
     // Answered elsewhere: the script sets presence and note, then hangs up; the pool saw both.
     sim.start_call(answered_call()).unwrap();
     let got = agent.messages("actor", 6).await;
-    assert_eq!(
-        got[..2],
-        ["invitation Success nil", "decline again: no `decline` link"]
-    );
+    assert_eq!(got[..2], ["invitation Success nil", "decline again: no `decline` link"]);
     let mut rest = got[2..].to_vec();
     rest.sort();
-    assert_eq!(
-        rest,
-        [
-            "hung up, back to Online",
-            "now Busy, In a call",
-            "presence updated",
-            "presence updated"
-        ],
-        "{got:?}"
-    );
+    assert_eq!(rest, ["hung up, back to Online", "now Busy, In a call", "presence updated", "presence updated"], "{got:?}");
     let p = presence().await;
-    assert_eq!(
-        (
-            &p["demo@contoso.com"]["availability"],
-            &p["demo@contoso.com"]["note"]
-        ),
-        (&serde_json::json!("Online"), &serde_json::json!("")),
-        "{p}"
-    );
+    assert_eq!((&p["demo@contoso.com"]["availability"], &p["demo@contoso.com"]["note"]), (&serde_json::json!("Online"), &serde_json::json!("")), "{p}");
     assert_eq!(sim.counters()["calls_ended"], 2, "{}", sim.counters());
     agent.stop().await;
 }
@@ -616,28 +442,9 @@ agent.on("audioVideoInvitation", "completed", function(e) agent.log.info("ended 
 "#,
     );
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
-    assert_eq!(
-        agent.messages("caller", 3).await,
-        [
-            "calling Outgoing from a script",
-            "refused a bad target",
-            "ended Failure Canceled"
-        ]
-    );
-    let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/counters", sim.origin()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            calls["calls_started"].as_u64(),
-            calls["calls_ended"].as_u64()
-        ),
-        (Some(1), Some(1)),
-        "{calls}"
-    );
+    assert_eq!(agent.messages("caller", 3).await, ["calling Outgoing from a script", "refused a bad target", "ended Failure Canceled"]);
+    let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/counters", sim.origin())).await.unwrap().json().await.unwrap();
+    assert_eq!((calls["calls_started"].as_u64(), calls["calls_ended"].as_u64()), (Some(1), Some(1)), "{calls}");
     agent.stop().await;
 }
 
@@ -646,11 +453,7 @@ async fn the_office_hours_example_declines_a_call_outside_hours_on_the_pool() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(
-        root.join("examples/office_hours.lua"),
-        dir.path().join("office_hours.lua"),
-    )
-    .unwrap();
+    std::fs::copy(root.join("examples/office_hours.lua"), dir.path().join("office_hours.lua")).unwrap();
     // No office day at all: whenever this runs, it is outside office hours.
     let extra = "[scripts.config.office_hours]\ndays = []\nopen = \"08:00\"\nclose = \"18:00\"\nutc_offset = \"+00:00\"";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
@@ -660,14 +463,8 @@ async fn the_office_hours_example_declines_a_call_outside_hours_on_the_pool() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(
-        agent.messages("office_hours", 1).await,
-        ["declined outside office hours"]
-    );
-    eventually("the pool ended the call", || {
-        sim.counters()["calls_ended"] == 1
-    })
-    .await;
+    assert_eq!(agent.messages("office_hours", 1).await, ["declined outside office hours"]);
+    eventually("the pool ended the call", || sim.counters()["calls_ended"] == 1).await;
     agent.stop().await;
 }
 
@@ -696,27 +493,13 @@ agent.on("callForwardingSettings", "updated", function(e) agent.log.info("forwar
     got.sort();
     assert_eq!(
         got,
-        [
-            "ImmediateForward voicemail",
-            "SimultaneousRing tel:+14255550100",
-            "forwarding updated",
-            "forwarding updated",
-            "the pool refused a bad target"
-        ]
+        ["ImmediateForward voicemail", "SimultaneousRing tel:+14255550100", "forwarding updated", "forwarding updated", "the pool refused a bad target"]
     );
     // Forwarded at once: the pool no longer rings the account, and says so.
     let e = sim.start_call(answered_call()).unwrap_err();
     assert!(e.contains("forwards every call to voicemail"), "{e}");
-    let p: serde_json::Value = reqwest::get(format!("{}/sim/v1/presence", sim.origin()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        p["demo@contoso.com"]["forwarding"],
-        serde_json::json!({"setting": "ImmediateForward", "target": "voicemail"})
-    );
+    let p: serde_json::Value = reqwest::get(format!("{}/sim/v1/presence", sim.origin())).await.unwrap().json().await.unwrap();
+    assert_eq!(p["demo@contoso.com"]["forwarding"], serde_json::json!({"setting": "ImmediateForward", "target": "voicemail"}));
     assert_eq!(sim.counters()["calls_forwarded"], 1);
     agent.stop().await;
 }
@@ -727,48 +510,17 @@ async fn the_vip_example_answers_a_vip_call_on_the_mobile_on_the_pool() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(
-        root.join("examples/vip_to_mobile.lua"),
-        dir.path().join("vip_to_mobile.lua"),
-    )
-    .unwrap();
-    write(
-        dir.path(),
-        "sessions.lua",
-        "agent.on('audioVideoSession', 'added', function(e) agent.log.info('connected') end)\n",
-    );
+    std::fs::copy(root.join("examples/vip_to_mobile.lua"), dir.path().join("vip_to_mobile.lua")).unwrap();
+    write(dir.path(), "sessions.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('connected') end)\n");
     let extra = "[scripts.config.vip_to_mobile]\nvips = [\"sip:ceo@contoso.com\"]\nmobile = \"tel:+14255550100\"";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
     // Its own receiver: the session can be added before the VIP script logs its line.
     let mut sessions = agent.out.resubscribe();
-    let id = sim
-        .start_call(CallSpec {
-            outcome: CallOutcome::WaitForAccept,
-            remote: Some("sip:ceo@contoso.com".into()),
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(
-        agent.messages("vip_to_mobile", 1).await,
-        ["VIP call answered on the mobile"]
-    );
-    assert_eq!(
-        messages_of(&mut sessions, "sessions", 1).await,
-        ["connected"],
-        "the pool connected the call"
-    );
-    let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/calls", sim.origin()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let call = calls
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .expect("the call is up");
+    let id = sim.start_call(CallSpec { outcome: CallOutcome::WaitForAccept, remote: Some("sip:ceo@contoso.com".into()), ..Default::default() }).unwrap();
+    assert_eq!(agent.messages("vip_to_mobile", 1).await, ["VIP call answered on the mobile"]);
+    assert_eq!(messages_of(&mut sessions, "sessions", 1).await, ["connected"], "the pool connected the call");
+    let calls: serde_json::Value = reqwest::get(format!("{}/sim/v1/calls", sim.origin())).await.unwrap().json().await.unwrap();
+    let call = calls.as_array().unwrap().iter().find(|c| c["id"] == id).expect("the call is up");
     assert_eq!(call["answered_on"], "tel:+14255550100", "{calls}");
     agent.stop().await;
 }

@@ -11,11 +11,7 @@ use ucwa_agent::store::Store;
 use ucwa_agent::ucwa::{batch, Event, Origin};
 
 fn event(seq: u64) -> Vec<Event> {
-    let body = std::fs::read(format!(
-        "{}/tests/fixtures/events/audioVideoSession-added.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
     ev.seq = seq;
@@ -23,10 +19,7 @@ fn event(seq: u64) -> Vec<Event> {
 }
 
 async fn host_in(dir: &std::path::Path, settings: ScriptSettings) -> ScriptHost {
-    ScriptHost::with_env(
-        dir.to_path_buf(),
-        ScriptEnv::new(settings, Arc::new(Store::in_memory())),
-    )
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(settings, Arc::new(Store::in_memory())))
 }
 
 #[tokio::test]
@@ -54,81 +47,39 @@ async fn the_agent_table_does_what_the_readme_says() {
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
     let top = messages_of(&mut out, "api", 1).await;
-    assert!(
-        top[0].starts_with("top level: false ")
-            && top[0].contains("agent.ucwa.get: only in handlers and timers"),
-        "{top:?}"
-    );
+    assert!(top[0].starts_with("top level: false ") && top[0].contains("agent.ucwa.get: only in handlers and timers"), "{top:?}");
     host.dispatch(event(1));
     let lines = messages_of(&mut out, "api", 5).await;
     assert_eq!(lines[0], "calls 2", "subscribing twice calls twice");
     assert!(
-        lines[1].starts_with("string: ")
-            && lines[1].contains("elsewhere.example is not in scripts.http_allow"),
+        lines[1].starts_with("string: ") && lines[1].contains("elsewhere.example is not in scripts.http_allow"),
         "errors are plain strings naming the host: {}",
         lines[1]
     );
-    assert!(
-        lines[2].starts_with("false ") && lines[2].contains("ms must be at least 10"),
-        "{}",
-        lines[2]
-    );
-    assert_eq!(
-        lines[3], "printed\t42",
-        "print logs its arguments, tab-separated"
-    );
-    assert_eq!(
-        lines[4], "empty",
-        "agent.config is {{}} when config.toml has no table for the script"
-    );
+    assert!(lines[2].starts_with("false ") && lines[2].contains("ms must be at least 10"), "{}", lines[2]);
+    assert_eq!(lines[3], "printed\t42", "print logs its arguments, tab-separated");
+    assert_eq!(lines[4], "empty", "agent.config is {{}} when config.toml has no table for the script");
     host.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
 async fn print_logs_at_info_and_the_script_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "named.lua",
-        "print(agent.script.name, agent.script.version)\nagent.log.warn('careful', {n = 1})\n",
-    );
+    write(dir.path(), "named.lua", "print(agent.script.name, agent.script.version)\nagent.log.warn('careful', {n = 1})\n");
     let host = host_in(dir.path(), ScriptSettings::new(Limits::default())).await;
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
-    let o = expect(
-        &mut out,
-        "print",
-        |o| matches!(o, ScriptOutput::Log { script, .. } if script == "named"),
-    )
-    .await;
-    assert!(
-        matches!(&o, ScriptOutput::Log { level: "info", message, version: 1, fields: None, .. } if message == "named\t1"),
-        "{o:?}"
-    );
-    let o = expect(
-        &mut out,
-        "warn",
-        |o| matches!(o, ScriptOutput::Log { script, .. } if script == "named"),
-    )
-    .await;
-    assert!(
-        matches!(&o, ScriptOutput::Log { level: "warn", message, fields: Some(f), .. } if message == "careful" && f["n"] == 1),
-        "{o:?}"
-    );
+    let o = expect(&mut out, "print", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "named")).await;
+    assert!(matches!(&o, ScriptOutput::Log { level: "info", message, version: 1, fields: None, .. } if message == "named\t1"), "{o:?}");
+    let o = expect(&mut out, "warn", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "named")).await;
+    assert!(matches!(&o, ScriptOutput::Log { level: "warn", message, fields: Some(f), .. } if message == "careful" && f["n"] == 1), "{o:?}");
 }
 
 #[tokio::test]
 async fn zero_consecutive_failures_never_pauses() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "failing.lua",
-        "agent.on('audioVideoSession', function(e) error('always ' .. e.seq) end)\n",
-    );
-    let settings = ScriptSettings {
-        max_consecutive_failures: 0,
-        ..ScriptSettings::new(Limits::default())
-    };
+    write(dir.path(), "failing.lua", "agent.on('audioVideoSession', function(e) error('always ' .. e.seq) end)\n");
+    let settings = ScriptSettings { max_consecutive_failures: 0, ..ScriptSettings::new(Limits::default()) };
     let host = host_in(dir.path(), settings).await;
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
@@ -136,32 +87,15 @@ async fn zero_consecutive_failures_never_pauses() {
         host.dispatch(event(seq));
     }
     for seq in 1..=15 {
-        let o = expect(&mut out, "an error", |o| {
-            matches!(
-                o,
-                ScriptOutput::HandlerError { .. } | ScriptOutput::Paused { .. }
-            )
-        })
-        .await;
-        assert!(
-            matches!(&o, ScriptOutput::HandlerError { error, .. } if error.contains(&format!("always {seq}"))),
-            "{o:?}"
-        );
+        let o = expect(&mut out, "an error", |o| matches!(o, ScriptOutput::HandlerError { .. } | ScriptOutput::Paused { .. })).await;
+        assert!(matches!(&o, ScriptOutput::HandlerError { error, .. } if error.contains(&format!("always {seq}"))), "{o:?}");
     }
 }
 
 #[tokio::test]
 async fn editor_droppings_hidden_files_and_tests_are_not_scripts() {
     let dir = tempfile::tempdir().unwrap();
-    for name in [
-        ".#rule.lua",
-        "rule.lua~",
-        ".rule.lua.swp",
-        "4913",
-        ".hidden.lua",
-        "rule_test.lua",
-        "notes.txt",
-    ] {
+    for name in [".#rule.lua", "rule.lua~", ".rule.lua.swp", "4913", ".hidden.lua", "rule_test.lua", "notes.txt"] {
         write(dir.path(), name, "error('not a script')\n");
     }
     write(dir.path(), "rule.lua", "agent.on('me', function() end)\n");
@@ -184,48 +118,25 @@ async fn agent_state_held_in_a_local_survives_reloads_and_restarts() {
     "#;
     write(dir.path(), "counter.lua", script);
     let store = Arc::new(Store::in_memory());
-    let host = ScriptHost::with_env(
-        dir.path().to_path_buf(),
-        ScriptEnv::new(ScriptSettings::new(Limits::default()), store.clone()),
-    );
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store.clone()));
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
     host.dispatch(event(1));
     host.dispatch(event(2));
-    assert_eq!(
-        messages_of(&mut out, "counter", 2).await,
-        ["n 1 1 started 1", "n 2 2 started 1"]
-    );
+    assert_eq!(messages_of(&mut out, "counter", 2).await, ["n 1 1 started 1", "n 2 2 started 1"]);
     // A new version: its top level runs on the state as committed when it is built (here,
     // once the counter is committed); at the swap it gets what the old version stored since,
     // in the same table its local holds, and keeps what its own top level set.
-    let committed = |key: &str, want: &str| {
-        store
-            .state("counter")
-            .unwrap()
-            .iter()
-            .any(|(k, v)| k == key && v == want)
-    };
+    let committed = |key: &str, want: &str| store.state("counter").unwrap().iter().any(|(k, v)| k == key && v == want);
     common::eventually("n = 2 committed", || committed("n", "2")).await;
-    host.load_file(&dir.path().join("counter.lua"))
-        .await
-        .unwrap();
+    host.load_file(&dir.path().join("counter.lua")).await.unwrap();
     host.dispatch(event(3));
-    assert_eq!(
-        messages_of(&mut out, "counter", 1).await,
-        ["n 3 3 started 2"]
-    );
+    assert_eq!(messages_of(&mut out, "counter", 1).await, ["n 3 3 started 2"]);
     host.shutdown(Duration::from_secs(5)).await;
     // A restart: a new host on the same database.
-    let host = ScriptHost::with_env(
-        dir.path().to_path_buf(),
-        ScriptEnv::new(ScriptSettings::new(Limits::default()), store),
-    );
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store));
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
     host.dispatch(event(4));
-    assert_eq!(
-        messages_of(&mut out, "counter", 1).await,
-        ["n 4 4 started 3"]
-    );
+    assert_eq!(messages_of(&mut out, "counter", 1).await, ["n 4 4 started 3"]);
 }

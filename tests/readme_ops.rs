@@ -16,36 +16,15 @@ fn powers_of_two_up_to(n: u64) -> usize {
 async fn logs_say_what_the_readme_says() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "fail.lua",
-        "agent.on('*', function(e) error('same every time') end)\n",
-    );
-    write(
-        dir.path(),
-        "seen.lua",
-        "agent.on('*', function(e) agent.state.n = (agent.state.n or 0) + 1 end)\n",
-    );
-    write(
-        dir.path(),
-        "broken.lua",
-        "agent.on('*', function(e)\n  this is not lua\nend)\n",
-    );
+    write(dir.path(), "fail.lua", "agent.on('*', function(e) error('same every time') end)\n");
+    write(dir.path(), "seen.lua", "agent.on('*', function(e) agent.state.n = (agent.state.n or 0) + 1 end)\n");
+    write(dir.path(), "broken.lua", "agent.on('*', function(e)\n  this is not lua\nend)\n");
     write(dir.path(), "fields.lua", "agent.on('agent', 'signedIn', function(e) agent.log.info('answer', { answer = 42, who = { uri = 'sip:a@b.c' } }) end)\n");
     let config = config_file(&sim, dir.path(), "max_consecutive_failures = 0");
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[("RUST_LOG", "debug")],
-    )
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn_guarded();
+    let mut agent = agent_command(&["--log-format", "json", "run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug")])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn_guarded();
     wait_available(&sim).await;
     for _ in 0..2 {
         let c = sim.start_call(answered_call()).unwrap();
@@ -55,68 +34,26 @@ async fn logs_say_what_the_readme_says() {
     eventually("both calls ended", || sim.counters()["calls_ended"] == 2).await;
     file_contains(&log, "\"type\":\"deleted\"").await;
     signal(&agent, "-INT");
-    assert_eq!(
-        exit_within(&mut agent, PATIENCE).await.0,
-        Some(0),
-        "SIGINT stops the agent as SIGTERM does"
-    );
+    assert_eq!(exit_within(&mut agent, PATIENCE).await.0, Some(0), "SIGINT stops the agent as SIGTERM does");
     assert_eq!(sim.counters()["applications_deleted"], 1);
 
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let events = saved_state(&dir.path().join(".state/agent.db"), "seen")["n"]
-        .as_u64()
-        .unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let events = saved_state(&dir.path().join(".state/agent.db"), "seen")["n"].as_u64().unwrap();
     let failed = lines
         .iter()
-        .filter(|l| {
-            l["script"] == "fail"
-                && l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("handler failed: fail.lua:1: same every time"))
-        })
+        .filter(|l| l["script"] == "fail" && l["message"].as_str().is_some_and(|m| m.starts_with("handler failed: fail.lua:1: same every time")))
         .count();
-    assert_eq!(
-        failed,
-        powers_of_two_up_to(events),
-        "{events} identical errors are logged the 1st, 2nd, 4th, … time"
-    );
-    let not_loaded = lines
-        .iter()
-        .filter(|l| {
-            l["script"] == "broken"
-                && l["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("script not loaded"))
-        })
-        .count();
+    assert_eq!(failed, powers_of_two_up_to(events), "{events} identical errors are logged the 1st, 2nd, 4th, … time");
+    let not_loaded = lines.iter().filter(|l| l["script"] == "broken" && l["message"].as_str().is_some_and(|m| m.starts_with("script not loaded"))).count();
     assert_eq!(not_loaded, 1, "a script that fails to load is logged once");
-    let answer = lines
-        .iter()
-        .find(|l| l["script"] == "fields" && l["message"] == "answer")
-        .expect("the script's line");
-    assert_eq!(
-        answer["fields"],
-        serde_json::json!({"answer": 42, "who": {"uri": "sip:a@b.c"}}),
-        "nested JSON, numbers as numbers: {answer}"
-    );
+    let answer = lines.iter().find(|l| l["script"] == "fields" && l["message"] == "answer").expect("the script's line");
+    assert_eq!(answer["fields"], serde_json::json!({"answer": 42, "who": {"uri": "sip:a@b.c"}}), "nested JSON, numbers as numbers: {answer}");
     assert!(
-        !lines.iter().any(|l| l["target"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("hyper") || t.starts_with("reqwest"))),
+        !lines.iter().any(|l| l["target"].as_str().is_some_and(|t| t.starts_with("hyper") || t.starts_with("reqwest"))),
         "RUST_LOG=debug leaves the HTTP libraries at warn"
     );
-    let debug_events = lines
-        .iter()
-        .filter(|l| l["message"] == "event" && l["level"] == "DEBUG")
-        .count() as u64;
-    assert_eq!(
-        debug_events, events,
-        "RUST_LOG=debug logs every event the scripts got"
-    );
+    let debug_events = lines.iter().filter(|l| l["message"] == "event" && l["level"] == "DEBUG").count() as u64;
+    assert_eq!(debug_events, events, "RUST_LOG=debug logs every event the scripts got");
 }
 
 #[tokio::test]
@@ -138,31 +75,21 @@ async fn the_luals_types_describe_the_whole_agent_table() {
           table.sort(out)
           agent.log.info(table.concat(out, ";"))"#,
     );
-    let host = ucwa_agent::script::ScriptHost::new(
-        dir.path().to_path_buf(),
-        ucwa_agent::script::Limits::default(),
-    );
+    let host = ucwa_agent::script::ScriptHost::new(dir.path().to_path_buf(), ucwa_agent::script::Limits::default());
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
     let listing = messages_of(&mut out, "list", 1).await.remove(0);
     let class_of = |field: &str| {
-        types.lines().find_map(|l| {
-            l.strip_prefix(&format!("---@field {field} "))
-                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-        })
+        types.lines().find_map(|l| l.strip_prefix(&format!("---@field {field} ")).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string()))
     };
     for item in listing.split(';') {
         let (path, kind) = item.split_once(' ').unwrap();
         let documented = match path.split_once('.') {
             None if kind == "function" => types.contains(&format!("function agent.{path}(")),
             None => class_of(path).is_some(),
-            Some((table, f)) => class_of(table)
-                .is_some_and(|class| types.contains(&format!("function {class}.{f}("))),
+            Some((table, f)) => class_of(table).is_some_and(|class| types.contains(&format!("function {class}.{f}("))),
         };
-        assert!(
-            documented,
-            "agent.{path} ({kind}) is missing from types/agent.lua"
-        );
+        assert!(documented, "agent.{path} ({kind}) is missing from types/agent.lua");
     }
 }
 
@@ -170,55 +97,23 @@ async fn the_luals_types_describe_the_whole_agent_table() {
 async fn saves_in_a_burst_reload_once_and_a_renamed_away_script_is_unloaded() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "rule.lua",
-        "agent.on('me', function() end) -- 0\n",
-    );
-    let agent = start_agent(
-        &sim,
-        &config_text(&sim, dir.path(), "reload_debounce_ms = 300"),
-    )
-    .await;
+    write(dir.path(), "rule.lua", "agent.on('me', function() end) -- 0\n");
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 300")).await;
     let mut out = agent.out.resubscribe();
     // Five saves 20 ms apart, inside one debounce window: one reload, of the last one.
     for n in 1..=5 {
-        write(
-            dir.path(),
-            "rule.lua",
-            &format!("agent.on('me', function() end) agent.log.info('version saved {n}')\n"),
-        );
+        write(dir.path(), "rule.lua", &format!("agent.on('me', function() end) agent.log.info('version saved {n}')\n"));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The top level logs while it is built, then the version is announced.
     assert_eq!(messages_of(&mut out, "rule", 1).await, ["version saved 5"]);
-    let o = expect(
-        &mut out,
-        "the reload",
-        |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "rule"),
-    )
-    .await;
-    assert!(
-        matches!(o, ScriptOutput::Loaded { version: 2, .. }),
-        "{o:?}"
-    );
+    let o = expect(&mut out, "the reload", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "rule")).await;
+    assert!(matches!(o, ScriptOutput::Loaded { version: 2, .. }), "{o:?}");
     // Renamed to something that is not a script: unloaded.
-    std::fs::rename(
-        dir.path().join("rule.lua"),
-        dir.path().join("rule.lua.disabled"),
-    )
-    .unwrap();
-    expect(
-        &mut out,
-        "the unload",
-        |o| matches!(o, ScriptOutput::Unloaded { script } if script == "rule"),
-    )
-    .await;
+    std::fs::rename(dir.path().join("rule.lua"), dir.path().join("rule.lua.disabled")).unwrap();
+    expect(&mut out, "the unload", |o| matches!(o, ScriptOutput::Unloaded { script } if script == "rule")).await;
     while let Ok(o) = out.try_recv() {
-        assert!(
-            !matches!(&o, ScriptOutput::Loaded { script, .. } if script == "rule"),
-            "one reload for the burst: {o:?}"
-        );
+        assert!(!matches!(&o, ScriptOutput::Loaded { script, .. } if script == "rule"), "one reload for the burst: {o:?}");
     }
     agent.stop().await;
 }

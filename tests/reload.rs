@@ -14,10 +14,7 @@ fn loaded(script: &'static str, version: u64) -> impl Fn(&ScriptOutput) -> bool 
 
 /// Saves as editors do: a temporary file in the same folder, renamed over the target.
 fn save(path: &Path, text: &str) {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
@@ -35,11 +32,7 @@ async fn a_symlinked_script_reloads_when_its_target_changes() {
     std::fs::create_dir_all(&rules).unwrap();
     save(&rules.join("rule.lua"), &says("one"));
     std::os::unix::fs::symlink("../rules/rule.lua", scripts.join("rule.lua")).unwrap();
-    let mut agent = start_agent(
-        &sim,
-        &config_text(&sim, &scripts, "reload_debounce_ms = 20"),
-    )
-    .await;
+    let mut agent = start_agent(&sim, &config_text(&sim, &scripts, "reload_debounce_ms = 20")).await;
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("rule", 1).await, ["one"]);
     sim.end_call(c);
@@ -77,17 +70,9 @@ async fn a_symlinked_scripts_directory_is_followed_when_repointed() {
 async fn on_unload_runs_before_a_version_goes() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    let script = |v: &str| {
-        format!(
-            "agent.on_unload(function() agent.log.info('bye {v} ' .. agent.script.version) end)\n"
-        )
-    };
+    let script = |v: &str| format!("agent.on_unload(function() agent.log.info('bye {v} ' .. agent.script.version) end)\n");
     save(&dir.path().join("tidy.lua"), &script("a"));
-    let mut agent = start_agent(
-        &sim,
-        &config_text(&sim, dir.path(), "reload_debounce_ms = 20"),
-    )
-    .await;
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 20")).await;
     save(&dir.path().join("tidy.lua"), &script("b"));
     // Version 2 is announced when built; the swap (and version 1's on_unload) follows.
     agent.expect("version 2", loaded("tidy", 2)).await;
@@ -103,13 +88,7 @@ async fn sighup_applies_script_settings_and_rescans() {
     let dir = tempfile::tempdir().unwrap();
     save(&dir.path().join("greet.lua"), "agent.on('audioVideoSession', 'added', function(e) agent.log.info(agent.config.word) end)\n");
     let config = dir.path().join("config.toml");
-    let text = |word: &str| {
-        config_text(
-            &sim,
-            dir.path(),
-            &format!("watch = false\n[scripts.config.greet]\nword = \"{word}\""),
-        )
-    };
+    let text = |word: &str| config_text(&sim, dir.path(), &format!("watch = false\n[scripts.config.greet]\nword = \"{word}\""));
     std::fs::write(&config, text("one")).unwrap();
     let mut agent = start_agent_from_file(&sim, &config).await;
     let c = sim.start_call(answered_call()).unwrap();
@@ -123,17 +102,10 @@ async fn sighup_applies_script_settings_and_rescans() {
     let _ = agent.reloader.reload().await;
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
-    assert_eq!(
-        agent.messages("greet", 1).await,
-        ["one"],
-        "the running settings stay"
-    );
+    assert_eq!(agent.messages("greet", 1).await, ["one"], "the running settings stay");
     sim.end_call(c);
     while let Ok(o) = quiet.try_recv() {
-        assert!(
-            !matches!(&o, ScriptOutput::Loaded { script, .. } | ScriptOutput::Log { script, .. } if script == "new"),
-            "not watched, not rescanned: {o:?}"
-        );
+        assert!(!matches!(&o, ScriptOutput::Loaded { script, .. } | ScriptOutput::Log { script, .. } if script == "new"), "not watched, not rescanned: {o:?}");
     }
     // A good one applies, and the script added meanwhile is picked up by the rescan.
     std::fs::write(&config, text("two")).unwrap();
@@ -159,32 +131,17 @@ async fn a_hundred_saves_under_load_lose_duplicate_and_reorder_nothing() {
         }
     };
     save(&dir.path().join("rule.lua"), &rule(0));
-    save(
-        &dir.path().join("witness.lua"),
-        "agent.on('audioVideoSession', function(e) agent.log.info(tostring(e.seq)) end)\n",
-    );
-    let agent = start_agent(
-        &sim,
-        &config_text(&sim, dir.path(), "reload_debounce_ms = 5"),
-    )
-    .await;
+    save(&dir.path().join("witness.lua"), "agent.on('audioVideoSession', function(e) agent.log.info(tostring(e.seq)) end)\n");
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "reload_debounce_ms = 5")).await;
     let mut rule_out = agent.out.resubscribe();
     let mut witness_out = agent.out.resubscribe();
     let calls = {
-        let spec = CallSpec {
-            ring_ms: Some(5),
-            duration_ms: Some(40),
-            ..CallSpec::default()
-        };
+        let spec = CallSpec { ring_ms: Some(5), duration_ms: Some(40), ..CallSpec::default() };
         let sim_origin = sim.origin().to_string();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             for _ in 0..60 {
-                let _ = http
-                    .post(format!("{sim_origin}/sim/v1/calls"))
-                    .json(&spec)
-                    .send()
-                    .await;
+                let _ = http.post(format!("{sim_origin}/sim/v1/calls")).json(&spec).send().await;
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         })
@@ -197,17 +154,11 @@ async fn a_hundred_saves_under_load_lose_duplicate_and_reorder_nothing() {
     // 60 calls, each with a session added, (usually) updated, and deleted. Once every call has
     // ended the agent stops: it lets both scripts finish what was delivered, so each stream
     // then holds everything its script did.
-    eventually("every call ended", || {
-        sim.counters()["calls_ended"].as_u64().unwrap() >= 60
-    })
-    .await;
+    eventually("every call ended", || sim.counters()["calls_ended"].as_u64().unwrap() >= 60).await;
     agent.stop().await;
     let mut witness = Vec::new();
     while let Ok(o) = witness_out.try_recv() {
-        if let ScriptOutput::Log {
-            script, message, ..
-        } = o
-        {
+        if let ScriptOutput::Log { script, message, .. } = o {
             if script == "witness" {
                 witness.push(message.parse::<u64>().unwrap());
             }
@@ -218,9 +169,7 @@ async fn a_hundred_saves_under_load_lose_duplicate_and_reorder_nothing() {
     let mut failed_loads = 0;
     while let Ok(o) = rule_out.try_recv() {
         match o {
-            ScriptOutput::Log {
-                script, message, ..
-            } if script == "rule" => {
+            ScriptOutput::Log { script, message, .. } if script == "rule" => {
                 let (seq, v) = message.split_once(" v").unwrap();
                 seen.push(seq.parse::<u64>().unwrap());
                 versions.push(v.parse::<u64>().unwrap());
@@ -232,22 +181,9 @@ async fn a_hundred_saves_under_load_lose_duplicate_and_reorder_nothing() {
             _ => {}
         }
     }
-    assert!(
-        witness.len() >= 120,
-        "the calls produced events: {}",
-        witness.len()
-    );
-    assert_eq!(
-        seen, witness,
-        "the reloaded script saw exactly the events, in order"
-    );
-    assert!(
-        versions.windows(2).all(|w| w[0] <= w[1]),
-        "versions only go forward: {versions:?}"
-    );
-    assert!(
-        versions.last().unwrap() > &1,
-        "reloads happened during the stream"
-    );
+    assert!(witness.len() >= 120, "the calls produced events: {}", witness.len());
+    assert_eq!(seen, witness, "the reloaded script saw exactly the events, in order");
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "versions only go forward: {versions:?}");
+    assert!(versions.last().unwrap() > &1, "reloads happened during the stream");
     assert!(failed_loads > 0, "some saves were broken and refused");
 }

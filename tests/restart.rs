@@ -22,10 +22,7 @@ end)
 
 /// What the script has committed so far.
 fn recorded(db: &Path) -> Vec<serde_json::Value> {
-    saved_state(db, "recorder")["log"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    saved_state(db, "recorder")["log"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,21 +45,12 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
     wait_available(&sim).await;
     // A stream of calls, each answered, established and hung up: three session events each.
     let calls = {
-        let sim_calls: Vec<CallSpec> = (0..CALLS)
-            .map(|_| CallSpec {
-                ring_ms: Some(5),
-                duration_ms: Some(400),
-                ..CallSpec::default()
-            })
-            .collect();
+        let sim_calls: Vec<CallSpec> = (0..CALLS).map(|_| CallSpec { ring_ms: Some(5), duration_ms: Some(400), ..CallSpec::default() }).collect();
         sim_calls
     };
     let mut started = Vec::new();
     for (i, spec) in calls.into_iter().enumerate() {
-        started.push(
-            sim.start_call(spec)
-                .expect("the application stays available"),
-        );
+        started.push(sim.start_call(spec).expect("the application stays available"));
         tokio::time::sleep(Duration::from_millis(40)).await;
         if i == CALLS / 2 {
             eventually("some events recorded", || recorded(&db).len() >= 6).await;
@@ -78,30 +66,16 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
     agent.wait().unwrap();
 
     let log = recorded(&db);
-    assert_eq!(
-        log.len(),
-        CALLS * 3,
-        "each call's added, updated and deleted, once: {log:#?}"
-    );
+    assert_eq!(log.len(), CALLS * 3, "each call's added, updated and deleted, once: {log:#?}");
     let seqs: Vec<u64> = log.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(
-        seqs.windows(2).all(|w| w[0] < w[1]),
-        "in channel order: {seqs:?}"
-    );
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in channel order: {seqs:?}");
     let mut per_call: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for e in &log {
-        per_call
-            .entry(e["href"].as_str().unwrap().to_string())
-            .or_default()
-            .push(e["type"].as_str().unwrap().to_string());
+        per_call.entry(e["href"].as_str().unwrap().to_string()).or_default().push(e["type"].as_str().unwrap().to_string());
     }
     assert_eq!(per_call.len(), CALLS);
     for (href, types) in per_call {
         assert_eq!(types, ["added", "updated", "deleted"], "{href}");
     }
-    assert_eq!(
-        sim.counters()["applications_created"],
-        1,
-        "the restart resumed the same application's channel"
-    );
+    assert_eq!(sim.counters()["applications_created"], 1, "the restart resumed the same application's channel");
 }

@@ -12,10 +12,7 @@ use ucwa_agent::ucwa::{batch, Event, Origin};
 /// A documentation sample as the channel would deliver it: numbered in delivery order.
 fn sample_event(name: &str) -> Vec<Event> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = format!(
-        "{}/tests/fixtures/events/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     let mut b = batch::parse(&std::fs::read(path).unwrap(), &origin).unwrap();
     let mut ev = b.events.remove(0);
@@ -37,31 +34,18 @@ async fn host(limits: Limits, scripts: &[(&str, &str)]) -> Host {
     let host = ScriptHost::new(dir.path().to_path_buf(), limits);
     let out = host.subscribe();
     host.load_dir().await.unwrap();
-    Host {
-        host,
-        out,
-        _dir: dir,
-    }
+    Host { host, out, _dir: dir }
 }
 
 async fn log_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
-    let o = expect(
-        out,
-        script,
-        |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script),
-    )
-    .await;
-    let ScriptOutput::Log { message, .. } = o else {
-        unreachable!()
-    };
+    let o = expect(out, script, |o| matches!(o, ScriptOutput::Log { script: s, .. } if s == script)).await;
+    let ScriptOutput::Log { message, .. } = o else { unreachable!() };
     message
 }
 
 async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
-    let o = expect(out, script, |o| {
-        matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)
-    })
-    .await;
+    let o =
+        expect(out, script, |o| matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)).await;
     match o {
         ScriptOutput::HandlerError { error, .. } | ScriptOutput::LoadFailed { error, .. } => error,
         _ => unreachable!(),
@@ -92,10 +76,7 @@ async fn dangerous_functions_are_unreachable() {
     "#;
     let mut h = host(Limits::default(), &[("probe.lua", probe)]).await;
     // load_dir ran before we subscribed; reload to see the outcome.
-    h.host
-        .load_file(&h.host.dir().join("probe.lua"))
-        .await
-        .expect("the probe loads");
+    h.host.load_file(&h.host.dir().join("probe.lua")).await.expect("the probe loads");
     assert_eq!(log_of(&mut h.out, "probe").await, "sandbox holds");
 }
 
@@ -106,20 +87,12 @@ async fn binary_script_files_are_refused() {
     let host = ScriptHost::new(dir.path().to_path_buf(), Limits::default());
     let failed = host.load_dir().await.unwrap();
     assert_eq!(failed.len(), 1);
-    assert!(
-        failed[0].to_string().contains("compiled.lua") && failed[0].message.contains("binary"),
-        "{}",
-        failed[0]
-    );
+    assert!(failed[0].to_string().contains("compiled.lua") && failed[0].message.contains("binary"), "{}", failed[0]);
 }
 
 #[tokio::test]
 async fn runaway_handlers_are_stopped_and_others_carry_on() {
-    let limits = Limits {
-        instructions: 2_000_000,
-        memory_bytes: 8 << 20,
-        handler_timeout: Duration::from_secs(10),
-    };
+    let limits = Limits { instructions: 2_000_000, memory_bytes: 8 << 20, handler_timeout: Duration::from_secs(10) };
     let looping = r#"
       agent.on("audioVideoSession", "added", function(e) while true do end end)
       agent.on("audioVideoSession", "added", function(e) agent.log.info("second handler runs") end)
@@ -133,43 +106,24 @@ async fn runaway_handlers_are_stopped_and_others_carry_on() {
       agent.on("audioVideoSession", "updated", function(e) local function f(n) return f(n + 1) + 1 end f(1) end)
       agent.on("audioVideoSession", "deleted", function(e) agent.log.info("recovered") end)
     "#;
-    let bystander =
-        r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.type) end)"#;
-    let h = host(
-        limits,
-        &[
-            ("looping.lua", looping),
-            ("bomb.lua", bomb),
-            ("bystander.lua", bystander),
-        ],
-    )
-    .await;
+    let bystander = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.type) end)"#;
+    let h = host(limits, &[("looping.lua", looping), ("bomb.lua", bomb), ("bystander.lua", bystander)]).await;
     // One receiver per script: each sees the whole stream and picks its script's lines.
     let (mut l, mut b, mut s) = (h.host.subscribe(), h.host.subscribe(), h.host.subscribe());
-    for name in [
-        "audioVideoSession-added",
-        "audioVideoSession-updated",
-        "audioVideoSession-deleted",
-    ] {
+    for name in ["audioVideoSession-added", "audioVideoSession-updated", "audioVideoSession-deleted"] {
         h.host.dispatch(sample_event(name));
     }
     let e = error_of(&mut l, "looping").await;
     assert!(e.contains("instruction limit"), "{e}");
     assert_eq!(log_of(&mut l, "looping").await, "second handler runs");
     let e = error_of(&mut l, "looping").await;
-    assert!(
-        e.contains("instruction limit"),
-        "pcall cannot swallow the limit: {e}"
-    );
+    assert!(e.contains("instruction limit"), "pcall cannot swallow the limit: {e}");
     assert!(log_of(&mut l, "looping").await.starts_with("still alive "));
 
     let e = error_of(&mut b, "bomb").await;
     assert!(e.contains("memory limit"), "{e}");
     let e = error_of(&mut b, "bomb").await;
-    assert!(
-        e.contains("stack overflow") || e.contains("memory limit"),
-        "{e}"
-    );
+    assert!(e.contains("stack overflow") || e.contains("memory limit"), "{e}");
     assert_eq!(log_of(&mut b, "bomb").await, "recovered");
 
     for t in ["added", "updated", "deleted"] {
@@ -179,11 +133,7 @@ async fn runaway_handlers_are_stopped_and_others_carry_on() {
 
 #[tokio::test]
 async fn the_wall_clock_limit_stops_slow_handlers() {
-    let limits = Limits {
-        instructions: u64::MAX / 2,
-        handler_timeout: Duration::from_millis(200),
-        ..Limits::default()
-    };
+    let limits = Limits { instructions: u64::MAX / 2, handler_timeout: Duration::from_millis(200), ..Limits::default() };
     let slow = r#"
       agent.on("audioVideoSession", "added", function(e) local x = 0 while true do x = x + 1 end end)
       agent.on("audioVideoSession", "deleted", function(e) agent.log.info("next event runs") end)
@@ -230,10 +180,7 @@ async fn one_many_and_date_read_either_shape() {
     "#;
     let mut h = host(Limits::default(), &[("shapes.lua", script)]).await;
     h.host.dispatch(sample_event("audioVideoSession-added"));
-    assert_eq!(
-        log_of(&mut h.out, "shapes").await,
-        "sip:a@b.c sip:a@b.c nil nil 0 1 1 sip:a@b.c 1474932024822 1474932024822 1474932024822 nil nil"
-    );
+    assert_eq!(log_of(&mut h.out, "shapes").await, "sip:a@b.c sip:a@b.c nil nil 0 1 1 sip:a@b.c 1474932024822 1474932024822 1474932024822 nil nil");
 }
 
 #[tokio::test]
@@ -287,28 +234,12 @@ async fn event_tables_show_every_field_when_iterated_encoded_or_logged() {
     let mut events = batch::parse(body.as_bytes(), &origin).unwrap().events;
     events[0].seq = 1;
     h.host.dispatch(events);
-    let o = expect(
-        &mut h.out,
-        "whole",
-        |o| matches!(o, ScriptOutput::Log { script, .. } if script == "whole"),
-    )
-    .await;
-    let ScriptOutput::Log {
-        message, fields, ..
-    } = o
-    else {
-        unreachable!()
-    };
+    let o = expect(&mut h.out, "whole", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "whole")).await;
+    let ScriptOutput::Log { message, fields, .. } = o else { unreachable!() };
     // (no `conversation`: an invitation's href is not inside one)
-    assert_eq!(
-        message,
-        "href,raw,reason,rel,resource,sender,seq,status,title,type"
-    );
+    assert_eq!(message, "href,raw,reason,rel,resource,sender,seq,status,title,type");
     let event = &fields.expect("fields")["event"];
-    assert_eq!(
-        event["href"],
-        "https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/invitations/5"
-    );
+    assert_eq!(event["href"], "https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/invitations/5");
     assert_eq!(event["reason"]["subcode"], "Missed");
     assert_eq!(event["resource"]["state"], "Failed");
     assert_eq!(event["raw"]["type"], "completed");
@@ -316,10 +247,7 @@ async fn event_tables_show_every_field_when_iterated_encoded_or_logged() {
         log_of(&mut h.out, "whole").await,
         format!("https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/invitations/5 communication nil Incoming Missed Failure")
     );
-    assert_eq!(
-        log_of(&mut h.out, "whole").await,
-        "scripts may add their own fields Zoe Failure"
-    );
+    assert_eq!(log_of(&mut h.out, "whole").await, "scripts may add their own fields Zoe Failure");
 }
 
 #[tokio::test]
@@ -336,21 +264,14 @@ async fn subscriptions_can_be_removed_and_errors_name_file_and_line() {
       end)
     "#;
     let mut h = host(Limits::default(), &[("subs.lua", script)]).await;
-    for name in [
-        "audioVideoSession-added",
-        "audioVideoSession-updated",
-        "audioVideoSession-deleted",
-    ] {
+    for name in ["audioVideoSession-added", "audioVideoSession-updated", "audioVideoSession-deleted"] {
         h.host.dispatch(sample_event(name));
     }
     assert_eq!(log_of(&mut h.out, "subs").await, "first added");
     assert_eq!(log_of(&mut h.out, "subs").await, "first updated");
     assert_eq!(log_of(&mut h.out, "subs").await, "removed");
     let e = error_of(&mut h.out, "subs").await;
-    assert!(
-        e.starts_with("subs.lua:9: attempt to index a nil value"),
-        "{e}"
-    );
+    assert!(e.starts_with("subs.lua:9: attempt to index a nil value"), "{e}");
 }
 
 #[tokio::test]
@@ -366,14 +287,10 @@ async fn documentation_samples_and_a_captured_event_decode_for_scripts() {
     "#;
     let mut h = host(Limits::default(), &[("samples.lua", script)]).await;
     h.host.dispatch(sample_event("audioVideo-updated"));
-    h.host
-        .dispatch(sample_event("audioVideoInvitation-started"));
+    h.host.dispatch(sample_event("audioVideoInvitation-started"));
     // A real pool's event (Skype for Business Online), captured: one event, wrapped in a batch.
-    let captured = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/events/captured-audioVideoInvitation-started.ofskype.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let captured =
+        std::fs::read_to_string(format!("{}/tests/fixtures/events/captured-audioVideoInvitation-started.ofskype.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let body = format!(
         r#"{{"_links":{{"next":{{"href":"/e?ack=2"}}}},"sender":[{{"rel":"communication","href":"/ucwa/oauth/v1/applications/10672188129/communication","events":[{}]}}]}}"#,
         captured.trim_start_matches('\u{feff}')
@@ -384,18 +301,17 @@ async fn documentation_samples_and_a_captured_event_decode_for_scripts() {
     h.host.dispatch(events);
     // (hrefs come out absolute and normalised: the default port goes)
     let conv = "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137";
-    assert_eq!(
-        log_of(&mut h.out, "samples").await,
-        format!("audioVideo updated {conv}/audioVideo conversation {conv} nil nil nil nil")
-    );
+    assert_eq!(log_of(&mut h.out, "samples").await, format!("audioVideo updated {conv}/audioVideo conversation {conv} nil nil nil nil"));
     assert_eq!(
         log_of(&mut h.out, "samples").await,
         "audioVideoInvitation started https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507 communication nil nil nil nil nil"
     );
     let line = log_of(&mut h.out, "samples").await;
-    assert!(line.starts_with("audioVideoInvitation started https://webpoolbl20r04.infra.lync.com/ucwa/oauth/v1/applications/10672188129/communication/audioVideoInvitations/"), "{line}");
     assert!(
-        line.ends_with(" communication nil Incoming Connecting true data:"),
+        line.starts_with(
+            "audioVideoInvitation started https://webpoolbl20r04.infra.lync.com/ucwa/oauth/v1/applications/10672188129/communication/audioVideoInvitations/"
+        ),
         "{line}"
     );
+    assert!(line.ends_with(" communication nil Incoming Connecting true data:"), "{line}");
 }

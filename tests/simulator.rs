@@ -18,13 +18,8 @@ struct Ucwa {
 
 async fn token(http: &Client, origin: &str, user: &str, password: &str) -> reqwest::Response {
     http.post(format!("{origin}/WebTicket/oauthtoken"))
-        .header(
-            "Content-Type",
-            "application/x-www-form-urlencoded;charset=UTF-8",
-        )
-        .body(format!(
-            "grant_type=password&username={user}&password={password}"
-        ))
+        .header("Content-Type", "application/x-www-form-urlencoded;charset=UTF-8")
+        .body(format!("grant_type=password&username={user}&password={password}"))
         .send()
         .await
         .unwrap()
@@ -34,11 +29,7 @@ async fn token(http: &Client, origin: &str, user: &str, password: &str) -> reqwe
 async fn client(sim: &Simulator, available: bool) -> Ucwa {
     let http = Client::new();
     let origin = sim.origin().to_string();
-    let t: Value = token(&http, &origin, "demo@contoso.com", "demo")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = token(&http, &origin, "demo@contoso.com", "demo").await.json().await.unwrap();
     let token = t["access_token"].as_str().unwrap().to_string();
     let resp = http
         .post(format!("{origin}/ucwa/oauth/v1/applications"))
@@ -51,10 +42,7 @@ async fn client(sim: &Simulator, available: bool) -> Ucwa {
     let app: Value = resp.json().await.unwrap();
     let c = Ucwa {
         app: app["_links"]["self"]["href"].as_str().unwrap().to_string(),
-        events: app["_links"]["events"]["href"]
-            .as_str()
-            .unwrap()
-            .to_string(),
+        events: app["_links"]["events"]["href"].as_str().unwrap().to_string(),
         http,
         origin,
         token,
@@ -75,21 +63,10 @@ async fn client(sim: &Simulator, available: bool) -> Ucwa {
 
 impl Ucwa {
     async fn get(&self, href: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{href}", self.origin))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
+        self.http.get(format!("{}{href}", self.origin)).bearer_auth(&self.token).send().await.unwrap()
     }
     async fn post(&self, href: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}{href}", self.origin))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.http.post(format!("{}{href}", self.origin)).bearer_auth(&self.token).json(&body).send().await.unwrap()
     }
     async fn poll(&self, href: &str) -> Value {
         let r = self.get(&format!("{href}&timeout=1")).await;
@@ -103,10 +80,7 @@ impl Ucwa {
             let b = self.poll(&href).await;
             for s in b["sender"].as_array().into_iter().flatten() {
                 for e in s["events"].as_array().unwrap() {
-                    got.push((
-                        e["link"]["rel"].as_str().unwrap().to_string(),
-                        e["type"].as_str().unwrap().to_string(),
-                    ));
+                    got.push((e["link"]["rel"].as_str().unwrap().to_string(), e["type"].as_str().unwrap().to_string()));
                 }
             }
             href = b["_links"]["next"]["href"].as_str().unwrap().to_string();
@@ -120,86 +94,45 @@ async fn discovery_and_the_401_challenge() {
     let sim = start_sim(sim_config()).await;
     // No gzip here: a client that decompresses drops Content-Length.
     let http = Client::builder().no_gzip().build().unwrap();
-    for path in [
-        "/",
-        "/autodiscover/autodiscoverservice.svc/root",
-        "/AutoDiscover/AutoDiscoverService.svc/Root",
-    ] {
-        let r = http
-            .get(format!("{}{path}", sim.origin()))
-            .send()
-            .await
-            .unwrap();
+    for path in ["/", "/autodiscover/autodiscoverservice.svc/root", "/AutoDiscover/AutoDiscoverService.svc/Root"] {
+        let r = http.get(format!("{}{path}", sim.origin())).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert_eq!(
-            r.headers()["content-type"],
-            "application/json; charset=utf-8"
-        );
+        assert_eq!(r.headers()["content-type"], "application/json; charset=utf-8");
         assert!(r.headers().contains_key("content-length"));
         let d: Value = r.json().await.unwrap();
         for rel in ["self", "user", "xframe"] {
-            assert!(
-                d["_links"][rel]["href"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(sim.origin()),
-                "{rel}"
-            );
+            assert!(d["_links"][rel]["href"].as_str().unwrap().starts_with(sim.origin()), "{rel}");
         }
     }
-    let user = format!(
-        "{}/Autodiscover/AutodiscoverService.svc/root/oauth/user",
-        sim.origin()
-    );
+    let user = format!("{}/Autodiscover/AutodiscoverService.svc/root/oauth/user", sim.origin());
     for req in [http.get(&user), http.head(&user)] {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let challenges: Vec<&str> = r
-            .headers()
-            .get_all("www-authenticate")
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
+        let challenges: Vec<&str> = r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(challenges.len(), 2);
-        assert!(challenges.contains(&format!(
-            "MsRtcOAuth href=\"{}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\"",
-            sim.origin()
-        ).as_str()));
+        assert!(challenges.contains(
+            &format!(
+                "MsRtcOAuth href=\"{}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\"",
+                sim.origin()
+            )
+            .as_str()
+        ));
     }
     let bad = token(&http, sim.origin(), "demo@contoso.com", "wrong").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        bad.json::<Value>().await.unwrap(),
-        json!({"error": "invalid_grant"})
-    );
+    assert_eq!(bad.json::<Value>().await.unwrap(), json!({"error": "invalid_grant"}));
     let good = token(&http, sim.origin(), "demo@contoso.com", "demo").await;
     assert_eq!(good.headers()["cache-control"], "no-store");
     let t: Value = good.json().await.unwrap();
     assert!(t["access_token"].as_str().unwrap().starts_with("cwt="));
     assert_eq!(t["token_type"], "Bearer");
-    let u: Value = http
-        .get(&user)
-        .bearer_auth(t["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        u["_links"]["applications"]["href"],
-        format!("{}/ucwa/oauth/v1/applications", sim.origin())
-    );
+    let u: Value = http.get(&user).bearer_auth(t["access_token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    assert_eq!(u["_links"]["applications"]["href"], format!("{}/ucwa/oauth/v1/applications", sim.origin()));
 }
 
 #[tokio::test(start_paused = true)]
 async fn tokens_expire() {
-    let sim = start_sim(SimConfig {
-        token_lifetime: Duration::from_secs(3600),
-        app_idle_timeout: Duration::from_secs(86_400),
-        ..sim_config()
-    })
-    .await;
+    let sim = start_sim(SimConfig { token_lifetime: Duration::from_secs(3600), app_idle_timeout: Duration::from_secs(86_400), ..sim_config() }).await;
     let c = client(&sim, false).await;
     tokio::time::advance(Duration::from_secs(3599)).await;
     assert_eq!(c.get(&c.app).await.status(), StatusCode::OK);
@@ -219,62 +152,26 @@ async fn applications_are_matched_by_identity_and_keys_case_insensitively() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        again.status(),
-        StatusCode::OK,
-        "same identity, same application"
-    );
+    assert_eq!(again.status(), StatusCode::OK, "same identity, same application");
     let v: Value = again.json().await.unwrap();
     assert_eq!(v["_links"]["self"]["href"], c.app.as_str());
-    let missing = c
-        .post("/ucwa/oauth/v1/applications", json!({"UserAgent": "x"}))
-        .await;
+    let missing = c.post("/ucwa/oauth/v1/applications", json!({"UserAgent": "x"})).await;
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        missing.json::<Value>().await.unwrap()["subcode"],
-        "ParameterValidationFailure"
-    );
-    let rma = c
-        .post(&format!("{}/me/reportMyActivity", c.app), json!({}))
-        .await;
+    assert_eq!(missing.json::<Value>().await.unwrap()["subcode"], "ParameterValidationFailure");
+    let rma = c.post(&format!("{}/me/reportMyActivity", c.app), json!({})).await;
     assert_eq!(rma.status(), StatusCode::CONFLICT);
-    assert_eq!(
-        rma.json::<Value>().await.unwrap()["subcode"],
-        "MakeMeAvailableRequired"
-    );
-    let mma = c
-        .post(&format!("{}/me/makeMeAvailable", c.app), json!({}))
-        .await;
+    assert_eq!(rma.json::<Value>().await.unwrap()["subcode"], "MakeMeAvailableRequired");
+    let mma = c.post(&format!("{}/me/makeMeAvailable", c.app), json!({})).await;
     assert_eq!(mma.status(), StatusCode::NO_CONTENT);
     for path in ["/me/reportMyActivity", "/reportMyActivity"] {
-        assert_eq!(
-            c.post(&format!("{}{path}", c.app), json!({}))
-                .await
-                .status(),
-            StatusCode::NO_CONTENT
-        );
+        assert_eq!(c.post(&format!("{}{path}", c.app), json!({})).await.status(), StatusCode::NO_CONTENT);
     }
     let me: Value = c.get(&format!("{}/me", c.app)).await.json().await.unwrap();
-    assert!(
-        me["_links"].get("makeMeAvailable").is_none()
-            && me["_links"].get("reportMyActivity").is_some()
-    );
-    assert_eq!(
-        c.http
-            .delete(format!("{}{}", c.origin, c.app))
-            .bearer_auth(&c.token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    assert!(me["_links"].get("makeMeAvailable").is_none() && me["_links"].get("reportMyActivity").is_some());
+    assert_eq!(c.http.delete(format!("{}{}", c.origin, c.app)).bearer_auth(&c.token).send().await.unwrap().status(), StatusCode::NO_CONTENT);
     let gone = c.get(&c.events).await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        gone.json::<Value>().await.unwrap()["subcode"],
-        "ApplicationNotFound"
-    );
+    assert_eq!(gone.json::<Value>().await.unwrap()["subcode"], "ApplicationNotFound");
 }
 
 #[tokio::test]
@@ -284,46 +181,22 @@ async fn event_channel_timeout_repeat_replace_and_resync() {
     // Nothing happens: the held poll ends with an empty batch that links `next`.
     let empty = c.poll(&c.events).await;
     assert!(empty.get("sender").is_none(), "{empty}");
-    let next = empty["_links"]["next"]["href"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = empty["_links"]["next"]["href"].as_str().unwrap().to_string();
     assert!(next.ends_with("events?ack=2"));
     // The same ack again: the same batch.
     assert_eq!(c.poll(&c.events).await, empty);
     // Out of range: a resync link to the first unacknowledged batch.
     let r = c.poll(&next.replace("ack=2", "ack=9")).await;
-    assert!(
-        r["_links"]["resync"]["href"]
-            .as_str()
-            .unwrap()
-            .ends_with("ack=1"),
-        "{r}"
-    );
+    assert!(r["_links"]["resync"]["href"].as_str().unwrap().ends_with("ack=1"), "{r}");
     // Two polls for one ack: the older one is released with 409 PGetReplaced.
-    let first = c
-        .http
-        .get(format!("{}{next}&timeout=5", c.origin))
-        .bearer_auth(&c.token)
-        .send();
+    let first = c.http.get(format!("{}{next}&timeout=5", c.origin)).bearer_auth(&c.token).send();
     let polls = sim.counters()["polls"].as_u64().unwrap();
     let first = tokio::spawn(first);
-    eventually("the first poll is held", || {
-        sim.counters()["polls"].as_u64().unwrap() > polls
-    })
-    .await;
-    let second = tokio::spawn(
-        c.http
-            .get(format!("{}{next}&timeout=1", c.origin))
-            .bearer_auth(&c.token)
-            .send(),
-    );
+    eventually("the first poll is held", || sim.counters()["polls"].as_u64().unwrap() > polls).await;
+    let second = tokio::spawn(c.http.get(format!("{}{next}&timeout=1", c.origin)).bearer_auth(&c.token).send());
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::CONFLICT);
-    assert_eq!(
-        first.json::<Value>().await.unwrap()["subcode"],
-        "PGetReplaced"
-    );
+    assert_eq!(first.json::<Value>().await.unwrap()["subcode"], "PGetReplaced");
     assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::OK);
     assert_eq!(sim.counters()["pget_replaced"], 1);
 }
@@ -333,82 +206,29 @@ async fn held_poll_is_answered_when_a_call_arrives_with_the_documented_sequence(
     let sim = start_sim(sim_config()).await;
     let c = client(&sim, true).await;
     let (setup, next) = c.events(c.events.clone(), 5).await;
-    assert_eq!(
-        setup[0],
-        ("communication".into(), "updated".into()),
-        "makeMeAvailable's events: {setup:?}"
-    );
+    assert_eq!(setup[0], ("communication".into(), "updated".into()), "makeMeAvailable's events: {setup:?}");
     // Park a poll with a long timeout, then ring: the poll returns at once with the call.
     let parked = {
-        let (http, url, token) = (
-            c.http.clone(),
-            format!("{}{next}&timeout=60", c.origin),
-            c.token.clone(),
-        );
-        tokio::spawn(async move {
-            http.get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
+        let (http, url, token) = (c.http.clone(), format!("{}{next}&timeout=60", c.origin), c.token.clone());
+        tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let call = sim
-        .start_call(CallSpec {
-            ring_ms: Some(3_600_000),
-            ..CallSpec::default()
-        })
-        .unwrap();
-    let batch = tokio::time::timeout(Duration::from_secs(10), parked)
-        .await
-        .expect("the held poll is released")
-        .unwrap();
+    let call = sim.start_call(CallSpec { ring_ms: Some(3_600_000), ..CallSpec::default() }).unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(10), parked).await.expect("the held poll is released").unwrap();
     let first = &batch["sender"][0]["events"][0];
-    assert_eq!(
-        (first["link"]["rel"].as_str(), first["type"].as_str()),
-        (Some("conversation"), Some("added"))
-    );
+    assert_eq!((first["link"]["rel"].as_str(), first["type"].as_str()), (Some("conversation"), Some("added")));
     let conv = first["link"]["href"].as_str().unwrap().to_string();
-    assert_eq!(
-        c.get(&conv).await.json::<Value>().await.unwrap()["state"],
-        "Incoming"
-    );
+    assert_eq!(c.get(&conv).await.json::<Value>().await.unwrap()["state"], "Incoming");
     let inv_event = &batch["sender"][0]["events"][1];
-    assert_eq!(
-        inv_event["_embedded"]["audioVideoInvitation"]["direction"],
-        "Incoming"
-    );
+    assert_eq!(inv_event["_embedded"]["audioVideoInvitation"]["direction"], "Incoming");
     // Answer it as a client does, then hang up through the control API.
-    let accept = inv_event["_embedded"]["audioVideoInvitation"]["_links"]["acceptWithAnswer"]
-        ["href"]
-        .as_str()
-        .unwrap();
-    assert_eq!(
-        c.post(accept, json!({})).await.status(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "the answer is an SDP, not JSON"
-    );
-    let sdp = c
-        .http
-        .post(format!("{}{accept}", c.origin))
-        .bearer_auth(&c.token)
-        .header("Content-Type", "application/sdp")
-        .body("v=0\r\n");
+    let accept = inv_event["_embedded"]["audioVideoInvitation"]["_links"]["acceptWithAnswer"]["href"].as_str().unwrap();
+    assert_eq!(c.post(accept, json!({})).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "the answer is an SDP, not JSON");
+    let sdp = c.http.post(format!("{}{accept}", c.origin)).bearer_auth(&c.token).header("Content-Type", "application/sdp").body("v=0\r\n");
     assert_eq!(sdp.send().await.unwrap().status(), StatusCode::NO_CONTENT);
-    let next = batch["_links"]["next"]["href"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = batch["_links"]["next"]["href"].as_str().unwrap().to_string();
     let (answered, next) = c.events(next, 5).await;
-    let pairs = |v: &[(&str, &str)]| {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect::<Vec<_>>()
-    };
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
     assert_eq!(
         answered,
         pairs(&[
@@ -419,28 +239,12 @@ async fn held_poll_is_answered_when_a_call_arrives_with_the_documented_sequence(
             ("audioVideoSession", "updated"),
         ])
     );
-    let session: Value = c
-        .get(&format!("{conv}/audioVideo/audioVideoSession"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = c.get(&format!("{conv}/audioVideo/audioVideoSession")).await.json().await.unwrap();
     assert_eq!(session["state"], "Established");
     assert!(sim.end_call(call));
     let (ended, _) = c.events(next, 3).await;
-    assert_eq!(
-        ended,
-        pairs(&[
-            ("audioVideoSession", "deleted"),
-            ("audioVideo", "updated"),
-            ("conversation", "deleted")
-        ])
-    );
-    assert_eq!(
-        c.get(&conv).await.status(),
-        StatusCode::NOT_FOUND,
-        "resources go with the call"
-    );
+    assert_eq!(ended, pairs(&[("audioVideoSession", "deleted"), ("audioVideo", "updated"), ("conversation", "deleted")]));
+    assert_eq!(c.get(&conv).await.status(), StatusCode::NOT_FOUND, "resources go with the call");
 }
 
 #[tokio::test]
@@ -448,12 +252,7 @@ async fn a_missed_call_has_no_session() {
     let sim = start_sim(sim_config()).await;
     let c = client(&sim, true).await;
     let (_, next) = c.events(c.events.clone(), 5).await;
-    sim.start_call(CallSpec {
-        outcome: CallOutcome::Missed,
-        ring_ms: Some(10),
-        ..CallSpec::default()
-    })
-    .unwrap();
+    sim.start_call(CallSpec { outcome: CallOutcome::Missed, ring_ms: Some(10), ..CallSpec::default() }).unwrap();
     let mut href = next;
     let mut events = Vec::new();
     while events.len() < 6 {
@@ -466,19 +265,13 @@ async fn a_missed_call_has_no_session() {
     let completed = events.iter().find(|e| e["type"] == "completed").unwrap();
     assert_eq!(completed["status"], "Failure");
     assert_eq!(completed["reason"]["subcode"], "Missed");
-    assert!(events
-        .iter()
-        .all(|e| e["link"]["rel"] != "audioVideoSession"));
+    assert!(events.iter().all(|e| e["link"]["rel"] != "audioVideoSession"));
     assert_eq!(events.last().unwrap()["type"], "deleted");
 }
 
 #[tokio::test(start_paused = true)]
 async fn idle_applications_expire() {
-    let sim = start_sim(SimConfig {
-        app_idle_timeout: Duration::from_secs(60),
-        ..sim_config()
-    })
-    .await;
+    let sim = start_sim(SimConfig { app_idle_timeout: Duration::from_secs(60), ..sim_config() }).await;
     let c = client(&sim, false).await;
     tokio::time::advance(Duration::from_secs(61)).await;
     let r = c.get(&c.events).await;
@@ -492,50 +285,24 @@ async fn faults_and_gzip() {
     let c = client(&sim, false).await;
     let control = format!("{}/sim/v1/faults", sim.origin());
     let inject = |body: Value| c.http.post(&control).json(&body).send();
-    assert_eq!(
-        inject(json!({"kind": "server_error", "status": 503, "retry_after": 7}))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(inject(json!({"kind": "server_error", "status": 503, "retry_after": 7})).await.unwrap().status(), StatusCode::NO_CONTENT);
     let r = c.get(&c.events).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "7");
     inject(json!({"kind": "malformed_body"})).await.unwrap();
-    assert!(
-        serde_json::from_slice::<Value>(&c.get(&c.events).await.bytes().await.unwrap()).is_err()
-    );
+    assert!(serde_json::from_slice::<Value>(&c.get(&c.events).await.bytes().await.unwrap()).is_err());
     inject(json!({"kind": "drop_connection"})).await.unwrap();
-    let dropped = c
-        .http
-        .get(format!("{}{}", c.origin, c.events))
-        .bearer_auth(&c.token)
-        .send()
-        .await;
-    assert!(
-        dropped.is_err() || dropped.unwrap().bytes().await.is_err(),
-        "the connection is cut off"
-    );
+    let dropped = c.http.get(format!("{}{}", c.origin, c.events)).bearer_auth(&c.token).send().await;
+    assert!(dropped.is_err() || dropped.unwrap().bytes().await.is_err(), "the connection is cut off");
     inject(json!({"kind": "resync"})).await.unwrap();
     assert!(c.poll(&c.events).await["_links"]["resync"].is_object());
     let bad = inject(json!({"kind": "meteor"})).await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     // gzip when asked, with Content-Length.
     let raw = Client::builder().no_gzip().build().unwrap();
-    let r = raw
-        .get(format!("{}{}", c.origin, c.app))
-        .bearer_auth(&c.token)
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let r = raw.get(format!("{}{}", c.origin, c.app)).bearer_auth(&c.token).header("Accept-Encoding", "gzip").send().await.unwrap();
     assert_eq!(r.headers()["content-encoding"], "gzip");
-    let len: usize = r.headers()["content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let len: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), len);
     inject(json!({"kind": "application_gone"})).await.unwrap();
     assert_eq!(c.get(&c.app).await.status(), StatusCode::NOT_FOUND);
@@ -548,71 +315,30 @@ async fn outgoing_calls_through_start_audio_video() {
     let sim = start_sim(sim_config()).await;
     let c = client(&sim, true).await;
     let app: Value = c.get(&c.app).await.json().await.unwrap();
-    let start = app["_embedded"]["communication"]["_links"]["startAudioVideo"]["href"]
-        .as_str()
-        .unwrap();
-    let r = c
-        .post(
-            start,
-            json!({"to": "sip:bob@contoso.com", "operationId": "op-1"}),
-        )
-        .await;
+    let start = app["_embedded"]["communication"]["_links"]["startAudioVideo"]["href"].as_str().unwrap();
+    let r = c.post(start, json!({"to": "sip:bob@contoso.com", "operationId": "op-1"})).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let inv: Value = r.json().await.unwrap();
     assert_eq!(inv["direction"], "Outgoing");
     assert_eq!(inv["operationId"], "op-1");
-    let calls: Value = c
-        .http
-        .get(format!("{}/sim/v1/calls", sim.origin()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls: Value = c.http.get(format!("{}/sim/v1/calls", sim.origin())).send().await.unwrap().json().await.unwrap();
     assert_eq!(calls[0]["remote"], "sip:bob@contoso.com");
     // The callee answers: the invitation completes and a session starts.
     let (seen, next) = until_event(&c, c.events.clone(), ("audioVideoSession", "updated")).await;
-    let pos = |rel: &str, kind: &str| {
-        seen.iter()
-            .position(|(r, k)| r == rel && k == kind)
-            .unwrap_or_else(|| panic!("no {rel} {kind} in {seen:?}"))
-    };
-    assert!(
-        pos("audioVideoInvitation", "started") < pos("audioVideoInvitation", "completed"),
-        "{seen:?}"
-    );
-    assert!(
-        pos("audioVideoInvitation", "completed") < pos("audioVideoSession", "added"),
-        "{seen:?}"
-    );
+    let pos = |rel: &str, kind: &str| seen.iter().position(|(r, k)| r == rel && k == kind).unwrap_or_else(|| panic!("no {rel} {kind} in {seen:?}"));
+    assert!(pos("audioVideoInvitation", "started") < pos("audioVideoInvitation", "completed"), "{seen:?}");
+    assert!(pos("audioVideoInvitation", "completed") < pos("audioVideoSession", "added"), "{seen:?}");
     // stopAudioVideo on the call's audioVideo hangs up: the session goes.
-    let conversation = calls[0]["conversation"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            inv["_links"]["conversation"]["href"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        });
-    let r = c
-        .post(
-            &format!("{conversation}/audioVideo/stopAudioVideo"),
-            json!({}),
-        )
-        .await;
+    let conversation =
+        calls[0]["conversation"].as_str().map(str::to_string).unwrap_or_else(|| inv["_links"]["conversation"]["href"].as_str().unwrap().to_string());
+    let r = c.post(&format!("{conversation}/audioVideo/stopAudioVideo"), json!({})).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (seen, _) = until_event(&c, next, ("audioVideoSession", "deleted")).await;
     assert!(seen.contains(&("audioVideoSession".to_string(), "deleted".to_string())));
 }
 
 /// Polls from `href` until an event `want` (rel, type) arrives: what came, and the next href.
-async fn until_event(
-    c: &Ucwa,
-    mut href: String,
-    want: (&str, &str),
-) -> (Vec<(String, String)>, String) {
+async fn until_event(c: &Ucwa, mut href: String, want: (&str, &str)) -> (Vec<(String, String)>, String) {
     let mut seen = Vec::new();
     for _ in 0..50 {
         let (got, next) = c.events(href, 1).await;
@@ -628,8 +354,7 @@ async fn until_event(
 
 /// Top-level keys, `_links` names and `_embedded` names of a resource.
 fn shape(v: &Value) -> std::collections::BTreeSet<String> {
-    let mut keys: std::collections::BTreeSet<String> =
-        v.as_object().unwrap().keys().cloned().collect();
+    let mut keys: std::collections::BTreeSet<String> = v.as_object().unwrap().keys().cloned().collect();
     for part in ["_links", "_embedded"] {
         if let Some(o) = v[part].as_object() {
             keys.extend(o.keys().map(|k| format!("{part}.{k}")));
@@ -639,11 +364,7 @@ fn shape(v: &Value) -> std::collections::BTreeSet<String> {
 }
 
 fn fixture(path: &str) -> Value {
-    let text = std::fs::read(format!(
-        "{}/tests/fixtures/{path}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let text = std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     serde_json::from_slice(text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text)).unwrap()
 }
 
@@ -652,25 +373,11 @@ async fn resources_have_the_documented_shape() {
     let sim = start_sim(sim_config()).await;
     let c = client(&sim, true).await;
     let app: Value = c.get(&c.app).await.json().await.unwrap();
-    let missing: Vec<_> = shape(&fixture("resources/application-201.json"))
-        .difference(&shape(&app))
-        .cloned()
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the application lacks {missing:?}: {app}"
-    );
-    let call = sim
-        .start_call(CallSpec {
-            ring_ms: Some(5),
-            ..CallSpec::default()
-        })
-        .unwrap();
+    let missing: Vec<_> = shape(&fixture("resources/application-201.json")).difference(&shape(&app)).cloned().collect();
+    assert!(missing.is_empty(), "the application lacks {missing:?}: {app}");
+    let call = sim.start_call(CallSpec { ring_ms: Some(5), ..CallSpec::default() }).unwrap();
     let (_, _) = c.events(c.events.clone(), 1).await;
-    let session_href = format!(
-        "{}/communication/conversations/{call}/audioVideo/audioVideoSession",
-        c.app
-    );
+    let session_href = format!("{}/communication/conversations/{call}/audioVideo/audioVideoSession", c.app);
     let mut session = Value::Null;
     for _ in 0..200 {
         let r = c.get(&session_href).await;
@@ -680,28 +387,15 @@ async fn resources_have_the_documented_shape() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let missing: Vec<_> = shape(&fixture("resources/audioVideoSession.json"))
-        .difference(&shape(&session))
-        .cloned()
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the session lacks {missing:?}: {session}"
-    );
+    let missing: Vec<_> = shape(&fixture("resources/audioVideoSession.json")).difference(&shape(&session)).cloned().collect();
+    assert!(missing.is_empty(), "the session lacks {missing:?}: {session}");
 }
 
 #[tokio::test]
 async fn the_token_endpoint_takes_a_multipart_grant() {
     let sim = start_sim(sim_config()).await;
-    let part = |name: &str, value: &str| {
-        format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-    };
-    let body = format!(
-        "{}{}{}--XyZ--\r\n",
-        part("grant_type", "password"),
-        part("username", "demo@contoso.com"),
-        part("password", "demo")
-    );
+    let part = |name: &str, value: &str| format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n");
+    let body = format!("{}{}{}--XyZ--\r\n", part("grant_type", "password"), part("username", "demo@contoso.com"), part("password", "demo"));
     let r = Client::new()
         .post(format!("{}/WebTicket/oauthtoken", sim.origin()))
         .header("Content-Type", "multipart/form-data; boundary=XyZ")
@@ -711,42 +405,20 @@ async fn the_token_endpoint_takes_a_multipart_grant() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let t: Value = r.json().await.unwrap();
-    assert!(
-        t["access_token"].as_str().is_some_and(|s| !s.is_empty()),
-        "{t}"
-    );
+    assert!(t["access_token"].as_str().is_some_and(|s| !s.is_empty()), "{t}");
 }
 
 #[tokio::test]
 async fn an_outgoing_call_cancelled_while_ringing_ends_its_invitation() {
-    let sim = start_sim(SimConfig {
-        ring_time: Duration::from_secs(3600),
-        ..sim_config()
-    })
-    .await;
+    let sim = start_sim(SimConfig { ring_time: Duration::from_secs(3600), ..sim_config() }).await;
     let c = client(&sim, true).await;
     let app: Value = c.get(&c.app).await.json().await.unwrap();
-    let start = app["_embedded"]["communication"]["_links"]["startAudioVideo"]["href"]
-        .as_str()
-        .unwrap();
-    let inv: Value = c
-        .post(start, json!({"to": "sip:bob@contoso.com"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let cancel = inv["_links"]["cancel"]["href"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a ringing outgoing call offers cancel: {inv}"));
-    assert_eq!(
-        c.post(cancel, json!({})).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    let start = app["_embedded"]["communication"]["_links"]["startAudioVideo"]["href"].as_str().unwrap();
+    let inv: Value = c.post(start, json!({"to": "sip:bob@contoso.com"})).await.json().await.unwrap();
+    let cancel = inv["_links"]["cancel"]["href"].as_str().unwrap_or_else(|| panic!("a ringing outgoing call offers cancel: {inv}"));
+    assert_eq!(c.post(cancel, json!({})).await.status(), StatusCode::NO_CONTENT);
     let (seen, _) = until_event(&c, c.events.clone(), ("audioVideoInvitation", "completed")).await;
-    assert!(
-        !seen.iter().any(|(r, _)| r == "audioVideoSession"),
-        "no session for a cancelled call: {seen:?}"
-    );
+    assert!(!seen.iter().any(|(r, _)| r == "audioVideoSession"), "no session for a cancelled call: {seen:?}");
     let counters = sim.counters();
     assert_eq!(counters["calls_ended"], 1, "{counters}");
 }
@@ -761,15 +433,7 @@ fn hrefs(v: &Value, out: &mut Vec<(String, String)>, rel: &str) {
                         out.push((rel.to_string(), h.to_string()));
                     }
                 } else {
-                    hrefs(
-                        m,
-                        out,
-                        if rel.is_empty() || k.starts_with('_') {
-                            k
-                        } else {
-                            rel
-                        },
-                    );
+                    hrefs(m, out, if rel.is_empty() || k.starts_with('_') { k } else { rel });
                 }
             }
         }
@@ -788,15 +452,8 @@ async fn every_link_the_simulator_hands_out_answers_with_every_quirk_on() {
     use clap::ValueEnum;
     use ucwa_agent::sim::Quirk;
     // (Without `me` nothing can ring; a poll without the events key is refused: both tested apart.)
-    let all = Quirk::value_variants()
-        .iter()
-        .copied()
-        .filter(|q| !matches!(q, Quirk::NoMe | Quirk::EventsKey));
-    walk_every_link(SimConfig {
-        quirks: all.collect(),
-        ..sim_config()
-    })
-    .await;
+    let all = Quirk::value_variants().iter().copied().filter(|q| !matches!(q, Quirk::NoMe | Quirk::EventsKey));
+    walk_every_link(SimConfig { quirks: all.collect(), ..sim_config() }).await;
 }
 
 /// README "The simulator": it never advertises a link it cannot serve. Walked, not listed:
@@ -804,52 +461,22 @@ async fn every_link_the_simulator_hands_out_answers_with_every_quirk_on() {
 async fn walk_every_link(config: SimConfig) {
     let sim = start_sim(config).await;
     let c = client(&sim, true).await;
-    let ringing = sim
-        .start_call(CallSpec {
-            outcome: CallOutcome::WaitForAccept,
-            ..CallSpec::default()
-        })
-        .unwrap();
-    let answered = sim
-        .start_call(CallSpec {
-            ring_ms: Some(5),
-            ..CallSpec::default()
-        })
-        .unwrap();
+    let ringing = sim.start_call(CallSpec { outcome: CallOutcome::WaitForAccept, ..CallSpec::default() }).unwrap();
+    let answered = sim.start_call(CallSpec { ring_ms: Some(5), ..CallSpec::default() }).unwrap();
     let (_, _) = c.events(c.events.clone(), 1).await;
-    let mut queue: Vec<(String, String)> = vec![
-        ("application".into(), c.app.clone()),
-        ("discovery".into(), "/".into()),
-    ];
+    let mut queue: Vec<(String, String)> = vec![("application".into(), c.app.clone()), ("discovery".into(), "/".into())];
     for call in [ringing, answered] {
-        queue.push((
-            "conversation".into(),
-            format!("{}/communication/conversations/{call}", c.app),
-        ));
+        queue.push(("conversation".into(), format!("{}/communication/conversations/{call}", c.app)));
     }
     // The invitations, from the live call list.
-    let calls: Value = reqwest::get(format!("{}/sim/v1/calls", sim.origin()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls: Value = reqwest::get(format!("{}/sim/v1/calls", sim.origin())).await.unwrap().json().await.unwrap();
     for call in calls.as_array().unwrap() {
-        queue.push((
-            "invitation".into(),
-            call["invitation"].as_str().unwrap().to_string(),
-        ));
+        queue.push(("invitation".into(), call["invitation"].as_str().unwrap().to_string()));
     }
-    let session = format!(
-        "{}/communication/conversations/{answered}/audioVideo/audioVideoSession",
-        c.app
-    );
+    let session = format!("{}/communication/conversations/{answered}/audioVideo/audioVideoSession", c.app);
     let deadline = std::time::Instant::now() + common::PATIENCE;
     while c.get(&session).await.status() != StatusCode::OK {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the answered call's session never came"
-        );
+        assert!(std::time::Instant::now() < deadline, "the answered call's session never came");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -873,11 +500,7 @@ async fn walk_every_link(config: SimConfig) {
             failures.push(format!("{rel} {path}: {status}"));
             continue;
         }
-        let is_json = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.contains("json"));
+        let is_json = r.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("json"));
         if status == StatusCode::OK && is_json {
             let body: Value = r.json().await.unwrap();
             let mut found = Vec::new();
@@ -886,10 +509,5 @@ async fn walk_every_link(config: SimConfig) {
         }
     }
     assert!(walked > 20, "walked {walked} hrefs");
-    assert!(
-        failures.is_empty(),
-        "{} advertised hrefs are not served:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} advertised hrefs are not served:\n{}", failures.len(), failures.join("\n"));
 }

@@ -25,8 +25,7 @@ agent.on(EVENT, hog)
 agent.on("audioVideoSession", function(e) agent.log.info("stuck saw " .. e.type) end)
 "#;
 
-const WITNESS: &str =
-    r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.type) end)"#;
+const WITNESS: &str = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.type) end)"#;
 
 /// Limits a hog in C can run past (the time limit is short, the others out of the way).
 const LIMITS: &str = "handler_timeout_ms = 100\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\nreload_debounce_ms = 20\n";
@@ -39,127 +38,51 @@ fn hog(event: &str) -> String {
 async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "stuck.lua",
-        &hog(r#""audioVideoSession", "added""#),
-    );
+    write(dir.path(), "stuck.lua", &hog(r#""audioVideoSession", "added""#));
     write(dir.path(), "witness.lua", WITNESS);
     // Two more hogs beside it that the limits stop: a timer that is always due and a
     // backtracking pattern on every event.
-    write(
-        dir.path(),
-        "timer_hog.lua",
-        "agent.every(10, function() local x = 0 for i = 1, 3e6 do x = x + i end end)\n",
-    );
+    write(dir.path(), "timer_hog.lua", "agent.every(10, function() local x = 0 for i = 1, 3e6 do x = x + i end end)\n");
     write(dir.path(), "find_hog.lua", "agent.on('audioVideoSession', function(e) string.find(('a'):rep(40), ('a*'):rep(40) .. 'b') end)\n");
     let extra = format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
     let metrics = agent.metrics.expect("metrics listen");
     let mut witness = agent.out.resubscribe();
     let call = sim.start_call(answered_call()).unwrap();
-    assert_eq!(
-        messages_of(&mut witness, "witness", 2).await,
-        ["saw added", "saw updated"]
-    );
+    assert_eq!(messages_of(&mut witness, "witness", 2).await, ["saw added", "saw updated"]);
 
-    let stuck = agent
-        .expect("the watchdog's report", |o| {
-            matches!(o, ScriptOutput::Stuck { .. })
-        })
-        .await;
-    let ScriptOutput::Stuck {
-        script,
-        doing,
-        limit_ms,
-    } = stuck
-    else {
-        unreachable!()
-    };
+    let stuck = agent.expect("the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { .. })).await;
+    let ScriptOutput::Stuck { script, doing, limit_ms } = stuck else { unreachable!() };
     assert_eq!((script.as_str(), limit_ms), ("stuck", 100));
-    assert!(
-        doing.contains("handler for audioVideoSession/added"),
-        "{doing}"
-    );
+    assert!(doing.contains("handler for audioVideoSession/added"), "{doing}");
 
     // The endpoints answer at once while the script's thread is busy, and name it.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let health: serde_json::Value = client
-        .get(format!("http://{metrics}/healthz"))
-        .send()
-        .await
-        .expect("/healthz answers within a second")
-        .json()
-        .await
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    let health: serde_json::Value =
+        client.get(format!("http://{metrics}/healthz")).send().await.expect("/healthz answers within a second").json().await.unwrap();
     assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(
-        health["stuck_scripts"],
-        serde_json::json!(["stuck"]),
-        "{health}"
-    );
-    let text = client
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.contains("ucwa_script_stuck{script=\"stuck\"} 1"),
-        "{text}"
-    );
+    assert_eq!(health["stuck_scripts"], serde_json::json!(["stuck"]), "{health}");
+    let text = client.get(format!("http://{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("ucwa_script_stuck{script=\"stuck\"} 1"), "{text}");
 
     // The others go on; the stuck script is not fed.
     sim.end_call(call);
-    assert_eq!(
-        messages_of(&mut witness, "witness", 1).await,
-        ["saw deleted"]
-    );
+    assert_eq!(messages_of(&mut witness, "witness", 1).await, ["saw deleted"]);
 
     // The fixed version starts on a new thread and gets what the stuck one never finished.
     let mut fixed = agent.out.resubscribe();
     write(dir.path(), "stuck.lua", &hog(r#""agent", "nothing""#));
-    expect(
-        &mut fixed,
-        "the fixed version",
-        |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "stuck"),
-    )
-    .await;
-    assert_eq!(
-        messages_of(&mut fixed, "stuck", 3).await,
-        ["stuck saw added", "stuck saw updated", "stuck saw deleted"]
-    );
-    let health: serde_json::Value = client
-        .get(format!("http://{metrics}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    expect(&mut fixed, "the fixed version", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "stuck")).await;
+    assert_eq!(messages_of(&mut fixed, "stuck", 3).await, ["stuck saw added", "stuck saw updated", "stuck saw deleted"]);
+    let health: serde_json::Value = client.get(format!("http://{metrics}/healthz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     let started = Instant::now();
     agent.stop().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "shutdown took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
 }
 
 fn spawn(config: &Path) -> std::process::Child {
-    agent_command(
-        &["run", "--config", config.to_str().unwrap()],
-        &[("RUST_LOG", "info")],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,10 +108,7 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(130));
-    assert!(
-        took < Duration::from_secs(4),
-        "the second SIGTERM took {took:?} (the grace it skips is 5 s)"
-    );
+    assert!(took < Duration::from_secs(4), "the second SIGTERM took {took:?} (the grace it skips is 5 s)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,11 +122,7 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     let state = dir.path().join(".state");
-    assert!(
-        stderr.contains(&state.display().to_string())
-            && stderr.contains(&format!("pid {}", first.id())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&state.display().to_string()) && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
     signal(&first, "-TERM");
     exit_within(&mut first, Duration::from_secs(20)).await;
 }
@@ -218,40 +134,13 @@ async fn two_agents_on_one_account_say_their_polls_are_replaced() {
     let sim = start_sim(sim_config()).await;
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let log = a.path().join("agents.log");
-    let file = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap()
-    };
-    let mut first = agent_command(
-        &[
-            "run",
-            "--config",
-            config_file(&sim, a.path(), "").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .stderr(file())
-    .spawn_guarded();
+    let file = || std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    let mut first = agent_command(&["run", "--config", config_file(&sim, a.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn_guarded();
     wait_available(&sim).await;
-    let mut second = agent_command(
-        &[
-            "run",
-            "--config",
-            config_file(&sim, b.path(), "").to_str().unwrap(),
-        ],
-        &[],
-    )
-    .stderr(file())
-    .spawn_guarded();
+    let mut second = agent_command(&["run", "--config", config_file(&sim, b.path(), "").to_str().unwrap()], &[]).stderr(file()).spawn_guarded();
     file_contains(&log, "PGetReplaced").await;
     file_contains(&log, "another client may be using this application").await;
-    eventually("the simulator counts replaced polls", || {
-        sim.counters()["pget_replaced"].as_u64().unwrap() > 0
-    })
-    .await;
+    eventually("the simulator counts replaced polls", || sim.counters()["pget_replaced"].as_u64().unwrap() > 0).await;
     for agent in [&mut first, &mut second] {
         signal(agent, "-TERM");
         exit_within(agent, Duration::from_secs(20)).await;
@@ -267,12 +156,7 @@ async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
     drop(ucwa_agent::store::Store::open(&state).unwrap());
     let db = state.join("agent.db");
     // Read-only even for root where the file system allows it (chattr +i); else by mode.
-    let immutable = Command::new("chattr")
-        .arg("+i")
-        .arg(&db)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let immutable = Command::new("chattr").arg("+i").arg(&db).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !immutable {
         let mut perms = std::fs::metadata(&db).unwrap().permissions();
         perms.set_readonly(true);
@@ -288,65 +172,31 @@ async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&db.display().to_string()),
-        "the database is named: {stderr}"
-    );
-    assert_eq!(
-        sim.counters()["applications_created"],
-        0,
-        "it stopped before signing in"
-    );
+    assert!(stderr.contains(&db.display().to_string()), "the database is named: {stderr}");
+    assert_eq!(sim.counters()["applications_created"], 0, "it stopped before signing in");
 }
 
 #[test]
 fn check_gives_up_on_a_top_level_stuck_in_c() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
-    std::fs::write(
-        dir.path().join("scripts/stuck.lua"),
-        HOG.replace("agent.on(EVENT, hog)", "hog()"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("scripts/fine.lua"),
-        "agent.on('me', function() end)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("[scripts]\ndir = \"scripts\"\n{LIMITS}"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("scripts/stuck.lua"), HOG.replace("agent.on(EVENT, hog)", "hog()")).unwrap();
+    std::fs::write(dir.path().join("scripts/fine.lua"), "agent.on('me', function() end)\n").unwrap();
+    std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .arg("check")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("check").current_dir(dir.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("stuck.lua") && text.contains("did not return within 1100 ms"),
-        "{text}"
-    );
+    assert!(text.contains("stuck.lua") && text.contains("did not return within 1100 ms"), "{text}");
     assert!(text.contains("ok: fine"), "{text}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "check took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(30), "check took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fix_saved_while_the_call_still_hangs_starts_once_the_script_is_stuck() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "stuck.lua",
-        &hog(r#""audioVideoSession", "added""#),
-    );
+    write(dir.path(), "stuck.lua", &hog(r#""audioVideoSession", "added""#));
     let agent = start_agent(&sim, &config_text(&sim, dir.path(), LIMITS)).await;
     let mut out = agent.out.resubscribe();
     let call = sim.start_call(answered_call()).unwrap();
@@ -354,34 +204,13 @@ async fn a_fix_saved_while_the_call_still_hangs_starts_once_the_script_is_stuck(
     // at once, before the watchdog's verdict: it waits in the busy thread's inbox.
     expect(&mut out, "the hog running", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message == "hogging")).await;
     write(dir.path(), "stuck.lua", &hog(r#""agent", "nothing""#));
-    expect(
-        &mut out,
-        "version 2 built",
-        |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "stuck"),
-    )
-    .await;
-    expect(
-        &mut out,
-        "the watchdog's report",
-        |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "stuck"),
-    )
-    .await;
+    expect(&mut out, "version 2 built", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "stuck")).await;
+    expect(&mut out, "the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "stuck")).await;
     // The host loads the file again on a new thread: it gets the events the hog never finished.
-    expect(
-        &mut out,
-        "version 3 on a new thread",
-        |o| matches!(o, ScriptOutput::Loaded { script, version: 3 } if script == "stuck"),
-    )
-    .await;
-    assert_eq!(
-        messages_of(&mut out, "stuck", 2).await,
-        ["stuck saw added", "stuck saw updated"]
-    );
+    expect(&mut out, "version 3 on a new thread", |o| matches!(o, ScriptOutput::Loaded { script, version: 3 } if script == "stuck")).await;
+    assert_eq!(messages_of(&mut out, "stuck", 2).await, ["stuck saw added", "stuck saw updated"]);
     sim.end_call(call);
-    assert_eq!(
-        messages_of(&mut out, "stuck", 1).await,
-        ["stuck saw deleted"]
-    );
+    assert_eq!(messages_of(&mut out, "stuck", 1).await, ["stuck saw deleted"]);
     agent.stop().await;
 }
 
@@ -389,31 +218,16 @@ async fn a_fix_saved_while_the_call_still_hangs_starts_once_the_script_is_stuck(
 async fn replay_ends_with_an_error_when_a_script_gets_stuck() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
-    std::fs::write(
-        dir.path().join("scripts/stuck.lua"),
-        hog(r#""audioVideoInvitation""#),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!("[scripts]\ndir = \"scripts\"\n{LIMITS}"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("scripts/stuck.lua"), hog(r#""audioVideoInvitation""#)).unwrap();
+    std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
-    let mut child = agent_command(&["replay", samples.to_str().unwrap()], &[])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn_guarded();
+    let mut child =
+        agent_command(&["replay", samples.to_str().unwrap()], &[]).current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn_guarded();
     let (code, _) = exit_within(&mut child, PATIENCE).await;
     let mut text = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
     assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("stuck: handler for audioVideoInvitation/started")
-            && text.contains("did not finish"),
-        "{text}"
-    );
+    assert!(text.contains("stuck: handler for audioVideoInvitation/started") && text.contains("did not finish"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,24 +237,13 @@ async fn a_script_load_in_progress_does_not_hold_shutdown() {
     // A long time limit: the load of a top level stuck in C would be waited for 21 s.
     let config = config_file(&sim, dir.path(), "handler_timeout_ms = 20000\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\nreload_debounce_ms = 20");
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(
-        &["run", "--config", config.to_str().unwrap()],
-        &[("RUST_LOG", "info")],
-    )
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn_guarded();
+    let mut agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
-    std::fs::write(
-        dir.path().join("loading.lua"),
-        HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("loading.lua"), HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // the debounce, then the load starts
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));
-    assert!(
-        took < Duration::from_secs(8),
-        "SIGTERM took {took:?} with a load in progress"
-    );
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?} with a load in progress");
 }

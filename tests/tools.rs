@@ -8,31 +8,17 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn agent(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).args(args).current_dir(cwd).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("the binary runs")
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn project(scripts: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
-    std::fs::write(
-        dir.path().join("config.toml"),
-        "[scripts]\ndir = \"scripts\"\nhttp_allow = [\"hooks.example.com\"]\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("config.toml"), "[scripts]\ndir = \"scripts\"\nhttp_allow = [\"hooks.example.com\"]\n").unwrap();
     for (name, src) in scripts {
         std::fs::write(dir.path().join("scripts").join(name), src).unwrap();
     }
@@ -46,12 +32,7 @@ fn the_shipped_script_tests_and_example_tests_pass() {
         let o = agent(&["test", dir], root);
         let t = text(&o);
         assert!(o.status.success(), "{dir}: {t}");
-        assert!(
-            t.starts_with("TAP version 13")
-                && t.contains(" passed, 0 failed")
-                && !t.contains("not ok"),
-            "{t}"
-        );
+        assert!(t.starts_with("TAP version 13") && t.contains(" passed, 0 failed") && !t.contains("not ok"), "{t}");
     }
 }
 
@@ -64,12 +45,7 @@ fn a_failing_test_fails_the_run_and_says_where() {
     let o = agent(&["test"], p.path());
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(
-        t.contains("not ok 1 - wrong")
-            && t.contains("rule_test.lua:4: expected \"bye\", got \"hi\"")
-            && t.contains("ok 2 - right"),
-        "{t}"
-    );
+    assert!(t.contains("not ok 1 - wrong") && t.contains("rule_test.lua:4: expected \"bye\", got \"hi\"") && t.contains("ok 2 - right"), "{t}");
     assert!(t.contains("1 passed, 1 failed"), "{t}");
 }
 
@@ -85,68 +61,37 @@ fn check_reports_each_problem_with_file_and_line() {
     let o = agent(&["check"], p.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("scripts/broken.lua:2: error: syntax error: broken.lua:2:"),
-        "{t}"
-    );
-    assert!(
-        t.contains("scripts/boom.lua:2: error: boom.lua:2: attempt to index a nil value"),
-        "{t}"
-    );
+    assert!(t.contains("scripts/broken.lua:2: error: syntax error: broken.lua:2:"), "{t}");
+    assert!(t.contains("scripts/boom.lua:2: error: boom.lua:2: attempt to index a nil value"), "{t}");
     assert!(t.contains("scripts/typo.lua:3: warning: agent.on: `audioVideoSesion` is not an event rel UCWA sends (did you mean `audioVideoSession`?)"), "{t}");
-    assert!(
-        t.contains("scripts/typo.lua:4: warning: agent.on: `removed` is not an event type"),
-        "{t}"
-    );
-    assert!(
-        t.contains("ok: good (1 subscription)") && !t.contains("helper_test"),
-        "{t}"
-    );
+    assert!(t.contains("scripts/typo.lua:4: warning: agent.on: `removed` is not an event type"), "{t}");
+    assert!(t.contains("ok: good (1 subscription)") && !t.contains("helper_test"), "{t}");
     assert!(
         t.contains("scripts/typo.lua:5: warning: agent.on: UCWA sends `audioVideoInvitation` events of type `started`, `updated`, `completed`, never `added`"),
         "{t}"
     );
-    assert!(
-        t.contains("2 script(s) loaded, 2 error(s), 3 warning(s)"),
-        "{t}"
-    );
+    assert!(t.contains("2 script(s) loaded, 2 error(s), 3 warning(s)"), "{t}");
 
-    let clean = project(&[(
-        "good.lua",
-        "agent.on('audioVideoSession', function(e) end)\n",
-    )]);
+    let clean = project(&[("good.lua", "agent.on('audioVideoSession', function(e) end)\n")]);
     assert!(agent(&["check"], clean.path()).status.success());
     std::fs::write(clean.path().join("config.toml"), "[scripts]\ndri = \"x\"\n").unwrap();
     let o = agent(&["check"], clean.path());
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        text(&o).contains("config.toml") && text(&o).contains("unknown field `dri`"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("config.toml") && text(&o).contains("unknown field `dri`"), "{}", text(&o));
 
     // What `run` needs besides the file: status 2 with the key, as `run` would stop.
-    std::fs::write(clean.path().join("config.toml"), "[auth]\nkind = \"password\"\nusername = \"a@b.c\"\npassword_env = \"UCWA_AGENT_TEST_UNSET\"\n[scripts]\ndir = \"nosuch\"\n").unwrap();
+    std::fs::write(
+        clean.path().join("config.toml"),
+        "[auth]\nkind = \"password\"\nusername = \"a@b.c\"\npassword_env = \"UCWA_AGENT_TEST_UNSET\"\n[scripts]\ndir = \"nosuch\"\n",
+    )
+    .unwrap();
     let o = agent(&["check"], clean.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(
-        t.contains(
-            "`auth.password_env`: the environment variable UCWA_AGENT_TEST_UNSET is not set"
-        ),
-        "{t}"
-    );
-    assert!(
-        t.contains("`scripts.dir`: cannot read") && t.contains("nosuch"),
-        "{t}"
-    );
+    assert!(t.contains("`auth.password_env`: the environment variable UCWA_AGENT_TEST_UNSET is not set"), "{t}");
+    assert!(t.contains("`scripts.dir`: cannot read") && t.contains("nosuch"), "{t}");
     let o = agent(&["run"], clean.path());
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "run stops at the same place: {}",
-        text(&o)
-    );
+    assert_eq!(o.status.code(), Some(2), "run stops at the same place: {}", text(&o));
 }
 
 const REPLAYED: &str = r#"
@@ -163,36 +108,24 @@ end)
 
 #[test]
 fn replay_is_deterministic_and_reports_bad_lines() {
-    let p = project(&[
-        ("replayed.lua", REPLAYED),
-        ("quiet.lua", "agent.on('me', function(e) end)\n"),
-    ]);
+    let p = project(&[("replayed.lua", REPLAYED), ("quiet.lua", "agent.on('me', function(e) end)\n")]);
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
     let first = agent(&["replay", samples.to_str().unwrap()], p.path());
     let t = text(&first);
     assert!(first.status.success(), "{t}");
     let expected_start = "== quiet (";
     assert!(t.starts_with(expected_start), "scripts in name order: {t}");
-    assert!(t.contains("#2 audioVideoSession added https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137/audioVideo/audioVideoSession"), "{t}");
     assert!(
-        t.contains("  info: added at 1767225602000"),
-        "the clock moves one second per batch: {t}"
-    );
-    assert!(
-        t.contains("  would send (http): POST https://hooks.example.com/call {\"href\":"),
+        t.contains("#2 audioVideoSession added https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137/audioVideo/audioVideoSession"),
         "{t}"
     );
-    assert!(
-        t.contains("  info: GET 404"),
-        "no embedded resource in the samples: {t}"
-    );
+    assert!(t.contains("  info: added at 1767225602000"), "the clock moves one second per batch: {t}");
+    assert!(t.contains("  would send (http): POST https://hooks.example.com/call {\"href\":"), "{t}");
+    assert!(t.contains("  info: GET 404"), "no embedded resource in the samples: {t}");
     assert!(t.contains("  state: {\"n\":3}"), "{t}");
     let second = agent(&["replay", samples.to_str().unwrap()], p.path());
     assert_eq!(first.stdout, second.stdout, "same file, same output");
-    let only = agent(
-        &["replay", samples.to_str().unwrap(), "--script", "quiet"],
-        p.path(),
-    );
+    let only = agent(&["replay", samples.to_str().unwrap(), "--script", "quiet"], p.path());
     assert!(!text(&only).contains("replayed"), "{}", text(&only));
 
     let bad = p.path().join("bad.jsonl");
@@ -202,22 +135,11 @@ fn replay_is_deterministic_and_reports_bad_lines() {
     let o = agent(&["replay", bad.to_str().unwrap()], p.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("bad.jsonl:6: not an event-channel batch")
-            && t.contains("bad.jsonl:8: not an event-channel batch"),
-        "{t}"
-    );
+    assert!(t.contains("bad.jsonl:6: not an event-channel batch") && t.contains("bad.jsonl:8: not an event-channel batch"), "{t}");
     let missing = agent(&["replay", "nowhere.jsonl"], p.path());
     assert_eq!(missing.status.code(), Some(2));
-    assert!(
-        text(&missing).contains("nowhere.jsonl"),
-        "{}",
-        text(&missing)
-    );
-    let unknown = agent(
-        &["replay", samples.to_str().unwrap(), "--script", "nosuch"],
-        p.path(),
-    );
+    assert!(text(&missing).contains("nowhere.jsonl"), "{}", text(&missing));
+    let unknown = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
     assert_eq!(unknown.status.code(), Some(2));
 }
 
@@ -225,54 +147,24 @@ fn replay_is_deterministic_and_reports_bad_lines() {
 async fn record_then_replay_a_real_session() {
     let sim = start_sim(sim_config()).await;
     let p = project(&[("replayed.lua", REPLAYED)]);
-    std::fs::write(
-        p.path().join("config.toml"),
-        config_text(
-            &sim,
-            &p.path().join("scripts"),
-            "http_allow = [\"hooks.example.com\"]",
-        ),
-    )
-    .unwrap();
+    std::fs::write(p.path().join("config.toml"), config_text(&sim, &p.path().join("scripts"), "http_allow = [\"hooks.example.com\"]")).unwrap();
     let recording = p.path().join("session.jsonl");
-    let mut child = agent_command(&["record", recording.to_str().unwrap()], &[])
-        .current_dir(p.path())
-        .stderr(Stdio::null())
-        .spawn_guarded();
+    let mut child = agent_command(&["record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn_guarded();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
     // (recorded compactly, keys in order: `link` {href, rel}, then `type`)
-    file_contains(
-        &recording,
-        "\"rel\":\"audioVideoSession\"},\"type\":\"updated\"",
-    )
-    .await;
+    file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"updated\"").await;
     sim.end_call(c);
-    file_contains(
-        &recording,
-        "\"rel\":\"audioVideoSession\"},\"type\":\"deleted\"",
-    )
-    .await;
+    file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"deleted\"").await;
     signal(&child, "-TERM");
     assert_eq!(exit_within(&mut child, PATIENCE).await.0, Some(0));
     let recorded = std::fs::read_to_string(&recording).unwrap();
-    assert!(
-        recorded.lines().count() >= 3 && recorded.lines().all(|l| l.starts_with('{')),
-        "{recorded}"
-    );
+    assert!(recorded.lines().count() >= 3 && recorded.lines().all(|l| l.starts_with('{')), "{recorded}");
     let o = agent(&["replay", recording.to_str().unwrap()], p.path());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(
-        t.contains(
-            "audioVideoSession added https://pool.replay.invalid/ucwa/oauth/v1/applications/"
-        ),
-        "{t}"
-    );
-    assert!(
-        t.contains("  info: GET 200"),
-        "the embedded session answers agent.ucwa.get: {t}"
-    );
+    assert!(t.contains("audioVideoSession added https://pool.replay.invalid/ucwa/oauth/v1/applications/"), "{t}");
+    assert!(t.contains("  info: GET 200"), "the embedded session answers agent.ucwa.get: {t}");
     assert!(t.contains("audioVideoSession deleted"), "{t}");
 }
 
@@ -292,10 +184,7 @@ fn replay_of_a_big_batch_reports_every_event() {
     let t = text(&o);
     assert!(o.status.success(), "{}", &t[..t.len().min(2000)]);
     for n in [1, 1000, 2000] {
-        assert!(
-            t.contains(&format!("  info: n {n}\n")),
-            "line for event {n} missing"
-        );
+        assert!(t.contains(&format!("  info: n {n}\n")), "line for event {n} missing");
     }
     assert_eq!(t.matches("  info: n ").count(), 2000);
     assert_eq!(t.matches("audioVideoSession added").count(), 2000);
@@ -316,15 +205,12 @@ fn replay_reports_ucwa_requests_fires_timers_and_keeps_the_allowlist() {
     let o = agent(&["replay", samples.to_str().unwrap()], p.path());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("would send (ucwa): POST https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507/decline {\"reason\":\"Local\"}"), "{t}");
     assert!(
-        t.contains("not-allowed.example is not in scripts.http_allow"),
-        "the allowlist holds offline too: {t}"
+        t.contains("would send (ucwa): POST https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507/decline {\"reason\":\"Local\"}"),
+        "{t}"
     );
-    assert!(
-        t.contains("info: timer fired"),
-        "the clock moves a second per batch and timers fire: {t}"
-    );
+    assert!(t.contains("not-allowed.example is not in scripts.http_allow"), "the allowlist holds offline too: {t}");
+    assert!(t.contains("info: timer fired"), "the clock moves a second per batch and timers fire: {t}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,80 +218,35 @@ async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
     // `run --record FILE` records as `record FILE` does.
     let sim = start_sim(sim_config()).await;
     let p = project(&[("replayed.lua", REPLAYED)]);
-    std::fs::write(
-        p.path().join("config.toml"),
-        config_text(&sim, &p.path().join("scripts"), ""),
-    )
-    .unwrap();
+    std::fs::write(p.path().join("config.toml"), config_text(&sim, &p.path().join("scripts"), "")).unwrap();
     let recording = p.path().join("run.jsonl");
-    let mut child = agent_command(&["run", "--record", recording.to_str().unwrap()], &[])
-        .current_dir(p.path())
-        .stderr(Stdio::null())
-        .spawn_guarded();
+    let mut child = agent_command(&["run", "--record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn_guarded();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
-    file_contains(
-        &recording,
-        "\"rel\":\"audioVideoSession\"},\"type\":\"added\"",
-    )
-    .await;
+    file_contains(&recording, "\"rel\":\"audioVideoSession\"},\"type\":\"added\"").await;
     sim.end_call(c);
     signal(&child, "-TERM");
     assert_eq!(exit_within(&mut child, PATIENCE).await.0, Some(0));
 
     // `simulate`: the simulator alone, on the address given, with its control API.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut simulate = agent_command(
-        &[
-            "simulate",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--calls-per-minute",
-            "0",
-        ],
-        &[],
-    )
-    .stderr(Stdio::null())
-    .spawn_guarded();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut simulate =
+        agent_command(&["simulate", "--listen", &format!("127.0.0.1:{port}"), "--calls-per-minute", "0"], &[]).stderr(Stdio::null()).spawn_guarded();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut answered = false;
     for _ in 0..500 {
-        if let Ok(r) = http
-            .get(format!("{base}/autodiscover/autodiscoverservice.svc/root"))
-            .send()
-            .await
-        {
+        if let Ok(r) = http.get(format!("{base}/autodiscover/autodiscoverservice.svc/root")).send().await {
             let body: serde_json::Value = r.json().await.unwrap();
-            assert!(
-                body["_links"]["user"]["href"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&base),
-                "{body}"
-            );
+            assert!(body["_links"]["user"]["href"].as_str().unwrap().starts_with(&base), "{body}");
             answered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(answered, "simulate answers discovery");
-    let counters: serde_json::Value = http
-        .get(format!("{base}/sim/v1/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        counters["calls_started"], 0,
-        "--calls-per-minute 0: no generated calls"
-    );
+    let counters: serde_json::Value = http.get(format!("{base}/sim/v1/counters")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(counters["calls_started"], 0, "--calls-per-minute 0: no generated calls");
     signal(&simulate, "-TERM");
     assert!(exit_within(&mut simulate, PATIENCE).await.0.is_some());
 }
@@ -413,29 +254,14 @@ async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificate_given() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, format!("[simulator]\nlisten = \"127.0.0.1:{port}\"\ncalls_per_minute = 30\ncall_duration_secs = 4\n")).unwrap();
     let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let (cert, key) = (tls.join("sim.pem"), tls.join("sim.key"));
-    let args = [
-        "simulate",
-        "--config",
-        config.to_str().unwrap(),
-        "--ring-secs",
-        "1.5",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ];
-    let mut simulate = agent_command(&args, &[])
-        .stderr(Stdio::null())
-        .spawn_guarded();
+    let args =
+        ["simulate", "--config", config.to_str().unwrap(), "--ring-secs", "1.5", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let mut simulate = agent_command(&args, &[]).stderr(Stdio::null()).spawn_guarded();
     let base = format!("https://127.0.0.1:{port}");
     let http = test_http();
     let mut settings = serde_json::Value::Null;
@@ -448,55 +274,24 @@ async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificat
     }
     // The file's keys, the flag over the file, the embedded simulator's default for the rest.
     assert_eq!(settings["origin"], base.as_str(), "{settings}");
-    assert_eq!(
-        (
-            settings["calls_per_minute"].as_f64(),
-            settings["ring_secs"].as_f64()
-        ),
-        (Some(30.0), Some(1.5)),
-        "{settings}"
-    );
-    assert_eq!(
-        settings["call_duration_secs"].as_f64(),
-        Some(4.0),
-        "{settings}"
-    );
-    assert_eq!(
-        settings["users"],
-        serde_json::json!(["demo@contoso.com"]),
-        "{settings}"
-    );
+    assert_eq!((settings["calls_per_minute"].as_f64(), settings["ring_secs"].as_f64()), (Some(30.0), Some(1.5)), "{settings}");
+    assert_eq!(settings["call_duration_secs"].as_f64(), Some(4.0), "{settings}");
+    assert_eq!(settings["users"], serde_json::json!(["demo@contoso.com"]), "{settings}");
     signal(&simulate, "-TERM");
     assert_eq!(exit_within(&mut simulate, PATIENCE).await.0, Some(0));
 
     // Without a config file: the embedded defaults. A key that is not PEM: status 2, file named.
     let defaults = ucwa_agent::config::SimulatorConfig::default();
-    assert_eq!(
-        (defaults.calls_per_minute, defaults.call_duration_secs),
-        (6.0, 8.0)
-    );
+    assert_eq!((defaults.calls_per_minute, defaults.call_duration_secs), (6.0, 8.0));
     let out = agent_command(
-        &[
-            "simulate",
-            "--config",
-            "/nonexistent.toml",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            config.to_str().unwrap(),
-        ],
+        &["simulate", "--config", "/nonexistent.toml", "--listen", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", config.to_str().unwrap()],
         &[],
     )
     .output()
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(config.to_str().unwrap()) && stderr.contains("private key"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(config.to_str().unwrap()) && stderr.contains("private key"), "{stderr}");
 }
 
 #[test]
@@ -508,32 +303,16 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     std::fs::create_dir(p.path().join("empty")).unwrap();
     // A test file named directly, and a directory: both run.
     let o = agent(&["test", "scripts/rule_test.lua"], p.path());
-    assert!(
-        o.status.success() && text(&o).contains("1 passed, 0 failed"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success() && text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
     let o = agent(&["test", "scripts", "scripts/rule_test.lua"], p.path());
-    assert!(
-        o.status.success() && text(&o).contains("2 passed, 0 failed"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success() && text(&o).contains("2 passed, 0 failed"), "{}", text(&o));
     // No tests: status 1 and why. A path that is not there: status 2.
     let o = agent(&["test", "empty"], p.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("no test files (`*_test.lua`) in empty"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("no test files (`*_test.lua`) in empty"), "{}", text(&o));
     let o = agent(&["test", "nosuch_test.lua"], p.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("nosuch_test.lua: no such file or directory"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("nosuch_test.lua: no such file or directory"), "{}", text(&o));
     // A broken configuration is not silently replaced by the defaults.
     let config = std::fs::read_to_string(p.path().join("config.toml")).unwrap();
     std::fs::write(p.path().join("config.toml"), format!("{config}bogus = 1\n")).unwrap();
@@ -543,17 +322,9 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     std::fs::write(p.path().join("config.toml"), config).unwrap();
     // `replay --script` with a name that is not a script: the flag is blamed, the scripts listed.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
-    let o = agent(
-        &["replay", samples.to_str().unwrap(), "--script", "nosuch"],
-        p.path(),
-    );
+    let o = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(
-        text(&o).contains("--script nosuch: no script `nosuch.lua`")
-            && text(&o).contains("there are: rule"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("--script nosuch: no script `nosuch.lua`") && text(&o).contains("there are: rule"), "{}", text(&o));
     // Every argument and option of every command has a help text (on its line, or on the next,
     // further indented, when clap puts long help below).
     for command in ["run", "record", "check", "replay", "test", "simulate"] {
@@ -565,22 +336,13 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
             let indent = line.len() - line.trim_start().len();
             let t = line.trim_start();
             let item = (indent == 2 && (t.starts_with('<') || t.starts_with('[')))
-                || (indent <= 6
-                    && (t.starts_with("--") || t.starts_with("-h") || t.starts_with("-V")));
+                || (indent <= 6 && (t.starts_with("--") || t.starts_with("-h") || t.starts_with("-V")));
             if !item {
                 continue;
             }
-            let inline = line
-                .trim()
-                .split_once("  ")
-                .is_some_and(|(_, h)| !h.trim().is_empty());
-            let below = lines
-                .get(i + 1)
-                .is_some_and(|n| n.len() - n.trim_start().len() > indent && !n.trim().is_empty());
-            assert!(
-                inline || below,
-                "`{command}`: no help for {line:?}:\n{help}"
-            );
+            let inline = line.trim().split_once("  ").is_some_and(|(_, h)| !h.trim().is_empty());
+            let below = lines.get(i + 1).is_some_and(|n| n.len() - n.trim_start().len() > indent && !n.trim().is_empty());
+            assert!(inline || below, "`{command}`: no help for {line:?}:\n{help}");
         }
     }
 }
@@ -588,71 +350,34 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_walks_the_sign_in_and_stops_at_the_failing_step() {
     let sim = start_sim(sim_config()).await;
-    let p = project(&[(
-        "good.lua",
-        "agent.on('audioVideoSession', function(e) end)\n",
-    )]);
+    let p = project(&[("good.lua", "agent.on('audioVideoSession', function(e) end)\n")]);
     let online = |password: &str, config: &str| {
         std::fs::write(p.path().join("config.toml"), config).unwrap();
-        agent_command(&["check", "--online"], &[(PASSWORD_ENV, password)])
-            .current_dir(p.path())
-            .stdout(Stdio::piped())
-            .output()
-            .unwrap()
+        agent_command(&["check", "--online"], &[(PASSWORD_ENV, password)]).current_dir(p.path()).stdout(Stdio::piped()).output().unwrap()
     };
     let config = config_text(&sim, &p.path().join("scripts"), "");
     let o = online("demo", &config);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     for step in ["discovery", "challenge", "token", "user", "applications"] {
-        assert!(
-            t.lines().any(|l| l.starts_with("ok   ")
-                && l.contains(&format!(" {step} "))
-                && l.contains(" ms  ")),
-            "{step}: {t}"
-        );
+        assert!(t.lines().any(|l| l.starts_with("ok   ") && l.contains(&format!(" {step} ")) && l.contains(" ms  ")), "{step}: {t}");
     }
-    assert!(
-        t.contains("a token for demo@contoso.com") && t.contains("GET answered 405"),
-        "{t}"
-    );
-    assert_eq!(
-        sim.counters()["applications_created"],
-        0,
-        "no application is created"
-    );
+    assert!(t.contains("a token for demo@contoso.com") && t.contains("GET answered 405"), "{t}");
+    assert_eq!(sim.counters()["applications_created"], 0, "no application is created");
 
     // A wrong password: the token step fails with the pool's reason; status 3 as `run` would.
     let o = online("wrong", &config);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(3), "{t}");
-    assert!(
-        t.lines()
-            .any(|l| l.starts_with("FAIL token") && l.contains("invalid_grant")),
-        "{t}"
-    );
-    assert!(
-        !t.contains("ok   user"),
-        "it stops at the failing step: {t}"
-    );
+    assert!(t.lines().any(|l| l.starts_with("FAIL token") && l.contains("invalid_grant")), "{t}");
+    assert!(!t.contains("ok   user"), "it stops at the failing step: {t}");
 
     // Nothing listening: discovery fails, status 4.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let o = online(
-        "demo",
-        &config.replace(&sim.discovery_url(), &format!("http://127.0.0.1:{closed}/")),
-    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = online("demo", &config.replace(&sim.discovery_url(), &format!("http://127.0.0.1:{closed}/")));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(4), "{t}");
-    assert!(
-        t.lines()
-            .any(|l| l.starts_with("FAIL discovery") && l.contains("no answer")),
-        "{t}"
-    );
+    assert!(t.lines().any(|l| l.starts_with("FAIL discovery") && l.contains("no answer")), "{t}");
 }
 
 #[test]
@@ -661,73 +386,32 @@ fn completions_and_the_manual_page_are_printed() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let o = agent(&["completions", shell], dir.path());
         let t = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success()
-                && t.contains("simulate")
-                && t.contains("replay")
-                && t.contains("online"),
-            "{shell}: {}",
-            text(&o)
-        );
+        assert!(o.status.success() && t.contains("simulate") && t.contains("replay") && t.contains("online"), "{shell}: {}", text(&o));
     }
     let o = agent(&["man"], dir.path());
     let t = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && t.contains(".TH ucwa-agent 1") && t.contains("simulate"),
-        "{}",
-        text(&o)
-    );
-    assert_eq!(
-        agent(&["completions", "tcsh"], dir.path()).status.code(),
-        Some(2),
-        "an unknown shell is a usage error"
-    );
+    assert!(o.status.success() && t.contains(".TH ucwa-agent 1") && t.contains("simulate"), "{}", text(&o));
+    assert_eq!(agent(&["completions", "tcsh"], dir.path()).status.code(), Some(2), "an unknown shell is a usage error");
     let o = agent(&["man", "--dir", dir.path().to_str().unwrap()], dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    for page in [
-        "ucwa-agent.1",
-        "ucwa-agent-run.1",
-        "ucwa-agent-check.1",
-        "ucwa-agent-simulate.1",
-    ] {
-        assert!(
-            std::fs::read_to_string(dir.path().join(page)).is_ok_and(|t| t.contains(".TH")),
-            "{page}"
-        );
+    for page in ["ucwa-agent.1", "ucwa-agent-run.1", "ucwa-agent-check.1", "ucwa-agent-simulate.1"] {
+        assert!(std::fs::read_to_string(dir.path().join(page)).is_ok_and(|t| t.contains(".TH")), "{page}");
     }
-    assert!(
-        std::fs::read_to_string(dir.path().join("ucwa-agent-check.1"))
-            .unwrap()
-            .contains("online"),
-        "a command's page has its options"
-    );
+    assert!(std::fs::read_to_string(dir.path().join("ucwa-agent-check.1")).unwrap().contains("online"), "a command's page has its options");
     // `man | head`: the reader leaving early is no error.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .arg("man")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("man").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn every_shipped_configuration_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for file in ["config.toml", "deploy/config.toml", "deploy/container.toml"] {
-        let config =
-            ucwa_agent::config::Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        let config = ucwa_agent::config::Config::load(&root.join(file)).unwrap_or_else(|e| panic!("{e}"));
         if file.starts_with("deploy/") {
-            assert!(
-                config.state_dir().is_absolute(),
-                "{file}: a state dir under /etc would be read-only to the agent"
-            );
+            assert!(config.state_dir().is_absolute(), "{file}: a state dir under /etc would be read-only to the agent");
         }
     }
     // The Kubernetes manifest's config.toml (the ConfigMap's block, indented 4 spaces).
@@ -740,14 +424,8 @@ fn every_shipped_configuration_is_valid() {
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or("")))
         .collect();
     let config =
-        ucwa_agent::config::Config::parse(&block, Path::new("/etc/ucwa-agent/conf/config.toml"))
-            .unwrap_or_else(|e| panic!("the manifest's config.toml: {e}"));
-    let names: Vec<String> = config
-        .accounts()
-        .unwrap()
-        .into_iter()
-        .filter_map(|a| a.name)
-        .collect();
+        ucwa_agent::config::Config::parse(&block, Path::new("/etc/ucwa-agent/conf/config.toml")).unwrap_or_else(|e| panic!("the manifest's config.toml: {e}"));
+    let names: Vec<String> = config.accounts().unwrap().into_iter().filter_map(|a| a.name).collect();
     assert_eq!(names, ["reception", "helpdesk"]);
     assert!(config.state_dir().is_absolute() && config.scripts_dir().is_absolute());
 }
@@ -759,46 +437,19 @@ fn check_and_test_load_modules_as_run_does() {
         ("rule_test.lua", "local hours = require('hours')\ntest.load('rule.lua')\ntest.case('label', function()\n  test.eq(hours.label(9), 'office')\n  test.dispatch(test.event('audioVideoSession', 'added'))\n  test.eq(test.logs()[1].message, 'office')\nend)\n"),
     ]);
     std::fs::create_dir(p.path().join("scripts/lib")).unwrap();
-    std::fs::write(
-        p.path().join("scripts/lib/hours.lua"),
-        "return { label = function(h) return (h >= 8 and h < 18) and 'office' or 'closed' end }\n",
-    )
-    .unwrap();
+    std::fs::write(p.path().join("scripts/lib/hours.lua"), "return { label = function(h) return (h >= 8 and h < 18) and 'office' or 'closed' end }\n").unwrap();
     let o = agent(&["test"], p.path());
-    assert!(
-        o.status.success() && text(&o).contains("1 passed, 0 failed"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success() && text(&o).contains("1 passed, 0 failed"), "{}", text(&o));
     let o = agent(&["check"], p.path());
-    assert!(
-        o.status.success()
-            && text(&o).contains("ok: rule (1 subscription)")
-            && !text(&o).contains("hours"),
-        "modules are not scripts: {}",
-        text(&o)
-    );
+    assert!(o.status.success() && text(&o).contains("ok: rule (1 subscription)") && !text(&o).contains("hours"), "modules are not scripts: {}", text(&o));
     // A module that leads out of lib/ (a symlink) is refused.
     std::os::unix::fs::symlink("/etc/hostname", p.path().join("scripts/lib/outside.lua")).unwrap();
     std::fs::write(p.path().join("scripts/peek.lua"), "require('outside')\n").unwrap();
     let o = agent(&["check"], p.path());
-    assert!(
-        text(&o)
-            .contains("require(\"outside\"): cannot read lib/outside.lua: it leads out of lib/"),
-        "{}",
-        text(&o)
-    );
+    assert!(text(&o).contains("require(\"outside\"): cannot read lib/outside.lua: it leads out of lib/"), "{}", text(&o));
     std::fs::remove_file(p.path().join("scripts/peek.lua")).unwrap();
-    std::fs::write(
-        p.path().join("scripts/lib/hours.lua"),
-        "return {\n  label = function(h) return h +\n}\n",
-    )
-    .unwrap();
+    std::fs::write(p.path().join("scripts/lib/hours.lua"), "return {\n  label = function(h) return h +\n}\n").unwrap();
     let o = agent(&["check"], p.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("lib/hours.lua:3:"),
-        "the module's own line: {}",
-        text(&o)
-    );
+    assert!(text(&o).contains("lib/hours.lua:3:"), "the module's own line: {}", text(&o));
 }

@@ -4,10 +4,7 @@
 
 use super::channel::{self, ChannelEnd, ChannelSettings};
 use super::sink::EventSink;
-use super::{
-    endpoint_id_for, keepalive, pause, record, refusal, Backoff, Refusals, RunEnd, StartError,
-    SHUTDOWN_GRACE,
-};
+use super::{endpoint_id_for, keepalive, pause, record, refusal, Backoff, Refusals, RunEnd, StartError, SHUTDOWN_GRACE};
 use crate::config::{AccountSpec, AuthConfig, AuthKind, Config, Discover, ServerConfig};
 use crate::metrics::HealthState;
 use crate::script::{AccountInfo, ScriptEnv, ScriptHost};
@@ -53,11 +50,7 @@ pub struct Account {
 impl Account {
     /// Locks and opens the account's state, loads its scripts (those that fail are logged and
     /// skipped).
-    pub(crate) async fn open(
-        spec: AccountSpec,
-        config: &Config,
-        shared: &Shared,
-    ) -> Result<Account, StartError> {
+    pub(crate) async fn open(spec: AccountSpec, config: &Config, shared: &Shared) -> Result<Account, StartError> {
         let file = config.path.display().to_string();
         Account::preflight(&spec, config)?;
         let span = match &spec.name {
@@ -67,61 +60,30 @@ impl Account {
             None => tracing::Span::none(),
         };
         // Two agents on one state folder would fight over one application and journal.
-        let lock = crate::store::DirLock::acquire(&spec.state_dir).map_err(|source| {
-            StartError::Locked {
-                file: file.clone(),
-                source,
-            }
-        })?;
-        let store = Arc::new(
-            Store::open(&spec.state_dir).map_err(|source| StartError::State {
-                file: file.clone(),
-                source,
-            })?,
-        );
+        let lock = crate::store::DirLock::acquire(&spec.state_dir).map_err(|source| StartError::Locked { file: file.clone(), source })?;
+        let store = Arc::new(Store::open(&spec.state_dir).map_err(|source| StartError::State { file: file.clone(), source })?);
         let discover = match &spec.discover {
-            Discover::Embedded => shared
-                .embedded
-                .clone()
-                .expect("the embedded simulator runs when an account uses it"),
+            Discover::Embedded => shared.embedded.clone().expect("the embedded simulator runs when an account uses it"),
             Discover::Url(url) => url.clone(),
         };
         let auth = auth_for(&spec, config)?;
-        let info = AccountInfo {
-            name: spec.label().to_string(),
-            uri: spec.uri(),
-        };
-        let env = ScriptEnv::new(config.script_settings(), store.clone())
-            .for_account(info, span.clone())
-            .with_http(shared.outbound.clone());
+        let info = AccountInfo { name: spec.label().to_string(), uri: spec.uri() };
+        let env = ScriptEnv::new(config.script_settings(), store.clone()).for_account(info, span.clone()).with_http(shared.outbound.clone());
         let host = ScriptHost::with_dirs(spec.scripts_dirs.clone(), env);
         let dir = spec.scripts_dirs[0].clone();
-        let failed = host
-            .load_dir()
-            .instrument(span.clone())
-            .await
-            .map_err(|source| StartError::ScriptsDir {
-                file: file.clone(),
-                dir: dir.display().to_string(),
-                source,
-            })?;
+        let failed = host.load_dir().instrument(span.clone()).await.map_err(|source| StartError::ScriptsDir {
+            file: file.clone(),
+            dir: dir.display().to_string(),
+            source,
+        })?;
         span.in_scope(|| tracing::info!(dirs = ?spec.scripts_dirs, loaded = host.scripts().len(), failed = failed.len(), "scripts loaded"));
         let watcher = match spec.scripts_dirs.get(1).filter(|_| config.scripts.watch) {
             Some(own) => {
                 let debounce = Duration::from_millis(config.scripts.reload_debounce_ms);
                 let target = host.clone();
                 // (In the account's span: the watcher's task keeps it, so its lines name the account.)
-                let w = span.in_scope(|| {
-                    crate::script::watch::watch(
-                        own.clone(),
-                        Arc::new(move || vec![target.clone()]),
-                        debounce,
-                    )
-                });
-                Some(w.map_err(|source| StartError::Watch {
-                    dir: own.display().to_string(),
-                    source,
-                })?)
+                let w = span.in_scope(|| crate::script::watch::watch(own.clone(), Arc::new(move || vec![target.clone()]), debounce));
+                Some(w.map_err(|source| StartError::Watch { dir: own.display().to_string(), source })?)
             }
             None => None,
         };
@@ -162,30 +124,18 @@ impl Account {
     /// Runs until `stop` turns true: then stops polling, lets handlers finish (bounded) and
     /// deletes the application. Also ends when the pool refused the credentials
     /// [`super::MAX_CREDENTIAL_REFUSALS`] times in a row.
-    pub(crate) async fn run(
-        self,
-        stop: watch::Receiver<bool>,
-        recorder: Option<record::Recorder>,
-    ) -> RunEnd {
+    pub(crate) async fn run(self, stop: watch::Receiver<bool>, recorder: Option<record::Recorder>) -> RunEnd {
         let span = self.host.env().span.clone();
         self.run_inner(stop, recorder).instrument(span).await
     }
 
-    async fn run_inner(
-        self,
-        mut stop: watch::Receiver<bool>,
-        mut recorder: Option<record::Recorder>,
-    ) -> RunEnd {
+    async fn run_inner(self, mut stop: watch::Receiver<bool>, mut recorder: Option<record::Recorder>) -> RunEnd {
         let http = self.http.clone();
         let settings = ChannelSettings {
             poll_timeout: Duration::from_secs(self.server.poll_timeout_secs),
             max_backoff: Duration::from_secs(self.server.max_backoff_secs),
         };
-        let mut sink = EventSink::new(
-            self.host.clone(),
-            self.store.clone(),
-            self.journal_max_events,
-        );
+        let mut sink = EventSink::new(self.host.clone(), self.store.clone(), self.journal_max_events);
         sink.prune();
         if let Some(r) = recorder.take() {
             sink.record_to(r);
@@ -203,13 +153,7 @@ impl Account {
                 "the pool refused this password before; not trying it again (an account lockout) until it changes: fix [auth] or the secret, or delete the file"
             );
             self.host.shutdown(SHUTDOWN_GRACE).await;
-            metrics.set_health(
-                HealthState::Stopped,
-                Some(format!(
-                    "credentials refused before ({}), not tried again: {}",
-                    r.at, r.reason
-                )),
-            );
+            metrics.set_health(HealthState::Stopped, Some(format!("credentials refused before ({}), not tried again: {}", r.at, r.reason)));
             return RunEnd::CredentialsRefused(r.reason);
         }
         let mut refusals = Refusals::default();
@@ -281,29 +225,11 @@ impl Account {
                     report_activity: app.report_activity.clone().unwrap_or_default(),
                     next: app.events_href.clone(),
                 }));
-                self.host
-                    .env()
-                    .application
-                    .set(Some(session.origin().absolute(&app.self_href)));
-                sink.synthetic(
-                    "signedIn",
-                    json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),
-                );
-                let keepalive = keepalive::spawn(
-                    session.clone(),
-                    app.clone(),
-                    Duration::from_secs(self.server.keepalive_secs),
-                );
+                self.host.env().application.set(Some(session.origin().absolute(&app.self_href)));
+                sink.synthetic("signedIn", json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}));
+                let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.server.keepalive_secs));
                 metrics.set_health(HealthState::Polling, None);
-                let channel_end = channel::run(
-                    &session,
-                    app.events_href.clone(),
-                    &settings,
-                    &mut sink,
-                    &mut stop,
-                    &metrics,
-                )
-                .await;
+                let channel_end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;
                 keepalive.abort();
                 match channel_end {
                     Ok(ChannelEnd::Shutdown) => {
@@ -312,11 +238,7 @@ impl Account {
                         sink.synthetic("signedOut", json!({"reason": "shutdown"}));
                         metrics.set_health(HealthState::Stopping, None);
                         self.host.shutdown(SHUTDOWN_GRACE).await;
-                        let deleted = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            application::delete(&session, &app),
-                        )
-                        .await;
+                        let deleted = tokio::time::timeout(Duration::from_secs(5), application::delete(&session, &app)).await;
                         match deleted {
                             Ok(Ok(())) => {
                                 tracing::info!(application = %app.self_href, "application deleted")
@@ -336,10 +258,7 @@ impl Account {
                         if opened.elapsed() >= STABLE_APPLICATION {
                             losses.reset();
                         }
-                        tracing::warn!(
-                            lost_in_a_row = losses.attempt() + 1,
-                            "creating a new application; scripts get a resync event"
-                        );
+                        tracing::warn!(lost_in_a_row = losses.attempt() + 1, "creating a new application; scripts get a resync event");
                         if !pause(&mut losses, None, &mut stop).await {
                             break 'sign_in;
                         }
@@ -377,10 +296,7 @@ impl Account {
         match availability {
             Availability::Unavailable(why) => {
                 tracing::warn!(application = %app.self_href, reason = %why, "makeMeAvailable cannot be done: incoming calls will not arrive");
-                metrics.set_warning(
-                    "make_me_available",
-                    Some(format!("not available for incoming calls: {why}")),
-                );
+                metrics.set_warning("make_me_available", Some(format!("not available for incoming calls: {why}")));
             }
             _ => metrics.set_warning("make_me_available", None),
         }
@@ -398,18 +314,14 @@ impl Account {
             None
         });
         let mut stale = why_new;
-        if let Some(p) =
-            saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.auth.user())
-        {
+        if let Some(p) = saved.filter(|p| p.pool == session.origin().as_str() && p.user == self.auth.user()) {
             match session.get_json(&p.application).await {
                 Ok(resource) => {
                     tracing::info!(application = %p.application, next = %p.next, "resuming the saved application's event channel");
                     let app = Application::resumed(&resource, &p.application, p.next)?;
                     // Available still? (A crash may have come before makeMeAvailable, or the
                     // pool may offer none: /healthz says so again.)
-                    let (app, availability) =
-                        application::make_me_available(session, &app, &self.server.modalities)
-                            .await?;
+                    let (app, availability) = application::make_me_available(session, &app, &self.server.modalities).await?;
                     self.note_availability(&app, &availability);
                     return Ok((app, true));
                 }
@@ -425,24 +337,11 @@ impl Account {
         // any new application after the first (a graceful stop deleted the last one, a crash,
         // another pool) says so.
         if stale.is_none() && self.store.head().unwrap_or(0) > 0 {
-            stale = Some(
-                "a new application: events between the previous one and this one were not received",
-            );
+            stale = Some("a new application: events between the previous one and this one were not received");
         }
-        let endpoint = self
-            .server
-            .endpoint_id
-            .clone()
-            .unwrap_or_else(|| endpoint_id_for(self.auth.user()));
-        let app = application::create(
-            session,
-            applications_href,
-            &self.server.user_agent,
-            &endpoint,
-        )
-        .await?;
-        let (app, availability) =
-            application::make_me_available(session, &app, &self.server.modalities).await?;
+        let endpoint = self.server.endpoint_id.clone().unwrap_or_else(|| endpoint_id_for(self.auth.user()));
+        let app = application::create(session, applications_href, &self.server.user_agent, &endpoint).await?;
+        let (app, availability) = application::make_me_available(session, &app, &self.server.modalities).await?;
         self.note_availability(&app, &availability);
         tracing::info!(application = %app.self_href, endpoint_id = %endpoint, ?availability, "application ready");
         if let Some(reason) = stale {
@@ -458,10 +357,7 @@ impl Account {
 pub(crate) fn auth_for(spec: &AccountSpec, config: &Config) -> Result<Auth, StartError> {
     match &spec.auth {
         Some(a) => auth_of(config, &config.path.display().to_string(), a, &spec.key),
-        None => Ok(Auth::Password {
-            username: spec.simulator_user(),
-            password: Secret::new(DEMO_PASSWORD),
-        }),
+        None => Ok(Auth::Password { username: spec.simulator_user(), password: Secret::new(DEMO_PASSWORD) }),
     }
 }
 
@@ -471,28 +367,14 @@ const STABLE_APPLICATION: Duration = Duration::from_secs(60);
 
 /// The configured way to authenticate (`key` says where `[auth]` is); the password is read
 /// from its variable now, so a missing one stops the agent at start.
-pub(crate) fn auth_of(
-    config: &Config,
-    file: &str,
-    a: &AuthConfig,
-    key: &str,
-) -> Result<Auth, StartError> {
+pub(crate) fn auth_of(config: &Config, file: &str, a: &AuthConfig, key: &str) -> Result<Auth, StartError> {
     let user = a.username.clone().unwrap_or_else(|| "bearer".into());
     Ok(match a.kind {
         AuthKind::Password => {
             let var = a.password_env.clone().expect("checked by Config::check");
             match std::env::var(&var) {
-                Ok(p) if !p.is_empty() => Auth::Password {
-                    username: user,
-                    password: Secret::new(p),
-                },
-                _ => {
-                    return Err(StartError::PasswordMissing {
-                        file: file.to_string(),
-                        key: format!("{key}.password_env"),
-                        var,
-                    })
-                }
+                Ok(p) if !p.is_empty() => Auth::Password { username: user, password: Secret::new(p) },
+                _ => return Err(StartError::PasswordMissing { file: file.to_string(), key: format!("{key}.password_env"), var }),
             }
         }
         AuthKind::Bearer => {

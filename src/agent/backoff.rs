@@ -16,11 +16,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff {
-            base,
-            max: max.max(base),
-            attempt: 0,
-        }
+        Backoff { base, max: max.max(base), attempt: 0 }
     }
 
     /// The wait before the next retry: `base * 2^attempt` capped at `max`, jittered into
@@ -30,10 +26,7 @@ impl Backoff {
         let cap = exp.min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = cap / 2;
-        let jittered = half
-            + Duration::from_nanos(
-                rand::rng().random_range(0..=half.as_nanos().min(u64::MAX as u128) as u64),
-            );
+        let jittered = half + Duration::from_nanos(rand::rng().random_range(0..=half.as_nanos().min(u64::MAX as u128) as u64));
         match retry_after {
             Some(r) => r.min(MAX_RETRY_AFTER).max(jittered),
             None => jittered,
@@ -60,14 +53,8 @@ mod tests {
         let mut last_cap = Duration::ZERO;
         for i in 0..12 {
             let d = b.next_delay(None);
-            let cap = Duration::from_millis(500)
-                .saturating_mul(1 << i)
-                .min(Duration::from_secs(30));
-            assert!(
-                d >= cap / 2 && d <= cap,
-                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
-                cap / 2
-            );
+            let cap = Duration::from_millis(500).saturating_mul(1 << i).min(Duration::from_secs(30));
+            assert!(d >= cap / 2 && d <= cap, "attempt {i}: {d:?} not in [{:?}, {cap:?}]", cap / 2);
             assert!(cap >= last_cap);
             last_cap = cap;
         }
@@ -79,13 +66,7 @@ mod tests {
     #[test]
     fn honours_retry_after_within_reason() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        assert_eq!(
-            b.next_delay(Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            b.next_delay(Some(Duration::from_secs(86_400))),
-            MAX_RETRY_AFTER
-        );
+        assert_eq!(b.next_delay(Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(b.next_delay(Some(Duration::from_secs(86_400))), MAX_RETRY_AFTER);
     }
 }

@@ -50,21 +50,10 @@ fn http_timeout(poll_timeout: Duration) -> Duration {
 }
 
 /// Adds `timeout=` to a server-given href with a URL builder, keeping the server's parameters.
-fn with_timeout(
-    href: &str,
-    session: &Session,
-    poll_timeout: Duration,
-) -> Result<String, UcwaError> {
+fn with_timeout(href: &str, session: &Session, poll_timeout: Duration) -> Result<String, UcwaError> {
     let mut url = session.origin().resolve(href)?;
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(k, _)| k != "timeout")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(kept)
-        .append_pair("timeout", &poll_timeout.as_secs().to_string());
+    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "timeout").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.query_pairs_mut().clear().extend_pairs(kept).append_pair("timeout", &poll_timeout.as_secs().to_string());
     Ok(url.to_string())
 }
 
@@ -91,12 +80,7 @@ pub async fn run(
         };
         metrics.poll();
         metrics.heartbeat();
-        let sent = session.send(
-            Method::GET,
-            &url,
-            None,
-            Some(http_timeout(settings.poll_timeout)),
-        );
+        let sent = session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout)));
         tokio::pin!(sent);
         // The heartbeat (systemd's watchdog) beats while the pending GET is held: the loop is
         // alive as long as it is polled, however long the pool holds the request.
@@ -184,11 +168,7 @@ pub async fn run(
             }
         };
         let delay = backoff.next_delay(retry_after);
-        tracing::debug!(
-            delay_ms = delay.as_millis() as u64,
-            attempt = backoff.attempt(),
-            "backing off"
-        );
+        tracing::debug!(delay_ms = delay.as_millis() as u64, attempt = backoff.attempt(), "backing off");
         let wait = tokio::time::sleep(delay);
         tokio::pin!(wait);
         let mut beat = tokio::time::interval(HEARTBEAT);

@@ -34,11 +34,7 @@ pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
 /// Serves `/`, `/metrics`, `/healthz` and `/healthz/<account>` on `listen` until the handle is
 /// aborted. With `web.basic_auth_users`, every request must authenticate; `/healthz` names
 /// accounts and quotes errors only where the listener is trusted (`MetricsConfig::trusted`).
-pub async fn serve(
-    listen: SocketAddr,
-    web: &MetricsConfig,
-    fleet: Arc<Fleet>,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub async fn serve(listen: SocketAddr, web: &MetricsConfig, fleet: Arc<Fleet>) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let access = Arc::new(Access::new(web));
@@ -101,10 +97,7 @@ struct Access {
 
 impl Access {
     fn new(web: &MetricsConfig) -> Access {
-        Access {
-            users: web.basic_auth_users.clone(),
-            passed: Default::default(),
-        }
+        Access { users: web.basic_auth_users.clone(), passed: Default::default() }
     }
 
     /// Ok when no users are configured or the request carries a valid user and password;
@@ -117,32 +110,15 @@ impl Access {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Basic ")
-                    .or_else(|| v.strip_prefix("basic "))
-            })
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
             .and_then(|b64| base64_decode(b64.trim()))
             .and_then(|raw| String::from_utf8(raw).ok());
         if let Some((user, password)) = given.as_deref().and_then(|g| g.split_once(':')) {
-            let key = ring::digest::digest(
-                &ring::digest::SHA256,
-                format!("{user}:{password}").as_bytes(),
-            )
-            .as_ref()
-            .to_vec();
-            if self
-                .passed
-                .lock()
-                .map(|p| p.contains(&key))
-                .unwrap_or(false)
-            {
+            let key = ring::digest::digest(&ring::digest::SHA256, format!("{user}:{password}").as_bytes()).as_ref().to_vec();
+            if self.passed.lock().map(|p| p.contains(&key)).unwrap_or(false) {
                 return Ok(());
             }
-            if self
-                .users
-                .get(user)
-                .is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false))
-            {
+            if self.users.get(user).is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false)) {
                 if let Ok(mut p) = self.passed.lock() {
                     // Bounded: a client trying passwords cannot grow it (only ones that passed).
                     if p.len() < 64 {
@@ -210,25 +186,16 @@ fn health_of_all(fleet: &Fleet, details: bool) -> Response {
             let mut h = host.env().metrics.health();
             if let Some(e) = &reload.error {
                 h.status = "degraded";
-                h.warnings.push(format!(
-                    "configuration reload rejected (the running one stays): {e}"
-                ));
+                h.warnings.push(format!("configuration reload rejected (the running one stays): {e}"));
             }
             let code = status_of(&h);
             if !details {
-                return (
-                    code,
-                    axum::Json(serde_json::json!({"status": h.status, "state": h.state})),
-                )
-                    .into_response();
+                return (code, axum::Json(serde_json::json!({"status": h.status, "state": h.state}))).into_response();
             }
             return (code, axum::Json(h)).into_response();
         }
     }
-    let each: BTreeMap<String, Health> = accounts
-        .iter()
-        .map(|(n, h)| (n.clone(), h.env().metrics.health()))
-        .collect();
+    let each: BTreeMap<String, Health> = accounts.iter().map(|(n, h)| (n.clone(), h.env().metrics.health())).collect();
     let polling = each.values().all(|h| h.state == HealthState::Polling);
     let status = if !polling {
         "unavailable"
@@ -237,16 +204,8 @@ fn health_of_all(fleet: &Fleet, details: bool) -> Response {
     } else {
         "degraded"
     };
-    let not_polling: Vec<&String> = each
-        .iter()
-        .filter(|(_, h)| h.state != HealthState::Polling)
-        .map(|(n, _)| n)
-        .collect();
-    let code = if polling {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let not_polling: Vec<&String> = each.iter().filter(|(_, h)| h.state != HealthState::Polling).map(|(n, _)| n).collect();
+    let code = if polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = if details {
         serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling, "config_reload_error": reload.error, "accounts": each })
     } else {
@@ -261,19 +220,11 @@ fn health_of_one(fleet: &Fleet, name: &str, details: bool) -> Response {
         Some((_, host)) => {
             let h = host.env().metrics.health();
             if !details {
-                return (
-                    status_of(&h),
-                    axum::Json(serde_json::json!({"status": h.status, "state": h.state})),
-                )
-                    .into_response();
+                return (status_of(&h), axum::Json(serde_json::json!({"status": h.status, "state": h.state}))).into_response();
             }
             (status_of(&h), axum::Json(h)).into_response()
         }
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": "this agent runs no account of that name"})),
-        )
-            .into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "this agent runs no account of that name"}))).into_response(),
     }
 }
 
@@ -281,10 +232,7 @@ fn health_of_one(fleet: &Fleet, name: &str, details: bool) -> Response {
 /// `account` when the accounts are named.
 fn render_all(fleet: &Fleet) -> String {
     let (accounts, named) = fleet.accounts();
-    let texts: Vec<(Option<String>, String)> = accounts
-        .iter()
-        .map(|(n, h)| (named.then(|| n.clone()), render(h)))
-        .collect();
+    let texts: Vec<(Option<String>, String)> = accounts.iter().map(|(n, h)| (named.then(|| n.clone()), render(h))).collect();
     let mut out = merge_families(&texts);
     fleet.status.render(&mut out);
     out
@@ -298,8 +246,7 @@ fn render_all(fleet: &Fleet) -> String {
 fn merge_families(texts: &[(Option<String>, String)]) -> String {
     let mut order: Vec<String> = Vec::new();
     // name → (HELP line, TYPE line, samples)
-    let mut families: BTreeMap<String, (Option<String>, Option<String>, Vec<String>)> =
-        BTreeMap::new();
+    let mut families: BTreeMap<String, (Option<String>, Option<String>, Vec<String>)> = BTreeMap::new();
     for (account, text) in texts {
         let mut current = String::new();
         let mut skipping = false;
@@ -354,10 +301,7 @@ fn merge_families(texts: &[(Option<String>, String)]) -> String {
 
 /// A sample line with `account="…"` as its first label.
 fn with_account(line: &str, account: &str) -> String {
-    let label = format!(
-        "account=\"{}\"",
-        account.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let label = format!("account=\"{}\"", account.replace('\\', "\\\\").replace('"', "\\\""));
     match line.find(['{', ' ']) {
         Some(i) if line.as_bytes()[i] == b'{' => {
             let rest = &line[i + 1..];
@@ -398,10 +342,7 @@ mod tests {
     fn families_merge_once_with_the_account_label_first() {
         let a = "# HELP x_total X.\n# TYPE x_total counter\nx_total 1\n# HELP y Y.\n# TYPE y gauge\ny{script=\"s\"} 2\n";
         let b = "# HELP x_total X.\n# TYPE x_total counter\nx_total 3\n# HELP y Y.\n# TYPE y gauge\ny{script=\"s\"} 4\n";
-        let merged = merge_families(&[
-            (Some("one".into()), a.into()),
-            (Some("t\"wo".into()), b.into()),
-        ]);
+        let merged = merge_families(&[(Some("one".into()), a.into()), (Some("t\"wo".into()), b.into())]);
         let want = [
             "# HELP x_total X.",
             "# TYPE x_total counter",
@@ -413,27 +354,15 @@ mod tests {
             "y{account=\"t\\\"wo\",script=\"s\"} 4",
         ];
         assert_eq!(merged.lines().collect::<Vec<_>>(), want);
-        let parsed =
-            prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let parsed = prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
         assert_eq!(parsed.samples.len(), 4);
-        assert_eq!(
-            merge_families(&[(None, a.into())]),
-            a,
-            "one unnamed account: unchanged"
-        );
+        assert_eq!(merge_families(&[(None, a.into())]), a, "one unnamed account: unchanged");
         // Another account's script defined `y` as a counter with other help: left out, not a
         // second TYPE line that would make Prometheus refuse the scrape.
         let c = "# HELP y Other.\n# TYPE y counter\ny 9\n# HELP x_total X.\n# TYPE x_total counter\nx_total 5\n";
-        let merged = merge_families(&[
-            (Some("one".into()), a.into()),
-            (Some("three".into()), c.into()),
-        ]);
+        let merged = merge_families(&[(Some("one".into()), a.into()), (Some("three".into()), c.into())]);
         assert_eq!(merged.matches("# TYPE y ").count(), 1, "{merged}");
-        assert!(
-            !merged.contains("y{account=\"three\"}")
-                && merged.contains("x_total{account=\"three\"} 5"),
-            "{merged}"
-        );
+        assert!(!merged.contains("y{account=\"three\"}") && merged.contains("x_total{account=\"three\"} 5"), "{merged}");
         prometheus_parse::Scrape::parse(merged.lines().map(|l| Ok(l.to_string()))).unwrap();
     }
 }

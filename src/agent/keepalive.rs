@@ -9,11 +9,7 @@ use std::time::Duration;
 
 /// Starts the keep-alive task; abort it when the application ends. Without a
 /// reportMyActivity link (a pool that does not offer it) nothing is sent: said once.
-pub fn spawn(
-    session: Arc<Session>,
-    app: Application,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn(session: Arc<Session>, app: Application, every: Duration) -> tokio::task::JoinHandle<()> {
     let Some(href) = app.report_activity.clone() else {
         tracing::warn!(application = %app.self_href, "the pool links no reportMyActivity: no keep-alive is sent (the account may show as Away)");
         return tokio::spawn(async {});
@@ -68,11 +64,7 @@ mod tests {
             }
         }));
         tokio::time::sleep(Duration::from_secs(179)).await;
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            0,
-            "nothing before the first interval"
-        );
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing before the first interval");
         tokio::time::sleep(Duration::from_secs(1000)).await;
         task.abort();
         assert_eq!(*times.lock().unwrap(), [180, 360, 560, 740, 920, 1100]);

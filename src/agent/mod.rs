@@ -34,53 +34,22 @@ use url::Url;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error(
-        "{file}: `{key}`: the environment variable `{var}` is not set (it must hold the password)"
-    )]
-    PasswordMissing {
-        file: String,
-        key: String,
-        var: String,
-    },
+    #[error("{file}: `{key}`: the environment variable `{var}` is not set (it must hold the password)")]
+    PasswordMissing { file: String, key: String, var: String },
     #[error("{file}: `scripts.dir`: cannot read {dir}: {source}")]
-    ScriptsDir {
-        file: String,
-        dir: String,
-        source: std::io::Error,
-    },
+    ScriptsDir { file: String, dir: String, source: std::io::Error },
     #[error("{file}: `{key}`: cannot read {dir}: {source}")]
-    AccountScriptsDir {
-        file: String,
-        key: String,
-        dir: String,
-        source: std::io::Error,
-    },
+    AccountScriptsDir { file: String, key: String, dir: String, source: std::io::Error },
     #[error("{file}: `state.dir`: {source}")]
-    State {
-        file: String,
-        source: crate::store::StoreError,
-    },
+    State { file: String, source: crate::store::StoreError },
     #[error("{file}: `server.ca_file`: {message}")]
     CaFile { file: String, message: String },
     #[error("{file}: `metrics.listen`: cannot listen on {addr}: {source}")]
-    Metrics {
-        file: String,
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Metrics { file: String, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("{file}: `state.dir`: {source}")]
-    Locked {
-        file: String,
-        source: crate::store::LockError,
-    },
-    #[error(
-        "{file}: cannot start the embedded simulator on {listen} (`simulator.listen`): {source}"
-    )]
-    Simulator {
-        file: String,
-        listen: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Locked { file: String, source: crate::store::LockError },
+    #[error("{file}: cannot start the embedded simulator on {listen} (`simulator.listen`): {source}")]
+    Simulator { file: String, listen: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot watch the scripts directory {dir}: {source}")]
     Watch { dir: String, source: notify::Error },
 }
@@ -129,17 +98,11 @@ impl Agent {
         if let (Some(s), true) = (shard, specs.is_empty()) {
             tracing::warn!(shard = %format!("{}/{}", s.index, s.count), "no account of the configuration falls to this shard; idle until a reload adds one");
         }
-        let simulator = if specs.iter().any(|s| s.discover == Discover::Embedded) {
-            Some(start_embedded(&config).await?)
-        } else {
-            None
-        };
+        let simulator = if specs.iter().any(|s| s.discover == Discover::Embedded) { Some(start_embedded(&config).await?) } else { None };
         let shared = Shared {
             http: pool_client(&config)?,
             outbound: crate::script::outbound_client(),
-            embedded: simulator
-                .as_ref()
-                .map(|s| Url::parse(&s.discovery_url()).expect("the simulator's URL parses")),
+            embedded: simulator.as_ref().map(|s| Url::parse(&s.discovery_url()).expect("the simulator's URL parses")),
         };
         let mut opened = Vec::new();
         for spec in specs {
@@ -154,74 +117,40 @@ impl Agent {
             let debounce = Duration::from_millis(config.scripts.reload_debounce_ms);
             let f = fleet.clone();
             let targets: crate::script::watch::Targets = Arc::new(move || f.hosts());
-            Some(
-                crate::script::watch::watch(dir.clone(), targets, debounce).map_err(|source| {
-                    StartError::Watch {
-                        dir: dir.display().to_string(),
-                        source,
-                    }
-                })?,
-            )
+            Some(crate::script::watch::watch(dir.clone(), targets, debounce).map_err(|source| StartError::Watch { dir: dir.display().to_string(), source })?)
         } else {
             None
         };
         let endpoints = match config.metrics.listen {
-            Some(addr) => Some(
-                endpoints::serve(addr, &config.metrics, fleet.clone())
-                    .await
-                    .map_err(|source| StartError::Metrics {
-                        file: file.clone(),
-                        addr,
-                        source,
-                    })?,
-            ),
+            Some(addr) => {
+                Some(endpoints::serve(addr, &config.metrics, fleet.clone()).await.map_err(|source| StartError::Metrics { file: file.clone(), addr, source })?)
+            }
             None => None,
         };
         let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
-        Ok(Agent {
-            config,
-            shard,
-            shared,
-            simulator,
-            opened,
-            fleet,
-            watcher,
-            endpoints,
-            log_level: None,
-            recorder: None,
-            metrics_override: None,
-        })
+        Ok(Agent { config, shard, shared, simulator, opened, fleet, watcher, endpoints, log_level: None, recorder: None, metrics_override: None })
     }
 
     /// The scripts of the first account (the only one, without `[[account]]`).
     pub fn scripts(&self) -> ScriptHost {
-        self.fleet
-            .hosts()
-            .into_iter()
-            .next()
-            .expect("an agent has an account")
+        self.fleet.hosts().into_iter().next().expect("an agent has an account")
     }
 
     /// The scripts of the account named `name` (`default` for the unnamed one).
     pub fn account_scripts(&self, name: &str) -> Option<ScriptHost> {
-        self.fleet
-            .hosts
-            .lock()
-            .expect("fleet lock")
-            .get(name)
-            .cloned()
+        self.fleet.hosts.lock().expect("fleet lock").get(name).cloned()
     }
 
     /// Appends every batch received to `path` (JSON Lines) for `replay`. One account only:
     /// a recording is one account's channel.
     pub fn record_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
         if self.opened.len() != 1 {
-            return Err(std::io::Error::other(format!("a recording is one account's channel; this agent runs {} accounts (record with a configuration of one)", self.opened.len())));
+            return Err(std::io::Error::other(format!(
+                "a recording is one account's channel; this agent runs {} accounts (record with a configuration of one)",
+                self.opened.len()
+            )));
         }
-        self.recorder =
-            Some(record::Recorder::open(path).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot open the file: {e}"))
-            })?);
+        self.recorder = Some(record::Recorder::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the file: {e}")))?);
         tracing::info!(file = %path.display(), "recording every event-channel batch (JSON Lines, for `replay`)");
         Ok(())
     }
@@ -253,11 +182,7 @@ impl Agent {
 
     /// Where `/metrics` and `/healthz` listen, when enabled.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
-        self.endpoints
-            .lock()
-            .expect("endpoint slot lock")
-            .as_ref()
-            .map(|(a, _)| *a)
+        self.endpoints.lock().expect("endpoint slot lock").as_ref().map(|(a, _)| *a)
     }
 
     /// What the binary tells a service manager (readiness, liveness), shared with its tasks.
@@ -284,13 +209,7 @@ impl Agent {
         for account in std::mem::take(&mut self.opened) {
             self.fleet.launch(account, recorder.take());
         }
-        let mut ends = self
-            .fleet
-            .ends
-            .lock()
-            .expect("fleet lock")
-            .take()
-            .expect("run is called once");
+        let mut ends = self.fleet.ends.lock().expect("fleet lock").take().expect("run is called once");
         let mut refused = None;
         loop {
             tokio::select! {
@@ -311,13 +230,7 @@ impl Agent {
         }
         let ended = self.fleet.stop_all().await;
         let end = match refused {
-            Some(reason)
-                if ended
-                    .iter()
-                    .all(|e| matches!(e, RunEnd::CredentialsRefused(_))) =>
-            {
-                RunEnd::CredentialsRefused(reason)
-            }
+            Some(reason) if ended.iter().all(|e| matches!(e, RunEnd::CredentialsRefused(_))) => RunEnd::CredentialsRefused(reason),
             _ => RunEnd::Stopped,
         };
         drop(self.watcher);
@@ -416,33 +329,19 @@ impl Default for Fleet {
 impl Fleet {
     /// Every account's scripts, by label order.
     pub fn hosts(&self) -> Vec<ScriptHost> {
-        self.hosts
-            .lock()
-            .expect("fleet lock")
-            .values()
-            .cloned()
-            .collect()
+        self.hosts.lock().expect("fleet lock").values().cloned().collect()
     }
 
     /// Every account's label and scripts, and whether the accounts are named (labels shown).
     pub fn accounts(&self) -> (Vec<(String, ScriptHost)>, bool) {
         let hosts = self.hosts.lock().expect("fleet lock");
-        (
-            hosts.iter().map(|(n, h)| (n.clone(), h.clone())).collect(),
-            self.named.load(std::sync::atomic::Ordering::Relaxed),
-        )
+        (hosts.iter().map(|(n, h)| (n.clone(), h.clone())).collect(), self.named.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Lists an opened account's scripts (it does not run yet).
     fn add(&self, account: &Account) {
-        self.named.store(
-            account.spec.name.is_some(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.hosts
-            .lock()
-            .expect("fleet lock")
-            .insert(account.spec.label().to_string(), account.scripts().clone());
+        self.named.store(account.spec.name.is_some(), std::sync::atomic::Ordering::Relaxed);
+        self.hosts.lock().expect("fleet lock").insert(account.spec.label().to_string(), account.scripts().clone());
     }
 
     /// Starts an opened account's run as a task of its own (not once the agent stops: a reload
@@ -459,9 +358,7 @@ impl Fleet {
         let (stop, stopped) = watch::channel(false);
         let ends = self.ends_tx.clone();
         let name = label.clone();
-        let generation = self
-            .launches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self.launches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let task = tokio::spawn(async move {
             let end = account.run(stopped, recorder).await;
             if let RunEnd::CredentialsRefused(reason) = &end {
@@ -469,46 +366,22 @@ impl Fleet {
             }
             end
         });
-        running.insert(
-            label,
-            Launched {
-                spec,
-                stop,
-                task,
-                ended: false,
-                generation,
-            },
-        );
+        running.insert(label, Launched { spec, stop, task, ended: false, generation });
     }
 
     fn any_running(&self) -> bool {
-        self.running
-            .lock()
-            .expect("fleet lock")
-            .values()
-            .any(|l| !l.ended)
+        self.running.lock().expect("fleet lock").values().any(|l| !l.ended)
     }
 
     fn ended(&self, label: &str, generation: u64) {
-        if let Some(l) = self
-            .running
-            .lock()
-            .expect("fleet lock")
-            .get_mut(label)
-            .filter(|l| l.generation == generation)
-        {
+        if let Some(l) = self.running.lock().expect("fleet lock").get_mut(label).filter(|l| l.generation == generation) {
             l.ended = true;
         }
     }
 
     /// The specs of the accounts launched (for a reload to compare with).
     fn specs(&self) -> BTreeMap<String, crate::config::AccountSpec> {
-        self.running
-            .lock()
-            .expect("fleet lock")
-            .iter()
-            .map(|(n, l)| (n.clone(), l.spec.clone()))
-            .collect()
+        self.running.lock().expect("fleet lock").iter().map(|(n, l)| (n.clone(), l.spec.clone())).collect()
     }
 
     /// Stops one account (it deletes its application) and forgets it.
@@ -524,45 +397,32 @@ impl Fleet {
     async fn stop_all(&self) -> Vec<RunEnd> {
         let all: Vec<Launched> = {
             let mut running = self.running.lock().expect("fleet lock");
-            self.stopping
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
             std::mem::take(&mut *running).into_values().collect()
         };
         for l in &all {
             let _ = l.stop.send(true);
         }
         let ends = futures_util::future::join_all(all.into_iter().map(|l| l.task)).await;
-        ends.into_iter()
-            .map(|e| e.unwrap_or(RunEnd::Stopped))
-            .collect()
+        ends.into_iter().map(|e| e.unwrap_or(RunEnd::Stopped)).collect()
     }
 }
 
 /// Starts the embedded simulator with the file's `[simulator]` settings.
 async fn start_embedded(config: &Config) -> Result<Simulator, StartError> {
-    let listen = config
-        .simulator
-        .listen
-        .unwrap_or(([127, 0, 0, 1], 0).into());
-    Simulator::start(config.embedded_simulator(), listen)
-        .await
-        .map_err(|source| StartError::Simulator {
-            file: config.path.display().to_string(),
-            listen,
-            source,
-        })
+    let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
+    Simulator::start(config.embedded_simulator(), listen).await.map_err(|source| StartError::Simulator {
+        file: config.path.display().to_string(),
+        listen,
+        source,
+    })
 }
 
 /// The client every pool request goes through (with `server.ca_file`'s CAs).
 fn pool_client(config: &Config) -> Result<reqwest::Client, StartError> {
     let file = config.path.display().to_string();
     let ca = match &config.server.ca_file {
-        Some(p) => Some(
-            std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile {
-                file: file.clone(),
-                message: e.to_string(),
-            })?,
-        ),
+        Some(p) => Some(std::fs::read(config.resolve(p)).map_err(|e| StartError::CaFile { file: file.clone(), message: e.to_string() })?),
         None => None,
     };
     http_client(ca.as_deref()).map_err(|message| StartError::CaFile { file, message })
@@ -579,26 +439,15 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub async fn of_account(
-        config: &Config,
-        spec: &crate::config::AccountSpec,
-    ) -> Result<Pool, StartError> {
+    pub async fn of_account(config: &Config, spec: &crate::config::AccountSpec) -> Result<Pool, StartError> {
         let (discover, simulator) = match &spec.discover {
             Discover::Embedded => {
                 let sim = start_embedded(config).await?;
-                (
-                    Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"),
-                    Some(sim),
-                )
+                (Url::parse(&sim.discovery_url()).expect("the simulator's URL parses"), Some(sim))
             }
             Discover::Url(url) => (url.clone(), None),
         };
-        Ok(Pool {
-            discover,
-            auth: account::auth_for(spec, config)?,
-            http: pool_client(config)?,
-            simulator,
-        })
+        Ok(Pool { discover, auth: account::auth_for(spec, config)?, http: pool_client(config)?, simulator })
     }
 }
 /// Sign-in attempts the pool may refuse in a row (`invalid_grant`, a rejected bearer token)
@@ -638,11 +487,7 @@ impl Refusals {
 }
 
 /// Waits out a backoff delay; false if shutdown came first.
-pub(crate) async fn pause(
-    backoff: &mut Backoff,
-    retry_after: Option<Duration>,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
+pub(crate) async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = backoff.next_delay(retry_after);
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
@@ -659,12 +504,5 @@ pub fn endpoint_id_for(username: &str) -> String {
         h = h.wrapping_mul(0x0000000001000000000000000000013B);
     }
     let x = format!("{h:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[0..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
 }

@@ -13,14 +13,8 @@ pub struct Recorder {
 impl Recorder {
     /// Opens `path` for appending (creating it).
     pub fn open(path: &Path) -> std::io::Result<Recorder> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Recorder {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-        })
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Recorder { path: path.to_path_buf(), file: Mutex::new(file) })
     }
 
     /// Appends one batch; the body is re-serialised compactly so it fits on one line (its

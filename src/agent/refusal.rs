@@ -33,13 +33,7 @@ pub struct Refused {
 
 fn hash(password: &str, salt: &[u8]) -> String {
     let mut out = [0u8; 32];
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        NonZeroU32::new(ITERATIONS).expect("non-zero"),
-        salt,
-        password.as_bytes(),
-        &mut out,
-    );
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, NonZeroU32::new(ITERATIONS).expect("non-zero"), salt, password.as_bytes(), &mut out);
     hex(&out)
 }
 
@@ -48,10 +42,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
 }
 
 /// Only passwords are remembered: a bearer source may well give a new token next time.
@@ -68,17 +59,12 @@ pub fn recorded(state_dir: &Path, auth: &Auth) -> Option<Refused> {
     let (user, pw) = password(auth)?;
     let file = state_dir.join(FILE);
     let mark: Mark = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
-    let same =
-        mark.user == user && unhex(&mark.salt).is_some_and(|salt| hash(pw, &salt) == mark.hash);
+    let same = mark.user == user && unhex(&mark.salt).is_some_and(|salt| hash(pw, &salt) == mark.hash);
     if !same {
         let _ = std::fs::remove_file(&file);
         return None;
     }
-    Some(Refused {
-        at: mark.at,
-        reason: mark.reason,
-        file,
-    })
+    Some(Refused { at: mark.at, reason: mark.reason, file })
 }
 
 /// Records that the pool refused these credentials.
@@ -87,21 +73,10 @@ pub fn record(state_dir: &Path, auth: &Auth, reason: &str) {
         return;
     };
     let salt: [u8; 16] = rand::random();
-    let at = crate::ucwa::date::iso_utc(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    );
-    let mark = Mark {
-        user: user.to_string(),
-        salt: hex(&salt),
-        hash: hash(pw, &salt),
-        at,
-        reason: reason.to_string(),
-    };
+    let at = crate::ucwa::date::iso_utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64));
+    let mark = Mark { user: user.to_string(), salt: hex(&salt), hash: hash(pw, &salt), at, reason: reason.to_string() };
     let file = state_dir.join(FILE);
-    if let Err(error) = std::fs::write(&file, serde_json::to_vec(&mark).expect("a mark serializes"))
-    {
+    if let Err(error) = std::fs::write(&file, serde_json::to_vec(&mark).expect("a mark serializes")) {
         tracing::warn!(file = %file.display(), %error, "cannot record the refused credentials");
     }
 }
@@ -119,27 +94,13 @@ mod tests {
     #[test]
     fn remembered_for_the_same_password_only() {
         let dir = tempfile::tempdir().unwrap();
-        let auth = |pw: &str| Auth::Password {
-            username: "a@b.c".into(),
-            password: Secret::new(pw),
-        };
+        let auth = |pw: &str| Auth::Password { username: "a@b.c".into(), password: Secret::new(pw) };
         assert!(recorded(dir.path(), &auth("wrong")).is_none());
         record(dir.path(), &auth("wrong"), "invalid_grant");
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
-        assert!(
-            !text.contains("wrong\""),
-            "the password itself is not stored: {text}"
-        );
-        assert_eq!(
-            recorded(dir.path(), &auth("wrong"))
-                .map(|r| r.reason)
-                .as_deref(),
-            Some("invalid_grant")
-        );
-        assert!(
-            recorded(dir.path(), &auth("fixed")).is_none(),
-            "another password is tried"
-        );
+        assert!(!text.contains("wrong\""), "the password itself is not stored: {text}");
+        assert_eq!(recorded(dir.path(), &auth("wrong")).map(|r| r.reason).as_deref(), Some("invalid_grant"));
+        assert!(recorded(dir.path(), &auth("fixed")).is_none(), "another password is tried");
         assert!(!dir.path().join(FILE).exists(), "and the record goes");
         record(dir.path(), &auth("wrong"), "x");
         clear(dir.path());

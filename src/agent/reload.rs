@@ -57,23 +57,11 @@ impl Reloader {
         // so that a change there restarts no account onto new folders or settings.
         let loaded = Config::load(&path).and_then(|c| {
             let mut effective = c.clone();
-            effective.server = crate::config::ServerConfig {
-                discover: c.server.discover.clone(),
-                ..running.server.clone()
-            };
+            effective.server = crate::config::ServerConfig { discover: c.server.discover.clone(), ..running.server.clone() };
             effective.state = running.state.clone();
-            (
-                effective.scripts.dir,
-                effective.scripts.watch,
-                effective.scripts.reload_debounce_ms,
-            ) = (
-                running.scripts.dir.clone(),
-                running.scripts.watch,
-                running.scripts.reload_debounce_ms,
-            );
-            effective
-                .accounts_of(self.shard)
-                .map(|specs| (c, effective, specs))
+            (effective.scripts.dir, effective.scripts.watch, effective.scripts.reload_debounce_ms) =
+                (running.scripts.dir.clone(), running.scripts.watch, running.scripts.reload_debounce_ms);
+            effective.accounts_of(self.shard).map(|specs| (c, effective, specs))
         });
         let (mut new, effective, specs) = match loaded {
             Ok(c) => c,
@@ -86,10 +74,7 @@ impl Reloader {
             new.metrics.listen = Some(addr);
         }
         for key in restart_keys(&running, &new) {
-            tracing::warn!(
-                key,
-                "differs from the running configuration; takes effect after a restart"
-            );
+            tracing::warn!(key, "differs from the running configuration; takes effect after a restart");
         }
         let metrics = match self.apply_metrics_listen(&running, &new).await {
             Ok(m) => m,
@@ -107,11 +92,7 @@ impl Reloader {
         {
             let mut r = self.running.lock().expect("running config lock");
             // Only what was applied: `dir`, `watch` and the debounce keep their running values.
-            let kept = (
-                r.scripts.dir.clone(),
-                r.scripts.watch,
-                r.scripts.reload_debounce_ms,
-            );
+            let kept = (r.scripts.dir.clone(), r.scripts.watch, r.scripts.reload_debounce_ms);
             r.scripts = new.scripts.clone();
             (r.scripts.dir, r.scripts.watch, r.scripts.reload_debounce_ms) = kept;
             r.metrics = metrics;
@@ -135,12 +116,7 @@ impl Reloader {
 
     /// Stops the accounts gone from the file, restarts the changed ones, starts the new ones;
     /// gives the labels of those started (their scripts are fresh).
-    async fn apply_accounts(
-        &self,
-        new: &Config,
-        specs: Vec<AccountSpec>,
-        rejected: &mut Vec<String>,
-    ) -> Vec<String> {
+    async fn apply_accounts(&self, new: &Config, specs: Vec<AccountSpec>, rejected: &mut Vec<String>) -> Vec<String> {
         let running = self.fleet.specs();
         let mut kept = Vec::new();
         for (label, spec) in &running {
@@ -156,11 +132,7 @@ impl Reloader {
                 kept.push(label.clone());
                 continue;
             }
-            let why = if now.is_some() {
-                "its discover, [auth] or scripts_dir changed: restarting it"
-            } else {
-                "gone from the configuration: stopping it"
-            };
+            let why = if now.is_some() { "its discover, [auth] or scripts_dir changed: restarting it" } else { "gone from the configuration: stopping it" };
             tracing::info!(account = %label, "{why} (its application is deleted)");
             self.fleet.remove(label).await;
         }
@@ -172,15 +144,11 @@ impl Reloader {
             }
             if spec.discover == Discover::Embedded {
                 match (&self.simulator_users, &spec.auth) {
-                    (Some(users), None) => {
-                        users.add(&spec.simulator_user(), crate::sim::DEMO_PASSWORD)
-                    }
+                    (Some(users), None) => users.add(&spec.simulator_user(), crate::sim::DEMO_PASSWORD),
                     (Some(_), Some(_)) => {}
                     (None, _) => {
                         tracing::error!(account = %label, "not started: the embedded simulator is not running (no account used it at start); restart the agent");
-                        rejected.push(format!(
-                            "account {label} not started: the embedded simulator is not running"
-                        ));
+                        rejected.push(format!("account {label} not started: the embedded simulator is not running"));
                         continue;
                     }
                 }
@@ -202,21 +170,14 @@ impl Reloader {
 
     /// Moves, starts or stops the `/metrics` endpoint (a new address or new users); gives the
     /// settings now running, with the error when the new ones could not be applied.
-    async fn apply_metrics_listen(
-        &self,
-        running: &Config,
-        new: &Config,
-    ) -> Result<crate::config::MetricsConfig, (crate::config::MetricsConfig, String)> {
+    async fn apply_metrics_listen(&self, running: &Config, new: &Config) -> Result<crate::config::MetricsConfig, (crate::config::MetricsConfig, String)> {
         if new.metrics == running.metrics {
             return Ok(running.metrics.clone());
         }
         match new.metrics.listen {
             None => {
                 endpoints::replace(&self.endpoints, None);
-                tracing::info!(
-                    key = "metrics.listen",
-                    "the /metrics and /healthz endpoint is stopped"
-                );
+                tracing::info!(key = "metrics.listen", "the /metrics and /healthz endpoint is stopped");
                 Ok(new.metrics.clone())
             }
             Some(addr) => {
@@ -232,10 +193,7 @@ impl Reloader {
                     }
                     Err(error) => {
                         tracing::error!(key = "metrics.listen", listen = %addr, %error, "cannot listen there; the running endpoint stays");
-                        Err((
-                            running.metrics.clone(),
-                            format!("`metrics.listen`: cannot listen on {addr}: {error}"),
-                        ))
+                        Err((running.metrics.clone(), format!("`metrics.listen`: cannot listen on {addr}: {error}")))
                     }
                 }
             }
@@ -252,10 +210,7 @@ impl Reloader {
             return running.log.clone();
         };
         if std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty()) {
-            tracing::warn!(
-                key = "log.level",
-                "RUST_LOG is set and wins over log.level; not changed"
-            );
+            tracing::warn!(key = "log.level", "RUST_LOG is set and wins over log.level; not changed");
             return running.log.clone();
         }
         let level = new.log.level.as_deref().unwrap_or("info");
@@ -274,14 +229,10 @@ impl Reloader {
 
 /// The keys whose change a reload cannot apply.
 fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let differ =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut keys = Vec::new();
     // `server.discover` and `[auth]` are an account's: a change restarts that account.
-    let server = |c: &Config| crate::config::ServerConfig {
-        discover: String::new(),
-        ..c.server.clone()
-    };
+    let server = |c: &Config| crate::config::ServerConfig { discover: String::new(), ..c.server.clone() };
     if differ(&server(old), &server(new)) {
         keys.push("server");
     }
@@ -294,9 +245,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.scripts.dir != new.scripts.dir {
         keys.push("scripts.dir");
     }
-    if old.scripts.watch != new.scripts.watch
-        || old.scripts.reload_debounce_ms != new.scripts.reload_debounce_ms
-    {
+    if old.scripts.watch != new.scripts.watch || old.scripts.reload_debounce_ms != new.scripts.reload_debounce_ms {
         keys.push("scripts.watch / scripts.reload_debounce_ms");
     }
     keys

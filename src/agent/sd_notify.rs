@@ -24,9 +24,7 @@ impl Notifier {
     /// The notifier for `$NOTIFY_SOCKET` (read once; the variable stays for child processes).
     pub fn from_env() -> Notifier {
         let target = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty());
-        Notifier {
-            socket: target.and_then(|t| Self::connect(&t.to_string_lossy())),
-        }
+        Notifier { socket: target.and_then(|t| Self::connect(&t.to_string_lossy())) }
     }
 
     fn connect(target: &str) -> Option<(UnixDatagram, std::os::unix::net::SocketAddr)> {
@@ -58,11 +56,7 @@ impl Notifier {
 
     /// `STATUS=` text: one line (a newline would start another assignment).
     pub fn status(&self, text: &str) {
-        let line: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(400)
-            .collect();
+        let line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(400).collect();
         self.send(&format!("STATUS={line}"));
     }
 
@@ -74,10 +68,7 @@ impl Notifier {
 
 /// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares reload times with.
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer; CLOCK_MONOTONIC exists
     // on every Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -95,11 +86,7 @@ pub fn watchdog() -> Option<(Duration, Duration)> {
             return None;
         }
     }
-    let usec: u64 = std::env::var("WATCHDOG_USEC")
-        .ok()?
-        .parse()
-        .ok()
-        .filter(|u| *u > 0)?;
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|u| *u > 0)?;
     let full = Duration::from_micros(usec);
     Some((full / 2, full))
 }
@@ -113,9 +100,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let listener = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier {
-            socket: Notifier::connect(path.to_str().unwrap()),
-        };
+        let n = Notifier { socket: Notifier::connect(path.to_str().unwrap()) };
         assert!(n.active());
         n.reloading();
         n.status("two\nlines");
@@ -124,10 +109,7 @@ mod tests {
             let n = listener.recv(&mut buf).unwrap();
             String::from_utf8_lossy(&buf[..n]).into_owned()
         };
-        assert!(
-            got.starts_with("RELOADING=1\nMONOTONIC_USEC=") && got.len() > 28,
-            "{got}"
-        );
+        assert!(got.starts_with("RELOADING=1\nMONOTONIC_USEC=") && got.len() > 28, "{got}");
         let got = {
             let n = listener.recv(&mut buf).unwrap();
             String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -136,13 +118,8 @@ mod tests {
 
         use std::os::linux::net::SocketAddrExt;
         let name = format!("ucwa-agent-test-{}", std::process::id());
-        let abs = UnixDatagram::bind_addr(
-            &std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        let n = Notifier {
-            socket: Notifier::connect(&format!("@{name}")),
-        };
+        let abs = UnixDatagram::bind_addr(&std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let n = Notifier { socket: Notifier::connect(&format!("@{name}")) };
         n.send("READY=1");
         let got = {
             let n = abs.recv(&mut buf).unwrap();

@@ -25,15 +25,7 @@ pub struct EventSink {
 
 impl EventSink {
     pub fn new(host: ScriptHost, store: Arc<Store>, journal_max_events: u64) -> EventSink {
-        EventSink {
-            host,
-            store,
-            position: None,
-            agent_href: String::new(),
-            journal_max_events,
-            batches: 0,
-            recorder: None,
-        }
+        EventSink { host, store, position: None, agent_href: String::new(), journal_max_events, batches: 0, recorder: None }
     }
 
     /// Records every batch received from now on.
@@ -62,13 +54,7 @@ impl EventSink {
     /// Journals a response body (decoded to `events`) together with the href to poll next,
     /// then queues the events for every script. On error nothing was journaled and nothing
     /// dispatched: poll the same ack again.
-    pub fn deliver(
-        &mut self,
-        origin: &Origin,
-        body: &[u8],
-        mut events: Vec<Event>,
-        next: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub fn deliver(&mut self, origin: &Origin, body: &[u8], mut events: Vec<Event>, next: Option<&str>) -> Result<(), StoreError> {
         if let (Some(p), Some(n)) = (&mut self.position, next) {
             p.next = n.to_string();
         }
@@ -78,12 +64,7 @@ impl EventSink {
         let position = next.and(self.position.as_ref());
         self.store.append(origin, body, &mut events, position)?;
         // Rels and types the pool chooses: only the documented ones become label values.
-        self.host.env().metrics.batch(events.iter().map(|e| {
-            (
-                crate::ucwa::rels::label_rel(e.rel()),
-                crate::ucwa::rels::label_type(e.kind()),
-            )
-        }));
+        self.host.env().metrics.batch(events.iter().map(|e| (crate::ucwa::rels::label_rel(e.rel()), crate::ucwa::rels::label_type(e.kind()))));
         for ev in &events {
             tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
         }
@@ -100,9 +81,7 @@ impl EventSink {
     pub fn synthetic(&mut self, kind: &str, detail: Value) {
         let body = batch::synthetic_body(&[(kind, &self.agent_href, detail)]);
         let origin = self.origin();
-        let events = batch::parse(&body, &origin)
-            .expect("the agent's own events decode")
-            .events;
+        let events = batch::parse(&body, &origin).expect("the agent's own events decode").events;
         if let Err(error) = self.deliver(&origin, &body, events, None) {
             tracing::error!(%error, kind, "cannot journal the agent's own event");
         }
@@ -127,8 +106,6 @@ impl EventSink {
 /// The pool's origin, or a placeholder before sign-in (the agent's own events carry absolute
 /// hrefs, so any origin decodes them).
 fn pool_origin(pool: Option<&str>) -> Origin {
-    let url = pool
-        .and_then(|p| url::Url::parse(p).ok())
-        .unwrap_or_else(|| url::Url::parse("http://agent.invalid/").expect("a valid URL"));
+    let url = pool.and_then(|p| url::Url::parse(p).ok()).unwrap_or_else(|| url::Url::parse("http://agent.invalid/").expect("a valid URL"));
     Origin::of(&url)
 }

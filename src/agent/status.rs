@@ -23,23 +23,14 @@ pub struct ProcessStatus {
 
 impl Default for ProcessStatus {
     fn default() -> Self {
-        ProcessStatus {
-            reload: Mutex::new(ReloadOutcome {
-                ok: true,
-                ok_at: SystemTime::now(),
-                error: None,
-            }),
-        }
+        ProcessStatus { reload: Mutex::new(ReloadOutcome { ok: true, ok_at: SystemTime::now(), error: None }) }
     }
 }
 
 impl ProcessStatus {
     /// Records a reload's outcome (`Err`: what was rejected).
     pub fn reloaded(&self, outcome: Result<(), String>) {
-        let mut r = self
-            .reload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut r = self.reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         r.ok = outcome.is_ok();
         if r.ok {
             r.ok_at = SystemTime::now();
@@ -48,19 +39,13 @@ impl ProcessStatus {
     }
 
     pub fn last_reload(&self) -> ReloadOutcome {
-        self.reload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The process-wide families, in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let r = self.last_reload();
-        let at = r
-            .ok_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let at = r.ok_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let _ = writeln!(
             out,
             "# HELP ucwa_agent_build_info The agent's version, as a label; always 1.\n# TYPE ucwa_agent_build_info gauge\nucwa_agent_build_info{{version=\"{}\"}} 1",
@@ -102,29 +87,13 @@ impl ProcFigures {
         // Clock ticks per second: 100 on every Linux architecture the agent is built for.
         const TICKS: f64 = 100.0;
         let cpu_seconds = (num(14)? + num(15)?) as f64 / TICKS;
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
         let start_time = boot as f64 + num(22)? as f64 / TICKS;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let kib = |key: &str| {
-            status.lines().find_map(|l| {
-                l.strip_prefix(key)?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-        };
+        let kib = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
         let max_fds = std::fs::read_to_string("/proc/self/limits")
             .ok()
-            .and_then(|l| {
-                l.lines()
-                    .find(|l| l.starts_with("Max open files"))
-                    .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
-            });
+            .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)?.parse().ok()));
         Some(ProcFigures {
             cpu_seconds,
             start_time,
@@ -138,54 +107,16 @@ impl ProcFigures {
 
     fn render(&self, out: &mut String) {
         let mut family = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
-        family(
-            "process_cpu_seconds_total",
-            "counter",
-            "Total user and system CPU time spent in seconds.",
-            self.cpu_seconds.to_string(),
-        );
-        family(
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since unix epoch in seconds.",
-            self.start_time.to_string(),
-        );
-        family(
-            "process_virtual_memory_bytes",
-            "gauge",
-            "Virtual memory size in bytes.",
-            self.virtual_bytes.to_string(),
-        );
-        family(
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            self.resident_bytes.to_string(),
-        );
-        family(
-            "process_threads",
-            "gauge",
-            "Number of OS threads in the process.",
-            self.threads.to_string(),
-        );
-        family(
-            "process_open_fds",
-            "gauge",
-            "Number of open file descriptors.",
-            self.open_fds.to_string(),
-        );
+        family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", self.cpu_seconds.to_string());
+        family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", self.start_time.to_string());
+        family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", self.virtual_bytes.to_string());
+        family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", self.resident_bytes.to_string());
+        family("process_threads", "gauge", "Number of OS threads in the process.", self.threads.to_string());
+        family("process_open_fds", "gauge", "Number of open file descriptors.", self.open_fds.to_string());
         if let Some(max) = self.max_fds {
-            family(
-                "process_max_fds",
-                "gauge",
-                "Maximum number of open file descriptors.",
-                max.to_string(),
-            );
+            family("process_max_fds", "gauge", "Maximum number of open file descriptors.", max.to_string());
         }
     }
 }
@@ -212,9 +143,6 @@ mod tests {
         let mut out = String::new();
         s.render(&mut out);
         assert!(out.contains("ucwa_config_last_reload_success 0"), "{out}");
-        assert!(
-            !out.contains("ucwa_config_last_reload_success_timestamp_seconds 0\n"),
-            "the last success's time stays: {out}"
-        );
+        assert!(!out.contains("ucwa_config_last_reload_success_timestamp_seconds 0\n"), "the last success's time stays: {out}");
     }
 }

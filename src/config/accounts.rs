@@ -81,10 +81,7 @@ impl std::str::FromStr for Shard {
     fn from_str(s: &str) -> Result<Shard, String> {
         let bad = || format!("expected K/N with 0 <= K < N (such as 0/3), got {s:?}");
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count): (u32, u32) = (
-            k.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
+        let (index, count): (u32, u32) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -113,12 +110,7 @@ pub fn shard_of(name: &str, count: u32) -> u32 {
 
 /// What an account name may be: it names a folder and a metrics label.
 fn name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
 impl Config {
@@ -163,15 +155,9 @@ impl Config {
         let all = self.accounts()?;
         let Some(shard) = shard else { return Ok(all) };
         if self.accounts.is_empty() {
-            return Err(self.invalid(
-                "account",
-                "--shard splits [[account]] entries; this file has none (one unnamed account)",
-            ));
+            return Err(self.invalid("account", "--shard splits [[account]] entries; this file has none (one unnamed account)"));
         }
-        Ok(all
-            .into_iter()
-            .filter(|a| shard_of(a.label(), shard.count) == shard.index)
-            .collect())
+        Ok(all.into_iter().filter(|a| shard_of(a.label(), shard.count) == shard.index).collect())
     }
 
     /// The users the embedded simulator accepts (password `demo`): `[simulator] users`, or
@@ -182,10 +168,7 @@ impl Config {
         }
         let mut users = vec![crate::sim::DEMO_USER.to_string()];
         for a in self.accounts().unwrap_or_default() {
-            if a.discover == Discover::Embedded
-                && a.auth.is_none()
-                && !users.contains(&a.simulator_user())
-            {
+            if a.discover == Discover::Embedded && a.auth.is_none() && !users.contains(&a.simulator_user()) {
                 users.push(a.simulator_user());
             }
         }
@@ -205,17 +188,13 @@ impl Config {
                 ));
             }
             if !seen.insert(a.name.to_ascii_lowercase()) {
-                return Err(self.invalid(
-                    format!("account[{}].name", i + 1),
-                    format!("{:?} is used by an earlier account", a.name),
-                ));
+                return Err(self.invalid(format!("account[{}].name", i + 1), format!("{:?} is used by an earlier account", a.name)));
             }
         }
         let explicit_users = !self.simulator.users.is_empty();
         // Two accounts signing in as one user would share one application (same endpoint id)
         // and take each other's event channel.
-        let mut users: std::collections::BTreeMap<(String, String), String> =
-            std::collections::BTreeMap::new();
+        let mut users: std::collections::BTreeMap<(String, String), String> = std::collections::BTreeMap::new();
         for spec in self.accounts()? {
             let user = match &spec.auth {
                 Some(a) => a.username.clone(),
@@ -223,15 +202,12 @@ impl Config {
             };
             if let Some(user) = user {
                 let pool = format!("{:?}", spec.discover);
-                if let Some(other) =
-                    users.insert((pool, user.to_ascii_lowercase()), spec.label().to_string())
-                {
-                    let key = if spec.auth.is_some() {
-                        format!("{}.username", spec.key)
-                    } else {
-                        format!("account.{}.name", spec.label())
-                    };
-                    return Err(self.invalid(key, format!("signs in as {user}, as the account {other:?} does: two accounts of one user would take each other's event channel")));
+                if let Some(other) = users.insert((pool, user.to_ascii_lowercase()), spec.label().to_string()) {
+                    let key = if spec.auth.is_some() { format!("{}.username", spec.key) } else { format!("account.{}.name", spec.label()) };
+                    return Err(self.invalid(
+                        key,
+                        format!("signs in as {user}, as the account {other:?} does: two accounts of one user would take each other's event channel"),
+                    ));
                 }
             }
         }
@@ -241,34 +217,26 @@ impl Config {
                 None if spec.discover != Discover::Embedded => {
                     return Err(self.invalid(spec.key.clone(), "an [account.auth] table is required when the account's discover is a pool URL"));
                 }
-                None if explicit_users
-                    && !self.simulator.users.contains(&spec.simulator_user()) =>
-                {
+                None if explicit_users && !self.simulator.users.contains(&spec.simulator_user()) => {
                     return Err(self.invalid(
                         spec.key.clone(),
-                        format!("no [account.auth], so it signs in to the embedded simulator as {}, which `simulator.users` does not list", spec.simulator_user()),
+                        format!(
+                            "no [account.auth], so it signs in to the embedded simulator as {}, which `simulator.users` does not list",
+                            spec.simulator_user()
+                        ),
                     ));
                 }
                 None => {}
             }
             if let Some(dir) = spec.scripts_dirs.get(1) {
                 if dir == &spec.scripts_dirs[0] {
-                    return Err(self.invalid(
-                        format!("account.{}.scripts_dir", spec.label()),
-                        "is scripts.dir itself; leave it out",
-                    ));
+                    return Err(self.invalid(format!("account.{}.scripts_dir", spec.label()), "is scripts.dir itself; leave it out"));
                 }
             }
         }
         for (i, u) in self.simulator.users.iter().enumerate() {
             if !u.contains('@') || u.trim() != u {
-                return Err(self.invalid(
-                    "simulator.users",
-                    format!(
-                        "entry {} ({u:?}): expected a user name such as \"reception@contoso.com\"",
-                        i + 1
-                    ),
-                ));
+                return Err(self.invalid("simulator.users", format!("entry {} ({u:?}): expected a user name such as \"reception@contoso.com\"", i + 1)));
             }
         }
         Ok(())
@@ -289,10 +257,7 @@ mod tests {
         let c = parse("").unwrap();
         let a = c.accounts().unwrap();
         assert_eq!(a.len(), 1);
-        assert_eq!(
-            (a[0].name.as_deref(), a[0].label(), a[0].state_dir.as_path()),
-            (None, "default", Path::new("/etc/ucwa/state"))
-        );
+        assert_eq!((a[0].name.as_deref(), a[0].label(), a[0].state_dir.as_path()), (None, "default", Path::new("/etc/ucwa/state")));
         assert_eq!(a[0].uri().as_deref(), Some("sip:demo@contoso.com"));
     }
 
@@ -305,20 +270,11 @@ mod tests {
         .unwrap();
         let a = c.accounts().unwrap();
         assert_eq!(a[0].state_dir, Path::new("/etc/ucwa/state/reception"));
-        assert_eq!(
-            a[0].scripts_dirs,
-            [
-                Path::new("/etc/ucwa/scripts"),
-                Path::new("/etc/ucwa/scripts-reception")
-            ]
-        );
+        assert_eq!(a[0].scripts_dirs, [Path::new("/etc/ucwa/scripts"), Path::new("/etc/ucwa/scripts-reception")]);
         assert_eq!(a[0].uri().as_deref(), Some("sip:reception@contoso.com"));
         assert_eq!(a[1].uri().as_deref(), Some("sip:help@contoso.com"));
         assert_eq!(a[1].key, "account.helpdesk.auth");
-        assert_eq!(
-            c.simulator_users(),
-            ["demo@contoso.com", "reception@contoso.com"]
-        );
+        assert_eq!(c.simulator_users(), ["demo@contoso.com", "reception@contoso.com"]);
     }
 
     #[test]
@@ -346,43 +302,25 @@ mod tests {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
         // Pinned: a fleet's agents must agree across versions.
-        assert_eq!(
-            [
-                shard_of("reception", 4),
-                shard_of("helpdesk", 4),
-                shard_of("rg-1", 4)
-            ],
-            [1, 0, 2]
-        );
+        assert_eq!([shard_of("reception", 4), shard_of("helpdesk", 4), shard_of("rg-1", 4)], [1, 0, 2]);
         // Names that differ little still spread (FNV-1a's low bit alone would put these in one).
         let pairs = ["a1", "b2", "c3", "d4", "e5", "f6", "g7", "h8"];
         let zeros = pairs.iter().filter(|n| shard_of(n, 2) == 0).count();
         assert!((2..=6).contains(&zeros), "{zeros} of 8 in shard 0");
         let names: Vec<String> = (0..60).map(|i| format!("acct-{i}")).collect();
-        let text: String = names
-            .iter()
-            .map(|n| format!("[[account]]\nname = \"{n}\"\n"))
-            .collect();
+        let text: String = names.iter().map(|n| format!("[[account]]\nname = \"{n}\"\n")).collect();
         let c = parse(&text).unwrap();
         let mut union = Vec::new();
         for k in 0..3 {
             let mine = c.accounts_of(Some(Shard { index: k, count: 3 })).unwrap();
-            assert!(
-                mine.len() >= 10,
-                "a shard of 60 accounts gets a fair part: {}",
-                mine.len()
-            );
+            assert!(mine.len() >= 10, "a shard of 60 accounts gets a fair part: {}", mine.len());
             union.extend(mine.into_iter().map(|a| a.name.unwrap()));
         }
         union.sort();
         let mut want = names.clone();
         want.sort();
         assert_eq!(union, want, "every account in exactly one shard");
-        let e = parse("")
-            .unwrap()
-            .accounts_of(Some(Shard { index: 0, count: 2 }))
-            .unwrap_err()
-            .to_string();
+        let e = parse("").unwrap().accounts_of(Some(Shard { index: 0, count: 2 })).unwrap_err().to_string();
         assert!(e.contains("--shard"), "{e}");
     }
 }

@@ -13,18 +13,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read the configuration: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: Cow<'static, str>,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: Cow<'static, str>, message: String },
 }
 
 /// The whole file.
@@ -170,10 +163,7 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig {
-            dir: "state".into(),
-            journal_max_events: 100_000,
-        }
+        StateConfig { dir: "state".into(), journal_max_events: 100_000 }
     }
 }
 
@@ -226,14 +216,7 @@ pub struct SimulatorConfig {
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        SimulatorConfig {
-            listen: None,
-            quirks: crate::sim::Quirks::new(),
-            users: Vec::new(),
-            calls_per_minute: 6.0,
-            ring_secs: 2.0,
-            call_duration_secs: 8.0,
-        }
+        SimulatorConfig { listen: None, quirks: crate::sim::Quirks::new(), users: Vec::new(), calls_per_minute: 6.0, ring_secs: 2.0, call_duration_secs: 8.0 }
     }
 }
 
@@ -249,44 +232,27 @@ pub enum Discover {
 impl Config {
     /// Reads, parses and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, path)
     }
 
     /// Parses and checks configuration text that was read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         config.path = path.to_path_buf();
         config.check()?;
         Ok(config)
     }
 
-    fn invalid(
-        &self,
-        key: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.clone(),
-            key: key.into(),
-            message: message.into(),
-        }
+    fn invalid(&self, key: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.clone(), key: key.into(), message: message.into() }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
         let discover = self.discover()?;
         if self.accounts.is_empty() {
             if discover != Discover::Embedded && self.auth.is_none() {
-                return Err(self.invalid(
-                    "auth",
-                    "an [auth] table is required when server.discover is a pool URL",
-                ));
+                return Err(self.invalid("auth", "an [auth] table is required when server.discover is a pool URL"));
             }
             if let Some(auth) = &self.auth {
                 self.check_auth(auth, "auth")?;
@@ -297,24 +263,15 @@ impl Config {
         if let Some(ca) = &self.server.ca_file {
             let path = self.resolve(ca);
             if let Err(e) = std::fs::metadata(&path) {
-                return Err(self.invalid(
-                    "server.ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                ));
+                return Err(self.invalid("server.ca_file", format!("cannot read {}: {e}", path.display())));
             }
         }
         let s = &self.server;
         if !(180..=1800).contains(&s.poll_timeout_secs) {
-            return Err(self.invalid(
-                "server.poll_timeout_secs",
-                format!("expected 180 to 1800 seconds, got {}", s.poll_timeout_secs),
-            ));
+            return Err(self.invalid("server.poll_timeout_secs", format!("expected 180 to 1800 seconds, got {}", s.poll_timeout_secs)));
         }
         if !(10..=240).contains(&s.keepalive_secs) {
-            return Err(self.invalid(
-                "server.keepalive_secs",
-                format!("expected 10 to 240 seconds, got {}", s.keepalive_secs),
-            ));
+            return Err(self.invalid("server.keepalive_secs", format!("expected 10 to 240 seconds, got {}", s.keepalive_secs)));
         }
         if s.max_backoff_secs == 0 {
             return Err(self.invalid("server.max_backoff_secs", "expected at least 1 second"));
@@ -324,60 +281,27 @@ impl Config {
         }
         let sc = &self.scripts;
         let ranges: [(&'static str, u64, u64, u64, &str); 5] = [
-            (
-                "scripts.memory_limit_mb",
-                sc.memory_limit_mb,
-                1,
-                16_384,
-                "MiB",
-            ),
-            (
-                "scripts.instruction_limit",
-                sc.instruction_limit,
-                1000,
-                1_000_000_000_000,
-                "instructions",
-            ),
-            (
-                "scripts.handler_timeout_ms",
-                sc.handler_timeout_ms,
-                1,
-                3_600_000,
-                "milliseconds",
-            ),
-            (
-                "scripts.reload_debounce_ms",
-                sc.reload_debounce_ms,
-                0,
-                60_000,
-                "milliseconds",
-            ),
-            (
-                "scripts.state_max_bytes",
-                sc.state_max_bytes,
-                1024,
-                1 << 30,
-                "bytes",
-            ),
+            ("scripts.memory_limit_mb", sc.memory_limit_mb, 1, 16_384, "MiB"),
+            ("scripts.instruction_limit", sc.instruction_limit, 1000, 1_000_000_000_000, "instructions"),
+            ("scripts.handler_timeout_ms", sc.handler_timeout_ms, 1, 3_600_000, "milliseconds"),
+            ("scripts.reload_debounce_ms", sc.reload_debounce_ms, 0, 60_000, "milliseconds"),
+            ("scripts.state_max_bytes", sc.state_max_bytes, 1024, 1 << 30, "bytes"),
         ];
         for (key, value, min, max, unit) in ranges {
             if !(min..=max).contains(&value) {
-                return Err(
-                    self.invalid(key, format!("expected {min} to {max} {unit}, got {value}"))
-                );
+                return Err(self.invalid(key, format!("expected {min} to {max} {unit}, got {value}")));
             }
         }
         for (i, host) in sc.http_allow.iter().enumerate() {
             if host.is_empty() || host.contains('/') || host.contains("://") {
-                return Err(self.invalid("scripts.http_allow", format!("entry {} ({host:?}): expected a host name or host:port, such as \"hooks.example.com\"", i + 1)));
+                return Err(
+                    self.invalid("scripts.http_allow", format!("entry {} ({host:?}): expected a host name or host:port, such as \"hooks.example.com\"", i + 1))
+                );
             }
         }
         for (name, table) in &sc.config {
             if !table.is_object() {
-                return Err(self.invalid(
-                    "scripts.config",
-                    format!("[scripts.config.{name}] must be a table"),
-                ));
+                return Err(self.invalid("scripts.config", format!("[scripts.config.{name}] must be a table")));
             }
         }
         if self.state.journal_max_events < 100 {
@@ -385,10 +309,7 @@ impl Config {
         }
         for (user, hash) in &self.metrics.basic_auth_users {
             if user.is_empty() || user.contains(':') {
-                return Err(self.invalid(
-                    "metrics.basic_auth_users",
-                    format!("{user:?}: a user name is not empty and has no `:`"),
-                ));
+                return Err(self.invalid("metrics.basic_auth_users", format!("{user:?}: a user name is not empty and has no `:`")));
             }
             if hash.parse::<bcrypt::HashParts>().is_err() {
                 return Err(self.invalid(
@@ -405,12 +326,7 @@ impl Config {
         let sim = &self.simulator;
         if let Some(addr) = sim.listen {
             if !addr.ip().is_loopback() {
-                return Err(self.invalid(
-                    "simulator.listen",
-                    format!(
-                        "expected a loopback address (127.0.0.1:PORT or [::1]:PORT), got {addr}"
-                    ),
-                ));
+                return Err(self.invalid("simulator.listen", format!("expected a loopback address (127.0.0.1:PORT or [::1]:PORT), got {addr}")));
             }
         }
         if !(sim.calls_per_minute >= 0.0 && sim.calls_per_minute <= 60000.0) {
@@ -420,10 +336,7 @@ impl Config {
             return Err(self.invalid("simulator.ring_secs", "expected 0 to 300 seconds"));
         }
         if !(sim.call_duration_secs >= 0.0 && sim.call_duration_secs <= 86_400.0) {
-            return Err(self.invalid(
-                "simulator.call_duration_secs",
-                "expected 0 to 86400 seconds",
-            ));
+            return Err(self.invalid("simulator.call_duration_secs", "expected 0 to 86400 seconds"));
         }
         Ok(())
     }
@@ -440,44 +353,24 @@ impl Config {
         match auth.kind {
             AuthKind::Password => {
                 if blank(&auth.username) {
-                    return Err(self.invalid(
-                        key("username"),
-                        "expected a user name such as \"alice@contoso.com\"",
-                    ));
+                    return Err(self.invalid(key("username"), "expected a user name such as \"alice@contoso.com\""));
                 }
                 if blank(&auth.password_env) {
-                    return Err(self.invalid(
-                        key("password_env"),
-                        "expected the name of the environment variable that holds the password",
-                    ));
+                    return Err(self.invalid(key("password_env"), "expected the name of the environment variable that holds the password"));
                 }
-                if auth.token_env.is_some()
-                    || auth.token_file.is_some()
-                    || auth.token_command.is_some()
-                {
-                    return Err(self.invalid(
-                        key("kind"),
-                        "token_env, token_file and token_command go with kind = \"bearer\"",
-                    ));
+                if auth.token_env.is_some() || auth.token_file.is_some() || auth.token_command.is_some() {
+                    return Err(self.invalid(key("kind"), "token_env, token_file and token_command go with kind = \"bearer\""));
                 }
             }
             AuthKind::Bearer => {
-                let sources = [
-                    auth.token_env.is_some(),
-                    auth.token_file.is_some(),
-                    auth.token_command.is_some(),
-                ];
+                let sources = [auth.token_env.is_some(), auth.token_file.is_some(), auth.token_command.is_some()];
                 if sources.iter().filter(|s| **s).count() != 1 {
                     return Err(self.invalid(key(""), "kind = \"bearer\" takes exactly one of token_env, token_file, token_command"));
                 }
                 if auth.password_env.is_some() {
                     return Err(self.invalid(key("password_env"), "goes with kind = \"password\""));
                 }
-                if auth
-                    .token_command
-                    .as_ref()
-                    .is_some_and(|c| c.is_empty() || c[0].is_empty())
-                {
+                if auth.token_command.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
                     return Err(self.invalid(key("token_command"), "expected a program and its arguments, e.g. [\"/usr/local/bin/get-token\", \"--pool\"]"));
                 }
             }
@@ -497,20 +390,13 @@ impl Config {
         if raw.eq_ignore_ascii_case("embedded") {
             return Ok(Discover::Embedded);
         }
-        let url = url::Url::parse(raw).map_err(|e| {
-            self.invalid(key.clone(), format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})"))
-        })?;
+        let url = url::Url::parse(raw)
+            .map_err(|e| self.invalid(key.clone(), format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})")))?;
         match url.scheme() {
             "https" => Ok(Discover::Url(url)),
             "http" if crate::ucwa::origin::is_loopback(&url) => Ok(Discover::Url(url)),
-            "http" => Err(self.invalid(
-                key.clone(),
-                "plain http:// is refused except to a loopback host; use https://",
-            )),
-            other => Err(self.invalid(
-                key.clone(),
-                format!("expected an https:// URL, got scheme `{other}`"),
-            )),
+            "http" => Err(self.invalid(key.clone(), "plain http:// is refused except to a loopback host; use https://")),
+            other => Err(self.invalid(key.clone(), format!("expected an https:// URL, got scheme `{other}`"))),
         }
     }
 
@@ -519,11 +405,7 @@ impl Config {
         if p.is_absolute() {
             return p.to_path_buf();
         }
-        let base = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let base = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         base.join(p)
     }
 
@@ -549,11 +431,7 @@ impl Config {
                 handler_timeout: self.handler_timeout(),
             },
             http_allow: s.http_allow.clone(),
-            config: s
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), self.absolute_secret_files(v)))
-                .collect(),
+            config: s.config.iter().map(|(k, v)| (k.clone(), self.absolute_secret_files(v))).collect(),
             max_consecutive_failures: s.max_consecutive_failures,
             state_max_bytes: s.state_max_bytes as usize,
         }
@@ -565,21 +443,11 @@ impl Config {
         use serde_json::Value;
         match v {
             Value::Object(o) if o.len() == 1 && o.get("file").is_some_and(Value::is_string) => {
-                let file =
-                    self.resolve(std::path::Path::new(o["file"].as_str().unwrap_or_default()));
+                let file = self.resolve(std::path::Path::new(o["file"].as_str().unwrap_or_default()));
                 serde_json::json!({ "file": file.display().to_string() })
             }
-            Value::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, m)| (k.clone(), self.absolute_secret_files(m)))
-                    .collect(),
-            ),
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|m| self.absolute_secret_files(m))
-                    .collect(),
-            ),
+            Value::Object(o) => Value::Object(o.iter().map(|(k, m)| (k.clone(), self.absolute_secret_files(m))).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(|m| self.absolute_secret_files(m)).collect()),
             other => other.clone(),
         }
     }
@@ -593,40 +461,27 @@ impl Config {
         for account in self.accounts().unwrap_or_default() {
             for dir in account.scripts_dirs.iter().skip(1) {
                 if let Err(e) = std::fs::read_dir(dir) {
-                    problems.push(self.invalid(
-                        format!("account.{}.scripts_dir", account.label()),
-                        format!("cannot read {}: {e}", dir.display()),
-                    ));
+                    problems.push(self.invalid(format!("account.{}.scripts_dir", account.label()), format!("cannot read {}: {e}", dir.display())));
                 }
             }
             let Some(auth) = &account.auth else { continue };
             let at = &account.key;
             if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(
-                    format!("{at}.password_env"),
-                    format!("the environment variable {var} is not set (it holds the password)"),
-                ));
+                problems.push(self.invalid(format!("{at}.password_env"), format!("the environment variable {var} is not set (it holds the password)")));
             }
             if let Some(var) = auth.token_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(
-                    format!("{at}.token_env"),
-                    format!("the environment variable {var} is not set (it holds the token)"),
-                ));
+                problems.push(self.invalid(format!("{at}.token_env"), format!("the environment variable {var} is not set (it holds the token)")));
             }
             if let Some(file) = &auth.token_file {
                 let path = self.resolve(file);
                 if let Err(e) = std::fs::File::open(&path) {
-                    problems.push(self.invalid(
-                        format!("{at}.token_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    ));
+                    problems.push(self.invalid(format!("{at}.token_file"), format!("cannot read {}: {e}", path.display())));
                 }
             }
         }
         let dir = self.scripts_dir();
         if let Err(e) = std::fs::read_dir(&dir) {
-            problems
-                .push(self.invalid("scripts.dir", format!("cannot read {}: {e}", dir.display())));
+            problems.push(self.invalid("scripts.dir", format!("cannot read {}: {e}", dir.display())));
         }
         problems
     }
@@ -638,11 +493,7 @@ impl Config {
             ring_time: Duration::from_secs_f64(self.simulator.ring_secs),
             call_duration: Duration::from_secs_f64(self.simulator.call_duration_secs),
             quirks: self.simulator.quirks.clone(),
-            users: self
-                .simulator_users()
-                .into_iter()
-                .map(|u| (u, crate::sim::DEMO_PASSWORD.to_string()))
-                .collect(),
+            users: self.simulator_users().into_iter().map(|u| (u, crate::sim::DEMO_PASSWORD.to_string())).collect(),
             ..crate::sim::SimConfig::default()
         }
     }
@@ -657,58 +508,22 @@ mod tests {
     }
 
     #[test]
-    fn metrics_listen_takes_any_address_with_bcrypt_users_and_the_simulator_keys_reach_the_simulator(
-    ) {
+    fn metrics_listen_takes_any_address_with_bcrypt_users_and_the_simulator_keys_reach_the_simulator() {
         let c = parse("[metrics]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
-        assert!(
-            !c.metrics.trusted(),
-            "no names on a listener anyone may reach"
-        );
-        assert!(parse("[metrics]\nlisten = \"[::1]:9464\"\n")
-            .unwrap()
-            .metrics
-            .trusted());
+        assert!(!c.metrics.trusted(), "no names on a listener anyone may reach");
+        assert!(parse("[metrics]\nlisten = \"[::1]:9464\"\n").unwrap().metrics.trusted());
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let c = parse(&format!(
-            "[metrics]\nlisten = \"0.0.0.0:9464\"\nbasic_auth_users = {{ prom = \"{hash}\" }}\n"
-        ))
-        .unwrap();
+        let c = parse(&format!("[metrics]\nlisten = \"0.0.0.0:9464\"\nbasic_auth_users = {{ prom = \"{hash}\" }}\n")).unwrap();
         assert!(c.metrics.trusted());
-        let e = parse("[metrics]\nbasic_auth_users = { prom = \"s3cret\" }\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("metrics.basic_auth_users.prom")
-                && e.contains("bcrypt")
-                && !e.contains("s3cret"),
-            "{e}"
-        );
-        let c =
-            parse("[simulator]\ncalls_per_minute = 30\nring_secs = 1.5\ncall_duration_secs = 4\n")
-                .unwrap();
+        let e = parse("[metrics]\nbasic_auth_users = { prom = \"s3cret\" }\n").unwrap_err().to_string();
+        assert!(e.contains("metrics.basic_auth_users.prom") && e.contains("bcrypt") && !e.contains("s3cret"), "{e}");
+        let c = parse("[simulator]\ncalls_per_minute = 30\nring_secs = 1.5\ncall_duration_secs = 4\n").unwrap();
         let sim = c.embedded_simulator();
-        assert_eq!(
-            (sim.calls_per_minute, sim.ring_time, sim.call_duration),
-            (30.0, Duration::from_millis(1500), Duration::from_secs(4))
-        );
-        let e = parse("[log]\nlevel = \"info,[=\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("`log.level`") && e.contains("RUST_LOG-style"),
-            "{e}"
-        );
-        assert_eq!(
-            parse("[log]\nlevel = \"info,script=debug\"\n")
-                .unwrap()
-                .log
-                .level
-                .as_deref(),
-            Some("info,script=debug")
-        );
-        let e = parse("[simulator]\nring_secs = 301\n")
-            .unwrap_err()
-            .to_string();
+        assert_eq!((sim.calls_per_minute, sim.ring_time, sim.call_duration), (30.0, Duration::from_millis(1500), Duration::from_secs(4)));
+        let e = parse("[log]\nlevel = \"info,[=\"\n").unwrap_err().to_string();
+        assert!(e.contains("`log.level`") && e.contains("RUST_LOG-style"), "{e}");
+        assert_eq!(parse("[log]\nlevel = \"info,script=debug\"\n").unwrap().log.level.as_deref(), Some("info,script=debug"));
+        let e = parse("[simulator]\nring_secs = 301\n").unwrap_err().to_string();
         assert!(e.contains("simulator.ring_secs"), "{e}");
     }
 
@@ -716,61 +531,21 @@ mod tests {
     fn the_scripts_limits_reach_the_script_host() {
         let c = parse("[scripts]\nmemory_limit_mb = 32\ninstruction_limit = 12345\nhandler_timeout_ms = 250\nstate_max_bytes = 4096\nmax_consecutive_failures = 3\nhttp_allow = [\"hooks.example.com\"]\n").unwrap();
         let s = c.script_settings();
-        assert_eq!(
-            (
-                s.limits.memory_bytes,
-                s.limits.instructions,
-                s.limits.handler_timeout
-            ),
-            (32 << 20, 12345, Duration::from_millis(250))
-        );
-        assert_eq!(
-            (
-                s.state_max_bytes,
-                s.max_consecutive_failures,
-                s.http_allow.as_slice()
-            ),
-            (4096, 3, ["hooks.example.com".to_string()].as_slice())
-        );
+        assert_eq!((s.limits.memory_bytes, s.limits.instructions, s.limits.handler_timeout), (32 << 20, 12345, Duration::from_millis(250)));
+        assert_eq!((s.state_max_bytes, s.max_consecutive_failures, s.http_allow.as_slice()), (4096, 3, ["hooks.example.com".to_string()].as_slice()));
     }
 
     #[test]
     fn script_limits_out_of_range_name_the_key_and_the_range() {
         for (line, key, range) in [
-            (
-                "memory_limit_mb = 17592186044416",
-                "scripts.memory_limit_mb",
-                "1 to 16384 MiB",
-            ),
-            (
-                "memory_limit_mb = 0",
-                "scripts.memory_limit_mb",
-                "1 to 16384 MiB",
-            ),
-            (
-                "instruction_limit = 10",
-                "scripts.instruction_limit",
-                "1000 to 1000000000000 instructions",
-            ),
-            (
-                "handler_timeout_ms = 86400000",
-                "scripts.handler_timeout_ms",
-                "1 to 3600000 milliseconds",
-            ),
-            (
-                "state_max_bytes = 10",
-                "scripts.state_max_bytes",
-                "1024 to 1073741824 bytes",
-            ),
-            (
-                "reload_debounce_ms = 600000",
-                "scripts.reload_debounce_ms",
-                "0 to 60000 milliseconds",
-            ),
+            ("memory_limit_mb = 17592186044416", "scripts.memory_limit_mb", "1 to 16384 MiB"),
+            ("memory_limit_mb = 0", "scripts.memory_limit_mb", "1 to 16384 MiB"),
+            ("instruction_limit = 10", "scripts.instruction_limit", "1000 to 1000000000000 instructions"),
+            ("handler_timeout_ms = 86400000", "scripts.handler_timeout_ms", "1 to 3600000 milliseconds"),
+            ("state_max_bytes = 10", "scripts.state_max_bytes", "1024 to 1073741824 bytes"),
+            ("reload_debounce_ms = 600000", "scripts.reload_debounce_ms", "0 to 60000 milliseconds"),
         ] {
-            let err = parse(&format!("[scripts]\n{line}\n"))
-                .unwrap_err()
-                .to_string();
+            let err = parse(&format!("[scripts]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(range), "{line}: {err}");
         }
     }
@@ -784,43 +559,23 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_key() {
-        let e = parse("[server]\npoll_timeout_secs = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("/etc/ucwa/config.toml")
-                && e.contains("poll_timeout_secs")
-                && e.contains("line 2"),
-            "{e}"
-        );
+        let e = parse("[server]\npoll_timeout_secs = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/ucwa/config.toml") && e.contains("poll_timeout_secs") && e.contains("line 2"), "{e}");
         let e = parse("[scripts]\ndri = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `dri`"), "{e}");
         let e = parse("[server]\ndiscover = \"http://pool.contoso.com/\"\n[auth]\nkind=\"password\"\nusername=\"a\"\npassword_env=\"P\"\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("`server.discover`") && e.contains("loopback"),
-            "{e}"
-        );
-        let e = parse("[server]\ndiscover = \"https://pool.contoso.com/\"\n")
-            .unwrap_err()
-            .to_string();
+        assert!(e.contains("`server.discover`") && e.contains("loopback"), "{e}");
+        let e = parse("[server]\ndiscover = \"https://pool.contoso.com/\"\n").unwrap_err().to_string();
         assert!(e.contains("`auth`"), "{e}");
-        let e = parse("[auth]\nkind = \"bearer\"\ntoken_env = \"T\"\ntoken_file = \"t\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[auth]\nkind = \"bearer\"\ntoken_env = \"T\"\ntoken_file = \"t\"\n").unwrap_err().to_string();
         assert!(e.contains("exactly one of"), "{e}");
-        let e = parse("[auth]\nkind = \"password\"\nusername = \"a\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[auth]\nkind = \"password\"\nusername = \"a\"\n").unwrap_err().to_string();
         assert!(e.contains("`auth.password_env`"), "{e}");
-        let e = parse("[auth]\nkind = \"kerberos\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[auth]\nkind = \"kerberos\"\n").unwrap_err().to_string();
         assert!(e.contains("kerberos") && e.contains("line 2"), "{e}");
-        let e = parse("[server]\nca_file = \"/nonexistent/ca.pem\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[server]\nca_file = \"/nonexistent/ca.pem\"\n").unwrap_err().to_string();
         assert!(e.contains("`server.ca_file`"), "{e}");
     }
 }

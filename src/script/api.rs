@@ -62,13 +62,7 @@ impl Subscriptions {
     fn add(&self, rel: String, kind: Option<String>, func: Function, line: Option<usize>) -> u64 {
         let id = self.ids.fetch_add(1, Ordering::Relaxed) + 1;
         let mut list = self.list.lock().expect("subscriptions lock");
-        Arc::make_mut(&mut list).push(Sub {
-            id,
-            rel,
-            kind,
-            func,
-            line,
-        });
+        Arc::make_mut(&mut list).push(Sub { id, rel, kind, func, line });
         id
     }
 
@@ -95,20 +89,9 @@ pub(crate) struct ScriptCtx {
 impl ScriptCtx {
     /// The context of one version of `name`; its config's secret references are read now.
     pub(crate) fn new(name: &str, version: u64, env: &Arc<ScriptEnv>) -> Result<ScriptCtx, String> {
-        let raw = env
-            .settings()
-            .config
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({}));
+        let raw = env.settings().config.get(name).cloned().unwrap_or_else(|| serde_json::json!({}));
         let (config, redactor) = super::secrets::resolve_as(&raw, env.secret_placeholders)?;
-        Ok(ScriptCtx {
-            name: Arc::from(name),
-            version,
-            env: env.clone(),
-            config,
-            redactor,
-        })
+        Ok(ScriptCtx { name: Arc::from(name), version, env: env.clone(), config, redactor })
     }
 }
 
@@ -138,9 +121,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     api_net::register(lua, &agent, ctx)?;
     super::api_metrics::register(lua, &agent, ctx)?;
     // agent.me and agent.calls, written in Lua over agent.ucwa.
-    lua.load(include_str!("actions.lua"))
-        .set_name("@agent-actions")
-        .call::<()>(agent.clone())?;
+    lua.load(include_str!("actions.lua")).set_name("@agent-actions").call::<()>(agent.clone())?;
     agent.set(
         "on_unload",
         lua.create_function(|lua, f: Function| {
@@ -176,9 +157,7 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     let handle_mt = lua.create_table()?;
     let off = lua.create_function(|lua, this: Table| {
         let id: u64 = this.get("id")?;
-        Ok(lua
-            .app_data_ref::<Subscriptions>()
-            .is_some_and(|s| s.remove(id)))
+        Ok(lua.app_data_ref::<Subscriptions>().is_some_and(|s| s.remove(id)))
     })?;
     let methods = lua.create_table()?;
     methods.set("off", off)?;
@@ -188,29 +167,15 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
         const USAGE: &str = "agent.on(rel, [type,] handler): ";
         let rel = match rel {
             Value::String(s) => s.to_str()?.to_string(),
-            other => {
-                return Err(mlua::Error::runtime(format!(
-                    "{USAGE}rel must be a string, got {}",
-                    other.type_name()
-                )))
-            }
+            other => return Err(mlua::Error::runtime(format!("{USAGE}rel must be a string, got {}", other.type_name()))),
         };
         let (kind, func) = match (a, b) {
             (Value::Function(f), Value::Nil) => (None, f),
             (Value::String(k), Value::Function(f)) => (Some(k.to_str()?.to_string()), f),
-            (a, b) => {
-                return Err(mlua::Error::runtime(format!(
-                    "{USAGE}expected a handler function, got {} and {}",
-                    a.type_name(),
-                    b.type_name()
-                )))
-            }
+            (a, b) => return Err(mlua::Error::runtime(format!("{USAGE}expected a handler function, got {} and {}", a.type_name(), b.type_name()))),
         };
         let line = lua.inspect_stack(1, |d| d.current_line()).flatten();
-        let id = lua
-            .app_data_ref::<Subscriptions>()
-            .expect("registered with the agent table")
-            .add(rel.clone(), kind.clone(), func, line);
+        let id = lua.app_data_ref::<Subscriptions>().expect("registered with the agent table").add(rel.clone(), kind.clone(), func, line);
         let handle = lua.create_table()?;
         handle.set("id", id)?;
         handle.set("rel", rel)?;
@@ -226,11 +191,7 @@ struct BuiltState(std::collections::HashMap<String, String>);
 /// `agent.state` as last committed for this script (an empty table the first time). A key
 /// whose stored value cannot be read is left out, with an error naming it; the others load.
 pub(crate) fn state_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Value> {
-    let saved = ctx
-        .env
-        .store
-        .state(&ctx.name)
-        .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+    let saved = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
     let t = lua.create_table()?;
     for (key, json) in &saved {
         match serde_json::from_str::<serde_json::Value>(json) {
@@ -253,23 +214,13 @@ pub(crate) fn merge_committed_state(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<
     let Value::Table(state) = agent.raw_get::<Value>("state")? else {
         return Ok(());
     };
-    let built = lua
-        .remove_app_data::<BuiltState>()
-        .map(|b| b.0)
-        .unwrap_or_default();
-    let committed = ctx
-        .env
-        .store
-        .state(&ctx.name)
-        .map_err(|e| mlua::Error::runtime(e.to_string()))?;
+    let built = lua.remove_app_data::<BuiltState>().map(|b| b.0).unwrap_or_default();
+    let committed = ctx.env.store.state(&ctx.name).map_err(|e| mlua::Error::runtime(e.to_string()))?;
     for (key, json) in committed {
         let now: Value = state.raw_get(key.as_str())?;
         // Compared as JSON values, not texts: a table's keys come out in any order.
         let untouched = match built.get(&key) {
-            Some(was) => {
-                serde_json::from_str::<serde_json::Value>(was).ok()
-                    == serde_json::to_value(&now).ok()
-            }
+            Some(was) => serde_json::from_str::<serde_json::Value>(was).ok() == serde_json::to_value(&now).ok(),
             None => now.is_nil(),
         };
         if untouched {
@@ -283,20 +234,12 @@ pub(crate) fn merge_committed_state(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<
 
 /// `agent.state` serialised for the database; an error names what cannot be stored.
 pub(crate) fn state_json(lua: &Lua) -> Result<String, String> {
-    let agent: Table = lua
-        .globals()
-        .get("agent")
-        .map_err(|e| format!("the agent table is gone: {e}"))?;
+    let agent: Table = lua.globals().get("agent").map_err(|e| format!("the agent table is gone: {e}"))?;
     let state: Value = agent.raw_get("state").map_err(|e| e.to_string())?;
     match state {
         Value::Nil => Ok("{}".to_string()),
-        Value::Table(_) => serde_json::to_string(&state).map_err(|e| {
-            format!("agent.state can hold only nil, booleans, numbers, strings and tables: {e}")
-        }),
-        other => Err(format!(
-            "agent.state must be a table, got {}",
-            other.type_name()
-        )),
+        Value::Table(_) => serde_json::to_string(&state).map_err(|e| format!("agent.state can hold only nil, booleans, numbers, strings and tables: {e}")),
+        other => Err(format!("agent.state must be a table, got {}", other.type_name())),
     }
 }
 
@@ -311,8 +254,7 @@ fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
                 Some(v) => Some({
                     super::interop::complete_events(lua, &v)?;
                     let text = super::bounded::json(lua, &v, "agent.log: fields")?;
-                    serde_json::from_str::<serde_json::Value>(&text)
-                        .map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
+                    serde_json::from_str::<serde_json::Value>(&text).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
                 }),
             };
             emit(lua, &ctx, level, message, fields);
@@ -336,20 +278,12 @@ fn display(v: &Value) -> String {
     match v {
         Value::String(s) => s.to_string_lossy(),
         Value::Nil => "nil".into(),
-        other => other
-            .to_string()
-            .unwrap_or_else(|_| format!("<{}>", other.type_name())),
+        other => other.to_string().unwrap_or_else(|_| format!("<{}>", other.type_name())),
     }
 }
 
 /// A script's log line: to tracing (with the script's name) and to the host's output stream.
-fn emit(
-    lua: &Lua,
-    ctx: &ScriptCtx,
-    level: &'static str,
-    mut message: String,
-    mut fields: Option<serde_json::Value>,
-) {
+fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mut fields: Option<serde_json::Value>) {
     let script = &*ctx.name;
     // (A copy only when a secret was found: this runs for every log line.)
     if let std::borrow::Cow::Owned(redacted) = ctx.redactor.redact(&message) {
@@ -362,11 +296,7 @@ fn emit(
     let f = f.as_deref().unwrap_or("");
     let current = lua.app_data_ref::<CurrentEvent>();
     let ev = current.as_deref().filter(|c| c.active);
-    let (rel, kind, seq) = (
-        ev.map(|c| c.rel.as_str()),
-        ev.map(|c| c.kind.as_str()),
-        ev.map(|c| c.seq),
-    );
+    let (rel, kind, seq) = (ev.map(|c| c.rel.as_str()), ev.map(|c| c.kind.as_str()), ev.map(|c| c.seq));
     match level {
         "debug" => {
             tracing::debug!(target: "script", script, version = ctx.version, rel, r#type = kind, seq, fields = f, "{message}")
@@ -381,13 +311,7 @@ fn emit(
             tracing::error!(target: "script", script, version = ctx.version, rel, r#type = kind, seq, fields = f, "{message}")
         }
     }
-    ctx.env.emit(ScriptOutput::Log {
-        script: script.to_string(),
-        version: ctx.version,
-        level,
-        message,
-        fields,
-    });
+    ctx.env.emit(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level, message, fields });
 }
 
 fn json_table(lua: &Lua) -> mlua::Result<Table> {
@@ -402,8 +326,7 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "decode",
         lua.create_function(|lua, s: mlua::LuaString| {
-            let v: serde_json::Value = serde_json::from_slice(&s.as_bytes())
-                .map_err(|e| mlua::Error::runtime(format!("agent.json.decode: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&s.as_bytes()).map_err(|e| mlua::Error::runtime(format!("agent.json.decode: {e}")))?;
             lua.to_value(&v)
         })?,
     )?;

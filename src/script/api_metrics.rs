@@ -17,12 +17,7 @@ fn labels(v: Option<Table>) -> mlua::Result<Vec<(String, String)>> {
                 Value::Integer(i) => i.to_string(),
                 Value::Number(n) => n.to_string(),
                 Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(mlua::Error::runtime(format!(
-                        "label `{k}`: a {} is not a label value",
-                        other.type_name()
-                    )))
-                }
+                other => return Err(mlua::Error::runtime(format!("label `{k}`: a {} is not a label value", other.type_name()))),
             };
             out.push((k, text));
         }
@@ -42,25 +37,17 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             },
             ctx.clone(),
         );
-        let define = lua.create_function(
-            move |lua, (metric, help, buckets): (String, Option<String>, Option<Vec<f64>>)| {
-                let metrics = ctx.env.metrics.clone();
-                let script = ctx.name.to_string();
-                metrics
-                    .script_defined
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .define(
-                        &script,
-                        &metric,
-                        kind,
-                        help.as_deref().unwrap_or(""),
-                        buckets.unwrap_or_default(),
-                    )
-                    .map_err(|e| mlua::Error::runtime(format!("agent.metrics.{name}: {e}")))?;
-                handle(lua, kind, metric, script, metrics, ctx.redactor.clone())
-            },
-        )?;
+        let define = lua.create_function(move |lua, (metric, help, buckets): (String, Option<String>, Option<Vec<f64>>)| {
+            let metrics = ctx.env.metrics.clone();
+            let script = ctx.name.to_string();
+            metrics
+                .script_defined
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .define(&script, &metric, kind, help.as_deref().unwrap_or(""), buckets.unwrap_or_default())
+                .map_err(|e| mlua::Error::runtime(format!("agent.metrics.{name}: {e}")))?;
+            handle(lua, kind, metric, script, metrics, ctx.redactor.clone())
+        })?;
         t.set(name, define)?;
     }
     agent.set("metrics", t)
@@ -77,50 +64,32 @@ fn handle(
 ) -> mlua::Result<Table> {
     let h = lua.create_table()?;
     let op = |what: &'static str| {
-        let (metric, script, metrics, redactor) = (
-            metric.clone(),
-            script.clone(),
-            metrics.clone(),
-            redactor.clone(),
-        );
-        lua.create_function(
-            move |_, (_self, by, l): (Value, Option<f64>, Option<Table>)| {
-                let by = match (by, what) {
-                    (Some(b), _) => b,
-                    (None, "inc" | "dec") => 1.0,
-                    (None, _) => {
-                        return Err(mlua::Error::runtime(format!(
-                            "{metric}:{what}: a number is needed"
-                        )))
-                    }
-                };
-                if !by.is_finite() || (what == "inc" && kind == Kind::Counter && by < 0.0) {
-                    return Err(mlua::Error::runtime(format!(
-                        "{metric}:{what}: {by} is not a value for a {}",
-                        if kind == Kind::Counter {
-                            "counter (never decreases)"
-                        } else {
-                            "gauge"
-                        }
-                    )));
-                }
-                let labels: Vec<(String, String)> = labels(l)?
-                    .into_iter()
-                    .map(|(k, v)| (k, redactor.redact(&v).into_owned()))
-                    .collect();
-                metrics
-                    .script_defined
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .update(&script, &metric, labels, |s, buckets| match what {
-                        "inc" => s.add(by),
-                        "dec" => s.add(-by),
-                        "set" => s.set(by),
-                        _ => s.observe(by, buckets),
-                    })
-                    .map_err(|e| mlua::Error::runtime(format!("{metric}:{what}: {e}")))
-            },
-        )
+        let (metric, script, metrics, redactor) = (metric.clone(), script.clone(), metrics.clone(), redactor.clone());
+        lua.create_function(move |_, (_self, by, l): (Value, Option<f64>, Option<Table>)| {
+            let by = match (by, what) {
+                (Some(b), _) => b,
+                (None, "inc" | "dec") => 1.0,
+                (None, _) => return Err(mlua::Error::runtime(format!("{metric}:{what}: a number is needed"))),
+            };
+            if !by.is_finite() || (what == "inc" && kind == Kind::Counter && by < 0.0) {
+                return Err(mlua::Error::runtime(format!(
+                    "{metric}:{what}: {by} is not a value for a {}",
+                    if kind == Kind::Counter { "counter (never decreases)" } else { "gauge" }
+                )));
+            }
+            let labels: Vec<(String, String)> = labels(l)?.into_iter().map(|(k, v)| (k, redactor.redact(&v).into_owned())).collect();
+            metrics
+                .script_defined
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .update(&script, &metric, labels, |s, buckets| match what {
+                    "inc" => s.add(by),
+                    "dec" => s.add(-by),
+                    "set" => s.set(by),
+                    _ => s.observe(by, buckets),
+                })
+                .map_err(|e| mlua::Error::runtime(format!("{metric}:{what}: {e}")))
+        })
     };
     match kind {
         Kind::Counter => h.set("inc", op("inc")?)?,

@@ -22,29 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A request body from Lua: a table is JSON; a string is sent as it is.
-fn body_of(
-    lua: &Lua,
-    v: Value,
-    content_type: Option<String>,
-    what: &str,
-) -> mlua::Result<Option<(String, Bytes)>> {
+fn body_of(lua: &Lua, v: Value, content_type: Option<String>, what: &str) -> mlua::Result<Option<(String, Bytes)>> {
     match v {
         Value::Nil => Ok(None),
-        Value::String(s) => Ok(Some((
-            content_type.unwrap_or_else(|| "application/json".into()),
-            Bytes::from(s.as_bytes().to_vec()),
-        ))),
+        Value::String(s) => Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(s.as_bytes().to_vec())))),
         Value::Table(_) => {
             let json = super::bounded::json(lua, &v, &format!("{what}: body"))?;
-            Ok(Some((
-                content_type.unwrap_or_else(|| "application/json".into()),
-                Bytes::from(json),
-            )))
+            Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(json))))
         }
-        other => Err(mlua::Error::runtime(format!(
-            "{what}: body must be a table or a string, got {}",
-            other.type_name()
-        ))),
+        other => Err(mlua::Error::runtime(format!("{what}: body must be a table or a string, got {}", other.type_name()))),
     }
 }
 
@@ -76,9 +62,7 @@ pub(crate) fn reaches_simulator_control(href: &str) -> bool {
             s => segments.push(s),
         }
     }
-    segments
-        .first()
-        .is_some_and(|s| s.eq_ignore_ascii_case("sim"))
+    segments.first().is_some_and(|s| s.eq_ignore_ascii_case("sim"))
 }
 
 /// `%XX` decoded (bytes that do not form UTF-8 are kept lossily: only the shape matters here).
@@ -102,13 +86,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `{status, body, headers}`; a JSON body is decoded when `decode_json`.
-fn reply_table(
-    lua: &Lua,
-    status: u16,
-    headers: &reqwest::header::HeaderMap,
-    body: &[u8],
-    decode_json: bool,
-) -> mlua::Result<Table> {
+fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, body: &[u8], decode_json: bool) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("status", status)?;
     let h = lua.create_table()?;
@@ -119,14 +97,7 @@ fn reply_table(
     }
     t.set("headers", h)?;
     if !body.is_empty() {
-        let json = if decode_json {
-            serde_json::from_slice::<serde_json::Value>(
-                body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body),
-            )
-            .ok()
-        } else {
-            None
-        };
+        let json = if decode_json { serde_json::from_slice::<serde_json::Value>(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).ok() } else { None };
         match json {
             Some(v) => t.set("body", lua.to_value(&v)?)?,
             None => t.set("body", lua.create_string(body)?)?,
@@ -147,20 +118,8 @@ fn offline(
     body: Option<(String, Bytes)>,
 ) -> mlua::Result<Table> {
     let body = body.map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
-    let req = Request {
-        script: script.to_string(),
-        via,
-        method: method.to_string(),
-        url,
-        body,
-    };
-    env.emit(ScriptOutput::Request {
-        script: req.script.clone(),
-        via,
-        method: req.method.clone(),
-        url: req.url.clone(),
-        body: req.body.clone(),
-    });
+    let req = Request { script: script.to_string(), via, method: method.to_string(), url, body };
+    env.emit(ScriptOutput::Request { script: req.script.clone(), via, method: req.method.clone(), url: req.url.clone(), body: req.body.clone() });
     let answer = net.answer(req);
     let t = lua.create_table()?;
     t.set("status", answer.status)?;
@@ -178,8 +137,7 @@ fn offline(
 fn shape_helpers(lua: &Lua, ucwa: &Table) -> mlua::Result<()> {
     // A list: a table whose first element is set (JSON arrays), or an empty table.
     fn is_list(t: &Table) -> mlua::Result<bool> {
-        Ok(t.raw_get::<Value>(1)? != Value::Nil
-            || t.clone().pairs::<Value, Value>().next().is_none())
+        Ok(t.raw_get::<Value>(1)? != Value::Nil || t.clone().pairs::<Value, Value>().next().is_none())
     }
     ucwa.set(
         "one",
@@ -200,10 +158,7 @@ fn shape_helpers(lua: &Lua, ucwa: &Table) -> mlua::Result<()> {
         "date",
         lua.create_function(|_, v: Value| {
             Ok(match v {
-                Value::String(s) => s
-                    .to_str()
-                    .ok()
-                    .and_then(|s| crate::ucwa::date::parse_ms(&s)),
+                Value::String(s) => s.to_str().ok().and_then(|s| crate::ucwa::date::parse_ms(&s)),
                 _ => None,
             })
         })?,
@@ -215,12 +170,8 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     let env = &ctx.env;
     let script: Arc<str> = ctx.name.clone();
     let ucwa = lua.create_table()?;
-    for (name, method, takes_body) in [
-        ("get", Method::GET, false),
-        ("post", Method::POST, true),
-        ("put", Method::PUT, true),
-        ("delete", Method::DELETE, false),
-    ] {
+    for (name, method, takes_body) in [("get", Method::GET, false), ("post", Method::POST, true), ("put", Method::PUT, true), ("delete", Method::DELETE, false)]
+    {
         let env = env.clone();
         let script = script.clone();
         let f = lua.create_async_function(move |lua, (href, body, content_type): (String, Value, Option<String>)| {
@@ -262,11 +213,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     let app = env.application.clone();
     ucwa.set(
         "application",
-        lua.create_function(move |_, ()| {
-            app.get().ok_or_else(|| {
-                mlua::Error::runtime("agent.ucwa.application: the agent is not signed in")
-            })
-        })?,
+        lua.create_function(move |_, ()| app.get().ok_or_else(|| mlua::Error::runtime("agent.ucwa.application: the agent is not signed in")))?,
     )?;
     agent.set("ucwa", ucwa)?;
 
@@ -301,9 +248,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             let timeout = match timeout_ms {
                 None => settings.limits.handler_timeout,
                 Some(ms) if (1.0..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_secs_f64(ms / 1000.0),
-                Some(ms) => {
-                    return Err(mlua::Error::runtime(format!("{WHAT}: `timeout` must be between 1 and {MAX_TIMEOUT_MS} ms, got {ms}")))
-                }
+                Some(ms) => return Err(mlua::Error::runtime(format!("{WHAT}: `timeout` must be between 1 and {MAX_TIMEOUT_MS} ms, got {ms}"))),
             };
             if let Net::Offline(net) = &env.net {
                 let body = body_of(&lua, spec.get("body")?, None, WHAT)?;
@@ -361,9 +306,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     agent.set("http", http)?;
     // The Rust side returns (ok, value or message); these wrappers raise the message as a plain
     // string at the script's line, so `pcall` gives scripts a string, as Lua errors usually are.
-    lua.load(RAISE_WRAPPERS)
-        .set_name("=agent")
-        .call::<()>(agent.clone())?;
+    lua.load(RAISE_WRAPPERS).set_name("=agent").call::<()>(agent.clone())?;
     Ok(())
 }
 
@@ -372,16 +315,7 @@ const MAX_TIMEOUT_MS: f64 = 3_600_000.0;
 
 /// Headers that decide where and how a request travels: a script setting them could reach
 /// another virtual host than the allowlisted one, or desynchronise the connection.
-const FORBIDDEN_HEADERS: [&str; 8] = [
-    "Host",
-    "Content-Length",
-    "Transfer-Encoding",
-    "Connection",
-    "Upgrade",
-    "TE",
-    "Keep-Alive",
-    "Proxy-Connection",
-];
+const FORBIDDEN_HEADERS: [&str; 8] = ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Keep-Alive", "Proxy-Connection"];
 
 const RAISE_WRAPPERS: &str = r#"
 local agent = ...
@@ -457,13 +391,7 @@ mod tests {
         ] {
             assert!(sim(href), "{href}");
         }
-        for href in [
-            "/ucwa/oauth/v1/applications/1/me",
-            "/simulation/x",
-            "/ucwa/sim/v1",
-            "/ucwa/oauth/v1/applications/1/people/sim",
-            "/",
-        ] {
+        for href in ["/ucwa/oauth/v1/applications/1/me", "/simulation/x", "/ucwa/sim/v1", "/ucwa/oauth/v1/applications/1/people/sim", "/"] {
             assert!(!sim(href), "{href}");
         }
     }

@@ -29,14 +29,8 @@ impl std::io::Write for Bounded {
 const TOO_BIG: &str = "too big";
 
 /// `v` as JSON text of at most `limit` bytes; `Err(None)` when it would be longer.
-pub(crate) fn json_within<T: Serialize + ?Sized>(
-    v: &T,
-    limit: usize,
-) -> Result<String, Option<String>> {
-    let mut w = Bounded {
-        buf: Vec::new(),
-        limit,
-    };
+pub(crate) fn json_within<T: Serialize + ?Sized>(v: &T, limit: usize) -> Result<String, Option<String>> {
+    let mut w = Bounded { buf: Vec::new(), limit };
     match serde_json::to_writer(&mut w, v) {
         Ok(()) => Ok(String::from_utf8(w.buf).unwrap_or_default()),
         Err(e) if e.is_io() => Err(None),

@@ -57,13 +57,7 @@ pub struct ScriptSettings {
 
 impl ScriptSettings {
     pub fn new(limits: Limits) -> ScriptSettings {
-        ScriptSettings {
-            limits,
-            http_allow: Vec::new(),
-            config: BTreeMap::new(),
-            max_consecutive_failures: 10,
-            state_max_bytes: 1 << 20,
-        }
+        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10, state_max_bytes: 1 << 20 }
     }
 
     /// Whether `agent.http.request` may reach this URL's host.
@@ -72,14 +66,10 @@ impl ScriptSettings {
             return false;
         };
         let port = url.port_or_known_default();
-        self.http_allow
-            .iter()
-            .any(|entry| match entry.rsplit_once(':') {
-                Some((h, p)) if p.parse::<u16>().is_ok() => {
-                    h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok() == port
-                }
-                _ => entry.eq_ignore_ascii_case(host),
-            })
+        self.http_allow.iter().any(|entry| match entry.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h.eq_ignore_ascii_case(host) && p.parse::<u16>().ok() == port,
+            _ => entry.eq_ignore_ascii_case(host),
+        })
     }
 }
 
@@ -100,10 +90,7 @@ impl Clock {
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         match self {
-            Clock::System => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as i64,
+            Clock::System => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
             Clock::Manual(t) => t.load(Ordering::SeqCst),
         }
     }
@@ -136,10 +123,7 @@ pub struct AccountInfo {
 
 impl Default for AccountInfo {
     fn default() -> Self {
-        AccountInfo {
-            name: "default".into(),
-            uri: None,
-        }
+        AccountInfo { name: "default".into(), uri: None }
     }
 }
 
@@ -230,31 +214,20 @@ impl ScriptEnv {
 
     /// A stream of what the scripts do from now on.
     pub fn subscribe_output(&self) -> broadcast::Receiver<ScriptOutput> {
-        self.output
-            .get_or_init(|| broadcast::channel(4096).0)
-            .subscribe()
+        self.output.get_or_init(|| broadcast::channel(4096).0).subscribe()
     }
 
     /// Runs `fut` on the agent's runtime and waits for it (from a script's thread).
-    pub(crate) async fn on_io<T: Send + 'static>(
-        &self,
-        fut: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> mlua::Result<T> {
+    pub(crate) async fn on_io<T: Send + 'static>(&self, fut: impl std::future::Future<Output = T> + Send + 'static) -> mlua::Result<T> {
         match &self.io {
-            Some(io) => io
-                .spawn(fut)
-                .await
-                .map_err(|e| mlua::Error::runtime(format!("the request task failed: {e}"))),
+            Some(io) => io.spawn(fut).await.map_err(|e| mlua::Error::runtime(format!("the request task failed: {e}"))),
             None => Ok(fut.await),
         }
     }
 
     /// The settings as of now.
     pub fn settings(&self) -> Arc<ScriptSettings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// New settings; scripts see them once reloaded.

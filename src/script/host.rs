@@ -50,10 +50,7 @@ pub struct ScriptHost {
 impl ScriptHost {
     /// A host with an in-memory database and no UCWA session (tests, offline tools).
     pub fn new(dir: PathBuf, limits: Limits) -> ScriptHost {
-        ScriptHost::with_env(
-            dir,
-            ScriptEnv::new(ScriptSettings::new(limits), Arc::new(Store::in_memory())),
-        )
+        ScriptHost::with_env(dir, ScriptEnv::new(ScriptSettings::new(limits), Arc::new(Store::in_memory())))
     }
 
     pub fn with_env(dir: PathBuf, env: ScriptEnv) -> ScriptHost {
@@ -63,13 +60,8 @@ impl ScriptHost {
     /// A host whose scripts are those of every dir in `dirs` (the last one holding a name wins).
     pub fn with_dirs(dirs: Vec<PathBuf>, env: ScriptEnv) -> ScriptHost {
         assert!(!dirs.is_empty(), "a script host has a directory");
-        let inner = Arc::new(Inner {
-            dirs,
-            env: Arc::new(env),
-            scripts: Mutex::new(BTreeMap::new()),
-            failed: Mutex::new(BTreeMap::new()),
-            closed: Default::default(),
-        });
+        let inner =
+            Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()), closed: Default::default() });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
     }
@@ -90,17 +82,8 @@ impl ScriptHost {
         let mut by_name = BTreeMap::new();
         for (i, dir) in self.inner.dirs.iter().enumerate() {
             // (The first is the one the caller names; a later one is named here.)
-            let entries = std::fs::read_dir(dir).map_err(|e| {
-                if i == 0 {
-                    e
-                } else {
-                    std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
-                }
-            })?;
-            for p in entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_script_file(p))
-            {
+            let entries = std::fs::read_dir(dir).map_err(|e| if i == 0 { e } else { std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())) })?;
+            for p in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_script_file(p)) {
                 if let Some(name) = script_name(&p) {
                     by_name.insert(name, p);
                 }
@@ -111,12 +94,7 @@ impl ScriptHost {
 
     /// The file that stands for script `name` now (the last directory holding it), if any.
     fn winner(&self, name: &str) -> Option<PathBuf> {
-        self.inner
-            .dirs
-            .iter()
-            .rev()
-            .map(|d| d.join(format!("{name}.lua")))
-            .find(|p| is_script_file(p))
+        self.inner.dirs.iter().rev().map(|d| d.join(format!("{name}.lua"))).find(|p| is_script_file(p))
     }
 
     /// A script file changed, appeared or went (the watcher): loads the file that now stands
@@ -128,14 +106,7 @@ impl ScriptHost {
         match self.winner(&name) {
             Some(winner) => {
                 let loaded = self.lock().get(&name).map(|e| e.path.clone());
-                let current = loaded.or_else(|| {
-                    self.inner
-                        .failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&name)
-                        .map(|(p, _)| p.clone())
-                });
+                let current = loaded.or_else(|| self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).get(&name).map(|(p, _)| p.clone()));
                 // A change to a file that another directory overrides changes nothing.
                 if winner == path || current.as_ref() != Some(&winner) {
                     let _ = self.load_file(&winner).await;
@@ -152,10 +123,7 @@ impl ScriptHost {
 
     /// Loaded scripts and their versions.
     pub fn scripts(&self) -> Vec<(String, u64)> {
-        self.lock()
-            .iter()
-            .map(|(n, e)| (n.clone(), e.version))
-            .collect()
+        self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()
     }
 
     /// Loads every `*.lua` of the directory; returns the ones that failed (each already logged).
@@ -173,44 +141,26 @@ impl ScriptHost {
     /// Loads (or reloads) one file. On success the new version takes over between two events;
     /// on failure the old version, if any, keeps running and the error is logged once.
     pub async fn load_file(&self, path: &Path) -> Result<u64, ScriptError> {
-        let name = script_name(path).ok_or_else(|| ScriptError {
-            script: path.display().to_string(),
-            path: path.to_path_buf(),
-            message: "not a .lua file".into(),
-        })?;
+        let name =
+            script_name(path).ok_or_else(|| ScriptError { script: path.display().to_string(), path: path.to_path_buf(), message: "not a .lua file".into() })?;
         if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(ScriptError {
-                script: name,
-                path: path.to_path_buf(),
-                message: "the scripts' account is stopped".into(),
-            });
+            return Err(ScriptError { script: name, path: path.to_path_buf(), message: "the scripts' account is stopped".into() });
         }
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
         let required = super::modules::Required::default();
         let built = load_bounded(path, &name, version, &self.inner.env, required.clone()).await;
         let loaded = match built {
             Ok(l) => {
-                self.inner
-                    .failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
+                self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
                 l
             }
             Err(e) => {
-                self.inner
-                    .failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), (path.to_path_buf(), required));
+                self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (path.to_path_buf(), required));
                 let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
                 self.inner.env.metrics.reload(&name, false);
-                self.inner.env.emit(ScriptOutput::LoadFailed {
-                    script: name,
-                    error: e.message.clone(),
-                });
+                self.inner.env.emit(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
                 return Err(e);
             }
         };
@@ -218,10 +168,7 @@ impl ScriptHost {
         // Announced before the version can run (on its own thread, it may log at once).
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
         self.inner.env.metrics.reload(&name, true);
-        self.inner.env.emit(ScriptOutput::Loaded {
-            script: name.clone(),
-            version,
-        });
+        self.inner.env.emit(ScriptOutput::Loaded { script: name.clone(), version });
         let modules = loaded.modules.clone();
         let mut scripts = self.lock();
         match scripts.get_mut(&name) {
@@ -239,39 +186,16 @@ impl ScriptHost {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let cursor = self.catch_up(&name, &tx);
                 let watch = Watch::new(Arc::from(name.as_str()));
-                let ended = match runner::spawn(
-                    loaded,
-                    rx,
-                    self.inner.env.clone(),
-                    cursor,
-                    watch.clone(),
-                ) {
+                let ended = match runner::spawn(loaded, rx, self.inner.env.clone(), cursor, watch.clone()) {
                     Ok(ended) => ended,
                     Err(error) => {
                         let message = format!("cannot start the script's thread: {error}");
                         tracing::error!(script = %name, %error, "script not loaded: cannot start its thread");
-                        self.inner.env.emit(ScriptOutput::LoadFailed {
-                            script: name.clone(),
-                            error: message.clone(),
-                        });
-                        return Err(ScriptError {
-                            script: name,
-                            path: path.to_path_buf(),
-                            message,
-                        });
+                        self.inner.env.emit(ScriptOutput::LoadFailed { script: name.clone(), error: message.clone() });
+                        return Err(ScriptError { script: name, path: path.to_path_buf(), message });
                     }
                 };
-                scripts.insert(
-                    name.clone(),
-                    Entry {
-                        inbox: tx,
-                        version,
-                        path: path.to_path_buf(),
-                        modules,
-                        watch,
-                        ended,
-                    },
-                );
+                scripts.insert(name.clone(), Entry { inbox: tx, version, path: path.to_path_buf(), modules, watch, ended });
             }
         }
         drop(scripts);
@@ -280,22 +204,10 @@ impl ScriptHost {
 
     /// The files of the scripts whose running version required `module`.
     pub fn dependents(&self, module: &str) -> Vec<PathBuf> {
-        let uses = |r: &super::modules::Required| {
-            r.lock().unwrap_or_else(|p| p.into_inner()).contains(module)
-        };
-        let mut paths: Vec<PathBuf> = self
-            .lock()
-            .values()
-            .filter(|e| uses(&e.modules))
-            .map(|e| e.path.clone())
-            .collect();
+        let uses = |r: &super::modules::Required| r.lock().unwrap_or_else(|p| p.into_inner()).contains(module);
+        let mut paths: Vec<PathBuf> = self.lock().values().filter(|e| uses(&e.modules)).map(|e| e.path.clone()).collect();
         let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
-        paths.extend(
-            failed
-                .values()
-                .filter(|(_, r)| uses(r))
-                .map(|(p, _)| p.clone()),
-        );
+        paths.extend(failed.values().filter(|(_, r)| uses(r)).map(|(p, _)| p.clone()));
         paths.sort();
         paths.dedup();
         paths
@@ -332,12 +244,7 @@ impl ScriptHost {
                 match store.events_after(cursor) {
                     Ok(backlog) => {
                         if !backlog.is_empty() {
-                            tracing::info!(
-                                script = name,
-                                from = cursor + 1,
-                                events = backlog.len(),
-                                "script resumes with events it had not finished"
-                            );
+                            tracing::info!(script = name, from = cursor + 1, events = backlog.len(), "script resumes with events it had not finished");
                             let _ = inbox.send(Msg::Events(Arc::new(backlog)));
                         }
                     }
@@ -361,20 +268,14 @@ impl ScriptHost {
 
     /// Stops a script (its file is gone): events already queued for it still run first.
     pub fn unload(&self, name: &str) {
-        self.inner
-            .failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         if let Some(entry) = self.lock().remove(name) {
             if entry.watch.is_stuck() {
                 self.inner.env.metrics.script_stuck(name, false);
             }
             let _ = entry.inbox.send(Msg::Stop);
             tracing::info!(script = name, "script unloaded");
-            self.inner.env.emit(ScriptOutput::Unloaded {
-                script: name.to_string(),
-            });
+            self.inner.env.emit(ScriptOutput::Unloaded { script: name.to_string() });
         }
     }
 
@@ -418,9 +319,7 @@ impl ScriptHost {
     /// busy is named and its thread left behind (the process exits without it). Stuck scripts
     /// are not waited for at all. Returns the scripts that did not finish (stuck or busy).
     pub async fn shutdown(&self, grace: Duration) -> Vec<String> {
-        self.inner
-            .closed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let entries: Vec<(String, Entry)> = std::mem::take(&mut *self.lock()).into_iter().collect();
         let pending = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let mut waits = Vec::new();
@@ -431,29 +330,15 @@ impl ScriptHost {
                 continue;
             }
             let _ = e.inbox.send(Msg::Stop);
-            pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.clone());
+            pending.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
             let pending = pending.clone();
             waits.push(async move {
                 let _ = e.ended.await;
-                pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
+                pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
             });
         }
-        if tokio::time::timeout(grace, futures_util::future::join_all(waits))
-            .await
-            .is_err()
-        {
-            let busy: Vec<String> = pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect();
+        if tokio::time::timeout(grace, futures_util::future::join_all(waits)).await.is_err() {
+            let busy: Vec<String> = pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
             tracing::warn!(grace_ms = grace.as_millis() as u64, scripts = ?busy, "scripts still busy at shutdown; not waiting for them");
             unfinished.extend(busy);
         }
@@ -467,12 +352,7 @@ impl ScriptHost {
 
 impl watchdog::Overseer for Inner {
     fn watches(&self) -> Vec<Arc<Watch>> {
-        self.scripts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|e| e.watch.clone())
-            .collect()
+        self.scripts.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.watch.clone()).collect()
     }
 
     fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration) {
@@ -487,24 +367,12 @@ impl watchdog::Overseer for Inner {
             "script stuck: a call ran past its time limit and does not return (C code or a finalizer the limits cannot interrupt); it gets no more events until its file changes"
         );
         self.env.metrics.script_stuck(script, true);
-        self.env.emit(ScriptOutput::Stuck {
-            script: script.to_string(),
-            doing,
-            limit_ms,
-        });
+        self.env.emit(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
         // A version saved while the call hung waits in the stuck thread's inbox, which nobody
         // reads any more: load the file again, on a new thread.
-        let pending = self
-            .scripts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(script)
-            .filter(|e| e.version > watch.running())
-            .map(|e| e.path.clone());
+        let pending = self.scripts.lock().unwrap_or_else(|p| p.into_inner()).get(script).filter(|e| e.version > watch.running()).map(|e| e.path.clone());
         if let (Some(path), Some(io)) = (pending, self.env.io.clone()) {
-            let host = ScriptHost {
-                inner: self.clone(),
-            };
+            let host = ScriptHost { inner: self.clone() };
             io.spawn(async move {
                 let _ = host.load_file(&path).await;
             });
@@ -513,23 +381,11 @@ impl watchdog::Overseer for Inner {
 }
 
 /// Builds a version (`loader::load_bounded`) without holding a runtime worker while it runs.
-async fn load_bounded(
-    path: &Path,
-    name: &str,
-    version: u64,
-    env: &Arc<ScriptEnv>,
-    required: super::modules::Required,
-) -> Result<loader::Loaded, ScriptError> {
+async fn load_bounded(path: &Path, name: &str, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<loader::Loaded, ScriptError> {
     let (p, e) = (path.to_path_buf(), env.clone());
     tokio::task::spawn_blocking(move || loader::load_bounded(&p, version, &e, required))
         .await
-        .unwrap_or_else(|e| {
-            Err(ScriptError {
-                script: name.to_string(),
-                path: path.to_path_buf(),
-                message: format!("loader crashed: {e}"),
-            })
-        })
+        .unwrap_or_else(|e| Err(ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }))
 }
 
 /// `*.lua`, not hidden, not an editor's backup or lock file, not a test (`*_test.lua`).
@@ -537,9 +393,5 @@ pub(crate) fn is_script_file(p: &Path) -> bool {
     let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    !name.starts_with('.')
-        && !name.ends_with('~')
-        && !name.ends_with("_test.lua")
-        && script_name(p).is_some()
-        && p.is_file()
+    !name.starts_with('.') && !name.ends_with('~') && !name.ends_with("_test.lua") && script_name(p).is_some() && p.is_file()
 }

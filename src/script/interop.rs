@@ -67,19 +67,9 @@ impl Interop {
         metatable.raw_set("__metatable", false)?;
         // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
         // this metatable has none.
-        let raw: Function = lua
-            .named_registry_value(super::sandbox::RAW_SETMETATABLE)
-            .or_else(|_| lua.globals().raw_get("setmetatable"))?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((
-            raw,
-            metatable.clone(),
-            sources.clone(),
-        ))?;
-        lua.set_app_data(Interop {
-            make,
-            sources,
-            metatable,
-        });
+        let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
+        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw, metatable.clone(), sources.clone()))?;
+        lua.set_app_data(Interop { make, sources, metatable });
         Ok(())
     }
 }
@@ -90,12 +80,7 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
         Some(s) => lua.create_string(s).map(Value::String),
         None => Ok(Value::Nil),
     };
-    let raw = || {
-        serde_json::from_str::<serde_json::Value>(
-            packed_field(packed, Field::Raw).unwrap_or("null"),
-        )
-        .unwrap_or_default()
-    };
+    let raw = || serde_json::from_str::<serde_json::Value>(packed_field(packed, Field::Raw).unwrap_or("null")).unwrap_or_default();
     let convert = |v: Option<&serde_json::Value>| v.map_or(Ok(Value::Nil), |v| lua.to_value(v));
     match name {
         b"href" => text(Field::Href),
@@ -105,17 +90,11 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
         b"sender" => {
             let sender = lua.create_table()?;
             sender.raw_set("rel", packed_field(packed, Field::SenderRel).unwrap_or(""))?;
-            sender.raw_set(
-                "href",
-                packed_field(packed, Field::SenderHref).unwrap_or(""),
-            )?;
+            sender.raw_set("href", packed_field(packed, Field::SenderHref).unwrap_or(""))?;
             Ok(Value::Table(sender))
         }
         b"raw" => convert(Some(&raw())),
-        b"resource" => convert(embedded(
-            &raw(),
-            packed_field(packed, Field::Rel).unwrap_or(""),
-        )),
+        b"resource" => convert(embedded(&raw(), packed_field(packed, Field::Rel).unwrap_or(""))),
         b"reason" => convert(raw().get("reason")),
         _ => Ok(Value::Nil),
     }
@@ -164,10 +143,6 @@ pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
 /// The table a handler receives: `rel`, `type`, `seq`, and on first read `href`, `title`,
 /// `sender {rel, href}`, `conversation`, `status`, `resource`, `reason`, `raw`.
 pub(crate) fn event_table(lua: &Lua, ev: &Event) -> mlua::Result<Table> {
-    let make = lua
-        .app_data_ref::<Interop>()
-        .ok_or_else(|| mlua::Error::runtime("event interop not installed"))?
-        .make
-        .clone();
+    let make = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.make.clone();
     make.call((ev.rel(), ev.kind(), ev.seq, lua.create_string(ev.packed())?))
 }

@@ -46,12 +46,7 @@ pub(crate) fn script_name(path: &Path) -> Option<String> {
 /// load failure; its thread is left behind.
 /// `required` collects the modules the version requires, kept by the caller even when the load
 /// fails (so that fixing a module it needed loads it again).
-pub(crate) fn load_bounded(
-    path: &Path,
-    version: u64,
-    env: &Arc<ScriptEnv>,
-    required: super::modules::Required,
-) -> Result<Loaded, ScriptError> {
+pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<Loaded, ScriptError> {
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
     let limit = env.settings().limits.handler_timeout;
     let (p, e) = (path.to_path_buf(), env.clone());
@@ -70,37 +65,21 @@ pub(crate) fn load_bounded(
 }
 
 /// Reads, compiles and runs a script's top level.
-pub(crate) fn load(
-    path: &Path,
-    version: u64,
-    env: &Arc<ScriptEnv>,
-    required: super::modules::Required,
-) -> Result<Loaded, ScriptError> {
+pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<Loaded, ScriptError> {
     let settings = env.settings();
     let limits = &settings.limits;
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
-    let fail = |message: String| ScriptError {
-        script: name.clone(),
-        path: path.to_path_buf(),
-        message,
-    };
+    let fail = |message: String| ScriptError { script: name.clone(), path: path.to_path_buf(), message };
     let source = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     if source.starts_with(b"\x1bLua") {
-        return Err(fail(
-            "binary (precompiled) chunks are not allowed; save the script as text".into(),
-        ));
+        return Err(fail("binary (precompiled) chunks are not allowed; save the script as text".into()));
     }
-    let lua =
-        sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
+    let lua = sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
     let ctx = ScriptCtx::new(&name, version, env).map_err(&fail)?;
     api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let modules = super::modules::install(&lua, dir, required)
-        .map_err(|e| fail(format!("cannot install require: {e}")))?;
-    let chunk_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| name.clone());
+    let modules = super::modules::install(&lua, dir, required).map_err(|e| fail(format!("cannot install require: {e}")))?;
+    let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
     if let Some(b) = sandbox::budget(&lua) {
         b.arm(limits);
     }
@@ -121,9 +100,7 @@ pub(crate) fn describe(e: &mlua::Error) -> String {
             let cause = describe(cause);
             format!("{cause}\n{traceback}")
         }
-        mlua::Error::RuntimeError(m) if m == "not enough memory" => {
-            "memory limit exceeded (scripts.memory_limit_mb)".into()
-        }
+        mlua::Error::RuntimeError(m) if m == "not enough memory" => "memory limit exceeded (scripts.memory_limit_mb)".into(),
         mlua::Error::RuntimeError(m) => m.clone(),
         mlua::Error::WithContext { context, cause } => format!("{context}: {}", describe(cause)),
         other => other.to_string(),

@@ -22,9 +22,7 @@ pub type Required = Arc<Mutex<BTreeSet<String>>>;
 /// `hours` → `lib/hours.lua`, `util.text` → `lib/util/text.lua`; None for anything else.
 pub(crate) fn module_file(scripts_dir: &Path, name: &str) -> Option<PathBuf> {
     let parts: Vec<&str> = name.split('.').collect();
-    let ok = parts.iter().all(|p| {
-        !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    });
+    let ok = parts.iter().all(|p| !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     if !ok || parts.len() > 4 {
         return None;
     }
@@ -42,21 +40,13 @@ pub(crate) fn module_name(scripts_dir: &Path, file: &Path) -> Option<String> {
     if rel.extension().and_then(|e| e.to_str()) != Some("lua") {
         return None;
     }
-    let mut parts: Vec<String> = rel
-        .parent()?
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
+    let mut parts: Vec<String> = rel.parent()?.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
     parts.push(rel.file_stem()?.to_str()?.to_string());
     Some(parts.join("."))
 }
 
 /// Installs `require` in `lua`, reading modules under `scripts_dir/lib`.
-pub(crate) fn install(
-    lua: &Lua,
-    scripts_dir: PathBuf,
-    required: Required,
-) -> mlua::Result<Required> {
+pub(crate) fn install(lua: &Lua, scripts_dir: PathBuf, required: Required) -> mlua::Result<Required> {
     let loaded: Table = lua.create_table()?;
     let loading: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let rec = required.clone();
@@ -118,21 +108,12 @@ mod tests {
     #[test]
     fn names_and_files() {
         let d = Path::new("/s");
-        assert_eq!(
-            module_file(d, "hours"),
-            Some(PathBuf::from("/s/lib/hours.lua"))
-        );
-        assert_eq!(
-            module_file(d, "util.text"),
-            Some(PathBuf::from("/s/lib/util/text.lua"))
-        );
+        assert_eq!(module_file(d, "hours"), Some(PathBuf::from("/s/lib/hours.lua")));
+        assert_eq!(module_file(d, "util.text"), Some(PathBuf::from("/s/lib/util/text.lua")));
         for bad in ["", "../x", "a..b", "a/b", "x.lua.", "a.b.c.d.e"] {
             assert_eq!(module_file(d, bad), None, "{bad}");
         }
-        assert_eq!(
-            module_name(d, Path::new("/s/lib/util/text.lua")).as_deref(),
-            Some("util.text")
-        );
+        assert_eq!(module_name(d, Path::new("/s/lib/util/text.lua")).as_deref(), Some("util.text"));
         assert_eq!(module_name(d, Path::new("/s/call_log.lua")), None);
     }
 }

@@ -45,10 +45,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl OfflineNet {
     pub fn new(enforce_allowlist: bool) -> OfflineNet {
-        OfflineNet {
-            enforce_allowlist,
-            ..OfflineNet::default()
-        }
+        OfflineNet { enforce_allowlist, ..OfflineNet::default() }
     }
 
     /// Remembers an event's embedded resource as what its href answers.

@@ -4,21 +4,9 @@
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScriptOutput {
     /// `agent.log.*` or `print`.
-    Log {
-        script: String,
-        version: u64,
-        level: &'static str,
-        message: String,
-        fields: Option<serde_json::Value>,
-    },
+    Log { script: String, version: u64, level: &'static str, message: String, fields: Option<serde_json::Value> },
     /// A handler raised an error or was stopped by a limit.
-    HandlerError {
-        script: String,
-        rel: String,
-        kind: String,
-        seq: u64,
-        error: String,
-    },
+    HandlerError { script: String, rel: String, kind: String, seq: u64, error: String },
     /// A version was loaded and is in service.
     Loaded { script: String, version: u64 },
     /// A new version failed to load; the old one (if any) keeps running.
@@ -29,27 +17,11 @@ pub enum ScriptOutput {
     Paused { script: String, failures: u32 },
     /// A call into the script ran past its time limit and did not come back (C code, a
     /// finalizer): the script is no longer fed until its file changes.
-    Stuck {
-        script: String,
-        doing: String,
-        limit_ms: u64,
-    },
+    Stuck { script: String, doing: String, limit_ms: u64 },
     /// Tracing (`replay`): the script is about to handle this event.
-    Event {
-        script: String,
-        seq: u64,
-        rel: String,
-        kind: String,
-        href: String,
-    },
+    Event { script: String, seq: u64, rel: String, kind: String, href: String },
     /// Tracing (`replay`): the script's `agent.state` after an event, when it changed.
     State { script: String, json: String },
     /// Offline (`replay`, `test`): a request the script would have sent.
-    Request {
-        script: String,
-        via: &'static str,
-        method: String,
-        url: String,
-        body: Option<String>,
-    },
+    Request { script: String, via: &'static str, method: String, url: String, body: Option<String> },
 }

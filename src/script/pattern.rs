@@ -57,29 +57,12 @@ const CLOCK_EVERY: u64 = 1 << 16;
 
 impl<'a> Matcher<'a> {
     pub(crate) fn new(src: &'a [u8], pat: &'a [u8], steps: u64) -> Matcher<'a> {
-        Matcher {
-            src,
-            pat,
-            level: 0,
-            capture: [Capture { init: 0, len: 0 }; MAX_CAPTURES],
-            depth: MAX_DEPTH,
-            steps,
-            deadline: None,
-        }
+        Matcher { src, pat, level: 0, capture: [Capture { init: 0, len: 0 }; MAX_CAPTURES], depth: MAX_DEPTH, steps, deadline: None }
     }
 
     /// A match found earlier (its captures kept), to read its captures from.
-    pub(crate) fn found(
-        src: &'a [u8],
-        pat: &'a [u8],
-        level: usize,
-        capture: [Capture; MAX_CAPTURES],
-    ) -> Matcher<'a> {
-        Matcher {
-            level,
-            capture,
-            ..Matcher::new(src, pat, 0)
-        }
+    pub(crate) fn found(src: &'a [u8], pat: &'a [u8], level: usize, capture: [Capture; MAX_CAPTURES]) -> Matcher<'a> {
+        Matcher { level, capture, ..Matcher::new(src, pat, 0) }
     }
 
     /// Also stops at `deadline`.
@@ -99,9 +82,7 @@ impl<'a> Matcher<'a> {
             return Err(PatternError::Budget);
         }
         self.steps -= 1;
-        if self.steps % CLOCK_EVERY == 0
-            && self.deadline.is_some_and(|d| std::time::Instant::now() > d)
-        {
+        if self.steps % CLOCK_EVERY == 0 && self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
             return Err(PatternError::Time);
         }
         Ok(())
@@ -187,11 +168,7 @@ impl<'a> Matcher<'a> {
     }
 
     /// Matches the pattern from `p` against the subject from `s`; the end of the match.
-    pub(crate) fn do_match(
-        &mut self,
-        mut s: usize,
-        mut p: usize,
-    ) -> Result<Option<usize>, PatternError> {
+    pub(crate) fn do_match(&mut self, mut s: usize, mut p: usize) -> Result<Option<usize>, PatternError> {
         if self.depth == 0 {
             return bad("pattern too complex");
         }
@@ -203,11 +180,7 @@ impl<'a> Matcher<'a> {
             }
             match self.pat[p] {
                 b'(' => {
-                    break if self.p(p + 1) == b')' {
-                        self.start_capture(s, p + 2, CAP_POSITION)?
-                    } else {
-                        self.start_capture(s, p + 1, CAP_UNFINISHED)?
-                    };
+                    break if self.p(p + 1) == b')' { self.start_capture(s, p + 2, CAP_POSITION)? } else { self.start_capture(s, p + 1, CAP_UNFINISHED)? };
                 }
                 b')' => break self.end_capture(s, p + 1)?,
                 b'$' if p + 1 == self.pat.len() => break (s == self.src.len()).then_some(s),
@@ -226,23 +199,19 @@ impl<'a> Matcher<'a> {
                     let ep = self.class_end(p)?;
                     let previous = if s == 0 { 0 } else { self.src[s - 1] };
                     let current = self.src.get(s).copied().unwrap_or(0);
-                    if !self.match_bracket_class(previous, p, ep - 1)
-                        && self.match_bracket_class(current, p, ep - 1)
-                    {
+                    if !self.match_bracket_class(previous, p, ep - 1) && self.match_bracket_class(current, p, ep - 1) {
                         p = ep;
                     } else {
                         break None;
                     }
                 }
-                ESC if self.p(p + 1).is_ascii_digit() => {
-                    match self.match_capture(s, self.p(p + 1))? {
-                        Some(e) => {
-                            s = e;
-                            p += 2;
-                        }
-                        None => break None,
+                ESC if self.p(p + 1).is_ascii_digit() => match self.match_capture(s, self.p(p + 1))? {
+                    Some(e) => {
+                        s = e;
+                        p += 2;
                     }
-                }
+                    None => break None,
+                },
                 _ => {
                     let ep = self.class_end(p)?;
                     let suffix = self.p(ep);
@@ -290,12 +259,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn min_expand(
-        &mut self,
-        mut s: usize,
-        p: usize,
-        ep: usize,
-    ) -> Result<Option<usize>, PatternError> {
+    fn min_expand(&mut self, mut s: usize, p: usize, ep: usize) -> Result<Option<usize>, PatternError> {
         loop {
             if let Some(e) = self.do_match(s, ep + 1)? {
                 return Ok(Some(e));
@@ -308,12 +272,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn start_capture(
-        &mut self,
-        s: usize,
-        p: usize,
-        what: isize,
-    ) -> Result<Option<usize>, PatternError> {
+    fn start_capture(&mut self, s: usize, p: usize, what: isize) -> Result<Option<usize>, PatternError> {
         if self.level >= MAX_CAPTURES {
             return bad("too many captures");
         }
@@ -327,10 +286,7 @@ impl<'a> Matcher<'a> {
     }
 
     fn end_capture(&mut self, s: usize, p: usize) -> Result<Option<usize>, PatternError> {
-        let Some(l) = (0..self.level)
-            .rev()
-            .find(|&l| self.capture[l].len == CAP_UNFINISHED)
-        else {
+        let Some(l) = (0..self.level).rev().find(|&l| self.capture[l].len == CAP_UNFINISHED) else {
             return bad("invalid pattern capture");
         };
         self.capture[l].len = (s - self.capture[l].init) as isize;
@@ -352,10 +308,7 @@ impl<'a> Matcher<'a> {
         }
         let len = c.len as usize;
         self.steps = self.steps.saturating_sub(len as u64 / 64);
-        Ok(
-            (self.src.len() - s >= len && self.src[c.init..c.init + len] == self.src[s..s + len])
-                .then_some(s + len),
-        )
+        Ok((self.src.len() - s >= len && self.src[c.init..c.init + len] == self.src[s..s + len]).then_some(s + len))
     }
 
     fn match_balance(&mut self, s: usize, p: usize) -> Result<Option<usize>, PatternError> {
@@ -385,12 +338,7 @@ impl<'a> Matcher<'a> {
     }
 
     /// Capture `i` of a match `s..e` (capture 0 of a pattern without captures is the match).
-    pub(crate) fn get_capture(
-        &self,
-        i: usize,
-        s: usize,
-        e: usize,
-    ) -> Result<Captured<'a>, PatternError> {
+    pub(crate) fn get_capture(&self, i: usize, s: usize, e: usize) -> Result<Captured<'a>, PatternError> {
         if i >= self.level {
             if i != 0 {
                 return bad(format!("invalid capture index %{}", i + 1));
@@ -446,11 +394,7 @@ pub(crate) fn no_specials(p: &[u8]) -> bool {
 }
 
 /// A plain search for `needle` in `hay`, counting one step per byte compared.
-pub(crate) fn find_plain(
-    hay: &[u8],
-    needle: &[u8],
-    steps: &mut u64,
-) -> Result<Option<usize>, PatternError> {
+pub(crate) fn find_plain(hay: &[u8], needle: &[u8], steps: &mut u64) -> Result<Option<usize>, PatternError> {
     if needle.is_empty() {
         return Ok(Some(0));
     }
@@ -458,11 +402,7 @@ pub(crate) fn find_plain(
         return Ok(None);
     }
     for start in 0..=hay.len() - needle.len() {
-        let cost = 1 + if hay[start] == needle[0] {
-            needle.len() as u64
-        } else {
-            0
-        };
+        let cost = 1 + if hay[start] == needle[0] { needle.len() as u64 } else { 0 };
         if *steps < cost {
             return Err(PatternError::Budget);
         }
@@ -518,36 +458,12 @@ mod tests {
 
     #[test]
     fn malformed_patterns_give_lua_messages() {
-        assert_eq!(
-            find("a", "%"),
-            Err(PatternError::Bad(
-                "malformed pattern (ends with '%')".into()
-            ))
-        );
-        assert_eq!(
-            find("a", "[a"),
-            Err(PatternError::Bad("malformed pattern (missing ']')".into()))
-        );
-        assert_eq!(
-            find("a", "a)"),
-            Err(PatternError::Bad("invalid pattern capture".into()))
-        );
-        assert_eq!(
-            find("a", "%1"),
-            Err(PatternError::Bad("invalid capture index %1".into()))
-        );
-        assert_eq!(
-            find("a", "%f"),
-            Err(PatternError::Bad(
-                "missing '[' after '%f' in pattern".into()
-            ))
-        );
-        assert_eq!(
-            find("a", "%b"),
-            Err(PatternError::Bad(
-                "malformed pattern (missing arguments to '%b')".into()
-            ))
-        );
+        assert_eq!(find("a", "%"), Err(PatternError::Bad("malformed pattern (ends with '%')".into())));
+        assert_eq!(find("a", "[a"), Err(PatternError::Bad("malformed pattern (missing ']')".into())));
+        assert_eq!(find("a", "a)"), Err(PatternError::Bad("invalid pattern capture".into())));
+        assert_eq!(find("a", "%1"), Err(PatternError::Bad("invalid capture index %1".into())));
+        assert_eq!(find("a", "%f"), Err(PatternError::Bad("missing '[' after '%f' in pattern".into())));
+        assert_eq!(find("a", "%b"), Err(PatternError::Bad("malformed pattern (missing arguments to '%b')".into())));
     }
 
     #[test]

@@ -87,13 +87,7 @@ pub(crate) fn spawn(
     Ok(ended)
 }
 
-async fn run(
-    mut current: Loaded,
-    mut inbox: mpsc::UnboundedReceiver<Msg>,
-    env: Arc<ScriptEnv>,
-    cursor: u64,
-    watch: Arc<Watch>,
-) {
+async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: Arc<ScriptEnv>, cursor: u64, watch: Arc<Watch>) {
     let name = current.ctx.name.clone();
     // The batch being worked through, and the index of its next event.
     let mut batch: Option<(Arc<Vec<Event>>, usize)> = None;
@@ -122,15 +116,9 @@ async fn run(
             // without writing anything.
             return;
         }
-        let due = current
-            .lua
-            .app_data_ref::<Timers>()
-            .and_then(|t| t.next_due());
+        let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
         let due_now = due.is_some_and(|d| d <= tokio::time::Instant::now());
-        if batch
-            .as_ref()
-            .is_some_and(|(events, next)| *next >= events.len())
-        {
+        if batch.as_ref().is_some_and(|(events, next)| *next >= events.len()) {
             batch = None;
         }
         // The inbox's turn comes between timer runs too: a timer that is always due must not
@@ -244,10 +232,7 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
 
 /// Runs `agent.on_unload` (if any) and commits, before a version goes.
 async fn unload(cur: &Loaded, p: &mut Progress) {
-    let f = cur
-        .lua
-        .app_data_ref::<OnUnload>()
-        .and_then(|u| u.0.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let f = cur.lua.app_data_ref::<OnUnload>().and_then(|u| u.0.lock().unwrap_or_else(|e| e.into_inner()).clone());
     if let Some(f) = f {
         call(cur, p, &f, mlua::Value::Nil, "on_unload", None).await;
     }
@@ -255,11 +240,7 @@ async fn unload(cur: &Loaded, p: &mut Progress) {
 }
 
 async fn fire_timers(cur: &Loaded, p: &mut Progress) {
-    let due = cur
-        .lua
-        .app_data_ref::<Timers>()
-        .map(|t| t.take_due())
-        .unwrap_or_default();
+    let due = cur.lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
     for f in due {
         if !p.paused && !p.watch.is_stuck() {
             call(cur, p, &f, mlua::Value::Nil, "timer", None).await;
@@ -292,11 +273,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let table = match interop::event_table(&cur.lua, ev) {
         Ok(t) => t,
         Err(e) => {
-            p.failed(
-                cur,
-                Some(ev),
-                format!("cannot build the event table: {}", describe(&e)),
-            );
+            p.failed(cur, Some(ev), format!("cannot build the event table: {}", describe(&e)));
             return;
         }
     };
@@ -304,23 +281,12 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
         if p.paused || p.watch.is_stuck() {
             break;
         }
-        call(
-            cur,
-            p,
-            &sub.func,
-            mlua::Value::Table(table.clone()),
-            "handler",
-            Some(ev),
-        )
-        .await;
+        call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev)).await;
     }
     if p.env.trace {
         if let Ok(json) = api::state_json(&cur.lua) {
             if p.traced_state.as_ref() != Some(&json) {
-                p.env.emit(ScriptOutput::State {
-                    script: p.name.to_string(),
-                    json: json.clone(),
-                });
+                p.env.emit(ScriptOutput::State { script: p.name.to_string(), json: json.clone() });
                 p.traced_state = Some(json);
             }
         }
@@ -329,22 +295,11 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
 
 /// A panic's message.
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
 }
 
 /// One call into the script, under its limits.
-async fn call(
-    cur: &Loaded,
-    p: &mut Progress,
-    f: &Function,
-    arg: mlua::Value,
-    what: &'static str,
-    ev: Option<&Event>,
-) {
+async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>) {
     let limits = &p.settings.limits.clone();
     let started = Instant::now();
     if let Some(b) = sandbox::budget(&cur.lua) {
@@ -352,17 +307,10 @@ async fn call(
     }
     // Log lines a handler writes carry its event: rel, type, seq.
     set_current(cur, ev);
-    p.watch.begin_at(
-        started,
-        what,
-        ev.map(|e| (e.rel(), e.kind(), e.seq)),
-        limits.handler_timeout,
-    );
+    p.watch.begin_at(started, what, ev.map(|e| (e.rel(), e.kind(), e.seq)), limits.handler_timeout);
     // A panic in Rust code under the call (a bug of ours) becomes this call's error, not a dead
     // thread the watchdog would report as stuck.
-    let mut call = std::pin::pin!(futures_util::FutureExt::catch_unwind(
-        std::panic::AssertUnwindSafe(f.call_async::<()>(arg))
-    ));
+    let mut call = std::pin::pin!(futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(f.call_async::<()>(arg))));
     // Most handlers finish without awaiting anything: poll once before arming a timer (a timer
     // per call costs more than a trivial handler). The hook bounds CPU time either way.
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
@@ -373,14 +321,8 @@ async fn call(
             tokio::time::timeout_at(deadline, call).await
         }
     };
-    let result = result.map(|r| {
-        r.unwrap_or_else(|panic| {
-            Err(mlua::Error::runtime(format!(
-                "internal error of the agent (please report it): {}",
-                panic_text(&*panic)
-            )))
-        })
-    });
+    let result =
+        result.map(|r| r.unwrap_or_else(|panic| Err(mlua::Error::runtime(format!("internal error of the agent (please report it): {}", panic_text(&*panic))))));
     p.watch.end();
     set_current(cur, None);
     let took = started.elapsed();
@@ -399,21 +341,8 @@ async fn call(
                 None => tracing::trace!(script = %p.name, what, duration_us, "call returned"),
             }
         }
-        Ok(Err(e)) => p.failed(
-            cur,
-            ev,
-            format!("{what}: {}", describe(&e))
-                .trim_start_matches("handler: ")
-                .to_string(),
-        ),
-        Err(_) => p.failed(
-            cur,
-            ev,
-            format!(
-                "time limit exceeded (scripts.handler_timeout_ms = {})",
-                limits.handler_timeout.as_millis()
-            ),
-        ),
+        Ok(Err(e)) => p.failed(cur, ev, format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string()),
+        Err(_) => p.failed(cur, ev, format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis())),
     }
 }
 
@@ -441,10 +370,7 @@ impl Progress {
         if max > 0 && self.failures >= max && !self.paused {
             self.paused = true;
             tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
-            self.env.emit(ScriptOutput::Paused {
-                script: script.to_string(),
-                failures: self.failures,
-            });
+            self.env.emit(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
         }
     }
 
@@ -468,16 +394,7 @@ impl Progress {
         if repeats.is_power_of_two() {
             let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
             let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel(), e.kind(), e.seq));
-            tracing::error!(
-                script,
-                version = cur.ctx.version,
-                rel,
-                r#type = kind,
-                seq,
-                repeats,
-                traceback,
-                "handler failed: {first}"
-            );
+            tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");
         }
         self.env.emit(ScriptOutput::HandlerError {
             script: script.to_string(),
@@ -496,11 +413,7 @@ impl Progress {
         if self.watch.is_stuck() {
             return;
         }
-        self.watch.begin(
-            "saving agent.state",
-            None,
-            self.settings.limits.handler_timeout,
-        );
+        self.watch.begin("saving agent.state", None, self.settings.limits.handler_timeout);
         let delta = match self.saved.diff(&cur.lua, self.settings.state_max_bytes) {
             Ok(d) if d.bytes > self.settings.state_max_bytes => Err(format!(
                 "agent.state is {} bytes of JSON, over scripts.state_max_bytes ({}); changes to it are not saved",
@@ -520,19 +433,9 @@ impl Progress {
         if cursor.is_none() && delta.is_none() {
             return;
         }
-        self.env
-            .metrics
-            .lua_memory(&self.name, cur.lua.used_memory());
-        let write = delta.as_ref().map(|d| StateWrite {
-            replace_all: d.replace_all,
-            set: &d.set,
-            removed: &d.removed,
-        });
-        let Some(written) = self.watch.unless_stuck(|| {
-            self.env
-                .store
-                .commit_script(&self.name, cursor, write.as_ref())
-        }) else {
+        self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
+        let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
+        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script(&self.name, cursor, write.as_ref())) else {
             return; // declared stuck meanwhile: its replacement writes from now on
         };
         match written {

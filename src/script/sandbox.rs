@@ -20,11 +20,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            instructions: 50_000_000,
-            handler_timeout: Duration::from_secs(10),
-        }
+        Limits { memory_bytes: 64 << 20, instructions: 50_000_000, handler_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -46,12 +42,7 @@ pub(crate) struct Budget {
 
 impl Budget {
     fn new(memory_limit: usize) -> Budget {
-        Budget {
-            remaining: AtomicI64::new(i64::MAX),
-            deadline: Mutex::new(None),
-            exhausted: AtomicBool::new(false),
-            memory_limit,
-        }
+        Budget { remaining: AtomicI64::new(i64::MAX), deadline: Mutex::new(None), exhausted: AtomicBool::new(false), memory_limit }
     }
 
     /// Instructions left to the running call (work done in Rust on its behalf spends them too).
@@ -61,8 +52,7 @@ impl Budget {
 
     /// Takes `n` instructions' worth of work from the running call's budget.
     pub(crate) fn spend(&self, n: u64) {
-        self.remaining
-            .fetch_sub(n.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+        self.remaining.fetch_sub(n.min(i64::MAX as u64) as i64, Ordering::Relaxed);
     }
 
     /// A limit stopped the call (in Rust code the hook does not see).
@@ -86,10 +76,7 @@ impl Budget {
 
     /// Arms the budget for one call that started at `started`.
     pub(crate) fn arm_from(&self, limits: &Limits, started: Instant) {
-        self.remaining.store(
-            limits.instructions.min(i64::MAX as u64) as i64,
-            Ordering::Relaxed,
-        );
+        self.remaining.store(limits.instructions.min(i64::MAX as u64) as i64, Ordering::Relaxed);
         *self.deadline.lock().expect("budget lock") = Some(started + limits.handler_timeout);
         self.exhausted.store(false, Ordering::Relaxed);
     }
@@ -103,20 +90,11 @@ impl Budget {
         if self.exhausted() {
             return Err("script stopped: limit reached");
         }
-        if self
-            .remaining
-            .fetch_sub(HOOK_EVERY as i64, Ordering::Relaxed)
-            < HOOK_EVERY as i64
-        {
+        if self.remaining.fetch_sub(HOOK_EVERY as i64, Ordering::Relaxed) < HOOK_EVERY as i64 {
             self.exhausted.store(true, Ordering::Relaxed);
             return Err("instruction limit exceeded (scripts.instruction_limit)");
         }
-        if self
-            .deadline
-            .lock()
-            .expect("budget lock")
-            .is_some_and(|d| Instant::now() > d)
-        {
+        if self.deadline.lock().expect("budget lock").is_some_and(|d| Instant::now() > d) {
             self.exhausted.store(true, Ordering::Relaxed);
             return Err("time limit exceeded (scripts.handler_timeout_ms)");
         }
@@ -126,25 +104,17 @@ impl Budget {
 
 /// A fresh sandboxed state with the limits installed.
 pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
-    let libs = StdLib::TABLE
-        | StdLib::STRING
-        | StdLib::MATH
-        | StdLib::UTF8
-        | StdLib::COROUTINE
-        | StdLib::OS;
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
     // A few coroutines kept for reuse: every handler call runs in one (`call_async`), and
     // making a new one per call costs more than a trivial handler.
     let lua = Lua::new_with(libs, LuaOptions::new().thread_pool_size(8))?;
     lua.set_memory_limit(limits.memory_bytes)?;
     lua.set_app_data(Budget::new(limits.memory_bytes));
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
-    lua.set_global_hook(
-        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-        |lua, _debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
-            Some(Err(why)) => Err(mlua::Error::runtime(why)),
-            _ => Ok(VmState::Continue),
-        },
-    )?;
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, _debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
+        Some(Err(why)) => Err(mlua::Error::runtime(why)),
+        _ => Ok(VmState::Continue),
+    })?;
     restrict_globals(&lua)?;
     super::strlib::register(&lua)?;
     // mlua's shared array metatable: a script must not be able to add `__gc` to it.
@@ -155,13 +125,8 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
 /// Cuts the standard library down to the allowlist and closes the ways around the limits.
 fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     let g = lua.globals();
-    lua.set_named_registry_value(
-        RAW_SETMETATABLE,
-        g.raw_get::<mlua::Function>("setmetatable")?,
-    )?;
-    let exhausted = lua.create_function(|lua, ()| {
-        Ok(lua.app_data_ref::<Budget>().is_some_and(|b| b.exhausted()))
-    })?;
+    lua.set_named_registry_value(RAW_SETMETATABLE, g.raw_get::<mlua::Function>("setmetatable")?)?;
+    let exhausted = lua.create_function(|lua, ()| Ok(lua.app_data_ref::<Budget>().is_some_and(|b| b.exhausted())))?;
     g.set("__limit_hit", exhausted)?;
     let mark = lua.create_function(|lua, ()| {
         if let Some(b) = lua.app_data_ref::<Budget>() {
@@ -184,9 +149,7 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
         };
         if n > b.available() {
             b.exhaust();
-            return Err(mlua::Error::runtime(
-                "instruction limit exceeded (scripts.instruction_limit)",
-            ));
+            return Err(mlua::Error::runtime("instruction limit exceeded (scripts.instruction_limit)"));
         }
         b.spend(n);
         Ok(())
@@ -195,10 +158,7 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     // Whether a table has a `__len` metamethod (read raw: `__metatable` cannot hide it).
     let has_len = lua.create_function(|_, v: mlua::Value| {
         Ok(match v {
-            mlua::Value::Table(t) => t.metatable().is_some_and(|mt| {
-                mt.raw_get::<mlua::Value>("__len")
-                    .is_ok_and(|l| !l.is_nil())
-            }),
+            mlua::Value::Table(t) => t.metatable().is_some_and(|mt| mt.raw_get::<mlua::Value>("__len").is_ok_and(|l| !l.is_nil())),
             _ => false,
         })
     })?;
@@ -335,8 +295,7 @@ end
 "#;
 
 fn limits_memory(lua: &Lua) -> f64 {
-    lua.app_data_ref::<Budget>()
-        .map_or(f64::MAX, |b| b.memory_limit as f64)
+    lua.app_data_ref::<Budget>().map_or(f64::MAX, |b| b.memory_limit as f64)
 }
 
 /// The budget of a state (for arming before a call).

@@ -21,27 +21,14 @@ pub(crate) fn resolve_as(config: &Value, placeholders: bool) -> Result<(Value, R
 }
 
 fn placeholder(o: &serde_json::Map<String, Value>) -> String {
-    match (
-        o.get("env").and_then(Value::as_str),
-        o.get("file").and_then(Value::as_str),
-    ) {
+    match (o.get("env").and_then(Value::as_str), o.get("file").and_then(Value::as_str)) {
         (Some(var), _) => format!("<secret:{var}>"),
-        (_, Some(file)) => format!(
-            "<secret:file {}>",
-            std::path::Path::new(file)
-                .file_name()
-                .map_or(file.into(), |n| n.to_string_lossy())
-        ),
+        (_, Some(file)) => format!("<secret:file {}>", std::path::Path::new(file).file_name().map_or(file.into(), |n| n.to_string_lossy())),
         _ => "<secret>".into(),
     }
 }
 
-fn walk(
-    v: &Value,
-    path: &str,
-    found: &mut Vec<String>,
-    placeholders: bool,
-) -> Result<Value, String> {
+fn walk(v: &Value, path: &str, found: &mut Vec<String>, placeholders: bool) -> Result<Value, String> {
     match v {
         Value::Object(o) if o.len() == 1 && (o.contains_key("env") || o.contains_key("file")) => {
             if placeholders {
@@ -56,39 +43,27 @@ fn walk(
         Value::Object(o) => {
             let mut out = serde_json::Map::new();
             for (k, m) in o {
-                out.insert(
-                    k.clone(),
-                    walk(m, &format!("{path}.{k}"), found, placeholders)?,
-                );
+                out.insert(k.clone(), walk(m, &format!("{path}.{k}"), found, placeholders)?);
             }
             Ok(Value::Object(out))
         }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, m)| walk(m, &format!("{path}[{}]", i + 1), found, placeholders))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
+        Value::Array(items) => {
+            items.iter().enumerate().map(|(i, m)| walk(m, &format!("{path}[{}]", i + 1), found, placeholders)).collect::<Result<Vec<_>, _>>().map(Value::Array)
+        }
         other => Ok(other.clone()),
     }
 }
 
 fn read(o: &serde_json::Map<String, Value>, path: &str) -> Result<String, String> {
     if let Some(var) = o.get("env") {
-        let var = var
-            .as_str()
-            .ok_or_else(|| format!("{path}: `env` must name an environment variable"))?;
+        let var = var.as_str().ok_or_else(|| format!("{path}: `env` must name an environment variable"))?;
         return match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(v),
             _ => Err(format!("{path}: the environment variable {var} is not set")),
         };
     }
-    let file = o
-        .get("file")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{path}: `file` must be a path"))?;
-    let text =
-        std::fs::read_to_string(file).map_err(|e| format!("{path}: cannot read {file}: {e}"))?;
+    let file = o.get("file").and_then(Value::as_str).ok_or_else(|| format!("{path}: `file` must be a path"))?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{path}: cannot read {file}: {e}"))?;
     // A file written by `echo` ends with a newline that is not part of the secret.
     let secret = text.trim_end_matches(['\n', '\r']).to_string();
     if secret.is_empty() {
@@ -143,39 +118,17 @@ mod tests {
         std::fs::write(&file, "https://hooks.example.com/T0/B0/XyZ\n").unwrap();
         let config = json!({"token": {"env": "UCWA_AGENT_SECRET_TEST"}, "hook": {"file": file}, "plain": "hello", "env": "not a secret"});
         let (resolved, r) = resolve_as(&config, false).unwrap();
-        assert_eq!(
-            resolved,
-            json!({"token": "s3cr3t-token", "hook": "https://hooks.example.com/T0/B0/XyZ", "plain": "hello", "env": "not a secret"})
-        );
-        assert_eq!(
-            r.redact("sent s3cr3t-token to https://hooks.example.com/T0/B0/XyZ"),
-            "sent [redacted] to [redacted]"
-        );
+        assert_eq!(resolved, json!({"token": "s3cr3t-token", "hook": "https://hooks.example.com/T0/B0/XyZ", "plain": "hello", "env": "not a secret"}));
+        assert_eq!(r.redact("sent s3cr3t-token to https://hooks.example.com/T0/B0/XyZ"), "sent [redacted] to [redacted]");
         let mut fields = json!({"url": "https://hooks.example.com/T0/B0/XyZ?x=1", "n": 1});
         r.redact_value(&mut fields);
         assert_eq!(fields, json!({"url": "[redacted]?x=1", "n": 1}));
-        let e = resolve_as(
-            &json!({"a": {"b": {"env": "UCWA_AGENT_SECRET_UNSET"}}}),
-            false,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            "agent.config.a.b: the environment variable UCWA_AGENT_SECRET_UNSET is not set"
-        );
+        let e = resolve_as(&json!({"a": {"b": {"env": "UCWA_AGENT_SECRET_UNSET"}}}), false).unwrap_err();
+        assert_eq!(e, "agent.config.a.b: the environment variable UCWA_AGENT_SECRET_UNSET is not set");
         let (offline, r) = resolve_as(&config, true).unwrap();
-        assert_eq!(
-            (offline["token"].as_str(), offline["hook"].as_str()),
-            (
-                Some("<secret:UCWA_AGENT_SECRET_TEST>"),
-                Some("<secret:file hook>")
-            )
-        );
+        assert_eq!((offline["token"].as_str(), offline["hook"].as_str()), (Some("<secret:UCWA_AGENT_SECRET_TEST>"), Some("<secret:file hook>")));
         assert_eq!(r.redact("s3cr3t-token"), "s3cr3t-token", "nothing was read");
         let e = resolve_as(&json!({"k": {"file": "/nonexistent/secret"}}), false).unwrap_err();
-        assert!(
-            e.starts_with("agent.config.k: cannot read /nonexistent/secret"),
-            "{e}"
-        );
+        assert!(e.starts_with("agent.config.k: cannot read /nonexistent/secret"), "{e}");
     }
 }

@@ -55,27 +55,13 @@ impl Saved {
     /// Compares `agent.state` now with the last commit; a state over `max_bytes` of JSON is an
     /// error (found while serialising, so an oversized value is never built whole).
     pub(crate) fn diff(&self, lua: &Lua, max_bytes: usize) -> Result<Delta, String> {
-        let agent: Table = lua
-            .globals()
-            .raw_get("agent")
-            .map_err(|e| format!("the agent table is gone: {e}"))?;
+        let agent: Table = lua.globals().raw_get("agent").map_err(|e| format!("the agent table is gone: {e}"))?;
         let state = match agent.raw_get::<Value>("state").map_err(|e| e.to_string())? {
             Value::Nil => None,
             Value::Table(t) => Some(t),
-            other => {
-                return Err(format!(
-                    "agent.state must be a table, got {}",
-                    other.type_name()
-                ))
-            }
+            other => return Err(format!("agent.state must be a table, got {}", other.type_name())),
         };
-        let mut delta = Delta {
-            replace_all: !self.written_once,
-            set: Vec::new(),
-            removed: Vec::new(),
-            bytes: 2,
-            marks: Vec::new(),
-        };
+        let mut delta = Delta { replace_all: !self.written_once, set: Vec::new(), removed: Vec::new(), bytes: 2, marks: Vec::new() };
         let mut seen = HashSet::new();
         if let Some(state) = state {
             let mut stack = vec![state.to_pointer()];
@@ -83,28 +69,12 @@ impl Saved {
             for pair in state.pairs::<Value, Value>() {
                 let (k, v) = pair.map_err(|e| e.to_string())?;
                 let key = match k {
-                    Value::String(s) => s
-                        .to_str()
-                        .map_err(|_| "agent.state: keys must be UTF-8 strings".to_string())?
-                        .to_string(),
-                    other => {
-                        return Err(format!(
-                            "agent.state: keys must be strings, got a {} key",
-                            other.type_name()
-                        ))
-                    }
+                    Value::String(s) => s.to_str().map_err(|_| "agent.state: keys must be UTF-8 strings".to_string())?.to_string(),
+                    other => return Err(format!("agent.state: keys must be strings, got a {} key", other.type_name())),
                 };
                 let path = format!("agent.state.{key}");
                 let prior = self.keys.get(&key);
-                if let (
-                    Value::String(s),
-                    Some(Mark {
-                        string: Some(old),
-                        bytes,
-                        ..
-                    }),
-                ) = (&v, prior)
-                {
+                if let (Value::String(s), Some(Mark { string: Some(old), bytes, .. })) = (&v, prior) {
                     if s.to_pointer() == old.to_pointer() && !delta.replace_all {
                         delta.bytes += key.len() + 4 + bytes;
                         seen.insert(key);
@@ -125,38 +95,17 @@ impl Saved {
                     Value::String(s) => Some(s.clone()),
                     _ => None,
                 };
-                if delta.replace_all
-                    || prior.is_none_or(|m| m.hash != hash || m.bytes != json.len())
-                {
-                    delta.marks.push((
-                        key.clone(),
-                        Mark {
-                            string,
-                            hash,
-                            bytes: json.len(),
-                        },
-                    ));
+                if delta.replace_all || prior.is_none_or(|m| m.hash != hash || m.bytes != json.len()) {
+                    delta.marks.push((key.clone(), Mark { string, hash, bytes: json.len() }));
                     delta.set.push((key.clone(), json));
                 } else if string.is_some() {
                     // Same text in a new string: remember the new one, write nothing.
-                    delta.marks.push((
-                        key.clone(),
-                        Mark {
-                            string,
-                            hash,
-                            bytes: json.len(),
-                        },
-                    ));
+                    delta.marks.push((key.clone(), Mark { string, hash, bytes: json.len() }));
                 }
                 seen.insert(key);
             }
         }
-        delta.removed = self
-            .keys
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
+        delta.removed = self.keys.keys().filter(|k| !seen.contains(*k)).cloned().collect();
         Ok(delta)
     }
 
@@ -179,13 +128,7 @@ impl Saved {
 /// nesting deeper than `MAX_DEPTH`, and tables JSON would change: one with both list items and
 /// named keys, a list with gaps, number keys that are not a list (JSON keeps a list's items,
 /// or string keys). `done` holds the tables already checked (a table may appear many times).
-fn check(
-    v: &Value,
-    path: &dyn Fn() -> String,
-    depth: usize,
-    stack: &mut Vec<*const c_void>,
-    done: &mut HashMap<*const c_void, usize>,
-) -> Result<(), String> {
+fn check(v: &Value, path: &dyn Fn() -> String, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashMap<*const c_void, usize>) -> Result<(), String> {
     match v {
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::String(_) | Value::LightUserData(_) => Ok(()),
         Value::Number(n) if n.is_finite() => Ok(()),

@@ -14,26 +14,11 @@ pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
     let string: Table = lua.globals().get("string")?;
     string.set(
         "find",
-        lua.create_function(
-            |lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
-                find_aux(
-                    lua,
-                    &s,
-                    &p,
-                    init,
-                    plain.as_boolean().unwrap_or(false)
-                        || !matches!(plain, Value::Nil | Value::Boolean(_)),
-                    true,
-                )
-            },
-        )?,
-    )?;
-    string.set(
-        "match",
-        lua.create_function(|lua, (s, p, init): (LuaString, LuaString, Option<i64>)| {
-            find_aux(lua, &s, &p, init, false, false)
+        lua.create_function(|lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
+            find_aux(lua, &s, &p, init, plain.as_boolean().unwrap_or(false) || !matches!(plain, Value::Nil | Value::Boolean(_)), true)
         })?,
     )?;
+    string.set("match", lua.create_function(|lua, (s, p, init): (LuaString, LuaString, Option<i64>)| find_aux(lua, &s, &p, init, false, false))?)?;
     string.set("gmatch", lua.create_function(gmatch)?)?;
     string.set("gsub", lua.create_function(gsub)?)?;
     Ok(())
@@ -50,10 +35,7 @@ fn start_at(init: Option<i64>, len: usize) -> usize {
 }
 
 /// Runs `f` with the steps the script has left; the steps used are charged to it.
-fn metered<T>(
-    lua: &Lua,
-    f: impl FnOnce(&mut u64, Option<Instant>) -> Result<T, PatternError>,
-) -> mlua::Result<T> {
+fn metered<T>(lua: &Lua, f: impl FnOnce(&mut u64, Option<Instant>) -> Result<T, PatternError>) -> mlua::Result<T> {
     let budget = lua.app_data_ref::<Budget>();
     let mut steps = budget.as_ref().map_or(u64::MAX, |b| b.available());
     let deadline = budget.as_ref().and_then(|b| b.deadline());
@@ -88,13 +70,7 @@ fn captured(lua: &Lua, c: Captured<'_>) -> mlua::Result<Value> {
 }
 
 /// The values of a match `s..e`: its captures, or the whole match (`whole`) when it has none.
-fn captures(
-    lua: &Lua,
-    m: &Matcher<'_>,
-    s: usize,
-    e: usize,
-    whole: bool,
-) -> mlua::Result<Vec<Value>> {
+fn captures(lua: &Lua, m: &Matcher<'_>, s: usize, e: usize, whole: bool) -> mlua::Result<Vec<Value>> {
     (0..m.capture_count(whole))
         .map(|i| {
             let c = m.get_capture(i, s, e).map_err(|e| match e {
@@ -106,14 +82,7 @@ fn captures(
         .collect()
 }
 
-fn find_aux(
-    lua: &Lua,
-    s: &LuaString,
-    p: &LuaString,
-    init: Option<i64>,
-    plain: bool,
-    find: bool,
-) -> mlua::Result<MultiValue> {
+fn find_aux(lua: &Lua, s: &LuaString, p: &LuaString, init: Option<i64>, plain: bool, find: bool) -> mlua::Result<MultiValue> {
     let (src, pat) = (s.as_bytes(), p.as_bytes());
     let init = start_at(init, src.len()) - 1;
     if init > src.len() {
@@ -122,10 +91,7 @@ fn find_aux(
     if find && (plain || no_specials(&pat)) {
         let at = metered(lua, |steps, _| find_plain(&src[init..], &pat, steps))?;
         return Ok(match at {
-            Some(at) => MultiValue::from_iter([
-                Value::Integer((init + at + 1) as i64),
-                Value::Integer((init + at + pat.len()) as i64),
-            ]),
+            Some(at) => MultiValue::from_iter([Value::Integer((init + at + 1) as i64), Value::Integer((init + at + pat.len()) as i64)]),
             None => MultiValue::from_iter([Value::Nil]),
         });
     }
@@ -182,9 +148,7 @@ fn gmatch(lua: &Lua, (s, p, init): (LuaString, LuaString, Option<i64>)) -> mlua:
                 }
                 m.reset();
                 match m.do_match(at, 0) {
-                    Ok(Some(e)) if Some(e) != last.get() => {
-                        break Ok(Some((at, e, m.level, m.capture)))
-                    }
+                    Ok(Some(e)) if Some(e) != last.get() => break Ok(Some((at, e, m.level, m.capture))),
                     Ok(_) => at += 1,
                     Err(e) => break Err(e),
                 }
@@ -210,25 +174,13 @@ enum Repl {
     Func(Function),
 }
 
-fn gsub(
-    lua: &Lua,
-    (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>),
-) -> mlua::Result<(LuaString, i64)> {
+fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)) -> mlua::Result<(LuaString, i64)> {
     let repl = match repl {
         Value::String(r) => Repl::Text(r.as_bytes().to_vec()),
-        v @ (Value::Integer(_) | Value::Number(_)) => Repl::Text(
-            lua.coerce_string(v)?
-                .map(|s| s.as_bytes().to_vec())
-                .unwrap_or_default(),
-        ),
+        v @ (Value::Integer(_) | Value::Number(_)) => Repl::Text(lua.coerce_string(v)?.map(|s| s.as_bytes().to_vec()).unwrap_or_default()),
         Value::Table(t) => Repl::Table(t),
         Value::Function(f) => Repl::Func(f),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "bad argument #3 to 'gsub' (string/function/table expected, got {})",
-                other.type_name()
-            )))
-        }
+        other => return Err(mlua::Error::runtime(format!("bad argument #3 to 'gsub' (string/function/table expected, got {})", other.type_name()))),
     };
     let (src, pat) = (s.as_bytes(), p.as_bytes());
     let (anchor, pat) = match pat.strip_prefix(b"^") {
@@ -236,9 +188,7 @@ fn gsub(
         None => (false, &pat[..]),
     };
     let max = max.unwrap_or(src.len() as i64 + 1);
-    let memory_cap = lua
-        .app_data_ref::<Budget>()
-        .map_or(usize::MAX, |b| b.memory_limit());
+    let memory_cap = lua.app_data_ref::<Budget>().map_or(usize::MAX, |b| b.memory_limit());
     let mut out: Vec<u8> = Vec::new();
     let mut at = 0;
     let mut last: Option<usize> = None;
@@ -246,9 +196,7 @@ fn gsub(
     while n < max {
         let found = metered(lua, |steps, deadline| {
             let mut m = Matcher::new(&src, pat, *steps).until(deadline);
-            let r = m
-                .do_match(at, 0)
-                .map(|e| e.map(|e| (e, m.level, m.capture)));
+            let r = m.do_match(at, 0).map(|e| e.map(|e| (e, m.level, m.capture)));
             *steps = m.steps;
             r
         })?;
@@ -287,16 +235,7 @@ fn append(out: &mut Vec<u8>, bytes: &[u8], cap: usize) -> mlua::Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn add_value(
-    lua: &Lua,
-    out: &mut Vec<u8>,
-    cap: usize,
-    m: &Matcher<'_>,
-    repl: &Repl,
-    src: &[u8],
-    s: usize,
-    e: usize,
-) -> mlua::Result<()> {
+fn add_value(lua: &Lua, out: &mut Vec<u8>, cap: usize, m: &Matcher<'_>, repl: &Repl, src: &[u8], s: usize, e: usize) -> mlua::Result<()> {
     let value = match repl {
         Repl::Text(r) => {
             let before = out.len();
@@ -314,21 +253,15 @@ fn add_value(
                     b'%' => append(out, b"%", cap)?,
                     b'0' => append(out, &src[s..e], cap)?,
                     b'1'..=b'9' => {
-                        match m
-                            .get_capture((d - b'1') as usize, s, e)
-                            .map_err(|e| match e {
-                                PatternError::Bad(msg) => mlua::Error::runtime(msg),
-                                _ => mlua::Error::runtime("instruction limit exceeded"),
-                            })? {
+                        match m.get_capture((d - b'1') as usize, s, e).map_err(|e| match e {
+                            PatternError::Bad(msg) => mlua::Error::runtime(msg),
+                            _ => mlua::Error::runtime("instruction limit exceeded"),
+                        })? {
                             Captured::Text(t) => append(out, t, cap)?,
                             Captured::Position(p) => append(out, p.to_string().as_bytes(), cap)?,
                         }
                     }
-                    _ => {
-                        return Err(mlua::Error::runtime(
-                            "invalid use of '%' in replacement string",
-                        ))
-                    }
+                    _ => return Err(mlua::Error::runtime("invalid use of '%' in replacement string")),
                 }
             }
             // Copying costs like VM instructions do: one step per 16 bytes written.
@@ -340,10 +273,7 @@ fn add_value(
             return Ok(());
         }
         Repl::Table(t) => {
-            let key = captures(lua, m, s, e, true)?
-                .into_iter()
-                .next()
-                .unwrap_or(Value::Nil);
+            let key = captures(lua, m, s, e, true)?.into_iter().next().unwrap_or(Value::Nil);
             t.get::<Value>(key)?
         }
         Repl::Func(f) => f.call::<Value>(MultiValue::from_iter(captures(lua, m, s, e, true)?))?,
@@ -355,12 +285,7 @@ fn add_value(
                 append(out, &text.as_bytes(), cap)?;
             }
         }
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "invalid replacement value (a {})",
-                other.type_name()
-            )))
-        }
+        other => return Err(mlua::Error::runtime(format!("invalid replacement value (a {})", other.type_name()))),
     }
     Ok(())
 }
@@ -447,12 +372,8 @@ return out
     ];
 
     fn probe(lua: &Lua) -> Vec<String> {
-        let cases = lua
-            .create_sequence_from(CASES.iter().copied())
-            .expect("cases");
-        lua.load(PROBE)
-            .call::<Vec<String>>(cases)
-            .expect("probe runs")
+        let cases = lua.create_sequence_from(CASES.iter().copied()).expect("cases");
+        lua.load(PROBE).call::<Vec<String>>(cases).expect("probe runs")
     }
 
     /// The Rust matcher and the wrapped table and string functions give what Lua's C library
@@ -468,36 +389,12 @@ return out
 
     #[test]
     fn matching_is_held_to_the_instruction_limit() {
-        let lua = new_state(&Limits {
-            instructions: 1_000_000,
-            ..Limits::default()
-        })
-        .expect("sandbox");
-        super::super::sandbox::budget(&lua)
-            .expect("budget")
-            .arm(&Limits {
-                instructions: 1_000_000,
-                ..Limits::default()
-            });
-        let err = lua
-            .load(r#"return string.find(("a"):rep(40), ("a*"):rep(40) .. "b")"#)
-            .exec()
-            .expect_err("stopped");
-        assert!(
-            err.to_string().contains("instruction limit exceeded"),
-            "{err}"
-        );
-        for hog in [
-            r#"string.rep("", math.maxinteger)"#,
-            r#"table.move({}, 1, 2^62, 1)"#,
-            r#"table.concat({}, "", 1, 2^60)"#,
-        ] {
-            super::super::sandbox::budget(&lua)
-                .expect("budget")
-                .arm(&Limits {
-                    instructions: 1_000_000,
-                    ..Limits::default()
-                });
+        let lua = new_state(&Limits { instructions: 1_000_000, ..Limits::default() }).expect("sandbox");
+        super::super::sandbox::budget(&lua).expect("budget").arm(&Limits { instructions: 1_000_000, ..Limits::default() });
+        let err = lua.load(r#"return string.find(("a"):rep(40), ("a*"):rep(40) .. "b")"#).exec().expect_err("stopped");
+        assert!(err.to_string().contains("instruction limit exceeded"), "{err}");
+        for hog in [r#"string.rep("", math.maxinteger)"#, r#"table.move({}, 1, 2^62, 1)"#, r#"table.concat({}, "", 1, 2^60)"#] {
+            super::super::sandbox::budget(&lua).expect("budget").arm(&Limits { instructions: 1_000_000, ..Limits::default() });
             let err = lua.load(hog).exec().expect_err(hog);
             assert!(err.to_string().contains("limit"), "{hog}: {err}");
         }

@@ -66,12 +66,7 @@ impl Timers {
         let mut guard = self.lock();
         guard.0 += 1;
         let id = guard.0;
-        guard.1.push(Timer {
-            id,
-            due,
-            every,
-            func,
-        });
+        guard.1.push(Timer { id, due, every, func });
         id
     }
 
@@ -89,10 +84,7 @@ impl Timers {
 
 /// Installs `agent.after` and `agent.every` in `agent`.
 pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<()> {
-    lua.set_app_data(Timers {
-        clock,
-        list: Mutex::new((0, Vec::new())),
-    });
+    lua.set_app_data(Timers { clock, list: Mutex::new((0, Vec::new())) });
     let handle_mt = lua.create_table()?;
     let methods = lua.create_table()?;
     methods.set(
@@ -108,9 +100,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
         let mt = handle_mt.clone();
         let f = lua.create_function(move |lua, (ms, func): (f64, Function)| {
             if !(ms.is_finite() && ms >= 0.0 && ms <= MAX_DELAY as f64) {
-                return Err(mlua::Error::runtime(format!(
-                    "agent.{name}(ms, fn): ms must be between 0 and {MAX_DELAY} (366 days), got {ms}"
-                )));
+                return Err(mlua::Error::runtime(format!("agent.{name}(ms, fn): ms must be between 0 and {MAX_DELAY} (366 days), got {ms}")));
             }
             let d = ms.round() as i64;
             if repeat && d < MIN_EVERY {

@@ -44,10 +44,7 @@ struct Doing {
 impl Doing {
     fn describe(&self) -> String {
         if self.seq != 0 || !self.rel.is_empty() {
-            format!(
-                "{} for {}/{} (seq {})",
-                self.what, self.rel, self.kind, self.seq
-            )
+            format!("{} for {}/{} (seq {})", self.what, self.rel, self.kind, self.seq)
         } else {
             self.what.to_string()
         }
@@ -72,13 +69,7 @@ impl Watch {
     }
 
     /// `begin`, for a call that started at `since`.
-    pub(crate) fn begin_at(
-        &self,
-        since: Instant,
-        what: &'static str,
-        ev: Option<(&str, &str, u64)>,
-        limit: Duration,
-    ) {
+    pub(crate) fn begin_at(&self, since: Instant, what: &'static str, ev: Option<(&str, &str, u64)>, limit: Duration) {
         let mut d = self.lock();
         if d.since.replace(since).is_none() {
             BUSY.fetch_add(1, Ordering::Relaxed);
@@ -150,12 +141,7 @@ pub(crate) trait Overseer: Send + Sync + 'static {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if self
-            .doing
-            .get_mut()
-            .map(|d| d.since.is_some())
-            .unwrap_or(false)
-        {
+        if self.doing.get_mut().map(|d| d.since.is_some()).unwrap_or(false) {
             BUSY.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -192,22 +178,19 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
     });
     CHECKS.lock().unwrap_or_else(|p| p.into_inner()).push(check);
     THREAD.call_once(|| {
-        let started = std::thread::Builder::new()
-            .name("ucwa-watchdog".into())
-            .spawn(|| loop {
-                std::thread::sleep(TICK);
-                if BUSY.load(Ordering::Relaxed) == 0 {
-                    continue;
-                }
-                // Taken out while they run, so registering a host never waits for a check.
-                let mut checks =
-                    std::mem::take(&mut *CHECKS.lock().unwrap_or_else(|p| p.into_inner()));
-                let now = Instant::now();
-                checks.retain_mut(|c| c(now));
-                let mut all = CHECKS.lock().unwrap_or_else(|p| p.into_inner());
-                checks.append(&mut all);
-                *all = checks;
-            });
+        let started = std::thread::Builder::new().name("ucwa-watchdog".into()).spawn(|| loop {
+            std::thread::sleep(TICK);
+            if BUSY.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // Taken out while they run, so registering a host never waits for a check.
+            let mut checks = std::mem::take(&mut *CHECKS.lock().unwrap_or_else(|p| p.into_inner()));
+            let now = Instant::now();
+            checks.retain_mut(|c| c(now));
+            let mut all = CHECKS.lock().unwrap_or_else(|p| p.into_inner());
+            checks.append(&mut all);
+            *all = checks;
+        });
         if let Err(error) = started {
             tracing::error!(%error, "cannot start the script watchdog thread");
         }
@@ -216,18 +199,11 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
 
 /// Runs `f` on a new thread (named `name`, with a stack for deep Lua); gives up waiting after
 /// `limit` plus the grace and leaves the thread behind (it cannot be stopped from outside).
-pub(crate) fn run_bounded<T: Send + 'static>(
-    name: String,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Duration> {
+pub(crate) fn run_bounded<T: Send + 'static>(name: String, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Duration> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name(name)
-        .stack_size(STACK)
-        .spawn(move || {
-            let _ = tx.send(f());
-        });
+    let spawned = std::thread::Builder::new().name(name).stack_size(STACK).spawn(move || {
+        let _ = tx.send(f());
+    });
     if spawned.is_err() {
         return Err(Duration::ZERO);
     }

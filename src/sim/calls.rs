@@ -128,11 +128,7 @@ pub(crate) struct CallRecord {
 }
 
 /// Starts a call on an available application; returns the call id, or why it cannot ring.
-pub(crate) fn start_call(
-    shared: &Arc<Shared>,
-    spec: CallSpec,
-    app_id: Option<u64>,
-) -> Result<u64, String> {
+pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u64>) -> Result<u64, String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let call_id = {
         let mut st = shared.lock();
@@ -140,35 +136,17 @@ pub(crate) fn start_call(
             Some(id) => id,
             None => return Err("no application has called makeMeAvailable for that user".into()),
         };
-        let local_user = st
-            .apps
-            .get(&app_id)
-            .map(|a| a.user.clone())
-            .ok_or("no such application")?;
+        let local_user = st.apps.get(&app_id).map(|a| a.user.clone()).ok_or("no such application")?;
         if spec.direction == Direction::Incoming {
-            if let Some(f) = st
-                .profiles
-                .get(&local_user)
-                .map(|p| &p.forwarding)
-                .filter(|f| f.setting == "ImmediateForward")
-            {
+            if let Some(f) = st.profiles.get(&local_user).map(|p| &p.forwarding).filter(|f| f.setting == "ImmediateForward") {
                 Counters::bump(&shared.counters.calls_forwarded);
-                return Err(format!(
-                    "{local_user} forwards every call to {}: the call does not ring here",
-                    f.target
-                ));
+                return Err(format!("{local_user} forwards every call to {}: the call does not ring here", f.target));
             }
         }
         let id = st.next_id();
         let n = id % 1000;
-        let remote_uri = spec
-            .remote
-            .clone()
-            .unwrap_or_else(|| format!("sip:caller{n}@fabrikam.com"));
-        let remote_name = spec
-            .name
-            .clone()
-            .unwrap_or_else(|| resources::display_name(remote_uri.trim_start_matches("sip:")));
+        let remote_uri = spec.remote.clone().unwrap_or_else(|| format!("sip:caller{n}@fabrikam.com"));
+        let remote_name = spec.name.clone().unwrap_or_else(|| resources::display_name(remote_uri.trim_start_matches("sip:")));
         let call = CallRecord {
             id,
             app_id,
@@ -179,15 +157,10 @@ pub(crate) fn start_call(
             local_uri: format!("sip:{local_user}"),
             subject: spec.subject.clone().unwrap_or_else(|| "Call".to_string()),
             thread_id: format!("{:032x}", (id as u128) * 0x2545_f491_4f6c_dd1d),
-            operation_id: spec
-                .operation_id
-                .clone()
-                .unwrap_or_else(|| format!("{:032x}", id as u128 * 31)),
+            operation_id: spec.operation_id.clone().unwrap_or_else(|| format!("{:032x}", id as u128 * 31)),
             session_context: format!("{:032x}", id as u128 * 17),
             answered_on: None,
-            created_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            created_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
             phase: Phase::Ringing,
             answered: false,
             session_state: "Establishing",
@@ -205,14 +178,7 @@ pub(crate) fn start_call(
         (None, _) => shared.config.ring_time,
     };
     let duration = spec.duration_ms.map(Duration::from_millis);
-    tokio::spawn(drive(
-        shared.clone(),
-        call_id,
-        spec.outcome,
-        ring,
-        duration,
-        rx,
-    ));
+    tokio::spawn(drive(shared.clone(), call_id, spec.outcome, ring, duration, rx));
     Ok(call_id)
 }
 
@@ -302,59 +268,29 @@ fn event(rel: &str, href: String, kind: &str, embedded: Option<Value>) -> Value 
 }
 
 fn from_communication(call: &CallRecord, event: Value) -> SimEvent {
-    SimEvent {
-        sender_rel: "communication",
-        sender_href: comm(call),
-        event,
-    }
+    SimEvent { sender_rel: "communication", sender_href: comm(call), event }
 }
 
 fn from_conversation(call: &CallRecord, event: Value) -> SimEvent {
-    SimEvent {
-        sender_rel: "conversation",
-        sender_href: resources::conversation_path(call),
-        event,
-    }
+    SimEvent { sender_rel: "conversation", sender_href: resources::conversation_path(call), event }
 }
 
 fn conversation_event(call: &CallRecord, kind: &str, embed: bool) -> SimEvent {
-    let mut e = event(
-        "conversation",
-        resources::conversation_path(call),
-        kind,
-        embed.then(|| resources::conversation(call)),
-    );
+    let mut e = event("conversation", resources::conversation_path(call), kind, embed.then(|| resources::conversation(call)));
     e["link"]["title"] = json!(call.remote_name);
     from_communication(call, e)
 }
 
 fn audio_video_updated(call: &CallRecord) -> SimEvent {
-    from_conversation(
-        call,
-        event(
-            "audioVideo",
-            resources::audio_video_path(call),
-            "updated",
-            Some(resources::audio_video(call)),
-        ),
-    )
+    from_conversation(call, event("audioVideo", resources::audio_video_path(call), "updated", Some(resources::audio_video(call))))
 }
 
 fn invitation_event(call: &CallRecord, kind: &str) -> Value {
-    event(
-        "audioVideoInvitation",
-        resources::invitation_path(call),
-        kind,
-        Some(resources::invitation(call)),
-    )
+    event("audioVideoInvitation", resources::invitation_path(call), kind, Some(resources::invitation(call)))
 }
 
 fn ring_events(call: &CallRecord) -> Vec<SimEvent> {
-    vec![
-        conversation_event(call, "added", true),
-        from_communication(call, invitation_event(call, "started")),
-        audio_video_updated(call),
-    ]
+    vec![conversation_event(call, "added", true), from_communication(call, invitation_event(call, "started")), audio_video_updated(call)]
 }
 
 fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
@@ -364,15 +300,7 @@ fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
     completed["status"] = json!("Success");
     vec![
         from_communication(call, completed),
-        from_communication(
-            call,
-            event(
-                "audioVideoSession",
-                resources::session_path(call),
-                "added",
-                Some(resources::session(call)),
-            ),
-        ),
+        from_communication(call, event("audioVideoSession", resources::session_path(call), "added", Some(resources::session(call)))),
         audio_video_updated(call),
         conversation_event(call, "updated", true),
     ]
@@ -380,28 +308,12 @@ fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
 
 fn established_events(call: &mut CallRecord) -> Vec<SimEvent> {
     call.session_state = "Established";
-    vec![from_communication(
-        call,
-        event(
-            "audioVideoSession",
-            resources::session_path(call),
-            "updated",
-            Some(resources::session(call)),
-        ),
-    )]
+    vec![from_communication(call, event("audioVideoSession", resources::session_path(call), "updated", Some(resources::session(call))))]
 }
 
 fn hangup_events(call: &mut CallRecord) -> Vec<SimEvent> {
     vec![
-        from_communication(
-            call,
-            event(
-                "audioVideoSession",
-                resources::session_path(call),
-                "deleted",
-                None,
-            ),
-        ),
+        from_communication(call, event("audioVideoSession", resources::session_path(call), "deleted", None)),
         audio_video_updated(call),
         conversation_event(call, "deleted", false),
     ]
@@ -416,9 +328,5 @@ fn unanswered_events(call: &mut CallRecord, subcode: &str) -> Vec<SimEvent> {
     let mut completed = invitation_event(call, "completed");
     completed["status"] = json!("Failure");
     completed["reason"] = resources::error(code, Some(subcode), message);
-    vec![
-        from_communication(call, completed),
-        audio_video_updated(call),
-        conversation_event(call, "deleted", false),
-    ]
+    vec![from_communication(call, completed), audio_video_updated(call), conversation_event(call, "deleted", false)]
 }

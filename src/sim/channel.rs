@@ -138,25 +138,14 @@ impl Channel {
             }
         }
         self.waiter_ids += 1;
-        self.waiter = Some(Waiter {
-            id: self.waiter_ids,
-            priority,
-        });
+        self.waiter = Some(Waiter { id: self.waiter_ids, priority });
         // Wake the replaced request, if there was one; it finds that it is no longer the waiter.
         self.notify.notify_waiters();
-        PollStep::Wait {
-            waiter: self.waiter_ids,
-            notify: self.notify.clone(),
-        }
+        PollStep::Wait { waiter: self.waiter_ids, notify: self.notify.clone() }
     }
 
     /// A parked P-GET woke up (events, replacement) or timed out.
-    pub(crate) fn finish_wait(
-        &mut self,
-        waiter: u64,
-        timed_out: bool,
-        now: Instant,
-    ) -> Option<PollStep> {
+    pub(crate) fn finish_wait(&mut self, waiter: u64, timed_out: bool, now: Instant) -> Option<PollStep> {
         match &self.waiter {
             Some(w) if w.id == waiter => {}
             _ => return Some(PollStep::Replaced),
@@ -209,8 +198,7 @@ impl Channel {
         if !events.is_empty() {
             body.insert("sender".into(), Value::Array(group_by_sender(events)));
         }
-        let bytes =
-            Bytes::from(serde_json::to_vec(&Value::Object(body)).expect("JSON values serialize"));
+        let bytes = Bytes::from(serde_json::to_vec(&Value::Object(body)).expect("JSON values serialize"));
         self.kept = Some((n, bytes.clone()));
         self.last_release = now;
         PollStep::Answer(bytes, PollKind::Batch(count))
@@ -232,9 +220,7 @@ fn group_by_sender(events: Vec<SimEvent>) -> Vec<Value> {
     let mut groups: Vec<Value> = Vec::new();
     let mut last: Option<(&'static str, String)> = None;
     for e in events {
-        let same = last
-            .as_ref()
-            .is_some_and(|(r, h)| *r == e.sender_rel && *h == e.sender_href);
+        let same = last.as_ref().is_some_and(|(r, h)| *r == e.sender_rel && *h == e.sender_href);
         if same {
             if let Some(Value::Array(list)) = groups.last_mut().and_then(|g| g.get_mut("events")) {
                 list.push(e.event);
@@ -252,11 +238,7 @@ mod tests {
     use super::*;
 
     fn ev(rel: &'static str, n: u64) -> SimEvent {
-        SimEvent {
-            sender_rel: rel,
-            sender_href: format!("/{rel}"),
-            event: json!({"link": {"rel": "x", "href": format!("/x/{n}")}, "type": "added"}),
-        }
+        SimEvent { sender_rel: rel, sender_href: format!("/{rel}"), event: json!({"link": {"rel": "x", "href": format!("/x/{n}")}, "type": "added"}) }
     }
 
     fn body(step: PollStep) -> Value {
@@ -270,47 +252,25 @@ mod tests {
     fn numbering_repeat_and_resync() {
         let now = Instant::now();
         let mut ch = Channel::new("/e".into(), Duration::from_secs(180), now);
-        ch.push([
-            ev("communication", 1),
-            ev("communication", 2),
-            ev("conversation", 3),
-        ]);
+        ch.push([ev("communication", 1), ev("communication", 2), ev("conversation", 3)]);
         let b1 = body(ch.poll(1, 0, now));
         assert_eq!(b1["_links"]["next"]["href"], "/e?ack=2");
-        assert_eq!(
-            b1["sender"].as_array().unwrap().len(),
-            2,
-            "consecutive events of one sender are grouped"
-        );
-        assert_eq!(
-            body(ch.poll(1, 0, now)),
-            b1,
-            "a repeated ack gets the same batch"
-        );
+        assert_eq!(b1["sender"].as_array().unwrap().len(), 2, "consecutive events of one sender are grouped");
+        assert_eq!(body(ch.poll(1, 0, now)), b1, "a repeated ack gets the same batch");
         let r = body(ch.poll(7, 0, now));
         assert_eq!(r["_links"]["resync"]["href"], "/e?ack=1");
         assert!(matches!(ch.poll(2, 0, now), PollStep::Wait { .. }));
         let r = body(ch.poll(1, 0, now));
-        assert_eq!(
-            r["_links"]["resync"]["href"], "/e?ack=2",
-            "batch 1 was acknowledged"
-        );
+        assert_eq!(r["_links"]["resync"]["href"], "/e?ack=2", "batch 1 was acknowledged");
     }
 
     #[test]
     fn newer_poll_replaces_parked_one_unless_lower_priority() {
         let now = Instant::now();
         let mut ch = Channel::new("/e".into(), Duration::from_secs(180), now);
-        let PollStep::Wait { waiter: first, .. } = ch.poll(1, 0, now) else {
-            panic!()
-        };
-        let PollStep::Wait { waiter: second, .. } = ch.poll(1, 0, now) else {
-            panic!()
-        };
-        assert!(matches!(
-            ch.finish_wait(first, false, now),
-            Some(PollStep::Replaced)
-        ));
+        let PollStep::Wait { waiter: first, .. } = ch.poll(1, 0, now) else { panic!() };
+        let PollStep::Wait { waiter: second, .. } = ch.poll(1, 0, now) else { panic!() };
+        assert!(matches!(ch.finish_wait(first, false, now), Some(PollStep::Replaced)));
         assert!(matches!(ch.poll(1, -1, now), PollStep::Replaced));
         let empty = body(ch.finish_wait(second, true, now).unwrap());
         assert!(empty.get("sender").is_none());

@@ -58,16 +58,10 @@ fn section(config: &Path) -> Result<(SimulatorConfig, Vec<String>), String> {
     if !config.exists() {
         return Ok((SimulatorConfig::default(), vec![DEMO_USER.to_string()]));
     }
-    Config::load(config)
-        .map(|c| (c.simulator.clone(), c.simulator_users()))
-        .map_err(|e| e.to_string())
+    Config::load(config).map(|c| (c.simulator.clone(), c.simulator_users())).map_err(|e| e.to_string())
 }
 
-pub async fn simulate(
-    args: SimulateArgs,
-    config: &Path,
-    shutdown: impl Future<Output = ()>,
-) -> ExitCode {
+pub async fn simulate(args: SimulateArgs, config: &Path, shutdown: impl Future<Output = ()>) -> ExitCode {
     let (base, file_users) = match section(config) {
         Ok(s) => s,
         Err(error) => {
@@ -75,10 +69,7 @@ pub async fn simulate(
             return ExitCode::from(2);
         }
     };
-    let listen = args
-        .listen
-        .or(base.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address"));
+    let listen = args.listen.or(base.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address"));
     if !listen.ip().is_loopback() {
         tracing::error!(listen = %listen, "--listen: the simulator serves loopback addresses only (127.0.0.0/8, ::1)");
         return ExitCode::from(2);
@@ -86,9 +77,7 @@ pub async fn simulate(
     let mut users = Vec::new();
     for u in &args.users {
         match u.split_once(':') {
-            Some((name, pw)) if !name.is_empty() => {
-                users.push((name.to_ascii_lowercase(), pw.to_string()))
-            }
+            Some((name, pw)) if !name.is_empty() => users.push((name.to_ascii_lowercase(), pw.to_string())),
             _ => {
                 tracing::error!(user = %u, "--user: expected NAME:PASSWORD");
                 return ExitCode::from(2);
@@ -96,10 +85,7 @@ pub async fn simulate(
         }
     }
     if users.is_empty() {
-        users = file_users
-            .into_iter()
-            .map(|u| (u.to_ascii_lowercase(), DEMO_PASSWORD.to_string()))
-            .collect();
+        users = file_users.into_iter().map(|u| (u.to_ascii_lowercase(), DEMO_PASSWORD.to_string())).collect();
     }
     let secs = |s: f64, flag: &str| -> Result<Duration, ExitCode> {
         Duration::try_from_secs_f64(s).map_err(|_| {
@@ -109,11 +95,7 @@ pub async fn simulate(
     };
     let calls_per_minute = args.calls_per_minute.unwrap_or(base.calls_per_minute);
     if !(0.0..=60000.0).contains(&calls_per_minute) {
-        tracing::error!(
-            flag = "--calls-per-minute",
-            value = calls_per_minute,
-            "expected 0 to 60000"
-        );
+        tracing::error!(flag = "--calls-per-minute", value = calls_per_minute, "expected 0 to 60000");
         return ExitCode::from(2);
     }
     let config = SimConfig {
@@ -126,22 +108,12 @@ pub async fn simulate(
             Ok(d) => d,
             Err(c) => return c,
         },
-        call_duration: match secs(
-            args.call_duration_secs.unwrap_or(base.call_duration_secs),
-            "--call-duration-secs",
-        ) {
+        call_duration: match secs(args.call_duration_secs.unwrap_or(base.call_duration_secs), "--call-duration-secs") {
             Ok(d) => d,
             Err(c) => return c,
         },
-        tls: args
-            .tls_cert
-            .zip(args.tls_key)
-            .map(|(cert, key)| TlsFiles { cert, key }),
-        quirks: if args.quirks.is_empty() {
-            base.quirks
-        } else {
-            args.quirks.into_iter().collect()
-        },
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
+        quirks: if args.quirks.is_empty() { base.quirks } else { args.quirks.into_iter().collect() },
         ..SimConfig::default()
     };
     let sim = match Simulator::start(config, listen).await {
@@ -149,11 +121,7 @@ pub async fn simulate(
         Err(error) => {
             tracing::error!(listen = %listen, %error, "cannot start the simulator");
             // A certificate or key that does not read is a usage error, like a bad flag.
-            return ExitCode::from(if error.kind() == std::io::ErrorKind::InvalidData {
-                2
-            } else {
-                1
-            });
+            return ExitCode::from(if error.kind() == std::io::ErrorKind::InvalidData { 2 } else { 1 });
         }
     };
     tracing::info!(discover = %sim.discovery_url(), control = %format!("{}/sim/v1/", sim.origin()), "simulator ready");

@@ -33,24 +33,15 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["calls", id, "accept"] if m == Method::POST => command(shared, id, CallCommand::Accept),
         ["calls", id, "decline"] if m == Method::POST => command(shared, id, CallCommand::Decline),
         ["faults"] if m == Method::POST => fault(shared, req),
-        ["counters"] if m == Method::GET => {
-            Reply::json(StatusCode::OK, &shared.counters.snapshot())
-        }
+        ["counters"] if m == Method::GET => Reply::json(StatusCode::OK, &shared.counters.snapshot()),
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
         ["presence"] if m == Method::GET => presence(shared),
         ["messages"] if m == Method::GET => super::messaging::list(shared),
-        ["quirks"] if m == Method::GET => {
-            Reply::json(StatusCode::OK, &super::quirks::names(&shared.lock().quirks))
-        }
+        ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.lock().quirks)),
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
-        _ => Reply::error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            None,
-            "Unknown control API path.",
-        ),
+        _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
     }
 }
 
@@ -64,8 +55,11 @@ fn presence(shared: &Shared) -> Reply {
             let p = st.profiles.get(u).cloned().unwrap_or_default();
             let available = st.apps.values().any(|a| &a.user == u && a.available);
             let availability = p.availability.unwrap_or_else(|| if available { "Online".into() } else { "Offline".into() });
-            (u.clone(), json!({"availability": availability, "note": p.note,
-                               "forwarding": {"setting": p.forwarding.setting, "target": p.forwarding.target}}))
+            (
+                u.clone(),
+                json!({"availability": availability, "note": p.note,
+                               "forwarding": {"setting": p.forwarding.setting, "target": p.forwarding.target}}),
+            )
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Object(out))
@@ -131,12 +125,7 @@ fn settings(shared: &Shared) -> Reply {
 }
 
 fn bad(message: String) -> Reply {
-    Reply::error(
-        StatusCode::BAD_REQUEST,
-        "BadRequest",
-        Some("ParameterValidationFailure"),
-        &message,
-    )
+    Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &message)
 }
 
 fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
@@ -148,10 +137,7 @@ fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
             Err(e) => return bad(format!("body is not JSON: {e}")),
         }
     };
-    let app = body
-        .as_object_mut()
-        .and_then(|o| o.remove("application"))
-        .and_then(|v| v.as_u64());
+    let app = body.as_object_mut().and_then(|o| o.remove("application")).and_then(|v| v.as_u64());
     let spec: CallSpec = match serde_json::from_value(body) {
         Ok(s) => s,
         Err(e) => return bad(format!("not a call spec: {e}")),
@@ -188,9 +174,11 @@ fn list_apps(shared: &Shared) -> Reply {
     let apps: Vec<Value> = st
         .apps
         .values()
-        .map(|a| json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
+        .map(|a| {
+            json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
                         "modalities": a.modalities, "pollTimeoutSecs": a.channel.timeout.as_secs(),
-                        "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()}))
+                        "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()})
+        })
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(apps))
 }
@@ -205,9 +193,7 @@ fn command(shared: &Shared, id: &str, cmd: CallCommand) -> Reply {
 /// Sends a command to a live call; false if there is none with that id.
 pub(crate) fn command_call(shared: &Shared, id: u64, cmd: CallCommand) -> bool {
     let st = shared.lock();
-    st.calls
-        .get(&id)
-        .is_some_and(|c| c.commands.send(cmd).is_ok())
+    st.calls.get(&id).is_some_and(|c| c.commands.send(cmd).is_ok())
 }
 
 /// The most uses one `POST /sim/v1/faults` may ask for (a count is stored, never expanded).
@@ -222,26 +208,16 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
         None => 1,
         Some(c) => match c.as_u64() {
             Some(n) if n <= MAX_FAULT_COUNT => n,
-            _ => {
-                return bad(format!(
-                    "`count` must be a whole number from 0 to {MAX_FAULT_COUNT}, got {c}"
-                ))
-            }
+            _ => return bad(format!("`count` must be a whole number from 0 to {MAX_FAULT_COUNT}, got {c}")),
         },
     };
-    let user = body
-        .as_object_mut()
-        .and_then(|o| o.remove("user"))
-        .and_then(|u| u.as_str().map(str::to_string));
+    let user = body.as_object_mut().and_then(|o| o.remove("user")).and_then(|u| u.as_str().map(str::to_string));
     match serde_json::from_value::<Fault>(body) {
         Ok(f) => {
             inject(shared, f, count as usize, user.as_deref());
             Reply::no_content()
         }
-        Err(e) => bad(format!(
-            "not a fault ({e}); kinds: {}",
-            super::state::FAULT_KINDS.join(", ")
-        )),
+        Err(e) => bad(format!("not a fault ({e}); kinds: {}", super::state::FAULT_KINDS.join(", "))),
     }
 }
 
@@ -255,19 +231,12 @@ pub(crate) fn inject(shared: &Shared, fault: Fault, count: usize, user: Option<&
             st.tokens.retain(|_, t| !theirs(&t.user));
         }
         Fault::ApplicationGone => {
-            let ids: Vec<u64> = st
-                .apps
-                .values()
-                .filter(|a| theirs(&a.user))
-                .map(|a| a.id)
-                .collect();
+            let ids: Vec<u64> = st.apps.values().filter(|a| theirs(&a.user)).map(|a| a.id).collect();
             for id in ids {
                 st.remove_app(id);
             }
         }
-        other if count > 0 => st
-            .faults
-            .push_back((user.map(str::to_string), other, count as u64)),
+        other if count > 0 => st.faults.push_back((user.map(str::to_string), other, count as u64)),
         _ => {}
     }
 }

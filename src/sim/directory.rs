@@ -12,14 +12,7 @@ fn self_link(href: String) -> Value {
 }
 
 /// The availabilities `POST me/presence` takes (presence_ref.md).
-pub(crate) const AVAILABILITIES: &[&str] = &[
-    "Online",
-    "Busy",
-    "DoNotDisturb",
-    "BeRightBack",
-    "Away",
-    "Offwork",
-];
+pub(crate) const AVAILABILITIES: &[&str] = &["Online", "Busy", "DoNotDisturb", "BeRightBack", "Away", "Offwork"];
 
 pub(crate) fn presence(app: &App, profile: &Profile) -> Value {
     let availability = match (&profile.availability, app.available) {
@@ -46,10 +39,7 @@ pub(crate) fn location(app: &App) -> Value {
 
 /// A work number derived from the account, so two accounts differ.
 fn work_number(user: &str) -> String {
-    let n = user
-        .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
-        % 10_000;
+    let n = user.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 10_000;
     format!("tel:+1425555{n:04}")
 }
 
@@ -88,15 +78,8 @@ pub(crate) fn call_forwarding_settings(app: &App, profile: &Profile) -> Value {
 
 /// `immediateForwardSettings_ref.md`: where calls go when forwarded at once.
 pub(crate) fn immediate_forward_settings(app: &App, profile: &Profile) -> Value {
-    let p = format!(
-        "{}/me/callForwardingSettings/immediateForwardSettings",
-        app_path(app.id)
-    );
-    let target = if profile.forwarding.setting == "ImmediateForward" {
-        profile.forwarding.target.as_str()
-    } else {
-        ""
-    };
+    let p = format!("{}/me/callForwardingSettings/immediateForwardSettings", app_path(app.id));
+    let target = if profile.forwarding.setting == "ImmediateForward" { profile.forwarding.target.as_str() } else { "" };
     json!({
         "rel": "immediateForwardSettings",
         "target": target,
@@ -110,15 +93,8 @@ pub(crate) fn immediate_forward_settings(app: &App, profile: &Profile) -> Value 
 
 /// `simultaneousRingSettings_ref.md`: who else rings with the account.
 pub(crate) fn simultaneous_ring_settings(app: &App, profile: &Profile) -> Value {
-    let p = format!(
-        "{}/me/callForwardingSettings/simultaneousRingSettings",
-        app_path(app.id)
-    );
-    let target = if profile.forwarding.setting == "SimultaneousRing" {
-        profile.forwarding.target.as_str()
-    } else {
-        ""
-    };
+    let p = format!("{}/me/callForwardingSettings/simultaneousRingSettings", app_path(app.id));
+    let target = if profile.forwarding.setting == "SimultaneousRing" { profile.forwarding.target.as_str() } else { "" };
     json!({
         "rel": "simultaneousRingSettings",
         "target": target,
@@ -178,22 +154,14 @@ pub(crate) fn contact(app: &App, user: &str) -> Value {
 
 /// `myContacts`: every other account of the simulator.
 pub(crate) fn my_contacts(app: &App, users: &[&str]) -> Value {
-    let contacts: Vec<Value> = users
-        .iter()
-        .filter(|u| **u != app.user)
-        .map(|u| contact(app, u))
-        .collect();
+    let contacts: Vec<Value> = users.iter().filter(|u| **u != app.user).map(|u| contact(app, u)).collect();
     json!({"rel": "myContacts", "_links": self_link(format!("{}/people/contacts", app_path(app.id))), "_embedded": {"contact": contacts}})
 }
 
 /// `search?query=`: the accounts whose address or name contains the query (case-insensitive).
 pub(crate) fn search(app: &App, users: &[&str], query: &str) -> Value {
     let q = query.to_ascii_lowercase();
-    let found: Vec<Value> = users
-        .iter()
-        .filter(|u| u.contains(&q) || display_name(u).to_ascii_lowercase().contains(&q))
-        .map(|u| contact(app, u))
-        .collect();
+    let found: Vec<Value> = users.iter().filter(|u| u.contains(&q) || display_name(u).to_ascii_lowercase().contains(&q)).map(|u| contact(app, u)).collect();
     let p = app_path(app.id);
     json!({"rel": "search", "_links": self_link(format!("{p}/people/search?query={query}")), "_embedded": {"contact": found}})
 }
@@ -223,9 +191,7 @@ pub(crate) fn audio_video_policies(app: &App) -> Value {
 
 /// A 1×1 PNG: the account's photo (`photo` answers an image, as a pool does).
 pub(crate) const PHOTO_PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
-    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x60, 0x60, 0xf8,
-    0x0f, 0x00, 0x01, 0x04, 0x01, 0x00, 0x5f, 0xe5, 0xc3, 0x4b, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
-    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06,
+    0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x60, 0x60, 0x60, 0xf8, 0x0f, 0x00, 0x01, 0x04,
+    0x01, 0x00, 0x5f, 0xe5, 0xc3, 0x4b, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];

@@ -30,16 +30,10 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Option<JoinHandle<()>> {
             let (remote, name) = CALLERS[n % CALLERS.len()];
             let user = {
                 let st = shared.lock();
-                let mut available: Vec<&str> = st
-                    .apps
-                    .values()
-                    .filter(|a| a.available)
-                    .map(|a| a.user.as_str())
-                    .collect();
+                let mut available: Vec<&str> = st.apps.values().filter(|a| a.available).map(|a| a.user.as_str()).collect();
                 available.sort_unstable();
                 available.dedup();
-                (!available.is_empty())
-                    .then(|| (available[n % available.len()].to_string(), available.len()))
+                (!available.is_empty()).then(|| (available[n % available.len()].to_string(), available.len()))
             };
             // Every fourth call of each user goes unanswered, so scripts see missed calls too.
             let missed = (n / user.as_ref().map_or(1, |(_, count)| *count)) % 4 == 3;
@@ -49,11 +43,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Option<JoinHandle<()>> {
                 name: Some(name.to_string()),
                 subject: Some(format!("Demo call {}", n + 1)),
                 duration_ms: Some(shared.config.call_duration.as_millis() as u64),
-                outcome: if missed {
-                    CallOutcome::Missed
-                } else {
-                    CallOutcome::Answered
-                },
+                outcome: if missed { CallOutcome::Missed } else { CallOutcome::Answered },
                 user,
                 ..CallSpec::default()
             };

@@ -25,35 +25,18 @@ fn data_text(href: &str) -> Option<String> {
     if !kind.to_ascii_lowercase().starts_with("text/plain") {
         return None;
     }
-    let bytes: Vec<u8> =
-        url::form_urlencoded::parse(format!("x={}", data.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned().into_bytes())?;
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={}", data.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned().into_bytes())?;
     String::from_utf8(bytes).ok()
 }
 
 /// `POST communication/messagingInvitations` (the application's `startMessaging`).
 pub(crate) fn start(shared: &Shared, body: &Value, app_id: u64, user: &str) -> Reply {
     let field = |k: &str| super::server::member(body, k);
-    let bad = |m: &str| {
-        Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("ParameterValidationFailure"),
-            m,
-        )
-    };
-    let Some(to) = field("to")
-        .and_then(Value::as_str)
-        .filter(|t| t.starts_with("sip:"))
-    else {
+    let bad = |m: &str| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), m);
+    let Some(to) = field("to").and_then(Value::as_str).filter(|t| t.starts_with("sip:")) else {
         return bad("`to` must be a sip: URI.");
     };
-    let text = field("_links")
-        .and_then(|l| l.get("message"))
-        .and_then(|m| m.get("href"))
-        .and_then(Value::as_str)
-        .and_then(data_text);
+    let text = field("_links").and_then(|l| l.get("message")).and_then(|m| m.get("href")).and_then(Value::as_str).and_then(data_text);
     let Some(text) = text.filter(|t| !t.is_empty() && t.chars().count() <= 10_000) else {
         return bad("the first message goes in _links.message.href as data:text/plain,… (1 to 10000 characters).");
     };
@@ -72,34 +55,20 @@ pub(crate) fn start(shared: &Shared, body: &Value, app_id: u64, user: &str) -> R
         if let Some(r) = embedded {
             event["_embedded"] = json!({ rel: r });
         }
-        SimEvent {
-            sender_rel: "communication",
-            sender_href: format!("{p}/communication"),
-            event,
-        }
+        SimEvent { sender_rel: "communication", sender_href: format!("{p}/communication"), event }
     };
     let in_conv = |rel: &str, href: String, kind: &str| SimEvent {
         sender_rel: "conversation",
         sender_href: c.clone(),
         event: json!({"link": {"rel": rel, "href": href}, "type": kind}),
     };
-    let mut completed = comm(
-        "messagingInvitation",
-        &inv,
-        "completed",
-        Some(invitation.clone()),
-    );
+    let mut completed = comm("messagingInvitation", &inv, "completed", Some(invitation.clone()));
     completed.event["status"] = json!("Success");
     let mut message = in_conv("message", format!("{c}/messaging/messages/1"), "completed");
     message.event["status"] = json!("Success");
     let events = vec![
         comm("conversation", &c, "added", None),
-        comm(
-            "messagingInvitation",
-            &inv,
-            "started",
-            Some(invitation.clone()),
-        ),
+        comm("messagingInvitation", &inv, "started", Some(invitation.clone())),
         in_conv("messaging", format!("{c}/messaging"), "updated"),
         completed,
         message,
@@ -109,22 +78,14 @@ pub(crate) fn start(shared: &Shared, body: &Value, app_id: u64, user: &str) -> R
     if st.messages.len() >= 1000 {
         st.messages.remove(0);
     }
-    st.messages.push(SentMessage {
-        from: format!("sip:{user}"),
-        to: to.to_string(),
-        text,
-    });
+    st.messages.push(SentMessage { from: format!("sip:{user}"), to: to.to_string(), text });
     Reply::json(StatusCode::CREATED, &invitation).header(header::LOCATION, inv)
 }
 
 /// The control API's record.
 pub(crate) fn list(shared: &Shared) -> Reply {
     let st = shared.lock();
-    let all: Vec<Value> = st
-        .messages
-        .iter()
-        .map(|m| json!({"from": m.from, "to": m.to, "text": m.text}))
-        .collect();
+    let all: Vec<Value> = st.messages.iter().map(|m| json!({"from": m.from, "to": m.to, "text": m.text})).collect();
     Reply::json(StatusCode::OK, &Value::Array(all))
 }
 
@@ -132,15 +93,8 @@ pub(crate) fn list(shared: &Shared) -> Reply {
 mod tests {
     #[test]
     fn data_uris() {
-        assert_eq!(
-            super::data_text("data:text/plain;charset=utf-8,Sorry%20I%20missed%20you%21")
-                .as_deref(),
-            Some("Sorry I missed you!")
-        );
-        assert_eq!(
-            super::data_text("data:text/plain,1+1%3D2").as_deref(),
-            Some("1+1=2")
-        );
+        assert_eq!(super::data_text("data:text/plain;charset=utf-8,Sorry%20I%20missed%20you%21").as_deref(), Some("Sorry I missed you!"));
+        assert_eq!(super::data_text("data:text/plain,1+1%3D2").as_deref(), Some("1+1=2"));
         assert_eq!(super::data_text("data:text/html,<b>x</b>"), None);
     }
 }

@@ -34,14 +34,7 @@ impl Drop for ParkedGuard<'_> {
 /// `GET events?ack=N[&timeout=S][&priority=P]`: the pending GET (PROTOCOL.md §4).
 pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u64) -> Answer {
     Counters::bump(&shared.counters.polls);
-    let bad = |what: &str| {
-        Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("ParameterValidationFailure"),
-            what,
-        )
-    };
+    let bad = |what: &str| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), what);
     let Some(ack) = req.query.get("ack").and_then(|a| a.parse::<u64>().ok()) else {
         return bad("ack must be a number.").into();
     };
@@ -52,20 +45,10 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
     };
     let requested_timeout = match req.query.get("timeout").map(|t| t.parse::<u64>()) {
         None => None,
-        Some(Ok(t)) => Some(Duration::from_secs(t).clamp(
-            shared.config.min_poll_timeout,
-            shared.config.max_poll_timeout,
-        )),
+        Some(Ok(t)) => Some(Duration::from_secs(t).clamp(shared.config.min_poll_timeout, shared.config.max_poll_timeout)),
         Some(Err(_)) => return bad("timeout must be a number of seconds.").into(),
     };
-    let app_gone = || {
-        Reply::error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            Some("ApplicationNotFound"),
-            "The application does not exist.",
-        )
-    };
+    let app_gone = || Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.");
     let now = Instant::now();
     let (step, timeout) = {
         let mut st = shared.lock();
@@ -88,35 +71,17 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
             Counters::bump(&shared.counters.faults_applied);
             tracing::info!(?fault, app = app_id, "simulator applies an injected fault");
             match fault {
-                Fault::ServerError {
-                    status,
-                    retry_after,
-                } => {
-                    let status =
-                        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                    let code = if status == StatusCode::SERVICE_UNAVAILABLE {
-                        "ServiceUnavailable"
-                    } else {
-                        "ServiceFailure"
-                    };
-                    let mut r = Reply::error(
-                        status,
-                        code,
-                        None,
-                        "The service is temporarily unavailable.",
-                    );
+                Fault::ServerError { status, retry_after } => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                    let code = if status == StatusCode::SERVICE_UNAVAILABLE { "ServiceUnavailable" } else { "ServiceFailure" };
+                    let mut r = Reply::error(status, code, None, "The service is temporarily unavailable.");
                     if let Some(s) = retry_after {
                         r = r.header(header::RETRY_AFTER, s.to_string());
                     }
                     return r.into();
                 }
                 Fault::TooManyRequests { retry_after } => {
-                    let mut r = Reply::error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequests",
-                        None,
-                        "Too many requests.",
-                    );
+                    let mut r = Reply::error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", None, "Too many requests.");
                     if let Some(s) = retry_after {
                         r = r.header(header::RETRY_AFTER, s.to_string());
                     }
@@ -124,29 +89,20 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
                 }
                 Fault::DropConnection => return Answer::Raw(reply::dropped_connection()),
                 Fault::MalformedBody => {
-                    return Reply::json_bytes(
-                        StatusCode::OK,
-                        bytes::Bytes::from_static(b"{\"_links\": {\"self\": {\"href\": \"/ucwa"),
-                    )
-                    .into()
+                    return Reply::json_bytes(StatusCode::OK, bytes::Bytes::from_static(b"{\"_links\": {\"self\": {\"href\": \"/ucwa")).into()
                 }
                 Fault::Resync => {
                     Counters::bump(&shared.counters.resyncs);
-                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resync(ack, now))
-                        .into();
+                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resync(ack, now)).into();
                 }
                 Fault::Resume => {
                     Counters::bump(&shared.counters.resumes);
-                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resume(ack, now))
-                        .into();
+                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resume(ack, now)).into();
                 }
-                Fault::EndlessBody { gzip } => {
-                    return Answer::Raw(reply::endless_body(app.channel.first_href(), gzip))
-                }
+                Fault::EndlessBody { gzip } => return Answer::Raw(reply::endless_body(app.channel.first_href(), gzip)),
                 Fault::MalformedEvent => {
                     // Queued like any event, so it goes out in order with whatever else is due.
-                    let communication =
-                        format!("{}/communication", super::resources::app_path(app_id));
+                    let communication = format!("{}/communication", super::resources::app_path(app_id));
                     app.channel.push([super::channel::SimEvent {
                         sender_rel: "communication",
                         sender_href: communication.clone(),
@@ -162,12 +118,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
         PollStep::Wait { waiter, notify } => (waiter, notify),
         other => return answer_poll(shared, user, other),
     };
-    let mut guard = ParkedGuard {
-        shared,
-        app: app_id,
-        waiter,
-        armed: true,
-    };
+    let mut guard = ParkedGuard { shared, app: app_id, waiter, armed: true };
     let deadline = Instant::now() + timeout;
     loop {
         let notified = notify.notified();
@@ -213,13 +164,8 @@ fn answer_poll(shared: &Shared, user: &str, step: PollStep) -> Answer {
                 PollKind::Batch(0) => Counters::bump(&c.empty_batches),
                 PollKind::Batch(n) => {
                     Counters::bump(&c.batches);
-                    c.events
-                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                    *c.events_by_user
-                        .lock()
-                        .expect("counters lock")
-                        .entry(user.to_string())
-                        .or_default() += n as u64;
+                    c.events.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    *c.events_by_user.lock().expect("counters lock").entry(user.to_string()).or_default() += n as u64;
                 }
                 PollKind::Repeat => Counters::bump(&c.repeated_batches),
                 PollKind::Resync => Counters::bump(&c.resyncs),
@@ -228,13 +174,7 @@ fn answer_poll(shared: &Shared, user: &str, step: PollStep) -> Answer {
         }
         PollStep::Replaced => {
             Counters::bump(&c.pget_replaced);
-            Reply::error(
-                StatusCode::CONFLICT,
-                "Conflict",
-                Some("PGetReplaced"),
-                "A newer pending GET replaced this one.",
-            )
-            .into()
+            Reply::error(StatusCode::CONFLICT, "Conflict", Some("PGetReplaced"), "A newer pending GET replaced this one.").into()
         }
         PollStep::Wait { .. } => unreachable!("answer_poll is never given a wait"),
     }

@@ -13,19 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Deserialize,
-    Serialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[clap(rename_all = "snake_case")]
 pub enum Quirk {
@@ -76,33 +64,22 @@ pub(crate) fn reshape(reply: Reply, q: &Quirks) -> Reply {
         text = text.replace('&', "\\u0026");
     }
     if q.contains(&Quirk::DotnetDates) {
-        text = text
-            .replace("\"/Date(", "\"\\/Date(")
-            .replace(")/\"", ")\\/\"");
+        text = text.replace("\"/Date(", "\"\\/Date(").replace(")/\"", ")\\/\"");
     }
-    Reply {
-        body: Bytes::from(text),
-        ..reply
-    }
+    Reply { body: Bytes::from(text), ..reply }
 }
 
 fn shape(v: &mut Value, q: &Quirks) {
     match v {
         Value::Array(items) => items.iter_mut().for_each(|i| shape(i, q)),
         Value::Object(o) => {
-            if o.get("rel").and_then(Value::as_str) == Some("application")
-                && (q.contains(&Quirk::NoEmbeddedMe) || q.contains(&Quirk::NoMe))
-            {
+            if o.get("rel").and_then(Value::as_str) == Some("application") && (q.contains(&Quirk::NoEmbeddedMe) || q.contains(&Quirk::NoMe)) {
                 if let Some(Value::Object(e)) = o.get_mut("_embedded") {
                     e.remove("me");
                 }
             }
             if q.contains(&Quirk::DotnetDates) {
-                if let Some(ms) = o
-                    .get("created")
-                    .and_then(Value::as_str)
-                    .and_then(crate::ucwa::date::parse_ms)
-                {
+                if let Some(ms) = o.get("created").and_then(Value::as_str).and_then(crate::ucwa::date::parse_ms) {
                     o.insert("created".into(), Value::String(format!("/Date({ms})/")));
                 }
             }
@@ -155,11 +132,7 @@ fn add_revision(link: &mut Value) {
 
 /// The opaque participant id of a SIP URI (`opaque_participant_ids`): lower-case base64, then `0`.
 pub(crate) fn opaque_id(uri: &str) -> String {
-    let uri = if uri.starts_with("sip:") {
-        uri.to_ascii_lowercase()
-    } else {
-        format!("sip:{}", uri.to_ascii_lowercase())
-    };
+    let uri = if uri.starts_with("sip:") { uri.to_ascii_lowercase() } else { format!("sip:{}", uri.to_ascii_lowercase()) };
     format!("{}0", base64(uri.as_bytes()).to_ascii_lowercase())
 }
 
@@ -179,10 +152,7 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -199,10 +169,8 @@ fn iis_error(status: StatusCode) -> Reply {
     let page = "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\"><html><head><title>500 - Internal server error.</title></head>\
                 <body><div id=\"header\"><h1>Server Error</h1></div><div id=\"content\"><fieldset><h2>500 - Internal server error.</h2>\
                 <h3>There is a problem with the resource you are looking for, and it cannot be displayed.</h3></fieldset></div></body></html>";
-    Reply::html(status, page).header(
-        HeaderName::from_static("x-ms-diagnostics"),
-        "28032; reason=\"The front end server is unavailable\"; source=\"pool.contoso.com\"",
-    )
+    Reply::html(status, page)
+        .header(HeaderName::from_static("x-ms-diagnostics"), "28032; reason=\"The front end server is unavailable\"; source=\"pool.contoso.com\"")
 }
 
 /// The discovery document in the XML form Autodiscover answers without a JSON `Accept`.
@@ -218,21 +186,12 @@ pub(crate) fn xml_discovery(doc: &Value) -> Reply {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><AutodiscoverResponse xmlns=\"http://schemas.microsoft.com/rtc/2012/03/ucwa\" AccessLocation=\"Internal\"><Root>{links}</Root></AutodiscoverResponse>"
     );
-    Reply {
-        status: StatusCode::OK,
-        content_type: Some("application/vnd.microsoft.rtc.autodiscover+xml; v=1"),
-        headers: Vec::new(),
-        body: Bytes::from(body),
-    }
+    Reply { status: StatusCode::OK, content_type: Some("application/vnd.microsoft.rtc.autodiscover+xml; v=1"), headers: Vec::new(), body: Bytes::from(body) }
 }
 
 /// The control API's view.
 pub(crate) fn names(q: &Quirks) -> Value {
-    Value::Array(
-        q.iter()
-            .map(|k| serde_json::to_value(k).expect("a quirk serializes"))
-            .collect(),
-    )
+    Value::Array(q.iter().map(|k| serde_json::to_value(k).expect("a quirk serializes")).collect())
 }
 
 #[cfg(test)]
@@ -247,14 +206,7 @@ mod tests {
     #[test]
     fn shapes() {
         let mut app = json!({"rel": "application", "_links": {"self": {"href": "/a"}}, "_embedded": {"me": {"_links": {}}, "people": {"rel": "people"}}});
-        shape(
-            &mut app,
-            &on(&[
-                Quirk::NoEmbeddedMe,
-                Quirk::EmbeddedArrays,
-                Quirk::LinkRevisions,
-            ]),
-        );
+        shape(&mut app, &on(&[Quirk::NoEmbeddedMe, Quirk::EmbeddedArrays, Quirk::LinkRevisions]));
         assert_eq!(app["_embedded"].get("me"), None);
         assert!(app["_embedded"]["people"].is_array());
         assert_eq!(app["_links"]["self"]["revision"], "2");
@@ -262,44 +214,23 @@ mod tests {
         let mut event = json!({"link": {"rel": "audioVideoInvitation", "href": "/i"}, "type": "started",
             "_embedded": {"audioVideoInvitation": {"_embedded": {"from": {"uri": "sip:a@b.c"}}}}});
         shape(&mut event, &on(&[Quirk::EmbeddedArrays]));
-        assert!(
-            event["_embedded"]["audioVideoInvitation"].is_object(),
-            "the event's own resource stays an object"
-        );
-        assert_eq!(
-            event["_embedded"]["audioVideoInvitation"]["_embedded"]["from"][0]["uri"],
-            "sip:a@b.c"
-        );
+        assert!(event["_embedded"]["audioVideoInvitation"].is_object(), "the event's own resource stays an object");
+        assert_eq!(event["_embedded"]["audioVideoInvitation"]["_embedded"]["from"][0]["uri"], "sip:a@b.c");
 
-        assert_eq!(
-            opaque_participant("/c/9/participants/Alice@Contoso.com/x").as_deref(),
-            Some("/c/9/participants/c2lwomfsawnlqgnvbnrvc28uy29t0/x")
-        );
+        assert_eq!(opaque_participant("/c/9/participants/Alice@Contoso.com/x").as_deref(), Some("/c/9/participants/c2lwomfsawnlqgnvbnrvc28uy29t0/x"));
         assert_eq!(opaque_participant("/c/9/participants/local"), None);
-        assert_eq!(
-            base64(b"sip:alice@contoso.com"),
-            "c2lwOmFsaWNlQGNvbnRvc28uY29t"
-        );
+        assert_eq!(base64(b"sip:alice@contoso.com"), "c2lwOmFsaWNlQGNvbnRvc28uY29t");
         assert_eq!(base64(b"ab"), "YWI=");
     }
 
     #[test]
     fn text_forms() {
         let body = serde_json::to_vec(&json!({"_links": {"next": {"href": "/a/events?ack=2"}}, "created": "2016-09-26T23:20:24.822Z"})).unwrap();
-        let r = reshape(
-            Reply::json_bytes(StatusCode::OK, Bytes::from(body)),
-            &on(&[Quirk::EventsKey, Quirk::DotnetDates]),
-        );
+        let r = reshape(Reply::json_bytes(StatusCode::OK, Bytes::from(body)), &on(&[Quirk::EventsKey, Quirk::DotnetDates]));
         let text = std::str::from_utf8(&r.body).unwrap();
         assert!(text.contains("/a/events?ack=2\\u0026key="), "{text}");
-        assert!(
-            text.contains("\"created\":\"\\/Date(1474932024822)\\/\""),
-            "{text}"
-        );
+        assert!(text.contains("\"created\":\"\\/Date(1474932024822)\\/\""), "{text}");
         let back: Value = serde_json::from_str(text).unwrap();
-        assert!(back["_links"]["next"]["href"]
-            .as_str()
-            .unwrap()
-            .contains("&key="));
+        assert!(back["_links"]["next"]["href"].as_str().unwrap().contains("&key="));
     }
 }

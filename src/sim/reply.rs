@@ -23,60 +23,28 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn json(status: StatusCode, value: &Value) -> Reply {
-        Reply::json_bytes(
-            status,
-            Bytes::from(serde_json::to_vec(value).expect("JSON values serialize")),
-        )
+        Reply::json_bytes(status, Bytes::from(serde_json::to_vec(value).expect("JSON values serialize")))
     }
 
     pub(crate) fn json_bytes(status: StatusCode, body: Bytes) -> Reply {
-        Reply {
-            status,
-            content_type: Some(JSON),
-            headers: Vec::new(),
-            body,
-        }
+        Reply { status, content_type: Some(JSON), headers: Vec::new(), body }
     }
 
-    pub(crate) fn bytes(
-        status: StatusCode,
-        content_type: &'static str,
-        body: &'static [u8],
-    ) -> Reply {
-        Reply {
-            status,
-            content_type: Some(content_type),
-            headers: Vec::new(),
-            body: Bytes::from_static(body),
-        }
+    pub(crate) fn bytes(status: StatusCode, content_type: &'static str, body: &'static [u8]) -> Reply {
+        Reply { status, content_type: Some(content_type), headers: Vec::new(), body: Bytes::from_static(body) }
     }
 
     pub(crate) fn no_content() -> Reply {
-        Reply {
-            status: StatusCode::NO_CONTENT,
-            content_type: None,
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        Reply { status: StatusCode::NO_CONTENT, content_type: None, headers: Vec::new(), body: Bytes::new() }
     }
 
     /// What IIS answers in front of UCWA for a 401: an HTML page.
     pub(crate) fn html(status: StatusCode, text: &'static str) -> Reply {
-        Reply {
-            status,
-            content_type: Some("text/html"),
-            headers: Vec::new(),
-            body: Bytes::from_static(text.as_bytes()),
-        }
+        Reply { status, content_type: Some("text/html"), headers: Vec::new(), body: Bytes::from_static(text.as_bytes()) }
     }
 
     /// The UCWA error body `{code, subcode, message}`.
-    pub(crate) fn error(
-        status: StatusCode,
-        code: &str,
-        subcode: Option<&str>,
-        message: &str,
-    ) -> Reply {
+    pub(crate) fn error(status: StatusCode, code: &str, subcode: Option<&str>, message: &str) -> Reply {
         Reply::json(status, &resources::error(code, subcode, message))
     }
 
@@ -89,11 +57,7 @@ impl Reply {
     /// request gets the headers of the GET with no body.
     pub(crate) fn into_response(self, gzip: bool, head: bool) -> Response {
         let compress = gzip && self.body.len() > 256;
-        let body = if compress {
-            gzip_bytes(&self.body)
-        } else {
-            self.body
-        };
+        let body = if compress { gzip_bytes(&self.body) } else { self.body };
         let mut builder = Response::builder().status(self.status);
         if let Some(ct) = self.content_type {
             builder = builder.header(header::CONTENT_TYPE, ct);
@@ -107,11 +71,7 @@ impl Reply {
                 builder = builder.header(name, v);
             }
         }
-        let body = if head {
-            Body::empty()
-        } else {
-            Body::from(body)
-        };
+        let body = if head { Body::empty() } else { Body::from(body) };
         builder.body(body).expect("valid response parts")
     }
 }
@@ -121,10 +81,7 @@ pub(crate) fn dropped_connection() -> Response {
     let partial = Bytes::from_static(b"{\"_links\":{\"self\":{\"href\":");
     let stream = futures_util::stream::iter(vec![
         Ok::<Bytes, std::io::Error>(partial),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "simulated connection drop",
-        )),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection drop")),
     ]);
     Response::builder()
         .status(StatusCode::OK)
@@ -140,15 +97,10 @@ pub(crate) fn dropped_connection() -> Response {
 pub(crate) fn endless_body(next_href: String, gzip: bool) -> Response {
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 1024;
-    let head = Bytes::from(format!(
-        "{{\"_links\":{{\"next\":{{\"href\":\"{next_href}\"}}}},\"sender\":[],\"padding\":\""
-    ));
+    let head = Bytes::from(format!("{{\"_links\":{{\"next\":{{\"href\":\"{next_href}\"}}}},\"sender\":[],\"padding\":\""));
     let pad = Bytes::from(vec![b'x'; CHUNK]);
-    let plain =
-        futures_util::stream::iter(std::iter::once(head).chain(std::iter::repeat_n(pad, CHUNKS)));
-    let mut builder = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, JSON);
+    let plain = futures_util::stream::iter(std::iter::once(head).chain(std::iter::repeat_n(pad, CHUNKS)));
+    let mut builder = Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, JSON);
     let body = if gzip {
         builder = builder.header(header::CONTENT_ENCODING, "gzip");
         let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
@@ -158,10 +110,7 @@ pub(crate) fn endless_body(next_href: String, gzip: bool) -> Response {
             Ok::<Bytes, std::io::Error>(Bytes::from(std::mem::take(enc.get_mut())))
         }))
     } else {
-        Body::from_stream(futures_util::StreamExt::map(
-            plain,
-            Ok::<Bytes, std::io::Error>,
-        ))
+        Body::from_stream(futures_util::StreamExt::map(plain, Ok::<Bytes, std::io::Error>))
     };
     builder.body(body).expect("valid response parts")
 }

@@ -53,11 +53,7 @@ pub(crate) fn me(app: &App) -> Value {
 
 pub(crate) fn communication(app: &App) -> Value {
     let p = app_path(app.id);
-    let modalities: Vec<&str> = if app.available {
-        vec!["Messaging", "Audio", "Video"]
-    } else {
-        vec![]
-    };
+    let modalities: Vec<&str> = if app.available { vec!["Messaging", "Audio", "Video"] } else { vec![] };
     json!({
         app.communication_key.as_str(): "please pass this in a PUT request",
         "supportedModalities": modalities,
@@ -109,11 +105,7 @@ pub(crate) fn application(app: &App) -> Value {
 }
 
 pub(crate) fn conversation_path(call: &CallRecord) -> String {
-    format!(
-        "{}/communication/conversations/{}",
-        app_path(call.app_id),
-        call.id
-    )
+    format!("{}/communication/conversations/{}", app_path(call.app_id), call.id)
 }
 pub(crate) fn audio_video_path(call: &CallRecord) -> String {
     format!("{}/audioVideo", conversation_path(call))
@@ -122,18 +114,10 @@ pub(crate) fn session_path(call: &CallRecord) -> String {
     format!("{}/audioVideo/audioVideoSession", conversation_path(call))
 }
 pub(crate) fn invitation_path(call: &CallRecord) -> String {
-    format!(
-        "{}/communication/audioVideoInvitations/{}",
-        app_path(call.app_id),
-        call.invitation_id
-    )
+    format!("{}/communication/audioVideoInvitations/{}", app_path(call.app_id), call.invitation_id)
 }
 pub(crate) fn remote_participant_path(call: &CallRecord) -> String {
-    format!(
-        "{}/participants/{}",
-        conversation_path(call),
-        call.remote_uri.trim_start_matches("sip:")
-    )
+    format!("{}/participants/{}", conversation_path(call), call.remote_uri.trim_start_matches("sip:"))
 }
 
 /// `conversation.json`: `state` follows the call.
@@ -145,11 +129,7 @@ pub(crate) fn conversation(call: &CallRecord) -> Value {
         (Phase::Connected, _) => "Connected",
         (Phase::Ended, _) => "Disconnected",
     };
-    let modalities: Vec<&str> = if call.phase == Phase::Connected {
-        vec!["Audio"]
-    } else {
-        vec![]
-    };
+    let modalities: Vec<&str> = if call.phase == Phase::Connected { vec!["Audio"] } else { vec![] };
     json!({
         "rel": "conversation",
         "activeModalities": modalities,
@@ -217,8 +197,7 @@ pub(crate) fn invitation(call: &CallRecord) -> Value {
             Direction::Incoming => {
                 links["acceptWithAnswer"] = json!({"href": format!("{inv}/acceptWithAnswer")});
                 links["decline"] = json!({"href": format!("{inv}/decline")});
-                links["acceptWithPhoneAudio"] =
-                    json!({"href": format!("{inv}/acceptWithPhoneAudio")});
+                links["acceptWithPhoneAudio"] = json!({"href": format!("{inv}/acceptWithPhoneAudio")});
             }
             Direction::Outgoing => links["cancel"] = json!({"href": format!("{inv}/cancel")}),
         }

@@ -34,9 +34,7 @@ impl Shared {
     /// The state, even after a panic while it was held: a bug in one request must not leave
     /// the simulator answering nothing (every step leaves the state consistent between lines).
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -55,12 +53,8 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SimState::new(&config)),
-            config,
-            counters: Counters::default(),
-            origin: format!("{scheme}://{addr}"),
-        });
+        let shared =
+            Arc::new(Shared { state: Mutex::new(SimState::new(&config)), config, counters: Counters::default(), origin: format!("{scheme}://{addr}") });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let generator = generator::spawn(shared.clone());
@@ -69,16 +63,8 @@ impl Simulator {
         };
         let task = tokio::spawn(async move {
             let served = match acceptor {
-                None => {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-                Some(a) => {
-                    axum::serve(super::tls::TlsListener::new(listener, a), router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
+                None => axum::serve(listener, router).with_graceful_shutdown(stopped).await,
+                Some(a) => axum::serve(super::tls::TlsListener::new(listener, a), router).with_graceful_shutdown(stopped).await,
             };
             if let Some(g) = generator {
                 g.abort();
@@ -88,12 +74,7 @@ impl Simulator {
             }
         });
         tracing::info!(origin = %shared.origin, "UCWA simulator listening");
-        Ok(Simulator {
-            shared,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(Simulator { shared, addr, stop: Some(stop), task: Some(task) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -196,35 +177,17 @@ impl From<Reply> for Answer {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let gzip = parts
-        .headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+    let gzip = parts.headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
     let head = parts.method == Method::HEAD;
     let body = match to_bytes(body, 1 << 20).await {
         Ok(b) => b,
-        Err(_) => {
-            return Reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BadRequest",
-                None,
-                "Body too large.",
-            )
-            .into_response(false, head)
-        }
+        Err(_) => return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "BadRequest", None, "Body too large.").into_response(false, head),
     };
     let path = parts.uri.path().to_ascii_lowercase();
     let req = Req {
         method: parts.method,
-        segs: path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect(),
+        segs: path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
         headers: parts.headers,
         body,
     };
@@ -232,11 +195,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     match route(&shared, req).await {
         Answer::Reply(r) => {
             let quirks = shared.lock().quirks.clone();
-            let r = if quirks.is_empty() || control {
-                r
-            } else {
-                super::quirks::reshape(r, &quirks)
-            };
+            let r = if quirks.is_empty() || control { r } else { super::quirks::reshape(r, &quirks) };
             r.into_response(gzip, head)
         }
         Answer::Raw(resp) => resp,
@@ -249,38 +208,23 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
     match segs.as_slice() {
         [] | ["autodiscover", "autodiscoverservice.svc", "root"] if get => {
             let doc = resources::discovery(&shared.origin);
-            let wants_json = req
-                .headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("json"));
-            if !wants_json
-                && shared
-                    .lock()
-                    .quirks
-                    .contains(&super::Quirk::XmlAutodiscover)
-            {
+            let wants_json = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("json"));
+            if !wants_json && shared.lock().quirks.contains(&super::Quirk::XmlAutodiscover) {
                 return super::quirks::xml_discovery(&doc).into();
             }
             Reply::json(StatusCode::OK, &doc).into()
         }
-        ["autodiscover", "autodiscoverservice.svc", "root", "oauth", "user"]
-        | ["autodiscover", "autodiscoverservice.svc", "root", "user"]
-            if get =>
-        {
+        ["autodiscover", "autodiscoverservice.svc", "root", "oauth", "user"] | ["autodiscover", "autodiscoverservice.svc", "root", "user"] if get => {
             match authorize(shared, &req.headers) {
                 Ok(_) => Reply::json(StatusCode::OK, &resources::user(&shared.origin)).into(),
                 Err(r) => r.into(),
             }
         }
         // The cross-domain iframe page browsers' UCWA libraries load; nothing for an agent.
-        ["autodiscover", "xframe", "xframe.html"] if get => {
-            Reply::html(StatusCode::OK, XFRAME_PAGE).into()
-        }
+        ["autodiscover", "xframe", "xframe.html"] if get => Reply::html(StatusCode::OK, XFRAME_PAGE).into(),
         ["webticket", "oauthtoken"] if req.method == Method::POST => token(shared, &req).into(),
         ["sim", "v1", rest @ ..] => control::route(shared, &req, rest).into(),
-        ["ucwa", "oauth", "v1", "applications", rest @ ..] => match authorize(shared, &req.headers)
-        {
+        ["ucwa", "oauth", "v1", "applications", rest @ ..] => match authorize(shared, &req.headers) {
             Ok(user) => ucwa(shared, &req, &user, rest).await,
             Err(r) => r.into(),
         },
@@ -295,33 +239,17 @@ fn json_body(req: &Req) -> Value {
 
 /// A member of a JSON body, its key in any case, as a pool takes keys (PROTOCOL.md).
 pub(crate) fn member<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
-    body.as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
+    body.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
 }
 
 /// Tells every application of `user` that its `me/<rel>` resource was updated, as a pool does
 /// when one client changes the account.
 fn announce_to_user(st: &mut SimState, user: &str, rel: &str) {
-    let apps: Vec<u64> = st
-        .apps
-        .values()
-        .filter(|a| a.user == user)
-        .map(|a| a.id)
-        .collect();
+    let apps: Vec<u64> = st.apps.values().filter(|a| a.user == user).map(|a| a.id).collect();
     for id in apps {
         let p = app_path(id);
-        let event =
-            json!({"link": {"rel": rel, "href": format!("{p}/me/{rel}")}, "type": "updated"});
-        st.push(
-            id,
-            vec![SimEvent {
-                sender_rel: "me",
-                sender_href: format!("{p}/me"),
-                event,
-            }],
-        );
+        let event = json!({"link": {"rel": rel, "href": format!("{p}/me/{rel}")}, "type": "updated"});
+        st.push(id, vec![SimEvent { sender_rel: "me", sender_href: format!("{p}/me"), event }]);
     }
 }
 
@@ -357,15 +285,9 @@ const OPERATIONS: &[&str] = &[
 fn forwarding_operation(path: &[&str]) -> Option<(&'static str, bool)> {
     match path {
         ["turnoffcallforwarding"] => Some(("Off", false)),
-        ["immediateforwardsettings", "immediateforwardtocontact"] => {
-            Some(("ImmediateForward", true))
-        }
-        ["immediateforwardsettings", "immediateforwardtovoicemail"] => {
-            Some(("ImmediateForward", false))
-        }
-        ["simultaneousringsettings", "simultaneousringtocontact"] => {
-            Some(("SimultaneousRing", true))
-        }
+        ["immediateforwardsettings", "immediateforwardtocontact"] => Some(("ImmediateForward", true)),
+        ["immediateforwardsettings", "immediateforwardtovoicemail"] => Some(("ImmediateForward", false)),
+        ["simultaneousringsettings", "simultaneousringtocontact"] => Some(("SimultaneousRing", true)),
         _ => None,
     }
 }
@@ -375,21 +297,11 @@ fn is_operation(path: &[&str]) -> bool {
 }
 
 fn operation_only() -> Reply {
-    Reply::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        None,
-        "This is an operation: use POST.",
-    )
+    Reply::error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", None, "This is an operation: use POST.")
 }
 
 fn not_found() -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        Some("ResourceNotFound"),
-        "The requested resource was not found.",
-    )
+    Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ResourceNotFound"), "The requested resource was not found.")
 }
 
 /// The user a request's bearer token stands for, or the 401 challenge (PROTOCOL.md §2).
@@ -397,10 +309,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     let mut status = StatusCode::UNAUTHORIZED;
     if let Some(token) = token {
@@ -439,10 +348,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
 
 /// `POST /WebTicket/oauthtoken`: the password grant (urlencoded or multipart form).
 fn token(shared: &Shared, req: &Req) -> Reply {
-    let content_type = req
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let content_type = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let form = super::form::fields(content_type, &req.body);
     let oauth_error = |e: &str| Reply::json(StatusCode::BAD_REQUEST, &json!({ "error": e }));
     match form.get("grant_type").map(String::as_str) {
@@ -461,19 +367,10 @@ fn token(shared: &Shared, req: &Req) -> Reply {
     }
     let token = format!("cwt={}", random_token());
     let lifetime = shared.config.token_lifetime;
-    st.tokens.insert(
-        token.clone(),
-        super::state::Token {
-            user,
-            expires_at: Instant::now() + lifetime,
-        },
-    );
+    st.tokens.insert(token.clone(), super::state::Token { user, expires_at: Instant::now() + lifetime });
     Counters::bump(&shared.counters.tokens_issued);
-    Reply::json(
-        StatusCode::OK,
-        &json!({"access_token": token, "expires_in": lifetime.as_secs(), "ms_rtc_identityscope": "local", "token_type": "Bearer"}),
-    )
-    .header(header::CACHE_CONTROL, "no-store")
+    Reply::json(StatusCode::OK, &json!({"access_token": token, "expires_in": lifetime.as_secs(), "ms_rtc_identityscope": "local", "token_type": "Bearer"}))
+        .header(header::CACHE_CONTROL, "no-store")
 }
 
 fn random_token() -> String {
@@ -487,15 +384,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let (id, rest) = match rest {
         [] if post => return create_application(shared, req, user).into(),
-        [] => {
-            return Reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                None,
-                "Use POST.",
-            )
-            .into()
-        }
+        [] => return Reply::error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", None, "Use POST.").into(),
         [id, rest @ ..] => match id.parse::<u64>() {
             Ok(id) => (id, rest),
             Err(_) => return not_found().into(),
@@ -513,13 +402,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
     users.sort();
     let users: Vec<&str> = users.iter().map(String::as_str).collect();
     let Some(app) = st.app_of(id, user) else {
-        return Reply::error(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            Some("ApplicationNotFound"),
-            "The application does not exist.",
-        )
-        .into();
+        return Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.").into();
     };
     app.last_seen = now;
     match rest {
@@ -531,41 +414,18 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["me"] if get && no_me => not_found().into(),
         ["me"] if get => Reply::json(StatusCode::OK, &resources::me(app)).into(),
-        ["me", "presence"] if get => {
-            Reply::json(StatusCode::OK, &directory::presence(app, &profile)).into()
-        }
-        ["me", "note"] if get => {
-            Reply::json(StatusCode::OK, &directory::note(app, &profile)).into()
-        }
+        ["me", "presence"] if get => Reply::json(StatusCode::OK, &directory::presence(app, &profile)).into(),
+        ["me", "note"] if get => Reply::json(StatusCode::OK, &directory::note(app, &profile)).into(),
         ["me", what @ ("presence" | "note")] if post => {
             let body = json_body(req);
-            let field = |k: &str| {
-                member(&body, k)
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            };
-            let bad = |m: String| {
-                Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    Some("ParameterValidationFailure"),
-                    &m,
-                )
-                .into()
-            };
+            let field = |k: &str| member(&body, k).and_then(|v| v.as_str()).map(str::to_string);
+            let bad = |m: String| Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &m).into();
             let user = user.to_string();
             let mut changed = profile.clone();
             if *what == "presence" {
                 match field("availability") {
-                    Some(a) if directory::AVAILABILITIES.contains(&a.as_str()) => {
-                        changed.availability = Some(a)
-                    }
-                    other => {
-                        return bad(format!(
-                            "availability must be one of {:?}, not {other:?}",
-                            directory::AVAILABILITIES
-                        ))
-                    }
+                    Some(a) if directory::AVAILABILITIES.contains(&a.as_str()) => changed.availability = Some(a),
+                    other => return bad(format!("availability must be one of {:?}, not {other:?}", directory::AVAILABILITIES)),
                 }
             } else {
                 match field("message") {
@@ -573,35 +433,21 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     _ => return bad("message must be a text of at most 1000 characters".into()),
                 }
             }
-            let rel = if *what == "presence" {
-                "presence"
-            } else {
-                "note"
-            };
+            let rel = if *what == "presence" { "presence" } else { "note" };
             st.profiles.insert(user.clone(), changed);
             announce_to_user(&mut st, &user, rel);
             Reply::no_content().into()
         }
         ["me", "location"] if get => Reply::json(StatusCode::OK, &directory::location(app)).into(),
         ["me", "phones"] if get => Reply::json(StatusCode::OK, &directory::phones(app)).into(),
-        ["me", "phones", "work"] if get => {
-            Reply::json(StatusCode::OK, &directory::phone(app)).into()
+        ["me", "phones", "work"] if get => Reply::json(StatusCode::OK, &directory::phone(app)).into(),
+        ["me", "callforwardingsettings"] if get => Reply::json(StatusCode::OK, &directory::call_forwarding_settings(app, &profile)).into(),
+        ["me", "callforwardingsettings", "immediateforwardsettings"] if get => {
+            Reply::json(StatusCode::OK, &directory::immediate_forward_settings(app, &profile)).into()
         }
-        ["me", "callforwardingsettings"] if get => Reply::json(
-            StatusCode::OK,
-            &directory::call_forwarding_settings(app, &profile),
-        )
-        .into(),
-        ["me", "callforwardingsettings", "immediateforwardsettings"] if get => Reply::json(
-            StatusCode::OK,
-            &directory::immediate_forward_settings(app, &profile),
-        )
-        .into(),
-        ["me", "callforwardingsettings", "simultaneousringsettings"] if get => Reply::json(
-            StatusCode::OK,
-            &directory::simultaneous_ring_settings(app, &profile),
-        )
-        .into(),
+        ["me", "callforwardingsettings", "simultaneousringsettings"] if get => {
+            Reply::json(StatusCode::OK, &directory::simultaneous_ring_settings(app, &profile)).into()
+        }
         ["me", "callforwardingsettings", op @ ..] if post && forwarding_operation(op).is_some() => {
             let body = json_body(req);
             let target = member(&body, "target").and_then(|v| v.as_str());
@@ -632,56 +478,26 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             announce_to_user(&mut st, &user, "callForwardingSettings");
             Reply::no_content().into()
         }
-        ["photos", _] if get => {
-            Reply::bytes(StatusCode::OK, "image/png", directory::PHOTO_PNG).into()
-        }
+        ["photos", _] if get => Reply::bytes(StatusCode::OK, "image/png", directory::PHOTO_PNG).into(),
         ["policies"] if get => Reply::json(StatusCode::OK, &directory::policies(app)).into(),
         ["people"] if get => Reply::json(StatusCode::OK, &directory::people(app)).into(),
-        ["onlinemeetings"] if get => {
-            Reply::json(StatusCode::OK, &directory::online_meetings(app)).into()
-        }
-        ["onlinemeetings", "myonlinemeetings"] if get => {
-            Reply::json(StatusCode::OK, &directory::my_online_meetings(app)).into()
-        }
-        ["communication", "audiovideopolicies"] if get => {
-            Reply::json(StatusCode::OK, &directory::audio_video_policies(app)).into()
-        }
-        ["people", "contacts"] if get => {
-            Reply::json(StatusCode::OK, &directory::my_contacts(app, &users)).into()
-        }
-        ["people", "search"] if get => {
-            match req.query.get("query").filter(|q| !q.trim().is_empty()) {
-                None => Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    Some("ParameterValidationFailure"),
-                    "search needs ?query=.",
-                )
-                .into(),
-                Some(q) => Reply::json(StatusCode::OK, &directory::search(app, &users, q)).into(),
-            }
-        }
+        ["onlinemeetings"] if get => Reply::json(StatusCode::OK, &directory::online_meetings(app)).into(),
+        ["onlinemeetings", "myonlinemeetings"] if get => Reply::json(StatusCode::OK, &directory::my_online_meetings(app)).into(),
+        ["communication", "audiovideopolicies"] if get => Reply::json(StatusCode::OK, &directory::audio_video_policies(app)).into(),
+        ["people", "contacts"] if get => Reply::json(StatusCode::OK, &directory::my_contacts(app, &users)).into(),
+        ["people", "search"] if get => match req.query.get("query").filter(|q| !q.trim().is_empty()) {
+            None => Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "search needs ?query=.").into(),
+            Some(q) => Reply::json(StatusCode::OK, &directory::search(app, &users, q)).into(),
+        },
         // Anyone the pool can name: the simulator's accounts and the callers it invents.
-        ["people", person] if get && person.contains('@') => {
-            Reply::json(StatusCode::OK, &directory::contact(app, person)).into()
-        }
-        ["communication"] if get => {
-            Reply::json(StatusCode::OK, &resources::communication(app)).into()
-        }
+        ["people", person] if get && person.contains('@') => Reply::json(StatusCode::OK, &directory::contact(app, person)).into(),
+        ["communication"] if get => Reply::json(StatusCode::OK, &resources::communication(app)).into(),
         ["me", "makemeavailable"] if post => {
             if app.available {
-                return Reply::error(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    Some("AlreadyExists"),
-                    "makeMeAvailable was already done.",
-                )
-                .into();
+                return Reply::error(StatusCode::CONFLICT, "Conflict", Some("AlreadyExists"), "makeMeAvailable was already done.").into();
             }
             app.available = true;
-            app.modalities = member(&json_body(req), "supportedModalities")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
+            app.modalities = member(&json_body(req), "supportedModalities").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
             app.etag += 1;
             let events = available_events(app);
             app.channel.push(events);
@@ -689,13 +505,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["me", "reportmyactivity"] | ["reportmyactivity"] if post => {
             if !app.available {
-                return Reply::error(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    Some("MakeMeAvailableRequired"),
-                    "Call makeMeAvailable first.",
-                )
-                .into();
+                return Reply::error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), "Call makeMeAvailable first.").into();
             }
             Counters::bump(&shared.counters.report_my_activity);
             Reply::no_content().into()
@@ -710,11 +520,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             start_outgoing(shared, req, id).into()
         }
         ["communication", "audiovideoinvitations", inv, action @ ..] => {
-            let Some(call) = st
-                .calls
-                .values()
-                .find(|c| c.app_id == id && c.invitation_id == *inv)
-            else {
+            let Some(call) = st.calls.values().find(|c| c.app_id == id && c.invitation_id == *inv) else {
                 return not_found().into();
             };
             match action {
@@ -725,11 +531,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                         .headers
                         .get(header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
-                        .is_some_and(|ct| {
-                            ct.split(';')
-                                .next()
-                                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-                        });
+                        .is_some_and(|ct| ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp")));
                     if !sdp {
                         return Reply::error(
                             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -741,32 +543,17 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     }
                     send(call, CallCommand::Accept)
                 }
-                ["decline"] if post && call.direction == Direction::Incoming => {
-                    send(call, CallCommand::Decline)
-                }
+                ["decline"] if post && call.direction == Direction::Incoming => send(call, CallCommand::Decline),
                 // Answered on a phone: the pool calls that number and bridges it (no media here).
                 ["acceptwithphoneaudio"] if post && call.direction == Direction::Incoming => {
                     let body = json_body(req);
-                    let number = member(&body, "phoneNumber")
-                        .and_then(|v| v.as_str())
-                        .filter(|n| n.starts_with("tel:"));
+                    let number = member(&body, "phoneNumber").and_then(|v| v.as_str()).filter(|n| n.starts_with("tel:"));
                     let Some(number) = number.map(str::to_string) else {
-                        return Reply::error(
-                            StatusCode::BAD_REQUEST,
-                            "BadRequest",
-                            Some("ParameterValidationFailure"),
-                            "phoneNumber must be a tel: URI.",
-                        )
-                        .into();
+                        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "phoneNumber must be a tel: URI.")
+                            .into();
                     };
                     if call.phase != calls::Phase::Ringing {
-                        return Reply::error(
-                            StatusCode::CONFLICT,
-                            "Conflict",
-                            Some("InvalidState"),
-                            "The call is not ringing.",
-                        )
-                        .into();
+                        return Reply::error(StatusCode::CONFLICT, "Conflict", Some("InvalidState"), "The call is not ringing.").into();
                     }
                     let answered = send(call, CallCommand::Accept);
                     let call_id = call.id;
@@ -775,21 +562,15 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     }
                     answered
                 }
-                ["cancel"] if post && call.direction == Direction::Outgoing => {
-                    send(call, CallCommand::End)
-                }
+                ["cancel"] if post && call.direction == Direction::Outgoing => send(call, CallCommand::End),
                 _ if get && is_operation(action) => operation_only().into(),
                 _ => not_found().into(),
             }
         }
         ["communication", "conversations"] if get => {
             // `?filter=active` (the only form linked): the conversations of calls in progress.
-            let live: Vec<serde_json::Value> = st
-                .calls
-                .values()
-                .filter(|c| c.app_id == id && c.phase != calls::Phase::Ended)
-                .map(resources::conversation)
-                .collect();
+            let live: Vec<serde_json::Value> =
+                st.calls.values().filter(|c| c.app_id == id && c.phase != calls::Phase::Ended).map(resources::conversation).collect();
             let body = serde_json::json!({
                 "rel": "conversations",
                 "_links": {"self": {"href": format!("{}/communication/conversations?filter=active", app_path(id))}},
@@ -798,38 +579,21 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             Reply::json(StatusCode::OK, &body).into()
         }
         ["communication", "conversations", conv, modality @ ..] => {
-            let Some(call) = conv
-                .parse::<u64>()
-                .ok()
-                .and_then(|c| st.calls.get(&c))
-                .filter(|c| c.app_id == id)
-            else {
+            let Some(call) = conv.parse::<u64>().ok().and_then(|c| st.calls.get(&c)).filter(|c| c.app_id == id) else {
                 return not_found().into();
             };
             match modality {
                 [] if get => Reply::json(StatusCode::OK, &resources::conversation(call)).into(),
-                ["audiovideo"] if get => {
-                    Reply::json(StatusCode::OK, &resources::audio_video(call)).into()
-                }
-                ["audiovideo", "audiovideosession"]
-                    if get && call.phase == calls::Phase::Connected =>
-                {
+                ["audiovideo"] if get => Reply::json(StatusCode::OK, &resources::audio_video(call)).into(),
+                ["audiovideo", "audiovideosession"] if get && call.phase == calls::Phase::Connected => {
                     Reply::json(StatusCode::OK, &resources::session(call)).into()
                 }
-                ["audiovideo", "stopaudiovideo" | "stopaudio"] if post => {
-                    send(call, CallCommand::End)
-                }
-                ["participants"] if get => {
-                    Reply::json(StatusCode::OK, &resources::participants(call)).into()
-                }
-                ["participants", "local"] if get => {
-                    Reply::json(StatusCode::OK, &resources::local_participant(call)).into()
-                }
+                ["audiovideo", "stopaudiovideo" | "stopaudio"] if post => send(call, CallCommand::End),
+                ["participants"] if get => Reply::json(StatusCode::OK, &resources::participants(call)).into(),
+                ["participants", "local"] if get => Reply::json(StatusCode::OK, &resources::local_participant(call)).into(),
                 ["participants", who]
                     if get
-                        && (resources::remote_participant_path(call)
-                            .to_ascii_lowercase()
-                            .ends_with(&format!("/{who}"))
+                        && (resources::remote_participant_path(call).to_ascii_lowercase().ends_with(&format!("/{who}"))
                             || super::quirks::opaque_id(&call.remote_uri) == *who) =>
                 {
                     Reply::json(StatusCode::OK, &resources::participant(call)).into()
@@ -881,77 +645,32 @@ fn available_events(app: &super::state::App) -> Vec<SimEvent> {
 /// `POST applications` (PROTOCOL.md §3): keys matched case-insensitively, unknown keys ignored.
 fn create_application(shared: &Shared, req: &Req, user: &str) -> Reply {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(strip_bom(&req.body)) else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("DeserializationFailure"),
-            "The body is not a JSON object.",
-        );
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("DeserializationFailure"), "The body is not a JSON object.");
     };
-    let field = |name: &str| {
-        body.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str())
-    };
-    let (Some(agent), Some(endpoint), Some(culture)) =
-        (field("userAgent"), field("endpointId"), field("culture"))
-    else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("ParameterValidationFailure"),
-            "userAgent, endpointId and culture are required.",
-        );
+    let field = |name: &str| body.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str());
+    let (Some(agent), Some(endpoint), Some(culture)) = (field("userAgent"), field("endpointId"), field("culture")) else {
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "userAgent, endpointId and culture are required.");
     };
     if agent.len() > 100 {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("ParameterValidationFailure"),
-            "userAgent is too long.",
-        );
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "userAgent is too long.");
     }
     let now = Instant::now();
     let mut st = shared.lock();
     st.expire_idle(&shared.config, now, &shared.counters);
-    let (id, created) = st.create_app(
-        user,
-        endpoint,
-        agent,
-        culture,
-        shared.config.min_poll_timeout,
-        now,
-    );
+    let (id, created) = st.create_app(user, endpoint, agent, culture, shared.config.min_poll_timeout, now);
     if created {
         Counters::bump(&shared.counters.applications_created);
     }
     let app = &st.apps[&id];
-    Reply::json(
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        &resources::application(app),
-    )
-    .header(header::LOCATION, app_path(id))
+    Reply::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &resources::application(app)).header(header::LOCATION, app_path(id))
 }
 
 /// `POST communication/audioVideoInvitations` (startAudioVideo): an outgoing call.
 fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
     let body = json_body(req);
-    let field = |name: &str| {
-        member(&body, name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let field = |name: &str| member(&body, name).and_then(|v| v.as_str()).map(str::to_string);
     let Some(to) = field("to") else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("ParameterValidationFailure"),
-            "`to` is required.",
-        );
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "`to` is required.");
     };
     let spec = CallSpec {
         direction: Direction::Outgoing,
@@ -964,17 +683,11 @@ fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
         Ok(id) => {
             let st = shared.lock();
             match st.calls.get(&id) {
-                Some(call) => Reply::json(StatusCode::CREATED, &resources::invitation(call))
-                    .header(header::LOCATION, resources::invitation_path(call)),
+                Some(call) => Reply::json(StatusCode::CREATED, &resources::invitation(call)).header(header::LOCATION, resources::invitation_path(call)),
                 None => Reply::error(StatusCode::GONE, "Gone", None, "The call ended."),
             }
         }
-        Err(e) => Reply::error(
-            StatusCode::CONFLICT,
-            "Conflict",
-            Some("MakeMeAvailableRequired"),
-            &e,
-        ),
+        Err(e) => Reply::error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), &e),
     }
 }
 
@@ -989,10 +702,6 @@ pub struct UserAdder(Arc<Shared>);
 impl UserAdder {
     /// Adds `user` with `password` unless it exists (its password is then left alone).
     pub fn add(&self, user: &str, password: &str) {
-        self.0
-            .lock()
-            .users
-            .entry(user.to_ascii_lowercase())
-            .or_insert_with(|| password.to_string());
+        self.0.lock().users.entry(user.to_ascii_lowercase()).or_insert_with(|| password.to_string());
     }
 }

@@ -68,10 +68,7 @@ pub(crate) const FAULT_KINDS: &[&str] = &[
 impl SimState {
     /// Takes one use of the first fault meant for `user` (or for any account).
     pub(crate) fn take_fault(&mut self, user: &str) -> Option<Fault> {
-        let i = self
-            .faults
-            .iter()
-            .position(|(who, _, _)| who.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(user)))?;
+        let i = self.faults.iter().position(|(who, _, _)| who.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(user)))?;
         let entry = &mut self.faults[i];
         entry.2 -= 1;
         let fault = entry.1.clone();
@@ -184,10 +181,7 @@ pub(crate) struct Forwarding {
 
 impl Default for Forwarding {
     fn default() -> Self {
-        Forwarding {
-            setting: "Off",
-            target: String::new(),
-        }
+        Forwarding { setting: "Off", target: String::new() }
     }
 }
 
@@ -231,10 +225,7 @@ impl SimState {
 
     /// The user a bearer token stands for, if it is known and not expired.
     pub(crate) fn token_user(&self, token: &str, now: Instant) -> Option<String> {
-        self.tokens
-            .get(token)
-            .filter(|t| t.expires_at > now)
-            .map(|t| t.user.clone())
+        self.tokens.get(token).filter(|t| t.expires_at > now).map(|t| t.user.clone())
     }
 
     /// Removes applications nobody polls any more (PROTOCOL.md §3 keep-alive) and their calls.
@@ -276,11 +267,7 @@ impl SimState {
 
     /// The newest available application of `user` (or of any user), where incoming calls ring.
     pub(crate) fn ringing_target(&self, user: Option<&str>) -> Option<u64> {
-        self.apps
-            .values()
-            .rev()
-            .find(|a| a.available && user.is_none_or(|u| a.user == u))
-            .map(|a| a.id)
+        self.apps.values().rev().find(|a| a.available && user.is_none_or(|u| a.user == u)).map(|a| a.id)
     }
 
     /// Creates an application, or returns the existing one for the same identity (PROTOCOL.md §3).
@@ -293,24 +280,13 @@ impl SimState {
         poll_timeout: std::time::Duration,
         now: Instant,
     ) -> (u64, bool) {
-        if let Some(app) = self.apps.values_mut().find(|a| {
-            a.user == user
-                && a.endpoint_id == endpoint_id
-                && a.user_agent == user_agent
-                && a.culture == culture
-        }) {
+        if let Some(app) = self.apps.values_mut().find(|a| a.user == user && a.endpoint_id == endpoint_id && a.user_agent == user_agent && a.culture == culture)
+        {
             app.last_seen = now;
             return (app.id, false);
         }
         let id = self.next_id();
-        let key = format!(
-            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-            id as u32,
-            id % 0xffff,
-            id % 0xfff,
-            (id >> 3) % 0xfff,
-            id
-        );
+        let key = format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", id as u32, id % 0xffff, id % 0xfff, (id >> 3) % 0xfff, id);
         let app = App {
             id,
             user: user.to_string(),

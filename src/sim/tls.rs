@@ -24,20 +24,14 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Reads and checks both files; the error names the file at fault.
     pub(crate) fn acceptor(&self) -> std::io::Result<TlsAcceptor> {
-        let bad = |path: &Path, what: String| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {what}", path.display()),
-            )
-        };
+        let bad = |path: &Path, what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {what}", path.display()));
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
             .and_then(|certs| certs.collect::<Result<_, _>>())
             .map_err(|e| bad(&self.cert, format!("expected PEM certificates: {e}")))?;
         if certs.is_empty() {
             return Err(bad(&self.cert, "no certificate in the file".into()));
         }
-        let key = PrivateKeyDer::from_pem_file(&self.key)
-            .map_err(|e| bad(&self.key, format!("expected a PEM private key: {e}")))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad(&self.key, format!("expected a PEM private key: {e}")))?;
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -60,9 +54,7 @@ pub(crate) struct TlsListener {
 impl TlsListener {
     pub(crate) fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
         // An unbound address cannot happen for a bound listener; 0.0.0.0:0 is only a label.
-        let addr = tcp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let addr = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(64);
         let acceptor_task = tokio::spawn(async move {
             while !tx.is_closed() {
@@ -77,11 +69,7 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await;
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
@@ -94,11 +82,7 @@ impl TlsListener {
                 });
             }
         });
-        TlsListener {
-            ready,
-            addr,
-            acceptor_task,
-        }
+        TlsListener { ready, addr, acceptor_task }
     }
 }
 

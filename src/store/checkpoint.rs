@@ -47,9 +47,7 @@ impl Entry {
             if size == 0 || (size < self.wal_min && !force) {
                 return;
             }
-            match Connection::open(&self.path)
-                .and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c))
-            {
+            match Connection::open(&self.path).and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c)) {
                 Ok(c) => self.conn = Some(c),
                 Err(error) => {
                     tracing::warn!(%error, db = %self.path.display(), "cannot open the database for a WAL checkpoint; the next turn retries");
@@ -58,10 +56,7 @@ impl Entry {
             }
         }
         let Some(conn) = &self.conn else { return };
-        let version = conn
-            .prepare_cached("PRAGMA data_version")
-            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
-            .ok();
+        let version = conn.prepare_cached("PRAGMA data_version").and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))).ok();
         if version.is_some() && version == self.seen {
             return;
         }
@@ -86,11 +81,7 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(
-        path: &Path,
-        every: Duration,
-        wal_min: u64,
-    ) -> rusqlite::Result<Checkpointer> {
+    pub(crate) fn start(path: &Path, every: Duration, wal_min: u64) -> rusqlite::Result<Checkpointer> {
         let touched = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let entry = Arc::new(Mutex::new(Entry {
             path: path.to_path_buf(),
@@ -104,10 +95,7 @@ impl Checkpointer {
         lock(&ENTRIES).push(entry.clone());
         let mut failed = None;
         THREAD.call_once(|| {
-            if let Err(e) = std::thread::Builder::new()
-                .name("ucwa-checkpoint".into())
-                .spawn(run)
-            {
+            if let Err(e) = std::thread::Builder::new().name("ucwa-checkpoint".into()).spawn(run) {
                 failed = Some(e);
             }
         });
@@ -119,8 +107,7 @@ impl Checkpointer {
 
     /// The store used its connection (it may have written): check it at the next turn.
     pub(crate) fn touch(&self) {
-        self.touched
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.touched.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

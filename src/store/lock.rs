@@ -11,10 +11,7 @@ pub enum LockError {
     #[error("{dir} is in use by another ucwa-agent (pid {pid}); one agent per state.dir")]
     Held { dir: PathBuf, pid: String },
     #[error("cannot lock {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// The held lock; released when dropped (or when the process ends).
@@ -27,18 +24,9 @@ impl DirLock {
     /// Takes the lock of `dir` (created if missing), or says who holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
         let path = dir.join("agent.lock");
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| LockError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -48,10 +36,7 @@ impl DirLock {
                     "" => "unknown".to_string(),
                     p => p.to_string(),
                 };
-                return Err(LockError::Held {
-                    dir: dir.to_path_buf(),
-                    pid,
-                });
+                return Err(LockError::Held { dir: dir.to_path_buf(), pid });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -71,11 +56,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let held = DirLock::acquire(dir.path()).unwrap();
         let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains(&std::process::id().to_string())
-                && err.contains(&dir.path().display().to_string()),
-            "{err}"
-        );
+        assert!(err.contains(&std::process::id().to_string()) && err.contains(&dir.path().display().to_string()), "{err}");
         drop(held);
         DirLock::acquire(dir.path()).expect("free again once dropped");
     }

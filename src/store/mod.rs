@@ -112,51 +112,30 @@ impl Store {
     }
 
     /// `wal_min`: the WAL size past which the checkpoint thread takes over (see `checkpoint`).
-    fn open_with(
-        dir: &Path,
-        checkpoint_every: std::time::Duration,
-        wal_min: u64,
-    ) -> Result<Store, StoreError> {
+    fn open_with(dir: &Path, checkpoint_every: std::time::Duration, wal_min: u64) -> Result<Store, StoreError> {
         let path = dir.join("agent.db");
-        let err = |source| StoreError {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let err = |source| StoreError { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let conn = Connection::open(&path).map_err(err)?;
         // WAL + NORMAL: a commit survives the process being killed (the test of issue 3); only
         // an OS crash can lose the last commits.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         upgrade(&conn).map_err(err)?;
         // A database that opens but cannot be written (read-only file or directory) would let
         // the agent sign in and then fail every batch: find out now.
-        conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;")
-            .map_err(err)?;
-        let checkpointer =
-            checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
-        Ok(Store {
-            path,
-            conn: Mutex::new(conn),
-            _checkpointer: Some(checkpointer),
-        })
+        conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
+        let checkpointer = checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
+        Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
     }
 
     /// A database that lives in memory (replay, tests of the script host).
     pub fn in_memory() -> Store {
         let conn = Connection::open_in_memory().expect("SQLite opens in memory");
         conn.execute_batch(SCHEMA).expect("the schema applies");
-        Store {
-            path: PathBuf::from(":memory:"),
-            conn: Mutex::new(conn),
-            _checkpointer: None,
-        }
+        Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn), _checkpointer: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -164,37 +143,23 @@ impl Store {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError { path: self.path.clone(), source }
     }
 
     fn lock(&self) -> Held<'_> {
-        Held {
-            conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()),
-            checkpointer: self._checkpointer.as_ref(),
-        }
+        Held { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), checkpointer: self._checkpointer.as_ref() }
     }
 
     /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
     /// and, in the same transaction, the new channel position.
-    pub fn append(
-        &self,
-        origin: &Origin,
-        body: &[u8],
-        events: &mut [Event],
-        position: Option<&Position>,
-    ) -> Result<(), StoreError> {
+    pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
         // Compressed before taking the lock: the scripts' commits share the connection.
         let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(stored) = stored {
             let head: i64 = tx
-                .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
-                    r.get::<_, String>(0)
-                })
+                .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get::<_, String>(0))
                 .optional()
                 .map_err(|e| self.err(e))?
                 .and_then(|v| v.parse().ok())
@@ -227,13 +192,7 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = q
             .query_map(params![seq as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, i64>(4)?))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -272,48 +231,28 @@ impl Store {
     /// The highest `seq` ever journaled (0 for none).
     pub fn head(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        let head: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let head: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         Ok(head.and_then(|h| h.parse().ok()).unwrap_or(0))
     }
 
     /// How many events the journal holds.
     pub fn depth(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        let n: i64 = conn
-            .query_row(
-                "SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
+        let n: i64 = conn.query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 
     pub fn cursor(&self, script: &str) -> Result<Option<u64>, StoreError> {
         let conn = self.lock();
-        conn.query_row(
-            "SELECT seq FROM cursors WHERE script = ?1",
-            params![script],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()
-        .map(|o| o.map(|s| s as u64))
-        .map_err(|e| self.err(e))
+        conn.query_row("SELECT seq FROM cursors WHERE script = ?1", params![script], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|o| o.map(|s| s as u64))
+            .map_err(|e| self.err(e))
     }
 
     /// Records that `script` finished every event up to `seq`, and what changed in its
     /// `agent.state`, atomically.
-    pub fn commit_script(
-        &self,
-        script: &str,
-        seq: Option<u64>,
-        state: Option<&StateWrite<'_>>,
-    ) -> Result<(), StoreError> {
+    pub fn commit_script(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(seq) = seq {
@@ -324,19 +263,14 @@ impl Store {
         if let Some(w) = state {
             let run = || -> rusqlite::Result<()> {
                 if w.replace_all {
-                    tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1")?
-                        .execute(params![script])?;
-                    tx.prepare_cached("DELETE FROM script_state WHERE script = ?1")?
-                        .execute(params![script])?;
+                    tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1")?.execute(params![script])?;
+                    tx.prepare_cached("DELETE FROM script_state WHERE script = ?1")?.execute(params![script])?;
                 }
-                let mut del =
-                    tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1 AND key = ?2")?;
+                let mut del = tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1 AND key = ?2")?;
                 for k in w.removed {
                     del.execute(params![script, k])?;
                 }
-                let mut put = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO state_keys (script, key, json) VALUES (?1, ?2, ?3)",
-                )?;
+                let mut put = tx.prepare_cached("INSERT OR REPLACE INTO state_keys (script, key, json) VALUES (?1, ?2, ?3)")?;
                 for (k, json) in w.set {
                     put.execute(params![script, k, json])?;
                 }
@@ -351,29 +285,17 @@ impl Store {
     /// saved whole by an earlier version comes back split into its keys.
     pub fn state(&self, script: &str) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.lock();
-        let mut st = conn
-            .prepare_cached("SELECT key, json FROM state_keys WHERE script = ?1 ORDER BY key")
-            .map_err(|e| self.err(e))?;
+        let mut st = conn.prepare_cached("SELECT key, json FROM state_keys WHERE script = ?1 ORDER BY key").map_err(|e| self.err(e))?;
         let keys = st
-            .query_map(params![script], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_map(params![script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))?;
         if !keys.is_empty() {
             return Ok(keys);
         }
-        let whole: Option<String> = conn
-            .query_row(
-                "SELECT json FROM script_state WHERE script = ?1",
-                params![script],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let Some(serde_json::Value::Object(map)) =
-            whole.and_then(|j| serde_json::from_str(&j).ok())
-        else {
+        let whole: Option<String> =
+            conn.query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        let Some(serde_json::Value::Object(map)) = whole.and_then(|j| serde_json::from_str(&j).ok()) else {
             return Ok(Vec::new());
         };
         Ok(map.into_iter().map(|(k, v)| (k, v.to_string())).collect())
@@ -381,22 +303,15 @@ impl Store {
 
     pub fn position(&self) -> Result<Option<Position>, StoreError> {
         let conn = self.lock();
-        let text: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
         let conn = self.lock();
         match p {
-            Some(p) => conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)",
-                params![serde_json::to_string(p).expect("positions serialize")],
-            ),
+            Some(p) => conn
+                .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")]),
             None => conn.execute("DELETE FROM meta WHERE key = 'position'", []),
         }
         .map(|_| ())
@@ -416,19 +331,10 @@ impl Store {
         let floor = head.saturating_sub(max_rows);
         let upto = passed.max(floor);
         if floor > passed {
-            tracing::warn!(
-                kept = max_rows,
-                dropped_before = upto,
-                "journal over its size limit: a lagging script misses the oldest events"
-            );
+            tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
         }
         let conn = self.lock();
-        let n = conn
-            .execute(
-                "DELETE FROM journal WHERE last_seq <= ?1",
-                params![upto as i64],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = conn.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 }
@@ -445,26 +351,19 @@ fn body_of(stored: Vec<u8>, codec: i64) -> Result<Vec<u8>, String> {
     match codec {
         0 => Ok(stored),
         CODEC_LZ4 => {
-            let size = stored.get(..4).map_or(usize::MAX, |s| {
-                u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize
-            });
+            let size = stored.get(..4).map_or(usize::MAX, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
             if size > MAX_BODY {
                 return Err(format!("stored body claims {size} bytes"));
             }
-            lz4_flex::decompress_size_prepended(&stored)
-                .map_err(|e| format!("stored body does not decompress: {e}"))
+            lz4_flex::decompress_size_prepended(&stored).map_err(|e| format!("stored body does not decompress: {e}"))
         }
-        other => Err(format!(
-            "unknown body codec {other} (written by a newer ucwa-agent?)"
-        )),
+        other => Err(format!("unknown body codec {other} (written by a newer ucwa-agent?)")),
     }
 }
 
 /// Brings a database written by an earlier version up to the current schema.
 fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
-    let has_codec = conn
-        .prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'codec'")?
-        .exists([])?;
+    let has_codec = conn.prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'codec'")?.exists([])?;
     if !has_codec {
         conn.execute_batch("ALTER TABLE journal ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")?;
     }
@@ -491,171 +390,75 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            let pos = Position {
-                pool: "p".into(),
-                user: "u".into(),
-                application: "/a".into(),
-                report_activity: "/r".into(),
-                next: "/a/events?ack=2".into(),
-            };
-            let body = batch::synthetic_body(&[
-                ("test", "/e/1", json!({"n": 1})),
-                ("test", "/e/2", json!({"n": 2})),
-                ("test", "/e/3", json!({"n": 3})),
-            ]);
+            let pos = Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: "/a/events?ack=2".into() };
+            let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2})), ("test", "/e/3", json!({"n": 3}))]);
             assert_eq!(append(&s, &body, Some(&pos)), [1, 2, 3]);
-            s.commit_script(
-                "a",
-                Some(2),
-                Some(&StateWrite {
-                    replace_all: true,
-                    set: &[("x".into(), "1".into())],
-                    removed: &[],
-                }),
-            )
-            .unwrap();
+            s.commit_script("a", Some(2), Some(&StateWrite { replace_all: true, set: &[("x".into(), "1".into())], removed: &[] })).unwrap();
             s.commit_script("b", Some(3), None).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=2");
         assert_eq!(s.cursor("a").unwrap(), Some(2));
-        assert_eq!(
-            s.state("a").unwrap(),
-            vec![("x".to_string(), "1".to_string())]
-        );
+        assert_eq!(s.state("a").unwrap(), vec![("x".to_string(), "1".to_string())]);
         let rest = s.events_after(2).unwrap();
         assert_eq!(rest.len(), 1);
-        assert_eq!(
-            (rest[0].seq, rest[0].href()),
-            (3, "https://pool.contoso.com/e/3")
-        );
+        assert_eq!((rest[0].seq, rest[0].href()), (3, "https://pool.contoso.com/e/3"));
         assert_eq!(rest[0].resource().unwrap()["n"], 3);
-        assert_eq!(
-            s.prune(&["a".into(), "b".into()], 1000).unwrap(),
-            0,
-            "the batch is not passed by every script"
-        );
+        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 0, "the batch is not passed by every script");
         assert_eq!(s.depth().unwrap(), 3);
         s.commit_script("a", Some(3), None).unwrap();
         assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 1);
         assert_eq!(s.depth().unwrap(), 0);
-        assert_eq!(
-            s.head().unwrap(),
-            3,
-            "numbering goes on after the journal is emptied"
-        );
-        assert_eq!(
-            append(
-                &s,
-                &batch::synthetic_body(&[("test", "/e/4", json!({}))]),
-                None
-            ),
-            [4]
-        );
+        assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
+        assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/4", json!({}))]), None), [4]);
     }
 
     #[test]
     fn the_journal_bound_drops_the_oldest_events_even_for_a_lagging_script() {
         let s = Store::in_memory();
         for b in 0..25 {
-            let events: Vec<_> = (0..10)
-                .map(|i| ("test".to_string(), format!("/e/{}", b * 10 + i + 1)))
-                .collect();
-            let refs: Vec<(&str, &str, serde_json::Value)> = events
-                .iter()
-                .map(|(r, h)| (r.as_str(), h.as_str(), json!({})))
-                .collect();
+            let events: Vec<_> = (0..10).map(|i| ("test".to_string(), format!("/e/{}", b * 10 + i + 1))).collect();
+            let refs: Vec<(&str, &str, serde_json::Value)> = events.iter().map(|(r, h)| (r.as_str(), h.as_str(), json!({}))).collect();
             append(&s, &batch::synthetic_body(&refs), None);
         }
         assert_eq!(s.head().unwrap(), 250);
         s.commit_script("lagging", Some(0), None).unwrap();
         s.commit_script("current", Some(250), None).unwrap();
         // The lagging script holds everything while the journal is within its bound…
-        assert_eq!(
-            s.prune(&["lagging".into(), "current".into()], 1000)
-                .unwrap(),
-            0
-        );
+        assert_eq!(s.prune(&["lagging".into(), "current".into()], 1000).unwrap(), 0);
         // …and past it, the oldest events go: what the lagging script gets next is the
         // oldest event kept, 100 events before the head.
-        assert_eq!(
-            s.prune(&["lagging".into(), "current".into()], 100).unwrap(),
-            15
-        );
-        let rest = s
-            .events_after(s.cursor("lagging").unwrap().unwrap())
-            .unwrap();
-        assert_eq!(
-            (rest.len(), rest[0].seq, rest[0].href()),
-            (100, 151, "https://pool.contoso.com/e/151")
-        );
+        assert_eq!(s.prune(&["lagging".into(), "current".into()], 100).unwrap(), 15);
+        let rest = s.events_after(s.cursor("lagging").unwrap().unwrap()).unwrap();
+        assert_eq!((rest.len(), rest[0].seq, rest[0].href()), (100, 151, "https://pool.contoso.com/e/151"));
     }
 
     #[test]
     fn a_journal_written_before_compression_still_replays() {
         let dir = tempfile::tempdir().unwrap();
-        let body = batch::synthetic_body(&[
-            ("test", "/e/1", json!({"n": 1})),
-            ("test", "/e/2", json!({"n": 2})),
-        ]);
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2}))]);
         {
             // The schema and row of a database from before the `codec` column.
             let c = Connection::open(dir.path().join("agent.db")).unwrap();
-            c.execute_batch("CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);").unwrap();
-            c.execute(
-                "INSERT INTO journal VALUES (1, 2, 'https://pool.contoso.com/', ?1)",
-                params![body],
-            )
-            .unwrap();
+            c.execute_batch("CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);")
+                .unwrap();
+            c.execute("INSERT INTO journal VALUES (1, 2, 'https://pool.contoso.com/', ?1)", params![body]).unwrap();
             c.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('head', '2');").unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        let old: Vec<String> = s
-            .events_after(0)
-            .unwrap()
-            .iter()
-            .map(|e| e.href().to_string())
-            .collect();
-        assert_eq!(
-            old,
-            [
-                "https://pool.contoso.com/e/1",
-                "https://pool.contoso.com/e/2"
-            ]
-        );
-        assert_eq!(
-            append(&s, &body, None),
-            [3, 4],
-            "new batches go on after the old ones"
-        );
+        let old: Vec<String> = s.events_after(0).unwrap().iter().map(|e| e.href().to_string()).collect();
+        assert_eq!(old, ["https://pool.contoso.com/e/1", "https://pool.contoso.com/e/2"]);
+        assert_eq!(append(&s, &body, None), [3, 4], "new batches go on after the old ones");
         let all: Vec<u64> = s.events_after(1).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(all, [2, 3, 4]);
-        let stored: Vec<u8> = s
-            .lock()
-            .query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert!(
-            stored.len() < body.len(),
-            "new bodies are stored compressed"
-        );
+        let stored: Vec<u8> = s.lock().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
+        assert!(stored.len() < body.len(), "new bodies are stored compressed");
     }
 
     /// A batch body of `n` events that compresses to a few KiB (random padding).
     fn padded_body(n: usize) -> Vec<u8> {
-        let events: Vec<(String, serde_json::Value)> = (0..n)
-            .map(|i| {
-                (
-                    format!("/e/{i}"),
-                    json!({"pad": format!("{:x}", rand::random::<u128>())}),
-                )
-            })
-            .collect();
-        let refs: Vec<(&str, &str, serde_json::Value)> = events
-            .iter()
-            .map(|(h, d)| ("test", h.as_str(), d.clone()))
-            .collect();
+        let events: Vec<(String, serde_json::Value)> = (0..n).map(|i| (format!("/e/{i}"), json!({"pad": format!("{:x}", rand::random::<u128>())}))).collect();
+        let refs: Vec<(&str, &str, serde_json::Value)> = events.iter().map(|(h, d)| ("test", h.as_str(), d.clone())).collect();
         batch::synthetic_body(&refs)
     }
 
@@ -663,23 +466,14 @@ mod tests {
     fn the_wal_is_checkpointed_off_the_writers_thread() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open_with(dir.path(), std::time::Duration::from_millis(20), 0).unwrap();
-        let before = std::fs::metadata(dir.path().join("agent.db"))
-            .unwrap()
-            .len();
+        let before = std::fs::metadata(dir.path().join("agent.db")).unwrap().len();
         for _ in 0..20 {
             append(&s, &padded_body(50), None); // far below the automatic threshold
         }
         // The checkpointer copies the journal into the database file by itself.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::fs::metadata(dir.path().join("agent.db"))
-            .unwrap()
-            .len()
-            <= before
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no checkpoint happened"
-            );
+        while std::fs::metadata(dir.path().join("agent.db")).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint happened");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(s.events_after(0).unwrap().len(), 1000);
@@ -690,12 +484,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // The worst case for the background thread: it never gets to run (a passive checkpoint
         // that never catches up is the same). The automatic checkpoint must bound the WAL.
-        let s = Store::open_with(
-            dir.path(),
-            std::time::Duration::from_secs(3600),
-            checkpoint::WAL_MIN,
-        )
-        .unwrap();
+        let s = Store::open_with(dir.path(), std::time::Duration::from_secs(3600), checkpoint::WAL_MIN).unwrap();
         let body = padded_body(100);
         for i in 0..1500 {
             append(&s, &body, None);
@@ -703,9 +492,7 @@ mod tests {
                 s.prune(&[], 1000).unwrap();
             }
         }
-        let wal = std::fs::metadata(dir.path().join("agent.db-wal"))
-            .unwrap()
-            .len();
+        let wal = std::fs::metadata(dir.path().join("agent.db-wal")).unwrap().len();
         assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
     }
 
@@ -715,12 +502,7 @@ mod tests {
         let body = batch::synthetic_body(&[("test", "/e/1", json!({}))]);
         append(&s, &body, None);
         append(&s, &body, None);
-        s.lock()
-            .execute(
-                "UPDATE journal SET body = x'ffffff7f00' WHERE first_seq = 1",
-                [],
-            )
-            .unwrap();
+        s.lock().execute("UPDATE journal SET body = x'ffffff7f00' WHERE first_seq = 1", []).unwrap();
         let left: Vec<u64> = s.events_after(0).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(left, [2]);
     }

@@ -48,28 +48,17 @@ pub struct Report {
 
 impl Report {
     pub fn errors(&self) -> usize {
-        self.problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .count()
+        self.problems.iter().filter(|p| p.severity == Severity::Error).count()
     }
 }
 
 /// Checks every script of the configuration's scripts directory, and of each account's own
 /// `scripts_dir` (named `<account>/<script>` in the report).
 pub fn check(config: &Config) -> Report {
-    let mut report = Report {
-        config: config.check_surroundings(),
-        ..Report::default()
-    };
+    let mut report = Report { config: config.check_surroundings(), ..Report::default() };
     let mut dirs = vec![(String::new(), config.scripts_dir())];
     for account in config.accounts().unwrap_or_default() {
-        dirs.extend(
-            account
-                .scripts_dirs
-                .get(1)
-                .map(|d| (format!("{}/", account.label()), d.clone())),
-        );
+        dirs.extend(account.scripts_dirs.get(1).map(|d| (format!("{}/", account.label()), d.clone())));
     }
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     for (prefix, dir) in dirs {
@@ -77,10 +66,7 @@ pub fn check(config: &Config) -> Report {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut found: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| crate::script::is_script_file(p))
-            .collect();
+        let mut found: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| crate::script::is_script_file(p)).collect();
         found.sort();
         files.extend(found.into_iter().map(|f| (prefix.clone(), f)));
     }
@@ -90,23 +76,13 @@ pub fn check(config: &Config) -> Report {
             Err(e) => {
                 // The message starts with `name.lua:LINE:` when Lua knows the line.
                 let line = line_of(&e.message);
-                report.problems.push(Problem {
-                    severity: Severity::Error,
-                    file: file.clone(),
-                    line,
-                    message: e.message.clone(),
-                });
+                report.problems.push(Problem { severity: Severity::Error, file: file.clone(), line, message: e.message.clone() });
             }
             Ok(loaded) => {
-                let subs = loaded
-                    .subscriptions()
-                    .map(|s| s.snapshot())
-                    .unwrap_or_default();
+                let subs = loaded.subscriptions().map(|s| s.snapshot()).unwrap_or_default();
                 for sub in subs.iter() {
                     if !is_known_rel(&sub.rel) {
-                        let hint = closest(&sub.rel, KNOWN_RELS)
-                            .map(|c| format!(" (did you mean `{c}`?)"))
-                            .unwrap_or_default();
+                        let hint = closest(&sub.rel, KNOWN_RELS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                         report.problems.push(Problem {
                             severity: Severity::Warning,
                             file: file.clone(),
@@ -115,10 +91,7 @@ pub fn check(config: &Config) -> Report {
                         });
                     }
                     let fitting = types_for(&sub.rel);
-                    if let (Some(kind), Some(fitting)) = (
-                        sub.kind.as_deref().filter(|k| KNOWN_TYPES.contains(k)),
-                        fitting,
-                    ) {
+                    if let (Some(kind), Some(fitting)) = (sub.kind.as_deref().filter(|k| KNOWN_TYPES.contains(k)), fitting) {
                         if !fitting.contains(&kind) {
                             report.problems.push(Problem {
                                 severity: Severity::Warning,
@@ -133,9 +106,7 @@ pub fn check(config: &Config) -> Report {
                         }
                     }
                     if let Some(kind) = sub.kind.as_deref().filter(|k| !KNOWN_TYPES.contains(k)) {
-                        let hint = closest(kind, KNOWN_TYPES)
-                            .map(|c| format!(" (did you mean `{c}`?)"))
-                            .unwrap_or_default();
+                        let hint = closest(kind, KNOWN_TYPES).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
                         report.problems.push(Problem {
                             severity: Severity::Warning,
                             file: file.clone(),
@@ -144,9 +115,7 @@ pub fn check(config: &Config) -> Report {
                         });
                     }
                 }
-                report
-                    .loaded
-                    .push((format!("{prefix}{}", loaded.ctx.name), subs.len()));
+                report.loaded.push((format!("{prefix}{}", loaded.ctx.name), subs.len()));
             }
         }
     }
@@ -156,9 +125,6 @@ pub fn check(config: &Config) -> Report {
 /// `12` from `call_log.lua:12: …` (or `syntax error: call_log.lua:12: …`).
 fn line_of(message: &str) -> Option<usize> {
     let at = message.find(".lua:")? + ".lua:".len();
-    let digits: String = message[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+    let digits: String = message[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
 }

@@ -52,11 +52,7 @@ pub struct FileResult {
 pub fn find_tests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with("_test.lua") && !n.starts_with('.'))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_test.lua") && !n.starts_with('.')))
         .collect();
     v.sort();
     Ok(v)
@@ -76,50 +72,28 @@ struct Harness {
 /// Runs one test file on a thread of its own (Lua never runs on the caller's thread) and gives
 /// up after `limit`: a test stuck in code no limit can interrupt fails instead of hanging the
 /// run (its thread is left behind).
-pub fn run_file_bounded(
-    file: &Path,
-    settings: ScriptSettings,
-    limit: std::time::Duration,
-) -> FileResult {
+pub fn run_file_bounded(file: &Path, settings: ScriptSettings, limit: std::time::Duration) -> FileResult {
     let path = file.to_path_buf();
-    let ran = crate::script::watchdog::run_bounded(
-        format!("lua-test:{}", file.display()),
-        limit,
-        move || match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
+    let ran = crate::script::watchdog::run_bounded(format!("lua-test:{}", file.display()), limit, move || {
+        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt.block_on(run_file(&path, settings)),
-            Err(e) => FileResult {
-                file: path.clone(),
-                cases: Vec::new(),
-                error: Some(format!("cannot start a runtime: {e}")),
-            },
-        },
-    );
+            Err(e) => FileResult { file: path.clone(), cases: Vec::new(), error: Some(format!("cannot start a runtime: {e}")) },
+        }
+    });
     ran.unwrap_or_else(|waited| FileResult {
         file: file.to_path_buf(),
         cases: Vec::new(),
-        error: Some(format!(
-            "did not finish within {} s: stuck in code the limits cannot interrupt",
-            waited.as_secs()
-        )),
+        error: Some(format!("did not finish within {} s: stuck in code the limits cannot interrupt", waited.as_secs())),
     })
 }
 
 /// Runs one test file.
 pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
-    let mut result = FileResult {
-        file: file.to_path_buf(),
-        cases: Vec::new(),
-        error: None,
-    };
+    let mut result = FileResult { file: file.to_path_buf(), cases: Vec::new(), error: None };
     let mut env = offline_env(settings, false, false);
     env.secret_placeholders = true;
     let env = Arc::new(env);
-    let Net::Offline(net) = env.net.clone() else {
-        unreachable!("offline_env is offline")
-    };
+    let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
     let source = match std::fs::read(file) {
         Ok(s) => s,
         Err(e) => {
@@ -145,18 +119,11 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
             return result;
         }
     };
-    let chunk = file
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let chunk = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     if let Some(b) = sandbox::budget(&lua) {
         b.arm(&env.settings().limits);
     }
-    let run = lua
-        .load(&source[..])
-        .set_name(format!("@{chunk}"))
-        .set_mode(ChunkMode::Text)
-        .call_async::<()>(());
+    let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
     if let Err(e) = run.await {
         result.error = Some(loader::describe(&e));
     }
@@ -179,27 +146,13 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
         "load",
         lua.create_function(move |lua, path: String| {
             let full = hh.dir.join(&path);
-            let src = std::fs::read(&full)
-                .map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
-            let chunk = full
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or(path);
-            lua.load(&src[..])
-                .set_name(format!("@{chunk}"))
-                .set_mode(ChunkMode::Text)
-                .exec()
+            let src = std::fs::read(&full).map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
+            let chunk = full.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(path);
+            lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).exec()
         })?,
     )?;
     let hh = h.clone();
-    t.set(
-        "event",
-        lua.create_function(
-            move |lua, (rel, kind, fields): (String, String, Option<Table>)| {
-                event(lua, &hh, &rel, &kind, fields)
-            },
-        )?,
-    )?;
+    t.set("event", lua.create_function(move |lua, (rel, kind, fields): (String, String, Option<Table>)| event(lua, &hh, &rel, &kind, fields))?)?;
     let hh = h.clone();
     t.set(
         "dispatch",
@@ -207,25 +160,11 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
             let hh = hh.clone();
             async move {
                 let seq: u64 = ev.get("seq")?;
-                let event = hh
-                    .events
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&seq)
-                    .cloned();
-                let event = event.ok_or_else(|| {
-                    mlua::Error::runtime("test.dispatch: pass an event made by test.event")
-                })?;
-                hh.net
-                    .learn(&event.href(), event.resource(), event.kind() == "deleted");
-                let subs = lua
-                    .app_data_ref::<Subscriptions>()
-                    .map(|s| s.snapshot())
-                    .unwrap_or_default();
-                for sub in subs
-                    .iter()
-                    .filter(|s| s.matches(&event.rel(), &event.kind()))
-                {
+                let event = hh.events.lock().unwrap_or_else(|p| p.into_inner()).get(&seq).cloned();
+                let event = event.ok_or_else(|| mlua::Error::runtime("test.dispatch: pass an event made by test.event"))?;
+                hh.net.learn(&event.href(), event.resource(), event.kind() == "deleted");
+                let subs = lua.app_data_ref::<Subscriptions>().map(|s| s.snapshot()).unwrap_or_default();
+                for sub in subs.iter().filter(|s| s.matches(&event.rel(), &event.kind())) {
                     sub.func.call_async::<()>(ev.clone()).await?;
                 }
                 Ok(())
@@ -239,10 +178,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
             let hh = hh.clone();
             async move {
                 hh.env.clock.advance(ms);
-                let due: Vec<Function> = lua
-                    .app_data_ref::<Timers>()
-                    .map(|t| t.take_due())
-                    .unwrap_or_default();
+                let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
                 for f in due {
                     f.call_async::<()>(()).await?;
                 }
@@ -261,13 +197,11 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
     let hh = h.clone();
     t.set(
         "answer",
-        lua.create_function(
-            move |lua, (method, target, status, body): (String, String, u16, Value)| {
-                let body: serde_json::Value = lua.from_value(body)?;
-                hh.net.can(&method, &target, Canned { status, body });
-                Ok(())
-            },
-        )?,
+        lua.create_function(move |lua, (method, target, status, body): (String, String, u16, Value)| {
+            let body: serde_json::Value = lua.from_value(body)?;
+            hh.net.can(&method, &target, Canned { status, body });
+            Ok(())
+        })?,
     )?;
     let hh = h.clone();
     t.set(
@@ -299,13 +233,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
             let mut rx = hh.logs.lock().unwrap_or_else(|p| p.into_inner());
             let mut n = 0;
             while let Ok(o) = rx.try_recv() {
-                if let ScriptOutput::Log {
-                    level,
-                    message,
-                    fields,
-                    ..
-                } = o
-                {
+                if let ScriptOutput::Log { level, message, fields, .. } = o {
                     n += 1;
                     let t = lua.create_table()?;
                     t.set("level", level)?;
@@ -328,15 +256,8 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                 if let Some(b) = sandbox::budget(&lua) {
                     b.arm(&hh.env.settings().limits);
                 }
-                let failure = f
-                    .call_async::<()>(())
-                    .await
-                    .err()
-                    .map(|e| loader::describe(&e));
-                hh.cases
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(CaseResult { name, failure });
+                let failure = f.call_async::<()>(()).await.err().map(|e| loader::describe(&e));
+                hh.cases.lock().unwrap_or_else(|p| p.into_inner()).push(CaseResult { name, failure });
                 Ok(())
             }
         })?,
@@ -412,13 +333,7 @@ fn default_sender(rel: &str) -> &'static str {
 }
 
 /// `test.event(rel, type, {href, title, resource, status, reason, sender, conversation})`.
-fn event(
-    lua: &Lua,
-    h: &Harness,
-    rel: &str,
-    kind: &str,
-    fields: Option<Table>,
-) -> mlua::Result<Table> {
+fn event(lua: &Lua, h: &Harness, rel: &str, kind: &str, fields: Option<Table>) -> mlua::Result<Table> {
     let f = |k: &str| -> mlua::Result<Option<serde_json::Value>> {
         match &fields {
             Some(t) => match t.get::<Value>(k)? {
@@ -441,11 +356,7 @@ fn event(
         Some(serde_json::Value::String(s)) => s,
         _ => default_sender(rel).to_string(),
     };
-    let sender_href = if sender == "conversation" {
-        default_href("conversation", &conversation)
-    } else {
-        default_href(&sender, &conversation)
-    };
+    let sender_href = if sender == "conversation" { default_href("conversation", &conversation) } else { default_href(&sender, &conversation) };
     let mut link = serde_json::json!({"rel": rel, "href": href});
     if let Some(t) = f("title")? {
         link["title"] = t;
@@ -461,10 +372,7 @@ fn event(
     }
     let body = serde_json::json!({"_links": {"next": {"href": "/events?ack=2"}}, "sender": [{"rel": sender, "href": sender_href, "events": [e]}]});
     let origin = Origin::of(&url::Url::parse(TEST_ORIGIN).expect("a valid URL"));
-    let mut ev = batch::parse(body.to_string().as_bytes(), &origin)
-        .map_err(mlua::Error::runtime)?
-        .events
-        .remove(0);
+    let mut ev = batch::parse(body.to_string().as_bytes(), &origin).map_err(mlua::Error::runtime)?.events.remove(0);
     let seq = {
         let mut s = h.seq.lock().unwrap_or_else(|p| p.into_inner());
         *s += 1;
@@ -472,10 +380,7 @@ fn event(
     };
     ev.seq = seq;
     let ev = Arc::new(ev);
-    h.events
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(seq, ev.clone());
+    h.events.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, ev.clone());
     interop::event_table(lua, &ev)
 }
 

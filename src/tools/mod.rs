@@ -16,16 +16,9 @@ pub mod replay;
 /// The agent's offline environment: in-memory database, manual clock, nothing sent anywhere.
 /// (`check` reads the secrets, as `run` would, to say whether they are there; `replay` and
 /// `test` set `secret_placeholders`.)
-pub(crate) fn offline_env(
-    settings: crate::script::ScriptSettings,
-    enforce_allowlist: bool,
-    trace: bool,
-) -> crate::script::ScriptEnv {
+pub(crate) fn offline_env(settings: crate::script::ScriptSettings, enforce_allowlist: bool, trace: bool) -> crate::script::ScriptEnv {
     use crate::script::{offline::OfflineNet, Clock, Net, ScriptEnv};
-    let mut env = ScriptEnv::new(
-        settings,
-        std::sync::Arc::new(crate::store::Store::in_memory()),
-    );
+    let mut env = ScriptEnv::new(settings, std::sync::Arc::new(crate::store::Store::in_memory()));
     env.clock = Clock::manual(REPLAY_EPOCH_MS);
     let net = std::sync::Arc::new(OfflineNet::new(enforce_allowlist));
     // An application as the simulator's, so `agent.me` and `agent.calls` find their links

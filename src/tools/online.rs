@@ -30,20 +30,13 @@ pub enum Verdict {
 }
 
 /// Walks one account's sign-in against its pool (the embedded simulator for `embedded`).
-pub async fn check_account(
-    config: &Config,
-    spec: &crate::config::AccountSpec,
-) -> Result<(Vec<StepResult>, Verdict), StartError> {
+pub async fn check_account(config: &Config, spec: &crate::config::AccountSpec) -> Result<(Vec<StepResult>, Verdict), StartError> {
     let pool = Pool::of_account(config, spec).await?;
     let mut steps: Vec<StepResult> = Vec::new();
     // A password the pool refused before is not tried again here either (an account lockout).
     if let Some(r) = crate::agent::refusal::recorded(&spec.state_dir, &pool.auth) {
         let why = format!("refused before ({}, at {}); not tried again until the password changes (or {} is deleted)", r.reason, r.at, r.file.display());
-        steps.push(StepResult {
-            name: "token",
-            took: Duration::ZERO,
-            outcome: Err(why),
-        });
+        steps.push(StepResult { name: "token", took: Duration::ZERO, outcome: Err(why) });
         return Ok((steps, Verdict::CredentialsRefused));
     }
     let mut current: Option<(&'static str, Instant)> = None;
@@ -52,11 +45,7 @@ pub async fn check_account(
             Step::Begin(name) => current = Some((name, Instant::now())),
             Step::Done(found) => {
                 if let Some((name, started)) = current.take() {
-                    steps.push(StepResult {
-                        name,
-                        took: started.elapsed(),
-                        outcome: Ok(found),
-                    });
+                    steps.push(StepResult { name, took: started.elapsed(), outcome: Ok(found) });
                 }
             }
         };
@@ -66,16 +55,8 @@ pub async fn check_account(
         Ok(s) => s,
         Err(error) => {
             let (name, started) = current.unwrap_or(("sign-in", Instant::now()));
-            let verdict = if matches!(error, UcwaError::Credentials(_)) {
-                Verdict::CredentialsRefused
-            } else {
-                Verdict::Failed
-            };
-            steps.push(StepResult {
-                name,
-                took: started.elapsed(),
-                outcome: Err(error.to_string()),
-            });
+            let verdict = if matches!(error, UcwaError::Credentials(_)) { Verdict::CredentialsRefused } else { Verdict::Failed };
+            steps.push(StepResult { name, took: started.elapsed(), outcome: Err(error.to_string()) });
             return Ok((steps, verdict));
         }
     };
@@ -83,15 +64,7 @@ pub async fn check_account(
     // token shows whether the pool accepts it there: any answer but 401/403 is a pass (the
     // simulator says 405; pools are not documented to say one thing).
     let started = Instant::now();
-    let reply = signed
-        .session
-        .send(
-            Method::GET,
-            &signed.applications_href,
-            None,
-            Some(Duration::from_secs(30)),
-        )
-        .await;
+    let reply = signed.session.send(Method::GET, &signed.applications_href, None, Some(Duration::from_secs(30))).await;
     let outcome = match reply {
         Ok(r) if r.status != 401 && r.status != 403 && r.status < 500 => {
             Ok(format!("the pool takes the token there (GET answered {}; `run` creates the application with POST)", r.status))
@@ -99,15 +72,7 @@ pub async fn check_account(
         Ok(r) => Err(crate::ucwa::session::status_error(&Method::GET, &signed.applications_href, &r).to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let verdict = if outcome.is_ok() {
-        Verdict::Ok
-    } else {
-        Verdict::Failed
-    };
-    steps.push(StepResult {
-        name: "applications",
-        took: started.elapsed(),
-        outcome,
-    });
+    let verdict = if outcome.is_ok() { Verdict::Ok } else { Verdict::Failed };
+    steps.push(StepResult { name: "applications", took: started.elapsed(), outcome });
     Ok((steps, verdict))
 }

@@ -23,17 +23,9 @@ pub const REPLAY_ORIGIN: &str = "https://pool.replay.invalid";
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("--script {name}: no script `{name}.lua` in {} (`scripts.dir` of {}); there are: {}", dir.display(), file.display(), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
-    NoSuchScript {
-        file: PathBuf,
-        name: String,
-        dir: PathBuf,
-        known: Vec<String>,
-    },
+    NoSuchScript { file: PathBuf, name: String, dir: PathBuf, known: Vec<String> },
 }
 
 /// What a replay printed, and whether the file or a script had errors.
@@ -52,10 +44,7 @@ struct Line {
 }
 
 fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Line>, ReplayError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ReplayError::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(file).map_err(|source| ReplayError::Read { path: file.to_path_buf(), source })?;
     let origin = origin();
     let mut lines = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -64,14 +53,8 @@ fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Line>, ReplayE
             continue;
         }
         match batch::parse(raw.as_bytes(), &origin) {
-            Ok(_) => lines.push(Line {
-                body: raw.as_bytes().to_vec(),
-            }),
-            Err(e) => bad.push(format!(
-                "{}:{}: not an event-channel batch: {e}",
-                file.display(),
-                i + 1
-            )),
+            Ok(_) => lines.push(Line { body: raw.as_bytes().to_vec() }),
+            Err(e) => bad.push(format!("{}:{}: not an event-channel batch: {e}", file.display(), i + 1)),
         }
     }
     Ok(lines)
@@ -83,43 +66,21 @@ fn origin() -> Origin {
 
 /// Replays `file` through every script of the configuration (or only `only`).
 /// `progress(done, total)` is called every 1,000 batches.
-pub async fn replay(
-    config: &Config,
-    file: &Path,
-    only: Option<&str>,
-    progress: &dyn Fn(usize, usize),
-) -> Result<Replayed, ReplayError> {
+pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: &dyn Fn(usize, usize)) -> Result<Replayed, ReplayError> {
     let mut out = Replayed::default();
     let lines = read_batches(file, &mut out.bad_lines)?;
     let dir = config.scripts_dir();
     let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|source| ReplayError::Read {
-            path: dir.clone(),
-            source,
-        })?
+        .map_err(|source| ReplayError::Read { path: dir.clone(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| crate::script::is_script_file(p))
         .collect();
     all.sort();
-    let stem = |p: &PathBuf| {
-        p.file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let scripts: Vec<PathBuf> = all
-        .iter()
-        .filter(|p| only.is_none_or(|n| stem(p) == n))
-        .cloned()
-        .collect();
+    let stem = |p: &PathBuf| p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let scripts: Vec<PathBuf> = all.iter().filter(|p| only.is_none_or(|n| stem(p) == n)).cloned().collect();
     if let (Some(name), true) = (only, scripts.is_empty()) {
         let known = all.iter().map(stem).collect();
-        return Err(ReplayError::NoSuchScript {
-            file: config.path.clone(),
-            name: name.to_string(),
-            dir,
-            known,
-        });
+        return Err(ReplayError::NoSuchScript { file: config.path.clone(), name: name.to_string(), dir, known });
     }
     for script in scripts {
         replay_one(config, &script, &lines, &mut out, progress).await;
@@ -127,13 +88,7 @@ pub async fn replay(
     Ok(out)
 }
 
-async fn replay_one(
-    config: &Config,
-    script: &Path,
-    lines: &[Line],
-    out: &mut Replayed,
-    progress: &dyn Fn(usize, usize),
-) {
+async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
     let mut env = offline_env(config.script_settings(), true, true);
     env.secret_placeholders = true;
     // Every output is kept, however much a batch produces (the broadcast stream would drop
@@ -143,11 +98,7 @@ async fn replay_one(
     let (clock, net) = (env.clock.clone(), env.net.clone());
     let dir = script.parent().unwrap_or(Path::new(".")).to_path_buf();
     let host = ScriptHost::with_env(dir, env);
-    let name = script
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("?")
-        .to_string();
+    let name = script.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
     let _ = writeln!(out.output, "== {name} ({})", script.display());
     if let Err(e) = host.load_file(script).await {
         let _ = writeln!(out.output, "  not loaded: {}", e.message);
@@ -179,12 +130,8 @@ async fn replay_one(
     }
     progress(lines.len(), lines.len());
     for name in host.shutdown(Duration::from_secs(60)).await {
-        let _ = writeln!(
-            out.output,
-            "  error: {name} did not finish its events within 60 s; its output is incomplete"
-        );
-        out.load_errors
-            .push(format!("{name}: did not finish within 60 s"));
+        let _ = writeln!(out.output, "  error: {name} did not finish its events within 60 s; its output is incomplete");
+        out.load_errors.push(format!("{name}: did not finish within 60 s"));
     }
     drop(host);
     rx.close();
@@ -194,33 +141,13 @@ async fn replay_one(
     }
     for o in all {
         let line = match o {
-            ScriptOutput::Event {
-                seq,
-                rel,
-                kind,
-                href,
-                ..
-            } => format!("#{seq} {rel} {kind} {href}"),
-            ScriptOutput::Log {
-                level,
-                message,
-                fields,
-                ..
-            } => match fields {
+            ScriptOutput::Event { seq, rel, kind, href, .. } => format!("#{seq} {rel} {kind} {href}"),
+            ScriptOutput::Log { level, message, fields, .. } => match fields {
                 Some(f) => format!("  {level}: {message} {f}"),
                 None => format!("  {level}: {message}"),
             },
-            ScriptOutput::Request {
-                via,
-                method,
-                url,
-                body,
-                ..
-            } => {
-                format!(
-                    "  would send ({via}): {method} {url}{}",
-                    body.map(|b| format!(" {b}")).unwrap_or_default()
-                )
+            ScriptOutput::Request { via, method, url, body, .. } => {
+                format!("  would send ({via}): {method} {url}{}", body.map(|b| format!(" {b}")).unwrap_or_default())
             }
             ScriptOutput::State { json, .. } => format!("  state: {json}"),
             ScriptOutput::HandlerError { error, .. } => {
@@ -229,12 +156,8 @@ async fn replay_one(
             ScriptOutput::Paused { failures, .. } => {
                 format!("  paused after {failures} consecutive failures")
             }
-            ScriptOutput::Stuck {
-                doing, limit_ms, ..
-            } => format!("  stuck: {doing} ran past its {limit_ms} ms limit and did not return"),
-            ScriptOutput::Loaded { .. }
-            | ScriptOutput::LoadFailed { .. }
-            | ScriptOutput::Unloaded { .. } => continue,
+            ScriptOutput::Stuck { doing, limit_ms, .. } => format!("  stuck: {doing} ran past its {limit_ms} ms limit and did not return"),
+            ScriptOutput::Loaded { .. } | ScriptOutput::LoadFailed { .. } | ScriptOutput::Unloaded { .. } => continue,
         };
         let _ = writeln!(out.output, "{line}");
     }

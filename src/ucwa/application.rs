@@ -42,50 +42,27 @@ pub enum Availability {
 
 impl Application {
     fn from_resource(v: &Value, url: &str) -> Result<Application, UcwaError> {
-        let missing = |what: &str| UcwaError::Malformed {
-            url: url.to_string(),
-            message: format!("the application has no {what} link"),
-        };
+        let missing = |what: &str| UcwaError::Malformed { url: url.to_string(), message: format!("the application has no {what} link") };
         let self_href = link(v, "self").ok_or_else(|| missing("self"))?.to_string();
-        let events_href = link(v, "events")
-            .ok_or_else(|| missing("events"))?
-            .to_string();
+        let events_href = link(v, "events").ok_or_else(|| missing("events"))?.to_string();
         // `_embedded.me` may come as an array of one (captured traffic).
-        let me = v
-            .get("_embedded")
-            .and_then(|e| e.get("me"))
-            .map(|m| match m {
-                Value::Array(items) => items.first().unwrap_or(m),
-                one => one,
-            });
-        let make_me_available = me
-            .and_then(|m| link(m, "makeMeAvailable"))
-            .map(str::to_string);
-        let report_activity = me
-            .and_then(|m| link(m, "reportMyActivity"))
-            .or_else(|| link(v, "reportMyActivity"))
-            .map(str::to_string);
+        let me = v.get("_embedded").and_then(|e| e.get("me")).map(|m| match m {
+            Value::Array(items) => items.first().unwrap_or(m),
+            one => one,
+        });
+        let make_me_available = me.and_then(|m| link(m, "makeMeAvailable")).map(str::to_string);
+        let report_activity = me.and_then(|m| link(m, "reportMyActivity")).or_else(|| link(v, "reportMyActivity")).map(str::to_string);
         let me = match (me, link(v, "me")) {
             (Some(_), _) => MeAt::Embedded,
             (None, Some(href)) => MeAt::Linked(href.to_string()),
             (None, None) => MeAt::Unsaid,
         };
-        Ok(Application {
-            self_href,
-            events_href,
-            make_me_available,
-            report_activity,
-            me,
-        })
+        Ok(Application { self_href, events_href, make_me_available, report_activity, me })
     }
 
     /// A saved application the pool still has (its resource, as a GET answered), polled again
     /// from the saved events href.
-    pub fn resumed(
-        resource: &Value,
-        href: &str,
-        events_href: String,
-    ) -> Result<Application, UcwaError> {
+    pub fn resumed(resource: &Value, href: &str, events_href: String) -> Result<Application, UcwaError> {
         let mut app = Application::from_resource(resource, href)?;
         app.events_href = events_href;
         Ok(app)
@@ -93,12 +70,7 @@ impl Application {
 }
 
 /// `POST applications`; the same EndpointId gives back the same application (and channel).
-pub async fn create(
-    session: &Session,
-    applications_href: &str,
-    user_agent: &str,
-    endpoint_id: &str,
-) -> Result<Application, UcwaError> {
+pub async fn create(session: &Session, applications_href: &str, user_agent: &str, endpoint_id: &str) -> Result<Application, UcwaError> {
     let body = json!({"UserAgent": user_agent, "EndpointId": endpoint_id, "Culture": "en-US"});
     let reply = session.post_json(applications_href, &body).await?;
     let v = reply.json(applications_href)?;
@@ -109,11 +81,7 @@ pub async fn create(
 /// from it, or only at `<application>/me`), POSTs it, then re-reads the application and `me`
 /// for the links they gain (reportMyActivity). A pool error on the POST is an error; `me` not
 /// to be found is [`Availability::Unavailable`], not an error: the channel still works.
-pub async fn make_me_available(
-    session: &Session,
-    app: &Application,
-    modalities: &[String],
-) -> Result<(Application, Availability), UcwaError> {
+pub async fn make_me_available(session: &Session, app: &Application, modalities: &[String]) -> Result<(Application, Availability), UcwaError> {
     let me_href = match &app.me {
         MeAt::Embedded => None,
         MeAt::Linked(href) => Some(href.clone()),
@@ -133,15 +101,10 @@ pub async fn make_me_available(
     };
     let mut availability = Availability::AlreadyAvailable;
     if let Some(href) = &offer {
-        match session
-            .post_json(href, &json!({"SupportedModalities": modalities}))
-            .await
-        {
+        match session.post_json(href, &json!({"SupportedModalities": modalities})).await {
             Ok(_) => availability = Availability::Available,
             // Already available (a restart reusing the application): fine.
-            Err(e) if e.status() == Some(409) && e.subcode() == Some("AlreadyExists") => {
-                availability = Availability::Available
-            }
+            Err(e) if e.status() == Some(409) && e.subcode() == Some("AlreadyExists") => availability = Availability::Available,
             Err(e) => return Err(e),
         }
     }
@@ -163,21 +126,12 @@ pub async fn make_me_available(
 
 /// `POST me/reportMyActivity` (empty body).
 pub async fn report_activity(session: &Session, href: &str) -> Result<(), UcwaError> {
-    session
-        .send_ok(
-            Method::POST,
-            href,
-            Some(("application/json".to_string(), bytes::Bytes::new())),
-            None,
-        )
-        .await?;
+    session.send_ok(Method::POST, href, Some(("application/json".to_string(), bytes::Bytes::new())), None).await?;
     Ok(())
 }
 
 /// `DELETE` the application (on shutdown).
 pub async fn delete(session: &Session, app: &Application) -> Result<(), UcwaError> {
-    session
-        .send_ok(Method::DELETE, &app.self_href, None, None)
-        .await?;
+    session.send_ok(Method::DELETE, &app.self_href, None, None).await?;
     Ok(())
 }

@@ -59,39 +59,22 @@ impl TokenSource {
 
     /// Reads or produces the token.
     pub async fn fetch(&self) -> Result<Secret, UcwaError> {
-        let fail = |why: String| {
-            UcwaError::SignIn(format!("bearer token from {}: {why}", self.describe()))
-        };
+        let fail = |why: String| UcwaError::SignIn(format!("bearer token from {}: {why}", self.describe()));
         let raw = match self {
             TokenSource::Env(var) => std::env::var(var).map_err(|_| fail("not set".into()))?,
-            TokenSource::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| fail(e.to_string()))?,
+            TokenSource::File(path) => tokio::fs::read_to_string(path).await.map_err(|e| fail(e.to_string()))?,
             TokenSource::Command(argv) => {
-                let (program, args) = argv
-                    .split_first()
-                    .ok_or_else(|| fail("empty command".into()))?;
+                let (program, args) = argv.split_first().ok_or_else(|| fail("empty command".into()))?;
                 let mut cmd = tokio::process::Command::new(program);
-                cmd.args(args)
-                    .stdin(std::process::Stdio::null())
-                    .kill_on_drop(true);
+                cmd.args(args).stdin(std::process::Stdio::null()).kill_on_drop(true);
                 let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
                     .await
-                    .map_err(|_| {
-                        fail(format!(
-                            "did not finish within {} s",
-                            COMMAND_TIMEOUT.as_secs()
-                        ))
-                    })?
+                    .map_err(|_| fail(format!("did not finish within {} s", COMMAND_TIMEOUT.as_secs())))?
                     .map_err(|e| fail(format!("cannot run: {e}")))?;
                 if !out.status.success() {
                     // stderr's first line only: it says what went wrong, and keeps logs short.
                     let err = String::from_utf8_lossy(&out.stderr);
-                    return Err(fail(format!(
-                        "exited with {}: {}",
-                        out.status,
-                        err.lines().next().unwrap_or("")
-                    )));
+                    return Err(fail(format!("exited with {}: {}", out.status, err.lines().next().unwrap_or(""))));
                 }
                 String::from_utf8(out.stdout).map_err(|_| fail("output is not UTF-8".into()))?
             }

@@ -86,17 +86,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object or an array of objects")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Self::Value, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(|t| OneOrMany(vec![t]))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|t| OneOrMany(vec![t]))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut all = Vec::new();
                 while let Some(t) = seq.next_element()? {
                     all.push(t);
@@ -140,18 +133,13 @@ struct WireLink<'a> {
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
-    let text =
-        std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
     let wire: WireBatch = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
         _ => format!("body is not JSON: {e}"),
     })?;
     let links = wire.links.unwrap_or_default();
-    let href = |l: Option<OneOrMany<WireHref>>| {
-        l.and_then(|l| l.0.into_iter().next())
-            .and_then(|l| l.href)
-            .map(Cow::into_owned)
-    };
+    let href = |l: Option<OneOrMany<WireHref>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href).map(Cow::into_owned);
     let continuation = if let Some(h) = href(links.resync) {
         Continuation::Resync(h)
     } else if let Some(h) = href(links.resume) {
@@ -162,12 +150,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
         return Err("the response has no next, resync or resume link".into());
     };
     let senders = wire.sender.map(|s| s.0).unwrap_or_default();
-    let mut events = Vec::with_capacity(
-        senders
-            .iter()
-            .map(|s| s.events.as_ref().map_or(0, Vec::len))
-            .sum(),
-    );
+    let mut events = Vec::with_capacity(senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum());
     let mut skipped = Vec::new();
     for (i, sender) in senders.into_iter().enumerate() {
         let sender_rel = sender.rel.unwrap_or_default();
@@ -197,12 +180,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             };
             let rel = l.rel.clone().unwrap_or_default();
             let href = l.href.unwrap_or_default();
-            let text = raw.get().len()
-                + 2 * (origin.as_str().len() + 16)
-                + href.len()
-                + sender_href.len()
-                + sender_rel.len()
-                + 64;
+            let text = raw.get().len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
             let mut p = Packer::new(text);
             p.put(Field::Rel, &rel);
             p.put(Field::Kind, &kind);
@@ -236,11 +214,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             events.push(Event::from_packed(p.finish()));
         }
     }
-    Ok(Batch {
-        continuation,
-        events,
-        skipped,
-    })
+    Ok(Batch { continuation, events, skipped })
 }
 
 /// The length of `…/communication/conversations/<id>` when `href` lies inside a conversation.
@@ -250,10 +224,7 @@ fn conversation_of(href: &str) -> Option<usize> {
     // Looking only where a `/` is: cheaper than a substring search set up per href.
     let at = (0..b.len()).find(|&i| b[i] == b'/' && b[i..].starts_with(MARK))?;
     let start = at + MARK.len();
-    let id_len = b[start..]
-        .iter()
-        .position(|&c| c == b'/' || c == b'?')
-        .unwrap_or(b.len() - start);
+    let id_len = b[start..].iter().position(|&c| c == b'/' || c == b'?').unwrap_or(b.len() - start);
     (id_len > 0).then_some(start + id_len)
 }
 
@@ -269,22 +240,11 @@ mod tests {
     fn seed_sample_decodes() {
         let body = include_bytes!("../../tests/fixtures/events/audioVideoSession-added.json");
         let b = parse(body, &origin()).unwrap();
-        assert_eq!(
-            b.continuation,
-            Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into())
-        );
+        assert_eq!(b.continuation, Continuation::Next("http://sample:80/ucwa/v1/applications/appId/events?ack=2".into()));
         assert_eq!(b.events.len(), 1);
         let e = &b.events[0];
-        assert_eq!(
-            (e.rel(), e.kind(), e.sender_rel()),
-            ("audioVideoSession", "added", "communication")
-        );
-        assert_eq!(
-            e.conversation().as_deref(),
-            Some(
-                "https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"
-            )
-        );
+        assert_eq!((e.rel(), e.kind(), e.sender_rel()), ("audioVideoSession", "added", "communication"));
+        assert_eq!(e.conversation().as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
         assert!(e.resource().is_none());
     }
 
@@ -293,18 +253,9 @@ mod tests {
         let body = include_bytes!("../../tests/fixtures/resources/events-response-next.json");
         let b = parse(body, &origin()).unwrap();
         let rels: Vec<&str> = b.events.iter().map(|e| e.rel()).collect();
-        assert_eq!(
-            rels,
-            ["communication", "me", "presence", "note", "location"]
-        );
-        assert_eq!(
-            b.events[1].href(),
-            "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me"
-        );
-        assert_eq!(
-            b.events[0].resource().unwrap()["supportedModalities"][0],
-            "Messaging"
-        );
+        assert_eq!(rels, ["communication", "me", "presence", "note", "location"]);
+        assert_eq!(b.events[1].href(), "https://pool.contoso.com/ucwa/oauth/v1/applications/102/me");
+        assert_eq!(b.events[0].resource().unwrap()["supportedModalities"][0], "Messaging");
     }
 
     #[test]
@@ -317,24 +268,12 @@ mod tests {
         let e = &b.events[0];
         assert_eq!((e.rel(), e.sender_rel()), ("participant", "conversation"));
         assert_eq!(e.conversation(), Some("https://pool.contoso.com/ucwa/oauth/v1/applications/1/communication/conversations/9"), "the sending conversation");
-        let none = parse(
-            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#,
-            &origin(),
-        )
-        .unwrap();
+        let none = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":null}"#, &origin()).unwrap();
         assert!(none.events.is_empty());
-        let one_bad = parse(
-            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#,
-            &origin(),
-        )
-        .unwrap();
+        let one_bad = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":[{"events":[{"type":"added"}]}]}"#, &origin()).unwrap();
         assert!(one_bad.events.is_empty());
         assert_eq!(one_bad.skipped, ["sender[0].events[0] has no link"]);
-        let err = parse(
-            br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#,
-            &origin(),
-        )
-        .unwrap_err();
+        let err = parse(br#"{"_links":{"next":{"href":"/e?ack=2"}},"sender":7}"#, &origin()).unwrap_err();
         assert!(err.contains("not an event batch"), "{err}");
     }
 
@@ -361,35 +300,19 @@ mod tests {
         assert_eq!(b.skipped.len(), 4, "{:?}", b.skipped);
         assert_eq!(b.skipped[0], "sender[0].events[1] has no type");
         assert_eq!(b.skipped[1], "sender[0].events[2].link has no rel");
-        assert!(
-            b.skipped[2].starts_with("sender[0].events[3]: "),
-            "{}",
-            b.skipped[2]
-        );
+        assert!(b.skipped[2].starts_with("sender[0].events[3]: "), "{}", b.skipped[2]);
         assert_eq!(b.skipped[3], "sender[1].events[0] has no link");
-        assert_eq!(
-            b.continuation,
-            Continuation::Next("/e?ack=3".into()),
-            "the channel moves on"
-        );
+        assert_eq!(b.continuation, Continuation::Next("/e?ack=3".into()), "the channel moves on");
     }
 
     #[test]
     fn resync_wins_and_bad_bodies_say_why() {
-        let b = parse(
-            br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=3"}}}"#,
-            &origin(),
-        )
-        .unwrap();
+        let b = parse(br#"{"_links":{"self":{"href":"/e?ack=9"},"resync":{"href":"/e?ack=3"}}}"#, &origin()).unwrap();
         assert_eq!(b.continuation, Continuation::Resync("/e?ack=3".into()));
         assert!(b.events.is_empty());
         let bom = b"\xEF\xBB\xBF{\"_links\":{\"next\":{\"href\":\"/e?ack=2\"}},\"sender\":[]}";
         assert!(parse(bom, &origin()).unwrap().events.is_empty());
-        assert!(parse(b"{\"_links\": {\"self\"", &origin())
-            .unwrap_err()
-            .contains("not JSON"));
-        assert!(parse(b"{\"_links\":{}}", &origin())
-            .unwrap_err()
-            .contains("no next"));
+        assert!(parse(b"{\"_links\": {\"self\"", &origin()).unwrap_err().contains("not JSON"));
+        assert!(parse(b"{\"_links\":{}}", &origin()).unwrap_err().contains("no next"));
     }
 }

@@ -10,10 +10,7 @@ pub struct Challenge {
 
 impl Challenge {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -35,10 +32,7 @@ pub fn parse(value: &str) -> Vec<Challenge> {
             current.params.push((token.to_string(), val));
             rest = skip_comma(remaining);
         } else if !token.is_empty() {
-            out.push(Challenge {
-                scheme: token.to_string(),
-                params: Vec::new(),
-            });
+            out.push(Challenge { scheme: token.to_string(), params: Vec::new() });
             rest = skip_comma(after);
         } else {
             rest = skip_comma(&rest[1..]);
@@ -48,9 +42,7 @@ pub fn parse(value: &str) -> Vec<Challenge> {
 }
 
 fn split_token(s: &str) -> (&str, &str) {
-    let end = s
-        .find(|c: char| c.is_whitespace() || c == '=' || c == ',')
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| c.is_whitespace() || c == '=' || c == ',').unwrap_or(s.len());
     (&s[..end], &s[end..])
 }
 
@@ -71,9 +63,7 @@ fn read_value(s: &str) -> (String, &str) {
         }
         (val, "")
     } else {
-        let end = s
-            .find(|c: char| c == ',' || c.is_whitespace())
-            .unwrap_or(s.len());
+        let end = s.find(|c: char| c == ',' || c.is_whitespace()).unwrap_or(s.len());
         (s[..end].to_string(), &s[end..])
     }
 }
@@ -94,24 +84,11 @@ mod tests {
         ]);
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].scheme, "MsRtcOAuth");
-        assert_eq!(
-            got[1].param("href"),
-            Some("https://lyncweb.contoso.com/WebTicket/oauthtoken")
-        );
-        assert_eq!(
-            got[1].param("grant_type"),
-            Some("urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password")
-        );
-        let unquoted =
-            parse("MsRtcOAuth href=https://pool/WebTicket/oauthtoken,grant_type=\"password\"");
-        assert_eq!(
-            unquoted[0].param("href"),
-            Some("https://pool/WebTicket/oauthtoken")
-        );
+        assert_eq!(got[1].param("href"), Some("https://lyncweb.contoso.com/WebTicket/oauthtoken"));
+        assert_eq!(got[1].param("grant_type"), Some("urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password"));
+        let unquoted = parse("MsRtcOAuth href=https://pool/WebTicket/oauthtoken,grant_type=\"password\"");
+        assert_eq!(unquoted[0].param("href"), Some("https://pool/WebTicket/oauthtoken"));
         let both = parse(r#"Bearer realm="x", MsRtcOAuth href="h",grant_type="password""#);
-        assert_eq!(
-            both.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(),
-            ["Bearer", "MsRtcOAuth"]
-        );
+        assert_eq!(both.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(), ["Bearer", "MsRtcOAuth"]);
     }
 }

@@ -8,17 +8,11 @@ pub fn parse_ms(s: &str) -> Option<i64> {
     let s = s.trim();
     // (Also as still JSON-escaped text, `\/Date(…)\/`, should a script hold that.)
     let dotnet = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/"));
-    let dotnet = dotnet.or_else(|| {
-        s.strip_prefix("\\/Date(")
-            .and_then(|r| r.strip_suffix(")\\/"))
-    });
+    let dotnet = dotnet.or_else(|| s.strip_prefix("\\/Date(").and_then(|r| r.strip_suffix(")\\/")));
     if let Some(inner) = dotnet {
         // The offset names the writer's zone; the number is already UTC. (A sign may lead.)
         let digits_from = usize::from(inner.starts_with('-'));
-        let end = inner
-            .get(digits_from..)?
-            .find(['+', '-'])
-            .map_or(inner.len(), |i| i + digits_from);
+        let end = inner.get(digits_from..)?.find(['+', '-']).map_or(inner.len(), |i| i + digits_from);
         return inner.get(..end)?.parse().ok();
     }
     parse_iso(s)
@@ -28,36 +22,20 @@ fn parse_iso(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let part = s.get(from..from + len)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
     };
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     let mut at = 19;
     let mut millis = 0;
     if b.get(at) == Some(&b'.') {
-        let digits = b[at + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
+        let digits = b[at + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return None;
         }
@@ -81,22 +59,14 @@ fn parse_iso(s: &str) -> Option<i64> {
         }
     };
     let days = days_from_civil(year, month, day);
-    Some(
-        ((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000)
-            + millis,
-    )
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
 }
 
 /// `2026-11-27T17:00:00.000Z` for milliseconds since the epoch.
 pub fn iso_utc(ms: i64) -> String {
     let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000,
-    );
+    let (h, min, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
 }
 
@@ -130,23 +100,11 @@ mod tests {
     fn both_forms_give_the_same_instant() {
         // conversation.json's `created` and captured traffic's form.
         assert_eq!(parse_ms("/Date(1474932024822)/"), Some(1_474_932_024_822));
-        assert_eq!(
-            parse_ms("/Date(1463047458421+0200)/"),
-            Some(1_463_047_458_421)
-        );
+        assert_eq!(parse_ms("/Date(1463047458421+0200)/"), Some(1_463_047_458_421));
         assert_eq!(parse_ms("/Date(-1000)/"), Some(-1000));
-        assert_eq!(
-            parse_ms("\\/Date(1474932024822)\\/"),
-            Some(1_474_932_024_822)
-        );
-        assert_eq!(
-            parse_ms("2016-09-26T23:20:24.822Z"),
-            Some(1_474_932_024_822)
-        );
-        assert_eq!(
-            parse_ms("2016-09-27T01:20:24.822+02:00"),
-            Some(1_474_932_024_822)
-        );
+        assert_eq!(parse_ms("\\/Date(1474932024822)\\/"), Some(1_474_932_024_822));
+        assert_eq!(parse_ms("2016-09-26T23:20:24.822Z"), Some(1_474_932_024_822));
+        assert_eq!(parse_ms("2016-09-27T01:20:24.822+02:00"), Some(1_474_932_024_822));
         assert_eq!(parse_ms("2016-09-26T23:20:24Z"), Some(1_474_932_024_000));
         assert_eq!(parse_ms("2016-09-26T23:20:24.8Z"), Some(1_474_932_024_800));
         for bad in [
@@ -169,23 +127,7 @@ mod tests {
     /// Any text at all gives a number or None, never a panic.
     #[test]
     fn never_panics() {
-        let pieces = [
-            "/Date(",
-            ")/",
-            "\\/",
-            "-",
-            "+",
-            "é",
-            "1",
-            "0",
-            "T",
-            ":",
-            ".",
-            "Z",
-            "2016-09-26",
-            "23:20:24",
-            " ",
-        ];
+        let pieces = ["/Date(", ")/", "\\/", "-", "+", "é", "1", "0", "T", ":", ".", "Z", "2016-09-26", "23:20:24", " "];
         let mut seed: u64 = 0x9e3779b97f4a7c15;
         for _ in 0..20_000 {
             let mut s = String::new();
@@ -201,13 +143,7 @@ mod tests {
 
     #[test]
     fn iso_round_trips() {
-        for ms in [
-            0,
-            1_474_932_024_822,
-            951_782_400_000, /* 2000-02-29 */
-            -86_400_000,
-            4_102_444_800_000,
-        ] {
+        for ms in [0, 1_474_932_024_822, 951_782_400_000 /* 2000-02-29 */, -86_400_000, 4_102_444_800_000] {
             assert_eq!(parse_ms(&iso_utc(ms)), Some(ms), "{}", iso_utc(ms));
         }
         assert_eq!(iso_utc(1_474_932_024_822), "2016-09-26T23:20:24.822Z");

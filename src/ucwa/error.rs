@@ -6,11 +6,7 @@ use std::time::Duration;
 pub enum UcwaError {
     /// The request did not get an HTTP answer (connection refused or reset, timeout, TLS).
     #[error("{method} {url}: no answer: {message}")]
-    Transport {
-        method: String,
-        url: String,
-        message: String,
-    },
+    Transport { method: String, url: String, message: String },
     /// The server answered with an error status; `code`/`subcode`/`message` come from the UCWA
     /// error body (JSON or XML), `diagnostics` from `X-Ms-Diagnostics` and `Warning`: what an
     /// admin can act on. An HTML body (IIS) is never quoted.

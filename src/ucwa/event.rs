@@ -93,11 +93,7 @@ impl Packer {
 
 fn span(packed: &[u8], field: Field) -> Option<(usize, usize)> {
     let at = field as usize * 8;
-    let word = |i: usize| {
-        packed
-            .get(i..i + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let word = |i: usize| packed.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let start = word(at)?;
     (start != ABSENT).then_some((start as usize, word(at + 4)? as usize))
 }
@@ -128,12 +124,7 @@ pub struct Event {
 
 impl Event {
     pub(crate) fn from_packed(packed: Box<[u8]>) -> Event {
-        Event {
-            packed,
-            seq: 0,
-            parsed: OnceLock::new(),
-            received: std::time::Instant::now(),
-        }
+        Event { packed, seq: 0, parsed: OnceLock::new(), received: std::time::Instant::now() }
     }
 
     fn field(&self, f: Field) -> Option<&str> {
@@ -184,8 +175,7 @@ impl Event {
 
     /// The event object as received, parsed (once).
     pub fn raw(&self) -> &Value {
-        self.parsed
-            .get_or_init(|| serde_json::from_str(self.raw_text()).unwrap_or(Value::Null))
+        self.parsed.get_or_init(|| serde_json::from_str(self.raw_text()).unwrap_or(Value::Null))
     }
 
     /// The embedded resource (`_embedded.<rel>`), when the server sent one.
@@ -213,17 +203,10 @@ mod tests {
         p.point(Field::Conversation, start, "https://pool/c/7".len());
         p.put(Field::Raw, "{\"type\":\"added\"}");
         let ev = Event::from_packed(p.finish());
-        assert_eq!(
-            (ev.rel(), ev.kind(), ev.href()),
-            ("audioVideoSession", "added", "https://pool/c/7/av")
-        );
+        assert_eq!((ev.rel(), ev.kind(), ev.href()), ("audioVideoSession", "added", "https://pool/c/7/av"));
         assert_eq!(ev.conversation(), Some("https://pool/c/7"));
         assert_eq!((ev.title(), ev.status()), (None, None));
         assert_eq!(ev.raw()["type"], "added");
-        assert_eq!(
-            packed_field(b"short", Field::Rel),
-            None,
-            "bytes that are not an event read as absent"
-        );
+        assert_eq!(packed_field(b"short", Field::Rel), None, "bytes that are not an event read as absent");
     }
 }

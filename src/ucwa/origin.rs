@@ -29,10 +29,7 @@ impl Origin {
 
     /// Resolves a UCWA href (relative, or absolute on this origin) to a URL on this origin.
     pub fn resolve(&self, href: &str) -> Result<Url, UcwaError> {
-        let url = self.base.join(href).map_err(|e| UcwaError::Malformed {
-            url: href.to_string(),
-            message: format!("not a usable href: {e}"),
-        })?;
+        let url = self.base.join(href).map_err(|e| UcwaError::Malformed { url: href.to_string(), message: format!("not a usable href: {e}") })?;
         // `user:password@` in an href would become `Authorization: Basic` in place of the
         // token (and the pool's 401 would make the agent discard a valid token).
         if !url.username().is_empty() || url.password().is_some() {
@@ -44,10 +41,7 @@ impl Origin {
         if self.same_origin(&url) {
             Ok(url)
         } else {
-            Err(UcwaError::ForeignOrigin {
-                href: href.to_string(),
-                origin: self.as_str().to_string(),
-            })
+            Err(UcwaError::ForeignOrigin { href: href.to_string(), origin: self.as_str().to_string() })
         }
     }
 
@@ -76,8 +70,7 @@ impl Origin {
 
     pub fn same_origin(&self, url: &Url) -> bool {
         url.scheme() == self.base.scheme()
-            && url.host_str().map(str::to_ascii_lowercase)
-                == self.base.host_str().map(str::to_ascii_lowercase)
+            && url.host_str().map(str::to_ascii_lowercase) == self.base.host_str().map(str::to_ascii_lowercase)
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
 }
@@ -100,15 +93,8 @@ fn is_plain_path(href: &str) -> bool {
                 }
                 segment_start = i + 1;
             }
-            b'?' => {
-                return !dot_segment(&b[segment_start..i])
-                    && b[i..].iter().all(|&c| PLAIN[c as usize])
-            }
-            b'%' if b.get(i + 1) == Some(&b'2')
-                && b.get(i + 2).is_some_and(|e| e.eq_ignore_ascii_case(&b'e')) =>
-            {
-                return false
-            }
+            b'?' => return !dot_segment(&b[segment_start..i]) && b[i..].iter().all(|&c| PLAIN[c as usize]),
+            b'%' if b.get(i + 1) == Some(&b'2') && b.get(i + 2).is_some_and(|e| e.eq_ignore_ascii_case(&b'e')) => return false,
             c if PLAIN[c as usize] => {}
             _ => return false,
         }
@@ -123,27 +109,7 @@ const PLAIN: [bool; 256] = {
     while c < 256 {
         let b = c as u8;
         t[c] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'/' | b'?'
-                    | b'%'
-                    | b'-'
-                    | b'_'
-                    | b'.'
-                    | b'~'
-                    | b'='
-                    | b'&'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b':'
-                    | b'@'
-                    | b'!'
-                    | b'$'
-                    | b'*'
-                    | b'('
-                    | b')'
-            );
+            || matches!(b, b'/' | b'?' | b'%' | b'-' | b'_' | b'.' | b'~' | b'=' | b'&' | b'+' | b',' | b';' | b':' | b'@' | b'!' | b'$' | b'*' | b'(' | b')');
         c += 1;
     }
     t
@@ -167,23 +133,11 @@ mod tests {
     fn resolves_relative_and_refuses_other_origins() {
         let o = Origin::of(&Url::parse("https://lyncweb.contoso.com/Autodiscover/x?y=1").unwrap());
         assert_eq!(o.as_str(), "https://lyncweb.contoso.com");
-        assert_eq!(
-            o.resolve("/ucwa/oauth/v1/applications").unwrap().as_str(),
-            "https://lyncweb.contoso.com/ucwa/oauth/v1/applications"
-        );
+        assert_eq!(o.resolve("/ucwa/oauth/v1/applications").unwrap().as_str(), "https://lyncweb.contoso.com/ucwa/oauth/v1/applications");
         assert!(o.resolve("https://LYNCWEB.contoso.com:443/ucwa").is_ok());
-        assert!(matches!(
-            o.resolve("https://evil.example/ucwa"),
-            Err(UcwaError::ForeignOrigin { .. })
-        ));
-        assert!(matches!(
-            o.resolve("http://lyncweb.contoso.com/ucwa"),
-            Err(UcwaError::ForeignOrigin { .. })
-        ));
-        assert!(matches!(
-            o.resolve("//evil.example/x"),
-            Err(UcwaError::ForeignOrigin { .. })
-        ));
+        assert!(matches!(o.resolve("https://evil.example/ucwa"), Err(UcwaError::ForeignOrigin { .. })));
+        assert!(matches!(o.resolve("http://lyncweb.contoso.com/ucwa"), Err(UcwaError::ForeignOrigin { .. })));
+        assert!(matches!(o.resolve("//evil.example/x"), Err(UcwaError::ForeignOrigin { .. })));
     }
 
     #[test]

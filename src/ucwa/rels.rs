@@ -58,42 +58,22 @@ pub const KNOWN_RELS: &[&str] = &[
 /// `rel` as a metric label value: itself when documented, else `other` (a pool, or anything
 /// between it and the agent, must not create label values without bound).
 pub fn label_rel(rel: &str) -> &'static str {
-    KNOWN_RELS
-        .iter()
-        .find(|r| **r == rel)
-        .copied()
-        .unwrap_or("other")
+    KNOWN_RELS.iter().find(|r| **r == rel).copied().unwrap_or("other")
 }
 
 /// `type` as a metric label value: itself when documented, else `other`.
 pub fn label_type(kind: &str) -> &'static str {
-    KNOWN_TYPES
-        .iter()
-        .find(|k| **k == kind)
-        .copied()
-        .unwrap_or("other")
+    KNOWN_TYPES.iter().find(|k| **k == kind).copied().unwrap_or("other")
 }
 
 /// Event types: resources are added/updated/deleted, operations started/updated/completed; the
 /// agent's own events are signedIn/signedOut/resync.
-pub const KNOWN_TYPES: &[&str] = &[
-    "added",
-    "updated",
-    "deleted",
-    "started",
-    "completed",
-    "signedIn",
-    "signedOut",
-    "resync",
-];
+pub const KNOWN_TYPES: &[&str] = &["added", "updated", "deleted", "started", "completed", "signedIn", "signedOut", "resync"];
 
 /// The rels whose events are an operation's (`started`/`updated`/`completed`): invitations,
 /// (re)negotiations and messages, as the documentation's samples show.
 pub fn is_operation(rel: &str) -> bool {
-    rel.ends_with("Invitation")
-        || rel.ends_with("Negotiation")
-        || rel.ends_with("Renegotiation")
-        || rel == "message"
+    rel.ends_with("Invitation") || rel.ends_with("Negotiation") || rel.ends_with("Renegotiation") || rel == "message"
 }
 
 /// The event types a known `rel` comes with (None for `*` or an unknown rel).
@@ -114,17 +94,7 @@ pub fn is_known_rel(rel: &str) -> bool {
 
 /// The known name closest to `word` (case-insensitive edit distance ≤ 3), for "did you mean".
 pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| {
-            (
-                distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                *k,
-            )
-        })
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, k)| k)
+    known.iter().map(|k| (distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k)).filter(|(d, _)| *d <= 3).min().map(|(_, k)| k)
 }
 
 fn distance(a: &str, b: &str) -> usize {
@@ -149,23 +119,14 @@ mod tests {
     #[test]
     fn labels_fold_what_is_not_documented() {
         assert_eq!(label_rel("audioVideoSession"), "audioVideoSession");
-        assert_eq!(
-            label_rel("myContactsAndGroupsSubscription"),
-            "myContactsAndGroupsSubscription"
-        );
+        assert_eq!(label_rel("myContactsAndGroupsSubscription"), "myContactsAndGroupsSubscription");
         assert_eq!(label_rel("x\"} 1\nucwa_up 0"), "other");
-        assert_eq!(
-            (label_type("added"), label_type("exploded")),
-            ("added", "other")
-        );
+        assert_eq!((label_type("added"), label_type("exploded")), ("added", "other"));
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            closest("audioVideoSesion", KNOWN_RELS),
-            Some("audioVideoSession")
-        );
+        assert_eq!(closest("audioVideoSesion", KNOWN_RELS), Some("audioVideoSession"));
         assert_eq!(closest("AUDIOVIDEO", KNOWN_RELS), Some("audioVideo"));
         assert_eq!(closest("completely-unrelated", KNOWN_RELS), None);
         assert!(is_known_rel("*") && is_known_rel("conversation") && !is_known_rel("call"));
@@ -175,27 +136,15 @@ mod tests {
     /// each came from, in tests/fixtures/sample-event-types.json) is known and fits its rel.
     #[test]
     fn the_documentation_samples_fit_the_rel_type_table() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/sample-event-types.json"
-        );
-        let pairs: Vec<serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sample-event-types.json");
+        let pairs: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert!(pairs.len() > 80, "{}", pairs.len());
         for p in &pairs {
             let (rel, kind) = (p["rel"].as_str().unwrap(), p["type"].as_str().unwrap());
-            let fitting =
-                types_for(rel).unwrap_or_else(|| panic!("{rel} is not known ({})", p["sample"]));
-            assert!(
-                fitting.contains(&kind),
-                "{rel}/{kind} ({}) does not fit {fitting:?}",
-                p["sample"]
-            );
+            let fitting = types_for(rel).unwrap_or_else(|| panic!("{rel} is not known ({})", p["sample"]));
+            assert!(fitting.contains(&kind), "{rel}/{kind} ({}) does not fit {fitting:?}", p["sample"]);
         }
-        assert_eq!(
-            types_for("audioVideoInvitation"),
-            Some(&["started", "updated", "completed"][..])
-        );
+        assert_eq!(types_for("audioVideoInvitation"), Some(&["started", "updated", "completed"][..]));
         assert_eq!(types_for("*"), None);
     }
 }

@@ -25,10 +25,7 @@ pub struct HttpReply {
 impl HttpReply {
     /// The body as JSON (a leading UTF-8 byte-order mark is allowed, PROTOCOL.md §6).
     pub fn json(&self, url: &str) -> Result<Value, UcwaError> {
-        serde_json::from_slice(strip_bom(&self.body)).map_err(|e| UcwaError::Malformed {
-            url: url.to_string(),
-            message: format!("body is not JSON: {e}"),
-        })
+        serde_json::from_slice(strip_bom(&self.body)).map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
     }
 }
 
@@ -61,16 +58,9 @@ pub struct Session {
 
 impl Session {
     /// A session for `origin`; no request is sent until the first call.
-    pub fn new(
-        http: reqwest::Client,
-        origin: Origin,
-        token_url: Option<Url>,
-        auth: Auth,
-    ) -> Result<Session, UcwaError> {
+    pub fn new(http: reqwest::Client, origin: Origin, token_url: Option<Url>, auth: Auth) -> Result<Session, UcwaError> {
         match (&auth, &token_url) {
-            (Auth::Password { .. }, None) => {
-                return Err(UcwaError::SignIn("the password grant needs the pool's token endpoint".into()))
-            }
+            (Auth::Password { .. }, None) => return Err(UcwaError::SignIn("the password grant needs the pool's token endpoint".into())),
             (Auth::Password { .. }, Some(url)) if !origin.same_origin(url) => {
                 return Err(UcwaError::SignIn(format!(
                     "the token endpoint {url} is not on the pool's origin {}; the password is not sent there",
@@ -79,14 +69,7 @@ impl Session {
             }
             _ => {}
         }
-        Ok(Session {
-            http,
-            origin,
-            token_url,
-            auth,
-            token: Mutex::new(None),
-            metrics: None,
-        })
+        Ok(Session { http, origin, token_url, auth, token: Mutex::new(None), metrics: None })
     }
 
     /// Counts token renewals in `metrics`.
@@ -97,13 +80,7 @@ impl Session {
 
     /// The same account on another origin (Online: the user resource and the pool differ).
     pub fn for_origin(&self, origin: Origin) -> Result<Session, UcwaError> {
-        Ok(Session::new(
-            self.http.clone(),
-            origin,
-            self.token_url.clone(),
-            self.auth.clone(),
-        )?
-        .with_metrics(self.metrics.clone()))
+        Ok(Session::new(self.http.clone(), origin, self.token_url.clone(), self.auth.clone())?.with_metrics(self.metrics.clone()))
     }
 
     pub fn auth(&self) -> &Auth {
@@ -122,18 +99,10 @@ impl Session {
     }
 
     /// Sends a request to the pool; `timeout` bounds the whole exchange (default 60 s).
-    pub async fn send(
-        &self,
-        method: Method,
-        href: &str,
-        body: Option<(String, Bytes)>,
-        timeout: Option<Duration>,
-    ) -> Result<HttpReply, UcwaError> {
+    pub async fn send(&self, method: Method, href: &str, body: Option<(String, Bytes)>, timeout: Option<Duration>) -> Result<HttpReply, UcwaError> {
         let url = self.origin.resolve(href)?;
         let token = self.current_token(None).await?;
-        let reply = self
-            .exchange(&method, &url, body.clone(), timeout, &token)
-            .await?;
+        let reply = self.exchange(&method, &url, body.clone(), timeout, &token).await?;
         if !token_rejected(&reply) {
             return Ok(reply);
         }
@@ -143,13 +112,7 @@ impl Session {
     }
 
     /// `send`, turning any status other than 2xx into `UcwaError::Status`.
-    pub async fn send_ok(
-        &self,
-        method: Method,
-        href: &str,
-        body: Option<(String, Bytes)>,
-        timeout: Option<Duration>,
-    ) -> Result<HttpReply, UcwaError> {
+    pub async fn send_ok(&self, method: Method, href: &str, body: Option<(String, Bytes)>, timeout: Option<Duration>) -> Result<HttpReply, UcwaError> {
         let reply = self.send(method.clone(), href, body, timeout).await?;
         if (200..300).contains(&reply.status) {
             Ok(reply)
@@ -165,36 +128,23 @@ impl Session {
 
     pub async fn post_json(&self, href: &str, body: &Value) -> Result<HttpReply, UcwaError> {
         let bytes = Bytes::from(serde_json::to_vec(body).expect("JSON values serialize"));
-        self.send_ok(
-            Method::POST,
-            href,
-            Some(("application/json".to_string(), bytes)),
-            None,
-        )
-        .await
+        self.send_ok(Method::POST, href, Some(("application/json".to_string(), bytes)), None).await
     }
 
     /// The token to use; renews it if there is none, it is due, or it is `rejected`.
     async fn current_token(&self, rejected: Option<&Secret>) -> Result<Secret, UcwaError> {
         let mut slot = self.token.lock().await;
-        let usable = slot.as_ref().filter(|t| {
-            t.renew_at.is_none_or(|at| Instant::now() < at)
-                && Some(&t.value) != rejected
-                && !self.source_changed(t)
-        });
+        let usable = slot.as_ref().filter(|t| t.renew_at.is_none_or(|at| Instant::now() < at) && Some(&t.value) != rejected && !self.source_changed(t));
         if let Some(t) = usable {
             return Ok(t.value.clone());
         }
         let fresh = self.grant().await?;
         if rejected == Some(&fresh.value) {
             return Err(match &self.auth {
-                Auth::Bearer { source, .. } => UcwaError::Credentials(format!(
-                    "the pool rejected the bearer token from {}, and it has no newer one",
-                    source.describe()
-                )),
-                Auth::Password { .. } => {
-                    UcwaError::SignIn("the pool rejected a token it has just issued".into())
+                Auth::Bearer { source, .. } => {
+                    UcwaError::Credentials(format!("the pool rejected the bearer token from {}, and it has no newer one", source.describe()))
                 }
+                Auth::Password { .. } => UcwaError::SignIn("the pool rejected a token it has just issued".into()),
             });
         }
         let value = fresh.value.clone();
@@ -226,11 +176,7 @@ impl Session {
                 let stamp = source.stamp();
                 let value = source.fetch().await?;
                 tracing::info!(source = %source.describe(), "read a bearer token");
-                return Ok(Token {
-                    value,
-                    renew_at: None,
-                    stamp,
-                });
+                return Ok(Token { value, renew_at: None, stamp });
             }
         };
         let token_url = self.token_url.clone().expect("checked by Session::new");
@@ -243,10 +189,7 @@ impl Session {
         let resp = self
             .http
             .post(token_url)
-            .header(
-                CONTENT_TYPE,
-                "application/x-www-form-urlencoded;charset=UTF-8",
-            )
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded;charset=UTF-8")
             .header(ACCEPT, "application/json")
             .body(form)
             .timeout(Duration::from_secs(60))
@@ -256,20 +199,11 @@ impl Session {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = read_body(resp, "POST", &url).await?;
-        let reply = HttpReply {
-            status,
-            headers,
-            body,
-        };
+        let reply = HttpReply { status, headers, body };
         if status == 400 {
-            let error = reply
-                .json(&url)
-                .ok()
-                .and_then(|v| v.get("error")?.as_str().map(str::to_string));
+            let error = reply.json(&url).ok().and_then(|v| v.get("error")?.as_str().map(str::to_string));
             return Err(match error.as_deref() {
-                Some("invalid_grant") => UcwaError::Credentials(format!(
-                    "the pool refused the user name or password for {username} (invalid_grant)"
-                )),
+                Some("invalid_grant") => UcwaError::Credentials(format!("the pool refused the user name or password for {username} (invalid_grant)")),
                 Some(other) => UcwaError::SignIn(format!("the token endpoint answered `{other}`")),
                 None => status_error(&Method::POST, &url, &reply),
             });
@@ -281,19 +215,12 @@ impl Session {
         let token = v
             .get("access_token")
             .and_then(Value::as_str)
-            .ok_or_else(|| UcwaError::Malformed {
-                url: url.clone(),
-                message: "the token answer has no access_token".into(),
-            })?;
+            .ok_or_else(|| UcwaError::Malformed { url: url.clone(), message: "the token answer has no access_token".into() })?;
         let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
         // Renew a tenth of the lifetime early (at least 1 s, at most a minute).
         let margin = (expires_in / 10).clamp(1, 60).min(expires_in);
         tracing::info!(user = %username, expires_in, "got a token");
-        Ok(Token {
-            value: Secret::new(token),
-            renew_at: Some(Instant::now() + Duration::from_secs(expires_in - margin)),
-            stamp: None,
-        })
+        Ok(Token { value: Secret::new(token), renew_at: Some(Instant::now() + Duration::from_secs(expires_in - margin)), stamp: None })
     }
 
     async fn exchange(
@@ -313,18 +240,11 @@ impl Session {
         if let Some((content_type, bytes)) = body {
             req = req.header(CONTENT_TYPE, content_type).body(bytes);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport(method.as_str(), url.as_str(), e))?;
+        let resp = req.send().await.map_err(|e| transport(method.as_str(), url.as_str(), e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = read_body(resp, method.as_str(), url.as_str()).await?;
-        Ok(HttpReply {
-            status,
-            headers,
-            body,
-        })
+        Ok(HttpReply { status, headers, body })
     }
 }
 
@@ -334,22 +254,12 @@ impl Session {
 pub const MAX_RESPONSE_BYTES: usize = 32 << 20;
 
 /// Reads a body chunk by chunk, stopping with an error once it passes [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_body(
-    mut resp: reqwest::Response,
-    method: &str,
-    url: &str,
-) -> Result<Bytes, UcwaError> {
+pub(crate) async fn read_body(mut resp: reqwest::Response, method: &str, url: &str) -> Result<Bytes, UcwaError> {
     let too_large = || UcwaError::Malformed {
         url: url.to_string(),
-        message: format!(
-            "the answer is larger than {} MiB (the most the agent reads); not read further",
-            MAX_RESPONSE_BYTES >> 20
-        ),
+        message: format!("the answer is larger than {} MiB (the most the agent reads); not read further", MAX_RESPONSE_BYTES >> 20),
     };
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-    {
+    if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
@@ -380,11 +290,7 @@ pub(crate) fn transport(method: &str, url: &str, e: reqwest::Error) -> UcwaError
         message.push_str(&s.to_string());
         source = s.source();
     }
-    UcwaError::Transport {
-        method: method.to_string(),
-        url: url.to_string(),
-        message,
-    }
+    UcwaError::Transport { method: method.to_string(), url: url.to_string(), message }
 }
 
 /// An error status with the UCWA error body's code and subcode, and `Retry-After`.
@@ -401,30 +307,10 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
         };
         v.map(|s| one_line(&s, 300)).filter(|s| !s.is_empty())
     };
-    let retry_after = reply
-        .headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let header = |name: &str| -> Vec<String> {
-        reply
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|v| one_line(v, 300))
-            .collect()
-    };
-    let mut diagnostics: Vec<String> = header("x-ms-diagnostics")
-        .into_iter()
-        .map(|d| format!("X-Ms-Diagnostics: {d}"))
-        .collect();
-    diagnostics.extend(
-        header("warning")
-            .into_iter()
-            .map(|w| format!("Warning: {w}")),
-    );
+    let retry_after = reply.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let header = |name: &str| -> Vec<String> { reply.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| one_line(v, 300)).collect() };
+    let mut diagnostics: Vec<String> = header("x-ms-diagnostics").into_iter().map(|d| format!("X-Ms-Diagnostics: {d}")).collect();
+    diagnostics.extend(header("warning").into_iter().map(|w| format!("Warning: {w}")));
     UcwaError::Status {
         method: method.to_string(),
         url: without_key(url),
@@ -440,12 +326,7 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
 /// 401, or the 403 some pools send for an expired token (`Warning: … "InvalidToken"`).
 fn token_rejected(reply: &HttpReply) -> bool {
     reply.status == 401
-        || (reply.status == 403
-            && reply
-                .headers
-                .get_all(reqwest::header::WARNING)
-                .iter()
-                .any(|w| w.to_str().is_ok_and(|w| w.contains("InvalidToken"))))
+        || (reply.status == 403 && reply.headers.get_all(reqwest::header::WARNING).iter().any(|w| w.to_str().is_ok_and(|w| w.contains("InvalidToken"))))
 }
 
 /// A URL for a log line: a `key=` query parameter (the events href's capability some pools
@@ -454,30 +335,14 @@ fn without_key(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else {
         return url.to_string();
     };
-    let kept: Vec<&str> = query
-        .split('&')
-        .map(|p| {
-            if p.starts_with("key=") {
-                "key=[redacted]"
-            } else {
-                p
-            }
-        })
-        .collect();
+    let kept: Vec<&str> = query.split('&').map(|p| if p.starts_with("key=") { "key=[redacted]" } else { p }).collect();
     format!("{base}?{}", kept.join("&"))
 }
 
 /// An IIS or proxy error page: never parsed for fields, never quoted.
 fn looks_like_html(text: &str) -> bool {
-    let head = text
-        .trim_start()
-        .get(..64)
-        .unwrap_or(text.trim_start())
-        .to_ascii_lowercase();
-    head.starts_with("<!doctype html")
-        || head.starts_with("<html")
-        || head.contains("<head")
-        || head.contains("<body")
+    let head = text.trim_start().get(..64).unwrap_or(text.trim_start()).to_ascii_lowercase();
+    head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<head") || head.contains("<body")
 }
 
 /// The text of the first `<name>…</name>` (any namespace prefix) in a small XML error body.
@@ -499,10 +364,7 @@ fn xml_element(text: &str, name: &str) -> Option<String> {
 
 /// A header or body field as one bounded log line.
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     match flat.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &flat[..at]),
         None => flat,
@@ -518,8 +380,7 @@ pub fn http_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, Strin
         .user_agent(concat!("ucwa-agent/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15));
     if let Some(pem) = extra_ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
         if certs.is_empty() {
             return Err("no certificate in the file".into());
         }
@@ -527,9 +388,7 @@ pub fn http_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, Strin
             builder = builder.add_root_certificate(c);
         }
     }
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up TLS: {e}"))
+    builder.build().map_err(|e| format!("cannot set up TLS: {e}"))
 }
 
 #[cfg(test)]
@@ -542,20 +401,12 @@ mod tests {
         for (k, v) in headers {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
-        HttpReply {
-            status,
-            headers: h,
-            body: bytes::Bytes::from(body.to_string()),
-        }
+        HttpReply { status, headers: h, body: bytes::Bytes::from(body.to_string()) }
     }
 
     #[test]
     fn a_failed_request_says_what_an_admin_can_act_on() {
-        let json = reply(
-            409,
-            &[],
-            r#"{"code":"Conflict","subcode":"PGetReplaced","message":"A newer pending GET replaced this one."}"#,
-        );
+        let json = reply(409, &[], r#"{"code":"Conflict","subcode":"PGetReplaced","message":"A newer pending GET replaced this one."}"#);
         let e = status_error(&Method::GET, "https://pool/x", &json).to_string();
         assert_eq!(e, "GET https://pool/x: HTTP 409 Conflict/PGetReplaced: A newer pending GET replaced this one.");
         let xml = reply(
@@ -564,10 +415,7 @@ mod tests {
             r#"<?xml version="1.0"?><error xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa"><code>Forbidden</code><subcode>InvalidToken</subcode><message>The token is not valid.</message></error>"#,
         );
         let e = status_error(&Method::GET, "https://pool/x", &xml).to_string();
-        assert!(
-            e.ends_with("HTTP 403 Forbidden/InvalidToken: The token is not valid."),
-            "{e}"
-        );
+        assert!(e.ends_with("HTTP 403 Forbidden/InvalidToken: The token is not valid."), "{e}");
         let iis = reply(
             500,
             &[("x-ms-diagnostics", "28032; reason=\"The front end server is unavailable\""), ("warning", "120 \"InvalidToken\"")],
@@ -575,19 +423,8 @@ mod tests {
         );
         let e = status_error(&Method::POST, "https://pool/y", &iis).to_string();
         assert_eq!(e, "POST https://pool/y: HTTP 500 [X-Ms-Diagnostics: 28032; reason=\"The front end server is unavailable\"; Warning: 120 \"InvalidToken\"]");
-        assert!(
-            token_rejected(&reply(403, &[("warning", "120 \"InvalidToken\"")], ""))
-                && !token_rejected(&reply(403, &[], ""))
-        );
-        let e = status_error(
-            &Method::GET,
-            "https://pool/a/events?ack=4&key=abc123&timeout=180",
-            &reply(503, &[], ""),
-        )
-        .to_string();
-        assert_eq!(
-            e,
-            "GET https://pool/a/events?ack=4&key=[redacted]&timeout=180: HTTP 503"
-        );
+        assert!(token_rejected(&reply(403, &[("warning", "120 \"InvalidToken\"")], "")) && !token_rejected(&reply(403, &[], "")));
+        let e = status_error(&Method::GET, "https://pool/a/events?ack=4&key=abc123&timeout=180", &reply(503, &[], "")).to_string();
+        assert_eq!(e, "GET https://pool/a/events?ack=4&key=[redacted]&timeout=180: HTTP 503");
     }
 }

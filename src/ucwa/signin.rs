@@ -34,12 +34,7 @@ pub enum Step {
 }
 
 /// Signs in from a discovery URL.
-pub async fn sign_in(
-    http: &reqwest::Client,
-    discover: &Url,
-    auth: &Auth,
-    metrics: Option<Arc<Metrics>>,
-) -> Result<SignedIn, UcwaError> {
+pub async fn sign_in(http: &reqwest::Client, discover: &Url, auth: &Auth, metrics: Option<Arc<Metrics>>) -> Result<SignedIn, UcwaError> {
     sign_in_steps(http, discover, auth, metrics, &mut |_| {}).await
 }
 
@@ -60,15 +55,12 @@ pub async fn sign_in_steps(
             Auth::Password { .. } => {
                 step(Step::Begin("challenge"));
                 let url = challenge_of(http, &user_url).await?;
-                step(Step::Done(format!(
-                    "401 with an MsRtcOAuth challenge; the token endpoint is {url}"
-                )));
+                step(Step::Done(format!("401 with an MsRtcOAuth challenge; the token endpoint is {url}")));
                 Some(url)
             }
             Auth::Bearer { .. } => None,
         };
-        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?
-            .with_metrics(metrics.clone());
+        let session = Session::new(http.clone(), Origin::of(&user_url), token_url, auth.clone())?.with_metrics(metrics.clone());
         step(Step::Begin("token"));
         session.sign_in().await?;
         step(Step::Done(match auth {
@@ -78,20 +70,12 @@ pub async fn sign_in_steps(
         step(Step::Begin("user"));
         let user = session.get_json(user_url.as_str()).await?;
         if let Some(apps) = link(&user, "applications") {
-            step(Step::Done(format!(
-                "applications are created at {}",
-                user_url
-                    .join(apps)
-                    .map_or_else(|_| apps.to_string(), |u| u.to_string())
-            )));
+            step(Step::Done(format!("applications are created at {}", user_url.join(apps).map_or_else(|_| apps.to_string(), |u| u.to_string()))));
             let apps_url = user_url.join(apps).map_err(|e| malformed(&user_url, e))?;
             check_scheme(&apps_url)?;
             let pool = Origin::of(&apps_url);
             if pool == *session.origin() {
-                return Ok(SignedIn {
-                    applications_href: apps.to_string(),
-                    session: Arc::new(session),
-                });
+                return Ok(SignedIn { applications_href: apps.to_string(), session: Arc::new(session) });
             }
             // Online: applications live on a pool host other than the user resource's host.
             if matches!(auth, Auth::Password { .. }) {
@@ -103,27 +87,18 @@ pub async fn sign_in_steps(
             }
             let session = session.for_origin(pool)?;
             session.sign_in().await?;
-            return Ok(SignedIn {
-                applications_href: apps_url.to_string(),
-                session: Arc::new(session),
-            });
+            return Ok(SignedIn { applications_href: apps_url.to_string(), session: Arc::new(session) });
         }
         // The user is homed on another pool: sign in again there.
         let redirect = link(&user, "redirect").ok_or_else(|| UcwaError::Malformed {
             url: user_url.to_string(),
             message: "the user resource has neither an `applications` nor a `redirect` link".into(),
         })?;
-        user_url = user_url
-            .join(redirect)
-            .map_err(|e| malformed(&user_url, e))?;
-        step(Step::Done(format!(
-            "the user is homed on another pool: redirected to {user_url}"
-        )));
+        user_url = user_url.join(redirect).map_err(|e| malformed(&user_url, e))?;
+        step(Step::Done(format!("the user is homed on another pool: redirected to {user_url}")));
         tracing::info!(to = %user_url, "user resource redirects to another pool");
     }
-    Err(UcwaError::SignIn(format!(
-        "more than {MAX_REDIRECTS} user redirects; stopping"
-    )))
+    Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} user redirects; stopping")))
 }
 
 /// Follows the discovery document (and its redirects) to the user resource.
@@ -142,9 +117,7 @@ async fn discover_user(http: &reqwest::Client, discover: &Url) -> Result<Url, Uc
         url = url.join(redirect).map_err(|e| malformed(&url, e))?;
         tracing::info!(to = %url, "discovery redirects");
     }
-    Err(UcwaError::SignIn(format!(
-        "more than {MAX_REDIRECTS} discovery redirects; stopping"
-    )))
+    Err(UcwaError::SignIn(format!("more than {MAX_REDIRECTS} discovery redirects; stopping")))
 }
 
 /// GETs the user resource without a token and reads the MsRtcOAuth token endpoint from the 401.
@@ -162,31 +135,16 @@ async fn challenge_of(http: &reqwest::Client, user_url: &Url) -> Result<Url, Ucw
             resp.status().as_u16()
         )));
     }
-    let headers: Vec<&str> = resp
-        .headers()
-        .get_all(WWW_AUTHENTICATE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let headers: Vec<&str> = resp.headers().get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
     let challenges = challenge::parse_all(headers);
-    let oauth = challenges
-        .iter()
-        .find(|c| c.scheme.eq_ignore_ascii_case("MsRtcOAuth"))
-        .ok_or_else(|| {
-            UcwaError::SignIn(format!(
-                "{user_url} sent no MsRtcOAuth challenge (schemes: {:?})",
-                challenges.iter().map(|c| &c.scheme).collect::<Vec<_>>()
-            ))
-        })?;
+    let oauth = challenges.iter().find(|c| c.scheme.eq_ignore_ascii_case("MsRtcOAuth")).ok_or_else(|| {
+        UcwaError::SignIn(format!("{user_url} sent no MsRtcOAuth challenge (schemes: {:?})", challenges.iter().map(|c| &c.scheme).collect::<Vec<_>>()))
+    })?;
     let grants = oauth.param("grant_type").unwrap_or("");
     if !grants.split(',').any(|g| g.trim() == "password") {
-        return Err(UcwaError::SignIn(format!(
-            "the pool does not offer the password grant (offers: {grants})"
-        )));
+        return Err(UcwaError::SignIn(format!("the pool does not offer the password grant (offers: {grants})")));
     }
-    let href = oauth
-        .param("href")
-        .ok_or_else(|| UcwaError::SignIn("the MsRtcOAuth challenge has no href".to_string()))?;
+    let href = oauth.param("href").ok_or_else(|| UcwaError::SignIn("the MsRtcOAuth challenge has no href".to_string()))?;
     user_url.join(href).map_err(|e| malformed(user_url, e))
 }
 
@@ -201,18 +159,11 @@ async fn get_json_anonymous(http: &reqwest::Client, url: &Url) -> Result<Value, 
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = super::session::read_body(resp, "GET", url.as_str()).await?;
-    let reply = super::HttpReply {
-        status,
-        headers,
-        body,
-    };
+    let reply = super::HttpReply { status, headers, body };
     if !(200..300).contains(&status) {
         return Err(status_error(&Method::GET, url.as_str(), &reply));
     }
-    serde_json::from_slice(strip_bom(&reply.body)).map_err(|e| UcwaError::Malformed {
-        url: url.to_string(),
-        message: format!("body is not JSON: {e}"),
-    })
+    serde_json::from_slice(strip_bom(&reply.body)).map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
 }
 
 /// Plain http only to loopback: credentials never cross a network in clear text.
@@ -220,15 +171,10 @@ fn check_scheme(url: &Url) -> Result<(), UcwaError> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),
-        _ => Err(UcwaError::SignIn(format!(
-            "refusing {url}: only https:// (or http:// to a loopback host) is used"
-        ))),
+        _ => Err(UcwaError::SignIn(format!("refusing {url}: only https:// (or http:// to a loopback host) is used"))),
     }
 }
 
 fn malformed(base: &Url, e: url::ParseError) -> UcwaError {
-    UcwaError::Malformed {
-        url: base.to_string(),
-        message: format!("bad href: {e}"),
-    }
+    UcwaError::Malformed { url: base.to_string(), message: format!("bad href: {e}") }
 }

@@ -17,17 +17,11 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub const PASSWORD_ENV: &str = "UCWA_AGENT_TEST_PASSWORD";
 
 pub fn sim_config() -> SimConfig {
-    SimConfig {
-        min_poll_timeout: Duration::from_secs(1),
-        ring_time: Duration::from_millis(50),
-        ..SimConfig::default()
-    }
+    SimConfig { min_poll_timeout: Duration::from_secs(1), ring_time: Duration::from_millis(50), ..SimConfig::default() }
 }
 
 pub async fn start_sim(config: SimConfig) -> Simulator {
-    Simulator::start(config, ([127, 0, 0, 1], 0).into())
-        .await
-        .expect("the simulator binds a loopback port")
+    Simulator::start(config, ([127, 0, 0, 1], 0).into()).await.expect("the simulator binds a loopback port")
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) {
@@ -51,18 +45,11 @@ impl Running {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        tokio::time::timeout(PATIENCE, &mut self.task)
-            .await
-            .expect("the agent stops")
-            .expect("the agent task ends cleanly");
+        tokio::time::timeout(PATIENCE, &mut self.task).await.expect("the agent stops").expect("the agent task ends cleanly");
     }
 
     /// The next output that `pred` accepts (earlier ones are dropped).
-    pub async fn expect(
-        &mut self,
-        what: &str,
-        pred: impl Fn(&ScriptOutput) -> bool,
-    ) -> ScriptOutput {
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&ScriptOutput) -> bool) -> ScriptOutput {
         expect(&mut self.out, what, pred).await
     }
 
@@ -72,11 +59,7 @@ impl Running {
     }
 }
 
-pub async fn expect(
-    out: &mut broadcast::Receiver<ScriptOutput>,
-    what: &str,
-    pred: impl Fn(&ScriptOutput) -> bool,
-) -> ScriptOutput {
+pub async fn expect(out: &mut broadcast::Receiver<ScriptOutput>, what: &str, pred: impl Fn(&ScriptOutput) -> bool) -> ScriptOutput {
     let wait = async {
         loop {
             match out.recv().await {
@@ -91,9 +74,7 @@ pub async fn expect(
             }
         }
     };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 /// The `[auth]` lines of the simulator's demo account, password from `PASSWORD_ENV`.
@@ -125,10 +106,7 @@ pub fn config_file(sim: &Simulator, dir: &Path, extra: &str) -> std::path::PathB
 /// `env` says otherwise, standard output discarded.
 pub fn agent_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ucwa-agent"));
-    c.args(args)
-        .env(PASSWORD_ENV, "demo")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null());
+    c.args(args).env(PASSWORD_ENV, "demo").env("RUST_LOG", "warn").stdout(std::process::Stdio::null());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -138,9 +116,7 @@ pub fn agent_command(args: &[&str], env: &[(&str, &str)]) -> std::process::Comma
 /// `ucwa-agent run --config PATH`, its log to `stderr`.
 pub fn spawn_agent(config: &Path, stderr: impl Into<std::process::Stdio>) -> Guarded {
     let config = config.to_str().expect("a UTF-8 path");
-    agent_command(&["run", "--config", config], &[])
-        .stderr(stderr)
-        .spawn_guarded()
+    agent_command(&["run", "--config", config], &[]).stderr(stderr).spawn_guarded()
 }
 
 /// A child process that is killed (and reaped) when dropped: a test that fails halfway leaves
@@ -185,19 +161,12 @@ impl SpawnGuarded for std::process::Command {
 
 /// Sends `sig` (`-TERM`, `-HUP`, `-INT`, …) to a child process.
 pub fn signal(child: &std::process::Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
+    let ok = std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill runs").success();
     assert!(ok, "kill {sig} {}", child.id());
 }
 
 /// Waits (at most `limit`) for the child to exit: its exit code and how long that took.
-pub async fn exit_within(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> (Option<i32>, Duration) {
+pub async fn exit_within(child: &mut std::process::Child, limit: Duration) -> (Option<i32>, Duration) {
     let started = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("the child can be waited for") {
@@ -213,12 +182,7 @@ pub async fn exit_within(
 
 /// Waits until the file at `path` contains `needle` (a log line, a recorded batch).
 pub async fn file_contains(path: &Path, needle: &str) {
-    eventually(&format!("{needle:?} in {}", path.display()), || {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains(needle)
-    })
-    .await;
+    eventually(&format!("{needle:?} in {}", path.display()), || std::fs::read_to_string(path).unwrap_or_default().contains(needle)).await;
 }
 
 /// Starts an agent with `config` (text) and waits until its application can take calls.
@@ -228,19 +192,13 @@ pub async fn start_agent(sim: &Simulator, config: &str) -> Running {
 
 /// Starts an agent; `wait` for its application to be available (false: it may never sign in).
 pub async fn start_agent_waiting(sim: &Simulator, config: &str, wait: bool) -> Running {
-    let config = Config::parse(config, Path::new("test-config.toml"))
-        .expect("the test configuration is valid");
+    let config = Config::parse(config, Path::new("test-config.toml")).expect("the test configuration is valid");
     run_agent(sim, config, wait).await
 }
 
 /// Starts an agent from a configuration file (so that a reload can read it again).
 pub async fn start_agent_from_file(sim: &Simulator, path: &Path) -> Running {
-    run_agent(
-        sim,
-        Config::load(path).expect("the test configuration is valid"),
-        true,
-    )
-    .await
+    run_agent(sim, Config::load(path).expect("the test configuration is valid"), true).await
 }
 
 async fn run_agent(sim: &Simulator, config: Config, wait: bool) -> Running {
@@ -257,24 +215,14 @@ async fn run_agent(sim: &Simulator, config: Config, wait: bool) -> Running {
     if wait {
         wait_available(sim).await;
     }
-    Running {
-        out,
-        reloader,
-        metrics,
-        stop: Some(stop),
-        task,
-    }
+    Running { out, reloader, metrics, stop: Some(stop), task }
 }
 
 /// An HTTP client for the tests' own requests, trusting the test CA of `tests/fixtures/tls`
 /// (so it can reach a simulator serving HTTPS too).
 pub fn test_http() -> reqwest::Client {
-    let ca = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"))
-        .expect("the test CA");
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap()
+    let ca = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem")).expect("the test CA");
+    reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap()
 }
 
 /// Waits until some application has made itself available (incoming calls can ring).
@@ -283,30 +231,19 @@ pub async fn wait_available(sim: &Simulator) {
     let http = test_http();
     let wait = async {
         loop {
-            let apps: serde_json::Value =
-                http.get(&url).send().await.unwrap().json().await.unwrap();
-            if apps
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|a| a["available"] == true && a["pollParked"] == true)
-            {
+            let apps: serde_json::Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+            if apps.as_array().unwrap().iter().any(|a| a["available"] == true && a["pollParked"] == true) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .expect("an application becomes available");
+    tokio::time::timeout(PATIENCE, wait).await.expect("an application becomes available");
 }
 
 /// An incoming call that is answered and lasts until ended.
 pub fn answered_call() -> CallSpec {
-    CallSpec {
-        ring_ms: Some(10),
-        ..CallSpec::default()
-    }
+    CallSpec { ring_ms: Some(10), ..CallSpec::default() }
 }
 
 /// A server on loopback that accepts connections and never answers; returns its port.
@@ -339,21 +276,9 @@ pub async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver
         async move {
             let method = req.method().to_string();
             let path = req.uri().path().to_string();
-            let content_type = req
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            let _ = tx.send(Hook {
-                method,
-                path,
-                content_type,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
+            let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+            let _ = tx.send(Hook { method, path, content_type, body: String::from_utf8_lossy(&body).into_owned() });
             "{\"ok\":true}"
         }
     });
@@ -367,10 +292,7 @@ pub async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -384,30 +306,23 @@ pub fn saved_state(db: &Path, script: &str) -> serde_json::Value {
     let Ok(mut st) = conn.prepare("SELECT key, json FROM state_keys WHERE script = ?1") else {
         return state.into();
     };
-    let rows = st.query_map([script], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    });
+    let rows = st.query_map([script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)));
     for (k, json) in rows.into_iter().flatten().flatten() {
-        state.insert(
-            k,
-            serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
-        );
+        state.insert(k, serde_json::from_str(&json).unwrap_or(serde_json::Value::Null));
     }
     state.into()
 }
 
 /// The next `n` log messages of `script` on `out`, in order; a handler error of `script`
 /// fails the test.
-pub async fn messages_of(
-    out: &mut broadcast::Receiver<ScriptOutput>,
-    script: &str,
-    n: usize,
-) -> Vec<String> {
+pub async fn messages_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     while got.len() < n {
-        let o = expect(out, &format!("{n} log lines of {script} (got {got:?})"), |o| {
-            matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script)
-        })
+        let o = expect(
+            out,
+            &format!("{n} log lines of {script} (got {got:?})"),
+            |o| matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script),
+        )
         .await;
         match o {
             ScriptOutput::Log { message, .. } => got.push(message),
