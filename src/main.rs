@@ -17,6 +17,11 @@ const EXIT_CREDENTIALS: u8 = 3;
 /// `check --online`: the pool cannot be reached, or answers unlike a UCWA pool.
 const EXIT_POOL: u8 = 4;
 
+/// `println!` for the tools' reports, through [`out_raw`].
+macro_rules! out {
+    ($($arg:tt)*) => { out_raw(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 #[derive(Parser)]
 #[command(version, about = "Runs Lua scripts on Skype for Business (UCWA) call events")]
 struct Cli {
@@ -63,6 +68,9 @@ enum Command {
         /// applications), without creating an application.
         #[arg(long)]
         online: bool,
+        /// Warnings fail too (exit status 1), for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Feed a recorded file (one batch JSON per line) through the scripts offline.
     Replay {
@@ -135,7 +143,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Run { record: None }) {
             Command::Run { record } => run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await,
             Command::Record { file } => run(cli.config, cli.shard, cli.metrics_listen, Some(file), log_level).await,
-            Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
+            Command::Check { online, strict } => with_config(&cli.config, |c| async move { check(&c, online, strict, cli.metrics_listen).await }).await,
             Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
             Command::Test { paths } => test(&cli.config, paths).await,
             Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the runtime starts"),
@@ -213,27 +221,28 @@ async fn run(
     }
 }
 
-async fn check(config: &Config, online: bool) -> ExitCode {
-    let report = tools::check::check(config);
+async fn check(config: &Config, online: bool, strict: bool, metrics_listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let report = tools::check::check(config, metrics_listen);
     for p in &report.config {
-        println!("{p}");
+        out!("{p}");
     }
     for p in &report.problems {
-        println!("{p}");
+        out!("{p}");
     }
     for (name, subs) in &report.loaded {
-        println!("ok: {name} ({subs} subscription{})", if *subs == 1 { "" } else { "s" });
+        out!("ok: {name} ({subs} subscription{})", if *subs == 1 { "" } else { "s" });
     }
-    let errors = report.errors();
-    println!("{} script(s) loaded, {errors} error(s), {} warning(s)", report.loaded.len(), report.problems.len() - errors);
+    let (errors, warnings) = (report.errors(), report.warnings());
+    let failing = if strict && warnings > 0 { " (--strict: warnings fail)" } else { "" };
+    out!("{} script(s) loaded, {errors} error(s), {warnings} warning(s){failing}", report.loaded.len());
     if !report.config.is_empty() {
-        println!("the configuration has {} problem(s): `run` would not start", report.config.len());
+        out!("the configuration has {} problem(s): `run` would not start", report.config.len());
         return ExitCode::from(EXIT_CONFIG);
     }
     let online = if online { check_online(config).await } else { None };
     if let Some(code) = online {
         code
-    } else if errors > 0 {
+    } else if errors > 0 || (strict && warnings > 0) {
         ExitCode::from(EXIT_SCRIPTS)
     } else {
         ExitCode::SUCCESS
@@ -246,7 +255,7 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
     let accounts = match config.accounts() {
         Ok(a) => a,
         Err(error) => {
-            println!("{error}");
+            out!("{error}");
             return Some(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -254,7 +263,7 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
     let mut failed = 0;
     for spec in &accounts {
         if let Some(name) = &spec.name {
-            println!("account {name}:");
+            out!("account {name}:");
         }
         if let Some(code) = check_online_account(config, spec).await {
             failed += 1;
@@ -266,7 +275,7 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
         }
     }
     if accounts.len() > 1 {
-        println!("online: {} of {} accounts signed in", accounts.len() - failed, accounts.len());
+        out!("online: {} of {} accounts signed in", accounts.len() - failed, accounts.len());
     }
     worst.map(ExitCode::from)
 }
@@ -276,7 +285,7 @@ async fn check_online_account(config: &Config, spec: &ucwa_agent::config::Accoun
     let (steps, verdict) = match tools::online::check_account(config, spec).await {
         Ok(r) => r,
         Err(error) => {
-            println!("{error}");
+            out!("{error}");
             return Some(EXIT_CONFIG);
         }
     };
@@ -285,11 +294,11 @@ async fn check_online_account(config: &Config, spec: &ucwa_agent::config::Accoun
             Ok(found) => ("ok  ", found),
             Err(why) => ("FAIL", why),
         };
-        println!("{mark} {:<12} {:>6} ms  {text}", s.name, s.took.as_millis());
+        out!("{mark} {:<12} {:>6} ms  {text}", s.name, s.took.as_millis());
     }
     match verdict {
         Verdict::Ok => {
-            println!("online: signed in; `run` can create its application");
+            out!("online: signed in; `run` can create its application");
             None
         }
         Verdict::CredentialsRefused => Some(EXIT_CREDENTIALS),
@@ -312,7 +321,7 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
             for bad in &r.bad_lines {
                 eprintln!("{bad}");
             }
-            print!("{}", r.output);
+            out_raw(&r.output);
             if r.bad_lines.is_empty() && r.load_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
         }
         Err(error) => {
@@ -368,9 +377,27 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
         results.push(tokio::task::spawn_blocking(move || tools::lua_test::run_file_bounded(&f, settings, limit)).await.expect("the test runner thread"));
     }
     let (text, passed, failed) = tools::lua_test::tap(&results);
-    print!("{text}");
-    println!("{passed} passed, {failed} failed");
+    out_raw(&text);
+    out!("{passed} passed, {failed} failed");
     if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
+}
+
+/// Standard output of the tools' reports. A reader that went away (`… | head -1`) ends the
+/// output, not the process: no panic, and the exit status is still what the command found.
+fn out_raw(text: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        CLOSED.store(true, Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write to standard output: {error}");
+        }
+    }
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.

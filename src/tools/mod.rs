@@ -3,6 +3,7 @@
 //! (`run --record` / `record`, which writes what `replay` reads, is the agent's: `agent::record`.)
 //!
 //! - `check.rs`: load the configuration and every script as `run` would, without signing in.
+//! - `names.rs`: `check`'s search for `agent.*` names that do not exist.
 //! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
@@ -10,6 +11,7 @@
 
 pub mod check;
 pub mod lua_test;
+pub mod names;
 pub mod online;
 pub mod replay;
 
