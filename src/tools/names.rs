@@ -352,6 +352,6 @@ mod tests {
         assert_eq!(found("local agent = {}\nagent.nope()\n"), []);
         assert_eq!(found("return function(e, agent) agent.nope() end\n"), []);
         // Line numbers count the lines inside long strings and comments.
-        assert_eq!(found("--[[\n\n]] local s = [[\n\n]]\nagent.calls.nope()\n"), [(5, "agent.calls.nope".to_string(), None)]);
+        assert_eq!(found("--[[\n\n]] local s = [[\n\n]]\nagent.calls.nope()\n"), [(6, "agent.calls.nope".to_string(), None)]);
     }
 }
