@@ -79,6 +79,10 @@ enum Command {
         /// Only this script (its file name without .lua).
         #[arg(long)]
         script: Option<String>,
+        /// Canned `agent.ucwa` answers: a JSON array of {"method", "path", "status", "body"};
+        /// path absolute, on the pool, or relative to the application ("me/presence").
+        #[arg(long, value_name = "FILE")]
+        answers: Option<PathBuf>,
     },
     /// Run script tests: each FILE given, and the `*_test.lua` files of each DIR (default: the
     /// scripts directory).
@@ -144,7 +148,9 @@ fn main() -> ExitCode {
             Command::Run { record } => run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await,
             Command::Record { file } => run(cli.config, cli.shard, cli.metrics_listen, Some(file), log_level).await,
             Command::Check { online, strict } => with_config(&cli.config, |c| async move { check(&c, online, strict, cli.metrics_listen).await }).await,
-            Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
+            Command::Replay { file, script, answers } => {
+                with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref(), answers.as_deref()).await }).await
+            }
             Command::Test { paths } => test(&cli.config, paths).await,
             Command::Completions { .. } | Command::Man { .. } => unreachable!("answered before the runtime starts"),
             Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
@@ -306,7 +312,7 @@ async fn check_online_account(config: &Config, spec: &ucwa_agent::config::Accoun
     }
 }
 
-async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -> ExitCode {
+async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>, answers: Option<&std::path::Path>) -> ExitCode {
     let show = std::io::stderr().is_terminal();
     let progress = move |done: usize, total: usize| {
         if show {
@@ -316,13 +322,16 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
             }
         }
     };
-    match tools::replay::replay(config, file, script, &progress).await {
+    match tools::replay::replay(config, file, script, answers, &progress).await {
         Ok(r) => {
             for bad in &r.bad_lines {
                 eprintln!("{bad}");
             }
             out_raw(&r.output);
-            if r.bad_lines.is_empty() && r.load_errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
+            if r.handler_errors > 0 {
+                eprintln!("{} handler error(s) (each is in the report above, as `error:`)", r.handler_errors);
+            }
+            if r.bad_lines.is_empty() && r.load_errors.is_empty() && r.handler_errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
         }
         Err(error) => {
             eprintln!("{error}");

@@ -390,7 +390,8 @@ impl Progress {
                 1
             }
         };
-        if repeats.is_power_of_two() {
+        // (`replay` collects the outputs and prints each error itself, once.)
+        if repeats.is_power_of_two() && self.env.collect.is_none() {
             let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
             let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel(), e.kind(), e.seq));
             tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");

@@ -97,7 +97,8 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
         found.sort();
         files.extend(found.into_iter().map(|f| (prefix.clone(), f)));
     }
-    let env = Arc::new(super::offline_env(config.script_settings(), true, false));
+    let at = super::Offline { origin: super::replay::REPLAY_ORIGIN, application: super::OFFLINE_APPLICATION, missing: "not sent by `check`" };
+    let env = Arc::new(super::offline_env(config.script_settings(), true, false, at));
     let api = known_names(&env);
     for (prefix, file) in files {
         let mut load_line = None;
