@@ -108,6 +108,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    refuse_flags_without_effect(&cli);
     // A panic (a bug) is an ERROR log line with its thread, like everything else the agent says.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -119,13 +120,22 @@ fn main() -> ExitCode {
     }));
     match &cli.command {
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete names the subcommands' cases of a hyphenated binary
+                // `ucwa__subcmd__agent__…` but looks for `ucwa__agent__…` (clap-rs/clap#6421), so
+                // nothing completes after the subcommand. (A no-op once that is fixed.)
+                script = script.replace("ucwa__subcmd__agent", "ucwa__agent");
+            }
+            out_raw(&script);
             return ExitCode::SUCCESS;
         }
         Some(Command::Man { dir }) => {
             let written = match dir {
-                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
-                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+                Some(dir) => tools::manual::write_to(Cli::command(), dir),
+                None => tools::manual::render(Cli::command()).map(|page| out_raw(&page)),
             };
             return match written {
                 Ok(()) => ExitCode::SUCCESS,
@@ -160,6 +170,25 @@ fn main() -> ExitCode {
     // for: the process ends now.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
+}
+
+/// `--shard` and `--metrics-listen` are global (they come before or after the command), but
+/// only `run`, `record` and `check` use them: elsewhere they are a usage error (status 2), not
+/// silently ignored.
+fn refuse_flags_without_effect(cli: &Cli) {
+    let name = match &cli.command {
+        Some(Command::Completions { .. }) => "completions",
+        Some(Command::Man { .. }) => "man",
+        Some(Command::Test { .. }) => "test",
+        Some(Command::Replay { .. }) => "replay",
+        _ => return,
+    };
+    let given: Vec<&str> = [(cli.shard.is_some(), "--shard"), (cli.metrics_listen.is_some(), "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
+    if !given.is_empty() {
+        let verb = if given.len() > 1 { "apply" } else { "applies" };
+        let message = format!("{} {verb} to run, record and check, not to {name}", given.join(" and "));
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
 }
 
 async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path::Path, f: impl FnOnce(Config) -> F) -> ExitCode {

@@ -4,6 +4,7 @@
 //!
 //! - `check.rs`: load the configuration and every script as `run` would, without signing in.
 //! - `names.rs`: `check`'s search for `agent.*` names that do not exist.
+//! - `manual.rs`: the manual pages' sections besides the options (exit status, signals, files, keys).
 //! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
@@ -11,6 +12,7 @@
 
 pub mod check;
 pub mod lua_test;
+pub mod manual;
 pub mod names;
 pub mod online;
 pub mod replay;
