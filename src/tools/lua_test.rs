@@ -137,7 +137,7 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     }
     let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
     if let Err(e) = run.await {
-        result.error = Some(loader::describe(&e));
+        result.error = Some(user_frames(&loader::describe(&e)));
     }
     result.cases = std::mem::take(&mut *harness.cases.lock().unwrap_or_else(|p| p.into_inner()));
     if result.cases.is_empty() && result.error.is_none() {
@@ -151,6 +151,24 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
         });
     }
     result
+}
+
+/// A failure as its message and the tracebacks' frames in the test's and the script's files:
+/// the agent's own (`agent-actions`), mlua's (`__mlua_async_poll`) and Rust's (`[C]`) are left out.
+fn user_frames(description: &str) -> String {
+    let mut lines = description.lines();
+    let mut out: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "stack traceback:").collect();
+    let frames: Vec<&str> = lines
+        .filter(|l| {
+            let t = l.trim();
+            t != "stack traceback:" && !t.starts_with("[C]") && !t.starts_with("agent-actions:") && !t.contains("__mlua") && !t.starts_with("=test")
+        })
+        .collect();
+    if !frames.is_empty() {
+        out.push("stack traceback:");
+        out.extend(frames);
+    }
+    out.join("\n")
 }
 
 /// `scripts/front_desk_test.lua` for `scripts/front_desk.lua`; None for a `*_test.lua` file.
@@ -289,7 +307,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                     while !matches!(logs.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
                 }
                 hh.net.take_requests();
-                let failure = f.call_async::<()>(()).await.err().map(|e| loader::describe(&e));
+                let failure = f.call_async::<()>(()).await.err().map(|e| user_frames(&loader::describe(&e)));
                 hh.cases.lock().unwrap_or_else(|p| p.into_inner()).push(CaseResult { name, failure });
                 Ok(())
             }
