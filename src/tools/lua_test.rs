@@ -7,11 +7,11 @@
 //!   local e = test.event("audioVideoInvitation", "completed",
 //!     {status = "Failure", reason = {subcode = "Missed"}, resource = {direction = "Incoming"}})
 //!   test.dispatch(e)                              -- runs the matching handlers; raises on error
-//!   local logs = test.logs()                      -- log lines since the last call
+//!   local logs = test.logs()                      -- log lines since the case began or the last call
 //!   test.eq(logs[1].message, "missed call")
 //!   test.answer("GET", e.href, 200, {state = "Connected"})   -- a canned agent.ucwa answer
 //!   test.advance(60000)                           -- the clock, and timers that fall due
-//!   test.eq(#test.requests(), 0)                  -- requests since the last call
+//!   test.eq(#test.requests(), 0)                  -- requests since the case began or the last call
 //! end)
 //! ```
 //!
