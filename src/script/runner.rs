@@ -368,7 +368,9 @@ impl Progress {
         let max = self.settings.max_consecutive_failures;
         if max > 0 && self.failures >= max && !self.paused {
             self.paused = true;
-            tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
+            if self.env.collect.is_none() {
+                tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
+            }
             self.env.emit(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
         }
     }
