@@ -106,7 +106,13 @@ fn main() {
     println!("ucwa-agent accounts bench ({} logical CPUs), {n} accounts, one script each", std::thread::available_parallelism().map_or(0, |c| c.get()));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let one = rt.block_on(run(1, idle));
-    println!("1 account: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, signed in after {:.2} s", one.rss_kib, one.threads, one.cpu_percent, one.sign_in.as_secs_f64());
+    println!(
+        "1 account: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, signed in after {:.2} s",
+        one.rss_kib,
+        one.threads,
+        one.cpu_percent,
+        one.sign_in.as_secs_f64()
+    );
     let many = rt.block_on(run(n, idle));
     println!(
         "{n} accounts: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, all signed in after {:.2} s",

@@ -67,12 +67,7 @@ fn idle_rss_with_10_scripts() {
         std::fs::write(dir.path().join(format!("scripts/s{i}.lua")), "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n").unwrap();
     }
     std::fs::write(dir.path().join("config.toml"), "[simulator]\ncalls_per_minute = 0\n[scripts]\ndir = \"scripts\"\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).current_dir(dir.path()).env("RUST_LOG", "warn").stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: ? kB").to_string();

@@ -218,7 +218,9 @@ mod tests {
             message: "call started".into(),
             span_pairs: vec![("account".into(), "reception".into())],
             pairs: vec![("script", "call_log".into()), ("seq", 11.into())],
-            script_fields: Some(serde_json::json!({"caller": "sip:alice@contoso.com", "href": "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "ms": 42, "note": "two words"})),
+            script_fields: Some(
+                serde_json::json!({"caller": "sip:alice@contoso.com", "href": "http://127.0.0.1:4000/ucwa/oauth/v1/applications/1/communication/conversations/2", "ms": 42, "note": "two words"}),
+            ),
         }
     }
 

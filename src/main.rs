@@ -183,7 +183,8 @@ fn refuse_flags_without_effect(cli: &Cli) {
         Some(Command::Replay { .. }) => "replay",
         _ => return,
     };
-    let given: Vec<&str> = [(cli.shard.is_some(), "--shard"), (cli.metrics_listen.is_some(), "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
+    let given: Vec<&str> =
+        [(cli.shard.is_some(), "--shard"), (cli.metrics_listen.is_some(), "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
     if !given.is_empty() {
         let verb = if given.len() > 1 { "apply" } else { "applies" };
         let message = format!("{} {verb} to run, record and check, not to {name}", given.join(" and "));
@@ -206,7 +207,8 @@ async fn run(
     shard: Option<ucwa_agent::config::Shard>,
     metrics_listen: Option<std::net::SocketAddr>,
     record: Option<PathBuf>,
-    log_level: ucwa_agent::agent::LogLevelApplier) -> ExitCode {
+    log_level: ucwa_agent::agent::LogLevelApplier,
+) -> ExitCode {
     let mut config = match Config::load(&config) {
         Ok(c) => c,
         Err(error) => {
@@ -360,7 +362,11 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>, a
             if r.handler_errors > 0 {
                 eprintln!("{} handler error(s) (each is in the report above, as `error:`)", r.handler_errors);
             }
-            if r.bad_lines.is_empty() && r.load_errors.is_empty() && r.handler_errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
+            if r.bad_lines.is_empty() && r.load_errors.is_empty() && r.handler_errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_SCRIPTS)
+            }
         }
         Err(error) => {
             eprintln!("{error}");
@@ -379,11 +385,7 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let paths = if paths.is_empty() {
-        vec![loaded.as_ref().map(|c| c.scripts_dir()).unwrap_or_else(|| PathBuf::from("scripts"))]
-    } else {
-        paths
-    };
+    let paths = if paths.is_empty() { vec![loaded.as_ref().map(|c| c.scripts_dir()).unwrap_or_else(|| PathBuf::from("scripts"))] } else { paths };
     let settings = loaded.unwrap_or_else(|| Config::parse("", config).expect("defaults are valid")).script_settings();
     let mut files = Vec::new();
     for path in &paths {
@@ -417,7 +419,11 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
     let (text, passed, failed) = tools::lua_test::tap(&results);
     out_raw(&text);
     out!("{passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_SCRIPTS) }
+    if failed == 0 && passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_SCRIPTS)
+    }
 }
 
 /// Standard output of the tools' reports. A reader that went away (`… | head -1`) ends the
@@ -469,9 +475,8 @@ fn init_logging(format: LogFormat, default: &str) -> ucwa_agent::agent::LogLevel
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let lines = ucwa_agent::logfmt::LineFormat { json: matches!(format, LogFormat::Json), ansi };
     // Span fields (an account's `account`) are kept as JSON, for the line formats to spread out.
-    let layer = tracing_subscriber::fmt::layer().fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()).event_format(lines).with_writer(std::io::stderr);
+    let layer =
+        tracing_subscriber::fmt::layer().fmt_fields(tracing_subscriber::fmt::format::JsonFields::new()).event_format(lines).with_writer(std::io::stderr);
     tracing_subscriber::registry().with(filter).with(layer).init();
-    std::sync::Arc::new(move |level: &str| {
-        handle.reload(ucwa_agent::logfmt::filter(None, level)).map_err(|e| e.to_string())
-    })
+    std::sync::Arc::new(move |level: &str| handle.reload(ucwa_agent::logfmt::filter(None, level)).map_err(|e| e.to_string()))
 }

@@ -12,10 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Histogram bucket bounds, in seconds: 10 µs to 10 s (finer around the 1 ms latency target).
-const BUCKETS: [f64; 18] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-    10.0,
-];
+const BUCKETS: [f64; 18] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];
 
 #[derive(Default, Clone)]
 struct Histogram {

@@ -59,7 +59,10 @@ pub struct ScriptMetrics {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 64 && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_') && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl ScriptMetrics {
@@ -90,13 +93,7 @@ impl ScriptMetrics {
             return Err(format!("{name}: a script may define at most {MAX_METRICS} metrics"));
         }
         let help: String = help.chars().filter(|c| !c.is_control()).take(200).collect();
-        let f = self.families.entry(name.to_string()).or_insert_with(|| Family {
-            kind,
-            help,
-            buckets,
-            owners: Default::default(),
-            series: BTreeMap::new(),
-        });
+        let f = self.families.entry(name.to_string()).or_insert_with(|| Family { kind, help, buckets, owners: Default::default(), series: BTreeMap::new() });
         f.owners.insert(script.to_string());
         Ok(())
     }
@@ -120,7 +117,9 @@ impl ScriptMetrics {
         if !family.series.contains_key(&key) {
             let mine = family.series.keys().filter(|(s, _)| s == script).count();
             if mine >= MAX_SERIES {
-                return Err(format!("{name}: {MAX_SERIES} label combinations already; a label that takes unbounded values (an href, a caller) does not belong in a metric"));
+                return Err(format!(
+                    "{name}: {MAX_SERIES} label combinations already; a label that takes unbounded values (an href, a caller) does not belong in a metric"
+                ));
             }
         }
         let buckets = family.buckets.clone();

@@ -328,10 +328,8 @@ async fn check_covers_every_account() {
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(shown.contains("reception/greeting.lua:2: error") && shown.contains("ok: all"), "{shown}");
     std::fs::remove_file(dir.path().join("reception/greeting.lua")).unwrap();
-    let online = agent_command(&["check", "--online", "--config", path.to_str().unwrap()], &with_password)
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .unwrap();
+    let online =
+        agent_command(&["check", "--online", "--config", path.to_str().unwrap()], &with_password).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&online.stdout);
     assert_eq!(online.status.code(), Some(3), "{shown}");
     let reception = shown.find("account reception:").expect("each account is named");
@@ -342,7 +340,11 @@ async fn check_covers_every_account() {
     let missing = dir.path().join("missing.toml");
     std::fs::write(&missing, config(dir.path(), "[[account]]\nname = \"desk\"\nscripts_dir = \"nope\"\n", "")).unwrap();
     for command in ["check", "run"] {
-        let out = agent_command(&[command, "--config", missing.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).output().unwrap();
+        let out = agent_command(&[command, "--config", missing.to_str().unwrap()], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
         let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
         assert!(shown.contains("`account.desk.scripts_dir`: cannot read"), "{command}: {shown}");

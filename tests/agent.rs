@@ -245,8 +245,7 @@ async fn the_shipped_scripts_and_examples_work() {
     let mut stats = agent.out.resubscribe();
     let mut call_log = agent.out.resubscribe();
     let mut busy = agent.out.resubscribe();
-    sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() })
-        .unwrap();
+    sim.start_call(CallSpec { outcome: CallOutcome::Missed, remote: Some("sip:zoe@fabrikam.com".into()), ring_ms: Some(10), ..CallSpec::default() }).unwrap();
     let missed = agent.expect("missed call", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "missed_calls")).await;
     let ScriptOutput::Log { message, fields, .. } = missed else { unreachable!() };
     assert_eq!(message, "missed call");
@@ -262,12 +261,16 @@ async fn the_shipped_scripts_and_examples_work() {
     let call = sim.start_call(answered_call()).unwrap();
     assert_eq!(messages_of(&mut call_log, "call_log", 3).await, ["call ringing", "call started", "call changed"]);
     // (read the session through agent.ucwa: only an Established session makes it say so)
-    expect(&mut in_a_call, "in_a_call: status in a call", |o| {
-        matches!(o, ScriptOutput::Log { script, message, .. } if script == "in_a_call" && message == "status in a call")
-    })
+    expect(
+        &mut in_a_call,
+        "in_a_call: status in a call",
+        |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "in_a_call" && message == "status in a call"),
+    )
     .await;
     sim.end_call(call);
-    let ended = expect(&mut call_log, "call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended")).await;
+    let ended =
+        expect(&mut call_log, "call ended", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "call_log" && message == "call ended"))
+            .await;
     let ScriptOutput::Log { fields, .. } = ended else { unreachable!() };
     let fields = fields.unwrap();
     assert!(fields["with"].as_str().is_some_and(|w| w.starts_with("sip:")), "the end names who the call was with: {fields}");

@@ -84,12 +84,7 @@ async fn bearer_token_from_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_the_log_even_at_trace_level() {
     const PASSWORD: &str = "s3cret-Pa55word";
-    let sim = start_sim(SimConfig {
-        users: vec![("svc@contoso.com".into(), PASSWORD.into())],
-        token_lifetime: Duration::from_secs(2),
-        ..sim_config()
-    })
-    .await;
+    let sim = start_sim(SimConfig { users: vec![("svc@contoso.com".into(), PASSWORD.into())], token_lifetime: Duration::from_secs(2), ..sim_config() }).await;
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "sessions.lua", SESSIONS);
     let config = dir.path().join("config.toml");
@@ -104,12 +99,10 @@ async fn no_secret_reaches_the_log_even_at_trace_level() {
     for format in ["human", "json"] {
         let log = dir.path().join(format!("{format}.log"));
         let issued = sim.counters()["tokens_issued"].as_u64().unwrap();
-        let mut child = agent_command(
-            &["--log-format", format, "run", "--config", config.to_str().unwrap()],
-            &[("SVC_PASSWORD", PASSWORD), ("RUST_LOG", "trace")],
-        )
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn_guarded();
+        let mut child =
+            agent_command(&["--log-format", format, "run", "--config", config.to_str().unwrap()], &[("SVC_PASSWORD", PASSWORD), ("RUST_LOG", "trace")])
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn_guarded();
         wait_available(&sim).await;
         let c = sim.start_call(answered_call()).unwrap();
         // The script's own line (other lines mention "added" before the session is answered).
@@ -155,7 +148,8 @@ async fn sigterm_deletes_the_application_and_a_second_signal_exits_at_once() {
     let text = config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000"));
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("agent.log");
-    let spawn = || agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    let spawn =
+        || agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
 
     // Idle: one SIGTERM stops it cleanly and the application is deleted.
     let mut child = spawn();
@@ -218,7 +212,8 @@ async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(&sim, dir.path(), "");
-    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).spawn_guarded();
+    let mut agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).spawn_guarded();
     let (code, _) = exit_within(&mut agent, PATIENCE).await;
     let mut log = String::new();
     std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut log).unwrap();
@@ -228,12 +223,16 @@ async fn a_refused_password_is_tried_three_times_then_the_agent_exits_3() {
     assert_eq!(sim.counters()["token_rejections"], 3, "three tries, no more");
 
     // Restarted by a supervisor with the same password: it is not tried again.
-    let again = agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).output().unwrap();
+    let again =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stderr(std::process::Stdio::piped()).output().unwrap();
     let log = String::from_utf8_lossy(&again.stderr);
     assert_eq!(again.status.code(), Some(3), "{log}");
     assert!(log.contains("not trying it again") && log.contains("credentials-refused"), "{log}");
     assert_eq!(sim.counters()["token_rejections"], 3, "no new attempt against the account");
-    let check = agent_command(&["check", "--online", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")]).stdout(std::process::Stdio::piped()).output().unwrap();
+    let check = agent_command(&["check", "--online", "--config", config.to_str().unwrap()], &[(PASSWORD_ENV, "wrong")])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
     let shown = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(3), "{shown}");
     assert!(shown.contains("FAIL token") && shown.contains("refused before"), "{shown}");
@@ -284,9 +283,12 @@ end)"#,
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, config_text(&sim, dir.path(), extra)).unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(&["--log-format", "json", "run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "debug"), ("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn_guarded();
+    let mut agent = agent_command(
+        &["--log-format", "json", "run", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "debug"), ("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")],
+    )
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn_guarded();
     wait_available(&sim).await;
     sim.start_call(answered_call()).unwrap();
     file_contains(&log, "handler failed").await;
@@ -302,10 +304,11 @@ end)"#,
 
     // `replay` and `test` never read secrets: the script sees placeholders, whatever is set.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
-    let out = agent_command(&["replay", samples.to_str().unwrap(), "--config", config.to_str().unwrap()], &[("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
-        .stdout(std::process::Stdio::piped())
-        .output()
-        .unwrap();
+    let out =
+        agent_command(&["replay", samples.to_str().unwrap(), "--config", config.to_str().unwrap()], &[("UCWA_AGENT_TEST_SCRIPT_TOKEN", "tok-0123456789")])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("using <secret:UCWA_AGENT_TEST_SCRIPT_TOKEN>") && !shown.contains("tok-0123456789") && !shown.contains("s3cr3tPath"), "{shown}");
 

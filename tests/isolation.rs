@@ -71,9 +71,11 @@ async fn witness_sees(out: &mut broadcast::Receiver<ScriptOutput>, first: u64, n
 }
 
 async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
-    let o = expect(out, &format!("an error of {script}"), |o| {
-        matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)
-    })
+    let o = expect(
+        out,
+        &format!("an error of {script}"),
+        |o| matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script),
+    )
     .await;
     match o {
         ScriptOutput::HandlerError { error, .. } | ScriptOutput::LoadFailed { error, .. } => error,
@@ -325,8 +327,11 @@ async fn no_protected_call_catches_a_limit() {
         // load's reader runs protected: the hook's error inside it must not be swallowed.
         ("reader_loop", r#"local R = function() while true do end end while true do load(R) end"#),
         ("reader_memory", r#"local ok = load(function() local t = {} while true do t[#t + 1] = {} end end) agent.log.info("swallowed")"#),
-        ("close", r#"local co = coroutine.create(function() local x <close> = setmetatable({}, {__close = function() local t = {} while true do t[#t + 1] = {} end end}) coroutine.yield() end)
-                     coroutine.resume(co) coroutine.close(co) agent.log.info("swallowed")"#),
+        (
+            "close",
+            r#"local co = coroutine.create(function() local x <close> = setmetatable({}, {__close = function() local t = {} while true do t[#t + 1] = {} end end}) coroutine.yield() end)
+                     coroutine.resume(co) coroutine.close(co) agent.log.info("swallowed")"#,
+        ),
         // Numbers given as strings are converted by the C functions: they are charged too.
         ("move_str", r#"table.move({}, "1", "4611686018427387904", 1)"#),
         ("rep_str", r#"string.rep("", "1e12")"#),

@@ -164,7 +164,11 @@ async fn timers_fire_cancel_and_do_not_double_on_reload() {
 async fn config_tables_and_pausing_after_repeated_failures() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "cfg.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info(agent.config.greeting .. ' ' .. #agent.config.rooms) end)\n");
+    write(
+        dir.path(),
+        "cfg.lua",
+        "agent.on('audioVideoSession', 'added', function(e) agent.log.info(agent.config.greeting .. ' ' .. #agent.config.rooms) end)\n",
+    );
     write(dir.path(), "flaky.lua", "agent.on('*', function(e) error('always') end)\n");
     let extra = "max_consecutive_failures = 3\nreload_debounce_ms = 20\n[scripts.config.cfg]\ngreeting = \"hello\"\nrooms = [\"a\", \"b\"]";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
@@ -180,9 +184,11 @@ async fn config_tables_and_pausing_after_repeated_failures() {
     agent.expect("reload", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "flaky")).await;
     sim.start_call(answered_call()).unwrap();
     assert_eq!(agent.messages("flaky", 1).await, ["fixed"]);
-    let o = expect(&mut flaky, "flaky's first line after the pause", |o| {
-        matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "flaky")
-    })
+    let o = expect(
+        &mut flaky,
+        "flaky's first line after the pause",
+        |o| matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "flaky"),
+    )
     .await;
     assert!(matches!(o, ScriptOutput::Log { .. }), "a paused script was called: {o:?}");
     agent.stop().await;
@@ -194,7 +200,11 @@ async fn a_slow_script_never_delays_polling_or_other_scripts() {
     let port = silent_server().await;
     let dir = tempfile::tempdir().unwrap();
     // Stuck for good on its first event (the limit is far away).
-    write(dir.path(), "slow.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
+    write(
+        dir.path(),
+        "slow.lua",
+        &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"),
+    );
     write(dir.path(), "fast.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('added ' .. e.seq) end)\n");
     let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
@@ -349,7 +359,11 @@ async fn scripts_share_modules_and_a_saved_module_reloads_its_users() {
     assert_eq!(agent.messages("user", 1).await, ["twotwo"]);
     sim.end_call(c);
     // A new script that needs the broken module does not load; fixing the module loads it.
-    write(dir.path(), "late.lua", "local words = require('words')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info('late ' .. words.word()) end)\n");
+    write(
+        dir.path(),
+        "late.lua",
+        "local words = require('words')\nagent.on('audioVideoSession', 'added', function(e) agent.log.info('late ' .. words.word()) end)\n",
+    );
     agent.expect("late failing", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "late")).await;
     save(&module("three"));
     agent.expect("late loaded once its module is fixed", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "late")).await;
@@ -443,8 +457,12 @@ async fn the_office_hours_example_declines_a_call_outside_hours_on_the_pool() {
     // No office day at all: whenever this runs, it is outside office hours.
     let extra = "[scripts.config.office_hours]\ndays = []\nopen = \"08:00\"\nclose = \"18:00\"\nutc_offset = \"+00:00\"";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
-    sim.start_call(ucwa_agent::sim::CallSpec { outcome: ucwa_agent::sim::CallOutcome::WaitForAccept, remote: Some("sip:late@fabrikam.com".into()), ..Default::default() })
-        .unwrap();
+    sim.start_call(ucwa_agent::sim::CallSpec {
+        outcome: ucwa_agent::sim::CallOutcome::WaitForAccept,
+        remote: Some("sip:late@fabrikam.com".into()),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(agent.messages("office_hours", 1).await, ["declined outside office hours"]);
     eventually("the pool ended the call", || sim.counters()["calls_ended"] == 1).await;
     agent.stop().await;
@@ -473,7 +491,10 @@ agent.on("callForwardingSettings", "updated", function(e) agent.log.info("forwar
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
     let mut got = agent.messages("forwarder", 5).await;
     got.sort();
-    assert_eq!(got, ["ImmediateForward voicemail", "SimultaneousRing tel:+14255550100", "forwarding updated", "forwarding updated", "the pool refused a bad target"]);
+    assert_eq!(
+        got,
+        ["ImmediateForward voicemail", "SimultaneousRing tel:+14255550100", "forwarding updated", "forwarding updated", "the pool refused a bad target"]
+    );
     // Forwarded at once: the pool no longer rings the account, and says so.
     let e = sim.start_call(answered_call()).unwrap_err();
     assert!(e.contains("forwards every call to voicemail"), "{e}");

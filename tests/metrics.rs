@@ -53,7 +53,8 @@ async fn metrics_count_a_known_call_sequence() {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let s = loop {
         let s = scrape(addr).await;
-        if value(&s, "ucwa_handler_errors_total", &[("script", "broken")]) == 2.0 && value(&s, "ucwa_journal_lag", &[("script", "broken")]) == 0.0
+        if value(&s, "ucwa_handler_errors_total", &[("script", "broken")]) == 2.0
+            && value(&s, "ucwa_journal_lag", &[("script", "broken")]) == 0.0
             && value(&s, "ucwa_journal_lag", &[("script", "calls")]) == 0.0
             && value(&s, "ucwa_handler_limit_stops_total", &[("script", "looping")]) == 1.0
         {
@@ -92,7 +93,19 @@ async fn metrics_count_a_known_call_sequence() {
     assert_eq!(value(&s, "ucwa_handler_errors_total", &[("script", "looping")]), 1.0, "a limit stop is an error too");
     assert_eq!(value(&s, "ucwa_reloads_failed_total", &[("script", "unloadable")]), 1.0);
     assert!(value(&s, "ucwa_journal_depth", &[]) >= 0.0 && value(&s, "ucwa_uptime_seconds", &[]) >= 0.0);
-    assert_eq!(sim.counters()["events"].as_f64().unwrap(), s.samples.iter().filter(|x| x.metric == "ucwa_events_total").map(|x| match x.value { prometheus_parse::Value::Counter(v) => v, _ => 0.0 }).sum::<f64>() - 1.0, "every event the simulator sent, plus the agent's signedIn");
+    assert_eq!(
+        sim.counters()["events"].as_f64().unwrap(),
+        s.samples
+            .iter()
+            .filter(|x| x.metric == "ucwa_events_total")
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) => v,
+                _ => 0.0,
+            })
+            .sum::<f64>()
+            - 1.0,
+        "every event the simulator sent, plus the agent's signedIn"
+    );
     agent.stop().await;
 }
 
@@ -149,7 +162,11 @@ async fn healthz_says_stopping_while_scripts_finish() {
     let port = silent_server().await;
     let dir = tempfile::tempdir().unwrap();
     // A handler that waits (for up to a minute) on a server that never answers.
-    write(dir.path(), "busy.lua", &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"));
+    write(
+        dir.path(),
+        "busy.lua",
+        &format!("agent.on('audioVideoSession', 'added', function(e) agent.log.info('waiting') agent.http.request{{url = 'http://127.0.0.1:{port}/'}} end)\n"),
+    );
     let extra = format!("http_allow = [\"127.0.0.1:{port}\"]\nhandler_timeout_ms = 60000\n[metrics]\nlisten = \"127.0.0.1:0\"");
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
     let addr = agent.metrics.expect("metrics configured");

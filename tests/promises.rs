@@ -155,9 +155,8 @@ async fn sighup_reloads_the_configuration() {
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text("one")).unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "")])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn_guarded();
+    let mut agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
     let c = sim.start_call(answered_call()).unwrap();
     file_contains(&log, "script: word one").await;
@@ -274,7 +273,11 @@ async fn http_requests_send_their_headers_follow_no_redirect_and_know_the_time()
     );
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &format!("http_allow = [\"127.0.0.1:{port}\"]"))).await;
     sim.start_call(answered_call()).unwrap();
-    assert_eq!(agent.messages("hook", 2).await, ["302 http://127.0.0.1:9/elsewhere moved", "true"], "the redirect is returned, not followed; agent.now() is the time");
+    assert_eq!(
+        agent.messages("hook", 2).await,
+        ["302 http://127.0.0.1:9/elsewhere moved", "true"],
+        "the redirect is returned, not followed; agent.now() is the time"
+    );
     assert_eq!(tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap().unwrap(), "s3", "the script's header was sent");
     assert!(rx.try_recv().is_err(), "one request: nothing followed the redirect");
     agent.stop().await;

@@ -35,7 +35,12 @@ async fn read_one_call(q: &[Quirk]) -> Vec<Value> {
     let call = sim.start_call(answered_call()).unwrap();
     let mut fields = Vec::new();
     while fields.len() < 4 {
-        let o = expect(&mut agent.out, "the reader's lines", |o| matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "reader")).await;
+        let o = expect(
+            &mut agent.out,
+            "the reader's lines",
+            |o| matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "reader"),
+        )
+        .await;
         match o {
             ScriptOutput::Log { message, fields: f, .. } => fields.push(json!({"message": message, "fields": f})),
             other => panic!("the reader failed with quirks {q:?}: {other:?}"),
@@ -165,13 +170,8 @@ fn the_readme_names_every_quirk_as_the_config_takes_it() {
     use clap::ValueEnum;
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let table = readme.split("**Quirks.**").nth(1).expect("the Quirks section");
-    let names: Vec<&str> = table
-        .lines()
-        .skip_while(|l| !l.starts_with("| quirk |"))
-        .skip(2)
-        .take_while(|l| l.starts_with("| `"))
-        .map(|l| l.split('`').nth(1).unwrap())
-        .collect();
+    let names: Vec<&str> =
+        table.lines().skip_while(|l| !l.starts_with("| quirk |")).skip(2).take_while(|l| l.starts_with("| `")).map(|l| l.split('`').nth(1).unwrap()).collect();
     let parsed: Quirks = names.iter().map(|n| serde_json::from_value::<Quirk>(json!(n)).unwrap_or_else(|e| panic!("{n}: {e}"))).collect();
     let all: Quirks = Quirk::value_variants().iter().copied().collect();
     assert_eq!(parsed, all, "README lists {names:?}");

@@ -51,7 +51,11 @@ async fn the_agent_table_does_what_the_readme_says() {
     host.dispatch(event(1));
     let lines = messages_of(&mut out, "api", 5).await;
     assert_eq!(lines[0], "calls 2", "subscribing twice calls twice");
-    assert!(lines[1].starts_with("string: ") && lines[1].contains("elsewhere.example is not in scripts.http_allow"), "errors are plain strings naming the host: {}", lines[1]);
+    assert!(
+        lines[1].starts_with("string: ") && lines[1].contains("elsewhere.example is not in scripts.http_allow"),
+        "errors are plain strings naming the host: {}",
+        lines[1]
+    );
     assert!(lines[2].starts_with("false ") && lines[2].contains("ms must be at least 10"), "{}", lines[2]);
     assert_eq!(lines[3], "printed\t42", "print logs its arguments, tab-separated");
     assert_eq!(lines[4], "empty", "agent.config is {{}} when config.toml has no table for the script");

@@ -39,13 +39,19 @@ async fn logs_say_what_the_readme_says() {
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let events = saved_state(&dir.path().join(".state/agent.db"), "seen")["n"].as_u64().unwrap();
-    let failed = lines.iter().filter(|l| l["script"] == "fail" && l["message"].as_str().is_some_and(|m| m.starts_with("handler failed: fail.lua:1: same every time"))).count();
+    let failed = lines
+        .iter()
+        .filter(|l| l["script"] == "fail" && l["message"].as_str().is_some_and(|m| m.starts_with("handler failed: fail.lua:1: same every time")))
+        .count();
     assert_eq!(failed, powers_of_two_up_to(events), "{events} identical errors are logged the 1st, 2nd, 4th, … time");
     let not_loaded = lines.iter().filter(|l| l["script"] == "broken" && l["message"].as_str().is_some_and(|m| m.starts_with("script not loaded"))).count();
     assert_eq!(not_loaded, 1, "a script that fails to load is logged once");
     let answer = lines.iter().find(|l| l["script"] == "fields" && l["message"] == "answer").expect("the script's line");
     assert_eq!(answer["fields"], serde_json::json!({"answer": 42, "who": {"uri": "sip:a@b.c"}}), "nested JSON, numbers as numbers: {answer}");
-    assert!(!lines.iter().any(|l| l["target"].as_str().is_some_and(|t| t.starts_with("hyper") || t.starts_with("reqwest"))), "RUST_LOG=debug leaves the HTTP libraries at warn");
+    assert!(
+        !lines.iter().any(|l| l["target"].as_str().is_some_and(|t| t.starts_with("hyper") || t.starts_with("reqwest"))),
+        "RUST_LOG=debug leaves the HTTP libraries at warn"
+    );
     let debug_events = lines.iter().filter(|l| l["message"] == "event" && l["level"] == "DEBUG").count() as u64;
     assert_eq!(debug_events, events, "RUST_LOG=debug logs every event the scripts got");
 }

@@ -44,10 +44,8 @@ async fn log_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> St
 }
 
 async fn error_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str) -> String {
-    let o = expect(out, script, |o| {
-        matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)
-    })
-    .await;
+    let o =
+        expect(out, script, |o| matches!(o, ScriptOutput::HandlerError { script: s, .. } | ScriptOutput::LoadFailed { script: s, .. } if s == script)).await;
     match o {
         ScriptOutput::HandlerError { error, .. } | ScriptOutput::LoadFailed { error, .. } => error,
         _ => unreachable!(),
@@ -182,10 +180,7 @@ async fn one_many_and_date_read_either_shape() {
     "#;
     let mut h = host(Limits::default(), &[("shapes.lua", script)]).await;
     h.host.dispatch(sample_event("audioVideoSession-added"));
-    assert_eq!(
-        log_of(&mut h.out, "shapes").await,
-        "sip:a@b.c sip:a@b.c nil nil 0 1 1 sip:a@b.c 1474932024822 1474932024822 1474932024822 nil nil"
-    );
+    assert_eq!(log_of(&mut h.out, "shapes").await, "sip:a@b.c sip:a@b.c nil nil 0 1 1 sip:a@b.c 1474932024822 1474932024822 1474932024822 nil nil");
 }
 
 #[tokio::test]
@@ -294,7 +289,8 @@ async fn documentation_samples_and_a_captured_event_decode_for_scripts() {
     h.host.dispatch(sample_event("audioVideo-updated"));
     h.host.dispatch(sample_event("audioVideoInvitation-started"));
     // A real pool's event (Skype for Business Online), captured: one event, wrapped in a batch.
-    let captured = std::fs::read_to_string(format!("{}/tests/fixtures/events/captured-audioVideoInvitation-started.ofskype.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let captured =
+        std::fs::read_to_string(format!("{}/tests/fixtures/events/captured-audioVideoInvitation-started.ofskype.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let body = format!(
         r#"{{"_links":{{"next":{{"href":"/e?ack=2"}}}},"sender":[{{"rel":"communication","href":"/ucwa/oauth/v1/applications/10672188129/communication","events":[{}]}}]}}"#,
         captured.trim_start_matches('\u{feff}')
@@ -311,6 +307,11 @@ async fn documentation_samples_and_a_captured_event_decode_for_scripts() {
         "audioVideoInvitation started https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507 communication nil nil nil nil nil"
     );
     let line = log_of(&mut h.out, "samples").await;
-    assert!(line.starts_with("audioVideoInvitation started https://webpoolbl20r04.infra.lync.com/ucwa/oauth/v1/applications/10672188129/communication/audioVideoInvitations/"), "{line}");
+    assert!(
+        line.starts_with(
+            "audioVideoInvitation started https://webpoolbl20r04.infra.lync.com/ucwa/oauth/v1/applications/10672188129/communication/audioVideoInvitations/"
+        ),
+        "{line}"
+    );
     assert!(line.ends_with(" communication nil Incoming Connecting true data:"), "{line}");
 }

@@ -110,10 +110,13 @@ async fn discovery_and_the_401_challenge() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         let challenges: Vec<&str> = r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(challenges.len(), 2);
-        assert!(challenges.contains(&format!(
-            "MsRtcOAuth href=\"{}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\"",
-            sim.origin()
-        ).as_str()));
+        assert!(challenges.contains(
+            &format!(
+                "MsRtcOAuth href=\"{}/WebTicket/oauthtoken\",grant_type=\"urn:microsoft.rtc:windows,urn:microsoft.rtc:anonmeeting,password\"",
+                sim.origin()
+            )
+            .as_str()
+        ));
     }
     let bad = token(&http, sim.origin(), "demo@contoso.com", "wrong").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
@@ -326,7 +329,8 @@ async fn outgoing_calls_through_start_audio_video() {
     assert!(pos("audioVideoInvitation", "started") < pos("audioVideoInvitation", "completed"), "{seen:?}");
     assert!(pos("audioVideoInvitation", "completed") < pos("audioVideoSession", "added"), "{seen:?}");
     // stopAudioVideo on the call's audioVideo hangs up: the session goes.
-    let conversation = calls[0]["conversation"].as_str().map(str::to_string).unwrap_or_else(|| inv["_links"]["conversation"]["href"].as_str().unwrap().to_string());
+    let conversation =
+        calls[0]["conversation"].as_str().map(str::to_string).unwrap_or_else(|| inv["_links"]["conversation"]["href"].as_str().unwrap().to_string());
     let r = c.post(&format!("{conversation}/audioVideo/stopAudioVideo"), json!({})).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (seen, _) = until_event(&c, next, ("audioVideoSession", "deleted")).await;

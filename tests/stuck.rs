@@ -58,7 +58,8 @@ async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
 
     // The endpoints answer at once while the script's thread is busy, and name it.
     let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
-    let health: serde_json::Value = client.get(format!("http://{metrics}/healthz")).send().await.expect("/healthz answers within a second").json().await.unwrap();
+    let health: serde_json::Value =
+        client.get(format!("http://{metrics}/healthz")).send().await.expect("/healthz answers within a second").json().await.unwrap();
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["stuck_scripts"], serde_json::json!(["stuck"]), "{health}");
     let text = client.get(format!("http://{metrics}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -220,7 +221,8 @@ async fn replay_ends_with_an_error_when_a_script_gets_stuck() {
     std::fs::write(dir.path().join("scripts/stuck.lua"), hog(r#""audioVideoInvitation""#)).unwrap();
     std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
-    let mut child = agent_command(&["replay", samples.to_str().unwrap()], &[]).current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn_guarded();
+    let mut child =
+        agent_command(&["replay", samples.to_str().unwrap()], &[]).current_dir(dir.path()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn_guarded();
     let (code, _) = exit_within(&mut child, PATIENCE).await;
     let mut text = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
@@ -235,7 +237,8 @@ async fn a_script_load_in_progress_does_not_hold_shutdown() {
     // A long time limit: the load of a top level stuck in C would be waited for 21 s.
     let config = config_file(&sim, dir.path(), "handler_timeout_ms = 20000\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\nreload_debounce_ms = 20");
     let log = dir.path().join("agent.log");
-    let mut agent = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    let mut agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
     std::fs::write(dir.path().join("loading.lua"), HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // the debounce, then the load starts

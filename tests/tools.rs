@@ -8,13 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn agent(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).args(args).current_dir(cwd).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("the binary runs")
 }
 
 fn text(o: &Output) -> String {
@@ -86,7 +80,11 @@ fn check_reports_each_problem_with_file_and_line() {
     assert!(text(&o).contains("config.toml") && text(&o).contains("unknown field `dri`"), "{}", text(&o));
 
     // What `run` needs besides the file: status 2 with the key, as `run` would stop.
-    std::fs::write(clean.path().join("config.toml"), "[auth]\nkind = \"password\"\nusername = \"a@b.c\"\npassword_env = \"UCWA_AGENT_TEST_UNSET\"\n[scripts]\ndir = \"nosuch\"\n").unwrap();
+    std::fs::write(
+        clean.path().join("config.toml"),
+        "[auth]\nkind = \"password\"\nusername = \"a@b.c\"\npassword_env = \"UCWA_AGENT_TEST_UNSET\"\n[scripts]\ndir = \"nosuch\"\n",
+    )
+    .unwrap();
     let o = agent(&["check"], clean.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
@@ -117,7 +115,10 @@ fn replay_is_deterministic_and_reports_bad_lines() {
     assert!(first.status.success(), "{t}");
     let expected_start = "== quiet (";
     assert!(t.starts_with(expected_start), "scripts in name order: {t}");
-    assert!(t.contains("#2 audioVideoSession added https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137/audioVideo/audioVideoSession"), "{t}");
+    assert!(
+        t.contains("#2 audioVideoSession added https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137/audioVideo/audioVideoSession"),
+        "{t}"
+    );
     assert!(t.contains("  info: added at 1767225602000"), "the clock moves one second per batch: {t}");
     assert!(t.contains("  would send (http): POST https://hooks.example.com/call {\"href\":"), "{t}");
     assert!(t.contains("  info: GET 404"), "no embedded resource in the samples: {t}");
@@ -146,11 +147,7 @@ fn replay_is_deterministic_and_reports_bad_lines() {
 async fn record_then_replay_a_real_session() {
     let sim = start_sim(sim_config()).await;
     let p = project(&[("replayed.lua", REPLAYED)]);
-    std::fs::write(
-        p.path().join("config.toml"),
-        config_text(&sim, &p.path().join("scripts"), "http_allow = [\"hooks.example.com\"]"),
-    )
-    .unwrap();
+    std::fs::write(p.path().join("config.toml"), config_text(&sim, &p.path().join("scripts"), "http_allow = [\"hooks.example.com\"]")).unwrap();
     let recording = p.path().join("session.jsonl");
     let mut child = agent_command(&["record", recording.to_str().unwrap()], &[]).current_dir(p.path()).stderr(Stdio::null()).spawn_guarded();
     wait_available(&sim).await;
@@ -208,7 +205,10 @@ fn replay_reports_ucwa_requests_fires_timers_and_keeps_the_allowlist() {
     let o = agent(&["replay", samples.to_str().unwrap()], p.path());
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("would send (ucwa): POST https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507/decline {\"reason\":\"Local\"}"), "{t}");
+    assert!(
+        t.contains("would send (ucwa): POST https://fe1.contoso.com/ucwa/v1/applications/192/communication/invitations/507/decline {\"reason\":\"Local\"}"),
+        "{t}"
+    );
     assert!(t.contains("not-allowed.example is not in scripts.http_allow"), "the allowlist holds offline too: {t}");
     assert!(t.contains("info: timer fired"), "the clock moves a second per batch and timers fire: {t}");
 }
@@ -230,7 +230,8 @@ async fn run_with_record_writes_the_batches_and_simulate_serves_a_pool() {
 
     // `simulate`: the simulator alone, on the address given, with its control API.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut simulate = agent_command(&["simulate", "--listen", &format!("127.0.0.1:{port}"), "--calls-per-minute", "0"], &[]).stderr(Stdio::null()).spawn_guarded();
+    let mut simulate =
+        agent_command(&["simulate", "--listen", &format!("127.0.0.1:{port}"), "--calls-per-minute", "0"], &[]).stderr(Stdio::null()).spawn_guarded();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut answered = false;
@@ -258,7 +259,8 @@ async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificat
     std::fs::write(&config, format!("[simulator]\nlisten = \"127.0.0.1:{port}\"\ncalls_per_minute = 30\ncall_duration_secs = 4\n")).unwrap();
     let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let (cert, key) = (tls.join("sim.pem"), tls.join("sim.key"));
-    let args = ["simulate", "--config", config.to_str().unwrap(), "--ring-secs", "1.5", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
+    let args =
+        ["simulate", "--config", config.to_str().unwrap(), "--ring-secs", "1.5", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()];
     let mut simulate = agent_command(&args, &[]).stderr(Stdio::null()).spawn_guarded();
     let base = format!("https://127.0.0.1:{port}");
     let http = test_http();
@@ -281,9 +283,12 @@ async fn simulate_takes_the_simulator_section_and_serves_https_with_a_certificat
     // Without a config file: the embedded defaults. A key that is not PEM: status 2, file named.
     let defaults = ucwa_agent::config::SimulatorConfig::default();
     assert_eq!((defaults.calls_per_minute, defaults.call_duration_secs), (6.0, 8.0));
-    let out = agent_command(&["simulate", "--config", "/nonexistent.toml", "--listen", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", config.to_str().unwrap()], &[])
-        .output()
-        .unwrap();
+    let out = agent_command(
+        &["simulate", "--config", "/nonexistent.toml", "--listen", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", config.to_str().unwrap()],
+        &[],
+    )
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(config.to_str().unwrap()) && stderr.contains("private key"), "{stderr}");
@@ -330,7 +335,8 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
             // not the lines of a help text below one (deeper, or a `- value:` list).
             let indent = line.len() - line.trim_start().len();
             let t = line.trim_start();
-            let item = (indent == 2 && (t.starts_with('<') || t.starts_with('['))) || (indent <= 6 && (t.starts_with("--") || t.starts_with("-h") || t.starts_with("-V")));
+            let item = (indent == 2 && (t.starts_with('<') || t.starts_with('[')))
+                || (indent <= 6 && (t.starts_with("--") || t.starts_with("-h") || t.starts_with("-V")));
             if !item {
                 continue;
             }
@@ -417,7 +423,8 @@ fn every_shipped_configuration_is_valid() {
         .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or("")))
         .collect();
-    let config = ucwa_agent::config::Config::parse(&block, Path::new("/etc/ucwa-agent/conf/config.toml")).unwrap_or_else(|e| panic!("the manifest's config.toml: {e}"));
+    let config =
+        ucwa_agent::config::Config::parse(&block, Path::new("/etc/ucwa-agent/conf/config.toml")).unwrap_or_else(|e| panic!("the manifest's config.toml: {e}"));
     let names: Vec<String> = config.accounts().unwrap().into_iter().filter_map(|a| a.name).collect();
     assert_eq!(names, ["reception", "helpdesk"]);
     assert!(config.state_dir().is_absolute() && config.scripts_dir().is_absolute());

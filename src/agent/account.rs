@@ -220,10 +220,7 @@ impl Account {
                     next: app.events_href.clone(),
                 }));
                 self.host.env().application.set(Some(session.origin().absolute(&app.self_href)));
-                sink.synthetic(
-                    "signedIn",
-                    json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}),
-                );
+                sink.synthetic("signedIn", json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}));
                 let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.server.keepalive_secs));
                 metrics.set_health(HealthState::Polling, None);
                 let channel_end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;

@@ -11,9 +11,9 @@ use crate::script::ScriptHost;
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::collections::BTreeMap;
 use axum::routing::get;
 use axum::Router;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -58,7 +58,11 @@ pub async fn serve(listen: SocketAddr, fleet: Arc<Fleet>) -> std::io::Result<(So
 }
 
 fn status_of(h: &Health) -> StatusCode {
-    if h.state == HealthState::Polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if h.state == HealthState::Polling {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// One account: its health as it is. Several: 200 only when every account polls, `status`
@@ -73,7 +77,13 @@ fn health_of_all(fleet: &Fleet) -> Response {
     }
     let each: BTreeMap<String, Health> = accounts.iter().map(|(n, h)| (n.clone(), h.env().metrics.health())).collect();
     let polling = each.values().all(|h| h.state == HealthState::Polling);
-    let status = if !polling { "unavailable" } else if each.values().all(|h| h.status == "ok") { "ok" } else { "degraded" };
+    let status = if !polling {
+        "unavailable"
+    } else if each.values().all(|h| h.status == "ok") {
+        "ok"
+    } else {
+        "degraded"
+    };
     let not_polling: Vec<&String> = each.iter().filter(|(_, h)| h.state != HealthState::Polling).map(|(n, _)| n).collect();
     let body = serde_json::json!({ "status": status, "accounts_total": each.len(), "accounts_not_polling": not_polling, "accounts": each });
     (if polling { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body)).into_response()

@@ -141,7 +141,10 @@ impl Agent {
     /// a recording is one account's channel.
     pub fn record_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
         if self.opened.len() != 1 {
-            return Err(std::io::Error::other(format!("a recording is one account's channel; this agent runs {} accounts (record with a configuration of one)", self.opened.len())));
+            return Err(std::io::Error::other(format!(
+                "a recording is one account's channel; this agent runs {} accounts (record with a configuration of one)",
+                self.opened.len()
+            )));
         }
         self.recorder = Some(record::Recorder::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the file: {e}")))?);
         tracing::info!(file = %path.display(), "recording every event-channel batch (JSON Lines, for `replay`)");
@@ -259,7 +262,15 @@ struct Launched {
 impl Default for Fleet {
     fn default() -> Self {
         let (ends_tx, ends) = tokio::sync::mpsc::unbounded_channel();
-        Fleet { hosts: Default::default(), named: Default::default(), stopping: Default::default(), launches: Default::default(), running: Default::default(), ends_tx, ends: std::sync::Mutex::new(Some(ends)) }
+        Fleet {
+            hosts: Default::default(),
+            named: Default::default(),
+            stopping: Default::default(),
+            launches: Default::default(),
+            running: Default::default(),
+            ends_tx,
+            ends: std::sync::Mutex::new(Some(ends)),
+        }
     }
 }
 
@@ -348,9 +359,11 @@ impl Fleet {
 /// Starts the embedded simulator with the file's `[simulator]` settings.
 async fn start_embedded(config: &Config) -> Result<Simulator, StartError> {
     let listen = config.simulator.listen.unwrap_or(([127, 0, 0, 1], 0).into());
-    Simulator::start(config.embedded_simulator(), listen)
-        .await
-        .map_err(|source| StartError::Simulator { file: config.path.display().to_string(), listen, source })
+    Simulator::start(config.embedded_simulator(), listen).await.map_err(|source| StartError::Simulator {
+        file: config.path.display().to_string(),
+        listen,
+        source,
+    })
 }
 
 /// The client every pool request goes through (with `server.ca_file`'s CAs).

@@ -215,4 +215,3 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     keys
 }
-

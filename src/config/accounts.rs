@@ -110,10 +110,7 @@ pub fn shard_of(name: &str, count: u32) -> u32 {
 
 /// What an account name may be: it names a folder and a metrics label.
 fn name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
 impl Config {
@@ -207,7 +204,10 @@ impl Config {
                 let pool = format!("{:?}", spec.discover);
                 if let Some(other) = users.insert((pool, user.to_ascii_lowercase()), spec.label().to_string()) {
                     let key = if spec.auth.is_some() { format!("{}.username", spec.key) } else { format!("account.{}.name", spec.label()) };
-                    return Err(self.invalid(key, format!("signs in as {user}, as the account {other:?} does: two accounts of one user would take each other's event channel")));
+                    return Err(self.invalid(
+                        key,
+                        format!("signs in as {user}, as the account {other:?} does: two accounts of one user would take each other's event channel"),
+                    ));
                 }
             }
         }
@@ -220,7 +220,10 @@ impl Config {
                 None if explicit_users && !self.simulator.users.contains(&spec.simulator_user()) => {
                     return Err(self.invalid(
                         spec.key.clone(),
-                        format!("no [account.auth], so it signs in to the embedded simulator as {}, which `simulator.users` does not list", spec.simulator_user()),
+                        format!(
+                            "no [account.auth], so it signs in to the embedded simulator as {}, which `simulator.users` does not list",
+                            spec.simulator_user()
+                        ),
                     ));
                 }
                 None => {}

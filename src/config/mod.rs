@@ -225,8 +225,7 @@ impl Config {
 
     /// Parses and checks configuration text that was read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         config.path = path.to_path_buf();
         config.check()?;
         Ok(config)
@@ -282,7 +281,9 @@ impl Config {
         }
         for (i, host) in sc.http_allow.iter().enumerate() {
             if host.is_empty() || host.contains('/') || host.contains("://") {
-                return Err(self.invalid("scripts.http_allow", format!("entry {} ({host:?}): expected a host name or host:port, such as \"hooks.example.com\"", i + 1)));
+                return Err(
+                    self.invalid("scripts.http_allow", format!("entry {} ({host:?}): expected a host name or host:port, such as \"hooks.example.com\"", i + 1))
+                );
             }
         }
         for (name, table) in &sc.config {
@@ -322,7 +323,13 @@ impl Config {
     }
 
     fn check_auth(&self, auth: &AuthConfig, at: &str) -> Result<(), ConfigError> {
-        let key = |k: &str| -> Cow<'static, str> { if k.is_empty() { at.to_string().into() } else { format!("{at}.{k}").into() } };
+        let key = |k: &str| -> Cow<'static, str> {
+            if k.is_empty() {
+                at.to_string().into()
+            } else {
+                format!("{at}.{k}").into()
+            }
+        };
         let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
         match auth.kind {
             AuthKind::Password => {
@@ -364,9 +371,8 @@ impl Config {
         if raw.eq_ignore_ascii_case("embedded") {
             return Ok(Discover::Embedded);
         }
-        let url = url::Url::parse(raw).map_err(|e| {
-            self.invalid(key.clone(), format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})"))
-        })?;
+        let url = url::Url::parse(raw)
+            .map_err(|e| self.invalid(key.clone(), format!("expected \"embedded\" or a URL such as \"https://lyncdiscover.contoso.com/\" ({e})")))?;
         match url.scheme() {
             "https" => Ok(Discover::Url(url)),
             "http" if crate::ucwa::origin::is_loopback(&url) => Ok(Discover::Url(url)),

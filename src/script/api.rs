@@ -189,13 +189,7 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
         let (kind, func) = match (a, b) {
             (Value::Function(f), Value::Nil) => (None, f),
             (Value::String(k), Value::Function(f)) => (Some(k.to_str()?.to_string()), f),
-            (a, b) => {
-                return Err(mlua::Error::runtime(format!(
-                    "{USAGE}expected a handler function, got {} and {}",
-                    a.type_name(),
-                    b.type_name()
-                )))
-            }
+            (a, b) => return Err(mlua::Error::runtime(format!("{USAGE}expected a handler function, got {} and {}", a.type_name(), b.type_name()))),
         };
         let line = lua.inspect_stack(1, |d| d.current_line()).flatten();
         let id = lua.app_data_ref::<Subscriptions>().expect("registered with the agent table").add(rel.clone(), kind.clone(), func, line);
@@ -257,9 +251,7 @@ pub(crate) fn state_json(lua: &Lua) -> Result<String, String> {
     let state: Value = agent.raw_get("state").map_err(|e| e.to_string())?;
     match state {
         Value::Nil => Ok("{}".to_string()),
-        Value::Table(_) => serde_json::to_string(&state).map_err(|e| {
-            format!("agent.state can hold only nil, booleans, numbers, strings and tables: {e}")
-        }),
+        Value::Table(_) => serde_json::to_string(&state).map_err(|e| format!("agent.state can hold only nil, booleans, numbers, strings and tables: {e}")),
         other => Err(format!("agent.state must be a table, got {}", other.type_name())),
     }
 }
@@ -339,8 +331,7 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
     t.set(
         "decode",
         lua.create_function(|lua, s: mlua::LuaString| {
-            let v: serde_json::Value = serde_json::from_slice(&s.as_bytes())
-                .map_err(|e| mlua::Error::runtime(format!("agent.json.decode: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&s.as_bytes()).map_err(|e| mlua::Error::runtime(format!("agent.json.decode: {e}")))?;
             lua.to_value(&v)
         })?,
     )?;

@@ -29,7 +29,14 @@ fn labels(v: Option<Table>) -> mlua::Result<Vec<(String, String)>> {
 pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
     let t = lua.create_table()?;
     for kind in [Kind::Counter, Kind::Gauge, Kind::Histogram] {
-        let (name, ctx) = (match kind { Kind::Counter => "counter", Kind::Gauge => "gauge", Kind::Histogram => "histogram" }, ctx.clone());
+        let (name, ctx) = (
+            match kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            },
+            ctx.clone(),
+        );
         let define = lua.create_function(move |lua, (metric, help, buckets): (String, Option<String>, Option<Vec<f64>>)| {
             let metrics = ctx.env.metrics.clone();
             let script = ctx.name.to_string();
@@ -65,7 +72,10 @@ fn handle(
                 (None, _) => return Err(mlua::Error::runtime(format!("{metric}:{what}: a number is needed"))),
             };
             if !by.is_finite() || (what == "inc" && kind == Kind::Counter && by < 0.0) {
-                return Err(mlua::Error::runtime(format!("{metric}:{what}: {by} is not a value for a {}", if kind == Kind::Counter { "counter (never decreases)" } else { "gauge" })));
+                return Err(mlua::Error::runtime(format!(
+                    "{metric}:{what}: {by} is not a value for a {}",
+                    if kind == Kind::Counter { "counter (never decreases)" } else { "gauge" }
+                )));
             }
             let labels: Vec<(String, String)> = labels(l)?.into_iter().map(|(k, v)| (k, redactor.redact(&v).into_owned())).collect();
             metrics

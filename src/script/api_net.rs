@@ -13,8 +13,8 @@
 
 use super::api::ScriptCtx;
 use super::env::{Net, ScriptEnv};
-use super::output::ScriptOutput;
 use super::offline::{OfflineNet, Request};
+use super::output::ScriptOutput;
 use bytes::Bytes;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use reqwest::Method;
@@ -46,11 +46,7 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
     }
     t.set("headers", h)?;
     if !body.is_empty() {
-        let json = if decode_json {
-            serde_json::from_slice::<serde_json::Value>(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).ok()
-        } else {
-            None
-        };
+        let json = if decode_json { serde_json::from_slice::<serde_json::Value>(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)).ok() } else { None };
         match json {
             Some(v) => t.set("body", lua.to_value(&v)?)?,
             None => t.set("body", lua.create_string(body)?)?,
@@ -60,16 +56,19 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
 }
 
 /// Offline: records the request, reports it, and answers it from `OfflineNet`.
-fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, script: &str, via: &'static str, method: &Method, url: String, body: Option<(String, Bytes)>) -> mlua::Result<Table> {
+fn offline(
+    lua: &Lua,
+    env: &ScriptEnv,
+    net: &OfflineNet,
+    script: &str,
+    via: &'static str,
+    method: &Method,
+    url: String,
+    body: Option<(String, Bytes)>,
+) -> mlua::Result<Table> {
     let body = body.map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
     let req = Request { script: script.to_string(), via, method: method.to_string(), url, body };
-    env.emit(ScriptOutput::Request {
-        script: req.script.clone(),
-        via,
-        method: req.method.clone(),
-        url: req.url.clone(),
-        body: req.body.clone(),
-    });
+    env.emit(ScriptOutput::Request { script: req.script.clone(), via, method: req.method.clone(), url: req.url.clone(), body: req.body.clone() });
     let answer = net.answer(req);
     let t = lua.create_table()?;
     t.set("status", answer.status)?;
@@ -120,8 +119,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     let env = &ctx.env;
     let script: Arc<str> = ctx.name.clone();
     let ucwa = lua.create_table()?;
-    for (name, method, takes_body) in
-        [("get", Method::GET, false), ("post", Method::POST, true), ("put", Method::PUT, true), ("delete", Method::DELETE, false)]
+    for (name, method, takes_body) in [("get", Method::GET, false), ("post", Method::POST, true), ("put", Method::PUT, true), ("delete", Method::DELETE, false)]
     {
         let env = env.clone();
         let script = script.clone();
@@ -194,9 +192,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             let timeout = match timeout_ms {
                 None => settings.limits.handler_timeout,
                 Some(ms) if (1.0..=MAX_TIMEOUT_MS).contains(&ms) => Duration::from_secs_f64(ms / 1000.0),
-                Some(ms) => {
-                    return Err(mlua::Error::runtime(format!("{WHAT}: `timeout` must be between 1 and {MAX_TIMEOUT_MS} ms, got {ms}")))
-                }
+                Some(ms) => return Err(mlua::Error::runtime(format!("{WHAT}: `timeout` must be between 1 and {MAX_TIMEOUT_MS} ms, got {ms}"))),
             };
             if let Net::Offline(net) = &env.net {
                 let body = body_of(&lua, spec.get("body")?, None, WHAT)?;
@@ -263,8 +259,7 @@ const MAX_TIMEOUT_MS: f64 = 3_600_000.0;
 
 /// Headers that decide where and how a request travels: a script setting them could reach
 /// another virtual host than the allowlisted one, or desynchronise the connection.
-const FORBIDDEN_HEADERS: [&str; 8] =
-    ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Keep-Alive", "Proxy-Connection"];
+const FORBIDDEN_HEADERS: [&str; 8] = ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Keep-Alive", "Proxy-Connection"];
 
 const RAISE_WRAPPERS: &str = r#"
 local agent = ...
@@ -301,7 +296,13 @@ fn outcome(lua: &Lua, r: mlua::Result<Table>) -> mlua::Result<(bool, Value)> {
 
 /// reqwest's error text, without the URL it repeats.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() { "timed out".to_string() } else if e.is_connect() { "could not connect".to_string() } else { "request failed".to_string() };
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(": ");

@@ -1,14 +1,14 @@
 //! What scripts can reach, shared by every script of a host: the limits, the database, the
 //! agent's UCWA session, the outbound HTTP allowlist, and each script's own config table.
 
+use super::offline::OfflineNet;
 use super::output::ScriptOutput;
 use super::sandbox::Limits;
-use super::offline::OfflineNet;
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicI64, Ordering};
 use crate::store::Store;
 use crate::ucwa::Session;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -88,9 +88,7 @@ impl Clock {
     /// Milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         match self {
-            Clock::System => {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
-            }
+            Clock::System => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
             Clock::Manual(t) => t.load(Ordering::SeqCst),
         }
     }

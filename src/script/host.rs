@@ -60,7 +60,8 @@ impl ScriptHost {
     /// A host whose scripts are those of every dir in `dirs` (the last one holding a name wins).
     pub fn with_dirs(dirs: Vec<PathBuf>, env: ScriptEnv) -> ScriptHost {
         assert!(!dirs.is_empty(), "a script host has a directory");
-        let inner = Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()), closed: Default::default() });
+        let inner =
+            Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()), closed: Default::default() });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
     }
@@ -138,11 +139,8 @@ impl ScriptHost {
     /// Loads (or reloads) one file. On success the new version takes over between two events;
     /// on failure the old version, if any, keeps running and the error is logged once.
     pub async fn load_file(&self, path: &Path) -> Result<u64, ScriptError> {
-        let name = script_name(path).ok_or_else(|| ScriptError {
-            script: path.display().to_string(),
-            path: path.to_path_buf(),
-            message: "not a .lua file".into(),
-        })?;
+        let name =
+            script_name(path).ok_or_else(|| ScriptError { script: path.display().to_string(), path: path.to_path_buf(), message: "not a .lua file".into() })?;
         if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ScriptError { script: name, path: path.to_path_buf(), message: "the scripts' account is stopped".into() });
         }

@@ -17,29 +17,29 @@
 //! - `watch.rs`: the directory watcher behind hot reload.
 
 pub(crate) mod api;
-mod bounded;
-mod api_net;
 mod api_metrics;
+mod api_net;
+mod bounded;
 mod env;
 mod host;
 pub(crate) mod interop;
 pub(crate) mod loader;
 pub(crate) mod modules;
+pub mod offline;
 mod output;
 mod pattern;
-pub mod offline;
 mod runner;
-mod secrets;
 pub(crate) mod sandbox;
+mod secrets;
 mod state;
 mod strlib;
 pub(crate) mod timers;
-pub(crate) mod watchdog;
 pub mod watch;
+pub(crate) mod watchdog;
 
 pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
-pub use host::{ScriptHost, ScriptOutput};
 pub(crate) use host::is_script_file;
+pub use host::{ScriptHost, ScriptOutput};
 pub use loader::ScriptError;
 pub use sandbox::Limits;
 pub use watch::watch_dir;

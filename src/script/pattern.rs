@@ -178,11 +178,7 @@ impl<'a> Matcher<'a> {
             }
             match self.pat[p] {
                 b'(' => {
-                    break if self.p(p + 1) == b')' {
-                        self.start_capture(s, p + 2, CAP_POSITION)?
-                    } else {
-                        self.start_capture(s, p + 1, CAP_UNFINISHED)?
-                    };
+                    break if self.p(p + 1) == b')' { self.start_capture(s, p + 2, CAP_POSITION)? } else { self.start_capture(s, p + 1, CAP_UNFINISHED)? };
                 }
                 b')' => break self.end_capture(s, p + 1)?,
                 b'$' if p + 1 == self.pat.len() => break (s == self.src.len()).then_some(s),

@@ -5,9 +5,9 @@
 
 use super::api::{self, OnUnload};
 use super::env::{Clock, ScriptEnv, ScriptSettings};
-use super::output::ScriptOutput;
 use super::interop;
 use super::loader::{describe, Loaded};
+use super::output::ScriptOutput;
 use super::sandbox;
 use super::state::Saved;
 use super::timers::Timers;
@@ -319,7 +319,8 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             tokio::time::timeout_at(deadline, call).await
         }
     };
-    let result = result.map(|r| r.unwrap_or_else(|panic| Err(mlua::Error::runtime(format!("internal error of the agent (please report it): {}", panic_text(&*panic))))));
+    let result =
+        result.map(|r| r.unwrap_or_else(|panic| Err(mlua::Error::runtime(format!("internal error of the agent (please report it): {}", panic_text(&*panic))))));
     p.watch.end();
     set_current(cur, None);
     let took = started.elapsed();
@@ -337,11 +338,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             }
         }
         Ok(Err(e)) => p.failed(cur, ev, format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string()),
-        Err(_) => p.failed(
-            cur,
-            ev,
-            format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis()),
-        ),
+        Err(_) => p.failed(cur, ev, format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis())),
     }
 }
 

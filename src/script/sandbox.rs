@@ -111,11 +111,9 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
     lua.set_memory_limit(limits.memory_bytes)?;
     lua.set_app_data(Budget::new(limits.memory_bytes));
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
-    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, _debug| {
-        match lua.app_data_ref::<Budget>().map(|b| b.check()) {
-            Some(Err(why)) => Err(mlua::Error::runtime(why)),
-            _ => Ok(VmState::Continue),
-        }
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, _debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
+        Some(Err(why)) => Err(mlua::Error::runtime(why)),
+        _ => Ok(VmState::Continue),
     })?;
     restrict_globals(&lua)?;
     super::strlib::register(&lua)?;
@@ -140,7 +138,13 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     // Work a C function does in one call, charged before it starts: a loop in C never meets the hook.
     let charge = lua.create_function(|lua, n: f64| {
         let Some(b) = lua.app_data_ref::<Budget>() else { return Ok(()) };
-        let n = if n.is_finite() && n > 0.0 { n.min(u64::MAX as f64) as u64 } else if n > 0.0 { u64::MAX } else { 0 };
+        let n = if n.is_finite() && n > 0.0 {
+            n.min(u64::MAX as f64) as u64
+        } else if n > 0.0 {
+            u64::MAX
+        } else {
+            0
+        };
         if n > b.available() {
             b.exhaust();
             return Err(mlua::Error::runtime("instruction limit exceeded (scripts.instruction_limit)"));

@@ -9,9 +9,9 @@
 //! names the key path at fault (`agent.state.calls.open: …`).
 
 use mlua::{Lua, LuaString, Table, Value};
-use std::ffi::c_void;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
+use std::ffi::c_void;
 use std::hash::{Hash, Hasher};
 
 /// The deepest nesting a value in `agent.state` may have (JSON readers refuse deeper ones:

@@ -12,7 +12,12 @@ use std::time::Instant;
 /// Installs the four functions in `string` (and so as string methods).
 pub(crate) fn register(lua: &Lua) -> mlua::Result<()> {
     let string: Table = lua.globals().get("string")?;
-    string.set("find", lua.create_function(|lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| find_aux(lua, &s, &p, init, plain.as_boolean().unwrap_or(false) || !matches!(plain, Value::Nil | Value::Boolean(_)), true))?)?;
+    string.set(
+        "find",
+        lua.create_function(|lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
+            find_aux(lua, &s, &p, init, plain.as_boolean().unwrap_or(false) || !matches!(plain, Value::Nil | Value::Boolean(_)), true)
+        })?,
+    )?;
     string.set("match", lua.create_function(|lua, (s, p, init): (LuaString, LuaString, Option<i64>)| find_aux(lua, &s, &p, init, false, false))?)?;
     string.set("gmatch", lua.create_function(gmatch)?)?;
     string.set("gsub", lua.create_function(gsub)?)?;
@@ -173,9 +178,7 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
         v @ (Value::Integer(_) | Value::Number(_)) => Repl::Text(lua.coerce_string(v)?.map(|s| s.as_bytes().to_vec()).unwrap_or_default()),
         Value::Table(t) => Repl::Table(t),
         Value::Function(f) => Repl::Func(f),
-        other => {
-            return Err(mlua::Error::runtime(format!("bad argument #3 to 'gsub' (string/function/table expected, got {})", other.type_name())))
-        }
+        other => return Err(mlua::Error::runtime(format!("bad argument #3 to 'gsub' (string/function/table expected, got {})", other.type_name()))),
     };
     let (src, pat) = (s.as_bytes(), p.as_bytes());
     let (anchor, pat) = match pat.strip_prefix(b"^") {

@@ -100,9 +100,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
         let mt = handle_mt.clone();
         let f = lua.create_function(move |lua, (ms, func): (f64, Function)| {
             if !(ms.is_finite() && ms >= 0.0 && ms <= MAX_DELAY as f64) {
-                return Err(mlua::Error::runtime(format!(
-                    "agent.{name}(ms, fn): ms must be between 0 and {MAX_DELAY} (366 days), got {ms}"
-                )));
+                return Err(mlua::Error::runtime(format!("agent.{name}(ms, fn): ms must be between 0 and {MAX_DELAY} (366 days), got {ms}")));
             }
             let d = ms.round() as i64;
             if repeat && d < MIN_EVERY {

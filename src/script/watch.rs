@@ -139,68 +139,68 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
     w.watch_lib();
     let task = tokio::spawn(
         async move {
-        let mut check = tokio::time::interval(RETARGET_CHECK);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let first = tokio::select! {
-                p = rx.recv() => match p { Some(p) => p, None => return },
-                _ = check.tick() => {
-                    let now = std::fs::canonicalize(&w.dir).unwrap_or_else(|_| w.dir.clone());
-                    if now != w.target {
-                        tracing::info!(dir = %w.dir.display(), points_to = %now.display(), "scripts directory now points elsewhere; rescanning");
-                        w.refresh();
-                        for host in targets() {
-                            let span = host.env().span.clone();
-                            host.rescan().instrument(span).await;
-                        }
-                    }
-                    continue;
-                }
-            };
-            let mut changed = BTreeSet::from([first]);
-            // Debounce: wait until the directory has been quiet for `debounce`.
+            let mut check = tokio::time::interval(RETARGET_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                match tokio::time::timeout(debounce, rx.recv()).await {
-                    Ok(Some(p)) => {
-                        changed.insert(p);
+                let first = tokio::select! {
+                    p = rx.recv() => match p { Some(p) => p, None => return },
+                    _ = check.tick() => {
+                        let now = std::fs::canonicalize(&w.dir).unwrap_or_else(|_| w.dir.clone());
+                        if now != w.target {
+                            tracing::info!(dir = %w.dir.display(), points_to = %now.display(), "scripts directory now points elsewhere; rescanning");
+                            w.refresh();
+                            for host in targets() {
+                                let span = host.env().span.clone();
+                                host.rescan().instrument(span).await;
+                            }
+                        }
+                        continue;
                     }
-                    Ok(None) => return,
-                    Err(_) => break,
+                };
+                let mut changed = BTreeSet::from([first]);
+                // Debounce: wait until the directory has been quiet for `debounce`.
+                loop {
+                    match tokio::time::timeout(debounce, rx.recv()).await {
+                        Ok(Some(p)) => {
+                            changed.insert(p);
+                        }
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
                 }
+                let changed_scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
+                let modules: Vec<String> = changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)).collect();
+                // The accounts in parallel (a few at a time): a script whose top level hangs in
+                // one account must not hold the others' reloads for its time limit each.
+                let (changed_scripts, modules) = (&changed_scripts, &modules);
+                futures_util::stream::iter(targets())
+                    .for_each_concurrent(RELOAD_CONCURRENCY, |host| async move {
+                        let span = host.env().span.clone();
+                        let mut scripts = changed_scripts.clone();
+                        // A module saved: every script that required it loads again (keeping its
+                        // running version if the new one fails).
+                        for module in modules {
+                            let users = host.dependents(module);
+                            if !users.is_empty() {
+                                span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
+                            }
+                            scripts.extend(users);
+                        }
+                        for path in scripts {
+                            if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+                                continue;
+                            }
+                            if is_script_file(&path) || !path.exists() {
+                                host.changed(&path).instrument(span.clone()).await;
+                            }
+                        }
+                    })
+                    .await;
+                // Links may have been added, removed or pointed elsewhere; lib/ may have appeared.
+                w.refresh();
+                w.watch_lib();
             }
-            let changed_scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
-            let modules: Vec<String> = changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)).collect();
-            // The accounts in parallel (a few at a time): a script whose top level hangs in
-            // one account must not hold the others' reloads for its time limit each.
-            let (changed_scripts, modules) = (&changed_scripts, &modules);
-            futures_util::stream::iter(targets())
-                .for_each_concurrent(RELOAD_CONCURRENCY, |host| async move {
-                    let span = host.env().span.clone();
-                    let mut scripts = changed_scripts.clone();
-                    // A module saved: every script that required it loads again (keeping its
-                    // running version if the new one fails).
-                    for module in modules {
-                        let users = host.dependents(module);
-                        if !users.is_empty() {
-                            span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
-                        }
-                        scripts.extend(users);
-                    }
-                    for path in scripts {
-                        if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
-                            continue;
-                        }
-                        if is_script_file(&path) || !path.exists() {
-                            host.changed(&path).instrument(span.clone()).await;
-                        }
-                    }
-                })
-                .await;
-            // Links may have been added, removed or pointed elsewhere; lib/ may have appeared.
-            w.refresh();
-            w.watch_lib();
         }
-    }
         .instrument(tracing::Span::current()),
     );
     Ok(WatchHandle { task })

@@ -146,10 +146,7 @@ pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u6
         let id = st.next_id();
         let n = id % 1000;
         let remote_uri = spec.remote.clone().unwrap_or_else(|| format!("sip:caller{n}@fabrikam.com"));
-        let remote_name = spec
-            .name
-            .clone()
-            .unwrap_or_else(|| resources::display_name(remote_uri.trim_start_matches("sip:")));
+        let remote_name = spec.name.clone().unwrap_or_else(|| resources::display_name(remote_uri.trim_start_matches("sip:")));
         let call = CallRecord {
             id,
             app_id,
@@ -289,11 +286,7 @@ fn invitation_event(call: &CallRecord, kind: &str) -> Value {
 }
 
 fn ring_events(call: &CallRecord) -> Vec<SimEvent> {
-    vec![
-        conversation_event(call, "added", true),
-        from_communication(call, invitation_event(call, "started")),
-        audio_video_updated(call),
-    ]
+    vec![conversation_event(call, "added", true), from_communication(call, invitation_event(call, "started")), audio_video_updated(call)]
 }
 
 fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
@@ -311,10 +304,7 @@ fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
 
 fn established_events(call: &mut CallRecord) -> Vec<SimEvent> {
     call.session_state = "Established";
-    vec![from_communication(
-        call,
-        event("audioVideoSession", resources::session_path(call), "updated", Some(resources::session(call))),
-    )]
+    vec![from_communication(call, event("audioVideoSession", resources::session_path(call), "updated", Some(resources::session(call))))]
 }
 
 fn hangup_events(call: &mut CallRecord) -> Vec<SimEvent> {

@@ -55,8 +55,11 @@ fn presence(shared: &Shared) -> Reply {
             let p = st.profiles.get(u).cloned().unwrap_or_default();
             let available = st.apps.values().any(|a| &a.user == u && a.available);
             let availability = p.availability.unwrap_or_else(|| if available { "Online".into() } else { "Offline".into() });
-            (u.clone(), json!({"availability": availability, "note": p.note,
-                               "forwarding": {"setting": p.forwarding.setting, "target": p.forwarding.target}}))
+            (
+                u.clone(),
+                json!({"availability": availability, "note": p.note,
+                               "forwarding": {"setting": p.forwarding.setting, "target": p.forwarding.target}}),
+            )
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Object(out))
@@ -171,9 +174,11 @@ fn list_apps(shared: &Shared) -> Reply {
     let apps: Vec<Value> = st
         .apps
         .values()
-        .map(|a| json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
+        .map(|a| {
+            json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
                         "modalities": a.modalities, "pollTimeoutSecs": a.channel.timeout.as_secs(),
-                        "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()}))
+                        "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()})
+        })
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(apps))
 }
@@ -203,9 +208,9 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
             inject(shared, f, count as usize, user.as_deref());
             Reply::no_content()
         }
-        Err(e) => bad(format!(
-            "not a fault ({e}); kinds: server_error, too_many_requests, drop_connection, malformed_body, resync, token_expiry, application_gone"
-        )),
+        Err(e) => {
+            bad(format!("not a fault ({e}); kinds: server_error, too_many_requests, drop_connection, malformed_body, resync, token_expiry, application_gone"))
+        }
     }
 }
 

@@ -34,9 +34,9 @@ fn multipart(boundary: &str, body: &[u8]) -> HashMap<String, String> {
         let Some((head, value)) = part.split_once("\r\n\r\n").or_else(|| part.split_once("\n\n")) else { continue };
         let name = head.lines().find_map(|l| {
             let l = l.trim();
-            l.to_ascii_lowercase().starts_with("content-disposition:").then(|| {
-                l.split(';').map(str::trim).find_map(|p| p.strip_prefix("name=").map(|n| n.trim_matches('"').to_string()))
-            })?
+            l.to_ascii_lowercase()
+                .starts_with("content-disposition:")
+                .then(|| l.split(';').map(str::trim).find_map(|p| p.strip_prefix("name=").map(|n| n.trim_matches('"').to_string())))?
         });
         if let Some(name) = name {
             let value = value.strip_suffix("\r\n").or_else(|| value.strip_suffix('\n')).unwrap_or(value);

@@ -15,8 +15,8 @@
 //! Every protocol rule followed here is in `PROTOCOL.md` (shared with the agent's developers).
 
 mod calls;
-pub mod cli;
 mod channel;
+pub mod cli;
 mod control;
 mod directory;
 mod form;
@@ -31,8 +31,8 @@ mod state;
 mod tls;
 
 pub use calls::{CallOutcome, CallSpec, Direction};
-pub use server::{Simulator, UserAdder};
 pub use quirks::{Quirk, Quirks};
+pub use server::{Simulator, UserAdder};
 pub use state::Fault;
 pub use tls::TlsFiles;
 

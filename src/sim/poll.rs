@@ -47,9 +47,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
         Some(Ok(t)) => Some(Duration::from_secs(t).clamp(shared.config.min_poll_timeout, shared.config.max_poll_timeout)),
         Some(Err(_)) => return bad("timeout must be a number of seconds.").into(),
     };
-    let app_gone = || {
-        Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
-    };
+    let app_gone = || Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.");
     let now = Instant::now();
     let (step, timeout) = {
         let mut st = shared.state.lock().expect("sim state lock");
@@ -62,7 +60,8 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
             return bad("The events href's key is missing: use the href the server gave.").into();
         }
         // The first fault meant for this account (or for any).
-        let fault = st.faults.iter().position(|(who, _)| who.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(user))).and_then(|i| st.faults.remove(i)).map(|(_, f)| f);
+        let fault =
+            st.faults.iter().position(|(who, _)| who.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(user))).and_then(|i| st.faults.remove(i)).map(|(_, f)| f);
         let app = st.app_of(app_id, user).expect("checked above");
         app.last_seen = now;
         if let Some(t) = requested_timeout {
@@ -90,8 +89,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
                 }
                 Fault::DropConnection => return Answer::Raw(reply::dropped_connection()),
                 Fault::MalformedBody => {
-                    return Reply::json_bytes(StatusCode::OK, bytes::Bytes::from_static(b"{\"_links\": {\"self\": {\"href\": \"/ucwa"))
-                        .into()
+                    return Reply::json_bytes(StatusCode::OK, bytes::Bytes::from_static(b"{\"_links\": {\"self\": {\"href\": \"/ucwa")).into()
                 }
                 Fault::Resync => {
                     Counters::bump(&shared.counters.resyncs);

@@ -167,10 +167,8 @@ fn iis_error(status: StatusCode) -> Reply {
     let page = "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\"><html><head><title>500 - Internal server error.</title></head>\
                 <body><div id=\"header\"><h1>Server Error</h1></div><div id=\"content\"><fieldset><h2>500 - Internal server error.</h2>\
                 <h3>There is a problem with the resource you are looking for, and it cannot be displayed.</h3></fieldset></div></body></html>";
-    Reply::html(status, page).header(
-        HeaderName::from_static("x-ms-diagnostics"),
-        "28032; reason=\"The front end server is unavailable\"; source=\"pool.contoso.com\"",
-    )
+    Reply::html(status, page)
+        .header(HeaderName::from_static("x-ms-diagnostics"), "28032; reason=\"The front end server is unavailable\"; source=\"pool.contoso.com\"")
 }
 
 /// The discovery document in the XML form Autodiscover answers without a JSON `Accept`.
@@ -217,10 +215,7 @@ mod tests {
         assert!(event["_embedded"]["audioVideoInvitation"].is_object(), "the event's own resource stays an object");
         assert_eq!(event["_embedded"]["audioVideoInvitation"]["_embedded"]["from"][0]["uri"], "sip:a@b.c");
 
-        assert_eq!(
-            opaque_participant("/c/9/participants/Alice@Contoso.com/x").as_deref(),
-            Some("/c/9/participants/c2lwomfsawnlqgnvbnrvc28uy29t0/x")
-        );
+        assert_eq!(opaque_participant("/c/9/participants/Alice@Contoso.com/x").as_deref(), Some("/c/9/participants/c2lwomfsawnlqgnvbnrvc28uy29t0/x"));
         assert_eq!(opaque_participant("/c/9/participants/local"), None);
         assert_eq!(base64(b"sip:alice@contoso.com"), "c2lwOmFsaWNlQGNvbnRvc28uY29t");
         assert_eq!(base64(b"ab"), "YWI=");

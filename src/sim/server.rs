@@ -3,9 +3,9 @@
 
 use super::calls::{self, CallCommand, CallSpec, Direction};
 use super::channel::SimEvent;
+use super::directory;
 use super::reply::Reply;
 use super::resources::{self, app_path};
-use super::directory;
 use super::state::{Counters, Fault, SimState};
 use super::{control, generator, SimConfig};
 use axum::body::to_bytes;
@@ -45,12 +45,8 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SimState::new(&config)),
-            config,
-            counters: Counters::default(),
-            origin: format!("{scheme}://{addr}"),
-        });
+        let shared =
+            Arc::new(Shared { state: Mutex::new(SimState::new(&config)), config, counters: Counters::default(), origin: format!("{scheme}://{addr}") });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let generator = generator::spawn(shared.clone());
@@ -173,11 +169,7 @@ impl From<Reply> for Answer {
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let gzip = parts
-        .headers
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+    let gzip = parts.headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
     let head = parts.method == Method::HEAD;
     let body = match to_bytes(body, 1 << 20).await {
         Ok(b) => b,
@@ -214,9 +206,7 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
             }
             Reply::json(StatusCode::OK, &doc).into()
         }
-        ["autodiscover", "autodiscoverservice.svc", "root", "oauth", "user"] | ["autodiscover", "autodiscoverservice.svc", "root", "user"]
-            if get =>
-        {
+        ["autodiscover", "autodiscoverservice.svc", "root", "oauth", "user"] | ["autodiscover", "autodiscoverservice.svc", "root", "user"] if get => {
             match authorize(shared, &req.headers) {
                 Ok(_) => Reply::json(StatusCode::OK, &resources::user(&shared.origin)).into(),
                 Err(r) => r.into(),
@@ -260,10 +250,26 @@ const XFRAME_PAGE: &str = "<!DOCTYPE html><html><head><title>XFrame</title></hea
 
 /// The operations the simulator links to (POST only): a GET on one answers 405, as a pool does.
 const OPERATIONS: &[&str] = &[
-    "makemeavailable", "reportmyactivity", "batch", "acceptwithanswer", "decline", "cancel", "stopaudiovideo", "stopaudio",
-    "addvideo", "addparticipant", "acceptwithphoneaudio", "renegotiations", "publishcallqualityfeedback", "audiovideoinvitations",
-    "messaginginvitations", "onlinemeetinginvitations", "turnoffcallforwarding", "immediateforwardtocontact",
-    "immediateforwardtovoicemail", "simultaneousringtocontact",
+    "makemeavailable",
+    "reportmyactivity",
+    "batch",
+    "acceptwithanswer",
+    "decline",
+    "cancel",
+    "stopaudiovideo",
+    "stopaudio",
+    "addvideo",
+    "addparticipant",
+    "acceptwithphoneaudio",
+    "renegotiations",
+    "publishcallqualityfeedback",
+    "audiovideoinvitations",
+    "messaginginvitations",
+    "onlinemeetinginvitations",
+    "turnoffcallforwarding",
+    "immediateforwardtocontact",
+    "immediateforwardtovoicemail",
+    "simultaneousringtocontact",
 ];
 
 /// A forwarding operation under `me/callForwardingSettings`: the setting it makes, and whether
@@ -308,7 +314,11 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<String, Reply> {
         }
     }
     Counters::bump(&shared.counters.unauthorized);
-    let page = if status == StatusCode::FORBIDDEN { "<html><body><h2>403 - Forbidden</h2></body></html>" } else { "<html><body><h2>401 - Unauthorized</h2></body></html>" };
+    let page = if status == StatusCode::FORBIDDEN {
+        "<html><body><h2>403 - Forbidden</h2></body></html>"
+    } else {
+        "<html><body><h2>401 - Unauthorized</h2></body></html>"
+    };
     let mut reply = Reply::html(status, page);
     if status == StatusCode::FORBIDDEN {
         reply = reply.header(header::WARNING, "120 \"InvalidToken\"");
@@ -351,11 +361,8 @@ fn token(shared: &Shared, req: &Req) -> Reply {
     let lifetime = shared.config.token_lifetime;
     st.tokens.insert(token.clone(), super::state::Token { user, expires_at: Instant::now() + lifetime });
     Counters::bump(&shared.counters.tokens_issued);
-    Reply::json(
-        StatusCode::OK,
-        &json!({"access_token": token, "expires_in": lifetime.as_secs(), "ms_rtc_identityscope": "local", "token_type": "Bearer"}),
-    )
-    .header(header::CACHE_CONTROL, "no-store")
+    Reply::json(StatusCode::OK, &json!({"access_token": token, "expires_in": lifetime.as_secs(), "ms_rtc_identityscope": "local", "token_type": "Bearer"}))
+        .header(header::CACHE_CONTROL, "no-store")
 }
 
 fn random_token() -> String {
@@ -387,8 +394,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
     users.sort();
     let users: Vec<&str> = users.iter().map(String::as_str).collect();
     let Some(app) = st.app_of(id, user) else {
-        return Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.")
-            .into();
+        return Reply::error(StatusCode::NOT_FOUND, "NotFound", Some("ApplicationNotFound"), "The application does not exist.").into();
     };
     app.last_seen = now;
     match rest {
@@ -439,10 +445,22 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             let target = member(&body, "target").and_then(|v| v.as_str());
             let (setting, needs_target) = forwarding_operation(op).expect("checked in the guard");
             let target = match (needs_target, target) {
-                (false, _) => if setting == "ImmediateForward" { "voicemail".to_string() } else { String::new() },
+                (false, _) => {
+                    if setting == "ImmediateForward" {
+                        "voicemail".to_string()
+                    } else {
+                        String::new()
+                    }
+                }
                 (true, Some(t)) if t.starts_with("sip:") || t.starts_with("tel:") => t.to_string(),
                 (true, other) => {
-                    return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), &format!("target must be a sip: or tel: URI, not {other:?}")).into()
+                    return Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        Some("ParameterValidationFailure"),
+                        &format!("target must be a sip: or tel: URI, not {other:?}"),
+                    )
+                    .into()
                 }
             };
             let user = user.to_string();
@@ -479,8 +497,7 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["me", "reportmyactivity"] | ["reportmyactivity"] if post => {
             if !app.available {
-                return Reply::error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), "Call makeMeAvailable first.")
-                    .into();
+                return Reply::error(StatusCode::CONFLICT, "Conflict", Some("MakeMeAvailableRequired"), "Call makeMeAvailable first.").into();
             }
             Counters::bump(&shared.counters.report_my_activity);
             Reply::no_content().into()
@@ -502,9 +519,11 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                 [] if get => Reply::json(StatusCode::OK, &resources::invitation(call)).into(),
                 ["acceptwithanswer"] if post && call.direction == Direction::Incoming => {
                     // The answer is an SDP (REFERENCE.md §5: `Content-Type: application/sdp` → 204).
-                    let sdp = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-                        ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-                    });
+                    let sdp = req
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|ct| ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp")));
                     if !sdp {
                         return Reply::error(
                             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -522,7 +541,8 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
                     let body = json_body(req);
                     let number = member(&body, "phoneNumber").and_then(|v| v.as_str()).filter(|n| n.starts_with("tel:"));
                     let Some(number) = number.map(str::to_string) else {
-                        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "phoneNumber must be a tel: URI.").into();
+                        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "phoneNumber must be a tel: URI.")
+                            .into();
                     };
                     if call.phase != calls::Phase::Ringing {
                         return Reply::error(StatusCode::CONFLICT, "Conflict", Some("InvalidState"), "The call is not ringing.").into();
@@ -621,12 +641,7 @@ fn create_application(shared: &Shared, req: &Req, user: &str) -> Reply {
     };
     let field = |name: &str| body.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_str());
     let (Some(agent), Some(endpoint), Some(culture)) = (field("userAgent"), field("endpointId"), field("culture")) else {
-        return Reply::error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            Some("ParameterValidationFailure"),
-            "userAgent, endpointId and culture are required.",
-        );
+        return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "userAgent, endpointId and culture are required.");
     };
     if agent.len() > 100 {
         return Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "userAgent is too long.");
@@ -639,8 +654,7 @@ fn create_application(shared: &Shared, req: &Req, user: &str) -> Reply {
         Counters::bump(&shared.counters.applications_created);
     }
     let app = &st.apps[&id];
-    Reply::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &resources::application(app))
-        .header(header::LOCATION, app_path(id))
+    Reply::json(if created { StatusCode::CREATED } else { StatusCode::OK }, &resources::application(app)).header(header::LOCATION, app_path(id))
 }
 
 /// `POST communication/audioVideoInvitations` (startAudioVideo): an outgoing call.
@@ -661,8 +675,7 @@ fn start_outgoing(shared: &Arc<Shared>, req: &Req, app_id: u64) -> Reply {
         Ok(id) => {
             let st = shared.state.lock().expect("sim state lock");
             match st.calls.get(&id) {
-                Some(call) => Reply::json(StatusCode::CREATED, &resources::invitation(call))
-                    .header(header::LOCATION, resources::invitation_path(call)),
+                Some(call) => Reply::json(StatusCode::CREATED, &resources::invitation(call)).header(header::LOCATION, resources::invitation_path(call)),
                 None => Reply::error(StatusCode::GONE, "Gone", None, "The call ended."),
             }
         }

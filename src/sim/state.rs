@@ -240,9 +240,8 @@ impl SimState {
         poll_timeout: std::time::Duration,
         now: Instant,
     ) -> (u64, bool) {
-        if let Some(app) = self.apps.values_mut().find(|a| {
-            a.user == user && a.endpoint_id == endpoint_id && a.user_agent == user_agent && a.culture == culture
-        }) {
+        if let Some(app) = self.apps.values_mut().find(|a| a.user == user && a.endpoint_id == endpoint_id && a.user_agent == user_agent && a.culture == culture)
+        {
             app.last_seen = now;
             return (app.id, false);
         }

@@ -126,8 +126,7 @@ impl Store {
         upgrade(&conn).map_err(err)?;
         // A database that opens but cannot be written (read-only file or directory) would let
         // the agent sign in and then fail every batch: find out now.
-        conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;")
-            .map_err(err)?;
+        conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
         let checkpointer = checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
         Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
     }
@@ -206,7 +205,12 @@ impl Store {
             let events = match decoded {
                 Ok(b) if b.events.len() as i64 == last - first + 1 => b.events,
                 Ok(b) => {
-                    tracing::error!(first_seq = first, expected = last - first + 1, got = b.events.len(), "journal batch decodes to a different number of events; skipped");
+                    tracing::error!(
+                        first_seq = first,
+                        expected = last - first + 1,
+                        got = b.events.len(),
+                        "journal batch decodes to a different number of events; skipped"
+                    );
                     continue;
                 }
                 Err(error) => {
@@ -227,17 +231,14 @@ impl Store {
     /// The highest `seq` ever journaled (0 for none).
     pub fn head(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        let head: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        let head: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         Ok(head.and_then(|h| h.parse().ok()).unwrap_or(0))
     }
 
     /// How many events the journal holds.
     pub fn depth(&self) -> Result<u64, StoreError> {
         let conn = self.lock();
-        let n: i64 = conn
-            .query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
+        let n: i64 = conn.query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 
@@ -292,30 +293,23 @@ impl Store {
         if !keys.is_empty() {
             return Ok(keys);
         }
-        let whole: Option<String> = conn
-            .query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let whole: Option<String> =
+            conn.query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         let Some(serde_json::Value::Object(map)) = whole.and_then(|j| serde_json::from_str(&j).ok()) else { return Ok(Vec::new()) };
         Ok(map.into_iter().map(|(k, v)| (k, v.to_string())).collect())
     }
 
     pub fn position(&self) -> Result<Option<Position>, StoreError> {
         let conn = self.lock();
-        let text: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
         let conn = self.lock();
         match p {
-            Some(p) => conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)",
-                params![serde_json::to_string(p).expect("positions serialize")],
-            ),
+            Some(p) => conn
+                .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")]),
             None => conn.execute("DELETE FROM meta WHERE key = 'position'", []),
         }
         .map(|_| ())
@@ -444,7 +438,8 @@ mod tests {
         {
             // The schema and row of a database from before the `codec` column.
             let c = Connection::open(dir.path().join("agent.db")).unwrap();
-            c.execute_batch("CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);").unwrap();
+            c.execute_batch("CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);")
+                .unwrap();
             c.execute("INSERT INTO journal VALUES (1, 2, 'https://pool.contoso.com/', ?1)", params![body]).unwrap();
             c.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('head', '2');").unwrap();
         }
@@ -460,8 +455,7 @@ mod tests {
 
     /// A batch body of `n` events that compresses to a few KiB (random padding).
     fn padded_body(n: usize) -> Vec<u8> {
-        let events: Vec<(String, serde_json::Value)> =
-            (0..n).map(|i| (format!("/e/{i}"), json!({"pad": format!("{:x}", rand::random::<u128>())}))).collect();
+        let events: Vec<(String, serde_json::Value)> = (0..n).map(|i| (format!("/e/{i}"), json!({"pad": format!("{:x}", rand::random::<u128>())}))).collect();
         let refs: Vec<(&str, &str, serde_json::Value)> = events.iter().map(|(h, d)| ("test", h.as_str(), d.clone())).collect();
         batch::synthetic_body(&refs)
     }

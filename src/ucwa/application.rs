@@ -70,12 +70,7 @@ impl Application {
 }
 
 /// `POST applications`; the same EndpointId gives back the same application (and channel).
-pub async fn create(
-    session: &Session,
-    applications_href: &str,
-    user_agent: &str,
-    endpoint_id: &str,
-) -> Result<Application, UcwaError> {
+pub async fn create(session: &Session, applications_href: &str, user_agent: &str, endpoint_id: &str) -> Result<Application, UcwaError> {
     let body = json!({"UserAgent": user_agent, "EndpointId": endpoint_id, "Culture": "en-US"});
     let reply = session.post_json(applications_href, &body).await?;
     let v = reply.json(applications_href)?;

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
 
-pub use super::event::{packed_field, Event, Field};
 use super::event::Packer;
+pub use super::event::{packed_field, Event, Field};
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,12 +160,20 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             let mut p = Packer::new(text);
             p.put(Field::Rel, &rel);
             p.put(Field::Kind, &kind);
-            p.put_with(Field::Href, |b| if !href.is_empty() { origin.absolute_into(&href, b) });
+            p.put_with(Field::Href, |b| {
+                if !href.is_empty() {
+                    origin.absolute_into(&href, b)
+                }
+            });
             if let Some(t) = &l.title {
                 p.put(Field::Title, t);
             }
             p.put(Field::SenderRel, &sender_rel);
-            p.put_with(Field::SenderHref, |b| if !sender_href.is_empty() { origin.absolute_into(&sender_href, b) });
+            p.put_with(Field::SenderHref, |b| {
+                if !sender_href.is_empty() {
+                    origin.absolute_into(&sender_href, b)
+                }
+            });
             // The conversation is a prefix of the href, or the sender itself: point at that text.
             let conversation = match p.field(Field::Href).and_then(conversation_of) {
                 Some(len) => p.span(Field::Href).map(|(start, _)| (start, len)),

@@ -24,11 +24,11 @@ pub mod secret;
 pub mod session;
 pub mod signin;
 
+pub use auth::{Auth, TokenSource};
 pub use batch::{Batch, Continuation, Event};
 pub use error::UcwaError;
 pub use origin::Origin;
 pub use secret::Secret;
-pub use auth::{Auth, TokenSource};
 pub use session::{HttpReply, Session};
 
 use serde_json::Value;

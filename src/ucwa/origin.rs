@@ -29,14 +29,14 @@ impl Origin {
 
     /// Resolves a UCWA href (relative, or absolute on this origin) to a URL on this origin.
     pub fn resolve(&self, href: &str) -> Result<Url, UcwaError> {
-        let url = self
-            .base
-            .join(href)
-            .map_err(|e| UcwaError::Malformed { url: href.to_string(), message: format!("not a usable href: {e}") })?;
+        let url = self.base.join(href).map_err(|e| UcwaError::Malformed { url: href.to_string(), message: format!("not a usable href: {e}") })?;
         // `user:password@` in an href would become `Authorization: Basic` in place of the
         // token (and the pool's 401 would make the agent discard a valid token).
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(UcwaError::Malformed { url: "[an href with user:password@]".into(), message: "hrefs with credentials (user:password@host) are refused".into() });
+            return Err(UcwaError::Malformed {
+                url: "[an href with user:password@]".into(),
+                message: "hrefs with credentials (user:password@host) are refused".into(),
+            });
         }
         if self.same_origin(&url) {
             Ok(url)

@@ -83,12 +83,7 @@ pub fn is_known_rel(rel: &str) -> bool {
 
 /// The known name closest to `word` (case-insensitive edit distance ≤ 3), for "did you mean".
 pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, k)| k)
+    known.iter().map(|k| (distance(&word.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k)).filter(|(d, _)| *d <= 3).min().map(|(_, k)| k)
 }
 
 fn distance(a: &str, b: &str) -> usize {

@@ -2,13 +2,13 @@
 //! renewed before it expires and on any 401 (or 403 `InvalidToken`), and the failed request is retried once.
 
 use super::auth::Auth;
-use crate::metrics::Metrics;
-use std::sync::Arc;
 use super::{Origin, Secret, UcwaError};
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -25,8 +25,7 @@ pub struct HttpReply {
 impl HttpReply {
     /// The body as JSON (a leading UTF-8 byte-order mark is allowed, PROTOCOL.md §6).
     pub fn json(&self, url: &str) -> Result<Value, UcwaError> {
-        serde_json::from_slice(strip_bom(&self.body))
-            .map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
+        serde_json::from_slice(strip_bom(&self.body)).map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
     }
 }
 
@@ -61,9 +60,7 @@ impl Session {
     /// A session for `origin`; no request is sent until the first call.
     pub fn new(http: reqwest::Client, origin: Origin, token_url: Option<Url>, auth: Auth) -> Result<Session, UcwaError> {
         match (&auth, &token_url) {
-            (Auth::Password { .. }, None) => {
-                return Err(UcwaError::SignIn("the password grant needs the pool's token endpoint".into()))
-            }
+            (Auth::Password { .. }, None) => return Err(UcwaError::SignIn("the password grant needs the pool's token endpoint".into())),
             (Auth::Password { .. }, Some(url)) if !origin.same_origin(url) => {
                 return Err(UcwaError::SignIn(format!(
                     "the token endpoint {url} is not on the pool's origin {}; the password is not sent there",
@@ -102,13 +99,7 @@ impl Session {
     }
 
     /// Sends a request to the pool; `timeout` bounds the whole exchange (default 60 s).
-    pub async fn send(
-        &self,
-        method: Method,
-        href: &str,
-        body: Option<(String, Bytes)>,
-        timeout: Option<Duration>,
-    ) -> Result<HttpReply, UcwaError> {
+    pub async fn send(&self, method: Method, href: &str, body: Option<(String, Bytes)>, timeout: Option<Duration>) -> Result<HttpReply, UcwaError> {
         let url = self.origin.resolve(href)?;
         let token = self.current_token(None).await?;
         let reply = self.exchange(&method, &url, body.clone(), timeout, &token).await?;
@@ -121,13 +112,7 @@ impl Session {
     }
 
     /// `send`, turning any status other than 2xx into `UcwaError::Status`.
-    pub async fn send_ok(
-        &self,
-        method: Method,
-        href: &str,
-        body: Option<(String, Bytes)>,
-        timeout: Option<Duration>,
-    ) -> Result<HttpReply, UcwaError> {
+    pub async fn send_ok(&self, method: Method, href: &str, body: Option<(String, Bytes)>, timeout: Option<Duration>) -> Result<HttpReply, UcwaError> {
         let reply = self.send(method.clone(), href, body, timeout).await?;
         if (200..300).contains(&reply.status) {
             Ok(reply)
@@ -149,9 +134,7 @@ impl Session {
     /// The token to use; renews it if there is none, it is due, or it is `rejected`.
     async fn current_token(&self, rejected: Option<&Secret>) -> Result<Secret, UcwaError> {
         let mut slot = self.token.lock().await;
-        let usable = slot.as_ref().filter(|t| {
-            t.renew_at.is_none_or(|at| Instant::now() < at) && Some(&t.value) != rejected && !self.source_changed(t)
-        });
+        let usable = slot.as_ref().filter(|t| t.renew_at.is_none_or(|at| Instant::now() < at) && Some(&t.value) != rejected && !self.source_changed(t));
         if let Some(t) = usable {
             return Ok(t.value.clone());
         }
@@ -220,9 +203,7 @@ impl Session {
         if status == 400 {
             let error = reply.json(&url).ok().and_then(|v| v.get("error")?.as_str().map(str::to_string));
             return Err(match error.as_deref() {
-                Some("invalid_grant") => UcwaError::Credentials(format!(
-                    "the pool refused the user name or password for {username} (invalid_grant)"
-                )),
+                Some("invalid_grant") => UcwaError::Credentials(format!("the pool refused the user name or password for {username} (invalid_grant)")),
                 Some(other) => UcwaError::SignIn(format!("the token endpoint answered `{other}`")),
                 None => status_error(&Method::POST, &url, &reply),
             });
@@ -231,19 +212,15 @@ impl Session {
             return Err(status_error(&Method::POST, &url, &reply));
         }
         let v = reply.json(&url)?;
-        let token = v.get("access_token").and_then(Value::as_str).ok_or_else(|| UcwaError::Malformed {
-            url: url.clone(),
-            message: "the token answer has no access_token".into(),
-        })?;
+        let token = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| UcwaError::Malformed { url: url.clone(), message: "the token answer has no access_token".into() })?;
         let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
         // Renew a tenth of the lifetime early (at least 1 s, at most a minute).
         let margin = (expires_in / 10).clamp(1, 60).min(expires_in);
         tracing::info!(user = %username, expires_in, "got a token");
-        Ok(Token {
-            value: Secret::new(token),
-            renew_at: Some(Instant::now() + Duration::from_secs(expires_in - margin)),
-            stamp: None,
-        })
+        Ok(Token { value: Secret::new(token), renew_at: Some(Instant::now() + Duration::from_secs(expires_in - margin)), stamp: None })
     }
 
     async fn exchange(
@@ -306,15 +283,8 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
         };
         v.map(|s| one_line(&s, 300)).filter(|s| !s.is_empty())
     };
-    let retry_after = reply
-        .headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let header = |name: &str| -> Vec<String> {
-        reply.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| one_line(v, 300)).collect()
-    };
+    let retry_after = reply.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let header = |name: &str| -> Vec<String> { reply.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| one_line(v, 300)).collect() };
     let mut diagnostics: Vec<String> = header("x-ms-diagnostics").into_iter().map(|d| format!("X-Ms-Diagnostics: {d}")).collect();
     diagnostics.extend(header("warning").into_iter().map(|w| format!("Warning: {w}")));
     UcwaError::Status {
@@ -332,8 +302,7 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
 /// 401, or the 403 some pools send for an expired token (`Warning: … "InvalidToken"`).
 fn token_rejected(reply: &HttpReply) -> bool {
     reply.status == 401
-        || (reply.status == 403
-            && reply.headers.get_all(reqwest::header::WARNING).iter().any(|w| w.to_str().is_ok_and(|w| w.contains("InvalidToken"))))
+        || (reply.status == 403 && reply.headers.get_all(reqwest::header::WARNING).iter().any(|w| w.to_str().is_ok_and(|w| w.contains("InvalidToken"))))
 }
 
 /// A URL for a log line: a `key=` query parameter (the events href's capability some pools
@@ -414,7 +383,11 @@ mod tests {
         let json = reply(409, &[], r#"{"code":"Conflict","subcode":"PGetReplaced","message":"A newer pending GET replaced this one."}"#);
         let e = status_error(&Method::GET, "https://pool/x", &json).to_string();
         assert_eq!(e, "GET https://pool/x: HTTP 409 Conflict/PGetReplaced: A newer pending GET replaced this one.");
-        let xml = reply(403, &[], r#"<?xml version="1.0"?><error xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa"><code>Forbidden</code><subcode>InvalidToken</subcode><message>The token is not valid.</message></error>"#);
+        let xml = reply(
+            403,
+            &[],
+            r#"<?xml version="1.0"?><error xmlns="http://schemas.microsoft.com/rtc/2012/03/ucwa"><code>Forbidden</code><subcode>InvalidToken</subcode><message>The token is not valid.</message></error>"#,
+        );
         let e = status_error(&Method::GET, "https://pool/x", &xml).to_string();
         assert!(e.ends_with("HTTP 403 Forbidden/InvalidToken: The token is not valid."), "{e}");
         let iis = reply(

@@ -1,12 +1,12 @@
 //! Sign-in: discovery document → user resource's 401 challenge → password grant → user resource
 //! with the token → `applications` (PROTOCOL.md §1–2). `redirect` links are followed, bounded.
 
+use super::auth::Auth;
 use super::challenge;
 use super::origin::is_loopback;
 use super::session::{status_error, strip_bom, transport};
-use super::auth::Auth;
-use crate::metrics::Metrics;
 use super::{link, Origin, Session, UcwaError};
+use crate::metrics::Metrics;
 use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::Method;
 use serde_json::Value;
@@ -34,12 +34,7 @@ pub enum Step {
 }
 
 /// Signs in from a discovery URL.
-pub async fn sign_in(
-    http: &reqwest::Client,
-    discover: &Url,
-    auth: &Auth,
-    metrics: Option<Arc<Metrics>>,
-) -> Result<SignedIn, UcwaError> {
+pub async fn sign_in(http: &reqwest::Client, discover: &Url, auth: &Auth, metrics: Option<Arc<Metrics>>) -> Result<SignedIn, UcwaError> {
     sign_in_steps(http, discover, auth, metrics, &mut |_| {}).await
 }
 
@@ -149,9 +144,7 @@ async fn challenge_of(http: &reqwest::Client, user_url: &Url) -> Result<Url, Ucw
     if !grants.split(',').any(|g| g.trim() == "password") {
         return Err(UcwaError::SignIn(format!("the pool does not offer the password grant (offers: {grants})")));
     }
-    let href = oauth
-        .param("href")
-        .ok_or_else(|| UcwaError::SignIn("the MsRtcOAuth challenge has no href".to_string()))?;
+    let href = oauth.param("href").ok_or_else(|| UcwaError::SignIn("the MsRtcOAuth challenge has no href".to_string()))?;
     user_url.join(href).map_err(|e| malformed(user_url, e))
 }
 
@@ -170,8 +163,7 @@ async fn get_json_anonymous(http: &reqwest::Client, url: &Url) -> Result<Value, 
     if !(200..300).contains(&status) {
         return Err(status_error(&Method::GET, url.as_str(), &reply));
     }
-    serde_json::from_slice(strip_bom(&reply.body))
-        .map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
+    serde_json::from_slice(strip_bom(&reply.body)).map_err(|e| UcwaError::Malformed { url: url.to_string(), message: format!("body is not JSON: {e}") })
 }
 
 /// Plain http only to loopback: credentials never cross a network in clear text.

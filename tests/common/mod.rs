@@ -310,9 +310,11 @@ pub fn saved_state(db: &Path, script: &str) -> serde_json::Value {
 pub async fn messages_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &str, n: usize) -> Vec<String> {
     let mut got = Vec::new();
     while got.len() < n {
-        let o = expect(out, &format!("{n} log lines of {script} (got {got:?})"), |o| {
-            matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script)
-        })
+        let o = expect(
+            out,
+            &format!("{n} log lines of {script} (got {got:?})"),
+            |o| matches!(o, ScriptOutput::Log { script: s, .. } | ScriptOutput::HandlerError { script: s, .. } if s == script),
+        )
         .await;
         match o {
             ScriptOutput::Log { message, .. } => got.push(message),
