@@ -26,7 +26,6 @@ test.case("totals add up in agent.state", function()
 end)
 
 test.case("an end without a start has no duration", function()
-  test.logs()
   test.dispatch(test.event("audioVideoSession", "deleted", { conversation = 3 }))
   test.eq(test.logs()[1].fields.duration_s, nil)
 end)
@@ -47,7 +46,6 @@ local function invitation(kind, conversation, direction, fields)
 end
 
 test.case("who called is logged when it rings, when it starts and when it ends", function()
-  test.logs()
   test.dispatch(invitation("started", 4, "Incoming"))
   test.dispatch(test.event("audioVideoSession", "added", { conversation = 4 }))
   test.dispatch(test.event("audioVideoSession", "deleted", { conversation = 4 }))
@@ -63,7 +61,6 @@ test.case("who called is logged when it rings, when it starts and when it ends",
 end)
 
 test.case("a missed call gets a warning line with the caller and the reason", function()
-  test.logs()
   test.dispatch(invitation("started", 5, "Incoming"))
   test.dispatch(invitation("completed", 5, "Incoming",
     { status = "Failure", reason = { code = "Gone", subcode = "Missed", message = "The call was not answered." } }))
@@ -77,7 +74,6 @@ test.case("a missed call gets a warning line with the caller and the reason", fu
 end)
 
 test.case("an outgoing call names the callee", function()
-  test.logs()
   test.dispatch(invitation("started", 6, "Outgoing"))
   test.eq(test.logs()[1].fields.with, "sip:demo@contoso.com")
 end)

@@ -17,6 +17,11 @@ const EXIT_CREDENTIALS: u8 = 3;
 /// `check --online`: the pool cannot be reached, or answers unlike a UCWA pool.
 const EXIT_POOL: u8 = 4;
 
+/// `println!` for the tools' reports, through [`out_raw`].
+macro_rules! out {
+    ($($arg:tt)*) => { out_raw(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 #[derive(Parser)]
 #[command(version, about = "Runs Lua scripts on Skype for Business (UCWA) call events")]
 struct Cli {
@@ -63,6 +68,9 @@ enum Command {
         /// applications), without creating an application.
         #[arg(long)]
         online: bool,
+        /// Warnings fail too (exit status 1), for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Feed a recorded file (one batch JSON per line) through the scripts offline.
     Replay {
@@ -71,6 +79,10 @@ enum Command {
         /// Only this script (its file name without .lua).
         #[arg(long)]
         script: Option<String>,
+        /// Canned `agent.ucwa` answers: a JSON array of {"method", "path", "status", "body"};
+        /// path absolute, on the pool, or relative to the application ("me/presence").
+        #[arg(long, value_name = "FILE")]
+        answers: Option<PathBuf>,
     },
     /// Run script tests: each FILE given, and the `*_test.lua` files of each DIR (default: the
     /// scripts directory).
@@ -96,6 +108,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    refuse_flags_without_effect(&cli);
     // A panic (a bug) is an ERROR log line with its thread, like everything else the agent says.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -107,13 +120,22 @@ fn main() -> ExitCode {
     }));
     match &cli.command {
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "ucwa-agent", &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete names the subcommands' cases of a hyphenated binary
+                // `ucwa__subcmd__agent__…` but looks for `ucwa__agent__…` (clap-rs/clap#6421), so
+                // nothing completes after the subcommand. (A no-op once that is fixed.)
+                script = script.replace("ucwa__subcmd__agent", "ucwa__agent");
+            }
+            out_raw(&script);
             return ExitCode::SUCCESS;
         }
         Some(Command::Man { dir }) => {
             let written = match dir {
-                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
-                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+                Some(dir) => tools::manual::write_to(Cli::command(), dir),
+                None => tools::manual::render(Cli::command()).map(|page| out_raw(&page)),
             };
             return match written {
                 Ok(()) => ExitCode::SUCCESS,
@@ -135,8 +157,10 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Run { record: None }) {
             Command::Run { record } => run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await,
             Command::Record { file } => run(cli.config, cli.shard, cli.metrics_listen, Some(file), log_level).await,
-            Command::Check { online } => with_config(&cli.config, |c| async move { check(&c, online).await }).await,
-            Command::Replay { file, script } => with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref()).await }).await,
+            Command::Check { online, strict } => with_config(&cli.config, |c| async move { check(&c, online, strict, cli.metrics_listen).await }).await,
+            Command::Replay { file, script, answers } => {
+                with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref(), answers.as_deref()).await }).await
+            }
             Command::Test { paths } => test(&cli.config, paths).await,
             Command::Completions { .. } | Command::Man { .. } => {
                 unreachable!("answered before the runtime starts")
@@ -148,6 +172,26 @@ fn main() -> ExitCode {
     // for: the process ends now.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     code
+}
+
+/// `--shard` and `--metrics-listen` are global (they come before or after the command), but
+/// only `run`, `record` and `check` use them: elsewhere they are a usage error (status 2), not
+/// silently ignored.
+fn refuse_flags_without_effect(cli: &Cli) {
+    let name = match &cli.command {
+        Some(Command::Completions { .. }) => "completions",
+        Some(Command::Man { .. }) => "man",
+        Some(Command::Test { .. }) => "test",
+        Some(Command::Replay { .. }) => "replay",
+        _ => return,
+    };
+    let given: Vec<&str> =
+        [(cli.shard.is_some(), "--shard"), (cli.metrics_listen.is_some(), "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
+    if !given.is_empty() {
+        let verb = if given.len() > 1 { "apply" } else { "applies" };
+        let message = format!("{} {verb} to run, record and check, not to {name}", given.join(" and "));
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
 }
 
 async fn with_config<F: std::future::Future<Output = ExitCode>>(path: &std::path::Path, f: impl FnOnce(Config) -> F) -> ExitCode {
@@ -300,27 +344,28 @@ async fn run(
     }
 }
 
-async fn check(config: &Config, online: bool) -> ExitCode {
-    let report = tools::check::check(config);
+async fn check(config: &Config, online: bool, strict: bool, metrics_listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let report = tools::check::check(config, metrics_listen);
     for p in &report.config {
-        println!("{p}");
+        out!("{p}");
     }
     for p in &report.problems {
-        println!("{p}");
+        out!("{p}");
     }
     for (name, subs) in &report.loaded {
-        println!("ok: {name} ({subs} subscription{})", if *subs == 1 { "" } else { "s" });
+        out!("ok: {name} ({subs} subscription{})", if *subs == 1 { "" } else { "s" });
     }
-    let errors = report.errors();
-    println!("{} script(s) loaded, {errors} error(s), {} warning(s)", report.loaded.len(), report.problems.len() - errors);
+    let (errors, warnings) = (report.errors(), report.warnings());
+    let failing = if strict && warnings > 0 { " (--strict: warnings fail)" } else { "" };
+    out!("{} script(s) loaded, {errors} error(s), {warnings} warning(s){failing}", report.loaded.len());
     if !report.config.is_empty() {
-        println!("the configuration has {} problem(s): `run` would not start", report.config.len());
+        out!("the configuration has {} problem(s): `run` would not start", report.config.len());
         return ExitCode::from(EXIT_CONFIG);
     }
     let online = if online { check_online(config).await } else { None };
     if let Some(code) = online {
         code
-    } else if errors > 0 {
+    } else if errors > 0 || (strict && warnings > 0) {
         ExitCode::from(EXIT_SCRIPTS)
     } else {
         ExitCode::SUCCESS
@@ -333,7 +378,7 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
     let accounts = match config.accounts() {
         Ok(a) => a,
         Err(error) => {
-            println!("{error}");
+            out!("{error}");
             return Some(ExitCode::from(EXIT_CONFIG));
         }
     };
@@ -341,7 +386,7 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
     let mut failed = 0;
     for spec in &accounts {
         if let Some(name) = &spec.name {
-            println!("account {name}:");
+            out!("account {name}:");
         }
         if let Some(code) = check_online_account(config, spec).await {
             failed += 1;
@@ -353,7 +398,7 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
         }
     }
     if accounts.len() > 1 {
-        println!("online: {} of {} accounts signed in", accounts.len() - failed, accounts.len());
+        out!("online: {} of {} accounts signed in", accounts.len() - failed, accounts.len());
     }
     worst.map(ExitCode::from)
 }
@@ -363,7 +408,7 @@ async fn check_online_account(config: &Config, spec: &ucwa_agent::config::Accoun
     let (steps, verdict) = match tools::online::check_account(config, spec).await {
         Ok(r) => r,
         Err(error) => {
-            println!("{error}");
+            out!("{error}");
             return Some(EXIT_CONFIG);
         }
     };
@@ -372,11 +417,11 @@ async fn check_online_account(config: &Config, spec: &ucwa_agent::config::Accoun
             Ok(found) => ("ok  ", found),
             Err(why) => ("FAIL", why),
         };
-        println!("{mark} {:<12} {:>6} ms  {text}", s.name, s.took.as_millis());
+        out!("{mark} {:<12} {:>6} ms  {text}", s.name, s.took.as_millis());
     }
     match verdict {
         Verdict::Ok => {
-            println!("online: signed in; `run` can create its application");
+            out!("online: signed in; `run` can create its application");
             None
         }
         Verdict::CredentialsRefused => Some(EXIT_CREDENTIALS),
@@ -384,7 +429,7 @@ async fn check_online_account(config: &Config, spec: &ucwa_agent::config::Accoun
     }
 }
 
-async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -> ExitCode {
+async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>, answers: Option<&std::path::Path>) -> ExitCode {
     let show = std::io::stderr().is_terminal();
     let progress = move |done: usize, total: usize| {
         if show {
@@ -394,13 +439,16 @@ async fn replay(config: &Config, file: &std::path::Path, script: Option<&str>) -
             }
         }
     };
-    match tools::replay::replay(config, file, script, &progress).await {
+    match tools::replay::replay(config, file, script, answers, &progress).await {
         Ok(r) => {
             for bad in &r.bad_lines {
                 eprintln!("{bad}");
             }
-            print!("{}", r.output);
-            if r.bad_lines.is_empty() && r.load_errors.is_empty() {
+            out_raw(&r.output);
+            if r.handler_errors > 0 {
+                eprintln!("{} handler error(s) (each is in the report above, as `error:`)", r.handler_errors);
+            }
+            if r.bad_lines.is_empty() && r.load_errors.is_empty() && r.handler_errors == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_SCRIPTS)
@@ -455,8 +503,8 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
         results.push(tokio::task::spawn_blocking(move || tools::lua_test::run_file_bounded(&f, settings, limit)).await.expect("the test runner thread"));
     }
     let (text, passed, failed) = tools::lua_test::tap(&results);
-    print!("{text}");
-    println!("{passed} passed, {failed} failed");
+    out_raw(&text);
+    out!("{passed} passed, {failed} failed");
     if failed == 0 && passed > 0 {
         ExitCode::SUCCESS
     } else {
@@ -464,7 +512,24 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
+/// Standard output of the tools' reports. A reader that went away (`… | head -1`) ends the
+/// output, not the process: no panic, and the exit status is still what the command found.
+fn out_raw(text: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        CLOSED.store(true, Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("cannot write to standard output: {error}");
+        }
+    }
+}
+
 /// The first SIGTERM or SIGINT. The handlers are installed when this is called, not when the
 /// future is first awaited: a signal that comes in between is kept, never fatal.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {

@@ -453,3 +453,303 @@ fn check_and_test_load_modules_as_run_does() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("lib/hours.lua:3:"), "the module's own line: {}", text(&o));
 }
+#[test]
+fn check_finds_agent_names_that_do_not_exist_and_strict_fails_on_warnings() {
+    let p = project(&[
+        ("front_desk.lua", "agent.on('audioVideoInvitation', 'started', function(e)\n  -- agent.calls.nope() in a comment is no call\n  agent.calls.reject(e, 'agent.nope in a string')\n  agent.state.anything = agent.config.whatever\nend)\n"),
+        ("typo.lua", "local n = 1\nagent.onn('conversation', function(e) end)\n"),
+    ]);
+    let o = agent(&["check"], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("scripts/front_desk.lua:3: error: `agent.calls.reject` does not exist in the agent API (did you mean `decline`?); calling it fails when this line runs"),
+        "inside a handler: {t}"
+    );
+    assert!(t.contains("scripts/typo.lua:2: error: typo.lua:2: attempt to call a nil value (field 'onn'): `agent.onn` does not exist in the agent API (did you mean `on`?)"), "at the top level: {t}");
+    assert!(!t.contains("nope") && !t.contains("stack traceback"), "{t}");
+    assert!(t.contains("1 script(s) loaded, 2 error(s), 0 warning(s)"), "{t}");
+
+    // A warning passes, unless --strict.
+    let p = project(&[("typo.lua", "agent.on('conversation', 'addedd', function(e) agent.calls.decline(e) end)\n")]);
+    let o = agent(&["check"], p.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 script(s) loaded, 0 error(s), 1 warning(s)\n"), "{}", text(&o));
+    let o = agent(&["check", "--strict"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("1 script(s) loaded, 0 error(s), 1 warning(s) (--strict: warnings fail)"), "{}", text(&o));
+    // Every shipped script and example is clean, also in strict mode.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["scripts", "examples"] {
+        std::fs::write(
+            p.path().join("config.toml"),
+            format!("[scripts]\ndir = \"{}\"\nhttp_allow = [\"hooks.example.com\", \"chat.example.com\"]\n", root.join(dir).display()),
+        )
+        .unwrap();
+        let o = agent(&["check", "--strict"], p.path());
+        assert!(o.status.success() && text(&o).contains(" 0 error(s), 0 warning(s)\n"), "{dir}: {}", text(&o));
+    }
+}
+
+#[test]
+fn check_refuses_the_state_dir_metrics_address_and_file_names_run_refuses() {
+    let p = project(&[("good.lua", "agent.on('conversation', function(e) end)\n")]);
+    let config = |extra: &str| std::fs::write(p.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n[state]\ndir = \"st\"\n{extra}")).unwrap();
+    config("");
+    // A state dir that is not there yet passes, and is not left behind.
+    let o = agent(&["check"], p.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!p.path().join("st").exists(), "check leaves nothing behind");
+    let st = p.path().join("st");
+    let refused = |what: &str, expected: &str| {
+        let o = agent(&["check"], p.path());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {t}");
+        assert!(t.contains("config.toml: `state.dir`: ") && t.contains(expected) && t.contains("`run` would not start"), "{what}: {t}");
+        let r = agent(&["run"], p.path());
+        assert_eq!(r.status.code(), Some(2), "{what}: run refuses it too: {}", text(&r));
+    };
+    std::fs::create_dir_all(st.join("agent.db")).unwrap();
+    refused("agent.db a directory", "state database ./st/agent.db: unable to open database file");
+    std::fs::remove_dir_all(&st).unwrap();
+    std::fs::create_dir(&st).unwrap();
+    assert!(Command::new("mkfifo").arg(st.join("agent.db")).status().unwrap().success());
+    refused("agent.db a FIFO", "state database ./st/agent.db");
+    std::fs::remove_dir_all(&st).unwrap();
+    std::fs::write(&st, "").unwrap();
+    refused("state.dir a file", "cannot lock ./st/agent.lock");
+    std::fs::remove_file(&st).unwrap();
+    // Unwritable (not for root, whom permissions do not stop).
+    std::fs::create_dir(&st).unwrap();
+    std::fs::set_permissions(&st, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    if std::fs::write(st.join("probe"), "").is_err() {
+        refused("state.dir read-only", "cannot lock ./st/agent.lock");
+    }
+    std::fs::set_permissions(&st, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(st.join("probe"));
+
+    // A metrics address in use is named with what set it: the flag, or the file's key.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = agent(&["check", "--metrics-listen", &addr], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(&format!("--metrics-listen: cannot listen on {addr}: ")), "{}", text(&o));
+    config(&format!("[metrics]\nlisten = \"{addr}\"\n"));
+    let o = agent(&["check"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(&format!("config.toml: `metrics.listen`: cannot listen on {addr}: ")), "{}", text(&o));
+    drop(taken);
+    let o = agent(&["check"], p.path());
+    assert!(o.status.success(), "a free address passes (and is released): {}", text(&o));
+    let again = std::net::TcpListener::bind(&addr);
+    assert!(again.is_ok(), "check released {addr}");
+    drop(again);
+
+    // A script whose file name is not UTF-8 is not silently skipped.
+    config("");
+    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.lua");
+    std::fs::write(p.path().join("scripts").join(name), "agent.on('conversation', function(e) end)\n").unwrap();
+    let o = agent(&["check"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(".lua: error: the file name is not valid UTF-8, so `run` skips this script; rename it"), "{}", text(&o));
+}
+
+/// One batch: an incoming call ringing, under application 777.
+fn ringing(n: u32) -> String {
+    let app = "/ucwa/oauth/v1/applications/777";
+    serde_json::json!({
+        "_links": {"next": {"href": format!("{app}/events?ack={}", n + 1)}},
+        "sender": [{"rel": "communication", "href": format!("{app}/communication"), "events": [
+            {"link": {"rel": "audioVideoInvitation", "href": format!("{app}/communication/audioVideoInvitations/{n}")}, "type": "started",
+             "_embedded": {"audioVideoInvitation": {"direction": "Incoming", "state": "Connecting",
+                "_links": {"self": {"href": format!("{app}/communication/audioVideoInvitations/{n}")}, "decline": {"href": format!("{app}/communication/audioVideoInvitations/{n}/decline")}}}}}
+        ]}]
+    })
+    .to_string()
+}
+
+#[test]
+fn replay_answers_agent_me_from_the_recordings_application_and_fails_on_handler_errors() {
+    let p = project(&[("busy.lua", "agent.on('audioVideoInvitation', 'started', function(e)\n  local p = agent.me.presence()\n  agent.log.info('presence ' .. p)\n  agent.calls.decline(e)\nend)\n")]);
+    let recording = p.path().join("calls.jsonl");
+    std::fs::write(&recording, format!("{}\n{}\n", ringing(1), ringing(2))).unwrap();
+    // No answer for the presence: each handler fails, printed once, and the run fails.
+    let o = agent(&["replay", "calls.jsonl"], p.path());
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("  would send (ucwa): GET /ucwa/oauth/v1/applications/777/me/presence\n"), "the recording's application: {out}");
+    let error =
+        "  error: busy.lua:2: agent.me.presence: HTTP 404 NotFound/ResourceNotFound: Not in the recording's events (give an answer with --answers FILE).\n";
+    assert_eq!(out.matches(error).count(), 2, "{out}");
+    assert!(!err.contains("ERROR") && !err.contains("handler failed") && err.contains("2 handler error(s)"), "each error once: {err}");
+    assert!(!format!("{out}{err}").contains("agent-actions"), "{out}{err}");
+    // With canned answers: a path relative to the application; the call is declined.
+    std::fs::write(p.path().join("answers.json"), r#"[{"method": "GET", "path": "me/presence", "body": {"availability": "Away"}}]"#).unwrap();
+    let o = agent(&["replay", "calls.jsonl", "--answers", "answers.json"], p.path());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        out.contains("  info: presence Away\n")
+            && out.contains("would send (ucwa): POST /ucwa/oauth/v1/applications/777/communication/audioVideoInvitations/2/decline"),
+        "{out}"
+    );
+    // A file that is not answers: status 2, naming the flag and what was expected.
+    std::fs::write(p.path().join("answers.json"), r#"[{"method": "GET"}]"#).unwrap();
+    let o = agent(&["replay", "calls.jsonl", "--answers", "answers.json"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--answers answers.json: missing field `path`") && text(&o).contains("expected a JSON array of"), "{}", text(&o));
+}
+
+#[test]
+fn test_cases_start_with_no_captures_and_a_script_is_not_taken_for_its_test() {
+    let p = project(&[
+        ("desk.lua", "agent.on('audioVideoInvitation', 'started', function(e)\n  agent.log.info('ringing')\n  agent.log.info('presence ' .. agent.me.presence())\n  agent.log.info('note ' .. agent.me.note())\nend)\n"),
+        (
+            "desk_test.lua",
+            "test.load('desk.lua')\ntest.answer('GET', 'me/presence', 200, {availability = 'Busy'})\n\
+             test.case('first', function()\n  test.fails(function() test.dispatch(test.event('audioVideoInvitation', 'started')) end)\nend)\n\
+             test.case('second sees only its own', function()\n  test.eq(#test.logs(), 0)\n  test.eq(#test.requests(), 0)\nend)\n\
+             test.case('the note is not answered', function()\n  test.dispatch(test.event('audioVideoInvitation', 'started'))\nend)\n",
+        ),
+    ]);
+    let o = agent(&["test"], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("ok 1 - first\n") && t.contains("ok 2 - second sees only its own\n") && t.contains("not ok 3 - the note is not answered"), "{t}");
+    assert!(
+        t.contains("desk.lua:4: agent.me.note: HTTP 404 NotFound/ResourceNotFound: No test.answer for this href, and no event dispatched so far embedded it."),
+        "the script's line, and test's own words: {t}"
+    );
+    assert!(!t.contains("agent-actions") && !t.contains("replayed") && !t.contains("__mlua"), "no frame of the agent's own: {t}");
+    assert!(t.contains("#   \tdesk.lua:4: in function <desk.lua:1>\n#   \tdesk_test.lua:11: in function <desk_test.lua:10>"), "{t}");
+    // The script, where its test was meant.
+    let o = agent(&["test", "scripts/desk.lua"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("this is a script, not a test; its test is scripts/desk_test.lua: ucwa-agent test scripts/desk_test.lua"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("scripts/desk_test.lua")).unwrap();
+    let o = agent(&["test", "scripts/desk.lua"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "no test.case in this file: is it a script? A script's test is a file beside it, scripts/desk_test.lua, that calls test.load(\"desk.lua\")"
+        ),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_closed_standard_output_ends_the_tools_quietly_with_their_status() {
+    let p = project(&[
+        ("rule.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('hi') end)\n"),
+        ("rule_test.lua", "test.load('rule.lua')\nfor i = 1, 50 do test.case('case ' .. i, function() test.ok(i ~= 7) end) end\n"),
+    ]);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
+    let cases: [(&[&str], i32); 6] = [
+        (&["test"], 1),
+        (&["check"], 0),
+        (&["replay", samples.to_str().unwrap()], 0),
+        (&["man"], 0),
+        (&["completions", "bash"], 0),
+        (&["test", "scripts/rule.lua"], 1),
+    ];
+    for (args, status) in cases {
+        // The reading end is closed before the command writes anything: every write fails.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+            .args(args)
+            .current_dir(p.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(status), "{args:?}: {err}");
+        assert!(!err.contains("panic") && !err.contains("internal error") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bash_completes_after_the_subcommand() {
+    if Command::new("bash").arg("--version").output().is_err() {
+        return; // no bash here: nothing to check
+    }
+    let bin = env!("CARGO_BIN_EXE_ucwa-agent");
+    let complete = |words: &str, cword: usize| {
+        let script = format!(
+            "source <('{bin}' completions bash)\nf=$(complete -p ucwa-agent | sed 's/.*-F \\([^ ]*\\).*/\\1/')\nCOMP_WORDS=({words})\nCOMP_CWORD={cword}\n\
+             $f ucwa-agent \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\necho \"${{COMPREPLY[@]}}\""
+        );
+        let o = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(complete("ucwa-agent simulate --qu", 2), "--quirk");
+    assert!(complete("ucwa-agent simulate --quirk ''", 3).split(' ').any(|q| q == "dotnet_dates"));
+    assert_eq!(complete("ucwa-agent check --st", 2), "--strict");
+    assert_eq!(complete("ucwa-agent ch", 1), "check");
+}
+
+#[test]
+fn the_manual_has_exit_statuses_signals_environment_files_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = agent(&["man"], dir.path());
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    for section in [".SH \"EXIT STATUS\"", ".SH \"SIGNALS\"", ".SH \"ENVIRONMENT\"", ".SH \"FILES\"", ".SH \"CONFIGURATION\""] {
+        assert!(page.contains(section), "{section}");
+    }
+    for word in [
+        "SIGHUP",
+        "RUST_LOG",
+        "NO_COLOR",
+        "NOTIFY_SOCKET",
+        "JOURNAL_STREAM",
+        "WATCHDOG_USEC",
+        "agent.lock",
+        "credentials-refused",
+        "\\fBstate.dir (default: \"state\")\\fR",
+    ] {
+        assert!(page.contains(word), "{word}");
+    }
+    assert!(!page.contains('`'), "no Markdown backticks");
+    let o = agent(&["man", "--dir", dir.path().to_str().unwrap()], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read_to_string(dir.path().join("ucwa-agent.1")).unwrap().contains(".SH \"EXIT STATUS\""));
+    for page in std::fs::read_dir(dir.path()).unwrap() {
+        let page = page.unwrap().path();
+        assert!(!std::fs::read_to_string(&page).unwrap().contains('`'), "{}", page.display());
+    }
+}
+
+#[test]
+fn flags_without_effect_are_refused_and_a_busy_simulator_address_is_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["completions", "bash", "--shard", "0/2"][..],
+        &["man", "--metrics-listen", "127.0.0.1:1"],
+        &["--shard", "0/2", "test"],
+        &["replay", "x.jsonl", "--metrics-listen", "127.0.0.1:1"],
+    ] {
+        let o = agent(args, dir.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("to run, record and check, not to"), "{args:?}: {}", text(&o));
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
+        .args(["simulate", "--listen", &addr])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_guarded();
+    let started = std::time::Instant::now();
+    while sim.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(20), "simulate did not stop with its address in use");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sim.try_wait().unwrap().and_then(|s| s.code()), Some(2));
+}

@@ -271,16 +271,17 @@ function test.dispatch(event) end
 ---Moves the clock forward and runs the timers that fall due.
 ---@param ms integer
 function test.advance(ms) end
----A canned answer for agent.ucwa / agent.http (method and the exact href or URL the script uses).
+---A canned answer for agent.ucwa / agent.http (method and the href or URL the script uses; a UCWA
+---href may be absolute, a path, or relative to the application: "me/presence").
 ---@param method string
 ---@param target string
 ---@param status integer
 ---@param body any
 function test.answer(method, target, status, body) end
----The requests scripts made since the last call.
+---The requests scripts made since the case began or the last call.
 ---@return TestRequest[]
 function test.requests() end
----The log lines since the last call.
+---The log lines since the case began or the last call.
 ---@return TestLog[]
 function test.logs() end
 ---A named test case.

@@ -1,13 +1,14 @@
 -- agent.me and agent.calls: acting on the account and on calls, over agent.ucwa. Every href
 -- comes from a link the pool gave (the application's `me`, an invitation's `decline`, a
 -- conversation's audioVideo); a resource without the link raises an error saying which.
-local agent = ...
+local agent, user_level = ...
 local ucwa = agent.ucwa
 -- Taken now: a script that reassigns a global does not break these functions.
 local type, error, tostring, pcall, ipairs = type, error, tostring, pcall, ipairs
 local format, byte, random = string.format, string.byte, math.random
 
-local function fail(what, text) error(what .. ": " .. text, 3) end
+-- The error names the script's line that called agent.me/calls/im (not a line of this chunk).
+local function fail(what, text) error(what .. ": " .. text, user_level()) end
 
 -- The answer, or an error naming the status and the pool's subcode.
 local function ok(r, what)

@@ -110,6 +110,23 @@ pub(crate) struct CurrentEvent {
 #[derive(Default)]
 pub(crate) struct OnUnload(pub Mutex<Option<Function>>);
 
+/// For `error(message, level)` in agent-actions: the level of the first frame that is the
+/// script's (not agent-actions, not Rust, not mlua's own chunks), counted from the caller; 1
+/// (the caller) when there is none.
+fn user_level(lua: &Lua) -> usize {
+    (1..64)
+        .map_while(|level| {
+            lua.inspect_stack(level, |d| {
+                let s = d.source();
+                let source = s.source.as_deref().unwrap_or("");
+                s.what != "C" && source.starts_with('@') && source != "@agent-actions" && !source.contains("__mlua")
+            })
+            .map(|mine| (level, mine))
+        })
+        .find_map(|(level, mine)| mine.then_some(level))
+        .unwrap_or(1)
+}
+
 /// Installs the `agent` table (and `print`, which logs at info).
 pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     lua.set_app_data(Subscriptions::default());
@@ -121,7 +138,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     api_net::register(lua, &agent, ctx)?;
     super::api_metrics::register(lua, &agent, ctx)?;
     // agent.me and agent.calls, written in Lua over agent.ucwa.
-    lua.load(include_str!("actions.lua")).set_name("@agent-actions").call::<()>(agent.clone())?;
+    lua.load(include_str!("actions.lua")).set_name("@agent-actions").call::<()>((agent.clone(), lua.create_function(|lua, ()| Ok(user_level(lua)))?))?;
     agent.set(
         "on_unload",
         lua.create_function(|lua, f: Function| {

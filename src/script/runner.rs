@@ -369,7 +369,9 @@ impl Progress {
         let max = self.settings.max_consecutive_failures;
         if max > 0 && self.failures >= max && !self.paused {
             self.paused = true;
-            tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
+            if self.env.collect.is_none() {
+                tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
+            }
             self.env.emit(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
         }
     }
@@ -391,7 +393,8 @@ impl Progress {
                 1
             }
         };
-        if repeats.is_power_of_two() {
+        // (`replay` collects the outputs and prints each error itself, once.)
+        if repeats.is_power_of_two() && self.env.collect.is_none() {
             let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
             let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel(), e.kind(), e.seq));
             tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");

@@ -120,8 +120,9 @@ pub async fn simulate(args: SimulateArgs, config: &Path, shutdown: impl Future<O
         Ok(s) => s,
         Err(error) => {
             tracing::error!(listen = %listen, %error, "cannot start the simulator");
-            // A certificate or key that does not read is a usage error, like a bad flag.
-            return ExitCode::from(if error.kind() == std::io::ErrorKind::InvalidData { 2 } else { 1 });
+            // An address in use, or a certificate or key that does not read: what the flags or
+            // the file name is wrong (status 2, as README's table says); 1 is for scripts.
+            return ExitCode::from(2);
         }
     };
     tracing::info!(discover = %sim.discovery_url(), control = %format!("{}/sim/v1/", sim.origin()), "simulator ready");

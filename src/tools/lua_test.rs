@@ -7,11 +7,11 @@
 //!   local e = test.event("audioVideoInvitation", "completed",
 //!     {status = "Failure", reason = {subcode = "Missed"}, resource = {direction = "Incoming"}})
 //!   test.dispatch(e)                              -- runs the matching handlers; raises on error
-//!   local logs = test.logs()                      -- log lines since the last call
+//!   local logs = test.logs()                      -- log lines since the case began or the last call
 //!   test.eq(logs[1].message, "missed call")
 //!   test.answer("GET", e.href, 200, {state = "Connected"})   -- a canned agent.ucwa answer
 //!   test.advance(60000)                           -- the clock, and timers that fall due
-//!   test.eq(#test.requests(), 0)                  -- requests since the last call
+//!   test.eq(#test.requests(), 0)                  -- requests since the case began or the last call
 //! end)
 //! ```
 //!
@@ -90,7 +90,19 @@ pub fn run_file_bounded(file: &Path, settings: ScriptSettings, limit: std::time:
 /// Runs one test file.
 pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     let mut result = FileResult { file: file.to_path_buf(), cases: Vec::new(), error: None };
-    let mut env = offline_env(settings, false, false);
+    // `test scripts/front_desk.lua`: the script, where its test was meant.
+    let test_file = test_of(file);
+    if let Some(test) = test_file.as_ref().filter(|t| t.is_file()) {
+        result.error = Some(format!("this is a script, not a test; its test is {0}: ucwa-agent test {0}", test.display()));
+        return result;
+    }
+    // (A GET that no `test.answer` and no dispatched event answers says so.)
+    let at = super::Offline {
+        origin: TEST_ORIGIN,
+        application: super::OFFLINE_APPLICATION,
+        missing: "No test.answer for this href, and no event dispatched so far embedded it.",
+    };
+    let mut env = offline_env(settings, false, false, at);
     env.secret_placeholders = true;
     let env = Arc::new(env);
     let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
@@ -125,13 +137,45 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     }
     let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
     if let Err(e) = run.await {
-        result.error = Some(loader::describe(&e));
+        result.error = Some(user_frames(&loader::describe(&e)));
     }
     result.cases = std::mem::take(&mut *harness.cases.lock().unwrap_or_else(|p| p.into_inner()));
     if result.cases.is_empty() && result.error.is_none() {
-        result.error = Some("no test.case in this file".into());
+        result.error = Some(match &test_file {
+            Some(test) => format!(
+                "no test.case in this file: is it a script? A script's test is a file beside it, {}, that calls test.load(\"{}\") and test.case(name, function)",
+                test.display(),
+                file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+            ),
+            None => "no test.case in this file".into(),
+        });
     }
     result
+}
+
+/// A failure as its message and the tracebacks' frames in the test's and the script's files:
+/// the agent's own (`agent-actions`), mlua's (`__mlua_async_poll`) and Rust's (`[C]`) are left out.
+fn user_frames(description: &str) -> String {
+    let mut lines = description.lines();
+    let mut out: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "stack traceback:").collect();
+    let frames: Vec<&str> = lines
+        .filter(|l| {
+            let t = l.trim();
+            t != "stack traceback:" && !t.starts_with("[C]") && !t.starts_with("agent-actions:") && !t.contains("__mlua") && !t.starts_with("=test")
+        })
+        .collect();
+    if !frames.is_empty() {
+        out.push("stack traceback:");
+        out.extend(frames);
+    }
+    out.join("\n")
+}
+
+/// `scripts/front_desk_test.lua` for `scripts/front_desk.lua`; None for a `*_test.lua` file.
+fn test_of(file: &Path) -> Option<PathBuf> {
+    let name = file.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".lua")?;
+    (!stem.ends_with("_test")).then(|| file.with_file_name(format!("{stem}_test.lua")))
 }
 
 fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua> {
@@ -162,9 +206,9 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                 let seq: u64 = ev.get("seq")?;
                 let event = hh.events.lock().unwrap_or_else(|p| p.into_inner()).get(&seq).cloned();
                 let event = event.ok_or_else(|| mlua::Error::runtime("test.dispatch: pass an event made by test.event"))?;
-                hh.net.learn(&event.href(), event.resource(), event.kind() == "deleted");
+                hh.net.learn(event.href(), event.resource(), event.kind() == "deleted");
                 let subs = lua.app_data_ref::<Subscriptions>().map(|s| s.snapshot()).unwrap_or_default();
-                for sub in subs.iter().filter(|s| s.matches(&event.rel(), &event.kind())) {
+                for sub in subs.iter().filter(|s| s.matches(event.rel(), event.kind())) {
                     sub.func.call_async::<()>(ev.clone()).await?;
                 }
                 Ok(())
@@ -256,7 +300,14 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                 if let Some(b) = sandbox::budget(&lua) {
                     b.arm(&hh.env.settings().limits);
                 }
-                let failure = f.call_async::<()>(()).await.err().map(|e| loader::describe(&e));
+                // Each case starts with no log lines and no requests: test.logs() and
+                // test.requests() give only its own.
+                {
+                    let mut logs = hh.logs.lock().unwrap_or_else(|p| p.into_inner());
+                    while !matches!(logs.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
+                }
+                hh.net.take_requests();
+                let failure = f.call_async::<()>(()).await.err().map(|e| user_frames(&loader::describe(&e)));
                 hh.cases.lock().unwrap_or_else(|p| p.into_inner()).push(CaseResult { name, failure });
                 Ok(())
             }
@@ -309,7 +360,7 @@ end
 
 /// The default href of a test event, by rel, inside conversation `c`.
 fn default_href(rel: &str, c: &str) -> String {
-    let app = "/ucwa/oauth/v1/applications/1";
+    let app = super::OFFLINE_APPLICATION;
     let conv = format!("{app}/communication/conversations/{c}");
     match rel {
         "conversation" => conv,

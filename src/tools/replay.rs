@@ -3,14 +3,17 @@
 //! and prints what each script did: the events it handled, its log lines, the requests it would
 //! have sent, and its `agent.state` after each change.
 //!
-//! Offline means: `agent.ucwa.get(href)` answers the latest resource the file's events embedded
-//! for that href (200) or 404; other `agent.ucwa` calls and every `agent.http.request` are not
-//! sent, answered 204 / 200, and printed as "would send". `agent.now()` starts at
-//! 2026-01-01T00:00:00Z and moves one second per batch; timers fire when that clock passes them.
-//! The same file gives the same output.
+//! Offline means: `agent.ucwa.get(href)` answers a canned answer (`--answers FILE`), or the
+//! latest resource the file's events embedded for that href (200), or 404; other `agent.ucwa`
+//! calls and every `agent.http.request` are not sent, answered as canned or 204 / 200, and
+//! printed as "would send". The application is the recording's (the first event href with
+//! `/applications/<id>`), so `agent.me.*` and `agent.calls.*` ask for hrefs of the recording.
+//! `agent.now()` starts at 2026-01-01T00:00:00Z and moves one second per batch; timers fire when
+//! that clock passes them. The same file gives the same output.
 
-use super::offline_env;
+use super::{offline_env, Offline, OFFLINE_APPLICATION};
 use crate::config::Config;
+use crate::script::offline::Canned;
 use crate::script::{Net, ScriptHost, ScriptOutput};
 use crate::ucwa::{batch, Origin};
 use std::fmt::Write;
@@ -24,6 +27,8 @@ pub const REPLAY_ORIGIN: &str = "https://pool.replay.invalid";
 pub enum ReplayError {
     #[error("{}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("--answers {}: {message}", path.display())]
+    Answers { path: PathBuf, message: String },
     #[error("--script {name}: no script `{name}.lua` in {} (`scripts.dir` of {}); there are: {}", dir.display(), file.display(), if known.is_empty() { "none".to_string() } else { known.join(", ") })]
     NoSuchScript { file: PathBuf, name: String, dir: PathBuf, known: Vec<String> },
 }
@@ -36,6 +41,56 @@ pub struct Replayed {
     pub bad_lines: Vec<String>,
     /// Scripts that failed to load.
     pub load_errors: Vec<String>,
+    /// Handler (and timer) errors, each printed once in `output`.
+    pub handler_errors: usize,
+}
+
+/// A canned answer of `--answers FILE`: a JSON array of
+/// `{"method": "GET", "path": "me/presence", "status": 200, "body": {…}}`. `path`: an absolute
+/// URL, a path on the pool, or a path relative to the application (no leading `/`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    method: String,
+    path: String,
+    #[serde(default = "ok")]
+    status: u16,
+    #[serde(default)]
+    body: serde_json::Value,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+fn read_answers(path: &Path) -> Result<Vec<Answer>, ReplayError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read { path: path.to_path_buf(), source })?;
+    serde_json::from_str::<Vec<Answer>>(&text).map_err(|e| ReplayError::Answers {
+        path: path.to_path_buf(),
+        message: format!("{e}; expected a JSON array of {{\"method\": \"GET\", \"path\": \"me/presence\", \"status\": 200, \"body\": {{…}}}}"),
+    })
+}
+
+/// The application href the recording's events are under (`…/applications/<id>`), as a path
+/// when it is on the replay origin.
+fn application_of(lines: &[Line]) -> Option<String> {
+    let origin = origin();
+    for line in lines {
+        let Ok(b) = batch::parse(&line.body, &origin) else { continue };
+        for ev in &b.events {
+            for href in [ev.href(), ev.sender_href()] {
+                let Some(at) = href.find("/applications/") else { continue };
+                let rest = &href[at + "/applications/".len()..];
+                let id = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                if id.is_empty() {
+                    continue;
+                }
+                let app = &href[..at + "/applications/".len() + id.len()];
+                return Some(app.strip_prefix(REPLAY_ORIGIN).unwrap_or(app).to_string());
+            }
+        }
+    }
+    None
 }
 
 /// One batch of the file.
@@ -66,9 +121,17 @@ fn origin() -> Origin {
 
 /// Replays `file` through every script of the configuration (or only `only`).
 /// `progress(done, total)` is called every 1,000 batches.
-pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: &dyn Fn(usize, usize)) -> Result<Replayed, ReplayError> {
+pub async fn replay(
+    config: &Config,
+    file: &Path,
+    only: Option<&str>,
+    answers: Option<&Path>,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Replayed, ReplayError> {
     let mut out = Replayed::default();
     let lines = read_batches(file, &mut out.bad_lines)?;
+    let answers = answers.map(read_answers).transpose()?.unwrap_or_default();
+    let application = application_of(&lines).unwrap_or_else(|| OFFLINE_APPLICATION.to_string());
     let dir = config.scripts_dir();
     let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|source| ReplayError::Read { path: dir.clone(), source })?
@@ -83,13 +146,27 @@ pub async fn replay(config: &Config, file: &Path, only: Option<&str>, progress: 
         return Err(ReplayError::NoSuchScript { file: config.path.clone(), name: name.to_string(), dir, known });
     }
     for script in scripts {
-        replay_one(config, &script, &lines, &mut out, progress).await;
+        replay_one(config, &script, &lines, &application, &answers, &mut out, progress).await;
     }
     Ok(out)
 }
 
-async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
-    let mut env = offline_env(config.script_settings(), true, true);
+async fn replay_one(
+    config: &Config,
+    script: &Path,
+    lines: &[Line],
+    application: &str,
+    answers: &[Answer],
+    out: &mut Replayed,
+    progress: &dyn Fn(usize, usize),
+) {
+    let at = Offline { origin: REPLAY_ORIGIN, application, missing: "Not in the recording's events (give an answer with --answers FILE)." };
+    let mut env = offline_env(config.script_settings(), true, true, at);
+    if let Net::Offline(net) = &env.net {
+        for a in answers {
+            net.can(&a.method, &a.path, Canned { status: a.status, body: a.body.clone() });
+        }
+    }
     env.secret_placeholders = true;
     // Every output is kept, however much a batch produces (the broadcast stream would drop
     // what the report had not taken yet).
@@ -112,9 +189,7 @@ async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Re
             progress(i, lines.len());
         }
         clock.advance(1000);
-        let Ok(b) = batch::parse(&line.body, &origin) else {
-            continue;
-        };
+        let Ok(b) = batch::parse(&line.body, &origin) else { continue };
         let mut events = b.events;
         for ev in &mut events {
             seq += 1;
@@ -151,11 +226,10 @@ async fn replay_one(config: &Config, script: &Path, lines: &[Line], out: &mut Re
             }
             ScriptOutput::State { json, .. } => format!("  state: {json}"),
             ScriptOutput::HandlerError { error, .. } => {
+                out.handler_errors += 1;
                 format!("  error: {}", error.lines().next().unwrap_or(""))
             }
-            ScriptOutput::Paused { failures, .. } => {
-                format!("  paused after {failures} consecutive failures")
-            }
+            ScriptOutput::Paused { failures, .. } => format!("  paused after {failures} consecutive failures"),
             ScriptOutput::Stuck { doing, limit_ms, .. } => format!("  stuck: {doing} ran past its {limit_ms} ms limit and did not return"),
             ScriptOutput::Loaded { .. } | ScriptOutput::LoadFailed { .. } | ScriptOutput::Unloaded { .. } => continue,
         };
