@@ -15,6 +15,13 @@ pub const MAX_SERIES: usize = 1000;
 pub const MAX_METRICS: usize = 100;
 /// Label names one metric may have.
 pub const MAX_LABELS: usize = 5;
+/// Bytes the series of one script's metrics may hold, label text included (a series costs its
+/// label names and values, the script's name, and 128 bytes besides): the counts above alone
+/// let a script hold about 180 MB outside its Lua memory limit.
+pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
+/// Bytes the series of every script of every account may hold together (the budget is
+/// shared through `ScriptMetrics::share_budget`): `/metrics` stays a page of tens of MiB.
+pub const MAX_AGENT_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -56,6 +63,18 @@ struct Family {
 #[derive(Debug, Default)]
 pub struct ScriptMetrics {
     families: BTreeMap<String, Family>,
+    /// Bytes of series per script (see `MAX_SCRIPT_BYTES`).
+    bytes: BTreeMap<String, usize>,
+    /// Bytes of series of the whole agent, shared by every account's `ScriptMetrics`.
+    agent_bytes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The name a family is exported under: counters end in `_total` (OpenMetrics).
+fn exported(name: &str, kind: Kind) -> String {
+    match kind {
+        Kind::Counter if !name.ends_with("_total") => format!("ucwa_script_{name}_total"),
+        _ => format!("ucwa_script_{name}"),
+    }
 }
 
 fn valid_name(n: &str) -> bool {
@@ -86,6 +105,9 @@ impl ScriptMetrics {
             if f.kind != kind || f.buckets != buckets {
                 return Err(format!("{name} is already a {} with other buckets or another kind", f.kind.as_str()));
             }
+        } else if let Some((other, _)) = self.families.iter().find(|(n, f)| exported(n, f.kind) == exported(name, kind)) {
+            // A counter `x` and a gauge `x_total` would be one name on the page.
+            return Err(format!("{name}: exported as {}, which the metric `{other}` already is", exported(name, kind)));
         }
         let mine = self.families.values().filter(|f| f.owners.contains(script)).count();
         let known = self.families.get(name).is_some_and(|f| f.owners.contains(script));
@@ -121,6 +143,20 @@ impl ScriptMetrics {
                     "{name}: {MAX_SERIES} label combinations already; a label that takes unbounded values (an href, a caller) does not belong in a metric"
                 ));
             }
+            let cost = 128 + script.len() + 8 * family.buckets.len() + key.1.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            let held = self.bytes.get(script).copied().unwrap_or(0);
+            if held + cost > MAX_SCRIPT_BYTES {
+                return Err(format!(
+                    "{name}: this script's metrics would hold more than {} KiB of series (labels included); a label that takes unbounded or long values does not belong in a metric",
+                    MAX_SCRIPT_BYTES >> 10
+                ));
+            }
+            use std::sync::atomic::Ordering;
+            let reserved = self.agent_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| (b + cost <= MAX_AGENT_BYTES).then_some(b + cost));
+            if reserved.is_err() {
+                return Err(format!("{name}: the scripts of this agent hold {} MiB of metric series, the most it keeps; no new series", MAX_AGENT_BYTES >> 20));
+            }
+            *self.bytes.entry(script.to_string()).or_default() += cost;
         }
         let buckets = family.buckets.clone();
         let series = family.series.entry(key).or_insert_with(|| Series { buckets: vec![0; buckets.len()], ..Series::default() });
@@ -128,10 +164,17 @@ impl ScriptMetrics {
         Ok(())
     }
 
+    /// Counts this registry's series in `budget`, the agent's (one for every account).
+    pub fn share_budget(&mut self, budget: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let held: usize = self.bytes.values().sum();
+        budget.fetch_add(held, std::sync::atomic::Ordering::Relaxed);
+        self.agent_bytes = budget;
+    }
+
     /// Prometheus text for every family.
     pub fn render(&self, out: &mut String) {
         for (name, f) in &self.families {
-            let full = format!("ucwa_script_{name}");
+            let full = exported(name, f.kind);
             let _ = writeln!(out, "# HELP {full} {}\n# TYPE {full} {}", f.help.replace('\\', "\\\\"), f.kind.as_str());
             for ((script, labels), s) in &f.series {
                 let mut l = format!("script=\"{}\"", esc(script));
@@ -209,5 +252,52 @@ mod tests {
         let e = m.update("a", "calls_total", vec![("n".into(), "one more".into())], |s, _| s.add(1.0)).unwrap_err();
         assert!(e.contains("1000 label combinations"), "{e}");
         m.update("b", "calls_total", vec![("n".into(), "b's own".into())], |s, _| s.add(1.0)).unwrap();
+    }
+
+    #[test]
+    fn counters_end_in_total_once() {
+        let mut m = ScriptMetrics::default();
+        m.define("a", "calls", Kind::Counter, "Calls.", vec![]).unwrap();
+        m.define("a", "hooks_total", Kind::Counter, "Hooks.", vec![]).unwrap();
+        assert!(m.define("a", "calls_total", Kind::Gauge, "", vec![]).unwrap_err().contains("exported as ucwa_script_calls_total"));
+        m.update("a", "calls", vec![], |s, _| s.add(1.0)).unwrap();
+        m.update("a", "hooks_total", vec![], |s, _| s.add(1.0)).unwrap();
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("# TYPE ucwa_script_calls_total counter\nucwa_script_calls_total{script=\"a\"} 1"), "{out}");
+        assert!(out.contains("ucwa_script_hooks_total{script=\"a\"} 1") && !out.contains("hooks_total_total"), "{out}");
+    }
+
+    #[test]
+    fn series_are_held_to_a_byte_budget_per_script_and_per_agent() {
+        let agent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut m = ScriptMetrics::default();
+        m.share_budget(agent.clone());
+        // The adversarial trial's bomb: 5 labels of 200 bytes per series, inside every count limit.
+        let labels = |i: usize| (0..5).map(|l| (format!("l{l}"), format!("{i:0>200}"))).collect::<Vec<_>>();
+        let mut made = 0;
+        let mut last = String::new();
+        for metric in 0..MAX_METRICS {
+            let name = format!("g{metric}");
+            m.define("bomb", &name, Kind::Gauge, "", vec![]).unwrap();
+            match (0..MAX_SERIES).try_for_each(|i| m.update("bomb", &name, labels(i), |s, _| s.set(1.0)).map(|()| made += 1)) {
+                Ok(()) => {}
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        assert!(last.contains("g0: this script's metrics would hold more than 1024 KiB"), "{last}");
+        assert!(made < 1000, "{made} series of about 1.1 KB each");
+        let held = agent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(held <= MAX_SCRIPT_BYTES && held > MAX_SCRIPT_BYTES - 2048, "{held}");
+        // Another script still has its own budget; the agent's is shared by all.
+        m.define("other", "x", Kind::Gauge, "", vec![]).unwrap();
+        m.update("other", "x", labels(1), |s, _| s.set(1.0)).unwrap();
+        agent.store(MAX_AGENT_BYTES, std::sync::atomic::Ordering::Relaxed);
+        let e = m.update("other", "x", labels(2), |s, _| s.set(1.0)).unwrap_err();
+        assert!(e.contains("hold 32 MiB of metric series"), "{e}");
+        m.update("other", "x", labels(1), |s, _| s.set(2.0)).expect("an existing series still updates");
     }
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::time::Duration;
+use ucwa_agent::script::ScriptOutput;
 use ucwa_agent::sim::Fault;
 
 /// The peak resident memory of a process (`VmHWM`), in bytes.
@@ -97,4 +98,87 @@ end)"#,
     assert_eq!(sim.counters()["faults_applied"], 0);
     assert!(sim.end_call(call), "the call was still live");
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_secret_used_as_a_log_field_key_a_metric_name_or_a_label_name_never_leaves() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("UCWA_AGENT_TEST_KEY_SECRET", "tok_9f8e7d6c");
+    write(
+        dir.path(),
+        "leaky.lua",
+        r#"local token = agent.config.token
+agent.on("audioVideoSession", "added", function(e)
+  agent.log.info("fields", {[token] = 1, nested = {["k" .. token] = 2}})
+  local ok, err = pcall(agent.metrics.counter, token, "help")
+  agent.log.info(ok and "name accepted" or err)
+  local m = agent.metrics.counter("leaks", "help with " .. token)
+  ok, err = pcall(m.inc, m, 1, {[token] = "x"})
+  agent.log.info(ok and "label name accepted" or err)
+  m:inc(1, {where = "value " .. token})
+  agent.log.info("done")
+end)"#,
+    );
+    let extra = "[scripts.config.leaky]\ntoken = { env = \"UCWA_AGENT_TEST_KEY_SECRET\" }\n[metrics]\nlisten = \"127.0.0.1:0\"";
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
+    let call = sim.start_call(answered_call()).unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let o = agent.expect("leaky's lines", |o| matches!(o, ScriptOutput::Log { script, .. } if script == "leaky")).await;
+        let ScriptOutput::Log { message, fields, .. } = o else { unreachable!() };
+        let done = message == "done";
+        seen.push(format!("{message} {}", fields.map(|f| f.to_string()).unwrap_or_default()));
+        if done {
+            break;
+        }
+    }
+    let all = seen.join("\n");
+    assert!(!all.contains("tok_9f8e7d6c"), "{all}");
+    assert!(all.contains(r#"{"[redacted]":1,"nested":{"k[redacted]":2}}"#), "{all}");
+    assert!(all.contains("the metric name contains a secret"), "{all}");
+    assert!(all.contains("a label name contains a secret"), "{all}");
+    let page = reqwest::get(format!("http://{}/metrics", agent.metrics.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(!page.contains("tok_9f8e7d6c"), "{page}");
+    assert!(page.contains("# HELP ucwa_script_leaks_total help with [redacted]"), "{page}");
+    assert!(page.contains(r#"where="value [redacted]""#), "{page}");
+    sim.end_call(call);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_metric_bomb_at_the_limits_keeps_metrics_and_memory_bounded() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The adversarial trial's bomb, in two scripts: 100 gauges × 1,000 label sets × 5 labels of
+    // 200 bytes each, every count within its documented limit (about 180 MB each before).
+    let bomb = r#"agent.on("audioVideoSession", "added", function(e)
+  local pad = string.rep("x", 196)
+  for g = 1, 100 do
+    local m = agent.metrics.gauge("g" .. g, "bomb")
+    for i = 1, 1000 do
+      local ok, err = pcall(m.set, m, 1, {a = pad .. i, b = pad .. i, c = pad .. i, d = pad .. i, e = pad .. i})
+      if not ok then agent.log.warn("stopped", {error = tostring(err), g = g, i = i}) return end
+    end
+  end
+  agent.log.warn("stopped", {error = "never"})
+end)"#;
+    write(dir.path(), "bomb1.lua", bomb);
+    write(dir.path(), "bomb2.lua", bomb);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = config_file(&sim, dir.path(), &format!("[metrics]\nlisten = \"127.0.0.1:{port}\""));
+    let log = dir.path().join("agent.log");
+    let mut agent = spawn_agent(&config, std::fs::File::create(&log).unwrap());
+    wait_available(&sim).await;
+    let call = sim.start_call(answered_call()).unwrap();
+    eventually("both bombs stopped", || std::fs::read_to_string(&log).unwrap_or_default().matches("stopped").count() >= 2).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("never"), "{text}");
+    assert!(text.contains("would hold more than 1024 KiB of series"), "{text}");
+    let page = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(page.len() < 4 << 20, "/metrics is {} bytes", page.len());
+    let peak = peak_rss(agent.id());
+    assert!(peak < 200 << 20, "peak RSS {} MiB", peak >> 20);
+    sim.end_call(call);
+    agent.kill().unwrap();
 }

@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub outbound: reqwest::Client,
     /// The embedded simulator's discovery URL, when it runs.
     pub embedded: Option<Url>,
+    /// Bytes of script-defined metric series held by every account together
+    /// (`script_metrics::MAX_AGENT_BYTES`).
+    pub metric_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// An account, scripts loaded, not yet signed in.
@@ -69,6 +72,7 @@ impl Account {
         let auth = auth_for(&spec, config)?;
         let info = AccountInfo { name: spec.label().to_string(), uri: spec.uri() };
         let env = ScriptEnv::new(config.script_settings(), store.clone()).for_account(info, span.clone()).with_http(shared.outbound.clone());
+        env.metrics.script_defined.lock().unwrap_or_else(std::sync::PoisonError::into_inner).share_budget(shared.metric_bytes.clone());
         let host = ScriptHost::with_dirs(spec.scripts_dirs.clone(), env);
         let dir = spec.scripts_dirs[0].clone();
         let failed = host.load_dir().instrument(span.clone()).await.map_err(|source| StartError::ScriptsDir {

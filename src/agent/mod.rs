@@ -103,6 +103,7 @@ impl Agent {
             http: pool_client(&config)?,
             outbound: crate::script::outbound_client(),
             embedded: simulator.as_ref().map(|s| Url::parse(&s.discovery_url()).expect("the simulator's URL parses")),
+            metric_bytes: Default::default(),
         };
         let mut opened = Vec::new();
         for spec in specs {

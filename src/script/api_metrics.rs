@@ -40,6 +40,14 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
         let define = lua.create_function(move |lua, (metric, help, buckets): (String, Option<String>, Option<Vec<f64>>)| {
             let metrics = ctx.env.metrics.clone();
             let script = ctx.name.to_string();
+            // `/metrics` is read by whoever can scrape it, another script included: a name
+            // holding a secret is refused (redacted it would mean nothing), help text redacted.
+            if ctx.redactor.finds(&metric) {
+                return Err(mlua::Error::runtime(format!(
+                    "agent.metrics.{name}: the metric name contains a secret of agent.config; it would be printed on /metrics"
+                )));
+            }
+            let help = help.map(|h| ctx.redactor.redact(&h).into_owned());
             metrics
                 .script_defined
                 .lock()
@@ -74,10 +82,18 @@ fn handle(
             if !by.is_finite() || (what == "inc" && kind == Kind::Counter && by < 0.0) {
                 return Err(mlua::Error::runtime(format!(
                     "{metric}:{what}: {by} is not a value for a {}",
-                    if kind == Kind::Counter { "counter (never decreases)" } else { "gauge" }
+                    match kind {
+                        Kind::Counter => "counter (never decreases)",
+                        Kind::Gauge => "gauge",
+                        Kind::Histogram => "histogram",
+                    }
                 )));
             }
-            let labels: Vec<(String, String)> = labels(l)?.into_iter().map(|(k, v)| (k, redactor.redact(&v).into_owned())).collect();
+            let labels = labels(l)?;
+            if labels.iter().any(|(k, _)| redactor.finds(k)) {
+                return Err(mlua::Error::runtime(format!("{metric}:{what}: a label name contains a secret of agent.config; it would be printed on /metrics")));
+            }
+            let labels: Vec<(String, String)> = labels.into_iter().map(|(k, v)| (k, redactor.redact(&v).into_owned())).collect();
             metrics
                 .script_defined
                 .lock()

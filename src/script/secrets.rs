@@ -87,7 +87,12 @@ impl Redactor {
         out
     }
 
-    /// Every string inside a JSON value (log fields), redacted.
+    /// Whether `text` holds one of the secrets.
+    pub(crate) fn finds(&self, text: &str) -> bool {
+        self.0.iter().any(|s| text.contains(s.as_str()))
+    }
+
+    /// Every string inside a JSON value (log fields), keys included, redacted.
     pub(crate) fn redact_value(&self, v: &mut Value) {
         if self.0.is_empty() {
             return;
@@ -99,7 +104,16 @@ impl Redactor {
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|i| self.redact_value(i)),
-            Value::Object(o) => o.values_mut().for_each(|m| self.redact_value(m)),
+            Value::Object(o) => {
+                o.values_mut().for_each(|m| self.redact_value(m));
+                // A secret used as a key (`{[token] = 1}`) is printed as much as a value is.
+                if o.keys().any(|k| self.finds(k)) {
+                    let taken = std::mem::take(o);
+                    for (k, v) in taken {
+                        o.insert(self.redact(&k).into_owned(), v);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -120,9 +134,10 @@ mod tests {
         let (resolved, r) = resolve_as(&config, false).unwrap();
         assert_eq!(resolved, json!({"token": "s3cr3t-token", "hook": "https://hooks.example.com/T0/B0/XyZ", "plain": "hello", "env": "not a secret"}));
         assert_eq!(r.redact("sent s3cr3t-token to https://hooks.example.com/T0/B0/XyZ"), "sent [redacted] to [redacted]");
-        let mut fields = json!({"url": "https://hooks.example.com/T0/B0/XyZ?x=1", "n": 1});
+        let mut fields = json!({"url": "https://hooks.example.com/T0/B0/XyZ?x=1", "n": 1, "s3cr3t-token": {"k-s3cr3t-token": 2}});
         r.redact_value(&mut fields);
-        assert_eq!(fields, json!({"url": "[redacted]?x=1", "n": 1}));
+        assert_eq!(fields, json!({"url": "[redacted]?x=1", "n": 1, "[redacted]": {"k-[redacted]": 2}}));
+        assert!(r.finds("xs3cr3t-tokenx") && !r.finds("s3cr3t"));
         let e = resolve_as(&json!({"a": {"b": {"env": "UCWA_AGENT_SECRET_UNSET"}}}), false).unwrap_err();
         assert_eq!(e, "agent.config.a.b: the environment variable UCWA_AGENT_SECRET_UNSET is not set");
         let (offline, r) = resolve_as(&config, true).unwrap();
