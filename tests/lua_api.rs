@@ -432,8 +432,12 @@ async fn a_script_starts_a_call_and_cancels_it_while_it_rings() {
         r#"agent.on("agent", "signedIn", function(e)
   local inv = agent.calls.start{ to = "sip:zoe@fabrikam.com", subject = "from a script" }
   agent.log.info("calling " .. inv.direction .. " " .. inv.subject)
-  local ok, err = pcall(agent.calls.start, { to = "zoe" })
-  agent.log.info(tostring(err):match("expected {to") and "refused a bad target" or tostring(err))
+  local refused = 0
+  for _, to in ipairs({"zoe", "http://evil.example/x", "javascript:alert(1)", "sip:zoe@fabrikam.com\r\nX-Evil: 1", "sip:" .. string.rep("a", 600) .. "@x"}) do
+    local ok, err = pcall(agent.calls.start, { to = to })
+    if not ok and tostring(err):match("expected {to") then refused = refused + 1 end
+  end
+  agent.log.info(refused == 5 and "refused a bad target" or ("refused " .. refused))
 end)
 agent.on("audioVideoInvitation", "started", function(e)
   if e.resource.direction == "Outgoing" then agent.calls.cancel(e) end

@@ -447,6 +447,14 @@ fn check_and_test_load_modules_as_run_does() {
     std::fs::write(p.path().join("scripts/peek.lua"), "require('outside')\n").unwrap();
     let o = agent(&["check"], p.path());
     assert!(text(&o).contains("require(\"outside\"): cannot read lib/outside.lua: it leads out of lib/"), "{}", text(&o));
+    // A hard link in lib/ to a file outside it (a token file) is refused, its text never quoted.
+    std::fs::write(p.path().join("token.txt"), "eyJhbGciOiJIUzI1NiJ9 secret").unwrap();
+    std::fs::hard_link(p.path().join("token.txt"), p.path().join("scripts/lib/linked.lua")).unwrap();
+    std::fs::write(p.path().join("scripts/peek.lua"), "require('linked')\n").unwrap();
+    let o = agent(&["check"], p.path());
+    assert!(text(&o).contains("require(\"linked\"): cannot read lib/linked.lua: it has other names (a hard link)"), "{}", text(&o));
+    assert!(!text(&o).contains("eyJhbGciOiJIUzI1NiJ9"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("scripts/lib/linked.lua")).unwrap();
     std::fs::remove_file(p.path().join("scripts/peek.lua")).unwrap();
     std::fs::write(p.path().join("scripts/lib/hours.lua"), "return {\n  label = function(h) return h +\n}\n").unwrap();
     let o = agent(&["check"], p.path());

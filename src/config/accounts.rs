@@ -201,8 +201,7 @@ impl Config {
                 None => Some(spec.simulator_user()),
             };
             if let Some(user) = user {
-                let pool = format!("{:?}", spec.discover);
-                if let Some(other) = users.insert((pool, user.to_ascii_lowercase()), spec.label().to_string()) {
+                if let Some(other) = users.insert((pool_identity(&spec.discover), user_identity(&user)), spec.label().to_string()) {
                     let key = if spec.auth.is_some() { format!("{}.username", spec.key) } else { format!("account.{}.name", spec.label()) };
                     return Err(self.invalid(
                         key,
@@ -243,10 +242,57 @@ impl Config {
     }
 }
 
+/// A pool as the accounts that sign in to it see it: scheme, host (every loopback name and
+/// address is one host: `localhost`, `127.0.0.1` and `[::1]` reach the same server) and port.
+/// Hosts are not resolved here (a configuration check must not wait for DNS): two names of
+/// one pool are told apart, and the pool itself then refuses the second P-GET (PGetReplaced).
+fn pool_identity(discover: &Discover) -> String {
+    match discover {
+        Discover::Embedded => "embedded".into(),
+        Discover::Url(u) => {
+            let host = match u.host() {
+                Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost") => "loopback".to_string(),
+                Some(url::Host::Ipv4(ip)) if ip.is_loopback() => "loopback".to_string(),
+                Some(url::Host::Ipv6(ip)) if ip.is_loopback() => "loopback".to_string(),
+                Some(h) => h.to_string().to_ascii_lowercase(),
+                None => String::new(),
+            };
+            format!("{}://{host}:{}", u.scheme(), u.port_or_known_default().unwrap_or(0))
+        }
+    }
+}
+
+/// A user as a pool compares them: without `sip:`, in any case.
+fn user_identity(user: &str) -> String {
+    let u = user.trim();
+    let u = if u.len() > 4 && u[..4].eq_ignore_ascii_case("sip:") { &u[4..] } else { u };
+    u.to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn one_user_one_account_compares_what_the_pool_sees() {
+        let account = |name: &str, discover: &str, user: &str| {
+            format!(
+                "[[account]]\nname = \"{name}\"\ndiscover = \"{discover}\"\n[account.auth]\nkind = \"password\"\nusername = \"{user}\"\npassword_env = \"P\"\n"
+            )
+        };
+        for (a, b) in [
+            (("http://127.0.0.1:8480/", "alice@contoso.com"), ("http://localhost:8480/", "Alice@Contoso.com")),
+            (("https://Pool.Contoso.com/", "alice@contoso.com"), ("https://pool.contoso.com:443/x", "sip:alice@contoso.com")),
+            (("http://[::1]:8480/", "alice@contoso.com"), ("http://127.0.0.2:8480/", "ALICE@contoso.com")),
+        ] {
+            let text = account("a", a.0, a.1) + &account("b", b.0, b.1);
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("account.b.auth.username") && e.contains("as the account \"a\" does"), "{text}: {e}");
+        }
+        let other_port = account("a", "http://127.0.0.1:8480/", "alice@contoso.com") + &account("b", "http://127.0.0.1:8481/", "alice@contoso.com");
+        assert!(parse(&other_port).is_ok(), "two pools");
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/ucwa/config.toml"))

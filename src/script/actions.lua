@@ -96,8 +96,11 @@ end
 -- `spec.to` a SIP URI, `spec.subject` optional. Gives the invitation resource the pool answered.
 function agent.calls.start(spec)
   local what = "agent.calls.start"
-  if type(spec) ~= "table" or type(spec.to) ~= "string" or not spec.to:match("^%a+:") then
-    fail(what, "expected {to = \"sip:…\", subject = …}")
+  -- A SIP URI (or a tel: number) without spaces or control characters (a CRLF would reach the
+  -- pool's request), of a sane length: anything else is refused before a request is made.
+  local to = type(spec) == "table" and spec.to
+  if type(to) ~= "string" or #to > 512 or not (to:match("^sip:[^%s%c]+@[^%s%c]+$") or to:match("^tel:%+?[%d%-%.%(%)]+$")) then
+    fail(what, "expected {to = \"sip:user@domain\" (or \"tel:+number\"), subject = …}")
   end
   local app = ok(ucwa.get(ucwa.application()), what).body
   local comm = app._embedded and ucwa.one(app._embedded.communication)

@@ -85,6 +85,11 @@ pub(crate) fn install(lua: &Lua, scripts_dir: PathBuf, required: Required) -> ml
             if !meta.is_file() || meta.len() > MAX_MODULE_BYTES {
                 return Err(cannot(format!("not a file of at most {MAX_MODULE_BYTES} bytes")));
             }
+            // A hard link is a second name for a file that may live outside lib/ (a token
+            // file, whose text a syntax error would then quote): only files with one name.
+            if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+                return Err(cannot("it has other names (a hard link): a module is a file of lib/ alone; copy it instead".into()));
+            }
             let source = std::fs::read(&real).map_err(|e| cannot(e.to_string()))?;
             if source.starts_with(b"\x1bLua") {
                 return Err(mlua::Error::runtime(format!("require(\"{name}\"): {shown} is a binary chunk; modules are text")));

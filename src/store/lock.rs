@@ -26,7 +26,22 @@ impl DirLock {
         let path = dir.join("agent.lock");
         let io = |source| LockError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        // O_NOFOLLOW: a symlink planted as agent.lock would have the pid written over its target.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(|source| match source
+                .raw_os_error()
+            {
+                Some(libc::ELOOP) => LockError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other("is a symbolic link; the lock file must be a plain file (remove the link)"),
+                },
+                _ => LockError::Io { path: path.clone(), source },
+            })?
+        };
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(LockError::Io { path: path.clone(), source: std::io::Error::other("is not a plain file") });
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -59,5 +74,18 @@ mod tests {
         assert!(err.contains(&std::process::id().to_string()) && err.contains(&dir.path().display().to_string()), "{err}");
         drop(held);
         DirLock::acquire(dir.path()).expect("free again once dropped");
+    }
+
+    #[test]
+    fn a_symlink_planted_as_the_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let canary = dir.path().join("canary");
+        std::fs::write(&canary, "keep me").unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::symlink(&canary, state.join("agent.lock")).unwrap();
+        let err = DirLock::acquire(&state).unwrap_err().to_string();
+        assert!(err.contains("agent.lock") && err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "keep me");
     }
 }
