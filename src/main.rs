@@ -358,6 +358,15 @@ async fn check(config: &Config, online: bool, strict: bool, metrics_listen: Opti
     let (errors, warnings) = (report.errors(), report.warnings());
     let failing = if strict && warnings > 0 { " (--strict: warnings fail)" } else { "" };
     out!("{} script(s) loaded, {errors} error(s), {warnings} warning(s){failing}", report.loaded.len());
+    if let Ok(accounts) = config.accounts() {
+        // `loaded` names each account's copy of a script: per account, the most any has.
+        let n = accounts.len().max(1) as u64;
+        let scripts = (report.loaded.len() as u64).div_ceil(n);
+        out!(
+            "memory: at most about {} MiB for {n} account(s) of {scripts} script(s) each (README \"Limits\"; a container or unit limit must allow it)",
+            ucwa_agent::agent::memory::worst_case_mib(config, n, scripts)
+        );
+    }
     if !report.config.is_empty() {
         out!("the configuration has {} problem(s): `run` would not start", report.config.len());
         return ExitCode::from(EXIT_CONFIG);

@@ -428,6 +428,15 @@ fn every_shipped_configuration_is_valid() {
     let names: Vec<String> = config.accounts().unwrap().into_iter().filter_map(|a| a.name).collect();
     assert_eq!(names, ["reception", "helpdesk"]);
     assert!(config.state_dir().is_absolute() && config.scripts_dir().is_absolute());
+    // The container's memory limit allows the worst case the agent's bounds allow: every
+    // account in one pod (one shard may get them all), each with every script of the ConfigMap.
+    let scripts =
+        manifest.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_alphanumeric()) && l.trim_end().ends_with(".lua: |")).count() as u64;
+    assert!(scripts >= 1);
+    let limit: u64 =
+        manifest.lines().find_map(|l| l.trim().strip_prefix("memory: ")?.strip_suffix("Mi")?.parse().ok().filter(|m| *m >= 256)).expect("limits.memory in Mi");
+    let worst = ucwa_agent::agent::memory::worst_case_mib(&config, names.len() as u64, scripts);
+    assert!(worst <= limit, "the worst case is {worst} MiB, the pod's limit {limit} MiB");
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod channel;
 pub mod endpoints;
 pub mod keepalive;
+pub mod memory;
 pub mod record;
 pub mod refusal;
 mod reload;
