@@ -45,6 +45,9 @@ impl Histogram {
     }
 }
 
+/// A per-script family: name, type, help, and how to read its value.
+type PerScript = (&'static str, &'static str, &'static str, fn(&ScriptFigures) -> u64);
+
 /// What a script did, per script.
 #[derive(Default, Clone)]
 struct ScriptFigures {
@@ -303,7 +306,7 @@ impl Metrics {
             let _ = writeln!(out, "ucwa_recoveries_total{{kind=\"{kind}\"}} {n}");
         }
         let scripts = lock(&self.scripts).clone();
-        let per_script: [(&str, &str, &str, fn(&ScriptFigures) -> u64); 8] = [
+        let per_script: [PerScript; 8] = [
             ("ucwa_handler_calls_total", "counter", "Handler calls, by script.", |f| f.handler_calls),
             ("ucwa_handler_errors_total", "counter", "Handler calls that failed (errors and limits), by script.", |f| f.handler_errors),
             ("ucwa_handler_limit_stops_total", "counter", "Handler calls stopped by a limit, by script.", |f| f.limit_stops),

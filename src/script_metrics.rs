@@ -96,10 +96,10 @@ impl ScriptMetrics {
         if RESERVED.contains(&name) || ["_bucket", "_sum", "_count"].iter().any(|s| name.ends_with(s)) {
             return Err(format!("`{name}` is reserved (the agent's own metric, or a histogram's _bucket/_sum/_count)"));
         }
-        if kind == Kind::Histogram {
-            if buckets.is_empty() || buckets.len() > 30 || buckets.windows(2).any(|w| w[0] >= w[1]) || buckets.iter().any(|b| !b.is_finite()) {
-                return Err(format!("{name}: buckets must be 1 to 30 finite numbers in increasing order"));
-            }
+        if kind == Kind::Histogram
+            && (buckets.is_empty() || buckets.len() > 30 || buckets.windows(2).any(|w| w[0] >= w[1]) || buckets.iter().any(|b| !b.is_finite()))
+        {
+            return Err(format!("{name}: buckets must be 1 to 30 finite numbers in increasing order"));
         }
         if let Some(f) = self.families.get(name) {
             if f.kind != kind || f.buckets != buckets {

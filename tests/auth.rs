@@ -190,7 +190,7 @@ async fn tls_is_verified_and_server_ca_file_adds_a_corporate_ca() {
     let auth = Auth::Password { username: DEMO_USER.into(), password: Secret::new(DEMO_PASSWORD) };
 
     // Without the CA, a certificate the public roots do not vouch for is refused.
-    let refused = sign_in(&http_client(None).unwrap(), &discover, &auth, None).await.err().expect("an untrusted certificate is refused");
+    let Err(refused) = sign_in(&http_client(None).unwrap(), &discover, &auth, None).await else { panic!("an untrusted certificate is refused") };
     assert!(format!("{refused:?}").contains("UnknownIssuer"), "{refused:?}");
 
     // `server.ca_file` names the CA: the agent signs in over TLS and takes calls.

@@ -246,7 +246,7 @@ fn render_all(fleet: &Fleet) -> String {
 fn merge_families(texts: &[(Option<String>, String)]) -> String {
     let mut order: Vec<String> = Vec::new();
     // name → (HELP line, TYPE line, samples)
-    let mut families: BTreeMap<String, (Option<String>, Option<String>, Vec<String>)> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for (account, text) in texts {
         let mut current = String::new();
         let mut skipping = false;
@@ -298,6 +298,9 @@ fn merge_families(texts: &[(Option<String>, String)]) -> String {
     }
     out
 }
+
+/// One family while merging: its HELP line, its TYPE line, its samples.
+type Family = (Option<String>, Option<String>, Vec<String>);
 
 /// A sample line with `account="…"` as its first label.
 fn with_account(line: &str, account: &str) -> String {

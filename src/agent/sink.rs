@@ -70,7 +70,7 @@ impl EventSink {
         }
         self.host.dispatch(events);
         self.batches += 1;
-        if self.batches % PRUNE_EVERY == 0 {
+        if self.batches.is_multiple_of(PRUNE_EVERY) {
             self.prune();
         }
         Ok(())

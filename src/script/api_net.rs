@@ -106,19 +106,15 @@ fn reply_table(lua: &Lua, status: u16, headers: &reqwest::header::HeaderMap, bod
     Ok(t)
 }
 
-/// Offline: records the request, reports it, and answers it from `OfflineNet`.
-fn offline(
-    lua: &Lua,
-    env: &ScriptEnv,
-    net: &OfflineNet,
-    script: &str,
-    via: &'static str,
-    method: &Method,
-    url: String,
-    body: Option<(String, Bytes)>,
-) -> mlua::Result<Table> {
+/// The request a script would send, as offline mode records it (the body as text).
+fn would_send(script: &str, via: &'static str, method: &Method, url: String, body: Option<(String, Bytes)>) -> Request {
     let body = body.map(|(_, b)| String::from_utf8_lossy(&b).into_owned());
-    let req = Request { script: script.to_string(), via, method: method.to_string(), url, body };
+    Request { script: script.to_string(), via, method: method.to_string(), url, body }
+}
+
+/// Offline: records the request, reports it, and answers it from `OfflineNet`.
+fn offline(lua: &Lua, env: &ScriptEnv, net: &OfflineNet, req: Request) -> mlua::Result<Table> {
+    let via = req.via;
     env.emit(ScriptOutput::Request { script: req.script.clone(), via, method: req.method.clone(), url: req.url.clone(), body: req.body.clone() });
     let answer = net.answer(req);
     let t = lua.create_table()?;
@@ -193,7 +189,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 }
                 if let Net::Offline(net) = &env.net {
                     let body = if takes_body { body_of(&lua, body, content_type, &what)? } else { None };
-                    return offline(&lua, &env, net, &script, "ucwa", &method, href, body);
+                    return offline(&lua, &env, net, would_send(&script, "ucwa", &method, href, body));
                 }
                 let session = env.session.get().ok_or_else(|| mlua::Error::runtime(format!("{what}: the agent is not signed in")))?;
                 let body = if takes_body { body_of(&lua, body, content_type, &what)? } else { None };
@@ -252,7 +248,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             };
             if let Net::Offline(net) = &env.net {
                 let body = body_of(&lua, spec.get("body")?, None, WHAT)?;
-                return offline(&lua, &env, net, &script, "http", &method, url.to_string(), body);
+                return offline(&lua, &env, net, would_send(&script, "http", &method, url.to_string(), body));
             }
             let mut req = env.http().request(method, url.clone()).timeout(timeout);
             let mut has_content_type = false;

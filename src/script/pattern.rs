@@ -82,7 +82,7 @@ impl<'a> Matcher<'a> {
             return Err(PatternError::Budget);
         }
         self.steps -= 1;
-        if self.steps % CLOCK_EVERY == 0 && self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+        if self.steps.is_multiple_of(CLOCK_EVERY) && self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
             return Err(PatternError::Time);
         }
         Ok(())

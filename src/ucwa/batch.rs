@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(b.events.len(), 1);
         let e = &b.events[0];
         assert_eq!((e.rel(), e.kind(), e.sender_rel()), ("audioVideoSession", "added", "communication"));
-        assert_eq!(e.conversation().as_deref(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
+        assert_eq!(e.conversation(), Some("https://fe1.contoso.com/ucwa/v1/applications/192/communication/conversations/137"));
         assert!(e.resource().is_none());
     }
 

@@ -7,26 +7,10 @@ pub enum UcwaError {
     /// The request did not get an HTTP answer (connection refused or reset, timeout, TLS).
     #[error("{method} {url}: no answer: {message}")]
     Transport { method: String, url: String, message: String },
-    /// The server answered with an error status; `code`/`subcode`/`message` come from the UCWA
-    /// error body (JSON or XML), `diagnostics` from `X-Ms-Diagnostics` and `Warning`: what an
-    /// admin can act on. An HTML body (IIS) is never quoted.
-    #[error(
-        "{method} {url}: HTTP {status}{}{}{}{}",
-        code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
-        subcode.as_deref().map(|s| format!("/{s}")).unwrap_or_default(),
-        message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
-        diagnostics.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default()
-    )]
-    Status {
-        method: String,
-        url: String,
-        status: u16,
-        code: Option<String>,
-        subcode: Option<String>,
-        message: Option<String>,
-        diagnostics: Option<String>,
-        retry_after: Option<Duration>,
-    },
+    /// The server answered with an error status (boxed: the details are large, and every
+    /// `Result` of the client carries this type).
+    #[error("{0}")]
+    Status(Box<StatusError>),
     /// The answer is not what UCWA sends (not JSON, truncated, a link missing).
     #[error("{url}: unexpected reply: {message}")]
     Malformed { url: String, message: String },
@@ -42,17 +26,39 @@ pub enum UcwaError {
     Credentials(String),
 }
 
+/// An error status with what the answer said: `code`/`subcode`/`message` from the UCWA error
+/// body (JSON or XML), `diagnostics` from `X-Ms-Diagnostics` and `Warning`: what an admin can
+/// act on. An HTML body (IIS) is never quoted.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{method} {url}: HTTP {status}{}{}{}{}",
+    code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+    subcode.as_deref().map(|s| format!("/{s}")).unwrap_or_default(),
+    message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+    diagnostics.as_deref().map(|d| format!(" [{d}]")).unwrap_or_default()
+)]
+pub struct StatusError {
+    pub method: String,
+    pub url: String,
+    pub status: u16,
+    pub code: Option<String>,
+    pub subcode: Option<String>,
+    pub message: Option<String>,
+    pub diagnostics: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
 impl UcwaError {
     pub fn status(&self) -> Option<u16> {
         match self {
-            UcwaError::Status { status, .. } => Some(*status),
+            UcwaError::Status(e) => Some(e.status),
             _ => None,
         }
     }
 
     pub fn subcode(&self) -> Option<&str> {
         match self {
-            UcwaError::Status { subcode, .. } => subcode.as_deref(),
+            UcwaError::Status(e) => e.subcode.as_deref(),
             _ => None,
         }
     }
@@ -60,7 +66,7 @@ impl UcwaError {
     /// The server's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            UcwaError::Status { retry_after, .. } => *retry_after,
+            UcwaError::Status(e) => e.retry_after,
             _ => None,
         }
     }

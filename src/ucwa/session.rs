@@ -311,7 +311,7 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
     let header = |name: &str| -> Vec<String> { reply.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| one_line(v, 300)).collect() };
     let mut diagnostics: Vec<String> = header("x-ms-diagnostics").into_iter().map(|d| format!("X-Ms-Diagnostics: {d}")).collect();
     diagnostics.extend(header("warning").into_iter().map(|w| format!("Warning: {w}")));
-    UcwaError::Status {
+    UcwaError::Status(Box::new(super::error::StatusError {
         method: method.to_string(),
         url: without_key(url),
         status: reply.status,
@@ -320,7 +320,7 @@ pub(crate) fn status_error(method: &Method, url: &str, reply: &HttpReply) -> Ucw
         message: field("message"),
         diagnostics: (!diagnostics.is_empty()).then(|| diagnostics.join("; ")),
         retry_after,
-    }
+    }))
 }
 
 /// 401, or the 403 some pools send for an expired token (`Warning: … "InvalidToken"`).
