@@ -10,6 +10,7 @@
 //! - `metrics`: counters, histograms and health for `/metrics` and `/healthz`.
 //! - `script_metrics`: the metrics scripts define (`agent.metrics`), exported beside them.
 //! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
+//! - `tls`: HTTPS listening (the simulator, the metrics endpoint): PEM files, handshakes off the accept loop.
 //! - `tools`: `check` (and `check --online`), `replay` and `test` for script authors.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
 //!
@@ -23,5 +24,6 @@ pub mod script;
 pub mod script_metrics;
 pub mod sim;
 pub mod store;
+pub mod tls;
 pub mod tools;
 pub mod ucwa;

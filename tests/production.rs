@@ -247,3 +247,45 @@ async fn eventually_async<F: std::future::Future<Output = bool>>(what: &str, mut
     };
     tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
+
+#[tokio::test]
+async fn metrics_are_served_over_https_with_the_configured_certificate() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "quiet.lua", "agent.on('audioVideoSession', function() end)");
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let port = free_port();
+    let config = config_file(
+        &sim,
+        dir.path(),
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            tls.join("sim.pem").display(),
+            tls.join("sim.key").display()
+        ),
+    );
+    let mut agent = spawn_agent(&config, std::process::Stdio::null());
+    // The test CA signed the certificate for 127.0.0.1 and localhost.
+    let https = test_http();
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    eventually_async("HTTPS answers", || async { https.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }).await;
+    let page = https.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("ucwa_up"), "{page}");
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/metrics"), None).await.0, 0, "no plain HTTP answer");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    // Half a pair, or a key that is not one: the key at fault is named, exit 2.
+    for (extra, key) in [
+        (format!("[metrics]\ntls_cert_file = \"{}\"", tls.join("sim.pem").display()), "metrics.tls_key_file"),
+        (
+            format!("[metrics]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"", tls.join("sim.pem").display(), tls.join("ca.pem").display()),
+            "metrics.tls_key_file",
+        ),
+    ] {
+        let config = config_file(&sim, dir.path(), &extra);
+        let out = agent_command(&["check", "--config", config.to_str().unwrap()], &[]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains(key), "{key}: {text}");
+    }
+}

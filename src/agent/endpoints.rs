@@ -34,7 +34,14 @@ pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
 /// Serves `/`, `/metrics`, `/healthz` and `/healthz/<account>` on `listen` until the handle is
 /// aborted. With `web.basic_auth_users`, every request must authenticate; `/healthz` names
 /// accounts and quotes errors only where the listener is trusted (`MetricsConfig::trusted`).
-pub async fn serve(listen: SocketAddr, web: &MetricsConfig, fleet: Arc<Fleet>) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub async fn serve(
+    listen: SocketAddr,
+    web: &MetricsConfig,
+    tls: Option<crate::tls::TlsFiles>,
+    fleet: Arc<Fleet>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    // The certificate is read before binding: a bad file leaves the running endpoint alone.
+    let acceptor = tls.as_ref().map(crate::tls::TlsFiles::acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let access = Arc::new(Access::new(web));
@@ -78,9 +85,13 @@ pub async fn serve(listen: SocketAddr, web: &MetricsConfig, fleet: Arc<Fleet>) -
                 std::future::ready(a4.check(&headers).map(|()| health_of_one(&one_fleet, &name, details)))
             }),
         );
-    tracing::info!(%addr, authenticated = !web.basic_auth_users.is_empty(), "metrics and health endpoints listening");
+    tracing::info!(%addr, authenticated = !web.basic_auth_users.is_empty(), https = acceptor.is_some(), "metrics and health endpoints listening");
     let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
+        let served = match acceptor {
+            Some(a) => axum::serve(crate::tls::TlsListener::new(listener, a), router).await,
+            None => axum::serve(listener, router).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "metrics endpoint stopped");
         }
     });

@@ -185,7 +185,7 @@ impl Reloader {
                 if running.metrics.listen == Some(addr) {
                     endpoints::replace(&self.endpoints, None);
                 }
-                match endpoints::serve(addr, &new.metrics, self.fleet.clone()).await {
+                match endpoints::serve(addr, &new.metrics, new.metrics_tls(), self.fleet.clone()).await {
                     Ok(started) => {
                         tracing::info!(key = "metrics.listen", listen = %started.0, "the /metrics and /healthz endpoint listens here now");
                         endpoints::replace(&self.endpoints, Some(started));

@@ -187,6 +187,9 @@ pub struct MetricsConfig {
     /// exporters' web configuration has them: every request must then carry one of them
     /// (HTTP basic auth). Empty: no authentication.
     pub basic_auth_users: std::collections::BTreeMap<String, String>,
+    /// HTTPS: the certificate chain (PEM, leaf first) and its private key; both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl MetricsConfig {
@@ -307,6 +310,17 @@ impl Config {
         if self.state.journal_max_events < 100 {
             return Err(self.invalid("state.journal_max_events", "expected at least 100"));
         }
+        match (&self.metrics.tls_cert_file, &self.metrics.tls_key_file) {
+            (Some(_), None) => return Err(self.invalid("metrics.tls_key_file", "expected with metrics.tls_cert_file (the certificate's private key, PEM)")),
+            (None, Some(_)) => return Err(self.invalid("metrics.tls_cert_file", "expected with metrics.tls_key_file (the certificate chain, PEM)")),
+            _ => {}
+        }
+        if let Some(files) = self.metrics_tls() {
+            if let Err(e) = files.acceptor() {
+                let key = if e.to_string().starts_with(&files.cert.display().to_string()) { "metrics.tls_cert_file" } else { "metrics.tls_key_file" };
+                return Err(self.invalid(key, e.to_string()));
+            }
+        }
         for (user, hash) in &self.metrics.basic_auth_users {
             if user.is_empty() || user.contains(':') {
                 return Err(self.invalid("metrics.basic_auth_users", format!("{user:?}: a user name is not empty and has no `:`")));
@@ -401,6 +415,12 @@ impl Config {
     }
 
     /// A path from the file, made absolute against the file's folder.
+    /// `[metrics]`'s certificate and key, resolved against the file's folder, when both are set.
+    pub fn metrics_tls(&self) -> Option<crate::tls::TlsFiles> {
+        let m = &self.metrics;
+        Some(crate::tls::TlsFiles { cert: self.resolve(m.tls_cert_file.as_ref()?), key: self.resolve(m.tls_key_file.as_ref()?) })
+    }
+
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             return p.to_path_buf();

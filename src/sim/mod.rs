@@ -28,13 +28,12 @@ mod reply;
 mod resources;
 mod server;
 mod state;
-mod tls;
 
+pub use crate::tls::TlsFiles;
 pub use calls::{CallOutcome, CallSpec, Direction};
 pub use quirks::{Quirk, Quirks};
 pub use server::{Simulator, UserAdder};
 pub use state::Fault;
-pub use tls::TlsFiles;
 
 use std::time::Duration;
 

@@ -64,7 +64,7 @@ impl Simulator {
         let task = tokio::spawn(async move {
             let served = match acceptor {
                 None => axum::serve(listener, router).with_graceful_shutdown(stopped).await,
-                Some(a) => axum::serve(super::tls::TlsListener::new(listener, a), router).with_graceful_shutdown(stopped).await,
+                Some(a) => axum::serve(crate::tls::TlsListener::new(listener, a), router).with_graceful_shutdown(stopped).await,
             };
             if let Some(g) = generator {
                 g.abort();

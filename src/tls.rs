@@ -1,5 +1,7 @@
-//! HTTPS for the simulator (`simulate --tls-cert/--tls-key`): so the agent's certificate
-//! checks and `server.ca_file` can be tried against it as against a pool with a corporate CA.
+//! HTTPS for the servers this crate runs: the simulator (`simulate --tls-cert/--tls-key`, so
+//! the agent's certificate checks and `server.ca_file` can be tried against it as against a
+//! pool with a corporate CA) and the agent's `/metrics` endpoint (`metrics.tls_cert_file`).
+//! A leaf: it knows neither of them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// The PEM files the simulator serves HTTPS with.
+/// The PEM files a server serves HTTPS with.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     /// The certificate chain (leaf first).
@@ -23,7 +25,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Reads and checks both files; the error names the file at fault.
-    pub(crate) fn acceptor(&self) -> std::io::Result<TlsAcceptor> {
+    pub fn acceptor(&self) -> std::io::Result<TlsAcceptor> {
         let bad = |path: &Path, what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {what}", path.display()));
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
             .and_then(|certs| certs.collect::<Result<_, _>>())
@@ -45,14 +47,14 @@ impl TlsFiles {
 
 /// A listener whose connections have finished their TLS handshake. Handshakes run on tasks
 /// of their own, so a client that stalls in one holds up nobody else.
-pub(crate) struct TlsListener {
+pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     addr: SocketAddr,
     acceptor_task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub(crate) fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
+    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> TlsListener {
         // An unbound address cannot happen for a bound listener; 0.0.0.0:0 is only a label.
         let addr = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(64);
@@ -62,7 +64,7 @@ impl TlsListener {
                     Ok(c) => c,
                     Err(error) => {
                         // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(%error, "simulator: cannot accept a connection");
+                        tracing::warn!(%error, "HTTPS: cannot accept a connection");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
@@ -75,9 +77,9 @@ impl TlsListener {
                             let _ = tx.send((tls, peer)).await;
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "simulator: TLS handshake failed")
+                            tracing::debug!(%peer, %error, "HTTPS: TLS handshake failed")
                         }
-                        Err(_) => tracing::debug!(%peer, "simulator: TLS handshake timed out"),
+                        Err(_) => tracing::debug!(%peer, "HTTPS: TLS handshake timed out"),
                     }
                 });
             }
