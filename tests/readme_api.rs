@@ -176,18 +176,13 @@ async fn the_scripting_reference_names_every_field_of_the_agent_table() {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     // `word` appears in `cell` after one of `before` and not followed by more of a name.
     let mentions = |cell: &str, word: &str, before: &[char]| {
-        cell.match_indices(word).any(|(i, _)| {
-            cell[..i].ends_with(before) && !cell[i + word.len()..].starts_with(ident)
-        })
+        cell.match_indices(word).any(|(i, _)| cell[..i].ends_with(before) && !cell[i + word.len()..].starts_with(ident))
     };
     let mut missing = Vec::new();
     for name in names.split(' ') {
         let found = match name.split_once('.') {
             None => rows.iter().any(|r| mentions(r, &format!("agent.{name}"), &['`', ' ', ','])),
-            Some((table, field)) => rows
-                .iter()
-                .filter(|r| mentions(r, &format!("agent.{table}"), &['`', ' ', ',']))
-                .any(|r| mentions(r, field, &['.', '/'])),
+            Some((table, field)) => rows.iter().filter(|r| mentions(r, &format!("agent.{table}"), &['`', ' ', ','])).any(|r| mentions(r, field, &['.', '/'])),
         };
         if !found {
             missing.push(format!("agent.{name}"));
