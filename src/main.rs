@@ -34,7 +34,7 @@ struct Cli {
     /// Each of N agents (a StatefulSet's pods) takes one shard; see README "Many accounts".
     #[arg(long, global = true, value_name = "K/N")]
     shard: Option<ucwa_agent::config::Shard>,
-    /// Serve `/metrics` and `/healthz` here instead of `[metrics] listen` (a loopback
+    /// Serve `/metrics` and `/healthz` here instead of `[metrics] listen` (127.0.0.1:9464, 0.0.0.0:9464, any
     /// address; one per agent when several share a configuration, as shards do).
     #[arg(long, global = true, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,

@@ -1,4 +1,4 @@
-//! What real pools send (README "The simulator", quirks): the agent against each quirk the
+//! What real pools send (docs/SIMULATOR.md, Quirks): the agent against each quirk the
 //! simulator can switch on, and a new application announced to scripts.
 
 mod common;
@@ -166,15 +166,15 @@ async fn a_restart_after_a_graceful_stop_gives_scripts_a_resync() {
 }
 
 #[test]
-fn the_readme_names_every_quirk_as_the_config_takes_it() {
+fn the_simulator_doc_names_every_quirk_as_the_config_takes_it() {
     use clap::ValueEnum;
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let table = readme.split("**Quirks.**").nth(1).expect("the Quirks section");
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SIMULATOR.md")).unwrap();
+    let table = doc.split("\n## Quirks\n").nth(1).expect("docs/SIMULATOR.md: the Quirks section");
     let names: Vec<&str> =
         table.lines().skip_while(|l| !l.starts_with("| quirk |")).skip(2).take_while(|l| l.starts_with("| `")).map(|l| l.split('`').nth(1).unwrap()).collect();
     let parsed: Quirks = names.iter().map(|n| serde_json::from_value::<Quirk>(json!(n)).unwrap_or_else(|e| panic!("{n}: {e}"))).collect();
     let all: Quirks = Quirk::value_variants().iter().copied().collect();
-    assert_eq!(parsed, all, "README lists {names:?}");
+    assert_eq!(parsed, all, "docs/SIMULATOR.md lists {names:?}");
     for n in &names {
         assert!(Quirk::from_str(n, false).is_ok(), "simulate --quirk {n}");
     }

@@ -140,3 +140,54 @@ async fn agent_state_held_in_a_local_survives_reloads_and_restarts() {
     host.dispatch(event(4));
     assert_eq!(messages_of(&mut out, "counter", 1).await, ["n 4 4 started 3"]);
 }
+
+/// docs/SCRIPTING.md's API table (`| function | what it does |`, moved out of README) names every
+/// field of the real `agent` table, and every function of its sub-tables (`agent.state` and
+/// `agent.config` hold data): an API added without a row, or the table gone, fails here.
+#[tokio::test]
+async fn the_scripting_reference_names_every_field_of_the_agent_table() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/SCRIPTING.md")).unwrap();
+    let rows: Vec<&str> = doc
+        .lines()
+        .skip_while(|l| l.trim() != "| function | what it does |")
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_start_matches('|').split(" | ").next().unwrap_or_default())
+        .collect();
+    assert!(rows.len() >= 15, "docs/SCRIPTING.md: the `agent` API table was not found ({} rows)", rows.len());
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+      local names = {}
+      for k, v in pairs(agent) do
+        if type(v) == "table" and k ~= "state" and k ~= "config" then
+          for k2 in pairs(v) do names[#names + 1] = k .. "." .. k2 end
+        else
+          names[#names + 1] = k
+        end
+      end
+      table.sort(names)
+      agent.log.info(table.concat(names, " "))
+    "#;
+    write(dir.path(), "names.lua", script);
+    let host = host_in(dir.path(), ScriptSettings::new(Limits::default())).await;
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    let names = messages_of(&mut out, "names", 1).await.remove(0);
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    // `word` appears in `cell` after one of `before` and not followed by more of a name.
+    let mentions = |cell: &str, word: &str, before: &[char]| {
+        cell.match_indices(word).any(|(i, _)| cell[..i].ends_with(before) && !cell[i + word.len()..].starts_with(ident))
+    };
+    let mut missing = Vec::new();
+    for name in names.split(' ') {
+        let found = match name.split_once('.') {
+            None => rows.iter().any(|r| mentions(r, &format!("agent.{name}"), &['`', ' ', ','])),
+            Some((table, field)) => rows.iter().filter(|r| mentions(r, &format!("agent.{table}"), &['`', ' ', ','])).any(|r| mentions(r, field, &['.', '/'])),
+        };
+        if !found {
+            missing.push(format!("agent.{name}"));
+        }
+    }
+    assert!(missing.is_empty(), "docs/SCRIPTING.md's API table has no row for {missing:?} (the agent table has: {names})");
+    host.shutdown(Duration::from_secs(5)).await;
+}

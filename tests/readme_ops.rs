@@ -117,3 +117,101 @@ async fn saves_in_a_burst_reload_once_and_a_renamed_away_script_is_unloaded() {
     }
     agent.stop().await;
 }
+
+/// GitHub's anchor for a heading: lower case, spaces to `-`, punctuation other than `-`/`_` dropped.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks), numbered as GitHub numbers
+/// repeated ones.
+fn anchors(text: &str) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    let mut out = std::collections::HashSet::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let s = slug(line.trim_start_matches('#'));
+        let n = seen.entry(s.clone()).or_default();
+        out.insert(if *n == 0 { s.clone() } else { format!("{s}-{n}") });
+        *n += 1;
+    }
+    out
+}
+
+/// README is the entry to the docs: its table of contents and every relative link in README and
+/// docs/*.md lead to a file that exists and, with `#anchor`, to a heading there. The moved
+/// reference (docs/SCRIPTING.md, docs/SIMULATOR.md) must exist and be linked from README.
+#[test]
+fn every_link_in_the_docs_leads_somewhere() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("CHANGELOG.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            files.push(p);
+        }
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for doc in ["docs/SCRIPTING.md", "docs/SIMULATOR.md"] {
+        assert!(root.join(doc).is_file(), "{doc} is missing");
+        assert!(readme.contains(&format!("]({doc})")), "README does not link {doc}");
+    }
+    for section in ["## Try it", "## Write scripts", "## Run in production"] {
+        assert!(readme.lines().any(|l| l == section), "README has no `{section}`");
+    }
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let dir = file.parent().unwrap();
+        let mut fenced = false;
+        for (n, line) in text.lines().enumerate() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            }
+            if fenced {
+                continue;
+            }
+            for (i, _) in line.match_indices("](") {
+                let rest = &line[i + 2..];
+                let Some(end) = rest.find(')') else { continue };
+                let target = &rest[..end];
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                checked += 1;
+                let (path, anchor) = target.split_once('#').map_or((target, None), |(p, a)| (p, Some(a)));
+                let dest = if path.is_empty() { file.clone() } else { dir.join(path) };
+                let at = format!("{}:{}: {target}", file.strip_prefix(root).unwrap().display(), n + 1);
+                if !dest.exists() {
+                    problems.push(format!("{at}: no such file"));
+                    continue;
+                }
+                if let Some(anchor) = anchor {
+                    let dest_text = std::fs::read_to_string(&dest).unwrap();
+                    if !anchors(&dest_text).contains(anchor) {
+                        problems.push(format!("{at}: no heading with that anchor"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} links found");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -456,7 +456,7 @@ async fn every_link_the_simulator_hands_out_answers_with_every_quirk_on() {
     walk_every_link(SimConfig { quirks: all.collect(), ..sim_config() }).await;
 }
 
-/// README "The simulator": it never advertises a link it cannot serve. Walked, not listed:
+/// docs/SIMULATOR.md: it never advertises a link it cannot serve. Walked, not listed:
 /// a link added tomorrow is covered the day it appears.
 async fn walk_every_link(config: SimConfig) {
     let sim = start_sim(config).await;

@@ -129,7 +129,7 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_on_one_account_say_their_polls_are_replaced() {
-    // README "Running in production": two state directories, one account: the agents share
+    // README "Accounts, state and credentials": two state directories, one account: the agents share
     // the application (same endpoint id) and replace each other's pending GETs.
     let sim = start_sim(sim_config()).await;
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -1,6 +1,6 @@
 ---@meta
 -- LuaLS type definitions for ucwa-agent scripts (editors pick them up through .luarc.json).
--- Keep in step with README.md ("The agent API") and src/script/api*.rs.
+-- Keep in step with docs/SCRIPTING.md ("The `agent` API") and src/script/api*.rs.
 
 ---@class AgentSender
 ---@field rel string   sender rel: "communication", "conversation", "me", …

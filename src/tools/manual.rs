@@ -9,10 +9,13 @@ use std::path::Path;
 const README: &str = include_str!("../../README.md");
 
 const SIGNALS: &[(&str, &str)] = &[
-    ("SIGHUP", "re-reads the configuration (scripts, accounts, log level, metrics address); a file that cannot be used is refused and the running configuration stays (see README, Hot reload)."),
+    (
+        "SIGHUP",
+        "re-reads the configuration (scripts, accounts, log level, metrics address and users); a file that cannot be used is refused and the running configuration stays, /healthz says degraded and ucwa_config_last_reload_success is 0 until a good reload (see README, Reloading the configuration). A SIGHUP during start-up is applied once the accounts run.",
+    ),
     (
         "SIGINT, SIGTERM",
-        "stop gracefully: polling stops, the scripts get agent/signedOut and up to 5 s to finish, then the application is deleted (up to 5 s more). A second signal exits at once, with status 130.",
+        "stop gracefully: polling stops, the scripts get agent/signedOut and up to 5 s to finish, then the application is deleted (up to 5 s more). A second signal exits at once, with status 130. During start-up: the agent stops, status 0.",
     ),
 ];
 
@@ -148,7 +151,7 @@ mod tests {
         }
         // Every key of README's configuration table, and every exit status of its table.
         assert!(table("| key | default | meaning |").len() > 30, "README's configuration table was not found");
-        for key in ["server.discover", "state.dir", "metrics.listen", "scripts.http_allow", "simulator.listen"] {
+        for key in ["server.discover", "state.dir", "metrics.listen", "metrics.basic_auth_users", "scripts.http_allow", "simulator.listen"] {
             assert!(s.contains(&format!("\\fB{key}")), "{key}: {s}");
         }
         for status in ["0", "1", "2", "3", "4", "130"] {
