@@ -295,7 +295,8 @@ async fn run(
             loop {
                 // Fed only while every account's event-channel loop runs: a wedged loop
                 // stops the pings and systemd restarts the agent (WatchdogSec=).
-                if life.alive(within) {
+                // The loops beat every second: a tolerance of at least 3 s keeps a short WatchdogSec= from flapping.
+                if life.alive(within.max(std::time::Duration::from_secs(3))) {
                     n.send("WATCHDOG=1");
                 } else {
                     tracing::error!(
