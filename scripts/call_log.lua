@@ -63,7 +63,10 @@ agent.on("audioVideoSession", "deleted", function(e)
   local who = agent.state.callers[id] or {}
   agent.state.callers[id] = nil
   local seconds = t0 and (agent.now() - t0) / 1000 or nil
-  if seconds then agent.state.seconds = agent.state.seconds + seconds end
+  if seconds then
+    -- Whole milliseconds, so sums print as 24.457, not 24.456999999999997.
+    agent.state.seconds = math.floor((agent.state.seconds + seconds) * 1000 + 0.5) / 1000
+  end
   agent.log.info("call ended", { with = who.uri, name = who.name, conversation = e.conversation,
     duration_s = seconds, calls = agent.state.calls, total_s = agent.state.seconds })
 end)

@@ -157,7 +157,9 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Run { record: None }) {
             Command::Run { record } => run(cli.config, cli.shard, cli.metrics_listen, record, log_level).await,
             Command::Record { file } => run(cli.config, cli.shard, cli.metrics_listen, Some(file), log_level).await,
-            Command::Check { online, strict } => with_config(&cli.config, |c| async move { check(&c, online, strict, cli.metrics_listen).await }).await,
+            Command::Check { online, strict } => {
+                with_config(&cli.config, |c| async move { check(&c, online, strict, cli.metrics_listen, cli.shard).await }).await
+            }
             Command::Replay { file, script, answers } => {
                 with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref(), answers.as_deref()).await }).await
             }
@@ -345,7 +347,13 @@ async fn run(
     }
 }
 
-async fn check(config: &Config, online: bool, strict: bool, metrics_listen: Option<std::net::SocketAddr>) -> ExitCode {
+async fn check(
+    config: &Config,
+    online: bool,
+    strict: bool,
+    metrics_listen: Option<std::net::SocketAddr>,
+    shard: Option<ucwa_agent::config::Shard>,
+) -> ExitCode {
     let report = tools::check::check(config, metrics_listen);
     for p in &report.config {
         out!("{p}");
@@ -359,6 +367,14 @@ async fn check(config: &Config, online: bool, strict: bool, metrics_listen: Opti
     let (errors, warnings) = (report.errors(), report.warnings());
     let failing = if strict && warnings > 0 { " (--strict: warnings fail)" } else { "" };
     out!("{} script(s) loaded, {errors} error(s), {warnings} warning(s){failing}", report.loaded.len());
+    if let Some(s) = shard {
+        // Which accounts `run --shard K/N` would run: a pod that gets none idles.
+        match config.accounts_of(Some(s)) {
+            Ok(mine) if mine.is_empty() => out!("shard {}/{}: no account (an agent of this shard would idle)", s.index, s.count),
+            Ok(mine) => out!("shard {}/{}: {}", s.index, s.count, mine.iter().map(|a| a.label()).collect::<Vec<_>>().join(", ")),
+            Err(error) => out!("{error}"),
+        }
+    }
     if let Ok(accounts) = config.accounts() {
         // `loaded` names each account's copy of a script: per account, the most any has.
         let n = accounts.len().max(1) as u64;

@@ -770,3 +770,25 @@ fn flags_without_effect_are_refused_and_a_busy_simulator_address_is_status_2() {
     }
     assert_eq!(sim.try_wait().unwrap().and_then(|s| s.code()), Some(2));
 }
+
+#[test]
+fn check_names_the_accounts_of_a_shard_and_the_memory_they_may_need() {
+    let p = project(&[("rule.lua", "agent.on('audioVideoSession', function() end)\n")]);
+    std::fs::write(p.path().join("config.toml"), "[scripts]\ndir = \"scripts\"\n[[account]]\nname = \"reception\"\n[[account]]\nname = \"helpdesk\"\n")
+        .unwrap();
+    let shards: Vec<String> = (0..3)
+        .map(|k| {
+            let o = agent(&["check", "--shard", &format!("{k}/3")], p.path());
+            assert!(o.status.success(), "{}", text(&o));
+            text(&o).lines().find(|l| l.starts_with(&format!("shard {k}/3: "))).unwrap_or_else(|| panic!("{}", text(&o))).to_string()
+        })
+        .collect();
+    // Every account in exactly one shard, and a shard with none says it would idle.
+    let named: Vec<&str> = shards.iter().flat_map(|l| l.split(": ").nth(1).unwrap().split(", ")).filter(|n| !n.starts_with("no account")).collect();
+    let mut sorted = named.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["helpdesk", "reception"], "{shards:?}");
+    assert!(shards.iter().any(|l| l.ends_with("no account (an agent of this shard would idle)")), "{shards:?}");
+    let o = agent(&["check"], p.path());
+    assert!(text(&o).contains("memory: at most about ") && text(&o).contains("for 2 account(s) of 1 script(s) each"), "{}", text(&o));
+}

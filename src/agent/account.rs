@@ -154,7 +154,7 @@ impl Account {
                 refused_at = %r.at,
                 reason = %r.reason,
                 file = %r.file.display(),
-                "the pool refused this password before; not trying it again (an account lockout) until it changes: fix [auth] or the secret, or delete the file"
+                "the pool refused this password before; not trying it again until it changes (retrying a refused password can get the account locked out): fix [auth] or the secret, or delete the file"
             );
             self.host.shutdown(SHUTDOWN_GRACE).await;
             metrics.set_health(HealthState::Stopped, Some(format!("credentials refused before ({}), not tried again: {}", r.at, r.reason)));
@@ -179,9 +179,14 @@ impl Account {
                         end = given_up;
                         break;
                     }
-                    tracing::error!(%error, discover = %self.discover, "sign-in failed; retrying");
+                    let delay = backoff.next_delay(error.retry_after());
+                    tracing::error!(%error, discover = %self.discover, retry_in_ms = delay.as_millis() as u64, "sign-in failed; retrying");
                     metrics.set_health(HealthState::SigningIn, Some(error.to_string()));
-                    if !pause(&mut backoff, error.retry_after(), &mut stop).await {
+                    let stopped = tokio::select! {
+                        _ = tokio::time::sleep(delay) => false,
+                        _ = stop.changed() => true,
+                    };
+                    if stopped {
                         break;
                     }
                     continue;

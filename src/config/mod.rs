@@ -12,7 +12,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read the configuration: {source}")]
+    #[error("{path}: cannot read the configuration: {source}{}", if source.kind() == std::io::ErrorKind::NotFound { " (give its path with --config FILE; without it, config.toml in the current folder is read)" } else { "" })]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
