@@ -64,6 +64,20 @@ pub fn journal_stream() -> bool {
     expected == format!("{}:{}", meta.dev(), meta.ino())
 }
 
+/// `line` with `<N>` before each of its lines.
+fn journald_lines(line: &str, priority: u8) -> String {
+    let prefix = format!("<{priority}>");
+    let mut out = String::with_capacity(line.len() + 4);
+    for (i, l) in line.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&prefix);
+        out.push_str(l);
+    }
+    out
+}
+
 /// The syslog priority journald files a line under (`journalctl -p err`).
 fn priority(level: &Level) -> u8 {
     match *level {
@@ -102,13 +116,14 @@ where
         let meta = event.metadata();
         let mut time = String::new();
         SystemTime.format_time(&mut Writer::new(&mut time))?;
+        let line =
+            if self.json { json_line(&time, meta.level(), meta.target(), fields) } else { human_line(&time, meta.level(), meta.target(), fields, self.ansi) };
         if self.journald {
-            write!(writer, "<{}>", priority(meta.level()))?;
-        }
-        if self.json {
-            writeln!(writer, "{}", json_line(&time, meta.level(), meta.target(), fields))
+            // journald files each line of its stream apart: every line of a multi-line message
+            // (a TOML error's caret display) carries the priority, so `journalctl -p err` shows it all.
+            writeln!(writer, "{}", journald_lines(&line, priority(meta.level())))
         } else {
-            writeln!(writer, "{}", human_line(&time, meta.level(), meta.target(), fields, self.ansi))
+            writeln!(writer, "{line}")
         }
     }
 }
@@ -313,6 +328,7 @@ mod tests {
         let own = Fields { message: "bad.toml: TOML parse error\n  |\u{1b}[2J".into(), ..Fields::default() };
         assert_eq!(human_line("T", &Level::ERROR, "ucwa_agent", own, false), "T ERROR ucwa_agent: bad.toml: TOML parse error\n  |\\u{1b}[2J");
         assert_eq!((priority(&Level::ERROR), priority(&Level::WARN), priority(&Level::INFO)), (3, 4, 6));
+        assert_eq!(journald_lines("T ERROR x: bad.toml: TOML parse error\n  |\n1 | [x", 3), "<3>T ERROR x: bad.toml: TOML parse error\n<3>  |\n<3>1 | [x");
     }
 
     #[test]

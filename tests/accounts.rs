@@ -321,7 +321,7 @@ async fn check_covers_every_account() {
     let out = agent_command(&["check", "--config", path.to_str().unwrap()], &[]).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(2), "{shown}");
-    assert!(shown.contains("`account.helpdesk.auth.password_env`: the environment variable UCWA_AGENT_TEST_CHECK_PASSWORD is not set"), "{shown}");
+    assert!(shown.contains("`account.helpdesk.auth.password_env`: the environment variable `UCWA_AGENT_TEST_CHECK_PASSWORD` is not set"), "{shown}");
     let with_password = [("UCWA_AGENT_TEST_CHECK_PASSWORD", "wrong")];
     let out = agent_command(&["check", "--config", path.to_str().unwrap()], &with_password).stdout(std::process::Stdio::piped()).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);

@@ -111,6 +111,9 @@ async fn a_broken_sighup_makes_healthz_degraded_and_the_metric_0_until_a_good_on
     }
     assert!(page.contains("ucwa_agent_build_info{version=\""), "{page}");
 
+    // `check` before a reload (the units' ExecReload) passes while the agent holds its port.
+    let out = agent_command(&["check", "--config", config.to_str().unwrap()], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     std::fs::write(&config, format!("{good}\nbogus = [\n")).unwrap();
     signal(&agent, "-HUP");
     eventually_async("the rejected reload shows", || async {
@@ -200,6 +203,7 @@ async fn error_lines_carry_journald_priorities_when_stderr_is_the_journal() {
     let text = std::fs::read_to_string(&log).unwrap();
     let first = text.lines().next().unwrap_or_default();
     assert!(first.starts_with("<3>") && first.contains("ERROR"), "{text}");
+    assert!(text.lines().count() > 1 && text.lines().all(|l| l.starts_with("<3>")), "every line of a multi-line error: {text}");
     // Not the journal: no prefix.
     let out = agent_command(&["run", "--config", dir.path().join("bad.toml").to_str().unwrap()], &[]).env("JOURNAL_STREAM", "1:2").output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);

@@ -88,7 +88,7 @@ fn check_reports_each_problem_with_file_and_line() {
     let o = agent(&["check"], clean.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("`auth.password_env`: the environment variable UCWA_AGENT_TEST_UNSET is not set"), "{t}");
+    assert!(t.contains("`auth.password_env`: the environment variable `UCWA_AGENT_TEST_UNSET` is not set (it must hold the password)"), "{t}");
     assert!(t.contains("`scripts.dir`: cannot read") && t.contains("nosuch"), "{t}");
     let o = agent(&["run"], clean.path());
     assert_eq!(o.status.code(), Some(2), "run stops at the same place: {}", text(&o));

@@ -317,7 +317,9 @@ impl Config {
         }
         if let Some(files) = self.metrics_tls() {
             if let Err(e) = files.acceptor() {
-                let key = if e.to_string().starts_with(&files.cert.display().to_string()) { "metrics.tls_cert_file" } else { "metrics.tls_key_file" };
+                // The key file's faults: no PEM key in it, or a key that does not fit the certificate.
+                let text = e.to_string();
+                let key = if text.contains("private key") || text.contains("does not go with") { "metrics.tls_key_file" } else { "metrics.tls_cert_file" };
                 return Err(self.invalid(key, e.to_string()));
             }
         }
@@ -487,7 +489,7 @@ impl Config {
             let Some(auth) = &account.auth else { continue };
             let at = &account.key;
             if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(format!("{at}.password_env"), format!("the environment variable {var} is not set (it holds the password)")));
+                problems.push(self.invalid(format!("{at}.password_env"), format!("the environment variable `{var}` is not set (it must hold the password)")));
             }
             if let Some(var) = auth.token_env.as_deref().filter(|v| unset(v)) {
                 problems.push(self.invalid(format!("{at}.token_env"), format!("the environment variable {var} is not set (it holds the token)")));

@@ -69,7 +69,10 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
     for account in &accounts {
         report.config.extend(check_state_dir(&file, &account.state_dir));
     }
-    report.config.extend(check_listen(config, metrics_listen));
+    // A running agent of this configuration holds its own metrics port: `check` before a
+    // SIGHUP (the systemd units' ExecReload) must pass it, as it passes the state dir.
+    let running = accounts.iter().any(|a| held_by_an_agent(&a.state_dir));
+    report.config.extend(check_listen(config, metrics_listen, running));
     let mut dirs = vec![(String::new(), config.scripts_dir())];
     for account in &accounts {
         dirs.extend(account.scripts_dirs.get(1).map(|d| (format!("{}/", account.label()), d.clone())));
@@ -226,13 +229,23 @@ fn check_state_dir(file: &str, dir: &Path) -> Option<String> {
 }
 
 /// The metrics address `run` would listen on, bound and released. A failure names what set it.
-fn check_listen(config: &Config, flag: Option<SocketAddr>) -> Option<String> {
+fn check_listen(config: &Config, flag: Option<SocketAddr>, agent_running: bool) -> Option<String> {
     let (addr, by) = match (flag, config.metrics.listen) {
         (Some(addr), _) => (addr, "--metrics-listen".to_string()),
         (None, Some(addr)) => (addr, format!("{}: `metrics.listen`", config.path.display())),
         (None, None) => return None,
     };
-    std::net::TcpListener::bind(addr).err().map(|e| format!("{by}: cannot listen on {addr}: {e}"))
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => None,
+        // In use, most likely by the agent that runs this configuration.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && agent_running => None,
+        Err(e) => Some(format!("{by}: cannot listen on {addr}: {e}")),
+    }
+}
+
+/// Whether a running agent holds `dir`'s lock (nothing is created when it has none).
+fn held_by_an_agent(dir: &Path) -> bool {
+    dir.join("agent.lock").is_file() && matches!(crate::store::DirLock::acquire(dir), Err(crate::store::LockError::Held { .. }))
 }
 
 /// `12` from `call_log.lua:12: …` (or `syntax error: call_log.lua:12: …`).
