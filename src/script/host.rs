@@ -625,9 +625,9 @@ async fn load_bounded(
     ended: impl FnOnce() + Send + 'static,
 ) -> Result<loader::Loaded, (ScriptError, bool)> {
     let (p, e) = (path.to_path_buf(), env.clone());
-    tokio::task::spawn_blocking(move || loader::load_bounded_then(&p, version, &e, required, ended)).await.unwrap_or_else(|e| {
-        Err((ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }, false))
-    })
+    tokio::task::spawn_blocking(move || loader::load_bounded_then(&p, version, &e, required, ended))
+        .await
+        .unwrap_or_else(|e| Err((ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }, false)))
 }
 
 /// What a script file holds now, as a hash (a rescan tells a changed file from an unchanged one).
