@@ -231,6 +231,10 @@ fn health_of_one(fleet: &Fleet, name: &str, details: bool) -> Response {
             }
             (status_of(&h), axum::Json(h)).into_response()
         }
+        // (During start-up the account may not have opened yet.)
+        None if !fleet.started.load(std::sync::atomic::Ordering::SeqCst) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "state": HealthState::Starting}))).into_response()
+        }
         None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "this agent runs no account of that name"}))).into_response(),
     }
 }
