@@ -427,3 +427,33 @@ async fn a_hanging_top_level_holds_up_no_other_reload_and_is_not_loaded_again_un
     write(dir.path(), "hang.lua", "agent.on('me', function() end)\n");
     expect(&mut out, "hang.lua fixed", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "hang")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hanging_top_levels_of_a_script_make_its_next_save_wait_for_one_of_them() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write(dir.path(), "hang.lua", "agent.on('me', function() end)\n");
+    let config = config_file(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let log = dir.path().join("agent.log");
+    let agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    wait_available(&sim).await;
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Two saves whose top level hogs (seconds of CPU each): each load is given up after 1.1 s
+    // and leaves its thread behind; the version that runs keeps running.
+    for (i, text) in ["hog()", "hog() -- again"].into_iter().enumerate() {
+        write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", text));
+        eventually("the load given up", || lines().matches("did not return within 1100 ms").count() == i + 1).await;
+    }
+    assert_eq!(threads_named(agent.id(), "lua-load:hang"), 2);
+    // The third save is not loaded (no third thread that could hang) until one of them returns.
+    write(dir.path(), "hang.lua", "agent.on('me', function() end) -- fixed\n");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(threads_named(agent.id(), "lua-load:hang"), 2, "no thread for the third version yet");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "hang").await, 1);
+    assert!(lines().contains("new version of the script not started yet: 2 of its versions are stuck"), "{}", lines());
+    eventually("the fixed version loaded", || lines().matches("script loaded").count() == 2).await;
+    assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "hang").await, 0);
+}

@@ -252,20 +252,19 @@ impl ScriptHost {
     }
 
     /// Loads (or reloads) one file. On success the new version takes over between two events;
-    /// on failure the old version, if any, keeps running and the error is logged once. A version
-    /// that needs a thread of its own (none runs, or the running one is stuck) waits while
-    /// `MAX_STUCK_VERSIONS` of the script's versions are stuck.
+    /// on failure the old version, if any, keeps running and the error is logged once. While
+    /// `MAX_STUCK_VERSIONS` of the script's versions are stuck (calls or top levels that have
+    /// not returned), a new version is not built: it waits for one of them to return.
     pub async fn load_file(&self, path: &Path) -> Result<u64, ScriptError> {
         let name =
             script_name(path).ok_or_else(|| ScriptError { script: path.display().to_string(), path: path.to_path_buf(), message: "not a .lua file".into() })?;
         if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ScriptError { script: name, path: path.to_path_buf(), message: "the scripts' account is stopped".into() });
         }
-        // Not even built (a Lua state, a loading thread) while it would have to wait.
-        if self.needs_thread(&name) {
-            if let Some(waits) = self.wait_for_stuck(&name, path) {
-                return Err(waits);
-            }
+        // Not even built (a Lua state, a loading thread whose top level may hang too) while
+        // the script has as many versions stuck as are kept.
+        if let Some(waits) = self.wait_for_stuck(&name, path) {
+            return Err(waits);
         }
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
         let stamp = file_stamp(path);
@@ -336,12 +335,6 @@ impl ScriptHost {
         }
         drop(scripts);
         Ok(version)
-    }
-
-    /// Whether a new version of `name` would need a thread of its own: none runs, or the one
-    /// that runs is stuck.
-    fn needs_thread(&self, name: &str) -> bool {
-        self.lock().get(name).is_none_or(|e| e.inbox.is_closed() || e.watch.is_stuck())
     }
 
     /// While `MAX_STUCK_VERSIONS` of `name`'s versions are stuck, notes `path` as the version
