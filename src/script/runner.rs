@@ -76,6 +76,8 @@ pub(crate) fn spawn(
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name(format!("lua:{}", current.ctx.name)).stack_size(STACK).spawn(move || {
+        // (Also if the thread panics: the host counts the stuck threads still alive.)
+        let on_end = super::watchdog::OnDrop(Some(on_end));
         match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => {
                 use tracing::Instrument;
@@ -84,7 +86,7 @@ pub(crate) fn spawn(
             }
             Err(error) => tracing::error!(script = %current.ctx.name, %error, "cannot start the script's runtime"),
         }
-        on_end();
+        drop(on_end);
         let _ = done.send(());
     })?;
     Ok(ended)

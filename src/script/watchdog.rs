@@ -225,14 +225,25 @@ pub(crate) fn run_bounded_then<T: Send + 'static>(
 ) -> Result<T, Duration> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new().name(name).stack_size(STACK).spawn(move || {
+        let _ended = OnDrop(Some(ended));
         let _ = tx.send(f());
-        ended();
     });
     if spawned.is_err() {
         return Err(Duration::ZERO);
     }
     let wait = limit + GRACE;
     rx.recv_timeout(wait).map_err(|_| wait)
+}
+
+/// Runs its function when dropped: at the end of a thread, also one that panics.
+pub(crate) struct OnDrop<F: FnOnce()>(pub Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// The stack of a script's thread: Lua's own C recursion is bounded (200 levels), serde's and
