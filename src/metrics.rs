@@ -58,6 +58,11 @@ struct ScriptFigures {
     reloads_failed: u64,
     /// 1 while the watchdog holds the script stuck.
     stuck: u64,
+    /// Versions of the script stuck in a call (a handler's or the top level's) whose thread
+    /// has not ended yet.
+    stuck_versions: u64,
+    /// 1 while a new version waits for one of those threads to end.
+    waiting: u64,
     /// Bytes of `agent.state` JSON written to the database.
     state_bytes_written: u64,
     lua_memory_bytes: u64,
@@ -84,6 +89,9 @@ pub struct Health {
     pub state: HealthState,
     /// Scripts the watchdog declared stuck: they get no events until their file changes.
     pub stuck_scripts: Vec<String>,
+    /// Per script, its versions stuck in a call that has not returned (each holds a thread, a
+    /// Lua state and a core); scripts with none are left out.
+    pub stuck_versions: BTreeMap<String, u64>,
     /// What works less than it should while the agent polls (e.g. not available for
     /// incoming calls), each with its reason.
     pub warnings: Vec<String>,
@@ -248,6 +256,17 @@ impl Metrics {
         script_entry(&mut lock(&self.scripts), script).stuck = stuck as u64;
     }
 
+    /// How many versions of the script are stuck in a call whose thread has not ended.
+    pub fn stuck_versions(&self, script: &str, n: usize) {
+        script_entry(&mut lock(&self.scripts), script).stuck_versions = n as u64;
+    }
+
+    /// A new version of the script waits (`true`) for a stuck version's thread to end, or no
+    /// longer does.
+    pub fn script_waiting(&self, script: &str, waiting: bool) {
+        script_entry(&mut lock(&self.scripts), script).waiting = waiting as u64;
+    }
+
     pub fn set_health(&self, state: HealthState, error: Option<String>) {
         let mut h = lock(&self.health);
         if h.0 != state {
@@ -260,11 +279,21 @@ impl Metrics {
     }
 
     pub fn health(&self) -> Health {
-        let stuck_scripts: Vec<String> = lock(&self.scripts).iter().filter(|(_, f)| f.stuck != 0).map(|(n, _)| n.clone()).collect();
-        let warnings: Vec<String> = lock(&self.warnings).values().cloned().collect();
+        let scripts = lock(&self.scripts);
+        let stuck_scripts: Vec<String> = scripts.iter().filter(|(_, f)| f.stuck != 0).map(|(n, _)| n.clone()).collect();
+        let stuck_versions: BTreeMap<String, u64> = scripts.iter().filter(|(_, f)| f.stuck_versions != 0).map(|(n, f)| (n.clone(), f.stuck_versions)).collect();
+        let mut warnings: Vec<String> = lock(&self.warnings).values().cloned().collect();
+        warnings.extend(scripts.iter().filter(|(_, f)| f.waiting != 0).map(|(n, f)| {
+            format!(
+                "script {n}: its new version waits until one of its {} stuck versions returns from its call (at most {} are kept per script)",
+                f.stuck_versions,
+                crate::script::MAX_STUCK_VERSIONS
+            )
+        }));
+        drop(scripts);
         let h = lock(&self.health);
         let status = if stuck_scripts.is_empty() && warnings.is_empty() { "ok" } else { "degraded" };
-        Health { status, state: h.0, stuck_scripts, warnings, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
+        Health { status, state: h.0, stuck_scripts, stuck_versions, warnings, for_secs: h.1.elapsed().as_secs(), last_error: h.2.clone() }
     }
 
     /// Sets (Some) or clears (None) the standing warning of kind `what` shown by `/healthz`.
@@ -306,7 +335,7 @@ impl Metrics {
             let _ = writeln!(out, "ucwa_recoveries_total{{kind=\"{kind}\"}} {n}");
         }
         let scripts = lock(&self.scripts).clone();
-        let per_script: [PerScript; 8] = [
+        let per_script: [PerScript; 10] = [
             ("ucwa_handler_calls_total", "counter", "Handler calls, by script.", |f| f.handler_calls),
             ("ucwa_handler_errors_total", "counter", "Handler calls that failed (errors and limits), by script.", |f| f.handler_errors),
             ("ucwa_handler_limit_stops_total", "counter", "Handler calls stopped by a limit, by script.", |f| f.limit_stops),
@@ -315,6 +344,13 @@ impl Metrics {
             ("ucwa_lua_memory_bytes", "gauge", "Memory of the script's Lua state.", |f| f.lua_memory_bytes),
             ("ucwa_state_bytes_written_total", "counter", "Bytes of agent.state JSON written to the database, by script.", |f| f.state_bytes_written),
             ("ucwa_script_stuck", "gauge", "1 while the watchdog holds the script stuck (a call that does not return).", |f| f.stuck),
+            (
+                "ucwa_script_stuck_versions",
+                "gauge",
+                "Versions of the script stuck in a call (handler or top level) whose thread has not ended; each holds a thread and a Lua state.",
+                |f| f.stuck_versions,
+            ),
+            ("ucwa_script_waiting", "gauge", "1 while a new version of the script waits for one of its stuck versions to return.", |f| f.waiting),
         ];
         for (name, kind, help, get) in per_script {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

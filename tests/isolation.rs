@@ -410,3 +410,48 @@ async fn a_length_that_changes_under_a_call_is_refused_and_deep_shared_tables_to
     let e = error_of(&mut h.out, "sneaky").await;
     assert!(e.contains("nested deeper than 100 levels"), "{e}");
 }
+
+/// The agent's resident memory (VmRSS), in bytes.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_timers_count_against_the_memory_limit_and_past_it_are_an_error_naming_it() {
+    use common::*;
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Three scripts make timers until they cannot (X2 of the 2026-12-04 report: 900k each held
+    // ~50 MB apiece outside a 32 MiB limit).
+    let maker = r#"
+      agent.on("audioVideoSession", "added", function()
+        local f = function() end
+        local n = 0
+        local ok, err = pcall(function() while true do agent.after(1e9, f); n = n + 1 end end)
+        agent.log.info("made " .. n .. " timers: " .. tostring(err))
+      end)
+    "#;
+    for name in ["t1.lua", "t2.lua", "t3.lua"] {
+        write(dir.path(), name, maker);
+    }
+    let limit_mb = 16;
+    let config = config_file(&sim, dir.path(), &format!("memory_limit_mb = {limit_mb}\nhandler_timeout_ms = 60000\ninstruction_limit = 100000000000\n"));
+    let log = dir.path().join("agent.log");
+    let agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    wait_available(&sim).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_of(agent.id());
+    let _call = sim.start_call(answered_call()).unwrap();
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("each script's report", || lines().matches("made ").count() == 3).await;
+    let text = lines();
+    for line in text.lines().filter(|l| l.contains("made ")) {
+        assert!(line.contains("memory limit exceeded (scripts.memory_limit_mb = 16 MiB) by pending timers"), "{line}");
+    }
+    let grown = rss_of(agent.id()).saturating_sub(before);
+    eprintln!("RSS grew {} KiB; {}", grown >> 10, text.lines().filter(|l| l.contains("made ")).collect::<Vec<_>>().join("\n"));
+    // The three Lua states and their timers within 3 × 16 MiB, with room for the allocator.
+    assert!(grown < (3 * limit_mb + 24) << 20, "RSS grew {} MiB with 3 scripts at a {limit_mb} MiB limit:\n{text}", grown >> 20);
+}

@@ -159,10 +159,11 @@ async fn metrics_answer_on_any_address_and_ask_for_credentials_when_basic_auth_i
         assert_eq!(get(&format!("{base}{path}"), None).await.0, 401, "{path} without credentials");
         assert_eq!(get(&format!("{base}{path}"), Some(("prometheus", "wrong"))).await.0, 401, "{path} with a wrong password");
     }
+    // (The endpoint answers while the account still opens: its families come once it has.)
+    eventually_async("polling", || async { get(&format!("{base}/healthz"), Some(("prometheus", "scrape-me"))).await.0 == 200 }).await;
     let (code, page) = get(&format!("{base}/metrics"), Some(("prometheus", "scrape-me"))).await;
     assert_eq!(code, 200);
     assert!(page.contains("ucwa_up"), "{page}");
-    eventually_async("polling", || async { get(&format!("{base}/healthz"), Some(("prometheus", "scrape-me"))).await.0 == 200 }).await;
     agent.kill().unwrap();
     agent.wait().unwrap();
 

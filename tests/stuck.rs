@@ -247,3 +247,213 @@ async fn a_script_load_in_progress_does_not_hold_shutdown() {
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(8), "SIGTERM took {took:?} with a load in progress");
 }
+
+/// A loopback port free now (for a binary whose `/healthz` is asked before it says where it listens).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The value of `family{script="…"}` on the agent's `/metrics` (0 when absent).
+async fn script_gauge(client: &reqwest::Client, port: u16, family: &str, script: &str) -> u64 {
+    let text = match client.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    let prefix = format!("{family}{{script=\"{script}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Waits until `family{script}` reads `want`.
+async fn gauge_reaches(client: &reqwest::Client, port: u16, family: &str, script: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = script_gauge(client, port, family, script).await;
+        if v == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{family}{{script={script:?}}} stayed {v}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The process's threads named `name` (a script's thread is `lua:<script>`).
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)).count())
+        .unwrap_or(0)
+}
+
+/// One version of `stuck.lua` that hogs `rounds` times (about 5 s of CPU each) on `signedIn`.
+fn hog_on_sign_in(rounds: u32) -> String {
+    HOG.replace("agent.on(EVENT, hog)", &format!("agent.on('agent', 'signedIn', function() for _ = 1, {rounds} do hog() end end)"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_two_versions_are_stuck_a_saved_version_waits_for_one_to_return_without_a_thread() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Version 1 hogs once (seconds of CPU: it returns while the test runs), version 2 for minutes.
+    write(dir.path(), "stuck.lua", &hog_on_sign_in(1));
+    let config = config_file(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let log = dir.path().join("agent.log");
+    let agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let stuck_lines = || std::fs::read_to_string(&log).unwrap_or_default().matches("script stuck:").count();
+    eventually("version 1 stuck", || stuck_lines() == 1).await;
+    write(dir.path(), "stuck.lua", &hog_on_sign_in(100));
+    // Version 2 starts on a thread of its own, gets the signedIn version 1 never finished, and is stuck too.
+    eventually("version 2 stuck", || stuck_lines() == 2).await;
+    assert_eq!(threads_named(agent.id(), "lua:stuck"), 2);
+
+    // Version 3 is fine, but waits: no third thread while two are stuck.
+    write(dir.path(), "stuck.lua", "agent.on('agent', 'signedIn', function() agent.log.info('version 3 runs') end)\n");
+    tokio::time::sleep(Duration::from_secs(1)).await; // the debounce and a load, many times over
+    assert_eq!(threads_named(agent.id(), "lua:stuck"), 2, "no thread for the waiting version");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("version 3 runs"));
+    assert_eq!(script_gauge(&client, port, "ucwa_script_stuck_versions", "stuck").await, 2);
+    assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "stuck").await, 1);
+    let health: serde_json::Value = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["stuck_versions"]["stuck"], 2, "{health}");
+    assert!(health["warnings"].to_string().contains("script stuck: its new version waits until one of its 2 stuck versions returns"), "{health}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("new version of the script not started yet: 2 of its versions are stuck"), "{text}");
+    assert_eq!(threads_named(agent.id(), "lua:stuck"), 2, "no thread for the waiting version");
+    assert!(!text.contains("version 3 runs"), "{text}");
+
+    // Version 1's call returns at last: its thread ends and version 3 starts in its place, with
+    // the events the stuck versions never finished.
+    file_contains(&log, "version 3 runs").await;
+    assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "stuck").await, 0);
+    assert_eq!(script_gauge(&client, port, "ucwa_script_stuck_versions", "stuck").await, 1);
+    // Version 1's thread leaves just after it lets version 3 start.
+    eventually("the threads of version 2 (stuck) and version 3 alone", || threads_named(agent.id(), "lua:stuck") == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_does_not_restart_an_unchanged_stuck_script() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write(dir.path(), "stuck.lua", &hog_on_sign_in(100));
+    let config = config_file(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let log = dir.path().join("agent.log");
+    let agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    gauge_reaches(&client, port, "ucwa_script_stuck", "stuck", 1).await;
+    signal(&agent, "-HUP");
+    file_contains(&log, "configuration reloaded").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("script loaded").count(), 1, "loaded once, not again by SIGHUP: {text}");
+    assert_eq!(threads_named(agent.id(), "lua:stuck"), 1);
+    assert_eq!(script_gauge(&client, port, "ucwa_script_stuck_versions", "stuck").await, 1);
+    let health: serde_json::Value = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["stuck_scripts"], serde_json::json!(["stuck"]), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_accounts_sharing_a_hanging_top_level_start_in_about_one_time_limit_with_healthz_up_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // The top level hogs seconds of CPU: each load is given up after 3 s + 1 s.
+    write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", "hog()"));
+    let port = free_port();
+    let accounts: String = ["a", "b", "c", "d"].iter().map(|n| format!("[[account]]\nname = \"{n}\"\n")).collect();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[state]\ndir = \"{}\"\n[scripts]\ndir = \"{}\"\nhandler_timeout_ms = 3000\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n{accounts}",
+            dir.path().join(".state").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let one_load = Duration::from_secs(4);
+    let started = Instant::now();
+    let _agent = agent_command(&["run", "--config", path.to_str().unwrap()], &[]).stderr(Stdio::null()).spawn_guarded();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let mut first: Option<(Duration, u16, serde_json::Value)> = None;
+    let ok = loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "no 200 from /healthz in 60 s; first answer {first:?}");
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            let code = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            first.get_or_insert((started.elapsed(), code, body));
+            if code == 200 {
+                break started.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (at, code, body) = first.unwrap();
+    assert!(at < one_load && code == 503 && body["state"] == "starting", "/healthz first answered at {at:?}: {code} {body}");
+    assert!(ok < one_load.mul_f32(2.5), "every account polled after {ok:?}: the loads ran one after another (one takes {one_load:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_top_level_holds_up_no_other_reload_and_is_not_loaded_again_until_it_changes() {
+    use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptSettings};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "other.lua", "agent.on('me', function() end)\n");
+    let limits = Limits { memory_bytes: 1 << 30, instructions: 100_000_000_000, handler_timeout: Duration::from_secs(3) };
+    let store = std::sync::Arc::new(ucwa_agent::store::Store::in_memory());
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(ScriptSettings::new(limits), store));
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    let _watch = ucwa_agent::script::watch_dir(host.clone(), Duration::from_millis(20)).unwrap();
+    // The hog's top level takes seconds of CPU; its load is given up after 3 s + 1 s.
+    write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", "hog()"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let saved = Instant::now();
+    write(dir.path(), "other.lua", "agent.on('me', function() end) -- v2\n");
+    expect(&mut out, "other.lua v2", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "other")).await;
+    assert!(saved.elapsed() < Duration::from_millis(2500), "other.lua loaded {:?} after its save, behind the hanging load", saved.elapsed());
+    let failed = expect(&mut out, "the hanging load given up", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "hang")).await;
+    let ScriptOutput::LoadFailed { error, .. } = failed else { unreachable!() };
+    assert!(error.contains("did not return within 4000 ms") && error.contains("until the file changes"), "{error}");
+
+    // A rescan (SIGHUP) leaves the unchanged file alone: no second thread stuck, no wait.
+    let rescan = Instant::now();
+    host.rescan().await;
+    assert!(rescan.elapsed() < Duration::from_secs(2), "the rescan loaded the hanging file again ({:?})", rescan.elapsed());
+    let since: Vec<ScriptOutput> = std::iter::from_fn(|| out.try_recv().ok()).collect();
+    assert!(!since.iter().any(|o| matches!(o, ScriptOutput::LoadFailed { script, .. } | ScriptOutput::Loaded { script, .. } if script == "hang")), "{since:?}");
+    // Its next change loads it.
+    write(dir.path(), "hang.lua", "agent.on('me', function() end)\n");
+    expect(&mut out, "hang.lua fixed", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "hang")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hanging_top_levels_of_a_script_make_its_next_save_wait_for_one_of_them() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write(dir.path(), "hang.lua", "agent.on('me', function() end)\n");
+    let config = config_file(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let log = dir.path().join("agent.log");
+    let agent =
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+    wait_available(&sim).await;
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Two saves whose top level hogs (seconds of CPU each): each load is given up after 1.1 s
+    // and leaves its thread behind; the version that runs keeps running.
+    for (i, text) in ["hog()", "hog() -- again"].into_iter().enumerate() {
+        write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", text));
+        eventually("the load given up", || lines().matches("did not return within 1100 ms").count() == i + 1).await;
+    }
+    assert_eq!(threads_named(agent.id(), "lua-load:hang"), 2);
+    // The third save is not loaded (no third thread that could hang) until one of them returns.
+    write(dir.path(), "hang.lua", "agent.on('me', function() end) -- fixed\n");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(threads_named(agent.id(), "lua-load:hang"), 2, "no thread for the third version yet");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "hang").await, 1);
+    assert!(lines().contains("new version of the script not started yet: 2 of its versions are stuck"), "{}", lines());
+    eventually("the fixed version loaded", || lines().matches("script loaded").count() == 2).await;
+    assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "hang").await, 0);
+}

@@ -4,6 +4,8 @@
 //! body says which state it is in, for how long, and the last error. With `[[account]]`s it
 //! answers 200 only while every account polls, with each account's health in the body, and
 //! `/healthz/<account>` gives one account's. `/metrics` labels each sample with `account`.
+//! The endpoint listens before the accounts open; until they all have, `/healthz` answers 503
+//! with the state `starting`.
 
 use super::Fleet;
 use crate::config::MetricsConfig;
@@ -192,6 +194,11 @@ fn status_of(h: &Health) -> StatusCode {
 fn health_of_all(fleet: &Fleet, details: bool) -> Response {
     let reload = fleet.status.last_reload();
     let (accounts, named) = fleet.accounts();
+    // The endpoint listens before the accounts open: none, or some, are there yet.
+    if !fleet.started.load(std::sync::atomic::Ordering::SeqCst) {
+        let body = serde_json::json!({"status": "unavailable", "state": HealthState::Starting, "accounts_opened": accounts.len()});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
     if !named {
         if let Some((_, host)) = accounts.first() {
             let mut h = host.env().metrics.health();
@@ -234,6 +241,10 @@ fn health_of_one(fleet: &Fleet, name: &str, details: bool) -> Response {
                 return (status_of(&h), axum::Json(serde_json::json!({"status": h.status, "state": h.state}))).into_response();
             }
             (status_of(&h), axum::Json(h)).into_response()
+        }
+        // (During start-up the account may not have opened yet.)
+        None if !fleet.started.load(std::sync::atomic::Ordering::SeqCst) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "state": HealthState::Starting}))).into_response()
         }
         None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "this agent runs no account of that name"}))).into_response(),
     }

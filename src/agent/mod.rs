@@ -55,6 +55,9 @@ pub enum StartError {
     Watch { dir: String, source: notify::Error },
 }
 
+/// How many accounts open (state, scripts) at once at start.
+const OPEN_CONCURRENCY: usize = 16;
+
 /// How long running handlers may take to finish at shutdown.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -106,14 +109,38 @@ impl Agent {
             embedded: simulator.as_ref().map(|s| Url::parse(&s.discovery_url()).expect("the simulator's URL parses")),
             metric_bytes: Default::default(),
         };
-        let mut opened = Vec::new();
-        for spec in specs {
-            opened.push(Account::open(spec, &config, &shared).await?);
-        }
+        // `/metrics` and `/healthz` first: they answer (`starting`, 503) while the accounts open.
         let fleet = Arc::new(Fleet::default());
-        for a in &opened {
-            fleet.add(a);
-        }
+        let endpoints = match config.metrics.listen {
+            Some(addr) => {
+                Some(endpoints::serve(addr, &config.metrics, config.metrics_tls(), fleet.clone()).await.map_err(|source| StartError::Metrics { file: file.clone(), addr, source })?)
+            }
+            None => None,
+        };
+        let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
+        // The accounts open several at once: a script whose top level hangs costs its time
+        // limit once, not once per account.
+        let opening = {
+            use futures_util::StreamExt;
+            let (config, shared, fleet) = (&config, &shared, &fleet);
+            futures_util::stream::iter(specs)
+                .map(|spec| async move {
+                    let account = Account::open(spec, config, shared).await?;
+                    fleet.add(&account);
+                    Ok::<Account, StartError>(account)
+                })
+                .buffered(OPEN_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+        };
+        let opened = match opening.into_iter().collect::<Result<Vec<Account>, StartError>>() {
+            Ok(opened) => opened,
+            Err(e) => {
+                endpoints::replace(&endpoints, None);
+                return Err(e);
+            }
+        };
+        fleet.started.store(true, std::sync::atomic::Ordering::SeqCst);
         let dir = config.scripts_dir();
         let watcher = if config.scripts.watch {
             let debounce = Duration::from_millis(config.scripts.reload_debounce_ms);
@@ -123,15 +150,6 @@ impl Agent {
         } else {
             None
         };
-        let endpoints = match config.metrics.listen {
-            Some(addr) => Some(endpoints::serve(addr, &config.metrics, config.metrics_tls(), fleet.clone()).await.map_err(|source| StartError::Metrics {
-                file: file.clone(),
-                addr,
-                source,
-            })?),
-            None => None,
-        };
-        let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
         Ok(Agent { config, shard, shared, simulator, opened, fleet, watcher, endpoints, log_level: None, recorder: None, metrics_override: None })
     }
 
@@ -295,6 +313,8 @@ pub struct Fleet {
     named: std::sync::atomic::AtomicBool,
     /// Set when the agent stops: no account starts after.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set once every account of the start has opened (until then `/healthz` says `starting`).
+    pub(crate) started: std::sync::atomic::AtomicBool,
     running: std::sync::Mutex<BTreeMap<String, Launched>>,
     /// Accounts that ended by themselves (credentials refused), with the reason.
     /// (label, launch, reason): the launch tells an old run's end from a relaunched one's.
@@ -321,6 +341,7 @@ impl Default for Fleet {
             hosts: Default::default(),
             named: Default::default(),
             stopping: Default::default(),
+            started: Default::default(),
             launches: Default::default(),
             running: Default::default(),
             ends_tx,

@@ -17,6 +17,17 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use super::output::ScriptOutput;
 
+/// The most versions of one script kept stuck at once in a call that does not return (a
+/// handler's, a timer's or the top level's): each holds its thread, its Lua state and a core
+/// until the call returns, which no limit can force. While this many are stuck, a new version
+/// of the script is not started: it waits, said in the log and `/healthz`, and starts as soon as
+/// one of them returns. Two, so that the first fix saved after a script got stuck starts at once.
+pub const MAX_STUCK_VERSIONS: usize = 2;
+
+/// How many scripts of one host load at once (each top level runs on a thread of its own, so a
+/// top level stuck in C holds up only its own script).
+const LOAD_CONCURRENCY: usize = 16;
+
 struct Entry {
     inbox: mpsc::UnboundedSender<Msg>,
     version: u64,
@@ -26,6 +37,42 @@ struct Entry {
     watch: Arc<Watch>,
     /// Completes when the script's thread has ended.
     ended: tokio::sync::oneshot::Receiver<()>,
+    /// What the running version's file held (`file_stamp`), to tell a changed file from a rescan.
+    stamp: Option<u64>,
+}
+
+/// A script whose last load failed.
+struct Failed {
+    path: PathBuf,
+    /// The modules it required before failing: fixing one of them loads the script again.
+    required: super::modules::Required,
+    /// When its top level was given up on (stuck): the file's stamp then. It is not loaded
+    /// again (another thread stuck) until the file changes.
+    stuck: Option<u64>,
+}
+
+/// The versions of the host's scripts stuck in a call, and the versions waiting for them.
+#[derive(Default)]
+struct StuckTable {
+    /// Per script, the watches of its versions stuck in a call whose thread has not ended.
+    threads: BTreeMap<String, Vec<Arc<Watch>>>,
+    /// Per script, the file of a new version waiting for one of them to end.
+    waiting: BTreeMap<String, PathBuf>,
+}
+
+impl StuckTable {
+    /// The stuck versions of `name` whose thread is still there.
+    fn count(&mut self, name: &str) -> usize {
+        let Some(list) = self.threads.get_mut(name) else {
+            return 0;
+        };
+        list.retain(|w| !w.has_ended());
+        let n = list.len();
+        if n == 0 {
+            self.threads.remove(name);
+        }
+        n
+    }
 }
 
 struct Inner {
@@ -34,9 +81,12 @@ struct Inner {
     dirs: Vec<PathBuf>,
     env: Arc<ScriptEnv>,
     scripts: Mutex<BTreeMap<String, Entry>>,
-    /// Scripts whose last load failed, with the modules it required before failing: fixing one
-    /// of those modules loads the script again.
-    failed: Mutex<BTreeMap<String, (PathBuf, super::modules::Required)>>,
+    /// Scripts whose last load failed.
+    failed: Mutex<BTreeMap<String, Failed>>,
+    stuck: Mutex<StuckTable>,
+    /// Scripts being loaded now, and whether they are to be loaded once more after (a change
+    /// came in meanwhile): one load of a script at a time, never one awaiting another's.
+    loading: Mutex<BTreeMap<String, bool>>,
     /// Shut down: nothing loads any more (an account stopped while its files still change).
     closed: std::sync::atomic::AtomicBool,
 }
@@ -60,8 +110,15 @@ impl ScriptHost {
     /// A host whose scripts are those of every dir in `dirs` (the last one holding a name wins).
     pub fn with_dirs(dirs: Vec<PathBuf>, env: ScriptEnv) -> ScriptHost {
         assert!(!dirs.is_empty(), "a script host has a directory");
-        let inner =
-            Arc::new(Inner { dirs, env: Arc::new(env), scripts: Mutex::new(BTreeMap::new()), failed: Mutex::new(BTreeMap::new()), closed: Default::default() });
+        let inner = Arc::new(Inner {
+            dirs,
+            env: Arc::new(env),
+            scripts: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            stuck: Default::default(),
+            loading: Default::default(),
+            closed: Default::default(),
+        });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
     }
@@ -98,22 +155,80 @@ impl ScriptHost {
     }
 
     /// A script file changed, appeared or went (the watcher): loads the file that now stands
-    /// for its name (another directory's, when an account's own copy went), or unloads it.
+    /// for its name (another directory's, when an account's own copy went), or unloads it. A
+    /// file whose version is stuck (its top level, or a call) is left alone until it changes.
     pub async fn changed(&self, path: &Path) {
+        self.changed_with(path, true).await
+    }
+
+    /// A module the script at `path` required changed: it loads again (even when stuck: the
+    /// module may be what kept it stuck).
+    pub async fn dependency_changed(&self, path: &Path) {
+        self.changed_with(path, false).await
+    }
+
+    async fn changed_with(&self, path: &Path, skip_unchanged_stuck: bool) {
         let Some(name) = script_name(path) else {
             return;
         };
-        match self.winner(&name) {
-            Some(winner) => {
-                let loaded = self.lock().get(&name).map(|e| e.path.clone());
-                let current = loaded.or_else(|| self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).get(&name).map(|(p, _)| p.clone()));
-                // A change to a file that another directory overrides changes nothing.
-                if winner == path || current.as_ref() != Some(&winner) {
-                    let _ = self.load_file(&winner).await;
+        if let Some(winner) = self.winner(&name) {
+            let loaded = self.lock().get(&name).map(|e| e.path.clone());
+            let current = loaded.or_else(|| self.failed().get(&name).map(|f| f.path.clone()));
+            // A change to a file that another directory overrides changes nothing.
+            if winner != path && current.as_ref() == Some(&winner) {
+                return;
+            }
+        }
+        self.reload(&name, skip_unchanged_stuck).await;
+    }
+
+    /// Loads the file that stands for `name` now, or unloads the script when there is none. While
+    /// a load of the script runs, this only asks it to load once more after (with the file as it
+    /// is then): one load of a script at a time, and no caller waits behind another script.
+    async fn reload(&self, name: &str, skip_unchanged_stuck: bool) {
+        {
+            let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = loading.get_mut(name) {
+                *again = true;
+                return;
+            }
+            loading.insert(name.to_string(), false);
+        }
+        loop {
+            match self.winner(name) {
+                Some(path) if skip_unchanged_stuck && self.stuck_and_unchanged(name, &path) => {
+                    tracing::debug!(script = name, file = %path.display(), "script not reloaded: its version is stuck and the file has not changed since");
+                }
+                Some(path) => {
+                    let _ = self.load_file(&path).await;
+                }
+                None => self.unload(name),
+            }
+            let mut loading = self.inner.loading.lock().unwrap_or_else(|p| p.into_inner());
+            match loading.get_mut(name) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    loading.remove(name);
+                    return;
                 }
             }
-            None => self.unload(&name),
         }
+    }
+
+    /// Whether `name`'s version from `path` is stuck (a call that has not returned, or a top
+    /// level given up on) and the file still holds what that version was built from.
+    fn stuck_and_unchanged(&self, name: &str, path: &Path) -> bool {
+        let Some(stamp) = file_stamp(path) else {
+            return false;
+        };
+        if self.lock().get(name).is_some_and(|e| e.watch.is_stuck() && e.path == path && e.stamp == Some(stamp)) {
+            return true;
+        }
+        self.failed().get(name).is_some_and(|f| f.path == path && f.stuck == Some(stamp))
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Failed>> {
+        self.inner.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A stream of what scripts do from now on.
@@ -126,36 +241,48 @@ impl ScriptHost {
         self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()
     }
 
-    /// Loads every `*.lua` of the directory; returns the ones that failed (each already logged).
+    /// Loads every `*.lua` of the directory, several at once; returns the ones that failed
+    /// (each already logged), in name order.
     pub async fn load_dir(&self) -> Result<Vec<ScriptError>, std::io::Error> {
+        use futures_util::StreamExt;
         let paths = self.script_files()?;
-        let mut failed = Vec::new();
-        for p in paths {
-            if let Err(e) = self.load_file(&p).await {
-                failed.push(e);
-            }
-        }
-        Ok(failed)
+        let results: Vec<Result<u64, ScriptError>> =
+            futures_util::stream::iter(paths).map(|p| async move { self.load_file(&p).await }).buffered(LOAD_CONCURRENCY).collect().await;
+        Ok(results.into_iter().filter_map(Result::err).collect())
     }
 
     /// Loads (or reloads) one file. On success the new version takes over between two events;
-    /// on failure the old version, if any, keeps running and the error is logged once.
+    /// on failure the old version, if any, keeps running and the error is logged once. While
+    /// `MAX_STUCK_VERSIONS` of the script's versions are stuck (calls or top levels that have
+    /// not returned), a new version is not built: it waits for one of them to return.
     pub async fn load_file(&self, path: &Path) -> Result<u64, ScriptError> {
         let name =
             script_name(path).ok_or_else(|| ScriptError { script: path.display().to_string(), path: path.to_path_buf(), message: "not a .lua file".into() })?;
         if self.inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(ScriptError { script: name, path: path.to_path_buf(), message: "the scripts' account is stopped".into() });
         }
+        // Not even built (a Lua state, a loading thread whose top level may hang too) while
+        // the script has as many versions stuck as are kept.
+        if let Some(waits) = self.wait_for_stuck(&name, path) {
+            return Err(waits);
+        }
         let version = self.lock().get(&name).map_or(1, |e| e.version + 1);
+        let stamp = file_stamp(path);
         let required = super::modules::Required::default();
-        let built = load_bounded(path, &name, version, &self.inner.env, required.clone()).await;
+        let load_watch = Watch::new(Arc::from(name.as_str()));
+        let built = load_bounded(path, &name, version, &self.inner.env, required.clone(), self.on_thread_end(load_watch.clone())).await;
         let loaded = match built {
             Ok(l) => {
-                self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                self.failed().remove(&name);
                 l
             }
-            Err(e) => {
-                self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), (path.to_path_buf(), required));
+            Err((mut e, stuck)) => {
+                if stuck {
+                    // Its thread stays until the top level returns: counted like a stuck call.
+                    self.inner.add_stuck(&name, load_watch);
+                    e.message.push_str(" (nor loaded again until the file changes)");
+                }
+                self.failed().insert(name.clone(), Failed { path: path.to_path_buf(), required, stuck: stamp.filter(|_| stuck) });
                 let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
@@ -165,18 +292,26 @@ impl ScriptHost {
             }
         };
         let subscriptions = loaded.subscriptions().map_or(0, |s| s.count());
+        let modules = loaded.modules.clone();
+        let mut scripts = self.lock();
+        let swap = scripts.get(&name).is_some_and(|e| !e.inbox.is_closed() && !e.watch.is_stuck());
+        if !swap {
+            // (Again: a version may have got stuck while this one was built.)
+            if let Some(waits) = self.wait_for_stuck(&name, path) {
+                return Err(waits);
+            }
+        }
         // Announced before the version can run (on its own thread, it may log at once).
         tracing::info!(script = %name, version, subscriptions, file = %path.display(), "script loaded");
         self.inner.env.metrics.reload(&name, true);
         self.inner.env.emit(ScriptOutput::Loaded { script: name.clone(), version });
-        let modules = loaded.modules.clone();
-        let mut scripts = self.lock();
         match scripts.get_mut(&name) {
-            Some(entry) if !entry.inbox.is_closed() && !entry.watch.is_stuck() => {
+            Some(entry) if swap => {
                 let _ = entry.inbox.send(Msg::Swap(Box::new(loaded)));
                 entry.version = version;
                 entry.path = path.to_path_buf();
                 entry.modules = modules;
+                entry.stamp = stamp;
             }
             previous => {
                 if previous.is_some_and(|e| e.watch.is_stuck()) {
@@ -186,7 +321,7 @@ impl ScriptHost {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let cursor = self.catch_up(&name, &tx);
                 let watch = Watch::new(Arc::from(name.as_str()));
-                let ended = match runner::spawn(loaded, rx, self.inner.env.clone(), cursor, watch.clone()) {
+                let ended = match runner::spawn(loaded, rx, self.inner.env.clone(), cursor, watch.clone(), self.on_thread_end(watch.clone())) {
                     Ok(ended) => ended,
                     Err(error) => {
                         let message = format!("cannot start the script's thread: {error}");
@@ -195,27 +330,69 @@ impl ScriptHost {
                         return Err(ScriptError { script: name, path: path.to_path_buf(), message });
                     }
                 };
-                scripts.insert(name.clone(), Entry { inbox: tx, version, path: path.to_path_buf(), modules, watch, ended });
+                scripts.insert(name.clone(), Entry { inbox: tx, version, path: path.to_path_buf(), modules, watch, ended, stamp });
             }
         }
         drop(scripts);
         Ok(version)
     }
 
+    /// While `MAX_STUCK_VERSIONS` of `name`'s versions are stuck, notes `path` as the version
+    /// to start once one of them returns, says so, and gives the error that says why.
+    fn wait_for_stuck(&self, name: &str, path: &Path) -> Option<ScriptError> {
+        let mut table = self.inner.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        let stuck = table.count(name);
+        if stuck < MAX_STUCK_VERSIONS {
+            if table.waiting.remove(name).is_some() {
+                self.inner.env.metrics.script_waiting(name, false);
+            }
+            return None;
+        }
+        table.waiting.insert(name.to_string(), path.to_path_buf());
+        drop(table);
+        self.inner.env.metrics.script_waiting(name, true);
+        tracing::warn!(
+            script = name,
+            file = %path.display(),
+            stuck_versions = stuck,
+            max_stuck_versions = MAX_STUCK_VERSIONS,
+            "new version of the script not started yet: {stuck} of its versions are stuck in calls that have not returned (the most kept per script); it starts as soon as one of them returns"
+        );
+        Some(ScriptError {
+            script: name.to_string(),
+            path: path.to_path_buf(),
+            message: format!(
+                "not started yet: {stuck} versions of this script are stuck in calls that have not returned (at most {MAX_STUCK_VERSIONS} are kept per script); it starts as soon as one of them returns"
+            ),
+        })
+    }
+
+    /// What a script's thread (running or loading a version) does as it ends: a stuck
+    /// version's thread gone makes room for a version waiting for it.
+    fn on_thread_end(&self, watch: Arc<Watch>) -> impl FnOnce() + Send + 'static {
+        let host = Arc::downgrade(&self.inner);
+        move || match host.upgrade() {
+            Some(inner) => inner.thread_ended(&watch),
+            None => watch.set_ended(),
+        }
+    }
+
     /// The files of the scripts whose running version required `module`.
     pub fn dependents(&self, module: &str) -> Vec<PathBuf> {
         let uses = |r: &super::modules::Required| r.lock().unwrap_or_else(|p| p.into_inner()).contains(module);
         let mut paths: Vec<PathBuf> = self.lock().values().filter(|e| uses(&e.modules)).map(|e| e.path.clone()).collect();
-        let failed = self.inner.failed.lock().unwrap_or_else(|p| p.into_inner());
-        paths.extend(failed.values().filter(|(_, r)| uses(r)).map(|(p, _)| p.clone()));
+        let failed = self.failed();
+        paths.extend(failed.values().filter(|f| uses(&f.required)).map(|f| f.path.clone()));
         paths.sort();
         paths.dedup();
         paths
     }
 
-    /// Loads every script file again (new settings, a new directory target), loads new ones
-    /// and unloads those whose file is gone.
+    /// Loads every script file again (new settings, a new directory target), several at once,
+    /// loads new ones and unloads those whose file is gone. A stuck version whose file has not
+    /// changed is left alone (restarting it would only leave one more thread stuck).
     pub async fn rescan(&self) {
+        use futures_util::StreamExt;
         let present = match self.script_files() {
             Ok(files) => files,
             Err(error) => {
@@ -229,9 +406,7 @@ impl ScriptHost {
                 self.unload(&name);
             }
         }
-        for p in present {
-            let _ = self.load_file(&p).await;
-        }
+        futures_util::stream::iter(names).for_each_concurrent(LOAD_CONCURRENCY, |name| async move { self.reload(&name, true).await }).await;
     }
 
     /// Where a newly started script begins: after its saved cursor, with the journal's events
@@ -268,7 +443,10 @@ impl ScriptHost {
 
     /// Stops a script (its file is gone): events already queued for it still run first.
     pub fn unload(&self, name: &str) {
-        self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.failed().remove(name);
+        if self.inner.stuck.lock().unwrap_or_else(|p| p.into_inner()).waiting.remove(name).is_some() {
+            self.inner.env.metrics.script_waiting(name, false);
+        }
         if let Some(entry) = self.lock().remove(name) {
             if entry.watch.is_stuck() {
                 self.inner.env.metrics.script_stuck(name, false);
@@ -350,12 +528,59 @@ impl ScriptHost {
     }
 }
 
+impl Inner {
+    /// A version of `name` is stuck in a call (declared by the watchdog, or a top level given
+    /// up on): counted until its thread ends.
+    fn add_stuck(&self, name: &str, watch: Arc<Watch>) {
+        let mut table = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        if !watch.has_ended() {
+            table.threads.entry(name.to_string()).or_default().push(watch);
+        }
+        let n = table.count(name);
+        self.env.metrics.stuck_versions(name, n);
+    }
+
+    /// A script's thread ended. When it was a stuck version's (its call returned at last), a
+    /// version waiting for room starts.
+    fn thread_ended(self: &Arc<Self>, watch: &Arc<Watch>) {
+        let mut table = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        watch.set_ended();
+        let name = &*watch.name;
+        if !table.threads.get(name).is_some_and(|list| list.iter().any(|w| Arc::ptr_eq(w, watch))) {
+            return;
+        }
+        let n = table.count(name);
+        let waiting = (n < MAX_STUCK_VERSIONS).then(|| table.waiting.remove(name)).flatten();
+        drop(table);
+        self.env.metrics.stuck_versions(name, n);
+        let span = self.env.span.clone();
+        span.in_scope(|| tracing::info!(script = name, stuck_versions = n, "a stuck version of the script returned from its call; its thread has ended"));
+        if let Some(path) = waiting {
+            self.env.metrics.script_waiting(name, false);
+            let Some(io) = self.env.io.clone() else {
+                span.in_scope(|| tracing::error!(script = name, file = %path.display(), "cannot start the waiting version: no runtime"));
+                return;
+            };
+            let host = ScriptHost { inner: self.clone() };
+            let name = name.to_string();
+            use tracing::Instrument;
+            io.spawn(
+                async move {
+                    tracing::info!(script = %name, file = %path.display(), "starting the version that waited for a stuck one to return");
+                    host.reload(&name, false).await;
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
 impl watchdog::Overseer for Inner {
     fn watches(&self) -> Vec<Arc<Watch>> {
         self.scripts.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.watch.clone()).collect()
     }
 
-    fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration) {
+    fn stuck(self: &Arc<Self>, watch: &Arc<Watch>, doing: String, limit: Duration, took: Duration) {
         let script = &*watch.name;
         let limit_ms = limit.as_millis() as u64;
         let _account = self.env.span.enter();
@@ -367,25 +592,44 @@ impl watchdog::Overseer for Inner {
             "script stuck: a call ran past its time limit and does not return (C code or a finalizer the limits cannot interrupt); it gets no more events until its file changes"
         );
         self.env.metrics.script_stuck(script, true);
+        self.add_stuck(script, watch.clone());
         self.env.emit(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
         // A version saved while the call hung waits in the stuck thread's inbox, which nobody
         // reads any more: load the file again, on a new thread.
-        let pending = self.scripts.lock().unwrap_or_else(|p| p.into_inner()).get(script).filter(|e| e.version > watch.running()).map(|e| e.path.clone());
-        if let (Some(path), Some(io)) = (pending, self.env.io.clone()) {
+        let pending = self.scripts.lock().unwrap_or_else(|p| p.into_inner()).get(script).is_some_and(|e| e.version > watch.running());
+        if let (true, Some(io)) = (pending, self.env.io.clone()) {
             let host = ScriptHost { inner: self.clone() };
+            let name = script.to_string();
             io.spawn(async move {
-                let _ = host.load_file(&path).await;
+                host.reload(&name, false).await;
             });
         }
     }
 }
 
-/// Builds a version (`loader::load_bounded`) without holding a runtime worker while it runs.
-async fn load_bounded(path: &Path, name: &str, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<loader::Loaded, ScriptError> {
+/// Builds a version (`loader::load_bounded_then`) without holding a runtime worker while it
+/// runs; the error says whether the top level was given up on (stuck).
+async fn load_bounded(
+    path: &Path,
+    name: &str,
+    version: u64,
+    env: &Arc<ScriptEnv>,
+    required: super::modules::Required,
+    ended: impl FnOnce() + Send + 'static,
+) -> Result<loader::Loaded, (ScriptError, bool)> {
     let (p, e) = (path.to_path_buf(), env.clone());
-    tokio::task::spawn_blocking(move || loader::load_bounded(&p, version, &e, required))
+    tokio::task::spawn_blocking(move || loader::load_bounded_then(&p, version, &e, required, ended))
         .await
-        .unwrap_or_else(|e| Err(ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }))
+        .unwrap_or_else(|e| Err((ScriptError { script: name.to_string(), path: path.to_path_buf(), message: format!("loader crashed: {e}") }, false)))
+}
+
+/// What a script file holds now, as a hash (a rescan tells a changed file from an unchanged one).
+fn file_stamp(path: &Path) -> Option<u64> {
+    use std::hash::Hasher;
+    let text = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(&text);
+    Some(h.finish())
 }
 
 /// `*.lua`, not hidden, not an editor's backup or lock file, not a test (`*_test.lua`).

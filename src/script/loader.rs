@@ -47,20 +47,39 @@ pub(crate) fn script_name(path: &Path) -> Option<String> {
 /// `required` collects the modules the version requires, kept by the caller even when the load
 /// fails (so that fixing a module it needed loads it again).
 pub(crate) fn load_bounded(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: super::modules::Required) -> Result<Loaded, ScriptError> {
+    load_bounded_then(path, version, env, required, || {}).map_err(|(e, _)| e)
+}
+
+/// `load_bounded`; `ended` runs on the loading thread once the top level has returned (late,
+/// for one that was given up on). The error says whether the top level was given up on (true:
+/// its thread is left behind, stuck).
+pub(crate) fn load_bounded_then(
+    path: &Path,
+    version: u64,
+    env: &Arc<ScriptEnv>,
+    required: super::modules::Required,
+    ended: impl FnOnce() + Send + 'static,
+) -> Result<Loaded, (ScriptError, bool)> {
     let name = script_name(path).unwrap_or_else(|| path.display().to_string());
     let limit = env.settings().limits.handler_timeout;
     let (p, e) = (path.to_path_buf(), env.clone());
-    match watchdog::run_bounded(format!("lua-load:{name}"), limit, move || e.span.in_scope(|| load(&p, version, &e, required))) {
-        Ok(loaded) => loaded,
-        Err(waited) => Err(ScriptError {
-            script: name,
-            path: path.to_path_buf(),
-            message: format!(
-                "the top level did not return within {} ms (scripts.handler_timeout_ms plus {} ms): stuck in code the limits cannot interrupt; not loaded",
-                waited.as_millis(),
-                watchdog::GRACE.as_millis()
-            ),
-        }),
+    match watchdog::run_bounded_then(format!("lua-load:{name}"), limit, move || e.span.in_scope(|| load(&p, version, &e, required)), ended) {
+        Ok(loaded) => loaded.map_err(|e| (e, false)),
+        Err(waited) if waited.is_zero() => {
+            Err((ScriptError { script: name, path: path.to_path_buf(), message: "cannot start a thread to run the top level".into() }, false))
+        }
+        Err(waited) => Err((
+            ScriptError {
+                script: name,
+                path: path.to_path_buf(),
+                message: format!(
+                    "the top level did not return within {} ms (scripts.handler_timeout_ms plus {} ms): stuck in code the limits cannot interrupt; not loaded",
+                    waited.as_millis(),
+                    watchdog::GRACE.as_millis()
+                ),
+            },
+            true,
+        )),
     }
 }
 

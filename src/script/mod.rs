@@ -39,7 +39,7 @@ pub(crate) mod watchdog;
 
 pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
 pub(crate) use host::is_script_file;
-pub use host::{ScriptHost, ScriptOutput};
+pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;
 pub use sandbox::Limits;
 pub use watch::watch_dir;

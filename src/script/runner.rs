@@ -64,16 +64,20 @@ struct Progress {
 
 /// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
 /// awaiting), so a script that never returns holds only its own thread. Its network requests
-/// run on the agent's runtime (`ScriptEnv::io`). The receiver completes when the thread ends.
+/// run on the agent's runtime (`ScriptEnv::io`). The receiver completes when the thread ends;
+/// `on_end` runs on the thread just before (the host counts the stuck threads still alive).
 pub(crate) fn spawn(
     current: Loaded,
     inbox: mpsc::UnboundedReceiver<Msg>,
     env: Arc<ScriptEnv>,
     cursor: u64,
     watch: Arc<Watch>,
+    on_end: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name(format!("lua:{}", current.ctx.name)).stack_size(STACK).spawn(move || {
+        // (Also if the thread panics: the host counts the stuck threads still alive.)
+        let on_end = super::watchdog::OnDrop(Some(on_end));
         match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => {
                 use tracing::Instrument;
@@ -82,6 +86,7 @@ pub(crate) fn spawn(
             }
             Err(error) => tracing::error!(script = %current.ctx.name, %error, "cannot start the script's runtime"),
         }
+        drop(on_end);
         let _ = done.send(());
     })?;
     Ok(ended)
@@ -241,6 +246,8 @@ async fn unload(cur: &Loaded, p: &mut Progress) {
 
 async fn fire_timers(cur: &Loaded, p: &mut Progress) {
     let due = cur.lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
+    // The timers that fired once are no longer held: their room goes back to Lua.
+    super::timers::charge(&cur.lua);
     for f in due {
         if !p.paused && !p.watch.is_stuck() {
             call(cur, p, &f, mlua::Value::Nil, "timer", None).await;

@@ -6,6 +6,11 @@
 //! local t = agent.every(60000, function() agent.log.info("still here") end)
 //! t:cancel()
 //! ```
+//!
+//! A pending timer is held in Rust, outside Lua's allocator: each one counts `TIMER_BYTES`
+//! against the script's memory limit (the limit of its Lua state is lowered by that much), so
+//! timers and Lua memory together stay within `scripts.memory_limit_mb`. A timer past it is an
+//! error naming the limit.
 
 use super::env::Clock;
 use mlua::{Function, Lua, Table};
@@ -15,6 +20,11 @@ use std::sync::Mutex;
 const MIN_EVERY: i64 = 10;
 /// The longest delay in ms: 366 days (far enough for any schedule; far from overflowing).
 const MAX_DELAY: i64 = 366 * 24 * 3600 * 1000;
+
+/// What one pending timer costs outside Lua's allocator, at most: its entry in the list (which
+/// may have twice the room it uses), the sort's scratch space and its place among the timers
+/// taken to fire. (Its function, and the handle the script gets, are Lua's and counted there.)
+pub(crate) const TIMER_BYTES: usize = 4 * std::mem::size_of::<Timer>();
 
 struct Timer {
     id: u64,
@@ -70,6 +80,10 @@ impl Timers {
         id
     }
 
+    fn pending(&self) -> usize {
+        self.lock().1.len()
+    }
+
     fn cancel(&self, id: u64) -> bool {
         let mut guard = self.lock();
         let before = guard.1.len();
@@ -82,6 +96,17 @@ impl Timers {
     }
 }
 
+/// Charges the pending timers to the state's memory limit: Lua may use what they leave of it.
+/// Called whenever the number of pending timers changes.
+pub(crate) fn charge(lua: &Lua) {
+    let limit = super::bounded::memory_limit(lua);
+    if limit == usize::MAX {
+        return;
+    }
+    let pending = lua.app_data_ref::<Timers>().map_or(0, |t| t.pending());
+    let _ = lua.set_memory_limit(limit.saturating_sub(pending.saturating_mul(TIMER_BYTES)).max(1));
+}
+
 /// Installs `agent.after` and `agent.every` in `agent`.
 pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<()> {
     lua.set_app_data(Timers { clock, list: Mutex::new((0, Vec::new())) });
@@ -91,7 +116,9 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
         "cancel",
         lua.create_function(|lua, this: Table| {
             let id: u64 = this.get("id")?;
-            Ok(lua.app_data_ref::<Timers>().is_some_and(|t| t.cancel(id)))
+            let cancelled = lua.app_data_ref::<Timers>().is_some_and(|t| t.cancel(id));
+            charge(lua);
+            Ok(cancelled)
         })?,
     )?;
     handle_mt.set("__index", methods)?;
@@ -106,7 +133,20 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
             if repeat && d < MIN_EVERY {
                 return Err(mlua::Error::runtime(format!("agent.every(ms, fn): ms must be at least {MIN_EVERY}")));
             }
-            let id = lua.app_data_ref::<Timers>().expect("installed with the agent table").add(d, repeat.then_some(d), func);
+            let limit = super::bounded::memory_limit(lua);
+            let timers = lua.app_data_ref::<Timers>().expect("installed with the agent table");
+            let pending = timers.pending() + 1;
+            let held = pending.saturating_mul(TIMER_BYTES);
+            let used = lua.used_memory();
+            if used.saturating_add(held) > limit {
+                return Err(mlua::Error::runtime(format!(
+                    "agent.{name}: memory limit exceeded (scripts.memory_limit_mb = {} MiB) by pending timers: {pending} timers would hold {held} bytes ({TIMER_BYTES} each) besides the script's {used} bytes of Lua memory; cancel timers or let them fire",
+                    limit >> 20
+                )));
+            }
+            let id = timers.add(d, repeat.then_some(d), func);
+            drop(timers);
+            charge(lua);
             let handle = lua.create_table()?;
             handle.set("id", id)?;
             handle.set_metatable(Some(mt.clone()))?;

@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// How many accounts' scripts a change reloads at once.
-const RELOAD_CONCURRENCY: usize = 16;
+/// How many script loads a watcher's changes run at once (over every account it serves): each
+/// load runs a top level on a thread of its own, for up to its time limit.
+const RELOAD_CONCURRENCY: usize = 64;
 
 /// How often a symlinked scripts directory is checked for a new target.
 const RETARGET_CHECK: Duration = Duration::from_secs(1);
@@ -124,7 +125,6 @@ pub fn watch_dir(host: ScriptHost, debounce: Duration) -> notify::Result<WatchHa
 /// Starts watching `dir`; each change goes to every host `targets` gives at that moment (one
 /// watcher, one inotify instance, however many accounts share the directory).
 pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Result<WatchHandle> {
-    use futures_util::StreamExt;
     use tracing::Instrument;
     let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
@@ -141,6 +141,7 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
     let mut w = Watched { watcher, dir, target, extra: BTreeSet::new(), links: BTreeMap::new(), lib_watched: false };
     w.refresh();
     w.watch_lib();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(RELOAD_CONCURRENCY));
     let task = tokio::spawn(
         async move {
             let mut check = tokio::time::interval(RETARGET_CHECK);
@@ -155,7 +156,7 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
                             w.refresh();
                             for host in targets() {
                                 let span = host.env().span.clone();
-                                host.rescan().instrument(span).await;
+                                tokio::spawn(async move { host.rescan().await }.instrument(span));
                             }
                         }
                         continue;
@@ -174,32 +175,45 @@ pub fn watch(dir: PathBuf, targets: Targets, debounce: Duration) -> notify::Resu
                 }
                 let changed_scripts: BTreeSet<PathBuf> = changed.iter().filter_map(|p| w.script_for(p)).collect();
                 let modules: Vec<String> = changed.iter().filter_map(|p| super::modules::module_name(&w.dir, p)).collect();
-                // The accounts in parallel (a few at a time): a script whose top level hangs in
-                // one account must not hold the others' reloads for its time limit each.
-                let (changed_scripts, modules) = (&changed_scripts, &modules);
-                futures_util::stream::iter(targets())
-                    .for_each_concurrent(RELOAD_CONCURRENCY, |host| async move {
-                        let span = host.env().span.clone();
-                        let mut scripts = changed_scripts.clone();
-                        // A module saved: every script that required it loads again (keeping its
-                        // running version if the new one fails).
-                        for module in modules {
-                            let users = host.dependents(module);
-                            if !users.is_empty() {
-                                span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
-                            }
-                            scripts.extend(users);
+                // Each account's each script loads in a task of its own, not awaited here: a
+                // script whose top level hangs (for its time limit, in one account or all)
+                // holds up neither another file's reload nor the next change. The host loads
+                // one script one version at a time.
+                for host in targets() {
+                    let span = host.env().span.clone();
+                    let mut loads: Vec<(PathBuf, bool)> = changed_scripts.iter().map(|p| (p.clone(), false)).collect();
+                    // A module saved: every script that required it loads again (keeping its
+                    // running version if the new one fails).
+                    for module in &modules {
+                        let users = host.dependents(module);
+                        if !users.is_empty() {
+                            span.in_scope(|| tracing::info!(module = %module, scripts = users.len(), "module changed; reloading the scripts that use it"));
                         }
-                        for path in scripts {
-                            if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
-                                continue;
-                            }
-                            if is_script_file(&path) || !path.exists() {
-                                host.changed(&path).instrument(span.clone()).await;
-                            }
+                        loads.extend(users.into_iter().map(|p| (p, true)));
+                    }
+                    // (A script both changed and using a changed module loads as a dependent.)
+                    loads.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    loads.dedup_by(|a, b| a.0 == b.0);
+                    for (path, dependency) in loads {
+                        if script_name(&path).is_none() || path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')) {
+                            continue;
                         }
-                    })
-                    .await;
+                        if is_script_file(&path) || !path.exists() {
+                            let (host, permits) = (host.clone(), permits.clone());
+                            tokio::spawn(
+                                async move {
+                                    let _permit = permits.acquire_owned().await;
+                                    if dependency {
+                                        host.dependency_changed(&path).await
+                                    } else {
+                                        host.changed(&path).await
+                                    }
+                                }
+                                .instrument(span.clone()),
+                            );
+                        }
+                    }
+                }
                 // Links may have been added, removed or pointed elsewhere; lib/ may have appeared.
                 w.refresh();
                 w.watch_lib();

@@ -29,6 +29,8 @@ pub(crate) struct Watch {
     gate: Mutex<()>,
     /// The version the thread is running (a newer one may wait in its inbox).
     running: std::sync::atomic::AtomicU64,
+    /// The thread has ended (set by the host, under its table of stuck versions).
+    ended: AtomicBool,
 }
 
 #[derive(Default)]
@@ -59,6 +61,7 @@ impl Watch {
             stuck: AtomicBool::new(false),
             gate: Mutex::new(()),
             running: std::sync::atomic::AtomicU64::new(0),
+            ended: AtomicBool::new(false),
         })
     }
 
@@ -104,7 +107,16 @@ impl Watch {
         (!self.is_stuck()).then(write)
     }
 
-    fn declare_stuck(&self) {
+    /// Whether the thread has ended (a stuck one: its call returned at last).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_ended(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn declare_stuck(&self) {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         self.stuck.store(true, Ordering::Relaxed);
     }
@@ -136,7 +148,7 @@ pub(crate) trait Overseer: Send + Sync + 'static {
     /// The watches of the scripts in service.
     fn watches(&self) -> Vec<Arc<Watch>>;
     /// A script was declared stuck (called once per watch).
-    fn stuck(self: &Arc<Self>, watch: &Watch, doing: String, limit: Duration, took: Duration);
+    fn stuck(self: &Arc<Self>, watch: &Arc<Watch>, doing: String, limit: Duration, took: Duration);
 }
 
 impl Drop for Watch {
@@ -200,8 +212,20 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
 /// Runs `f` on a new thread (named `name`, with a stack for deep Lua); gives up waiting after
 /// `limit` plus the grace and leaves the thread behind (it cannot be stopped from outside).
 pub(crate) fn run_bounded<T: Send + 'static>(name: String, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Duration> {
+    run_bounded_then(name, limit, f, || {})
+}
+
+/// `run_bounded`, and `ended` runs on the thread once `f` has returned (also when it was given
+/// up on: the host learns that a stuck load's thread is gone).
+pub(crate) fn run_bounded_then<T: Send + 'static>(
+    name: String,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+    ended: impl FnOnce() + Send + 'static,
+) -> Result<T, Duration> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new().name(name).stack_size(STACK).spawn(move || {
+        let _ended = OnDrop(Some(ended));
         let _ = tx.send(f());
     });
     if spawned.is_err() {
@@ -209,6 +233,17 @@ pub(crate) fn run_bounded<T: Send + 'static>(name: String, limit: Duration, f: i
     }
     let wait = limit + GRACE;
     rx.recv_timeout(wait).map_err(|_| wait)
+}
+
+/// Runs its function when dropped: at the end of a thread, also one that panics.
+pub(crate) struct OnDrop<F: FnOnce()>(pub Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// The stack of a script's thread: Lua's own C recursion is bounded (200 levels), serde's and
