@@ -112,9 +112,11 @@ impl Agent {
         // `/metrics` and `/healthz` first: they answer (`starting`, 503) while the accounts open.
         let fleet = Arc::new(Fleet::default());
         let endpoints = match config.metrics.listen {
-            Some(addr) => {
-                Some(endpoints::serve(addr, &config.metrics, config.metrics_tls(), fleet.clone()).await.map_err(|source| StartError::Metrics { file: file.clone(), addr, source })?)
-            }
+            Some(addr) => Some(endpoints::serve(addr, &config.metrics, config.metrics_tls(), fleet.clone()).await.map_err(|source| StartError::Metrics {
+                file: file.clone(),
+                addr,
+                source,
+            })?),
             None => None,
         };
         let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
