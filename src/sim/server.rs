@@ -273,6 +273,9 @@ const OPERATIONS: &[&str] = &[
     "publishcallqualityfeedback",
     "audiovideoinvitations",
     "messaginginvitations",
+    "accept",
+    "terminate",
+    "messages",
     "onlinemeetinginvitations",
     "turnoffcallforwarding",
     "immediateforwardtocontact",
@@ -519,6 +522,19 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             drop(st);
             start_outgoing(shared, req, id).into()
         }
+        ["communication", "messaginginvitations", inv, action @ ..] => match super::messaging::invitation_route(&mut st, req, id, inv, action) {
+            Some(reply) => reply.into(),
+            None if get && is_operation(action) => operation_only().into(),
+            None => not_found().into(),
+        },
+        ["communication", "conversations", conv, modality @ ..] if conv.parse::<u64>().is_ok_and(|c| st.im_of(id, c).is_some()) => {
+            let conv = conv.parse::<u64>().expect("checked in the guard");
+            match super::messaging::conversation_route(&mut st, req, id, conv, modality) {
+                Some(reply) => reply.into(),
+                None if get && is_operation(modality) => operation_only().into(),
+                None => not_found().into(),
+            }
+        }
         ["communication", "audiovideoinvitations", inv, action @ ..] => {
             let Some(call) = st.calls.values().find(|c| c.app_id == id && c.invitation_id == *inv) else {
                 return not_found().into();
@@ -569,8 +585,9 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["communication", "conversations"] if get => {
             // `?filter=active` (the only form linked): the conversations of calls in progress.
-            let live: Vec<serde_json::Value> =
+            let mut live: Vec<serde_json::Value> =
                 st.calls.values().filter(|c| c.app_id == id && c.phase != calls::Phase::Ended).map(resources::conversation).collect();
+            live.extend(super::messaging::active(&st, id));
             let body = serde_json::json!({
                 "rel": "conversations",
                 "_links": {"self": {"href": format!("{}/communication/conversations?filter=active", app_path(id))}},
