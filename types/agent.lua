@@ -104,6 +104,30 @@ function AgentIm.reply(conversation, text) end
 ---@param conversation string|table
 function AgentIm.stop(conversation) end
 
+---@class AgentPerson
+---@field uri string
+---@field name string|nil
+---@field email string|nil
+---@field phone string|nil
+---@field title string|nil
+---@field department string|nil
+---@field company string|nil
+---@field href string|nil       the contact resource
+---@field presence string|nil   agent.people.get only: the availability ("Online", "Busy", …, "Offline")
+---@field note string|nil       agent.people.get only
+---@field location string|nil   agent.people.get only
+
+---@class AgentPeople
+local AgentPeople = {}
+---The people the directory finds for a name or an address.
+---@param query string
+---@return AgentPerson[]
+function AgentPeople.search(query) end
+---One person by SIP URI, with their presence, note and location now.
+---@param uri string a sip: URI
+---@return AgentPerson
+function AgentPeople.get(uri) end
+
 ---@class AgentMetricHandle
 ---@field inc fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
 ---@field dec fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
@@ -221,6 +245,7 @@ function AgentJson.array(t) end
 ---@field me AgentMe
 ---@field calls AgentCalls
 ---@field im AgentIm
+---@field people AgentPeople
 ---@field http AgentHttp
 ---@field json AgentJson
 ---@field state table    kept across reloads and restarts

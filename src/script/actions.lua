@@ -1,4 +1,5 @@
--- agent.me, agent.calls and agent.im: acting on the account, on calls and on messages, over agent.ucwa. Every href
+-- agent.me, agent.calls, agent.im and agent.people: acting on the account, on calls and on
+-- messages, and reading the directory, over agent.ucwa. Every href
 -- comes from a link the pool gave (the application's `me`, an invitation's `decline`, a
 -- conversation's audioVideo); a resource without the link raises an error saying which.
 local agent, user_level = ...
@@ -268,6 +269,66 @@ function agent.im.send(to, text)
   }), what).body
   local c = type(inv) == "table" and inv._links and ucwa.one(inv._links.conversation)
   return inv, c and c.href
+end
+
+agent.people = {}
+
+-- The application's `people` (embedded, or linked).
+local function people(what)
+  local app = ok(ucwa.get(ucwa.application()), what).body
+  local p = app._embedded and ucwa.one(app._embedded.people)
+  if p then return p end
+  return ok(ucwa.get(link(app, "people", what)), what).body
+end
+
+local function query_escape(text)
+  return (text:gsub("[^%w%-%._~]", function(c) return format("%%%02X", byte(c)) end))
+end
+
+-- A contact as scripts get it from search.
+local function person(c)
+  local self = c._links and ucwa.one(c._links.self)
+  return {
+    uri = c.uri, name = c.name, title = c.title, department = c.department, company = c.company,
+    email = ucwa.many(c.emailAddresses)[1], phone = c.workPhoneNumber, href = self and self.href,
+  }
+end
+
+local function search(what, query)
+  local href = link(people(what), "search", what, " (the pool offers no directory search here)")
+  local r = ok(ucwa.get(href .. (href:find("?", 1, true) and "&" or "?") .. "query=" .. query_escape(query)), what).body
+  local out = {}
+  for _, c in ipairs(ucwa.many(type(r) == "table" and r._embedded and r._embedded.contact)) do out[#out + 1] = person(c) end
+  return out
+end
+
+-- The people the directory finds for `query` (a name or an address): {uri, name, email, phone, …}.
+function agent.people.search(query)
+  local what = "agent.people.search"
+  if type(query) ~= "string" or query:match("^%s*$") or #query > 256 then fail(what, "expected a name or an address to search for") end
+  return search(what, query)
+end
+
+-- One person by SIP URI, with what the pool shows of them now: presence (availability), note
+-- and location, read through the contact's links.
+function agent.people.get(uri)
+  local what = "agent.people.get"
+  if type(uri) ~= "string" or #uri > 512 or not uri:match("^sip:[^%s%c]+@[^%s%c]+$") then fail(what, "expected a sip: URI such as \"sip:ann@contoso.com\"") end
+  local found
+  for _, p in ipairs(search(what, uri:sub(5))) do
+    if type(p.uri) == "string" and p.uri:lower() == uri:lower() then found = p end
+  end
+  if not (found and found.href) then fail(what, uri .. " is not in the directory") end
+  local c = ok(ucwa.get(found.href), what).body
+  local out = person(c)
+  local function read(rel, field)
+    local l = c._links and ucwa.one(c._links[rel])
+    if l and l.href then return ok(ucwa.get(l.href), what).body[field] end
+  end
+  out.presence = read("contactPresence", "availability")
+  out.note = read("contactNote", "message")
+  out.location = read("contactLocation", "location")
+  return out
 end
 
 -- `e.text`, `e.from` and `e.direction` of `message` and `messagingInvitation` events, read on

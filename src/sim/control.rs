@@ -13,6 +13,7 @@
 //! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
 //!   of them replaced; `[]` for none)
 //! - `GET /sim/v1/presence` → each account's availability, note and call forwarding, as scripts set them
+//! - `PUT /sim/v1/contacts/<uri>/presence` `{"availability"}` → 204: what every account sees of that contact
 //! - `GET /sim/v1/messages` → the instant messages, both ways (`from`, `to`, `text`, `conversation`)
 //! - `POST /sim/v1/messages` `{"from", "to", "text"}` → someone (`from`) sends the account `to`
 //!   an IM: a new messaging invitation, or a message in the conversation they already have
@@ -50,6 +51,7 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.lock().quirks)),
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
+        ["contacts", uri, "presence"] if m == Method::PUT => set_contact_presence(shared, uri, req),
         _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
     }
 }
@@ -72,6 +74,24 @@ fn presence(shared: &Shared) -> Reply {
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Object(out))
+}
+
+/// `PUT /sim/v1/contacts/<uri>/presence {"availability"}`: what everyone sees of that contact.
+fn set_contact_presence(shared: &Shared, uri: &str, req: &Req) -> Reply {
+    let body: Value = match serde_json::from_slice(strip_bom(&req.body)) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let allowed: Vec<&str> = super::directory::contact_availabilities().collect();
+    let Some(a) = body.get("availability").and_then(Value::as_str).filter(|a| allowed.contains(a)) else {
+        return bad(format!("expected {{\"availability\": …}}, one of {allowed:?}"));
+    };
+    let person = uri.strip_prefix("sip:").unwrap_or(uri);
+    if !person.contains('@') {
+        return bad(format!("{uri} is not a sip: address"));
+    }
+    shared.lock().contact_presence.insert(person.to_string(), a.to_string());
+    Reply::no_content()
 }
 
 fn set_quirks(shared: &Shared, req: &Req) -> Reply {

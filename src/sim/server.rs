@@ -492,6 +492,14 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             None => Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "search needs ?query=.").into(),
             Some(q) => Reply::json(StatusCode::OK, &directory::search(app, &users, q)).into(),
         },
+        ["people", person, what @ ("presence" | "note" | "location")] if get && person.contains('@') => {
+            let resource = match *what {
+                "presence" => directory::contact_presence(id, person, &st.availability_of(person)),
+                "note" => directory::contact_note(id, person, &st.profiles.get(*person).map(|p| p.note.clone()).unwrap_or_default()),
+                _ => directory::contact_location(id, person),
+            };
+            Reply::json(StatusCode::OK, &resource).into()
+        }
         // Anyone the pool can name: the simulator's accounts and the callers it invents.
         ["people", person] if get && person.contains('@') => Reply::json(StatusCode::OK, &directory::contact(app, person)).into(),
         ["communication"] if get => Reply::json(StatusCode::OK, &resources::communication(app)).into(),

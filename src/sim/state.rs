@@ -189,6 +189,8 @@ pub(crate) struct SimState {
     pub users: HashMap<String, String>,
     /// user → what the account set.
     pub profiles: HashMap<String, Profile>,
+    /// address (no `sip:`, lower case) → the availability the control API gave that contact.
+    pub contact_presence: HashMap<String, String>,
     /// Instant messages, both ways, in order (the latest `messaging::KEEP`).
     pub messages: VecDeque<super::messaging::SentMessage>,
     /// Live messaging conversations, by conversation id.
@@ -214,6 +216,7 @@ impl SimState {
         SimState {
             users: config.users.iter().cloned().collect(),
             profiles: HashMap::new(),
+            contact_presence: HashMap::new(),
             messages: VecDeque::new(),
             im: BTreeMap::new(),
             ended_im: VecDeque::new(),
