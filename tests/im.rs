@@ -7,6 +7,8 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
+use ucwa_agent::script::{Limits, ScriptHost, ScriptOutput};
+use ucwa_agent::ucwa::{batch, Origin};
 
 /// Someone sends the account an IM through the control API: its answer (`conversation`, …).
 async fn im_from(sim: &ucwa_agent::sim::Simulator, from: &str, text: &str) -> Value {
@@ -127,4 +129,38 @@ end)
     assert_eq!(convs.len(), 1, "agent.im.send reused the conversation: {convs:?}");
     assert_eq!(convs[0]["state"], "Ended");
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_documentation_samples_read_as_text_from_and_direction() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "reader.lua",
+        r#"
+agent.on("*", function(e)
+  agent.log.info(e.rel .. " " .. e.direction .. " " .. e.from .. " [" .. e.text .. "]")
+end)
+"#,
+    );
+    let host = ScriptHost::new(dir.path().to_path_buf(), Limits::default());
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    for (n, name) in ["doc-ReceiveAnIM-04", "doc-ReceiveAnIM-06"].iter().enumerate() {
+        let body = std::fs::read(format!("{}/tests/fixtures/events/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
+        ev.seq = n as u64 + 1;
+        host.dispatch(vec![ev]);
+    }
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        let o = expect(&mut out, "reader", |o| matches!(o, ScriptOutput::Log { .. } | ScriptOutput::HandlerError { .. })).await;
+        match o {
+            ScriptOutput::Log { message, .. } => lines.push(message),
+            other => panic!("{other:?}"),
+        }
+    }
+    // `Hi+Tosh%0d%0a`: `+` is a space; the sender from the message's contact link.
+    assert_eq!(lines, ["messagingInvitation Incoming sip:lenea@contoso.com [Hi Tosh\r\n]", "message Incoming sip:lenea@contoso.com [Hi Tosh\r\n]"]);
 }

@@ -548,6 +548,15 @@ async fn until_raw(c: &Ucwa, mut href: String, want: (&str, &str)) -> (Vec<Value
     panic!("no {want:?} in {seen:?}");
 }
 
+/// `resource` has every property, link and embedded member the documentation's sample event
+/// (`tests/fixtures/events/<file>`, copied from the UCWA docs) embeds for `rel`.
+fn like_the_sample(resource: &Value, file: &str, rel: &str) {
+    let sample = fixture(&format!("events/{file}"));
+    let expected = &sample["sender"][0]["events"][0]["_embedded"][rel];
+    let missing: Vec<_> = shape(expected).difference(&shape(resource)).cloned().collect();
+    assert!(missing.is_empty(), "{rel} lacks {missing:?} of {file}: {resource}");
+}
+
 fn kinds(events: &[Value]) -> Vec<String> {
     events.iter().map(|e| format!("{} {}", e["link"]["rel"].as_str().unwrap(), e["type"].as_str().unwrap())).collect()
 }
@@ -588,6 +597,7 @@ async fn messaging_both_ways_as_the_documentation_shows() {
     next = n;
     let m = &seen.last().unwrap()["_embedded"]["message"];
     assert_eq!((m["direction"].as_str(), m["_links"]["plainMessage"]["href"].as_str()), (Some("Outgoing"), Some("data:text/plain;charset=utf-8,hello+there")));
+    like_the_sample(m, "doc-SendAnIM-03.json", "message");
     // A first message inline, `+` as space: the record has the spaces.
     let r = c
         .post(
@@ -609,6 +619,7 @@ async fn messaging_both_ways_as_the_documentation_shows() {
     next = n;
     let invitation = &seen.iter().find(|e| e["link"]["rel"] == "messagingInvitation").unwrap()["_embedded"]["messagingInvitation"];
     assert_eq!(invitation["direction"], "Incoming");
+    like_the_sample(invitation, "doc-ReceiveAnIM-04.json", "messagingInvitation");
     assert_eq!(invitation["_embedded"]["from"]["uri"], "sip:ann@fabrikam.com");
     assert_eq!(invitation["_links"]["message"]["href"], "data:text/plain;charset=utf-8,status+please");
     assert_eq!(invitation["_links"]["conversation"]["href"], got["conversation"]);
@@ -619,6 +630,7 @@ async fn messaging_both_ways_as_the_documentation_shows() {
     assert!(kinds(&seen).contains(&"messagingInvitation completed".to_string()), "{seen:?}");
     let m = &seen.last().unwrap()["_embedded"]["message"];
     assert_eq!(m["direction"], "Incoming");
+    like_the_sample(m, "doc-ReceiveAnIM-06.json", "message");
     assert_eq!(m["_links"]["plainMessage"]["href"], "data:text/plain;charset=utf-8,status+please");
     // Ann writes again: the same conversation.
     let again = sim_post(&sim, "messages", json!({"from": "sip:ann@fabrikam.com", "to": "sip:demo@contoso.com", "text": "anyone?"})).await;
