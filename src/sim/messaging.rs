@@ -30,6 +30,9 @@ use serde_json::{json, Value};
 /// loop does not grow it without bound).
 pub(crate) const KEEP: usize = 1000;
 
+/// How many messages may wait for an invitation to be accepted.
+const MAX_WAITING: usize = 100;
+
 /// A message, as the control API lists it.
 #[derive(Debug, Clone)]
 pub(crate) struct SentMessage {
@@ -145,6 +148,15 @@ impl SimState {
             id,
             ImConversation { id, app_id, invitation_id, direction, local, remote, phase, first, waiting: Vec::new(), messages: Vec::new(), thread_id },
         );
+        // A pool ends idle conversations; here the oldest goes once an application has `KEEP`
+        // (a script starting conversations in a loop does not grow the simulator without bound).
+        let live: Vec<u64> = self.im.values().filter(|c| c.app_id == app_id).map(|c| c.id).collect();
+        if live.len() > KEEP {
+            let oldest = &self.im[&live[0]];
+            let events = vec![in_communication(oldest, res::event("conversation", res::conversation_path(oldest), "deleted", None))];
+            self.push(app_id, events);
+            self.end_im(live[0], ImPhase::Ended);
+        }
         id
     }
 
@@ -245,6 +257,9 @@ pub(crate) fn deliver(shared: &Shared, body: &Value) -> Reply {
         }
         Some((id, _)) => {
             let c = st.im.get_mut(&id).expect("found above");
+            if c.waiting.len() >= MAX_WAITING {
+                return conflict("TooManyMessages", &format!("{MAX_WAITING} messages already wait for this invitation to be accepted"));
+            }
             c.waiting.push(text.to_string());
             return Reply::json(
                 StatusCode::ACCEPTED,
@@ -404,6 +419,19 @@ pub(crate) fn list_conversations(shared: &Shared) -> Reply {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_application_keeps_at_most_keep_live_conversations() {
+        let mut st = super::SimState::new(&super::super::SimConfig::default());
+        let (app, _) = st.create_app("demo@contoso.com", "e", "ua", "en-US", std::time::Duration::from_secs(180), tokio::time::Instant::now());
+        let first = st.new_im(app, "Outgoing", "sip:demo@contoso.com".into(), "sip:a@b.c".into(), None);
+        for _ in 0..super::KEEP {
+            st.new_im(app, "Outgoing", "sip:demo@contoso.com".into(), "sip:a@b.c".into(), None);
+        }
+        assert_eq!(st.im.len(), super::KEEP);
+        assert!(st.im_of(app, first).is_none(), "the oldest ended");
+        assert_eq!(st.ended_im.iter().map(|c| c.id).collect::<Vec<_>>(), [first]);
+    }
+
     #[test]
     fn data_uris() {
         assert_eq!(super::data_text("data:text/plain;charset=utf-8,Sorry%20I%20missed%20you%21").as_deref(), Some("Sorry I missed you!"));
