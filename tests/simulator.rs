@@ -180,7 +180,7 @@ async fn event_channel_timeout_repeat_replace_and_resync() {
     let c = client(&sim, false).await;
     // Nothing happens: the held poll ends with an empty batch that links `next`.
     let empty = c.poll(&c.events).await;
-    assert!(empty.get("sender").is_none(), "{empty}");
+    assert_eq!(empty["sender"], json!([]), "an empty batch has `\"sender\": []`: {empty}");
     let next = empty["_links"]["next"]["href"].as_str().unwrap().to_string();
     assert!(next.ends_with("events?ack=2"));
     // The same ack again: the same batch.
@@ -473,6 +473,15 @@ async fn walk_every_link(config: SimConfig) {
     for call in calls.as_array().unwrap() {
         queue.push(("invitation".into(), call["invitation"].as_str().unwrap().to_string()));
     }
+    // Messaging conversations: one the account starts (no first message), one it is invited to.
+    let out = c.post(&format!("{}/communication/messagingInvitations", c.app), json!({"to": "sip:bob@contoso.com"})).await;
+    assert_eq!(out.status(), StatusCode::CREATED);
+    let out: Value = out.json().await.unwrap();
+    queue.push(("messagingInvitation".into(), out["_links"]["self"]["href"].as_str().unwrap().to_string()));
+    let incoming: Value = sim_post(&sim, "messages", json!({"from": "sip:ann@fabrikam.com", "to": "sip:demo@contoso.com", "text": "hi"})).await;
+    for rel in ["conversation", "invitation"] {
+        queue.push((rel.into(), incoming[rel].as_str().unwrap().to_string()));
+    }
     let session = format!("{}/communication/conversations/{answered}/audioVideo/audioVideoSession", c.app);
     let deadline = std::time::Instant::now() + common::PATIENCE;
     while c.get(&session).await.status() != StatusCode::OK {
@@ -510,4 +519,174 @@ async fn walk_every_link(config: SimConfig) {
     }
     assert!(walked > 20, "walked {walked} hrefs");
     assert!(failures.is_empty(), "{} advertised hrefs are not served:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// `POST /sim/v1/<path>` with a JSON body: the answer's body.
+async fn sim_post(sim: &Simulator, path: &str, body: Value) -> Value {
+    let r = reqwest::Client::new().post(format!("{}/sim/v1/{path}", sim.origin())).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "POST /sim/v1/{path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+async fn sim_get(sim: &Simulator, path: &str) -> Value {
+    reqwest::get(format!("{}/sim/v1/{path}", sim.origin())).await.unwrap().json().await.unwrap()
+}
+
+/// Polls from `href` until an event `want` (rel, type) arrives: every event object that came, and the next href.
+async fn until_raw(c: &Ucwa, mut href: String, want: (&str, &str)) -> (Vec<Value>, String) {
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let b = c.poll(&href).await;
+        href = b["_links"]["next"]["href"].as_str().unwrap().to_string();
+        for s in b["sender"].as_array().unwrap() {
+            seen.extend(s["events"].as_array().unwrap().iter().cloned());
+        }
+        if seen.iter().any(|e| e["link"]["rel"] == want.0 && e["type"] == want.1) {
+            return (seen, href);
+        }
+    }
+    panic!("no {want:?} in {seen:?}");
+}
+
+/// `resource` has every property, link and embedded member the documentation's sample event
+/// (`tests/fixtures/events/<file>`, copied from the UCWA docs) embeds for `rel`.
+fn like_the_sample(resource: &Value, file: &str, rel: &str) {
+    let sample = fixture(&format!("events/{file}"));
+    let expected = &sample["sender"][0]["events"][0]["_embedded"][rel];
+    let missing: Vec<_> = shape(expected).difference(&shape(resource)).cloned().collect();
+    assert!(missing.is_empty(), "{rel} lacks {missing:?} of {file}: {resource}");
+}
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| format!("{} {}", e["link"]["rel"].as_str().unwrap(), e["type"].as_str().unwrap())).collect()
+}
+
+#[tokio::test]
+async fn messaging_both_ways_as_the_documentation_shows() {
+    let sim = start_sim(sim_config()).await;
+    let c = client(&sim, true).await;
+    let (_, mut next) = c.events(c.events.clone(), 1).await;
+    // startMessaging without a first message: a connected conversation, and no message event.
+    let r = c.post(&format!("{}/communication/messagingInvitations", c.app), json!({"to": "sip:bob@contoso.com", "operationId": "op"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let inv: Value = r.json().await.unwrap();
+    let (seen, n) = until_raw(&c, next, ("messagingInvitation", "completed")).await;
+    next = n;
+    assert_eq!(
+        kinds(&seen),
+        ["conversation added", "messagingInvitation started", "messaging updated", "conversation updated", "messagingInvitation completed"]
+    );
+    let messaging: Value = c.get(inv["_links"]["messaging"]["href"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(messaging["state"], "Connected");
+    for rel in ["self", "conversation"] {
+        assert_eq!(c.get(inv["_links"][rel]["href"].as_str().unwrap()).await.status(), StatusCode::OK, "{rel}");
+    }
+    // sendMessage: the message completes with `_embedded.message`.
+    let send = messaging["_links"]["sendMessage"]["href"].as_str().unwrap();
+    let r = c
+        .http
+        .post(format!("{}{send}", c.origin))
+        .bearer_auth(&c.token)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body("hello there")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (seen, n) = until_raw(&c, next, ("message", "completed")).await;
+    next = n;
+    let m = &seen.last().unwrap()["_embedded"]["message"];
+    assert_eq!((m["direction"].as_str(), m["_links"]["plainMessage"]["href"].as_str()), (Some("Outgoing"), Some("data:text/plain;charset=utf-8,hello+there")));
+    like_the_sample(m, "doc-SendAnIM-03.json", "message");
+    // A first message inline, `+` as space: the record has the spaces.
+    let r = c
+        .post(
+            &format!("{}/communication/messagingInvitations", c.app),
+            json!({"to": "sip:eve@contoso.com", "_links": {"message": {"href": "data:text/plain,hello+from+bot"}}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (seen, n) = until_raw(&c, next, ("message", "completed")).await;
+    next = n;
+    assert!(seen.last().unwrap()["_embedded"]["message"].is_object(), "{seen:?}");
+    let record = sim_get(&sim, "messages").await;
+    let texts: Vec<&str> = record.as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hello there", "hello from bot"]);
+
+    // Incoming: an invitation with the first message, accept, then the message arrives.
+    let got = sim_post(&sim, "messages", json!({"from": "sip:ann@fabrikam.com", "to": "sip:demo@contoso.com", "text": "status please"})).await;
+    let (seen, n) = until_raw(&c, next, ("messagingInvitation", "started")).await;
+    next = n;
+    let invitation = &seen.iter().find(|e| e["link"]["rel"] == "messagingInvitation").unwrap()["_embedded"]["messagingInvitation"];
+    assert_eq!(invitation["direction"], "Incoming");
+    like_the_sample(invitation, "doc-ReceiveAnIM-04.json", "messagingInvitation");
+    assert_eq!(invitation["_embedded"]["from"]["uri"], "sip:ann@fabrikam.com");
+    assert_eq!(invitation["_links"]["message"]["href"], "data:text/plain;charset=utf-8,status+please");
+    assert_eq!(invitation["_links"]["conversation"]["href"], got["conversation"]);
+    let r = c.post(invitation["_links"]["accept"]["href"].as_str().unwrap(), json!({})).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (seen, n) = until_raw(&c, next, ("message", "completed")).await;
+    next = n;
+    assert!(kinds(&seen).contains(&"messagingInvitation completed".to_string()), "{seen:?}");
+    let m = &seen.last().unwrap()["_embedded"]["message"];
+    assert_eq!(m["direction"], "Incoming");
+    like_the_sample(m, "doc-ReceiveAnIM-06.json", "message");
+    assert_eq!(m["_links"]["plainMessage"]["href"], "data:text/plain;charset=utf-8,status+please");
+    // Ann writes again: the same conversation.
+    let again = sim_post(&sim, "messages", json!({"from": "sip:ann@fabrikam.com", "to": "sip:demo@contoso.com", "text": "anyone?"})).await;
+    assert_eq!(again["conversation"], got["conversation"]);
+    let (_, n) = until_raw(&c, next, ("message", "completed")).await;
+    next = n;
+    // stopMessaging ends it: its links stop answering.
+    let conv = got["conversation"].as_str().unwrap();
+    let messaging: Value = c.get(&format!("{conv}/messaging")).await.json().await.unwrap();
+    assert_eq!(c.post(messaging["_links"]["stopMessaging"]["href"].as_str().unwrap(), json!({})).await.status(), StatusCode::NO_CONTENT);
+    let (_, n) = until_raw(&c, next, ("conversation", "deleted")).await;
+    next = n;
+    assert_eq!(c.get(conv).await.status(), StatusCode::NOT_FOUND);
+
+    // Declined: the invitation fails and the control API lists the conversation as declined.
+    let carl = sim_post(&sim, "messages", json!({"from": "sip:carl@fabrikam.com", "to": "sip:demo@contoso.com", "text": "hi"})).await;
+    let inv: Value = c.get(carl["invitation"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(c.post(inv["_links"]["decline"]["href"].as_str().unwrap(), json!({})).await.status(), StatusCode::NO_CONTENT);
+    let (seen, _) = until_raw(&c, next, ("messagingInvitation", "completed")).await;
+    let done = seen.iter().rev().find(|e| e["link"]["rel"] == "messagingInvitation").unwrap();
+    assert_eq!((done["status"].as_str(), done["reason"]["subcode"].as_str()), (Some("Failure"), Some("Declined")));
+    let convs = sim_get(&sim, "conversations").await;
+    let state = |remote: &str| convs.as_array().unwrap().iter().find(|c| c["remote"] == remote).map(|c| c["state"].clone());
+    assert_eq!(state("sip:carl@fabrikam.com"), Some(json!("Declined")));
+    assert_eq!(state("sip:ann@fabrikam.com"), Some(json!("Ended")));
+    // Nobody available: refused, naming why.
+    let r = reqwest::Client::new()
+        .post(format!("{}/sim/v1/messages", sim.origin()))
+        .json(&json!({"from": "sip:x@fabrikam.com", "to": "sip:nobody@contoso.com", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn ended_calls_stay_listed_with_their_outcome() {
+    let sim = start_sim(sim_config()).await;
+    let _c = client(&sim, true).await;
+    let wait = || CallSpec { outcome: CallOutcome::WaitForAccept, ..CallSpec::default() };
+    let declined = sim.start_call(wait()).unwrap();
+    let cancelled = sim.start_call(wait()).unwrap();
+    let missed = sim.start_call(CallSpec { outcome: CallOutcome::Missed, ring_ms: Some(5), ..CallSpec::default() }).unwrap();
+    let answered = sim.start_call(CallSpec { ring_ms: Some(5), duration_ms: Some(20), ..CallSpec::default() }).unwrap();
+    sim_post(&sim, &format!("calls/{declined}/decline"), json!({})).await;
+    assert!(sim.end_call(cancelled));
+    let outcome_of = |calls: &Value, id: u64| calls.as_array().unwrap().iter().find(|c| c["id"] == id).map(|c| c["outcome"].clone());
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let calls = sim_get(&sim, "calls").await;
+        let got: Vec<Option<Value>> = [declined, cancelled, missed, answered].iter().map(|id| outcome_of(&calls, *id)).collect();
+        if got == [Some(json!("declined")), Some(json!("cancelled")), Some(json!("missed")), Some(json!("answered"))] {
+            assert!(calls.as_array().unwrap().iter().all(|c| c["phase"] == "Ended"), "{calls}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "outcomes: {got:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -18,6 +18,9 @@
 ---@field resource table|nil    the embedded resource, when sent
 ---@field seq integer           delivery number, increasing in channel order
 ---@field raw table             the event exactly as received
+---@field text string|nil       message/messagingInvitation events: the message's text (decoded; fetched if not embedded)
+---@field from string|nil       message/messagingInvitation events: the sender's sip: URI
+---@field direction string|nil  message/messagingInvitation events: "Incoming"|"Outgoing"
 
 ---@class AgentHandle
 ---@field id integer
@@ -78,11 +81,52 @@ function AgentCalls.hangup(call) end
 
 ---@class AgentIm
 local AgentIm = {}
----Sends one instant message (a messaging conversation started with it); gives the messagingInvitation resource.
+---Sends an instant message: in the connected conversation the account has with `to`, else in a new
+---one (startMessaging). Gives the messagingInvitation resource (nil when an existing conversation
+---was used) and the conversation's href.
 ---@param to string a sip: URI
 ---@param text string
----@return table
+---@return table|nil invitation
+---@return string|nil conversation
 function AgentIm.send(to, text) end
+---Accepts an incoming IM (its messagingInvitation event or resource); gives the conversation's href.
+---@param invitation table
+---@return string|nil
+function AgentIm.accept(invitation) end
+---Declines an incoming IM (its messagingInvitation event or resource).
+---@param invitation table
+function AgentIm.decline(invitation) end
+---Sends `text` in a conversation (sendMessage): its href, or any event or resource of it.
+---@param conversation string|table
+---@param text string
+function AgentIm.reply(conversation, text) end
+---Ends a conversation's messaging (stopMessaging): its href, or any event or resource of it.
+---@param conversation string|table
+function AgentIm.stop(conversation) end
+
+---@class AgentPerson
+---@field uri string
+---@field name string|nil
+---@field email string|nil
+---@field phone string|nil
+---@field title string|nil
+---@field department string|nil
+---@field company string|nil
+---@field href string|nil       the contact resource
+---@field presence string|nil   agent.people.get only: the availability ("Online", "Busy", …, "Offline")
+---@field note string|nil       agent.people.get only
+---@field location string|nil   agent.people.get only
+
+---@class AgentPeople
+local AgentPeople = {}
+---The people the directory finds for a name or an address.
+---@param query string
+---@return AgentPerson[]
+function AgentPeople.search(query) end
+---One person by SIP URI, with their presence, note and location now.
+---@param uri string a sip: URI
+---@return AgentPerson
+function AgentPeople.get(uri) end
 
 ---@class AgentMetricHandle
 ---@field inc fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)
@@ -201,6 +245,7 @@ function AgentJson.array(t) end
 ---@field me AgentMe
 ---@field calls AgentCalls
 ---@field im AgentIm
+---@field people AgentPeople
 ---@field http AgentHttp
 ---@field json AgentJson
 ---@field state table    kept across reloads and restarts

@@ -1,11 +1,12 @@
--- agent.me and agent.calls: acting on the account and on calls, over agent.ucwa. Every href
+-- agent.me, agent.calls, agent.im and agent.people: acting on the account, on calls and on
+-- messages, and reading the directory, over agent.ucwa. Every href
 -- comes from a link the pool gave (the application's `me`, an invitation's `decline`, a
 -- conversation's audioVideo); a resource without the link raises an error saying which.
 local agent, user_level = ...
 local ucwa = agent.ucwa
 -- Taken now: a script that reassigns a global does not break these functions.
 local type, error, tostring, pcall, ipairs = type, error, tostring, pcall, ipairs
-local format, byte, random = string.format, string.byte, math.random
+local format, byte, char, random, tonumber = string.format, string.byte, string.char, math.random, tonumber
 
 -- The error names the script's line that called agent.me/calls/im (not a line of this chunk).
 local function fail(what, text) error(what .. ": " .. text, user_level()) end
@@ -151,21 +152,214 @@ local function percent(text)
   return (text:gsub("[^%w%-%._~ ]", function(c) return format("%%%02X", byte(c)) end):gsub(" ", "%%20"))
 end
 
--- Sends one instant message: a messaging conversation started with the message in it
--- (`startMessaging`, the message as a data: link). Gives the messagingInvitation resource.
+-- `data:text/plain[;charset=utf-8],Hi+there%21` → "Hi there!" (`+` is a space, as pools send it).
+local function data_text(href)
+  if type(href) ~= "string" then return nil end
+  local kind, data = href:match("^[Dd][Aa][Tt][Aa]:([^,]*),(.*)$")
+  if not kind or not kind:lower():find("^text/") or kind:lower():find(";base64") then return nil end
+  local text = data:gsub("%+", " "):gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end)
+  if kind:lower():find("^text/html") then text = text:gsub("<[^>]*>", "") end
+  return text
+end
+
+-- The SIP URI a `people/<uri>` or `participants/<uri>` href names, if it does.
+local function uri_of_href(href)
+  local last = type(href) == "string" and href:match("/([^/?]+)$")
+  return last and last:find("@") and ("sip:" .. last:gsub("^sip:", "")) or nil
+end
+
+local function text_of(what, text)
+  if type(text) ~= "string" or text == "" then fail(what, "expected a message text") end
+  if #text > 10000 then fail(what, "a message has at most 10000 characters") end
+end
+
+-- The messagingInvitation resource of an event (as embedded, or fetched), or the resource itself.
+local function im_invitation(x, what)
+  if type(x) ~= "table" then fail(what, "expected a messagingInvitation event or resource") end
+  if x.rel == "messagingInvitation" and x.href and x.type then
+    return x.resource or ok(ucwa.get(x.href), what).body
+  end
+  return x
+end
+
+-- The `messaging` href of a conversation: its href, or an event or resource of it.
+local function messaging_of(x, what)
+  local res = type(x) == "table" and (x.type and x.href and x.resource or x) or nil
+  -- A message event whose message was not embedded: the message links its messaging.
+  if res == x and x.rel == "message" and x.type and x.href then res = ok(ucwa.get(x.href), what).body end
+  local l = res and res._links
+  if l and l.messaging then return ucwa.one(l.messaging).href end
+  if res and res.rel == "messaging" and l and l.self then return ucwa.one(l.self).href end
+  local conv = type(x) == "string" and x or (type(x) == "table" and (x.conversation
+    or (l and l.conversation and ucwa.one(l.conversation).href)))
+  if type(conv) ~= "string" then fail(what, "expected a conversation href, or an event of the conversation") end
+  return link(ok(ucwa.get(conv), what).body, "messaging", what)
+end
+
+-- Accepts an incoming IM (its messagingInvitation event or resource). Gives the conversation's href.
+function agent.im.accept(x)
+  local what = "agent.im.accept"
+  local inv = im_invitation(x, what)
+  ok(ucwa.post(link(inv, "accept", what, " (only a waiting incoming invitation can be accepted)")), what)
+  local c = inv._links and ucwa.one(inv._links.conversation)
+  return c and c.href
+end
+
+function agent.im.decline(x)
+  local what = "agent.im.decline"
+  ok(ucwa.post(link(im_invitation(x, what), "decline", what, " (only a waiting incoming invitation can be declined)")), what)
+end
+
+-- Sends `text` in a connected conversation (`sendMessage`, the text as text/plain).
+function agent.im.reply(x, text)
+  local what = "agent.im.reply"
+  text_of(what, text)
+  local messaging = ok(ucwa.get(messaging_of(x, what)), what).body
+  ok(ucwa.post(link(messaging, "sendMessage", what, " (the conversation's messaging is not connected)"), text, "text/plain; charset=utf-8"), what)
+end
+
+-- Ends the messaging of a conversation (`stopMessaging`).
+function agent.im.stop(x)
+  local what = "agent.im.stop"
+  local messaging = ok(ucwa.get(messaging_of(x, what)), what).body
+  ok(ucwa.post(link(messaging, "stopMessaging", what, " (the conversation's messaging is not connected)")), what)
+end
+
+-- A connected two-party messaging conversation with `to`, from the pool's active conversations.
+local function conversation_with(comm, to)
+  local l = comm and comm._links and ucwa.one(comm._links.conversations)
+  if not (l and l.href) then return nil end
+  local r = ucwa.get(l.href)
+  if r.status ~= 200 or type(r.body) ~= "table" then return nil end
+  for _, c in ipairs(ucwa.many(r.body._embedded and r.body._embedded.conversation)) do
+    local messaging = false
+    for _, m in ipairs(ucwa.many(c.activeModalities)) do messaging = messaging or m == "Messaging" end
+    local parts = c._links and ucwa.one(c._links.participants)
+    if c.state == "Connected" and messaging and (c.participantCount or 2) <= 2 and parts then
+      local p = ucwa.get(parts.href)
+      for _, who in ipairs(p.status == 200 and ucwa.many(p.body._embedded and p.body._embedded.participant) or {}) do
+        if type(who.uri) == "string" and who.uri:lower() == to:lower() then return c end
+      end
+    end
+  end
+  return nil
+end
+
+-- Sends one instant message. In a connected conversation with `to` if the account has one
+-- (`sendMessage`); else a messaging conversation started with the message in it
+-- (`startMessaging`, the message as a data: link). Gives the messagingInvitation resource (nil
+-- when an existing conversation was used) and the conversation's href.
 function agent.im.send(to, text)
   local what = "agent.im.send"
-  if type(to) ~= "string" or not to:match("^sip:") then fail(what, "expected a sip: URI to send to") end
-  if type(text) ~= "string" or text == "" then fail(what, "expected a message text") end
+  if type(to) ~= "string" or #to > 512 or not to:match("^sip:[^%s%c]+$") then fail(what, "expected a sip: URI to send to") end
+  text_of(what, text)
   local app = ok(ucwa.get(ucwa.application()), what).body
   local comm = app._embedded and ucwa.one(app._embedded.communication)
+  local existing = conversation_with(comm, to)
+  if existing then
+    agent.im.reply(existing, text)
+    return nil, ucwa.one(existing._links.self).href
+  end
   local href = link(comm, "startMessaging", what, " (the pool offers no messaging here)")
   local operation = format("%08x%08x", random(0, 0x7fffffff), random(0, 0x7fffffff))
-  return ok(ucwa.post(href, {
+  local inv = ok(ucwa.post(href, {
     to = to,
     operationId = operation,
     _links = { message = { href = "data:text/plain;charset=utf-8," .. percent(text) } },
   }), what).body
+  local c = type(inv) == "table" and inv._links and ucwa.one(inv._links.conversation)
+  return inv, c and c.href
+end
+
+agent.people = {}
+
+-- The application's `people` (embedded, or linked).
+local function people(what)
+  local app = ok(ucwa.get(ucwa.application()), what).body
+  local p = app._embedded and ucwa.one(app._embedded.people)
+  if p then return p end
+  return ok(ucwa.get(link(app, "people", what)), what).body
+end
+
+local function query_escape(text)
+  return (text:gsub("[^%w%-%._~]", function(c) return format("%%%02X", byte(c)) end))
+end
+
+-- A contact as scripts get it from search.
+local function person(c)
+  local self = c._links and ucwa.one(c._links.self)
+  return {
+    uri = c.uri, name = c.name, title = c.title, department = c.department, company = c.company,
+    email = ucwa.many(c.emailAddresses)[1], phone = c.workPhoneNumber, href = self and self.href,
+  }
+end
+
+local function search(what, query)
+  local href = link(people(what), "search", what, " (the pool offers no directory search here)")
+  local r = ok(ucwa.get(href .. (href:find("?", 1, true) and "&" or "?") .. "query=" .. query_escape(query)), what).body
+  local out = {}
+  for _, c in ipairs(ucwa.many(type(r) == "table" and r._embedded and r._embedded.contact)) do out[#out + 1] = person(c) end
+  return out
+end
+
+-- The people the directory finds for `query` (a name or an address): {uri, name, email, phone, …}.
+function agent.people.search(query)
+  local what = "agent.people.search"
+  if type(query) ~= "string" or query:match("^%s*$") or #query > 256 then fail(what, "expected a name or an address to search for") end
+  return search(what, query)
+end
+
+-- One person by SIP URI, with what the pool shows of them now: presence (availability), note
+-- and location, read through the contact's links.
+function agent.people.get(uri)
+  local what = "agent.people.get"
+  if type(uri) ~= "string" or #uri > 512 or not uri:match("^sip:[^%s%c]+@[^%s%c]+$") then fail(what, "expected a sip: URI such as \"sip:ann@contoso.com\"") end
+  local found
+  for _, p in ipairs(search(what, uri:sub(5))) do
+    if type(p.uri) == "string" and p.uri:lower() == uri:lower() then found = p end
+  end
+  if not (found and found.href) then fail(what, uri .. " is not in the directory") end
+  local c = ok(ucwa.get(found.href), what).body
+  local out = person(c)
+  local function read(rel, field)
+    local l = c._links and ucwa.one(c._links[rel])
+    if l and l.href then return ok(ucwa.get(l.href), what).body[field] end
+  end
+  out.presence = read("contactPresence", "availability")
+  out.note = read("contactNote", "message")
+  out.location = read("contactLocation", "location")
+  return out
+end
+
+-- `e.text`, `e.from` and `e.direction` of `message` and `messagingInvitation` events, read on
+-- demand (script::interop calls this for those names): from the embedded resource, or fetched.
+local function event_field(e, name)
+  local what = "e." .. name
+  if e.rel == "messagingInvitation" then
+    local inv = e.resource or ok(ucwa.get(e.href), what).body
+    if name == "text" then return data_text(inv._links and inv._links.message and ucwa.one(inv._links.message).href) end
+    if name == "direction" then return inv.direction end
+    local from = inv._embedded and ucwa.one(inv._embedded.from)
+    return from and from.uri
+  end
+  local m = e.resource
+  if not (m and m._links) then m = ok(ucwa.get(e.href), what).body end
+  local l = m._links or {}
+  if name == "direction" then return m.direction end
+  if name == "text" then
+    local plain, html = ucwa.one(l.plainMessage), ucwa.one(l.htmlMessage)
+    return data_text(plain and plain.href) or data_text(html and html.href)
+  end
+  if m.direction == "Outgoing" then
+    local me_uri = me(what).uri
+    return me_uri
+  end
+  local contact, participant = ucwa.one(l.contact), ucwa.one(l.participant)
+  local uri = uri_of_href(contact and contact.href) or uri_of_href(participant and participant.href)
+  if not uri and participant and participant.href then
+    uri = ok(ucwa.get(participant.href), what).body.uri
+  end
+  return uri
 end
 
 -- Answers a ringing incoming call on a phone (`acceptWithPhoneAudio`): the pool calls
@@ -176,3 +370,5 @@ function agent.calls.accept_on_phone(x, number)
   local href = link(invitation(x, what), "acceptWithPhoneAudio", what, " (only a ringing incoming call can be answered)")
   ok(ucwa.post(href, { phoneNumber = number }), what)
 end
+
+return event_field

@@ -137,8 +137,11 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     timers::register(lua, &agent, ctx.env.clock.clone())?;
     api_net::register(lua, &agent, ctx)?;
     super::api_metrics::register(lua, &agent, ctx)?;
-    // agent.me and agent.calls, written in Lua over agent.ucwa.
-    lua.load(include_str!("actions.lua")).set_name("@agent-actions").call::<()>((agent.clone(), lua.create_function(|lua, ()| Ok(user_level(lua)))?))?;
+    // agent.me, agent.calls and agent.im, written in Lua over agent.ucwa (and what fills in
+    // `e.text`, `e.from`, `e.direction` of message events).
+    let event_field: Function =
+        lua.load(include_str!("actions.lua")).set_name("@agent-actions").call((agent.clone(), lua.create_function(|lua, ()| Ok(user_level(lua)))?))?;
+    super::interop::set_field_hook(lua, event_field)?;
     agent.set(
         "on_unload",
         lua.create_function(|lua, f: Function| {

@@ -7,7 +7,9 @@
 //! What the fields are read from is the event's packed form (`ucwa::event`) as a Lua string,
 //! kept in a weak-keyed side table: the garbage collector frees it with the table, and no Rust
 //! value (and no finalizer) lives on in Lua per event. One metatable per state serves every
-//! event table; `pairs(e)` and `agent.json.encode(e)` see every field.
+//! event table (another serves `message` and `messagingInvitation` events, whose `text`, `from`
+//! and `direction` agent-actions fills in, fetching if it must); `pairs(e)` and
+//! `agent.json.encode(e)` see every field but those three.
 
 use crate::ucwa::event::{embedded, packed_field, Field};
 use crate::ucwa::Event;
@@ -19,17 +21,43 @@ pub(crate) struct Interop {
     make: Function,
     sources: Table,
     metatable: Table,
+    /// The metatable of `message` and `messagingInvitation` events: theirs also fills in `text`,
+    /// `from` and `direction` (a Lua `__index`, so the fetch it may make can yield).
+    im_metatable: Table,
+    /// `hooks.field(e, name)`: agent-actions' function behind those fields.
+    hooks: Table,
 }
 
 /// Builds an event table in Lua; `sources[t]` keeps the packed event for the lazy fields.
 const MAKE_EVENT: &str = r#"
-local setmetatable, mt, sources = ...
+local setmetatable, mt, im_mt, sources = ...
 return function(rel, kind, seq, source)
-  local t = setmetatable({rel = rel, type = kind, seq = seq}, mt)
+  local t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation") and im_mt or mt)
   sources[t] = source
   return t
 end
 "#;
+
+/// The `__index` of message events: the packed fields first, then agent-actions' hook for the
+/// fields it knows (kept in the table once read, like the others).
+const IM_INDEX: &str = r#"
+local lazy, hooks, rawset = ...
+local known = {text = true, from = true, direction = true}
+return function(t, k)
+  local v = lazy(t, k)
+  if v == nil and known[k] and hooks.field then
+    v = hooks.field(t, k)
+    if v ~= nil then rawset(t, k, v) end
+  end
+  return v
+end
+"#;
+
+/// Installs agent-actions' function behind `e.text`, `e.from` and `e.direction` of message events.
+pub(crate) fn set_field_hook(lua: &Lua, hook: Function) -> mlua::Result<()> {
+    let interop = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?;
+    interop.hooks.raw_set("field", hook)
+}
 
 /// The fields filled in on first read, besides `raw`, `resource` and `reason`.
 const LAZY: [&str; 5] = ["href", "title", "sender", "conversation", "status"];
@@ -61,15 +89,22 @@ impl Interop {
             Ok((next.clone(), t, Value::Nil))
         })?;
         let metatable = lua.create_table()?;
-        metatable.raw_set("__index", lazy)?;
-        metatable.raw_set("__pairs", pairs)?;
+        metatable.raw_set("__index", lazy.clone())?;
+        metatable.raw_set("__pairs", pairs.clone())?;
         // Out of scripts' reach: a `__gc` added to it would mark every later event for finalizing.
         metatable.raw_set("__metatable", false)?;
+        let hooks = lua.create_table()?;
+        let rawset: Function = lua.globals().raw_get("rawset")?;
+        let im_index: Function = lua.load(IM_INDEX).set_name("=event").call((lazy, hooks.clone(), rawset))?;
+        let im_metatable = lua.create_table()?;
+        im_metatable.raw_set("__index", im_index)?;
+        im_metatable.raw_set("__pairs", pairs)?;
+        im_metatable.raw_set("__metatable", false)?;
         // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
         // this metatable has none.
         let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw, metatable.clone(), sources.clone()))?;
-        lua.set_app_data(Interop { make, sources, metatable });
+        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw, metatable.clone(), im_metatable.clone(), sources.clone()))?;
+        lua.set_app_data(Interop { make, sources, metatable, im_metatable, hooks });
         Ok(())
     }
 }
@@ -126,7 +161,7 @@ pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
     let Some(interop) = lua.app_data_ref::<Interop>() else {
         return Ok(());
     };
-    let is_event = |t: &Table| t.metatable().as_ref() == Some(&interop.metatable);
+    let is_event = |t: &Table| t.metatable().is_some_and(|m| m == interop.metatable || m == interop.im_metatable);
     if is_event(t) {
         return complete(lua, &interop.sources, t);
     }

@@ -140,7 +140,13 @@ pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u6
         if spec.direction == Direction::Incoming {
             if let Some(f) = st.profiles.get(&local_user).map(|p| &p.forwarding).filter(|f| f.setting == "ImmediateForward") {
                 Counters::bump(&shared.counters.calls_forwarded);
-                return Err(format!("{local_user} forwards every call to {}: the call does not ring here", f.target));
+                let why = format!("{local_user} forwards every call to {}: the call does not ring here", f.target);
+                let (target, id) = (f.target.clone(), st.next_id());
+                let remote = spec.remote.clone().unwrap_or_else(|| format!("sip:caller{}@fabrikam.com", id % 1000));
+                let record = json!({"id": id, "application": app_id, "direction": "Incoming", "remote": remote, "phase": "Ended",
+                    "conversation": null, "invitation": null, "answered_on": null, "forwarded_to": target, "outcome": "forwarded"});
+                remember_ended(&mut st, record);
+                return Err(why);
             }
         }
         let id = st.next_id();
@@ -224,7 +230,7 @@ async fn drive(
         }
     };
     hangup.await;
-    finish(&shared, id, hangup_events);
+    finish(&shared, id, "answered", hangup_events);
 }
 
 /// Applies a step to a live call and queues its events; false if the call is gone.
@@ -239,8 +245,12 @@ fn step(shared: &Shared, id: u64, f: fn(&mut CallRecord) -> Vec<SimEvent>) -> bo
     true
 }
 
-/// Ends a call: its final events are queued and its resources stop being GET-able.
-fn finish(shared: &Shared, id: u64, f: impl FnOnce(&mut CallRecord) -> Vec<SimEvent>) {
+/// How many ended calls the control API keeps listing.
+pub(crate) const KEEP_ENDED: usize = 1000;
+
+/// Ends a call: its final events are queued, its resources stop being GET-able, and the control
+/// API lists it as ended with its `outcome`.
+fn finish(shared: &Shared, id: u64, outcome: &str, f: impl FnOnce(&mut CallRecord) -> Vec<SimEvent>) {
     let mut st = shared.lock();
     let Some(mut call) = st.calls.remove(&id) else {
         return;
@@ -248,11 +258,27 @@ fn finish(shared: &Shared, id: u64, f: impl FnOnce(&mut CallRecord) -> Vec<SimEv
     call.phase = Phase::Ended;
     let events = f(&mut call);
     st.push(call.app_id, events);
+    let record = json!({"id": call.id, "application": call.app_id, "direction": call.direction.as_str(), "remote": call.remote_uri,
+        "phase": "Ended", "conversation": resources::conversation_path(&call), "invitation": resources::invitation_path(&call),
+        "answered_on": call.answered_on, "outcome": outcome});
+    remember_ended(&mut st, record);
     Counters::bump(&shared.counters.calls_ended);
 }
 
+fn remember_ended(st: &mut super::state::SimState, record: Value) {
+    if st.ended_calls.len() >= KEEP_ENDED {
+        st.ended_calls.pop_front();
+    }
+    st.ended_calls.push_back(record);
+}
+
 fn unanswered(shared: &Shared, id: u64, subcode: &'static str) {
-    finish(shared, id, |call| unanswered_events(call, subcode));
+    let outcome = match subcode {
+        "Declined" => "declined",
+        "Canceled" => "cancelled",
+        _ => "missed",
+    };
+    finish(shared, id, outcome, |call| unanswered_events(call, subcode));
 }
 
 fn comm(call: &CallRecord) -> String {

@@ -1,7 +1,8 @@
 //! `/sim/v1/`: the control API that tests and script authors drive the simulator with.
 //!
 //! - `POST /sim/v1/calls` (a `CallSpec` as JSON, plus optional `"application"`) → 201 `{"id", "conversation", "invitation"}`
-//! - `GET /sim/v1/calls` → the live calls
+//! - `GET /sim/v1/calls` → the live calls, then the latest 1000 ended ones (`phase` `Ended`, with
+//!   their `outcome`: answered, missed, declined, cancelled or forwarded)
 //! - `DELETE /sim/v1/calls/<id>` → hang up (or cancel while ringing)
 //! - `POST /sim/v1/calls/<id>/accept` | `/decline` → as a client's acceptWithAnswer / decline
 //! - `POST /sim/v1/faults` (`{"kind": …, "count": n}`, see `Fault`) → 204
@@ -12,7 +13,11 @@
 //! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
 //!   of them replaced; `[]` for none)
 //! - `GET /sim/v1/presence` → each account's availability, note and call forwarding, as scripts set them
-//! - `GET /sim/v1/messages` → the instant messages accounts sent (`from`, `to`, `text`)
+//! - `PUT /sim/v1/contacts/<uri>/presence` `{"availability"}` → 204: what every account sees of that contact
+//! - `GET /sim/v1/messages` → the instant messages, both ways (`from`, `to`, `text`, `conversation`)
+//! - `POST /sim/v1/messages` `{"from", "to", "text"}` → someone (`from`) sends the account `to`
+//!   an IM: a new messaging invitation, or a message in the conversation they already have
+//! - `GET /sim/v1/conversations` → the messaging conversations, live then ended, with their state
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
 use super::calls::{self, CallCommand, CallSpec};
@@ -38,9 +43,15 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["settings"] if m == Method::GET => settings(shared),
         ["presence"] if m == Method::GET => presence(shared),
         ["messages"] if m == Method::GET => super::messaging::list(shared),
+        ["messages"] if m == Method::POST => match serde_json::from_slice::<Value>(strip_bom(&req.body)) {
+            Ok(body) => super::messaging::deliver(shared, &body),
+            Err(e) => bad(format!("body is not JSON: {e}")),
+        },
+        ["conversations"] if m == Method::GET => super::messaging::list_conversations(shared),
         ["quirks"] if m == Method::GET => Reply::json(StatusCode::OK, &super::quirks::names(&shared.lock().quirks)),
         ["quirks"] if m == Method::PUT => set_quirks(shared, req),
         ["users", name] if m == Method::PUT => set_password(shared, name, req),
+        ["contacts", uri, "presence"] if m == Method::PUT => set_contact_presence(shared, uri, req),
         _ => Reply::error(StatusCode::NOT_FOUND, "NotFound", None, "Unknown control API path."),
     }
 }
@@ -63,6 +74,24 @@ fn presence(shared: &Shared) -> Reply {
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Object(out))
+}
+
+/// `PUT /sim/v1/contacts/<uri>/presence {"availability"}`: what everyone sees of that contact.
+fn set_contact_presence(shared: &Shared, uri: &str, req: &Req) -> Reply {
+    let body: Value = match serde_json::from_slice(strip_bom(&req.body)) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("body is not JSON: {e}")),
+    };
+    let allowed: Vec<&str> = super::directory::contact_availabilities().collect();
+    let Some(a) = body.get("availability").and_then(Value::as_str).filter(|a| allowed.contains(a)) else {
+        return bad(format!("expected {{\"availability\": …}}, one of {allowed:?}"));
+    };
+    let person = uri.strip_prefix("sip:").unwrap_or(uri);
+    if !person.contains('@') {
+        return bad(format!("{uri} is not a sip: address"));
+    }
+    shared.lock().contact_presence.insert(person.to_string(), a.to_string());
+    Reply::no_content()
 }
 
 fn set_quirks(shared: &Shared, req: &Req) -> Reply {
@@ -163,8 +192,9 @@ fn list_calls(shared: &Shared) -> Reply {
         .map(|c| {
             json!({"id": c.id, "application": c.app_id, "direction": c.direction.as_str(), "remote": c.remote_uri,
                    "phase": format!("{:?}", c.phase), "conversation": resources::conversation_path(c),
-                   "invitation": resources::invitation_path(c), "answered_on": c.answered_on})
+                   "invitation": resources::invitation_path(c), "answered_on": c.answered_on, "outcome": null})
         })
+        .chain(st.ended_calls.iter().cloned())
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(calls))
 }

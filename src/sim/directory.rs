@@ -1,10 +1,10 @@
 //! The resources around the account that the application and `me` link to: presence, note,
-//! location, phones, call forwarding, photo, policies, people (contacts, search, a contact) and
-//! online meetings, in the shapes of the UCWA reference pages (`*_ref.md`). Read-only here:
-//! they answer what an account that changed nothing would see.
+//! location, phones, call forwarding, photo, policies, people (contacts, search, a contact and
+//! its presence, note and location) and online meetings, in the shapes of the UCWA reference
+//! pages (`*_ref.md`).
 
 use super::resources::{app_path, display_name};
-use super::state::{App, Profile};
+use super::state::{App, Profile, SimState};
 use serde_json::{json, Value};
 
 fn self_link(href: String) -> Value {
@@ -137,9 +137,10 @@ pub(crate) fn people(app: &App) -> Value {
     }})
 }
 
-/// A person the pool knows (`contact_ref.md`), by account name.
+/// A person the pool knows (`contact_ref.md`), by account name: with the links to their
+/// presence, note, location and photo.
 pub(crate) fn contact(app: &App, user: &str) -> Value {
-    let p = app_path(app.id);
+    let c = format!("{}/people/{user}", app_path(app.id));
     json!({
         "rel": "contact",
         "uri": format!("sip:{user}"),
@@ -148,8 +149,60 @@ pub(crate) fn contact(app: &App, user: &str) -> Value {
         "sourceNetwork": "SameEnterprise",
         "emailAddresses": [user],
         "workPhoneNumber": work_number(user),
-        "_links": self_link(format!("{p}/people/{user}")),
+        "_links": {
+            "self": {"href": c},
+            "contactPresence": {"href": format!("{c}/presence")},
+            "contactNote": {"href": format!("{c}/note")},
+            "contactLocation": {"href": format!("{c}/location")},
+            "contactPhoto": {"href": format!("{}/photos/{user}", app_path(app.id))},
+        },
     })
+}
+
+/// The availabilities a contact may show: the settable ones and `Offline`.
+pub(crate) fn contact_availabilities() -> impl Iterator<Item = &'static str> {
+    AVAILABILITIES.iter().copied().chain(["Offline"])
+}
+
+impl SimState {
+    /// What others see of `person` (an address without `sip:`, lower case): set through the
+    /// control API; else, for an account, what it set or `Online` while an application of it is
+    /// available; else `Offline`.
+    pub(crate) fn availability_of(&self, person: &str) -> String {
+        if let Some(a) = self.contact_presence.get(person) {
+            return a.clone();
+        }
+        if !self.users.contains_key(person) {
+            return "Offline".into();
+        }
+        match self.profiles.get(person).and_then(|p| p.availability.clone()) {
+            Some(a) => a,
+            None if self.apps.values().any(|a| a.user == person && a.available) => "Online".into(),
+            None => "Offline".into(),
+        }
+    }
+}
+
+/// `contactPresence` (`people/<address>/presence`).
+pub(crate) fn contact_presence(app_id: u64, person: &str, availability: &str) -> Value {
+    let activity = match availability {
+        "Online" => "Available",
+        "Busy" | "DoNotDisturb" => "Busy",
+        "Offline" => "Offline",
+        _ => "Away",
+    };
+    json!({"rel": "contactPresence", "availability": availability, "activity": activity, "deviceType": "Computer",
+           "_links": self_link(format!("{}/people/{person}/presence", app_path(app_id)))})
+}
+
+/// `contactNote`: an account's own note, else none.
+pub(crate) fn contact_note(app_id: u64, person: &str, note: &str) -> Value {
+    json!({"rel": "contactNote", "message": note, "type": "Personal", "_links": self_link(format!("{}/people/{person}/note", app_path(app_id)))})
+}
+
+/// `contactLocation`: nobody shares a location here.
+pub(crate) fn contact_location(app_id: u64, person: &str) -> Value {
+    json!({"rel": "contactLocation", "location": "", "_links": self_link(format!("{}/people/{person}/location", app_path(app_id)))})
 }
 
 /// `myContacts`: every other account of the simulator.
@@ -161,6 +214,7 @@ pub(crate) fn my_contacts(app: &App, users: &[&str]) -> Value {
 /// `search?query=`: the accounts whose address or name contains the query (case-insensitive).
 pub(crate) fn search(app: &App, users: &[&str], query: &str) -> Value {
     let q = query.to_ascii_lowercase();
+    let q = q.strip_prefix("sip:").unwrap_or(&q).to_string();
     let found: Vec<Value> = users.iter().filter(|u| u.contains(&q) || display_name(u).to_ascii_lowercase().contains(&q)).map(|u| contact(app, u)).collect();
     let p = app_path(app.id);
     json!({"rel": "search", "_links": self_link(format!("{p}/people/search?query={query}")), "_embedded": {"contact": found}})

@@ -7,6 +7,7 @@
 //! - `poll.rs`: the event-channel request: injected faults, answer or park.
 //! - `resources.rs`: the JSON shapes of the documentation's samples, with this pool's hrefs.
 //! - `calls.rs`: audio/video call flows and the events they produce.
+//! - `messaging.rs`, `messaging_res.rs`: instant-message conversations both ways, and their JSON.
 //! - `generator.rs`: the demo's call generator.
 //! - `control.rs`: the `/sim/v1/` API that tests use (calls, faults, counters).
 //! - `form.rs`: urlencoded and multipart form bodies (the token endpoint).
@@ -22,6 +23,7 @@ mod directory;
 mod form;
 mod generator;
 mod messaging;
+mod messaging_res;
 mod poll;
 mod quirks;
 mod reply;

@@ -34,6 +34,11 @@ impl Reply {
         Reply { status, content_type: Some(content_type), headers: Vec::new(), body: Bytes::from_static(body) }
     }
 
+    /// A status without a body (`201` of `sendMessage`, with its `Location`).
+    pub(crate) fn empty(status: StatusCode) -> Reply {
+        Reply { status, content_type: None, headers: Vec::new(), body: Bytes::new() }
+    }
+
     pub(crate) fn no_content() -> Reply {
         Reply { status: StatusCode::NO_CONTENT, content_type: None, headers: Vec::new(), body: Bytes::new() }
     }

@@ -273,6 +273,9 @@ const OPERATIONS: &[&str] = &[
     "publishcallqualityfeedback",
     "audiovideoinvitations",
     "messaginginvitations",
+    "accept",
+    "terminate",
+    "messages",
     "onlinemeetinginvitations",
     "turnoffcallforwarding",
     "immediateforwardtocontact",
@@ -489,6 +492,14 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             None => Reply::error(StatusCode::BAD_REQUEST, "BadRequest", Some("ParameterValidationFailure"), "search needs ?query=.").into(),
             Some(q) => Reply::json(StatusCode::OK, &directory::search(app, &users, q)).into(),
         },
+        ["people", person, what @ ("presence" | "note" | "location")] if get && person.contains('@') => {
+            let resource = match *what {
+                "presence" => directory::contact_presence(id, person, &st.availability_of(person)),
+                "note" => directory::contact_note(id, person, &st.profiles.get(*person).map(|p| p.note.clone()).unwrap_or_default()),
+                _ => directory::contact_location(id, person),
+            };
+            Reply::json(StatusCode::OK, &resource).into()
+        }
         // Anyone the pool can name: the simulator's accounts and the callers it invents.
         ["people", person] if get && person.contains('@') => Reply::json(StatusCode::OK, &directory::contact(app, person)).into(),
         ["communication"] if get => Reply::json(StatusCode::OK, &resources::communication(app)).into(),
@@ -518,6 +529,19 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         ["communication", "audiovideoinvitations"] if post => {
             drop(st);
             start_outgoing(shared, req, id).into()
+        }
+        ["communication", "messaginginvitations", inv, action @ ..] => match super::messaging::invitation_route(&mut st, req, id, inv, action) {
+            Some(reply) => reply.into(),
+            None if get && is_operation(action) => operation_only().into(),
+            None => not_found().into(),
+        },
+        ["communication", "conversations", conv, modality @ ..] if conv.parse::<u64>().is_ok_and(|c| st.im_of(id, c).is_some()) => {
+            let conv = conv.parse::<u64>().expect("checked in the guard");
+            match super::messaging::conversation_route(&mut st, req, id, conv, modality) {
+                Some(reply) => reply.into(),
+                None if get && is_operation(modality) => operation_only().into(),
+                None => not_found().into(),
+            }
         }
         ["communication", "audiovideoinvitations", inv, action @ ..] => {
             let Some(call) = st.calls.values().find(|c| c.app_id == id && c.invitation_id == *inv) else {
@@ -569,8 +593,9 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         }
         ["communication", "conversations"] if get => {
             // `?filter=active` (the only form linked): the conversations of calls in progress.
-            let live: Vec<serde_json::Value> =
+            let mut live: Vec<serde_json::Value> =
                 st.calls.values().filter(|c| c.app_id == id && c.phase != calls::Phase::Ended).map(resources::conversation).collect();
+            live.extend(super::messaging::active(&st, id));
             let body = serde_json::json!({
                 "rel": "conversations",
                 "_links": {"self": {"href": format!("{}/communication/conversations?filter=active", app_path(id))}},

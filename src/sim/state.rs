@@ -189,8 +189,17 @@ pub(crate) struct SimState {
     pub users: HashMap<String, String>,
     /// user → what the account set.
     pub profiles: HashMap<String, Profile>,
-    /// Instant messages accounts sent, in order.
-    pub messages: Vec<super::messaging::SentMessage>,
+    /// address (no `sip:`, lower case) → the availability the control API gave that contact.
+    pub contact_presence: HashMap<String, String>,
+    /// Instant messages, both ways, in order (the latest `messaging::KEEP`).
+    pub messages: VecDeque<super::messaging::SentMessage>,
+    /// Live messaging conversations, by conversation id.
+    pub im: BTreeMap<u64, super::messaging::ImConversation>,
+    /// Ended messaging conversations, oldest first (the latest `messaging::KEEP`), for the control API.
+    pub ended_im: VecDeque<super::messaging::ImConversation>,
+    /// Ended calls as the control API lists them, oldest first (the latest `calls::KEEP_ENDED`):
+    /// a declined or missed call can be read back after it is gone from the pool.
+    pub ended_calls: VecDeque<serde_json::Value>,
     pub tokens: HashMap<String, Token>,
     pub apps: BTreeMap<u64, App>,
     pub calls: BTreeMap<u64, CallRecord>,
@@ -207,7 +216,11 @@ impl SimState {
         SimState {
             users: config.users.iter().cloned().collect(),
             profiles: HashMap::new(),
-            messages: Vec::new(),
+            contact_presence: HashMap::new(),
+            messages: VecDeque::new(),
+            im: BTreeMap::new(),
+            ended_im: VecDeque::new(),
+            ended_calls: VecDeque::new(),
             tokens: HashMap::new(),
             apps: BTreeMap::new(),
             calls: BTreeMap::new(),
@@ -245,12 +258,13 @@ impl SimState {
         }
     }
 
-    /// Deletes an application; its calls end without events (there is no channel left to carry them).
+    /// Deletes an application; its calls and conversations end without events (there is no channel left to carry them).
     pub(crate) fn remove_app(&mut self, id: u64) {
         if let Some(app) = self.apps.remove(&id) {
             app.channel.close();
         }
         self.calls.retain(|_, c| c.app_id != id);
+        super::messaging::forget_app(self, id);
     }
 
     /// The application `id` if it exists and belongs to `user`.

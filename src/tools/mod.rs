@@ -56,6 +56,10 @@ fn offline_application(p: &str) -> serde_json::Value {
                 "presence": {"href": format!("{p}/me/presence")},
                 "note": {"href": format!("{p}/me/note")},
             }},
+            "people": {"rel": "people", "_links": {
+                "self": {"href": format!("{p}/people")},
+                "search": {"href": format!("{p}/people/search")},
+            }},
             "communication": {"rel": "communication", "_links": {
                 "self": {"href": format!("{p}/communication")},
                 "startAudioVideo": {"href": format!("{p}/communication/audioVideoInvitations")},
