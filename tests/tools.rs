@@ -792,3 +792,13 @@ fn check_names_the_accounts_of_a_shard_and_the_memory_they_may_need() {
     let o = agent(&["check"], p.path());
     assert!(text(&o).contains("memory: at most about ") && text(&o).contains("for 2 account(s) of 1 script(s) each"), "{}", text(&o));
 }
+
+#[test]
+fn a_handler_stopped_by_the_instruction_limit_says_at_which_line() {
+    let p = project(&[
+        ("loop.lua", "agent.on('audioVideoSession', 'added', function(e)\n  local x = 0\n  while true do x = x + 1 end\nend)\n"),
+        ("loop_test.lua", "test.load('loop.lua')\ntest.case('spins', function()\n  test.dispatch(test.event('audioVideoSession', 'added'))\nend)\n"),
+    ]);
+    let o = agent(&["test"], p.path());
+    assert!(text(&o).contains("instruction limit exceeded (scripts.instruction_limit), stopped at loop.lua:3"), "{}", text(&o));
+}

@@ -111,8 +111,17 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
     lua.set_memory_limit(limits.memory_bytes)?;
     lua.set_app_data(Budget::new(limits.memory_bytes));
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
-    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, _debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
-        Some(Err(why)) => Err(mlua::Error::runtime(why)),
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
+        // Where the script was when the limit stopped it (a loop's line), when Lua knows.
+        Some(Err(why)) => {
+            let line = debug.current_line().unwrap_or(0);
+            let src = debug.source().short_src.map(|s| s.into_owned()).unwrap_or_default();
+            Err(mlua::Error::runtime(if line > 0 && !src.is_empty() && !src.starts_with('[') {
+                format!("{why}, stopped at {src}:{line}")
+            } else {
+                why.to_string()
+            }))
+        }
         _ => Ok(VmState::Continue),
     })?;
     restrict_globals(&lua)?;
