@@ -61,8 +61,8 @@ fn check_reports_each_problem_with_file_and_line() {
     let o = agent(&["check"], p.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("scripts/broken.lua:2: error: syntax error: broken.lua:2:"), "{t}");
-    assert!(t.contains("scripts/boom.lua:2: error: boom.lua:2: attempt to index a nil value"), "{t}");
+    assert!(t.contains("scripts/broken.lua:2: error: syntax error: unexpected symbol near 'then'"), "{t}");
+    assert!(t.contains("scripts/boom.lua:2: error: attempt to index a nil value"), "{t}");
     assert!(t.contains("scripts/typo.lua:3: warning: agent.on: `audioVideoSesion` is not an event rel UCWA sends (did you mean `audioVideoSession`?)"), "{t}");
     assert!(t.contains("scripts/typo.lua:4: warning: agent.on: `removed` is not an event type"), "{t}");
     assert!(t.contains("ok: good (1 subscription)") && !t.contains("helper_test"), "{t}");
@@ -483,7 +483,10 @@ fn check_finds_agent_names_that_do_not_exist_and_strict_fails_on_warnings() {
         t.contains("scripts/front_desk.lua:3: error: `agent.calls.reject` does not exist in the agent API (did you mean `decline`?); calling it fails when this line runs"),
         "inside a handler: {t}"
     );
-    assert!(t.contains("scripts/typo.lua:2: error: typo.lua:2: attempt to call a nil value (field 'onn'): `agent.onn` does not exist in the agent API (did you mean `on`?)"), "at the top level: {t}");
+    assert!(
+        t.contains("scripts/typo.lua:2: error: attempt to call a nil value (field 'onn'): `agent.onn` does not exist in the agent API (did you mean `on`?)"),
+        "at the top level: {t}"
+    );
     assert!(!t.contains("nope") && !t.contains("stack traceback"), "{t}");
     assert!(t.contains("1 script(s) loaded, 2 error(s), 0 warning(s)"), "{t}");
 

@@ -111,7 +111,12 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
                 let line = line_of(&e.message);
                 load_line = line;
                 // The line is said; Lua's traceback of a top level (`[C]: in ?`) says nothing more.
-                let message = e.message.split("\nstack traceback:").next().unwrap_or_default().trim_end().to_string();
+                let message = e.message.split("\nstack traceback:").next().unwrap_or_default().trim_end();
+                // The problem line starts with file:line already: Lua's own `name.lua:LINE: ` is not said twice.
+                let message = match (line, file.file_name().and_then(|n| n.to_str())) {
+                    (Some(l), Some(name)) => without_position(message, name, l),
+                    _ => message.to_string(),
+                };
                 report.problems.push(Problem { severity: Severity::Error, file: file.clone(), line, message });
             }
             Ok(loaded) => {
@@ -246,6 +251,16 @@ fn check_listen(config: &Config, flag: Option<SocketAddr>, agent_running: bool) 
 /// Whether a running agent holds `dir`'s lock (nothing is created when it has none).
 fn held_by_an_agent(dir: &Path) -> bool {
     dir.join("agent.lock").is_file() && matches!(crate::store::DirLock::acquire(dir), Err(crate::store::LockError::Held { .. }))
+}
+
+/// `message` without the first `name:line: ` in it (`syntax error: x.lua:3: unexpected symbol`
+/// → `syntax error: unexpected symbol`).
+fn without_position(message: &str, name: &str, line: usize) -> String {
+    let at = format!("{name}:{line}: ");
+    match message.find(&at) {
+        Some(i) => format!("{}{}", &message[..i], &message[i + at.len()..]),
+        None => message.to_string(),
+    }
 }
 
 /// `12` from `call_log.lua:12: …` (or `syntax error: call_log.lua:12: …`).
