@@ -35,6 +35,30 @@ local AgentTimer = {}
 ---@return boolean
 function AgentTimer:cancel() end
 
+---A time zone (agent.time.zone): local dates and instants.
+---@class AgentZone
+---@field name string   IANA name, e.g. "Europe/Berlin"
+local AgentZone = {}
+---The os.date("*t") table (year, month, day, hour, min, sec, wday, yday, isdst) plus offset
+---(seconds east of UTC), for agent.now() or for ms since the epoch.
+---@param ms number|nil
+---@return {year: integer, month: integer, day: integer, hour: integer, min: integer, sec: integer, wday: integer, yday: integer, isdst: boolean, offset: integer}
+function AgentZone:date(ms) end
+---Milliseconds since the epoch of a wall-clock time in this zone (fields as os.time: hour
+---defaults to 12). A skipped time (spring forward) gives the instant after the gap; a repeated
+---time (fall back) the earlier instant.
+---@param t {year: integer, month: integer, day: integer, hour: integer|nil, min: integer|nil, sec: integer|nil}
+---@return integer
+function AgentZone:time(t) end
+
+---@class AgentTime
+local AgentTime = {}
+---A time zone by IANA name; no name: [scripts] time_zone (default: the system's, else UTC).
+---Raises an error naming an unknown zone.
+---@param name string|AgentZone|nil
+---@return AgentZone
+function AgentTime.zone(name) end
+
 ---@class AgentReply
 ---@field status integer
 ---@field body any       decoded JSON (agent.ucwa) or the body text (agent.http)
@@ -207,6 +231,7 @@ function AgentJson.array(t) end
 ---@field config table   [scripts.config.<name>] from config.toml
 ---@field script AgentScript
 ---@field account AgentAccount
+---@field time AgentTime
 agent = {}
 
 ---Subscribes to events: agent.on(rel, fn) or agent.on(rel, type, fn); rel may be "*".
@@ -271,6 +296,9 @@ function test.dispatch(event) end
 ---Moves the clock forward and runs the timers that fall due.
 ---@param ms integer
 function test.advance(ms) end
+---Sets the clock to ms since the epoch; runs nothing (schedules re-arm from the new time).
+---@param ms integer
+function test.clock(ms) end
 ---A canned answer for agent.ucwa / agent.http (method and the href or URL the script uses; a UCWA
 ---href may be absolute, a path, or relative to the application: "me/presence").
 ---@param method string

@@ -132,6 +132,9 @@ pub struct ScriptsConfig {
     pub max_consecutive_failures: u32,
     /// The largest `agent.state` a script may keep, in bytes of JSON.
     pub state_max_bytes: u64,
+    /// The IANA zone of `agent.time.zone()` and of schedules that name none (default: the
+    /// system's, from `TZ` or `/etc/localtime`, else UTC).
+    pub time_zone: Option<String>,
     /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
     pub config: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -148,6 +151,7 @@ impl Default for ScriptsConfig {
             http_allow: Vec::new(),
             max_consecutive_failures: 10,
             state_max_bytes: 1 << 20,
+            time_zone: None,
             config: Default::default(),
         }
     }
@@ -302,6 +306,9 @@ impl Config {
                 );
             }
         }
+        if let Some(name) = &sc.time_zone {
+            crate::script::zone::by_name(name).map_err(|e| self.invalid("scripts.time_zone", e))?;
+        }
         for (name, table) in &sc.config {
             if !table.is_object() {
                 return Err(self.invalid("scripts.config", format!("[scripts.config.{name}] must be a table")));
@@ -454,6 +461,8 @@ impl Config {
             config: s.config.iter().map(|(k, v)| (k.clone(), self.absolute_secret_files(v))).collect(),
             max_consecutive_failures: s.max_consecutive_failures,
             state_max_bytes: s.state_max_bytes as usize,
+            // (Checked when the file was read.)
+            time_zone: s.time_zone.as_deref().and_then(|n| crate::script::zone::by_name(n).ok()).unwrap_or_else(crate::script::zone::system),
         }
     }
 
@@ -553,6 +562,14 @@ mod tests {
         let s = c.script_settings();
         assert_eq!((s.limits.memory_bytes, s.limits.instructions, s.limits.handler_timeout), (32 << 20, 12345, Duration::from_millis(250)));
         assert_eq!((s.state_max_bytes, s.max_consecutive_failures, s.http_allow.as_slice()), (4096, 3, ["hooks.example.com".to_string()].as_slice()));
+    }
+
+    #[test]
+    fn the_scripts_time_zone_is_an_iana_name_and_a_bad_one_names_the_key() {
+        let s = parse("[scripts]\ntime_zone = \"Europe/Berlin\"\n").unwrap().script_settings();
+        assert_eq!(s.time_zone.iana_name(), Some("Europe/Berlin"));
+        let err = parse("[scripts]\ntime_zone = \"Europe/Berlinn\"\n").unwrap_err().to_string();
+        assert!(err.contains("scripts.time_zone") && err.contains("\"Europe/Berlinn\""), "{err}");
     }
 
     #[test]

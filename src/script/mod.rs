@@ -5,6 +5,7 @@
 //! - `env.rs`: what scripts can reach (database, UCWA session, HTTP allowlist, config).
 //! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
 //! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
+//! - `api_time.rs`: `agent.time` (zones, local time); `zone.rs`: the skipped and repeated hour.
 //! - `state.rs`: saving `agent.state` key by key, only what changed, only what can be read back.
 //! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
@@ -19,6 +20,7 @@
 pub(crate) mod api;
 mod api_metrics;
 mod api_net;
+mod api_time;
 mod bounded;
 mod env;
 mod host;
@@ -36,6 +38,7 @@ mod strlib;
 pub(crate) mod timers;
 pub mod watch;
 pub(crate) mod watchdog;
+pub(crate) mod zone;
 
 pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
 pub(crate) use host::is_script_file;

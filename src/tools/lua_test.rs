@@ -11,6 +11,7 @@
 //!   test.eq(logs[1].message, "missed call")
 //!   test.answer("GET", e.href, 200, {state = "Connected"})   -- a canned agent.ucwa answer
 //!   test.advance(60000)                           -- the clock, and timers that fall due
+//!   test.clock(1774746000000)                     -- the clock set to an epoch time
 //!   test.eq(#test.requests(), 0)                  -- requests since the case began or the last call
 //! end)
 //! ```
@@ -228,6 +229,20 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                 }
                 Ok(())
             }
+        })?,
+    )?;
+    // `test.clock(ms)`: the clock set to an epoch time (no timer runs; schedules re-arm from it).
+    let hh = h.clone();
+    t.set(
+        "clock",
+        lua.create_function(move |_, ms: f64| {
+            if !ms.is_finite() {
+                return Err(mlua::Error::runtime("test.clock(ms): ms must be a number of milliseconds since the epoch"));
+            }
+            if let crate::script::Clock::Manual(now) = &hh.env.clock {
+                now.store(ms.floor() as i64, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(())
         })?,
     )?;
     // `agent.config` as `[scripts.config.<name>]` would give it, for the scripts loaded after.
