@@ -1,9 +1,15 @@
 //! `agent.time`, `agent.cron` and business hours on the test clock (docs/SCRIPTING.md, "Time"),
 //! through `ucwa-agent test`'s runner: each case is a `*_test.lua` file written here.
 
+mod common;
+
+use common::{messages_of, write};
+use std::sync::Arc;
 use std::time::Duration;
-use ucwa_agent::script::{Limits, ScriptSettings};
+use ucwa_agent::script::{Clock, Limits, ScriptEnv, ScriptHost, ScriptSettings};
+use ucwa_agent::store::Store;
 use ucwa_agent::tools::lua_test::{run_file_bounded, FileResult};
+use ucwa_agent::ucwa::{batch, Event, Origin};
 
 /// Runs `test` (a `*_test.lua` body) with `files` beside it; panics with every failure.
 fn run(test: &str, files: &[(&str, &str)]) -> FileResult {
@@ -51,4 +57,155 @@ end)
 "#,
         &[],
     );
+}
+
+#[test]
+fn a_cron_job_runs_once_on_each_2026_dst_day_at_its_local_time() {
+    run(
+        r#"
+local z = agent.time.zone("Europe/Berlin")
+local runs = {}
+local function stamp() local t = z:date(); runs[#runs + 1] = string.format("%02d-%02d %02d:%02d", t.month, t.day, t.hour, t.min) end
+test.case("spring forward: 02:30 runs once, at 03:00 CEST; 08:30 stays 08:30", function()
+  test.clock(z:time{year = 2026, month = 3, day = 28, hour = 12})
+  runs = {}
+  local a = agent.cron("30 2 * * *", {zone = "Europe/Berlin"}, stamp)
+  local b = agent.cron("30 8 * * *", {zone = z}, stamp)
+  test.eq(a:next(), z:time{year = 2026, month = 3, day = 29, hour = 3, min = 0})
+  test.advance(3 * 24 * 3600000)
+  test.eq(runs, {"03-29 03:00", "03-29 08:30", "03-30 02:30", "03-30 08:30", "03-31 02:30", "03-31 08:30"})
+  test.ok(a:cancel()); test.ok(b:cancel()); test.ok(not a:cancel())
+end)
+test.case("fall back: 02:30 runs once, in the first pass", function()
+  test.clock(z:time{year = 2026, month = 10, day = 24, hour = 12})
+  runs = {}
+  local a = agent.cron("30 2 * * *", {zone = "Europe/Berlin"}, stamp)
+  test.advance(2 * 24 * 3600000)
+  test.eq(runs, {"10-25 02:30", "10-26 02:30"})
+  test.eq(z:date(a:next()).offset, 3600)
+  a:cancel()
+end)
+test.case("agent.at with days, and a cancelled job runs no more", function()
+  test.clock(z:time{year = 2026, month = 1, day = 2, hour = 0})   -- a Friday
+  runs = {}
+  local j = agent.at("08:30", {days = {"MON-WED", "FRI"}, zone = z}, stamp)
+  test.advance(7 * 24 * 3600000)
+  test.eq(runs, {"01-02 08:30", "01-05 08:30", "01-06 08:30", "01-07 08:30"})
+  j:cancel()
+  test.advance(7 * 24 * 3600000)
+  test.eq(#runs, 4)
+end)
+test.case("a failing job still runs the next time", function()
+  test.clock(z:time{year = 2026, month = 1, day = 1, hour = 0})
+  local n = 0
+  local j = agent.cron("0 * * * *", function() n = n + 1; error("boom") end)
+  test.fails(function() test.advance(3600000) end, "boom")
+  test.fails(function() test.advance(3600000) end, "boom")
+  test.eq(n, 2)
+  j:cancel()
+end)
+test.case("bad expressions and options say what is wrong", function()
+  test.fails(function() agent.cron("30 8 * *", print) end, "5 fields")
+  test.fails(function() agent.cron("30 8 * * FUN", print) end, "day of week")
+  test.fails(function() agent.cron("0 0 30 2 *", print) end, "never matches")
+  test.fails(function() agent.cron("0 0 * * *", {zone = "Nowhere/Land"}, print) end, '"Nowhere/Land"')
+  test.fails(function() agent.at("8:3", print) end, "HH:MM")
+  test.fails(function() agent.at("25:00", print) end, "HH:MM")
+end)
+"#,
+        &[],
+    );
+}
+
+#[test]
+fn a_run_missed_while_the_agent_was_down_runs_once_at_start_only_with_catch_up() {
+    // The agent stopped after the run of 1 January 08:30 and starts again on 3 January at
+    // 10:00: agent.state._cron holds the last run, as the earlier start left it.
+    run(
+        r#"
+local z = agent.time.zone("Europe/Berlin")
+test.clock(z:time{year = 2026, month = 1, day = 3, hour = 10})
+agent.state._cron = { summary = z:time{year = 2026, month = 1, day = 1, hour = 8, min = 30} }
+local caught, plain = 0, 0
+agent.cron("30 8 * * *", {zone = z, catch_up = true, name = "summary"}, function() caught = caught + 1 end)
+agent.cron("30 8 * * *", {zone = z}, function() plain = plain + 1 end)
+local fresh = agent.cron("0 9 * * *", {zone = z, catch_up = true}, function() end)
+test.case("catch_up runs once at start; the default does not", function()
+  test.advance(0)
+  test.eq({caught, plain}, {1, 0})
+  test.eq(agent.state._cron.summary, z:time{year = 2026, month = 1, day = 3, hour = 10})
+  test.eq(agent.state._cron["0 9 * * * Europe/Berlin"], z:time{year = 2026, month = 1, day = 3, hour = 10}, "a new job notes its start")
+  test.advance(23 * 3600000)
+  test.eq({caught, plain}, {2, 1})
+  test.eq(agent.state._cron.summary, z:time{year = 2026, month = 1, day = 4, hour = 8, min = 30})
+end)
+"#,
+        &[],
+    );
+}
+
+/// An event for the host (on a manual clock the runner looks at its timers between events).
+fn event(seq: u64) -> Vec<Event> {
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
+    ev.seq = seq;
+    vec![ev]
+}
+
+/// 2026-01-01 08:00 in Berlin (07:00Z).
+const JAN_1_0800: i64 = 1_767_250_800_000;
+const DAY: i64 = 24 * 3600 * 1000;
+
+fn host(dir: &std::path::Path, store: Arc<Store>, clock: &Clock) -> ScriptHost {
+    let mut env = ScriptEnv::new(ScriptSettings::new(Limits::default()), store);
+    env.clock = clock.clone();
+    ScriptHost::with_env(dir.to_path_buf(), env)
+}
+
+#[tokio::test]
+async fn cron_jobs_belong_to_the_version_and_a_missed_run_follows_the_policy_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let clock = Clock::manual(JAN_1_0800);
+    let script = |v: u32| {
+        format!(
+            r#"
+agent.cron("30 8 * * *", {{zone = "Europe/Berlin", catch_up = true, name = "daily"}}, function() agent.log.info("caught up v{v}") end)
+agent.cron("30 8 * * *", {{zone = "Europe/Berlin"}}, function() agent.log.info("plain v{v}") end)
+agent.on("*", function(e) agent.log.info("event " .. e.seq) end)
+"#
+        )
+    };
+    write(dir.path(), "daily.lua", &script(1));
+    let store = Arc::new(Store::open(db.path()).unwrap());
+    let h = host(dir.path(), store.clone(), &clock);
+    let mut out = h.subscribe();
+    h.load_dir().await.unwrap();
+    // A reload replaces the jobs: at 08:30 only version 2's run, once each.
+    write(dir.path(), "daily.lua", &script(2));
+    h.load_file(&dir.path().join("daily.lua")).await.unwrap();
+    clock.advance(30 * 60 * 1000);
+    h.dispatch(event(1));
+    let mut lines = messages_of(&mut out, "daily", 3).await;
+    lines.sort();
+    assert_eq!(lines, ["caught up v2", "event 1", "plain v2"]);
+    h.shutdown(Duration::from_secs(5)).await;
+    drop(h);
+    drop(store);
+
+    // Down for two days; up again on 3 January at 10:00: the catch-up job runs once, the
+    // plain one waits for 4 January.
+    clock.advance(2 * DAY + 90 * 60 * 1000);
+    let store = Arc::new(Store::open(db.path()).unwrap());
+    let h = host(dir.path(), store, &clock);
+    let mut out = h.subscribe();
+    h.load_dir().await.unwrap();
+    h.dispatch(event(2));
+    let mut lines = messages_of(&mut out, "daily", 2).await;
+    lines.sort();
+    assert_eq!(lines, ["caught up v2", "event 2"]);
+    h.dispatch(event(3));
+    assert_eq!(messages_of(&mut out, "daily", 1).await, ["event 3"], "a missed run is made up once");
+    h.shutdown(Duration::from_secs(5)).await;
 }

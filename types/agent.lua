@@ -59,6 +59,23 @@ local AgentTime = {}
 ---@return AgentZone
 function AgentTime.zone(name) end
 
+---A scheduled job (agent.cron, agent.at).
+---@class AgentJob
+---@field id integer
+local AgentJob = {}
+---Cancels the job. Returns whether it was scheduled.
+---@return boolean
+function AgentJob:cancel() end
+---Epoch ms of the next run.
+---@return integer|nil
+function AgentJob:next() end
+
+---@class AgentScheduleOptions
+---@field zone string|AgentZone|nil  default: scripts.time_zone
+---@field catch_up boolean|nil        run once at start if a run was missed while the agent was down
+---@field name string|nil             the agent.state._cron key of a catch_up job
+---@field days string[]|nil           agent.at only: {"MON-FRI"}, {"SAT", "SUN"}; default every day
+
 ---@class AgentReply
 ---@field status integer
 ---@field body any       decoded JSON (agent.ucwa) or the body text (agent.http)
@@ -254,6 +271,22 @@ function agent.after(ms, fn) end
 ---@return AgentTimer
 function agent.every(ms, fn) end
 
+---Runs fn at the times of a 5-field cron expression ("30 8 * * MON-FRI") in a zone.
+---@overload fun(expr: string, fn: fun()): AgentJob
+---@param expr string
+---@param options AgentScheduleOptions
+---@param fn fun()
+---@return AgentJob
+function agent.cron(expr, options, fn) end
+
+---Runs fn at a time of day ("08:30") on options.days in a zone.
+---@overload fun(time: string, fn: fun()): AgentJob
+---@param time string
+---@param options AgentScheduleOptions
+---@param fn fun()
+---@return AgentJob
+function agent.at(time, options, fn) end
+
 ---Runs fn before this version of the script is replaced or removed.
 ---@param fn fun()
 function agent.on_unload(fn) end
@@ -293,7 +326,7 @@ function test.event(rel, type, fields) end
 ---Runs the handlers that match the event; raises if one fails.
 ---@param event AgentEvent
 function test.dispatch(event) end
----Moves the clock forward and runs the timers that fall due.
+---Moves the clock forward and runs the timers that fall due (stopping at each cron/at run).
 ---@param ms integer
 function test.advance(ms) end
 ---Sets the clock to ms since the epoch; runs nothing (schedules re-arm from the new time).

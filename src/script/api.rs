@@ -138,6 +138,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     api_net::register(lua, &agent, ctx)?;
     super::api_metrics::register(lua, &agent, ctx)?;
     super::api_time::register(lua, &agent, ctx)?;
+    super::api_cron::register(lua, &agent, ctx)?;
     // agent.me and agent.calls, written in Lua over agent.ucwa.
     lua.load(include_str!("actions.lua")).set_name("@agent-actions").call::<()>((agent.clone(), lua.create_function(|lua, ()| Ok(user_level(lua)))?))?;
     agent.set(

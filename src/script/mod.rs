@@ -6,6 +6,7 @@
 //! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
 //! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
 //! - `api_time.rs`: `agent.time` (zones, local time); `zone.rs`: the skipped and repeated hour.
+//! - `api_cron.rs`: `agent.cron`, `agent.at` over `agent.after`; `cron.rs`: the expressions.
 //! - `state.rs`: saving `agent.state` key by key, only what changed, only what can be read back.
 //! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
@@ -18,10 +19,12 @@
 //! - `watch.rs`: the directory watcher behind hot reload.
 
 pub(crate) mod api;
+pub(crate) mod api_cron;
 mod api_metrics;
 mod api_net;
 mod api_time;
 mod bounded;
+mod cron;
 mod env;
 mod host;
 pub(crate) mod interop;

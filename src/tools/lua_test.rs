@@ -20,6 +20,7 @@
 
 use super::offline_env;
 use crate::script::api::{self, ScriptCtx, Subscriptions};
+use crate::script::api_cron::CronJobs;
 use crate::script::offline::{Canned, OfflineNet};
 use crate::script::timers::Timers;
 use crate::script::{interop, loader, sandbox, Net, ScriptEnv, ScriptOutput, ScriptSettings};
@@ -222,12 +223,22 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
         lua.create_async_function(move |lua, ms: i64| {
             let hh = hh.clone();
             async move {
-                hh.env.clock.advance(ms);
-                let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
-                for f in due {
-                    f.call_async::<()>(()).await?;
+                // Through each scheduled job's run on the way (a day's advance runs a daily job
+                // once per day, each at its own time), then to the end.
+                let clock = &hh.env.clock;
+                let end = clock.now_ms().saturating_add(ms.max(0));
+                loop {
+                    let now = clock.now_ms();
+                    let step = lua.app_data_ref::<CronJobs>().and_then(|j| j.next_due()).filter(|d| *d > now && *d < end);
+                    clock.advance(step.unwrap_or(end) - now);
+                    let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
+                    for f in due {
+                        f.call_async::<()>(()).await?;
+                    }
+                    if step.is_none() {
+                        return Ok(());
+                    }
                 }
-                Ok(())
             }
         })?,
     )?;
@@ -235,14 +246,14 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
     let hh = h.clone();
     t.set(
         "clock",
-        lua.create_function(move |_, ms: f64| {
+        lua.create_function(move |lua, ms: f64| {
             if !ms.is_finite() {
                 return Err(mlua::Error::runtime("test.clock(ms): ms must be a number of milliseconds since the epoch"));
             }
             if let crate::script::Clock::Manual(now) = &hh.env.clock {
                 now.store(ms.floor() as i64, std::sync::atomic::Ordering::SeqCst);
             }
-            Ok(())
+            crate::script::api_cron::rearm_all(lua)
         })?,
     )?;
     // `agent.config` as `[scripts.config.<name>]` would give it, for the scripts loaded after.
