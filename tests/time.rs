@@ -209,3 +209,55 @@ agent.on("*", function(e) agent.log.info("event " .. e.seq) end)
     assert_eq!(messages_of(&mut out, "daily", 1).await, ["event 3"], "a missed run is made up once");
     h.shutdown(Duration::from_secs(5)).await;
 }
+
+const HOLIDAYS: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n\
+BEGIN:VEVENT\r\nUID:1\r\nSUMMARY:Good Friday\r\nDTSTART;VALUE=DATE:20260403\r\nEND:VEVENT\r\n\
+BEGIN:VEVENT\r\nUID:2\r\nSUMMARY:Staff meeting\r\nDTSTART;TZID=Europe/Berlin:20260401T140000\r\nDTEND;TZID=Europe/Berlin:20260401T160000\r\nEND:VEVENT\r\n\
+END:VCALENDAR\r\n";
+
+#[test]
+fn berlin_office_hours_are_right_on_both_sides_of_both_changes_and_holidays_close() {
+    run(
+        r#"
+test.calendar("holidays", "holidays.ics")
+local z = agent.time.zone("Europe/Berlin")
+local hours = { zone = "Europe/Berlin", week = {"MON-FRI 08:30-17:30"}, closed = {"2026-10-26"}, calendar = "holidays" }
+local function at(y, mo, d, h, mi) return z:time{year = y, month = mo, day = d, hour = h, min = mi or 0} end
+test.case("the Friday before and the Monday after spring forward (27 and 30 March)", function()
+  test.eq({agent.time.open(hours, at(2026, 3, 27, 8, 29))}, {false, at(2026, 3, 27, 8, 30)})
+  test.eq(agent.time.open(hours, at(2026, 3, 27, 8, 30)), true)
+  test.eq(agent.time.open(hours, at(2026, 3, 27, 17, 29)), true)
+  local open, change = agent.time.open(hours, at(2026, 3, 27, 17, 30))
+  test.eq({open, change}, {false, at(2026, 3, 30, 8, 30)}, "closed over the weekend; opens Monday 08:30 CEST")
+  test.eq(z:date(change).offset, 7200)
+  test.eq(agent.time.open(hours, at(2026, 3, 30, 8, 30)), true)
+  test.eq(agent.time.open(hours, at(2026, 3, 30, 8, 29)), false)
+  -- 07:00Z was 08:00 CET on Friday (closed) and is 09:00 CEST on Monday (open): no fixed offset.
+  test.eq(agent.time.open(hours, 1774594800000), false)
+  test.eq(agent.time.open(hours, 1774854000000), true)
+end)
+test.case("the Friday before and the Tuesday after fall back (23 and 27 October)", function()
+  test.eq(agent.time.open(hours, at(2026, 10, 23, 17, 29)), true)
+  test.eq(agent.time.open(hours, at(2026, 10, 23, 17, 30)), false)
+  test.eq(agent.time.open(hours, at(2026, 10, 27, 8, 30)), true)
+  test.eq(agent.time.open(hours, at(2026, 10, 27, 8, 29)), false)
+  test.eq(z:date(at(2026, 10, 27, 8, 30)).offset, 3600)
+end)
+test.case("a holiday from the ICS file, a dated event in it, and a closed date close the office", function()
+  test.eq({agent.time.open(hours, at(2026, 4, 3, 10))}, {false, at(2026, 4, 6, 8, 30)}, "Good Friday, then the weekend")
+  test.eq({agent.time.open(hours, at(2026, 4, 1, 13))}, {true, at(2026, 4, 1, 14)})
+  test.eq({agent.time.open(hours, at(2026, 4, 1, 15))}, {false, at(2026, 4, 1, 16)})
+  test.eq(agent.time.open(hours, at(2026, 10, 26, 10)), false, "closed = {\"2026-10-26\"}")
+end)
+test.case("now is the script's clock; bad hours say what is wrong", function()
+  test.clock(at(2026, 4, 2, 9))
+  test.eq(agent.time.open(hours), true)
+  test.fails(function() agent.time.open({week = {"MON-FRI 17:30-08:30"}}) end, "ends before it starts")
+  test.fails(function() agent.time.open({week = {"MOX 08:00-09:00"}}) end, "MOX")
+  test.fails(function() agent.time.open({calendar = "nope"}) end, "no calendar \"nope\"")
+  test.fails(function() agent.time.open({closed = {"26.10.2026"}}) end, "not a date")
+end)
+"#,
+        &[("holidays.ics", HOLIDAYS)],
+    );
+}

@@ -51,8 +51,22 @@ function AgentZone:date(ms) end
 ---@return integer
 function AgentZone:time(t) end
 
+---Business hours for agent.time.open.
+---@class AgentHours
+---@field zone string|AgentZone|nil   default: scripts.time_zone
+---@field week string[]|string|nil   "MON-FRI 08:30-17:30" entries
+---@field closed string[]|nil         "YYYY-MM-DD" dates closed all day
+---@field calendar string[]|string|nil names from [scripts.calendars] (iCalendar holiday files)
+
 ---@class AgentTime
 local AgentTime = {}
+---Whether the hours are open now (or at epoch ms `at`), and when that next changes (nil: not
+---within a year).
+---@param hours AgentHours
+---@param at number|nil
+---@return boolean open
+---@return integer|nil change
+function AgentTime.open(hours, at) end
 ---A time zone by IANA name; no name: [scripts] time_zone (default: the system's, else UTC).
 ---Raises an error naming an unknown zone.
 ---@param name string|AgentZone|nil
@@ -329,6 +343,10 @@ function test.dispatch(event) end
 ---Moves the clock forward and runs the timers that fall due (stopping at each cron/at run).
 ---@param ms integer
 function test.advance(ms) end
+---Loads an iCalendar file (beside the test) as [scripts.calendars] `name` would.
+---@param name string
+---@param path string
+function test.calendar(name, path) end
 ---Sets the clock to ms since the epoch; runs nothing (schedules re-arm from the new time).
 ---@param ms integer
 function test.clock(ms) end

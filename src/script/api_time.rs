@@ -111,6 +111,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             Ok(Zone { tz, clock: clock.clone() })
         })?,
     )?;
+    super::hours::register(lua, &time, ctx)?;
     agent.set("time", time)?;
     Ok(())
 }

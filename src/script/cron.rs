@@ -91,6 +91,12 @@ impl Cron {
     }
 }
 
+/// Days of the week as cron's field gives them (`MON-FRI`, `SAT,SUN`, `1-5`): bits 0–6, 0 = Sunday.
+pub(crate) fn weekdays(text: &str) -> Result<u8, String> {
+    let bits = field(text, "day of week", 0, 7, &WEEKDAYS)?;
+    Ok(((bits | (bits >> 7)) & 0x7f) as u8)
+}
+
 /// One field as a bit set of the values from `lo` to `hi` it allows.
 fn field(text: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<u64, String> {
     let bad = |why: String| format!("cron {what} field {text:?}: {why}");

@@ -56,6 +56,8 @@ pub struct ScriptSettings {
     /// `agent.time.zone()` and the zone of schedules and business hours when a script names
     /// none: `[scripts] time_zone`, else the system's.
     pub time_zone: jiff::tz::TimeZone,
+    /// `[scripts.calendars]`: holiday calendars by name, read with the configuration.
+    pub calendars: BTreeMap<String, Arc<super::calendar::Calendar>>,
 }
 
 impl ScriptSettings {
@@ -67,6 +69,7 @@ impl ScriptSettings {
             max_consecutive_failures: 10,
             state_max_bytes: 1 << 20,
             time_zone: super::zone::system(),
+            calendars: BTreeMap::new(),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   test.answer("GET", e.href, 200, {state = "Connected"})   -- a canned agent.ucwa answer
 //!   test.advance(60000)                           -- the clock, and timers that fall due
 //!   test.clock(1774746000000)                     -- the clock set to an epoch time
+//!   test.calendar("holidays", "holidays.ics")     -- as [scripts.calendars] would give it
 //!   test.eq(#test.requests(), 0)                  -- requests since the case began or the last call
 //! end)
 //! ```
@@ -254,6 +255,19 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                 now.store(ms.floor() as i64, std::sync::atomic::Ordering::SeqCst);
             }
             crate::script::api_cron::rearm_all(lua)
+        })?,
+    )?;
+    // `test.calendar(name, path)`: a holiday calendar as `[scripts.calendars]` would give it.
+    let hh = h.clone();
+    t.set(
+        "calendar",
+        lua.create_function(move |_, (name, path): (String, String)| {
+            let calendar =
+                crate::script::Calendar::read(&hh.dir.join(&path)).map_err(|e| mlua::Error::runtime(format!("test.calendar({name:?}, {path:?}): {e}")))?;
+            let mut settings = (*hh.env.settings()).clone();
+            settings.calendars.insert(name, Arc::new(calendar));
+            hh.env.set_settings(settings);
+            Ok(())
         })?,
     )?;
     // `agent.config` as `[scripts.config.<name>]` would give it, for the scripts loaded after.
