@@ -112,10 +112,11 @@ async fn tick(lua: &Lua, id: u64) -> mlua::Result<()> {
         job.timer = None;
         (job.next, job.func.clone(), job.catch_up.clone(), now)
     };
-    arm(lua, id, due)?;
     if due > now {
-        return Ok(());
+        // Only a wake-up on the way: wait on for the same run.
+        return schedule(lua, id, due);
     }
+    arm(lua, id, due)?;
     if let Some(key) = catch_up {
         record_run(lua, &key, due)?;
     }
