@@ -1,53 +1,56 @@
 -- Office hours: an incoming call outside office hours is declined (the caller hears the account
--- is unavailable and can leave voicemail where the pool offers it). Configured in config.toml:
+-- is unavailable and can leave voicemail where the pool offers it). Office hours are wall-clock
+-- times in the office's time zone, so they stay right when the clocks change. Configured in
+-- config.toml:
 --
 --   [scripts.config.office_hours]
---   days = [1, 2, 3, 4, 5]     # 1 = Monday … 7 = Sunday
---   open = "08:30"
---   close = "17:30"
---   utc_offset = "+01:00"      # the office's offset from UTC (no daylight-saving rules: set it
---                              # again when the clocks change, and SIGHUP)
+--   zone = "Europe/Berlin"                  # default: [scripts] time_zone
+--   week = ["MON-FRI 08:30-17:30"]          # more entries for a lunch break or a Saturday
+--   closed = ["2026-12-24", "2026-12-31"]   # optional: whole days closed
+--   calendar = "holidays"                   # optional: a holiday file named in config.toml:
 --
+--   [scripts.calendars]
+--   holidays = "holidays_berlin_2026.ics"   # iCalendar, relative to config.toml's folder
+--
+-- (The earlier `days`, `open`, `close` still work: days 1 = Monday … 7 = Sunday.)
 -- Without a configuration the script does nothing (and says so once).
 
 local c = agent.config
+local NAMES = { "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN" }
 
-local function minutes(hhmm, key)
-  local h, m = tostring(hhmm):match("^(%d%d?):(%d%d)$")
-  if not h or tonumber(h) > 24 or tonumber(m) > 59 then
-    error("agent.config." .. key .. ": expected \"HH:MM\", got " .. tostring(hhmm))
-  end
-  return tonumber(h) * 60 + tonumber(m)
+if c.utc_offset ~= nil then
+  error("agent.config.utc_offset is gone: set zone = \"Europe/Berlin\" (an IANA name) instead; daylight saving is then automatic")
 end
 
-local function offset(text)
-  local sign, h, m = tostring(text or "+00:00"):match("^([+-])(%d%d):(%d%d)$")
-  if not sign then error("agent.config.utc_offset: expected \"+HH:MM\" or \"-HH:MM\", got " .. tostring(text)) end
-  return (sign == "-" and -1 or 1) * (tonumber(h) * 60 + tonumber(m))
+-- `week`, or the older `days` + `open` + `close`.
+local function week()
+  if c.week ~= nil then return c.week end
+  local days = {}
+  for _, d in ipairs(c.days or { 1, 2, 3, 4, 5 }) do days[#days + 1] = NAMES[d] or error("agent.config.days: 1 (Monday) to 7, got " .. tostring(d)) end
+  if #days == 0 then return {} end
+  return { table.concat(days, ",") .. " " .. c.open .. "-" .. c.close }
 end
 
-local configured = c.open ~= nil and c.close ~= nil
-local open, close, shift, days = 0, 0, 0, {}
+local configured = c.week ~= nil or (c.open ~= nil and c.close ~= nil)
+local hours
 if configured then
-  open, close, shift = minutes(c.open, "open"), minutes(c.close, "close"), offset(c.utc_offset)
-  for _, d in ipairs(c.days or { 1, 2, 3, 4, 5 }) do days[d] = true end
+  hours = { zone = c.zone, week = week(), closed = c.closed, calendar = c.calendar }
+  agent.time.open(hours)   -- a mistake in the configuration fails the load, not the first call
 else
-  agent.log.warn("office_hours is not configured ([scripts.config.office_hours] open, close): doing nothing")
-end
-
--- Whether `ms` (since the epoch, UTC) falls in office hours, at the office's offset.
-local function in_hours(ms)
-  local local_minutes = ms // 60000 + shift
-  local day = local_minutes // 1440
-  local weekday = (day + 3) % 7 + 1          -- 1970-01-01 was a Thursday (4)
-  local minute = local_minutes % 1440
-  return days[weekday] == true and minute >= open and minute < close
+  agent.log.warn("office_hours is not configured ([scripts.config.office_hours] week, zone): doing nothing")
 end
 
 agent.on("audioVideoInvitation", "started", function(e)
   local inv = e.resource or {}
-  if not configured or inv.direction ~= "Incoming" or in_hours(agent.now()) then return end
+  if not configured or inv.direction ~= "Incoming" then return end
+  local open, change = agent.time.open(hours)
+  if open then return end
   agent.calls.decline(e, "Local")
   local from = agent.ucwa.one(inv._embedded and inv._embedded.from) or {}
-  agent.log.info("declined outside office hours", { from = from.uri })
+  local back
+  if change then
+    local t = agent.time.zone(c.zone):date(change)
+    back = string.format("%04d-%02d-%02d %02d:%02d", t.year, t.month, t.day, t.hour, t.min)
+  end
+  agent.log.info("declined outside office hours", { from = from.uri, back = back })
 end)

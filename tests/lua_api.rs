@@ -459,7 +459,7 @@ async fn the_office_hours_example_declines_a_call_outside_hours_on_the_pool() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::copy(root.join("examples/office_hours.lua"), dir.path().join("office_hours.lua")).unwrap();
     // No office day at all: whenever this runs, it is outside office hours.
-    let extra = "[scripts.config.office_hours]\ndays = []\nopen = \"08:00\"\nclose = \"18:00\"\nutc_offset = \"+00:00\"";
+    let extra = "[scripts.config.office_hours]\nweek = []\nzone = \"UTC\"";
     let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), extra)).await;
     sim.start_call(ucwa_agent::sim::CallSpec {
         outcome: ucwa_agent::sim::CallOutcome::WaitForAccept,

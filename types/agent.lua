@@ -38,6 +38,61 @@ local AgentTimer = {}
 ---@return boolean
 function AgentTimer:cancel() end
 
+---A time zone (agent.time.zone): local dates and instants.
+---@class AgentZone
+---@field name string   IANA name, e.g. "Europe/Berlin"
+local AgentZone = {}
+---The os.date("*t") table (year, month, day, hour, min, sec, wday, yday, isdst) plus offset
+---(seconds east of UTC), for agent.now() or for ms since the epoch.
+---@param ms number|nil
+---@return {year: integer, month: integer, day: integer, hour: integer, min: integer, sec: integer, wday: integer, yday: integer, isdst: boolean, offset: integer}
+function AgentZone:date(ms) end
+---Milliseconds since the epoch of a wall-clock time in this zone (fields as os.time: hour
+---defaults to 12). A skipped time (spring forward) gives the instant after the gap; a repeated
+---time (fall back) the earlier instant.
+---@param t {year: integer, month: integer, day: integer, hour: integer|nil, min: integer|nil, sec: integer|nil}
+---@return integer
+function AgentZone:time(t) end
+
+---Business hours for agent.time.open.
+---@class AgentHours
+---@field zone string|AgentZone|nil   default: scripts.time_zone
+---@field week string[]|string|nil   "MON-FRI 08:30-17:30" entries
+---@field closed string[]|nil         "YYYY-MM-DD" dates closed all day
+---@field calendar string[]|string|nil names from [scripts.calendars] (iCalendar holiday files)
+
+---@class AgentTime
+local AgentTime = {}
+---Whether the hours are open now (or at epoch ms `at`), and when that next changes (nil: not
+---within a year).
+---@param hours AgentHours
+---@param at number|nil
+---@return boolean open
+---@return integer|nil change
+function AgentTime.open(hours, at) end
+---A time zone by IANA name; no name: [scripts] time_zone (default: the system's, else UTC).
+---Raises an error naming an unknown zone.
+---@param name string|AgentZone|nil
+---@return AgentZone
+function AgentTime.zone(name) end
+
+---A scheduled job (agent.cron, agent.at).
+---@class AgentJob
+---@field id integer
+local AgentJob = {}
+---Cancels the job. Returns whether it was scheduled.
+---@return boolean
+function AgentJob:cancel() end
+---Epoch ms of the next run.
+---@return integer|nil
+function AgentJob:next() end
+
+---@class AgentScheduleOptions
+---@field zone string|AgentZone|nil  default: scripts.time_zone
+---@field catch_up boolean|nil        run once at start if a run was missed while the agent was down
+---@field name string|nil             the agent.state._cron key of a catch_up job
+---@field days string[]|nil           agent.at only: {"MON-FRI"}, {"SAT", "SUN"}; default every day
+
 ---@class AgentReply
 ---@field status integer
 ---@field body any       decoded JSON (agent.ucwa) or the body text (agent.http)
@@ -252,6 +307,7 @@ function AgentJson.array(t) end
 ---@field config table   [scripts.config.<name>] from config.toml
 ---@field script AgentScript
 ---@field account AgentAccount
+---@field time AgentTime
 agent = {}
 
 ---Subscribes to events: agent.on(rel, fn) or agent.on(rel, type, fn); rel may be "*".
@@ -273,6 +329,22 @@ function agent.after(ms, fn) end
 ---@param fn fun()
 ---@return AgentTimer
 function agent.every(ms, fn) end
+
+---Runs fn at the times of a 5-field cron expression ("30 8 * * MON-FRI") in a zone.
+---@overload fun(expr: string, fn: fun()): AgentJob
+---@param expr string
+---@param options AgentScheduleOptions
+---@param fn fun()
+---@return AgentJob
+function agent.cron(expr, options, fn) end
+
+---Runs fn at a time of day ("08:30") on options.days in a zone.
+---@overload fun(time: string, fn: fun()): AgentJob
+---@param time string
+---@param options AgentScheduleOptions
+---@param fn fun()
+---@return AgentJob
+function agent.at(time, options, fn) end
 
 ---Runs fn before this version of the script is replaced or removed.
 ---@param fn fun()
@@ -313,9 +385,16 @@ function test.event(rel, type, fields) end
 ---Runs the handlers that match the event; raises if one fails.
 ---@param event AgentEvent
 function test.dispatch(event) end
----Moves the clock forward and runs the timers that fall due.
+---Moves the clock forward and runs the timers that fall due (stopping at each cron/at run).
 ---@param ms integer
 function test.advance(ms) end
+---Loads an iCalendar file (beside the test) as [scripts.calendars] `name` would.
+---@param name string
+---@param path string
+function test.calendar(name, path) end
+---Sets the clock to ms since the epoch; runs nothing (schedules re-arm from the new time).
+---@param ms integer
+function test.clock(ms) end
 ---A canned answer for agent.ucwa / agent.http (method and the href or URL the script uses; a UCWA
 ---href may be absolute, a path, or relative to the application: "me/presence").
 ---@param method string

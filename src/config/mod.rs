@@ -132,6 +132,12 @@ pub struct ScriptsConfig {
     pub max_consecutive_failures: u32,
     /// The largest `agent.state` a script may keep, in bytes of JSON.
     pub state_max_bytes: u64,
+    /// The IANA zone of `agent.time.zone()` and of schedules that name none (default: the
+    /// system's, from `TZ` or `/etc/localtime`, else UTC).
+    pub time_zone: Option<String>,
+    /// `[scripts.calendars]`: holiday iCalendar files by name (relative to this file's folder),
+    /// for business hours (`agent.time.open`); read with the configuration.
+    pub calendars: std::collections::BTreeMap<String, PathBuf>,
     /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
     pub config: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -148,6 +154,8 @@ impl Default for ScriptsConfig {
             http_allow: Vec::new(),
             max_consecutive_failures: 10,
             state_max_bytes: 1 << 20,
+            time_zone: None,
+            calendars: Default::default(),
             config: Default::default(),
         }
     }
@@ -301,6 +309,12 @@ impl Config {
                     self.invalid("scripts.http_allow", format!("entry {} ({host:?}): expected a host name or host:port, such as \"hooks.example.com\"", i + 1))
                 );
             }
+        }
+        if let Some(name) = &sc.time_zone {
+            crate::script::zone::by_name(name).map_err(|e| self.invalid("scripts.time_zone", e))?;
+        }
+        for (name, path) in &sc.calendars {
+            crate::script::Calendar::read(&self.resolve(path)).map_err(|e| self.invalid(format!("scripts.calendars.{name}"), e))?;
         }
         for (name, table) in &sc.config {
             if !table.is_object() {
@@ -456,6 +470,14 @@ impl Config {
             config: s.config.iter().map(|(k, v)| (k.clone(), self.absolute_secret_files(v))).collect(),
             max_consecutive_failures: s.max_consecutive_failures,
             state_max_bytes: s.state_max_bytes as usize,
+            // (Checked when the file was read.)
+            time_zone: s.time_zone.as_deref().and_then(|n| crate::script::zone::by_name(n).ok()).unwrap_or_else(crate::script::zone::system),
+            // (Checked when the file was read; one that has gone since reads as empty.)
+            calendars: s
+                .calendars
+                .iter()
+                .map(|(name, path)| (name.clone(), std::sync::Arc::new(crate::script::Calendar::read(&self.resolve(path)).unwrap_or_default())))
+                .collect(),
         }
     }
 
@@ -555,6 +577,27 @@ mod tests {
         let s = c.script_settings();
         assert_eq!((s.limits.memory_bytes, s.limits.instructions, s.limits.handler_timeout), (32 << 20, 12345, Duration::from_millis(250)));
         assert_eq!((s.state_max_bytes, s.max_consecutive_failures, s.http_allow.as_slice()), (4096, 3, ["hooks.example.com".to_string()].as_slice()));
+    }
+
+    #[test]
+    fn the_scripts_time_zone_is_an_iana_name_and_a_bad_one_names_the_key() {
+        let s = parse("[scripts]\ntime_zone = \"Europe/Berlin\"\n").unwrap().script_settings();
+        assert_eq!(s.time_zone.iana_name(), Some("Europe/Berlin"));
+        let err = parse("[scripts]\ntime_zone = \"Europe/Berlinn\"\n").unwrap_err().to_string();
+        assert!(err.contains("scripts.time_zone") && err.contains("\"Europe/Berlinn\""), "{err}");
+    }
+
+    #[test]
+    fn holiday_calendars_are_read_with_the_configuration_and_a_bad_one_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ics =
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:1\r\nDTSTART;VALUE=DATE:20261225\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        std::fs::write(dir.path().join("holidays.ics"), ics).unwrap();
+        let path = dir.path().join("config.toml");
+        let c = Config::parse("[scripts.calendars]\nholidays = \"holidays.ics\"\n", &path).unwrap();
+        assert_eq!(c.script_settings().calendars["holidays"].closed.len(), 1);
+        let err = Config::parse("[scripts.calendars]\nwork = \"missing.ics\"\n", &path).unwrap_err().to_string();
+        assert!(err.contains("scripts.calendars.work") && err.contains("missing.ics"), "{err}");
     }
 
     #[test]

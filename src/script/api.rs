@@ -137,6 +137,8 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     timers::register(lua, &agent, ctx.env.clock.clone())?;
     api_net::register(lua, &agent, ctx)?;
     super::api_metrics::register(lua, &agent, ctx)?;
+    super::api_time::register(lua, &agent, ctx)?;
+    super::api_cron::register(lua, &agent, ctx)?;
     // agent.me, agent.calls and agent.im, written in Lua over agent.ucwa (and what fills in
     // `e.text`, `e.from`, `e.direction` of message events).
     let event_field: Function =

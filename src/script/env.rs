@@ -53,11 +53,24 @@ pub struct ScriptSettings {
     pub max_consecutive_failures: u32,
     /// The largest `agent.state` (JSON bytes) a script may keep.
     pub state_max_bytes: usize,
+    /// `agent.time.zone()` and the zone of schedules and business hours when a script names
+    /// none: `[scripts] time_zone`, else the system's.
+    pub time_zone: jiff::tz::TimeZone,
+    /// `[scripts.calendars]`: holiday calendars by name, read with the configuration.
+    pub calendars: BTreeMap<String, Arc<super::calendar::Calendar>>,
 }
 
 impl ScriptSettings {
     pub fn new(limits: Limits) -> ScriptSettings {
-        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10, state_max_bytes: 1 << 20 }
+        ScriptSettings {
+            limits,
+            http_allow: Vec::new(),
+            config: BTreeMap::new(),
+            max_consecutive_failures: 10,
+            state_max_bytes: 1 << 20,
+            time_zone: super::zone::system(),
+            calendars: BTreeMap::new(),
+        }
     }
 
     /// Whether `agent.http.request` may reach this URL's host.

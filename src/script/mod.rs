@@ -5,6 +5,9 @@
 //! - `env.rs`: what scripts can reach (database, UCWA session, HTTP allowlist, config).
 //! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
 //! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
+//! - `api_time.rs`: `agent.time` (zones, local time); `zone.rs`: the skipped and repeated hour.
+//! - `hours.rs`: `agent.time.open` (business hours); `calendar.rs`: holiday iCalendar files.
+//! - `api_cron.rs`: `agent.cron`, `agent.at` over `agent.after`; `cron.rs`: the expressions.
 //! - `state.rs`: saving `agent.state` key by key, only what changed, only what can be read back.
 //! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
@@ -17,11 +20,16 @@
 //! - `watch.rs`: the directory watcher behind hot reload.
 
 pub(crate) mod api;
+pub(crate) mod api_cron;
 mod api_metrics;
 mod api_net;
+mod api_time;
 mod bounded;
+mod calendar;
+mod cron;
 mod env;
 mod host;
+mod hours;
 pub(crate) mod interop;
 pub(crate) mod loader;
 pub(crate) mod modules;
@@ -36,7 +44,9 @@ mod strlib;
 pub(crate) mod timers;
 pub mod watch;
 pub(crate) mod watchdog;
+pub(crate) mod zone;
 
+pub use calendar::Calendar;
 pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
 pub(crate) use host::is_script_file;
 pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};

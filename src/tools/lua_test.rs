@@ -11,6 +11,8 @@
 //!   test.eq(logs[1].message, "missed call")
 //!   test.answer("GET", e.href, 200, {state = "Connected"})   -- a canned agent.ucwa answer
 //!   test.advance(60000)                           -- the clock, and timers that fall due
+//!   test.clock(1774746000000)                     -- the clock set to an epoch time
+//!   test.calendar("holidays", "holidays.ics")     -- as [scripts.calendars] would give it
 //!   test.eq(#test.requests(), 0)                  -- requests since the case began or the last call
 //! end)
 //! ```
@@ -19,6 +21,7 @@
 
 use super::offline_env;
 use crate::script::api::{self, ScriptCtx, Subscriptions};
+use crate::script::api_cron::CronJobs;
 use crate::script::offline::{Canned, OfflineNet};
 use crate::script::timers::Timers;
 use crate::script::{interop, loader, sandbox, Net, ScriptEnv, ScriptOutput, ScriptSettings};
@@ -221,13 +224,50 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
         lua.create_async_function(move |lua, ms: i64| {
             let hh = hh.clone();
             async move {
-                hh.env.clock.advance(ms);
-                let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
-                for f in due {
-                    f.call_async::<()>(()).await?;
+                // Through each scheduled job's run on the way (a day's advance runs a daily job
+                // once per day, each at its own time), then to the end.
+                let clock = &hh.env.clock;
+                let end = clock.now_ms().saturating_add(ms.max(0));
+                loop {
+                    let now = clock.now_ms();
+                    let step = lua.app_data_ref::<CronJobs>().and_then(|j| j.next_due()).filter(|d| *d > now && *d < end);
+                    clock.advance(step.unwrap_or(end) - now);
+                    let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
+                    for f in due {
+                        f.call_async::<()>(()).await?;
+                    }
+                    if step.is_none() {
+                        return Ok(());
+                    }
                 }
-                Ok(())
             }
+        })?,
+    )?;
+    // `test.clock(ms)`: the clock set to an epoch time (no timer runs; schedules re-arm from it).
+    let hh = h.clone();
+    t.set(
+        "clock",
+        lua.create_function(move |lua, ms: f64| {
+            if !ms.is_finite() {
+                return Err(mlua::Error::runtime("test.clock(ms): ms must be a number of milliseconds since the epoch"));
+            }
+            if let crate::script::Clock::Manual(now) = &hh.env.clock {
+                now.store(ms.floor() as i64, std::sync::atomic::Ordering::SeqCst);
+            }
+            crate::script::api_cron::rearm_all(lua)
+        })?,
+    )?;
+    // `test.calendar(name, path)`: a holiday calendar as `[scripts.calendars]` would give it.
+    let hh = h.clone();
+    t.set(
+        "calendar",
+        lua.create_function(move |_, (name, path): (String, String)| {
+            let calendar =
+                crate::script::Calendar::read(&hh.dir.join(&path)).map_err(|e| mlua::Error::runtime(format!("test.calendar({name:?}, {path:?}): {e}")))?;
+            let mut settings = (*hh.env.settings()).clone();
+            settings.calendars.insert(name, Arc::new(calendar));
+            hh.env.set_settings(settings);
+            Ok(())
         })?,
     )?;
     // `agent.config` as `[scripts.config.<name>]` would give it, for the scripts loaded after.

@@ -86,6 +86,10 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("set_timeout", "after"),
     ("interval", "every"),
     ("set_interval", "every"),
+    ("schedule", "cron"),
+    ("crontab", "cron"),
+    ("timezone", "time"),
+    ("tz", "time"),
     ("print", "log"),
 ];
 
