@@ -5,6 +5,7 @@
 //! - `env.rs`: what scripts can reach (database, UCWA session, HTTP allowlist, config).
 //! - `api.rs`: the `agent` table (`agent.on`, `agent.log`, `agent.json`, `agent.state`, …).
 //! - `api_net.rs`: `agent.ucwa.*` and `agent.http.request`.
+//! - `api_people.rs`: the watched contacts behind `agent.people.watch`.
 //! - `state.rs`: saving `agent.state` key by key, only what changed, only what can be read back.
 //! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
@@ -19,6 +20,7 @@
 pub(crate) mod api;
 mod api_metrics;
 mod api_net;
+mod api_people;
 mod bounded;
 mod env;
 mod host;
