@@ -37,7 +37,13 @@ pub(crate) fn native(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
                     url: format!("{}/people/presenceSubscriptions", net.application()),
                     body: Some(body.to_string()),
                 };
-                c.env.emit(ScriptOutput::Request { script: req.script.clone(), via: req.via, method: req.method.clone(), url: req.url.clone(), body: req.body.clone() });
+                c.env.emit(ScriptOutput::Request {
+                    script: req.script.clone(),
+                    via: req.via,
+                    method: req.method.clone(),
+                    url: req.url.clone(),
+                    body: req.body.clone(),
+                });
                 net.answer(req);
             }
             if let Err(e) = store.watch(&c.name, &uris) {
