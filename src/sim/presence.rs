@@ -248,6 +248,16 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
             }
             None => gone(),
         },
+        (&Method::GET, ["presencesubscriptionmemberships"]) if query(req, "presenceSubscriptionId").is_none() => {
+            let ids: Vec<String> = st.presence_subs.values().filter(|s| s.app_id == app_id).map(|s| s.id.clone()).collect();
+            let all: Vec<Value> = ids.iter().flat_map(|id| memberships(st, app_id, id)).collect();
+            Reply::json(
+                StatusCode::OK,
+                &json!({"rel": "presenceSubscriptionMemberships",
+                        "_links": {"self": {"href": format!("{}/presenceSubscriptionMemberships", people_path(app_id))}},
+                        "_embedded": {"presenceSubscriptionMembership": all}}),
+            )
+        }
         (m, ["presencesubscriptionmemberships"]) if m == Method::GET || m == Method::POST => {
             let Some(id) = query(req, "presenceSubscriptionId").and_then(|id| sub_of(st, &id.to_ascii_lowercase())) else {
                 return Some(gone());
@@ -268,17 +278,7 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
                 st.push(app_id, events);
             }
             let p = people_path(app_id);
-            let all: Vec<Value> = st.presence_subs[&id]
-                .members
-                .iter()
-                .map(|m| {
-                    json!({"rel": "presenceSubscriptionMembership", "_links": {
-                        "self": {"href": format!("{p}/presenceSubscriptionMemberships/{id},{m}")},
-                        "contact": {"href": format!("{p}/{m}")},
-                        "presenceSubscription": {"href": format!("{p}/presenceSubscriptions/{id}")},
-                    }})
-                })
-                .collect();
+            let all = memberships(st, app_id, &id);
             let status = if m == Method::POST { StatusCode::CREATED } else { StatusCode::OK };
             Reply::json(
                 status,
@@ -286,6 +286,17 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
                         "_links": {"self": {"href": format!("{p}/presenceSubscriptionMemberships?presenceSubscriptionId={id}")}},
                         "_embedded": {"presenceSubscriptionMembership": all}}),
             )
+        }
+        (&Method::GET, ["presencesubscriptionmemberships", which]) => {
+            let found = which.split_once(',').and_then(|(id, person)| {
+                let id = sub_of(st, id)?;
+                let href = format!("{}/presenceSubscriptionMemberships/{id},{person}", people_path(app_id));
+                memberships(st, app_id, &id).into_iter().find(|m| m["_links"]["self"]["href"] == href.as_str())
+            });
+            match found {
+                Some(m) => Reply::json(StatusCode::OK, &m),
+                None => gone(),
+            }
         }
         (&Method::DELETE, ["presencesubscriptionmemberships", which]) => {
             let Some((id, person)) = which.split_once(',') else {
@@ -302,6 +313,22 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
         }
         _ => return None,
     })
+}
+
+/// The memberships of subscription `id` (presenceSubscriptionMemberships_ref.md).
+fn memberships(st: &SimState, app_id: u64, id: &str) -> Vec<Value> {
+    let p = people_path(app_id);
+    st.presence_subs[id]
+        .members
+        .iter()
+        .map(|m| {
+            json!({"rel": "presenceSubscriptionMembership", "_links": {
+                "self": {"href": format!("{p}/presenceSubscriptionMemberships/{id},{m}")},
+                "contact": {"href": format!("{p}/{m}")},
+                "presenceSubscription": {"href": format!("{p}/presenceSubscriptions/{id}")},
+            }})
+        })
+        .collect()
 }
 
 /// Warns when a subscription is about to expire and ends it when it does (an extension moves
