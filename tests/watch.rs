@@ -222,3 +222,48 @@ fn offline_a_watch_is_reported_as_what_it_would_send() {
     );
     assert!(out.contains("  info: watching sip:bob@contoso.com\n"), "{out}");
 }
+
+#[tokio::test]
+async fn after_a_crash_the_resumed_application_keeps_one_subscription_and_the_watch() {
+    let sim = start_sim(colleagues()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    write(&scripts, "presence.lua", &format!("agent.people.watch(\"sip:bob@contoso.com\")\n{HANDLER}"));
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        "[server]\ndiscover = \"{}\"\nmax_backoff_secs = 1\n[auth]\n{PASSWORD_AUTH}\n[scripts]\ndir = \"scripts\"\nwatch = false\n[state]\ndir = \"state\"\n",
+        sim.discovery_url()
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = |log: &str| {
+        let file = std::fs::File::create(dir.path().join(log)).unwrap();
+        agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(file).spawn_guarded()
+    };
+    let mut agent = run("first.log");
+    let first = subscribed(&sim, &["sip:bob@contoso.com"]).await;
+    agent.kill().expect("SIGKILL");
+    agent.wait().unwrap();
+
+    // A new process, the script without any watch call: the application is resumed, the
+    // earlier process's subscription replaced (not doubled), bob still watched.
+    write(&scripts, "presence.lua", HANDLER);
+    let mut agent = run("second.log");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let second = loop {
+        let all = subscriptions(&sim).await;
+        if let [one] = all.as_slice() {
+            if one["id"] != first["id"] {
+                break one.clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not replaced: {all:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((&second["application"], &second["uris"]), (&first["application"], &json!(["sip:bob@contoso.com"])), "the resumed application");
+    assert_eq!(sim.counters()["presence_subscriptions_deleted"], 1);
+    set_presence(&sim, "sip:bob@contoso.com", "Away").await;
+    file_contains(&dir.path().join("second.log"), "sip:bob@contoso.com Away").await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

@@ -68,12 +68,10 @@ async fn run(session: Arc<Session>, application: String, host: ScriptHost) {
     // None until found; Some(None): the pool offers no presence subscriptions.
     let mut collection: Option<Option<String>> = None;
     let mut failures = 0u32;
-    let mut first = true;
     loop {
-        let step = step(&session, &application, &host, &mut sub, &mut collection, first).await;
+        let step = step(&session, &application, &host, &mut sub, &mut collection).await;
         let wake = match step {
             Ok(()) => {
-                first = false;
                 failures = 0;
                 sub.as_ref().map(|s| s.renew_at)
             }
@@ -120,7 +118,6 @@ async fn step(
     host: &ScriptHost,
     sub: &mut Option<Sub>,
     collection: &mut Option<Option<String>>,
-    first: bool,
 ) -> Result<(), UcwaError> {
     let want = wanted(host);
     if collection.is_none() {
@@ -129,7 +126,8 @@ async fn step(
         }
         *collection = Some(find_collection(session, application).await?);
         match collection {
-            Some(Some(href)) if first => clear(session, href).await,
+            // Found once per application, before this task made any: any there are older.
+            Some(Some(href)) => clear(session, href).await,
             Some(None) => tracing::warn!("the pool offers no presenceSubscriptions: agent.people.watch gets no contactPresence events"),
             _ => {}
         }
