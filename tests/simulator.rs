@@ -522,6 +522,11 @@ async fn walk_every_link(config: SimConfig) {
 }
 
 /// `POST /sim/v1/<path>` with a JSON body: the answer's body.
+async fn sim_put(sim: &Simulator, path: &str, body: Value) {
+    let r = Client::new().put(format!("{}/sim/v1/{path}", sim.origin())).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "PUT {path}");
+}
+
 async fn sim_post(sim: &Simulator, path: &str, body: Value) -> Value {
     let r = reqwest::Client::new().post(format!("{}/sim/v1/{path}", sim.origin())).json(&body).send().await.unwrap();
     assert!(r.status().is_success(), "POST /sim/v1/{path}: {}", r.status());
@@ -689,4 +694,62 @@ async fn ended_calls_stay_listed_with_their_outcome() {
         assert!(std::time::Instant::now() < deadline, "outcomes: {got:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn presence_subscriptions_as_the_documentation_shows() {
+    // A subscription minute of 60 ms: 10 minutes last 0.6 s, the warning at 0.4 s.
+    let sim = start_sim(SimConfig { presence_minute: Duration::from_millis(60), ..sim_config() }).await;
+    let c = client(&sim, true).await;
+    let (_, mut next) = c.events(c.events.clone(), 1).await;
+    let people: Value = c.get(&format!("{}/people", c.app)).await.json().await.unwrap();
+    let subs = people["_links"]["presenceSubscriptions"]["href"].as_str().unwrap().to_string();
+    for bad in [json!({"duration": 5, "uris": ["sip:bob@contoso.com"]}), json!({"duration": 10, "uris": ["bob"]}), json!({"duration": 10})] {
+        assert_eq!(c.post(&subs, bad.clone()).await.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // The docs' own request (`Uris` capitalised): 201 a presenceSubscription like theirs.
+    let r = c.post(&subs, json!({"duration": 11, "Uris": ["sip:SaraD@contoso.com"]})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sub: Value = r.json().await.unwrap();
+    like_the_sample(&sub, "doc-ExtendAPresenceSubscription-01.json", "presenceSubscription");
+    let (seen, n) = until_raw(&c, next, ("contactPresence", "updated")).await;
+    next = n;
+    assert_eq!(kinds(&seen), ["contact added", "presenceSubscription added", "contactPresence updated"]);
+    // A change of the contact's presence: `contactPresence` `updated`, shaped as the docs'.
+    sim_put(&sim, "contacts/sip:sarad@contoso.com/presence", json!({"availability": "Busy"})).await;
+    let (seen, n) = until_raw(&c, next, ("contactPresence", "updated")).await;
+    next = n;
+    let sample = fixture("events/doc-SubscribeToThePresenceOfSelectedContacts-01.json");
+    let expected = &sample["sender"][0]["events"][0];
+    let event = seen.last().unwrap();
+    assert_eq!(shape(event), shape(expected), "{event}");
+    assert_eq!(event["in"]["rel"], "contact");
+    let presence: Value = c.get(event["link"]["href"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(presence["availability"], "Busy");
+    // About to expire: `presenceSubscription` `updated` embedding it; extended, it lives on.
+    let (seen, n) = until_raw(&c, next, ("presenceSubscription", "updated")).await;
+    next = n;
+    like_the_sample(&seen.last().unwrap()["_embedded"]["presenceSubscription"], "doc-ExtendAPresenceSubscription-01.json", "presenceSubscription");
+    let me = sub["_links"]["self"]["href"].as_str().unwrap();
+    assert_eq!(c.post(&format!("{me}?duration=10"), json!({})).await.status(), StatusCode::OK);
+    // Memberships: added, listed, removed.
+    let add = sub["_links"]["addToPresenceSubscription"]["href"].as_str().unwrap();
+    assert_eq!(c.post(add, json!({"contactUris": ["sip:bob@contoso.com"]})).await.status(), StatusCode::CREATED);
+    let list: Value = c.get(sub["_links"]["memberships"]["href"].as_str().unwrap()).await.json().await.unwrap();
+    let members = list["_embedded"]["presenceSubscriptionMembership"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{list}");
+    let bob = members.iter().find(|m| m["_links"]["contact"]["href"].as_str().unwrap().ends_with("/bob@contoso.com")).unwrap();
+    let r = c.http.delete(format!("{}{}", c.origin, bob["_links"]["self"]["href"].as_str().unwrap())).bearer_auth(&c.token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sim_get(&sim, "presence_subscriptions").await[0]["uris"], json!(["sip:sarad@contoso.com"]));
+    // Not extended again: it expires with the docs' deleted events; extending it is then a 404.
+    let (seen, _) = until_raw(&c, next, ("presenceSubscription", "deleted")).await;
+    let last_two: Vec<String> = kinds(&seen).into_iter().rev().take(2).collect();
+    assert_eq!(last_two, ["presenceSubscription deleted", "contact deleted"], "as doc-DeleteAPresenceSubscription-01: {seen:?}");
+    let sample = fixture("events/doc-DeleteAPresenceSubscription-01.json");
+    assert_eq!(shape(&seen[seen.len() - 2]), shape(&sample["sender"][0]["events"][0]));
+    assert_eq!(c.post(&format!("{me}?duration=10"), json!({})).await.status(), StatusCode::NOT_FOUND);
+    let counters = sim.counters();
+    assert_eq!((counters["presence_subscriptions_extended"].as_u64(), counters["presence_subscriptions_expired"].as_u64()), (Some(1), Some(1)));
+    assert!(sim_get(&sim, "presence_subscriptions").await.as_array().unwrap().is_empty());
 }

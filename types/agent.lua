@@ -21,6 +21,8 @@
 ---@field text string|nil       message/messagingInvitation events: the message's text (decoded; fetched if not embedded)
 ---@field from string|nil       message/messagingInvitation events: the sender's sip: URI
 ---@field direction string|nil  message/messagingInvitation events: "Incoming"|"Outgoing"
+---@field uri string|nil        contactPresence events: the watched contact's sip: URI
+---@field availability string|nil contactPresence events: their availability now (fetched when first read)
 
 ---@class AgentHandle
 ---@field id integer
@@ -182,6 +184,22 @@ function AgentPeople.search(query) end
 ---@param uri string a sip: URI
 ---@return AgentPerson
 function AgentPeople.get(uri) end
+---Watches contacts' presence: changes arrive as `contactPresence` events (`e.uri`,
+---`e.availability`). Kept by the account under the script's name across reloads, new
+---applications and restarts (at most 200 contacts per account).
+---@param uris string|string[] sip: URIs
+---@return AgentWatch
+function AgentPeople.watch(uris) end
+---Stops this script watching `uris` (nil: everyone it watches).
+---@param uris string|string[]|nil
+function AgentPeople.unwatch(uris) end
+---The contacts this script watches, sorted (lower case).
+---@return string[]
+function AgentPeople.watching() end
+
+---@class AgentWatch
+---@field uris string[] the watched URIs, in lower case
+---@field cancel fun(self: AgentWatch) unwatches these URIs
 
 ---@class AgentMetricHandle
 ---@field inc fun(self: AgentMetricHandle, n: number|nil, labels: table<string, string|number|boolean>|nil)

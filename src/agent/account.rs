@@ -237,9 +237,12 @@ impl Account {
                 self.host.env().application.set(Some(session.origin().absolute(&app.self_href)));
                 sink.synthetic("signedIn", json!({"application": session.origin().absolute(&app.self_href), "resumed": resumed}));
                 let keepalive = keepalive::spawn(session.clone(), app.clone(), Duration::from_secs(self.server.keepalive_secs));
+                // The scripts' watched contacts, subscribed on this application (and kept so).
+                let presence = super::presence::spawn(session.clone(), app.self_href.clone(), self.host.clone());
                 metrics.set_health(HealthState::Polling, None);
                 let channel_end = channel::run(&session, app.events_href.clone(), &settings, &mut sink, &mut stop, &metrics).await;
                 keepalive.abort();
+                presence.abort();
                 match channel_end {
                     Ok(ChannelEnd::Shutdown) => {
                         // Polling has stopped. Scripts finish what they have (signedOut last),

@@ -7,6 +7,7 @@ pub mod channel;
 pub mod endpoints;
 pub mod keepalive;
 pub mod memory;
+pub mod presence;
 pub mod record;
 pub mod refusal;
 mod reload;

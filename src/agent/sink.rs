@@ -68,6 +68,14 @@ impl EventSink {
         for ev in &events {
             tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
         }
+        let watches = &self.host.env().watches;
+        for ev in &events {
+            match (ev.rel(), ev.kind()) {
+                ("presenceSubscription", "updated") => watches.expiring.notify_one(),
+                ("presenceSubscription", "deleted") | ("agent", "resync") => watches.lost.notify_one(),
+                _ => {}
+            }
+        }
         self.host.dispatch(events);
         self.batches += 1;
         if self.batches.is_multiple_of(PRUNE_EVERY) {

@@ -2,10 +2,10 @@
 -- messages, and reading the directory, over agent.ucwa. Every href
 -- comes from a link the pool gave (the application's `me`, an invitation's `decline`, a
 -- conversation's audioVideo); a resource without the link raises an error saying which.
-local agent, user_level = ...
+local agent, user_level, native = ...
 local ucwa = agent.ucwa
 -- Taken now: a script that reassigns a global does not break these functions.
-local type, error, tostring, pcall, ipairs = type, error, tostring, pcall, ipairs
+local type, error, tostring, pcall, ipairs, setmetatable = type, error, tostring, pcall, ipairs, setmetatable
 local format, byte, char, random, tonumber = string.format, string.byte, string.char, math.random, tonumber
 
 -- The error names the script's line that called agent.me/calls/im (not a line of this chunk).
@@ -331,10 +331,75 @@ function agent.people.get(uri)
   return out
 end
 
+-- `sip:Bob@Contoso.com` (or a list of them) → {"sip:bob@contoso.com", …}, each once; an error
+-- names the first that is not a SIP URI.
+local function sip_list(what, uris)
+  if type(uris) == "string" then uris = { uris } end
+  if type(uris) ~= "table" then fail(what, "expected a sip: URI or a list of them") end
+  local out, seen = {}, {}
+  for _, uri in ipairs(uris) do
+    if type(uri) ~= "string" or #uri > 512 or not uri:match("^[Ss][Ii][Pp]:[^%s%c,/]+@[^%s%c,/]+$") then
+      fail(what, "expected sip: URIs such as \"sip:ann@contoso.com\", got " .. tostring(uri))
+    end
+    local u = "sip:" .. uri:sub(5):lower()
+    if not seen[u] then seen[u] = true; out[#out + 1] = u end
+  end
+  return out
+end
+
+local watch_mt = { __index = {}, __metatable = false }
+
+-- Watches the presence of `uris` (one sip: URI or a list): their `contactPresence` `updated`
+-- events reach `agent.on("contactPresence", …)` (`e.uri`, `e.availability`). The watches are
+-- the account's, kept under the script's name: they hold across reloads, new applications and
+-- restarts until unwatched. Gives a handle whose :cancel() unwatches these URIs.
+function agent.people.watch(uris)
+  local what = "agent.people.watch"
+  local list = sip_list(what, uris)
+  if #list == 0 then fail(what, "expected at least one sip: URI") end
+  local err = native.watch(list)
+  if err then fail(what, err) end
+  return setmetatable({ uris = list }, watch_mt)
+end
+
+function watch_mt.__index.cancel(self)
+  local err = native.unwatch(self.uris)
+  if err then fail("watch:cancel", err) end
+end
+
+-- Stops watching `uris` (nil: every contact this script watches).
+function agent.people.unwatch(uris)
+  local what = "agent.people.unwatch"
+  local err = native.unwatch(uris ~= nil and sip_list(what, uris) or nil)
+  if err then fail(what, err) end
+end
+
+-- The contacts this script watches, sorted.
+function agent.people.watching()
+  return native.watching()
+end
+
 -- `e.text`, `e.from` and `e.direction` of `message` and `messagingInvitation` events, read on
 -- demand (script::interop calls this for those names): from the embedded resource, or fetched.
 local function event_field(e, name)
   local what = "e." .. name
+  if e.rel == "contactPresence" then
+    local href = e.href
+    if name == "availability" then
+      local r = e.resource or ok(ucwa.get(href), what).body
+      return type(r) == "table" and r.availability or nil
+    end
+    if name ~= "uri" or type(href) ~= "string" then return nil end
+    -- `people/<address>/presence`; else the contact the presence belongs to.
+    local contact = href:match("^(.*)/[^/]+$")
+    local uri = contact and uri_of_href(contact)
+    if not uri and contact then
+      local r = ucwa.get(contact)
+      uri = r.status == 200 and type(r.body) == "table" and r.body.uri or nil
+    end
+    return uri
+  end
+  if name == "uri" or name == "availability" then return nil end
   if e.rel == "messagingInvitation" then
     local inv = e.resource or ok(ucwa.get(e.href), what).body
     if name == "text" then return data_text(inv._links and inv._links.message and ucwa.one(inv._links.message).href) end

@@ -141,8 +141,11 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     super::api_cron::register(lua, &agent, ctx)?;
     // agent.me, agent.calls and agent.im, written in Lua over agent.ucwa (and what fills in
     // `e.text`, `e.from`, `e.direction` of message events).
-    let event_field: Function =
-        lua.load(include_str!("actions.lua")).set_name("@agent-actions").call((agent.clone(), lua.create_function(|lua, ()| Ok(user_level(lua)))?))?;
+    let event_field: Function = lua.load(include_str!("actions.lua")).set_name("@agent-actions").call((
+        agent.clone(),
+        lua.create_function(|lua, ()| Ok(user_level(lua)))?,
+        super::api_people::native(lua, ctx)?,
+    ))?;
     super::interop::set_field_hook(lua, event_field)?;
     agent.set(
         "on_unload",

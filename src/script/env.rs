@@ -41,6 +41,16 @@ impl ApplicationSlot {
     }
 }
 
+/// What the account's presence subscription (`agent/presence.rs`) is told: the scripts'
+/// watches changed (`agent.people.watch`), the pool says it is about to expire, or it may
+/// have ended (a `presenceSubscription` `deleted` event, a resync).
+#[derive(Default)]
+pub struct WatchSignals {
+    pub changed: tokio::sync::Notify,
+    pub expiring: tokio::sync::Notify,
+    pub lost: tokio::sync::Notify,
+}
+
 /// The settings from `[scripts]` that a SIGHUP may change (scripts reload to see them).
 #[derive(Debug, Clone)]
 pub struct ScriptSettings {
@@ -146,6 +156,7 @@ pub struct ScriptEnv {
     pub store: Arc<Store>,
     pub session: SessionSlot,
     pub application: ApplicationSlot,
+    pub watches: Arc<WatchSignals>,
     /// The client for `agent.http.request` (no redirects, so the allowlist means what it says),
     /// built at first use unless given (`with_http`): a client holds its TLS roots, and an
     /// agent of many accounts shares one.
@@ -183,6 +194,7 @@ impl ScriptEnv {
             store,
             session: SessionSlot::default(),
             application: ApplicationSlot::default(),
+            watches: Arc::default(),
             http: std::sync::OnceLock::new(),
             output: std::sync::OnceLock::new(),
             metrics: Arc::new(Metrics::default()),

@@ -8,8 +8,9 @@
 //! kept in a weak-keyed side table: the garbage collector frees it with the table, and no Rust
 //! value (and no finalizer) lives on in Lua per event. One metatable per state serves every
 //! event table (another serves `message` and `messagingInvitation` events, whose `text`, `from`
-//! and `direction` agent-actions fills in, fetching if it must); `pairs(e)` and
-//! `agent.json.encode(e)` see every field but those three.
+//! and `direction` agent-actions fills in, fetching if it must, and `contactPresence` events,
+//! whose `uri` and `availability` it fills in the same way); `pairs(e)` and
+//! `agent.json.encode(e)` see every field but those.
 
 use crate::ucwa::event::{embedded, packed_field, Field};
 use crate::ucwa::Event;
@@ -32,7 +33,7 @@ pub(crate) struct Interop {
 const MAKE_EVENT: &str = r#"
 local setmetatable, mt, im_mt, sources = ...
 return function(rel, kind, seq, source)
-  local t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation") and im_mt or mt)
+  local t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation" or rel == "contactPresence") and im_mt or mt)
   sources[t] = source
   return t
 end
@@ -42,7 +43,7 @@ end
 /// fields it knows (kept in the table once read, like the others).
 const IM_INDEX: &str = r#"
 local lazy, hooks, rawset = ...
-local known = {text = true, from = true, direction = true}
+local known = {text = true, from = true, direction = true, uri = true, availability = true}
 return function(t, k)
   local v = lazy(t, k)
   if v == nil and known[k] and hooks.field then
@@ -53,7 +54,8 @@ return function(t, k)
 end
 "#;
 
-/// Installs agent-actions' function behind `e.text`, `e.from` and `e.direction` of message events.
+/// Installs agent-actions' function behind `e.text`, `e.from` and `e.direction` of message
+/// events, and `e.uri` and `e.availability` of `contactPresence` events.
 pub(crate) fn set_field_hook(lua: &Lua, hook: Function) -> mlua::Result<()> {
     let interop = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?;
     interop.hooks.raw_set("field", hook)

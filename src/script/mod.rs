@@ -8,6 +8,7 @@
 //! - `api_time.rs`: `agent.time` (zones, local time); `zone.rs`: the skipped and repeated hour.
 //! - `hours.rs`: `agent.time.open` (business hours); `calendar.rs`: holiday iCalendar files.
 //! - `api_cron.rs`: `agent.cron`, `agent.at` over `agent.after`; `cron.rs`: the expressions.
+//! - `api_people.rs`: the watched contacts behind `agent.people.watch`.
 //! - `state.rs`: saving `agent.state` key by key, only what changed, only what can be read back.
 //! - `timers.rs`: `agent.after` and `agent.every`.
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests).
@@ -24,6 +25,7 @@ pub(crate) mod api_cron;
 mod api_metrics;
 mod api_net;
 mod api_time;
+mod api_people;
 mod bounded;
 mod calendar;
 mod cron;

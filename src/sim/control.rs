@@ -13,7 +13,10 @@
 //! - `GET /sim/v1/quirks`, `PUT /sim/v1/quirks` `["no_embedded_me", …]` → the quirks on (all
 //!   of them replaced; `[]` for none)
 //! - `GET /sim/v1/presence` → each account's availability, note and call forwarding, as scripts set them
-//! - `PUT /sim/v1/contacts/<uri>/presence` `{"availability"}` → 204: what every account sees of that contact
+//! - `PUT /sim/v1/contacts/<uri>/presence` `{"availability"}` → 204: what every account sees of that
+//!   contact (a change goes as a `contactPresence` event to the applications subscribed to it)
+//! - `GET /sim/v1/presence_subscriptions` → the live presence subscriptions (`id`, `user`,
+//!   `application`, `uris`, `expires_in_ms`, `extensions`)
 //! - `GET /sim/v1/messages` → the instant messages, both ways (`from`, `to`, `text`, `conversation`)
 //! - `POST /sim/v1/messages` `{"from", "to", "text"}` → someone (`from`) sends the account `to`
 //!   an IM: a new messaging invitation, or a message in the conversation they already have
@@ -42,6 +45,7 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Req, rest: &[&str]) -> Reply {
         ["applications"] if m == Method::GET => list_apps(shared),
         ["settings"] if m == Method::GET => settings(shared),
         ["presence"] if m == Method::GET => presence(shared),
+        ["presence_subscriptions"] if m == Method::GET => super::presence::list(shared),
         ["messages"] if m == Method::GET => super::messaging::list(shared),
         ["messages"] if m == Method::POST => match serde_json::from_slice::<Value>(strip_bom(&req.body)) {
             Ok(body) => super::messaging::deliver(shared, &body),
@@ -90,7 +94,11 @@ fn set_contact_presence(shared: &Shared, uri: &str, req: &Req) -> Reply {
     if !person.contains('@') {
         return bad(format!("{uri} is not a sip: address"));
     }
-    shared.lock().contact_presence.insert(person.to_string(), a.to_string());
+    let person = person.to_ascii_lowercase();
+    let mut st = shared.lock();
+    if st.contact_presence.insert(person.clone(), a.to_string()).as_deref() != Some(a) {
+        st.presence_changed(&person);
+    }
     Reply::no_content()
 }
 

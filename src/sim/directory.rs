@@ -134,6 +134,8 @@ pub(crate) fn people(app: &App) -> Value {
         "self": {"href": format!("{p}/people")},
         "myContacts": {"href": format!("{p}/people/contacts")},
         "search": {"href": format!("{p}/people/search")},
+        "presenceSubscriptions": {"href": format!("{p}/people/presenceSubscriptions")},
+        "presenceSubscriptionMemberships": {"href": format!("{p}/people/presenceSubscriptionMemberships")},
     }})
 }
 

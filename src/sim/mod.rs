@@ -8,6 +8,7 @@
 //! - `resources.rs`: the JSON shapes of the documentation's samples, with this pool's hrefs.
 //! - `calls.rs`: audio/video call flows and the events they produce.
 //! - `messaging.rs`, `messaging_res.rs`: instant-message conversations both ways, and their JSON.
+//! - `presence.rs`: presence subscriptions, their expiry, and `contactPresence` events.
 //! - `generator.rs`: the demo's call generator.
 //! - `control.rs`: the `/sim/v1/` API that tests use (calls, faults, counters).
 //! - `form.rs`: urlencoded and multipart form bodies (the token endpoint).
@@ -25,6 +26,7 @@ mod generator;
 mod messaging;
 mod messaging_res;
 mod poll;
+mod presence;
 mod quirks;
 mod reply;
 mod resources;
@@ -62,6 +64,9 @@ pub struct SimConfig {
     pub tls: Option<TlsFiles>,
     /// Real pools' deviations from the documented shapes to reproduce (none by default).
     pub quirks: Quirks,
+    /// How long one minute of a presence subscription's `duration` lasts (tests shorten it to
+    /// see subscriptions warn, get extended and expire).
+    pub presence_minute: Duration,
 }
 
 /// The demo account that `discover = "embedded"` signs in with.
@@ -82,6 +87,7 @@ impl Default for SimConfig {
             call_duration: Duration::from_secs(20),
             tls: None,
             quirks: Quirks::new(),
+            presence_minute: Duration::from_secs(60),
         }
     }
 }

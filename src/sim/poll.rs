@@ -97,7 +97,10 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
                 }
                 Fault::Resume => {
                     Counters::bump(&shared.counters.resumes);
-                    return Reply::json_bytes(StatusCode::OK, app.channel.force_resume(ack, now)).into();
+                    let body = app.channel.force_resume(ack, now);
+                    // The pool cleaned up after the gap: the application's subscriptions ended.
+                    st.forget_presence(app_id);
+                    return Reply::json_bytes(StatusCode::OK, body).into();
                 }
                 Fault::EndlessBody { gzip } => return Answer::Raw(reply::endless_body(app.channel.first_href(), gzip)),
                 Fault::MalformedEvent => {

@@ -93,6 +93,8 @@ pub(crate) fn application(app: &App) -> Value {
                 "self": {"href": format!("{p}/people")},
                 "myContacts": {"href": format!("{p}/people/contacts")},
                 "search": {"href": format!("{p}/people/search")},
+                "presenceSubscriptions": {"href": format!("{p}/people/presenceSubscriptions")},
+                "presenceSubscriptionMemberships": {"href": format!("{p}/people/presenceSubscriptionMemberships")},
             }, "rel": "people"},
             "onlineMeetings": {"_links": {
                 "self": {"href": format!("{p}/onlineMeetings")},

@@ -233,7 +233,7 @@ async fn route(shared: &Arc<Shared>, req: Req) -> Answer {
 }
 
 /// A request's JSON body (`Null` if it is none).
-fn json_body(req: &Req) -> Value {
+pub(crate) fn json_body(req: &Req) -> Value {
     serde_json::from_slice(strip_bom(&req.body)).unwrap_or(Value::Null)
 }
 
@@ -439,6 +439,9 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
             let rel = if *what == "presence" { "presence" } else { "note" };
             st.profiles.insert(user.clone(), changed);
             announce_to_user(&mut st, &user, rel);
+            if rel == "presence" {
+                st.presence_changed(&user);
+            }
             Reply::no_content().into()
         }
         ["me", "location"] if get => Reply::json(StatusCode::OK, &directory::location(app)).into(),
@@ -484,6 +487,12 @@ async fn ucwa(shared: &Arc<Shared>, req: &Req, user: &str, rest: &[&str]) -> Ans
         ["photos", _] if get => Reply::bytes(StatusCode::OK, "image/png", directory::PHOTO_PNG).into(),
         ["policies"] if get => Reply::json(StatusCode::OK, &directory::policies(app)).into(),
         ["people"] if get => Reply::json(StatusCode::OK, &directory::people(app)).into(),
+        ["people", sub @ ..] if sub.first().is_some_and(|s| s.starts_with("presencesubscription")) => {
+            match super::presence::route(shared, &mut st, req, id, sub) {
+                Some(reply) => reply.into(),
+                None => not_found().into(),
+            }
+        }
         ["onlinemeetings"] if get => Reply::json(StatusCode::OK, &directory::online_meetings(app)).into(),
         ["onlinemeetings", "myonlinemeetings"] if get => Reply::json(StatusCode::OK, &directory::my_online_meetings(app)).into(),
         ["communication", "audiovideopolicies"] if get => Reply::json(StatusCode::OK, &directory::audio_video_policies(app)).into(),

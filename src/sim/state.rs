@@ -106,6 +106,10 @@ pub(crate) struct Counters {
     /// Incoming calls not offered: the account forwards every call.
     pub calls_forwarded: AtomicU64,
     pub faults_applied: AtomicU64,
+    pub presence_subscriptions_created: AtomicU64,
+    pub presence_subscriptions_extended: AtomicU64,
+    pub presence_subscriptions_expired: AtomicU64,
+    pub presence_subscriptions_deleted: AtomicU64,
     /// Events delivered in batches, by user.
     pub events_by_user: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -127,6 +131,10 @@ impl Counters {
             "applications_expired": g(&self.applications_expired),
             "report_my_activity": g(&self.report_my_activity), "calls_started": g(&self.calls_started),
             "calls_ended": g(&self.calls_ended), "calls_forwarded": g(&self.calls_forwarded), "faults_applied": g(&self.faults_applied),
+            "presence_subscriptions_created": g(&self.presence_subscriptions_created),
+            "presence_subscriptions_extended": g(&self.presence_subscriptions_extended),
+            "presence_subscriptions_expired": g(&self.presence_subscriptions_expired),
+            "presence_subscriptions_deleted": g(&self.presence_subscriptions_deleted),
             "events_by_user": *self.events_by_user.lock().expect("counters lock"),
         })
     }
@@ -208,6 +216,8 @@ pub(crate) struct SimState {
     pub faults: VecDeque<(Option<String>, Fault, u64)>,
     /// The quirks on now (`SimConfig::quirks`, changed by the control API).
     pub quirks: super::Quirks,
+    /// Live presence subscriptions, by id.
+    pub presence_subs: BTreeMap<String, super::presence::PresenceSub>,
     next_id: u64,
 }
 
@@ -226,6 +236,7 @@ impl SimState {
             calls: BTreeMap::new(),
             faults: VecDeque::new(),
             quirks: config.quirks.clone(),
+            presence_subs: BTreeMap::new(),
             // Real ids are 11-12 digits; starting high makes hrefs look like a pool's.
             next_id: 10_672_188_129,
         }
@@ -265,6 +276,7 @@ impl SimState {
         }
         self.calls.retain(|_, c| c.app_id != id);
         super::messaging::forget_app(self, id);
+        self.forget_presence(id);
     }
 
     /// The application `id` if it exists and belongs to `user`.

@@ -11,7 +11,9 @@
 //!   committed with the cursor (only the keys that changed are written);
 //! - `script_state`: `agent.state` as one JSON object, as versions before `state_keys` wrote
 //!   it (read when a script has no keys yet; removed at its next commit);
-//! - `meta`: the channel position (pool, application, the href to poll next).
+//! - `meta`: the channel position (pool, application, the href to poll next);
+//! - `watches`: per script, the contacts it watches (`agent.people.watch`): the account's
+//!   presence subscription is made of the loaded scripts' watches (`agent/presence.rs`).
 //!
 //! Journal rows are pruned once every loaded script has passed them.
 
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
+CREATE TABLE IF NOT EXISTS watches (script TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (script, uri));
 ";
 
 /// The store's connection while held. Let go, it tells the checkpointer the database may have
@@ -318,6 +321,47 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
+    /// Adds `uris` (`sip:` URIs, as the script API normalised them) to what `script` watches.
+    pub fn watch(&self, script: &str, uris: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut put = tx.prepare_cached("INSERT OR IGNORE INTO watches (script, uri) VALUES (?1, ?2)").map_err(|e| self.err(e))?;
+            for uri in uris {
+                put.execute(params![script, uri]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Stops `script` watching `uris` (every contact it watches, for None).
+    pub fn unwatch(&self, script: &str, uris: Option<&[String]>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        match uris {
+            None => tx.execute("DELETE FROM watches WHERE script = ?1", params![script]).map(|_| ()),
+            Some(uris) => tx.prepare_cached("DELETE FROM watches WHERE script = ?1 AND uri = ?2").and_then(|mut del| {
+                for uri in uris {
+                    del.execute(params![script, uri])?;
+                }
+                Ok(())
+            }),
+        }
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The contacts `scripts` watch (each once, sorted); every script's for None.
+    pub fn watched(&self, scripts: Option<&[String]>) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT script, uri FROM watches").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().filter(|(s, _)| scripts.is_none_or(|names| names.contains(s))).map(|(_, uri)| uri).collect())
+    }
+
     /// Deletes journal batches every one of `scripts` has passed (returns how many); keeps at most `max_rows` rows
     /// whatever the cursors say (a stalled script then misses the oldest: it is logged).
     pub fn prune(&self, scripts: &[String], max_rows: u64) -> Result<u64, StoreError> {
@@ -411,6 +455,23 @@ mod tests {
         assert_eq!(s.depth().unwrap(), 0);
         assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
         assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/4", json!({}))]), None), [4]);
+    }
+
+    #[test]
+    fn watches_are_kept_per_script_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let uris = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.watch("a", &uris(&["sip:bob@x", "sip:carol@x"])).unwrap();
+            s.watch("b", &uris(&["sip:bob@x", "sip:dave@x"])).unwrap();
+            s.unwatch("a", Some(&uris(&["sip:carol@x"]))).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.watched(None).unwrap().into_iter().collect::<Vec<_>>(), ["sip:bob@x", "sip:dave@x"]);
+        assert_eq!(s.watched(Some(&["a".to_string()])).unwrap().into_iter().collect::<Vec<_>>(), ["sip:bob@x"]);
+        s.unwatch("b", None).unwrap();
+        assert_eq!(s.watched(None).unwrap().len(), 1);
     }
 
     #[test]
