@@ -61,7 +61,8 @@ impl Reply {
     /// Builds the response; `gzip` when the request's `Accept-Encoding` allows it. A HEAD
     /// request gets the headers of the GET with no body.
     pub(crate) fn into_response(self, gzip: bool, head: bool) -> Response {
-        let compress = gzip && self.body.len() > 256;
+        // As IIS dynamic compression does: every non-empty JSON body, however small.
+        let compress = gzip && !self.body.is_empty() && self.content_type == Some(JSON);
         let body = if compress { gzip_bytes(&self.body) } else { self.body };
         let mut builder = Response::builder().status(self.status);
         if let Some(ct) = self.content_type {
