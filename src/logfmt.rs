@@ -64,7 +64,9 @@ pub fn journal_stream() -> bool {
     expected == format!("{}:{}", meta.dev(), meta.ino())
 }
 
-/// `line` with `<N>` before each of its lines.
+/// `line` with `<N>` before each of its lines, each cut at `JOURNALD_LINE_MAX` (journald splits a
+/// longer line itself and would read a `<N>` at the start of the rest), NULs dropped (journald
+/// reads one as a line break).
 fn journald_lines(line: &str, priority: u8) -> String {
     let prefix = format!("<{priority}>");
     let mut out = String::with_capacity(line.len() + 4);
@@ -73,10 +75,21 @@ fn journald_lines(line: &str, priority: u8) -> String {
             out.push('\n');
         }
         out.push_str(&prefix);
-        out.push_str(l);
+        let mut taken = 0;
+        for c in l.chars().filter(|c| *c != '\0') {
+            taken += c.len_utf8();
+            if taken > JOURNALD_LINE_MAX {
+                out.push('…');
+                break;
+            }
+            out.push(c);
+        }
     }
     out
 }
+
+/// Under journald's LineMax (48 KiB by default).
+const JOURNALD_LINE_MAX: usize = 16 * 1024;
 
 /// The syslog priority journald files a line under (`journalctl -p err`).
 fn priority(level: &Level) -> u8 {
@@ -253,6 +266,16 @@ fn push_escaped(line: &mut String, text: &str, keep_breaks: bool) {
 }
 
 fn push_pair(line: &mut String, key: &str, value: &Value) {
+    // A key is a script's text too (`agent.log` fields): control characters shown escaped.
+    let escaped;
+    let key = if key.chars().any(|c| c.is_control()) {
+        let mut k = String::with_capacity(key.len() + 8);
+        push_escaped(&mut k, key, false);
+        escaped = k;
+        escaped.as_str()
+    } else {
+        key
+    };
     let _ = match value {
         Value::String(s) => write!(line, " {key}={}", human_text(s)),
         // A table: its JSON, quoted like any text with spaces or quotes.
@@ -329,6 +352,11 @@ mod tests {
         assert_eq!(human_line("T", &Level::ERROR, "ucwa_agent", own, false), "T ERROR ucwa_agent: bad.toml: TOML parse error\n  |\\u{1b}[2J");
         assert_eq!((priority(&Level::ERROR), priority(&Level::WARN), priority(&Level::INFO)), (3, 4, 6));
         assert_eq!(journald_lines("T ERROR x: bad.toml: TOML parse error\n  |\n1 | [x", 3), "<3>T ERROR x: bad.toml: TOML parse error\n<3>  |\n<3>1 | [x");
+        assert_eq!(journald_lines("a\0<0>EMERG", 6), "<6>a<0>EMERG");
+        assert!(journald_lines(&"x".repeat(100_000), 6).len() < JOURNALD_LINE_MAX + 16);
+        let keys = Fields { message: "m".into(), script_fields: Some(serde_json::json!({"a\nFORGED x": "v", "esc\u{1b}[2J": 1})), ..Fields::default() };
+        let line = human_line("T", &Level::INFO, "script", keys, false);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
     }
 
     #[test]

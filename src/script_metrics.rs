@@ -164,6 +164,12 @@ impl ScriptMetrics {
         Ok(())
     }
 
+    /// Gives this registry's bytes back to the agent's budget (an account that stops or restarts).
+    fn release(&mut self) {
+        let held: usize = std::mem::take(&mut self.bytes).values().sum();
+        let _ = self.agent_bytes.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, |b| Some(b.saturating_sub(held)));
+    }
+
     /// Counts this registry's series in `budget`, the agent's (one for every account).
     pub fn share_budget(&mut self, budget: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         let held: usize = self.bytes.values().sum();
@@ -197,6 +203,12 @@ impl ScriptMetrics {
                 }
             }
         }
+    }
+}
+
+impl Drop for ScriptMetrics {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -299,5 +311,14 @@ mod tests {
         let e = m.update("other", "x", labels(2), |s, _| s.set(1.0)).unwrap_err();
         assert!(e.contains("hold 32 MiB of metric series"), "{e}");
         m.update("other", "x", labels(1), |s, _| s.set(2.0)).expect("an existing series still updates");
+        // An account that stops gives its bytes back (a restarted account must not leak them).
+        agent.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut a = ScriptMetrics::default();
+        a.share_budget(agent.clone());
+        a.define("s", "x", Kind::Gauge, "", vec![]).unwrap();
+        a.update("s", "x", labels(1), |s, _| s.set(1.0)).unwrap();
+        assert!(agent.load(std::sync::atomic::Ordering::Relaxed) > 1000);
+        drop(a);
+        assert_eq!(agent.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

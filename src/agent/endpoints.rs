@@ -33,6 +33,16 @@ pub fn replace(slot: &EndpointSlot, new: Option<(SocketAddr, JoinHandle<()>)>) {
     }
 }
 
+/// Stops the endpoint in the slot and waits until its listener is closed (so its address can
+/// be bound again at once).
+pub async fn stop(slot: &EndpointSlot) {
+    let old = slot.lock().expect("endpoint slot lock").take();
+    if let Some((_, task)) = old {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 /// Serves `/`, `/metrics`, `/healthz` and `/healthz/<account>` on `listen` until the handle is
 /// aborted. With `web.basic_auth_users`, every request must authenticate; `/healthz` names
 /// accounts and quotes errors only where the listener is trusted (`MetricsConfig::trusted`).
@@ -54,22 +64,25 @@ pub async fn serve(
         .route(
             "/",
             get(move |headers: HeaderMap| {
-                std::future::ready(a1.check(&headers).map(|()| {
-                    (
-                        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                        "<!doctype html><title>ucwa-agent</title><h1>ucwa-agent</h1><ul><li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li></ul>\n",
-                    )
-                        .into_response()
-                }))
+                let a = a1.clone();
+                async move {
+                    a.check(&headers).await.map(|()| {
+                        (
+                            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                            "<!doctype html><title>ucwa-agent</title><h1>ucwa-agent</h1><ul><li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li></ul>\n",
+                        )
+                            .into_response()
+                    })
+                }
             }),
         )
         .route(
             "/metrics",
             get(move |headers: HeaderMap| {
                 let fleet = metrics_fleet.clone();
-                let allowed = a2.check(&headers);
+                let a = a2.clone();
                 async move {
-                    allowed?;
+                    a.check(&headers).await?;
                     let text = tokio::task::spawn_blocking(move || render_all(&fleet))
                         .await
                         .unwrap_or_default();
@@ -79,12 +92,16 @@ pub async fn serve(
         )
         .route(
             "/healthz",
-            get(move |headers: HeaderMap| std::future::ready(a3.check(&headers).map(|()| health_of_all(&fleet, details)))),
+            get(move |headers: HeaderMap| {
+                let (a, fleet) = (a3.clone(), fleet.clone());
+                async move { a.check(&headers).await.map(|()| health_of_all(&fleet, details)) }
+            }),
         )
         .route(
             "/healthz/{account}",
             get(move |headers: HeaderMap, Path(name): Path<String>| {
-                std::future::ready(a4.check(&headers).map(|()| health_of_one(&one_fleet, &name, details)))
+                let (a, fleet) = (a4.clone(), one_fleet.clone());
+                async move { a.check(&headers).await.map(|()| health_of_one(&fleet, &name, details)) }
             }),
         );
     tracing::info!(%addr, authenticated = !web.basic_auth_users.is_empty(), https = acceptor.is_some(), "metrics and health endpoints listening");
@@ -106,17 +123,23 @@ pub async fn serve(
 struct Access {
     users: BTreeMap<String, String>,
     passed: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// bcrypt checks running at once (two: the rest answer 401 at once).
+    verifying: Arc<tokio::sync::Semaphore>,
+    /// A hash of the users' cost, checked for an unknown user so that both take as long.
+    decoy: String,
 }
 
 impl Access {
     fn new(web: &MetricsConfig) -> Access {
-        Access { users: web.basic_auth_users.clone(), passed: Default::default() }
+        let cost = web.basic_auth_users.values().find_map(|h| h.parse::<bcrypt::HashParts>().ok()).map_or(bcrypt::DEFAULT_COST, |p| p.get_cost());
+        let decoy = if web.basic_auth_users.is_empty() { String::new() } else { bcrypt::hash("not a user of this agent", cost).unwrap_or_default() };
+        Access { users: web.basic_auth_users.clone(), passed: Default::default(), verifying: Arc::new(tokio::sync::Semaphore::new(2)), decoy }
     }
 
     /// Ok when no users are configured or the request carries a valid user and password;
     /// otherwise the 401 to send.
     #[allow(clippy::result_large_err)]
-    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+    async fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
         if self.users.is_empty() {
             return Ok(());
         }
@@ -131,7 +154,23 @@ impl Access {
             if self.passed.lock().map(|p| p.contains(&key)).unwrap_or(false) {
                 return Ok(());
             }
-            if self.users.get(user).is_some_and(|hash| bcrypt::verify(password, hash).unwrap_or(false)) {
+            // bcrypt costs tens of milliseconds by design: off the runtime's workers, two at a
+            // time (a flood of wrong passwords gets 401 at once rather than queueing), and
+            // against a hash of the same cost for an unknown user (no timing tells users apart).
+            let Ok(permit) = self.verifying.clone().try_acquire_owned() else {
+                return Err(unauthorized());
+            };
+            let hash = self.users.get(user).cloned();
+            let known = hash.is_some();
+            let hash = hash.unwrap_or_else(|| self.decoy.clone());
+            let password = password.to_string();
+            let ok = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                bcrypt::verify(password, &hash).unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if known && ok {
                 if let Ok(mut p) = self.passed.lock() {
                     // Bounded: a client trying passwords cannot grow it (only ones that passed).
                     if p.len() < 64 {
@@ -142,13 +181,17 @@ impl Access {
             }
             tracing::warn!(user = %user.chars().take(64).collect::<String>(), "metrics endpoint: wrong user name or password");
         }
-        Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"ucwa-agent\", charset=\"UTF-8\"")],
-            "401 Unauthorized: this endpoint asks for a user name and password (metrics.basic_auth_users)\n",
-        )
-            .into_response())
+        Err(unauthorized())
     }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"ucwa-agent\", charset=\"UTF-8\"")],
+        "401 Unauthorized: this endpoint asks for a user name and password (metrics.basic_auth_users)\n",
+    )
+        .into_response()
 }
 
 /// Standard base64 (with or without padding); None if it is not base64.
@@ -234,6 +277,12 @@ fn health_of_all(fleet: &Fleet, details: bool) -> Response {
 
 /// `/healthz/<account>`: that account alone (404 for an account this agent does not run).
 fn health_of_one(fleet: &Fleet, name: &str, details: bool) -> Response {
+    // Where the listener is not trusted, this route would tell which names are accounts (often
+    // e-mail addresses): it answers nothing there; /healthz gives the counts.
+    if !details {
+        return (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "per-account health is served on a loopback listener or behind basic auth"})))
+            .into_response();
+    }
     match fleet.accounts().0.into_iter().find(|(n, _)| n == name) {
         Some((_, host)) => {
             let h = host.env().metrics.health();

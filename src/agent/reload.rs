@@ -182,8 +182,9 @@ impl Reloader {
             }
             Some(addr) => {
                 // The same address: the old listener goes first, or the new one could not bind.
-                if running.metrics.listen == Some(addr) {
-                    endpoints::replace(&self.endpoints, None);
+                let same_address = running.metrics.listen == Some(addr);
+                if same_address {
+                    endpoints::stop(&self.endpoints).await;
                 }
                 match endpoints::serve(addr, &new.metrics, new.metrics_tls(), self.fleet.clone()).await {
                     Ok(started) => {
@@ -192,8 +193,14 @@ impl Reloader {
                         Ok(new.metrics.clone())
                     }
                     Err(error) => {
-                        tracing::error!(key = "metrics.listen", listen = %addr, %error, "cannot listen there; the running endpoint stays");
-                        Err((running.metrics.clone(), format!("`metrics.listen`: cannot listen on {addr}: {error}")))
+                        // The old endpoint was stopped to free its address: start it again as it was.
+                        if same_address {
+                            if let Ok(again) = endpoints::serve(addr, &running.metrics, running.metrics_tls(), self.fleet.clone()).await {
+                                endpoints::replace(&self.endpoints, Some(again));
+                            }
+                        }
+                        tracing::error!(key = "metrics.listen", listen = %addr, %error, "cannot serve the new [metrics] settings; the running endpoint stays as it was");
+                        Err((running.metrics.clone(), format!("[metrics]: cannot serve on {addr}: {error}")))
                     }
                 }
             }

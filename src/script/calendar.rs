@@ -38,6 +38,11 @@ impl Closed {
     }
 }
 
+/// The largest holiday file read (a year of holidays is a few KiB).
+const MAX_CALENDAR_BYTES: u64 = 1 << 20;
+/// How deep BEGIN blocks may nest (VCALENDAR > VEVENT > VALARM, and a margin).
+const MAX_NESTING: usize = 8;
+
 /// One calendar's closed stretches, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Calendar {
@@ -47,11 +52,29 @@ pub struct Calendar {
 impl Calendar {
     /// Reads an iCalendar file; the error says what is wrong (the caller names the key).
     pub fn read(path: &Path) -> Result<Calendar, String> {
+        let size = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+        if size > MAX_CALENDAR_BYTES {
+            return Err(format!("{}: {size} bytes; a holiday calendar is at most {MAX_CALENDAR_BYTES} bytes", path.display()));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Calendar::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     pub(crate) fn parse(text: &str) -> Result<Calendar, String> {
+        // The parser recurses once per nested BEGIN: a file of nested blocks would overflow the
+        // stack (and take the agent down on a reload). Real calendars nest 3 deep (VALARM in VEVENT).
+        let mut depth = 0usize;
+        for line in text.lines() {
+            let l = line.trim_end();
+            if l.len() >= 6 && l[..6].eq_ignore_ascii_case("BEGIN:") {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(format!("BEGIN blocks nested more than {MAX_NESTING} deep"));
+                }
+            } else if l.len() >= 4 && l[..4].eq_ignore_ascii_case("END:") {
+                depth = depth.saturating_sub(1);
+            }
+        }
         let cal: icalendar::Calendar = text.parse().map_err(|e: String| format!("not an iCalendar file: {}", e.lines().next().unwrap_or("")))?;
         let mut closed = Vec::new();
         for c in &cal.components {
@@ -121,6 +144,16 @@ fn point(t: &CalendarDateTime) -> Result<Point, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn nested_blocks_and_huge_files_are_refused_not_parsed() {
+        let nested = format!("BEGIN:VCALENDAR\n{}{}END:VCALENDAR\n", "BEGIN:VEVENT\n".repeat(1000), "END:VEVENT\n".repeat(1000));
+        assert!(Calendar::parse(&nested).unwrap_err().contains("nested more than 8 deep"));
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.ics");
+        std::fs::write(&big, vec![b'x'; (MAX_CALENDAR_BYTES + 1) as usize]).unwrap();
+        assert!(Calendar::read(&big).unwrap_err().contains("at most 1048576 bytes"));
+    }
     use super::*;
 
     const ICS: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n\

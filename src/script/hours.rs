@@ -137,12 +137,24 @@ fn strings(v: Value, key: &str) -> mlua::Result<Vec<String>> {
     }
 }
 
+/// Weekly ranges one `hours` table may hold.
+const MAX_WEEK: usize = 100;
+/// Closed dates one `hours` table may list.
+const MAX_CLOSED: usize = 1000;
+
 fn hours(t: &Table, ctx: &ScriptCtx) -> mlua::Result<Hours> {
     let settings = ctx.env.settings();
     let tz = zone_arg(&t.get::<Value>("zone")?, WHAT, &settings.time_zone)?;
-    let week = strings(t.get("week")?, "week")?.iter().map(|r| range(r)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+    let week_text = strings(t.get("week")?, "week")?;
+    let closed_text = strings(t.get("closed")?, "closed")?;
+    // Bounded: the answer's next change walks a year of days over every entry, in Rust, where
+    // no instruction limit reaches.
+    if week_text.len() > MAX_WEEK || closed_text.len() > MAX_CLOSED {
+        return Err(err(format!("hours: at most {MAX_WEEK} week entries and {MAX_CLOSED} closed dates (a holiday calendar holds more)")));
+    }
+    let week = week_text.iter().map(|r| range(r)).collect::<Result<Vec<_>, _>>().map_err(err)?;
     let mut closed = Vec::new();
-    for d in strings(t.get("closed")?, "closed")? {
+    for d in closed_text {
         let from: Date = d.parse().map_err(|_| err(format!("hours.closed: {d:?} is not a date (YYYY-MM-DD)")))?;
         closed.push(Closed::Days { from, until: from.tomorrow().map_err(|e| err(e.to_string()))? });
     }
