@@ -294,3 +294,34 @@ async fn metrics_are_served_over_https_with_the_configured_certificate() {
         assert!(text.contains(key), "{key}: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_password_rotated_by_sighup_keeps_the_endpoint_on_its_address() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "quiet.lua", "agent.on('audioVideoSession', function() end)");
+    let port = free_port();
+    let with = |password: &str| {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        config_text(&sim, dir.path(), &format!("[metrics]\nlisten = \"0.0.0.0:{port}\"\nbasic_auth_users = {{ prometheus = \"{hash}\" }}"))
+    };
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, with("old-pw")).unwrap();
+    let mut agent = spawn_agent(&config, std::process::Stdio::null());
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    eventually_async("polling", || async { get(&url, Some(("prometheus", "old-pw"))).await.0 == 200 }).await;
+    std::fs::write(&config, with("new-pw")).unwrap();
+    signal(&agent, "-HUP");
+    eventually_async("the new password", || async { get(&url, Some(("prometheus", "new-pw"))).await.0 == 200 }).await;
+    assert_eq!(get(&url, Some(("prometheus", "old-pw"))).await.0, 401, "the old password is refused");
+    // On a listener anyone can reach, per-account health tells nothing about which names exist.
+    let port2 = free_port();
+    std::fs::write(&config, config_text(&sim, dir.path(), &format!("[metrics]\nlisten = \"0.0.0.0:{port2}\""))).unwrap();
+    signal(&agent, "-HUP");
+    let base = format!("http://127.0.0.1:{port2}");
+    eventually_async("the new address", || async { get(&format!("{base}/healthz"), None).await.0 == 200 }).await;
+    assert_eq!(get(&format!("{base}/healthz/default"), None).await.0, 404);
+    assert_eq!(get(&format!("{base}/healthz/nobody"), None).await.0, 404);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
