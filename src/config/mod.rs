@@ -132,6 +132,9 @@ pub struct ScriptsConfig {
     pub max_consecutive_failures: u32,
     /// The largest `agent.state` a script may keep, in bytes of JSON.
     pub state_max_bytes: u64,
+    /// How many traces of its runs (what each handler did with an event) each script keeps
+    /// in the state database; 0: no traces.
+    pub traces_per_script: u64,
     /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
     pub config: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -148,6 +151,7 @@ impl Default for ScriptsConfig {
             http_allow: Vec::new(),
             max_consecutive_failures: 10,
             state_max_bytes: 1 << 20,
+            traces_per_script: 100,
             config: Default::default(),
         }
     }
@@ -456,6 +460,7 @@ impl Config {
             config: s.config.iter().map(|(k, v)| (k.clone(), self.absolute_secret_files(v))).collect(),
             max_consecutive_failures: s.max_consecutive_failures,
             state_max_bytes: s.state_max_bytes as usize,
+            traces_per_script: s.traces_per_script as usize,
         }
     }
 

@@ -53,11 +53,13 @@ pub struct ScriptSettings {
     pub max_consecutive_failures: u32,
     /// The largest `agent.state` (JSON bytes) a script may keep.
     pub state_max_bytes: usize,
+    /// How many traces of its runs each script keeps (`script::trace`); 0: none are made.
+    pub traces_per_script: usize,
 }
 
 impl ScriptSettings {
     pub fn new(limits: Limits) -> ScriptSettings {
-        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10, state_max_bytes: 1 << 20 }
+        ScriptSettings { limits, http_allow: Vec::new(), config: BTreeMap::new(), max_consecutive_failures: 10, state_max_bytes: 1 << 20, traces_per_script: 0 }
     }
 
     /// Whether `agent.http.request` may reach this URL's host.
@@ -210,6 +212,11 @@ impl ScriptEnv {
         if let Some(output) = self.output.get() {
             let _ = output.send(o);
         }
+    }
+
+    /// Whether anyone reads the output stream now (`tap`, tests): what only they need is not made otherwise.
+    pub fn listened(&self) -> bool {
+        self.collect.is_some() || self.output.get().is_some_and(|o| o.receiver_count() > 0)
     }
 
     /// A stream of what the scripts do from now on.

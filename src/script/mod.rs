@@ -12,6 +12,7 @@
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
 //! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`).
 //! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
 //! - `watch.rs`: the directory watcher behind hot reload.
@@ -34,6 +35,7 @@ mod secrets;
 mod state;
 mod strlib;
 pub(crate) mod timers;
+pub mod trace;
 pub mod watch;
 pub(crate) mod watchdog;
 

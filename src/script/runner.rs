@@ -11,8 +11,9 @@ use super::output::ScriptOutput;
 use super::sandbox;
 use super::state::Saved;
 use super::timers::Timers;
+use super::trace::{self, Trace};
 use super::watchdog::{Watch, STACK};
-use crate::store::StateWrite;
+use crate::store::{StateWrite, TraceChunk};
 use crate::ucwa::Event;
 use mlua::Function;
 use std::future::Future;
@@ -60,6 +61,8 @@ struct Progress {
     traced_state: Option<String>,
     /// What this script's thread is doing, for the watchdog.
     watch: Arc<Watch>,
+    /// The traces of the runs since the last commit (written with it).
+    traces: Vec<Trace>,
 }
 
 /// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
@@ -109,6 +112,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
         traced_state: Some("{}".to_string()),
         env,
         watch,
+        traces: Vec::new(),
     };
     // Due timers and queued events take turns, so a timer that is always due (its run takes
     // longer than its interval) cannot starve the events, nor the events the timers.
@@ -218,6 +222,13 @@ async fn run_event(cur: &Loaded, ev: &Event, p: &mut Progress) {
     }
     if !p.paused {
         handle(cur, ev, p).await;
+    } else if p.tracing() {
+        if let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) {
+            if let Some(mut t) = p.event_trace(cur, ev, &subs) {
+                t.skipped = Some("paused (too many consecutive failures; it resumes when its file changes)".into());
+                p.traces.push(t);
+            }
+        }
     }
     p.done = p.done.max(ev.seq);
     let now = tokio::time::Instant::now();
@@ -239,7 +250,8 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
 async fn unload(cur: &Loaded, p: &mut Progress) {
     let f = cur.lua.app_data_ref::<OnUnload>().and_then(|u| u.0.lock().unwrap_or_else(|e| e.into_inner()).clone());
     if let Some(f) = f {
-        call(cur, p, &f, mlua::Value::Nil, "on_unload", None).await;
+        let c = call(cur, p, &f, mlua::Value::Nil, "on_unload", None, 0).await;
+        p.trace_run(cur, "on_unload", c);
     }
     p.commit(cur);
 }
@@ -250,7 +262,8 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
     super::timers::charge(&cur.lua);
     for f in due {
         if !p.paused && !p.watch.is_stuck() {
-            call(cur, p, &f, mlua::Value::Nil, "timer", None).await;
+            let c = call(cur, p, &f, mlua::Value::Nil, "timer", None, 0).await;
+            p.trace_run(cur, "timer", c);
         }
     }
     p.commit(cur);
@@ -261,7 +274,10 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else {
         return;
     };
+    let mut traced = if p.tracing() { p.event_trace(cur, ev, &subs) } else { None };
     if !subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
+        // (Subscriptions to the rel, none to the type: that is worth a trace.)
+        p.traces.extend(traced);
         return;
     }
     if p.env.trace {
@@ -280,16 +296,27 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let table = match interop::event_table(&cur.lua, ev) {
         Ok(t) => t,
         Err(e) => {
-            p.failed(cur, Some(ev), format!("cannot build the event table: {}", describe(&e)));
+            let error = format!("cannot build the event table: {}", describe(&e));
+            if let Some(mut t) = traced {
+                t.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
+                p.traces.push(t);
+            }
+            p.failed(cur, Some(ev), error);
             return;
         }
     };
-    for sub in subs.iter().filter(|s| s.matches(ev.rel(), ev.kind())) {
+    for (i, sub) in subs.iter().enumerate().filter(|(_, s)| s.matches(ev.rel(), ev.kind())) {
         if p.paused || p.watch.is_stuck() {
             break;
         }
-        call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev)).await;
+        let used = traced.as_ref().map_or(0, |t| t.bytes);
+        let c = call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev), used).await;
+        if let (Some(t), Some(mut c)) = (traced.as_mut(), c) {
+            c.call.sub = Some(i);
+            t.add(c);
+        }
     }
+    p.traces.extend(traced);
     if p.env.trace {
         if let Ok(json) = api::state_json(&cur.lua) {
             if p.traced_state.as_ref() != Some(&json) {
@@ -305,10 +332,16 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
 }
 
-/// One call into the script, under its limits.
-async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>) {
+/// One call into the script, under its limits; what it did when traces are kept (`used`: the
+/// bytes its trace holds already).
+async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>, used: usize) -> Option<trace::Run> {
     let limits = &p.settings.limits.clone();
     let started = Instant::now();
+    let tracing = p.tracing();
+    let start_ms = if tracing { p.env.clock.now_ms() } else { 0 };
+    if tracing {
+        trace::begin(&cur.lua, started, used);
+    }
     if let Some(b) = sandbox::budget(&cur.lua) {
         b.arm_from(limits, started);
     }
@@ -333,11 +366,40 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     p.watch.end();
     set_current(cur, None);
     let took = started.elapsed();
+    let steps = if tracing { Some(trace::end(&cur.lua)) } else { None };
     let duration_us = took.as_micros() as u64;
     let limit = result.is_err() || sandbox::budget(&cur.lua).is_some_and(|b| b.exhausted());
     let failed = !matches!(result, Ok(Ok(())));
     let waited = ev.map(|e| started.saturating_duration_since(e.received));
     p.env.metrics.handler(&p.name, took, failed, limit, waited);
+    let mut traced = steps.map(|(steps, bytes, dropped)| {
+        let c = trace::Call {
+            what: what.to_string(),
+            sub: None,
+            start_ms,
+            us: duration_us,
+            outcome: if !failed {
+                "ok"
+            } else if limit {
+                "limit"
+            } else {
+                "error"
+            }
+            .to_string(),
+            error: None,
+            at: None,
+            steps,
+        };
+        (c, bytes, dropped)
+    });
+    let mut note = |error: &str| {
+        if let Some((c, bytes, _)) = traced.as_mut() {
+            let error = cur.ctx.redactor.redact(error).into_owned();
+            c.at = trace::error_location(&error);
+            *bytes += error.len().min(4096);
+            c.error = Some(error.chars().take(4096).collect());
+        }
+    };
     match result {
         Ok(Ok(())) => {
             p.failures = 0;
@@ -348,9 +410,18 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
                 None => tracing::trace!(script = %p.name, what, duration_us, "call returned"),
             }
         }
-        Ok(Err(e)) => p.failed(cur, ev, format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string()),
-        Err(_) => p.failed(cur, ev, format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis())),
+        Ok(Err(e)) => {
+            let error = format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string();
+            note(&error);
+            p.failed(cur, ev, error)
+        }
+        Err(_) => {
+            let error = format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis());
+            note(&error);
+            p.failed(cur, ev, error)
+        }
     }
+    traced.map(|(call, bytes, dropped)| trace::Run { call, bytes, dropped })
 }
 
 /// Notes the event the next call runs for (`None`: a timer, `on_unload`).
@@ -368,6 +439,62 @@ fn set_current(cur: &Loaded, ev: Option<&Event>) {
 }
 
 impl Progress {
+    /// Whether runs are traced.
+    fn tracing(&self) -> bool {
+        self.settings.traces_per_script > 0
+    }
+
+    /// A trace for `ev`, when a subscription of the script looks at its rel (None otherwise:
+    /// an event the script does not look at leaves no trace).
+    fn event_trace(&self, cur: &Loaded, ev: &Event, subs: &[api::Sub]) -> Option<Trace> {
+        if !subs.iter().any(|s| s.rel == "*" || s.rel == ev.rel()) {
+            return None;
+        }
+        let mut t = Trace::new(&self.env.account.name, &self.name, cur.ctx.version, "event", self.env.clock.now_ms());
+        t.event = Some(trace::TracedEvent::of(ev));
+        t.subscriptions = subs
+            .iter()
+            .map(|s| trace::SubMatch {
+                rel: s.rel.clone(),
+                kind: s.kind.clone(),
+                line: s.line,
+                matched: if s.matches(ev.rel(), ev.kind()) {
+                    "yes"
+                } else if s.rel == "*" || s.rel == ev.rel() {
+                    "rel only"
+                } else {
+                    "no"
+                }
+                .to_string(),
+            })
+            .collect();
+        Some(t)
+    }
+
+    /// A timer's or `on_unload`'s run, traced.
+    fn trace_run(&mut self, cur: &Loaded, kind: &str, c: Option<trace::Run>) {
+        if let Some(c) = c {
+            let mut t = Trace::new(&self.env.account.name, &self.name, cur.ctx.version, kind, self.env.clock.now_ms());
+            t.at_ms = c.call.start_ms;
+            t.add(c);
+            self.traces.push(t);
+        }
+    }
+
+    /// The pending traces as one chunk for the commit (the state it writes on the last), and
+    /// each one's JSON for whoever listens.
+    fn trace_chunk(&mut self, written: Option<(&[(String, String)], &[String])>) -> Option<(TraceChunk, Vec<(u64, std::sync::Arc<str>)>)> {
+        if self.traces.is_empty() {
+            return None;
+        }
+        let mut traces = std::mem::take(&mut self.traces);
+        let n = traces.len();
+        if let (Some((set, removed)), Some(last)) = (written, traces.last_mut()) {
+            last.state = Some(trace::StateWritten { set: set.iter().map(|(k, _)| k.clone()).collect(), removed: removed.to_vec(), traces: n });
+        }
+        Some(trace::chunk(traces, self.settings.traces_per_script, self.env.listened()))
+    }
+
     /// A failed call: logged (identical repeats only now and then), counted, reported.
     fn failed(&mut self, cur: &Loaded, ev: Option<&Event>, error: String) {
         self.report(cur, ev, error);
@@ -440,16 +567,21 @@ impl Progress {
             }
         };
         let cursor = (self.done > self.committed).then_some(self.done);
-        if cursor.is_none() && delta.is_none() {
+        if cursor.is_none() && delta.is_none() && self.traces.is_empty() {
             return;
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
-        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script(&self.name, cursor, write.as_ref())) else {
+        let traces = self.trace_chunk(delta.as_ref().map(|d| (d.set.as_slice(), d.removed.as_slice())));
+        let chunk = traces.as_ref().map(|(c, _)| c);
+        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script_with(&self.name, cursor, write.as_ref(), chunk)) else {
             return; // declared stuck meanwhile: its replacement writes from now on
         };
         match written {
             Ok(()) => {
+                for (seq, json) in traces.map(|(_, live)| live).unwrap_or_default() {
+                    self.env.emit(ScriptOutput::Trace { script: self.name.to_string(), seq, json });
+                }
                 self.committed = self.done;
                 if let Some(d) = delta {
                     let bytes = d.set.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();

@@ -21,8 +21,10 @@ pub mod replay;
 /// (`check` reads the secrets, as `run` would, to say whether they are there; `replay` and
 /// `test` set `secret_placeholders`.) Hrefs are on `origin`; the application is at
 /// `application` (a path); `missing` is what a GET nothing answers says.
-pub(crate) fn offline_env(settings: crate::script::ScriptSettings, enforce_allowlist: bool, trace: bool, at: Offline<'_>) -> crate::script::ScriptEnv {
+pub(crate) fn offline_env(mut settings: crate::script::ScriptSettings, enforce_allowlist: bool, trace: bool, at: Offline<'_>) -> crate::script::ScriptEnv {
     use crate::script::{offline::OfflineNet, Clock, Net, ScriptEnv};
+    // Nothing offline keeps traces (the database is in memory).
+    settings.traces_per_script = 0;
     let mut env = ScriptEnv::new(settings, std::sync::Arc::new(crate::store::Store::in_memory()));
     env.clock = Clock::manual(REPLAY_EPOCH_MS);
     let net = std::sync::Arc::new(OfflineNet::new(enforce_allowlist).at(at.origin, at.application, at.missing));
