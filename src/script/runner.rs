@@ -483,14 +483,14 @@ impl Progress {
 
     /// The pending traces as one chunk for the commit (the state it writes on the last), and
     /// each one's JSON for whoever listens.
-    fn trace_chunk(&mut self, written: Option<(&[(String, String)], &[String])>) -> Option<(TraceChunk, Vec<(u64, std::sync::Arc<str>)>)> {
+    fn trace_chunk(&mut self, written: Option<&super::state::Delta>) -> Option<(TraceChunk, trace::Live)> {
         if self.traces.is_empty() {
             return None;
         }
         let mut traces = std::mem::take(&mut self.traces);
         let n = traces.len();
-        if let (Some((set, removed)), Some(last)) = (written, traces.last_mut()) {
-            last.state = Some(trace::StateWritten { set: set.iter().map(|(k, _)| k.clone()).collect(), removed: removed.to_vec(), traces: n });
+        if let (Some(d), Some(last)) = (written, traces.last_mut()) {
+            last.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
         }
         Some(trace::chunk(traces, self.settings.traces_per_script, self.env.listened()))
     }
@@ -572,7 +572,7 @@ impl Progress {
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
-        let traces = self.trace_chunk(delta.as_ref().map(|d| (d.set.as_slice(), d.removed.as_slice())));
+        let traces = self.trace_chunk(delta.as_ref());
         let chunk = traces.as_ref().map(|(c, _)| c);
         let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script_with(&self.name, cursor, write.as_ref(), chunk)) else {
             return; // declared stuck meanwhile: its replacement writes from now on

@@ -230,9 +230,12 @@ impl TracedEvent {
     }
 }
 
+/// Traces' JSON, each with its event's seq (for whoever listens).
+pub(crate) type Live = Vec<(u64, std::sync::Arc<str>)>;
+
 /// Traces serialised for the database (JSON, one per line; `keep`: `scripts.traces_per_script`),
 /// and (`each`) each one's JSON with its event's seq.
-pub(crate) fn chunk(traces: impl IntoIterator<Item = Trace>, keep: usize, each: bool) -> (crate::store::TraceChunk, Vec<(u64, std::sync::Arc<str>)>) {
+pub(crate) fn chunk(traces: impl IntoIterator<Item = Trace>, keep: usize, each: bool) -> (crate::store::TraceChunk, Live) {
     let mut chunk = crate::store::TraceChunk { keep, ..Default::default() };
     let mut jsons = Vec::new();
     for t in traces {
