@@ -7,6 +7,8 @@
 //! - `manual.rs`: the manual pages' sections besides the options (exit status, signals, files, keys).
 //! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
+//! - `traces.rs`: `trace` (scripts' traces from the state databases) and `tap` (live, from a
+//!   running agent's `/api/tap`).
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
 //!   UCWA and webhook answers, and assertions.
 
@@ -16,6 +18,7 @@ pub mod manual;
 pub mod names;
 pub mod online;
 pub mod replay;
+pub mod traces;
 
 /// The agent's offline environment: in-memory database, manual clock, nothing sent anywhere.
 /// (`check` reads the secrets, as `run` would, to say whether they are there; `replay` and
