@@ -187,7 +187,8 @@ fn main() -> ExitCode {
         _ => {}
     }
     // The offline tools print their own report; scripts' log lines would only repeat it.
-    let quiet = matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. } | Command::Trace { .. } | Command::Tap { .. }));
+    let quiet =
+        matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. } | Command::Trace { .. } | Command::Tap { .. }));
     let log_level = init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
@@ -250,8 +251,7 @@ fn refuse_flags_without_effect(cli: &Cli) {
     };
     // (`tap` connects to the --metrics-listen address.)
     let listen_given = cli.metrics_listen.is_some() && name != "tap";
-    let given: Vec<&str> =
-        [(cli.shard.is_some(), "--shard"), (listen_given, "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
+    let given: Vec<&str> = [(cli.shard.is_some(), "--shard"), (listen_given, "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
     if !given.is_empty() {
         let verb = if given.len() > 1 { "apply" } else { "applies" };
         let message = format!("{} {verb} to run, record and check, not to {name}", given.join(" and "));

@@ -242,7 +242,11 @@ fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
         });
     }
     drop(tx);
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(Event::default().data(line)), rx)) });
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(Event::default().data(line)), rx)) },
+        );
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 

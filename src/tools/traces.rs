@@ -144,7 +144,13 @@ fn tap_line(data: &str, json: bool) -> String {
     };
     let account = v["account"].as_str().map(|a| format!(" [{a}]")).unwrap_or_default();
     match v["kind"].as_str() {
-        Some("event") => format!("event{account} #{} {} {}  {}\n", v["seq"], v["rel"].as_str().unwrap_or(""), v["type"].as_str().unwrap_or(""), v["href"].as_str().unwrap_or("")),
+        Some("event") => format!(
+            "event{account} #{} {} {}  {}\n",
+            v["seq"],
+            v["rel"].as_str().unwrap_or(""),
+            v["type"].as_str().unwrap_or(""),
+            v["href"].as_str().unwrap_or("")
+        ),
         Some("trace") => {
             let mut v = v.clone();
             if let Some(o) = v.as_object_mut() {
