@@ -77,7 +77,7 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     assert_eq!(kinds, ["log", "request", "log", "timer"], "{ok}");
     assert_eq!(steps[0]["message"], "call added, token [redacted]");
     assert_eq!((steps[1]["method"].as_str(), steps[1]["status"].as_u64()), (Some("GET"), Some(200)));
-    assert!(steps[1]["target"].as_str().unwrap().contains("/applications/"), "{ok}");
+    assert!(steps[1]["target"].as_str().unwrap().starts_with("/ucwa/oauth/v1/applications/"), "{ok}");
     assert_eq!((steps[3]["op"].as_str(), steps[3]["ms"].as_i64()), (Some("set"), Some(60000)));
     // The state it wrote, on the last trace of the commit that wrote it.
     find_trace(&format!("http://{addr}/api/traces?script=ok"), |t| t["state"]["set"] == serde_json::json!(["calls"])).await;
@@ -85,7 +85,8 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     // `trace` beside the running agent (read-only, beside the writer).
     let text = trace_cli(&config, &["--seq", &seq.to_string()]);
     assert!(text.contains("failing v1") && text.contains("error at failing.lua:3"), "{text}");
-    assert!(text.contains("ok v1") && text.contains("agent.ucwa GET") && text.contains("→ 200"), "{text}");
+    assert!(text.contains("ok v1") && text.contains("agent.ucwa GET /ucwa/") && text.contains("→ 200"), "{text}");
+    assert!(text.contains("error at failing.lua:3: attempt to index a nil value"), "{text}");
     assert!(text.contains("log info: call added, token [redacted]") && text.contains("rel matched, type did not"), "{text}");
     agent.stop().await;
 

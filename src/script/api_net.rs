@@ -206,7 +206,12 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                         Err(e) => (None, Some(redactor.redact(&e.to_string()).into_owned())),
                     };
                     let us = started.elapsed().as_micros() as u64;
-                    let target = redactor.redact(&href).into_owned();
+                    // The path (and query): the pool is the session's.
+                    let target = match url::Url::parse(&href) {
+                        Ok(u) => u[url::Position::BeforePath..].to_string(),
+                        Err(_) => href.clone(),
+                    };
+                    let target = redactor.redact(&target).into_owned();
                     super::trace::record(&lua, |at_us| super::trace::Step::Request {
                         at_us: at_us.saturating_sub(us),
                         via: "ucwa".into(),

@@ -361,6 +361,8 @@ pub fn render(t: &Trace, with_account: bool) -> String {
         if let Some(e) = &c.error {
             let at = c.at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default();
             let first = e.lines().next().unwrap_or("");
+            // (`file.lua:3: message`: the place is said once.)
+            let first = c.at.as_ref().and_then(|a| first.strip_prefix(a.as_str())).and_then(|r| r.strip_prefix(": ")).unwrap_or(first);
             let _ = writeln!(s, "    error{at}: {first}");
         }
     }
@@ -369,7 +371,14 @@ pub fn render(t: &Trace, with_account: bool) -> String {
     }
     if let Some(w) = &t.state {
         let shared = if w.traces > 1 { format!(" (committed with the {} runs before it)", w.traces - 1) } else { String::new() };
-        let _ = writeln!(s, "  agent.state written{shared}: set {:?}, removed {:?}", w.set, w.removed);
+        let mut what = Vec::new();
+        if !w.set.is_empty() {
+            what.push(format!("set {}", w.set.join(", ")));
+        }
+        if !w.removed.is_empty() {
+            what.push(format!("removed {}", w.removed.join(", ")));
+        }
+        let _ = writeln!(s, "  agent.state written{shared}: {}", what.join("; "));
     }
     s
 }
