@@ -194,8 +194,9 @@ fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
     let q = Arc::new(q);
     for (account, host) in fleet.accounts().0 {
         let (tx, q) = (tx.clone(), q.clone());
-        let mut out = host.subscribe();
+        let (mut out, guard) = host.tap();
         tokio::spawn(async move {
+            let _tapping = guard;
             loop {
                 let item = tokio::select! {
                     item = out.recv() => item,

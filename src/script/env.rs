@@ -159,6 +159,8 @@ pub struct ScriptEnv {
     pub io: Option<tokio::runtime::Handle>,
     /// Which account the scripts serve.
     pub account: AccountInfo,
+    /// The taps reading the output stream (`listened`).
+    taps: std::sync::atomic::AtomicUsize,
     /// Entered wherever this host's scripts run or are spoken of, so every log line names the
     /// account (`account = …`); none for the single unnamed account.
     pub span: tracing::Span,
@@ -183,6 +185,7 @@ impl ScriptEnv {
             collect: None,
             account: AccountInfo::default(),
             span: tracing::Span::none(),
+            taps: Default::default(),
         }
     }
 
@@ -214,9 +217,17 @@ impl ScriptEnv {
         }
     }
 
-    /// Whether anyone reads the output stream now (`tap`, tests): what only they need is not made otherwise.
+    /// Whether a tap reads the output stream now: the events (`ScriptOutput::Received`) and
+    /// every run's trace (`ScriptOutput::Trace`) are sent only then.
     pub fn listened(&self) -> bool {
-        self.collect.is_some() || self.output.get().is_some_and(|o| o.receiver_count() > 0)
+        self.taps.load(Ordering::Relaxed) > 0
+    }
+
+    /// The output stream, with the events and every trace on it while the guard is held.
+    pub fn tap(self: &Arc<Self>) -> (broadcast::Receiver<ScriptOutput>, TapGuard) {
+        let rx = self.subscribe_output();
+        self.taps.fetch_add(1, Ordering::Relaxed);
+        (rx, TapGuard(self.clone()))
     }
 
     /// A stream of what the scripts do from now on.
@@ -240,6 +251,15 @@ impl ScriptEnv {
     /// New settings; scripts see them once reloaded.
     pub fn set_settings(&self, settings: ScriptSettings) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
+}
+
+/// A tap reading a host's output stream: counted while it lives.
+pub struct TapGuard(Arc<ScriptEnv>);
+
+impl Drop for TapGuard {
+    fn drop(&mut self) {
+        self.0.taps.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

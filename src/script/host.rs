@@ -239,6 +239,12 @@ impl ScriptHost {
         self.inner.env.subscribe_output()
     }
 
+    /// `subscribe`, with every event and every run's trace on the stream while the guard lives
+    /// (`/api/tap`).
+    pub fn tap(&self) -> (broadcast::Receiver<ScriptOutput>, super::env::TapGuard) {
+        self.inner.env.tap()
+    }
+
     /// Loaded scripts and their versions.
     pub fn scripts(&self) -> Vec<(String, u64)> {
         self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()

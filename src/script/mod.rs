@@ -39,7 +39,7 @@ pub mod trace;
 pub mod watch;
 pub(crate) mod watchdog;
 
-pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
+pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot, TapGuard};
 pub(crate) use host::is_script_file;
 pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;

@@ -61,8 +61,11 @@ struct Progress {
     traced_state: Option<String>,
     /// What this script's thread is doing, for the watchdog.
     watch: Arc<Watch>,
-    /// The traces of the runs since the last commit (written with it).
-    traces: Vec<Trace>,
+    /// The traces of the runs since the last commit (written with it): the last
+    /// `traces_per_script` of them, or all while someone listens (`tap`).
+    traces: std::collections::VecDeque<Trace>,
+    /// How many runs were traced since the last commit (some may have been let go).
+    traced_runs: usize,
 }
 
 /// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
@@ -112,7 +115,8 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
         traced_state: Some("{}".to_string()),
         env,
         watch,
-        traces: Vec::new(),
+        traces: Default::default(),
+        traced_runs: 0,
     };
     // Due timers and queued events take turns, so a timer that is always due (its run takes
     // longer than its interval) cannot starve the events, nor the events the timers.
@@ -226,7 +230,7 @@ async fn run_event(cur: &Loaded, ev: &Event, p: &mut Progress) {
         if let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) {
             if let Some(mut t) = p.event_trace(cur, ev, &subs) {
                 t.skipped = Some("paused (too many consecutive failures; it resumes when its file changes)".into());
-                p.traces.push(t);
+                p.keep_trace(t);
             }
         }
     }
@@ -277,7 +281,9 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let mut traced = if p.tracing() { p.event_trace(cur, ev, &subs) } else { None };
     if !subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
         // (Subscriptions to the rel, none to the type: that is worth a trace.)
-        p.traces.extend(traced);
+        if let Some(t) = traced {
+            p.keep_trace(t);
+        }
         return;
     }
     if p.env.trace {
@@ -299,7 +305,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
             let error = format!("cannot build the event table: {}", describe(&e));
             if let Some(mut t) = traced {
                 t.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
-                p.traces.push(t);
+                p.keep_trace(t);
             }
             p.failed(cur, Some(ev), error);
             return;
@@ -316,7 +322,9 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
             t.add(c);
         }
     }
-    p.traces.extend(traced);
+    if let Some(t) = traced {
+        p.keep_trace(t);
+    }
     if p.env.trace {
         if let Ok(json) = api::state_json(&cur.lua) {
             if p.traced_state.as_ref() != Some(&json) {
@@ -477,8 +485,19 @@ impl Progress {
             let mut t = Trace::new(&self.env.account.name, &self.name, cur.ctx.version, kind, self.env.clock.now_ms());
             t.at_ms = c.call.start_ms;
             t.add(c);
-            self.traces.push(t);
+            self.keep_trace(t);
         }
+    }
+
+    /// A run's trace, until the commit. Only the last `traces_per_script` are kept at once:
+    /// a burst costs what the database keeps of it, not one trace per event (unless someone
+    /// listens: `tap` shows every one).
+    fn keep_trace(&mut self, t: Trace) {
+        self.traced_runs += 1;
+        if self.traces.len() >= self.settings.traces_per_script && !self.env.listened() {
+            self.traces.pop_front();
+        }
+        self.traces.push_back(t);
     }
 
     /// The pending traces as one chunk for the commit (the state it writes on the last), and
@@ -488,8 +507,8 @@ impl Progress {
             return None;
         }
         let mut traces = std::mem::take(&mut self.traces);
-        let n = traces.len();
-        if let (Some(d), Some(last)) = (written, traces.last_mut()) {
+        let n = std::mem::take(&mut self.traced_runs);
+        if let (Some(d), Some(last)) = (written, traces.back_mut()) {
             last.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
         }
         Some(trace::chunk(traces, self.settings.traces_per_script, self.env.listened()))

@@ -233,26 +233,35 @@ impl TracedEvent {
 /// Traces' JSON, each with its event's seq (for whoever listens).
 pub(crate) type Live = Vec<(u64, std::sync::Arc<str>)>;
 
-/// Traces serialised for the database (JSON, one per line; `keep`: `scripts.traces_per_script`),
-/// and (`each`) each one's JSON with its event's seq.
+/// Traces serialised for the database (JSON, one per line): the last `keep`
+/// (`scripts.traces_per_script`) of them; and, with `each`, every one's JSON with its event's
+/// seq (for whoever listens).
 pub(crate) fn chunk(traces: impl IntoIterator<Item = Trace>, keep: usize, each: bool) -> (crate::store::TraceChunk, Live) {
+    let traces: Vec<Trace> = traces.into_iter().collect();
+    let stored_from = traces.len().saturating_sub(keep);
     let mut chunk = crate::store::TraceChunk { keep, ..Default::default() };
     let mut jsons = Vec::new();
-    for t in traces {
-        let seq = t.seq();
-        if chunk.n == 0 {
-            chunk.at_ms = t.at_ms;
+    for (i, t) in traces.iter().enumerate() {
+        let stored = i >= stored_from;
+        if !stored && !each {
+            continue;
         }
-        if seq != 0 {
-            chunk.first_seq = if chunk.first_seq == 0 { seq } else { chunk.first_seq.min(seq) };
-            chunk.last_seq = chunk.last_seq.max(seq);
+        let Ok(json) = serde_json::to_string(t) else { continue };
+        if stored {
+            let seq = t.seq();
+            if chunk.n == 0 {
+                chunk.at_ms = t.at_ms;
+            }
+            if seq != 0 {
+                chunk.first_seq = if chunk.first_seq == 0 { seq } else { chunk.first_seq.min(seq) };
+                chunk.last_seq = chunk.last_seq.max(seq);
+            }
+            chunk.lines.push_str(&json);
+            chunk.lines.push('\n');
+            chunk.n += 1;
         }
-        let Ok(json) = serde_json::to_string(&t) else { continue };
-        chunk.lines.push_str(&json);
-        chunk.lines.push('\n');
-        chunk.n += 1;
         if each {
-            jsons.push((seq, std::sync::Arc::from(json)));
+            jsons.push((t.seq(), std::sync::Arc::from(json)));
         }
     }
     (chunk, jsons)
