@@ -317,7 +317,7 @@ fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mu
     let f = f.as_deref().unwrap_or("");
     super::trace::record(lua, |at_us| super::trace::Step::Log {
         at_us,
-        level: level.to_string(),
+        level: level.into(),
         message: if f.is_empty() { message.clone() } else { format!("{message} {f}") },
     });
     let current = lua.app_data_ref::<CurrentEvent>();

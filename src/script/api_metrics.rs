@@ -105,7 +105,7 @@ fn handle(
                     _ => s.observe(by, buckets),
                 })
                 .map_err(|e| mlua::Error::runtime(format!("{metric}:{what}: {e}")))?;
-            super::trace::record(lua, |at_us| super::trace::Step::Metric { at_us, name: metric.clone(), op: what.to_string(), value: by });
+            super::trace::record(lua, |at_us| super::trace::Step::Metric { at_us, name: metric.clone(), op: what.into(), value: by });
             Ok(())
         })
     };

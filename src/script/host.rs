@@ -637,7 +637,7 @@ impl watchdog::Overseer for Inner {
             t.skipped =
                 Some(format!("stuck: the call ran past its {limit_ms} ms limit and does not return; the script gets no more events until its file changes"));
             t.calls.push(trace::Call {
-                what: doing.clone(),
+                what: doing.clone().into(),
                 sub: None,
                 start_ms: t.at_ms,
                 us: took.as_micros() as u64,

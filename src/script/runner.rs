@@ -382,7 +382,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     p.env.metrics.handler(&p.name, took, failed, limit, waited);
     let mut traced = steps.map(|(steps, bytes, dropped)| {
         let c = trace::Call {
-            what: what.to_string(),
+            what: what.into(),
             sub: None,
             start_ms,
             us: duration_us,
@@ -393,7 +393,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             } else {
                 "error"
             }
-            .to_string(),
+            .into(),
             error: None,
             at: None,
             steps,
@@ -473,14 +473,14 @@ impl Progress {
                 } else {
                     "no"
                 }
-                .to_string(),
+                .into(),
             })
             .collect();
         Some(t)
     }
 
     /// A timer's or `on_unload`'s run, traced.
-    fn trace_run(&mut self, cur: &Loaded, kind: &str, c: Option<trace::Run>) {
+    fn trace_run(&mut self, cur: &Loaded, kind: &'static str, c: Option<trace::Run>) {
         if let Some(c) = c {
             let mut t = Trace::new(&self.env.account.name, &self.name, cur.ctx.version, kind, self.env.clock.now_ms());
             t.at_ms = c.call.start_ms;

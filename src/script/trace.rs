@@ -14,7 +14,11 @@
 
 use mlua::Lua;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::time::Instant;
+
+/// A text that is most often one of a few constants (no allocation for those).
+pub type Text = Cow<'static, str>;
 
 /// The most bytes of steps one trace keeps (log text, paths, messages): 16 KiB.
 pub const TRACE_MAX_BYTES: usize = 16 << 10;
@@ -24,12 +28,12 @@ pub const TRACE_MAX_BYTES: usize = 16 << 10;
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum Step {
     /// `agent.log.*` or `print` (redacted as in the log).
-    Log { at_us: u64, level: String, message: String },
+    Log { at_us: u64, level: Text, message: String },
     /// `agent.ucwa.*` (and `agent.calls`/`agent.me`/`agent.im`, which go through it): the
     /// href; `agent.http.request`: the host only (webhook URLs carry secrets).
     Request {
         at_us: u64,
-        via: String,
+        via: Text,
         method: String,
         target: String,
         #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -41,7 +45,7 @@ pub enum Step {
     /// `agent.after`/`agent.every` (`set`), `:cancel()` (`cancel`).
     Timer {
         at_us: u64,
-        op: String,
+        op: Text,
         id: u64,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         ms: Option<i64>,
@@ -49,7 +53,7 @@ pub enum Step {
         every: bool,
     },
     /// `agent.metrics.*`: a metric changed (`inc`, `dec`, `set`, `observe`).
-    Metric { at_us: u64, name: String, op: String, value: f64 },
+    Metric { at_us: u64, name: String, op: Text, value: f64 },
 }
 
 impl Step {
@@ -150,14 +154,14 @@ pub struct SubMatch {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub line: Option<usize>,
     /// `yes`, `no`, or `rel only` (the rel matched, the type did not).
-    pub matched: String,
+    pub matched: Text,
 }
 
 /// One call into the script.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Call {
     /// `handler`, `timer` or `on_unload`.
-    pub what: String,
+    pub what: Text,
     /// The subscription it ran for (its index in `subscriptions`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sub: Option<usize>,
@@ -166,7 +170,7 @@ pub struct Call {
     pub us: u64,
     /// `ok`, `error` or `limit` (a limit of `[scripts]` stopped it); a call that never returned
     /// is a trace of its own with `stuck`.
-    pub outcome: String,
+    pub outcome: Text,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
     /// Where the error was raised: `file.lua:line`.
@@ -198,7 +202,7 @@ pub struct Trace {
     pub script: String,
     pub version: u64,
     /// `event`, `timer`, `on_unload`, `stuck`.
-    pub kind: String,
+    pub kind: Text,
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -269,12 +273,12 @@ pub(crate) fn chunk(traces: impl IntoIterator<Item = Trace>, keep: usize, each: 
 
 impl Trace {
     /// A trace with nothing in it yet.
-    pub fn new(account: &str, script: &str, version: u64, kind: &str, at_ms: i64) -> Trace {
+    pub fn new(account: &str, script: &str, version: u64, kind: &'static str, at_ms: i64) -> Trace {
         Trace {
             account: account.to_string(),
             script: script.to_string(),
             version,
-            kind: kind.to_string(),
+            kind: Cow::Borrowed(kind),
             at_ms,
             event: None,
             subscriptions: Vec::new(),
@@ -330,7 +334,7 @@ pub fn render(t: &Trace, with_account: bool) -> String {
         }
     }
     for (i, sub) in t.subscriptions.iter().enumerate() {
-        let what = match sub.matched.as_str() {
+        let what = match &*sub.matched {
             "yes" => "matched",
             "rel only" => "rel matched, type did not",
             _ => "no match",
@@ -358,7 +362,7 @@ pub fn render(t: &Trace, with_account: bool) -> String {
                 }
                 Step::Timer { at_us, op, id, ms, every } => {
                     let kind = if *every { "every" } else { "after" };
-                    match (op.as_str(), ms) {
+                    match (&**op, ms) {
                         ("set", Some(ms)) => format!("+{:.3} ms  timer {id} set: agent.{kind}({ms})", *at_us as f64 / 1000.0),
                         _ => format!("+{:.3} ms  timer {id} {op}", *at_us as f64 / 1000.0),
                     }

@@ -14,8 +14,9 @@
 //! - `meta`: the channel position (pool, application, the href to poll next);
 //! - `traces`: per script, what its last runs did (`script::trace`): one row per commit of
 //!   the script, holding the traces of the runs it commits (JSON, one per line), written in
-//!   the commit's transaction and pruned as it goes to the last `scripts.traces_per_script`
-//!   traces and `TRACES_MAX_BYTES` of the script (schema version 1: a database of an earlier
+//!   the commit's transaction (LZ4-compressed as the journal is: traces repeat themselves) and
+//!   pruned as it goes to the last `scripts.traces_per_script` traces and `TRACES_MAX_BYTES`
+//!   (uncompressed) of the script (schema version 1: a database of an earlier
 //!   version gets the table when it is first opened).
 //!
 //! Journal rows are pruned once every loaded script has passed them.
@@ -76,7 +77,7 @@ const SCHEMA_VERSION: i64 = 1;
 
 /// Schema version 1: the traces of scripts' runs.
 const TRACES: &str = "
-CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, script TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, script TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS traces_by_script ON traces (script, id);
 ";
 
@@ -441,15 +442,9 @@ fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
 /// newest `keep` traces or the newest `TRACES_MAX_BYTES` goes (`keep` 0: all of them).
 fn add_traces(tx: &Connection, script: &str, t: &TraceChunk) -> rusqlite::Result<()> {
     if t.keep > 0 && t.n > 0 {
-        tx.prepare_cached("INSERT INTO traces (script, first_seq, last_seq, at_ms, n, bytes, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(params![
-            script,
-            t.first_seq as i64,
-            t.last_seq as i64,
-            t.at_ms,
-            t.n as i64,
-            t.lines.len() as i64,
-            t.lines
-        ])?;
+        let body = lz4_flex::compress_prepend_size(t.lines.as_bytes());
+        tx.prepare_cached("INSERT INTO traces (script, first_seq, last_seq, at_ms, n, bytes, body, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .execute(params![script, t.first_seq as i64, t.last_seq as i64, t.at_ms, t.n as i64, t.lines.len() as i64, body, CODEC_LZ4])?;
     }
     tx.prepare_cached(
         "DELETE FROM traces WHERE id IN (SELECT id FROM (SELECT id, n, bytes, SUM(n) OVER w AS total_n, SUM(bytes) OVER w AS total_bytes FROM traces WHERE script = ?1 WINDOW w AS (ORDER BY id DESC)) WHERE total_n - n >= ?2 OR total_bytes - bytes >= ?3)",
@@ -465,14 +460,17 @@ pub fn read_traces(conn: &Connection, q: &TraceQuery) -> rusqlite::Result<Vec<St
         return Ok(Vec::new());
     }
     let mut st = conn.prepare_cached(
-        "SELECT body FROM traces WHERE (?1 IS NULL OR script = ?1) AND (?2 IS NULL OR (first_seq <= ?2 AND last_seq >= ?2)) ORDER BY id DESC",
+        "SELECT body, codec FROM traces WHERE (?1 IS NULL OR script = ?1) AND (?2 IS NULL OR (first_seq <= ?2 AND last_seq >= ?2)) ORDER BY id DESC",
     )?;
     let seq = q.seq.map(|s| s as i64);
     let mut rows = st.query(params![q.script, seq])?;
     let mut out = Vec::new();
     let wanted = q.seq.map(|s| format!("\"event\":{{\"seq\":{s},"));
     'rows: while let Some(row) = rows.next()? {
-        let body: String = row.get(0)?;
+        let Ok(body) = body_of(row.get(0)?, row.get(1)?) else {
+            continue; // a damaged row: the others are still read
+        };
+        let body = String::from_utf8_lossy(&body);
         for line in body.lines().rev() {
             // (A trace's `seq` is the first member of its `event`: no parsing to filter.)
             if wanted.as_ref().is_some_and(|w| !line.contains(w.as_str())) {
