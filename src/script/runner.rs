@@ -63,9 +63,54 @@ struct Progress {
     watch: Arc<Watch>,
     /// The traces of the runs since the last commit (written with it): the last
     /// `traces_per_script` of them, or all while someone listens (`tap`).
-    traces: std::collections::VecDeque<Trace>,
+    traces: std::collections::VecDeque<Pending>,
     /// How many runs were traced since the last commit (some may have been let go).
     traced_runs: usize,
+}
+
+/// A run's trace until the commit: what only a trace kept needs (the event's and the
+/// subscriptions' texts, the names) is made then, from the batch and the subscriptions'
+/// snapshot, both shared.
+struct Pending {
+    trace: Trace,
+    event: Option<(Arc<Vec<Event>>, usize)>,
+    subs: Option<Arc<Vec<api::Sub>>>,
+}
+
+impl Pending {
+    fn of(trace: Trace) -> Pending {
+        Pending { trace, event: None, subs: None }
+    }
+
+    /// The trace whole.
+    fn made(self, account: &str, script: &str) -> Trace {
+        let mut t = self.trace;
+        t.account = account.to_string();
+        t.script = script.to_string();
+        if let Some((batch, i)) = self.event {
+            let ev = &batch[i];
+            t.event = Some(trace::TracedEvent::of(ev));
+            if let Some(subs) = self.subs {
+                t.subscriptions = subs
+                    .iter()
+                    .map(|s| trace::SubMatch {
+                        rel: s.rel.clone(),
+                        kind: s.kind.clone(),
+                        line: s.line,
+                        matched: if s.matches(ev.rel(), ev.kind()) {
+                            "yes"
+                        } else if s.rel == "*" || s.rel == ev.rel() {
+                            "rel only"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                    })
+                    .collect();
+            }
+        }
+        t
+    }
 }
 
 /// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
@@ -154,7 +199,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
                 let i = *next;
                 *next += 1;
                 timers_turn = true;
-                run_event(&current, &events[i], &mut p).await;
+                run_event(&current, events, i, &mut p).await;
                 continue;
             }
         }
@@ -220,16 +265,17 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
 }
 
 /// One event through the script, then its progress noted (and committed when due).
-async fn run_event(cur: &Loaded, ev: &Event, p: &mut Progress) {
+async fn run_event(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progress) {
+    let ev = &batch[i];
     if ev.seq != 0 && ev.seq <= p.done {
         return; // already finished before a restart
     }
     if !p.paused {
-        handle(cur, ev, p).await;
+        handle(cur, batch, i, p).await;
     } else if p.tracing() {
         if let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) {
-            if let Some(mut t) = p.event_trace(cur, ev, &subs) {
-                t.skipped = Some("paused (too many consecutive failures; it resumes when its file changes)".into());
+            if let Some(mut t) = p.event_trace(cur, batch, i, &subs) {
+                t.trace.skipped = Some("paused (too many consecutive failures; it resumes when its file changes)".into());
                 p.keep_trace(t);
             }
         }
@@ -274,11 +320,12 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
 }
 
 /// Runs every handler of the script that matches the event, in registration order.
-async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
+async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progress) {
+    let ev = &batch[i];
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else {
         return;
     };
-    let mut traced = if p.tracing() { p.event_trace(cur, ev, &subs) } else { None };
+    let mut traced = if p.tracing() { p.event_trace(cur, batch, i, &subs) } else { None };
     if !subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
         // (Subscriptions to the rel, none to the type: that is worth a trace.)
         if let Some(t) = traced {
@@ -304,7 +351,7 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
         Err(e) => {
             let error = format!("cannot build the event table: {}", describe(&e));
             if let Some(mut t) = traced {
-                t.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
+                t.trace.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
                 p.keep_trace(t);
             }
             p.failed(cur, Some(ev), error);
@@ -315,11 +362,11 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
         if p.paused || p.watch.is_stuck() {
             break;
         }
-        let used = traced.as_ref().map_or(0, |t| t.bytes);
+        let used = traced.as_ref().map_or(0, |t| t.trace.bytes);
         let c = call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev), used).await;
         if let (Some(t), Some(mut c)) = (traced.as_mut(), c) {
             c.call.sub = Some(i);
-            t.add(c);
+            t.trace.add(c);
         }
     }
     if let Some(t) = traced {
@@ -452,47 +499,30 @@ impl Progress {
         self.settings.traces_per_script > 0
     }
 
-    /// A trace for `ev`, when a subscription of the script looks at its rel (None otherwise:
-    /// an event the script does not look at leaves no trace).
-    fn event_trace(&self, cur: &Loaded, ev: &Event, subs: &[api::Sub]) -> Option<Trace> {
-        if !subs.iter().any(|s| s.rel == "*" || s.rel == ev.rel()) {
+    /// A trace for the event, when a subscription of the script looks at its rel (None
+    /// otherwise: an event the script does not look at leaves no trace).
+    fn event_trace(&self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<api::Sub>>) -> Option<Pending> {
+        let rel = batch[i].rel();
+        if !subs.iter().any(|s| s.rel == "*" || s.rel == rel) {
             return None;
         }
-        let mut t = Trace::new(&self.env.account.name, &self.name, cur.ctx.version, "event", self.env.clock.now_ms());
-        t.event = Some(trace::TracedEvent::of(ev));
-        t.subscriptions = subs
-            .iter()
-            .map(|s| trace::SubMatch {
-                rel: s.rel.clone(),
-                kind: s.kind.clone(),
-                line: s.line,
-                matched: if s.matches(ev.rel(), ev.kind()) {
-                    "yes"
-                } else if s.rel == "*" || s.rel == ev.rel() {
-                    "rel only"
-                } else {
-                    "no"
-                }
-                .into(),
-            })
-            .collect();
-        Some(t)
+        let t = Trace::new("", "", cur.ctx.version, "event", self.env.clock.now_ms());
+        Some(Pending { trace: t, event: Some((batch.clone(), i)), subs: Some(subs.clone()) })
     }
 
     /// A timer's or `on_unload`'s run, traced.
     fn trace_run(&mut self, cur: &Loaded, kind: &'static str, c: Option<trace::Run>) {
         if let Some(c) = c {
-            let mut t = Trace::new(&self.env.account.name, &self.name, cur.ctx.version, kind, self.env.clock.now_ms());
-            t.at_ms = c.call.start_ms;
+            let mut t = Trace::new("", "", cur.ctx.version, kind, c.call.start_ms);
             t.add(c);
-            self.keep_trace(t);
+            self.keep_trace(Pending::of(t));
         }
     }
 
     /// A run's trace, until the commit. Only the last `traces_per_script` are kept at once:
     /// a burst costs what the database keeps of it, not one trace per event (unless someone
     /// listens: `tap` shows every one).
-    fn keep_trace(&mut self, t: Trace) {
+    fn keep_trace(&mut self, t: Pending) {
         self.traced_runs += 1;
         if self.traces.len() >= self.settings.traces_per_script && !self.env.listened() {
             self.traces.pop_front();
@@ -509,9 +539,10 @@ impl Progress {
         let mut traces = std::mem::take(&mut self.traces);
         let n = std::mem::take(&mut self.traced_runs);
         if let (Some(d), Some(last)) = (written, traces.back_mut()) {
-            last.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
+            last.trace.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
         }
-        Some(trace::chunk(traces, self.settings.traces_per_script, self.env.listened()))
+        let (account, script) = (&self.env.account.name, &*self.name);
+        Some(trace::chunk(traces.into_iter().map(|p| p.made(account, script)), self.settings.traces_per_script, self.env.listened()))
     }
 
     /// A failed call: logged (identical repeats only now and then), counted, reported.
