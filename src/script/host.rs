@@ -645,6 +645,7 @@ impl watchdog::Overseer for Inner {
                 error: None,
                 at: None,
                 steps: Vec::new(),
+                started: None,
             });
             if let Err(error) = self.env.store.add_traces(script, &trace::chunk([t], keep, false).0) {
                 tracing::warn!(script, %error, "cannot write the script's traces");

@@ -75,18 +75,28 @@ struct Pending {
     trace: Trace,
     event: Option<(Arc<Vec<Event>>, usize)>,
     subs: Option<Arc<Vec<api::Sub>>>,
+    /// When the run happened (`at_ms`, made at the commit).
+    at: Option<Instant>,
 }
 
 impl Pending {
     fn of(trace: Trace) -> Pending {
-        Pending { trace, event: None, subs: None }
+        Pending { trace, event: None, subs: None, at: None }
     }
 
     /// The trace whole.
-    fn made(self, account: &str, script: &str) -> Trace {
+    fn made(self, account: &str, script: &str, wall: &trace::WallClock) -> Trace {
         let mut t = self.trace;
         t.account = account.to_string();
         t.script = script.to_string();
+        if let Some(at) = self.at {
+            t.at_ms = wall.ms(at);
+        }
+        for c in &mut t.calls {
+            if let Some(started) = c.started {
+                c.start_ms = wall.ms(started);
+            }
+        }
         if let Some((batch, i)) = self.event {
             let ev = &batch[i];
             t.event = Some(trace::TracedEvent::of(ev));
@@ -393,7 +403,6 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     let limits = &p.settings.limits.clone();
     let started = Instant::now();
     let tracing = p.tracing();
-    let start_ms = if tracing { p.env.clock.now_ms() } else { 0 };
     if tracing {
         trace::begin(&cur.lua, started, used);
     }
@@ -431,7 +440,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
         let c = trace::Call {
             what: what.into(),
             sub: None,
-            start_ms,
+            start_ms: 0,
             us: duration_us,
             outcome: if !failed {
                 "ok"
@@ -444,6 +453,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
             error: None,
             at: None,
             steps,
+            started: Some(started),
         };
         (c, bytes, dropped)
     });
@@ -506,14 +516,14 @@ impl Progress {
         if !subs.iter().any(|s| s.rel == "*" || s.rel == rel) {
             return None;
         }
-        let t = Trace::new("", "", cur.ctx.version, "event", self.env.clock.now_ms());
-        Some(Pending { trace: t, event: Some((batch.clone(), i)), subs: Some(subs.clone()) })
+        let t = Trace::new("", "", cur.ctx.version, "event", 0);
+        Some(Pending { trace: t, event: Some((batch.clone(), i)), subs: Some(subs.clone()), at: None })
     }
 
     /// A timer's or `on_unload`'s run, traced.
     fn trace_run(&mut self, cur: &Loaded, kind: &'static str, c: Option<trace::Run>) {
         if let Some(c) = c {
-            let mut t = Trace::new("", "", cur.ctx.version, kind, c.call.start_ms);
+            let mut t = Trace::new("", "", cur.ctx.version, kind, 0);
             t.add(c);
             self.keep_trace(Pending::of(t));
         }
@@ -522,8 +532,10 @@ impl Progress {
     /// A run's trace, until the commit. Only the last `traces_per_script` are kept at once:
     /// a burst costs what the database keeps of it, not one trace per event (unless someone
     /// listens: `tap` shows every one).
-    fn keep_trace(&mut self, t: Pending) {
+    fn keep_trace(&mut self, mut t: Pending) {
         self.traced_runs += 1;
+        // (A run with a call is dated by its first call.)
+        t.at = t.at.or_else(|| t.trace.calls.first().and_then(|c| c.started)).or_else(|| Some(std::time::Instant::now()));
         if self.traces.len() >= self.settings.traces_per_script && !self.env.listened() {
             self.traces.pop_front();
         }
@@ -542,7 +554,8 @@ impl Progress {
             last.trace.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
         }
         let (account, script) = (&self.env.account.name, &*self.name);
-        Some(trace::chunk(traces.into_iter().map(|p| p.made(account, script)), self.settings.traces_per_script, self.env.listened()))
+        let wall = trace::WallClock::now();
+        Some(trace::chunk(traces.into_iter().map(|p| p.made(account, script, &wall)), self.settings.traces_per_script, self.env.listened()))
     }
 
     /// A failed call: logged (identical repeats only now and then), counted, reported.

@@ -177,6 +177,22 @@ pub struct Call {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub at: Option<String>,
     pub steps: Vec<Step>,
+    /// When it started, until `start_ms` is made from it (at the commit: no clock read per call).
+    #[serde(skip)]
+    pub(crate) started: Option<Instant>,
+}
+
+/// Milliseconds since the epoch of instants of this process, from one reading of both clocks.
+pub(crate) struct WallClock(i64, Instant);
+
+impl WallClock {
+    pub(crate) fn now() -> WallClock {
+        WallClock(crate::script::Clock::System.now_ms(), Instant::now())
+    }
+
+    pub(crate) fn ms(&self, at: Instant) -> i64 {
+        self.0 - self.1.saturating_duration_since(at).as_millis() as i64
+    }
 }
 
 /// A call as the runner got it back: with the bytes its steps hold and how many were left out.
