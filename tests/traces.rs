@@ -17,8 +17,10 @@ const OK: &str = r#"agent.on("audioVideoSession", "added", function(e)
   agent.log.info("application " .. r.status)
   agent.state.calls = (agent.state.calls or 0) + 1
   agent.after(60000, function() end)
+  agent.after(0, function() agent.log.info("tick") end)
 end)
 agent.on("audioVideoSession", "nothing", function(e) end)
+agent.on_unload(function() agent.log.info("bye") end)
 "#;
 
 const FAILING: &str = "agent.on(\"audioVideoSession\", \"added\", function(e)\n  local t = nil\n  return t.field\nend)\n";
@@ -74,7 +76,7 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     assert_eq!((call["what"].as_str(), call["outcome"].as_str(), call["sub"].as_u64()), (Some("handler"), Some("ok"), Some(0)));
     let steps = call["steps"].as_array().unwrap();
     let kinds: Vec<&str> = steps.iter().map(|s| s["do"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["log", "request", "log", "timer"], "{ok}");
+    assert_eq!(kinds, ["log", "request", "log", "timer", "timer"], "{ok}");
     assert_eq!(steps[0]["message"], "call added, token [redacted]");
     assert_eq!((steps[1]["method"].as_str(), steps[1]["status"].as_u64()), (Some("GET"), Some(200)));
     assert!(steps[1]["target"].as_str().unwrap().starts_with("/ucwa/oauth/v1/applications/"), "{ok}");
@@ -94,6 +96,13 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     let text = trace_cli(&config, &["--script", "failing", "--json"]);
     let stored: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(stored.iter().any(|t| t["event"]["seq"] == seq && t["calls"][0]["at"] == "failing.lua:3"), "{text}");
+    // The timer's run and on_unload's (at the stop) have traces of their own.
+    let text = trace_cli(&config, &["--script", "ok", "--json"]);
+    let stored: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let run = |kind: &str, message: &str| {
+        stored.iter().any(|t| t["kind"] == kind && t["calls"][0]["what"] == kind && t["calls"][0]["steps"][0]["message"] == message)
+    };
+    assert!(run("timer", "tick") && run("on_unload", "bye"), "{text}");
     let agent = start_agent_from_file(&sim, &config).await;
     let addr = agent.metrics.unwrap();
     let again = get_json(&format!("http://{addr}/api/traces?seq={seq}&limit=10")).await;
