@@ -45,7 +45,8 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "ok.lua", OK);
     write(dir.path(), "failing.lua", FAILING);
-    let config = config_file(&sim, dir.path(), &format!("[scripts.config.ok]\ntoken = {{ env = \"{SECRET_ENV}\" }}\n[metrics]\nlisten = \"127.0.0.1:0\""));
+    write(dir.path(), "looping.lua", "agent.on('audioVideoSession', 'added', function(e) while true do end end)\n");
+    let config = config_file(&sim, dir.path(), &format!("instruction_limit = 1000000\n[scripts.config.ok]\ntoken = {{ env = \"{SECRET_ENV}\" }}\n[metrics]\nlisten = \"127.0.0.1:0\""));
     let mut agent = start_agent_from_file(&sim, &config).await;
     let addr = agent.metrics.expect("the listener");
     sim.start_call(answered_call()).unwrap();
@@ -70,6 +71,10 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
 
     // The same event in ok.lua: which subscription matched, what the handler did, in order.
     let ok = find_trace(&format!("http://{addr}/api/traces?seq={seq}"), |t| t["script"] == "ok").await;
+    // A limit broken is said as such.
+    let looping = find_trace(&format!("http://{addr}/api/traces?seq={seq}"), |t| t["script"] == "looping").await;
+    assert_eq!(looping["calls"][0]["outcome"], "limit", "{looping}");
+    assert!(looping["calls"][0]["error"].as_str().unwrap().contains("instruction"), "{looping}");
     assert_eq!(ok["subscriptions"][0]["matched"], "yes");
     assert_eq!(ok["subscriptions"][1]["matched"], "rel only", "rel matched, type did not: {ok}");
     let call = &ok["calls"][0];
@@ -106,7 +111,7 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     let agent = start_agent_from_file(&sim, &config).await;
     let addr = agent.metrics.unwrap();
     let again = get_json(&format!("http://{addr}/api/traces?seq={seq}&limit=10")).await;
-    assert_eq!(again.as_array().unwrap().len(), 2, "both scripts' traces of the event: {again}");
+    assert_eq!(again.as_array().unwrap().len(), 3, "the three scripts' traces of the event: {again}");
     // The secret appears nowhere: not in the database, not in an answer.
     let all = get_json(&format!("http://{addr}/api/traces?limit=1000")).await.to_string();
     assert!(!all.contains(SECRET) && all.contains("[redacted]"), "{all}");
