@@ -46,7 +46,11 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     write(dir.path(), "ok.lua", OK);
     write(dir.path(), "failing.lua", FAILING);
     write(dir.path(), "looping.lua", "agent.on('audioVideoSession', 'added', function(e) while true do end end)\n");
-    let config = config_file(&sim, dir.path(), &format!("instruction_limit = 1000000\n[scripts.config.ok]\ntoken = {{ env = \"{SECRET_ENV}\" }}\n[metrics]\nlisten = \"127.0.0.1:0\""));
+    let config = config_file(
+        &sim,
+        dir.path(),
+        &format!("instruction_limit = 1000000\n[scripts.config.ok]\ntoken = {{ env = \"{SECRET_ENV}\" }}\n[metrics]\nlisten = \"127.0.0.1:0\""),
+    );
     let mut agent = start_agent_from_file(&sim, &config).await;
     let addr = agent.metrics.expect("the listener");
     sim.start_call(answered_call()).unwrap();

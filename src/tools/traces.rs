@@ -168,3 +168,56 @@ fn tap_line(data: &str, json: bool) -> String {
         _ => format!("{data}\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::trace::{Call, TracedEvent};
+
+    fn trace(account: &str, seq: u64, at_ms: i64) -> Trace {
+        let mut t = Trace::new(account, "rule", 3, "event", at_ms);
+        t.event = Some(TracedEvent { seq, rel: "audioVideoInvitation".into(), kind: "started".into(), href: "/x".into() });
+        t.calls.push(Call {
+            what: "handler".into(),
+            sub: None,
+            start_ms: at_ms,
+            us: 1500,
+            outcome: "error".into(),
+            error: Some("rule.lua:7: no".into()),
+            at: Some("rule.lua:7".into()),
+            steps: Vec::new(),
+            started: None,
+        });
+        t
+    }
+
+    #[test]
+    fn trace_reads_every_accounts_database_or_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            format!("[server]\ndiscover = \"embedded\"\n[state]\ndir = \"{}\"\n[[account]]\nname = \"a\"\n[[account]]\nname = \"b\"\n", dir.path().display());
+        let config = Config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        for (name, seq, at) in [("a", 5, 1000), ("b", 9, 2000)] {
+            let store = crate::store::Store::open(&dir.path().join(name)).unwrap();
+            let (chunk, _) = crate::script::trace::chunk([trace(name, seq, at)], 100, false);
+            store.commit_script_with("rule", Some(seq), None, Some(&chunk)).unwrap();
+        }
+        let run = |o: TraceOptions| {
+            let mut out = String::new();
+            let n = show(&config, &o, &mut |s| out.push_str(s)).unwrap();
+            (n, out)
+        };
+        let (n, out) = run(TraceOptions { last: 10, ..TraceOptions::default() });
+        assert_eq!(n, 2);
+        let (a, b) = (out.find("[a] rule v3  event #5").unwrap(), out.find("[b] rule v3  event #9").unwrap());
+        assert!(a < b, "oldest first: {out}");
+        assert!(out.contains("error at rule.lua:7: no"), "{out}");
+        let (n, out) = run(TraceOptions { account: Some("b".into()), json: true, ..TraceOptions::default() });
+        assert_eq!(n, 1);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["account"], "b");
+        assert_eq!(run(TraceOptions { seq: Some(5), ..TraceOptions::default() }).0, 1);
+        assert_eq!(run(TraceOptions { last: 1, ..TraceOptions::default() }).1.matches("rule v3").count(), 1);
+        let err = show(&config, &TraceOptions { account: Some("c".into()), ..TraceOptions::default() }, &mut |_| {}).unwrap_err();
+        assert!(err.contains("--account c"), "{err}");
+    }
+}
