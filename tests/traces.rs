@@ -45,6 +45,7 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "ok.lua", OK);
     write(dir.path(), "failing.lua", FAILING);
+    write(dir.path(), "unloadable.lua", "this is not lua\n");
     write(dir.path(), "looping.lua", "agent.on('audioVideoSession', 'added', function(e) while true do end end)\n");
     let config = config_file(
         &sim,
@@ -79,6 +80,9 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     let looping = find_trace(&format!("http://{addr}/api/traces?seq={seq}"), |t| t["script"] == "looping").await;
     assert_eq!(looping["calls"][0]["outcome"], "limit", "{looping}");
     assert!(looping["calls"][0]["error"].as_str().unwrap().contains("instruction"), "{looping}");
+    // A script that could not load misses the events: its traces say so.
+    let missed = find_trace(&format!("http://{addr}/api/traces?script=unloadable&seq={seq}"), |_| true).await;
+    assert!(missed["skipped"].as_str().unwrap().starts_with("not loaded: "), "{missed}");
     assert_eq!(ok["subscriptions"][0]["matched"], "yes");
     assert_eq!(ok["subscriptions"][1]["matched"], "rel only", "rel matched, type did not: {ok}");
     let call = &ok["calls"][0];
@@ -115,7 +119,7 @@ async fn trace_shows_what_each_handler_did_and_where_it_failed_across_a_restart(
     let agent = start_agent_from_file(&sim, &config).await;
     let addr = agent.metrics.unwrap();
     let again = get_json(&format!("http://{addr}/api/traces?seq={seq}&limit=10")).await;
-    assert_eq!(again.as_array().unwrap().len(), 3, "the three scripts' traces of the event: {again}");
+    assert_eq!(again.as_array().unwrap().len(), 4, "the four scripts' traces of the event: {again}");
     // The secret appears nowhere: not in the database, not in an answer.
     let all = get_json(&format!("http://{addr}/api/traces?limit=1000")).await.to_string();
     assert!(!all.contains(SECRET) && all.contains("[redacted]"), "{all}");
@@ -192,4 +196,39 @@ async fn tap_streams_events_and_traces_while_a_call_happens() {
     assert_eq!(refused.status(), 400);
     drop(tap);
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_asks_for_the_metrics_users_password_and_tap_signs_in_with_it() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "calls.lua", "agent.on('audioVideoSession', function(e) end)\n");
+    // Cost 4: the lowest bcrypt allows, so the test is quick.
+    let hash = bcrypt::hash("tap-pw", 4).unwrap();
+    let config = config_file(&sim, dir.path(), &format!("[metrics]\nlisten = \"127.0.0.1:0\"\nbasic_auth_users = {{ ops = \"{hash}\" }}"));
+    let agent = start_agent_from_file(&sim, &config).await;
+    let addr = agent.metrics.unwrap().to_string();
+    let http = reqwest::Client::new();
+    for path in ["/api/traces", "/api/tap"] {
+        assert_eq!(http.get(format!("http://{addr}{path}")).send().await.unwrap().status(), 401, "{path}");
+    }
+    let ok = http.get(format!("http://{addr}/api/traces")).basic_auth("ops", Some("tap-pw")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let tap = |password: &str| {
+        agent_command(&["tap", "--config", config.to_str().unwrap(), "--metrics-listen", &addr], &[("UCWA_AGENT_API_PASSWORD", password)])
+            .stderr(std::process::Stdio::piped())
+            .spawn_guarded()
+    };
+    // A wrong password: refused, said, exit status 2.
+    let mut wrong = tap("nope");
+    assert_eq!(exit_within(&mut wrong, PATIENCE).await.0, Some(2));
+    let mut said = String::new();
+    std::io::Read::read_to_string(wrong.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert!(said.contains("401"), "{said}");
+    // The right one: it stays connected until the agent stops, then ends by itself.
+    let mut right = tap("tap-pw");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(right.try_wait().unwrap().is_none(), "tap connected and waits for events");
+    agent.stop().await;
+    assert_eq!(exit_within(&mut right, PATIENCE).await.0, Some(0));
 }

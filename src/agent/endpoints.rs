@@ -187,7 +187,7 @@ struct TapQuery {
 /// as each event is handed to the scripts, `{"kind":"trace", "run": …, …}` as each run's trace
 /// is committed (a trace holds its event; `run` is the trace's own `kind`); `{"kind":"lagged","missed":n}` when the reader fell
 /// behind. Filtered by the event's `rel` and the trace's `script`. The accounts of the agent
-/// when the stream starts are tapped.
+/// when the stream starts are tapped; the stream ends when they have all stopped.
 fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
@@ -197,10 +197,19 @@ fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
         let (mut out, guard) = host.tap();
         tokio::spawn(async move {
             let _tapping = guard;
+            // The stream ends with the account (stopped, or removed by a reload): the stream
+            // itself holds what keeps the host's output open.
+            let mut check = tokio::time::interval(std::time::Duration::from_millis(250));
             loop {
                 let item = tokio::select! {
                     item = out.recv() => item,
                     _ = tx.closed() => return,
+                    _ = check.tick() => {
+                        if host.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 let line = match item {
                     Ok(crate::script::ScriptOutput::Received { seq, rel, kind, href }) => {

@@ -245,6 +245,11 @@ impl ScriptHost {
         self.inner.env.tap()
     }
 
+    /// Whether the host was shut down (its account stopped).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Loaded scripts and their versions.
     pub fn scripts(&self) -> Vec<(String, u64)> {
         self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()
