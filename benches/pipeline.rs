@@ -4,7 +4,9 @@
 //! - dispatch throughput: event-channel response bytes → parse → journal → every script's
 //!   trivial handler returned, 100-event batches, with 1 and with 10 scripts;
 //! - journal overhead: a batch's arrival (bytes) to the moment the next poll could be sent
-//!   (parse + journal + hand-over), median and p99, for call-sized batches (4 events).
+//!   (parse + journal + hand-over), median and p99, for call-sized batches (4 events);
+//! - the cost of traces (`scripts.traces_per_script`): the throughput with 100 kept per
+//!   script next to the figure without (every event here is traced: the handler runs for it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ fn batch_bytes(ack: u64, n: usize) -> Vec<u8> {
     .unwrap()
 }
 
-fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>) -> ScriptHost {
+fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>, traces: usize) -> ScriptHost {
     for i in 0..scripts {
         std::fs::write(
             dir.join(format!("s{i}.lua")),
@@ -46,13 +48,14 @@ fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>) -> Script
         )
         .unwrap();
     }
-    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(ScriptSettings::new(Limits::default()), store))
+    let settings = ScriptSettings { traces_per_script: traces, ..ScriptSettings::new(Limits::default()) };
+    ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(settings, store))
 }
 
-async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: bool) -> f64 {
+async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: bool, traces: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(if on_disk { Store::open(&dir.path().join("state")).unwrap() } else { Store::in_memory() });
-    let host = host_with(scripts, dir.path(), store.clone());
+    let host = host_with(scripts, dir.path(), store.clone(), traces);
     host.load_dir().await.unwrap();
     let mut out = host.subscribe();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
@@ -87,7 +90,7 @@ async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: boo
 async fn journal_latency(batches: u64) -> (Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
-    let host = host_with(1, dir.path(), store.clone());
+    let host = host_with(1, dir.path(), store.clone(), 0);
     host.load_dir().await.unwrap();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
     let mut sink = EventSink::new(host.clone(), store, 10_000_000);
@@ -117,19 +120,31 @@ fn main() {
     rt.block_on(async {
         if let Ok(case) = std::env::var("BENCH_CASE") {
             // One case, longer, for a profiler: `BENCH_CASE=disk:1` (journal:scripts).
+            // With traces off and on (100 per script), in turns (the machine may be noisy): the
+            // best of three each, and what traces cost.
             let (journal, scripts) = case.split_once(':').expect("BENCH_CASE=disk:1 or memory:0");
-            let rate = throughput(scripts.parse().expect("a script count"), 5000, 100, journal == "disk").await;
-            println!("{case}: {rate:.0} events/s");
+            let scripts = scripts.parse().expect("a script count");
+            let (mut off, mut on) = (0f64, 0f64);
+            for _ in 0..3 {
+                off = off.max(throughput(scripts, 5000, 100, journal == "disk", 0).await);
+                on = on.max(throughput(scripts, 5000, 100, journal == "disk", 100).await);
+            }
+            println!("{case}: {off:.0} events/s without traces; {on:.0} events/s with traces (100 per script): {:+.1} %", (on / off - 1.0) * 100.0);
             return;
         }
         // Warm-up (page cache, allocator, Lua).
-        throughput(1, 50, 100, true).await;
+        throughput(1, 50, 100, true, 0).await;
         for on_disk in [true, false] {
             for scripts in [0, 1, 10] {
-                let rate = throughput(scripts, 1000, 100, on_disk).await;
+                let rate = throughput(scripts, 1000, 100, on_disk, 0).await;
                 let what = if scripts == 0 { "no script (parse + journal)".to_string() } else { format!("{scripts:>2} script(s)") };
                 let journal = if on_disk { "journal on disk  " } else { "journal in memory" };
                 println!("dispatch throughput, {journal}, {what:<26}, 100-event batches: {rate:>9.0} events/s");
+                if on_disk && scripts > 0 {
+                    let traced = throughput(scripts, 1000, 100, on_disk, 100).await;
+                    let what = format!("{what}, traces on");
+                    println!("dispatch throughput, {journal}, {what:<26}, 100-event batches: {traced:>9.0} events/s ({:+.1} %)", (traced / rate - 1.0) * 100.0);
+                }
             }
         }
         let (p50, p99) = journal_latency(10_000).await;

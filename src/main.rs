@@ -91,6 +91,43 @@ enum Command {
         #[arg(value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
     },
+    /// Show what scripts did: the traces of their last runs (each event's subscriptions, each
+    /// handler's log lines, requests, timers, errors with file:line), read from the state
+    /// directory (the agent may be running or stopped).
+    Trace {
+        /// Only this script's traces.
+        #[arg(long)]
+        script: Option<String>,
+        /// Only the traces of this event (its seq, as the log and `tap` show it).
+        #[arg(long)]
+        seq: Option<u64>,
+        /// Only this `[[account]]`'s traces.
+        #[arg(long)]
+        account: Option<String>,
+        /// The newest K traces (default 10; every one kept with --seq).
+        #[arg(long, value_name = "K")]
+        last: Option<usize>,
+        /// One JSON object per trace and line, as stored.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream a running agent's events and what each script did with them, as they happen
+    /// (from `/api/tap` on its `[metrics] listen`; the password of `--user` from
+    /// UCWA_AGENT_API_PASSWORD).
+    Tap {
+        /// Only the events of this rel (and the traces of such events).
+        #[arg(long)]
+        rel: Option<String>,
+        /// Only this script's traces.
+        #[arg(long)]
+        script: Option<String>,
+        /// The `[metrics] basic_auth_users` user to sign in as (default: the only one).
+        #[arg(long)]
+        user: Option<String>,
+        /// One JSON object per line, as the endpoint sends them.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the UCWA simulator alone, for an agent (or any UCWA client) to talk to.
     Simulate(sim::cli::SimulateArgs),
     /// Print a shell completion script (e.g. `ucwa-agent completions bash > /etc/bash_completion.d/ucwa-agent`).
@@ -150,7 +187,8 @@ fn main() -> ExitCode {
         _ => {}
     }
     // The offline tools print their own report; scripts' log lines would only repeat it.
-    let quiet = matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. }));
+    let quiet =
+        matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. } | Command::Trace { .. } | Command::Tap { .. }));
     let log_level = init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
@@ -164,6 +202,28 @@ fn main() -> ExitCode {
                 with_config(&cli.config, |c| async move { replay(&c, &file, script.as_deref(), answers.as_deref()).await }).await
             }
             Command::Test { paths } => test(&cli.config, paths).await,
+            Command::Trace { script, seq, account, last, json } => {
+                let o = tools::traces::TraceOptions { script, seq, account, last: last.unwrap_or(if seq.is_some() { 0 } else { 10 }), json };
+                with_config(&cli.config, |c| async move { show_traces(&c, &o) }).await
+            }
+            Command::Tap { rel, script, user, json } => {
+                let o = tools::traces::TapOptions { rel, script, json, user };
+                let listen = cli.metrics_listen;
+                with_config(&cli.config, |c| async move {
+                    let mut print = |s: &str| out_raw(s);
+                    tokio::select! {
+                        r = tools::traces::tap(&c, listen, &o, &mut print) => match r {
+                            Ok(()) => ExitCode::SUCCESS,
+                            Err(error) => {
+                                eprintln!("tap: {error}");
+                                ExitCode::from(EXIT_CONFIG)
+                            }
+                        },
+                        _ = shutdown_signal() => ExitCode::SUCCESS,
+                    }
+                })
+                .await
+            }
             Command::Completions { .. } | Command::Man { .. } => {
                 unreachable!("answered before the runtime starts")
             }
@@ -185,10 +245,13 @@ fn refuse_flags_without_effect(cli: &Cli) {
         Some(Command::Man { .. }) => "man",
         Some(Command::Test { .. }) => "test",
         Some(Command::Replay { .. }) => "replay",
+        Some(Command::Trace { .. }) => "trace",
+        Some(Command::Tap { .. }) if cli.shard.is_some() => "tap",
         _ => return,
     };
-    let given: Vec<&str> =
-        [(cli.shard.is_some(), "--shard"), (cli.metrics_listen.is_some(), "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
+    // (`tap` connects to the --metrics-listen address.)
+    let listen_given = cli.metrics_listen.is_some() && name != "tap";
+    let given: Vec<&str> = [(cli.shard.is_some(), "--shard"), (listen_given, "--metrics-listen")].into_iter().filter(|(on, _)| *on).map(|(_, f)| f).collect();
     if !given.is_empty() {
         let verb = if given.len() > 1 { "apply" } else { "applies" };
         let message = format!("{} {verb} to run, record and check, not to {name}", given.join(" and "));
@@ -535,6 +598,21 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_SCRIPTS)
+    }
+}
+
+/// `trace`: the traces asked for; none is not an error (said on standard error).
+fn show_traces(config: &Config, o: &tools::traces::TraceOptions) -> ExitCode {
+    match tools::traces::show(config, o, &mut |s| out_raw(s)) {
+        Ok(0) => {
+            eprintln!("no traces match (traces are kept for events a subscription of the script looks at; scripts.traces_per_script)");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("trace: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

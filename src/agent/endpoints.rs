@@ -6,12 +6,16 @@
 //! `/healthz/<account>` gives one account's. `/metrics` labels each sample with `account`.
 //! The endpoint listens before the accounts open; until they all have, `/healthz` answers 503
 //! with the state `starting`.
+//!
+//! `/api/traces` gives scripts' traces (what their runs did, `script::trace`) as JSON, and
+//! `/api/tap` streams the events and the traces as they happen (server-sent events), behind
+//! the same authentication; both name accounts only where `/healthz` would.
 
 use super::Fleet;
 use crate::config::MetricsConfig;
 use crate::metrics::{Health, HealthState};
 use crate::script::ScriptHost;
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -59,7 +63,8 @@ pub async fn serve(
     let access = Arc::new(Access::new(web));
     let details = web.trusted();
     let (metrics_fleet, one_fleet) = (fleet.clone(), fleet.clone());
-    let (a1, a2, a3, a4) = (access.clone(), access.clone(), access.clone(), access);
+    let (a1, a2, a3, a4, a5, a6) = (access.clone(), access.clone(), access.clone(), access.clone(), access.clone(), access);
+    let (traces_fleet, tap_fleet) = (fleet.clone(), fleet.clone());
     let router = Router::new()
         .route(
             "/",
@@ -69,7 +74,7 @@ pub async fn serve(
                     a.check(&headers).await.map(|()| {
                         (
                             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                            "<!doctype html><title>ucwa-agent</title><h1>ucwa-agent</h1><ul><li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li></ul>\n",
+                            "<!doctype html><title>ucwa-agent</title><h1>ucwa-agent</h1><ul><li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li><li><a href=\"/api/traces\">/api/traces</a> (what scripts did)</li><li><a href=\"/api/tap\">/api/tap</a> (live, server-sent events)</li></ul>\n",
                         )
                             .into_response()
                     })
@@ -103,6 +108,23 @@ pub async fn serve(
                 let (a, fleet) = (a4.clone(), one_fleet.clone());
                 async move { a.check(&headers).await.map(|()| health_of_one(&fleet, &name, details)) }
             }),
+        )
+        .route(
+            "/api/traces",
+            get(move |headers: HeaderMap, Query(q): Query<TracesQuery>| {
+                let (a, fleet) = (a5.clone(), traces_fleet.clone());
+                async move {
+                    a.check(&headers).await?;
+                    Ok::<_, Response>(traces(fleet, q, details).await)
+                }
+            }),
+        )
+        .route(
+            "/api/tap",
+            get(move |headers: HeaderMap, Query(q): Query<TapQuery>| {
+                let (a, fleet) = (a6.clone(), tap_fleet.clone());
+                async move { a.check(&headers).await.map(|()| tap(&fleet, q, details)) }
+            }),
         );
     tracing::info!(%addr, authenticated = !web.basic_auth_users.is_empty(), https = acceptor.is_some(), "metrics and health endpoints listening");
     let task = tokio::spawn(async move {
@@ -115,6 +137,144 @@ pub async fn serve(
         }
     });
     Ok((addr, task))
+}
+
+/// `/api/traces?script=&seq=&account=&limit=`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TracesQuery {
+    script: Option<String>,
+    seq: Option<u64>,
+    account: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most traces one `/api/traces` answer holds.
+const MAX_TRACES: usize = 1000;
+
+/// The traces asked for, oldest first (at most `limit`, default 100, the newest): a JSON array.
+/// Without `details` the accounts are not named (nor can one be asked for).
+async fn traces(fleet: Arc<Fleet>, q: TracesQuery, details: bool) -> Response {
+    if q.account.is_some() && !details {
+        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "this listener does not name accounts (as /healthz): no account filter"})))
+            .into_response();
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_TRACES);
+    let query = crate::store::TraceQuery { script: q.script, seq: q.seq, limit };
+    let found = tokio::task::spawn_blocking(move || {
+        let (accounts, _) = fleet.accounts();
+        let mut all: Vec<(i64, serde_json::Value)> = Vec::new();
+        for (name, host) in accounts {
+            if q.account.as_ref().is_some_and(|a| *a != name) {
+                continue;
+            }
+            match host.env().store.traces(&query) {
+                Ok(lines) => all.extend(lines.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).map(|mut v| {
+                    if !details {
+                        strip_account(&mut v);
+                    }
+                    (v["at_ms"].as_i64().unwrap_or(0), v)
+                })),
+                Err(error) => tracing::warn!(account = %name, %error, "cannot read the traces"),
+            }
+        }
+        // (Each account's are in order; merged by time, the newest `limit` kept.)
+        all.sort_by_key(|(at, _)| *at);
+        let skip = all.len().saturating_sub(limit);
+        all.into_iter().skip(skip).map(|(_, v)| v).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    axum::Json(found).into_response()
+}
+
+fn strip_account(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("account");
+    }
+}
+
+/// `/api/tap?rel=&script=`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct TapQuery {
+    rel: Option<String>,
+    script: Option<String>,
+}
+
+/// Server-sent events, one JSON object each: `{"kind":"event", seq, rel, type, href, account}`
+/// as each event is handed to the scripts, `{"kind":"trace", "run": …, …}` as each run's trace
+/// is committed (a trace holds its event; `run` is the trace's own `kind`); `{"kind":"lagged","missed":n}` when the reader fell
+/// behind. Filtered by the event's `rel` and the trace's `script`. The accounts of the agent
+/// when the stream starts are tapped; the stream ends when they have all stopped.
+fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
+    let q = Arc::new(q);
+    for (account, host) in fleet.accounts().0 {
+        let (tx, q) = (tx.clone(), q.clone());
+        let (mut out, guard) = host.tap();
+        tokio::spawn(async move {
+            let _tapping = guard;
+            // The stream ends with the account (stopped, or removed by a reload): the stream
+            // itself holds what keeps the host's output open.
+            let mut check = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                let item = tokio::select! {
+                    item = out.recv() => item,
+                    _ = tx.closed() => return,
+                    _ = check.tick() => {
+                        if host.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let line = match item {
+                    Ok(crate::script::ScriptOutput::Received { seq, rel, kind, href }) => {
+                        if q.rel.as_ref().is_some_and(|r| *r != rel) {
+                            continue;
+                        }
+                        let mut v = serde_json::json!({"kind": "event", "seq": seq, "rel": rel, "type": kind, "href": href});
+                        if details {
+                            v["account"] = account.clone().into();
+                        }
+                        v.to_string()
+                    }
+                    Ok(crate::script::ScriptOutput::Trace { script, json, .. }) => {
+                        if q.script.as_ref().is_some_and(|s| *s != script) {
+                            continue;
+                        }
+                        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&json) else { continue };
+                        if q.rel.as_ref().is_some_and(|r| v["event"]["rel"].as_str() != Some(r)) {
+                            continue;
+                        }
+                        if !details {
+                            strip_account(&mut v);
+                        }
+                        // (The trace's own `kind`, event, timer…, becomes `run`.)
+                        if let Some(o) = v.as_object_mut() {
+                            if let Some(run) = o.insert("kind".into(), "trace".into()) {
+                                o.insert("run".into(), run);
+                            }
+                        }
+                        v.to_string()
+                    }
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => serde_json::json!({"kind": "lagged", "missed": n}).to_string(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let stream =
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(Event::default().data(line)), rx)) },
+        );
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// HTTP basic auth against bcrypt hashes, as the Prometheus exporters' web configuration does.

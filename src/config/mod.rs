@@ -138,6 +138,9 @@ pub struct ScriptsConfig {
     /// `[scripts.calendars]`: holiday iCalendar files by name (relative to this file's folder),
     /// for business hours (`agent.time.open`); read with the configuration.
     pub calendars: std::collections::BTreeMap<String, PathBuf>,
+    /// How many traces of its runs (what each handler did with an event) each script keeps
+    /// in the state database; 0: no traces.
+    pub traces_per_script: u64,
     /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
     pub config: std::collections::BTreeMap<String, serde_json::Value>,
 }
@@ -156,6 +159,7 @@ impl Default for ScriptsConfig {
             state_max_bytes: 1 << 20,
             time_zone: None,
             calendars: Default::default(),
+            traces_per_script: 100,
             config: Default::default(),
         }
     }
@@ -291,12 +295,13 @@ impl Config {
             return Err(self.invalid("server.user_agent", "expected 1 to 100 characters"));
         }
         let sc = &self.scripts;
-        let ranges: [(&'static str, u64, u64, u64, &str); 5] = [
+        let ranges: [(&'static str, u64, u64, u64, &str); 6] = [
             ("scripts.memory_limit_mb", sc.memory_limit_mb, 1, 16_384, "MiB"),
             ("scripts.instruction_limit", sc.instruction_limit, 1000, 1_000_000_000_000, "instructions"),
             ("scripts.handler_timeout_ms", sc.handler_timeout_ms, 1, 3_600_000, "milliseconds"),
             ("scripts.reload_debounce_ms", sc.reload_debounce_ms, 0, 60_000, "milliseconds"),
             ("scripts.state_max_bytes", sc.state_max_bytes, 1024, 1 << 30, "bytes"),
+            ("scripts.traces_per_script", sc.traces_per_script, 0, 10_000, "traces"),
         ];
         for (key, value, min, max, unit) in ranges {
             if !(min..=max).contains(&value) {
@@ -478,6 +483,7 @@ impl Config {
                 .iter()
                 .map(|(name, path)| (name.clone(), std::sync::Arc::new(crate::script::Calendar::read(&self.resolve(path)).unwrap_or_default())))
                 .collect(),
+            traces_per_script: s.traces_per_script as usize,
         }
     }
 
@@ -573,8 +579,10 @@ mod tests {
 
     #[test]
     fn the_scripts_limits_reach_the_script_host() {
-        let c = parse("[scripts]\nmemory_limit_mb = 32\ninstruction_limit = 12345\nhandler_timeout_ms = 250\nstate_max_bytes = 4096\nmax_consecutive_failures = 3\nhttp_allow = [\"hooks.example.com\"]\n").unwrap();
+        let c = parse("[scripts]\nmemory_limit_mb = 32\ninstruction_limit = 12345\nhandler_timeout_ms = 250\nstate_max_bytes = 4096\nmax_consecutive_failures = 3\nhttp_allow = [\"hooks.example.com\"]\ntraces_per_script = 7\n").unwrap();
         let s = c.script_settings();
+        assert_eq!(s.traces_per_script, 7);
+        assert_eq!(parse("").unwrap().script_settings().traces_per_script, 100, "traces are on by default");
         assert_eq!((s.limits.memory_bytes, s.limits.instructions, s.limits.handler_timeout), (32 << 20, 12345, Duration::from_millis(250)));
         assert_eq!((s.state_max_bytes, s.max_consecutive_failures, s.http_allow.as_slice()), (4096, 3, ["hooks.example.com".to_string()].as_slice()));
     }
@@ -609,6 +617,7 @@ mod tests {
             ("handler_timeout_ms = 86400000", "scripts.handler_timeout_ms", "1 to 3600000 milliseconds"),
             ("state_max_bytes = 10", "scripts.state_max_bytes", "1024 to 1073741824 bytes"),
             ("reload_debounce_ms = 600000", "scripts.reload_debounce_ms", "0 to 60000 milliseconds"),
+            ("traces_per_script = 1000000", "scripts.traces_per_script", "0 to 10000 traces"),
         ] {
             let err = parse(&format!("[scripts]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(range), "{line}: {err}");

@@ -132,6 +132,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     lua.set_app_data(Subscriptions::default());
     lua.set_app_data(OnUnload::default());
     lua.set_app_data(CurrentEvent::default());
+    lua.set_app_data(super::trace::Recording::default());
     super::interop::Interop::install(lua)?;
     let agent = lua.create_table()?;
     timers::register(lua, &agent, ctx.env.clock.clone())?;
@@ -319,6 +320,11 @@ fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mu
     }
     let f = fields.as_ref().map(|f| f.to_string());
     let f = f.as_deref().unwrap_or("");
+    super::trace::record(lua, |at_us| super::trace::Step::Log {
+        at_us,
+        level: level.into(),
+        message: if f.is_empty() { message.clone() } else { format!("{message} {f}") },
+    });
     let current = lua.app_data_ref::<CurrentEvent>();
     let ev = current.as_deref().filter(|c| c.active);
     let (rel, kind, seq) = (ev.map(|c| c.rel.as_str()), ev.map(|c| c.kind.as_str()), ev.map(|c| c.seq));

@@ -73,7 +73,7 @@ fn handle(
     let h = lua.create_table()?;
     let op = |what: &'static str| {
         let (metric, script, metrics, redactor) = (metric.clone(), script.clone(), metrics.clone(), redactor.clone());
-        lua.create_function(move |_, (_self, by, l): (Value, Option<f64>, Option<Table>)| {
+        lua.create_function(move |lua, (_self, by, l): (Value, Option<f64>, Option<Table>)| {
             let by = match (by, what) {
                 (Some(b), _) => b,
                 (None, "inc" | "dec") => 1.0,
@@ -104,7 +104,9 @@ fn handle(
                     "set" => s.set(by),
                     _ => s.observe(by, buckets),
                 })
-                .map_err(|e| mlua::Error::runtime(format!("{metric}:{what}: {e}")))
+                .map_err(|e| mlua::Error::runtime(format!("{metric}:{what}: {e}")))?;
+            super::trace::record(lua, |at_us| super::trace::Step::Metric { at_us, name: metric.clone(), op: what.into(), value: by });
+            Ok(())
         })
     };
     match kind {

@@ -176,10 +176,12 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     {
         let env = env.clone();
         let script = script.clone();
+        let redactor = ctx.redactor.clone();
         let f = lua.create_async_function(move |lua, (href, body, content_type): (String, Value, Option<String>)| {
             let env = env.clone();
             let method = method.clone();
             let script = script.clone();
+            let redactor = redactor.clone();
             let l = lua.clone();
             let run = async move {
                 let what = format!("agent.ucwa.{name}");
@@ -201,10 +203,32 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 let body = if takes_body { body_of(&lua, body, content_type, &what)? } else { None };
                 let timeout = env.settings().limits.handler_timeout;
                 let target = href.clone();
-                let reply = env
-                    .on_io(async move { session.send(method, &target, body, Some(timeout)).await })
-                    .await?
-                    .map_err(|e| mlua::Error::runtime(format!("{what}({href}): {e}")))?;
+                let started = std::time::Instant::now();
+                let traced = super::trace::recording(&lua).then(|| method.to_string());
+                let reply = env.on_io(async move { session.send(method, &target, body, Some(timeout)).await }).await?;
+                if let Some(method) = traced {
+                    let (status, error) = match &reply {
+                        Ok(r) => (Some(r.status), None),
+                        Err(e) => (None, Some(redactor.redact(&e.to_string()).into_owned())),
+                    };
+                    let us = started.elapsed().as_micros() as u64;
+                    // The path (and query): the pool is the session's.
+                    let target = match url::Url::parse(&href) {
+                        Ok(u) => u[url::Position::BeforePath..].to_string(),
+                        Err(_) => href.clone(),
+                    };
+                    let target = redactor.redact(&target).into_owned();
+                    super::trace::record(&lua, |at_us| super::trace::Step::Request {
+                        at_us: at_us.saturating_sub(us),
+                        via: "ucwa".into(),
+                        method,
+                        target,
+                        status,
+                        error,
+                        us,
+                    });
+                }
+                let reply = reply.map_err(|e| mlua::Error::runtime(format!("{what}({href}): {e}")))?;
                 reply_table(&lua, reply.status, &reply.headers, &reply.body, true)
             };
             async move { outcome(&l, run.await) }
@@ -221,9 +245,11 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
 
     let http = lua.create_table()?;
     let env = env.clone();
+    let redactor = ctx.redactor.clone();
     let request = lua.create_async_function(move |lua, spec: Table| {
         let env = env.clone();
         let script = script.clone();
+        let redactor = redactor.clone();
         let l = lua.clone();
         let run = async move {
             const WHAT: &str = "agent.http.request";
@@ -256,6 +282,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                 let body = body_of(&lua, spec.get("body")?, None, WHAT)?;
                 return offline(&lua, &env, net, would_send(&script, "http", &method, url.to_string(), body));
             }
+            let traced = super::trace::recording(&lua).then(|| method.to_string());
             let mut req = env.http().request(method, url.clone()).timeout(timeout);
             let mut has_content_type = false;
             if let Some(headers) = spec.get::<Option<Table>>("headers")? {
@@ -276,6 +303,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             }
             // The answer is read in Rust: held to the script's memory limit as it arrives.
             let cap = super::bounded::memory_limit(&lua);
+            let started = std::time::Instant::now();
             let sent = env
                 .on_io(async move {
                     let mut resp = req.send().await?;
@@ -291,6 +319,25 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
                     Ok(Some((status, headers, body)))
                 })
                 .await?;
+            if let Some(method) = traced {
+                // Host only, as in the log: webhook URLs often carry their secret in the path or query.
+                let (status, error) = match &sent {
+                    Ok(Some((status, _, _))) => (Some(*status), None),
+                    Ok(None) => (None, Some("the answer is larger than the script's memory limit".to_string())),
+                    Err(e) => (None, Some(without_url(e))),
+                };
+                let us = started.elapsed().as_micros() as u64;
+                let target = url.host_str().unwrap_or("").to_string();
+                super::trace::record(&lua, |at_us| super::trace::Step::Request {
+                    at_us: at_us.saturating_sub(us),
+                    via: "http".into(),
+                    method,
+                    target,
+                    status,
+                    error: error.map(|e| redactor.redact(&e).into_owned()),
+                    us,
+                });
+            }
             let sent = sent.map_err(|e: reqwest::Error| mlua::Error::runtime(format!("{WHAT}({url}): {}", without_url(&e))))?;
             let Some((status, headers, body)) = sent else {
                 return Err(mlua::Error::runtime(format!(

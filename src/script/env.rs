@@ -68,6 +68,8 @@ pub struct ScriptSettings {
     pub time_zone: jiff::tz::TimeZone,
     /// `[scripts.calendars]`: holiday calendars by name, read with the configuration.
     pub calendars: BTreeMap<String, Arc<super::calendar::Calendar>>,
+    /// How many traces of its runs each script keeps (`script::trace`); 0: none are made.
+    pub traces_per_script: usize,
 }
 
 impl ScriptSettings {
@@ -80,6 +82,7 @@ impl ScriptSettings {
             state_max_bytes: 1 << 20,
             time_zone: super::zone::system(),
             calendars: BTreeMap::new(),
+            traces_per_script: 0,
         }
     }
 
@@ -181,6 +184,8 @@ pub struct ScriptEnv {
     pub io: Option<tokio::runtime::Handle>,
     /// Which account the scripts serve.
     pub account: AccountInfo,
+    /// The taps reading the output stream (`listened`).
+    taps: std::sync::atomic::AtomicUsize,
     /// Entered wherever this host's scripts run or are spoken of, so every log line names the
     /// account (`account = …`); none for the single unnamed account.
     pub span: tracing::Span,
@@ -206,6 +211,7 @@ impl ScriptEnv {
             collect: None,
             account: AccountInfo::default(),
             span: tracing::Span::none(),
+            taps: Default::default(),
         }
     }
 
@@ -237,6 +243,19 @@ impl ScriptEnv {
         }
     }
 
+    /// Whether a tap reads the output stream now: the events (`ScriptOutput::Received`) and
+    /// every run's trace (`ScriptOutput::Trace`) are sent only then.
+    pub fn listened(&self) -> bool {
+        self.taps.load(Ordering::Relaxed) > 0
+    }
+
+    /// The output stream, with the events and every trace on it while the guard is held.
+    pub fn tap(self: &Arc<Self>) -> (broadcast::Receiver<ScriptOutput>, TapGuard) {
+        let rx = self.subscribe_output();
+        self.taps.fetch_add(1, Ordering::Relaxed);
+        (rx, TapGuard(self.clone()))
+    }
+
     /// A stream of what the scripts do from now on.
     pub fn subscribe_output(&self) -> broadcast::Receiver<ScriptOutput> {
         self.output.get_or_init(|| broadcast::channel(4096).0).subscribe()
@@ -258,6 +277,15 @@ impl ScriptEnv {
     /// New settings; scripts see them once reloaded.
     pub fn set_settings(&self, settings: ScriptSettings) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
+}
+
+/// A tap reading a host's output stream: counted while it lives.
+pub struct TapGuard(Arc<ScriptEnv>);
+
+impl Drop for TapGuard {
+    fn drop(&mut self) {
+        self.0.taps.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -6,6 +6,7 @@ use super::env::{ScriptEnv, ScriptSettings};
 use super::loader::{self, script_name, ScriptError};
 use super::runner::{self, Msg};
 use super::sandbox::Limits;
+use super::trace;
 use super::watchdog::{self, Watch};
 use crate::store::Store;
 use crate::ucwa::Event;
@@ -49,6 +50,8 @@ struct Failed {
     /// When its top level was given up on (stuck): the file's stamp then. It is not loaded
     /// again (another thread stuck) until the file changes.
     stuck: Option<u64>,
+    /// Why (its first line), for the traces of the events it misses.
+    error: String,
 }
 
 /// The versions of the host's scripts stuck in a call, and the versions waiting for them.
@@ -236,6 +239,17 @@ impl ScriptHost {
         self.inner.env.subscribe_output()
     }
 
+    /// `subscribe`, with every event and every run's trace on the stream while the guard lives
+    /// (`/api/tap`).
+    pub fn tap(&self) -> (broadcast::Receiver<ScriptOutput>, super::env::TapGuard) {
+        self.inner.env.tap()
+    }
+
+    /// Whether the host was shut down (its account stopped).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Loaded scripts and their versions.
     pub fn scripts(&self) -> Vec<(String, u64)> {
         self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()
@@ -282,7 +296,8 @@ impl ScriptHost {
                     self.inner.add_stuck(&name, load_watch);
                     e.message.push_str(" (nor loaded again until the file changes)");
                 }
-                self.failed().insert(name.clone(), Failed { path: path.to_path_buf(), required, stuck: stamp.filter(|_| stuck) });
+                let error = e.message.lines().next().unwrap_or("").to_string();
+                self.failed().insert(name.clone(), Failed { path: path.to_path_buf(), required, stuck: stamp.filter(|_| stuck), error });
                 let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
                 tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
@@ -462,11 +477,39 @@ impl ScriptHost {
         if events.is_empty() {
             return;
         }
+        let env = &self.inner.env;
+        if env.listened() {
+            for ev in &events {
+                env.emit(ScriptOutput::Received { seq: ev.seq, rel: ev.rel().to_string(), kind: ev.kind().to_string(), href: ev.href().to_string() });
+            }
+        }
         let events = Arc::new(events);
         // A stuck script is not fed: its events stay in the journal after its cursor for the
         // version that replaces it.
         for entry in self.lock().values().filter(|e| !e.watch.is_stuck()) {
             let _ = entry.inbox.send(Msg::Events(events.clone()));
+        }
+        // A script that could not load, with no version running, misses them: said in its traces.
+        let keep = env.settings().traces_per_script;
+        if keep > 0 {
+            let failed: Vec<(String, String)> = self.failed().iter().map(|(n, f)| (n.clone(), f.error.clone())).collect();
+            let missed: Vec<(String, String)> = if failed.is_empty() {
+                failed
+            } else {
+                let running = self.lock();
+                failed.into_iter().filter(|(n, _)| !running.contains_key(n)).collect()
+            };
+            for (name, error) in missed {
+                let traces = events.iter().map(|ev| {
+                    let mut t = trace::Trace::new(&env.account.name, &name, 0, "event", env.clock.now_ms());
+                    t.event = Some(trace::TracedEvent::of(ev));
+                    t.skipped = Some(format!("not loaded: {error}"));
+                    t
+                });
+                if let Err(error) = env.store.add_traces(&name, &trace::chunk(traces, keep, false).0) {
+                    tracing::warn!(script = %name, %error, "cannot write the script's traces");
+                }
+            }
         }
     }
 
@@ -593,6 +636,26 @@ impl watchdog::Overseer for Inner {
         );
         self.env.metrics.script_stuck(script, true);
         self.add_stuck(script, watch.clone());
+        let keep = self.env.settings().traces_per_script;
+        if keep > 0 {
+            let mut t = trace::Trace::new(&self.env.account.name, script, watch.running(), "stuck", self.env.clock.now_ms() - took.as_millis() as i64);
+            t.skipped =
+                Some(format!("stuck: the call ran past its {limit_ms} ms limit and does not return; the script gets no more events until its file changes"));
+            t.calls.push(trace::Call {
+                what: doing.clone().into(),
+                sub: None,
+                start_ms: t.at_ms,
+                us: took.as_micros() as u64,
+                outcome: "stuck".into(),
+                error: None,
+                at: None,
+                steps: Vec::new(),
+                started: None,
+            });
+            if let Err(error) = self.env.store.add_traces(script, &trace::chunk([t], keep, false).0) {
+                tracing::warn!(script, %error, "cannot write the script's traces");
+            }
+        }
         self.env.emit(ScriptOutput::Stuck { script: script.to_string(), doing, limit_ms });
         // A version saved while the call hung waits in the stuck thread's inbox, which nobody
         // reads any more: load the file again, on a new thread.

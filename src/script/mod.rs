@@ -16,6 +16,7 @@
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
 //! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`).
 //! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
 //! - `watch.rs`: the directory watcher behind hot reload.
@@ -44,12 +45,13 @@ mod secrets;
 mod state;
 mod strlib;
 pub(crate) mod timers;
+pub mod trace;
 pub mod watch;
 pub(crate) mod watchdog;
 pub(crate) mod zone;
 
 pub use calendar::Calendar;
-pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot};
+pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot, TapGuard};
 pub(crate) use host::is_script_file;
 pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;

@@ -22,6 +22,10 @@ pub enum ScriptOutput {
     Event { script: String, seq: u64, rel: String, kind: String, href: String },
     /// Tracing (`replay`): the script's `agent.state` after an event, when it changed.
     State { script: String, json: String },
+    /// Events as they are handed to the scripts (for `tap`; only while someone listens).
+    Received { seq: u64, rel: String, kind: String, href: String },
+    /// A run's trace (`script::trace::Trace` as JSON), as it is committed.
+    Trace { script: String, seq: u64, json: std::sync::Arc<str> },
     /// Offline (`replay`, `test`): a request the script would have sent.
     Request { script: String, via: &'static str, method: String, url: String, body: Option<String> },
 }

@@ -11,8 +11,9 @@ use super::output::ScriptOutput;
 use super::sandbox;
 use super::state::Saved;
 use super::timers::Timers;
+use super::trace::{self, Trace};
 use super::watchdog::{Watch, STACK};
-use crate::store::StateWrite;
+use crate::store::{StateWrite, TraceChunk};
 use crate::ucwa::Event;
 use mlua::Function;
 use std::future::Future;
@@ -60,6 +61,66 @@ struct Progress {
     traced_state: Option<String>,
     /// What this script's thread is doing, for the watchdog.
     watch: Arc<Watch>,
+    /// The traces of the runs since the last commit (written with it): the last
+    /// `traces_per_script` of them, or all while someone listens (`tap`).
+    traces: std::collections::VecDeque<Pending>,
+    /// How many runs were traced since the last commit (some may have been let go).
+    traced_runs: usize,
+}
+
+/// A run's trace until the commit: what only a trace kept needs (the event's and the
+/// subscriptions' texts, the names) is made then, from the batch and the subscriptions'
+/// snapshot, both shared.
+struct Pending {
+    trace: Trace,
+    event: Option<(Arc<Vec<Event>>, usize)>,
+    subs: Option<Arc<Vec<api::Sub>>>,
+    /// When the run happened (`at_ms`, made at the commit).
+    at: Option<Instant>,
+}
+
+impl Pending {
+    fn of(trace: Trace) -> Pending {
+        Pending { trace, event: None, subs: None, at: None }
+    }
+
+    /// The trace whole.
+    fn made(self, account: &str, script: &str, wall: &trace::WallClock) -> Trace {
+        let mut t = self.trace;
+        t.account = account.to_string();
+        t.script = script.to_string();
+        if let Some(at) = self.at {
+            t.at_ms = wall.ms(at);
+        }
+        for c in &mut t.calls {
+            if let Some(started) = c.started {
+                c.start_ms = wall.ms(started);
+            }
+        }
+        if let Some((batch, i)) = self.event {
+            let ev = &batch[i];
+            t.event = Some(trace::TracedEvent::of(ev));
+            if let Some(subs) = self.subs {
+                t.subscriptions = subs
+                    .iter()
+                    .map(|s| trace::SubMatch {
+                        rel: s.rel.clone(),
+                        kind: s.kind.clone(),
+                        line: s.line,
+                        matched: if s.matches(ev.rel(), ev.kind()) {
+                            "yes"
+                        } else if s.rel == "*" || s.rel == ev.rel() {
+                            "rel only"
+                        } else {
+                            "no"
+                        }
+                        .into(),
+                    })
+                    .collect();
+            }
+        }
+        t
+    }
 }
 
 /// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
@@ -109,6 +170,8 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
         traced_state: Some("{}".to_string()),
         env,
         watch,
+        traces: Default::default(),
+        traced_runs: 0,
     };
     // Due timers and queued events take turns, so a timer that is always due (its run takes
     // longer than its interval) cannot starve the events, nor the events the timers.
@@ -146,7 +209,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
                 let i = *next;
                 *next += 1;
                 timers_turn = true;
-                run_event(&current, &events[i], &mut p).await;
+                run_event(&current, events, i, &mut p).await;
                 continue;
             }
         }
@@ -212,12 +275,20 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
 }
 
 /// One event through the script, then its progress noted (and committed when due).
-async fn run_event(cur: &Loaded, ev: &Event, p: &mut Progress) {
+async fn run_event(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progress) {
+    let ev = &batch[i];
     if ev.seq != 0 && ev.seq <= p.done {
         return; // already finished before a restart
     }
     if !p.paused {
-        handle(cur, ev, p).await;
+        handle(cur, batch, i, p).await;
+    } else if p.tracing() {
+        if let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) {
+            if let Some(mut t) = p.event_trace(cur, batch, i, &subs) {
+                t.trace.skipped = Some("paused (too many consecutive failures; it resumes when its file changes)".into());
+                p.keep_trace(t);
+            }
+        }
     }
     p.done = p.done.max(ev.seq);
     let now = tokio::time::Instant::now();
@@ -239,7 +310,8 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
 async fn unload(cur: &Loaded, p: &mut Progress) {
     let f = cur.lua.app_data_ref::<OnUnload>().and_then(|u| u.0.lock().unwrap_or_else(|e| e.into_inner()).clone());
     if let Some(f) = f {
-        call(cur, p, &f, mlua::Value::Nil, "on_unload", None).await;
+        let c = call(cur, p, &f, mlua::Value::Nil, "on_unload", None, 0).await;
+        p.trace_run(cur, "on_unload", c);
     }
     p.commit(cur);
 }
@@ -250,18 +322,25 @@ async fn fire_timers(cur: &Loaded, p: &mut Progress) {
     super::timers::charge(&cur.lua);
     for f in due {
         if !p.paused && !p.watch.is_stuck() {
-            call(cur, p, &f, mlua::Value::Nil, "timer", None).await;
+            let c = call(cur, p, &f, mlua::Value::Nil, "timer", None, 0).await;
+            p.trace_run(cur, "timer", c);
         }
     }
     p.commit(cur);
 }
 
 /// Runs every handler of the script that matches the event, in registration order.
-async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
+async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progress) {
+    let ev = &batch[i];
     let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) else {
         return;
     };
+    let mut traced = if p.tracing() { p.event_trace(cur, batch, i, &subs) } else { None };
     if !subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
+        // (Subscriptions to the rel, none to the type: that is worth a trace.)
+        if let Some(t) = traced {
+            p.keep_trace(t);
+        }
         return;
     }
     if p.env.trace {
@@ -280,15 +359,28 @@ async fn handle(cur: &Loaded, ev: &Event, p: &mut Progress) {
     let table = match interop::event_table(&cur.lua, ev) {
         Ok(t) => t,
         Err(e) => {
-            p.failed(cur, Some(ev), format!("cannot build the event table: {}", describe(&e)));
+            let error = format!("cannot build the event table: {}", describe(&e));
+            if let Some(mut t) = traced {
+                t.trace.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
+                p.keep_trace(t);
+            }
+            p.failed(cur, Some(ev), error);
             return;
         }
     };
-    for sub in subs.iter().filter(|s| s.matches(ev.rel(), ev.kind())) {
+    for (i, sub) in subs.iter().enumerate().filter(|(_, s)| s.matches(ev.rel(), ev.kind())) {
         if p.paused || p.watch.is_stuck() {
             break;
         }
-        call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev)).await;
+        let used = traced.as_ref().map_or(0, |t| t.trace.bytes);
+        let c = call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev), used).await;
+        if let (Some(t), Some(mut c)) = (traced.as_mut(), c) {
+            c.call.sub = Some(i);
+            t.trace.add(c);
+        }
+    }
+    if let Some(t) = traced {
+        p.keep_trace(t);
     }
     if p.env.trace {
         if let Ok(json) = api::state_json(&cur.lua) {
@@ -305,10 +397,15 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
 }
 
-/// One call into the script, under its limits.
-async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>) {
+/// One call into the script, under its limits; what it did when traces are kept (`used`: the
+/// bytes its trace holds already).
+async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>, used: usize) -> Option<trace::Run> {
     let limits = &p.settings.limits.clone();
     let started = Instant::now();
+    let tracing = p.tracing();
+    if tracing {
+        trace::begin(&cur.lua, started, used);
+    }
     if let Some(b) = sandbox::budget(&cur.lua) {
         b.arm_from(limits, started);
     }
@@ -333,11 +430,41 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     p.watch.end();
     set_current(cur, None);
     let took = started.elapsed();
+    let steps = if tracing { Some(trace::end(&cur.lua)) } else { None };
     let duration_us = took.as_micros() as u64;
     let limit = result.is_err() || sandbox::budget(&cur.lua).is_some_and(|b| b.exhausted());
     let failed = !matches!(result, Ok(Ok(())));
     let waited = ev.map(|e| started.saturating_duration_since(e.received));
     p.env.metrics.handler(&p.name, took, failed, limit, waited);
+    let mut traced = steps.map(|(steps, bytes, dropped)| {
+        let c = trace::Call {
+            what: what.into(),
+            sub: None,
+            start_ms: 0,
+            us: duration_us,
+            outcome: if !failed {
+                "ok"
+            } else if limit {
+                "limit"
+            } else {
+                "error"
+            }
+            .into(),
+            error: None,
+            at: None,
+            steps,
+            started: Some(started),
+        };
+        (c, bytes, dropped)
+    });
+    let mut note = |error: &str| {
+        if let Some((c, bytes, _)) = traced.as_mut() {
+            let error = cur.ctx.redactor.redact(error).into_owned();
+            c.at = trace::error_location(&error);
+            *bytes += error.len().min(4096);
+            c.error = Some(error.chars().take(4096).collect());
+        }
+    };
     match result {
         Ok(Ok(())) => {
             p.failures = 0;
@@ -348,9 +475,18 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
                 None => tracing::trace!(script = %p.name, what, duration_us, "call returned"),
             }
         }
-        Ok(Err(e)) => p.failed(cur, ev, format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string()),
-        Err(_) => p.failed(cur, ev, format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis())),
+        Ok(Err(e)) => {
+            let error = format!("{what}: {}", describe(&e)).trim_start_matches("handler: ").to_string();
+            note(&error);
+            p.failed(cur, ev, error)
+        }
+        Err(_) => {
+            let error = format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis());
+            note(&error);
+            p.failed(cur, ev, error)
+        }
     }
+    traced.map(|(call, bytes, dropped)| trace::Run { call, bytes, dropped })
 }
 
 /// Notes the event the next call runs for (`None`: a timer, `on_unload`).
@@ -368,6 +504,60 @@ fn set_current(cur: &Loaded, ev: Option<&Event>) {
 }
 
 impl Progress {
+    /// Whether runs are traced.
+    fn tracing(&self) -> bool {
+        self.settings.traces_per_script > 0
+    }
+
+    /// A trace for the event, when a subscription of the script looks at its rel (None
+    /// otherwise: an event the script does not look at leaves no trace).
+    fn event_trace(&self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<api::Sub>>) -> Option<Pending> {
+        let rel = batch[i].rel();
+        if !subs.iter().any(|s| s.rel == "*" || s.rel == rel) {
+            return None;
+        }
+        let t = Trace::new("", "", cur.ctx.version, "event", 0);
+        Some(Pending { trace: t, event: Some((batch.clone(), i)), subs: Some(subs.clone()), at: None })
+    }
+
+    /// A timer's or `on_unload`'s run, traced.
+    fn trace_run(&mut self, cur: &Loaded, kind: &'static str, c: Option<trace::Run>) {
+        if let Some(c) = c {
+            let mut t = Trace::new("", "", cur.ctx.version, kind, 0);
+            t.add(c);
+            self.keep_trace(Pending::of(t));
+        }
+    }
+
+    /// A run's trace, until the commit. Only the last `traces_per_script` are kept at once:
+    /// a burst costs what the database keeps of it, not one trace per event (unless someone
+    /// listens: `tap` shows every one).
+    fn keep_trace(&mut self, mut t: Pending) {
+        self.traced_runs += 1;
+        // (A run with a call is dated by its first call.)
+        t.at = t.at.or_else(|| t.trace.calls.first().and_then(|c| c.started)).or_else(|| Some(std::time::Instant::now()));
+        if self.traces.len() >= self.settings.traces_per_script && !self.env.listened() {
+            self.traces.pop_front();
+        }
+        self.traces.push_back(t);
+    }
+
+    /// The pending traces as one chunk for the commit (the state it writes on the last), and
+    /// each one's JSON for whoever listens.
+    fn trace_chunk(&mut self, written: Option<&super::state::Delta>) -> Option<(TraceChunk, trace::Live)> {
+        if self.traces.is_empty() {
+            return None;
+        }
+        let mut traces = std::mem::take(&mut self.traces);
+        let n = std::mem::take(&mut self.traced_runs);
+        if let (Some(d), Some(last)) = (written, traces.back_mut()) {
+            last.trace.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
+        }
+        let (account, script) = (&self.env.account.name, &*self.name);
+        let wall = trace::WallClock::now();
+        Some(trace::chunk(traces.into_iter().map(|p| p.made(account, script, &wall)), self.settings.traces_per_script, self.env.listened()))
+    }
+
     /// A failed call: logged (identical repeats only now and then), counted, reported.
     fn failed(&mut self, cur: &Loaded, ev: Option<&Event>, error: String) {
         self.report(cur, ev, error);
@@ -440,16 +630,21 @@ impl Progress {
             }
         };
         let cursor = (self.done > self.committed).then_some(self.done);
-        if cursor.is_none() && delta.is_none() {
+        if cursor.is_none() && delta.is_none() && self.traces.is_empty() {
             return;
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
-        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script(&self.name, cursor, write.as_ref())) else {
+        let traces = self.trace_chunk(delta.as_ref());
+        let chunk = traces.as_ref().map(|(c, _)| c);
+        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script_with(&self.name, cursor, write.as_ref(), chunk)) else {
             return; // declared stuck meanwhile: its replacement writes from now on
         };
         match written {
             Ok(()) => {
+                for (seq, json) in traces.map(|(_, live)| live).unwrap_or_default() {
+                    self.env.emit(ScriptOutput::Trace { script: self.name.to_string(), seq, json });
+                }
                 self.committed = self.done;
                 if let Some(d) = delta {
                     let bytes = d.set.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();

@@ -118,6 +118,9 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
             let id: u64 = this.get("id")?;
             let cancelled = lua.app_data_ref::<Timers>().is_some_and(|t| t.cancel(id));
             charge(lua);
+            if cancelled {
+                super::trace::record(lua, |at_us| super::trace::Step::Timer { at_us, op: "cancel".into(), id, ms: None, every: false });
+            }
             Ok(cancelled)
         })?,
     )?;
@@ -147,6 +150,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<(
             let id = timers.add(d, repeat.then_some(d), func);
             drop(timers);
             charge(lua);
+            super::trace::record(lua, |at_us| super::trace::Step::Timer { at_us, op: "set".into(), id, ms: Some(d), every: repeat });
             let handle = lua.create_table()?;
             handle.set("id", id)?;
             handle.set_metatable(Some(mt.clone()))?;

@@ -14,6 +14,12 @@
 //! - `meta`: the channel position (pool, application, the href to poll next);
 //! - `watches`: per script, the contacts it watches (`agent.people.watch`): the account's
 //!   presence subscription is made of the loaded scripts' watches (`agent/presence.rs`).
+//! - `traces`: per script, what its last runs did (`script::trace`): one row per commit of
+//!   the script, holding the traces of the runs it commits (JSON, one per line), written in
+//!   the commit's transaction (LZ4-compressed as the journal is: traces repeat themselves) and
+//!   pruned as it goes to the last `scripts.traces_per_script` traces and `TRACES_MAX_BYTES`
+//!   (uncompressed) of the script (schema version 1: a database of an earlier
+//!   version gets the table when it is first opened).
 //!
 //! Journal rows are pruned once every loaded script has passed them.
 
@@ -68,6 +74,41 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
 CREATE TABLE IF NOT EXISTS watches (script TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (script, uri));
 ";
+
+/// What `upgrade` brings a database to (`PRAGMA user_version`): 1 added `traces`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Schema version 1: the traces of scripts' runs.
+const TRACES: &str = "
+CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, script TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS traces_by_script ON traces (script, id);
+";
+
+/// The most bytes of traces (as JSON) kept per script: 1 MiB, whatever
+/// `scripts.traces_per_script` says.
+pub const TRACES_MAX_BYTES: u64 = 1 << 20;
+
+/// The traces one commit writes for a script: JSON, one per line.
+#[derive(Debug, Default)]
+pub struct TraceChunk {
+    pub lines: String,
+    pub n: usize,
+    /// The lowest and highest event seq among them (0 when none is about an event).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub at_ms: i64,
+    /// How many of the script's traces to keep (`scripts.traces_per_script`).
+    pub keep: usize,
+}
+
+/// Which traces to read.
+#[derive(Debug, Default, Clone)]
+pub struct TraceQuery {
+    pub script: Option<String>,
+    pub seq: Option<u64>,
+    /// At most this many, the newest (0: no limit).
+    pub limit: usize,
+}
 
 /// The store's connection while held. Let go, it tells the checkpointer the database may have
 /// changed: after the work, so a checkpoint that ran meanwhile cannot have missed it.
@@ -138,6 +179,7 @@ impl Store {
     pub fn in_memory() -> Store {
         let conn = Connection::open_in_memory().expect("SQLite opens in memory");
         conn.execute_batch(SCHEMA).expect("the schema applies");
+        upgrade(&conn).expect("the schema upgrades");
         Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn), _checkpointer: None }
     }
 
@@ -256,6 +298,11 @@ impl Store {
     /// Records that `script` finished every event up to `seq`, and what changed in its
     /// `agent.state`, atomically.
     pub fn commit_script(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>) -> Result<(), StoreError> {
+        self.commit_script_with(script, seq, state, None)
+    }
+
+    /// `commit_script`, with the traces of the runs it commits (in the same transaction).
+    pub fn commit_script_with(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>, traces: Option<&TraceChunk>) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(seq) = seq {
@@ -281,7 +328,24 @@ impl Store {
             };
             run().map_err(|e| self.err(e))?;
         }
+        if let Some(t) = traces {
+            add_traces(&tx, script, t).map_err(|e| self.err(e))?;
+        }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Writes traces outside a commit (a stuck call, a script that could not load).
+    pub fn add_traces(&self, script: &str, traces: &TraceChunk) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        add_traces(&tx, script, traces).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Traces as stored (JSON), oldest first.
+    pub fn traces(&self, q: &TraceQuery) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        read_traces(&conn, q).map_err(|e| self.err(e))
     }
 
     /// A script's `agent.state` as saved: its top-level keys and their JSON, by key. A state
@@ -411,7 +475,72 @@ fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
     if !has_codec {
         conn.execute_batch("ALTER TABLE journal ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")?;
     }
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(&format!("BEGIN; {TRACES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
+    }
     Ok(())
+}
+
+/// Appends a commit's traces and prunes the script's oldest ones: every row wholly past the
+/// newest `keep` traces or the newest `TRACES_MAX_BYTES` goes (`keep` 0: all of them).
+fn add_traces(tx: &Connection, script: &str, t: &TraceChunk) -> rusqlite::Result<()> {
+    if t.keep > 0 && t.n > 0 {
+        let body = lz4_flex::compress_prepend_size(t.lines.as_bytes());
+        tx.prepare_cached("INSERT INTO traces (script, first_seq, last_seq, at_ms, n, bytes, body, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .execute(params![script, t.first_seq as i64, t.last_seq as i64, t.at_ms, t.n as i64, t.lines.len() as i64, body, CODEC_LZ4])?;
+    }
+    tx.prepare_cached(
+        "DELETE FROM traces WHERE id IN (SELECT id FROM (SELECT id, n, bytes, SUM(n) OVER w AS total_n, SUM(bytes) OVER w AS total_bytes FROM traces WHERE script = ?1 WINDOW w AS (ORDER BY id DESC)) WHERE total_n - n >= ?2 OR total_bytes - bytes >= ?3)",
+    )?
+    .execute(params![script, t.keep as i64, TRACES_MAX_BYTES as i64])?;
+    Ok(())
+}
+
+/// The traces `q` asks for, oldest first. A database from before traces has none.
+pub fn read_traces(conn: &Connection, q: &TraceQuery) -> rusqlite::Result<Vec<String>> {
+    let has_table = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'traces'")?.exists([])?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT body, codec FROM traces WHERE (?1 IS NULL OR script = ?1) AND (?2 IS NULL OR (first_seq <= ?2 AND last_seq >= ?2)) ORDER BY id DESC",
+    )?;
+    let seq = q.seq.map(|s| s as i64);
+    let mut rows = st.query(params![q.script, seq])?;
+    let mut out = Vec::new();
+    let wanted = q.seq.map(|s| format!("\"event\":{{\"seq\":{s},"));
+    'rows: while let Some(row) = rows.next()? {
+        let Ok(body) = body_of(row.get(0)?, row.get(1)?) else {
+            continue; // a damaged row: the others are still read
+        };
+        let body = String::from_utf8_lossy(&body);
+        for line in body.lines().rev() {
+            // (A trace's `seq` is the first member of its `event`: no parsing to filter.)
+            if wanted.as_ref().is_some_and(|w| !line.contains(w.as_str())) {
+                continue;
+            }
+            out.push(line.to_string());
+            if q.limit > 0 && out.len() >= q.limit {
+                break 'rows;
+            }
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Opens a state directory's database to read only: from another process, while the agent
+/// runs (WAL lets a reader in beside the writer) or after it stopped.
+pub fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
+    let path = dir.join("agent.db");
+    let err = |source| StoreError { path: path.clone(), source };
+    if !path.exists() {
+        return Err(err(rusqlite::Error::InvalidPath(path.clone())));
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -514,6 +643,82 @@ mod tests {
         assert_eq!(all, [2, 3, 4]);
         let stored: Vec<u8> = s.lock().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
         assert!(stored.len() < body.len(), "new bodies are stored compressed");
+    }
+
+    fn chunk(traces: &[(u64, &str)], keep: usize) -> TraceChunk {
+        let mut c = TraceChunk { keep, n: traces.len(), ..TraceChunk::default() };
+        for (seq, text) in traces {
+            c.lines.push_str(&format!("{{\"script\":\"a\",\"event\":{{\"seq\":{seq},\"rel\":\"r\"}},\"text\":\"{text}\"}}\n"));
+            c.first_seq = if c.first_seq == 0 { *seq } else { c.first_seq.min(*seq) };
+            c.last_seq = c.last_seq.max(*seq);
+        }
+        c
+    }
+
+    #[test]
+    fn an_existing_database_gets_the_traces_table_on_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A database as the version before traces left it: its tables, a cursor, state.
+            let c = Connection::open(dir.path().join("agent.db")).unwrap();
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+                 CREATE TABLE script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
+                 INSERT INTO cursors VALUES ('a', 7); INSERT INTO state_keys VALUES ('a', 'n', '3'); INSERT INTO meta VALUES ('head', '7');",
+            )
+            .unwrap();
+        }
+        // Read before the agent ever ran the new version: no traces, no error.
+        assert!(read_traces(&open_read_only(dir.path()).unwrap(), &TraceQuery::default()).unwrap().is_empty());
+        let s = Store::open(dir.path()).unwrap();
+        let version: i64 = s.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!((s.cursor("a").unwrap(), s.head().unwrap()), (Some(7), 7), "what was there stays");
+        assert_eq!(s.state("a").unwrap(), vec![("n".to_string(), "3".to_string())]);
+        s.commit_script_with("a", Some(8), None, Some(&chunk(&[(8, "x")], 100))).unwrap();
+        drop(s);
+        // Opened again (the migration does not run twice), and read by another connection.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.traces(&TraceQuery::default()).unwrap().len(), 1);
+        let other = open_read_only(dir.path()).unwrap();
+        let got = read_traces(&other, &TraceQuery { script: Some("a".into()), seq: Some(8), limit: 0 }).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("\"text\":\"x\""));
+    }
+
+    #[test]
+    fn traces_are_pruned_to_the_last_n_of_each_script_and_found_by_seq() {
+        let s = Store::in_memory();
+        for i in 0..30u64 {
+            // Commits of one and of two traces.
+            let c = if i % 2 == 0 { chunk(&[(i * 10 + 1, "one")], 10) } else { chunk(&[(i * 10 + 1, "one"), (i * 10 + 2, "two")], 10) };
+            s.commit_script_with("a", Some(i * 10 + 2), None, Some(&c)).unwrap();
+            s.commit_script_with("b", Some(i * 10 + 2), None, Some(&chunk(&[(i * 10 + 1, "b")], 3))).unwrap();
+        }
+        let a = s.traces(&TraceQuery { script: Some("a".into()), ..TraceQuery::default() }).unwrap();
+        assert!((10..=11).contains(&a.len()), "a row is kept whole: {}", a.len());
+        assert!(a.last().unwrap().contains("\"seq\":292"), "newest last: {a:?}");
+        assert_eq!(s.traces(&TraceQuery { script: Some("b".into()), ..TraceQuery::default() }).unwrap().len(), 3);
+        let last2 = s.traces(&TraceQuery { script: Some("a".into()), limit: 2, ..TraceQuery::default() }).unwrap();
+        assert!(last2[0].contains("\"seq\":291") && last2[1].contains("\"seq\":292"), "{last2:?}");
+        // seq 29 is not 291: the filter is exact.
+        let by_seq = s.traces(&TraceQuery { seq: Some(291), ..TraceQuery::default() }).unwrap();
+        assert_eq!(by_seq.len(), 2, "a's and b's: {by_seq:?}");
+        assert!(s.traces(&TraceQuery { seq: Some(29), ..TraceQuery::default() }).unwrap().is_empty());
+        // The byte bound: a script's traces never hold much more than TRACES_MAX_BYTES.
+        let big = "x".repeat(200 << 10);
+        for i in 0..20 {
+            s.commit_script_with("c", Some(i + 1), None, Some(&chunk(&[(i + 1, &big)], 100))).unwrap();
+        }
+        let bytes: usize = s.traces(&TraceQuery { script: Some("c".into()), ..TraceQuery::default() }).unwrap().iter().map(String::len).sum();
+        assert!(bytes as u64 <= TRACES_MAX_BYTES + (201 << 10), "{bytes}");
+        // keep = 0 (traces turned off): the script's traces go.
+        s.commit_script_with("b", None, None, Some(&TraceChunk::default())).unwrap();
+        assert!(s.traces(&TraceQuery { script: Some("b".into()), ..TraceQuery::default() }).unwrap().is_empty());
     }
 
     /// A batch body of `n` events that compresses to a few KiB (random padding).

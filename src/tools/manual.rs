@@ -20,11 +20,15 @@ const SIGNALS: &[(&str, &str)] = &[
 ];
 
 const ENVIRONMENT: &[(&str, &str)] = &[
-    ("RUST_LOG", "log filter directives (debug, info,script=debug); when set, it wins over log.level. Default: info (warn for check, replay and test)."),
+    (
+        "RUST_LOG",
+        "log filter directives (debug, info,script=debug); when set, it wins over log.level. Default: info (warn for check, replay, test, trace and tap).",
+    ),
     ("NO_COLOR", "when set and not empty, log lines have no colour even at a terminal."),
     ("NOTIFY_SOCKET", "set by systemd (Type=notify, notify-reload): the agent says READY, RELOADING, STOPPING and its STATUS there."),
     ("JOURNAL_STREAM", "set by systemd when standard error is the journal: each log line then carries its priority, so journalctl -p err finds the errors."),
     ("WATCHDOG_USEC", "set by systemd's WatchdogSec: the agent pings the watchdog within that interval while it polls."),
+    ("UCWA_AGENT_API_PASSWORD", "tap: the password of the metrics.basic_auth_users user it signs in as."),
     (
         "the variables the configuration names",
         "auth.password_env, auth.token_env and { env = \"NAME\" } secrets of scripts.config hold the secrets; they are read at start and on SIGHUP.",

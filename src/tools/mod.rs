@@ -7,6 +7,8 @@
 //! - `manual.rs`: the manual pages' sections besides the options (exit status, signals, files, keys).
 //! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
+//! - `traces.rs`: `trace` (scripts' traces from the state databases) and `tap` (live, from a
+//!   running agent's `/api/tap`).
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
 //!   UCWA and webhook answers, and assertions.
 
@@ -16,13 +18,16 @@ pub mod manual;
 pub mod names;
 pub mod online;
 pub mod replay;
+pub mod traces;
 
 /// The agent's offline environment: in-memory database, manual clock, nothing sent anywhere.
 /// (`check` reads the secrets, as `run` would, to say whether they are there; `replay` and
 /// `test` set `secret_placeholders`.) Hrefs are on `origin`; the application is at
 /// `application` (a path); `missing` is what a GET nothing answers says.
-pub(crate) fn offline_env(settings: crate::script::ScriptSettings, enforce_allowlist: bool, trace: bool, at: Offline<'_>) -> crate::script::ScriptEnv {
+pub(crate) fn offline_env(mut settings: crate::script::ScriptSettings, enforce_allowlist: bool, trace: bool, at: Offline<'_>) -> crate::script::ScriptEnv {
     use crate::script::{offline::OfflineNet, Clock, Net, ScriptEnv};
+    // Nothing offline keeps traces (the database is in memory).
+    settings.traces_per_script = 0;
     let mut env = ScriptEnv::new(settings, std::sync::Arc::new(crate::store::Store::in_memory()));
     env.clock = Clock::manual(REPLAY_EPOCH_MS);
     let net = std::sync::Arc::new(OfflineNet::new(enforce_allowlist).at(at.origin, at.application, at.missing));

@@ -231,7 +231,11 @@ async fn replay_one(
             }
             ScriptOutput::Paused { failures, .. } => format!("  paused after {failures} consecutive failures"),
             ScriptOutput::Stuck { doing, limit_ms, .. } => format!("  stuck: {doing} ran past its {limit_ms} ms limit and did not return"),
-            ScriptOutput::Loaded { .. } | ScriptOutput::LoadFailed { .. } | ScriptOutput::Unloaded { .. } => continue,
+            ScriptOutput::Loaded { .. }
+            | ScriptOutput::LoadFailed { .. }
+            | ScriptOutput::Unloaded { .. }
+            | ScriptOutput::Received { .. }
+            | ScriptOutput::Trace { .. } => continue,
         };
         let _ = writeln!(out.output, "{line}");
     }
