@@ -45,6 +45,9 @@ impl Histogram {
     }
 }
 
+/// Turns a pool-chosen rel or type into its metric label value.
+pub type Fold = fn(&str) -> &'static str;
+
 /// A per-script family: name, type, help, and how to read its value.
 type PerScript = (&'static str, &'static str, &'static str, fn(&ScriptFigures) -> u64);
 
@@ -171,19 +174,20 @@ impl Metrics {
     }
 
     /// A batch was journaled and handed to the scripts.
-    pub fn batch<'a>(&self, events: impl Iterator<Item = (&'a str, &'a str)>) {
+    /// `label` turns a rel or a type the map does not hold yet into its label value (the
+    /// caller's vocabulary folds unknown values into one): the map only ever holds label values,
+    /// so the usual event finds its rel and type without being folded again.
+    pub fn batch<'a>(&self, events: impl Iterator<Item = (&'a str, &'a str)>, label: (Fold, Fold)) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         let mut m = lock(&self.events);
         for (rel, kind) in events {
             let by_kind = match m.get_mut(rel) {
                 Some(k) => k,
-                None => m.entry(rel.to_string()).or_default(),
+                None => m.entry(label.0(rel).to_string()).or_default(),
             };
             match by_kind.get_mut(kind) {
                 Some(n) => *n += 1,
-                None => {
-                    by_kind.insert(kind.to_string(), 1);
-                }
+                None => *by_kind.entry(label.1(kind).to_string()).or_default() += 1,
             }
         }
     }

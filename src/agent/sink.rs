@@ -64,7 +64,7 @@ impl EventSink {
         let position = next.and(self.position.as_ref());
         self.store.append(origin, body, &mut events, position)?;
         // Rels and types the pool chooses: only the documented ones become label values.
-        self.host.env().metrics.batch(events.iter().map(|e| (crate::ucwa::rels::label_rel(e.rel()), crate::ucwa::rels::label_type(e.kind()))));
+        self.host.env().metrics.batch(events.iter().map(|e| (e.rel(), e.kind())), (crate::ucwa::rels::label_rel, crate::ucwa::rels::label_type));
         for ev in &events {
             tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
         }

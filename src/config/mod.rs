@@ -44,6 +44,10 @@ pub struct Config {
     /// Where the file was read from; relative paths in it are relative to its folder.
     #[serde(skip)]
     pub path: PathBuf,
+    /// `[scripts.calendars]` as read when the file was: once per load (and SIGHUP), shared by
+    /// every account's scripts.
+    #[serde(skip)]
+    calendars_read: std::collections::BTreeMap<String, std::sync::Arc<crate::script::Calendar>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +260,7 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         config.path = path.to_path_buf();
         config.check()?;
+        config.calendars_read = config.read_calendars()?;
         Ok(config)
     }
 
@@ -317,9 +322,6 @@ impl Config {
         }
         if let Some(name) = &sc.time_zone {
             crate::script::zone::by_name(name).map_err(|e| self.invalid("scripts.time_zone", e))?;
-        }
-        for (name, path) in &sc.calendars {
-            crate::script::Calendar::read(&self.resolve(path)).map_err(|e| self.invalid(format!("scripts.calendars.{name}"), e))?;
         }
         for (name, table) in &sc.config {
             if !table.is_object() {
@@ -477,14 +479,19 @@ impl Config {
             state_max_bytes: s.state_max_bytes as usize,
             // (Checked when the file was read.)
             time_zone: s.time_zone.as_deref().and_then(|n| crate::script::zone::by_name(n).ok()).unwrap_or_else(crate::script::zone::system),
-            // (Checked when the file was read; one that has gone since reads as empty.)
-            calendars: s
-                .calendars
-                .iter()
-                .map(|(name, path)| (name.clone(), std::sync::Arc::new(crate::script::Calendar::read(&self.resolve(path)).unwrap_or_default())))
-                .collect(),
+            calendars: self.calendars_read.clone(),
             traces_per_script: s.traces_per_script as usize,
         }
+    }
+
+    /// Reads every `[scripts.calendars]` file; a bad one is refused naming its key.
+    fn read_calendars(&self) -> Result<std::collections::BTreeMap<String, std::sync::Arc<crate::script::Calendar>>, ConfigError> {
+        let mut read = std::collections::BTreeMap::new();
+        for (name, path) in &self.scripts.calendars {
+            let c = crate::script::Calendar::read(&self.resolve(path)).map_err(|e| self.invalid(format!("scripts.calendars.{name}"), e))?;
+            read.insert(name.clone(), std::sync::Arc::new(c));
+        }
+        Ok(read)
     }
 
     /// `{ file = "rel" }` secret references made relative to this file's folder, as every

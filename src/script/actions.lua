@@ -63,13 +63,18 @@ end
 
 agent.calls = {}
 
--- The invitation resource of an audioVideoInvitation event (as embedded, or fetched).
-local function invitation(x, what)
-  if type(x) ~= "table" then fail(what, "expected an audioVideoInvitation event or resource") end
-  if x.rel == "audioVideoInvitation" and x.href and x.type then
+-- The invitation resource of an event of `rel` (as embedded, or fetched), or the resource itself.
+local function invitation_of(rel, x, what)
+  if type(x) ~= "table" then fail(what, "expected " .. (rel:match("^[aeiou]") and "an " or "a ") .. rel .. " event or resource") end
+  if x.rel == rel and x.href and x.type then
     return x.resource or ok(ucwa.get(x.href), what).body
   end
   return x
+end
+
+-- The invitation resource of an audioVideoInvitation event (as embedded, or fetched).
+local function invitation(x, what)
+  return invitation_of("audioVideoInvitation", x, what)
 end
 
 function agent.calls.decline(x, reason)
@@ -175,11 +180,7 @@ end
 
 -- The messagingInvitation resource of an event (as embedded, or fetched), or the resource itself.
 local function im_invitation(x, what)
-  if type(x) ~= "table" then fail(what, "expected a messagingInvitation event or resource") end
-  if x.rel == "messagingInvitation" and x.href and x.type then
-    return x.resource or ok(ucwa.get(x.href), what).body
-  end
-  return x
+  return invitation_of("messagingInvitation", x, what)
 end
 
 -- The `messaging` href of a conversation: its href, or an event or resource of it.
