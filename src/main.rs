@@ -330,6 +330,7 @@ async fn run(
     agent.set_log_level_applier(log_level);
     agent.set_metrics_listen_override(metrics_listen);
     let reloader = agent.reloader();
+    let reload_requests = agent.reload_requests();
     let lifecycle = agent.lifecycle();
     // READY=1 once every account signed in (or failed a first attempt), then a STATUS line
     // whenever it changes. A SIGHUP that came during start-up is handled now, once.
@@ -382,8 +383,16 @@ async fn run(
                     return;
                 }
             }
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the configuration");
+            loop {
+                tokio::select! {
+                    signal = hup.recv() => {
+                        if signal.is_none() {
+                            break;
+                        }
+                        tracing::info!("SIGHUP: reloading the configuration");
+                    }
+                    _ = reload_requests.next() => tracing::info!("the console asked: reloading the configuration"),
+                }
                 n.reloading();
                 let outcome = reloader.reload().await;
                 let ready = "READY=1\n";

@@ -33,6 +33,13 @@ impl Histogram {
         self.sum += s;
     }
 
+    /// The bucket bound (s) at or under which the `q` quantile lies (None: no observation, or
+    /// over the last bound).
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        BUCKETS.iter().zip(self.counts).find(|(_, n)| *n >= rank).map(|(b, _)| *b).filter(|_| self.count > 0)
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -104,9 +111,31 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
+/// An account's figures as the console shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountSummary {
+    pub polls: u64,
+    pub sign_ins: u64,
+    pub applications_created: u64,
+    pub recoveries: u64,
+    pub handler_errors: u64,
+    pub last_poll_secs_ago: Option<u64>,
+}
+
+/// A script's figures as the console shows them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScriptSummary {
+    pub handled: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
 pub struct Metrics {
     started: Instant,
     polls: AtomicU64,
+    /// When the last poll answered (ms after `started`; 0: none yet).
+    last_poll_ms: AtomicU64,
     batches: AtomicU64,
     sign_ins: AtomicU64,
     /// When the event-channel loop last showed it runs (ms after `started`).
@@ -129,6 +158,7 @@ impl Default for Metrics {
         Metrics {
             started: Instant::now(),
             polls: AtomicU64::new(0),
+            last_poll_ms: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             sign_ins: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(0),
@@ -171,6 +201,29 @@ fn esc(v: &str) -> String {
 impl Metrics {
     pub fn poll(&self) {
         self.polls.fetch_add(1, Ordering::Relaxed);
+        self.last_poll_ms.store(self.started.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// The account's figures for the console.
+    pub fn account_summary(&self) -> AccountSummary {
+        let last = self.last_poll_ms.load(Ordering::Relaxed);
+        AccountSummary {
+            polls: self.polls.load(Ordering::Relaxed),
+            sign_ins: self.sign_ins.load(Ordering::Relaxed),
+            applications_created: self.applications_created.load(Ordering::Relaxed),
+            recoveries: lock(&self.recoveries).values().sum(),
+            handler_errors: lock(&self.scripts).values().map(|f| f.handler_errors).sum(),
+            last_poll_secs_ago: (last > 0).then(|| self.started.elapsed().saturating_sub(Duration::from_millis(last)).as_secs()),
+        }
+    }
+
+    /// A script's figures for the console: calls, failures, the median and 99th percentile of
+    /// its handlers' run time (the histogram's bucket bound, in ms).
+    pub fn script_summary(&self, script: &str) -> ScriptSummary {
+        let m = lock(&self.scripts);
+        let Some(f) = m.get(script) else { return ScriptSummary::default() };
+        let ms = |q| f.duration.quantile(q).map(|s| s * 1000.0);
+        ScriptSummary { handled: f.handler_calls, errors: f.handler_errors, p50_ms: ms(0.5), p99_ms: ms(0.99) }
     }
 
     /// A batch was journaled and handed to the scripts.

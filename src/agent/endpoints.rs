@@ -7,6 +7,8 @@
 //! The endpoint listens before the accounts open; until they all have, `/healthz` answers 503
 //! with the state `starting`.
 //!
+//! `/` is the web console (`console/`), mounted here.
+//!
 //! `/api/traces` gives scripts' traces (what their runs did, `script::trace`) as JSON, and
 //! `/api/tap` streams the events and the traces as they happen (server-sent events), behind
 //! the same authentication; both name accounts only where `/healthz` would.
@@ -19,7 +21,6 @@ use axum::extract::{Path, Query};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub async fn stop(slot: &EndpointSlot) {
     }
 }
 
-/// Serves `/`, `/metrics`, `/healthz` and `/healthz/<account>` on `listen` until the handle is
+/// Serves `/` (the console), `/metrics`, `/healthz`, `/healthz/<account>` and the API on `listen` until the handle is
 /// aborted. With `web.basic_auth_users`, every request must authenticate; `/healthz` names
 /// accounts and quotes errors only where the listener is trusted (`MetricsConfig::trusted`).
 pub async fn serve(
@@ -63,24 +64,10 @@ pub async fn serve(
     let access = Arc::new(Access::new(web));
     let details = web.trusted();
     let (metrics_fleet, one_fleet) = (fleet.clone(), fleet.clone());
-    let (a1, a2, a3, a4, a5, a6) = (access.clone(), access.clone(), access.clone(), access.clone(), access.clone(), access);
+    let (a2, a3, a4, a5, a6) = (access.clone(), access.clone(), access.clone(), access.clone(), access.clone());
     let (traces_fleet, tap_fleet) = (fleet.clone(), fleet.clone());
-    let router = Router::new()
-        .route(
-            "/",
-            get(move |headers: HeaderMap| {
-                let a = a1.clone();
-                async move {
-                    a.check(&headers).await.map(|()| {
-                        (
-                            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                            "<!doctype html><title>ucwa-agent</title><h1>ucwa-agent</h1><ul><li><a href=\"/metrics\">/metrics</a> (Prometheus)</li><li><a href=\"/healthz\">/healthz</a></li><li><a href=\"/api/traces\">/api/traces</a> (what scripts did)</li><li><a href=\"/api/tap\">/api/tap</a> (live, server-sent events)</li></ul>\n",
-                        )
-                            .into_response()
-                    })
-                }
-            }),
-        )
+    let admin = super::console::AdminToken::from_env(web.admin_token_env.as_deref());
+    let router = super::console::router(fleet.clone(), access, details, admin)
         .route(
             "/metrics",
             get(move |headers: HeaderMap| {
@@ -88,9 +75,7 @@ pub async fn serve(
                 let a = a2.clone();
                 async move {
                     a.check(&headers).await?;
-                    let text = tokio::task::spawn_blocking(move || render_all(&fleet))
-                        .await
-                        .unwrap_or_default();
+                    let text = tokio::task::spawn_blocking(move || render_all(&fleet)).await.unwrap_or_default();
                     Ok::<_, Response>(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
                 }
             }),
@@ -280,7 +265,7 @@ fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
 /// HTTP basic auth against bcrypt hashes, as the Prometheus exporters' web configuration does.
 /// A bcrypt check costs tens of milliseconds by design, so credentials that passed once are
 /// remembered (by their SHA-256) and the next scrape is not slowed.
-struct Access {
+pub(crate) struct Access {
     users: BTreeMap<String, String>,
     passed: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
     /// bcrypt checks running at once (two: the rest answer 401 at once).
@@ -299,7 +284,7 @@ impl Access {
     /// Ok when no users are configured or the request carries a valid user and password;
     /// otherwise the 401 to send.
     #[allow(clippy::result_large_err)]
-    async fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+    pub(crate) async fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
         if self.users.is_empty() {
             return Ok(());
         }

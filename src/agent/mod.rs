@@ -4,6 +4,7 @@
 mod account;
 pub mod backoff;
 pub mod channel;
+mod console;
 pub mod endpoints;
 pub mod keepalive;
 pub mod memory;
@@ -210,6 +211,12 @@ impl Agent {
         self.endpoints.lock().expect("endpoint slot lock").as_ref().map(|(a, _)| *a)
     }
 
+    /// Completes each time the console asks for a configuration reload (the binary then reloads
+    /// as on SIGHUP).
+    pub fn reload_requests(&self) -> ReloadRequests {
+        ReloadRequests(self.fleet.clone())
+    }
+
     /// What the binary tells a service manager (readiness, liveness), shared with its tasks.
     pub fn lifecycle(&self) -> Lifecycle {
         Lifecycle(self.fleet.clone())
@@ -265,6 +272,17 @@ impl Agent {
         }
         tracing::info!("agent stopped");
         end
+    }
+}
+
+/// Reloads asked for from the console (`Agent::reload_requests`).
+#[derive(Clone)]
+pub struct ReloadRequests(Arc<Fleet>);
+
+impl ReloadRequests {
+    /// Waits for the next request (one asked for while nobody waited is kept).
+    pub async fn next(&self) {
+        self.0.reload_asked.notified().await
     }
 }
 
@@ -326,6 +344,8 @@ pub struct Fleet {
     launches: std::sync::atomic::AtomicU64,
     /// The build, the last reload's outcome: the process's, not an account's.
     pub(crate) status: status::ProcessStatus,
+    /// A reload asked for from the console (the binary's reload loop takes it like a SIGHUP).
+    pub(crate) reload_asked: tokio::sync::Notify,
 }
 
 struct Launched {
@@ -350,6 +370,7 @@ impl Default for Fleet {
             ends_tx,
             ends: std::sync::Mutex::new(Some(ends)),
             status: Default::default(),
+            reload_asked: Default::default(),
         }
     }
 }

@@ -206,6 +206,10 @@ pub struct MetricsConfig {
     /// HTTPS: the certificate chain (PEM, leaf first) and its private key; both or neither.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// The environment variable holding the console's admin token: with it, the console's
+    /// actions (resume a paused script, reload) are allowed to requests that carry it
+    /// (`X-Admin-Token`). Unset: the console is read-only.
+    pub admin_token_env: Option<String>,
 }
 
 impl MetricsConfig {
@@ -213,6 +217,21 @@ impl MetricsConfig {
     /// ask) or behind basic auth. Elsewhere it gives the status alone.
     pub fn trusted(&self) -> bool {
         !self.basic_auth_users.is_empty() || self.listen.is_some_and(|a| a.ip().is_loopback())
+    }
+}
+
+/// The shortest admin token taken (bytes): a short one could be guessed.
+pub const ADMIN_TOKEN_MIN: usize = 16;
+
+/// The console's admin token from the environment variable `var` (`metrics.admin_token_env`),
+/// or why it cannot serve (unset, or too short to resist guessing).
+pub fn admin_token(var: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(t) if t.trim().len() >= ADMIN_TOKEN_MIN => Ok(t.trim().to_string()),
+        Ok(t) if !t.is_empty() => {
+            Err(format!("the token in the environment variable `{var}` is shorter than {ADMIN_TOKEN_MIN} characters (`openssl rand -hex 32` makes one)"))
+        }
+        _ => Err(format!("the environment variable `{var}` is not set (it must hold the console's admin token)")),
     }
 }
 
@@ -353,6 +372,12 @@ impl Config {
                     format!("metrics.basic_auth_users.{user}"),
                     "expected a bcrypt hash of the password ($2y$10$…, e.g. from `htpasswd -nBC 10 USER`), not the password itself",
                 ));
+            }
+        }
+        if let Some(var) = &self.metrics.admin_token_env {
+            if var.trim().is_empty() || var.contains('=') {
+                return Err(self
+                    .invalid("metrics.admin_token_env", "expected the name of the environment variable that holds the console's admin token (not the token)"));
             }
         }
         if let Some(level) = &self.log.level {
@@ -534,6 +559,11 @@ impl Config {
                 if let Err(e) = std::fs::File::open(&path) {
                     problems.push(self.invalid(format!("{at}.token_file"), format!("cannot read {}: {e}", path.display())));
                 }
+            }
+        }
+        if let Some(var) = self.metrics.admin_token_env.as_deref() {
+            if let Err(why) = crate::config::admin_token(var) {
+                problems.push(self.invalid("metrics.admin_token_env", why));
             }
         }
         let dir = self.scripts_dir();

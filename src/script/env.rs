@@ -189,6 +189,8 @@ pub struct ScriptEnv {
     /// Entered wherever this host's scripts run or are spoken of, so every log line names the
     /// account (`account = …`); none for the single unnamed account.
     pub span: tracing::Span,
+    /// Each script's pause and last error, for the console.
+    pub board: super::board::Board,
 }
 
 impl ScriptEnv {
@@ -212,6 +214,7 @@ impl ScriptEnv {
             account: AccountInfo::default(),
             span: tracing::Span::none(),
             taps: Default::default(),
+            board: Default::default(),
         }
     }
 

@@ -255,6 +255,44 @@ impl ScriptHost {
         self.lock().iter().map(|(n, e)| (n.clone(), e.version)).collect()
     }
 
+    /// Every script, loaded or not, with its state and last errors (the console), by name.
+    pub fn statuses(&self) -> Vec<super::board::ScriptStatus> {
+        use super::board::ScriptStatus;
+        let board = &self.inner.env.board;
+        let failed: BTreeMap<String, String> = self.failed().iter().map(|(n, f)| (n.clone(), f.error.clone())).collect();
+        let mut all: BTreeMap<String, ScriptStatus> = self
+            .lock()
+            .iter()
+            .map(|(n, e)| {
+                let b = board.get(n);
+                let state = if e.watch.is_stuck() {
+                    "stuck"
+                } else if b.paused {
+                    "paused"
+                } else {
+                    "loaded"
+                };
+                (n.clone(), ScriptStatus { name: n.clone(), version: Some(e.version), state, load_error: failed.get(n).cloned(), last_error: b.last_error })
+            })
+            .collect();
+        for (n, error) in failed {
+            all.entry(n.clone()).or_insert_with(|| ScriptStatus {
+                name: n.clone(),
+                version: None,
+                state: "failed",
+                load_error: Some(error),
+                last_error: board.get(&n).last_error,
+            });
+        }
+        all.into_values().collect()
+    }
+
+    /// Lets a paused script take events again (as saving its file does); false if no such
+    /// script runs.
+    pub fn resume(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|e| e.inbox.send(Msg::Resume).is_ok())
+    }
+
     /// Loads every `*.lua` of the directory, several at once; returns the ones that failed
     /// (each already logged), in name order.
     pub async fn load_dir(&self) -> Result<Vec<ScriptError>, std::io::Error> {

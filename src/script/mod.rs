@@ -16,6 +16,7 @@
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
 //! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `board.rs`: each script's pause and last error, for the console.
 //! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`).
 //! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
@@ -27,6 +28,7 @@ mod api_metrics;
 mod api_net;
 mod api_people;
 mod api_time;
+pub mod board;
 mod bounded;
 mod calendar;
 mod cron;

@@ -29,6 +29,8 @@ pub(crate) enum Msg {
     Swap(Box<Loaded>),
     /// Answered once everything before it is done (`replay` waits on it between batches).
     Barrier(tokio::sync::oneshot::Sender<()>),
+    /// A paused script takes events again (the console, with the admin token).
+    Resume,
     Stop,
 }
 
@@ -260,7 +262,16 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
                 p.failures = 0;
                 if p.paused {
                     p.paused = false;
+                    p.env.board.set_paused(&p.name, false);
                     tracing::info!(script = %p.name, version = current.ctx.version, "script resumed: its file changed");
+                }
+            }
+            Some(Msg::Resume) => {
+                p.failures = 0;
+                if p.paused {
+                    p.paused = false;
+                    p.env.board.set_paused(&p.name, false);
+                    tracing::info!(script = %p.name, version = current.ctx.version, "script resumed from the console");
                 }
             }
             Some(Msg::Barrier(done)) => {
@@ -566,6 +577,7 @@ impl Progress {
         let max = self.settings.max_consecutive_failures;
         if max > 0 && self.failures >= max && !self.paused {
             self.paused = true;
+            self.env.board.set_paused(script, true);
             if self.env.collect.is_none() {
                 tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
             }
@@ -580,6 +592,7 @@ impl Progress {
             std::borrow::Cow::Borrowed(_) => error,
         };
         let script = &*self.name;
+        self.env.board.failed(script, &error, ev.map_or(0, |e| e.seq));
         let repeats = match &mut self.last_error {
             Some((last, n)) if *last == error => {
                 *n += 1;

@@ -1,0 +1,82 @@
+//! The console's actions: allowed only with the admin token (`metrics.admin_token_env`),
+//! carried in the `X-Admin-Token` header of a POST. A header, not a cookie: a page of another
+//! site cannot make the browser send it (no cross-site request forgery), and without the
+//! token, or with no token configured, every action answers 403.
+
+use super::routes::Console;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// The header that carries the token.
+pub(super) const HEADER: &str = "x-admin-token";
+
+/// The configured token, kept as its SHA-256 (compared in constant time).
+pub(crate) struct AdminToken(Option<[u8; 32]>);
+
+impl AdminToken {
+    /// From `metrics.admin_token_env`; a token that cannot serve (unset, too short) is logged
+    /// and the console stays read-only.
+    pub(crate) fn from_env(var: Option<&str>) -> AdminToken {
+        let Some(var) = var else { return AdminToken(None) };
+        match crate::config::admin_token(var) {
+            Ok(token) => AdminToken(Some(digest(&token))),
+            Err(why) => {
+                tracing::error!("metrics.admin_token_env: {why}; the console stays read-only");
+                AdminToken(None)
+            }
+        }
+    }
+
+    pub(super) fn configured(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ok when the request carries the token; else the 403 to answer.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(want) = &self.0 else {
+            return Err(forbidden("the console is read-only: no admin token is configured (metrics.admin_token_env)"));
+        };
+        let given = headers.get(HEADER).and_then(|v| v.to_str().ok()).map(|t| digest(t.trim()));
+        // Both are 32-byte digests: the comparison takes as long whatever they hold.
+        let same = given.is_some_and(|g| g.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+        if same {
+            Ok(())
+        } else {
+            tracing::warn!("console: an action without the right admin token was refused");
+            Err(forbidden("this action needs the admin token in the X-Admin-Token header"))
+        }
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn forbidden(why: &str) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({"error": why}))).into_response()
+}
+
+/// `POST /api/resume?account=&script=`: a paused script takes events again.
+pub(super) fn resume(console: &Console, account: &str, script: &str) -> Response {
+    let Some((name, host)) = console.account(account) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such account"}))).into_response();
+    };
+    if host.resume(script) {
+        tracing::info!(account = %name, script, "console: resume asked");
+        Json(json!({"resumed": script})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Json(json!({"error": "no such script running"}))).into_response()
+    }
+}
+
+/// `POST /api/reload`: the configuration read again, as on SIGHUP.
+pub(super) fn reload(console: &Console) -> Response {
+    console.fleet.reload_asked.notify_one();
+    (StatusCode::ACCEPTED, Json(json!({"reload": "asked"}))).into_response()
+}

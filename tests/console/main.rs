@@ -1,0 +1,189 @@
+//! The web console (`/` on `metrics.listen`) as a person sees it, in headless Chromium, against
+//! the agent binary and its embedded simulator: the scripts, a failing handler's error with its
+//! `file:line`, an event's timeline, the live tail moving; and its JSON API (paging, the admin
+//! token). The browser test needs Chromium (`apt-get install -y chromium`); with
+//! `UCWA_SKIP_BROWSER_TESTS=1` it is skipped. `UCWA_CONSOLE_SCREENSHOTS=DIR` also saves the
+//! screenshots kept in `docs/` (`tools/screenshots.sh`).
+
+mod cdp;
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const TOKEN_ENV: &str = "UCWA_AGENT_CONSOLE_TEST_TOKEN";
+const TOKEN: &str = "console-test-admin-token-0123456789";
+
+const GREETER: &str = r#"agent.on("audioVideoSession", "added", function(e)
+  agent.log.info("call added")
+  local r = agent.ucwa.get(agent.ucwa.application())
+  agent.state.calls = (agent.state.calls or 0) + 1
+end)
+"#;
+
+const BROKEN: &str = "agent.on(\"audioVideoSession\", \"added\", function(e)\n  local t = nil\n  return t.field\nend)\n";
+
+/// The agent binary against its embedded simulator (calls every half second), its console on a
+/// loopback port.
+struct Agent {
+    _process: Guarded,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(accounts: &[&str], extra: &str) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    write(&scripts, "greeter.lua", GREETER);
+    write(&scripts, "broken.lua", BROKEN);
+    let accounts: String = accounts.iter().map(|a| format!("[[account]]\nname = \"{a}\"\n")).collect();
+    let config = dir.path().join("agent.toml");
+    write(
+        dir.path(),
+        "agent.toml",
+        &format!(
+            "[server]\ndiscover = \"embedded\"\n[scripts]\ndir = \"scripts\"\nmax_consecutive_failures = 3\n[state]\ndir = \"state\"\n\
+             [simulator]\ncalls_per_minute = 120\nring_secs = 0.5\ncall_duration_secs = 1\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}\n{accounts}"
+        ),
+    );
+    let log = dir.path().join("agent.log");
+    let process = agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info"), (TOKEN_ENV, TOKEN)])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn_guarded();
+    let addr = listening(&log).await;
+    Agent { _process: process, addr, _dir: dir }
+}
+
+/// Where the agent's endpoint listens, from its log.
+async fn listening(log: &Path) -> String {
+    let key = "endpoints listening addr=";
+    file_contains(log, key).await;
+    let text = std::fs::read_to_string(log).unwrap();
+    let at = text.find(key).unwrap() + key.len();
+    text[at..].split_whitespace().next().unwrap().to_string()
+}
+
+async fn get(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Where to save screenshots, if asked.
+fn screenshots() -> Option<std::path::PathBuf> {
+    std::env::var_os("UCWA_CONSOLE_SCREENSHOTS").map(std::path::PathBuf::from)
+}
+
+#[tokio::test]
+async fn the_console_shows_scripts_an_error_with_its_line_a_timeline_and_the_live_tail() {
+    if !cdp::available() {
+        return;
+    }
+    let agent = start(&[], "").await;
+    let mut b = cdp::Browser::start(1400, 1000).await;
+    b.navigate(&format!("http://{}/", agent.addr)).await;
+
+    // The scripts, and the failing one's error with where it was.
+    b.wait_text("both scripts listed", "#scripts", |t| t.contains("greeter") && t.contains("broken")).await;
+    let scripts = b.wait_text("the failing script's error", "#scripts", |t| t.contains("broken.lua:3")).await;
+    assert!(scripts.contains("attempt to index a nil value"), "{scripts}");
+    let accounts = b.text("#accounts").await;
+    assert!(accounts.contains("default") && accounts.contains("polling"), "{accounts}");
+
+    // An event where the broken script failed: its timeline shows what each script did.
+    b.wait_text("an event handled by both scripts", "#events", |t| t.contains("audioVideoSession added") && t.contains("broken: error")).await;
+    b.eval("[...document.querySelectorAll('#events li')].find(li => li.innerText.includes('broken: error')).click()").await;
+    let timeline = b.wait_text("the event's timeline", "#timeline", |t| t.contains("greeter v1") && t.contains("broken v1")).await;
+    assert!(timeline.contains("handler (subscription 1): error") && timeline.contains("at broken.lua:3"), "{timeline}");
+    assert!(timeline.contains("log info: call added") && timeline.contains("ucwa GET /ucwa/oauth/v1/applications/"), "{timeline}");
+    assert!(timeline.contains("agent.state: set calls"), "{timeline}");
+    if let Some(dir) = screenshots() {
+        std::fs::write(dir.join("console-overview.png"), b.screenshot().await).unwrap();
+    }
+
+    // The live tail moves, and new events appear, without a reload of the page.
+    b.eval("window.notReloaded = true").await;
+    b.wait_text("the tail connected", "#tail-state", |t| t == "live").await;
+    let first = b.wait_text("an event in the tail", "#tail", |t| t.contains("event #")).await;
+    let newest_event = |t: &str| t.lines().find(|l| l.contains("event #")).map(String::from);
+    let before = newest_event(&first);
+    b.wait_text("a newer event in the tail", "#tail", |t| newest_event(t) != before).await;
+    let listed = b.text("#events").await;
+    b.wait_text("a newer event listed", "#events", |t| t.lines().next() != listed.lines().next()).await;
+    assert_eq!(b.eval("window.notReloaded === true").await, true, "the page was not reloaded");
+}
+
+#[tokio::test]
+async fn actions_need_the_admin_token_in_a_header() {
+    let agent = start(&[], &format!("admin_token_env = \"{TOKEN_ENV}\"")).await;
+    let base = format!("http://{}", agent.addr);
+    let page = get(&format!("{base}/api/accounts")).await;
+    assert_eq!(page["admin"], true, "{page}");
+    // The broken script pauses after 3 failures in a row.
+    let paused = eventually_json(&format!("{base}/api/scripts?account=default"), |s| s["scripts"][0]["state"] == "paused").await;
+    assert_eq!(paused["scripts"][0]["name"], "broken");
+    let http = reqwest::Client::new();
+    let resume = format!("{base}/api/resume?account=default&script=broken");
+    for token in [None, Some("wrong-token-of-the-right-length")] {
+        let mut r = http.post(&resume);
+        if let Some(t) = token {
+            r = r.header("X-Admin-Token", t);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 403, "token {token:?}");
+    }
+    // Not as a GET, nor from a cookie.
+    assert_eq!(http.get(&resume).header("X-Admin-Token", TOKEN).send().await.unwrap().status(), 405);
+    assert_eq!(http.post(&resume).header("Cookie", format!("X-Admin-Token={TOKEN}")).send().await.unwrap().status(), 403);
+    let ok = http.post(&resume).header("X-Admin-Token", TOKEN).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    // Resumed, it fails again (the file did not change) and pauses again: it ran meanwhile.
+    let before = paused["scripts"][0]["errors"].as_u64().unwrap();
+    eventually_json(&format!("{base}/api/scripts?account=default"), |s| s["scripts"][0]["errors"].as_u64().unwrap() > before).await;
+    let reload = http.post(format!("{base}/api/reload")).header("X-Admin-Token", TOKEN).send().await.unwrap();
+    assert_eq!(reload.status(), 202);
+}
+
+#[tokio::test]
+async fn without_a_token_the_console_is_read_only() {
+    let agent = start(&[], "").await;
+    let base = format!("http://{}", agent.addr);
+    assert_eq!(get(&format!("{base}/api/accounts")).await["admin"], false);
+    let http = reqwest::Client::new();
+    for path in ["/api/reload", "/api/resume?account=default&script=broken"] {
+        let r = http.post(format!("{base}{path}")).header("X-Admin-Token", TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().await.unwrap().contains("read-only"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_paged_and_filtered_by_the_agent() {
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    let agent = start(&names, "").await;
+    let base = format!("http://{}", agent.addr);
+    // (The endpoint answers while the accounts open.)
+    let page = eventually_json(&format!("{base}/api/accounts?per_page=2&page=2"), |p| p["accounts_total"] == 5).await;
+    assert_eq!((page["total"].as_u64(), page["pages"].as_u64(), page["page"].as_u64()), (Some(5), Some(3), Some(2)), "{page}");
+    let shown: Vec<&str> = page["accounts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(shown, ["carol", "dave"]);
+    let found = get(&format!("{base}/api/accounts?q=RO")).await;
+    let shown: Vec<&str> = found["accounts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!((shown, found["accounts_total"].as_u64()), (vec!["carol"], Some(5)));
+    // An account's scripts and events by its name.
+    let scripts = eventually_json(&format!("{base}/api/scripts?account=erin"), |s| s["scripts"].as_array().is_some_and(|l| l.len() == 2)).await;
+    assert_eq!(scripts["account"], "erin");
+    assert_eq!(reqwest::get(format!("{base}/api/scripts?account=nobody")).await.unwrap().status(), 404);
+}
+
+/// GETs `url` until its JSON satisfies `pred` (bounded); that JSON.
+async fn eventually_json(url: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let v = get(url).await;
+        if pred(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url}: not as expected within {PATIENCE:?}: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
