@@ -130,6 +130,11 @@ impl ScriptHost {
         &self.inner.env
     }
 
+    /// The scripts directories (the shared one, then the account's own).
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.inner.dirs
+    }
+
     /// The (shared) scripts directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dirs[0]

@@ -6,6 +6,7 @@
 //! - `names.rs`: `check`'s search for `agent.*` names that do not exist.
 //! - `manual.rs`: the manual pages' sections besides the options (exit status, signals, files, keys).
 //! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
+//! - `dry_run.rs`: one journaled event through an account's current scripts, offline (the console).
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `traces.rs`: `trace` (scripts' traces from the state databases) and `tap` (live, from a
 //!   running agent's `/api/tap`).
@@ -13,6 +14,7 @@
 //!   UCWA and webhook answers, and assertions.
 
 pub mod check;
+pub mod dry_run;
 pub mod lua_test;
 pub mod manual;
 pub mod names;

@@ -33,6 +33,10 @@ struct Agent {
 }
 
 async fn start(accounts: &[&str], extra: &str) -> Agent {
+    start_on(accounts, extra, "127.0.0.1:0").await
+}
+
+async fn start_on(accounts: &[&str], extra: &str, listen: &str) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let scripts = dir.path().join("scripts");
     std::fs::create_dir(&scripts).unwrap();
@@ -45,7 +49,7 @@ async fn start(accounts: &[&str], extra: &str) -> Agent {
         "agent.toml",
         &format!(
             "[server]\ndiscover = \"embedded\"\n[scripts]\ndir = \"scripts\"\nmax_consecutive_failures = 3\n[state]\ndir = \"state\"\n\
-             [simulator]\ncalls_per_minute = 120\nring_secs = 0.5\ncall_duration_secs = 1\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}\n{accounts}"
+             [simulator]\ncalls_per_minute = 120\nring_secs = 0.5\ncall_duration_secs = 1\n[metrics]\nlisten = \"{listen}\"\n{extra}\n{accounts}"
         ),
     );
     let log = dir.path().join("agent.log");
@@ -99,6 +103,15 @@ async fn the_console_shows_scripts_an_error_with_its_line_a_timeline_and_the_liv
     assert!(timeline.contains("agent.state: set calls"), "{timeline}");
     if let Some(dir) = screenshots() {
         std::fs::write(dir.join("console-overview.png"), b.screenshot().await).unwrap();
+    }
+
+    // Run again as a dry run: what each script would send, nothing sent.
+    b.eval("document.querySelector('#dryrun button').click()").await;
+    let dry = b.wait_text("the dry run's result", "#dryrun", |t| t.contains("nothing was sent") && t.contains("greeter v1")).await;
+    assert!(dry.contains("would send ucwa GET /ucwa/oauth/v1/applications/") && dry.contains("info: call added"), "{dry}");
+    assert!(dry.contains("broken v1") && dry.contains("broken.lua:3: attempt to index a nil value"), "{dry}");
+    if let Some(dir) = screenshots() {
+        std::fs::write(dir.join("console-dry-run.png"), b.screenshot().await).unwrap();
     }
 
     // The live tail moves, and new events appear, without a reload of the page.
@@ -173,6 +186,19 @@ async fn accounts_are_paged_and_filtered_by_the_agent() {
     let scripts = eventually_json(&format!("{base}/api/scripts?account=erin"), |s| s["scripts"].as_array().is_some_and(|l| l.len() == 2)).await;
     assert_eq!(scripts["account"], "erin");
     assert_eq!(reqwest::get(format!("{base}/api/scripts?account=nobody")).await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn a_listener_anyone_may_reach_names_no_account_and_quotes_no_error() {
+    // (Every address: not trusted, as /healthz.)
+    let agent = start_on(&[], "", "0.0.0.0:0").await;
+    let base = format!("http://{}", agent.addr.replace("0.0.0.0", "127.0.0.1"));
+    let page = eventually_json(&format!("{base}/api/accounts"), |p| p["accounts_total"] == 1).await;
+    let account = &page["accounts"][0];
+    assert_eq!((account["key"].as_str(), account.get("name")), (Some("#1"), None), "{page}");
+    let scripts = eventually_json(&format!("{base}/api/scripts?account=%231"), |s| s["scripts"][0]["last_error"]["at"] == "broken.lua:3").await;
+    assert!(scripts["scripts"][0]["last_error"].get("message").is_none(), "where, not what: {scripts}");
+    assert_eq!(reqwest::get(format!("{base}/api/scripts?account=default")).await.unwrap().status(), 404);
 }
 
 /// GETs `url` until its JSON satisfies `pred` (bounded); that JSON.
