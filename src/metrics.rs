@@ -442,3 +442,25 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_summary_gives_its_quantiles_as_bucket_bounds() {
+        let m = Metrics::default();
+        assert_eq!(m.script_summary("s").p50_ms, None, "nothing observed");
+        for _ in 0..98 {
+            m.handler("s", Duration::from_micros(400), false, false, None);
+        }
+        m.handler("s", Duration::from_millis(20), true, false, None);
+        m.handler("s", Duration::from_millis(20), false, false, None);
+        let s = m.script_summary("s");
+        assert_eq!((s.handled, s.errors), (100, 1));
+        assert_eq!((s.p50_ms, s.p99_ms), (Some(0.5), Some(25.0)));
+        assert_eq!(m.account_summary().last_poll_secs_ago, None, "no poll yet");
+        m.poll();
+        assert_eq!(m.account_summary().last_poll_secs_ago, Some(0));
+    }
+}

@@ -602,6 +602,9 @@ mod tests {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let c = parse(&format!("[metrics]\nlisten = \"0.0.0.0:9464\"\nbasic_auth_users = {{ prom = \"{hash}\" }}\n")).unwrap();
         assert!(c.metrics.trusted());
+        let e = parse("[metrics]\nadmin_token_env = \"\"\n").unwrap_err().to_string();
+        assert!(e.contains("metrics.admin_token_env") && e.contains("environment variable"), "{e}");
+        assert!(parse("[metrics]\nadmin_token_env = \"UCWA_ADMIN_TOKEN\"\n").is_ok());
         let e = parse("[metrics]\nbasic_auth_users = { prom = \"s3cret\" }\n").unwrap_err().to_string();
         assert!(e.contains("metrics.basic_auth_users.prom") && e.contains("bcrypt") && !e.contains("s3cret"), "{e}");
         let c = parse("[simulator]\ncalls_per_minute = 30\nring_secs = 1.5\ncall_duration_secs = 4\n").unwrap();

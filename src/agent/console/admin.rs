@@ -80,3 +80,41 @@ pub(super) fn reload(console: &Console) -> Response {
     console.fleet.reload_asked.notify_one();
     (StatusCode::ACCEPTED, Json(json!({"reload": "asked"}))).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(token: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = token {
+            h.insert(HEADER, t.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_configured_token_passes() {
+        let admin = AdminToken(Some(digest("s3cret-token-0123456789")));
+        assert!(admin.check(&with(Some("s3cret-token-0123456789"))).is_ok());
+        for wrong in [None, Some(""), Some("s3cret-token-012345678"), Some("s3cret-token-0123456789x")] {
+            assert_eq!(admin.check(&with(wrong)).unwrap_err().status(), StatusCode::FORBIDDEN, "{wrong:?}");
+        }
+        let none = AdminToken(None);
+        assert!(!none.configured());
+        assert_eq!(none.check(&with(Some("anything"))).unwrap_err().status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn a_short_or_missing_token_leaves_the_console_read_only() {
+        let var = "UCWA_AGENT_ADMIN_UNIT_TEST_TOKEN";
+        std::env::set_var(var, "short");
+        assert!(!AdminToken::from_env(Some(var)).configured());
+        assert!(crate::config::admin_token(var).unwrap_err().contains("shorter than 16"));
+        std::env::remove_var(var);
+        assert!(crate::config::admin_token(var).unwrap_err().contains("is not set"));
+        std::env::set_var(var, "a-token-long-enough-1234\n");
+        assert_eq!(crate::config::admin_token(var).unwrap(), "a-token-long-enough-1234");
+        assert!(AdminToken::from_env(Some(var)).configured());
+    }
+}
