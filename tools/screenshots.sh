@@ -4,5 +4,5 @@
 # what it shows at each step. Needs Chromium (Debian: apt-get install -y chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UCWA_CONSOLE_SCREENSHOTS="$PWD/docs" cargo test --locked --test console the_console_shows
+UCWA_CONSOLE_SCREENSHOTS="$PWD/docs" cargo test --locked --test console the_console_
 ls -l docs/console-*.png

@@ -178,23 +178,32 @@ fn strip_account(v: &mut serde_json::Value) {
     }
 }
 
-/// `/api/tap?rel=&script=`.
+/// `/api/tap?rel=&script=&account=`.
 #[derive(Debug, Default, serde::Deserialize)]
 struct TapQuery {
     rel: Option<String>,
     script: Option<String>,
+    /// One account's (the console's tail follows the account it shows).
+    account: Option<String>,
 }
 
 /// Server-sent events, one JSON object each: `{"kind":"event", seq, rel, type, href, account}`
 /// as each event is handed to the scripts, `{"kind":"trace", "run": …, …}` as each run's trace
 /// is committed (a trace holds its event; `run` is the trace's own `kind`); `{"kind":"lagged","missed":n}` when the reader fell
-/// behind. Filtered by the event's `rel` and the trace's `script`. The accounts of the agent
+/// behind. Filtered by the event's `rel`, the trace's `script` and the `account`. The accounts of the agent
 /// when the stream starts are tapped; the stream ends when they have all stopped.
 fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    if q.account.is_some() && !details {
+        return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "this listener does not name accounts (as /healthz): no account filter"})))
+            .into_response();
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
     let q = Arc::new(q);
     for (account, host) in fleet.accounts().0 {
+        if q.account.as_ref().is_some_and(|a| *a != account) {
+            continue;
+        }
         let (tx, q) = (tx.clone(), q.clone());
         let (mut out, guard) = host.tap();
         tokio::spawn(async move {

@@ -201,6 +201,39 @@ async fn a_listener_anyone_may_reach_names_no_account_and_quotes_no_error() {
     assert_eq!(reqwest::get(format!("{base}/api/scripts?account=default")).await.unwrap().status(), 404);
 }
 
+#[tokio::test]
+async fn the_console_pages_and_filters_accounts_and_its_tail_follows_the_one_shown() {
+    if !cdp::available() {
+        return;
+    }
+    let agent = start(&["alice", "bob", "carol", "dave", "erin"], "").await;
+    let base = format!("http://{}", agent.addr);
+    eventually_json(&format!("{base}/api/accounts"), |p| p["accounts_total"] == 5).await;
+    let mut b = cdp::Browser::start(1400, 1000).await;
+    b.navigate(&format!("{base}/?per_page=2")).await;
+    let first = b.wait_text("the first page", "#accounts", |t| t.contains("alice") && t.contains("bob")).await;
+    assert!(!first.contains("carol"), "two a page: {first}");
+    assert_eq!(b.text("#page").await, "page 1 of 3");
+    b.eval("document.getElementById('next').click()").await;
+    let second = b.wait_text("the second page", "#accounts", |t| t.contains("carol") && t.contains("dave")).await;
+    assert!(!second.contains("alice"), "{second}");
+    // Filtered by the agent: `ro` is in carol only.
+    b.eval("{ const f = document.getElementById('q'); f.value = 'ro'; f.dispatchEvent(new Event('input')); }").await;
+    b.wait_text("the filtered list", "#accounts", |t| t.contains("carol") && !t.contains("dave")).await;
+    b.wait_text("the count", "#accounts-count", |t| t == "1 of 5 shown").await;
+    // The tail follows the account shown: erin's events only.
+    b.eval("{ const f = document.getElementById('q'); f.value = 'erin'; f.dispatchEvent(new Event('input')); }").await;
+    b.wait_text("erin listed", "#accounts", |t| t.contains("erin")).await;
+    b.eval("document.querySelector('#accounts tbody tr').click()").await;
+    b.wait_text("erin's scripts", "#account-name", |t| t == "erin").await;
+    let tail = b.wait_text("erin's events in the tail", "#tail", |t| t.lines().filter(|l| l.contains(" event #")).count() >= 3).await;
+    let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.iter().all(|l| l.contains(" erin ")), "only erin's: {tail}");
+    if let Some(dir) = screenshots() {
+        std::fs::write(dir.join("console-accounts.png"), b.screenshot().await).unwrap();
+    }
+}
+
 /// GETs `url` until its JSON satisfies `pred` (bounded); that JSON.
 async fn eventually_json(url: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -3,6 +3,8 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const S = { page: 1, q: "", account: null, event: null, admin: false, named: false };
+// (`/?per_page=N`: more or fewer accounts a page than 50.)
+const perPage = Number(new URLSearchParams(location.search).get("per_page")) || 50;
 
 function el(tag, props, ...kids) {
   const e = document.createElement(tag);
@@ -38,7 +40,7 @@ function notice(text, bad) {
 
 // Accounts: a page at a time, filtered by the agent.
 async function loadAccounts() {
-  const d = await getJSON(`/api/accounts?page=${S.page}&q=${encodeURIComponent(S.q)}`);
+  const d = await getJSON(`/api/accounts?page=${S.page}&per_page=${perPage}&q=${encodeURIComponent(S.q)}`);
   S.admin = d.admin; S.named = d.named; S.page = d.page;
   $("agent").textContent = `v${d.version} · ${d.accounts_total} account(s)` + (d.reload.ok ? "" : " · configuration reload rejected" + (d.reload.error ? ": " + d.reload.error : ""));
   $("admin").hidden = !d.admin;
@@ -63,8 +65,10 @@ async function loadAccounts() {
 }
 
 function selectAccount(key, label) {
+  const moved = S.account !== key;
   S.account = key; S.event = null;
   $("account-name").textContent = label;
+  if (moved) tail();
   for (const tr of $("accounts").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.key === key);
   $("timeline").textContent = "Pick an event."; $("dryrun").replaceChildren();
   loadAccount();
@@ -171,9 +175,12 @@ async function act(url, done) {
 }
 
 // The live tail: every event and every run's trace as the agent sees them.
-let refreshSoon = null;
+// Where names are shown, the tail follows the account shown (an agent may run a thousand).
+let refreshSoon = null, source = null;
 function tail() {
-  const src = new EventSource("/api/tap");
+  if (source) source.close();
+  const src = (source = new EventSource(S.named && S.account ? "/api/tap?" + q() : "/api/tap"));
+  $("tail").replaceChildren();
   src.onopen = () => { $("tail-state").textContent = "live"; };
   src.onerror = () => { $("tail-state").textContent = "reconnecting…"; };
   src.onmessage = (m) => {
@@ -203,4 +210,3 @@ $("token").value = sessionStorage.getItem("ucwa-admin-token") || "";
 $("token").addEventListener("change", () => sessionStorage.setItem("ucwa-admin-token", $("token").value));
 refresh();
 setInterval(refresh, 5000);
-tail();
