@@ -234,6 +234,37 @@ async fn the_console_pages_and_filters_accounts_and_its_tail_follows_the_one_sho
     }
 }
 
+#[tokio::test]
+async fn behind_basic_auth_the_console_asks_for_a_user_before_anything() {
+    let hash = bcrypt::hash("console-pw", 4).unwrap();
+    let agent = start(&[], &format!("basic_auth_users = {{ ops = \"{hash}\" }}\nadmin_token_env = \"{TOKEN_ENV}\"")).await;
+    let base = format!("http://{}", agent.addr);
+    let http = reqwest::Client::new();
+    // (The endpoint answers while the account opens.)
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = http.get(format!("{base}/api/accounts")).basic_auth("ops", Some("console-pw")).send().await.unwrap();
+        if r.json::<serde_json::Value>().await.unwrap()["accounts_total"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the account did not open within {PATIENCE:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for path in ["/", "/console.js", "/api/accounts", "/api/scripts?account=default", "/api/events?account=default"] {
+        assert_eq!(http.get(format!("{base}{path}")).send().await.unwrap().status(), 401, "{path}");
+        let ok = http.get(format!("{base}{path}")).basic_auth("ops", Some("console-pw")).send().await.unwrap();
+        assert_eq!(ok.status(), 200, "{path}");
+    }
+    // The token alone is not enough: the user first.
+    let r = http.post(format!("{base}/api/reload")).header("X-Admin-Token", TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.post(format!("{base}/api/reload")).basic_auth("ops", Some("console-pw")).header("X-Admin-Token", TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let page = http.get(format!("{base}/")).basic_auth("ops", Some("console-pw")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"), "{csp}");
+}
+
 /// GETs `url` until its JSON satisfies `pred` (bounded); that JSON.
 async fn eventually_json(url: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
