@@ -49,6 +49,8 @@ pub enum StartError {
     CaFile { file: String, message: String },
     #[error("{file}: `metrics.listen`: cannot listen on {addr}: {source}")]
     Metrics { file: String, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("{file}: `metrics.admin_token_env`: {message}")]
+    AdminToken { file: String, message: String },
     #[error("{file}: `state.dir`: {source}")]
     Locked { file: String, source: crate::store::LockError },
     #[error("{file}: cannot start the embedded simulator on {listen} (`simulator.listen`): {source}")]
@@ -111,6 +113,10 @@ impl Agent {
             embedded: simulator.as_ref().map(|s| Url::parse(&s.discovery_url()).expect("the simulator's URL parses")),
             metric_bytes: Default::default(),
         };
+        // A token named but missing: as a password named but missing, `run` does not start.
+        if let Some(var) = config.metrics.admin_token_env.as_deref().filter(|_| config.metrics.listen.is_some()) {
+            crate::config::admin_token(var).map_err(|message| StartError::AdminToken { file: file.clone(), message })?;
+        }
         // `/metrics` and `/healthz` first: they answer (`starting`, 503) while the accounts open.
         let fleet = Arc::new(Fleet::default());
         let endpoints = match config.metrics.listen {

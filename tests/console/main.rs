@@ -157,6 +157,20 @@ async fn actions_need_the_admin_token_in_a_header() {
 }
 
 #[tokio::test]
+async fn a_token_named_but_not_set_stops_run_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "agent.toml",
+        "[server]\ndiscover = \"embedded\"\n[metrics]\nlisten = \"127.0.0.1:0\"\nadmin_token_env = \"UCWA_AGENT_CONSOLE_TEST_UNSET\"\n",
+    );
+    let out = agent_command(&["run", "--config", dir.path().join("agent.toml").to_str().unwrap()], &[]).stderr(std::process::Stdio::piped()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("metrics.admin_token_env") && stderr.contains("UCWA_AGENT_CONSOLE_TEST_UNSET"), "{stderr}");
+}
+
+#[tokio::test]
 async fn without_a_token_the_console_is_read_only() {
     let agent = start(&[], "").await;
     let base = format!("http://{}", agent.addr);

@@ -17,7 +17,7 @@ pub(crate) struct AdminToken(Option<[u8; 32]>);
 
 impl AdminToken {
     /// From `metrics.admin_token_env`; a token that cannot serve (unset, too short) is logged
-    /// and the console stays read-only.
+    /// and the console stays read-only (`run` does not start with one; a reload may bring one).
     pub(crate) fn from_env(var: Option<&str>) -> AdminToken {
         let Some(var) = var else { return AdminToken(None) };
         match crate::config::admin_token(var) {
