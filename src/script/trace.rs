@@ -339,7 +339,7 @@ pub(crate) fn error_location(message: &str) -> Option<String> {
 pub fn render(t: &Trace, with_account: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let when = crate::ucwa::date::iso_utc(t.at_ms);
+    let when = crate::date::iso_utc(t.at_ms);
     let account = if with_account { format!(" [{}]", t.account) } else { String::new() };
     match &t.event {
         Some(e) => {
@@ -363,7 +363,7 @@ pub fn render(t: &Trace, with_account: bool) -> String {
     }
     for c in &t.calls {
         let which = c.sub.map(|i| format!(" (sub {})", i + 1)).unwrap_or_default();
-        let _ = writeln!(s, "  {}{which} at {}  {:.3} ms  {}", c.what, crate::ucwa::date::iso_utc(c.start_ms), c.us as f64 / 1000.0, c.outcome);
+        let _ = writeln!(s, "  {}{which} at {}  {:.3} ms  {}", c.what, crate::date::iso_utc(c.start_ms), c.us as f64 / 1000.0, c.outcome);
         for st in &c.steps {
             let line = match st {
                 Step::Log { at_us, level, message } => format!("+{:.3} ms  log {level}: {message}", *at_us as f64 / 1000.0),

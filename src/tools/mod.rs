@@ -6,6 +6,8 @@
 //! - `names.rs`: `check`'s search for `agent.*` names that do not exist.
 //! - `manual.rs`: the manual pages' sections besides the options (exit status, signals, files, keys).
 //! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
+//! - `simulate.rs`: `ucwa-agent simulate`, the simulator as a standalone server with the
+//!   `[simulator]` settings of the configuration.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `traces.rs`: `trace` (scripts' traces from the state databases) and `tap` (live, from a
 //!   running agent's `/api/tap`).
@@ -18,6 +20,7 @@ pub mod manual;
 pub mod names;
 pub mod online;
 pub mod replay;
+pub mod simulate;
 pub mod traces;
 
 /// The agent's offline environment: in-memory database, manual clock, nothing sent anywhere.
