@@ -11,7 +11,7 @@
 //!                              headers = {["X-Token"] = "…"}, body = {text = "call"}, timeout = 5000}
 //! ```
 
-use super::api::ScriptCtx;
+use super::ctx::ScriptCtx;
 use super::env::{Net, ScriptEnv};
 use super::offline::{OfflineNet, Request};
 use super::output::ScriptOutput;
