@@ -493,8 +493,8 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
 }
 
 async fn check_online_account(config: &Config, spec: &ucwa_agent::config::AccountSpec) -> Option<u8> {
-    use tools::online::Verdict;
-    let (steps, verdict) = match tools::online::check_account(config, spec).await {
+    use ucwa_agent::agent::online::Verdict;
+    let (steps, verdict) = match ucwa_agent::agent::online::check_account(config, spec).await {
         Ok(r) => r,
         Err(error) => {
             out!("{error}");

@@ -6,8 +6,9 @@
 //! starts; one whose `discover`, `[auth]` or `scripts_dir` changed restarts. The others are
 //! not touched.
 
-use super::account::{Account, Shared};
+use super::account::Account;
 use super::endpoints::{self, EndpointSlot};
+use super::pool::Shared;
 use super::Fleet;
 use crate::config::{AccountSpec, Config, Discover, Shard};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,6 @@
 //! - `check.rs`: load the configuration and every script as `run` would, without signing in.
 //! - `names.rs`: `check`'s search for `agent.*` names that do not exist.
 //! - `manual.rs`: the manual pages' sections besides the options (exit status, signals, files, keys).
-//! - `online.rs`: `check --online`, the sign-in walked step by step against the pool.
 //! - `simulate.rs`: `ucwa-agent simulate`, the simulator as a standalone server with the
 //!   `[simulator]` settings of the configuration.
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
@@ -18,7 +17,6 @@ pub mod check;
 pub mod lua_test;
 pub mod manual;
 pub mod names;
-pub mod online;
 pub mod replay;
 pub mod simulate;
 pub mod traces;
