@@ -2,8 +2,10 @@
 //! file stops the agent with the file, the key and what was expected.
 
 mod accounts;
+mod tables;
 
-pub use accounts::{shard_of, AccountConfig, AccountSpec, Shard};
+pub use accounts::{shard_of, AccountSpec, Shard};
+pub use tables::{AccountConfig, AuthConfig, AuthKind};
 
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -84,36 +86,6 @@ impl Default for ServerConfig {
             ca_file: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthKind {
-    /// MsRtcOAuth password grant (Skype for Business Server on-premises).
-    Password,
-    /// A bearer token obtained elsewhere (Skype for Business Online / Azure AD).
-    Bearer,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    pub kind: AuthKind,
-    /// The account (required for `password`; a label for `bearer`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// `password`: the environment variable that holds the password (never the password itself).
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// `bearer`: the environment variable that holds the token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// `bearer`: a file that holds the token (re-read when it changes).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// `bearer`: a command (program and arguments) that prints the token.
-    #[serde(default)]
-    pub token_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
