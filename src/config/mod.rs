@@ -52,7 +52,7 @@ pub struct Config {
     calendars_read: std::collections::BTreeMap<String, std::sync::Arc<crate::script::Calendar>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// `"embedded"` (start the simulator in-process) or a pool's discovery URL.
@@ -141,7 +141,7 @@ impl Default for ScriptsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub dir: PathBuf,
@@ -189,7 +189,7 @@ impl MetricsConfig {
 }
 
 /// Used only with `discover = "embedded"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulatorConfig {
     /// Where it listens (loopback); unset: an ephemeral port (the embedded one) or
