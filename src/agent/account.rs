@@ -8,7 +8,7 @@ use super::end::{Refusals, RunEnd, StartError, SHUTDOWN_GRACE};
 use super::pool::{auth_for, Shared};
 use super::sink::EventSink;
 use super::{keepalive, record, refusal};
-use crate::config::{AccountSpec, Config, Discover, ServerConfig};
+use crate::config::{AccountSpec, Config, Discover, Missing, ServerConfig};
 use crate::metrics::HealthState;
 use crate::script::{AccountInfo, ScriptEnv, ScriptHost};
 use crate::store::{Position, Store};
@@ -94,19 +94,19 @@ impl Account {
         })
     }
 
-    /// What `open` needs from outside the file, checked without taking anything: the secret
-    /// `[auth]` names and the account's own scripts folder.
+    /// What `open` needs from outside the file, checked without taking anything: the account's
+    /// part of `Config::surroundings` (the list `check` reports from), the first problem as the
+    /// error; then its credentials as `open` reads them.
     pub(crate) fn preflight(spec: &AccountSpec, config: &Config) -> Result<(), StartError> {
         let file = config.path.display().to_string();
-        auth_for(spec, config)?;
-        for dir in spec.scripts_dirs.iter().skip(1) {
-            std::fs::read_dir(dir).map_err(|source| StartError::AccountScriptsDir {
-                file: file.clone(),
-                key: format!("account.{}.scripts_dir", spec.label()),
-                dir: dir.display().to_string(),
-                source,
-            })?;
+        if let Some(missing) = config.account_surroundings(spec).into_iter().next() {
+            return Err(match missing {
+                Missing::PasswordEnv { key, var } => StartError::PasswordMissing { file, key, var },
+                Missing::AccountScriptsDir { key, dir, source } => StartError::AccountScriptsDir { file, key, dir: dir.display().to_string(), source },
+                other => StartError::Missing { file, key: other.key().to_string(), message: other.message() },
+            });
         }
+        auth_for(spec, config)?;
         Ok(())
     }
 

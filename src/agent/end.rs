@@ -15,6 +15,9 @@ pub enum StartError {
     ScriptsDir { file: String, dir: String, source: std::io::Error },
     #[error("{file}: `{key}`: cannot read {dir}: {source}")]
     AccountScriptsDir { file: String, key: String, dir: String, source: std::io::Error },
+    /// Another thing the file names that is not there (`Config::account_surroundings`).
+    #[error("{file}: `{key}`: {message}")]
+    Missing { file: String, key: String, message: String },
     #[error("{file}: `state.dir`: {source}")]
     State { file: String, source: crate::store::StoreError },
     #[error("{file}: `server.ca_file`: {message}")]

@@ -2,9 +2,11 @@
 //! file stops the agent with the file, the key and what was expected.
 
 mod accounts;
+mod surroundings;
 mod tables;
 
 pub use accounts::{shard_of, AccountSpec, Shard};
+pub use surroundings::Missing;
 pub use tables::{AccountConfig, AuthConfig, AuthKind};
 
 use serde::Deserialize;
@@ -479,40 +481,6 @@ impl Config {
             Value::Array(items) => Value::Array(items.iter().map(|m| self.absolute_secret_files(m)).collect()),
             other => other.clone(),
         }
-    }
-
-    /// What `run` reads at start besides this file: the secret `[auth]` names (an environment
-    /// variable set and not empty, a token file readable; a token command is not run) and the
-    /// scripts directory. `check` reports these as configuration problems.
-    pub fn check_surroundings(&self) -> Vec<ConfigError> {
-        let mut problems = Vec::new();
-        let unset = |var: &str| std::env::var(var).map_or(true, |v| v.is_empty());
-        for account in self.accounts().unwrap_or_default() {
-            for dir in account.scripts_dirs.iter().skip(1) {
-                if let Err(e) = std::fs::read_dir(dir) {
-                    problems.push(self.invalid(format!("account.{}.scripts_dir", account.label()), format!("cannot read {}: {e}", dir.display())));
-                }
-            }
-            let Some(auth) = &account.auth else { continue };
-            let at = &account.key;
-            if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(format!("{at}.password_env"), format!("the environment variable `{var}` is not set (it must hold the password)")));
-            }
-            if let Some(var) = auth.token_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(format!("{at}.token_env"), format!("the environment variable {var} is not set (it holds the token)")));
-            }
-            if let Some(file) = &auth.token_file {
-                let path = self.resolve(file);
-                if let Err(e) = std::fs::File::open(&path) {
-                    problems.push(self.invalid(format!("{at}.token_file"), format!("cannot read {}: {e}", path.display())));
-                }
-            }
-        }
-        let dir = self.scripts_dir();
-        if let Err(e) = std::fs::read_dir(&dir) {
-            problems.push(self.invalid("scripts.dir", format!("cannot read {}: {e}", dir.display())));
-        }
-        problems
     }
 
     /// The simulator settings `discover = "embedded"` runs with.
