@@ -4,6 +4,8 @@
 //! Layout:
 //! - `config`: `config.toml`, checked, with errors that name the key.
 //! - `logfmt`: the human and JSON log lines, and the default log filter.
+//! - `date`: ISO 8601 and .NET `/Date(ms)/` dates ↔ milliseconds (a leaf: the client, the scripts and
+//!   the simulator each use it, and share nothing else through it).
 //! - `ucwa`: the client side of the protocol: origin, sign-in, session, application, batches.
 //! - `agent`: the run loop: sign-in, application, keep-alive, event channel, recovery.
 //! - `script`: the Lua host: sandbox, `agent` API, per-script tasks, hot reload.
@@ -11,13 +13,14 @@
 //! - `script_metrics`: the metrics scripts define (`agent.metrics`), exported beside them.
 //! - `store`: the SQLite database: event journal, script cursors, `agent.state`, channel position.
 //! - `tls`: HTTPS listening (the simulator, the metrics endpoint): PEM files, handshakes off the accept loop.
-//! - `tools`: `check` (and `check --online`), `replay` and `test` for script authors.
+//! - `tools`: `check` (and `check --online`), `replay` and `test` for script authors, `simulate`.
 //! - `sim`: the UCWA simulator (the embedded default, `ucwa-agent simulate`, and every test).
 //!
 //! `docs/ARCHITECTURE.md` has the data flow from HTTP bytes to a Lua handler.
 
 pub mod agent;
 pub mod config;
+pub mod date;
 pub mod logfmt;
 pub mod metrics;
 pub mod script;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use ucwa_agent::agent::{Agent, RunEnd};
-use ucwa_agent::{config::Config, sim, tools};
+use ucwa_agent::{config::Config, tools};
 
 // Exit statuses, documented in README "Commands" (systemd's RestartPreventExitStatus uses 2 and 3).
 /// A script problem (`check`, `test`, `replay`).
@@ -129,7 +129,7 @@ enum Command {
         json: bool,
     },
     /// Run the UCWA simulator alone, for an agent (or any UCWA client) to talk to.
-    Simulate(sim::cli::SimulateArgs),
+    Simulate(tools::simulate::SimulateArgs),
     /// Print a shell completion script (e.g. `ucwa-agent completions bash > /etc/bash_completion.d/ucwa-agent`).
     Completions {
         /// The shell to complete in.
@@ -227,7 +227,7 @@ fn main() -> ExitCode {
             Command::Completions { .. } | Command::Man { .. } => {
                 unreachable!("answered before the runtime starts")
             }
-            Command::Simulate(args) => sim::cli::simulate(args, &cli.config, shutdown_signal()).await,
+            Command::Simulate(args) => tools::simulate::simulate(args, &cli.config, shutdown_signal()).await,
         }
     });
     // Whatever still runs (a script's load given up on, a request in flight) is not waited
@@ -502,8 +502,8 @@ async fn check_online(config: &Config) -> Option<ExitCode> {
 }
 
 async fn check_online_account(config: &Config, spec: &ucwa_agent::config::AccountSpec) -> Option<u8> {
-    use tools::online::Verdict;
-    let (steps, verdict) = match tools::online::check_account(config, spec).await {
+    use ucwa_agent::agent::online::Verdict;
+    let (steps, verdict) = match ucwa_agent::agent::online::check_account(config, spec).await {
         Ok(r) => r,
         Err(error) => {
             out!("{error}");

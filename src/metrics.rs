@@ -11,6 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The most versions of one script kept stuck at once in a call that does not return (a
+/// handler's, a timer's or the top level's): each holds its thread, its Lua state and a core
+/// until the call returns, which no limit can force. While this many are stuck, a new version
+/// of the script is not started: it waits, said in the log and `/healthz`, and starts as soon as
+/// one of them returns. Two, so that the first fix saved after a script got stuck starts at once.
+/// The script host keeps this bound (`script::MAX_STUCK_VERSIONS`); it is defined here, below
+/// the host, because `/healthz`'s warning states it.
+pub const MAX_STUCK_VERSIONS: usize = 2;
+
 /// Histogram bucket bounds, in seconds: 10 µs to 10 s (finer around the 1 ms latency target).
 const BUCKETS: [f64; 18] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];
 
@@ -343,8 +352,7 @@ impl Metrics {
         warnings.extend(scripts.iter().filter(|(_, f)| f.waiting != 0).map(|(n, f)| {
             format!(
                 "script {n}: its new version waits until one of its {} stuck versions returns from its call (at most {} are kept per script)",
-                f.stuck_versions,
-                crate::script::MAX_STUCK_VERSIONS
+                f.stuck_versions, MAX_STUCK_VERSIONS
             )
         }));
         drop(scripts);

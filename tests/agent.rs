@@ -342,3 +342,22 @@ async fn a_missing_password_variable_is_named() {
     let msg = err.to_string();
     assert!(msg.contains("agent.toml") && msg.contains("auth.password_env") && msg.contains("UCWA_AGENT_TEST_UNSET_VARIABLE"), "{msg}");
 }
+
+/// `run` refuses what `check` reports: a token variable that is not set, a token file that
+/// cannot be read (one list of start-up checks, `Config::account_surroundings`).
+#[tokio::test]
+async fn a_missing_token_variable_or_file_is_named_at_start_as_check_names_it() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (auth, key, named) in [
+        ("kind = \"bearer\"\ntoken_env = \"UCWA_AGENT_TEST_UNSET_TOKEN\"", "auth.token_env", "UCWA_AGENT_TEST_UNSET_TOKEN"),
+        ("kind = \"bearer\"\ntoken_file = \"no-such-token.txt\"", "auth.token_file", "no-such-token.txt"),
+    ] {
+        let config = Config::parse(&config_with_auth(&sim, dir.path(), auth, ""), &dir.path().join("agent.toml")).unwrap();
+        let checked: Vec<String> = config.check_surroundings().iter().map(|e| e.to_string()).collect();
+        let err = Agent::start(config).await.err().expect("refused");
+        let msg = err.to_string();
+        assert!(msg.contains("agent.toml") && msg.contains(key) && msg.contains(named), "{msg}");
+        assert_eq!(checked, [msg], "check reports what run refuses, in the same words");
+    }
+}

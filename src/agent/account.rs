@@ -1,38 +1,27 @@
 //! One account: its sign-in, application, event channel, recovery, journal, cursors and
-//! scripts. An agent runs one per account (`agent/mod.rs`); what happens to one account
+//! scripts. An agent runs one per account (`agent/run.rs`); what happens to one account
 //! (credentials refused, its pool down, faults on its channel) never reaches another.
 
+use super::backoff::{pause, Backoff};
 use super::channel::{self, ChannelEnd, ChannelSettings};
+use super::end::{Refusals, RunEnd, StartError, SHUTDOWN_GRACE};
+use super::pool::{auth_for, Shared};
 use super::sink::EventSink;
-use super::{endpoint_id_for, keepalive, pause, record, refusal, Backoff, Refusals, RunEnd, StartError, SHUTDOWN_GRACE};
-use crate::config::{AccountSpec, AuthConfig, AuthKind, Config, Discover, ServerConfig};
+use super::{keepalive, record, refusal};
+use crate::config::{AccountSpec, Config, Discover, Missing, ServerConfig};
 use crate::metrics::HealthState;
 use crate::script::{AccountInfo, ScriptEnv, ScriptHost};
-use crate::sim::DEMO_PASSWORD;
 use crate::store::{Position, Store};
+use crate::ucwa::application::endpoint_id_for;
 use crate::ucwa::application::{self, Application, Availability};
 use crate::ucwa::signin::sign_in;
-use crate::ucwa::{Auth, Secret, Session, TokenSource, UcwaError};
+use crate::ucwa::{Auth, Session, UcwaError};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 use url::Url;
-
-/// What every account of an agent shares.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    /// Pool requests (with `server.ca_file`'s CAs).
-    pub http: reqwest::Client,
-    /// Scripts' `agent.http.request`.
-    pub outbound: reqwest::Client,
-    /// The embedded simulator's discovery URL, when it runs.
-    pub embedded: Option<Url>,
-    /// Bytes of script-defined metric series held by every account together
-    /// (`script_metrics::MAX_AGENT_BYTES`).
-    pub metric_bytes: Arc<std::sync::atomic::AtomicUsize>,
-}
 
 /// An account, scripts loaded, not yet signed in.
 pub struct Account {
@@ -105,19 +94,19 @@ impl Account {
         })
     }
 
-    /// What `open` needs from outside the file, checked without taking anything: the secret
-    /// `[auth]` names and the account's own scripts folder.
+    /// What `open` needs from outside the file, checked without taking anything: the account's
+    /// part of `Config::surroundings` (the list `check` reports from), the first problem as the
+    /// error; then its credentials as `open` reads them.
     pub(crate) fn preflight(spec: &AccountSpec, config: &Config) -> Result<(), StartError> {
         let file = config.path.display().to_string();
-        auth_for(spec, config)?;
-        for dir in spec.scripts_dirs.iter().skip(1) {
-            std::fs::read_dir(dir).map_err(|source| StartError::AccountScriptsDir {
-                file: file.clone(),
-                key: format!("account.{}.scripts_dir", spec.label()),
-                dir: dir.display().to_string(),
-                source,
-            })?;
+        if let Some(missing) = config.account_surroundings(spec).into_iter().next() {
+            return Err(match missing {
+                Missing::PasswordEnv { key, var } => StartError::PasswordMissing { file, key, var },
+                Missing::AccountScriptsDir { key, dir, source } => StartError::AccountScriptsDir { file, key, dir: dir.display().to_string(), source },
+                other => StartError::Missing { file, key: other.key().to_string(), message: other.message() },
+            });
         }
+        auth_for(spec, config)?;
         Ok(())
     }
 
@@ -127,7 +116,7 @@ impl Account {
 
     /// Runs until `stop` turns true: then stops polling, lets handlers finish (bounded) and
     /// deletes the application. Also ends when the pool refused the credentials
-    /// [`super::MAX_CREDENTIAL_REFUSALS`] times in a row.
+    /// [`super::end::MAX_CREDENTIAL_REFUSALS`] times in a row.
     pub(crate) async fn run(self, stop: watch::Receiver<bool>, recorder: Option<record::Recorder>) -> RunEnd {
         let span = self.host.env().span.clone();
         self.run_inner(stop, recorder).instrument(span).await
@@ -364,40 +353,6 @@ impl Account {
     }
 }
 
-/// How the account signs in: its `[auth]`, or on the embedded simulator without one, the
-/// simulator user of its name with the demo password.
-pub(crate) fn auth_for(spec: &AccountSpec, config: &Config) -> Result<Auth, StartError> {
-    match &spec.auth {
-        Some(a) => auth_of(config, &config.path.display().to_string(), a, &spec.key),
-        None => Ok(Auth::Password { username: spec.simulator_user(), password: Secret::new(DEMO_PASSWORD) }),
-    }
-}
-
 /// An application that lived this long before it was lost was not lost "again and again":
 /// the next one is created at once.
 const STABLE_APPLICATION: Duration = Duration::from_secs(60);
-
-/// The configured way to authenticate (`key` says where `[auth]` is); the password is read
-/// from its variable now, so a missing one stops the agent at start.
-pub(crate) fn auth_of(config: &Config, file: &str, a: &AuthConfig, key: &str) -> Result<Auth, StartError> {
-    let user = a.username.clone().unwrap_or_else(|| "bearer".into());
-    Ok(match a.kind {
-        AuthKind::Password => {
-            let var = a.password_env.clone().expect("checked by Config::check");
-            match std::env::var(&var) {
-                Ok(p) if !p.is_empty() => Auth::Password { username: user, password: Secret::new(p) },
-                _ => return Err(StartError::PasswordMissing { file: file.to_string(), key: format!("{key}.password_env"), var }),
-            }
-        }
-        AuthKind::Bearer => {
-            let source = if let Some(v) = &a.token_env {
-                TokenSource::Env(v.clone())
-            } else if let Some(p) = &a.token_file {
-                TokenSource::File(config.resolve(p))
-            } else {
-                TokenSource::Command(a.token_command.clone().expect("checked by Config::check"))
-            };
-            Auth::Bearer { user, source }
-        }
-    })
-}

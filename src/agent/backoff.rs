@@ -2,6 +2,7 @@
 
 use rand::Rng;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// The longest `Retry-After` honoured; a larger one is treated as this (a misconfigured proxy
 /// must not park the agent for a day).
@@ -40,6 +41,15 @@ impl Backoff {
 
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+}
+
+/// Waits out a backoff delay; false if shutdown came first.
+pub(crate) async fn pause(backoff: &mut Backoff, retry_after: Option<Duration>, stop: &mut watch::Receiver<bool>) -> bool {
+    let delay = backoff.next_delay(retry_after);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.changed() => false,
     }
 }
 

@@ -10,7 +10,7 @@
 //! presence subscriptions are the account's: any the pool still has when the task starts (a
 //! resumed application, after a restart) are deleted and one is made afresh.
 
-use crate::script::ScriptHost;
+use crate::script::{ScriptHost, DURATION_MINUTES, MAX_WATCHED};
 use crate::ucwa::{Session, UcwaError};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -19,15 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The `duration` asked for (minutes; pools take 10 to 30).
-pub const DURATION_MINUTES: u64 = 30;
-
 /// Extended this long after it was made or last extended, if the pool has not said it is
 /// about to expire by then.
 const RENEW_AFTER: Duration = Duration::from_secs(20 * 60);
-
-/// The most contacts an account watches (a pool refuses large subscriptions: `LimitExceeded`).
-pub const MAX_WATCHED: usize = 200;
 
 /// The subscription as the pool made it.
 struct Sub {

@@ -73,7 +73,7 @@ pub fn record(state_dir: &Path, auth: &Auth, reason: &str) {
         return;
     };
     let salt: [u8; 16] = rand::random();
-    let at = crate::ucwa::date::iso_utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64));
+    let at = crate::date::iso_utc(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64));
     let mark = Mark { user: user.to_string(), salt: hex(&salt), hash: hash(pw, &salt), at, reason: reason.to_string() };
     let file = state_dir.join(FILE);
     if let Err(error) = std::fs::write(&file, serde_json::to_vec(&mark).expect("a mark serializes")) {

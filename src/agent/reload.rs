@@ -6,10 +6,11 @@
 //! starts; one whose `discover`, `[auth]` or `scripts_dir` changed restarts. The others are
 //! not touched.
 
-use super::account::{Account, Shared};
+use super::account::Account;
 use super::endpoints::{self, EndpointSlot};
+use super::pool::Shared;
 use super::Fleet;
-use crate::config::{AccountSpec, Config, Discover, Shard};
+use crate::config::{AccountSpec, Config, Discover, ServerConfig, Shard};
 use std::sync::{Arc, Mutex};
 use tracing::Instrument;
 
@@ -57,10 +58,7 @@ impl Reloader {
         // so that a change there restarts no account onto new folders or settings.
         let loaded = Config::load(&path).and_then(|c| {
             let mut effective = c.clone();
-            effective.server = crate::config::ServerConfig { discover: c.server.discover.clone(), ..running.server.clone() };
-            effective.state = running.state.clone();
-            (effective.scripts.dir, effective.scripts.watch, effective.scripts.reload_debounce_ms) =
-                (running.scripts.dir.clone(), running.scripts.watch, running.scripts.reload_debounce_ms);
+            keep_running(&mut effective, &running);
             effective.accounts_of(self.shard).map(|specs| (c, effective, specs))
         });
         let (mut new, effective, specs) = match loaded {
@@ -91,10 +89,10 @@ impl Reloader {
         let started = self.apply_accounts(&effective, specs, &mut rejected).await;
         {
             let mut r = self.running.lock().expect("running config lock");
-            // Only what was applied: `dir`, `watch` and the debounce keep their running values.
-            let kept = (r.scripts.dir.clone(), r.scripts.watch, r.scripts.reload_debounce_ms);
-            r.scripts = new.scripts.clone();
-            (r.scripts.dir, r.scripts.watch, r.scripts.reload_debounce_ms) = kept;
+            // Only what was applied: `[scripts]` but its restart-only keys, `[metrics]`, `[log]`.
+            let mut applied = new.clone();
+            keep_running(&mut applied, &r);
+            r.scripts = applied.scripts;
             r.metrics = metrics;
             r.log = log;
         }
@@ -234,26 +232,72 @@ impl Reloader {
     }
 }
 
+/// A key a reload does not apply: what it is called in the warning, whether two
+/// configurations differ in it, and how to put the running value back into a new one.
+struct RestartKey {
+    name: &'static str,
+    differs: fn(&Config, &Config) -> bool,
+    keep: fn(&mut Config, &Config),
+}
+
+/// The keys that need a restart, written once: a change warns (`restart_keys`), and the new
+/// configuration takes the running values (`keep_running`), both for the accounts a reload
+/// makes (so that a change there restarts no account onto new folders or settings) and for the
+/// configuration kept as running. `server.discover` and `[auth]` are an account's: a change
+/// restarts that account, so they are not here.
+const RESTART_KEYS: &[RestartKey] = &[
+    RestartKey {
+        name: "server",
+        differs: |a, b| ServerConfig { discover: String::new(), ..a.server.clone() } != ServerConfig { discover: String::new(), ..b.server.clone() },
+        keep: |c, running| c.server = ServerConfig { discover: c.server.discover.clone(), ..running.server.clone() },
+    },
+    RestartKey { name: "state", differs: |a, b| a.state != b.state, keep: |c, running| c.state = running.state.clone() },
+    RestartKey { name: "simulator", differs: |a, b| a.simulator != b.simulator, keep: |c, running| c.simulator = running.simulator.clone() },
+    RestartKey { name: "scripts.dir", differs: |a, b| a.scripts.dir != b.scripts.dir, keep: |c, running| c.scripts.dir = running.scripts.dir.clone() },
+    RestartKey {
+        name: "scripts.watch / scripts.reload_debounce_ms",
+        differs: |a, b| a.scripts.watch != b.scripts.watch || a.scripts.reload_debounce_ms != b.scripts.reload_debounce_ms,
+        keep: |c, running| (c.scripts.watch, c.scripts.reload_debounce_ms) = (running.scripts.watch, running.scripts.reload_debounce_ms),
+    },
+];
+
 /// The keys whose change a reload cannot apply.
 fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let differ = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut keys = Vec::new();
-    // `server.discover` and `[auth]` are an account's: a change restarts that account.
-    let server = |c: &Config| crate::config::ServerConfig { discover: String::new(), ..c.server.clone() };
-    if differ(&server(old), &server(new)) {
-        keys.push("server");
+    RESTART_KEYS.iter().filter(|k| (k.differs)(old, new)).map(|k| k.name).collect()
+}
+
+/// Gives `new` the running values of every key a reload does not apply.
+fn keep_running(new: &mut Config, running: &Config) {
+    for k in RESTART_KEYS {
+        (k.keep)(new, running);
     }
-    if differ(&old.state, &new.state) {
-        keys.push("state");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("/etc/ucwa/config.toml")).expect("a valid configuration")
     }
-    if differ(&old.simulator, &new.simulator) {
-        keys.push("simulator");
+
+    #[test]
+    fn restart_only_keys_warn_and_keep_their_running_values() {
+        let running = config("[server]\ndiscover = \"embedded\"\n");
+        let new = config(
+            "[server]\ndiscover = \"https://pool.example.com/\"\npoll_timeout_secs = 600\n[auth]\nkind = \"bearer\"\ntoken_env = \"UCWA_TOKEN\"\n[scripts]\nreload_debounce_ms = 500\nhandler_timeout_ms = 2000\n[state]\njournal_max_events = 5000\n",
+        );
+        // `discover` is an account's (it restarts the account), not a restart of the agent.
+        assert_eq!(restart_keys(&running, &new), ["server", "state", "scripts.watch / scripts.reload_debounce_ms"]);
+        assert!(restart_keys(&running, &running).is_empty());
+        let mut kept = new.clone();
+        keep_running(&mut kept, &running);
+        assert!(restart_keys(&running, &kept).is_empty(), "{:?}", restart_keys(&running, &kept));
+        assert_eq!(kept.server.discover, "https://pool.example.com/");
+        assert_eq!(kept.server.poll_timeout_secs, running.server.poll_timeout_secs);
+        assert_eq!(kept.scripts.reload_debounce_ms, running.scripts.reload_debounce_ms);
+        // What a reload applies is left as the file says.
+        assert_eq!(kept.scripts.handler_timeout_ms, 2000);
     }
-    if old.scripts.dir != new.scripts.dir {
-        keys.push("scripts.dir");
-    }
-    if old.scripts.watch != new.scripts.watch || old.scripts.reload_debounce_ms != new.scripts.reload_debounce_ms {
-        keys.push("scripts.watch / scripts.reload_debounce_ms");
-    }
-    keys
 }

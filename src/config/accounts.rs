@@ -4,28 +4,9 @@
 //! The single-account form (`[server] discover` and `[auth]` at the top) is one unnamed account
 //! whose state is `state.dir` itself; a named account's state is `state.dir/<name>`.
 
-use super::{AuthConfig, Config, ConfigError, Discover};
-use serde::Deserialize;
+use super::tables::AuthConfig;
+use super::{Config, ConfigError, Discover};
 use std::path::PathBuf;
-
-/// One `[[account]]` table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AccountConfig {
-    /// A label: logs, metrics, `/healthz`, `agent.account.name`, the state folder.
-    pub name: String,
-    /// As `server.discover`; unset: `server.discover`.
-    #[serde(default)]
-    pub discover: Option<String>,
-    /// As `[auth]`; may be left out on the embedded simulator (the account signs in as the
-    /// simulator user `<name>@contoso.com`, or `<name>` when it holds an `@`).
-    #[serde(default)]
-    pub auth: Option<AuthConfig>,
-    /// Scripts that run for this account only, besides `scripts.dir` (a script here replaces
-    /// the shared one of the same name).
-    #[serde(default)]
-    pub scripts_dir: Option<PathBuf>,
-}
 
 /// One account, resolved against the rest of the file.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,8 +2,12 @@
 //! file stops the agent with the file, the key and what was expected.
 
 mod accounts;
+mod surroundings;
+mod tables;
 
-pub use accounts::{shard_of, AccountConfig, AccountSpec, Shard};
+pub use accounts::{shard_of, AccountSpec, Shard};
+pub use surroundings::Missing;
+pub use tables::{AccountConfig, AuthConfig, AuthKind};
 
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -50,7 +54,7 @@ pub struct Config {
     calendars_read: std::collections::BTreeMap<String, std::sync::Arc<crate::script::Calendar>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// `"embedded"` (start the simulator in-process) or a pool's discovery URL.
@@ -84,36 +88,6 @@ impl Default for ServerConfig {
             ca_file: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthKind {
-    /// MsRtcOAuth password grant (Skype for Business Server on-premises).
-    Password,
-    /// A bearer token obtained elsewhere (Skype for Business Online / Azure AD).
-    Bearer,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    pub kind: AuthKind,
-    /// The account (required for `password`; a label for `bearer`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// `password`: the environment variable that holds the password (never the password itself).
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// `bearer`: the environment variable that holds the token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// `bearer`: a file that holds the token (re-read when it changes).
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// `bearer`: a command (program and arguments) that prints the token.
-    #[serde(default)]
-    pub token_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,7 +143,7 @@ impl Default for ScriptsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
     pub dir: PathBuf,
@@ -236,7 +210,7 @@ pub fn admin_token(var: &str) -> Result<String, String> {
 }
 
 /// Used only with `discover = "embedded"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulatorConfig {
     /// Where it listens (loopback); unset: an ephemeral port (the embedded one) or
@@ -532,45 +506,6 @@ impl Config {
             Value::Array(items) => Value::Array(items.iter().map(|m| self.absolute_secret_files(m)).collect()),
             other => other.clone(),
         }
-    }
-
-    /// What `run` reads at start besides this file: the secret `[auth]` names (an environment
-    /// variable set and not empty, a token file readable; a token command is not run) and the
-    /// scripts directory. `check` reports these as configuration problems.
-    pub fn check_surroundings(&self) -> Vec<ConfigError> {
-        let mut problems = Vec::new();
-        let unset = |var: &str| std::env::var(var).map_or(true, |v| v.is_empty());
-        for account in self.accounts().unwrap_or_default() {
-            for dir in account.scripts_dirs.iter().skip(1) {
-                if let Err(e) = std::fs::read_dir(dir) {
-                    problems.push(self.invalid(format!("account.{}.scripts_dir", account.label()), format!("cannot read {}: {e}", dir.display())));
-                }
-            }
-            let Some(auth) = &account.auth else { continue };
-            let at = &account.key;
-            if let Some(var) = auth.password_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(format!("{at}.password_env"), format!("the environment variable `{var}` is not set (it must hold the password)")));
-            }
-            if let Some(var) = auth.token_env.as_deref().filter(|v| unset(v)) {
-                problems.push(self.invalid(format!("{at}.token_env"), format!("the environment variable {var} is not set (it holds the token)")));
-            }
-            if let Some(file) = &auth.token_file {
-                let path = self.resolve(file);
-                if let Err(e) = std::fs::File::open(&path) {
-                    problems.push(self.invalid(format!("{at}.token_file"), format!("cannot read {}: {e}", path.display())));
-                }
-            }
-        }
-        if let Some(var) = self.metrics.admin_token_env.as_deref() {
-            if let Err(why) = crate::config::admin_token(var) {
-                problems.push(self.invalid("metrics.admin_token_env", why));
-            }
-        }
-        let dir = self.scripts_dir();
-        if let Err(e) = std::fs::read_dir(&dir) {
-            problems.push(self.invalid("scripts.dir", format!("cannot read {}: {e}", dir.display())));
-        }
-        problems
     }
 
     /// The simulator settings `discover = "embedded"` runs with.

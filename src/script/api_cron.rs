@@ -13,9 +13,9 @@
 //! `catch_up = true`: then its last run is kept in `agent.state._cron[<name>]`, and a job that
 //! finds a missed run when it is set up runs once at once.
 
-use super::api::ScriptCtx;
 use super::api_time::zone_arg;
 use super::cron::{Cron, WEEKDAYS};
+use super::ctx::ScriptCtx;
 use super::env::Clock;
 use super::zone;
 use jiff::tz::TimeZone;

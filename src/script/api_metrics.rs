@@ -2,7 +2,7 @@
 //! as `ucwa_script_<name>{script="…", …labels}` (the registry is the agent's:
 //! `script_metrics`). Each returns a handle whose methods take an optional label table.
 
-use super::api::ScriptCtx;
+use super::ctx::ScriptCtx;
 use crate::script_metrics::Kind;
 use mlua::{Lua, Table, Value};
 

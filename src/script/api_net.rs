@@ -11,7 +11,7 @@
 //!                              headers = {["X-Token"] = "…"}, body = {text = "call"}, timeout = 5000}
 //! ```
 
-use super::api::ScriptCtx;
+use super::ctx::ScriptCtx;
 use super::env::{Net, ScriptEnv};
 use super::offline::{OfflineNet, Request};
 use super::output::ScriptOutput;
@@ -160,7 +160,7 @@ fn shape_helpers(lua: &Lua, ucwa: &Table) -> mlua::Result<()> {
         "date",
         lua.create_function(|_, v: Value| {
             Ok(match v {
-                Value::String(s) => s.to_str().ok().and_then(|s| crate::ucwa::date::parse_ms(&s)),
+                Value::String(s) => s.to_str().ok().and_then(|s| crate::date::parse_ms(&s)),
                 _ => None,
             })
         })?,

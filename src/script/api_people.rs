@@ -4,11 +4,19 @@
 //! subscription (`agent/presence.rs`) is told when they change. Offline (`replay`, `test`),
 //! a watch is also reported as the request it would make.
 
-use super::api::ScriptCtx;
+use super::ctx::ScriptCtx;
 use super::env::Net;
 use super::offline::Request;
 use super::output::ScriptOutput;
 use mlua::{Lua, Table, Value};
+
+/// The `duration` of the account's presence subscription (minutes; pools take 10 to 30): what
+/// `agent/presence.rs` asks for, and what an offline watch reports.
+pub const DURATION_MINUTES: u64 = 30;
+
+/// The most contacts an account watches, its scripts together (a pool refuses large
+/// subscriptions: `LimitExceeded`); `agent/presence.rs` subscribes to no more.
+pub const MAX_WATCHED: usize = 200;
 
 /// The functions agent-actions gets; each answers nil, or an error text without the name of
 /// the function (agent-actions adds it, with the script's line).
@@ -24,12 +32,12 @@ pub(crate) fn native(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
                 Err(e) => return Ok(Some(e.to_string())),
             };
             all.extend(uris.iter().cloned());
-            let max = crate::agent::presence::MAX_WATCHED;
+            let max = MAX_WATCHED;
             if all.len() > max {
                 return Ok(Some(format!("an account watches at most {max} contacts (its scripts together)")));
             }
             if let Net::Offline(net) = &c.env.net {
-                let body = serde_json::json!({"duration": crate::agent::presence::DURATION_MINUTES, "uris": uris});
+                let body = serde_json::json!({"duration": DURATION_MINUTES, "uris": uris});
                 let req = Request {
                     script: c.name.to_string(),
                     via: "ucwa",

@@ -7,7 +7,7 @@
 //! ```
 //! Schedules (`agent.cron`, `agent.at`) are in `api_cron.rs`; business hours in `hours.rs`.
 
-use super::api::ScriptCtx;
+use super::ctx::ScriptCtx;
 use super::env::Clock;
 use super::zone;
 use jiff::civil::DateTime;
@@ -111,7 +111,6 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             Ok(Zone { tz, clock: clock.clone() })
         })?,
     )?;
-    super::hours::register(lua, &time, ctx)?;
     agent.set("time", time)?;
     Ok(())
 }

@@ -42,7 +42,7 @@ impl Board {
 
     pub(crate) fn failed(&self, script: &str, error: &str, seq: u64) {
         let first = error.lines().next().unwrap_or_default();
-        let at = super::trace::error_location(error);
+        let at = super::location::error_location(error);
         // (The location is given apart: the message without it.)
         let message = at.as_deref().and_then(|a| first.strip_prefix(a)).and_then(|r| r.strip_prefix(": ")).unwrap_or(first).to_string();
         let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);

@@ -40,7 +40,7 @@ pub(crate) fn json_within<T: Serialize + ?Sized>(v: &T, limit: usize) -> Result<
 
 /// The memory limit of the script's state (what any one value it makes may take).
 pub(crate) fn memory_limit(lua: &Lua) -> usize {
-    super::sandbox::budget(lua).map_or(usize::MAX, |b| b.memory_limit())
+    super::budget::budget(lua).map_or(usize::MAX, |b| b.memory_limit())
 }
 
 /// `v` as JSON for `what` (`agent.json.encode`, a log line's fields, a request body), held to

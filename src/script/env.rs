@@ -1,9 +1,9 @@
 //! What scripts can reach, shared by every script of a host: the limits, the database, the
 //! agent's UCWA session, the outbound HTTP allowlist, and each script's own config table.
 
+use super::budget::Limits;
 use super::offline::OfflineNet;
 use super::output::ScriptOutput;
-use super::sandbox::Limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::ucwa::Session;

@@ -2,10 +2,10 @@
 //! each event in every inbox, in channel order, and returns at once, so a slow script never
 //! holds the event channel or another script.
 
+use super::budget::Limits;
 use super::env::{ScriptEnv, ScriptSettings};
 use super::loader::{self, script_name, ScriptError};
 use super::runner::{self, Msg};
-use super::sandbox::Limits;
 use super::trace;
 use super::watchdog::{self, Watch};
 use crate::store::Store;
@@ -18,12 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use super::output::ScriptOutput;
 
-/// The most versions of one script kept stuck at once in a call that does not return (a
-/// handler's, a timer's or the top level's): each holds its thread, its Lua state and a core
-/// until the call returns, which no limit can force. While this many are stuck, a new version
-/// of the script is not started: it waits, said in the log and `/healthz`, and starts as soon as
-/// one of them returns. Two, so that the first fix saved after a script got stuck starts at once.
-pub const MAX_STUCK_VERSIONS: usize = 2;
+pub use crate::metrics::MAX_STUCK_VERSIONS;
 
 /// How many scripts of one host load at once (each top level runs on a thread of its own, so a
 /// top level stuck in C holds up only its own script).

@@ -12,10 +12,10 @@
 //! ```
 //! `change` is when the answer next changes (epoch ms; nil if not within a year).
 
-use super::api::ScriptCtx;
 use super::api_time::zone_arg;
 use super::calendar::{Calendar, Closed};
 use super::cron::weekdays;
+use super::ctx::ScriptCtx;
 use super::zone;
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
@@ -168,8 +168,9 @@ fn hours(t: &Table, ctx: &ScriptCtx) -> mlua::Result<Hours> {
     Ok(Hours { tz, week, closed, calendars })
 }
 
-/// Installs `agent.time.open` in `time`.
-pub(crate) fn register(lua: &Lua, time: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
+/// Installs `agent.time.open` in `agent.time` (installed before it).
+pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
+    let time: Table = agent.get("time")?;
     let ctx = ctx.clone();
     time.set(
         "open",

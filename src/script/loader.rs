@@ -1,7 +1,9 @@
 //! Building one version of a script: a fresh sandboxed state, the `agent` table, the file run
 //! as a text chunk named after the file (so errors read `call_log.lua:12: …`).
 
-use super::api::{self, ScriptCtx, Subscriptions};
+use super::api;
+use super::budget;
+use super::ctx::{ScriptCtx, Subscriptions};
 use super::env::ScriptEnv;
 use super::sandbox;
 use super::watchdog;
@@ -99,7 +101,7 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: su
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let modules = super::modules::install(&lua, dir, required).map_err(|e| fail(format!("cannot install require: {e}")))?;
     let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
-    if let Some(b) = sandbox::budget(&lua) {
+    if let Some(b) = budget::budget(&lua) {
         b.arm(limits);
     }
     lua.load(&source[..])

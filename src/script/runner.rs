@@ -3,12 +3,13 @@
 //! version's timers, and commits the script's progress (cursor) and `agent.state` to the
 //! database after its handlers return.
 
-use super::api::{self, OnUnload};
+use super::api_state;
+use super::budget;
+use super::ctx::{self, OnUnload};
 use super::env::{Clock, ScriptEnv, ScriptSettings};
 use super::interop;
 use super::loader::{describe, Loaded};
 use super::output::ScriptOutput;
-use super::sandbox;
 use super::state::Saved;
 use super::timers::Timers;
 use super::trace::{self, Trace};
@@ -76,7 +77,7 @@ struct Progress {
 struct Pending {
     trace: Trace,
     event: Option<(Arc<Vec<Event>>, usize)>,
-    subs: Option<Arc<Vec<api::Sub>>>,
+    subs: Option<Arc<Vec<ctx::Sub>>>,
     /// When the run happened (`at_ms`, made at the commit).
     at: Option<Instant>,
 }
@@ -256,7 +257,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
                 // `agent.state` up to the state as committed now, key by key, in the same
                 // table (its top level may hold it in a local), keeping keys only its top
                 // level set.
-                if let Err(error) = api::merge_committed_state(&current.lua, &current.ctx) {
+                if let Err(error) = api_state::merge_committed_state(&current.lua, &current.ctx) {
                     tracing::error!(script = %p.name, %error, "agent.state: cannot bring the new version up to date");
                 }
                 p.failures = 0;
@@ -364,7 +365,7 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
         });
     }
     // The budget is armed before the table is built: building it runs (a little) Lua.
-    if let Some(b) = sandbox::budget(&cur.lua) {
+    if let Some(b) = budget::budget(&cur.lua) {
         b.arm(&p.settings.limits);
     }
     let table = match interop::event_table(&cur.lua, ev) {
@@ -394,7 +395,7 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
         p.keep_trace(t);
     }
     if p.env.trace {
-        if let Ok(json) = api::state_json(&cur.lua) {
+        if let Ok(json) = api_state::state_json(&cur.lua) {
             if p.traced_state.as_ref() != Some(&json) {
                 p.env.emit(ScriptOutput::State { script: p.name.to_string(), json: json.clone() });
                 p.traced_state = Some(json);
@@ -417,7 +418,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     if tracing {
         trace::begin(&cur.lua, started, used);
     }
-    if let Some(b) = sandbox::budget(&cur.lua) {
+    if let Some(b) = budget::budget(&cur.lua) {
         b.arm_from(limits, started);
     }
     // Log lines a handler writes carry its event: rel, type, seq.
@@ -443,7 +444,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     let took = started.elapsed();
     let steps = if tracing { Some(trace::end(&cur.lua)) } else { None };
     let duration_us = took.as_micros() as u64;
-    let limit = result.is_err() || sandbox::budget(&cur.lua).is_some_and(|b| b.exhausted());
+    let limit = result.is_err() || budget::budget(&cur.lua).is_some_and(|b| b.exhausted());
     let failed = !matches!(result, Ok(Ok(())));
     let waited = ev.map(|e| started.saturating_duration_since(e.received));
     p.env.metrics.handler(&p.name, took, failed, limit, waited);
@@ -471,7 +472,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     let mut note = |error: &str| {
         if let Some((c, bytes, _)) = traced.as_mut() {
             let error = cur.ctx.redactor.redact(error).into_owned();
-            c.at = trace::error_location(&error);
+            c.at = super::location::error_location(&error);
             *bytes += error.len().min(4096);
             c.error = Some(error.chars().take(4096).collect());
         }
@@ -502,7 +503,7 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
 
 /// Notes the event the next call runs for (`None`: a timer, `on_unload`).
 fn set_current(cur: &Loaded, ev: Option<&Event>) {
-    if let Some(mut c) = cur.lua.app_data_mut::<api::CurrentEvent>() {
+    if let Some(mut c) = cur.lua.app_data_mut::<ctx::CurrentEvent>() {
         c.active = ev.is_some();
         if let Some(ev) = ev {
             c.rel.clear();
@@ -522,7 +523,7 @@ impl Progress {
 
     /// A trace for the event, when a subscription of the script looks at its rel (None
     /// otherwise: an event the script does not look at leaves no trace).
-    fn event_trace(&self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<api::Sub>>) -> Option<Pending> {
+    fn event_trace(&self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<ctx::Sub>>) -> Option<Pending> {
         let rel = batch[i].rel();
         if !subs.iter().any(|s| s.rel == "*" || s.rel == rel) {
             return None;

@@ -3,8 +3,8 @@
 //! `gsub` result counts against its memory limit before it is built. Same arguments, results
 //! and error texts as Lua 5.4's (raised as mlua errors, whose `tostring` is the text).
 
+use super::budget::Budget;
 use super::pattern::{find_plain, no_specials, Captured, Matcher, PatternError};
-use super::sandbox::Budget;
 use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
 use std::cell::Cell;
 use std::time::Instant;
@@ -292,7 +292,8 @@ fn add_value(lua: &Lua, out: &mut Vec<u8>, cap: usize, m: &Matcher<'_>, repl: &R
 
 #[cfg(test)]
 mod tests {
-    use super::super::sandbox::{new_state, Limits};
+    use super::super::budget::Limits;
+    use super::super::sandbox::new_state;
     use mlua::Lua;
 
     /// Each expression's results, as text, or `error` (messages differ in their position prefix).
@@ -390,11 +391,11 @@ return out
     #[test]
     fn matching_is_held_to_the_instruction_limit() {
         let lua = new_state(&Limits { instructions: 1_000_000, ..Limits::default() }).expect("sandbox");
-        super::super::sandbox::budget(&lua).expect("budget").arm(&Limits { instructions: 1_000_000, ..Limits::default() });
+        super::super::budget::budget(&lua).expect("budget").arm(&Limits { instructions: 1_000_000, ..Limits::default() });
         let err = lua.load(r#"return string.find(("a"):rep(40), ("a*"):rep(40) .. "b")"#).exec().expect_err("stopped");
         assert!(err.to_string().contains("instruction limit exceeded"), "{err}");
         for hog in [r#"string.rep("", math.maxinteger)"#, r#"table.move({}, 1, 2^62, 1)"#, r#"table.concat({}, "", 1, 2^60)"#] {
-            super::super::sandbox::budget(&lua).expect("budget").arm(&Limits { instructions: 1_000_000, ..Limits::default() });
+            super::super::budget::budget(&lua).expect("budget").arm(&Limits { instructions: 1_000_000, ..Limits::default() });
             let err = lua.load(hog).exec().expect_err(hog);
             assert!(err.to_string().contains("limit"), "{hog}: {err}");
         }

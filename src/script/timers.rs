@@ -12,6 +12,7 @@
 //! timers and Lua memory together stay within `scripts.memory_limit_mb`. A timer past it is an
 //! error naming the limit.
 
+use super::ctx::ScriptCtx;
 use super::env::Clock;
 use mlua::{Function, Lua, Table};
 use std::sync::Mutex;
@@ -107,8 +108,9 @@ pub(crate) fn charge(lua: &Lua) {
     let _ = lua.set_memory_limit(limit.saturating_sub(pending.saturating_mul(TIMER_BYTES)).max(1));
 }
 
-/// Installs `agent.after` and `agent.every` in `agent`.
-pub(crate) fn register(lua: &Lua, agent: &Table, clock: Clock) -> mlua::Result<()> {
+/// Installs `agent.after` and `agent.every` in `agent`, on the script's clock.
+pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
+    let clock = ctx.env.clock.clone();
     lua.set_app_data(Timers { clock, list: Mutex::new((0, Vec::new())) });
     let handle_mt = lua.create_table()?;
     let methods = lua.create_table()?;

@@ -318,28 +318,11 @@ impl Trace {
     }
 }
 
-/// `file.lua:12` from an error's first line (`file.lua:12: message`), if it names one.
-pub(crate) fn error_location(message: &str) -> Option<String> {
-    let first = message.lines().next()?;
-    // The first `<name>.lua:<digits>:` of the line (a chunk is named after its file).
-    let mut from = 0;
-    while let Some(i) = first[from..].find(".lua:") {
-        let end = from + i + 5;
-        let digits: String = first[end..].chars().take_while(char::is_ascii_digit).collect();
-        if !digits.is_empty() {
-            let start = first[..from + i].rfind(|c: char| c.is_whitespace() || c == '"' || c == '(' || c == '[').map_or(0, |s| s + 1);
-            return Some(format!("{}:{digits}", &first[start..from + i + 4]));
-        }
-        from = end;
-    }
-    None
-}
-
 /// A trace as a readable timeline (the `trace` command).
 pub fn render(t: &Trace, with_account: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let when = crate::ucwa::date::iso_utc(t.at_ms);
+    let when = crate::date::iso_utc(t.at_ms);
     let account = if with_account { format!(" [{}]", t.account) } else { String::new() };
     match &t.event {
         Some(e) => {
@@ -363,7 +346,7 @@ pub fn render(t: &Trace, with_account: bool) -> String {
     }
     for c in &t.calls {
         let which = c.sub.map(|i| format!(" (sub {})", i + 1)).unwrap_or_default();
-        let _ = writeln!(s, "  {}{which} at {}  {:.3} ms  {}", c.what, crate::ucwa::date::iso_utc(c.start_ms), c.us as f64 / 1000.0, c.outcome);
+        let _ = writeln!(s, "  {}{which} at {}  {:.3} ms  {}", c.what, crate::date::iso_utc(c.start_ms), c.us as f64 / 1000.0, c.outcome);
         for st in &c.steps {
             let line = match st {
                 Step::Log { at_us, level, message } => format!("+{:.3} ms  log {level}: {message}", *at_us as f64 / 1000.0),
@@ -410,17 +393,4 @@ pub fn render(t: &Trace, with_account: bool) -> String {
         let _ = writeln!(s, "  agent.state written{shared}: {}", what.join("; "));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_errors_location_is_its_files_line() {
-        assert_eq!(error_location("failing.lua:3: boom").as_deref(), Some("failing.lua:3"));
-        assert_eq!(error_location("runtime error: [string \"x\"]: a.lua:12: attempt to index a nil value\nstack").as_deref(), Some("a.lua:12"));
-        assert_eq!(error_location("time limit exceeded"), None);
-        assert_eq!(error_location("my.lua.lua:x then b.lua:7: no").as_deref(), Some("b.lua:7"));
-    }
 }

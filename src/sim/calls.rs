@@ -9,123 +9,16 @@
 //! audioVideo updated (Disconnected) + conversation deleted, and no session at all.
 
 use super::channel::SimEvent;
-use super::resources::{self, app_path};
-use super::server::Shared;
-use super::state::Counters;
-use serde::{Deserialize, Serialize};
+use super::model::{CallCommand, CallOutcome, CallRecord, CallSpec, Direction, Phase, WAIT_FOR_ACCEPT_MAX};
+use super::paths::{self, app_path};
+use super::reply;
+use super::resources;
+use super::shared::Shared;
+use super::state::{Counters, SimState};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, Duration};
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    #[default]
-    Incoming,
-    Outgoing,
-}
-
-impl Direction {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Direction::Incoming => "Incoming",
-            Direction::Outgoing => "Outgoing",
-        }
-    }
-}
-
-/// What happens when the call has rung for its ring time.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum CallOutcome {
-    /// The call is answered (by the account on another endpoint, or by the callee for outgoing).
-    #[default]
-    Answered,
-    /// Nobody answers: the invitation completes with Failure / Missed.
-    Missed,
-    /// The call rings until a client POSTs `acceptWithAnswer` or `decline` (or the control API
-    /// ends it); Missed after `ring_ms` if given, else after [`WAIT_FOR_ACCEPT_MAX`].
-    WaitForAccept,
-}
-
-/// How long a `wait_for_accept` call rings when its spec names no `ring_ms`.
-pub const WAIT_FOR_ACCEPT_MAX: Duration = Duration::from_secs(120);
-
-/// A call to start, from the control API, the generator or `startAudioVideo`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallSpec {
-    #[serde(default)]
-    pub direction: Direction,
-    /// The remote party's SIP URI.
-    #[serde(default)]
-    pub remote: Option<String>,
-    /// The remote party's display name.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// The local user whose application rings (default: the newest available application).
-    #[serde(default)]
-    pub user: Option<String>,
-    /// How long it rings (default: the simulator's ring time).
-    #[serde(default)]
-    pub ring_ms: Option<u64>,
-    /// How long it lasts once answered; absent: until ended through the control API or a client.
-    #[serde(default)]
-    pub duration_ms: Option<u64>,
-    #[serde(default)]
-    pub outcome: CallOutcome,
-    /// Echoed in the invitation (`operationId`), as a client's startAudioVideo sends it.
-    #[serde(default)]
-    pub operation_id: Option<String>,
-}
-
-/// What a client or the control API asks of a running call.
-#[derive(Debug)]
-pub(crate) enum CallCommand {
-    Accept,
-    Decline,
-    /// Hang up (`stopAudioVideo`, control API) or cancel while ringing.
-    End,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Ringing,
-    Connected,
-    Ended,
-}
-
-/// A call in progress, as the resources describe it.
-#[derive(Debug)]
-pub(crate) struct CallRecord {
-    /// Also the conversation id.
-    pub id: u64,
-    pub app_id: u64,
-    /// 32 hex digits, as in the captured invitation href.
-    pub invitation_id: String,
-    pub direction: Direction,
-    pub remote_uri: String,
-    pub remote_name: String,
-    pub local_uri: String,
-    pub subject: String,
-    pub thread_id: String,
-    pub operation_id: String,
-    pub session_context: String,
-    /// The phone an incoming call was answered on (`acceptWithPhoneAudio`).
-    pub answered_on: Option<String>,
-    /// When the call started (wall clock, ms since the epoch): the conversation's `created`.
-    pub created_ms: i64,
-    pub phase: Phase,
-    /// Whether it was ever answered (an ended invitation then reads Connected, not Failed).
-    pub answered: bool,
-    /// `audioVideoSession.state`: Establishing, then Established.
-    pub session_state: &'static str,
-    /// The call task's mailbox.
-    pub commands: mpsc::UnboundedSender<CallCommand>,
-}
 
 /// Starts a call on an available application; returns the call id, or why it cannot ring.
 pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u64>) -> Result<u64, String> {
@@ -152,7 +45,7 @@ pub(crate) fn start_call(shared: &Arc<Shared>, spec: CallSpec, app_id: Option<u6
         let id = st.next_id();
         let n = id % 1000;
         let remote_uri = spec.remote.clone().unwrap_or_else(|| format!("sip:caller{n}@fabrikam.com"));
-        let remote_name = spec.name.clone().unwrap_or_else(|| resources::display_name(remote_uri.trim_start_matches("sip:")));
+        let remote_name = spec.name.clone().unwrap_or_else(|| paths::display_name(remote_uri.trim_start_matches("sip:")));
         let call = CallRecord {
             id,
             app_id,
@@ -259,13 +152,13 @@ fn finish(shared: &Shared, id: u64, outcome: &str, f: impl FnOnce(&mut CallRecor
     let events = f(&mut call);
     st.push(call.app_id, events);
     let record = json!({"id": call.id, "application": call.app_id, "direction": call.direction.as_str(), "remote": call.remote_uri,
-        "phase": "Ended", "conversation": resources::conversation_path(&call), "invitation": resources::invitation_path(&call),
+        "phase": "Ended", "conversation": paths::conversation_path(&call), "invitation": paths::invitation_path(&call),
         "answered_on": call.answered_on, "outcome": outcome});
     remember_ended(&mut st, record);
     Counters::bump(&shared.counters.calls_ended);
 }
 
-fn remember_ended(st: &mut super::state::SimState, record: Value) {
+fn remember_ended(st: &mut SimState, record: Value) {
     if st.ended_calls.len() >= KEEP_ENDED {
         st.ended_calls.pop_front();
     }
@@ -298,21 +191,21 @@ fn from_communication(call: &CallRecord, event: Value) -> SimEvent {
 }
 
 fn from_conversation(call: &CallRecord, event: Value) -> SimEvent {
-    SimEvent { sender_rel: "conversation", sender_href: resources::conversation_path(call), event }
+    SimEvent { sender_rel: "conversation", sender_href: paths::conversation_path(call), event }
 }
 
 fn conversation_event(call: &CallRecord, kind: &str, embed: bool) -> SimEvent {
-    let mut e = event("conversation", resources::conversation_path(call), kind, embed.then(|| resources::conversation(call)));
+    let mut e = event("conversation", paths::conversation_path(call), kind, embed.then(|| resources::conversation(call)));
     e["link"]["title"] = json!(call.remote_name);
     from_communication(call, e)
 }
 
 fn audio_video_updated(call: &CallRecord) -> SimEvent {
-    from_conversation(call, event("audioVideo", resources::audio_video_path(call), "updated", Some(resources::audio_video(call))))
+    from_conversation(call, event("audioVideo", paths::audio_video_path(call), "updated", Some(resources::audio_video(call))))
 }
 
 fn invitation_event(call: &CallRecord, kind: &str) -> Value {
-    event("audioVideoInvitation", resources::invitation_path(call), kind, Some(resources::invitation(call)))
+    event("audioVideoInvitation", paths::invitation_path(call), kind, Some(resources::invitation(call)))
 }
 
 fn ring_events(call: &CallRecord) -> Vec<SimEvent> {
@@ -326,7 +219,7 @@ fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
     completed["status"] = json!("Success");
     vec![
         from_communication(call, completed),
-        from_communication(call, event("audioVideoSession", resources::session_path(call), "added", Some(resources::session(call)))),
+        from_communication(call, event("audioVideoSession", paths::session_path(call), "added", Some(resources::session(call)))),
         audio_video_updated(call),
         conversation_event(call, "updated", true),
     ]
@@ -334,12 +227,12 @@ fn answer_events(call: &mut CallRecord) -> Vec<SimEvent> {
 
 fn established_events(call: &mut CallRecord) -> Vec<SimEvent> {
     call.session_state = "Established";
-    vec![from_communication(call, event("audioVideoSession", resources::session_path(call), "updated", Some(resources::session(call))))]
+    vec![from_communication(call, event("audioVideoSession", paths::session_path(call), "updated", Some(resources::session(call))))]
 }
 
 fn hangup_events(call: &mut CallRecord) -> Vec<SimEvent> {
     vec![
-        from_communication(call, event("audioVideoSession", resources::session_path(call), "deleted", None)),
+        from_communication(call, event("audioVideoSession", paths::session_path(call), "deleted", None)),
         audio_video_updated(call),
         conversation_event(call, "deleted", false),
     ]
@@ -353,6 +246,6 @@ fn unanswered_events(call: &mut CallRecord, subcode: &str) -> Vec<SimEvent> {
     };
     let mut completed = invitation_event(call, "completed");
     completed["status"] = json!("Failure");
-    completed["reason"] = resources::error(code, Some(subcode), message);
+    completed["reason"] = reply::error(code, Some(subcode), message);
     vec![from_communication(call, completed), audio_video_updated(call), conversation_event(call, "deleted", false)]
 }

@@ -23,11 +23,13 @@
 //! - `GET /sim/v1/conversations` → the messaging conversations, live then ended, with their state
 //! - `GET /sim/v1/settings` → what it runs with (origin, users, generator, lifetimes)
 
-use super::calls::{self, CallCommand, CallSpec};
+use super::calls;
+use super::fault::{Fault, FAULT_KINDS};
+use super::model::{CallCommand, CallSpec, WAIT_FOR_ACCEPT_MAX};
+use super::paths;
+use super::quirks::Quirks;
 use super::reply::Reply;
-use super::resources;
-use super::server::{strip_bom, Req, Shared};
-use super::state::Fault;
+use super::shared::{strip_bom, Req, Shared};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -103,7 +105,7 @@ fn set_contact_presence(shared: &Shared, uri: &str, req: &Req) -> Reply {
 }
 
 fn set_quirks(shared: &Shared, req: &Req) -> Reply {
-    match serde_json::from_slice::<super::Quirks>(strip_bom(&req.body)) {
+    match serde_json::from_slice::<Quirks>(strip_bom(&req.body)) {
         Ok(q) => {
             let mut st = shared.lock();
             st.quirks = q;
@@ -151,7 +153,7 @@ fn settings(shared: &Shared) -> Reply {
             "calls_per_minute": c.calls_per_minute,
             "ring_secs": c.ring_time.as_secs_f64(),
             "call_duration_secs": c.call_duration.as_secs_f64(),
-            "wait_for_accept_max_secs": calls::WAIT_FOR_ACCEPT_MAX.as_secs(),
+            "wait_for_accept_max_secs": WAIT_FOR_ACCEPT_MAX.as_secs(),
             "token_lifetime_secs": c.token_lifetime.as_secs(),
             "app_idle_secs": c.app_idle_timeout.as_secs(),
             "min_poll_timeout_secs": c.min_poll_timeout.as_secs(),
@@ -183,10 +185,7 @@ fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
         Ok(id) => {
             let st = shared.lock();
             let call = &st.calls[&id];
-            Reply::json(
-                StatusCode::CREATED,
-                &json!({"id": id, "conversation": resources::conversation_path(call), "invitation": resources::invitation_path(call)}),
-            )
+            Reply::json(StatusCode::CREATED, &json!({"id": id, "conversation": paths::conversation_path(call), "invitation": paths::invitation_path(call)}))
         }
         Err(e) => Reply::error(StatusCode::CONFLICT, "Conflict", None, &e),
     }
@@ -199,8 +198,8 @@ fn list_calls(shared: &Shared) -> Reply {
         .values()
         .map(|c| {
             json!({"id": c.id, "application": c.app_id, "direction": c.direction.as_str(), "remote": c.remote_uri,
-                   "phase": format!("{:?}", c.phase), "conversation": resources::conversation_path(c),
-                   "invitation": resources::invitation_path(c), "answered_on": c.answered_on, "outcome": null})
+                   "phase": format!("{:?}", c.phase), "conversation": paths::conversation_path(c),
+                   "invitation": paths::invitation_path(c), "answered_on": c.answered_on, "outcome": null})
         })
         .chain(st.ended_calls.iter().cloned())
         .collect();
@@ -215,7 +214,7 @@ fn list_apps(shared: &Shared) -> Reply {
         .map(|a| {
             json!({"id": a.id, "user": a.user, "available": a.available, "endpointId": a.endpoint_id, "userAgent": a.user_agent,
                         "modalities": a.modalities, "pollTimeoutSecs": a.channel.timeout.as_secs(),
-                        "self": resources::app_path(a.id), "pollParked": a.channel.has_waiter()})
+                        "self": paths::app_path(a.id), "pollParked": a.channel.has_waiter()})
         })
         .collect();
     Reply::json(StatusCode::OK, &Value::Array(apps))
@@ -255,7 +254,7 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
             inject(shared, f, count as usize, user.as_deref());
             Reply::no_content()
         }
-        Err(e) => bad(format!("not a fault ({e}); kinds: {}", super::state::FAULT_KINDS.join(", "))),
+        Err(e) => bad(format!("not a fault ({e}); kinds: {}", FAULT_KINDS.join(", "))),
     }
 }
 

@@ -3,8 +3,9 @@
 //! its presence, note and location) and online meetings, in the shapes of the UCWA reference
 //! pages (`*_ref.md`).
 
-use super::resources::{app_path, display_name};
-use super::state::{App, Profile, SimState};
+use super::model::{App, Profile};
+use super::paths::{app_path, display_name};
+use super::state::SimState;
 use serde_json::{json, Value};
 
 fn self_link(href: String) -> Value {

@@ -1,8 +1,9 @@
 //! The demo's call generator: `calls_per_minute` calls, most answered, some missed, taking
 //! turns over the users that are available (one call each in turn, with several accounts).
 
-use super::calls::{self, CallOutcome, CallSpec};
-use super::server::Shared;
+use super::calls;
+use super::model::{CallOutcome, CallSpec};
+use super::shared::Shared;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Duration};

@@ -19,9 +19,10 @@
 
 use super::channel::SimEvent;
 use super::messaging_res as res;
-use super::reply::Reply;
-use super::resources::app_path;
-use super::server::Shared;
+use super::model::{ImConversation, ImPhase, Message, SentMessage};
+use super::paths::app_path;
+use super::reply::{self, Reply};
+use super::shared::{member, strip_bom, Req, Shared};
 use super::state::SimState;
 use axum::http::{header, StatusCode};
 use serde_json::{json, Value};
@@ -32,59 +33,6 @@ pub(crate) const KEEP: usize = 1000;
 
 /// How many messages may wait for an invitation to be accepted.
 const MAX_WAITING: usize = 100;
-
-/// A message, as the control API lists it.
-#[derive(Debug, Clone)]
-pub(crate) struct SentMessage {
-    pub from: String,
-    pub to: String,
-    pub text: String,
-    /// The conversation's href (a path).
-    pub conversation: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ImPhase {
-    /// Incoming, waiting for `accept` or `decline`.
-    Invited,
-    Connected,
-    /// Ended by `decline`.
-    Declined,
-    /// Ended by `stopMessaging` (or the application went away).
-    Ended,
-}
-
-/// One messaging conversation of one application.
-#[derive(Debug)]
-pub(crate) struct ImConversation {
-    /// The conversation's id (`communication/conversations/<id>`).
-    pub id: u64,
-    pub app_id: u64,
-    /// `communication/messagingInvitations/<invitation_id>`.
-    pub invitation_id: u64,
-    /// `Incoming` or `Outgoing`.
-    pub direction: &'static str,
-    /// `sip:` URI of the account.
-    pub local: String,
-    /// `sip:` URI of the other party.
-    pub remote: String,
-    pub phase: ImPhase,
-    /// The invitation's first message, if any (its `message` link).
-    pub first: Option<String>,
-    /// Incoming messages that arrived before `accept`: delivered when accepted.
-    pub waiting: Vec<String>,
-    /// The messages of the conversation, in order (`messages/<n>`, n from 1).
-    pub messages: Vec<Message>,
-    pub thread_id: String,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Message {
-    pub direction: &'static str,
-    pub text: String,
-    /// Milliseconds since the epoch.
-    pub at_ms: i64,
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -116,6 +64,14 @@ fn valid_text(text: &str) -> bool {
 }
 
 impl SimState {
+    /// Drops an application's conversations (it was deleted or expired).
+    pub(crate) fn forget_im(&mut self, app_id: u64) {
+        let ids: Vec<u64> = self.im.values().filter(|c| c.app_id == app_id).map(|c| c.id).collect();
+        for id in ids {
+            self.end_im(id, ImPhase::Ended);
+        }
+    }
+
     fn record(&mut self, from: &str, to: &str, text: &str, conversation: String) {
         if self.messages.len() >= KEEP {
             self.messages.pop_front();
@@ -198,11 +154,11 @@ fn connected_events(c: &ImConversation) -> Vec<SimEvent> {
 
 /// `POST communication/messagingInvitations` (the application's `startMessaging`).
 pub(crate) fn start(shared: &Shared, body: &Value, app_id: u64, user: &str) -> Reply {
-    let field = |k: &str| super::server::member(body, k);
+    let field = |k: &str| member(body, k);
     let Some(to) = field("to").and_then(Value::as_str).filter(|t| t.starts_with("sip:") && t.len() <= 512) else {
         return bad("`to` must be a sip: URI.");
     };
-    let first = match field("_links").and_then(|l| super::server::member(l, "message")).and_then(|m| super::server::member(m, "href")) {
+    let first = match field("_links").and_then(|l| member(l, "message")).and_then(|m| member(m, "href")) {
         None => None,
         Some(href) => match href.as_str().and_then(data_text).filter(|t| valid_text(t)) {
             Some(t) => Some(t),
@@ -285,7 +241,7 @@ pub(crate) fn deliver(shared: &Shared, body: &Value) -> Reply {
 }
 
 /// `communication/messagingInvitations/<id>[/accept|/decline]`.
-pub(crate) fn invitation_route(st: &mut SimState, req: &super::server::Req, app_id: u64, inv: &str, action: &[&str]) -> Option<Reply> {
+pub(crate) fn invitation_route(st: &mut SimState, req: &Req, app_id: u64, inv: &str, action: &[&str]) -> Option<Reply> {
     let get = req.method == axum::http::Method::GET || req.method == axum::http::Method::HEAD;
     let post = req.method == axum::http::Method::POST;
     let inv: u64 = inv.parse().ok()?;
@@ -308,7 +264,7 @@ pub(crate) fn invitation_route(st: &mut SimState, req: &super::server::Req, app_
         ["decline"] if post && ringing => {
             let mut completed = res::event("messagingInvitation", res::invitation_path(c), "completed", Some(res::invitation(c)));
             completed["status"] = json!("Failure");
-            completed["reason"] = super::resources::error("Forbidden", Some("Declined"), "The invitation was declined.");
+            completed["reason"] = reply::error("Forbidden", Some("Declined"), "The invitation was declined.");
             let events = vec![in_communication(c, completed), in_communication(c, res::event("conversation", res::conversation_path(c), "deleted", None))];
             st.push(app_id, events);
             st.end_im(id, ImPhase::Declined);
@@ -320,7 +276,7 @@ pub(crate) fn invitation_route(st: &mut SimState, req: &super::server::Req, app_
 }
 
 /// `communication/conversations/<id>/…` of a messaging conversation.
-pub(crate) fn conversation_route(st: &mut SimState, req: &super::server::Req, app_id: u64, id: u64, rest: &[&str]) -> Option<Reply> {
+pub(crate) fn conversation_route(st: &mut SimState, req: &Req, app_id: u64, id: u64, rest: &[&str]) -> Option<Reply> {
     let get = req.method == axum::http::Method::GET || req.method == axum::http::Method::HEAD;
     let post = req.method == axum::http::Method::POST;
     let c = st.im_of(app_id, id)?;
@@ -365,7 +321,7 @@ pub(crate) fn conversation_route(st: &mut SimState, req: &super::server::Req, ap
 }
 
 /// `sendMessage`'s body: the text, `text/plain` (or with no content type); 1 to 10000 characters.
-fn message_body(req: &super::server::Req) -> Result<String, Reply> {
+fn message_body(req: &Req) -> Result<String, Reply> {
     let ct = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("text/plain");
     if !ct.trim().to_ascii_lowercase().starts_with("text/plain") {
         return Err(Reply::error(
@@ -375,7 +331,7 @@ fn message_body(req: &super::server::Req) -> Result<String, Reply> {
             "sendMessage takes text/plain (htmlMessaging is disabled).",
         ));
     }
-    match std::str::from_utf8(super::server::strip_bom(&req.body)) {
+    match std::str::from_utf8(strip_bom(&req.body)) {
         Ok(t) if valid_text(t) => Ok(t.to_string()),
         _ => Err(bad("the message must be UTF-8 text of 1 to 10000 characters.")),
     }
@@ -384,14 +340,6 @@ fn message_body(req: &super::server::Req) -> Result<String, Reply> {
 /// The live conversations of an application (for `conversations?filter=active`).
 pub(crate) fn active(st: &SimState, app_id: u64) -> Vec<Value> {
     st.im.values().filter(|c| c.app_id == app_id).map(res::conversation).collect()
-}
-
-/// Drops an application's conversations (it was deleted or expired).
-pub(crate) fn forget_app(st: &mut SimState, app_id: u64) {
-    let ids: Vec<u64> = st.im.values().filter(|c| c.app_id == app_id).map(|c| c.id).collect();
-    for id in ids {
-        st.end_im(id, ImPhase::Ended);
-    }
 }
 
 /// The control API's record of messages.

@@ -1,8 +1,8 @@
 //! The JSON of a messaging conversation, in the shapes of the "Receive an IM" and "Send an IM"
 //! samples (`messagingInvitation`, `conversation`, `messaging`, `message`, participants).
 
-use super::messaging::{ImConversation, ImPhase};
-use super::resources::{app_path, display_name};
+use super::model::{ImConversation, ImPhase};
+use super::paths::{app_path, display_name};
 use serde_json::{json, Value};
 
 pub(crate) fn conversation_path(c: &ImConversation) -> String {

@@ -1,93 +1,58 @@
 //! The UCWA simulator: a Skype for Business 2015 pool on loopback, for the parts the agent uses.
 //!
-//! Layout:
-//! - `server.rs`: binding, the axum service and case-insensitive routing of every request.
-//! - `state.rs`: users, tokens, applications and calls behind one mutex.
+//! Layout, from the floor up (a file imports only files listed before it):
+//! - `reply.rs`: responses with Content-Length, JSON content type and optional gzip; the error body.
+//! - `form.rs`: urlencoded and multipart form bodies (the token endpoint).
 //! - `channel.rs`: one application's event channel (batches, acks, the held P-GET).
-//! - `poll.rs`: the event-channel request: injected faults, answer or park.
-//! - `resources.rs`: the JSON shapes of the documentation's samples, with this pool's hrefs.
+//! - `quirks.rs`: real pools' deviations from the documented shapes.
+//! - `config.rs`: `SimConfig` and the demo account.
+//! - `fault.rs`: the faults the control API injects, and the one list of their names.
+//! - `model.rs`: the nouns: calls, applications, accounts' settings, conversations, subscriptions.
+//! - `paths.rs`: the hrefs of every resource.
+//! - `state.rs`: everything the pool remembers, behind one mutex; counters.
+//! - `shared.rs`: what every route and flow shares (`Shared`, `Req`, `Answer`, body readers).
+//! - `resources.rs`, `directory.rs`, `messaging_res.rs`: the JSON shapes of the documentation's
+//!   samples, with this pool's hrefs.
 //! - `calls.rs`: audio/video call flows and the events they produce.
-//! - `messaging.rs`, `messaging_res.rs`: instant-message conversations both ways, and their JSON.
+//! - `messaging.rs`: instant-message conversations both ways.
 //! - `presence.rs`: presence subscriptions, their expiry, and `contactPresence` events.
+//! - `poll.rs`: the event-channel request: injected faults, answer or park.
 //! - `generator.rs`: the demo's call generator.
 //! - `control.rs`: the `/sim/v1/` API that tests use (calls, faults, counters).
-//! - `form.rs`: urlencoded and multipart form bodies (the token endpoint).
-//! - `reply.rs`: responses with Content-Length, JSON content type and optional gzip.
+//! - `routes/`: everything under `/ucwa/oauth/v1/applications`, one file per resource family
+//!   (`me`, `people`, `communication`, `invitations`, `conversations`) behind one dispatch.
+//! - `server.rs`: binding, the axum service, sign-in (token, bearer check) and the top routes.
+//!
+//! The simulator shares nothing with the agent's client (`ucwa`); `ucwa-agent simulate` is
+//! `tools::simulate`.
 //!
 //! Every protocol rule followed here is in `PROTOCOL.md` (shared with the agent's developers).
 
 mod calls;
 mod channel;
-pub mod cli;
+mod config;
 mod control;
 mod directory;
+mod fault;
 mod form;
 mod generator;
 mod messaging;
 mod messaging_res;
+mod model;
+mod paths;
 mod poll;
 mod presence;
 mod quirks;
 mod reply;
 mod resources;
+mod routes;
 mod server;
+mod shared;
 mod state;
 
 pub use crate::tls::TlsFiles;
-pub use calls::{CallOutcome, CallSpec, Direction};
+pub use config::{SimConfig, DEMO_PASSWORD, DEMO_USER};
+pub use fault::Fault;
+pub use model::{CallOutcome, CallSpec, Direction};
 pub use quirks::{Quirk, Quirks};
 pub use server::{Simulator, UserAdder};
-pub use state::Fault;
-
-use std::time::Duration;
-
-/// How a simulator behaves; every field has a realistic default.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// `user -> password` accounts that the password grant accepts.
-    pub users: Vec<(String, String)>,
-    /// Lifetime given to each token (`expires_in`).
-    pub token_lifetime: Duration,
-    /// An application with no parked P-GET for this long is gone (404 ApplicationNotFound).
-    pub app_idle_timeout: Duration,
-    /// The smallest `timeout` a P-GET may ask for (the real server: 180 s).
-    pub min_poll_timeout: Duration,
-    /// The largest `timeout` a P-GET may ask for (the real server: 1800 s).
-    pub max_poll_timeout: Duration,
-    /// Calls the demo generator starts per minute (0 = none).
-    pub calls_per_minute: f64,
-    /// How long a generated call rings before it is answered.
-    pub ring_time: Duration,
-    /// How long a generated call lasts once answered.
-    pub call_duration: Duration,
-    /// Serve HTTPS with these files instead of HTTP.
-    pub tls: Option<TlsFiles>,
-    /// Real pools' deviations from the documented shapes to reproduce (none by default).
-    pub quirks: Quirks,
-    /// How long one minute of a presence subscription's `duration` lasts (tests shorten it to
-    /// see subscriptions warn, get extended and expire).
-    pub presence_minute: Duration,
-}
-
-/// The demo account that `discover = "embedded"` signs in with.
-pub const DEMO_USER: &str = "demo@contoso.com";
-/// The demo account's password (documented in README; the simulator is loopback only).
-pub const DEMO_PASSWORD: &str = "demo";
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            users: vec![(DEMO_USER.to_string(), DEMO_PASSWORD.to_string())],
-            token_lifetime: Duration::from_secs(28_800),
-            app_idle_timeout: Duration::from_secs(15 * 60),
-            min_poll_timeout: Duration::from_secs(180),
-            max_poll_timeout: Duration::from_secs(1800),
-            calls_per_minute: 0.0,
-            ring_time: Duration::from_secs(2),
-            call_duration: Duration::from_secs(20),
-            tls: None,
-            quirks: Quirks::new(),
-            presence_minute: Duration::from_secs(60),
-        }
-    }
-}

@@ -3,9 +3,12 @@
 //! arrive, a newer request replaces this one, or the timeout passes.
 
 use super::channel::{PollKind, PollStep};
+use super::fault::Fault;
+use super::paths;
+use super::quirks::Quirk;
 use super::reply::{self, Reply};
-use super::server::{Answer, Req, Shared};
-use super::state::{Counters, Fault};
+use super::shared::{Answer, Req, Shared};
+use super::state::Counters;
 use axum::http::{header, StatusCode};
 use std::sync::Arc;
 use tokio::time::{Duration, Instant};
@@ -57,7 +60,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
             return app_gone().into();
         }
         // A pool that hands out `&key=` requires it back: a client must follow hrefs as given.
-        if st.quirks.contains(&super::Quirk::EventsKey) && !req.query.contains_key("key") {
+        if st.quirks.contains(&Quirk::EventsKey) && !req.query.contains_key("key") {
             return bad("The events href's key is missing: use the href the server gave.").into();
         }
         // The first fault meant for this account (or for any).
@@ -105,7 +108,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, req: &Req, user: &str, app_id: u6
                 Fault::EndlessBody { gzip } => return Answer::Raw(reply::endless_body(app.channel.first_href(), gzip)),
                 Fault::MalformedEvent => {
                     // Queued like any event, so it goes out in order with whatever else is due.
-                    let communication = format!("{}/communication", super::resources::app_path(app_id));
+                    let communication = format!("{}/communication", paths::app_path(app_id));
                     app.channel.push([super::channel::SimEvent {
                         sender_rel: "communication",
                         sender_href: communication.clone(),

@@ -22,9 +22,10 @@
 //! A subscription minute lasts `SimConfig::presence_minute` (60 s; tests shorten it).
 
 use super::channel::SimEvent;
+use super::model::PresenceSub;
+use super::paths::app_path;
 use super::reply::Reply;
-use super::resources::app_path;
-use super::server::{member, Req, Shared};
+use super::shared::{json_body, member, Req, Shared};
 use super::state::{Counters, SimState};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -38,21 +39,6 @@ pub(crate) const DURATIONS: std::ops::RangeInclusive<u64> = 10..=30;
 /// The most contacts one application may watch in all its subscriptions (a pool's
 /// `LimitExceeded`).
 pub(crate) const MAX_MEMBERS: usize = 1000;
-
-/// One live subscription.
-#[derive(Debug)]
-pub(crate) struct PresenceSub {
-    pub id: String,
-    pub app_id: u64,
-    /// Addresses (no `sip:`, lower case).
-    pub members: BTreeSet<String>,
-    pub expires_at: Instant,
-    /// When the "about to expire" event goes out.
-    pub warn_at: Instant,
-    pub warned: bool,
-    /// How many times it was extended.
-    pub extensions: u64,
-}
 
 /// `sip:Bob@Contoso.com` → `bob@contoso.com`; None for anything that is not a SIP address.
 fn address(uri: &str) -> Option<String> {
@@ -195,7 +181,7 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
             )
         }
         (&Method::POST, ["presencesubscriptions"]) => {
-            let body = super::server::json_body(req);
+            let body = json_body(req);
             let minutes = match duration_of(member(&body, "duration")) {
                 Ok(m) => m,
                 Err(r) => return Some(r),
@@ -227,7 +213,7 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
             let Some(id) = sub_of(st, id) else {
                 return Some(gone());
             };
-            let body = super::server::json_body(req);
+            let body = json_body(req);
             let given = query(req, "duration").map(|d| Value::String(d.to_string())).or_else(|| member(&body, "duration").cloned());
             let minutes = match duration_of(given.as_ref()) {
                 Ok(m) => m,
@@ -263,7 +249,7 @@ pub(crate) fn route(shared: &Arc<Shared>, st: &mut SimState, req: &Req, app_id: 
                 return Some(gone());
             };
             if m == Method::POST {
-                let added = match uris(&super::server::json_body(req), "contactUris") {
+                let added = match uris(&json_body(req), "contactUris") {
                     Ok(a) => a,
                     Err(r) => return Some(r),
                 };

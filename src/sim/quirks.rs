@@ -79,7 +79,7 @@ fn shape(v: &mut Value, q: &Quirks) {
                 }
             }
             if q.contains(&Quirk::DotnetDates) {
-                if let Some(ms) = o.get("created").and_then(Value::as_str).and_then(crate::ucwa::date::parse_ms) {
+                if let Some(ms) = o.get("created").and_then(Value::as_str).and_then(crate::date::parse_ms) {
                     o.insert("created".into(), Value::String(format!("/Date({ms})/")));
                 }
             }

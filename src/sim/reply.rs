@@ -1,14 +1,13 @@
 //! Responses as a pool sends them: `Content-Length` (never chunked), `application/json;
 //! charset=utf-8`, gzip when the client accepts it.
 
-use super::resources;
 use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write;
 
 pub(crate) const JSON: &str = "application/json; charset=utf-8";
@@ -50,7 +49,7 @@ impl Reply {
 
     /// The UCWA error body `{code, subcode, message}`.
     pub(crate) fn error(status: StatusCode, code: &str, subcode: Option<&str>, message: &str) -> Reply {
-        Reply::json(status, &resources::error(code, subcode, message))
+        Reply::json(status, &error(code, subcode, message))
     }
 
     pub(crate) fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
@@ -125,4 +124,13 @@ fn gzip_bytes(data: &[u8]) -> Bytes {
     let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::fast());
     enc.write_all(data).expect("writing to a Vec cannot fail");
     Bytes::from(enc.finish().expect("writing to a Vec cannot fail"))
+}
+
+/// The error body shape of PROTOCOL.md §6.
+pub(crate) fn error(code: &str, subcode: Option<&str>, message: &str) -> Value {
+    let mut v = json!({"code": code, "message": message});
+    if let Some(s) = subcode {
+        v["subcode"] = json!(s);
+    }
+    v
 }

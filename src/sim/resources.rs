@@ -1,18 +1,11 @@
 //! JSON resources in the shapes of the documentation's samples (`ucwa-samples/resources/`), with
 //! hrefs relative to the pool origin as a real pool sends them.
 
-use super::calls::{CallRecord, Direction, Phase};
-use super::state::App;
+use super::model::{App, CallRecord, Direction, Phase};
+use super::paths::{
+    app_path, audio_video_path, conversation_path, display_name, invitation_path, remote_participant_path, session_path, DISCOVERY_PATH, USER_PATH,
+};
 use serde_json::{json, Value};
-
-/// `/ucwa/oauth/v1/applications/<id>`: the prefix of every href of one application.
-pub(crate) fn app_path(app_id: u64) -> String {
-    format!("/ucwa/oauth/v1/applications/{app_id}")
-}
-
-pub(crate) const DISCOVERY_PATH: &str = "/Autodiscover/AutodiscoverService.svc/root";
-pub(crate) const USER_PATH: &str = "/Autodiscover/AutodiscoverService.svc/root/oauth/user";
-pub(crate) const TOKEN_PATH: &str = "/WebTicket/oauthtoken";
 
 /// The discovery document (`autodiscover-root.json`): absolute hrefs.
 pub(crate) fn discovery(origin: &str) -> Value {
@@ -106,22 +99,6 @@ pub(crate) fn application(app: &App) -> Value {
     })
 }
 
-pub(crate) fn conversation_path(call: &CallRecord) -> String {
-    format!("{}/communication/conversations/{}", app_path(call.app_id), call.id)
-}
-pub(crate) fn audio_video_path(call: &CallRecord) -> String {
-    format!("{}/audioVideo", conversation_path(call))
-}
-pub(crate) fn session_path(call: &CallRecord) -> String {
-    format!("{}/audioVideo/audioVideoSession", conversation_path(call))
-}
-pub(crate) fn invitation_path(call: &CallRecord) -> String {
-    format!("{}/communication/audioVideoInvitations/{}", app_path(call.app_id), call.invitation_id)
-}
-pub(crate) fn remote_participant_path(call: &CallRecord) -> String {
-    format!("{}/participants/{}", conversation_path(call), call.remote_uri.trim_start_matches("sip:"))
-}
-
 /// `conversation.json`: `state` follows the call.
 pub(crate) fn conversation(call: &CallRecord) -> Value {
     let c = conversation_path(call);
@@ -141,7 +118,7 @@ pub(crate) fn conversation(call: &CallRecord) -> Value {
         "subject": call.subject,
         "threadId": call.thread_id,
         // conversation.json has it (as a .NET date: the `dotnet_dates` quirk).
-        "created": crate::ucwa::date::iso_utc(call.created_ms),
+        "created": crate::date::iso_utc(call.created_ms),
         "_links": {
             "self": {"href": c},
             "audioVideo": {"href": format!("{c}/audioVideo")},
@@ -293,23 +270,4 @@ pub(crate) fn local_participant(call: &CallRecord) -> Value {
 pub(crate) fn idle_modality(call: &CallRecord, rel: &str) -> Value {
     let c = conversation_path(call);
     json!({"rel": rel, "state": "Disconnected", "_links": {"self": {"href": format!("{c}/{rel}")}, "conversation": {"href": c}}})
-}
-
-/// The error body shape of PROTOCOL.md §6.
-pub(crate) fn error(code: &str, subcode: Option<&str>, message: &str) -> Value {
-    let mut v = json!({"code": code, "message": message});
-    if let Some(s) = subcode {
-        v["subcode"] = json!(s);
-    }
-    v
-}
-
-/// "alice@contoso.com" → "Alice".
-pub(crate) fn display_name(user: &str) -> String {
-    let local = user.split('@').next().unwrap_or(user);
-    let mut chars = local.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }

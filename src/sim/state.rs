@@ -1,69 +1,14 @@
 //! Everything the simulated pool remembers, behind one mutex held only for short, non-async steps.
 
-use super::calls::CallRecord;
 use super::channel::{Channel, SimEvent};
-use super::resources::app_path;
-use super::SimConfig;
-use serde::{Deserialize, Serialize};
+use super::config::SimConfig;
+use super::fault::Fault;
+use super::model::{App, CallRecord, ImConversation, PresenceSub, Profile, SentMessage, Token};
+use super::paths::app_path;
+use super::quirks::Quirks;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
-
-/// A fault the control API injects into the next event-channel requests.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Fault {
-    /// Answer with this 5xx status (`ServiceFailure` / `ServiceUnavailable`), optionally with `Retry-After`.
-    ServerError {
-        #[serde(default = "default_5xx")]
-        status: u16,
-        #[serde(default)]
-        retry_after: Option<u64>,
-    },
-    /// 429 TooManyRequests, optionally with `Retry-After`.
-    TooManyRequests {
-        #[serde(default)]
-        retry_after: Option<u64>,
-    },
-    /// Send the headers and part of the body, then drop the connection.
-    DropConnection,
-    /// A 200 whose body is not valid JSON.
-    MalformedBody,
-    /// Answer with a `resync` link instead of the batch.
-    Resync,
-    /// Answer with a `resume` link instead of the batch, as a pool does after cleaning up
-    /// following a long gap in polling.
-    Resume,
-    /// Every token of every user stops being valid now (applied at once, not queued).
-    TokenExpiry,
-    /// Every application is deleted now (applied at once, not queued).
-    ApplicationGone,
-    /// A 200 whose body never ends (chunked, about 1 GiB of padding after a batch's start),
-    /// gzip-compressed when `gzip` (a "gzip bomb": about 1 MiB on the wire): what a broken proxy
-    /// or a hostile pool may send. A client must stop reading, not run out of memory.
-    EndlessBody {
-        #[serde(default)]
-        gzip: bool,
-    },
-    /// The next batch carries, before its real events, one event without `type` (a broken
-    /// pool's event): a client should skip that one event and deliver the rest.
-    MalformedEvent,
-}
-
-/// Every `kind` of `Fault`, as the control API names them (its error message lists them; a
-/// test checks each deserializes).
-pub(crate) const FAULT_KINDS: &[&str] = &[
-    "server_error",
-    "too_many_requests",
-    "drop_connection",
-    "malformed_body",
-    "resync",
-    "resume",
-    "token_expiry",
-    "application_gone",
-    "endless_body",
-    "malformed_event",
-];
 
 impl SimState {
     /// Takes one use of the first fault meant for `user` (or for any account).
@@ -77,10 +22,6 @@ impl SimState {
         }
         Some(fault)
     }
-}
-
-fn default_5xx() -> u16 {
-    503
 }
 
 /// Counters the control API reports, for tests and for users watching the simulator.
@@ -140,59 +81,6 @@ impl Counters {
     }
 }
 
-/// An issued token.
-#[derive(Debug)]
-pub(crate) struct Token {
-    /// Whose token it is; resources are answered for this user.
-    pub user: String,
-    pub expires_at: Instant,
-}
-
-/// One UCWA application.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub id: u64,
-    pub user: String,
-    /// With culture and user agent, identifies the application for a repeated create.
-    pub endpoint_id: String,
-    pub user_agent: String,
-    pub culture: String,
-    /// Set by makeMeAvailable: incoming calls reach only available applications.
-    pub available: bool,
-    /// What makeMeAvailable announced (`SupportedModalities`).
-    pub modalities: Vec<String>,
-    /// The GUID-named property of `communication`.
-    pub communication_key: String,
-    /// `communication`'s etag, bumped when it changes.
-    pub etag: u64,
-    pub channel: Channel,
-    /// The last request of any kind to this application (reportMyActivity included).
-    pub last_seen: Instant,
-}
-
-/// What an account set about itself (presence and note), shared by its applications.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Profile {
-    /// Set by `POST me/presence`; None: `Online` while an application is available.
-    pub availability: Option<String>,
-    pub note: String,
-    /// `Off`, `ImmediateForward` or `SimultaneousRing`, and where to.
-    pub forwarding: Forwarding,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Forwarding {
-    pub setting: &'static str,
-    /// A `sip:` or `tel:` URI, or `voicemail`.
-    pub target: String,
-}
-
-impl Default for Forwarding {
-    fn default() -> Self {
-        Forwarding { setting: "Off", target: String::new() }
-    }
-}
-
 pub(crate) struct SimState {
     pub users: HashMap<String, String>,
     /// user → what the account set.
@@ -200,11 +88,11 @@ pub(crate) struct SimState {
     /// address (no `sip:`, lower case) → the availability the control API gave that contact.
     pub contact_presence: HashMap<String, String>,
     /// Instant messages, both ways, in order (the latest `messaging::KEEP`).
-    pub messages: VecDeque<super::messaging::SentMessage>,
+    pub messages: VecDeque<SentMessage>,
     /// Live messaging conversations, by conversation id.
-    pub im: BTreeMap<u64, super::messaging::ImConversation>,
+    pub im: BTreeMap<u64, ImConversation>,
     /// Ended messaging conversations, oldest first (the latest `messaging::KEEP`), for the control API.
-    pub ended_im: VecDeque<super::messaging::ImConversation>,
+    pub ended_im: VecDeque<ImConversation>,
     /// Ended calls as the control API lists them, oldest first (the latest `calls::KEEP_ENDED`):
     /// a declined or missed call can be read back after it is gone from the pool.
     pub ended_calls: VecDeque<serde_json::Value>,
@@ -215,9 +103,9 @@ pub(crate) struct SimState {
     /// A count, not copies: `count = 1e9` costs one entry.
     pub faults: VecDeque<(Option<String>, Fault, u64)>,
     /// The quirks on now (`SimConfig::quirks`, changed by the control API).
-    pub quirks: super::Quirks,
+    pub quirks: Quirks,
     /// Live presence subscriptions, by id.
-    pub presence_subs: BTreeMap<String, super::presence::PresenceSub>,
+    pub presence_subs: BTreeMap<String, PresenceSub>,
     next_id: u64,
 }
 
@@ -275,7 +163,7 @@ impl SimState {
             app.channel.close();
         }
         self.calls.retain(|_, c| c.app_id != id);
-        super::messaging::forget_app(self, id);
+        self.forget_im(id);
         self.forget_presence(id);
     }
 
@@ -328,18 +216,5 @@ impl SimState {
         };
         self.apps.insert(id, app);
         (id, true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_listed_fault_kind_is_a_fault() {
-        for kind in FAULT_KINDS {
-            let f: Result<Fault, _> = serde_json::from_value(serde_json::json!({"kind": kind}));
-            assert!(f.is_ok(), "{kind}: {f:?}");
-        }
     }
 }

@@ -187,7 +187,7 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
 /// fail and say why).
 fn known_names(env: &Arc<crate::script::ScriptEnv>) -> Option<super::names::Node> {
     let lua = crate::script::sandbox::new_state(&env.settings().limits).ok()?;
-    let ctx = crate::script::api::ScriptCtx::new("check", 1, env).ok()?;
+    let ctx = crate::script::ctx::ScriptCtx::new("check", 1, env).ok()?;
     crate::script::api::register(&lua, &ctx).ok()?;
     super::names::walk(&lua).ok()
 }

@@ -20,11 +20,12 @@
 //! Output is TAP; the run fails when any case or file fails.
 
 use super::offline_env;
-use crate::script::api::{self, ScriptCtx, Subscriptions};
+use crate::script::api;
 use crate::script::api_cron::CronJobs;
+use crate::script::ctx::{ScriptCtx, Subscriptions};
 use crate::script::offline::{Canned, OfflineNet};
 use crate::script::timers::Timers;
-use crate::script::{interop, loader, sandbox, Net, ScriptEnv, ScriptOutput, ScriptSettings};
+use crate::script::{budget, interop, loader, sandbox, Net, ScriptEnv, ScriptOutput, ScriptSettings};
 use crate::ucwa::{batch, Event, Origin};
 use mlua::{chunk::ChunkMode, Function, Lua, LuaSerdeExt, Table, Value};
 use std::collections::HashMap;
@@ -135,7 +136,7 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
         }
     };
     let chunk = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    if let Some(b) = sandbox::budget(&lua) {
+    if let Some(b) = budget::budget(&lua) {
         b.arm(&env.settings().limits);
     }
     let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
@@ -337,7 +338,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
         lua.create_async_function(move |lua, (name, f): (String, Function)| {
             let hh = hh.clone();
             async move {
-                if let Some(b) = sandbox::budget(&lua) {
+                if let Some(b) = budget::budget(&lua) {
                     b.arm(&hh.env.settings().limits);
                 }
                 // Each case starts with no log lines and no requests: test.logs() and

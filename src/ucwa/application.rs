@@ -135,3 +135,15 @@ pub async fn delete(session: &Session, app: &Application) -> Result<(), UcwaErro
     session.send_ok(Method::DELETE, &app.self_href, None, None).await?;
     Ok(())
 }
+
+/// A GUID-shaped EndpointId derived from the user name, so a restart finds the same application.
+pub fn endpoint_id_for(username: &str) -> String {
+    // FNV-1a, 128 bits: stable across builds and platforms (unlike std's hasher).
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in username.to_ascii_lowercase().bytes().chain(*b"ucwa-agent") {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    let x = format!("{h:032x}");
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}

@@ -15,7 +15,6 @@ pub mod application;
 pub mod auth;
 pub mod batch;
 pub mod challenge;
-pub mod date;
 pub mod error;
 pub mod event;
 pub mod origin;

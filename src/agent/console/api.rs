@@ -3,7 +3,7 @@
 //! (`MetricsConfig::trusted`), else `#N` (its place in label order), and errors are quoted
 //! only there, as `/healthz` does.
 
-use super::routes::Console;
+use super::shared::{AccountQuery, AccountsQuery, Console, EventsQuery};
 use crate::metrics::HealthState;
 use crate::script::ScriptHost;
 use axum::http::StatusCode;
@@ -14,39 +14,6 @@ use std::sync::Arc;
 
 /// The most accounts one page holds.
 const MAX_PER_PAGE: usize = 200;
-
-/// `/api/accounts?page=&per_page=&q=`.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct AccountsQuery {
-    /// From 1.
-    page: Option<usize>,
-    per_page: Option<usize>,
-    /// Kept: accounts whose name (where shown) or state holds this, case-insensitively;
-    /// `trouble`: those not polling, or with a script not running well.
-    q: Option<String>,
-}
-
-/// `?account=` (its key).
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct AccountQuery {
-    pub(super) account: String,
-}
-
-/// `?account=&script=`.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct ScriptQuery {
-    pub(super) account: String,
-    pub(super) script: String,
-}
-
-/// `/api/events?account=&limit=&seq=`.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct EventsQuery {
-    pub(super) account: String,
-    limit: Option<usize>,
-    /// That event alone.
-    pub(super) seq: Option<u64>,
-}
 
 /// One page of accounts, with what the header shows (the reload's outcome, whether actions
 /// are allowed).

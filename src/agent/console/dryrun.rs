@@ -1,9 +1,8 @@
 //! `POST /api/dryrun?account=&seq=`: an event run again through the account's scripts as
-//! their files are now, offline (`tools::dry_run`): what each would send, nothing sent. No
+//! their files are now, offline (`agent::dry_run`): what each would send, nothing sent. No
 //! admin token needed (it changes nothing), but one at a time: it builds every script anew.
 
-use super::api::EventsQuery;
-use super::routes::Console;
+use super::shared::{Console, EventsQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,13 +21,13 @@ pub(super) async fn dry_run(c: Arc<Console>, q: EventsQuery) -> Response {
     let Ok(_one) = RUNNING.try_acquire() else {
         return (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": "a dry run is under way; try again when it is done"}))).into_response();
     };
-    match crate::tools::dry_run::dry_run(&host, seq).await {
+    match crate::agent::dry_run::dry_run(&host, seq).await {
         Ok(mut scripts) => {
             if !c.details {
                 // (As the traces there: where, not what.)
                 scripts
                     .iter_mut()
-                    .for_each(|s| s.errors.iter_mut().for_each(|e| *e = crate::script::trace::error_location(e).unwrap_or_else(|| "error".into())));
+                    .for_each(|s| s.errors.iter_mut().for_each(|e| *e = crate::script::location::error_location(e).unwrap_or_else(|| "error".into())));
             }
             Json(json!({"seq": seq, "sent": false, "scripts": scripts})).into_response()
         }

@@ -4,7 +4,8 @@
 //!
 //! - `routes.rs`: the routes, mounted by `endpoints.rs`.
 //! - `api.rs`: the JSON the page reads (`/api/accounts`, `/api/scripts`, `/api/events`).
-//! - `admin.rs`: the admin token, and the actions it allows (resume a script, reload).
+//! - `shared.rs`: what they share: the console's state, the queries.
+//! - `token.rs`: the admin token; `admin.rs`: the actions it allows (resume a script, reload).
 //! - `dryrun.rs`: an event run again through the scripts offline (`/api/dryrun`).
 //! - `assets.rs` (and `assets/`): the page, its style and script, embedded in the binary.
 
@@ -13,6 +14,8 @@ mod api;
 mod assets;
 mod dryrun;
 mod routes;
+mod shared;
+mod token;
 
-pub(crate) use admin::AdminToken;
 pub(crate) use routes::router;
+pub(crate) use token::AdminToken;

@@ -1,39 +1,17 @@
 //! The console's routes, each behind the endpoint's basic auth; the actions also behind the
 //! admin token (`admin.rs`).
 
-use super::admin::AdminToken;
+use super::shared::{AccountQuery, AccountsQuery, Console, EventsQuery, ScriptQuery};
+use super::token::AdminToken;
 use super::{admin, api, assets, dryrun};
-use crate::agent::endpoints::Access;
+use crate::agent::access::Access;
 use crate::agent::Fleet;
-use crate::script::ScriptHost;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
-
-/// What every console route reads.
-pub(crate) struct Console {
-    pub(super) fleet: Arc<Fleet>,
-    access: Arc<Access>,
-    /// Accounts named and errors quoted (`MetricsConfig::trusted`, as `/healthz`).
-    pub(super) details: bool,
-    pub(super) admin: AdminToken,
-}
-
-impl Console {
-    /// The account a request names by its key (`api::key`): its label and scripts.
-    pub(super) fn account(&self, key: &str) -> Option<(String, ScriptHost)> {
-        let (accounts, _) = self.fleet.accounts();
-        if self.details {
-            return accounts.into_iter().find(|(n, _)| n == key);
-        }
-        // (Unnamed where names are not shown: `#3` is the third account.)
-        let i: usize = key.strip_prefix('#')?.parse().ok()?;
-        accounts.into_iter().nth(i.checked_sub(1)?)
-    }
-}
 
 type Shared = State<Arc<Console>>;
 
@@ -44,18 +22,13 @@ pub(crate) fn router(fleet: Arc<Fleet>, access: Arc<Access>, details: bool, admi
         .route("/", get(|s: Shared, h: HeaderMap| guarded(s, h, |_| async { assets::serve(assets::INDEX, "text/html; charset=utf-8") })))
         .route("/console.css", get(|s: Shared, h: HeaderMap| guarded(s, h, |_| async { assets::serve(assets::STYLE, "text/css; charset=utf-8") })))
         .route("/console.js", get(|s: Shared, h: HeaderMap| guarded(s, h, |_| async { assets::serve(assets::SCRIPT, "text/javascript; charset=utf-8") })))
-        .route("/api/accounts", get(|s: Shared, h: HeaderMap, Query(q): Query<api::AccountsQuery>| guarded(s, h, move |c| api::accounts(c, q))))
-        .route("/api/scripts", get(|s: Shared, h: HeaderMap, Query(q): Query<api::AccountQuery>| guarded(s, h, move |c| api::scripts(c, q))))
-        .route("/api/events", get(|s: Shared, h: HeaderMap, Query(q): Query<api::EventsQuery>| guarded(s, h, move |c| api::events(c, q))))
-        .route(
-            "/api/dryrun",
-            post(|s: Shared, h: HeaderMap, Query(q): Query<api::EventsQuery>| guarded(s, h, move |c| async move { dryrun::dry_run(c, q).await })),
-        )
+        .route("/api/accounts", get(|s: Shared, h: HeaderMap, Query(q): Query<AccountsQuery>| guarded(s, h, move |c| api::accounts(c, q))))
+        .route("/api/scripts", get(|s: Shared, h: HeaderMap, Query(q): Query<AccountQuery>| guarded(s, h, move |c| api::scripts(c, q))))
+        .route("/api/events", get(|s: Shared, h: HeaderMap, Query(q): Query<EventsQuery>| guarded(s, h, move |c| api::events(c, q))))
+        .route("/api/dryrun", post(|s: Shared, h: HeaderMap, Query(q): Query<EventsQuery>| guarded(s, h, move |c| async move { dryrun::dry_run(c, q).await })))
         .route(
             "/api/resume",
-            post(|s: Shared, h: HeaderMap, Query(q): Query<api::ScriptQuery>| {
-                admin_only(s, h, move |c| async move { admin::resume(&c, &q.account, &q.script) })
-            }),
+            post(|s: Shared, h: HeaderMap, Query(q): Query<ScriptQuery>| admin_only(s, h, move |c| async move { admin::resume(&c, &q.account, &q.script) })),
         )
         .route("/api/reload", post(|s: Shared, h: HeaderMap| admin_only(s, h, |c| async move { admin::reload(&c) })))
         .with_state(console)

@@ -3,7 +3,8 @@
 //! token, without creating an application or running any script. Each step is timed and says
 //! what it found; the first failing step says why.
 
-use crate::agent::{Pool, StartError};
+use super::end::StartError;
+use super::pool::Pool;
 use crate::config::Config;
 use crate::ucwa::signin::{sign_in_steps, Step};
 use crate::ucwa::UcwaError;
@@ -34,7 +35,7 @@ pub async fn check_account(config: &Config, spec: &crate::config::AccountSpec) -
     let pool = Pool::of_account(config, spec).await?;
     let mut steps: Vec<StepResult> = Vec::new();
     // A password the pool refused before is not tried again here either (an account lockout).
-    if let Some(r) = crate::agent::refusal::recorded(&spec.state_dir, &pool.auth) {
+    if let Some(r) = super::refusal::recorded(&spec.state_dir, &pool.auth) {
         let why = format!("refused before ({}, at {}); not tried again until the password changes (or {} is deleted)", r.reason, r.at, r.file.display());
         steps.push(StepResult { name: "token", took: Duration::ZERO, outcome: Err(why) });
         return Ok((steps, Verdict::CredentialsRefused));

@@ -4,7 +4,7 @@
 //! (or the application; else 404), secrets are placeholders. Each script starts from its
 //! `agent.state` as committed; nothing it changes is kept. The console's "run it again".
 
-use super::{offline_env, Offline, OFFLINE_APPLICATION};
+use crate::script::offline_env::{offline_env, Offline, OFFLINE_APPLICATION};
 use crate::script::{Clock, Net, ScriptHost, ScriptOutput};
 use crate::store::StateWrite;
 use serde::Serialize;

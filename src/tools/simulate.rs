@@ -2,8 +2,8 @@
 //! `[simulator]` settings as the embedded one (from `--config` when that file exists, else the
 //! defaults); each flag given overrides its key.
 
-use super::{SimConfig, Simulator, TlsFiles, DEMO_PASSWORD, DEMO_USER};
 use crate::config::{Config, SimulatorConfig};
+use crate::sim::{SimConfig, Simulator, TlsFiles, DEMO_PASSWORD, DEMO_USER};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ pub struct SimulateArgs {
     pub tls_cert: Option<PathBuf>,
     /// A real pool's quirk to reproduce (repeatable) [default: `simulator.quirks`].
     #[arg(long = "quirk", value_name = "QUIRK", value_enum)]
-    pub quirks: Vec<super::Quirk>,
+    pub quirks: Vec<crate::sim::Quirk>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
