@@ -16,6 +16,7 @@
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
 //! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `manual.rs`: a script driven by its caller on the same runner (`ucwa-agent test`).
 //! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`).
 //! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
@@ -35,6 +36,7 @@ mod host;
 mod hours;
 pub(crate) mod interop;
 pub(crate) mod loader;
+pub(crate) mod manual;
 pub(crate) mod modules;
 pub mod offline;
 mod output;
