@@ -22,8 +22,8 @@
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
 //! - `watch.rs`: the directory watcher behind hot reload.
 
-pub(crate) mod api;
-pub(crate) mod api_cron;
+mod api;
+mod api_cron;
 mod api_metrics;
 mod api_net;
 mod api_people;
@@ -34,22 +34,22 @@ mod cron;
 mod env;
 mod host;
 mod hours;
-pub(crate) mod interop;
-pub(crate) mod loader;
+mod interop;
+mod loader;
 pub(crate) mod manual;
-pub(crate) mod modules;
+mod modules;
 pub mod offline;
 mod output;
 mod pattern;
 mod runner;
-pub(crate) mod sandbox;
+mod sandbox;
 mod secrets;
 mod state;
 mod strlib;
-pub(crate) mod timers;
+mod timers;
 pub mod trace;
 pub mod watch;
-pub(crate) mod watchdog;
+mod watchdog;
 pub(crate) mod zone;
 
 pub use calendar::Calendar;
@@ -59,3 +59,7 @@ pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;
 pub use sandbox::Limits;
 pub use watch::watch_dir;
+
+// What `tools` uses besides the above (the modules themselves stay private): `check` loads each
+// script as `run` does and walks a bare `agent` table; `test` drives a version (`manual`).
+pub(crate) use loader::{build as build_state, load_bounded};
