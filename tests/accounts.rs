@@ -340,11 +340,7 @@ async fn check_covers_every_account() {
     let missing = dir.path().join("missing.toml");
     std::fs::write(&missing, config(dir.path(), "[[account]]\nname = \"desk\"\nscripts_dir = \"nope\"\n", "")).unwrap();
     for command in ["check", "run"] {
-        let out = agent_command(&[command, "--config", missing.to_str().unwrap()], &[])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
+        let out = output_within(&mut agent_command(&[command, "--config", missing.to_str().unwrap()], &[]), PATIENCE).await;
         let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
         assert!(shown.contains("`account.desk.scripts_dir`: cannot read"), "{command}: {shown}");

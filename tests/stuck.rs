@@ -81,8 +81,9 @@ async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
 }
 
-fn spawn(config: &Path) -> std::process::Child {
-    agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(Stdio::piped()).spawn().unwrap()
+/// `run`, its log to `log` (guarded: a failing test leaves no agent behind).
+fn spawn(config: &Path, log: &Path) -> Guarded {
+    agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(log).unwrap()).spawn_guarded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,18 +94,19 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
     let config = config_file(&sim, dir.path(), LIMITS);
 
     // One signal: the scripts get the documented 5 s, then the process leaves without them.
-    let mut agent = spawn(&config);
+    let mut agent = spawn(&config, &dir.path().join("first.log"));
     wait_available(&sim).await;
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(9), "SIGTERM took {took:?}");
 
-    // A second signal exits at once.
-    let mut agent = spawn(&config);
+    // A second signal, once the first was taken, exits at once.
+    let log = dir.path().join("second.log");
+    let mut agent = spawn(&config, &log);
     wait_available(&sim).await;
     signal(&agent, "-TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    file_contains(&log, "shutting down").await;
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(130));
@@ -116,9 +118,9 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(&sim, dir.path(), "");
-    let mut first = spawn(&config);
+    let mut first = spawn(&config, &dir.path().join("first.log"));
     wait_available(&sim).await;
-    let second = spawn(&config).wait_with_output().unwrap();
+    let second = output_within(&mut agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]), PATIENCE).await;
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     let state = dir.path().join(".state");
@@ -155,18 +157,20 @@ async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
     let state = dir.path().join(".state");
     drop(ucwa_agent::store::Store::open(&state).unwrap());
     let db = state.join("agent.db");
-    // Read-only even for root where the file system allows it (chattr +i); else by mode.
+    // Read-only even for root where the file system allows it (chattr +i); else by mode; and
+    // where neither stops this process (root without CAP_LINUX_IMMUTABLE), the database is
+    // /dev/full, which nobody can write to (every write fails: "disk full"). Never skipped.
     let immutable = Command::new("chattr").arg("+i").arg(&db).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !immutable {
         let mut perms = std::fs::metadata(&db).unwrap().permissions();
         perms.set_readonly(true);
         std::fs::set_permissions(&db, perms).unwrap();
         if std::fs::OpenOptions::new().append(true).open(&db).is_ok() {
-            eprintln!("skipped: cannot make a file read-only here (root without chattr)");
-            return;
+            std::fs::remove_file(&db).unwrap();
+            std::os::unix::fs::symlink("/dev/full", &db).unwrap();
         }
     }
-    let out = spawn(&config).wait_with_output().unwrap();
+    let out = output_within(&mut agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]), PATIENCE).await;
     if immutable {
         let _ = Command::new("chattr").arg("-i").arg(&db).status();
     }
@@ -184,7 +188,7 @@ fn check_gives_up_on_a_top_level_stuck_in_c() {
     std::fs::write(dir.path().join("scripts/fine.lua"), "agent.on('me', function() end)\n").unwrap();
     std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("check").current_dir(dir.path()).output().unwrap();
+    let out = output_bounded(Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("check").current_dir(dir.path()), PATIENCE);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("stuck.lua") && text.contains("did not return within 1100 ms"), "{text}");
@@ -241,7 +245,7 @@ async fn a_script_load_in_progress_does_not_hold_shutdown() {
         agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
     std::fs::write(dir.path().join("loading.lua"), HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end")).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // the debounce, then the load starts
+    file_contains(&log, "hogging").await; // the load's top level is running
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));

@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn agent(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).args(args).current_dir(cwd).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("the binary runs")
+    // Bounded: a regression that lets `run` start (it is given bad configurations here) fails
+    // the test instead of running the embedded demo for ever.
+    output_bounded(Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).args(args).current_dir(cwd).env_remove("RUST_LOG").stdin(Stdio::null()), PATIENCE)
 }
 
 fn text(o: &Output) -> String {
