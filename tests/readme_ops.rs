@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
 use ucwa_agent::script::ScriptOutput;
 
 /// How many of 1..=n are powers of two: the lines a repeated error gets (1st, 2nd, 4th, …).
