@@ -347,3 +347,74 @@ async fn check_covers_every_account() {
     }
     assert!(!dir.path().join(".state/desk").exists(), "nothing was started");
 }
+
+/// Review of 2026-12-04, missing test 7: with every account refused, the process exits 3 (with
+/// one of two refused it runs on: `an_account_refused_stops_alone_and_health_says_which`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_exits_3_once_every_account_is_refused() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    let wrong = "UCWA_AGENT_TEST_BOTH_WRONG";
+    let accounts = format!("{}{}", account(&sim, "reception", RECEPTION, wrong), account(&sim, "helpdesk", HELPDESK, wrong));
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config(dir.path(), &accounts, "")).unwrap();
+    let out = output_within(&mut agent_command(&["run", "--config", path.to_str().unwrap()], &[(wrong, "wrong")]), PATIENCE).await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert_eq!(sim.counters()["token_rejections"], 6, "three tries for each account, no more: {log}");
+    assert!(!log.contains("wrong\"") && !log.contains("=wrong"), "the password is not logged: {log}");
+}
+
+/// Review of 2026-12-04, missing test 10: an account's own script replaces the shared one of the
+/// same name for that account only, and saving a shared script reloads it in every account,
+/// each keeping its own `agent.state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_own_script_replaces_the_shared_one_and_a_shared_save_reloads_every_account() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("reception-scripts");
+    std::fs::create_dir(&own).unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    write(dir.path(), "greet.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('shared greeting') end)\n");
+    write(&own, "greet.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('reception greeting') end)\n");
+    let count = |v: u32| {
+        format!("agent.on('audioVideoSession', 'added', function(e)\n  agent.state.calls = (agent.state.calls or 0) + 1\n  agent.log.info('v{v} calls ' .. agent.state.calls)\nend)\n")
+    };
+    write(dir.path(), "count.lua", &count(1));
+    // (`scripts_dir` belongs to the reception's [[account]], before its [account.auth].)
+    let reception =
+        account(&sim, "reception", RECEPTION, PASSWORD_ENV).replacen("[account.auth]", &format!("scripts_dir = \"{}\"\n[account.auth]", own.display()), 1);
+    let text = config(dir.path(), &format!("{reception}{}", account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV)), "");
+    let (mut out, stopper, task) = Fleet::start(Config::parse(&text, Path::new("t.toml")).unwrap(), &["reception", "helpdesk"]).await.run();
+    available(&sim, RECEPTION).await;
+    available(&sim, HELPDESK).await;
+    let mut lines = |account: &str| out.outputs[account].resubscribe();
+    let (mut reception_greet, mut reception_count, mut helpdesk_greet, mut helpdesk_count) =
+        (lines("reception"), lines("reception"), lines("helpdesk"), lines("helpdesk"));
+    // Two calls to the reception, one to the helpdesk.
+    for user in [RECEPTION, RECEPTION, HELPDESK] {
+        let c = sim.start_call(call_for(user)).unwrap();
+        let account = if user == RECEPTION { "reception" } else { "helpdesk" };
+        wait_line(&mut out, account, "call up").await;
+        sim.end_call(c);
+        wait_line(&mut out, account, "call over").await;
+    }
+    assert_eq!(messages_of(&mut reception_greet, "greet", 2).await, ["reception greeting", "reception greeting"]);
+    assert_eq!(messages_of(&mut helpdesk_greet, "greet", 1).await, ["shared greeting"]);
+    assert_eq!(messages_of(&mut reception_count, "count", 2).await, ["v1 calls 1", "v1 calls 2"]);
+    assert_eq!(messages_of(&mut helpdesk_count, "count", 1).await, ["v1 calls 1"]);
+    // A shared script saved: every account runs the new version, on its own agent.state.
+    write(dir.path(), "count.lua", &count(2));
+    for account in ["reception", "helpdesk"] {
+        let rx = out.outputs.get_mut(account).unwrap();
+        expect(rx, &format!("{account}: count v2"), |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "count")).await;
+    }
+    for (user, account, rx, want) in [(RECEPTION, "reception", &mut reception_count, "v2 calls 3"), (HELPDESK, "helpdesk", &mut helpdesk_count, "v2 calls 2")] {
+        let c = sim.start_call(call_for(user)).unwrap();
+        assert_eq!(messages_of(rx, "count", 1).await, [want]);
+        sim.end_call(c);
+        wait_line(&mut out, account, "call over").await;
+    }
+    assert_eq!(stop(stopper, task).await, RunEnd::Stopped);
+}

@@ -72,7 +72,8 @@ async fn a_secret_is_redacted_as_a_field_key_and_value_in_human_logs() {
 async fn test_output_never_holds_a_secret_only_its_placeholder() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
-    std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n[scripts.config.leaky]\ntoken = {{ env = \"{SECRET_ENV}\" }}\n")).unwrap();
+    std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n[scripts.config.leaky]\ntoken = {{ env = \"{SECRET_ENV}\" }}\n"))
+        .unwrap();
     std::fs::write(dir.path().join("scripts/leaky.lua"), LEAKY).unwrap();
     std::fs::write(
         dir.path().join("scripts/leaky_test.lua"),
