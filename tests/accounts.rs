@@ -389,7 +389,7 @@ async fn an_accounts_own_script_replaces_the_shared_one_and_a_shared_save_reload
     let (mut out, stopper, task) = Fleet::start(Config::parse(&text, Path::new("t.toml")).unwrap(), &["reception", "helpdesk"]).await.run();
     available(&sim, RECEPTION).await;
     available(&sim, HELPDESK).await;
-    let mut lines = |account: &str| out.outputs[account].resubscribe();
+    let lines = |account: &str| out.outputs[account].resubscribe();
     let (mut reception_greet, mut reception_count, mut helpdesk_greet, mut helpdesk_count) =
         (lines("reception"), lines("reception"), lines("helpdesk"), lines("helpdesk"));
     // Two calls to the reception, one to the helpdesk.
