@@ -461,3 +461,109 @@ async fn two_hanging_top_levels_of_a_script_make_its_next_save_wait_for_one_of_t
     eventually("the fixed version loaded", || lines().matches("script loaded").count() == 2).await;
     assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "hang").await, 0);
 }
+
+/// Review of 2026-12-04, missing test 8: the watchdog covers every call site in `run`: a timer
+/// and an `on_unload` stuck in C are declared stuck (a fixed or new version takes over), and a
+/// top level stuck in C is a load failure while the old version keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_an_on_unload_and_a_top_level_stuck_in_c_are_each_caught() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "timer.lua", &HOG.replace("agent.on(EVENT, hog)", "agent.on('agent', 'signedIn', function() agent.after(10, hog) end)"));
+    write(
+        dir.path(),
+        "leaving.lua",
+        &HOG.replace("agent.on(EVENT, hog)", "agent.on_unload(hog)\nagent.on('audioVideoSession', 'added', function() agent.log.info('leaving v1') end)"),
+    );
+    write(dir.path(), "loading.lua", "agent.on('audioVideoSession', 'added', function() agent.log.info('loading v1') end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), LIMITS)).await;
+    let stuck = agent.expect("the timer stuck", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "timer")).await;
+    assert!(matches!(&stuck, ScriptOutput::Stuck { doing, limit_ms: 100, .. } if doing == "timer"), "{stuck:?}");
+
+    // A new version of `leaving`: the old one's on_unload hogs, is declared stuck, and the new
+    // version starts on a thread of its own.
+    let mut out = agent.out.resubscribe();
+    write(dir.path(), "leaving.lua", "agent.on('audioVideoSession', 'added', function() agent.log.info('leaving v2') end)\n");
+    let stuck = expect(&mut out, "on_unload stuck", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "leaving")).await;
+    assert!(matches!(&stuck, ScriptOutput::Stuck { doing, .. } if doing == "on_unload"), "{stuck:?}");
+    expect(&mut out, "leaving's new version", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "leaving")).await;
+
+    // A version of `loading` whose top level hogs: not loaded, and version 1 runs on.
+    write(dir.path(), "loading.lua", &HOG.replace("agent.on(EVENT, hog)", "hog()"));
+    let failed = expect(&mut out, "the load given up", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "loading")).await;
+    assert!(matches!(&failed, ScriptOutput::LoadFailed { error, .. } if error.contains("the top level did not return within 1100 ms")), "{failed:?}");
+    let (mut leaving, mut loading) = (agent.out.resubscribe(), agent.out.resubscribe());
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut leaving, "leaving", 1).await, ["leaving v2"]);
+    assert_eq!(messages_of(&mut loading, "loading", 1).await, ["loading v1"]);
+    sim.end_call(call);
+    agent.stop().await;
+}
+
+/// Review of 2026-12-04, missing test 1 (the commit gate): a stuck call that returns after its
+/// replacement took over writes nothing; the database keeps the replacement's `agent.state`
+/// and cursor, and a restart delivers nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_call_that_returns_late_commits_nothing() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "stuck.lua",
+        &HOG.replace(
+            "agent.on(EVENT, hog)",
+            "agent.on('audioVideoSession', 'added', function()\n  agent.state.who = 'v1 before'\n  hog()\n  agent.state.who = 'v1 after the hog'\n  agent.state.seen = {0}\n  agent.log.info('v1 returned')\nend)",
+        ),
+    );
+    let config = config_text(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    let mut agent = start_agent(&sim, &config).await;
+    let port = agent.metrics.expect("metrics listen").port();
+    let mut v1 = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    agent.expect("the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "stuck")).await;
+
+    // The fix takes over and gets the events the stuck call never finished.
+    let fixed = "agent.on('audioVideoSession', function(e)\n  agent.state.who = 'v2'\n  agent.state.seen = agent.state.seen or {}\n  \
+                 table.insert(agent.state.seen, e.seq)\n  agent.log.info('v2 saw ' .. e.type)\nend)\n";
+    let mut v2 = agent.out.resubscribe();
+    write(dir.path(), "stuck.lua", fixed);
+    assert_eq!(v2_lines(&mut v2, 2).await, ["v2 saw added", "v2 saw updated"]);
+    // The hog returns at last, on its old thread, and tries to commit what it changed.
+    expect(&mut v1, "the stuck call returning", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message == "v1 returned"))
+        .await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    gauge_reaches(&client, port, "ucwa_script_stuck_versions", "stuck", 0).await; // its thread has ended
+    sim.end_call(call);
+    assert_eq!(v2_lines(&mut v2, 1).await, ["v2 saw deleted"]);
+    agent.stop().await;
+    let db = dir.path().join(".state/agent.db");
+    let state = saved_state(&db, "stuck");
+    assert_eq!(state["who"], "v2", "the late call wrote nothing: {state}");
+    let seen: Vec<u64> = serde_json::from_value(state["seen"].clone()).unwrap();
+    assert_eq!(seen.len(), 3, "{state}");
+
+    // A restart delivers nothing again: the cursor is the replacement's.
+    let mut agent = start_agent(&sim, &config).await;
+    let mut out = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut out, "stuck", 1).await, ["v2 saw added"]);
+    sim.end_call(call);
+    expect(&mut out, "the call's end", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message == "v2 saw deleted")).await;
+    agent.stop().await;
+    let seen: Vec<u64> = serde_json::from_value(saved_state(&db, "stuck")["seen"].clone()).unwrap();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "each event once, in order: {seen:?}");
+}
+
+/// The next `n` lines of the fixed version of `stuck` (the stuck one's own may come between).
+async fn v2_lines(out: &mut tokio::sync::broadcast::Receiver<ScriptOutput>, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let o =
+            expect(out, "a line of version 2", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message.starts_with("v2 ")))
+                .await;
+        if let ScriptOutput::Log { message, .. } = o {
+            lines.push(message);
+        }
+    }
+    lines
+}
