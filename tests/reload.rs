@@ -207,7 +207,7 @@ async fn sighup_applies_the_scripts_limits_allowlist_and_failure_count() {
     let config = dir.path().join("config.toml");
     let text = |extra: &str| config_text(&sim, dir.path(), &format!("watch = false\n{extra}"));
     std::fs::write(&config, text("instruction_limit = 100000000\nhttp_allow = [\"127.0.0.1\"]\nmax_consecutive_failures = 100")).unwrap();
-    let mut agent = start_agent_from_file(&sim, &config).await;
+    let agent = start_agent_from_file(&sim, &config).await;
     let (mut busy, mut hook) = (agent.out.resubscribe(), agent.out.resubscribe());
     let c = sim.start_call(answered_call()).unwrap();
     assert_eq!(messages_of(&mut busy, "busy", 1).await, ["counted"]);

@@ -543,7 +543,7 @@ async fn a_stuck_call_that_returns_late_commits_nothing() {
     assert_eq!(seen.len(), 3, "{state}");
 
     // A restart delivers nothing again: the cursor is the replacement's.
-    let mut agent = start_agent(&sim, &config).await;
+    let agent = start_agent(&sim, &config).await;
     let mut out = agent.out.resubscribe();
     let call = sim.start_call(answered_call()).unwrap();
     assert_eq!(messages_of(&mut out, "stuck", 1).await, ["v2 saw added"]);
