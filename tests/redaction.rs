@@ -94,3 +94,59 @@ async fn test_output_never_holds_a_secret_only_its_placeholder() {
     // The second case fails on purpose, to print the fields with the placeholder as a key.
     assert!(text.contains(&format!("[\"{placeholder}\"]")) || text.contains(&format!("\"{placeholder}\":1")), "{text}");
 }
+
+/// Review of 2026-12-04, missing test 6 (its edges): in `run`, an empty secret stops the
+/// script's load naming the key; a value under 3 characters is left alone; a rotated secret
+/// file is read again when the script reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_secrets_stop_the_load_short_ones_are_kept_and_a_rotated_file_is_read_on_reload() {
+    use ucwa_agent::script::ScriptOutput;
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (empty_env, short_env) = ("UCWA_AGENT_TEST_EMPTY_SECRET", "UCWA_AGENT_TEST_SHORT_SECRET");
+    std::env::set_var(empty_env, "");
+    std::env::set_var(short_env, "ab");
+    let (empty_file, rotating) = (dir.path().join("empty.secret"), dir.path().join("rotating.secret"));
+    std::fs::write(&empty_file, "").unwrap();
+    std::fs::write(&rotating, "first-secret\n").unwrap();
+    let says = "agent.on('audioVideoSession', 'added', function(e) agent.log.info('token ' .. agent.config.token) end)\n";
+    let which = "agent.on('audioVideoSession', 'added', function(e)\n  local t = agent.config.token\n  \
+                 agent.log.info(t == 'first-secret' and 'the first' or t == 'second-secret' and 'the second' or 'another')\nend)\n";
+    write(dir.path(), "short.lua", says);
+    write(dir.path(), "rotated.lua", which);
+    let extra = format!(
+        "reload_debounce_ms = 20\n[scripts.config.empty_env]\ntoken = {{ env = \"{empty_env}\" }}\n[scripts.config.empty_file]\ntoken = {{ file = \"{}\" }}\n\
+         [scripts.config.short]\ntoken = {{ env = \"{short_env}\" }}\n[scripts.config.rotated]\ntoken = {{ file = \"{}\" }}\n",
+        empty_file.display(),
+        rotating.display()
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), &extra)).await;
+    // Scripts with an empty secret, saved while running: not loaded, the key named.
+    let mut out = agent.out.resubscribe();
+    write(dir.path(), "empty_env.lua", says);
+    let failed = expect(&mut out, "empty_env refused", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "empty_env")).await;
+    assert!(
+        matches!(&failed, ScriptOutput::LoadFailed { error, .. } if error.contains(&format!("agent.config.token: the environment variable {empty_env} is not set"))),
+        "{failed:?}"
+    );
+    write(dir.path(), "empty_file.lua", says);
+    let failed = expect(&mut out, "empty_file refused", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "empty_file")).await;
+    assert!(matches!(&failed, ScriptOutput::LoadFailed { error, .. } if error.contains("agent.config.token: ") && error.contains("is empty")), "{failed:?}");
+
+    let (mut short, mut rotated) = (agent.out.resubscribe(), agent.out.resubscribe());
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut short, "short", 1).await, ["token ab"], "under 3 characters: not redacted");
+    assert_eq!(messages_of(&mut rotated, "rotated", 1).await, ["the first"]);
+    sim.end_call(call);
+    eventually("the call ended", || sim.counters()["calls_ended"] == 1).await;
+
+    // The file rotated, then the script saved: its new version reads the new secret.
+    std::fs::write(&rotating, "second-secret\n").unwrap();
+    write(dir.path(), "rotated.lua", &format!("{which}-- saved again\n"));
+    agent.expect("rotated reloaded", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "rotated")).await;
+    let mut rotated = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut rotated, "rotated", 1).await, ["the second"]);
+    sim.end_call(call);
+    agent.stop().await;
+}
