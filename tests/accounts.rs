@@ -418,3 +418,90 @@ async fn an_accounts_own_script_replaces_the_shared_one_and_a_shared_save_reload
     }
     assert_eq!(stop(stopper, task).await, RunEnd::Stopped);
 }
+
+/// A loopback port free now (for a binary whose `/healthz` is asked before it says where it listens).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `/healthz` of an agent on `port`, once it answers.
+async fn health(port: u16) -> (u16, Value) {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            let status = r.status().as_u16();
+            return (status, r.json().await.unwrap_or(Value::Null));
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing answers on {port}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Review of 2026-12-04, missing test 4: `run --shard K/N` on one configuration and one
+/// `state.dir` signs in exactly the accounts `shard_of` gives shard K, every account in one
+/// shard; a shard with none idles with `/healthz` 200 and starts an account a SIGHUP gives it,
+/// on the `--metrics-listen` address it was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_sign_in_their_own_accounts_and_an_idle_shard_takes_one_added_by_sighup() {
+    use ucwa_agent::config::shard_of;
+    const N: u32 = 3;
+    let names = ["reception", "helpdesk"];
+    let idle = (0..N).find(|k| names.iter().all(|n| shard_of(n, N) != *k)).expect("two accounts leave a shard of three empty");
+    let extra_name = (0..).map(|i| format!("extra{i}")).find(|n| shard_of(n, N) == idle).unwrap();
+    let extra_user = "extra@contoso.com";
+    let sim = start_sim(SimConfig {
+        users: vec![(RECEPTION.into(), "demo".into()), (HELPDESK.into(), "demo".into()), (extra_user.into(), "demo".into())],
+        ..sim_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    let two = format!("{}{}", account(&sim, "reception", RECEPTION, PASSWORD_ENV), account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV));
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config(dir.path(), &two, "")).unwrap();
+    let mut shards = Vec::new();
+    for k in 0..N {
+        let (port, log) = (free_port(), dir.path().join(format!("shard{k}.log")));
+        let args = ["run", "--config", path.to_str().unwrap(), "--shard", &format!("{k}/{N}"), "--metrics-listen", &format!("127.0.0.1:{port}")];
+        let child = agent_command(&args, &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+        shards.push((k, port, log, child));
+    }
+    available(&sim, RECEPTION).await;
+    available(&sim, HELPDESK).await;
+    for (k, port, log, _) in &shards {
+        let (status, h) = health(*port).await;
+        let text = std::fs::read_to_string(log).unwrap();
+        for name in names {
+            let mine = shard_of(name, N) == *k;
+            assert_eq!(text.contains(&format!("account={name}")), mine, "shard {k} and {name}: {text}");
+        }
+        if *k == idle {
+            assert_eq!(status, 200, "an idle shard is healthy: {h}");
+        }
+    }
+    assert_eq!(apps(&sim).await.len(), 2, "one application per account, no more");
+
+    // A SIGHUP adds an account that falls to the idle shard: it signs it in, and only it.
+    let three = format!("{two}{}", account(&sim, &extra_name, extra_user, PASSWORD_ENV));
+    std::fs::write(&path, config(dir.path(), &three, "")).unwrap();
+    for (_, _, _, child) in &shards {
+        signal(child, "-HUP");
+    }
+    available(&sim, extra_user).await;
+    let (_, port, log, _) = &shards[idle as usize];
+    file_contains(log, &format!("account={extra_name}")).await;
+    let (status, h) = health(*port).await;
+    assert_eq!(status, 200, "{h}");
+    assert!(h.to_string().contains(&extra_name), "the same address, now with the account: {h}");
+    for (k, _, log, _) in &shards {
+        if *k != idle {
+            assert!(!std::fs::read_to_string(log).unwrap().contains(&format!("account={extra_name}")), "shard {k} left it alone");
+        }
+    }
+    assert_eq!(apps(&sim).await.len(), 3);
+    for (_, _, _, child) in &mut shards {
+        signal(child, "-TERM");
+        assert_eq!(exit_within(child, PATIENCE).await.0, Some(0));
+    }
+}
