@@ -505,3 +505,47 @@ async fn shards_sign_in_their_own_accounts_and_an_idle_shard_takes_one_added_by_
         assert_eq!(exit_within(child, PATIENCE).await.0, Some(0));
     }
 }
+
+/// Review of 2026-12-04, missing test 3: a SIGHUP that changes one account's `scripts_dir`
+/// restarts that account alone (its scripts see `signedOut` then `signedIn`, its application is
+/// deleted and a new one made); the other keeps its application; a change to a restart-only key
+/// (`server.max_backoff_secs`) recreates no application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_restarts_exactly_the_account_that_changed() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "life.lua",
+        "agent.on('agent', function(e)\n  agent.state.life = agent.state.life or {}\n  table.insert(agent.state.life, e.type)\nend)\n",
+    );
+    let own = dir.path().join("reception-scripts");
+    std::fs::create_dir(&own).unwrap();
+    let path = dir.path().join("agent.toml");
+    let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV);
+    let helpdesk = account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV);
+    std::fs::write(&path, config(dir.path(), &format!("{reception}{helpdesk}"), "")).unwrap();
+    let (out, stopper, task) = Fleet::start(Config::load(&path).unwrap(), &["reception", "helpdesk"]).await.run();
+    let (reception_app, helpdesk_app) = (available(&sim, RECEPTION).await, available(&sim, HELPDESK).await);
+
+    let moved = reception.replacen("[account.auth]", &format!("scripts_dir = \"{}\"\n[account.auth]", own.display()), 1);
+    std::fs::write(&path, config(dir.path(), &format!("{moved}{helpdesk}"), "")).unwrap();
+    let _ = out.reloader.reload().await;
+    eventually("the reception's application deleted", || sim.counters()["applications_deleted"] == 1).await;
+    eventually("a new application for the reception", || sim.counters()["applications_created"] == 3).await;
+    let new_app = available(&sim, RECEPTION).await;
+    assert_ne!(new_app, reception_app, "the reception started again");
+    assert_eq!(available(&sim, HELPDESK).await, helpdesk_app, "the helpdesk was not touched");
+
+    // A restart-only key: logged as needing a restart, no account restarted.
+    let slower = config(dir.path(), &format!("{moved}{helpdesk}"), "").replace("max_backoff_secs = 1", "max_backoff_secs = 2");
+    std::fs::write(&path, slower).unwrap();
+    let _ = out.reloader.reload().await;
+    assert_eq!((available(&sim, RECEPTION).await, available(&sim, HELPDESK).await), (new_app, helpdesk_app));
+    assert_eq!((sim.counters()["applications_created"].as_u64(), sim.counters()["applications_deleted"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(stop(stopper, task).await, RunEnd::Stopped);
+    let life = |account: &str| saved_state(&dir.path().join(format!(".state/{account}/agent.db")), "life")["life"].clone();
+    // (A new application after the first start comes with `resync`: README, "agent/resync".)
+    assert_eq!(life("reception"), serde_json::json!(["signedIn", "signedOut", "resync", "signedIn", "signedOut"]));
+    assert_eq!(life("helpdesk"), serde_json::json!(["signedIn", "signedOut"]));
+}
