@@ -273,7 +273,12 @@ async fn metrics_are_served_over_https_with_the_configured_certificate() {
     // The test CA signed the certificate for 127.0.0.1 and localhost.
     let https = test_http();
     let url = format!("https://127.0.0.1:{port}/metrics");
-    eventually_async("HTTPS answers", || async { https.get(&url).send().await.is_ok_and(|r| r.status().is_success()) }).await;
+    // (Until the account has started, the page has only the process's own families.)
+    let answered = || async {
+        let Ok(r) = https.get(&url).send().await else { return false };
+        r.status().is_success() && r.text().await.is_ok_and(|page| page.contains("ucwa_up"))
+    };
+    eventually_async("HTTPS answers, with the account's metrics", answered).await;
     let page = https.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("ucwa_up"), "{page}");
     assert_eq!(get(&format!("http://127.0.0.1:{port}/metrics"), None).await.0, 0, "no plain HTTP answer");
