@@ -340,14 +340,212 @@ async fn check_covers_every_account() {
     let missing = dir.path().join("missing.toml");
     std::fs::write(&missing, config(dir.path(), "[[account]]\nname = \"desk\"\nscripts_dir = \"nope\"\n", "")).unwrap();
     for command in ["check", "run"] {
-        let out = agent_command(&[command, "--config", missing.to_str().unwrap()], &[])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .unwrap();
+        let out = output_within(&mut agent_command(&[command, "--config", missing.to_str().unwrap()], &[]), PATIENCE).await;
         let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(2), "{command}: {shown}");
         assert!(shown.contains("`account.desk.scripts_dir`: cannot read"), "{command}: {shown}");
     }
     assert!(!dir.path().join(".state/desk").exists(), "nothing was started");
+}
+
+/// Review of 2026-12-04, missing test 7: with every account refused, the process exits 3 (with
+/// one of two refused it runs on: `an_account_refused_stops_alone_and_health_says_which`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_exits_3_once_every_account_is_refused() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    let wrong = "UCWA_AGENT_TEST_BOTH_WRONG";
+    let accounts = format!("{}{}", account(&sim, "reception", RECEPTION, wrong), account(&sim, "helpdesk", HELPDESK, wrong));
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config(dir.path(), &accounts, "")).unwrap();
+    let out = output_within(&mut agent_command(&["run", "--config", path.to_str().unwrap()], &[(wrong, "wrong")]), PATIENCE).await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    assert_eq!(sim.counters()["token_rejections"], 6, "three tries for each account, no more: {log}");
+    assert!(!log.contains("wrong\"") && !log.contains("=wrong"), "the password is not logged: {log}");
+}
+
+/// Review of 2026-12-04, missing test 10: an account's own script replaces the shared one of the
+/// same name for that account only, and saving a shared script reloads it in every account,
+/// each keeping its own `agent.state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_own_script_replaces_the_shared_one_and_a_shared_save_reloads_every_account() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("reception-scripts");
+    std::fs::create_dir(&own).unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    write(dir.path(), "greet.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('shared greeting') end)\n");
+    write(&own, "greet.lua", "agent.on('audioVideoSession', 'added', function(e) agent.log.info('reception greeting') end)\n");
+    let count = |v: u32| {
+        format!("agent.on('audioVideoSession', 'added', function(e)\n  agent.state.calls = (agent.state.calls or 0) + 1\n  agent.log.info('v{v} calls ' .. agent.state.calls)\nend)\n")
+    };
+    write(dir.path(), "count.lua", &count(1));
+    // (`scripts_dir` belongs to the reception's [[account]], before its [account.auth].)
+    let reception =
+        account(&sim, "reception", RECEPTION, PASSWORD_ENV).replacen("[account.auth]", &format!("scripts_dir = \"{}\"\n[account.auth]", own.display()), 1);
+    let text = config(dir.path(), &format!("{reception}{}", account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV)), "");
+    let (mut out, stopper, task) = Fleet::start(Config::parse(&text, Path::new("t.toml")).unwrap(), &["reception", "helpdesk"]).await.run();
+    available(&sim, RECEPTION).await;
+    available(&sim, HELPDESK).await;
+    let lines = |account: &str| out.outputs[account].resubscribe();
+    let (mut reception_greet, mut reception_count, mut helpdesk_greet, mut helpdesk_count) =
+        (lines("reception"), lines("reception"), lines("helpdesk"), lines("helpdesk"));
+    // Two calls to the reception, one to the helpdesk.
+    for user in [RECEPTION, RECEPTION, HELPDESK] {
+        let c = sim.start_call(call_for(user)).unwrap();
+        let account = if user == RECEPTION { "reception" } else { "helpdesk" };
+        wait_line(&mut out, account, "call up").await;
+        sim.end_call(c);
+        wait_line(&mut out, account, "call over").await;
+    }
+    assert_eq!(messages_of(&mut reception_greet, "greet", 2).await, ["reception greeting", "reception greeting"]);
+    assert_eq!(messages_of(&mut helpdesk_greet, "greet", 1).await, ["shared greeting"]);
+    assert_eq!(messages_of(&mut reception_count, "count", 2).await, ["v1 calls 1", "v1 calls 2"]);
+    assert_eq!(messages_of(&mut helpdesk_count, "count", 1).await, ["v1 calls 1"]);
+    // A shared script saved: every account runs the new version, on its own agent.state.
+    write(dir.path(), "count.lua", &count(2));
+    for account in ["reception", "helpdesk"] {
+        let rx = out.outputs.get_mut(account).unwrap();
+        expect(rx, &format!("{account}: count v2"), |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "count")).await;
+    }
+    for (user, account, rx, want) in [(RECEPTION, "reception", &mut reception_count, "v2 calls 3"), (HELPDESK, "helpdesk", &mut helpdesk_count, "v2 calls 2")] {
+        let c = sim.start_call(call_for(user)).unwrap();
+        assert_eq!(messages_of(rx, "count", 1).await, [want]);
+        sim.end_call(c);
+        wait_line(&mut out, account, "call over").await;
+    }
+    assert_eq!(stop(stopper, task).await, RunEnd::Stopped);
+}
+
+/// A loopback port free now (for a binary whose `/healthz` is asked before it says where it listens).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `/healthz` of an agent on `port`, once it answers.
+async fn health(port: u16) -> (u16, Value) {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            let status = r.status().as_u16();
+            return (status, r.json().await.unwrap_or(Value::Null));
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing answers on {port}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Review of 2026-12-04, missing test 4: `run --shard K/N` on one configuration and one
+/// `state.dir` signs in exactly the accounts `shard_of` gives shard K, every account in one
+/// shard; a shard with none idles with `/healthz` 200 and starts an account a SIGHUP gives it,
+/// on the `--metrics-listen` address it was started with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_sign_in_their_own_accounts_and_an_idle_shard_takes_one_added_by_sighup() {
+    use ucwa_agent::config::shard_of;
+    const N: u32 = 3;
+    let names = ["reception", "helpdesk"];
+    let idle = (0..N).find(|k| names.iter().all(|n| shard_of(n, N) != *k)).expect("two accounts leave a shard of three empty");
+    let extra_name = (0..).map(|i| format!("extra{i}")).find(|n| shard_of(n, N) == idle).unwrap();
+    let extra_user = "extra@contoso.com";
+    let sim = start_sim(SimConfig {
+        users: vec![(RECEPTION.into(), "demo".into()), (HELPDESK.into(), "demo".into()), (extra_user.into(), "demo".into())],
+        ..sim_config()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "all.lua", EVERY_EVENT);
+    let two = format!("{}{}", account(&sim, "reception", RECEPTION, PASSWORD_ENV), account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV));
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config(dir.path(), &two, "")).unwrap();
+    let mut shards = Vec::new();
+    for k in 0..N {
+        let (port, log) = (free_port(), dir.path().join(format!("shard{k}.log")));
+        let args = ["run", "--config", path.to_str().unwrap(), "--shard", &format!("{k}/{N}"), "--metrics-listen", &format!("127.0.0.1:{port}")];
+        let child = agent_command(&args, &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
+        shards.push((k, port, log, child));
+    }
+    available(&sim, RECEPTION).await;
+    available(&sim, HELPDESK).await;
+    for (k, port, log, _) in &shards {
+        let (status, h) = health(*port).await;
+        let text = std::fs::read_to_string(log).unwrap();
+        for name in names {
+            let mine = shard_of(name, N) == *k;
+            assert_eq!(text.contains(&format!("account={name}")), mine, "shard {k} and {name}: {text}");
+        }
+        if *k == idle {
+            assert_eq!(status, 200, "an idle shard is healthy: {h}");
+        }
+    }
+    assert_eq!(apps(&sim).await.len(), 2, "one application per account, no more");
+
+    // A SIGHUP adds an account that falls to the idle shard: it signs it in, and only it.
+    let three = format!("{two}{}", account(&sim, &extra_name, extra_user, PASSWORD_ENV));
+    std::fs::write(&path, config(dir.path(), &three, "")).unwrap();
+    for (_, _, _, child) in &shards {
+        signal(child, "-HUP");
+    }
+    available(&sim, extra_user).await;
+    let (_, port, log, _) = &shards[idle as usize];
+    file_contains(log, &format!("account={extra_name}")).await;
+    let (status, h) = health(*port).await;
+    assert_eq!(status, 200, "{h}");
+    assert!(h.to_string().contains(&extra_name), "the same address, now with the account: {h}");
+    for (k, _, log, _) in &shards {
+        if *k != idle {
+            assert!(!std::fs::read_to_string(log).unwrap().contains(&format!("account={extra_name}")), "shard {k} left it alone");
+        }
+    }
+    assert_eq!(apps(&sim).await.len(), 3);
+    for (_, _, _, child) in &mut shards {
+        signal(child, "-TERM");
+        assert_eq!(exit_within(child, PATIENCE).await.0, Some(0));
+    }
+}
+
+/// Review of 2026-12-04, missing test 3: a SIGHUP that changes one account's `scripts_dir`
+/// restarts that account alone (its scripts see `signedOut` then `signedIn`, its application is
+/// deleted and a new one made); the other keeps its application; a change to a restart-only key
+/// (`server.max_backoff_secs`) recreates no application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_restarts_exactly_the_account_that_changed() {
+    let sim = start_sim(two_users()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "life.lua",
+        "agent.on('agent', function(e)\n  agent.state.life = agent.state.life or {}\n  table.insert(agent.state.life, e.type)\nend)\n",
+    );
+    let own = dir.path().join("reception-scripts");
+    std::fs::create_dir(&own).unwrap();
+    let path = dir.path().join("agent.toml");
+    let reception = account(&sim, "reception", RECEPTION, PASSWORD_ENV);
+    let helpdesk = account(&sim, "helpdesk", HELPDESK, PASSWORD_ENV);
+    std::fs::write(&path, config(dir.path(), &format!("{reception}{helpdesk}"), "")).unwrap();
+    let (out, stopper, task) = Fleet::start(Config::load(&path).unwrap(), &["reception", "helpdesk"]).await.run();
+    let (reception_app, helpdesk_app) = (available(&sim, RECEPTION).await, available(&sim, HELPDESK).await);
+
+    let moved = reception.replacen("[account.auth]", &format!("scripts_dir = \"{}\"\n[account.auth]", own.display()), 1);
+    std::fs::write(&path, config(dir.path(), &format!("{moved}{helpdesk}"), "")).unwrap();
+    let _ = out.reloader.reload().await;
+    eventually("the reception's application deleted", || sim.counters()["applications_deleted"] == 1).await;
+    eventually("a new application for the reception", || sim.counters()["applications_created"] == 3).await;
+    let new_app = available(&sim, RECEPTION).await;
+    assert_ne!(new_app, reception_app, "the reception started again");
+    assert_eq!(available(&sim, HELPDESK).await, helpdesk_app, "the helpdesk was not touched");
+
+    // A restart-only key: logged as needing a restart, no account restarted.
+    let slower = config(dir.path(), &format!("{moved}{helpdesk}"), "").replace("max_backoff_secs = 1", "max_backoff_secs = 2");
+    std::fs::write(&path, slower).unwrap();
+    let _ = out.reloader.reload().await;
+    assert_eq!((available(&sim, RECEPTION).await, available(&sim, HELPDESK).await), (new_app, helpdesk_app));
+    assert_eq!((sim.counters()["applications_created"].as_u64(), sim.counters()["applications_deleted"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(stop(stopper, task).await, RunEnd::Stopped);
+    let life = |account: &str| saved_state(&dir.path().join(format!(".state/{account}/agent.db")), "life")["life"].clone();
+    // (A new application after the first start comes with `resync`: README, "agent/resync".)
+    assert_eq!(life("reception"), serde_json::json!(["signedIn", "signedOut", "resync", "signedIn", "signedOut"]));
+    assert_eq!(life("helpdesk"), serde_json::json!(["signedIn", "signedOut"]));
 }

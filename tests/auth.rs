@@ -318,3 +318,28 @@ end)"#,
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("leaky.lua: error: agent.config.token: the environment variable UCWA_AGENT_TEST_SCRIPT_TOKEN is not set"), "{report}");
 }
+
+/// Review of 2026-12-04, missing test 9 (its script side): a script's `agent.ucwa.get` made
+/// after the pool expired every token answers 200, never 401: the request is retried with a
+/// renewed token. (The pool's count of rejected requests covers the agent's own polls too, so
+/// it shows at least one rejection, not whose.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripts_request_after_the_tokens_expire_is_retried_and_answers_200() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "reader.lua",
+        "agent.on('agent', 'signedIn', function()\n  agent.every(50, function()\n    local ok, r = pcall(agent.ucwa.get, agent.ucwa.application())\n    \
+         agent.log.info(ok and tostring(r.status) or ('error ' .. tostring(r)))\n  end)\nend)\n",
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    assert_eq!(agent.messages("reader", 2).await, ["200", "200"]);
+    let (rejected, issued) = (sim.counters()["unauthorized"].as_u64().unwrap(), sim.counters()["tokens_issued"].as_u64().unwrap());
+    sim.inject(Fault::TokenExpiry, 1);
+    let mut out = agent.out.resubscribe();
+    assert_eq!(messages_of(&mut out, "reader", 5).await, ["200"; 5], "no 401 reaches the script");
+    assert!(sim.counters()["unauthorized"].as_u64().unwrap() > rejected, "the expired token was refused: {}", sim.counters());
+    assert!(sim.counters()["tokens_issued"].as_u64().unwrap() > issued, "a new token: {}", sim.counters());
+    agent.stop().await;
+}

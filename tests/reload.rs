@@ -187,3 +187,51 @@ async fn a_hundred_saves_under_load_lose_duplicate_and_reorder_nothing() {
     assert!(versions.last().unwrap() > &1, "reloads happened during the stream");
     assert!(failed_loads > 0, "some saves were broken and refused");
 }
+
+/// Review of 2026-12-04, missing test 5: a SIGHUP applies the `[scripts]` limits, `http_allow`
+/// and `max_consecutive_failures` to the running scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_scripts_limits_allowlist_and_failure_count() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // About 3 million instructions, then a request to a closed port of an allowed host.
+    save(
+        &dir.path().join("busy.lua"),
+        "agent.on('audioVideoSession', 'added', function(e)\n  local x = 0\n  for i = 1, 1000000 do x = x + i end\n  agent.log.info('counted')\nend)\n",
+    );
+    save(
+        &dir.path().join("hook.lua"),
+        "agent.on('audioVideoSession', 'added', function(e)\n  local ok, err = pcall(agent.http.request, {url = 'http://127.0.0.1:9/hook', timeout = 2000})\n  agent.log.info(ok and 'sent' or err)\nend)\n",
+    );
+    save(&dir.path().join("fail.lua"), "agent.on('audioVideoSession', function(e) error('always') end)\n");
+    let config = dir.path().join("config.toml");
+    let text = |extra: &str| config_text(&sim, dir.path(), &format!("watch = false\n{extra}"));
+    std::fs::write(&config, text("instruction_limit = 100000000\nhttp_allow = [\"127.0.0.1\"]\nmax_consecutive_failures = 100")).unwrap();
+    let agent = start_agent_from_file(&sim, &config).await;
+    let (mut busy, mut hook) = (agent.out.resubscribe(), agent.out.resubscribe());
+    let c = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut busy, "busy", 1).await, ["counted"]);
+    let said = messages_of(&mut hook, "hook", 1).await;
+    assert!(!said[0].contains("http_allow"), "allowed before the reload: {said:?}");
+    sim.end_call(c);
+    eventually("the call ended", || sim.counters()["calls_ended"] == 1).await;
+
+    // Lower limits, an empty allowlist, pause after 2 failures: applied by a reload.
+    std::fs::write(&config, text("instruction_limit = 1000000\nhttp_allow = []\nmax_consecutive_failures = 2")).unwrap();
+    let mut out = agent.out.resubscribe();
+    let _ = agent.reloader.reload().await;
+    for script in ["busy", "hook", "fail"] {
+        expect(&mut out, &format!("{script} reloaded"), |o| matches!(o, ScriptOutput::Loaded { script: s, version: 2 } if s == script)).await;
+    }
+    let (mut errors, mut paused, mut hook) = (out.resubscribe(), out.resubscribe(), out.resubscribe());
+    wait_available(&sim).await;
+    let c = sim.start_call(answered_call()).unwrap();
+    let stopped = expect(&mut errors, "busy stopped", |o| matches!(o, ScriptOutput::HandlerError { script, .. } if script == "busy")).await;
+    assert!(matches!(&stopped, ScriptOutput::HandlerError { error, .. } if error.contains("instruction limit exceeded")), "{stopped:?}");
+    let said = messages_of(&mut hook, "hook", 1).await;
+    assert!(said[0].contains("127.0.0.1 is not in scripts.http_allow"), "{said:?}");
+    let p = expect(&mut paused, "fail paused", |o| matches!(o, ScriptOutput::Paused { script, .. } if script == "fail")).await;
+    assert!(matches!(p, ScriptOutput::Paused { failures: 2, .. }), "{p:?}");
+    sim.end_call(c);
+    agent.stop().await;
+}

@@ -79,3 +79,58 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
     }
     assert_eq!(sim.counters()["applications_created"], 1, "the restart resumed the same application's channel");
 }
+
+/// Review of 2026-12-04, missing test 2: a batch the journal cannot write is not acknowledged
+/// and nothing of it is dispatched; once writes work again, the scripts get every event once,
+/// in order, and `ucwa_recoveries_total{kind="journal_error"}` counts the failures. The
+/// database's write-ahead log is made immutable (`chattr +i`) while the call starts: where
+/// chattr cannot work (no CAP_LINUX_IMMUTABLE), the test says so on stderr and does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_journal_cannot_write_is_polled_again_and_delivered_once() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "all.lua",
+        "agent.on('*', function(e)\n  if e.rel == 'agent' then return end\n  agent.log.info(e.seq .. ' ' .. e.rel .. ' ' .. e.type)\nend)\n",
+    );
+    let agent = start_agent(&sim, &config_text(&sim, dir.path(), "[metrics]\nlisten = \"127.0.0.1:0\"")).await;
+    let addr = agent.metrics.expect("metrics listen");
+    let wal = dir.path().join(".state/agent.db-wal");
+    let chattr = |flag: &str| std::process::Command::new("chattr").arg(flag).arg(&wal).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
+    if !chattr("+i") {
+        eprintln!("skipped: chattr +i does not work here (it needs CAP_LINUX_IMMUTABLE), so no write can be made to fail");
+        agent.stop().await;
+        return;
+    }
+    let journal_errors = || async {
+        let page = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        page.lines().find_map(|l| l.strip_prefix("ucwa_recoveries_total{kind=\"journal_error\"} ")).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let mut out = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while journal_errors().await < 2.0 {
+        assert!(std::time::Instant::now() < deadline, "no journal error counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Polled again, not acknowledged, and nothing of it dispatched.
+    while let Ok(o) = out.try_recv() {
+        assert!(!matches!(&o, ucwa_agent::script::ScriptOutput::Log { script, .. } if script == "all"), "dispatched before it was journaled: {o:?}");
+    }
+    assert!(chattr("-i"), "chattr -i");
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|m| m.ends_with("audioVideoSession updated")) {
+        seen.extend(messages_of(&mut out, "all", 1).await);
+    }
+    sim.end_call(call);
+    while !seen.iter().any(|m| m.ends_with("audioVideoSession deleted")) {
+        seen.extend(messages_of(&mut out, "all", 1).await);
+    }
+    agent.stop().await;
+    let seqs: Vec<u64> = seen.iter().map(|m| m.split(' ').next().unwrap().parse().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "each event once, in order: {seen:?}");
+    for kind in ["added", "updated", "deleted"] {
+        assert_eq!(seen.iter().filter(|m| m.ends_with(&format!("audioVideoSession {kind}"))).count(), 1, "{seen:?}");
+    }
+}

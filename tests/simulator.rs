@@ -208,11 +208,14 @@ async fn held_poll_is_answered_when_a_call_arrives_with_the_documented_sequence(
     let (setup, next) = c.events(c.events.clone(), 5).await;
     assert_eq!(setup[0], ("communication".into(), "updated".into()), "makeMeAvailable's events: {setup:?}");
     // Park a poll with a long timeout, then ring: the poll returns at once with the call.
+    let polls = sim.counters()["polls"].as_u64().unwrap();
     let parked = {
         let (http, url, token) = (c.http.clone(), format!("{}{next}&timeout=60", c.origin), c.token.clone());
         tokio::spawn(async move { http.get(url).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Ordered by the pool's poll counter, not by a sleep: the poll has arrived, and is held.
+    eventually("the poll is held", || sim.counters()["polls"].as_u64().unwrap() > polls).await;
+    assert!(!parked.is_finished(), "with nothing to say, the pool holds the poll");
     let call = sim.start_call(CallSpec { ring_ms: Some(3_600_000), ..CallSpec::default() }).unwrap();
     let batch = tokio::time::timeout(Duration::from_secs(10), parked).await.expect("the held poll is released").unwrap();
     let first = &batch["sender"][0]["events"][0];

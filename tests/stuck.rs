@@ -81,8 +81,9 @@ async fn a_stuck_script_is_named_skipped_and_replaced_by_its_fixed_version() {
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
 }
 
-fn spawn(config: &Path) -> std::process::Child {
-    agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(Stdio::piped()).spawn().unwrap()
+/// `run`, its log to `log` (guarded: a failing test leaves no agent behind).
+fn spawn(config: &Path, log: &Path) -> Guarded {
+    agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(log).unwrap()).spawn_guarded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,18 +94,19 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
     let config = config_file(&sim, dir.path(), LIMITS);
 
     // One signal: the scripts get the documented 5 s, then the process leaves without them.
-    let mut agent = spawn(&config);
+    let mut agent = spawn(&config, &dir.path().join("first.log"));
     wait_available(&sim).await;
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(9), "SIGTERM took {took:?}");
 
-    // A second signal exits at once.
-    let mut agent = spawn(&config);
+    // A second signal, once the first was taken, exits at once.
+    let log = dir.path().join("second.log");
+    let mut agent = spawn(&config, &log);
     wait_available(&sim).await;
     signal(&agent, "-TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    file_contains(&log, "shutting down").await;
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(130));
@@ -116,9 +118,9 @@ async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(&sim, dir.path(), "");
-    let mut first = spawn(&config);
+    let mut first = spawn(&config, &dir.path().join("first.log"));
     wait_available(&sim).await;
-    let second = spawn(&config).wait_with_output().unwrap();
+    let second = output_within(&mut agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]), PATIENCE).await;
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     let state = dir.path().join(".state");
@@ -155,18 +157,20 @@ async fn a_database_that_cannot_be_written_stops_the_agent_at_start() {
     let state = dir.path().join(".state");
     drop(ucwa_agent::store::Store::open(&state).unwrap());
     let db = state.join("agent.db");
-    // Read-only even for root where the file system allows it (chattr +i); else by mode.
+    // Read-only even for root where the file system allows it (chattr +i); else by mode; and
+    // where neither stops this process (root without CAP_LINUX_IMMUTABLE), the database is
+    // /dev/full, which nobody can write to (every write fails: "disk full"). Never skipped.
     let immutable = Command::new("chattr").arg("+i").arg(&db).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !immutable {
         let mut perms = std::fs::metadata(&db).unwrap().permissions();
         perms.set_readonly(true);
         std::fs::set_permissions(&db, perms).unwrap();
         if std::fs::OpenOptions::new().append(true).open(&db).is_ok() {
-            eprintln!("skipped: cannot make a file read-only here (root without chattr)");
-            return;
+            std::fs::remove_file(&db).unwrap();
+            std::os::unix::fs::symlink("/dev/full", &db).unwrap();
         }
     }
-    let out = spawn(&config).wait_with_output().unwrap();
+    let out = output_within(&mut agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]), PATIENCE).await;
     if immutable {
         let _ = Command::new("chattr").arg("-i").arg(&db).status();
     }
@@ -184,7 +188,7 @@ fn check_gives_up_on_a_top_level_stuck_in_c() {
     std::fs::write(dir.path().join("scripts/fine.lua"), "agent.on('me', function() end)\n").unwrap();
     std::fs::write(dir.path().join("config.toml"), format!("[scripts]\ndir = \"scripts\"\n{LIMITS}")).unwrap();
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("check").current_dir(dir.path()).output().unwrap();
+    let out = output_bounded(Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).arg("check").current_dir(dir.path()), PATIENCE);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("stuck.lua") && text.contains("did not return within 1100 ms"), "{text}");
@@ -241,7 +245,7 @@ async fn a_script_load_in_progress_does_not_hold_shutdown() {
         agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
     std::fs::write(dir.path().join("loading.lua"), HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 50 do hog() end")).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // the debounce, then the load starts
+    file_contains(&log, "hogging").await; // the load's top level is running
     signal(&agent, "-TERM");
     let (code, took) = exit_within(&mut agent, Duration::from_secs(20)).await;
     assert_eq!(code, Some(0));
@@ -456,4 +460,110 @@ async fn two_hanging_top_levels_of_a_script_make_its_next_save_wait_for_one_of_t
     assert!(lines().contains("new version of the script not started yet: 2 of its versions are stuck"), "{}", lines());
     eventually("the fixed version loaded", || lines().matches("script loaded").count() == 2).await;
     assert_eq!(script_gauge(&client, port, "ucwa_script_waiting", "hang").await, 0);
+}
+
+/// Review of 2026-12-04, missing test 8: the watchdog covers every call site in `run`: a timer
+/// and an `on_unload` stuck in C are declared stuck (a fixed or new version takes over), and a
+/// top level stuck in C is a load failure while the old version keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_an_on_unload_and_a_top_level_stuck_in_c_are_each_caught() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "timer.lua", &HOG.replace("agent.on(EVENT, hog)", "agent.on('agent', 'signedIn', function() agent.after(10, hog) end)"));
+    write(
+        dir.path(),
+        "leaving.lua",
+        &HOG.replace("agent.on(EVENT, hog)", "agent.on_unload(hog)\nagent.on('audioVideoSession', 'added', function() agent.log.info('leaving v1') end)"),
+    );
+    write(dir.path(), "loading.lua", "agent.on('audioVideoSession', 'added', function() agent.log.info('loading v1') end)\n");
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), LIMITS)).await;
+    let stuck = agent.expect("the timer stuck", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "timer")).await;
+    assert!(matches!(&stuck, ScriptOutput::Stuck { doing, limit_ms: 100, .. } if doing == "timer"), "{stuck:?}");
+
+    // A new version of `leaving`: the old one's on_unload hogs, is declared stuck, and the new
+    // version starts on a thread of its own.
+    let mut out = agent.out.resubscribe();
+    write(dir.path(), "leaving.lua", "agent.on('audioVideoSession', 'added', function() agent.log.info('leaving v2') end)\n");
+    let stuck = expect(&mut out, "on_unload stuck", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "leaving")).await;
+    assert!(matches!(&stuck, ScriptOutput::Stuck { doing, .. } if doing == "on_unload"), "{stuck:?}");
+    expect(&mut out, "leaving's new version", |o| matches!(o, ScriptOutput::Loaded { script, .. } if script == "leaving")).await;
+
+    // A version of `loading` whose top level hogs: not loaded, and version 1 runs on.
+    write(dir.path(), "loading.lua", &HOG.replace("agent.on(EVENT, hog)", "hog()"));
+    let failed = expect(&mut out, "the load given up", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "loading")).await;
+    assert!(matches!(&failed, ScriptOutput::LoadFailed { error, .. } if error.contains("the top level did not return within 1100 ms")), "{failed:?}");
+    let (mut leaving, mut loading) = (agent.out.resubscribe(), agent.out.resubscribe());
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut leaving, "leaving", 1).await, ["leaving v2"]);
+    assert_eq!(messages_of(&mut loading, "loading", 1).await, ["loading v1"]);
+    sim.end_call(call);
+    agent.stop().await;
+}
+
+/// Review of 2026-12-04, missing test 1 (the commit gate): a stuck call that returns after its
+/// replacement took over writes nothing; the database keeps the replacement's `agent.state`
+/// and cursor, and a restart delivers nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_call_that_returns_late_commits_nothing() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "stuck.lua",
+        &HOG.replace(
+            "agent.on(EVENT, hog)",
+            "agent.on('audioVideoSession', 'added', function()\n  agent.state.who = 'v1 before'\n  hog()\n  agent.state.who = 'v1 after the hog'\n  agent.state.seen = {0}\n  agent.log.info('v1 returned')\nend)",
+        ),
+    );
+    let config = config_text(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    let mut agent = start_agent(&sim, &config).await;
+    let port = agent.metrics.expect("metrics listen").port();
+    let mut v1 = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    agent.expect("the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "stuck")).await;
+
+    // The fix takes over and gets the events the stuck call never finished.
+    let fixed = "agent.on('audioVideoSession', function(e)\n  agent.state.who = 'v2'\n  agent.state.seen = agent.state.seen or {}\n  \
+                 table.insert(agent.state.seen, e.seq)\n  agent.log.info('v2 saw ' .. e.type)\nend)\n";
+    let mut v2 = agent.out.resubscribe();
+    write(dir.path(), "stuck.lua", fixed);
+    assert_eq!(v2_lines(&mut v2, 2).await, ["v2 saw added", "v2 saw updated"]);
+    // The hog returns at last, on its old thread, and tries to commit what it changed.
+    expect(&mut v1, "the stuck call returning", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message == "v1 returned"))
+        .await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    gauge_reaches(&client, port, "ucwa_script_stuck_versions", "stuck", 0).await; // its thread has ended
+    sim.end_call(call);
+    assert_eq!(v2_lines(&mut v2, 1).await, ["v2 saw deleted"]);
+    agent.stop().await;
+    let db = dir.path().join(".state/agent.db");
+    let state = saved_state(&db, "stuck");
+    assert_eq!(state["who"], "v2", "the late call wrote nothing: {state}");
+    let seen: Vec<u64> = serde_json::from_value(state["seen"].clone()).unwrap();
+    assert_eq!(seen.len(), 3, "{state}");
+
+    // A restart delivers nothing again: the cursor is the replacement's.
+    let agent = start_agent(&sim, &config).await;
+    let mut out = agent.out.resubscribe();
+    let call = sim.start_call(answered_call()).unwrap();
+    assert_eq!(messages_of(&mut out, "stuck", 1).await, ["v2 saw added"]);
+    sim.end_call(call);
+    expect(&mut out, "the call's end", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message == "v2 saw deleted")).await;
+    agent.stop().await;
+    let seen: Vec<u64> = serde_json::from_value(saved_state(&db, "stuck")["seen"].clone()).unwrap();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "each event once, in order: {seen:?}");
+}
+
+/// The next `n` lines of the fixed version of `stuck` (the stuck one's own may come between).
+async fn v2_lines(out: &mut tokio::sync::broadcast::Receiver<ScriptOutput>, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let o =
+            expect(out, "a line of version 2", |o| matches!(o, ScriptOutput::Log { script, message, .. } if script == "stuck" && message.starts_with("v2 ")))
+                .await;
+        if let ScriptOutput::Log { message, .. } = o {
+            lines.push(message);
+        }
+    }
+    lines
 }

@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn agent(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).args(args).current_dir(cwd).env_remove("RUST_LOG").stdin(Stdio::null()).output().expect("the binary runs")
+    // Bounded: a regression that lets `run` start (it is given bad configurations here) fails
+    // the test instead of running the embedded demo for ever.
+    output_bounded(Command::new(env!("CARGO_BIN_EXE_ucwa-agent")).args(args).current_dir(cwd).env_remove("RUST_LOG").stdin(Stdio::null()), PATIENCE)
 }
 
 fn text(o: &Output) -> String {
@@ -804,4 +806,38 @@ fn a_handler_stopped_by_the_instruction_limit_says_at_which_line() {
     ]);
     let o = agent(&["test"], p.path());
     assert!(text(&o).contains("instruction limit exceeded (scripts.instruction_limit), stopped at loop.lua:3"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_gives_what_one_script_did_with_some_batches_as_replay_would() {
+    use ucwa_agent::script::ScriptOutput;
+    use ucwa_agent::tools::replay::{dry_run, Answer};
+    let p = project(&[(
+        "desk.lua",
+        "agent.on('audioVideoInvitation', 'started', function(e)\n  agent.state.rang = (agent.state.rang or 0) + 1\n  \
+         agent.log.info('ringing', { presence = agent.me.presence() })\nend)\n",
+    )]);
+    let config = ucwa_agent::config::Config::load(&p.path().join("config.toml")).unwrap();
+    let batch = r#"{"_links":{"next":{"href":"/events?ack=2"}},"sender":[{"rel":"communication","href":"/ucwa/oauth/v1/applications/7/communication","events":[{"link":{"rel":"audioVideoInvitation","href":"/ucwa/oauth/v1/applications/7/communication/audioVideoInvitations/1"},"type":"started"}]}]}"#;
+    let answers = [Answer { method: "GET".into(), path: "me/presence".into(), status: 200, body: serde_json::json!({"availability": "Away"}) }];
+    let run = dry_run(&config, &p.path().join("scripts/desk.lua"), &[batch.as_bytes().to_vec()], &answers).await;
+    assert!(run.not_loaded.is_none() && run.unfinished.is_empty(), "{run:?}");
+    let log = run.outputs.iter().find_map(|o| match o {
+        ScriptOutput::Log { message, fields, .. } if message == "ringing" => fields.clone(),
+        _ => None,
+    });
+    assert_eq!(log, Some(serde_json::json!({"presence": "Away"})), "{:?}", run.outputs);
+    assert!(
+        run.outputs.iter().any(|o| matches!(o, ScriptOutput::Request { method, url, .. } if method == "GET" && url.ends_with("/applications/7/me/presence"))),
+        "the recording's application: {:?}",
+        run.outputs
+    );
+    assert!(run.outputs.iter().any(|o| matches!(o, ScriptOutput::State { json, .. } if json == r#"{"rang":1}"#)), "{:?}", run.outputs);
+    // A script that does not load says why, and nothing runs.
+    std::fs::write(p.path().join("scripts/broken.lua"), "agent.on(\n").unwrap();
+    let run = dry_run(&config, &p.path().join("scripts/broken.lua"), &[batch.as_bytes().to_vec()], &[]).await;
+    assert!(
+        run.not_loaded.as_ref().is_some_and(|e| e.message.contains("syntax error")) && run.outputs.iter().all(|o| !matches!(o, ScriptOutput::Event { .. })),
+        "{run:?}"
+    );
 }

@@ -272,6 +272,12 @@ impl ScriptEnv {
         }
     }
 
+    /// Whether scripts' errors go to the log: the offline tools (`replay`, `test`) print each one
+    /// in their own output instead.
+    pub(crate) fn logs_script_errors(&self) -> bool {
+        self.collect.is_none() && !matches!(self.net, Net::Offline(_))
+    }
+
     /// The settings as of now.
     pub fn settings(&self) -> Arc<ScriptSettings> {
         self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -87,6 +87,8 @@ struct Inner {
     loading: Mutex<BTreeMap<String, bool>>,
     /// Shut down: nothing loads any more (an account stopped while its files still change).
     closed: std::sync::atomic::AtomicBool,
+    /// The watches of versions driven by their caller (`drive`), for the watchdog.
+    driven: Mutex<Vec<Arc<Watch>>>,
 }
 
 /// Cheap to clone; all clones are the same host.
@@ -116,6 +118,7 @@ impl ScriptHost {
             stuck: Default::default(),
             loading: Default::default(),
             closed: Default::default(),
+            driven: Default::default(),
         });
         watchdog::spawn(Arc::downgrade(&inner));
         ScriptHost { inner }
@@ -390,6 +393,17 @@ impl ScriptHost {
         Ok(version)
     }
 
+    /// Builds a version of `name` whose events and timers its caller feeds in, on the caller's
+    /// thread (`ucwa-agent test`, `script::manual`): the state as the loader builds it (limits,
+    /// `agent`, `require` from `dir`), run by the runner's calls, watched by this host's
+    /// watchdog (a call stuck in C is declared stuck at its limit, reported as any other).
+    pub(crate) fn drive(&self, name: &str, dir: PathBuf) -> Result<mlua::Lua, String> {
+        let loaded = loader::build(name, 1, &self.inner.env, dir, Default::default())?;
+        let watch = Watch::new(Arc::from(name));
+        self.inner.driven.lock().unwrap_or_else(|p| p.into_inner()).push(watch.clone());
+        Ok(runner::Driven::install(loaded, watch))
+    }
+
     /// While `MAX_STUCK_VERSIONS` of `name`'s versions are stuck, notes `path` as the version
     /// to start once one of them returns, says so, and gives the error that says why.
     fn wait_for_stuck(&self, name: &str, path: &Path) -> Option<ScriptError> {
@@ -658,7 +672,9 @@ impl Inner {
 
 impl watchdog::Overseer for Inner {
     fn watches(&self) -> Vec<Arc<Watch>> {
-        self.scripts.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.watch.clone()).collect()
+        let mut all: Vec<Arc<Watch>> = self.scripts.lock().unwrap_or_else(|p| p.into_inner()).values().map(|e| e.watch.clone()).collect();
+        all.extend(self.driven.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        all
     }
 
     fn stuck(self: &Arc<Self>, watch: &Arc<Watch>, doing: String, limit: Duration, took: Duration) {

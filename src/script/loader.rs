@@ -95,11 +95,8 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: su
     if source.starts_with(b"\x1bLua") {
         return Err(fail("binary (precompiled) chunks are not allowed; save the script as text".into()));
     }
-    let lua = sandbox::new_state(limits).map_err(|e| fail(format!("cannot create a Lua state: {e}")))?;
-    let ctx = ScriptCtx::new(&name, version, env).map_err(&fail)?;
-    api::register(&lua, &ctx).map_err(|e| fail(format!("cannot install the agent API: {e}")))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let modules = super::modules::install(&lua, dir, required).map_err(|e| fail(format!("cannot install require: {e}")))?;
+    let Loaded { lua, ctx, modules } = build(&name, version, env, dir, required).map_err(&fail)?;
     let chunk_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
     if let Some(b) = budget::budget(&lua) {
         b.arm(limits);
@@ -109,6 +106,16 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: su
         .set_mode(ChunkMode::Text)
         .exec()
         .map_err(|e| fail(ctx.redactor.redact(&describe(&e)).into_owned()))?;
+    Ok(Loaded { lua, ctx, modules })
+}
+
+/// A version's state before its file runs: the sandbox with the limits, the `agent` table, and
+/// `require` from `dir`'s `lib/`. (`ucwa-agent test` builds its test file's state here too.)
+pub(crate) fn build(name: &str, version: u64, env: &Arc<ScriptEnv>, dir: PathBuf, required: super::modules::Required) -> Result<Loaded, String> {
+    let lua = sandbox::new_state(&env.settings().limits).map_err(|e| format!("cannot create a Lua state: {e}"))?;
+    let ctx = ScriptCtx::new(name, version, env)?;
+    api::register(&lua, &ctx).map_err(|e| format!("cannot install the agent API: {e}"))?;
+    let modules = super::modules::install(&lua, dir, required).map_err(|e| format!("cannot install require: {e}"))?;
     Ok(Loaded { lua, ctx, modules })
 }
 

@@ -29,16 +29,17 @@
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
 //! - `runner.rs`: the thread that owns a script's state and runs its handlers.
 //! - `board.rs`: each script's pause and last error, for the console.
+//! - `manual.rs`: a script driven by its caller on the same runner (`ucwa-agent test`).
 //! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`);
 //!   `location.rs`: an error's `file.lua:line`.
 //! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
 //! - `watch.rs`: the directory watcher behind hot reload.
 
-pub(crate) mod api;
+mod api;
 mod api_actions;
 mod api_agent;
-pub(crate) mod api_cron;
+mod api_cron;
 mod api_metrics;
 mod api_net;
 mod api_people;
@@ -53,23 +54,24 @@ pub(crate) mod ctx;
 mod env;
 mod host;
 mod hours;
-pub(crate) mod interop;
-pub(crate) mod loader;
+mod interop;
+mod loader;
 pub(crate) mod location;
-pub(crate) mod modules;
+pub(crate) mod manual;
+mod modules;
 pub mod offline;
 pub(crate) mod offline_env;
 mod output;
 mod pattern;
 mod runner;
-pub(crate) mod sandbox;
+mod sandbox;
 mod secrets;
 mod state;
 mod strlib;
-pub(crate) mod timers;
+mod timers;
 pub mod trace;
 pub mod watch;
-pub(crate) mod watchdog;
+mod watchdog;
 pub(crate) mod zone;
 
 pub use api_people::{DURATION_MINUTES, MAX_WATCHED};
@@ -80,3 +82,7 @@ pub(crate) use host::is_script_file;
 pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;
 pub use watch::watch_dir;
+
+// What `tools` uses besides the above (the modules themselves stay private): `check` loads each
+// script as `run` does and walks a bare `agent` table; `test` drives a version (`manual`).
+pub(crate) use loader::{build as build_state, load_bounded};

@@ -69,6 +69,8 @@ struct Progress {
     traces: std::collections::VecDeque<Pending>,
     /// How many runs were traced since the last commit (some may have been let go).
     traced_runs: usize,
+    /// The errors reported since the caller last took them (a driven version: `Driven`).
+    errors: Option<Vec<String>>,
 }
 
 /// A run's trace until the commit: what only a trace kept needs (the event's and the
@@ -160,22 +162,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
     let name = current.ctx.name.clone();
     // The batch being worked through, and the index of its next event.
     let mut batch: Option<(Arc<Vec<Event>>, usize)> = None;
-    let mut p = Progress {
-        name,
-        done: cursor,
-        committed: cursor,
-        saved: Saved::default(),
-        failures: 0,
-        paused: false,
-        last_error: None,
-        flush_at: None,
-        settings: env.settings(),
-        traced_state: Some("{}".to_string()),
-        env,
-        watch,
-        traces: Default::default(),
-        traced_runs: 0,
-    };
+    let mut p = Progress::new(name, env, cursor, watch);
     // Due timers and queued events take turns, so a timer that is always due (its run takes
     // longer than its interval) cannot starve the events, nor the events the timers.
     let mut timers_turn = true;
@@ -516,6 +503,26 @@ fn set_current(cur: &Loaded, ev: Option<&Event>) {
 }
 
 impl Progress {
+    fn new(name: Arc<str>, env: Arc<ScriptEnv>, cursor: u64, watch: Arc<Watch>) -> Progress {
+        Progress {
+            name,
+            done: cursor,
+            committed: cursor,
+            saved: Saved::default(),
+            failures: 0,
+            paused: false,
+            last_error: None,
+            flush_at: None,
+            settings: env.settings(),
+            traced_state: Some("{}".to_string()),
+            env,
+            watch,
+            traces: Default::default(),
+            traced_runs: 0,
+            errors: None,
+        }
+    }
+
     /// Whether runs are traced.
     fn tracing(&self) -> bool {
         self.settings.traces_per_script > 0
@@ -579,7 +586,7 @@ impl Progress {
         if max > 0 && self.failures >= max && !self.paused {
             self.paused = true;
             self.env.board.set_paused(script, true);
-            if self.env.collect.is_none() {
+            if self.env.logs_script_errors() {
                 tracing::error!(script, failures = self.failures, "script paused after {max} consecutive failures; fix it and save the file to resume");
             }
             self.env.emit(ScriptOutput::Paused { script: script.to_string(), failures: self.failures });
@@ -604,8 +611,11 @@ impl Progress {
                 1
             }
         };
-        // (`replay` collects the outputs and prints each error itself, once.)
-        if repeats.is_power_of_two() && self.env.collect.is_none() {
+        // (`replay` and `test` print each error in their own output.)
+        if let Some(errors) = &mut self.errors {
+            errors.push(error.clone());
+        }
+        if repeats.is_power_of_two() && self.env.logs_script_errors() {
             let (first, traceback) = error.split_once('\n').unwrap_or((&error, ""));
             let (rel, kind, seq) = ev.map_or(("", "", 0), |e| (e.rel(), e.kind(), e.seq));
             tracing::error!(script, version = cur.ctx.version, rel, r#type = kind, seq, repeats, traceback, "handler failed: {first}");
@@ -670,5 +680,74 @@ impl Progress {
                 tracing::error!(script = %self.name, %error, "cannot save the script's progress")
             }
         }
+    }
+}
+
+/// A version run by its caller instead of by a thread reading an inbox (`ucwa-agent test`): the
+/// caller hands it events and moves its clock, on the caller's thread, and every handler, timer
+/// and commit goes through the calls above, as in `run` (limits armed per call, the watchdog
+/// told, the cursor and `agent.state` committed after each event); the errors those calls
+/// reported come back to the caller. Kept in the state's app data between two calls, so the
+/// caller's own Lua (a test case) can drive it.
+pub(crate) struct Driven {
+    ctx: ctx::ScriptCtx,
+    modules: super::modules::Required,
+    p: Progress,
+}
+
+impl Driven {
+    /// Puts `loaded` under the caller's drive (its thread's watch is `watch`); gives its state.
+    pub(crate) fn install(loaded: Loaded, watch: Arc<Watch>) -> mlua::Lua {
+        let Loaded { lua, ctx, modules } = loaded;
+        let mut p = Progress::new(ctx.name.clone(), ctx.env.clone(), 0, watch);
+        p.watch.set_running(ctx.version);
+        p.errors = Some(Vec::new());
+        lua.set_app_data(Driven { ctx, modules, p });
+        lua
+    }
+
+    /// The limits of the version's calls.
+    pub(crate) fn limits(&self) -> budget::Limits {
+        self.p.settings.limits
+    }
+
+    /// Runs `f` on the version with its progress; the errors it reported.
+    async fn with<F>(lua: &mlua::Lua, f: F) -> mlua::Result<Vec<String>>
+    where
+        F: for<'a> FnOnce(&'a Loaded, &'a mut Progress) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    {
+        // Taken out while it runs: a handler that calls back into the driver finds none.
+        let d = lua.remove_app_data::<Driven>().ok_or_else(|| mlua::Error::runtime("cannot run events or timers from inside a handler or a timer"))?;
+        let cur = Loaded { lua: lua.clone(), ctx: d.ctx, modules: d.modules };
+        let mut p = d.p;
+        if p.paused {
+            let failures = p.failures;
+            lua.set_app_data(Driven { ctx: cur.ctx, modules: cur.modules, p });
+            return Err(mlua::Error::runtime(format!(
+                "the script is paused after {failures} consecutive failures (scripts.max_consecutive_failures), as run pauses it: it gets no more events"
+            )));
+        }
+        f(&cur, &mut p).await;
+        let errors = p.errors.replace(Vec::new()).unwrap_or_default();
+        lua.set_app_data(Driven { ctx: cur.ctx, modules: cur.modules, p });
+        Ok(errors)
+    }
+
+    /// Runs the handlers `ev` matches and commits, as the inbox loop does for one event.
+    pub(crate) async fn event(lua: &mlua::Lua, ev: Event) -> mlua::Result<Vec<String>> {
+        Driven::with(lua, |cur, p| {
+            Box::pin(async move {
+                let seq = ev.seq;
+                handle(cur, &Arc::new(vec![ev]), 0, p).await;
+                p.done = p.done.max(seq);
+                p.commit(cur);
+            })
+        })
+        .await
+    }
+
+    /// Fires the timers due by the (manual) clock and commits, as the inbox loop does.
+    pub(crate) async fn timers(lua: &mlua::Lua) -> mlua::Result<Vec<String>> {
+        Driven::with(lua, |cur, p| Box::pin(fire_timers(cur, p))).await
     }
 }

@@ -4,7 +4,7 @@
 //! limit plus a grace. The instruction hook stops Lua code at the limit; what the watchdog
 //! catches is what the hook cannot see (a C function that does not return, a finalizer).
 //!
-//! A script's top level runs on a thread of its own too (`run_bounded`): a load that does not
+//! A script's top level runs on a thread of its own too (`run_bounded_then`): a load that does not
 //! finish in time is given up and reported, and the loading thread is left behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,12 +211,8 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
 
 /// Runs `f` on a new thread (named `name`, with a stack for deep Lua); gives up waiting after
 /// `limit` plus the grace and leaves the thread behind (it cannot be stopped from outside).
-pub(crate) fn run_bounded<T: Send + 'static>(name: String, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Duration> {
-    run_bounded_then(name, limit, f, || {})
-}
-
-/// `run_bounded`, and `ended` runs on the thread once `f` has returned (also when it was given
-/// up on: the host learns that a stuck load's thread is gone).
+/// `ended` runs on the thread once `f` has returned (also when it was given up on: the host
+/// learns that a stuck load's thread is gone).
 pub(crate) fn run_bounded_then<T: Send + 'static>(
     name: String,
     limit: Duration,

@@ -2,7 +2,6 @@
 //! top level, subscriptions), without signing in. Each problem names its file and line.
 
 use crate::config::Config;
-use crate::script::loader;
 use crate::ucwa::rels::{closest, is_known_rel, types_for, KNOWN_RELS, KNOWN_TYPES};
 use std::fmt;
 use std::net::SocketAddr;
@@ -105,7 +104,7 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
     let api = known_names(&env);
     for (prefix, file) in files {
         let mut load_line = None;
-        match loader::load_bounded(&file, 1, &env, Default::default()) {
+        match crate::script::load_bounded(&file, 1, &env, Default::default()) {
             Err(e) => {
                 // The message starts with `name.lua:LINE:` when Lua knows the line.
                 let line = line_of(&e.message);
@@ -186,10 +185,8 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
 /// The `agent` table a script gets, walked (None if a state cannot be built: then the loads
 /// fail and say why).
 fn known_names(env: &Arc<crate::script::ScriptEnv>) -> Option<super::names::Node> {
-    let lua = crate::script::sandbox::new_state(&env.settings().limits).ok()?;
-    let ctx = crate::script::ctx::ScriptCtx::new("check", 1, env).ok()?;
-    crate::script::api::register(&lua, &ctx).ok()?;
-    super::names::walk(&lua).ok()
+    let state = crate::script::build_state("check", 1, env, PathBuf::new(), Default::default()).ok()?;
+    super::names::walk(&state.lua).ok()
 }
 
 /// The state directory as `run` takes it: locked, then `agent.db` opened (created) and written.

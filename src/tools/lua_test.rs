@@ -20,18 +20,16 @@
 //! Output is TAP; the run fails when any case or file fails.
 
 use super::offline_env;
-use crate::script::api;
-use crate::script::api_cron::CronJobs;
-use crate::script::ctx::{ScriptCtx, Subscriptions};
+use crate::script::manual;
 use crate::script::offline::{Canned, OfflineNet};
-use crate::script::timers::Timers;
-use crate::script::{budget, interop, loader, sandbox, Net, ScriptEnv, ScriptOutput, ScriptSettings};
+use crate::script::{Net, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
 use crate::ucwa::{batch, Event, Origin};
-use mlua::{chunk::ChunkMode, Function, Lua, LuaSerdeExt, Table, Value};
+use mlua::{chunk::ChunkMode, Lua, LuaSerdeExt, Table, Value};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// Hrefs of test events are on this origin.
@@ -70,29 +68,87 @@ struct Harness {
     logs: Mutex<broadcast::Receiver<ScriptOutput>>,
     events: Mutex<HashMap<u64, Arc<Event>>>,
     seq: Mutex<u64>,
-    cases: Mutex<Vec<CaseResult>>,
+    cases: Arc<Mutex<Cases>>,
 }
 
-/// Runs one test file on a thread of its own (Lua never runs on the caller's thread) and gives
-/// up after `limit`: a test stuck in code no limit can interrupt fails instead of hanging the
-/// run (its thread is left behind).
-pub fn run_file_bounded(file: &Path, settings: ScriptSettings, limit: std::time::Duration) -> FileResult {
-    let path = file.to_path_buf();
-    let ran = crate::script::watchdog::run_bounded(format!("lua-test:{}", file.display()), limit, move || {
-        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-            Ok(rt) => rt.block_on(run_file(&path, settings)),
+/// The cases of a file: those done, and the one running (what a file stuck in a call was at).
+#[derive(Default)]
+struct Cases {
+    done: Vec<CaseResult>,
+    running: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one test file on a thread of its own (Lua never runs on the caller's thread). A handler
+/// or timer stuck in code the limits cannot interrupt is declared stuck by the watchdog at its
+/// limit, as in `run`: its case fails, saying so, and the rest of the file does not run (its
+/// thread is left behind). Anything else still running after `limit` fails the same way.
+pub fn run_file_bounded(file: &Path, settings: ScriptSettings, limit: Duration) -> FileResult {
+    let cases = Arc::new(Mutex::new(Cases::default()));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let (path, shared) = (file.to_path_buf(), cases.clone());
+    let spawned = std::thread::Builder::new().name(format!("lua-test:{}", file.display())).stack_size(manual::THREAD_STACK).spawn(move || {
+        let result = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt.block_on(run_file_sharing(&path, settings, shared, Some(out_tx))),
             Err(e) => FileResult { file: path.clone(), cases: Vec::new(), error: Some(format!("cannot start a runtime: {e}")) },
-        }
+        };
+        let _ = done_tx.send(result);
     });
-    ran.unwrap_or_else(|waited| FileResult {
-        file: file.to_path_buf(),
-        cases: Vec::new(),
-        error: Some(format!("did not finish within {} s: stuck in code the limits cannot interrupt", waited.as_secs())),
-    })
+    let given_up = |why: String| {
+        let mut c = lock(&cases);
+        let mut result = FileResult { file: file.to_path_buf(), cases: std::mem::take(&mut c.done), error: None };
+        match c.running.take() {
+            Some(name) => {
+                result.cases.push(CaseResult { name, failure: Some(why) });
+                result.error = Some("the file's other cases did not run: its state is still in the call".into());
+            }
+            None => result.error = Some(why),
+        }
+        result
+    };
+    if let Err(e) = spawned {
+        return FileResult { file: file.to_path_buf(), cases: Vec::new(), error: Some(format!("cannot start a thread: {e}")) };
+    }
+    let deadline = Instant::now() + limit;
+    let mut output: Option<broadcast::Receiver<ScriptOutput>> = None;
+    loop {
+        match done_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => return result,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return given_up("the test's thread ended without a result (a panic)".into()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if output.is_none() {
+            output = out_rx.try_recv().ok();
+        }
+        while let Some(Ok(o)) = output.as_mut().map(|rx| rx.try_recv()) {
+            if let ScriptOutput::Stuck { doing, limit_ms, .. } = o {
+                return given_up(format!(
+                    "stuck: {doing} ran past its {limit_ms} ms limit and did not return (code the limits cannot interrupt); run would stop feeding the script too"
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return given_up(format!("did not finish within {} s: stuck in code the limits cannot interrupt", limit.as_secs()));
+        }
+    }
 }
 
 /// Runs one test file.
 pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
+    run_file_sharing(file, settings, Arc::default(), None).await
+}
+
+/// `run_file`, its cases noted in `cases` as they run, its output stream handed to `output`.
+async fn run_file_sharing(
+    file: &Path,
+    settings: ScriptSettings,
+    cases: Arc<Mutex<Cases>>,
+    output: Option<std::sync::mpsc::Sender<broadcast::Receiver<ScriptOutput>>>,
+) -> FileResult {
     let mut result = FileResult { file: file.to_path_buf(), cases: Vec::new(), error: None };
     // `test scripts/front_desk.lua`: the script, where its test was meant.
     let test_file = test_of(file);
@@ -108,7 +164,6 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
     };
     let mut env = offline_env(settings, false, false, at);
     env.secret_placeholders = true;
-    let env = Arc::new(env);
     let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
     let source = match std::fs::read(file) {
         Ok(s) => s,
@@ -117,18 +172,26 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
             return result;
         }
     };
+    let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    // The test file's state is a version of the script under test, on the host and runner
+    // `run` uses: its handlers, timers and commits go through the same calls.
+    let host = ScriptHost::with_env(dir.clone(), env);
+    let env = host.env().clone();
+    if let Some(tx) = output {
+        let _ = tx.send(env.subscribe_output());
+    }
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
     let name = stem.strip_suffix("_test").unwrap_or(stem).to_string();
     let harness = Arc::new(Harness {
         logs: Mutex::new(env.subscribe_output()),
         env: env.clone(),
         net,
-        dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        dir: dir.clone(),
         events: Mutex::default(),
         seq: Mutex::new(0),
-        cases: Mutex::default(),
+        cases: cases.clone(),
     });
-    let lua = match state(&name, &env, &harness) {
+    let lua = match host.drive(&name, dir).map_err(mlua::Error::runtime).and_then(|lua| test_table(&lua, &harness).map(|()| lua)) {
         Ok(l) => l,
         Err(e) => {
             result.error = Some(format!("cannot set up the test state: {e}"));
@@ -136,14 +199,12 @@ pub async fn run_file(file: &Path, settings: ScriptSettings) -> FileResult {
         }
     };
     let chunk = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    if let Some(b) = budget::budget(&lua) {
-        b.arm(&env.settings().limits);
-    }
+    manual::rearm(&lua);
     let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
     if let Err(e) = run.await {
-        result.error = Some(user_frames(&loader::describe(&e)));
+        result.error = Some(user_frames(&manual::describe(&e)));
     }
-    result.cases = std::mem::take(&mut *harness.cases.lock().unwrap_or_else(|p| p.into_inner()));
+    result.cases = std::mem::take(&mut lock(&cases).done);
     if result.cases.is_empty() && result.error.is_none() {
         result.error = Some(match &test_file {
             Some(test) => format!(
@@ -182,12 +243,8 @@ fn test_of(file: &Path) -> Option<PathBuf> {
     (!stem.ends_with("_test")).then(|| file.with_file_name(format!("{stem}_test.lua")))
 }
 
-fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua> {
-    let lua = sandbox::new_state(&env.settings().limits)?;
-    let ctx = ScriptCtx::new(name, 1, env).map_err(mlua::Error::runtime)?;
-    api::register(&lua, &ctx)?;
-    // Modules come from the `lib/` beside the test file, as the scripts there get them.
-    crate::script::modules::install(&lua, h.dir.clone(), Default::default())?;
+/// The `test` table, in the test file's state.
+fn test_table(lua: &Lua, h: &Arc<Harness>) -> mlua::Result<()> {
     let t = lua.create_table()?;
     let hh = h.clone();
     t.set(
@@ -208,14 +265,10 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
             let hh = hh.clone();
             async move {
                 let seq: u64 = ev.get("seq")?;
-                let event = hh.events.lock().unwrap_or_else(|p| p.into_inner()).get(&seq).cloned();
+                let event = lock(&hh.events).get(&seq).cloned();
                 let event = event.ok_or_else(|| mlua::Error::runtime("test.dispatch: pass an event made by test.event"))?;
                 hh.net.learn(event.href(), event.resource(), event.kind() == "deleted");
-                let subs = lua.app_data_ref::<Subscriptions>().map(|s| s.snapshot()).unwrap_or_default();
-                for sub in subs.iter().filter(|s| s.matches(event.rel(), event.kind())) {
-                    sub.func.call_async::<()>(ev.clone()).await?;
-                }
-                Ok(())
+                manual::dispatch(&lua, (*event).clone()).await
             }
         })?,
     )?;
@@ -224,24 +277,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
         "advance",
         lua.create_async_function(move |lua, ms: i64| {
             let hh = hh.clone();
-            async move {
-                // Through each scheduled job's run on the way (a day's advance runs a daily job
-                // once per day, each at its own time), then to the end.
-                let clock = &hh.env.clock;
-                let end = clock.now_ms().saturating_add(ms.max(0));
-                loop {
-                    let now = clock.now_ms();
-                    let step = lua.app_data_ref::<CronJobs>().and_then(|j| j.next_due()).filter(|d| *d > now && *d < end);
-                    clock.advance(step.unwrap_or(end) - now);
-                    let due: Vec<Function> = lua.app_data_ref::<Timers>().map(|t| t.take_due()).unwrap_or_default();
-                    for f in due {
-                        f.call_async::<()>(()).await?;
-                    }
-                    if step.is_none() {
-                        return Ok(());
-                    }
-                }
-            }
+            async move { manual::advance(&lua, &hh.env.clock, ms).await }
         })?,
     )?;
     // `test.clock(ms)`: the clock set to an epoch time (no timer runs; schedules re-arm from it).
@@ -252,10 +288,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
             if !ms.is_finite() {
                 return Err(mlua::Error::runtime("test.clock(ms): ms must be a number of milliseconds since the epoch"));
             }
-            if let crate::script::Clock::Manual(now) = &hh.env.clock {
-                now.store(ms.floor() as i64, std::sync::atomic::Ordering::SeqCst);
-            }
-            crate::script::api_cron::rearm_all(lua)
+            manual::set_clock(lua, &hh.env.clock, ms.floor() as i64)
         })?,
     )?;
     // `test.calendar(name, path)`: a holiday calendar as `[scripts.calendars]` would give it.
@@ -335,12 +368,11 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
     let hh = h.clone();
     t.set(
         "case",
-        lua.create_async_function(move |lua, (name, f): (String, Function)| {
+        lua.create_async_function(move |lua, (name, f): (String, mlua::Function)| {
             let hh = hh.clone();
             async move {
-                if let Some(b) = budget::budget(&lua) {
-                    b.arm(&hh.env.settings().limits);
-                }
+                manual::rearm(&lua);
+                lock(&hh.cases).running = Some(name.clone());
                 // Each case starts with no log lines and no requests: test.logs() and
                 // test.requests() give only its own.
                 {
@@ -348,8 +380,10 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
                     while !matches!(logs.try_recv(), Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)) {}
                 }
                 hh.net.take_requests();
-                let failure = f.call_async::<()>(()).await.err().map(|e| user_frames(&loader::describe(&e)));
-                hh.cases.lock().unwrap_or_else(|p| p.into_inner()).push(CaseResult { name, failure });
+                let failure = f.call_async::<()>(()).await.err().map(|e| user_frames(&manual::describe(&e)));
+                let mut cases = lock(&hh.cases);
+                cases.running = None;
+                cases.done.push(CaseResult { name, failure });
                 Ok(())
             }
         })?,
@@ -363,8 +397,7 @@ fn state(name: &str, env: &Arc<ScriptEnv>, h: &Arc<Harness>) -> mlua::Result<Lua
         })?,
     )?;
     lua.globals().set("test", t)?;
-    lua.load(ASSERTIONS).set_name("=test").exec()?;
-    Ok(lua)
+    lua.load(ASSERTIONS).set_name("=test").exec()
 }
 
 /// Whole floats as integers, as Lua compares them (`90.0 == 90`).
@@ -473,7 +506,7 @@ fn event(lua: &Lua, h: &Harness, rel: &str, kind: &str, fields: Option<Table>) -
     ev.seq = seq;
     let ev = Arc::new(ev);
     h.events.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, ev.clone());
-    interop::event_table(lua, &ev)
+    manual::event_table(lua, &ev)
 }
 
 /// TAP text for the results, and (passed, failed) counts (a failed file counts as one failure).

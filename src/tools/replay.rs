@@ -48,15 +48,15 @@ pub struct Replayed {
 /// A canned answer of `--answers FILE`: a JSON array of
 /// `{"method": "GET", "path": "me/presence", "status": 200, "body": {…}}`. `path`: an absolute
 /// URL, a path on the pool, or a path relative to the application (no leading `/`).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Answer {
-    method: String,
-    path: String,
+pub struct Answer {
+    pub method: String,
+    pub path: String,
     #[serde(default = "ok")]
-    status: u16,
+    pub status: u16,
     #[serde(default)]
-    body: serde_json::Value,
+    pub body: serde_json::Value,
 }
 
 fn ok() -> u16 {
@@ -73,10 +73,10 @@ fn read_answers(path: &Path) -> Result<Vec<Answer>, ReplayError> {
 
 /// The application href the recording's events are under (`…/applications/<id>`), as a path
 /// when it is on the replay origin.
-fn application_of(lines: &[Line]) -> Option<String> {
+fn application_of(batches: &[Vec<u8>]) -> Option<String> {
     let origin = origin();
-    for line in lines {
-        let Ok(b) = batch::parse(&line.body, &origin) else { continue };
+    for body in batches {
+        let Ok(b) = batch::parse(body, &origin) else { continue };
         for ev in &b.events {
             for href in [ev.href(), ev.sender_href()] {
                 let Some(at) = href.find("/applications/") else { continue };
@@ -93,12 +93,8 @@ fn application_of(lines: &[Line]) -> Option<String> {
     None
 }
 
-/// One batch of the file.
-struct Line {
-    body: Vec<u8>,
-}
-
-fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Line>, ReplayError> {
+/// The file's batches (each line that is one), as they were written.
+fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Vec<u8>>, ReplayError> {
     let text = std::fs::read_to_string(file).map_err(|source| ReplayError::Read { path: file.to_path_buf(), source })?;
     let origin = origin();
     let mut lines = Vec::new();
@@ -108,7 +104,7 @@ fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Line>, ReplayE
             continue;
         }
         match batch::parse(raw.as_bytes(), &origin) {
-            Ok(_) => lines.push(Line { body: raw.as_bytes().to_vec() }),
+            Ok(_) => lines.push(raw.as_bytes().to_vec()),
             Err(e) => bad.push(format!("{}:{}: not an event-channel batch: {e}", file.display(), i + 1)),
         }
     }
@@ -131,7 +127,6 @@ pub async fn replay(
     let mut out = Replayed::default();
     let lines = read_batches(file, &mut out.bad_lines)?;
     let answers = answers.map(read_answers).transpose()?.unwrap_or_default();
-    let application = application_of(&lines).unwrap_or_else(|| OFFLINE_APPLICATION.to_string());
     let dir = config.scripts_dir();
     let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|source| ReplayError::Read { path: dir.clone(), source })?
@@ -146,75 +141,25 @@ pub async fn replay(
         return Err(ReplayError::NoSuchScript { file: config.path.clone(), name: name.to_string(), dir, known });
     }
     for script in scripts {
-        replay_one(config, &script, &lines, &application, &answers, &mut out, progress).await;
+        replay_one(config, &script, &lines, &answers, &mut out, progress).await;
     }
     Ok(out)
 }
 
-async fn replay_one(
-    config: &Config,
-    script: &Path,
-    lines: &[Line],
-    application: &str,
-    answers: &[Answer],
-    out: &mut Replayed,
-    progress: &dyn Fn(usize, usize),
-) {
-    let at = Offline { origin: REPLAY_ORIGIN, application, missing: "Not in the recording's events (give an answer with --answers FILE)." };
-    let mut env = offline_env(config.script_settings(), true, true, at);
-    if let Net::Offline(net) = &env.net {
-        for a in answers {
-            net.can(&a.method, &a.path, Canned { status: a.status, body: a.body.clone() });
-        }
-    }
-    env.secret_placeholders = true;
-    // Every output is kept, however much a batch produces (the broadcast stream would drop
-    // what the report had not taken yet).
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    env.collect = Some(tx);
-    let (clock, net) = (env.clock.clone(), env.net.clone());
-    let dir = script.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let host = ScriptHost::with_env(dir, env);
+async fn replay_one(config: &Config, script: &Path, batches: &[Vec<u8>], answers: &[Answer], out: &mut Replayed, progress: &dyn Fn(usize, usize)) {
     let name = script.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
     let _ = writeln!(out.output, "== {name} ({})", script.display());
-    if let Err(e) = host.load_file(script).await {
+    let run = dry_run_with(config, script, batches, answers, progress).await;
+    if let Some(e) = run.not_loaded {
         let _ = writeln!(out.output, "  not loaded: {}", e.message);
         out.load_errors.push(e.to_string());
         return;
     }
-    let origin = origin();
-    let mut seq = 0u64;
-    for (i, line) in lines.iter().enumerate() {
-        if i > 0 && i % 1000 == 0 {
-            progress(i, lines.len());
-        }
-        clock.advance(1000);
-        let Ok(b) = batch::parse(&line.body, &origin) else { continue };
-        let mut events = b.events;
-        for ev in &mut events {
-            seq += 1;
-            ev.seq = seq;
-            if let Net::Offline(net) = &net {
-                net.learn(ev.href(), ev.resource(), ev.kind() == "deleted");
-            }
-        }
-        host.dispatch(events);
-        // The next batch comes when this one is done: handlers see the clock and the
-        // resources as of their own batch.
-        host.barrier().await;
-    }
-    progress(lines.len(), lines.len());
-    for name in host.shutdown(Duration::from_secs(60)).await {
+    for name in run.unfinished {
         let _ = writeln!(out.output, "  error: {name} did not finish its events within 60 s; its output is incomplete");
         out.load_errors.push(format!("{name}: did not finish within 60 s"));
     }
-    drop(host);
-    rx.close();
-    let mut all = Vec::new();
-    while let Ok(o) = rx.try_recv() {
-        all.push(o);
-    }
-    for o in all {
+    for o in run.outputs {
         let line = match o {
             ScriptOutput::Event { seq, rel, kind, href, .. } => format!("#{seq} {rel} {kind} {href}"),
             ScriptOutput::Log { level, message, fields, .. } => match fields {
@@ -239,4 +184,77 @@ async fn replay_one(
         };
         let _ = writeln!(out.output, "{line}");
     }
+}
+
+/// What one script did with some batches, offline (`dry_run`).
+#[derive(Debug, Default)]
+pub struct DryRun {
+    /// Everything the script did, in order: the events it handled, its log lines, the requests
+    /// it would have sent, its `agent.state` after each change, its errors.
+    pub outputs: Vec<ScriptOutput>,
+    /// Why the script did not load (then nothing ran).
+    pub not_loaded: Option<crate::script::ScriptError>,
+    /// Scripts that did not finish their events (stuck, or still busy after 60 s).
+    pub unfinished: Vec<String>,
+}
+
+/// Runs `batches` (event-channel batch bodies, JSON, as `record` writes them one per line)
+/// through `script` as `replay` does: the host and runner of `run`, requests answered offline
+/// (`answers`, else the resources the batches embedded), the clock one second per batch from
+/// 2026-01-01T00:00:00Z, the configuration's `[scripts]` settings. Nothing leaves the machine.
+pub async fn dry_run(config: &Config, script: &Path, batches: &[Vec<u8>], answers: &[Answer]) -> DryRun {
+    dry_run_with(config, script, batches, answers, &|_, _| {}).await
+}
+
+async fn dry_run_with(config: &Config, script: &Path, batches: &[Vec<u8>], answers: &[Answer], progress: &dyn Fn(usize, usize)) -> DryRun {
+    let mut run = DryRun::default();
+    let application = application_of(batches).unwrap_or_else(|| OFFLINE_APPLICATION.to_string());
+    let at = Offline { origin: REPLAY_ORIGIN, application: &application, missing: "Not in the recording's events (give an answer with --answers FILE)." };
+    let mut env = offline_env(config.script_settings(), true, true, at);
+    if let Net::Offline(net) = &env.net {
+        for a in answers {
+            net.can(&a.method, &a.path, Canned { status: a.status, body: a.body.clone() });
+        }
+    }
+    env.secret_placeholders = true;
+    // Every output is kept, however much a batch produces (the broadcast stream would drop
+    // what the report had not taken yet).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    env.collect = Some(tx);
+    let (clock, net) = (env.clock.clone(), env.net.clone());
+    let dir = script.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let host = ScriptHost::with_env(dir, env);
+    if let Err(e) = host.load_file(script).await {
+        run.not_loaded = Some(e);
+        return run;
+    }
+    let origin = origin();
+    let mut seq = 0u64;
+    for (i, body) in batches.iter().enumerate() {
+        if i > 0 && i % 1000 == 0 {
+            progress(i, batches.len());
+        }
+        clock.advance(1000);
+        let Ok(b) = batch::parse(body, &origin) else { continue };
+        let mut events = b.events;
+        for ev in &mut events {
+            seq += 1;
+            ev.seq = seq;
+            if let Net::Offline(net) = &net {
+                net.learn(ev.href(), ev.resource(), ev.kind() == "deleted");
+            }
+        }
+        host.dispatch(events);
+        // The next batch comes when this one is done: handlers see the clock and the
+        // resources as of their own batch.
+        host.barrier().await;
+    }
+    progress(batches.len(), batches.len());
+    run.unfinished = host.shutdown(Duration::from_secs(60)).await;
+    drop(host);
+    rx.close();
+    while let Ok(o) = rx.try_recv() {
+        run.outputs.push(o);
+    }
+    run
 }

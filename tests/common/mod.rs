@@ -181,6 +181,35 @@ pub async fn exit_within(child: &mut std::process::Child, limit: Duration) -> (O
     }
 }
 
+/// `Command::output`, bounded: a process still running after `limit` is killed and the test
+/// fails. Its output goes through files, so a full pipe cannot hold it up.
+pub async fn output_within(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let file = |p: &Path| std::fs::File::create(p).expect("an output file");
+    let mut child = cmd.stdin(std::process::Stdio::null()).stdout(file(&out)).stderr(file(&err)).spawn_guarded();
+    exit_within(&mut child, limit).await;
+    let status = child.wait().expect("the child can be waited for");
+    std::process::Output { status, stdout: std::fs::read(&out).unwrap_or_default(), stderr: std::fs::read(&err).unwrap_or_default() }
+}
+
+/// `output_within` for a test without a runtime (it blocks its thread while it waits).
+pub fn output_bounded(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let file = |p: &Path| std::fs::File::create(p).expect("an output file");
+    let mut child = cmd.stdout(file(&out)).stderr(file(&err)).spawn_guarded();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            break status;
+        }
+        assert!(started.elapsed() < limit, "{cmd:?} did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: std::fs::read(&out).unwrap_or_default(), stderr: std::fs::read(&err).unwrap_or_default() }
+}
+
 /// Waits until the file at `path` contains `needle` (a log line, a recorded batch).
 pub async fn file_contains(path: &Path, needle: &str) {
     eventually(&format!("{needle:?} in {}", path.display()), || std::fs::read_to_string(path).unwrap_or_default().contains(needle)).await;
