@@ -218,10 +218,13 @@ async fn sighup_applies_the_scripts_limits_allowlist_and_failure_count() {
 
     // Lower limits, an empty allowlist, pause after 2 failures: applied by a reload.
     std::fs::write(&config, text("instruction_limit = 1000000\nhttp_allow = []\nmax_consecutive_failures = 2")).unwrap();
-    let mut out = agent.out.resubscribe();
+    let out = agent.out.resubscribe();
+    // (The scripts load concurrently: their versions 2 come in any order, so one receiver each.)
+    let mut loads: Vec<_> = ["busy", "hook", "fail"].into_iter().map(|s| (s, out.resubscribe())).collect();
     let _ = agent.reloader.reload().await;
-    for script in ["busy", "hook", "fail"] {
-        expect(&mut out, &format!("{script} reloaded"), |o| matches!(o, ScriptOutput::Loaded { script: s, version: 2 } if s == script)).await;
+    for (script, o) in &mut loads {
+        let script = *script;
+        expect(o, &format!("{script} reloaded"), |o| matches!(o, ScriptOutput::Loaded { script: s, version: 2 } if s == script)).await;
     }
     let (mut errors, mut paused, mut hook) = (out.resubscribe(), out.resubscribe(), out.resubscribe());
     wait_available(&sim).await;

@@ -197,6 +197,9 @@ agent.on("*", function(e) agent.log.info("event " .. e.seq) end)
     // A reload replaces the jobs: at 08:30 only version 2's run, once each.
     write(dir.path(), "daily.lua", &script(2));
     h.load_file(&dir.path().join("daily.lua")).await.unwrap();
+    // The runner swaps versions between two messages: once it has, version 1's jobs are gone
+    // (before, the clock could reach 08:30 while version 1 still ran).
+    h.barrier().await;
     clock.advance(30 * 60 * 1000);
     h.dispatch(event(1));
     let mut lines = messages_of(&mut out, "daily", 3).await;
