@@ -18,6 +18,7 @@ pub mod challenge;
 pub mod date;
 pub mod error;
 pub mod event;
+mod head;
 pub mod origin;
 pub mod rels;
 pub mod secret;
