@@ -133,7 +133,7 @@ async fn journal_latency(batches: u64) -> (Duration, Duration) {
 /// of wall-clock time and of CPU time; None without a `python3`.
 fn python_rate(file: &std::path::Path, batches: u64) -> Option<(f64, f64)> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_loop.py");
-    let out = std::process::Command::new("python3").arg(script).arg(file).arg(batches.to_string()).output().ok()?;
+    let out = std::process::Command::new("python3").arg(script).arg(file).arg(batches.to_string()).arg("--cpu").output().ok()?;
     if !out.status.success() {
         eprintln!("python loop failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
