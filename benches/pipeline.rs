@@ -6,7 +6,10 @@
 //! - journal overhead: a batch's arrival (bytes) to the moment the next poll could be sent
 //!   (parse + journal + hand-over), median and p99, for call-sized batches (4 events);
 //! - the cost of traces (`scripts.traces_per_script`): the throughput with 100 kept per
-//!   script next to the figure without (every event here is traced: the handler runs for it).
+//!   script next to the figure without (every event here is traced: the handler runs for it);
+//! - against a Python loop (`benches/python_loop.py`, when `python3` is on PATH): json.loads of
+//!   the same batch bodies and a dict dispatch by `link.rel`, run in turns with our 1-script,
+//!   journal-on-disk case, both rates and their ratio printed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +55,21 @@ fn host_with(scripts: usize, dir: &std::path::Path, store: Arc<Store>, traces: u
     ScriptHost::with_env(dir.to_path_buf(), ScriptEnv::new(settings, store))
 }
 
+/// The CPU time this process has used so far (every thread, user and system).
+fn cpu_time() -> Duration {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: bool, traces: usize) -> f64 {
+    throughput_cpu(scripts, batches, per_batch, on_disk, traces).await.0
+}
+
+/// Events per second of wall-clock time, and per second of the process's CPU time.
+async fn throughput_cpu(scripts: usize, batches: u64, per_batch: usize, on_disk: bool, traces: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(if on_disk { Store::open(&dir.path().join("state")).unwrap() } else { Store::in_memory() });
     let host = host_with(scripts, dir.path(), store.clone(), traces);
@@ -63,7 +80,7 @@ async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: boo
     // would take longer than dispatching them).
     let bodies: Vec<Vec<u8>> = (1..=batches.min(100)).map(|a| batch_bytes(a, per_batch)).collect();
     let mut sink = EventSink::new(host.clone(), store, 10_000_000);
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_time());
     for body in bodies.iter().cycle().take(batches as usize) {
         let b = batch::parse(body, &origin).unwrap();
         let Continuation::Next(next) = b.continuation else { panic!() };
@@ -79,12 +96,13 @@ async fn throughput(scripts: usize, batches: u64, per_batch: usize, on_disk: boo
             }
         }
     }
-    let secs = started.elapsed().as_secs_f64();
+    let (secs, cpu) = (started.elapsed().as_secs_f64(), (cpu_time() - cpu).as_secs_f64());
     if std::env::var_os("BENCH_DETAIL").is_some() {
         println!("  (producer side: {:.0} events/s)", (batches as usize * per_batch) as f64 / produced.as_secs_f64());
     }
     host.shutdown(Duration::from_secs(5)).await;
-    (batches as usize * per_batch) as f64 / secs
+    let events = (batches as usize * per_batch) as f64;
+    (events / secs, events / cpu)
 }
 
 async fn journal_latency(batches: u64) -> (Duration, Duration) {
@@ -111,6 +129,60 @@ async fn journal_latency(batches: u64) -> (Duration, Duration) {
     (times[times.len() / 2], times[times.len() * 99 / 100])
 }
 
+/// Events per second of the Python loop over `batches` of the bodies in `file` (one per line),
+/// of wall-clock time and of CPU time; None without a `python3`.
+fn python_rate(file: &std::path::Path, batches: u64) -> Option<(f64, f64)> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_loop.py");
+    let out = std::process::Command::new("python3").arg(script).arg(file).arg(batches.to_string()).arg("--cpu").output().ok()?;
+    if !out.status.success() {
+        eprintln!("python loop failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (wall, cpu) = text.trim().split_once(' ')?;
+    Some((wall.parse().ok()?, cpu.parse().ok()?))
+}
+
+/// Our 1-script case (journal on disk, `traces` per script) and the Python loop on the same
+/// 100 bodies, in turns, `rounds` times: each round's pair and ratio, then the ranges.
+async fn versus_python(rounds: usize, batches: u64, traces: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bodies.jsonl");
+    let mut lines = Vec::new();
+    for a in 1..=100 {
+        lines.extend(batch_bytes(a, 100));
+        lines.push(b'\n');
+    }
+    std::fs::write(&file, lines).unwrap();
+    if python_rate(&file, 10).is_none() {
+        println!("python loop: no python3 on PATH, comparison skipped");
+        return;
+    }
+    let (mut ratios, mut cpu_ratios, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let (py, py_cpu) = python_rate(&file, batches).unwrap_or((f64::NAN, f64::NAN));
+        let (us, us_cpu) = throughput_cpu(1, batches, 100, true, traces).await;
+        println!(
+            "  round {round}: ucwa-agent {us:>8.0} events/s ({us_cpu:>7.0} per CPU-second), python loop {py:>8.0} events/s ({py_cpu:>7.0} per CPU-second): ratio {:.2} (CPU {:.2})",
+            us / py,
+            us_cpu / py_cpu
+        );
+        ours.push(us);
+        theirs.push(py);
+        ratios.push(us / py);
+        cpu_ratios.push(us_cpu / py_cpu);
+    }
+    let range = |v: &[f64]| format!("{:.2}–{:.2}", v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(0f64, f64::max));
+    let rate = |v: &[f64]| format!("{:.0}–{:.0}", v.iter().cloned().fold(f64::INFINITY, f64::min), v.iter().cloned().fold(0f64, f64::max));
+    println!(
+        "1 script, journal on disk, traces {traces:>3} per script: ucwa-agent {} events/s, python loop {} events/s: ratio {} (per CPU-second: {})",
+        rate(&ours),
+        rate(&theirs),
+        range(&ratios),
+        range(&cpu_ratios)
+    );
+}
+
 fn main() {
     // The agent's own subscriber (info level, human format), writing nowhere: what the agent
     // does per event for logging is part of the figure.
@@ -130,6 +202,11 @@ fn main() {
                 on = on.max(throughput(scripts, 5000, 100, journal == "disk", 100).await);
             }
             println!("{case}: {off:.0} events/s without traces; {on:.0} events/s with traces (100 per script): {:+.1} %", (on / off - 1.0) * 100.0);
+            if case == "disk:1" {
+                println!("against the Python loop (same bodies, in turns):");
+                versus_python(3, 5000, 0).await;
+                versus_python(3, 5000, 100).await;
+            }
             return;
         }
         // Warm-up (page cache, allocator, Lua).
@@ -147,6 +224,9 @@ fn main() {
                 }
             }
         }
+        println!("against the Python loop (same bodies, in turns):");
+        versus_python(3, 2000, 0).await;
+        versus_python(3, 2000, 100).await;
         let (p50, p99) = journal_latency(10_000).await;
         println!(
             "batch arrival -> next poll ready (parse + journal + hand-over), 4-event batches: median {:>6.1} us, p99 {:>6.1} us",

@@ -128,6 +128,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move an account's state between agents (resharding): export it from the state directory
+    /// of the agent that ran it, import it into the one of the agent that will. Both refuse
+    /// while an agent runs on that state.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Run the UCWA simulator alone, for an agent (or any UCWA client) to talk to.
     Simulate(tools::simulate::SimulateArgs),
     /// Print a shell completion script (e.g. `ucwa-agent completions bash > /etc/bash_completion.d/ucwa-agent`).
@@ -140,6 +145,29 @@ enum Command {
         /// Write ucwa-agent.1 and ucwa-agent-<command>.1 into this folder (e.g. /usr/local/share/man/man1).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write an account's state (each script's cursor and `agent.state`, watches, the channel
+    /// position, the journal's unhandled events) to a file.
+    Export {
+        /// The `[[account]]` (may be left out when the configuration has one account).
+        #[arg(long)]
+        account: Option<String>,
+        /// The file to write (standard output without it).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Replace an account's state with an exported file's (the account it names, which the
+    /// configuration must have).
+    Import {
+        /// A file written by `state export`.
+        file: PathBuf,
+        /// Replace state written after the exported state was.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -187,8 +215,10 @@ fn main() -> ExitCode {
         _ => {}
     }
     // The offline tools print their own report; scripts' log lines would only repeat it.
-    let quiet =
-        matches!(cli.command, Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. } | Command::Trace { .. } | Command::Tap { .. }));
+    let quiet = matches!(
+        cli.command,
+        Some(Command::Check { .. } | Command::Replay { .. } | Command::Test { .. } | Command::Trace { .. } | Command::Tap { .. } | Command::State(_))
+    );
     let log_level = init_logging(cli.log_format, if quiet { "warn,script=off" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let code = runtime.block_on(async {
@@ -224,6 +254,7 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::State(cmd) => with_config(&cli.config, |c| async move { state(&c, cmd) }).await,
             Command::Completions { .. } | Command::Man { .. } => {
                 unreachable!("answered before the runtime starts")
             }
@@ -246,6 +277,7 @@ fn refuse_flags_without_effect(cli: &Cli) {
         Some(Command::Test { .. }) => "test",
         Some(Command::Replay { .. }) => "replay",
         Some(Command::Trace { .. }) => "trace",
+        Some(Command::State(_)) => "state",
         Some(Command::Tap { .. }) if cli.shard.is_some() => "tap",
         _ => return,
     };
@@ -611,6 +643,26 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
 }
 
 /// `trace`: the traces asked for; none is not an error (said on standard error).
+/// `state export|import`: what was moved goes to standard error (standard output may be the file).
+fn state(config: &Config, cmd: StateCommand) -> ExitCode {
+    let done = match cmd {
+        StateCommand::Export { account, out } => {
+            tools::state::export(config, account.as_deref(), out.as_deref(), &mut |s| out_raw(s)).map(|w| format!("exported {w}"))
+        }
+        StateCommand::Import { file, force } => tools::state::import(config, &file, force).map(|w| format!("imported {w}")),
+    };
+    match done {
+        Ok(what) => {
+            eprintln!("{what}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("state: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn show_traces(config: &Config, o: &tools::traces::TraceOptions) -> ExitCode {
     match tools::traces::show(config, o, &mut |s| out_raw(s)) {
         Ok(0) => {

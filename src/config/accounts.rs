@@ -70,23 +70,40 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// The shard (0..count) an account name falls to: FNV-1a (64 bits) of the name, mixed by
-/// MurmurHash3's 64-bit finalizer, modulo `count`. Stable across builds, platforms and the
-/// order of the file, so every agent of a fleet agrees without talking to the others, and
-/// adding an account moves no other. (FNV-1a alone is not enough: its low bit is the parity
-/// of the name's bytes, so `a1`, `b2`, … would all fall to one of two shards.)
+/// The shard (0..count) an account name falls to, by rendezvous (highest-random-weight)
+/// hashing: each shard k scores the name (`weight(name, k)`) and the highest score wins. Stable
+/// across builds, platforms and the order of the file, so every agent of a fleet agrees without
+/// talking to the others, and adding an account moves no other. Going from N to N+1 shards
+/// moves only the accounts the new shard wins, about 1/(N+1) of them, all onto the new shard
+/// (a name's scores for the old shards do not change); modulo N would have moved about N/(N+1).
 pub fn shard_of(name: &str, count: u32) -> u32 {
+    let h = fnv1a(name);
+    (0..count.max(1)).max_by_key(|&k| (weight(h, k), std::cmp::Reverse(k))).unwrap_or(0)
+}
+
+/// FNV-1a, 64 bits, of an account name.
+fn fnv1a(name: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in name.bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
-    h ^= h >> 33;
-    (h % count.max(1) as u64) as u32
+    h
+}
+
+/// Shard `k`'s score for the name hashed to `h`: the name's hash and the shard number mixed by
+/// MurmurHash3's 64-bit finalizer (FNV-1a alone is not enough: its low bit is the parity of the
+/// name's bytes, and nearby shard numbers would score alike).
+fn weight(h: u64, k: u32) -> u64 {
+    let mut x = h ^ (k as u64 + 1).wrapping_mul(0x9e3779b97f4a7c15);
+    for _ in 0..2 {
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51afd7ed558ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ceb9fe1a85ec53);
+        x ^= x >> 33;
+    }
+    x
 }
 
 /// What an account name may be: it names a folder and a metrics label.
@@ -329,7 +346,7 @@ mod tests {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
         // Pinned: a fleet's agents must agree across versions.
-        assert_eq!([shard_of("reception", 4), shard_of("helpdesk", 4), shard_of("rg-1", 4)], [1, 0, 2]);
+        assert_eq!([shard_of("reception", 4), shard_of("helpdesk", 4), shard_of("rg-1", 4)], PINNED);
         // Names that differ little still spread (FNV-1a's low bit alone would put these in one).
         let pairs = ["a1", "b2", "c3", "d4", "e5", "f6", "g7", "h8"];
         let zeros = pairs.iter().filter(|n| shard_of(n, 2) == 0).count();
@@ -349,5 +366,25 @@ mod tests {
         assert_eq!(union, want, "every account in exactly one shard");
         let e = parse("").unwrap().accounts_of(Some(Shard { index: 0, count: 2 })).unwrap_err().to_string();
         assert!(e.contains("--shard"), "{e}");
+    }
+
+    const PINNED: [u32; 3] = [3, 2, 3];
+
+    #[test]
+    fn going_from_n_to_n_plus_one_shards_moves_about_one_in_n_plus_one_all_to_the_new_shard() {
+        let names: Vec<String> = (0..3000).map(|i| format!("user{i}@contoso.com")).collect();
+        for n in 1..=5u32 {
+            let moved: Vec<&String> = names.iter().filter(|a| shard_of(a, n) != shard_of(a, n + 1)).collect();
+            // 2 -> 3 moves about a third: 1,000 of 3,000 expected, ±10 %.
+            let expected = names.len() as f64 / (n + 1) as f64;
+            assert!((moved.len() as f64 - expected).abs() < expected * 0.1, "{n} -> {}: {} moved, about {expected:.0} expected", n + 1, moved.len());
+            // Nothing moves between the old shards: a moved account goes to the new one.
+            assert!(moved.iter().all(|a| shard_of(a, n + 1) == n), "{n} -> {}: an account moved between old shards", n + 1);
+        }
+        // And every shard of 3 gets its fair part of 3,000.
+        for k in 0..3 {
+            let mine = names.iter().filter(|a| shard_of(a, 3) == k).count();
+            assert!((900..=1100).contains(&mine), "shard {k}/3 has {mine}");
+        }
     }
 }

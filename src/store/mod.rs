@@ -21,10 +21,12 @@
 //!   (uncompressed) of the script (schema version 1: a database of an earlier
 //!   version gets the table when it is first opened).
 //!
-//! Journal rows are pruned once every loaded script has passed them.
+//! Journal rows are pruned once every loaded script has passed them. `portable` copies one
+//! account's state to a file and back (`ucwa-agent state export` / `import`).
 
 mod checkpoint;
 mod lock;
+pub mod portable;
 
 pub use lock::{DirLock, LockError};
 

@@ -10,6 +10,7 @@
 //! - `replay.rs`: feed a recorded (or sample) file through the scripts offline.
 //! - `traces.rs`: `trace` (scripts' traces from the state databases) and `tap` (live, from a
 //!   running agent's `/api/tap`).
+//! - `state.rs`: `state export` / `state import`, an account's state moved between agents.
 //! - `lua_test.rs`: run `*_test.lua` files with helpers to build events, a fake clock, fake
 //!   UCWA and webhook answers, and assertions.
 
@@ -19,6 +20,7 @@ pub mod manual;
 pub mod names;
 pub mod replay;
 pub mod simulate;
+pub mod state;
 pub mod traces;
 
 pub(crate) use crate::script::offline_env::{offline_env, Offline};

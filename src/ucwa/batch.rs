@@ -111,26 +111,6 @@ struct WireSender<'a> {
     events: Option<Vec<&'a RawValue>>,
 }
 
-#[derive(Deserialize)]
-struct WireEvent<'a> {
-    #[serde(default, borrow)]
-    link: Option<WireLink<'a>>,
-    #[serde(rename = "type", default, borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    status: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct WireLink<'a> {
-    #[serde(default, borrow)]
-    rel: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    href: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    title: Option<Cow<'a, str>>,
-}
-
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
     let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
@@ -152,11 +132,18 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
     let senders = wire.sender.map(|s| s.0).unwrap_or_default();
     let mut events = Vec::with_capacity(senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum());
     let mut skipped = Vec::new();
+    let received = std::time::Instant::now();
+    let mut absolute_sender = Vec::new();
     for (i, sender) in senders.into_iter().enumerate() {
         let sender_rel = sender.rel.unwrap_or_default();
         let sender_href = sender.href.unwrap_or_default();
+        // Made absolute once per sender, copied into each of its events.
+        absolute_sender.clear();
+        if !sender_href.is_empty() {
+            origin.absolute_into(&sender_href, &mut absolute_sender);
+        }
         for (j, raw) in sender.events.unwrap_or_default().into_iter().enumerate() {
-            let head = match serde_json::from_str::<WireEvent>(raw.get()) {
+            let head = match super::head::read(raw.get()) {
                 Ok(head) => head,
                 Err(e) => {
                     skipped.push(format!("sender[{i}].events[{j}]: {e}"));
@@ -193,11 +180,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
                 p.put(Field::Title, t);
             }
             p.put(Field::SenderRel, &sender_rel);
-            p.put_with(Field::SenderHref, |b| {
-                if !sender_href.is_empty() {
-                    origin.absolute_into(&sender_href, b)
-                }
-            });
+            p.put_with(Field::SenderHref, |b| b.extend_from_slice(&absolute_sender));
             // The conversation is a prefix of the href, or the sender itself: point at that text.
             let conversation = match p.field(Field::Href).and_then(conversation_of) {
                 Some(len) => p.span(Field::Href).map(|(start, _)| (start, len)),
@@ -211,7 +194,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
                 p.put(Field::Status, s);
             }
             p.put(Field::Raw, raw.get());
-            events.push(Event::from_packed(p.finish()));
+            events.push(Event::from_packed(p.finish(), received));
         }
     }
     Ok(Batch { continuation, events, skipped })

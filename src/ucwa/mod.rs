@@ -17,6 +17,7 @@ pub mod batch;
 pub mod challenge;
 pub mod error;
 pub mod event;
+mod head;
 pub mod origin;
 pub mod rels;
 pub mod secret;
