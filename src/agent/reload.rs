@@ -255,5 +255,8 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.scripts.watch != new.scripts.watch || old.scripts.reload_debounce_ms != new.scripts.reload_debounce_ms {
         keys.push("scripts.watch / scripts.reload_debounce_ms");
     }
+    if old.scripts.workers != new.scripts.workers {
+        keys.push("scripts.workers");
+    }
     keys
 }

@@ -15,7 +15,8 @@
 //! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
-//! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `runner.rs`: the task that owns a script's state and runs its handlers.
+//! - `pool.rs`: the Lua worker threads every script's task runs on.
 //! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`).
 //! - `watchdog.rs`: notices a call that overran its limit in code the hook cannot stop.
 //! - `host.rs`: the set of scripts; dispatch, load, reload, unload.
@@ -39,6 +40,7 @@ pub(crate) mod modules;
 pub mod offline;
 mod output;
 mod pattern;
+pub(crate) mod pool;
 mod runner;
 pub(crate) mod sandbox;
 mod secrets;
