@@ -7,6 +7,7 @@ pub mod channel;
 pub mod endpoints;
 pub mod keepalive;
 pub mod memory;
+pub mod open_files;
 pub mod presence;
 pub mod record;
 pub mod refusal;
@@ -98,6 +99,7 @@ impl Agent {
         // Before any script starts: the Lua workers' pool starts with the first.
         crate::script::pool::configure(config.scripts.workers as usize);
         let specs = config.accounts_of(shard)?;
+        open_files::raise(specs.len());
         // What each account needs from outside the file, before anything starts.
         for spec in &specs {
             Account::preflight(spec, &config)?;
