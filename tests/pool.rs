@@ -118,7 +118,9 @@ end)
     for n in &names {
         write(dir.path(), &format!("{n}.lua"), &marker(n));
     }
-    let limits = "workers = 1\nhandler_timeout_ms = 100\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\n";
+    // (A limit of seconds: on a loaded machine a witness's commit, which the watchdog watches
+    // under the same limit, may take longer than 100 ms plus the grace.)
+    let limits = "workers = 1\nhandler_timeout_ms = 3000\ninstruction_limit = 100000000000\nmemory_limit_mb = 1024\n";
     let config = config_file(&sim, dir.path(), limits);
     let log = dir.path().join("agent.log");
     let agent =
