@@ -109,9 +109,13 @@ impl Shared {
     fn start_worker(self: &Arc<Self>) -> std::io::Result<()> {
         let worker = Arc::new(Worker { polling: Mutex::new(None), lost: AtomicBool::new(false), tid: AtomicI32::new(0) });
         let n = self.started.fetch_add(1, Ordering::Relaxed);
+        // (In the list before it can take a task, so that `abandon` finds it in any call.)
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(worker.clone());
         let (shared, w) = (self.clone(), worker.clone());
-        std::thread::Builder::new().name(format!("lua-worker-{n}")).stack_size(STACK).spawn(move || shared.work(&w))?;
-        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(worker);
+        if let Err(e) = std::thread::Builder::new().name(format!("lua-worker-{n}")).stack_size(STACK).spawn(move || shared.work(&w)) {
+            self.workers.lock().unwrap_or_else(|p| p.into_inner()).retain(|w| !Arc::ptr_eq(w, &worker));
+            return Err(e);
+        }
         Ok(())
     }
 
