@@ -8,9 +8,18 @@
 //!   its event-channel request parked on the simulator;
 //! - idle RSS, after the accounts settled, with N = 1 and N = `ACCOUNTS` (default 1000): the
 //!   difference over N − 1 is the cost of one more account;
-//! - idle CPU: the agent's user + system time over `IDLE_SECS` (default 30 s), in % of one core.
+//! - idle CPU: the agent's user + system time over `IDLE_SECS` (default 30 s), in % of one core;
+//! - its threads (and how many are Lua workers) and open files, at the end.
 //!
-//! `ACCOUNTS=200 IDLE_SECS=10 cargo bench --bench accounts` for a quicker run.
+//! `ACCOUNTS=200 IDLE_SECS=10 cargo bench --bench accounts` for a quicker run;
+//! `AGENT_BIN=path/to/ucwa-agent` measures another build (an older one, to compare).
+//!
+//! Each account keeps several files open (`agent::open_files`), and the simulator here holds the
+//! other end of each connection: the bench raises its open files limit (inherited by the agent)
+//! to what N accounts need, as far as it may (root with CAP_SYS_RESOURCE: past the hard limit).
+//! When that is still too low for one agent, the accounts are split into as many agents (the
+//! same configuration, `--shard K/N`) as the limit needs, as an admin would, and the figures
+//! are their sums (`SHARDS` sets the number).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +49,34 @@ fn threads(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
+/// The process's threads whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))).count())
+        .unwrap_or(0)
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Raises this process's open files limit (the agent inherits it) to `want`, as far as it may.
+fn raise_open_files(want: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid rlimit to fill, then to set.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let wanted = libc::rlimit { rlim_cur: want.max(lim.rlim_cur), rlim_max: want.max(lim.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            // Not allowed past the hard limit: up to it.
+            let up = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &up);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
+}
+
 /// Applications available with a parked P-GET.
 async fn ready(sim: &Simulator) -> usize {
     let url = format!("{}/sim/v1/applications", sim.origin());
@@ -55,9 +92,11 @@ struct Figures {
     rss_kib: u64,
     cpu_percent: f64,
     threads: u64,
+    workers: usize,
+    files: usize,
 }
 
-async fn run(n: usize, idle: Duration) -> Figures {
+async fn run(n: usize, idle: Duration, shards: usize) -> Figures {
     let users: Vec<(String, String)> = (0..n).map(|i| (format!("user{i}@contoso.com"), "demo".to_string())).collect();
     let sim = Simulator::start(SimConfig { users, ..SimConfig::default() }, ([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -72,32 +111,46 @@ async fn run(n: usize, idle: Duration) -> Figures {
     }
     std::fs::write(dir.path().join("config.toml"), text).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
-        .current_dir(dir.path())
-        .env("BENCH_PASSWORD", "demo")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let bin = std::env::var("AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ucwa-agent").to_string());
+    let mut children: Vec<_> = (0..shards)
+        .map(|k| {
+            let mut c = Command::new(&bin);
+            if shards > 1 {
+                c.arg("--shard").arg(format!("{k}/{shards}"));
+            }
+            c.current_dir(dir.path()).env("BENCH_PASSWORD", "demo").env("RUST_LOG", "warn").stderr(Stdio::inherit()).stdout(Stdio::null()).spawn().unwrap()
+        })
+        .collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
     while ready(&sim).await < n {
         assert!(started.elapsed() < Duration::from_secs(600), "{} of {n} accounts signed in after 10 minutes", ready(&sim).await);
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the agent exited: {status}");
+        for child in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("an agent exited: {status}");
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sign_in = started.elapsed();
     // Settle: scripts' first commits, the allocator's first returns.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = cpu_ticks(pid);
+    let ticks = || pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let before = ticks();
     let t0 = Instant::now();
     tokio::time::sleep(idle).await;
-    let cpu_percent = (cpu_ticks(pid) - before) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
-    let figures = Figures { sign_in, rss_kib: rss_kib(pid), cpu_percent, threads: threads(pid) };
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-    let _ = child.wait();
+    let cpu_percent = (ticks() - before) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let figures = Figures {
+        sign_in,
+        rss_kib: pids.iter().map(|&p| rss_kib(p)).sum(),
+        cpu_percent,
+        threads: pids.iter().map(|&p| threads(p)).sum(),
+        workers: pids.iter().map(|&p| threads_named(p, "lua-worker")).sum(),
+        files: pids.iter().map(|&p| open_files(p)).sum(),
+    };
+    for (pid, child) in pids.iter().zip(&mut children) {
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = child.wait();
+    }
     sim.shutdown().await;
     figures
 }
@@ -106,23 +159,35 @@ fn main() {
     let n = env_num("ACCOUNTS", 1000) as usize;
     let idle = Duration::from_secs(env_num("IDLE_SECS", 30));
     println!("ucwa-agent accounts bench ({} logical CPUs), {n} accounts, one script each", std::thread::available_parallelism().map_or(0, |c| c.get()));
+    // Each account: its files and connections in the agent, the other ends of them here.
+    let limit = raise_open_files(256 + 16 * n as u64);
+    // What one agent may hold: its accounts' files (7 each, agent::open_files) within the limit.
+    let fit = (limit.saturating_sub(256) / 7).max(1) as usize;
+    let shards = env_num("SHARDS", n.div_ceil(fit) as u64).max(1) as usize;
+    println!("open files limit: {limit} (about {fit} accounts per agent process)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let one = rt.block_on(run(1, idle));
+    let one = rt.block_on(run(1, idle, 1));
     println!(
-        "1 account: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, signed in after {:.2} s",
+        "1 account: RSS {} KiB, {} threads ({} Lua workers), {} open files, idle CPU {:.2} % of one core, signed in after {:.2} s",
         one.rss_kib,
         one.threads,
+        one.workers,
+        one.files,
         one.cpu_percent,
         one.sign_in.as_secs_f64()
     );
-    let many = rt.block_on(run(n, idle));
+    let many = rt.block_on(run(n, idle, shards));
     println!(
-        "{n} accounts: RSS {} KiB, {} threads, idle CPU {:.2} % of one core, all signed in after {:.2} s",
+        "{n} accounts{}: RSS {} KiB, {} threads ({} Lua workers), {} open files, idle CPU {:.2} % of one core, all signed in after {:.2} s",
+        if shards > 1 { format!(" in {shards} agents (--shard K/{shards})") } else { String::new() },
         many.rss_kib,
         many.threads,
+        many.workers,
+        many.files,
         many.cpu_percent,
         many.sign_in.as_secs_f64()
     );
     let per = many.rss_kib.saturating_sub(one.rss_kib) as f64 / (n.max(2) - 1) as f64;
-    println!("per account: {per:.0} KiB of RSS (the difference over {} accounts)", n.max(2) - 1);
+    let files = many.files.saturating_sub(one.files) as f64 / (n.max(2) - 1) as f64;
+    println!("per account: {per:.0} KiB of RSS, {files:.1} open files (the difference over {} accounts)", n.max(2) - 1);
 }

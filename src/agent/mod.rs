@@ -14,6 +14,7 @@ pub mod keepalive;
 mod lifecycle;
 pub mod memory;
 pub mod online;
+pub mod open_files;
 mod pool;
 pub mod presence;
 pub mod record;

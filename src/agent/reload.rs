@@ -259,6 +259,11 @@ const RESTART_KEYS: &[RestartKey] = &[
         differs: |a, b| a.scripts.watch != b.scripts.watch || a.scripts.reload_debounce_ms != b.scripts.reload_debounce_ms,
         keep: |c, running| (c.scripts.watch, c.scripts.reload_debounce_ms) = (running.scripts.watch, running.scripts.reload_debounce_ms),
     },
+    RestartKey {
+        name: "scripts.workers",
+        differs: |a, b| a.scripts.workers != b.scripts.workers,
+        keep: |c, running| c.scripts.workers = running.scripts.workers,
+    },
 ];
 
 /// The keys whose change a reload cannot apply.

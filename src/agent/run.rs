@@ -54,7 +54,10 @@ impl Agent {
     /// As `start`, with only the accounts of `shard` (`--shard K/N`).
     pub async fn start_shard(config: Config, shard: Option<Shard>) -> Result<Agent, StartError> {
         let file = config.path.display().to_string();
+        // Before any script starts: the Lua workers' pool starts with the first.
+        crate::script::pool::configure(config.scripts.workers as usize);
         let specs = config.accounts_of(shard)?;
+        super::open_files::raise(specs.len());
         // What each account needs from outside the file, before anything starts.
         for spec in &specs {
             Account::preflight(spec, &config)?;

@@ -121,6 +121,8 @@ pub struct ScriptsConfig {
     pub traces_per_script: u64,
     /// `[scripts.config.<name>]`: each script's own table, as `agent.config`.
     pub config: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The threads every script of the process runs on (0: one per CPU). Read at start.
+    pub workers: u64,
 }
 
 impl Default for ScriptsConfig {
@@ -139,6 +141,7 @@ impl Default for ScriptsConfig {
             calendars: Default::default(),
             traces_per_script: 100,
             config: Default::default(),
+            workers: 0,
         }
     }
 }
@@ -293,13 +296,14 @@ impl Config {
             return Err(self.invalid("server.user_agent", "expected 1 to 100 characters"));
         }
         let sc = &self.scripts;
-        let ranges: [(&'static str, u64, u64, u64, &str); 6] = [
+        let ranges: [(&'static str, u64, u64, u64, &str); 7] = [
             ("scripts.memory_limit_mb", sc.memory_limit_mb, 1, 16_384, "MiB"),
             ("scripts.instruction_limit", sc.instruction_limit, 1000, 1_000_000_000_000, "instructions"),
             ("scripts.handler_timeout_ms", sc.handler_timeout_ms, 1, 3_600_000, "milliseconds"),
             ("scripts.reload_debounce_ms", sc.reload_debounce_ms, 0, 60_000, "milliseconds"),
             ("scripts.state_max_bytes", sc.state_max_bytes, 1024, 1 << 30, "bytes"),
             ("scripts.traces_per_script", sc.traces_per_script, 0, 10_000, "traces"),
+            ("scripts.workers", sc.workers, 0, 1024, "threads (0: one per CPU)"),
         ];
         for (key, value, min, max, unit) in ranges {
             if !(min..=max).contains(&value) {
@@ -593,6 +597,7 @@ mod tests {
             ("state_max_bytes = 10", "scripts.state_max_bytes", "1024 to 1073741824 bytes"),
             ("reload_debounce_ms = 600000", "scripts.reload_debounce_ms", "0 to 60000 milliseconds"),
             ("traces_per_script = 1000000", "scripts.traces_per_script", "0 to 10000 traces"),
+            ("workers = 5000", "scripts.workers", "0 to 1024 threads"),
         ] {
             let err = parse(&format!("[scripts]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(range), "{line}: {err}");

@@ -27,7 +27,8 @@
 //! - `modules.rs`: `require` from `<scripts dir>/lib/`; `secrets.rs`: secret config values.
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
-//! - `runner.rs`: the thread that owns a script's state and runs its handlers.
+//! - `runner.rs`: the task that owns a script's state and runs its handlers.
+//! - `pool.rs`: the Lua worker threads every script's task runs on.
 //! - `board.rs`: each script's pause and last error, for the console.
 //! - `manual.rs`: a script driven by its caller on the same runner (`ucwa-agent test`).
 //! - `trace.rs`: what each run did, kept per script (`trace` command, `/api/traces`, `tap`);
@@ -63,6 +64,7 @@ pub mod offline;
 pub(crate) mod offline_env;
 mod output;
 mod pattern;
+pub(crate) mod pool;
 mod runner;
 mod sandbox;
 mod secrets;

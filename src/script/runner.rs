@@ -13,7 +13,7 @@ use super::output::ScriptOutput;
 use super::state::Saved;
 use super::timers::Timers;
 use super::trace::{self, Trace};
-use super::watchdog::{Watch, STACK};
+use super::watchdog::Watch;
 use crate::store::{StateWrite, TraceChunk};
 use crate::ucwa::Event;
 use mlua::Function;
@@ -128,10 +128,11 @@ impl Pending {
     }
 }
 
-/// Starts a script's thread: Lua runs there and nowhere else, on a runtime of its own (timers,
-/// awaiting), so a script that never returns holds only its own thread. Its network requests
-/// run on the agent's runtime (`ScriptEnv::io`). The receiver completes when the thread ends;
-/// `on_end` runs on the thread just before (the host counts the stuck threads still alive).
+/// Starts a script's task on the Lua workers (`pool`): its Lua state runs on one worker at a
+/// time, one event at a time; while it waits (its inbox, a timer, a request) the worker runs
+/// other scripts. Its network requests run on the agent's runtime (`ScriptEnv::io`). The
+/// receiver completes when the task ends; `on_end` runs just before (the host counts the stuck
+/// versions whose call has not returned).
 pub(crate) fn spawn(
     current: Loaded,
     inbox: mpsc::UnboundedReceiver<Msg>,
@@ -140,19 +141,12 @@ pub(crate) fn spawn(
     watch: Arc<Watch>,
     on_end: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    use tracing::Instrument;
     let (done, ended) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name(format!("lua:{}", current.ctx.name)).stack_size(STACK).spawn(move || {
-        // (Also if the thread panics: the host counts the stuck threads still alive.)
-        let on_end = super::watchdog::OnDrop(Some(on_end));
-        match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-            Ok(rt) => {
-                use tracing::Instrument;
-                let span = env.span.clone();
-                rt.block_on(run(current, inbox, env, cursor, watch).instrument(span))
-            }
-            Err(error) => tracing::error!(script = %current.ctx.name, %error, "cannot start the script's runtime"),
-        }
-        drop(on_end);
+    let span = env.span.clone();
+    let task = run(current, inbox, env, cursor, watch.clone()).instrument(span);
+    super::pool::spawn(watch, task, move || {
+        on_end();
         let _ = done.send(());
     })?;
     Ok(ended)
@@ -168,6 +162,8 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
     let mut timers_turn = true;
     p.watch.set_running(current.ctx.version);
     loop {
+        // (A script with work keeps its worker for a slice at most: the others get their turn.)
+        super::pool::share().await;
         if p.watch.is_stuck() {
             // The watchdog gave up on this thread while it was in a call; the host has stopped
             // feeding it and a new version will start from the committed cursor. Leave
