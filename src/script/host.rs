@@ -678,6 +678,8 @@ impl watchdog::Overseer for Inner {
     }
 
     fn stuck(self: &Arc<Self>, watch: &Arc<Watch>, doing: String, limit: Duration, took: Duration) {
+        // First: the Lua worker inside that call is given up and replaced, so the pool keeps its size.
+        super::pool::abandon(watch);
         let script = &*watch.name;
         let limit_ms = limit.as_millis() as u64;
         let _account = self.env.span.enter();

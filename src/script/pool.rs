@@ -7,7 +7,7 @@
 //! run queue all workers take from, so no task is tied to a worker: whichever is free runs it.
 //!
 //! A worker stuck in a call that no limit can stop (C code: a long `string.rep`, a finalizer)
-//! is the watchdog's to find, as before: once it declares the script stuck, `abandon` leaves
+//! is the watchdog's to find, as before: once it declares the script stuck, the host calls `abandon`, which leaves
 //! that worker to its call and starts a new one in its place, so the pool keeps its size and
 //! the other scripts' tasks (still on the queue, none held by the stuck thread) carry on. The
 //! stuck thread ends when its call returns (the script's task then ends too).

@@ -183,7 +183,6 @@ pub(crate) fn spawn<O: Overseer>(overseer: Weak<O>) {
             }
             if let Some((doing, limit, took)) = w.overdue(now) {
                 w.declare_stuck();
-                super::pool::abandon(&w);
                 o.stuck(&w, doing, limit, took);
             }
         }
