@@ -236,6 +236,17 @@ impl ScriptEnv {
         self.http.get_or_init(outbound_client)
     }
 
+    /// A version of `script` (from `file`) that could not be loaded or started, reported in the
+    /// one way every such failure is: an ERROR line (the message's first line, the rest as
+    /// `detail`; the version that keeps running, if any), the reload counted as failed, and
+    /// `LoadFailed` on the output stream.
+    pub(crate) fn load_failed(&self, script: &str, file: &std::path::Path, running_version: Option<u64>, message: &str) {
+        let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+        tracing::error!(script, file = %file.display(), running_version, detail = rest, "script not loaded: {first}");
+        self.metrics.reload(script, false);
+        self.emit(ScriptOutput::LoadFailed { script: script.to_string(), error: message.to_string() });
+    }
+
     /// Reports what a script did on the output stream (and to `collect`).
     pub fn emit(&self, o: ScriptOutput) {
         if let Some(c) = &self.collect {

@@ -339,11 +339,8 @@ impl ScriptHost {
                 }
                 let error = e.message.lines().next().unwrap_or("").to_string();
                 self.failed().insert(name.clone(), Failed { path: path.to_path_buf(), required, stuck: stamp.filter(|_| stuck), error });
-                let (first, rest) = e.message.split_once('\n').unwrap_or((&e.message, ""));
                 let keeps = self.lock().get(&name).map(|e| e.version);
-                tracing::error!(script = %name, file = %path.display(), running_version = keeps, detail = rest, "script not loaded: {first}");
-                self.inner.env.metrics.reload(&name, false);
-                self.inner.env.emit(ScriptOutput::LoadFailed { script: name, error: e.message.clone() });
+                self.inner.env.load_failed(&name, path, keeps, &e.message);
                 return Err(e);
             }
         };
@@ -380,9 +377,8 @@ impl ScriptHost {
                 let ended = match runner::spawn(loaded, rx, self.inner.env.clone(), cursor, watch.clone(), self.on_thread_end(watch.clone())) {
                     Ok(ended) => ended,
                     Err(error) => {
-                        let message = format!("cannot start the script's thread: {error}");
-                        tracing::error!(script = %name, %error, "script not loaded: cannot start its thread");
-                        self.inner.env.emit(ScriptOutput::LoadFailed { script: name.clone(), error: message.clone() });
+                        let message = format!("cannot start the script's task: {error}");
+                        self.inner.env.load_failed(&name, path, None, &message);
                         return Err(ScriptError { script: name, path: path.to_path_buf(), message });
                     }
                 };
