@@ -414,18 +414,22 @@ async fn a_hanging_top_level_holds_up_no_other_reload_and_is_not_loaded_again_un
     // The hog's top level takes seconds of CPU; its load is given up after 3 s + 1 s.
     write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", "hog()"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let saved = Instant::now();
     write(dir.path(), "other.lua", "agent.on('me', function() end) -- v2\n");
-    expect(&mut out, "other.lua v2", |o| matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "other")).await;
-    assert!(saved.elapsed() < Duration::from_millis(2500), "other.lua loaded {:?} after its save, behind the hanging load", saved.elapsed());
+    // Other's new version comes first, not after the hanging load is given up (at 4 s).
+    let first = expect(&mut out, "other.lua v2 or the hanging load given up", |o| {
+        matches!(o, ScriptOutput::Loaded { script, version: 2 } if script == "other")
+            || matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "hang")
+    })
+    .await;
+    assert!(matches!(&first, ScriptOutput::Loaded { script, .. } if script == "other"), "other.lua waited behind the hanging load: {first:?}");
     let failed = expect(&mut out, "the hanging load given up", |o| matches!(o, ScriptOutput::LoadFailed { script, .. } if script == "hang")).await;
     let ScriptOutput::LoadFailed { error, .. } = failed else { unreachable!() };
     assert!(error.contains("did not return within 4000 ms") && error.contains("until the file changes"), "{error}");
 
     // A rescan (SIGHUP) leaves the unchanged file alone: no second thread stuck, no wait.
-    let rescan = Instant::now();
+    // (The rescan awaits the loads it starts: a load of the hanging file would end, given up,
+    // with a LoadFailed before it returns.)
     host.rescan().await;
-    assert!(rescan.elapsed() < Duration::from_secs(2), "the rescan loaded the hanging file again ({:?})", rescan.elapsed());
     let since: Vec<ScriptOutput> = std::iter::from_fn(|| out.try_recv().ok()).collect();
     assert!(!since.iter().any(|o| matches!(o, ScriptOutput::LoadFailed { script, .. } | ScriptOutput::Loaded { script, .. } if script == "hang")), "{since:?}");
     // Its next change loads it.
