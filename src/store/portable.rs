@@ -88,6 +88,7 @@ pub fn import_dir(dir: &Path, s: &Snapshot, force: bool) -> Result<(), PortError
     if s.format != FORMAT || s.version != VERSION {
         return Err(PortError::Refused(format!("not a state file this version reads (format {:?}, version {})", s.format, s.version)));
     }
+    consistent(s).map_err(PortError::Refused)?;
     let _lock = DirLock::acquire(dir)?;
     if !force && dir.join("agent.db").exists() {
         let here = modified_ms(dir).unwrap_or(0);
@@ -117,6 +118,32 @@ pub fn import_dir(dir: &Path, s: &Snapshot, force: bool) -> Result<(), PortError
         if let Ok(f) = std::fs::File::options().write(true).open(dir.join(name)) {
             let _ = f.set_modified(at);
         }
+    }
+    Ok(())
+}
+
+/// The file's numbers hold together: the store keeps seqs as SQLite integers (a head past
+/// `i64::MAX` reads back as 0), and a cursor past the head, or a batch past it, would have the
+/// agent number new events at or below a cursor: its scripts would skip every one, silently.
+fn consistent(s: &Snapshot) -> Result<(), String> {
+    const MAX: u64 = i64::MAX as u64;
+    if s.head > MAX {
+        return Err(format!("`head` is {}, past the largest seq the state holds ({MAX})", s.head));
+    }
+    for (name, st) in &s.scripts {
+        if let Some(c) = st.cursor.filter(|c| *c > s.head) {
+            return Err(format!("`scripts.{name}.cursor` is {c}, past the journal's `head` ({}): the script would skip every new event", s.head));
+        }
+    }
+    let mut after = 0;
+    for (i, b) in s.journal.iter().enumerate() {
+        if b.first_seq <= after || b.last_seq < b.first_seq || b.last_seq > s.head {
+            return Err(format!(
+                "`journal[{i}]` holds seqs {}..={}: batches must follow each other from 1, up to `head` ({})",
+                b.first_seq, b.last_seq, s.head
+            ));
+        }
+        after = b.last_seq;
     }
     Ok(())
 }
@@ -275,7 +302,15 @@ mod tests {
     #[test]
     fn import_refuses_a_running_agent_and_newer_state_unless_forced() {
         let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        Store::open(from.path()).unwrap().commit_script("a", Some(1), None).unwrap();
+        {
+            // One event journaled and handled (a cursor is never past the head).
+            let s = Store::open(from.path()).unwrap();
+            let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+            let body = batch::synthetic_body(&[("test", "/e/1", json!({}))]);
+            let mut events = batch::parse(&body, &origin).unwrap().events;
+            s.append(&origin, &body, &mut events, None).unwrap();
+            s.commit_script("a", Some(1), None).unwrap();
+        }
         let snap = export_dir(from.path(), "a").unwrap();
         // The lock held, as a running agent holds it.
         let held = DirLock::acquire(to.path()).unwrap();
@@ -297,5 +332,35 @@ mod tests {
         let held = DirLock::acquire(from.path()).unwrap();
         assert!(export_dir(from.path(), "a").unwrap_err().to_string().contains("in use"));
         drop(held);
+    }
+    #[test]
+    fn import_refuses_numbers_that_would_leave_the_scripts_deaf() {
+        let to = tempfile::tempdir().unwrap();
+        let snap = |head: u64, cursor: u64, journal: &[(u64, u64)]| Snapshot {
+            format: FORMAT.into(),
+            version: VERSION,
+            account: "a".into(),
+            modified_ms: 0,
+            head,
+            position: None,
+            scripts: [("s".to_string(), ScriptState { cursor: Some(cursor), ..Default::default() })].into(),
+            journal: journal
+                .iter()
+                .map(|&(first_seq, last_seq)| JournalBatch { first_seq, last_seq, origin: "https://pool/".into(), body: "{}".into() })
+                .collect(),
+        };
+        for (bad, key) in [
+            (snap(u64::MAX, 1, &[]), "`head`"),
+            (snap(5, 1_000_000, &[]), "`scripts.s.cursor`"),
+            (snap(5, 1, &[(3, 2)]), "`journal[0]`"),
+            (snap(5, 1, &[(2, 9)]), "`journal[0]`"),
+            (snap(5, 1, &[(1, 3), (3, 4)]), "`journal[1]`"),
+        ] {
+            let e = import_dir(to.path(), &bad, true).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(!to.path().join("agent.db").exists(), "nothing written for {key}");
+        }
+        import_dir(to.path(), &snap(5, 5, &[(1, 3), (4, 5)]), false).unwrap();
+        assert_eq!(Store::open(to.path()).unwrap().head().unwrap(), 5);
     }
 }
