@@ -17,19 +17,28 @@ pub(crate) struct Access {
     verifying: Arc<tokio::sync::Semaphore>,
     /// A hash of the users' cost, checked for an unknown user so that both take as long.
     decoy: String,
+    /// Trusted only because it listens on loopback (no users): a page of another site the
+    /// operator opens could still reach it by DNS rebinding (its own name made to resolve to
+    /// 127.0.0.1), so only requests whose `Host` names this host directly are served.
+    loopback_only: bool,
 }
 
 impl Access {
     pub(crate) fn new(web: &MetricsConfig) -> Access {
         let cost = web.basic_auth_users.values().find_map(|h| h.parse::<bcrypt::HashParts>().ok()).map_or(bcrypt::DEFAULT_COST, |p| p.get_cost());
         let decoy = if web.basic_auth_users.is_empty() { String::new() } else { bcrypt::hash("not a user of this agent", cost).unwrap_or_default() };
-        Access { users: web.basic_auth_users.clone(), passed: Default::default(), verifying: Arc::new(tokio::sync::Semaphore::new(2)), decoy }
+        let loopback_only = web.basic_auth_users.is_empty() && web.listen.is_some_and(|a| a.ip().is_loopback());
+        Access { users: web.basic_auth_users.clone(), passed: Default::default(), verifying: Arc::new(tokio::sync::Semaphore::new(2)), decoy, loopback_only }
     }
 
     /// Ok when no users are configured or the request carries a valid user and password;
     /// otherwise the 401 to send.
     #[allow(clippy::result_large_err)]
     pub(crate) async fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+        if self.loopback_only && !names_this_host(headers) {
+            tracing::warn!("a request whose Host header names another site was refused (DNS rebinding?)");
+            return Err(misdirected());
+        }
         if self.users.is_empty() {
             return Ok(());
         }
@@ -75,6 +84,30 @@ impl Access {
     }
 }
 
+/// Whether the request's `Host` is an IP address, `localhost` or a name under `.localhost`
+/// (what a browser sends for this host itself), with any port; a request without one (not
+/// from a browser) passes.
+fn names_this_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else { return true };
+    let Ok(host) = host.to_str() else { return false };
+    let name = if host.starts_with('[') {
+        // An IPv6 literal, `[::1]:9090`.
+        return host[1..].split_once(']').is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(name, _)| name)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || name.ends_with(".localhost")
+}
+
+fn misdirected() -> Response {
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        "421 Misdirected Request: on a loopback listener without basic auth, the Host header must be an IP address or localhost (a page of another site may be reaching this agent by DNS rebinding); behind a proxy, pass the upstream's host, or set metrics.basic_auth_users\n",
+    )
+        .into_response()
+}
+
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
@@ -110,4 +143,27 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: Option<&str>) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        if let Some(h) = h {
+            m.insert(header::HOST, h.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn only_a_host_that_names_this_host_passes_a_loopback_listener() {
+        for ok in [None, Some("127.0.0.1:9090"), Some("localhost:9090"), Some("LOCALHOST"), Some("[::1]:9090"), Some("agent.localhost"), Some("10.1.2.3")] {
+            assert!(names_this_host(&host(ok)), "{ok:?}");
+        }
+        for refused in ["attacker.example:9090", "attacker.example", "127.0.0.1.nip.io", "localhost.attacker.example", "[::1", "[evil]:1"] {
+            assert!(!names_this_host(&host(Some(refused))), "{refused}");
+        }
+    }
 }

@@ -184,6 +184,34 @@ async fn without_a_token_the_console_is_read_only() {
 }
 
 #[tokio::test]
+async fn a_page_of_another_site_can_neither_read_the_console_nor_start_a_dry_run() {
+    let agent = start(&[], "").await;
+    let base = format!("http://{}", agent.addr);
+    let http = reqwest::Client::new();
+    let port = agent.addr.rsplit(':').next().unwrap();
+    // A name of another site made to resolve to 127.0.0.1 (DNS rebinding): its Host is refused.
+    for path in ["/api/events?account=default&limit=1", "/healthz", "/", "/api/traces"] {
+        let r = http.get(format!("{base}{path}")).header("Host", format!("attacker.example:{port}")).send().await.unwrap();
+        assert_eq!(r.status(), 421, "{path}");
+    }
+    // This host by its own names is served.
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let r = http.get(format!("{base}/api/accounts")).header("Host", host.as_str()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    // A dry run needs the header a cross-site form cannot send (and a cross-site script cannot
+    // without a preflight this listener does not grant).
+    let events = eventually_json(&format!("{base}/api/events?account=default&limit=5"), |e| e["events"].as_array().is_some_and(|l| !l.is_empty())).await;
+    let seq = events["events"][0]["seq"].as_u64().unwrap();
+    let dry = format!("{base}/api/dryrun?account=default&seq={seq}");
+    let refused = http.post(&dry).header("Origin", "http://attacker.example").send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("X-Requested-By"));
+    let asked = http.post(&dry).header("X-Requested-By", "ucwa-console").send().await.unwrap();
+    assert_ne!(asked.status(), 403);
+}
+
+#[tokio::test]
 async fn accounts_are_paged_and_filtered_by_the_agent() {
     let names = ["alice", "bob", "carol", "dave", "erin"];
     let agent = start(&names, "").await;

@@ -1,9 +1,12 @@
 //! `POST /api/dryrun?account=&seq=`: an event run again through the account's scripts as
 //! their files are now, offline (`agent::dry_run`): what each would send, nothing sent. No
 //! admin token needed (it changes nothing), but one at a time: it builds every script anew.
+//! The request must carry `X-Requested-By` (the console's page sends it): a form or a plain
+//! request from another site cannot set a header, and a script of another site that tries is
+//! stopped by the browser's preflight, which this listener does not grant.
 
 use super::shared::{Console, EventsQuery};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -11,7 +14,14 @@ use std::sync::Arc;
 
 static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
-pub(super) async fn dry_run(c: Arc<Console>, q: EventsQuery) -> Response {
+/// The header a dry run must carry.
+pub(super) const REQUESTED_BY: &str = "x-requested-by";
+
+pub(super) async fn dry_run(c: Arc<Console>, q: EventsQuery, headers: &HeaderMap) -> Response {
+    if !headers.contains_key(REQUESTED_BY) {
+        return (StatusCode::FORBIDDEN, Json(json!({"error": "a dry run is asked with an X-Requested-By header (the console's page sends it)"})))
+            .into_response();
+    }
     let Some(seq) = q.seq else {
         return (StatusCode::BAD_REQUEST, Json(json!({"error": "which event? (?seq=)"}))).into_response();
     };

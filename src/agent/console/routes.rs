@@ -25,7 +25,13 @@ pub(crate) fn router(fleet: Arc<Fleet>, access: Arc<Access>, details: bool, admi
         .route("/api/accounts", get(|s: Shared, h: HeaderMap, Query(q): Query<AccountsQuery>| guarded(s, h, move |c| api::accounts(c, q))))
         .route("/api/scripts", get(|s: Shared, h: HeaderMap, Query(q): Query<AccountQuery>| guarded(s, h, move |c| api::scripts(c, q))))
         .route("/api/events", get(|s: Shared, h: HeaderMap, Query(q): Query<EventsQuery>| guarded(s, h, move |c| api::events(c, q))))
-        .route("/api/dryrun", post(|s: Shared, h: HeaderMap, Query(q): Query<EventsQuery>| guarded(s, h, move |c| async move { dryrun::dry_run(c, q).await })))
+        .route(
+            "/api/dryrun",
+            post(|s: Shared, h: HeaderMap, Query(q): Query<EventsQuery>| {
+                let asked = h.clone();
+                guarded(s, h, move |c| async move { dryrun::dry_run(c, q, &asked).await })
+            }),
+        )
         .route(
             "/api/resume",
             post(|s: Shared, h: HeaderMap, Query(q): Query<ScriptQuery>| admin_only(s, h, move |c| async move { admin::resume(&c, &q.account, &q.script) })),

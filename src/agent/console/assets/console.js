@@ -155,7 +155,7 @@ async function dryRun(seq) {
   const out = $("dryrun");
   out.replaceChildren(el("p", { class: "muted" }, "running…"));
   try {
-    const r = await fetch(`/api/dryrun?${q()}&seq=${seq}`, { method: "POST", credentials: "same-origin" });
+    const r = await fetch(`/api/dryrun?${q()}&seq=${seq}`, { method: "POST", credentials: "same-origin", headers: { "X-Requested-By": "ucwa-console" } });
     const d = await r.json();
     if (!r.ok) throw new Error(d.error || r.status);
     out.replaceChildren(el("h2", {}, "Dry run (nothing was sent)"),
