@@ -193,12 +193,21 @@ struct TapQuery {
 /// is committed (a trace holds its event; `run` is the trace's own `kind`); `{"kind":"lagged","missed":n}` when the reader fell
 /// behind. Filtered by the event's `rel`, the trace's `script` and the `account`. The accounts of the agent
 /// when the stream starts are tapped; the stream ends when they have all stopped.
+/// Taps open at once: each costs a task per account it follows (a thousand accounts, a
+/// thousand tasks), so a few dozen clients could take the runtime from the accounts.
+const MAX_TAPS: usize = 8;
+static TAPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TAPS);
+
 fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     if q.account.is_some() && !details {
         return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "this listener does not name accounts (as /healthz): no account filter"})))
             .into_response();
     }
+    let Ok(tapping) = TAPS.try_acquire() else {
+        let error = format!("{MAX_TAPS} taps are open already; close one (or follow one account: ?account=)");
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "error": error }))).into_response();
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(1024);
     let q = Arc::new(q);
     for (account, host) in fleet.accounts().0 {
@@ -264,11 +273,10 @@ fn tap(fleet: &Fleet, q: TapQuery, details: bool) -> Response {
         });
     }
     drop(tx);
-    let stream =
-        futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(Event::default().data(line)), rx)) },
-        );
+    // (The permit goes with the stream: the slot is free again when the client leaves.)
+    let stream = futures_util::stream::unfold((rx, tapping), |(mut rx, tapping)| async move {
+        rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(Event::default().data(line)), (rx, tapping)))
+    });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 

@@ -212,6 +212,32 @@ async fn a_page_of_another_site_can_neither_read_the_console_nor_start_a_dry_run
 }
 
 #[tokio::test]
+async fn at_most_eight_taps_are_open_at_once_and_a_closed_one_frees_its_slot() {
+    let agent = start(&[], "").await;
+    // (A tap follows the accounts there are when it opens: wait until the account runs.)
+    eventually_json(&format!("http://{}/api/events?account=default&limit=1", agent.addr), |e| e["events"].as_array().is_some_and(|l| !l.is_empty())).await;
+    let tap = format!("http://{}/api/tap", agent.addr);
+    let http = reqwest::Client::new();
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let r = http.get(&tap).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let ninth = http.get(&tap).send().await.unwrap();
+    assert_eq!(ninth.status(), 503);
+    assert!(ninth.text().await.unwrap().contains("taps are open already"));
+    drop(open.pop());
+    let mut freed = false;
+    let until = std::time::Instant::now() + PATIENCE;
+    while !freed && std::time::Instant::now() < until {
+        freed = http.get(&tap).send().await.unwrap().status() == 200;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot of a closed tap was not freed");
+}
+
+#[tokio::test]
 async fn accounts_are_paged_and_filtered_by_the_agent() {
     let names = ["alice", "bob", "carol", "dave", "erin"];
     let agent = start(&names, "").await;
