@@ -393,7 +393,9 @@ async fn run(
             loop {
                 // Fed only while every account's event-channel loop runs: a wedged loop
                 // stops the pings and systemd restarts the agent (WatchdogSec=).
-                // The loops beat every second: a tolerance of at least 3 s keeps a short WatchdogSec= from flapping.
+                // A loop is late when its bounded wait ended (or its work began) more than
+                // `within` ago and it has not parked again: at least 3 s, so that a short
+                // WatchdogSec= does not flap while a loop journals a batch.
                 if life.alive(within.max(std::time::Duration::from_secs(3))) {
                     n.send("WATCHDOG=1");
                 } else {

@@ -147,8 +147,10 @@ pub struct Metrics {
     last_poll_ms: AtomicU64,
     batches: AtomicU64,
     sign_ins: AtomicU64,
-    /// When the event-channel loop last showed it runs (ms after `started`).
-    heartbeat_ms: AtomicU64,
+    /// By when the event-channel loop shows up again (ms after `started`): the end of the
+    /// bounded wait it is parked in, or the moment it started working (it then has the
+    /// watchdog's tolerance to finish). Written only when the loop does something.
+    due_ms: AtomicU64,
     applications_created: AtomicU64,
     token_renewals: AtomicU64,
     /// rel → type → count (nested so a lookup needs no allocation).
@@ -170,7 +172,7 @@ impl Default for Metrics {
             last_poll_ms: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             sign_ins: AtomicU64::new(0),
-            heartbeat_ms: AtomicU64::new(0),
+            due_ms: AtomicU64::new(0),
             applications_created: AtomicU64::new(0),
             token_renewals: AtomicU64::new(0),
             events: Mutex::default(),
@@ -258,14 +260,22 @@ impl Metrics {
         self.sign_ins.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The event-channel loop runs (called at each poll and every second while it waits).
-    pub fn heartbeat(&self) {
-        self.heartbeat_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    /// The event-channel loop works (a reply came, a wait ended): it must park again, or
+    /// finish, within the watchdog's tolerance.
+    pub fn loop_busy(&self) {
+        self.due_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// How long since the event-channel loop last beat.
-    pub fn since_heartbeat(&self) -> Duration {
-        self.started.elapsed().saturating_sub(Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed)))
+    /// The event-channel loop parks in a wait that ends by itself within `limit` (a request
+    /// under a timeout, a backoff sleep): alive until then without waking to say so.
+    pub fn loop_parked(&self, limit: Duration) {
+        self.due_ms.store((self.started.elapsed() + limit).as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the event-channel loop is past the moment it was due to show up again (zero
+    /// while it is parked in a bounded wait or has just worked).
+    pub fn loop_overdue(&self) -> Duration {
+        self.started.elapsed().saturating_sub(Duration::from_millis(self.due_ms.load(Ordering::Relaxed)))
     }
 
     /// An application was created or resumed (after sign-in, or after one was lost).
@@ -342,6 +352,13 @@ impl Metrics {
         if error.is_some() || state == HealthState::Polling {
             h.2 = error;
         }
+    }
+
+    /// The account's state and whether it has a last error: what readiness needs, without
+    /// `health`'s copies (read for every account four times a second).
+    pub fn health_state(&self) -> (HealthState, bool) {
+        let h = lock(&self.health);
+        (h.0, h.2.is_some())
     }
 
     pub fn health(&self) -> Health {
@@ -454,6 +471,19 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parked_channel_loop_is_not_late_until_its_wait_has_ended() {
+        // Started 100 s ago, so that "late" can be told without waiting.
+        let m = Metrics { started: Instant::now() - Duration::from_secs(100), ..Default::default() };
+        m.loop_parked(Duration::from_secs(3600));
+        assert_eq!(m.loop_overdue(), Duration::ZERO, "parked in a wait of an hour: alive, and nothing woke to say so");
+        m.loop_busy();
+        assert!(m.loop_overdue() < Duration::from_secs(50), "working since now");
+        // A wait that was due to end 10 s ago and the loop did not run since: late by as much.
+        m.due_ms.store(90_000, Ordering::Relaxed);
+        assert!(m.loop_overdue() >= Duration::from_secs(10), "{:?}", m.loop_overdue());
+    }
 
     #[test]
     fn a_script_summary_gives_its_quantiles_as_bucket_bounds() {

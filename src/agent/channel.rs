@@ -79,19 +79,22 @@ pub async fn run(
             }
         };
         metrics.poll();
-        metrics.heartbeat();
-        let sent = session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout)));
-        tokio::pin!(sent);
-        // The heartbeat (systemd's watchdog) beats while the pending GET is held: the loop is
-        // alive as long as it is polled, however long the pool holds the request.
-        let mut beat = tokio::time::interval(HEARTBEAT);
-        let reply = loop {
-            tokio::select! {
-                r = &mut sent => break r,
-                _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
-                _ = beat.tick() => metrics.heartbeat(),
-            }
+        // Parked until the reply or the limit, whichever comes first, without waking to say
+        // it is alive (systemd's watchdog, `Lifecycle::alive`): a thousand idle accounts cost
+        // no wake-up a second. The limit makes the wait end by itself, so a loop whose timer
+        // fired and that did not run is a wedged one.
+        let limit = request_limit(settings.poll_timeout);
+        metrics.loop_parked(limit);
+        let sent = tokio::time::timeout(limit, session.send(Method::GET, &url, None, Some(http_timeout(settings.poll_timeout))));
+        let reply = tokio::select! {
+            r = sent => r.unwrap_or_else(|_| Err(UcwaError::Transport {
+                method: "GET".into(),
+                url: url.clone(),
+                message: format!("no reply within {} s (the request, its token's renewal and its one retry)", limit.as_secs()),
+            })),
+            _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
         };
+        metrics.loop_busy();
         let retry_after = match reply {
             Ok(reply) if reply.status == 200 => match batch::parse(&reply.body, session.origin()) {
                 Ok(b) => {
@@ -169,18 +172,17 @@ pub async fn run(
         };
         let delay = backoff.next_delay(retry_after);
         tracing::debug!(delay_ms = delay.as_millis() as u64, attempt = backoff.attempt(), "backing off");
-        let wait = tokio::time::sleep(delay);
-        tokio::pin!(wait);
-        let mut beat = tokio::time::interval(HEARTBEAT);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
-                _ = beat.tick() => metrics.heartbeat(),
-            }
+        metrics.loop_parked(delay);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return Ok(ChannelEnd::Shutdown),
         }
+        metrics.loop_busy();
     }
 }
 
-/// How often a waiting channel loop says it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The most one P-GET may take, from sending it to its reply: its HTTP timeout twice (the
+/// session retries once after renewing a rejected token) and a minute for the renewal.
+fn request_limit(poll_timeout: Duration) -> Duration {
+    http_timeout(poll_timeout) * 2 + Duration::from_secs(60)
+}

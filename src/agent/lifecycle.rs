@@ -14,18 +14,17 @@ impl Lifecycle {
     /// status.
     pub fn readiness(&self) -> (bool, String) {
         use crate::metrics::HealthState as S;
-        let (accounts, _) = self.0.accounts();
+        let hosts = self.0.hosts();
         let (mut polling, mut waiting, mut failing) = (0, 0, 0);
-        for (_, host) in &accounts {
-            let h = host.env().metrics.health();
-            match h.state {
-                S::Polling | S::Recovering => polling += 1,
-                S::Stopped | S::Stopping => {}
-                S::SigningIn if h.last_error.is_some() => failing += 1,
-                S::Starting | S::SigningIn => waiting += 1,
+        for host in &hosts {
+            match host.env().metrics.health_state() {
+                (S::Polling | S::Recovering, _) => polling += 1,
+                (S::Stopped | S::Stopping, _) => {}
+                (S::SigningIn, true) => failing += 1,
+                (S::Starting | S::SigningIn, _) => waiting += 1,
             }
         }
-        let status = match (failing, accounts.len()) {
+        let status = match (failing, hosts.len()) {
             (0, 1) if polling == 1 => "signed in and polling".to_string(),
             (0, n) => format!("{polling} of {n} account(s) signed in and polling"),
             (f, n) => format!("{polling} of {n} account(s) polling; {f} failing to sign in (retrying, see the log)"),
@@ -33,13 +32,15 @@ impl Lifecycle {
         (waiting == 0, status)
     }
 
-    /// Whether every account that polls has shown its event-channel loop running within
-    /// `within` (the loop beats every second, also while the pool holds a request).
+    /// Whether every account that polls has its event-channel loop either parked in a wait
+    /// that ends by itself (a request under its timeout, a backoff) or past one by at most
+    /// `within`. The loops never wake just to say so: a loop is late only when its wait's
+    /// timer fired and it did not run, or it works (journals, delivers) longer than `within`.
     pub fn alive(&self, within: Duration) -> bool {
         use crate::metrics::HealthState as S;
         self.0.hosts().iter().all(|host| {
             let m = &host.env().metrics;
-            !matches!(m.health().state, S::Polling | S::Recovering) || m.since_heartbeat() <= within
+            !matches!(m.health_state().0, S::Polling | S::Recovering) || m.loop_overdue() <= within
         })
     }
 }
