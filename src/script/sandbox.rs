@@ -16,6 +16,10 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
     // making a new one per call costs more than a trivial handler.
     let lua = Lua::new_with(libs, LuaOptions::new().thread_pool_size(8))?;
     lua.set_memory_limit(limits.memory_bytes)?;
+    // Generational collection: every event leaves a short-lived table (and its entry in the
+    // lazy fields' weak table) behind; young collections free them without re-marking the
+    // script's long-lived state each cycle, as the incremental mode does (BENCHMARKS.md).
+    lua.gc_set_mode(mlua::state::GcMode::Generational(Default::default()));
     lua.set_app_data(Budget::new(limits.memory_bytes));
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
     lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
