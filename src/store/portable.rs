@@ -8,7 +8,8 @@
 //! and refuses a target whose state was written after the exported state was (unless forced):
 //! that state would be lost.
 
-use super::{body_of, lock::DirLock, Position, Store, StoreError, CODEC_LZ4};
+use super::db::{body_of, open_read_only, Position, Store, StoreError, CODEC_LZ4};
+use super::lock::{DirLock, LockError};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -60,7 +61,7 @@ pub struct JournalBatch {
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
     #[error(transparent)]
-    Lock(#[from] super::LockError),
+    Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -75,7 +76,7 @@ pub fn export_dir(dir: &Path, account: &str) -> Result<Snapshot, PortError> {
     let _lock = DirLock::acquire(dir)?;
     // Before any connection: a reader may create an empty WAL file.
     let modified = modified_ms(dir).unwrap_or(0);
-    let conn = super::open_read_only(dir)?;
+    let conn = open_read_only(dir)?;
     let err = |source| StoreError { path: dir.join("agent.db"), source };
     let mut s = read(&conn, account).map_err(err)?;
     s.modified_ms = modified;
@@ -92,7 +93,7 @@ pub fn import_dir(dir: &Path, s: &Snapshot, force: bool) -> Result<(), PortError
     let _lock = DirLock::acquire(dir)?;
     if !force && dir.join("agent.db").exists() {
         let here = modified_ms(dir).unwrap_or(0);
-        let conn = super::open_read_only(dir)?;
+        let conn = open_read_only(dir)?;
         let has_state = holds_state(&conn).map_err(|source| StoreError { path: dir.join("agent.db"), source })?;
         drop(conn);
         if has_state && here > s.modified_ms {

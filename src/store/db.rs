@@ -1,0 +1,748 @@
+//! The store itself: one account's SQLite database (`<state.dir>/agent.db`, WAL), its tables
+//! as `mod.rs` lists them, and what the agent reads and writes there.
+
+use crate::ucwa::{batch, Event, Origin};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+#[error("state database {path}: {source}")]
+pub struct StoreError {
+    pub path: PathBuf,
+    #[source]
+    pub source: rusqlite::Error,
+}
+
+/// Where the channel stands, so a restart resumes it without a gap.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Position {
+    /// The pool origin the application lives on.
+    pub pool: String,
+    pub user: String,
+    /// The application's `self` href.
+    pub application: String,
+    /// `reportMyActivity` of the application.
+    pub report_activity: String,
+    /// The href to poll next (the `next`, `resync` or `resume` link of the last batch journaled).
+    pub next: String,
+}
+
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// WAL checkpoints on a thread of their own (none for a database in memory).
+    _checkpointer: Option<super::checkpoint::Checkpointer>,
+}
+
+/// How often the WAL is copied into the database (and its fsync done), off the event path.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
+CREATE TABLE IF NOT EXISTS watches (script TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (script, uri));
+";
+
+/// What `upgrade` brings a database to (`PRAGMA user_version`): 1 added `traces`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Schema version 1: the traces of scripts' runs.
+const TRACES: &str = "
+CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, script TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS traces_by_script ON traces (script, id);
+";
+
+/// The most bytes of traces (as JSON) kept per script: 1 MiB, whatever
+/// `scripts.traces_per_script` says.
+pub const TRACES_MAX_BYTES: u64 = 1 << 20;
+
+/// The traces one commit writes for a script: JSON, one per line.
+#[derive(Debug, Default)]
+pub struct TraceChunk {
+    pub lines: String,
+    pub n: usize,
+    /// The lowest and highest event seq among them (0 when none is about an event).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub at_ms: i64,
+    /// How many of the script's traces to keep (`scripts.traces_per_script`).
+    pub keep: usize,
+}
+
+/// Which traces to read.
+#[derive(Debug, Default, Clone)]
+pub struct TraceQuery {
+    pub script: Option<String>,
+    pub seq: Option<u64>,
+    /// At most this many, the newest (0: no limit).
+    pub limit: usize,
+}
+
+/// The store's connection while held. Let go, it tells the checkpointer the database may have
+/// changed: after the work, so a checkpoint that ran meanwhile cannot have missed it.
+pub(super) struct Held<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+    checkpointer: Option<&'a super::checkpoint::Checkpointer>,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkpointer {
+            c.touch();
+        }
+    }
+}
+
+/// The part of a script's `agent.state` a commit writes.
+#[derive(Debug, Default)]
+pub struct StateWrite<'a> {
+    /// Every stored key of the script goes first (the keys in `set` are then all there is).
+    pub replace_all: bool,
+    /// Top-level keys and their values as JSON.
+    pub set: &'a [(String, String)],
+    pub removed: &'a [String],
+}
+
+impl Store {
+    /// Opens (creating) `<dir>/agent.db`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, CHECKPOINT_EVERY, super::checkpoint::WAL_MIN)
+    }
+
+    /// `wal_min`: the WAL size past which the checkpoint thread takes over (see `checkpoint`).
+    fn open_with(dir: &Path, checkpoint_every: std::time::Duration, wal_min: u64) -> Result<Store, StoreError> {
+        let path = dir.join("agent.db");
+        let err = |source| StoreError { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let conn = Connection::open(&path).map_err(err)?;
+        // WAL + NORMAL: a commit survives the process being killed (the test of issue 3); only
+        // an OS crash can lose the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        upgrade(&conn).map_err(err)?;
+        // A database that opens but cannot be written (read-only file or directory) would let
+        // the agent sign in and then fail every batch: find out now.
+        conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
+        let checkpointer = super::checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
+        Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
+    }
+
+    /// A database that lives in memory (replay, tests of the script host).
+    pub fn in_memory() -> Store {
+        let conn = Connection::open_in_memory().expect("SQLite opens in memory");
+        conn.execute_batch(SCHEMA).expect("the schema applies");
+        upgrade(&conn).expect("the schema upgrades");
+        Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn), _checkpointer: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError { path: self.path.clone(), source }
+    }
+
+    pub(super) fn lock(&self) -> Held<'_> {
+        Held { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), checkpointer: self._checkpointer.as_ref() }
+    }
+
+    /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
+    /// and, in the same transaction, the new channel position.
+    pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
+        // Compressed before taking the lock: the scripts' commits share the connection.
+        let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let Some(stored) = stored {
+            let head: i64 = tx
+                .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(|e| self.err(e))?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let (first, last) = (head + 1, head + events.len() as i64);
+            tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body, codec) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .and_then(|mut st| st.execute(params![first, last, origin.as_str(), stored, CODEC_LZ4]))
+                .map_err(|e| self.err(e))?;
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?1)")
+                .and_then(|mut st| st.execute(params![last.to_string()]))
+                .map_err(|e| self.err(e))?;
+            for (i, ev) in events.iter_mut().enumerate() {
+                ev.seq = (first + i as i64) as u64;
+            }
+        }
+        if let Some(p) = position {
+            let text = serde_json::to_string(p).expect("positions serialize");
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)")
+                .and_then(|mut st| st.execute(params![text]))
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Journal events after `seq`, in order (each stored body decoded again).
+    pub fn events_after(&self, seq: u64) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut q = conn
+            .prepare_cached("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 ORDER BY first_seq")
+            .map_err(|e| self.err(e))?;
+        let rows = q
+            .query_map(params![seq as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, i64>(4)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (first, last, origin, stored, codec) = row.map_err(|e| self.err(e))?;
+            let decoded = url::Url::parse(&origin)
+                .map_err(|e| e.to_string())
+                .and_then(|o| Ok((o, body_of(stored, codec)?)))
+                .and_then(|(o, body)| batch::parse(&body, &Origin::of(&o)));
+            let events = match decoded {
+                Ok(b) if b.events.len() as i64 == last - first + 1 => b.events,
+                Ok(b) => {
+                    tracing::error!(
+                        first_seq = first,
+                        expected = last - first + 1,
+                        got = b.events.len(),
+                        "journal batch decodes to a different number of events; skipped"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(first_seq = first, %error, "unreadable journal batch skipped");
+                    continue;
+                }
+            };
+            for (i, mut ev) in events.into_iter().enumerate() {
+                ev.seq = (first + i as i64) as u64;
+                if ev.seq > seq {
+                    out.push(ev);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The highest `seq` ever journaled (0 for none).
+    pub fn head(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let head: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        Ok(head.and_then(|h| h.parse().ok()).unwrap_or(0))
+    }
+
+    /// How many events the journal holds.
+    pub fn depth(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+
+    pub fn cursor(&self, script: &str) -> Result<Option<u64>, StoreError> {
+        let conn = self.lock();
+        conn.query_row("SELECT seq FROM cursors WHERE script = ?1", params![script], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|o| o.map(|s| s as u64))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that `script` finished every event up to `seq`, and what changed in its
+    /// `agent.state`, atomically.
+    pub fn commit_script(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>) -> Result<(), StoreError> {
+        self.commit_script_with(script, seq, state, None)
+    }
+
+    /// `commit_script`, with the traces of the runs it commits (in the same transaction).
+    pub fn commit_script_with(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>, traces: Option<&TraceChunk>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        if let Some(seq) = seq {
+            tx.prepare_cached("INSERT OR REPLACE INTO cursors (script, seq) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![script, seq as i64]))
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(w) = state {
+            let run = || -> rusqlite::Result<()> {
+                if w.replace_all {
+                    tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1")?.execute(params![script])?;
+                    tx.prepare_cached("DELETE FROM script_state WHERE script = ?1")?.execute(params![script])?;
+                }
+                let mut del = tx.prepare_cached("DELETE FROM state_keys WHERE script = ?1 AND key = ?2")?;
+                for k in w.removed {
+                    del.execute(params![script, k])?;
+                }
+                let mut put = tx.prepare_cached("INSERT OR REPLACE INTO state_keys (script, key, json) VALUES (?1, ?2, ?3)")?;
+                for (k, json) in w.set {
+                    put.execute(params![script, k, json])?;
+                }
+                Ok(())
+            };
+            run().map_err(|e| self.err(e))?;
+        }
+        if let Some(t) = traces {
+            add_traces(&tx, script, t).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Writes traces outside a commit (a stuck call, a script that could not load).
+    pub fn add_traces(&self, script: &str, traces: &TraceChunk) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        add_traces(&tx, script, traces).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Traces as stored (JSON), oldest first.
+    pub fn traces(&self, q: &TraceQuery) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        read_traces(&conn, q).map_err(|e| self.err(e))
+    }
+
+    /// A script's `agent.state` as saved: its top-level keys and their JSON, by key. A state
+    /// saved whole by an earlier version comes back split into its keys.
+    pub fn state(&self, script: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT key, json FROM state_keys WHERE script = ?1 ORDER BY key").map_err(|e| self.err(e))?;
+        let keys = st
+            .query_map(params![script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        if !keys.is_empty() {
+            return Ok(keys);
+        }
+        let whole: Option<String> =
+            conn.query_row("SELECT json FROM script_state WHERE script = ?1", params![script], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        let Some(serde_json::Value::Object(map)) = whole.and_then(|j| serde_json::from_str(&j).ok()) else {
+            return Ok(Vec::new());
+        };
+        Ok(map.into_iter().map(|(k, v)| (k, v.to_string())).collect())
+    }
+
+    pub fn position(&self) -> Result<Option<Position>, StoreError> {
+        let conn = self.lock();
+        let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
+        let conn = self.lock();
+        match p {
+            Some(p) => conn
+                .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")]),
+            None => conn.execute("DELETE FROM meta WHERE key = 'position'", []),
+        }
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Adds `uris` (`sip:` URIs, as the script API normalised them) to what `script` watches.
+    pub fn watch(&self, script: &str, uris: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut put = tx.prepare_cached("INSERT OR IGNORE INTO watches (script, uri) VALUES (?1, ?2)").map_err(|e| self.err(e))?;
+            for uri in uris {
+                put.execute(params![script, uri]).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Stops `script` watching `uris` (every contact it watches, for None).
+    pub fn unwatch(&self, script: &str, uris: Option<&[String]>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        match uris {
+            None => tx.execute("DELETE FROM watches WHERE script = ?1", params![script]).map(|_| ()),
+            Some(uris) => tx.prepare_cached("DELETE FROM watches WHERE script = ?1 AND uri = ?2").and_then(|mut del| {
+                for uri in uris {
+                    del.execute(params![script, uri])?;
+                }
+                Ok(())
+            }),
+        }
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The contacts `scripts` watch (each once, sorted); every script's for None.
+    pub fn watched(&self, scripts: Option<&[String]>) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT script, uri FROM watches").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().filter(|(s, _)| scripts.is_none_or(|names| names.contains(s))).map(|(_, uri)| uri).collect())
+    }
+
+    /// Deletes journal batches every one of `scripts` has passed (returns how many); keeps at most `max_rows` rows
+    /// whatever the cursors say (a stalled script then misses the oldest: it is logged).
+    pub fn prune(&self, scripts: &[String], max_rows: u64) -> Result<u64, StoreError> {
+        let mut min: Option<u64> = None;
+        for s in scripts {
+            let c = self.cursor(s)?.unwrap_or(0);
+            min = Some(min.map_or(c, |m| m.min(c)));
+        }
+        let head = self.head()?;
+        let passed = min.unwrap_or(head);
+        let floor = head.saturating_sub(max_rows);
+        let upto = passed.max(floor);
+        if floor > passed {
+            tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
+        }
+        let conn = self.lock();
+        let n = conn.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+}
+
+/// How a journal body is stored: 0 = as received (databases from before compression), 1 = LZ4
+/// block with its size first.
+pub(super) const CODEC_LZ4: i64 = 1;
+
+/// No event-channel response is anywhere near this; a stored size above it means a damaged row.
+const MAX_BODY: usize = 256 << 20;
+
+/// A journal body as received, from its stored form.
+pub(super) fn body_of(stored: Vec<u8>, codec: i64) -> Result<Vec<u8>, String> {
+    match codec {
+        0 => Ok(stored),
+        CODEC_LZ4 => {
+            let size = stored.get(..4).map_or(usize::MAX, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
+            if size > MAX_BODY {
+                return Err(format!("stored body claims {size} bytes"));
+            }
+            lz4_flex::decompress_size_prepended(&stored).map_err(|e| format!("stored body does not decompress: {e}"))
+        }
+        other => Err(format!("unknown body codec {other} (written by a newer ucwa-agent?)")),
+    }
+}
+
+/// Brings a database written by an earlier version up to the current schema.
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let has_codec = conn.prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'codec'")?.exists([])?;
+    if !has_codec {
+        conn.execute_batch("ALTER TABLE journal ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")?;
+    }
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(&format!("BEGIN; {TRACES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
+    }
+    Ok(())
+}
+
+/// Appends a commit's traces and prunes the script's oldest ones: every row wholly past the
+/// newest `keep` traces or the newest `TRACES_MAX_BYTES` goes (`keep` 0: all of them).
+fn add_traces(tx: &Connection, script: &str, t: &TraceChunk) -> rusqlite::Result<()> {
+    if t.keep > 0 && t.n > 0 {
+        let body = lz4_flex::compress_prepend_size(t.lines.as_bytes());
+        tx.prepare_cached("INSERT INTO traces (script, first_seq, last_seq, at_ms, n, bytes, body, codec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .execute(params![script, t.first_seq as i64, t.last_seq as i64, t.at_ms, t.n as i64, t.lines.len() as i64, body, CODEC_LZ4])?;
+    }
+    tx.prepare_cached(
+        "DELETE FROM traces WHERE id IN (SELECT id FROM (SELECT id, n, bytes, SUM(n) OVER w AS total_n, SUM(bytes) OVER w AS total_bytes FROM traces WHERE script = ?1 WINDOW w AS (ORDER BY id DESC)) WHERE total_n - n >= ?2 OR total_bytes - bytes >= ?3)",
+    )?
+    .execute(params![script, t.keep as i64, TRACES_MAX_BYTES as i64])?;
+    Ok(())
+}
+
+/// The traces `q` asks for, oldest first. A database from before traces has none.
+pub fn read_traces(conn: &Connection, q: &TraceQuery) -> rusqlite::Result<Vec<String>> {
+    let has_table = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'traces'")?.exists([])?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT body, codec FROM traces WHERE (?1 IS NULL OR script = ?1) AND (?2 IS NULL OR (first_seq <= ?2 AND last_seq >= ?2)) ORDER BY id DESC",
+    )?;
+    let seq = q.seq.map(|s| s as i64);
+    let mut rows = st.query(params![q.script, seq])?;
+    let mut out = Vec::new();
+    let wanted = q.seq.map(|s| format!("\"event\":{{\"seq\":{s},"));
+    'rows: while let Some(row) = rows.next()? {
+        let Ok(body) = body_of(row.get(0)?, row.get(1)?) else {
+            continue; // a damaged row: the others are still read
+        };
+        let body = String::from_utf8_lossy(&body);
+        for line in body.lines().rev() {
+            // (A trace's `seq` is the first member of its `event`: no parsing to filter.)
+            if wanted.as_ref().is_some_and(|w| !line.contains(w.as_str())) {
+                continue;
+            }
+            out.push(line.to_string());
+            if q.limit > 0 && out.len() >= q.limit {
+                break 'rows;
+            }
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Opens a state directory's database to read only: from another process, while the agent
+/// runs (WAL lets a reader in beside the writer) or after it stopped.
+pub fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
+    let path = dir.join("agent.db");
+    let err = |source| StoreError { path: path.clone(), source };
+    if !path.exists() {
+        return Err(err(rusqlite::Error::InvalidPath(path.clone())));
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn origin() -> Origin {
+        Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap())
+    }
+
+    fn append(s: &Store, body: &[u8], pos: Option<&Position>) -> Vec<u64> {
+        let mut events = batch::parse(body, &origin()).unwrap().events;
+        s.append(&origin(), body, &mut events, pos).unwrap();
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn journal_cursors_state_and_pruning_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let pos = Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: "/a/events?ack=2".into() };
+            let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2})), ("test", "/e/3", json!({"n": 3}))]);
+            assert_eq!(append(&s, &body, Some(&pos)), [1, 2, 3]);
+            s.commit_script("a", Some(2), Some(&StateWrite { replace_all: true, set: &[("x".into(), "1".into())], removed: &[] })).unwrap();
+            s.commit_script("b", Some(3), None).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=2");
+        assert_eq!(s.cursor("a").unwrap(), Some(2));
+        assert_eq!(s.state("a").unwrap(), vec![("x".to_string(), "1".to_string())]);
+        let rest = s.events_after(2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!((rest[0].seq, rest[0].href()), (3, "https://pool.contoso.com/e/3"));
+        assert_eq!(rest[0].resource().unwrap()["n"], 3);
+        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 0, "the batch is not passed by every script");
+        assert_eq!(s.depth().unwrap(), 3);
+        s.commit_script("a", Some(3), None).unwrap();
+        assert_eq!(s.prune(&["a".into(), "b".into()], 1000).unwrap(), 1);
+        assert_eq!(s.depth().unwrap(), 0);
+        assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
+        assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/4", json!({}))]), None), [4]);
+    }
+
+    #[test]
+    fn watches_are_kept_per_script_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let uris = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.watch("a", &uris(&["sip:bob@x", "sip:carol@x"])).unwrap();
+            s.watch("b", &uris(&["sip:bob@x", "sip:dave@x"])).unwrap();
+            s.unwatch("a", Some(&uris(&["sip:carol@x"]))).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.watched(None).unwrap().into_iter().collect::<Vec<_>>(), ["sip:bob@x", "sip:dave@x"]);
+        assert_eq!(s.watched(Some(&["a".to_string()])).unwrap().into_iter().collect::<Vec<_>>(), ["sip:bob@x"]);
+        s.unwatch("b", None).unwrap();
+        assert_eq!(s.watched(None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_journal_bound_drops_the_oldest_events_even_for_a_lagging_script() {
+        let s = Store::in_memory();
+        for b in 0..25 {
+            let events: Vec<_> = (0..10).map(|i| ("test".to_string(), format!("/e/{}", b * 10 + i + 1))).collect();
+            let refs: Vec<(&str, &str, serde_json::Value)> = events.iter().map(|(r, h)| (r.as_str(), h.as_str(), json!({}))).collect();
+            append(&s, &batch::synthetic_body(&refs), None);
+        }
+        assert_eq!(s.head().unwrap(), 250);
+        s.commit_script("lagging", Some(0), None).unwrap();
+        s.commit_script("current", Some(250), None).unwrap();
+        // The lagging script holds everything while the journal is within its bound…
+        assert_eq!(s.prune(&["lagging".into(), "current".into()], 1000).unwrap(), 0);
+        // …and past it, the oldest events go: what the lagging script gets next is the
+        // oldest event kept, 100 events before the head.
+        assert_eq!(s.prune(&["lagging".into(), "current".into()], 100).unwrap(), 15);
+        let rest = s.events_after(s.cursor("lagging").unwrap().unwrap()).unwrap();
+        assert_eq!((rest.len(), rest[0].seq, rest[0].href()), (100, 151, "https://pool.contoso.com/e/151"));
+    }
+
+    #[test]
+    fn a_journal_written_before_compression_still_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2}))]);
+        {
+            // The schema and row of a database from before the `codec` column.
+            let c = Connection::open(dir.path().join("agent.db")).unwrap();
+            c.execute_batch("CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL);")
+                .unwrap();
+            c.execute("INSERT INTO journal VALUES (1, 2, 'https://pool.contoso.com/', ?1)", params![body]).unwrap();
+            c.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('head', '2');").unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let old: Vec<String> = s.events_after(0).unwrap().iter().map(|e| e.href().to_string()).collect();
+        assert_eq!(old, ["https://pool.contoso.com/e/1", "https://pool.contoso.com/e/2"]);
+        assert_eq!(append(&s, &body, None), [3, 4], "new batches go on after the old ones");
+        let all: Vec<u64> = s.events_after(1).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(all, [2, 3, 4]);
+        let stored: Vec<u8> = s.lock().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
+        assert!(stored.len() < body.len(), "new bodies are stored compressed");
+    }
+
+    fn chunk(traces: &[(u64, &str)], keep: usize) -> TraceChunk {
+        let mut c = TraceChunk { keep, n: traces.len(), ..TraceChunk::default() };
+        for (seq, text) in traces {
+            c.lines.push_str(&format!("{{\"script\":\"a\",\"event\":{{\"seq\":{seq},\"rel\":\"r\"}},\"text\":\"{text}\"}}\n"));
+            c.first_seq = if c.first_seq == 0 { *seq } else { c.first_seq.min(*seq) };
+            c.last_seq = c.last_seq.max(*seq);
+        }
+        c
+    }
+
+    #[test]
+    fn an_existing_database_gets_the_traces_table_on_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A database as the version before traces left it: its tables, a cursor, state.
+            let c = Connection::open(dir.path().join("agent.db")).unwrap();
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE journal (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL, origin TEXT NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE cursors (script TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+                 CREATE TABLE script_state (script TEXT PRIMARY KEY, json TEXT NOT NULL);
+                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE state_keys (script TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (script, key));
+                 INSERT INTO cursors VALUES ('a', 7); INSERT INTO state_keys VALUES ('a', 'n', '3'); INSERT INTO meta VALUES ('head', '7');",
+            )
+            .unwrap();
+        }
+        // Read before the agent ever ran the new version: no traces, no error.
+        assert!(read_traces(&open_read_only(dir.path()).unwrap(), &TraceQuery::default()).unwrap().is_empty());
+        let s = Store::open(dir.path()).unwrap();
+        let version: i64 = s.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!((s.cursor("a").unwrap(), s.head().unwrap()), (Some(7), 7), "what was there stays");
+        assert_eq!(s.state("a").unwrap(), vec![("n".to_string(), "3".to_string())]);
+        s.commit_script_with("a", Some(8), None, Some(&chunk(&[(8, "x")], 100))).unwrap();
+        drop(s);
+        // Opened again (the migration does not run twice), and read by another connection.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.traces(&TraceQuery::default()).unwrap().len(), 1);
+        let other = open_read_only(dir.path()).unwrap();
+        let got = read_traces(&other, &TraceQuery { script: Some("a".into()), seq: Some(8), limit: 0 }).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("\"text\":\"x\""));
+    }
+
+    #[test]
+    fn traces_are_pruned_to_the_last_n_of_each_script_and_found_by_seq() {
+        let s = Store::in_memory();
+        for i in 0..30u64 {
+            // Commits of one and of two traces.
+            let c = if i % 2 == 0 { chunk(&[(i * 10 + 1, "one")], 10) } else { chunk(&[(i * 10 + 1, "one"), (i * 10 + 2, "two")], 10) };
+            s.commit_script_with("a", Some(i * 10 + 2), None, Some(&c)).unwrap();
+            s.commit_script_with("b", Some(i * 10 + 2), None, Some(&chunk(&[(i * 10 + 1, "b")], 3))).unwrap();
+        }
+        let a = s.traces(&TraceQuery { script: Some("a".into()), ..TraceQuery::default() }).unwrap();
+        assert!((10..=11).contains(&a.len()), "a row is kept whole: {}", a.len());
+        assert!(a.last().unwrap().contains("\"seq\":292"), "newest last: {a:?}");
+        assert_eq!(s.traces(&TraceQuery { script: Some("b".into()), ..TraceQuery::default() }).unwrap().len(), 3);
+        let last2 = s.traces(&TraceQuery { script: Some("a".into()), limit: 2, ..TraceQuery::default() }).unwrap();
+        assert!(last2[0].contains("\"seq\":291") && last2[1].contains("\"seq\":292"), "{last2:?}");
+        // seq 29 is not 291: the filter is exact.
+        let by_seq = s.traces(&TraceQuery { seq: Some(291), ..TraceQuery::default() }).unwrap();
+        assert_eq!(by_seq.len(), 2, "a's and b's: {by_seq:?}");
+        assert!(s.traces(&TraceQuery { seq: Some(29), ..TraceQuery::default() }).unwrap().is_empty());
+        // The byte bound: a script's traces never hold much more than TRACES_MAX_BYTES.
+        let big = "x".repeat(200 << 10);
+        for i in 0..20 {
+            s.commit_script_with("c", Some(i + 1), None, Some(&chunk(&[(i + 1, &big)], 100))).unwrap();
+        }
+        let bytes: usize = s.traces(&TraceQuery { script: Some("c".into()), ..TraceQuery::default() }).unwrap().iter().map(String::len).sum();
+        assert!(bytes as u64 <= TRACES_MAX_BYTES + (201 << 10), "{bytes}");
+        // keep = 0 (traces turned off): the script's traces go.
+        s.commit_script_with("b", None, None, Some(&TraceChunk::default())).unwrap();
+        assert!(s.traces(&TraceQuery { script: Some("b".into()), ..TraceQuery::default() }).unwrap().is_empty());
+    }
+
+    /// A batch body of `n` events that compresses to a few KiB (random padding).
+    fn padded_body(n: usize) -> Vec<u8> {
+        let events: Vec<(String, serde_json::Value)> = (0..n).map(|i| (format!("/e/{i}"), json!({"pad": format!("{:x}", rand::random::<u128>())}))).collect();
+        let refs: Vec<(&str, &str, serde_json::Value)> = events.iter().map(|(h, d)| ("test", h.as_str(), d.clone())).collect();
+        batch::synthetic_body(&refs)
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_off_the_writers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_with(dir.path(), std::time::Duration::from_millis(20), 0).unwrap();
+        let before = std::fs::metadata(dir.path().join("agent.db")).unwrap().len();
+        for _ in 0..20 {
+            append(&s, &padded_body(50), None); // far below the automatic threshold
+        }
+        // The checkpointer copies the journal into the database file by itself.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(dir.path().join("agent.db")).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint happened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(s.events_after(0).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn the_wal_stays_bounded_under_a_flood_of_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        // The worst case for the background thread: it never gets to run (a passive checkpoint
+        // that never catches up is the same). The automatic checkpoint must bound the WAL.
+        let s = Store::open_with(dir.path(), std::time::Duration::from_secs(3600), crate::store::checkpoint::WAL_MIN).unwrap();
+        let body = padded_body(100);
+        for i in 0..1500 {
+            append(&s, &body, None);
+            if i % 64 == 0 {
+                s.prune(&[], 1000).unwrap();
+            }
+        }
+        let wal = std::fs::metadata(dir.path().join("agent.db-wal")).unwrap().len();
+        assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
+    }
+
+    #[test]
+    fn a_damaged_stored_body_is_skipped_with_the_rest_kept() {
+        let s = Store::in_memory();
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({}))]);
+        append(&s, &body, None);
+        append(&s, &body, None);
+        s.lock().execute("UPDATE journal SET body = x'ffffff7f00' WHERE first_seq = 1", []).unwrap();
+        let left: Vec<u64> = s.events_after(0).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(left, [2]);
+    }
+}
