@@ -73,8 +73,8 @@ impl Agent {
             metric_bytes: Default::default(),
         };
         // A token named but missing: as a password named but missing, `run` does not start.
-        if let Some(var) = config.metrics.admin_token_env.as_deref().filter(|_| config.metrics.listen.is_some()) {
-            crate::config::admin_token(var).map_err(|message| StartError::AdminToken { file: file.clone(), message })?;
+        if let Some(missing) = config.admin_token_missing().filter(|_| config.metrics.listen.is_some()) {
+            return Err(StartError::AdminToken { file, message: missing.message() });
         }
         // `/metrics` and `/healthz` first: they answer (`starting`, 503) while the accounts open.
         let fleet = Arc::new(Fleet::default());

@@ -78,16 +78,18 @@ impl Config {
     /// console's admin token, then `scripts.dir` (`check` reports them all).
     pub fn surroundings(&self) -> Vec<Missing> {
         let mut problems: Vec<Missing> = self.accounts().unwrap_or_default().iter().flat_map(|a| self.account_surroundings(a)).collect();
-        if let Some(var) = self.metrics.admin_token_env.as_deref() {
-            if let Err(why) = super::admin_token(var) {
-                problems.push(Missing::AdminToken { why });
-            }
-        }
+        problems.extend(self.admin_token_missing());
         let dir = self.scripts_dir();
         if let Err(source) = std::fs::read_dir(&dir) {
             problems.push(Missing::ScriptsDir { dir, source });
         }
         problems
+    }
+
+    /// The console's admin token, when `metrics.admin_token_env` names one that cannot serve.
+    pub fn admin_token_missing(&self) -> Option<Missing> {
+        let var = self.metrics.admin_token_env.as_deref()?;
+        super::admin_token(var).err().map(|why| Missing::AdminToken { why })
     }
 
     /// `surroundings`, as configuration errors that name the file and the key.
