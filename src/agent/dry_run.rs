@@ -31,9 +31,9 @@ const GRACE: Duration = Duration::from_secs(10);
 /// Err: the event is no longer in the journal (pruned), or the journal cannot be read.
 pub async fn dry_run(live: &ScriptHost, seq: u64) -> Result<Vec<DryRunScript>, String> {
     let store = &live.env().store;
-    let event = store.events_after(seq.saturating_sub(1)).map_err(|e| format!("cannot read the journal: {e}"))?.into_iter().find(|e| e.seq == seq).ok_or_else(
-        || format!("event #{seq} is no longer in the journal (it keeps the events a script has not finished, and drops the rest every few dozen batches)"),
-    )?;
+    let event = store.event_at(seq).map_err(|e| format!("cannot read the journal: {e}"))?.ok_or_else(|| {
+        format!("event #{seq} is no longer in the journal (it keeps the events a script has not finished, and drops the rest every few dozen batches)")
+    })?;
     let origin = url::Url::parse(event.href()).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
     let application = live.env().application.get().map(|a| a.strip_prefix(origin.as_str()).unwrap_or(&a).to_string());
     let application = application.unwrap_or_else(|| OFFLINE_APPLICATION.to_string());

@@ -204,12 +204,24 @@ impl Store {
 
     /// Journal events after `seq`, in order (each stored body decoded again).
     pub fn events_after(&self, seq: u64) -> Result<Vec<Event>, StoreError> {
+        self.journaled(seq, None)
+    }
+
+    /// Event `seq`, if the journal still holds it (its batch alone is read).
+    pub fn event_at(&self, seq: u64) -> Result<Option<Event>, StoreError> {
+        Ok(self.journaled(seq.saturating_sub(1), Some(seq))?.into_iter().find(|e| e.seq == seq))
+    }
+
+    /// The journaled events after `seq`, from the batches that start at or before `upto`.
+    fn journaled(&self, seq: u64, upto: Option<u64>) -> Result<Vec<Event>, StoreError> {
+        // (Seqs are i64 in SQLite: a larger one means "all" or "none", never a negative.)
+        let as_sql = |s: u64| s.min(i64::MAX as u64) as i64;
         let conn = self.lock();
         let mut q = conn
-            .prepare_cached("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 ORDER BY first_seq")
+            .prepare_cached("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 AND first_seq <= ?2 ORDER BY first_seq")
             .map_err(|e| self.err(e))?;
         let rows = q
-            .query_map(params![seq as i64], |r| {
+            .query_map(params![as_sql(seq), as_sql(upto.unwrap_or(u64::MAX))], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, i64>(4)?))
             })
             .map_err(|e| self.err(e))?;
@@ -557,6 +569,24 @@ mod tests {
         assert_eq!(s.depth().unwrap(), 0);
         assert_eq!(s.head().unwrap(), 3, "numbering goes on after the journal is emptied");
         assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/4", json!({}))]), None), [4]);
+    }
+
+    #[test]
+    fn one_event_is_found_in_its_own_batch_and_a_seq_past_i64_finds_nothing() {
+        let s = Store::in_memory();
+        let batch = |from: u32| {
+            let hrefs: Vec<String> = (from..from + 3).map(|n| format!("/e/{n}")).collect();
+            batch::synthetic_body(&hrefs.iter().map(|h| ("test", h.as_str(), json!({}))).collect::<Vec<_>>())
+        };
+        assert_eq!(append(&s, &batch(1), None), [1, 2, 3]);
+        assert_eq!(append(&s, &batch(4), None), [4, 5, 6]);
+        let five = s.event_at(5).unwrap().unwrap();
+        assert_eq!((five.seq, five.href()), (5, "https://pool.contoso.com/e/5"));
+        assert_eq!(s.event_at(1).unwrap().unwrap().seq, 1);
+        assert!(s.event_at(7).unwrap().is_none());
+        assert!(s.event_at(u64::MAX).unwrap().is_none());
+        assert!(s.events_after(u64::MAX).unwrap().is_empty(), "a seq past i64::MAX is not read as a negative one");
+        assert_eq!(s.events_after(0).unwrap().len(), 6);
     }
 
     #[test]
