@@ -315,3 +315,83 @@ async fn documentation_samples_and_a_captured_event_decode_for_scripts() {
     );
     assert!(line.ends_with(" communication nil Incoming Connecting true data:"), "{line}");
 }
+
+/// agent-actions (`agent.me`, `calls`, `im`, `people`) and `agent.ucwa`/`agent.http` are
+/// installed at a script's first use of them (BENCHMARKS.md, "An idle account's Lua state"):
+/// what the script did to its own `agent` table and globals before that, or to the hidden
+/// metatable behind them, changes nothing of what they do, and another script sees them whole.
+#[tokio::test]
+async fn lazily_installed_areas_cannot_be_turned_against_the_script_or_others() {
+    let hostile = r#"
+      local me, calls = agent.me, agent.calls
+      assert(getmetatable(me) == false and getmetatable(agent.ucwa) == false, "the metatable of a table not yet filled is hidden")
+      assert(not pcall(setmetatable, agent.im, {}), "the metatable of a table not yet filled can be replaced")
+      assert(getmetatable(agent) == nil, "agent itself has no metatable")
+      -- Before agent-actions is installed: the script's own agent.ucwa replaced, a key of
+      -- agent.calls set raw, and a global agent-actions takes reassigned.
+      rawset(agent, "ucwa", { application = function() return "/evil" end, get = function() return { status = 200, body = {} } end })
+      rawset(calls, "decline", "mine")
+      error = nil
+      agent.on("audioVideoSession", function(e)
+        local ok, err = pcall(agent.me.presence)
+        local ok2, err2 = pcall(agent.me.set_presence, 42)
+        local people = {}
+        for k in pairs(agent.people) do people[#people + 1] = k end
+        table.sort(people)
+        agent.log.info(table.concat({ tostring(ok), tostring(err):match("agent%.ucwa%.application: the agent is not signed in") or tostring(err),
+          tostring(ok2), tostring(err2):match("agent%.me%.set_presence: expected an availability") or tostring(err2),
+          calls.decline, type(calls.hangup), tostring(me == agent.me), tostring(getmetatable(me)), table.concat(people, ",") }, " | "))
+      end)
+    "#;
+    let other = r#"
+      agent.on("audioVideoSession", function(e)
+        local ok, err = pcall(agent.ucwa.get, "/x")
+        local ok2, err2 = pcall(agent.me.presence)
+        agent.log.info(tostring(ok) .. " " .. tostring(err) .. " | " .. tostring(ok2) .. " " .. tostring(err2):match("agent%.ucwa%.application: the agent is not signed in"))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("hostile.lua", hostile), ("other.lua", other)]).await;
+    let mut others = h.host.subscribe();
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    assert_eq!(
+        log_of(&mut h.out, "hostile").await,
+        "false | agent.ucwa.application: the agent is not signed in | false | agent.me.set_presence: expected an availability | mine | function | true | nil | get,search,unwatch,watch,watching"
+    );
+    assert_eq!(
+        log_of(&mut others, "other").await,
+        "false agent.ucwa.get: the agent is not signed in | false agent.ucwa.application: the agent is not signed in"
+    );
+}
+
+/// Installing an area at first use is held to the script's memory limit like anything else it
+/// does: out of memory, the handler stops with the limit's error; once memory is free again, the
+/// next use installs it whole.
+#[tokio::test]
+async fn an_area_installed_at_first_use_counts_against_the_memory_limit() {
+    let script = r#"
+      local hold, n = nil, 0
+      agent.on("audioVideoSession", function(e)
+        n = n + 1
+        if n == 1 then
+          -- Leave about 8 KiB: agent-actions needs several times that.
+          hold = string.rep("x", 4 * 1024 * 1024 - math.floor(collectgarbage("count") * 1024) - 8 * 1024)
+          local _ = agent.calls.hangup
+          agent.log.info("installed within the limit")
+        else
+          hold = nil
+          collectgarbage()
+          local count = 0
+          for _ in pairs(agent.calls) do count = count + 1 end
+          agent.log.info("agent.calls has " .. count .. " functions, hangup " .. type(agent.calls.hangup))
+        end
+      end)
+    "#;
+    let limits = Limits { memory_bytes: 4 << 20, ..Limits::default() };
+    let mut h = host(limits, &[("tight.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    let e = error_of(&mut h.out, "tight").await;
+    assert!(e.contains("memory limit"), "{e}");
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    let line = log_of(&mut h.out, "tight").await;
+    assert!(line.starts_with("agent.calls has ") && line.ends_with("functions, hangup function") && !line.starts_with("agent.calls has 0 "), "{line}");
+}

@@ -4,9 +4,28 @@
 use super::ctx::ScriptCtx;
 use mlua::{Function, Lua, Table};
 
-/// Runs agent-actions over the table built so far.
+/// The tables of `agent` agent-actions fills (installed at first use: `api_lazy`).
+pub(crate) const TABLES: &[&str] = &["me", "calls", "im", "people"];
+
+/// Where the globals agent-actions takes are kept as the state was built.
+const GLOBALS: &str = "ucwa.actions_globals";
+
+/// The globals agent-actions takes, kept when the state is built: it is installed at first
+/// use, after the script's top level, which may have reassigned them in its own globals.
+const TAKE_GLOBALS: &str = "return { type = type, error = error, tostring = tostring, pcall = pcall, ipairs = ipairs, \
+  setmetatable = setmetatable, tonumber = tonumber, string = { format = string.format, byte = string.byte, \
+  char = string.char }, math = { random = math.random } }";
+
+/// Keeps the globals agent-actions will take (before the script runs).
+pub(crate) fn keep_globals(lua: &Lua) -> mlua::Result<()> {
+    let globals: Table = lua.load(TAKE_GLOBALS).set_name("=agent").call(())?;
+    lua.set_named_registry_value(GLOBALS, globals)
+}
+
+/// Runs agent-actions over `agent`, with the globals as they were when the state was built.
 pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
-    let event_field: Function = lua.load(include_str!("actions.lua")).set_name("@agent-actions").call((
+    let globals: Table = lua.named_registry_value(GLOBALS)?;
+    let event_field: Function = lua.load(include_str!("actions.lua")).set_name("@agent-actions").set_environment(globals).call((
         agent.clone(),
         lua.create_function(|lua, ()| Ok(user_level(lua)))?,
         super::api_people::native(lua, ctx)?,

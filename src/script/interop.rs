@@ -61,6 +61,17 @@ pub(crate) fn set_field_hook(lua: &Lua, hook: Function) -> mlua::Result<()> {
     interop.hooks.raw_set("field", hook)
 }
 
+/// Until agent-actions is installed (at first use), reading `hooks.field` installs it.
+pub(crate) fn set_field_hook_installer(lua: &Lua, install: Function) -> mlua::Result<()> {
+    const INDEX: &str = "local install, rawget = ... return function(hooks, k) if k == 'field' then install() return rawget(hooks, k) end end";
+    let interop = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?;
+    let rawget: Function = lua.globals().raw_get("rawget")?;
+    let index: Function = lua.load(INDEX).set_name("=event").call((install, rawget))?;
+    let mt = lua.create_table()?;
+    mt.raw_set("__index", index)?;
+    interop.hooks.set_metatable(Some(mt))
+}
+
 /// The fields filled in on first read, besides `raw`, `resource` and `reason`.
 const LAZY: [&str; 5] = ["href", "title", "sender", "conversation", "status"];
 

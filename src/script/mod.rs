@@ -41,6 +41,7 @@ mod api;
 mod api_actions;
 mod api_agent;
 mod api_cron;
+mod api_lazy;
 mod api_metrics;
 mod api_net;
 mod api_people;

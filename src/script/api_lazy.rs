@@ -1,0 +1,139 @@
+//! Areas of the `agent` table installed at first use. An agent of many accounts holds a Lua
+//! state per script per account, and most scripts never call agent-actions (about 40 KiB of
+//! Lua per state) or `agent.ucwa`/`agent.http` (about 10 KiB): BENCHMARKS.md, "An idle
+//! account's Lua state".
+//!
+//! Such an area's sub-tables (`agent.me`, `agent.ucwa`, …) are in `agent` from the start, as
+//! the same table objects they will be, empty, behind one metatable (hidden: `__metatable` is
+//! false) whose `__index`, `__newindex` and `__pairs` install the area first; installing fills
+//! the tables and takes the metatable off. So `pairs(agent)`, `agent.me.presence`,
+//! `pairs(agent.ucwa)`, a local alias taken at the top level, and a field set or replaced by the
+//! script all behave as when the area was installed with the state. What tells the two apart:
+//! `next`, `rawget` and `getmetatable` on such a table before its first use (empty, `false`).
+//!
+//! The area is installed on a private table standing for `agent` (its sub-tables are then
+//! moved into the script's): what it reads of `agent` is the table as the state was built,
+//! whatever the script replaced in its own `agent` since, as when it was installed first.
+
+use super::api::Register;
+use super::ctx::ScriptCtx;
+use mlua::{Function, Lua, Table, Value};
+use std::sync::{Arc, Mutex};
+
+/// The metatable of a table not yet filled: every use installs its area, then does what it did.
+const STUB_METATABLE: &str = r#"
+local install, pairs = ...
+return {
+  __metatable = false,
+  __index = function(t, k) install(t) return t[k] end,
+  __newindex = function(t, k, v) install(t) t[k] = v end,
+  __pairs = function(t) install(t) return pairs(t) end,
+}
+"#;
+
+/// What installs the lazy areas of one state.
+pub(crate) struct Lazy {
+    /// `install(t)`: installs the area `t` belongs to, if it is not yet.
+    install: Function,
+    /// `agent` as built (every area's fields and the empty tables): what a lazy area reads.
+    built: Table,
+    /// Each empty table → the area it belongs to (the position in `areas`); removed once filled.
+    owner: Table,
+    stub_metatable: Table,
+    areas: Areas,
+}
+
+/// The lazy areas of a state, by position: each one's `register` and the tables it fills.
+type Areas = Arc<Mutex<Vec<(Register, &'static [&'static str])>>>;
+
+impl Lazy {
+    pub(crate) fn new(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Lazy> {
+        let areas = Areas::default();
+        let built = lua.create_table()?;
+        let owner = lua.create_table()?;
+        let (b, o, a, ctx) = (built.clone(), owner.clone(), areas.clone(), ctx.clone());
+        let install = lua.create_function(move |lua, t: Table| install(lua, &t, &b, &o, &a, &ctx))?;
+        let pairs: Function = lua.globals().raw_get("pairs")?;
+        let stub_metatable: Table = lua.load(STUB_METATABLE).set_name("=agent").call((install.clone(), pairs))?;
+        Ok(Lazy { install, built, owner, stub_metatable, areas })
+    }
+
+    /// Puts `register`'s tables in `agent`, empty, to be filled at first use.
+    pub(crate) fn add(&self, lua: &Lua, agent: &Table, register: Register, tables: &'static [&'static str]) -> mlua::Result<()> {
+        let mut list = self.areas.lock().unwrap_or_else(|p| p.into_inner());
+        list.push((register, tables));
+        for name in tables {
+            let t = lua.create_table()?;
+            t.set_metatable(Some(self.stub_metatable.clone()))?;
+            self.owner.raw_set(&t, list.len() - 1)?;
+            agent.raw_set(*name, t)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `agent` as built, for the lazy areas to read: call once every area is in.
+    pub(crate) fn seal(&self, agent: &Table) -> mlua::Result<()> {
+        for pair in agent.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            self.built.raw_set(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// A function that installs the area `t` belongs to (if it is not yet).
+    pub(crate) fn installer_of(&self, lua: &Lua, t: &Table) -> mlua::Result<Function> {
+        let (install, t) = (self.install.clone(), t.clone());
+        lua.create_function(move |_, ()| install.call::<()>(&t))
+    }
+}
+
+/// Installs the area `t` belongs to, unless it is installed (or being installed) already.
+fn install(lua: &Lua, t: &Table, built: &Table, owner: &Table, areas: &Areas, ctx: &ScriptCtx) -> mlua::Result<()> {
+    let Some(at) = owner.raw_get::<Option<usize>>(t)? else {
+        return Ok(());
+    };
+    let Some((register, names)) = areas.lock().unwrap_or_else(|p| p.into_inner()).get(at).copied() else {
+        return Ok(());
+    };
+    let tables = names.iter().map(|n| built.raw_get::<Table>(*n)).collect::<mlua::Result<Vec<_>>>()?;
+    // Plain tables from here on (also to the area itself, while it installs).
+    let stub_metatable = t.metatable();
+    for t in &tables {
+        owner.raw_set(t, Value::Nil)?;
+        t.set_metatable(None)?;
+    }
+    let done = fill(lua, register, names, &tables, built, ctx);
+    if done.is_err() {
+        // Left as it was (out of memory, say): the next use tries again.
+        for t in &tables {
+            owner.raw_set(t, at)?;
+            t.set_metatable(stub_metatable.clone())?;
+        }
+    }
+    done
+}
+
+/// Runs `register` on a private `agent` reading the built one, then moves what it made of each
+/// of `names` into `tables` (keys the script has set already stay the script's).
+fn fill(lua: &Lua, register: Register, names: &[&str], tables: &[Table], built: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
+    let private = lua.create_table()?;
+    let reads = lua.create_table()?;
+    reads.raw_set("__index", built)?;
+    private.set_metatable(Some(reads))?;
+    register(lua, &private, ctx)?;
+    for (name, t) in names.iter().zip(tables) {
+        let made: Table = private.raw_get(*name)?;
+        for pair in made.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            if t.raw_get::<Value>(&k)?.is_nil() {
+                t.raw_set(k, v)?;
+            }
+        }
+        if made.metatable().is_some() {
+            t.set_metatable(made.metatable())?;
+        }
+        // The area's own functions that read `agent.<name>` later read the script's table.
+        private.raw_set(*name, t)?;
+    }
+    Ok(())
+}
