@@ -20,12 +20,9 @@
 //! of Lua per state) and `agent.ucwa`/`agent.http` (about 10 KiB), while an agent of many
 //! accounts holds a state per script per account, most of them never calling either.
 
-use super::ctx::{CurrentEvent, OnUnload, ScriptCtx, Subscriptions};
+use super::ctx::{CurrentEvent, OnUnload, Register, ScriptCtx, Subscriptions};
 use super::{api_actions, api_agent, api_cron, api_lazy, api_metrics, api_net, api_state, api_time, hours, timers};
 use mlua::{Lua, Table};
-
-/// How an area installs itself in the `agent` table.
-pub(crate) type Register = fn(&Lua, &Table, &ScriptCtx) -> mlua::Result<()>;
 
 /// Every area, in the order they are installed (`agent.cron` uses `agent.after`, agent-actions
 /// `agent.ucwa`), and the sub-tables of `agent` an area installed at first use fills (none:

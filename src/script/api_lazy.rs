@@ -15,8 +15,7 @@
 //! moved into the script's): what it reads of `agent` is the table as the state was built,
 //! whatever the script replaced in its own `agent` since, as when it was installed first.
 
-use super::api::Register;
-use super::ctx::ScriptCtx;
+use super::ctx::{Register, ScriptCtx};
 use mlua::{Function, Lua, Table, Value};
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +29,21 @@ return {
   __pairs = function(t) install(t) return pairs(t) end,
 }
 "#;
+
+/// Where a state keeps its `install` and the tables not yet filled (for `install_all`).
+const INSTALL: &str = "ucwa.install_area";
+const PENDING: &str = "ucwa.pending_areas";
+
+/// Installs every area not installed yet (`check` walks the whole `agent` table).
+pub(crate) fn install_all(lua: &Lua) -> mlua::Result<()> {
+    let install: Function = lua.named_registry_value(INSTALL)?;
+    let owner: Table = lua.named_registry_value(PENDING)?;
+    let pending = owner.pairs::<Table, Value>().map(|p| p.map(|(t, _)| t)).collect::<mlua::Result<Vec<_>>>()?;
+    for t in pending {
+        install.call::<()>(t)?;
+    }
+    Ok(())
+}
 
 /// What installs the lazy areas of one state.
 pub(crate) struct Lazy {
@@ -55,6 +69,8 @@ impl Lazy {
         let install = lua.create_function(move |lua, t: Table| install(lua, &t, &b, &o, &a, &ctx))?;
         let pairs: Function = lua.globals().raw_get("pairs")?;
         let stub_metatable: Table = lua.load(STUB_METATABLE).set_name("=agent").call((install.clone(), pairs))?;
+        lua.set_named_registry_value(INSTALL, &install)?;
+        lua.set_named_registry_value(PENDING, &owner)?;
         Ok(Lazy { install, built, owner, stub_metatable, areas })
     }
 

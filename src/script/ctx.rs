@@ -59,6 +59,9 @@ impl Subscriptions {
     }
 }
 
+/// How an area of the `agent` table (`api::AREAS`) installs itself in it.
+pub(crate) type Register = fn(&mlua::Lua, &mlua::Table, &ScriptCtx) -> mlua::Result<()>;
+
 /// Who the script is, for its log lines and `agent.script`, and what it can reach.
 #[derive(Clone)]
 pub(crate) struct ScriptCtx {

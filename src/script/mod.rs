@@ -88,4 +88,5 @@ pub use watch::watch_dir;
 
 // What `tools` uses besides the above (the modules themselves stay private): `check` loads each
 // script as `run` does and walks a bare `agent` table; `test` drives a version (`manual`).
+pub(crate) use api_lazy::install_all as install_all_areas;
 pub(crate) use loader::{build as build_state, load_bounded};

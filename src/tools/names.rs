@@ -27,6 +27,8 @@ pub enum Node {
 
 /// Walks the `agent` global of `lua`.
 pub fn walk(lua: &Lua) -> mlua::Result<Node> {
+    // Areas installed at a script's first use are installed now, to be walked whole.
+    crate::script::install_all_areas(lua)?;
     let agent: Table = lua.globals().raw_get("agent")?;
     Ok(walk_table(&agent, 0))
 }
