@@ -371,6 +371,13 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
+/// Idle connections kept to a pool: every account of an agent shares the client, and each
+/// account's own long poll holds a connection of its own; without a bound, 1,000 accounts kept
+/// about 650 more idle (each with hyper's buffers and a file), 10 KiB and 0.6 open files per
+/// account (BENCHMARKS.md, "An idle account's Lua state"). Eight serve the pool's other
+/// requests, which are short.
+const MAX_IDLE_CONNECTIONS: usize = 8;
+
 /// The HTTP client every pool request goes through: rustls (ring) with the Mozilla roots plus
 /// any extra CA certificates given as PEM, TLS always verified, gzip, no automatic redirects
 /// (UCWA answers redirects as links, and a redirect must never carry the token elsewhere).
@@ -378,7 +385,8 @@ pub fn http_client(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, Strin
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("ucwa-agent/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(15));
+        .connect_timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS);
     if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
         if certs.is_empty() {
