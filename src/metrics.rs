@@ -20,6 +20,30 @@ use std::time::{Duration, Instant};
 /// the host, because `/healthz`'s warning states it.
 pub const MAX_STUCK_VERSIONS: usize = 2;
 
+/// A script's handler calls, counted by its runner without a lock and added to `Metrics` at
+/// the end of each batch, at each commit and after a failed call (`Metrics::handlers`): two
+/// locks and a map lookup per call were a visible share of a trivial handler's cost
+/// (BENCHMARKS.md).
+#[derive(Default)]
+pub struct HandlerTally {
+    errors: u64,
+    limit_stops: u64,
+    duration: Histogram,
+    delivery: Histogram,
+}
+
+impl HandlerTally {
+    /// One call, as `Metrics::handler` takes it.
+    pub fn add(&mut self, took: Duration, failed: bool, limit: bool, waited: Option<Duration>) {
+        self.errors += failed as u64;
+        self.limit_stops += limit as u64;
+        self.duration.observe(took);
+        if let Some(w) = waited {
+            self.delivery.observe(w);
+        }
+    }
+}
+
 /// Histogram bucket bounds, in seconds: 10 µs to 10 s (finer around the 1 ms latency target).
 const BUCKETS: [f64; 18] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 10.0];
 
@@ -31,6 +55,15 @@ struct Histogram {
 }
 
 impl Histogram {
+    /// Adds `other`'s observations.
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
     fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -293,18 +326,30 @@ impl Metrics {
     }
 
     /// A handler call: how long it ran, whether it failed, whether a limit stopped it, and
-    /// how long after its event arrived it started.
+    /// how long after its event arrived it started. (The runner counts its calls in a
+    /// `HandlerTally` and adds them with `handlers`.)
     pub fn handler(&self, script: &str, took: Duration, failed: bool, limit: bool, waited: Option<Duration>) {
+        let mut t = HandlerTally::default();
+        t.add(took, failed, limit, waited);
+        self.handlers(script, &mut t);
+    }
+
+    /// Adds a script's handler calls counted since the last time (`HandlerTally`), and empties it.
+    pub fn handlers(&self, script: &str, tally: &mut HandlerTally) {
+        if tally.duration.count == 0 {
+            return;
+        }
+        let t = std::mem::take(tally);
         {
             let mut m = lock(&self.scripts);
             let f = script_entry(&mut m, script);
-            f.handler_calls += 1;
-            f.handler_errors += failed as u64;
-            f.limit_stops += limit as u64;
-            f.duration.observe(took);
+            f.handler_calls += t.duration.count;
+            f.handler_errors += t.errors;
+            f.limit_stops += t.limit_stops;
+            f.duration.merge(&t.duration);
         }
-        if let Some(w) = waited {
-            lock(&self.delivery).observe(w);
+        if t.delivery.count > 0 {
+            lock(&self.delivery).merge(&t.delivery);
         }
     }
 

@@ -536,3 +536,44 @@ async fn the_vip_example_answers_a_vip_call_on_the_mobile_on_the_pool() {
     assert_eq!(call["answered_on"], "tel:+14255550100", "{calls}");
     agent.stop().await;
 }
+
+/// The handlers of one event get one table (what the first sets, the next sees; an error in
+/// between changes nothing), and the next event a new one.
+#[tokio::test]
+async fn the_handlers_of_an_event_share_its_table_and_the_next_event_gets_a_new_one() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "share.lua",
+        r#"
+agent.on("audioVideoSession", function(e)
+  agent.log.info(e.type .. " first sees mark " .. tostring(rawget(e, "mark")))
+  e.mark = e.type
+end)
+agent.on("audioVideoSession", function(e) error("second fails") end)
+agent.on("audioVideoSession", function(e)
+  agent.log.info(e.type .. " third sees mark " .. tostring(e.mark) .. ", href " .. tostring(e.href ~= nil))
+end)
+"#,
+    );
+    let mut agent = start_agent(&sim, &config_text(&sim, dir.path(), "")).await;
+    sim.start_call(answered_call()).unwrap();
+    // (The second handler's errors come between the lines.)
+    let (mut lines, mut errors) = (Vec::new(), Vec::new());
+    while lines.len() < 4 {
+        let what = |o: &ScriptOutput| matches!(o, ScriptOutput::Log { script, .. } | ScriptOutput::HandlerError { script, .. } if script == "share");
+        match agent.expect("share's lines", what).await {
+            ScriptOutput::Log { message, .. } => lines.push(message),
+            ScriptOutput::HandlerError { error, .. } => errors.push(error),
+            _ => unreachable!(),
+        }
+    }
+    // The failing handler's frame reads as before the handlers were called through a Lua function.
+    assert!(errors[0].starts_with("share.lua:6: second fails\n") && errors[0].contains("\tshare.lua:6: in function <share.lua:6>"), "{}", errors[0]);
+    assert_eq!(
+        lines,
+        ["added first sees mark nil", "added third sees mark added, href true", "updated first sees mark nil", "updated third sees mark updated, href true"]
+    );
+    agent.stop().await;
+}

@@ -20,6 +20,9 @@ use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 /// event instead of one per field) and the side table behind the lazy fields.
 pub(crate) struct Interop {
     make: Function,
+    /// `CALL_EVENT`: builds the event's table (once per token) and calls a handler with it,
+    /// in one entry into Lua per handler call.
+    call: Function,
     sources: Table,
     metatable: Table,
     /// The metatable of `message` and `messagingInvitation` events: theirs also fills in `text`,
@@ -36,6 +39,36 @@ return function(rel, kind, seq, source)
   local t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation" or rel == "contactPresence") and im_mt or mt)
   sources[t] = source
   return t
+end
+"#;
+
+/// Calls a handler with an event's table, building the table on the first call for the event
+/// (a new `token`) and handing the same table to the event's next handlers (`last`: no handler
+/// follows): one entry into Lua per handler call, where building the table first was a second
+/// one (BENCHMARKS.md). The table between two handlers is kept in a table, not an upvalue: under
+/// generational collection, a young value stored in an old closure's upvalue is promoted to old
+/// at once, and every event table then lived until a major collection. Not a tail call: a
+/// handler's error traceback lists its frames then this one (`event:…`, which `ucwa-agent test`
+/// leaves out), not "(...tail calls...)". The handler comes last, as a vararg, and is called
+/// from a temporary: called from a named local, its frame would read "in local 'handler'"
+/// instead of "in function <file:line>" as before.
+const CALL_EVENT: &str = r#"
+local setmetatable, mt, im_mt, sources = ...
+local current = {}
+return function(token, rel, kind, seq, source, last, ...)
+  local t
+  if current[1] == token then
+    t = current[2]
+  else
+    t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation" or rel == "contactPresence") and im_mt or mt)
+    sources[t] = source
+  end
+  if not last then
+    current[1], current[2] = token, t
+  elseif current[1] then
+    current[1], current[2] = nil, nil
+  end
+  ;(...)(t)
 end
 "#;
 
@@ -116,8 +149,11 @@ impl Interop {
         // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
         // this metatable has none.
         let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw, metatable.clone(), im_metatable.clone(), sources.clone()))?;
-        lua.set_app_data(Interop { make, sources, metatable, im_metatable, hooks });
+        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone()))?;
+        // (The table is made in the function itself, as `make` does: a Lua call less per event,
+        // and every instruction counts while the sandbox's count hook is set.)
+        let call: Function = lua.load(CALL_EVENT).set_name("=event").call((raw, metatable.clone(), im_metatable.clone(), sources.clone()))?;
+        lua.set_app_data(Interop { make, call, sources, metatable, im_metatable, hooks });
         Ok(())
     }
 }
@@ -193,4 +229,16 @@ pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
 pub(crate) fn event_table(lua: &Lua, ev: &Event) -> mlua::Result<Table> {
     let make = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.make.clone();
     make.call((ev.rel(), ev.kind(), ev.seq, lua.create_string(ev.packed())?))
+}
+
+/// The function that calls a handler with an event's table (`CALL_EVENT`): `(token, rel, kind,
+/// seq, packed, last, handler)`, a new `token` per event (`next_token`).
+pub(crate) fn event_caller(lua: &Lua) -> mlua::Result<Function> {
+    Ok(lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.call.clone())
+}
+
+/// A token no event of any state had before (`event_caller`'s second argument).
+pub(crate) fn next_token() -> u64 {
+    static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

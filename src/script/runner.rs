@@ -71,6 +71,8 @@ struct Progress {
     traced_runs: usize,
     /// The errors reported since the caller last took them (a driven version: `Driven`).
     errors: Option<Vec<String>>,
+    /// Handler calls not yet added to the metrics (at the end of a batch, at a commit).
+    tally: crate::metrics::HandlerTally,
 }
 
 /// A run's trace until the commit: what only a trace kept needs (the event's and the
@@ -167,13 +169,15 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
         if p.watch.is_stuck() {
             // The watchdog gave up on this thread while it was in a call; the host has stopped
             // feeding it and a new version will start from the committed cursor. Leave
-            // without writing anything.
+            // without writing anything (but the calls made are counted).
+            p.env.metrics.handlers(&p.name, &mut p.tally);
             return;
         }
         let due = current.lua.app_data_ref::<Timers>().and_then(|t| t.next_due());
         let due_now = due.is_some_and(|d| d <= tokio::time::Instant::now());
         if batch.as_ref().is_some_and(|(events, next)| *next >= events.len()) {
             batch = None;
+            p.env.metrics.handlers(&p.name, &mut p.tally);
         }
         // The inbox's turn comes between timer runs too: a timer that is always due must not
         // keep the script from ever reading its events.
@@ -347,12 +351,10 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
             href: ev.href().to_string(),
         });
     }
-    // The budget is armed before the table is built: building it runs (a little) Lua.
-    if let Some(b) = budget::budget(&cur.lua) {
-        b.arm(&p.settings.limits);
-    }
-    let table = match interop::event_table(&cur.lua, ev) {
-        Ok(t) => t,
+    // The event's table is built in Lua by the first handler call (`interop::event_caller`) and
+    // handed to the next ones: one entry into Lua per handler call.
+    let caller = match interop::event_caller(&cur.lua) {
+        Ok(c) => c,
         Err(e) => {
             let error = format!("cannot build the event table: {}", describe(&e));
             if let Some(mut t) = traced {
@@ -363,12 +365,29 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
             return;
         }
     };
+    // (Handed to every call: a first call that failed to build the table leaves it to the next.)
+    let source = match cur.lua.create_string(ev.packed()) {
+        Ok(s) => s,
+        Err(e) => {
+            let error = format!("cannot build the event table: {}", describe(&e));
+            if let Some(mut t) = traced {
+                t.trace.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
+                p.keep_trace(t);
+            }
+            p.failed(cur, Some(ev), error);
+            return;
+        }
+    };
+    let token = interop::next_token();
+    let mut left = subs.iter().filter(|s| s.matches(ev.rel(), ev.kind())).count();
     for (i, sub) in subs.iter().enumerate().filter(|(_, s)| s.matches(ev.rel(), ev.kind())) {
+        left -= 1;
         if p.paused || p.watch.is_stuck() {
             break;
         }
         let used = traced.as_ref().map_or(0, |t| t.trace.bytes);
-        let c = call(cur, p, &sub.func, mlua::Value::Table(table.clone()), "handler", Some(ev), used).await;
+        let args = (token, ev.rel(), ev.kind(), ev.seq, &source, left == 0, &sub.func);
+        let c = call(cur, p, &caller, args, "handler", Some(ev), used).await;
         if let (Some(t), Some(mut c)) = (traced.as_mut(), c) {
             c.call.sub = Some(i);
             t.trace.add(c);
@@ -394,7 +413,15 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// One call into the script, under its limits; what it did when traces are kept (`used`: the
 /// bytes its trace holds already).
-async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, what: &'static str, ev: Option<&Event>, used: usize) -> Option<trace::Run> {
+async fn call(
+    cur: &Loaded,
+    p: &mut Progress,
+    f: &Function,
+    arg: impl mlua::IntoLuaMulti,
+    what: &'static str,
+    ev: Option<&Event>,
+    used: usize,
+) -> Option<trace::Run> {
     let limits = &p.settings.limits.clone();
     let started = Instant::now();
     let tracing = p.tracing();
@@ -430,7 +457,11 @@ async fn call(cur: &Loaded, p: &mut Progress, f: &Function, arg: mlua::Value, wh
     let limit = result.is_err() || budget::budget(&cur.lua).is_some_and(|b| b.exhausted());
     let failed = !matches!(result, Ok(Ok(())));
     let waited = ev.map(|e| started.saturating_duration_since(e.received));
-    p.env.metrics.handler(&p.name, took, failed, limit, waited);
+    p.tally.add(took, failed, limit, waited);
+    if failed {
+        // (Counted before the error is reported, as a reader of both expects.)
+        p.env.metrics.handlers(&p.name, &mut p.tally);
+    }
     let mut traced = steps.map(|(steps, bytes, dropped)| {
         let c = trace::Call {
             what: what.into(),
@@ -516,6 +547,7 @@ impl Progress {
             traces: Default::default(),
             traced_runs: 0,
             errors: None,
+            tally: Default::default(),
         }
     }
 
@@ -630,6 +662,7 @@ impl Progress {
     /// same message only now and then); the cursor still moves, the saved state stays as it was.
     fn commit(&mut self, cur: &Loaded) {
         self.flush_at = None;
+        self.env.metrics.handlers(&self.name, &mut self.tally);
         if self.watch.is_stuck() {
             return;
         }

@@ -219,14 +219,19 @@ async fn run_file_sharing(
 }
 
 /// A failure as its message and the tracebacks' frames in the test's and the script's files:
-/// the agent's own (`agent-actions`), mlua's (`__mlua_async_poll`) and Rust's (`[C]`) are left out.
+/// the agent's own (`agent-actions`, the handler caller `event`), mlua's (`__mlua_async_poll`) and Rust's (`[C]`) are left out.
 fn user_frames(description: &str) -> String {
     let mut lines = description.lines();
     let mut out: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "stack traceback:").collect();
     let frames: Vec<&str> = lines
         .filter(|l| {
             let t = l.trim();
-            t != "stack traceback:" && !t.starts_with("[C]") && !t.starts_with("agent-actions:") && !t.contains("__mlua") && !t.starts_with("=test")
+            t != "stack traceback:"
+                && !t.starts_with("[C]")
+                && !t.starts_with("agent-actions:")
+                && !t.starts_with("event:")
+                && !t.contains("__mlua")
+                && !t.starts_with("=test")
         })
         .collect();
     if !frames.is_empty() {
