@@ -417,3 +417,23 @@ async fn an_idle_script_holds_only_the_api_it_used() {
     assert!(idle < 64.0, "an idle script's state holds {idle} KiB");
     assert!(grown > 20.0, "agent-actions added only {grown} KiB at first use: was it installed with the state?");
 }
+
+/// `agent.ucwa` and `agent.http` are installed at first use, after the script's top level: the
+/// globals their wrappers take (`coroutine.isyieldable`, `error`, `ipairs`; `coroutine.yield`,
+/// which mlua's async functions take) are the ones the state was built with, not what the script
+/// left in its globals (SCRIPTING.md, "The sandbox").
+#[tokio::test]
+async fn agent_ucwa_installed_at_first_use_takes_the_globals_as_built() {
+    let script = r#"
+      coroutine.yield = function() error("the script's own yield") end
+      coroutine, error, ipairs = nil, nil, nil
+      agent.on("audioVideoSession", function(e)
+        local ok, err = pcall(agent.ucwa.get, "/x")
+        local ok2, err2 = pcall(agent.http.request, { url = "https://example.com/" })
+        agent.log.info(tostring(ok) .. " " .. tostring(err) .. " | " .. tostring(ok2) .. " " .. type(err2))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("globals.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    assert_eq!(log_of(&mut h.out, "globals").await, "false agent.ucwa.get: the agent is not signed in | false string");
+}

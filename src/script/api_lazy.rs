@@ -33,6 +33,8 @@ return {
 /// Where a state keeps its `install` and the tables not yet filled (for `install_all`).
 const INSTALL: &str = "ucwa.install_area";
 const PENDING: &str = "ucwa.pending_areas";
+/// `{ yield = coroutine.yield }` as the state was built, for mlua's async functions (`fill`).
+const COROUTINE: &str = "ucwa.built_coroutine";
 
 /// Installs every area not installed yet (`check` walks the whole `agent` table).
 pub(crate) fn install_all(lua: &Lua) -> mlua::Result<()> {
@@ -71,6 +73,8 @@ impl Lazy {
         let stub_metatable: Table = lua.load(STUB_METATABLE).set_name("=agent").call((install.clone(), pairs))?;
         lua.set_named_registry_value(INSTALL, &install)?;
         lua.set_named_registry_value(PENDING, &owner)?;
+        let coroutine: Table = lua.load("return { yield = coroutine.yield }").set_name("=agent").call(())?;
+        lua.set_named_registry_value(COROUTINE, coroutine)?;
         Ok(Lazy { install, built, owner, stub_metatable, areas })
     }
 
@@ -136,7 +140,14 @@ fn fill(lua: &Lua, register: Register, names: &[&str], tables: &[Table], built: 
     let reads = lua.create_table()?;
     reads.raw_set("__index", built)?;
     private.set_metatable(Some(reads))?;
-    register(lua, &private, ctx)?;
+    // mlua makes each async function (`agent.ucwa.get`, …) with the global `coroutine.yield`
+    // as it finds it: the one the state was built with, not what the script left there.
+    let globals = lua.globals();
+    let scripts: Value = globals.raw_get("coroutine")?;
+    globals.raw_set("coroutine", lua.named_registry_value::<Table>(COROUTINE)?)?;
+    let registered = register(lua, &private, ctx);
+    globals.raw_set("coroutine", scripts)?;
+    registered?;
     for (name, t) in names.iter().zip(tables) {
         let made: Table = private.raw_get(*name)?;
         for pair in made.pairs::<Value, Value>() {
