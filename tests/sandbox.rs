@@ -325,13 +325,17 @@ async fn lazily_installed_areas_cannot_be_turned_against_the_script_or_others() 
     let hostile = r#"
       local me, calls = agent.me, agent.calls
       assert(getmetatable(me) == false and getmetatable(agent.ucwa) == false, "the metatable of a table not yet filled is hidden")
-      assert(not pcall(setmetatable, agent.im, {}), "the metatable of a table not yet filled can be replaced")
       assert(getmetatable(agent) == nil, "agent itself has no metatable")
       -- Before agent-actions is installed: the script's own agent.ucwa replaced, a key of
       -- agent.calls set raw, and a global agent-actions takes reassigned.
       rawset(agent, "ucwa", { application = function() return "/evil" end, get = function() return { status = 200, body = {} } end })
       rawset(calls, "decline", "mine")
       error = nil
+      -- setmetatable installs the area first (as when it came with the state): the hidden
+      -- metatable itself is never replaced.
+      local mine = setmetatable(agent.im, { __index = function(_, k) return "mine:" .. k end })
+      assert(mine == agent.im and type(agent.im.send) == "function" and agent.im.nothing == "mine:nothing", "setmetatable on agent.im before its first use")
+      assert(not pcall(setmetatable, agent.people, { __gc = print }), "a __gc metatable on a table not yet filled")
       agent.on("audioVideoSession", function(e)
         local ok, err = pcall(agent.me.presence)
         local ok2, err2 = pcall(agent.me.set_presence, 42)

@@ -30,6 +30,17 @@ return {
 }
 "#;
 
+/// `setmetatable` on a table not yet filled installs its area first: its own metatable is
+/// protected, and the script may set one on the table as it could when the area came with the
+/// state. (A tail call: an error still names the script's line.)
+const SETMETATABLE: &str = r#"
+local install, owner, setmetatable = ...
+return function(t, mt)
+  if owner[t] ~= nil then install(t) end
+  return setmetatable(t, mt)
+end
+"#;
+
 /// Where a state keeps its `install` and the tables not yet filled (for `install_all`).
 const INSTALL: &str = "ucwa.install_area";
 const PENDING: &str = "ucwa.pending_areas";
@@ -73,6 +84,9 @@ impl Lazy {
         let stub_metatable: Table = lua.load(STUB_METATABLE).set_name("=agent").call((install.clone(), pairs))?;
         lua.set_named_registry_value(INSTALL, &install)?;
         lua.set_named_registry_value(PENDING, &owner)?;
+        let setmetatable: Function = lua.globals().raw_get("setmetatable")?;
+        let guarded: Function = lua.load(SETMETATABLE).set_name("=agent").call((install.clone(), owner.clone(), setmetatable))?;
+        lua.globals().raw_set("setmetatable", guarded)?;
         let coroutine: Table = lua.load("return { yield = coroutine.yield }").set_name("=agent").call(())?;
         lua.set_named_registry_value(COROUTINE, coroutine)?;
         Ok(Lazy { install, built, owner, stub_metatable, areas })
