@@ -36,7 +36,7 @@ return {
 const SETMETATABLE: &str = r#"
 local install, owner, setmetatable = ...
 return function(t, mt)
-  if owner[t] ~= nil then install(t) end
+  if owner[t] then install(t) end
   return setmetatable(t, mt)
 end
 "#;
@@ -51,7 +51,7 @@ const COROUTINE: &str = "ucwa.built_coroutine";
 pub(crate) fn install_all(lua: &Lua) -> mlua::Result<()> {
     let install: Function = lua.named_registry_value(INSTALL)?;
     let owner: Table = lua.named_registry_value(PENDING)?;
-    let pending = owner.pairs::<Table, Value>().map(|p| p.map(|(t, _)| t)).collect::<mlua::Result<Vec<_>>>()?;
+    let pending = owner.pairs::<Table, Value>().filter_map(|p| p.map(|(t, at)| at.is_integer().then_some(t)).transpose()).collect::<mlua::Result<Vec<_>>>()?;
     for t in pending {
         install.call::<()>(t)?;
     }
@@ -64,7 +64,8 @@ pub(crate) struct Lazy {
     install: Function,
     /// `agent` as built (every area's fields and the empty tables): what a lazy area reads.
     built: Table,
-    /// Each empty table → the area it belongs to (the position in `areas`); removed once filled.
+    /// Each empty table → the area it belongs to (the position in `areas`); `false` while it is
+    /// being installed, removed once filled.
     owner: Table,
     stub_metatable: Table,
     areas: Areas,
@@ -123,25 +124,29 @@ impl Lazy {
 
 /// Installs the area `t` belongs to, unless it is installed (or being installed) already.
 fn install(lua: &Lua, t: &Table, built: &Table, owner: &Table, areas: &Areas, ctx: &ScriptCtx) -> mlua::Result<()> {
-    let Some(at) = owner.raw_get::<Option<usize>>(t)? else {
+    let Value::Integer(at) = owner.raw_get::<Value>(t)? else {
         return Ok(());
     };
-    let Some((register, names)) = areas.lock().unwrap_or_else(|p| p.into_inner()).get(at).copied() else {
+    let Some((register, names)) = areas.lock().unwrap_or_else(|p| p.into_inner()).get(at as usize).copied() else {
         return Ok(());
     };
     let tables = names.iter().map(|n| built.raw_get::<Table>(*n)).collect::<mlua::Result<Vec<_>>>()?;
-    // Plain tables from here on (also to the area itself, while it installs).
+    // Plain tables from here on (also to the area itself, while it installs). `owner` keeps
+    // its keys, marked `false`, until the area is in: putting them back after a failure then
+    // only changes values, which allocates nothing (the failure may be the memory limit).
     let stub_metatable = t.metatable();
     for t in &tables {
-        owner.raw_set(t, Value::Nil)?;
+        owner.raw_set(t, false)?;
         t.set_metatable(None)?;
     }
     let done = fill(lua, register, names, &tables, built, ctx);
-    if done.is_err() {
-        // Left as it was (out of memory, say): the next use tries again.
-        for t in &tables {
-            owner.raw_set(t, at)?;
+    for t in &tables {
+        if done.is_ok() {
+            owner.raw_set(t, Value::Nil)?;
+        } else {
+            // Left as it was (out of memory, say): the next use tries again.
             t.set_metatable(stub_metatable.clone())?;
+            owner.raw_set(t, at)?;
         }
     }
     done
