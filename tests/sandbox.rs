@@ -325,13 +325,17 @@ async fn lazily_installed_areas_cannot_be_turned_against_the_script_or_others() 
     let hostile = r#"
       local me, calls = agent.me, agent.calls
       assert(getmetatable(me) == false and getmetatable(agent.ucwa) == false, "the metatable of a table not yet filled is hidden")
-      assert(not pcall(setmetatable, agent.im, {}), "the metatable of a table not yet filled can be replaced")
       assert(getmetatable(agent) == nil, "agent itself has no metatable")
       -- Before agent-actions is installed: the script's own agent.ucwa replaced, a key of
       -- agent.calls set raw, and a global agent-actions takes reassigned.
       rawset(agent, "ucwa", { application = function() return "/evil" end, get = function() return { status = 200, body = {} } end })
       rawset(calls, "decline", "mine")
       error = nil
+      -- setmetatable installs the area first (as when it came with the state): the hidden
+      -- metatable itself is never replaced.
+      local mine = setmetatable(agent.im, { __index = function(_, k) return "mine:" .. k end })
+      assert(mine == agent.im and type(agent.im.send) == "function" and agent.im.nothing == "mine:nothing", "setmetatable on agent.im before its first use")
+      assert(not pcall(setmetatable, agent.people, { __gc = print }), "a __gc metatable on a table not yet filled")
       agent.on("audioVideoSession", function(e)
         local ok, err = pcall(agent.me.presence)
         local ok2, err2 = pcall(agent.me.set_presence, 42)
@@ -416,4 +420,24 @@ async fn an_idle_script_holds_only_the_api_it_used() {
     let (idle, grown) = line.split_once(' ').map(|(a, b)| (a.parse::<f64>().unwrap(), b.parse::<f64>().unwrap())).unwrap();
     assert!(idle < 64.0, "an idle script's state holds {idle} KiB");
     assert!(grown > 20.0, "agent-actions added only {grown} KiB at first use: was it installed with the state?");
+}
+
+/// `agent.ucwa` and `agent.http` are installed at first use, after the script's top level: the
+/// globals their wrappers take (`coroutine.isyieldable`, `error`, `ipairs`; `coroutine.yield`,
+/// which mlua's async functions take) are the ones the state was built with, not what the script
+/// left in its globals (SCRIPTING.md, "The sandbox").
+#[tokio::test]
+async fn agent_ucwa_installed_at_first_use_takes_the_globals_as_built() {
+    let script = r#"
+      coroutine.yield = function() error("the script's own yield") end
+      coroutine, error, ipairs = nil, nil, nil
+      agent.on("audioVideoSession", function(e)
+        local ok, err = pcall(agent.ucwa.get, "/x")
+        local ok2, err2 = pcall(agent.http.request, { url = "https://example.com/" })
+        agent.log.info(tostring(ok) .. " " .. tostring(err) .. " | " .. tostring(ok2) .. " " .. type(err2))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("globals.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    assert_eq!(log_of(&mut h.out, "globals").await, "false agent.ucwa.get: the agent is not signed in | false string");
 }

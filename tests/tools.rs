@@ -500,6 +500,11 @@ fn check_finds_agent_names_that_do_not_exist_and_strict_fails_on_warnings() {
     let o = agent(&["check", "--strict"], p.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("1 script(s) loaded, 0 error(s), 1 warning(s) (--strict: warnings fail)"), "{}", text(&o));
+    // A script that took `coroutine` out of its globals is still walked whole (agent.ucwa is
+    // installed for the walk after the top level, with the globals as the state was built).
+    let p = project(&[("net.lua", "coroutine = nil\nagent.on('conversation', 'added', function(e) agent.ucwa.gett('/x') end)\n")]);
+    let o = agent(&["check"], p.path());
+    assert!(text(&o).contains("scripts/net.lua:2: error: `agent.ucwa.gett` does not exist in the agent API"), "{}", text(&o));
     // Every shipped script and example is clean, also in strict mode.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["scripts", "examples"] {

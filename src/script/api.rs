@@ -49,6 +49,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     let agent = lua.create_table()?;
     let lazy = api_lazy::Lazy::new(lua, ctx)?;
     api_actions::keep_globals(lua)?;
+    api_net::keep_globals(lua)?;
     for (_, register, tables) in AREAS {
         if tables.is_empty() {
             register(lua, &agent, ctx)?;

@@ -30,15 +30,28 @@ return {
 }
 "#;
 
+/// `setmetatable` on a table not yet filled installs its area first: its own metatable is
+/// protected, and the script may set one on the table as it could when the area came with the
+/// state. (A tail call: an error still names the script's line.)
+const SETMETATABLE: &str = r#"
+local install, owner, setmetatable = ...
+return function(t, mt)
+  if owner[t] then install(t) end
+  return setmetatable(t, mt)
+end
+"#;
+
 /// Where a state keeps its `install` and the tables not yet filled (for `install_all`).
 const INSTALL: &str = "ucwa.install_area";
 const PENDING: &str = "ucwa.pending_areas";
+/// `{ yield = coroutine.yield }` as the state was built, for mlua's async functions (`fill`).
+const COROUTINE: &str = "ucwa.built_coroutine";
 
 /// Installs every area not installed yet (`check` walks the whole `agent` table).
 pub(crate) fn install_all(lua: &Lua) -> mlua::Result<()> {
     let install: Function = lua.named_registry_value(INSTALL)?;
     let owner: Table = lua.named_registry_value(PENDING)?;
-    let pending = owner.pairs::<Table, Value>().map(|p| p.map(|(t, _)| t)).collect::<mlua::Result<Vec<_>>>()?;
+    let pending = owner.pairs::<Table, Value>().filter_map(|p| p.map(|(t, at)| at.is_integer().then_some(t)).transpose()).collect::<mlua::Result<Vec<_>>>()?;
     for t in pending {
         install.call::<()>(t)?;
     }
@@ -51,7 +64,8 @@ pub(crate) struct Lazy {
     install: Function,
     /// `agent` as built (every area's fields and the empty tables): what a lazy area reads.
     built: Table,
-    /// Each empty table → the area it belongs to (the position in `areas`); removed once filled.
+    /// Each empty table → the area it belongs to (the position in `areas`); `false` while it is
+    /// being installed, removed once filled.
     owner: Table,
     stub_metatable: Table,
     areas: Areas,
@@ -71,6 +85,11 @@ impl Lazy {
         let stub_metatable: Table = lua.load(STUB_METATABLE).set_name("=agent").call((install.clone(), pairs))?;
         lua.set_named_registry_value(INSTALL, &install)?;
         lua.set_named_registry_value(PENDING, &owner)?;
+        let setmetatable: Function = lua.globals().raw_get("setmetatable")?;
+        let guarded: Function = lua.load(SETMETATABLE).set_name("=agent").call((install.clone(), owner.clone(), setmetatable))?;
+        lua.globals().raw_set("setmetatable", guarded)?;
+        let coroutine: Table = lua.load("return { yield = coroutine.yield }").set_name("=agent").call(())?;
+        lua.set_named_registry_value(COROUTINE, coroutine)?;
         Ok(Lazy { install, built, owner, stub_metatable, areas })
     }
 
@@ -105,25 +124,29 @@ impl Lazy {
 
 /// Installs the area `t` belongs to, unless it is installed (or being installed) already.
 fn install(lua: &Lua, t: &Table, built: &Table, owner: &Table, areas: &Areas, ctx: &ScriptCtx) -> mlua::Result<()> {
-    let Some(at) = owner.raw_get::<Option<usize>>(t)? else {
+    let Value::Integer(at) = owner.raw_get::<Value>(t)? else {
         return Ok(());
     };
-    let Some((register, names)) = areas.lock().unwrap_or_else(|p| p.into_inner()).get(at).copied() else {
+    let Some((register, names)) = areas.lock().unwrap_or_else(|p| p.into_inner()).get(at as usize).copied() else {
         return Ok(());
     };
     let tables = names.iter().map(|n| built.raw_get::<Table>(*n)).collect::<mlua::Result<Vec<_>>>()?;
-    // Plain tables from here on (also to the area itself, while it installs).
+    // Plain tables from here on (also to the area itself, while it installs). `owner` keeps
+    // its keys, marked `false`, until the area is in: putting them back after a failure then
+    // only changes values, which allocates nothing (the failure may be the memory limit).
     let stub_metatable = t.metatable();
     for t in &tables {
-        owner.raw_set(t, Value::Nil)?;
+        owner.raw_set(t, false)?;
         t.set_metatable(None)?;
     }
     let done = fill(lua, register, names, &tables, built, ctx);
-    if done.is_err() {
-        // Left as it was (out of memory, say): the next use tries again.
-        for t in &tables {
-            owner.raw_set(t, at)?;
+    for t in &tables {
+        if done.is_ok() {
+            owner.raw_set(t, Value::Nil)?;
+        } else {
+            // Left as it was (out of memory, say): the next use tries again.
             t.set_metatable(stub_metatable.clone())?;
+            owner.raw_set(t, at)?;
         }
     }
     done
@@ -136,7 +159,14 @@ fn fill(lua: &Lua, register: Register, names: &[&str], tables: &[Table], built: 
     let reads = lua.create_table()?;
     reads.raw_set("__index", built)?;
     private.set_metatable(Some(reads))?;
-    register(lua, &private, ctx)?;
+    // mlua makes each async function (`agent.ucwa.get`, …) with the global `coroutine.yield`
+    // as it finds it: the one the state was built with, not what the script left there.
+    let globals = lua.globals();
+    let scripts: Value = globals.raw_get("coroutine")?;
+    globals.raw_set("coroutine", lua.named_registry_value::<Table>(COROUTINE)?)?;
+    let registered = register(lua, &private, ctx);
+    globals.raw_set("coroutine", scripts)?;
+    registered?;
     for (name, t) in names.iter().zip(tables) {
         let made: Table = private.raw_get(*name)?;
         for pair in made.pairs::<Value, Value>() {

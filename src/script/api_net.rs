@@ -355,7 +355,10 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     agent.set("http", http)?;
     // The Rust side returns (ok, value or message); these wrappers raise the message as a plain
     // string at the script's line, so `pcall` gives scripts a string, as Lua errors usually are.
-    lua.load(RAISE_WRAPPERS).set_name("=agent").call::<()>(agent.clone())?;
+    // They run on the globals as the state was built: this area is installed at first use,
+    // after the script's top level, which may have reassigned them.
+    let globals: Table = lua.named_registry_value(GLOBALS)?;
+    lua.load(RAISE_WRAPPERS).set_name("=agent").set_environment(globals).call::<()>(agent.clone())?;
     Ok(())
 }
 
@@ -365,6 +368,16 @@ const MAX_TIMEOUT_MS: f64 = 3_600_000.0;
 /// Headers that decide where and how a request travels: a script setting them could reach
 /// another virtual host than the allowlisted one, or desynchronise the connection.
 const FORBIDDEN_HEADERS: [&str; 8] = ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Keep-Alive", "Proxy-Connection"];
+
+/// Where the globals the raising wrappers take are kept as the state was built.
+const GLOBALS: &str = "ucwa.net_globals";
+
+/// Keeps the globals the raising wrappers will take (before the script runs).
+pub(crate) fn keep_globals(lua: &Lua) -> mlua::Result<()> {
+    const TAKE: &str = "return { coroutine = { isyieldable = coroutine.isyieldable }, error = error, ipairs = ipairs }";
+    let globals: Table = lua.load(TAKE).set_name("=agent").call(())?;
+    lua.set_named_registry_value(GLOBALS, globals)
+}
 
 const RAISE_WRAPPERS: &str = r#"
 local agent = ...
