@@ -12,7 +12,9 @@
 //! - its threads (and how many are Lua workers) and open files, at the end.
 //!
 //! `ACCOUNTS=200 IDLE_SECS=10 cargo bench --bench accounts` for a quicker run;
-//! `AGENT_BIN=path/to/ucwa-agent` measures another build (an older one, to compare).
+//! `AGENT_BIN=path/to/ucwa-agent` measures another build (an older one, to compare; give it
+//! `SHARDS` if it needs more files per account than this one); `OPEN_DATABASES=N` sets the
+//! agents' `state.open_databases`.
 //!
 //! Each account keeps several files open (`agent::open_files`), and the simulator here holds the
 //! other end of each connection: the bench raises its open files limit (inherited by the agent)
@@ -103,6 +105,9 @@ async fn run(n: usize, idle: Duration, shards: usize) -> Figures {
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
     std::fs::write(dir.path().join("scripts/calls.lua"), "agent.on('audioVideoSession', function(e) agent.log.info(e.type) end)\n").unwrap();
     let mut text = "[scripts]\ndir = \"scripts\"\n[state]\ndir = \"state\"\n".to_string();
+    if let Ok(open) = std::env::var("OPEN_DATABASES") {
+        text.push_str(&format!("open_databases = {open}\n"));
+    }
     for i in 0..n {
         text.push_str(&format!(
             "[[account]]\nname = \"a{i}\"\ndiscover = \"{}\"\n[account.auth]\nkind = \"password\"\nusername = \"user{i}@contoso.com\"\npassword_env = \"BENCH_PASSWORD\"\n",
@@ -129,7 +134,9 @@ async fn run(n: usize, idle: Duration, shards: usize) -> Figures {
                 panic!("an agent exited: {status}");
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // (Not more often: the list of 10,000 applications is 2 MB of JSON, made by the same
+        // simulator the agents sign in to.)
+        tokio::time::sleep(Duration::from_millis(if n > 1000 { 1000 } else { 100 })).await;
     }
     let sign_in = started.elapsed();
     // Settle: scripts' first commits, the allocator's first returns.
@@ -161,8 +168,9 @@ fn main() {
     println!("ucwa-agent accounts bench ({} logical CPUs), {n} accounts, one script each", std::thread::available_parallelism().map_or(0, |c| c.get()));
     // Each account: its files and connections in the agent, the other ends of them here.
     let limit = raise_open_files(256 + 16 * n as u64);
-    // What one agent may hold: its accounts' files (7 each, agent::open_files) within the limit.
-    let fit = (limit.saturating_sub(256) / 7).max(1) as usize;
+    // What one agent may hold: its accounts' files (agent::open_files) within the limit.
+    let open_dbs = env_num("OPEN_DATABASES", ucwa_agent::store::DEFAULT_OPEN_DATABASES as u64);
+    let fit = (1..=n).rev().find(|&k| ucwa_agent::agent::open_files::needed(k, open_dbs) <= limit).unwrap_or(1);
     let shards = env_num("SHARDS", n.div_ceil(fit) as u64).max(1) as usize;
     println!("open files limit: {limit} (about {fit} accounts per agent process)");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -158,7 +158,10 @@ impl Account {
         'sign_in: while !*stop.borrow() {
             metrics.set_health(HealthState::SigningIn, None);
             let signed = tokio::select! {
-                r = sign_in(&http, &self.discover, &self.auth, Some(metrics.clone())) => r,
+                r = async {
+                    let _turn = super::admission::turn().await;
+                    sign_in(&http, &self.discover, &self.auth, Some(metrics.clone())).await
+                } => r,
                 _ = stop.changed() => break,
             };
             let signed = match signed {
@@ -191,7 +194,10 @@ impl Account {
             let mut why_new: Option<&'static str> = None;
             loop {
                 let app = tokio::select! {
-                    r = self.open_application(&session, &signed.applications_href, &mut sink, why_new.take()) => r,
+                    r = async {
+                        let _turn = super::admission::turn().await;
+                        self.open_application(&session, &signed.applications_href, &mut sink, why_new.take()).await
+                    } => r,
                     _ = stop.changed() => break 'sign_in,
                 };
                 let app = match app {

@@ -446,23 +446,16 @@ fn with_account(line: &str, account: &str) -> String {
 }
 
 /// One account's metrics, with the journal's depth and each script's lag read from its
-/// database now.
+/// database (or as last read, when it was not used since).
 fn render(host: &ScriptHost) -> String {
     let env = host.env();
     let store = &env.store;
-    let journal = (|| {
-        let head = store.head().ok()?;
-        let depth = store.depth().ok()?;
-        let lags = host
-            .scripts()
-            .into_iter()
-            .map(|(name, _)| {
-                let cursor = store.cursor(&name).ok().flatten().unwrap_or(head);
-                (name, head.saturating_sub(cursor))
-            })
-            .collect();
-        Some((depth, lags))
-    })();
+    let names: Vec<String> = host.scripts().into_iter().map(|(name, _)| name).collect();
+    // (Remembered while the account is idle: no scrape opens a database the pool closed.)
+    let journal = store.journal_figures(&names).ok().map(|f| {
+        let lags = f.cursors.into_iter().map(|(name, cursor)| (name, f.head.saturating_sub(cursor.unwrap_or(f.head)))).collect();
+        (f.depth, lags)
+    });
     env.metrics.render(journal)
 }
 

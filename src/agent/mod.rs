@@ -3,6 +3,7 @@
 
 mod access;
 mod account;
+mod admission;
 pub mod backoff;
 pub mod channel;
 mod console;

@@ -56,8 +56,9 @@ impl Agent {
         let file = config.path.display().to_string();
         // Before any script starts: the Lua workers' pool starts with the first.
         crate::script::pool::configure(config.scripts.workers as usize);
+        crate::store::configure_open_databases(config.state.open_databases as usize);
         let specs = config.accounts_of(shard)?;
-        super::open_files::raise(specs.len());
+        super::open_files::raise(specs.len(), config.state.open_databases);
         // What each account needs from outside the file, before anything starts.
         for spec in &specs {
             Account::preflight(spec, &config)?;

@@ -122,6 +122,9 @@ impl Config {
         if self.state.journal_max_events < 100 {
             return Err(self.invalid("state.journal_max_events", "expected at least 100"));
         }
+        if !(1..=1_000_000).contains(&self.state.open_databases) {
+            return Err(self.invalid("state.open_databases", "expected 1 to 1000000"));
+        }
         match (&self.metrics.tls_cert_file, &self.metrics.tls_key_file) {
             (Some(_), None) => return Err(self.invalid("metrics.tls_key_file", "expected with metrics.tls_cert_file (the certificate's private key, PEM)")),
             (None, Some(_)) => return Err(self.invalid("metrics.tls_cert_file", "expected with metrics.tls_key_file (the certificate chain, PEM)")),
@@ -396,6 +399,14 @@ mod tests {
             let err = parse(&format!("[scripts]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(range), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn open_databases_out_of_range_names_the_key() {
+        assert_eq!(parse("").unwrap().state.open_databases, crate::store::DEFAULT_OPEN_DATABASES as u64);
+        assert_eq!(parse("[state]\nopen_databases = 1\n").unwrap().state.open_databases, 1);
+        let err = parse("[state]\nopen_databases = 0\n").unwrap_err().to_string();
+        assert!(err.contains("state.open_databases") && err.contains("1 to 1000000"), "{err}");
     }
 
     #[test]

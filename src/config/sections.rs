@@ -102,11 +102,14 @@ pub struct StateConfig {
     pub dir: PathBuf,
     /// The journal keeps at most this many events, even for a script that lags behind.
     pub journal_max_events: u64,
+    /// The accounts' databases the process holds open at once (the most recently used; the
+    /// others open again at their next use: `store::pool`, whose `DEFAULT_OPEN` this default is).
+    pub open_databases: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: "state".into(), journal_max_events: 100_000 }
+        StateConfig { dir: "state".into(), journal_max_events: 100_000, open_databases: 64 }
     }
 }
 

@@ -12,9 +12,11 @@
 //! One thread serves every store of the process (an agent of a thousand accounts has a
 //! thousand databases), and a database that nothing wrote to since its last checkpoint is
 //! skipped (`PRAGMA data_version` tells, without I/O). The connection is opened only once the
-//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold): an account with
-//! little traffic never holds a second connection (about 60 KiB), and SQLite checkpoints its
-//! small WAL itself when the store closes.
+//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold), and closed again
+//! after each checkpoint: an account with little traffic never holds a second connection
+//! (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
+//! WAL itself when the store closes. (The connection pool closes idle stores without that
+//! checkpoint, `pool::close`: their WAL waits here until it passes `WAL_MIN`.)
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -63,6 +65,12 @@ impl Entry {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             Ok(()) => self.seen = version,
             Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one retries"),
+        }
+        if !force {
+            // Not held between checkpoints: an account's connections stay within
+            // `state.open_databases` (`pool`), and this one costs as much as the store's.
+            self.conn = None;
+            self.seen = None;
         }
     }
 }

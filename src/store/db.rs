@@ -5,7 +5,7 @@ use crate::ucwa::{batch, Event, Origin};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 #[error("state database {path}: {source}")]
@@ -31,9 +31,21 @@ pub struct Position {
 
 pub struct Store {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    /// Open while among the process's most recently used (`pool`), opened again at need.
+    slot: Arc<super::pool::Slot>,
     /// WAL checkpoints on a thread of their own (none for a database in memory).
     _checkpointer: Option<super::checkpoint::Checkpointer>,
+    /// What `journal_figures` last read, until the connection is next taken: a scrape of
+    /// `/metrics` does not open every idle account's database again.
+    figures: std::sync::Mutex<Option<JournalFigures>>,
+}
+
+/// The journal's head and depth and each script's cursor, as `/metrics` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalFigures {
+    pub head: u64,
+    pub depth: u64,
+    pub cursors: Vec<(String, Option<u64>)>,
 }
 
 /// How often the WAL is copied into the database (and its fsync done), off the event path.
@@ -86,7 +98,7 @@ pub struct TraceQuery {
 /// The store's connection while held. Let go, it tells the checkpointer the database may have
 /// changed: after the work, so a checkpoint that ran meanwhile cannot have missed it.
 pub(super) struct Held<'a> {
-    conn: std::sync::MutexGuard<'a, Connection>,
+    conn: std::sync::MutexGuard<'a, Option<Connection>>,
     checkpointer: Option<&'a super::checkpoint::Checkpointer>,
 }
 
@@ -94,13 +106,13 @@ impl std::ops::Deref for Held<'_> {
     type Target = Connection;
 
     fn deref(&self) -> &Connection {
-        &self.conn
+        self.conn.as_ref().expect("a held connection is open")
     }
 }
 
 impl std::ops::DerefMut for Held<'_> {
     fn deref_mut(&mut self) -> &mut Connection {
-        &mut self.conn
+        self.conn.as_mut().expect("a held connection is open")
     }
 }
 
@@ -145,7 +157,8 @@ impl Store {
         // the agent sign in and then fail every batch: find out now.
         conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
         let checkpointer = super::checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
-        Ok(Store { path, conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
+        let slot = super::pool::Slot::new(&path, conn, true);
+        Ok(Store { path, slot, _checkpointer: Some(checkpointer), figures: Default::default() })
     }
 
     /// A database that lives in memory (replay, tests of the script host).
@@ -153,7 +166,8 @@ impl Store {
         let conn = Connection::open_in_memory().expect("SQLite opens in memory");
         conn.execute_batch(SCHEMA).expect("the schema applies");
         upgrade(&conn).expect("the schema upgrades");
-        Store { path: PathBuf::from(":memory:"), conn: Mutex::new(conn), _checkpointer: None }
+        let path = PathBuf::from(":memory:");
+        Store { slot: super::pool::Slot::new(&path, conn, false), path, _checkpointer: None, figures: Default::default() }
     }
 
     pub fn path(&self) -> &Path {
@@ -164,8 +178,12 @@ impl Store {
         StoreError { path: self.path.clone(), source }
     }
 
-    pub(super) fn lock(&self) -> Held<'_> {
-        Held { conn: self.conn.lock().unwrap_or_else(|p| p.into_inner()), checkpointer: self._checkpointer.as_ref() }
+    /// The store's connection, opened again if the pool closed it since its last use.
+    pub(super) fn lock(&self) -> Result<Held<'_>, StoreError> {
+        // Whatever is done with it may change the figures.
+        *self.figures.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let conn = self.slot.hold().map_err(|e| self.err(e))?;
+        Ok(Held { conn, checkpointer: self._checkpointer.as_ref() })
     }
 
     /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
@@ -173,7 +191,7 @@ impl Store {
     pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
         // Compressed before taking the lock: the scripts' commits share the connection.
         let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(stored) = stored {
             let head: i64 = tx
@@ -216,7 +234,7 @@ impl Store {
     fn journaled(&self, seq: u64, upto: Option<u64>) -> Result<Vec<Event>, StoreError> {
         // (Seqs are i64 in SQLite: a larger one means "all" or "none", never a negative.)
         let as_sql = |s: u64| s.min(i64::MAX as u64) as i64;
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut q = conn
             .prepare_cached("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 AND first_seq <= ?2 ORDER BY first_seq")
             .map_err(|e| self.err(e))?;
@@ -258,22 +276,35 @@ impl Store {
         Ok(out)
     }
 
+    /// The journal's head and depth and the cursors of `scripts`: read from the database only
+    /// when it was used since the last time (the figures of an idle account are remembered).
+    pub fn journal_figures(&self, scripts: &[String]) -> Result<JournalFigures, StoreError> {
+        if let Some(f) = self.figures.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|f| f.cursors.iter().map(|(s, _)| s).eq(scripts.iter())) {
+            return Ok(f.clone());
+        }
+        let (head, depth) = (self.head()?, self.depth()?);
+        let cursors = scripts.iter().map(|s| Ok((s.clone(), self.cursor(s)?))).collect::<Result<Vec<_>, StoreError>>()?;
+        let f = JournalFigures { head, depth, cursors };
+        *self.figures.lock().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
+        Ok(f)
+    }
+
     /// The highest `seq` ever journaled (0 for none).
     pub fn head(&self) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let head: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         Ok(head.and_then(|h| h.parse().ok()).unwrap_or(0))
     }
 
     /// How many events the journal holds.
     pub fn depth(&self) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let n: i64 = conn.query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 
     pub fn cursor(&self, script: &str) -> Result<Option<u64>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         conn.query_row("SELECT seq FROM cursors WHERE script = ?1", params![script], |r| r.get::<_, i64>(0))
             .optional()
             .map(|o| o.map(|s| s as u64))
@@ -288,7 +319,7 @@ impl Store {
 
     /// `commit_script`, with the traces of the runs it commits (in the same transaction).
     pub fn commit_script_with(&self, script: &str, seq: Option<u64>, state: Option<&StateWrite<'_>>, traces: Option<&TraceChunk>) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         if let Some(seq) = seq {
             tx.prepare_cached("INSERT OR REPLACE INTO cursors (script, seq) VALUES (?1, ?2)")
@@ -321,7 +352,7 @@ impl Store {
 
     /// Writes traces outside a commit (a stuck call, a script that could not load).
     pub fn add_traces(&self, script: &str, traces: &TraceChunk) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         add_traces(&tx, script, traces).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
@@ -329,14 +360,14 @@ impl Store {
 
     /// Traces as stored (JSON), oldest first.
     pub fn traces(&self, q: &TraceQuery) -> Result<Vec<String>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         read_traces(&conn, q).map_err(|e| self.err(e))
     }
 
     /// A script's `agent.state` as saved: its top-level keys and their JSON, by key. A state
     /// saved whole by an earlier version comes back split into its keys.
     pub fn state(&self, script: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut st = conn.prepare_cached("SELECT key, json FROM state_keys WHERE script = ?1 ORDER BY key").map_err(|e| self.err(e))?;
         let keys = st
             .query_map(params![script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -354,13 +385,13 @@ impl Store {
     }
 
     pub fn position(&self) -> Result<Option<Position>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         match p {
             Some(p) => conn
                 .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")]),
@@ -372,7 +403,7 @@ impl Store {
 
     /// Adds `uris` (`sip:` URIs, as the script API normalised them) to what `script` watches.
     pub fn watch(&self, script: &str, uris: &[String]) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
             let mut put = tx.prepare_cached("INSERT OR IGNORE INTO watches (script, uri) VALUES (?1, ?2)").map_err(|e| self.err(e))?;
@@ -385,7 +416,7 @@ impl Store {
 
     /// Stops `script` watching `uris` (every contact it watches, for None).
     pub fn unwatch(&self, script: &str, uris: Option<&[String]>) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         match uris {
             None => tx.execute("DELETE FROM watches WHERE script = ?1", params![script]).map(|_| ()),
@@ -402,7 +433,7 @@ impl Store {
 
     /// The contacts `scripts` watch (each once, sorted); every script's for None.
     pub fn watched(&self, scripts: Option<&[String]>) -> Result<std::collections::BTreeSet<String>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut st = conn.prepare_cached("SELECT script, uri FROM watches").map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -426,7 +457,7 @@ impl Store {
         if floor > passed {
             tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
         }
-        let conn = self.lock();
+        let conn = self.lock()?;
         let n = conn.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
@@ -572,6 +603,37 @@ mod tests {
     }
 
     #[test]
+    fn a_store_whose_connection_the_pool_closed_opens_it_again_with_everything_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2}))]);
+        assert_eq!(append(&s, &body, None), [1, 2]);
+        s.commit_script("a", Some(1), Some(&StateWrite { replace_all: true, set: &[("x".into(), "1".into())], removed: &[] })).unwrap();
+        assert!(super::super::pool::close_now(&s.slot), "it was open");
+        // Its next use opens it again: reads, then a write numbered after what was there.
+        assert_eq!((s.cursor("a").unwrap(), s.head().unwrap()), (Some(1), 2));
+        assert_eq!(s.state("a").unwrap(), vec![("x".to_string(), "1".to_string())]);
+        assert!(super::super::pool::close_now(&s.slot), "the read opened it");
+        assert_eq!(append(&s, &body, None), [3, 4]);
+        assert_eq!(s.events_after(1).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        // `/metrics`' figures of an idle store are remembered: a scrape does not open it again.
+        let scripts = ["a".to_string()];
+        let f = s.journal_figures(&scripts).unwrap();
+        assert_eq!((f.head, f.depth, f.cursors.clone()), (4, 4, vec![("a".to_string(), Some(1))]));
+        assert!(super::super::pool::close_now(&s.slot));
+        assert_eq!(s.journal_figures(&scripts).unwrap(), f);
+        assert!(!super::super::pool::close_now(&s.slot), "not opened for them");
+        s.commit_script("a", Some(3), None).unwrap();
+        assert_eq!(s.journal_figures(&scripts).unwrap().cursors, [("a".to_string(), Some(3))], "read again after a write");
+        // Closed, its database removed: an error naming the file, not a new empty database.
+        assert!(super::super::pool::close_now(&s.slot));
+        std::fs::remove_file(dir.path().join("agent.db")).unwrap();
+        let e = s.head().unwrap_err().to_string();
+        assert!(e.contains("agent.db"), "{e}");
+        assert!(!dir.path().join("agent.db").exists());
+    }
+
+    #[test]
     fn one_event_is_found_in_its_own_batch_and_a_seq_past_i64_finds_nothing() {
         let s = Store::in_memory();
         let batch = |from: u32| {
@@ -644,7 +706,7 @@ mod tests {
         assert_eq!(append(&s, &body, None), [3, 4], "new batches go on after the old ones");
         let all: Vec<u64> = s.events_after(1).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(all, [2, 3, 4]);
-        let stored: Vec<u8> = s.lock().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
+        let stored: Vec<u8> = s.lock().unwrap().query_row("SELECT body FROM journal WHERE first_seq = 3", [], |r| r.get(0)).unwrap();
         assert!(stored.len() < body.len(), "new bodies are stored compressed");
     }
 
@@ -678,7 +740,7 @@ mod tests {
         // Read before the agent ever ran the new version: no traces, no error.
         assert!(read_traces(&open_read_only(dir.path()).unwrap(), &TraceQuery::default()).unwrap().is_empty());
         let s = Store::open(dir.path()).unwrap();
-        let version: i64 = s.lock().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let version: i64 = s.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!((s.cursor("a").unwrap(), s.head().unwrap()), (Some(7), 7), "what was there stays");
         assert_eq!(s.state("a").unwrap(), vec![("n".to_string(), "3".to_string())]);
@@ -771,7 +833,7 @@ mod tests {
         let body = batch::synthetic_body(&[("test", "/e/1", json!({}))]);
         append(&s, &body, None);
         append(&s, &body, None);
-        s.lock().execute("UPDATE journal SET body = x'ffffff7f00' WHERE first_seq = 1", []).unwrap();
+        s.lock().unwrap().execute("UPDATE journal SET body = x'ffffff7f00' WHERE first_seq = 1", []).unwrap();
         let left: Vec<u64> = s.events_after(0).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(left, [2]);
     }

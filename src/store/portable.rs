@@ -107,7 +107,7 @@ pub fn import_dir(dir: &Path, s: &Snapshot, force: bool) -> Result<(), PortError
     }
     {
         let store = Store::open(dir)?;
-        let mut conn = store.lock();
+        let mut conn = store.lock()?;
         let tx = conn.transaction().map_err(|e| store.err(e))?;
         write(&tx, s).map_err(|e| store.err(e))?;
         tx.commit().map_err(|e| store.err(e))?;
