@@ -383,7 +383,11 @@ async fn run(
                     n.status(&status);
                     said = status;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                // Every account's state is walked: often while signing in, so READY=1 comes
+                // soon after the last account; then once every 2 s (a walk of 10,000 accounts
+                // four times a second was most of an idle agent's CPU).
+                let every = if ready { 2000 } else { 250 };
+                tokio::time::sleep(std::time::Duration::from_millis(every)).await;
             }
         });
     }
