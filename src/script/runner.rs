@@ -353,21 +353,11 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
     }
     // The event's table is built in Lua by the first handler call (`interop::event_caller`) and
     // handed to the next ones: one entry into Lua per handler call.
-    let caller = match interop::event_caller(&cur.lua) {
-        Ok(c) => c,
-        Err(e) => {
-            let error = format!("cannot build the event table: {}", describe(&e));
-            if let Some(mut t) = traced {
-                t.trace.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
-                p.keep_trace(t);
-            }
-            p.failed(cur, Some(ev), error);
-            return;
-        }
-    };
-    // (Handed to every call: a first call that failed to build the table leaves it to the next.)
-    let source = match cur.lua.create_string(ev.packed()) {
-        Ok(s) => s,
+    // The source string is handed to every call: a first call that failed to build the table
+    // leaves it to the next.
+    let prepared = interop::event_caller(&cur.lua).and_then(|caller| Ok((caller, cur.lua.create_string(ev.packed())?)));
+    let (caller, source) = match prepared {
+        Ok(both) => both,
         Err(e) => {
             let error = format!("cannot build the event table: {}", describe(&e));
             if let Some(mut t) = traced {
