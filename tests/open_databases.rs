@@ -166,3 +166,54 @@ async fn sigkill_with_databases_open_and_closed_loses_and_repeats_nothing() {
     }
     assert_eq!(sim.counters()["applications_created"], N as u64, "the restart resumed each account's channel");
 }
+
+/// An idle account's empty batches find its database closed: their channel position waits in
+/// memory rather than opening it again. A SIGKILL then leaves an older position on disk; the
+/// restart resumes the application from it, the pool answers that ack with `resync`, and its
+/// link gives the batches not yet acknowledged: the calls made while the agent was down reach
+/// every account once, in order, on the application it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_accounts_position_kept_in_memory_costs_a_resync_after_sigkill_and_no_event() {
+    const N: usize = 3;
+    // Every P-GET answers empty after a second: idle accounts have empty batches all the time.
+    let sim = start_sim(SimConfig { max_poll_timeout: Duration::from_secs(1), ..sim_of(N) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&sim, dir.path(), N, 1);
+    let mut agent = spawn_agent(&config, Stdio::inherit());
+    all_available(&sim, N).await;
+    for i in 0..N {
+        sim.start_call(CallSpec { user: Some(user(i)), ring_ms: Some(5), duration_ms: Some(50), ..CallSpec::default() }).expect("available");
+    }
+    for i in 0..N {
+        eventually(&format!("a{i}: the first call"), || recorded(dir.path(), i).iter().filter(|e| e["rel"] == "audioVideoSession").count() >= 3).await;
+    }
+    // Idle now: each account's long poll comes back empty several times, two of the three
+    // databases closed (one is open at a time).
+    let empty = sim.counters()["empty_batches"].as_u64().unwrap();
+    eventually("three more empty batches per account", || sim.counters()["empty_batches"].as_u64().unwrap() >= empty + 3 * N as u64).await;
+    assert!(open_databases(agent.id()) <= 1);
+    agent.kill().expect("SIGKILL");
+    agent.wait().unwrap();
+    for i in 0..N {
+        sim.start_call(CallSpec { user: Some(user(i)), ring_ms: Some(5), duration_ms: Some(50), ..CallSpec::default() })
+            .expect("the application outlives the agent");
+    }
+    let mut agent = spawn_agent(&config, Stdio::inherit());
+    for i in 0..N {
+        eventually(&format!("a{i}: the call made while it was down"), || {
+            recorded(dir.path(), i).iter().filter(|e| e["rel"] == "audioVideoSession").count() >= 6
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    for i in 0..N {
+        let log = recorded(dir.path(), i);
+        in_order_once(i, &log);
+        assert_eq!(log.iter().filter(|e| e["rel"] == "audioVideoSession").count(), 6, "a{i}: two calls' events, once each");
+    }
+    let c = sim.counters();
+    assert!(c["resyncs"].as_u64().unwrap() >= 1, "a position kept in memory was lost with the process: {c}");
+    assert_eq!(c["applications_created"], N as u64, "each account resumed the application it had");
+}

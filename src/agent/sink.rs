@@ -76,6 +76,10 @@ impl EventSink {
                 _ => {}
             }
         }
+        if events.is_empty() {
+            // (An idle account's empty batch leaves the journal as it was.)
+            return Ok(());
+        }
         self.host.dispatch(events);
         self.batches += 1;
         if self.batches.is_multiple_of(PRUNE_EVERY) {

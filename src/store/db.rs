@@ -38,6 +38,10 @@ pub struct Store {
     /// What `journal_figures` last read, until the connection is next taken: a scrape of
     /// `/metrics` does not open every idle account's database again.
     figures: std::sync::Mutex<Option<JournalFigures>>,
+    /// The channel position of empty batches that came while the pool had the database closed
+    /// (`append`): written when the database is next opened. Only ever set while the
+    /// connection is closed, under its lock, so nothing newer can have been written meanwhile.
+    deferred_position: std::sync::Mutex<Option<String>>,
 }
 
 /// The journal's head and depth and each script's cursor, as `/metrics` shows them.
@@ -124,6 +128,18 @@ impl Drop for Held<'_> {
     }
 }
 
+impl Drop for Store {
+    /// An account removed (or its agent stopping without a graceful end) keeps the position
+    /// it last had.
+    fn drop(&mut self) {
+        if self.deferred_position.get_mut().map(|d| d.is_some()).unwrap_or(false) {
+            if let Err(error) = self.lock() {
+                tracing::warn!(%error, "cannot write the channel position kept in memory");
+            }
+        }
+    }
+}
+
 /// The part of a script's `agent.state` a commit writes.
 #[derive(Debug, Default)]
 pub struct StateWrite<'a> {
@@ -158,7 +174,7 @@ impl Store {
         conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
         let checkpointer = super::checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
         let slot = super::pool::Slot::new(&path, conn, true);
-        Ok(Store { path, slot, _checkpointer: Some(checkpointer), figures: Default::default() })
+        Ok(Store { path, slot, _checkpointer: Some(checkpointer), figures: Default::default(), deferred_position: Default::default() })
     }
 
     /// A database that lives in memory (replay, tests of the script host).
@@ -167,7 +183,13 @@ impl Store {
         conn.execute_batch(SCHEMA).expect("the schema applies");
         upgrade(&conn).expect("the schema upgrades");
         let path = PathBuf::from(":memory:");
-        Store { slot: super::pool::Slot::new(&path, conn, false), path, _checkpointer: None, figures: Default::default() }
+        Store {
+            slot: super::pool::Slot::new(&path, conn, false),
+            path,
+            _checkpointer: None,
+            figures: Default::default(),
+            deferred_position: Default::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -183,12 +205,45 @@ impl Store {
         // Whatever is done with it may change the figures.
         *self.figures.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let conn = self.slot.hold().map_err(|e| self.err(e))?;
-        Ok(Held { conn, checkpointer: self._checkpointer.as_ref() })
+        let held = Held { conn, checkpointer: self._checkpointer.as_ref() };
+        let mut deferred = self.deferred_position.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(text) = deferred.take() {
+            // Before whatever the caller writes, which may be a newer position.
+            if let Err(e) = held.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![text]) {
+                *deferred = Some(text);
+                return Err(self.err(e));
+            }
+        }
+        drop(deferred);
+        Ok(held)
+    }
+
+    /// Keeps the position of an empty batch in memory if the pool has closed the database:
+    /// an idle account's long poll returns empty every few minutes, and opening its database
+    /// again for each (the schema read again, the files, locks and shared memory) was most of
+    /// what 10,000 idle accounts cost (BENCHMARKS.md, "An idle account's position"). Written at
+    /// the database's next use; a graceful stop deletes the position anyway (the application
+    /// goes with it). What it costs: after a SIGKILL the account resumes its application from
+    /// the last position written, an older ack, which the pool answers with `resync` (its link
+    /// gives the first unacknowledged batch, so no event is lost; scripts get `agent`/`resync`).
+    /// Whether it was deferred.
+    fn defer_position(&self, p: &Position) -> bool {
+        let conn = self.slot.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_some() {
+            return false;
+        }
+        *self.deferred_position.lock().unwrap_or_else(|p| p.into_inner()) = Some(serde_json::to_string(p).expect("positions serialize"));
+        true
     }
 
     /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
     /// and, in the same transaction, the new channel position.
     pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
+        if let (true, Some(p)) = (events.is_empty(), position) {
+            if self.defer_position(p) {
+                return Ok(());
+            }
+        }
         // Compressed before taking the lock: the scripts' commits share the connection.
         let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
         let mut conn = self.lock()?;
@@ -631,6 +686,54 @@ mod tests {
         let e = s.head().unwrap_err().to_string();
         assert!(e.contains("agent.db"), "{e}");
         assert!(!dir.path().join("agent.db").exists());
+    }
+
+    /// The position as the file holds it, read by another connection.
+    fn position_on_disk(dir: &Path) -> Option<String> {
+        let conn = open_read_only(dir).unwrap();
+        let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().unwrap();
+        text.map(|t| serde_json::from_str::<Position>(&t).unwrap().next)
+    }
+
+    #[test]
+    fn an_empty_batchs_position_waits_in_memory_while_the_database_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let at = |ack: u32| Position {
+            pool: "p".into(),
+            user: "u".into(),
+            application: "/a".into(),
+            report_activity: "/r".into(),
+            next: format!("/a/events?ack={ack}"),
+        };
+        let empty = batch::synthetic_body(&[]);
+        // Open: written at once, as a batch with events is.
+        assert_eq!(append(&s, &empty, Some(&at(2))), Vec::<u64>::new());
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=2"));
+        // Closed: kept in memory, the database not opened for it.
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(3)));
+        append(&s, &empty, Some(&at(4)));
+        assert!(!super::super::pool::close_now(&s.slot), "not opened for an empty batch");
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=2"));
+        // Its next use writes it, before its own writes: a read sees it, then a batch with
+        // events puts its own after it.
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=4");
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=4"));
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(5)));
+        assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/1", json!({}))]), Some(&at(6))), [1]);
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=6"));
+        // A graceful stop's `None` is not undone by one kept in memory.
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(7)));
+        s.save_position(None).unwrap();
+        assert_eq!(position_on_disk(dir.path()), None);
+        // Dropped with one in memory (an account removed): written.
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(8)));
+        drop(s);
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=8"));
     }
 
     #[test]
