@@ -441,3 +441,29 @@ async fn agent_ucwa_installed_at_first_use_takes_the_globals_as_built() {
     h.host.dispatch(sample_event("audioVideoSession-added"));
     assert_eq!(log_of(&mut h.out, "globals").await, "false agent.ucwa.get: the agent is not signed in | false string");
 }
+
+/// What serializes a value reads it raw: an area not yet installed would encode as an empty
+/// table. `agent.json.encode` and `agent.log`'s fields install what they are given first, so
+/// they answer the same before and after the script's first use of the area.
+#[tokio::test]
+async fn an_area_not_yet_installed_encodes_as_it_does_once_installed() {
+    let script = r#"
+      local function text(v)
+        local ok, out = pcall(agent.json.encode, v)
+        return tostring(ok) .. " " .. tostring(out):match("^[^\n]*")
+      end
+      agent.on("audioVideoSession", function(e)
+        local before = text({ calls = agent.calls, n = 1 })
+        local after = text({ calls = agent.calls, n = 1 })
+        agent.log.info(before .. " || " .. after)
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("enc.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    let line = log_of(&mut h.out, "enc").await;
+    let (before, after) = line.split_once(" || ").unwrap();
+    assert_eq!(before, after, "{line}");
+    // (agent-actions' tables hold functions, which JSON cannot carry: before this, the first
+    // call encoded `{"calls":{},"n":1}` and the second failed.)
+    assert_eq!(before, "false runtime error: agent.json.encode: cannot serialize <function>");
+}

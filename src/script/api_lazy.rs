@@ -58,6 +58,36 @@ pub(crate) fn install_all(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
+/// Installs the area of every table not yet filled that `v` holds, at any depth: what
+/// serializes a value (`agent.json.encode`, `agent.log`'s fields) reads it raw, and would find
+/// `agent.calls` empty before its first use. Nothing is walked once every area is in.
+pub(crate) fn install_reachable(lua: &Lua, v: &Value) -> mlua::Result<()> {
+    let Value::Table(top) = v else { return Ok(()) };
+    let Ok(owner) = lua.named_registry_value::<Table>(PENDING) else { return Ok(()) };
+    if owner.pairs::<Value, Value>().next().is_none() {
+        return Ok(());
+    }
+    let install: Function = lua.named_registry_value(INSTALL)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![top.clone()];
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t.to_pointer()) {
+            continue;
+        }
+        if owner.raw_get::<Value>(&t)?.is_integer() {
+            install.call::<()>(&t)?;
+        }
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            stack.extend([k, v].into_iter().filter_map(|x| match x {
+                Value::Table(t) => Some(t),
+                _ => None,
+            }));
+        }
+    }
+    Ok(())
+}
+
 /// What installs the lazy areas of one state.
 pub(crate) struct Lazy {
     /// `install(t)`: installs the area `t` belongs to, if it is not yet.
