@@ -110,6 +110,13 @@ async fn the_console_shows_scripts_an_error_with_its_line_a_timeline_and_the_liv
     if let Some(dir) = screenshots() {
         std::fs::write(dir.join("console-overview.png"), b.screenshot().await).unwrap();
     }
+    // An event clicked before every script's run of it was committed: its timeline is drawn
+    // again when the list brings the later run (here the page is made to have clicked it with
+    // the broken script's run only, as it would have had a moment earlier).
+    b.eval("showEvent({ ...S.event, traces: S.event.traces.filter((t) => t.script !== 'greeter') }, null)").await;
+    b.wait_text("the timeline with one run", "#timeline", |t| t.contains("broken v1") && !t.contains("greeter v1")).await;
+    b.eval("loadEvents()").await;
+    b.wait_text("the later run drawn", "#timeline", |t| t.contains("greeter v1") && t.contains("broken v1")).await;
 
     // Run again as a dry run: what each script would send, nothing sent.
     b.eval("document.querySelector('#dryrun button').click()").await;

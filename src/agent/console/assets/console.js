@@ -100,10 +100,23 @@ function eventLabel(e) {
   return e.event ? `#${e.event.seq} ${e.event.rel} ${e.event.type}` : e.kind + " run";
 }
 
+// One entry of the list whatever runs it has so far (its earliest run's time may change).
+function eventKey(e) {
+  return e.event ? "event " + e.event.seq : `${e.kind} ${e.at_ms} ${e.seq}`;
+}
+
 async function loadEvents() {
   const d = await getJSON("/api/events?limit=40&" + q());
+  // The event shown gets the runs committed since it was clicked (a script that made a
+  // request may commit after the others).
+  const shown = S.event && d.events.find((e) => eventKey(e) === eventKey(S.event));
+  if (shown && JSON.stringify(shown.traces) !== JSON.stringify(S.event.traces)) {
+    S.event = shown;
+    $("trace-title").textContent = eventLabel(shown) + " at " + time(shown.at_ms);
+    $("timeline").replaceChildren(...timeline(shown.traces));
+  }
   $("events").replaceChildren(...d.events.map((e) => {
-    const li = el("li", { class: S.event && S.event.at_ms === e.at_ms && S.event.seq === e.seq ? "selected" : "", onclick: () => showEvent(e, li) },
+    const li = el("li", { class: S.event && eventKey(S.event) === eventKey(e) ? "selected" : "", onclick: () => showEvent(e, li) },
       el("span", { class: "muted" }, time(e.at_ms) + " "), eventLabel(e), " ",
       ...e.traces.map((t) => el("span", {}, " ", t.script, ": ", badge(outcome(t)))));
     return li;
