@@ -467,3 +467,26 @@ async fn an_area_not_yet_installed_encodes_as_it_does_once_installed() {
     // call encoded `{"calls":{},"n":1}` and the second failed.)
     assert_eq!(before, "false runtime error: agent.json.encode: cannot serialize <function>");
 }
+
+/// Making `agent.json.encode` and `agent.log`'s fields see the areas installed at first use
+/// must not change what they do with any other value: a long list of rows that share a table
+/// encodes as it always did (a walk holding a reference per entry ran out of Lua's reference
+/// space at a million and failed the encode), whether or not an area is installed yet.
+#[tokio::test]
+async fn a_long_list_encodes_whether_or_not_an_area_is_installed_yet() {
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        local row, rows = {}, {}
+        for i = 1, 1100000 do rows[i] = row end
+        local ok, out = pcall(agent.json.encode, rows)
+        local logged = pcall(agent.log.debug, "rows", { rows = rows })
+        agent.log.info(tostring(ok) .. " " .. (ok and tostring(#out) or tostring(out):match("^[^\n]*")) .. " " .. tostring(logged))
+      end)
+    "#;
+    let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
+    let mut h = host(limits, &[("rows.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    assert_eq!(log_of(&mut h.out, "rows").await, "rows", "the line with the list as its fields");
+    // `[{},{},…]`: three bytes a row, and the bracket.
+    assert_eq!(log_of(&mut h.out, "rows").await, "true 3300001 true");
+}

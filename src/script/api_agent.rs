@@ -77,8 +77,7 @@ fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
                 None | Some(Value::Nil) => None,
                 Some(v) => Some({
                     super::interop::complete_events(lua, &v)?;
-                    super::api_lazy::install_reachable(lua, &v)?;
-                    let text = super::bounded::json(lua, &v, "agent.log: fields")?;
+                    let text = super::api_lazy::json(lua, &v, "agent.log: fields")?;
                     serde_json::from_str::<serde_json::Value>(&text).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
                 }),
             };
@@ -150,8 +149,7 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
         "encode",
         lua.create_function(|lua, v: Value| {
             super::interop::complete_events(lua, &v)?;
-            super::api_lazy::install_reachable(lua, &v)?;
-            super::bounded::json(lua, &v, "agent.json.encode")
+            super::api_lazy::json(lua, &v, "agent.json.encode")
         })?,
     )?;
     t.set(

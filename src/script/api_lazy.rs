@@ -58,34 +58,52 @@ pub(crate) fn install_all(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
-/// Installs the area of every table not yet filled that `v` holds, at any depth: what
-/// serializes a value (`agent.json.encode`, `agent.log`'s fields) reads it raw, and would find
-/// `agent.calls` empty before its first use. Nothing is walked once every area is in.
-pub(crate) fn install_reachable(lua: &Lua, v: &Value) -> mlua::Result<()> {
-    let Value::Table(top) = v else { return Ok(()) };
-    let Ok(owner) = lua.named_registry_value::<Table>(PENDING) else { return Ok(()) };
+/// `v` as JSON (`bounded::json`), as it is once every area it holds is installed: the
+/// serializer reads tables raw, and would find `agent.calls` empty before its first use.
+/// Serialized first: a value that does not serialize (a function, a cycle, too deep, too big)
+/// fails as it did, with no walk; one that does is walked for areas not yet installed (no
+/// further than the serializer went), and serialized again if the walk installed one.
+pub(crate) fn json(lua: &Lua, v: &Value, what: &str) -> mlua::Result<String> {
+    let text = super::bounded::json(lua, v, what)?;
+    if install_reachable(lua, v)? {
+        return super::bounded::json(lua, v, what);
+    }
+    Ok(text)
+}
+
+/// How deep the serializer goes (mlua's recursion limit): a table deeper is not serialized.
+const MAX_DEPTH: usize = 128;
+
+/// Installs the area of every table not yet filled that `v` holds as a value, at any depth the
+/// serializer reaches; whether it installed one. Nothing is walked once every area is in. The
+/// walk holds a reference per level, not per entry (Lua's reference space ends near a million).
+fn install_reachable(lua: &Lua, v: &Value) -> mlua::Result<bool> {
+    let Value::Table(top) = v else { return Ok(false) };
+    let Ok(owner) = lua.named_registry_value::<Table>(PENDING) else { return Ok(false) };
     if owner.pairs::<Value, Value>().next().is_none() {
-        return Ok(());
+        return Ok(false);
     }
     let install: Function = lua.named_registry_value(INSTALL)?;
     let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![top.clone()];
-    while let Some(t) = stack.pop() {
-        if !seen.insert(t.to_pointer()) {
-            continue;
-        }
-        if owner.raw_get::<Value>(&t)?.is_integer() {
-            install.call::<()>(&t)?;
-        }
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            stack.extend([k, v].into_iter().filter_map(|x| match x {
-                Value::Table(t) => Some(t),
-                _ => None,
-            }));
-        }
+    walk(top, 0, &owner, &install, &mut seen)
+}
+
+fn walk(t: &Table, depth: usize, owner: &Table, install: &Function, seen: &mut std::collections::HashSet<*const std::ffi::c_void>) -> mlua::Result<bool> {
+    if depth > MAX_DEPTH || !seen.insert(t.to_pointer()) {
+        return Ok(false);
     }
-    Ok(())
+    let mut installed = false;
+    if owner.raw_get::<Value>(t)?.is_integer() {
+        install.call::<()>(t)?;
+        installed = true;
+    }
+    t.for_each::<Value, Value>(|_, v| {
+        if let Value::Table(inner) = v {
+            installed |= walk(&inner, depth + 1, owner, install, seen)?;
+        }
+        Ok(())
+    })?;
+    Ok(installed)
 }
 
 /// What installs the lazy areas of one state.
