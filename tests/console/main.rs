@@ -358,3 +358,53 @@ async fn eventually_json(url: &str, pred: impl Fn(&serde_json::Value) -> bool) -
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A list of events that answers after another account was picked belongs to the account
+/// picked before: it neither replaces the list shown nor redraws the event shown, whose `#seq`
+/// the other account's journal may also have (every account numbers its own from 1).
+#[tokio::test]
+async fn an_answer_for_the_account_left_draws_nothing_over_the_account_picked() {
+    if !cdp::available() {
+        return;
+    }
+    let agent = start(&["alice", "bob"], "").await;
+    let mut b = cdp::Browser::start(1400, 1000).await;
+    b.navigate(&format!("http://{}/", agent.addr)).await;
+    b.wait_text("both accounts listed", "#accounts", |t| t.contains("alice") && t.contains("bob")).await;
+    b.wait_text("the first account's events", "#events", |t| t.contains("audioVideoSession")).await;
+    // The page asks for alice's events; the answer is held (a slow one) while bob is picked,
+    // and its scripts renamed `alice-…`, to tell where what is drawn came from.
+    b.eval(
+        "window.held = []; window.origGetJSON = getJSON; window.holding = S.account; \
+         const renamed = (d) => { for (const e of d.events) for (const t of e.traces) t.script = 'alice-' + t.script; return d; }; \
+         getJSON = (u) => window.holding && u.startsWith('/api/events') && u.includes('account=' + encodeURIComponent(window.holding)) \
+           ? new Promise((ok, fail) => window.held.push(() => window.origGetJSON(u).then(renamed).then(ok, fail))) : window.origGetJSON(u); \
+         window.stale = loadEvents(); true",
+    )
+    .await;
+    b.eval("const row = [...$('accounts').tBodies[0].rows].find((r) => r.innerText.includes('bob')); selectAccount(row.dataset.key, 'bob'); true").await;
+    b.wait_text("bob's events", "#events", |t| t.contains("audioVideoSession")).await;
+    // Bob's event with a `#seq` alice's journal has too, clicked.
+    let pick = "(async () => { \
+        const a = await window.origGetJSON('/api/events?limit=40&account=' + encodeURIComponent(window.holding)); \
+        const seqs = new Set(a.events.filter((e) => e.event).map((e) => e.event.seq)); \
+        const li = [...document.querySelectorAll('#events li')].find((li) => { const m = li.innerText.match(/#(\\d+) /); return m && seqs.has(+m[1]); }); \
+        if (!li) return false; li.click(); return true; })()";
+    let mut picked = b.eval(pick).await;
+    for _ in 0..100 {
+        if picked == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        picked = b.eval(pick).await;
+    }
+    assert_eq!(picked, true, "an event number both accounts have");
+    b.wait_text("bob's event shown", "#timeline", |t| t.contains("greeter v1")).await;
+    // Alice's answer comes now: nothing of it is drawn.
+    b.eval("window.holding = null; window.held.forEach((f) => f()); window.stale.then(() => true)").await;
+    for what in ["#events", "#timeline"] {
+        let t = b.text(what).await;
+        assert!(!t.contains("alice-"), "alice's answer drawn over bob's {what}:\n{t}");
+    }
+    assert_eq!(b.text("#account-name").await, "bob");
+}

@@ -77,8 +77,14 @@ function selectAccount(key, label) {
 const loadAccount = () => Promise.all([loadScripts(), loadEvents()]).catch((e) => notice(e.message, true));
 const q = () => "account=" + encodeURIComponent(S.account);
 
+// Each list draws only the answer to its latest request: an earlier one that answers later is
+// another account's (picked before; its `#seq`s are another journal's) or older than what is shown.
+const asked = { scripts: 0, events: 0 };
+
 async function loadScripts() {
+  const n = ++asked.scripts;
   const d = await getJSON("/api/scripts?" + q());
+  if (n !== asked.scripts) return;
   $("scripts").tBodies[0].replaceChildren(...d.scripts.map((s) => {
     const err = s.last_error || (s.load_error ? { message: s.load_error } : null);
     const resume = S.admin && s.state === "paused" ? el("button", { type: "button", onclick: () => act(`/api/resume?${q()}&script=${encodeURIComponent(s.name)}`, `${s.name} resumed`) }, "Resume") : null;
@@ -106,7 +112,9 @@ function eventKey(e) {
 }
 
 async function loadEvents() {
+  const n = ++asked.events;
   const d = await getJSON("/api/events?limit=40&" + q());
+  if (n !== asked.events) return;
   // The event shown gets the runs committed since it was clicked (a script that made a
   // request may commit after the others).
   const shown = S.event && d.events.find((e) => eventKey(e) === eventKey(S.event));
