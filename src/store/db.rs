@@ -247,7 +247,10 @@ impl Store {
         // Compressed before taking the lock: the scripts' commits share the connection.
         let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
         let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        // IMMEDIATE: it reads the head before it writes, and a transaction that began reading
+        // is refused at once (SQLITE_BUSY, no busy timeout) if another connection holds the
+        // write lock when it comes to write, as one recovering the WAL index does for a moment.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
         if let Some(stored) = stored {
             let head: i64 = tx
                 .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get::<_, String>(0))
@@ -734,6 +737,68 @@ mod tests {
         append(&s, &empty, Some(&at(8)));
         drop(s);
         assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=8"));
+    }
+
+    /// The channel's batches (empty or not), the scripts' commits and the pool closing the
+    /// connection, at once: the position another process reads never goes back, and the last
+    /// one is what the database holds once the store is let go.
+    #[test]
+    fn a_position_on_disk_never_goes_back_while_commits_and_the_pool_close_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(dir.path()).unwrap());
+        let ack = |n: u32| Position {
+            pool: "p".into(),
+            user: "u".into(),
+            application: "/a".into(),
+            report_activity: "/r".into(),
+            next: format!("/a/events?ack={n:06}"),
+        };
+        const LAST: u32 = 600;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut helpers = Vec::new();
+        for role in 0..2 {
+            let (s, stop) = (s.clone(), stop.clone());
+            helpers.push(std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    if role == 0 {
+                        s.commit_script("a", None, None).unwrap();
+                    } else {
+                        super::super::pool::close_now(&s.slot);
+                    }
+                    std::thread::yield_now();
+                }
+                n
+            }));
+        }
+        let reader = {
+            let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = String::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(now) = position_on_disk(&dir) {
+                        assert!(now >= last, "the position on disk went back from {last} to {now}");
+                        last = now;
+                    }
+                }
+            })
+        };
+        let empty = batch::synthetic_body(&[]);
+        for n in 1..=LAST {
+            if n % 10 == 0 {
+                append(&s, &batch::synthetic_body(&[("test", "/e/1", json!({}))]), Some(&ack(n)));
+            } else {
+                append(&s, &empty, Some(&ack(n)));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in helpers {
+            h.join().unwrap();
+        }
+        reader.join().unwrap();
+        drop(Arc::into_inner(s).expect("the only store"));
+        assert_eq!(position_on_disk(dir.path()), Some(ack(LAST).next));
     }
 
     #[test]

@@ -143,5 +143,7 @@ fn close(conn: Connection) {
 pub(super) fn close_now(slot: &Slot) -> bool {
     let conn = lock(&slot.conn).take();
     lock(&OPEN).retain(|w| !std::ptr::eq(w.as_ptr(), slot));
-    conn.is_some()
+    let open = conn.is_some();
+    conn.into_iter().for_each(close);
+    open
 }
