@@ -1,9 +1,9 @@
 //! The store itself: one account's SQLite database (`<state.dir>/agent.db`, WAL), its tables
 //! as `mod.rs` lists them, and what the agent reads and writes there.
 
+pub use super::position::Position;
 use crate::ucwa::{batch, Event, Origin};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,20 +13,6 @@ pub struct StoreError {
     pub path: PathBuf,
     #[source]
     pub source: rusqlite::Error,
-}
-
-/// Where the channel stands, so a restart resumes it without a gap.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Position {
-    /// The pool origin the application lives on.
-    pub pool: String,
-    pub user: String,
-    /// The application's `self` href.
-    pub application: String,
-    /// `reportMyActivity` of the application.
-    pub report_activity: String,
-    /// The href to poll next (the `next`, `resync` or `resume` link of the last batch journaled).
-    pub next: String,
 }
 
 pub struct Store {
@@ -42,6 +28,10 @@ pub struct Store {
     /// (`append`): written when the database is next opened. Only ever set while the
     /// connection is closed, under its lock, so nothing newer can have been written meanwhile.
     deferred_position: std::sync::Mutex<Option<String>>,
+    /// The `next` of the position the database holds (what `position::write` builds on), and
+    /// the directory of `position.json` (none for a database in memory, never closed).
+    db_next: std::sync::Mutex<Option<String>>,
+    dir: Option<PathBuf>,
 }
 
 /// The journal's head and depth and each script's cursor, as `/metrics` shows them.
@@ -140,6 +130,16 @@ impl Drop for Store {
     }
 }
 
+/// The position the database holds.
+pub(super) fn position_in(conn: &Connection) -> rusqlite::Result<Option<Position>> {
+    let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The part of a script's `agent.state` a commit writes.
 #[derive(Debug, Default)]
 pub struct StateWrite<'a> {
@@ -172,9 +172,18 @@ impl Store {
         // A database that opens but cannot be written (read-only file or directory) would let
         // the agent sign in and then fail every batch: find out now.
         conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
+        let db_next = position_in(&conn).map_err(err)?.map(|p| p.next);
         let checkpointer = super::checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
         let slot = super::pool::Slot::new(&path, conn, true);
-        Ok(Store { path, slot, _checkpointer: Some(checkpointer), figures: Default::default(), deferred_position: Default::default() })
+        Ok(Store {
+            path,
+            slot,
+            _checkpointer: Some(checkpointer),
+            figures: Default::default(),
+            deferred_position: Default::default(),
+            db_next: std::sync::Mutex::new(db_next),
+            dir: Some(dir.to_path_buf()),
+        })
     }
 
     /// A database that lives in memory (replay, tests of the script host).
@@ -189,6 +198,8 @@ impl Store {
             _checkpointer: None,
             figures: Default::default(),
             deferred_position: Default::default(),
+            db_next: Default::default(),
+            dir: None,
         }
     }
 
@@ -213,26 +224,26 @@ impl Store {
                 *deferred = Some(text);
                 return Err(self.err(e));
             }
+            *lock(&self.db_next) = serde_json::from_str::<Position>(&text).ok().map(|p| p.next);
         }
         drop(deferred);
         Ok(held)
     }
 
-    /// Keeps the position of an empty batch in memory if the pool has closed the database:
-    /// an idle account's long poll returns empty every few minutes, and opening its database
-    /// again for each (the schema read again, the files, locks and shared memory) was most of
-    /// what 10,000 idle accounts cost (BENCHMARKS.md, "An idle account's position"). Written at
-    /// the database's next use; a graceful stop deletes the position anyway (the application
-    /// goes with it). What it costs: after a SIGKILL the account resumes its application from
-    /// the last position written, an older ack, which the pool answers with `resync` (its link
-    /// gives the first unacknowledged batch, so no event is lost; scripts get `agent`/`resync`).
-    /// Whether it was deferred.
+    /// Keeps the position of an empty batch out of the database if the pool has closed it
+    /// (`position`: an idle account's long poll returns empty every few minutes, and opening
+    /// its database for each was most of what 10,000 idle accounts cost; BENCHMARKS.md, "An
+    /// idle account's position"): in memory, written into the database at its next use, and in
+    /// `position.json` beside it, which a restart after a SIGKILL resumes from. Whether it was
+    /// kept so.
     fn defer_position(&self, p: &Position) -> bool {
-        let conn = self.slot.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(dir) = &self.dir else { return false };
+        let conn = lock(&self.slot.conn);
         if conn.is_some() {
             return false;
         }
-        *self.deferred_position.lock().unwrap_or_else(|p| p.into_inner()) = Some(serde_json::to_string(p).expect("positions serialize"));
+        super::position::write(dir, lock(&self.db_next).as_deref(), p);
+        *lock(&self.deferred_position) = Some(serde_json::to_string(p).expect("positions serialize"));
         true
     }
 
@@ -275,7 +286,12 @@ impl Store {
                 .and_then(|mut st| st.execute(params![text]))
                 .map_err(|e| self.err(e))?;
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        if let Some(p) = position {
+            // (The connection still held: a deferral cannot come between.)
+            *lock(&self.db_next) = Some(p.next.clone());
+        }
+        Ok(())
     }
 
     /// Journal events after `seq`, in order (each stored body decoded again).
@@ -442,10 +458,15 @@ impl Store {
         Ok(map.into_iter().map(|(k, v)| (k, v.to_string())).collect())
     }
 
+    /// Where the channel stands: the database's position, or the newer one `position.json`
+    /// holds if the process that kept it in memory was killed before writing it there.
     pub fn position(&self) -> Result<Option<Position>, StoreError> {
         let conn = self.lock()?;
-        let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        let in_db = position_in(&conn).map_err(|e| self.err(e))?;
+        Ok(match &self.dir {
+            Some(dir) => super::position::newest(dir, in_db),
+            None => in_db,
+        })
     }
 
     pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
@@ -455,8 +476,9 @@ impl Store {
                 .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")]),
             None => conn.execute("DELETE FROM meta WHERE key = 'position'", []),
         }
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        .map_err(|e| self.err(e))?;
+        *lock(&self.db_next) = p.map(|p| p.next.clone());
+        Ok(())
     }
 
     /// Adds `uris` (`sip:` URIs, as the script API normalised them) to what `script` watches.
@@ -737,6 +759,52 @@ mod tests {
         append(&s, &empty, Some(&at(8)));
         drop(s);
         assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=8"));
+    }
+
+    /// A process killed with an empty batch's position in memory: `position.json` holds it,
+    /// and the next start resumes from it, not from the database's older one (whose ack the
+    /// pool would answer with `resync`). Once the database holds a later position, the file
+    /// no longer counts.
+    #[test]
+    fn a_restart_after_a_kill_resumes_from_the_position_kept_beside_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |ack: u32| Position {
+            pool: "p".into(),
+            user: "u".into(),
+            application: "/a".into(),
+            report_activity: "/r".into(),
+            next: format!("/a/events?ack={ack}"),
+        };
+        let empty = batch::synthetic_body(&[]);
+        let killed = |s: Store| std::mem::forget(s);
+        let s = Store::open(dir.path()).unwrap();
+        append(&s, &empty, Some(&at(2)));
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(3)));
+        append(&s, &empty, Some(&at(4)));
+        killed(s);
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=2"));
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=4", "the newest position, from position.json");
+        // Deferred again after the restart: still built on what the database holds.
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(5)));
+        killed(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=5");
+        // A batch with events puts a later position in the database: the file is stale.
+        assert_eq!(append(&s, &batch::synthetic_body(&[("test", "/e/1", json!({}))]), Some(&at(6))), [1]);
+        killed(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=6");
+        // A graceful stop's removal too; and a file cut short counts for nothing.
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(7)));
+        s.save_position(None).unwrap();
+        assert_eq!(s.position().unwrap(), None);
+        s.save_position(Some(&at(8))).unwrap();
+        std::fs::write(dir.path().join(super::super::position::FILE), b"{\"base\":\"/a/events?ack=8\",\"posi").unwrap();
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=8");
     }
 
     /// The channel's batches (empty or not), the scripts' commits and the pool closing the

@@ -24,6 +24,8 @@
 //! Journal rows are pruned once every loaded script has passed them. `portable` copies one
 //! account's state to a file and back (`ucwa-agent state export` / `import`).
 //!
+//! - `position.rs`: `Position`, and `position.json` beside the database, where an idle
+//!   account's empty batches put their position while the pool has the database closed;
 //! - `db.rs`: `Store`, the database and its reads and writes; `pool.rs`: the bound on open
 //!   connections (`state.open_databases`), a store's closed when idle and opened again at its
 //!   next use; `checkpoint.rs`: the WAL checkpoints off the writers' path; `lock.rs`: `agent.lock`, one agent per state dir;
@@ -34,7 +36,9 @@ mod db;
 mod lock;
 mod pool;
 pub mod portable;
+mod position;
 
-pub use db::{open_read_only, read_traces, JournalFigures, Position, StateWrite, Store, StoreError, TraceChunk, TraceQuery, TRACES_MAX_BYTES};
+pub use db::{open_read_only, read_traces, JournalFigures, StateWrite, Store, StoreError, TraceChunk, TraceQuery, TRACES_MAX_BYTES};
 pub use lock::{DirLock, LockError};
 pub use pool::{configure as configure_open_databases, DEFAULT_OPEN as DEFAULT_OPEN_DATABASES};
+pub use position::Position;

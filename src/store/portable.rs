@@ -79,6 +79,7 @@ pub fn export_dir(dir: &Path, account: &str) -> Result<Snapshot, PortError> {
     let conn = open_read_only(dir)?;
     let err = |source| StoreError { path: dir.join("agent.db"), source };
     let mut s = read(&conn, account).map_err(err)?;
+    s.position = super::position::newest(dir, s.position.take());
     s.modified_ms = modified;
     Ok(s)
 }
@@ -112,6 +113,8 @@ pub fn import_dir(dir: &Path, s: &Snapshot, force: bool) -> Result<(), PortError
         write(&tx, s).map_err(|e| store.err(e))?;
         tx.commit().map_err(|e| store.err(e))?;
     }
+    // What the agent here kept beside its database is not the imported account's.
+    super::position::remove(dir);
     // The store closed (its WAL checkpointed into agent.db): date the state as the export's, so
     // importing the same file again is not refused as newer, and the agent's first write is.
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(s.modified_ms.max(0) as u64);
@@ -149,10 +152,11 @@ fn consistent(s: &Snapshot) -> Result<(), String> {
     Ok(())
 }
 
-/// When the database in `dir` was last written: its files' latest modification time (an empty
-/// WAL, as a reader leaves, is no write).
+/// When the state in `dir` was last written: its files' latest modification time (an empty
+/// WAL, as a reader leaves, is no write; `position.json` is the channel position of an idle
+/// account).
 fn modified_ms(dir: &Path) -> Option<i64> {
-    ["agent.db", "agent.db-wal"]
+    ["agent.db", "agent.db-wal", super::position::FILE]
         .iter()
         .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
         .filter(|m| m.len() > 0)
@@ -253,6 +257,29 @@ mod tests {
     use crate::store::StateWrite;
     use crate::ucwa::{batch, Origin};
     use serde_json::json;
+
+    /// The position an agent killed while it kept it beside the database (`position.json`)
+    /// travels; the target's own file of that kind does not outlive the import.
+    #[test]
+    fn an_account_moves_with_the_position_kept_beside_its_database() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let at = |ack: u32| Position {
+            pool: "p".into(),
+            user: "u".into(),
+            application: "/a".into(),
+            report_activity: "/r".into(),
+            next: format!("/a/events?ack={ack}"),
+        };
+        Store::open(from.path()).unwrap().save_position(Some(&at(9))).unwrap();
+        super::super::position::write(from.path(), Some("/a/events?ack=9"), &at(12));
+        let snap = export_dir(from.path(), "reception").unwrap();
+        assert_eq!(snap.position, Some(at(12)));
+        Store::open(to.path()).unwrap().save_position(Some(&at(1))).unwrap();
+        super::super::position::write(to.path(), Some("/a/events?ack=1"), &at(3));
+        import_dir(to.path(), &snap, true).unwrap();
+        assert!(!to.path().join(super::super::position::FILE).exists());
+        assert_eq!(Store::open(to.path()).unwrap().position().unwrap(), Some(at(12)));
+    }
 
     #[test]
     fn an_account_moves_with_its_cursors_state_watches_position_and_unhandled_events() {

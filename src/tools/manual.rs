@@ -39,6 +39,10 @@ const FILES: &[(&str, &str)] = &[
     ("config.toml", "the configuration, in the working directory unless --config names another; relative paths in it are relative to it."),
     ("scripts.dir/*.lua", "the scripts (scripts by default); *_test.lua files beside them are their tests (ucwa-agent test), lib/ holds the modules require finds."),
     ("state.dir/agent.db", "the agent's database (SQLite, with agent.db-wal and agent.db-shm): the event journal, each script's cursor and agent.state, the channel position."),
+    (
+        "state.dir/position.json",
+        "the channel position of the empty batches that came while the database was closed (many accounts: state.open_databases); a restart resumes from it when it follows the database's own.",
+    ),
     ("state.dir/agent.lock", "held for as long as an agent runs on this state directory (it names the pid): one agent per state.dir."),
     (
         "state.dir/credentials-refused",
