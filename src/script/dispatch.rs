@@ -231,12 +231,14 @@ impl Control {
                 continue; // already finished before a restart
             }
             r.started_one = true;
-            if r.subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
-                r.event = Some(i);
-                r.sub = 0;
-                r.fresh = true;
-            } else {
-                r.done = r.done.max(ev.seq);
+            // (From its first matching subscription: the subscriptions are matched once each.)
+            match r.subs.iter().position(|s| s.matches(ev.rel(), ev.kind())) {
+                Some(first) => {
+                    r.event = Some(i);
+                    r.sub = first;
+                    r.fresh = true;
+                }
+                None => r.done = r.done.max(ev.seq),
             }
         }
     }
