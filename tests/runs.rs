@@ -1,5 +1,5 @@
-//! A batch of events goes through a script's handlers in one entry into Lua (traces off): what
-//! a user sees is what one call per handler gave. Each handler call keeps its own error (with
+//! A batch of events goes through a script's handlers in one entry into Lua: what a user sees
+//! is what one call per handler gave. Each handler call keeps its own error (with
 //! its traceback), limits and log fields; the handlers of an event share its table; a timer a
 //! handler sets, and a subscription it makes, take effect before the batch's next event.
 
@@ -28,7 +28,6 @@ fn events(first: u64, n: u64) -> Vec<Event> {
 }
 
 async fn host(settings: ScriptSettings, script: &str) -> (ScriptHost, broadcast::Receiver<ScriptOutput>, tempfile::TempDir) {
-    assert_eq!(settings.traces_per_script, 0, "these cases are about the path without traces");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.lua", script);
     let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, Arc::new(Store::in_memory())));
@@ -156,4 +155,40 @@ async fn a_script_that_keeps_failing_pauses_within_a_batch() {
     let more: Vec<_> =
         std::iter::from_fn(|| out.try_recv().ok()).filter(|o| matches!(o, ScriptOutput::Log { .. } | ScriptOutput::HandlerError { .. })).collect();
     assert!(more.is_empty(), "{more:?}");
+}
+
+#[tokio::test]
+async fn with_traces_on_each_handler_call_of_a_batch_is_traced_with_its_outcome() {
+    let script = r#"
+agent.on("audioVideoSession", function(e)
+  if e.seq == 2 then error("boom") end
+end)
+agent.on("audioVideoSession", function(e) agent.log.info("second " .. e.seq) end)
+"#;
+    let settings = ScriptSettings { traces_per_script: 10, ..ScriptSettings::new(Limits::default()) };
+    let (host, _out, _dir) = host(settings, script).await;
+    // (While a tap listens, every trace is also sent on the output stream as it is committed.)
+    let (mut tap, _guard) = host.tap();
+    host.dispatch(events(1, 3));
+    let mut traces = Vec::new();
+    while traces.len() < 3 {
+        if let ScriptOutput::Trace { json, .. } = expect(&mut tap, "a trace", |o| matches!(o, ScriptOutput::Trace { .. })).await {
+            traces.push(serde_json::from_str::<serde_json::Value>(&json).unwrap());
+        }
+    }
+    let calls = |t: &serde_json::Value| -> Vec<(u64, String, String)> {
+        t["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["sub"].as_u64().unwrap(), c["outcome"].as_str().unwrap().to_string(), c["at"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    let seqs: Vec<u64> = traces.iter().map(|t| t["event"]["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(calls(&traces[0]), [(0, "ok".into(), "".into()), (1, "ok".into(), "".into())]);
+    assert_eq!(calls(&traces[1]), [(0, "error".into(), "s.lua:3".into()), (1, "ok".into(), "".into())]);
+    assert!(traces[1]["calls"][0]["error"].as_str().unwrap().starts_with("s.lua:3: boom"), "{}", traces[1]);
+    // What the second handler did (its log line) is in its call's steps.
+    assert_eq!(traces[2]["calls"][1]["steps"].as_array().map(Vec::len), Some(1), "{}", traces[2]);
 }

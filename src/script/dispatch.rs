@@ -6,7 +6,7 @@
 //!
 //! What the runner did around each call is done in `step` between two handlers: the budget
 //! re-armed (instructions, deadline), the watchdog told, the current event noted for log lines,
-//! the call counted. A handler's error ends the Lua call (its traceback is made by mlua as for a
+//! the call counted and, with traces on, its recording started and ended (`Traced`). A handler's error ends the Lua call (its traceback is made by mlua as for a
 //! call of its own, frames of the handler first, then one `event:` frame); the runner reports
 //! it and enters again at the next handler (`runner::dispatch`). The run stops before an event
 //! once the pool's time slice, a due timer or the cursor's flush is due, or once a handler
@@ -15,6 +15,7 @@
 
 use super::budget::{Budget, Limits};
 use super::ctx::{RunNow, Sub};
+use super::trace::{self, Recorder, Trace};
 use super::watchdog::Watch;
 use crate::metrics::HandlerTally;
 use crate::ucwa::Event;
@@ -96,9 +97,59 @@ pub(crate) struct Run {
     changes: u64,
     /// The calls that returned, counted.
     pub tally: HandlerTally,
+    /// With traces on: each event's trace, made as the runner makes it for a call per handler.
+    pub traced: Option<Traced>,
     /// At least one handler call returned without error.
     pub succeeded: bool,
     pub stopped: Stopped,
+}
+
+/// The traces of a run (`scripts.traces_per_script` > 0).
+pub(crate) struct Traced {
+    rec: Recorder,
+    version: u64,
+    /// The trace of the event under way, when a subscription looks at its rel (none
+    /// otherwise: an event the script does not look at leaves no trace), and its index.
+    current: Option<(Trace, usize)>,
+    /// The traces of the events done, in order, with their indexes in the batch.
+    pub done: Vec<(Trace, usize)>,
+}
+
+impl Traced {
+    pub(crate) fn new(rec: Recorder, version: u64) -> Traced {
+        Traced { rec, version, current: None, done: Vec::new() }
+    }
+
+    /// A call ended: its steps, its outcome (and error: text and `file:line`; its bytes count).
+    fn add(&mut self, sub: usize, started: Instant, took: std::time::Duration, outcome: &'static str, error: Option<(String, Option<String>)>) {
+        let (steps, mut bytes, dropped) = trace::end_on(&self.rec);
+        let Some((t, _)) = self.current.as_mut() else { return };
+        let (error, at) = match error {
+            Some((e, at)) => {
+                bytes += e.len().min(4096);
+                (Some(e.chars().take(4096).collect()), at)
+            }
+            None => (None, None),
+        };
+        let call = trace::Call {
+            what: "handler".into(),
+            sub: Some(sub),
+            start_ms: 0,
+            us: took.as_micros() as u64,
+            outcome: outcome.into(),
+            error,
+            at,
+            steps,
+            started: Some(started),
+        };
+        t.add(trace::Run { call, bytes, dropped });
+    }
+
+    fn finish_event(&mut self) {
+        if let Some(t) = self.current.take() {
+            self.done.push(t);
+        }
+    }
 }
 
 /// What `step` hands to Lua.
@@ -114,6 +165,8 @@ enum Next {
 /// A handler call that ended the Lua call (an error, the time limit): which event, since when.
 pub(crate) struct Failed {
     pub event: usize,
+    /// The subscription it ran for.
+    pub sub: usize,
     pub started: Instant,
 }
 
@@ -130,6 +183,7 @@ impl Control {
         limits: Limits,
         now: Arc<RunNow>,
         tally: HandlerTally,
+        traced: Option<Traced>,
     ) -> Control {
         now.set_batch(Some(batch.clone()));
         let changes = now.changes();
@@ -147,6 +201,7 @@ impl Control {
             started_one: false,
             changes,
             tally,
+            traced,
             succeeded: false,
             stopped: Stopped::End,
         };
@@ -170,7 +225,15 @@ impl Control {
         if !std::mem::take(&mut r.running) {
             return None;
         }
-        Some(Failed { event: r.event?, started: r.started })
+        Some(Failed { event: r.event?, sub: r.sub.saturating_sub(1), started: r.started })
+    }
+
+    /// With traces on, the failed call's trace: `limit` (or an error), its error's text (redacted)
+    /// and `file:line`.
+    pub(crate) fn trace_failed(&self, f: &Failed, limit: bool, error: String, at: Option<String>) {
+        if let Some(t) = self.lock().traced.as_mut() {
+            t.add(f.sub, f.started, f.started.elapsed(), if limit { "limit" } else { "error" }, Some((error, at)));
+        }
     }
 
     /// The event under way is left as finished: its next handlers do not run (the script
@@ -181,6 +244,9 @@ impl Control {
             let seq = r.batch[e].seq;
             r.done = r.done.max(seq);
         }
+        if let Some(t) = r.traced.as_mut() {
+            t.finish_event();
+        }
     }
 
     /// The next handler call of the run, its bookkeeping done; or where the run stops.
@@ -190,8 +256,12 @@ impl Control {
         let r = &mut *r;
         if std::mem::take(&mut r.running) {
             let waited = r.event.and_then(|e| r.batch.get(e)).map(|ev| r.started.saturating_duration_since(ev.received));
-            r.tally.add(now.saturating_duration_since(r.started), false, self.budget.exhausted(), waited);
+            let took = now.saturating_duration_since(r.started);
+            r.tally.add(took, false, self.budget.exhausted(), waited);
             r.succeeded = true;
+            if let Some(t) = r.traced.as_mut() {
+                t.add(r.sub.saturating_sub(1), r.started, took, "ok", None);
+            }
         }
         if self.watch.is_stuck() {
             r.stopped = Stopped::Stuck;
@@ -207,6 +277,9 @@ impl Control {
                     self.budget.arm_from(&self.limits, now);
                     self.watch.begin_at(now, "handler", Some((ev.rel(), ev.kind(), ev.seq)), self.limits.handler_timeout);
                     self.now.set_at(e);
+                    if let Some(t) = r.traced.as_mut() {
+                        trace::begin_on(&t.rec, now, t.current.as_ref().map_or(0, |(t, _)| t.bytes));
+                    }
                     if !std::mem::take(&mut r.fresh) {
                         return Next::Handler(j + 1);
                     }
@@ -215,6 +288,9 @@ impl Control {
                 }
                 r.done = r.done.max(ev.seq);
                 r.event = None;
+                if let Some(t) = r.traced.as_mut() {
+                    t.finish_event();
+                }
             }
             if r.next >= r.batch.len() {
                 r.stopped = Stopped::End;
@@ -231,6 +307,11 @@ impl Control {
                 continue; // already finished before a restart
             }
             r.started_one = true;
+            if let Some(t) = r.traced.as_mut() {
+                if r.subs.iter().any(|s| s.rel == "*" || s.rel == ev.rel()) {
+                    t.current = Some((Trace::new("", "", t.version, "event", 0), i));
+                }
+            }
             // (From its first matching subscription: the subscriptions are matched once each.)
             match r.subs.iter().position(|s| s.matches(ev.rel(), ev.kind())) {
                 Some(first) => {
@@ -238,7 +319,13 @@ impl Control {
                     r.sub = first;
                     r.fresh = true;
                 }
-                None => r.done = r.done.max(ev.seq),
+                None => {
+                    // (Subscriptions to the rel, none to the type: that is worth a trace.)
+                    r.done = r.done.max(ev.seq);
+                    if let Some(t) = r.traced.as_mut() {
+                        t.finish_event();
+                    }
+                }
             }
         }
     }

@@ -318,7 +318,8 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     let limits = p.settings.limits;
     let tally = std::mem::take(&mut p.tally);
     // (Boxed: `step` reads it through a pointer while the call runs, so it must not move.)
-    let ctl = Box::new(dispatch::Control::new(batch.clone(), from, subs, p.done, stop_at, budget.clone(), p.watch.clone(), limits, now, tally));
+    let traced = p.tracing().then(|| trace::recorder(&cur.lua)).flatten().map(|rec| dispatch::Traced::new(rec, cur.ctx.version));
+    let ctl = Box::new(dispatch::Control::new(batch.clone(), from, subs.clone(), p.done, stop_at, budget.clone(), p.watch.clone(), limits, now, tally, traced));
     loop {
         let arg = mlua::LightUserData(&*ctl as *const dispatch::Control as *mut std::ffi::c_void);
         let result = {
@@ -354,15 +355,21 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
         p.watch.end();
         let failed = ctl.take_failed();
         let ev = failed.as_ref().map(|f| &batch[f.event]);
+        let limit = timed_out || budget.exhausted();
         {
             let mut r = ctl.lock();
             let (took, waited) = match (&failed, ev) {
                 (Some(f), Some(ev)) => (f.started.elapsed(), Some(f.started.saturating_duration_since(ev.received))),
                 _ => (std::time::Duration::ZERO, None),
             };
-            r.tally.add(took, true, timed_out || budget.exhausted(), waited);
+            r.tally.add(took, true, limit, waited);
             // (Counted before the error is reported, as a reader of both expects.)
             p.env.metrics.handlers(&p.name, &mut r.tally);
+        }
+        if let Some(f) = failed.as_ref().filter(|_| p.tracing()) {
+            let redacted = cur.ctx.redactor.redact(&error).into_owned();
+            let at = super::location::error_location(&redacted);
+            ctl.trace_failed(f, limit, redacted, at);
         }
         p.failed(cur, ev, error);
         if p.paused || p.watch.is_stuck() {
@@ -372,6 +379,9 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     }
     p.watch.end();
     let mut r = ctl.lock();
+    for (trace, i) in r.traced.take().map(|t| t.done).unwrap_or_default() {
+        p.keep_trace(Pending { trace, event: Some((batch.clone(), i)), subs: Some(subs.clone()), at: None });
+    }
     p.tally = std::mem::take(&mut r.tally);
     p.done = p.done.max(r.done);
     let next = r.next;
@@ -661,11 +671,10 @@ impl Progress {
     }
 
     /// Whether events go through the script in runs (`dispatch`), not one call at a time
-    /// (`run_event`): not while traced (a trace per call), paused (the events are only
-    /// noted), reported to `replay` and `test` (`env.trace`), or while each call is logged
-    /// ("handler returned", at trace level).
+    /// (`run_event`): not while paused (the events are only noted), reported to `replay` and
+    /// `test` (`env.trace`), or while each call is logged ("handler returned", at trace level).
     fn in_runs(&self) -> bool {
-        !self.paused && !self.tracing() && !self.env.trace && !tracing::enabled!(tracing::Level::TRACE)
+        !self.paused && !self.env.trace && !tracing::enabled!(tracing::Level::TRACE)
     }
 
     /// A trace for the event, when a subscription of the script looks at its rel (None
