@@ -321,6 +321,9 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     let traced = p.tracing().then(|| trace::recorder(&cur.lua)).flatten().map(|rec| dispatch::Traced::new(rec, cur.ctx.version));
     let ctl = Box::new(dispatch::Control::new(batch.clone(), from, subs.clone(), p.done, stop_at, budget.clone(), p.watch.clone(), limits, now, tally, traced));
     loop {
+        // The few instructions before `step` arms the first handler's budget run on a fresh
+        // one: after a limit, the spent one would stop them ("limit reached") before any handler.
+        budget.arm(&limits);
         let arg = mlua::LightUserData(&*ctl as *const dispatch::Control as *mut std::ffi::c_void);
         let result = {
             let mut call = std::pin::pin!(futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(func.call_async::<()>((arg, &handlers)))));
