@@ -317,8 +317,8 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     };
     let limits = p.settings.limits;
     let tally = std::mem::take(&mut p.tally);
-    // (Boxed: `step` reads it through a pointer while the call runs, so it must not move.)
     let traced = p.tracing().then(|| trace::recorder(&cur.lua)).flatten().map(|rec| dispatch::Traced::new(rec, cur.ctx.version));
+    // (Boxed: `step` reads it through a pointer while the call runs, so it must not move.)
     let ctl = Box::new(dispatch::Control::new(batch.clone(), from, subs.clone(), p.done, stop_at, budget.clone(), p.watch.clone(), limits, now, tally, traced));
     loop {
         // The few instructions before `step` arms the first handler's budget run on a fresh
