@@ -194,18 +194,25 @@ fn main() {
             // One case, longer, for a profiler: `BENCH_CASE=disk:1` (journal:scripts).
             // With traces off and on (100 per script), in turns (the machine may be noisy): the
             // best of three each, and what traces cost.
+            // `BENCH_TRACES=0` (or `100`): only that setting, so that a profile holds one path.
+            let only: Option<usize> = std::env::var("BENCH_TRACES").ok().map(|t| t.parse().expect("BENCH_TRACES=0 or 100"));
             let (journal, scripts) = case.split_once(':').expect("BENCH_CASE=disk:1 or memory:0");
             let scripts = scripts.parse().expect("a script count");
             let (mut off, mut on) = (0f64, 0f64);
             for _ in 0..3 {
-                off = off.max(throughput(scripts, 5000, 100, journal == "disk", 0).await);
-                on = on.max(throughput(scripts, 5000, 100, journal == "disk", 100).await);
+                if only.is_none_or(|t| t == 0) {
+                    off = off.max(throughput(scripts, 5000, 100, journal == "disk", 0).await);
+                }
+                if only.is_none_or(|t| t != 0) {
+                    on = on.max(throughput(scripts, 5000, 100, journal == "disk", only.unwrap_or(100)).await);
+                }
             }
             println!("{case}: {off:.0} events/s without traces; {on:.0} events/s with traces (100 per script): {:+.1} %", (on / off - 1.0) * 100.0);
             if case == "disk:1" {
                 println!("against the Python loop (same bodies, in turns):");
-                versus_python(3, 5000, 0).await;
-                versus_python(3, 5000, 100).await;
+                for traces in [0, 100].into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
+                    versus_python(3, 5000, traces).await;
+                }
             }
             return;
         }

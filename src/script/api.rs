@@ -44,7 +44,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<()> {
     lua.set_app_data(Subscriptions::default());
     lua.set_app_data(OnUnload::default());
     lua.set_app_data(CurrentEvent::default());
-    lua.set_app_data(super::trace::Recording::default());
+    super::trace::install(lua);
     super::interop::Interop::install(lua)?;
     let agent = lua.create_table()?;
     let lazy = api_lazy::Lazy::new(lua, ctx)?;

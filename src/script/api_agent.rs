@@ -39,7 +39,9 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     let handle_mt = lua.create_table()?;
     let off = lua.create_function(|lua, this: Table| {
         let id: u64 = this.get("id")?;
-        Ok(lua.app_data_ref::<Subscriptions>().is_some_and(|s| s.remove(id)))
+        let removed = lua.app_data_ref::<Subscriptions>().is_some_and(|s| s.remove(id));
+        super::ctx::note_change(lua);
+        Ok(removed)
     })?;
     let methods = lua.create_table()?;
     methods.set("off", off)?;
@@ -58,6 +60,7 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
         };
         let line = lua.inspect_stack(1, |d| d.current_line()).flatten();
         let id = lua.app_data_ref::<Subscriptions>().expect("registered with the agent table").add(rel.clone(), kind.clone(), func, line);
+        super::ctx::note_change(lua);
         let handle = lua.create_table()?;
         handle.set("id", id)?;
         handle.set("rel", rel)?;
@@ -123,9 +126,8 @@ fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mu
         level: level.into(),
         message: if f.is_empty() { message.clone() } else { format!("{message} {f}") },
     });
-    let current = lua.app_data_ref::<CurrentEvent>();
-    let ev = current.as_deref().filter(|c| c.active);
-    let (rel, kind, seq) = (ev.map(|c| c.rel.as_str()), ev.map(|c| c.kind.as_str()), ev.map(|c| c.seq));
+    let ev = lua.app_data_ref::<CurrentEvent>().and_then(|c| c.event());
+    let (rel, kind, seq) = (ev.as_ref().map(|e| e.0.as_str()), ev.as_ref().map(|e| e.1.as_str()), ev.as_ref().map(|e| e.2));
     match level {
         "debug" => {
             tracing::debug!(target: "script", script, version = ctx.version, rel, r#type = kind, seq, fields = f, "{message}")

@@ -4,7 +4,7 @@
 
 use mlua::Lua;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Per-script limits, from `[scripts]` in config.toml.
@@ -26,7 +26,7 @@ impl Default for Limits {
 /// How often (in VM instructions) the hook checks the budget.
 pub(crate) const HOOK_EVERY: u32 = 1000;
 
-/// The running handler's budget, read by the hook (kept in the state's app data).
+/// The running handler's budget, read by the hook (kept in the state's app data, in an `Arc`).
 pub(crate) struct Budget {
     remaining: AtomicI64,
     deadline: Mutex<Option<Instant>>,
@@ -100,6 +100,6 @@ impl Budget {
 }
 
 /// The budget of a state (for arming before a call).
-pub(crate) fn budget(lua: &Lua) -> Option<mlua::AppDataRef<'_, Budget>> {
-    lua.app_data_ref::<Budget>()
+pub(crate) fn budget(lua: &Lua) -> Option<mlua::AppDataRef<'_, Arc<Budget>>> {
+    lua.app_data_ref::<Arc<Budget>>()
 }

@@ -2,8 +2,9 @@
 //! (`ScriptCtx`), its subscriptions, the event its handlers run for, its `on_unload`.
 
 use super::env::ScriptEnv;
+use crate::ucwa::Event;
 use mlua::Function;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One `agent.on` subscription; the host owns it (no garbage-collection surprises).
@@ -92,6 +93,62 @@ pub(crate) struct CurrentEvent {
     pub rel: String,
     pub kind: String,
     pub seq: u64,
+    /// While a run of events goes through the script in one entry into Lua (`script::dispatch`),
+    /// the event its running handler is for is noted here instead, without a Rust callback.
+    pub run: Arc<RunNow>,
+}
+
+impl CurrentEvent {
+    /// The running handler's event: `rel`, `type`, `seq`.
+    pub(crate) fn event(&self) -> Option<(String, String, u64)> {
+        if self.active {
+            return Some((self.rel.clone(), self.kind.clone(), self.seq));
+        }
+        self.run.event()
+    }
+}
+
+/// What a run of events dispatched in one entry into Lua shares with the `agent.*` functions.
+#[derive(Default)]
+pub(crate) struct RunNow {
+    /// The batch being dispatched.
+    batch: Mutex<Option<Arc<Vec<Event>>>>,
+    /// 1 + the index in it of the event whose handler runs (0: none).
+    at: AtomicUsize,
+    /// Bumped when a handler subscribes, unsubscribes or sets a timer: the run stops at the next
+    /// event, so the runner takes the new subscriptions and the timer's turn into account.
+    changes: AtomicU64,
+}
+
+impl RunNow {
+    /// A run of `batch` starts (`None`: it ended).
+    pub(crate) fn set_batch(&self, batch: Option<Arc<Vec<Event>>>) {
+        self.at.store(0, Ordering::Relaxed);
+        *self.batch.lock().unwrap_or_else(|p| p.into_inner()) = batch;
+    }
+
+    /// A handler starts for the batch's event `i`.
+    pub(crate) fn set_at(&self, i: usize) {
+        self.at.store(i + 1, Ordering::Relaxed);
+    }
+
+    fn event(&self) -> Option<(String, String, u64)> {
+        let i = self.at.load(Ordering::Relaxed).checked_sub(1)?;
+        let batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let ev = batch.as_ref()?.get(i)?;
+        Some((ev.rel().to_string(), ev.kind().to_string(), ev.seq))
+    }
+
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+}
+
+/// The script changed what the runner must look at between two events (a subscription, a timer).
+pub(crate) fn note_change(lua: &mlua::Lua) {
+    if let Some(c) = lua.app_data_ref::<CurrentEvent>() {
+        c.run.changes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The function `agent.on_unload` registered, if any (kept in the state's app data).

@@ -23,6 +23,8 @@ pub(crate) struct Interop {
     /// `CALL_EVENT`: builds the event's table (once per token) and calls a handler with it,
     /// in one entry into Lua per handler call.
     call: Function,
+    /// `dispatch::DISPATCH`: a run of events and their handlers in one entry into Lua.
+    dispatch: Function,
     sources: Table,
     metatable: Table,
     /// The metatable of `message` and `messagingInvitation` events: theirs also fills in `text`,
@@ -152,8 +154,14 @@ impl Interop {
         let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone()))?;
         // (The table is made in the function itself, as `make` does: a Lua call less per event,
         // and every instruction counts while the sandbox's count hook is set.)
-        let call: Function = lua.load(CALL_EVENT).set_name("=event").call((raw, metatable.clone(), im_metatable.clone(), sources.clone()))?;
-        lua.set_app_data(Interop { make, call, sources, metatable, im_metatable, hooks });
+        let call: Function = lua.load(CALL_EVENT).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone()))?;
+        // SAFETY: `step` is called only by this function, with the pointer the runner passes
+        // (`dispatch::step`'s contract); scripts reach neither.
+        let step = unsafe { lua.create_c_function(super::dispatch::step)? };
+        let rawget: Function = lua.globals().raw_get("rawget")?;
+        let dispatch: Function =
+            lua.load(super::dispatch::DISPATCH).set_name("=event").call((raw, metatable.clone(), im_metatable.clone(), sources.clone(), step, rawget))?;
+        lua.set_app_data(Interop { make, call, dispatch, sources, metatable, im_metatable, hooks });
         Ok(())
     }
 }
@@ -235,6 +243,11 @@ pub(crate) fn event_table(lua: &Lua, ev: &Event) -> mlua::Result<Table> {
 /// seq, packed, last, handler)`, a new `token` per event (`next_token`).
 pub(crate) fn event_caller(lua: &Lua) -> mlua::Result<Function> {
     Ok(lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.call.clone())
+}
+
+/// The function that runs a run of events through their handlers (`dispatch::DISPATCH`).
+pub(crate) fn dispatcher(lua: &Lua) -> mlua::Result<Function> {
+    Ok(lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.dispatch.clone())
 }
 
 /// A token no event of any state had before (`event_caller`'s second argument).

@@ -23,6 +23,7 @@
 //! - `offline.rs`: offline answers for `agent.ucwa`/`agent.http` (replay, tests);
 //!   `offline_env.rs`: the offline environment built on them (replay, test, check, dry run).
 //! - `interop.rs`: events as Lua tables (cheap fields eagerly, JSON lazily).
+//! - `dispatch.rs`: a run of events through a script's handlers in one entry into Lua.
 //! - `bounded.rs`: JSON built from script values under the memory limit.
 //! - `modules.rs`: `require` from `<scripts dir>/lib/`; `secrets.rs`: secret config values.
 //! - `loader.rs`: building one version of a script from its file.
@@ -53,6 +54,7 @@ pub(crate) mod budget;
 mod calendar;
 mod cron;
 pub(crate) mod ctx;
+mod dispatch;
 mod env;
 mod host;
 mod hours;

@@ -185,6 +185,12 @@ thread_local! {
     static SLICE_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
+/// When the task this worker polls is to let the others have the worker (`share`; `None` off
+/// the pool). A run of events dispatched in one entry into Lua stops at the first event after it.
+pub(crate) fn slice_end() -> Option<Instant> {
+    SLICE_STARTED.get().map(|t| t + SLICE)
+}
+
 /// Between two events: once the task has had its worker for `SLICE`, goes to the back of the
 /// run queue so the scripts waiting for a worker run. A no-op off the pool.
 pub(crate) async fn share() {

@@ -6,6 +6,7 @@
 use super::api_state;
 use super::budget;
 use super::ctx::{self, OnUnload};
+use super::dispatch;
 use super::env::{Clock, ScriptEnv, ScriptSettings};
 use super::interop;
 use super::loader::{describe, Loaded};
@@ -73,6 +74,9 @@ struct Progress {
     errors: Option<Vec<String>>,
     /// Handler calls not yet added to the metrics (at the end of a batch, at a commit).
     tally: crate::metrics::HandlerTally,
+    /// The subscriptions' functions as a Lua sequence for `dispatch`, with the snapshot they
+    /// were made from (made again when the script subscribes or unsubscribes).
+    handlers: Option<(Arc<Vec<ctx::Sub>>, mlua::Table)>,
 }
 
 /// A run's trace until the commit: what only a trace kept needs (the event's and the
@@ -196,9 +200,15 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
         }
         if msg.is_none() {
             if let Some((events, next)) = &mut batch {
+                timers_turn = true;
+                if p.in_runs() {
+                    // Until the slice, a due timer or the cursor's flush: they take their turn after the run.
+                    let stop_at = [super::pool::slice_end(), due.map(|d| d.into_std()), p.flush_at.map(|f| f.into_std())].into_iter().flatten().min();
+                    *next = dispatch(&current, events, *next, stop_at, &mut p).await;
+                    continue;
+                }
                 let i = *next;
                 *next += 1;
-                timers_turn = true;
                 run_event(&current, events, i, &mut p).await;
                 continue;
             }
@@ -230,6 +240,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
         match msg {
             Some(Msg::Events(events)) => batch = Some((events, 0)),
             Some(Msg::Swap(next)) => {
+                p.handlers = None;
                 unload(&current, &mut p).await;
                 if p.watch.is_stuck() {
                     return; // on_unload never returned in time: the host starts the new version
@@ -271,6 +282,121 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
             }
         }
     }
+}
+
+/// The batch's events from `from` on through the script in one entry into Lua
+/// (`script::dispatch`), entered again after each failed handler, until the batch ends, `stop_at`
+/// passes (before an event), the script changes its subscriptions or timers, pauses or is
+/// declared stuck; then its progress noted (and committed when due). Gives the index of the
+/// next event to run. Each handler call keeps its own budget, time limit, watchdog note and
+/// error report, as `call` gives them.
+async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: Option<Instant>, p: &mut Progress) -> usize {
+    let parts = (|| {
+        let func = interop::dispatcher(&cur.lua).ok()?;
+        let subs = cur.subscriptions()?.snapshot();
+        let budget = budget::budget(&cur.lua)?.clone();
+        let now = cur.lua.app_data_ref::<ctx::CurrentEvent>()?.run.clone();
+        Some((func, subs, budget, now))
+    })();
+    let Some((func, subs, budget, now)) = parts else {
+        run_event(cur, batch, from, p).await; // (every state has them: not reached)
+        return from + 1;
+    };
+    let handlers = match p.handlers.as_ref().filter(|(s, _)| Arc::ptr_eq(s, &subs)) {
+        Some((_, t)) => t.clone(),
+        None => match cur.lua.create_sequence_from(subs.iter().map(|s| s.func.clone())) {
+            Ok(t) => {
+                p.handlers = Some((subs.clone(), t.clone()));
+                t
+            }
+            Err(_) => {
+                run_event(cur, batch, from, p).await; // out of memory: the event's own call reports it
+                return from + 1;
+            }
+        },
+    };
+    let limits = p.settings.limits;
+    let tally = std::mem::take(&mut p.tally);
+    let traced = p.tracing().then(|| trace::recorder(&cur.lua)).flatten().map(|rec| dispatch::Traced::new(rec, cur.ctx.version));
+    // (Boxed: `step` reads it through a pointer while the call runs, so it must not move.)
+    let ctl = Box::new(dispatch::Control::new(batch.clone(), from, subs.clone(), p.done, stop_at, budget.clone(), p.watch.clone(), limits, now, tally, traced));
+    loop {
+        // The few instructions before `step` arms the first handler's budget run on a fresh
+        // one: after a limit, the spent one would stop them ("limit reached") before any handler.
+        budget.arm(&limits);
+        let arg = mlua::LightUserData(&*ctl as *const dispatch::Control as *mut std::ffi::c_void);
+        let result = {
+            let mut call = std::pin::pin!(futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(func.call_async::<()>((arg, &handlers)))));
+            let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+            match first {
+                std::task::Poll::Ready(r) => Ok(r),
+                // A handler awaits: its time limit runs from its own start (the run's calls
+                // before it had theirs).
+                std::task::Poll::Pending => loop {
+                    let Some(since) = ctl.running() else {
+                        break Ok(call.as_mut().await);
+                    };
+                    match tokio::time::timeout_at(tokio::time::Instant::from_std(since) + limits.handler_timeout, call.as_mut()).await {
+                        Ok(r) => break Ok(r),
+                        Err(_) if ctl.running() == Some(since) => break Err(()),
+                        Err(_) => continue,
+                    }
+                },
+            }
+        };
+        let result = result
+            .map(|r| r.unwrap_or_else(|panic| Err(mlua::Error::runtime(format!("internal error of the agent (please report it): {}", panic_text(&*panic))))));
+        if std::mem::take(&mut ctl.lock().succeeded) {
+            p.failures = 0;
+        }
+        let timed_out = result.is_err();
+        let error = match result {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => format!("handler: {}", describe(&e)).trim_start_matches("handler: ").to_string(),
+            Err(()) => format!("time limit exceeded (scripts.handler_timeout_ms = {})", limits.handler_timeout.as_millis()),
+        };
+        p.watch.end();
+        let failed = ctl.take_failed();
+        let ev = failed.as_ref().map(|f| &batch[f.event]);
+        let limit = timed_out || budget.exhausted();
+        {
+            let mut r = ctl.lock();
+            let (took, waited) = match (&failed, ev) {
+                (Some(f), Some(ev)) => (f.started.elapsed(), Some(f.started.saturating_duration_since(ev.received))),
+                _ => (std::time::Duration::ZERO, None),
+            };
+            r.tally.add(took, true, limit, waited);
+            // (Counted before the error is reported, as a reader of both expects.)
+            p.env.metrics.handlers(&p.name, &mut r.tally);
+        }
+        if let Some(f) = failed.as_ref().filter(|_| p.tracing()) {
+            let redacted = cur.ctx.redactor.redact(&error).into_owned();
+            let at = super::location::error_location(&redacted);
+            ctl.trace_failed(f, limit, redacted, at);
+        }
+        p.failed(cur, ev, error);
+        if p.paused || p.watch.is_stuck() {
+            ctl.leave_event();
+            break;
+        }
+    }
+    p.watch.end();
+    let mut r = ctl.lock();
+    for (trace, i) in r.traced.take().map(|t| t.done).unwrap_or_default() {
+        p.keep_trace(Pending { trace, event: Some((batch.clone(), i)), subs: Some(subs.clone()), at: None });
+    }
+    p.tally = std::mem::take(&mut r.tally);
+    p.done = p.done.max(r.done);
+    let next = r.next;
+    drop(r);
+    drop(ctl);
+    let now = tokio::time::Instant::now();
+    match p.flush_at {
+        None => p.flush_at = Some(now + CURSOR_FLUSH),
+        Some(at) if at <= now => p.commit(cur),
+        Some(_) => {}
+    }
+    next
 }
 
 /// One event through the script, then its progress noted (and committed when due).
@@ -538,12 +664,20 @@ impl Progress {
             traced_runs: 0,
             errors: None,
             tally: Default::default(),
+            handlers: None,
         }
     }
 
     /// Whether runs are traced.
     fn tracing(&self) -> bool {
         self.settings.traces_per_script > 0
+    }
+
+    /// Whether events go through the script in runs (`dispatch`), not one call at a time
+    /// (`run_event`): not while paused (the events are only noted), reported to `replay` and
+    /// `test` (`env.trace`), or while each call is logged ("handler returned", at trace level).
+    fn in_runs(&self) -> bool {
+        !self.paused && !self.env.trace && !tracing::enabled!(tracing::Level::TRACE)
     }
 
     /// A trace for the event, when a subscription of the script looks at its rel (None

@@ -5,6 +5,7 @@
 
 use super::budget::{Budget, Limits, HOOK_EVERY};
 use mlua::{HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, VmState};
+use std::sync::Arc;
 
 /// Where the host keeps Lua's own `setmetatable` (for its metatables, which have no `__gc`).
 pub(crate) const RAW_SETMETATABLE: &str = "ucwa.raw_setmetatable";
@@ -20,9 +21,10 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
     // lazy fields' weak table) behind; young collections free them without re-marking the
     // script's long-lived state each cycle, as the incremental mode does (BENCHMARKS.md).
     lua.gc_set_mode(mlua::state::GcMode::Generational(Default::default()));
-    lua.set_app_data(Budget::new(limits.memory_bytes));
+    // (Shared: a run of events dispatched in one entry into Lua arms it between handlers.)
+    lua.set_app_data(Arc::new(Budget::new(limits.memory_bytes)));
     // A global hook: a per-thread hook would miss the coroutines async handlers run in.
-    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, debug| match lua.app_data_ref::<Budget>().map(|b| b.check()) {
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(HOOK_EVERY), |lua, debug| match lua.app_data_ref::<Arc<Budget>>().map(|b| b.check()) {
         // Where the script was when the limit stopped it (a loop's line), when Lua knows.
         Some(Err(why)) => {
             let line = debug.current_line().unwrap_or(0);
@@ -46,10 +48,10 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<Lua> {
 fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     let g = lua.globals();
     lua.set_named_registry_value(RAW_SETMETATABLE, g.raw_get::<mlua::Function>("setmetatable")?)?;
-    let exhausted = lua.create_function(|lua, ()| Ok(lua.app_data_ref::<Budget>().is_some_and(|b| b.exhausted())))?;
+    let exhausted = lua.create_function(|lua, ()| Ok(lua.app_data_ref::<Arc<Budget>>().is_some_and(|b| b.exhausted())))?;
     g.set("__limit_hit", exhausted)?;
     let mark = lua.create_function(|lua, ()| {
-        if let Some(b) = lua.app_data_ref::<Budget>() {
+        if let Some(b) = lua.app_data_ref::<Arc<Budget>>() {
             b.exhaust();
         }
         Ok(())
@@ -57,7 +59,7 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     g.set("__limit_mark", mark)?;
     // Work a C function does in one call, charged before it starts: a loop in C never meets the hook.
     let charge = lua.create_function(|lua, n: f64| {
-        let Some(b) = lua.app_data_ref::<Budget>() else {
+        let Some(b) = lua.app_data_ref::<Arc<Budget>>() else {
             return Ok(());
         };
         let n = if n.is_finite() && n > 0.0 {
@@ -215,5 +217,5 @@ end
 "#;
 
 fn limits_memory(lua: &Lua) -> f64 {
-    lua.app_data_ref::<Budget>().map_or(f64::MAX, |b| b.memory_limit() as f64)
+    lua.app_data_ref::<Arc<Budget>>().map_or(f64::MAX, |b| b.memory_limit() as f64)
 }

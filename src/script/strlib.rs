@@ -7,6 +7,7 @@ use super::budget::Budget;
 use super::pattern::{find_plain, no_specials, Captured, Matcher, PatternError};
 use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Installs the four functions in `string` (and so as string methods).
@@ -36,7 +37,7 @@ fn start_at(init: Option<i64>, len: usize) -> usize {
 
 /// Runs `f` with the steps the script has left; the steps used are charged to it.
 fn metered<T>(lua: &Lua, f: impl FnOnce(&mut u64, Option<Instant>) -> Result<T, PatternError>) -> mlua::Result<T> {
-    let budget = lua.app_data_ref::<Budget>();
+    let budget = lua.app_data_ref::<Arc<Budget>>();
     let mut steps = budget.as_ref().map_or(u64::MAX, |b| b.available());
     let deadline = budget.as_ref().and_then(|b| b.deadline());
     let before = steps;
@@ -188,7 +189,7 @@ fn gsub(lua: &Lua, (s, p, repl, max): (LuaString, LuaString, Value, Option<i64>)
         None => (false, &pat[..]),
     };
     let max = max.unwrap_or(src.len() as i64 + 1);
-    let memory_cap = lua.app_data_ref::<Budget>().map_or(usize::MAX, |b| b.memory_limit());
+    let memory_cap = lua.app_data_ref::<Arc<Budget>>().map_or(usize::MAX, |b| b.memory_limit());
     let mut out: Vec<u8> = Vec::new();
     let mut at = 0;
     let mut last: Option<usize> = None;

@@ -151,6 +151,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
             }
             let id = timers.add(d, repeat.then_some(d), func);
             drop(timers);
+            super::ctx::note_change(lua);
             charge(lua);
             super::trace::record(lua, |at_us| super::trace::Step::Timer { at_us, op: "set".into(), id, ms: Some(d), every: repeat });
             let handle = lua.create_table()?;

@@ -67,8 +67,8 @@ impl Step {
     }
 }
 
-/// What the current call did so far (the script's Lua state's app data). Off outside calls and
-/// when traces are off: `record` then costs one check.
+/// What the current call did so far (the script's Lua state's app data, as a `Recorder`).
+/// Off outside calls and when traces are off: `record` then costs one check.
 #[derive(Default)]
 pub(crate) struct Recording {
     on: bool,
@@ -80,6 +80,10 @@ pub(crate) struct Recording {
     budget: usize,
 }
 
+/// A state's `Recording`, shared: a run of events dispatched in one entry into Lua
+/// (`script::dispatch`) starts and ends each call's recording between two handlers.
+pub(crate) type Recorder = std::sync::Arc<std::sync::Mutex<Recording>>;
+
 impl Recording {
     /// The microseconds since the call started.
     pub(crate) fn at_us(&self) -> u64 {
@@ -87,11 +91,26 @@ impl Recording {
     }
 }
 
+/// Installs the state's recorder (off).
+pub(crate) fn install(lua: &Lua) {
+    lua.set_app_data::<Recorder>(Default::default());
+}
+
+/// The state's recorder.
+pub(crate) fn recorder(lua: &Lua) -> Option<Recorder> {
+    lua.app_data_ref::<Recorder>().map(|r| r.clone())
+}
+
+fn lock(r: &Recorder) -> std::sync::MutexGuard<'_, Recording> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Notes a step of the current call, if one is being traced (`step` is built only then).
 pub(crate) fn record(lua: &Lua, step: impl FnOnce(u64) -> Step) {
-    let Some(mut r) = lua.app_data_mut::<Recording>() else {
+    let Some(rec) = lua.app_data_ref::<Recorder>() else {
         return;
     };
+    let mut r = lock(&rec);
     if !r.on {
         return;
     }
@@ -107,31 +126,41 @@ pub(crate) fn record(lua: &Lua, step: impl FnOnce(u64) -> Step) {
 
 /// Whether the current call is traced (to skip work a trace alone needs).
 pub(crate) fn recording(lua: &Lua) -> bool {
-    lua.app_data_ref::<Recording>().is_some_and(|r| r.on)
+    lua.app_data_ref::<Recorder>().is_some_and(|r| lock(&r).on)
 }
 
 /// Starts recording a call; `used`: the bytes the trace already holds.
 pub(crate) fn begin(lua: &Lua, started: Instant, used: usize) {
-    if let Some(mut r) = lua.app_data_mut::<Recording>() {
-        r.on = true;
-        r.started = Some(started);
-        r.steps.clear();
-        r.bytes = 0;
-        r.dropped = 0;
-        r.budget = used;
+    if let Some(r) = lua.app_data_ref::<Recorder>() {
+        begin_on(&r, started, used);
     }
+}
+
+/// `begin`, on the recorder itself.
+pub(crate) fn begin_on(rec: &Recorder, started: Instant, used: usize) {
+    let mut r = lock(rec);
+    r.on = true;
+    r.started = Some(started);
+    r.steps.clear();
+    r.bytes = 0;
+    r.dropped = 0;
+    r.budget = used;
 }
 
 /// Stops recording: the call's steps, their bytes, and how many did not fit.
 pub(crate) fn end(lua: &Lua) -> (Vec<Step>, usize, u32) {
-    match lua.app_data_mut::<Recording>() {
-        Some(mut r) => {
-            r.on = false;
-            r.started = None;
-            (std::mem::take(&mut r.steps), std::mem::take(&mut r.bytes), std::mem::take(&mut r.dropped))
-        }
+    match lua.app_data_ref::<Recorder>() {
+        Some(r) => end_on(&r),
         None => (Vec::new(), 0, 0),
     }
+}
+
+/// `end`, on the recorder itself.
+pub(crate) fn end_on(rec: &Recorder) -> (Vec<Step>, usize, u32) {
+    let mut r = lock(rec);
+    r.on = false;
+    r.started = None;
+    (std::mem::take(&mut r.steps), std::mem::take(&mut r.bytes), std::mem::take(&mut r.dropped))
 }
 
 /// The event a trace is about.

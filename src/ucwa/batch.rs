@@ -130,7 +130,10 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
         return Err("the response has no next, resync or resume link".into());
     };
     let senders = wire.sender.map(|s| s.0).unwrap_or_default();
-    let mut events = Vec::with_capacity(senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum());
+    let count = senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum::<usize>();
+    // Every event of the batch packed into one buffer: one allocation per batch, not per event.
+    let mut arena = Vec::with_capacity(text.len() + count * (3 * origin.as_str().len() + 200));
+    let mut packed = Vec::with_capacity(count);
     let mut skipped = Vec::new();
     let received = std::time::Instant::now();
     let mut absolute_sender = Vec::new();
@@ -168,7 +171,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             let rel = l.rel.clone().unwrap_or_default();
             let href = l.href.unwrap_or_default();
             let text = raw.get().len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
-            let mut p = Packer::new(text);
+            let mut p = Packer::new(&mut arena, text);
             p.put(Field::Rel, &rel);
             p.put(Field::Kind, &kind);
             p.put_with(Field::Href, |b| {
@@ -194,9 +197,11 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
                 p.put(Field::Status, s);
             }
             p.put(Field::Raw, raw.get());
-            events.push(Event::from_packed(p.finish(), received));
+            packed.push(p.finish());
         }
     }
+    let arena = std::sync::Arc::new(arena);
+    let events = packed.into_iter().map(|at| Event::in_arena(arena.clone(), at, received)).collect();
     Ok(Batch { continuation, events, skipped })
 }
 

@@ -1,14 +1,17 @@
-//! One event, as scripts see it, in one allocation.
+//! One event, as scripts see it, in a batch's one allocation.
 //!
 //! An event's strings (`rel`, `type`, the absolute `href`, …, and the event's JSON text exactly
-//! as received) live one after another in a single buffer, behind a small table of where each
-//! one is (`Packed`). At full speed an event costs one allocation to build and one to free,
-//! instead of one per string; and the buffer is what a Lua event table keeps to fill in its
+//! as received) live one after another in a single stretch of bytes, behind a small table of
+//! where each one is (`Packed`). Every event of a batch is packed into one buffer (the batch's
+//! arena, shared by its events): at full speed a batch costs one allocation to build and one to
+//! free, instead of one per event (and a shrink of each), or one per string before that. The
+//! event's stretch is what a Lua event table keeps (copied into a Lua string) to fill in its
 //! fields when a handler first reads them (`script::interop`), so nothing Rust-side has to
 //! outlive the handler.
 
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 /// The strings of an event, in the order of the packed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +40,24 @@ const FIELDS: usize = 9;
 const HEADER: usize = FIELDS * 8;
 const ABSENT: u32 = u32::MAX;
 
-/// Builds a packed event: fields are appended (or pointed at text already appended).
-pub(crate) struct Packer {
-    buf: Vec<u8>,
+/// Builds a packed event at the end of a batch's arena: fields are appended (or pointed at
+/// text already appended).
+pub(crate) struct Packer<'b> {
+    buf: &'b mut Vec<u8>,
+    /// Where this event's stretch starts in the arena.
+    base: usize,
 }
 
-impl Packer {
+impl<'b> Packer<'b> {
     /// `text` is a capacity hint for the strings.
-    pub(crate) fn new(text: usize) -> Packer {
-        let mut buf = Vec::with_capacity(HEADER + text);
+    pub(crate) fn new(buf: &'b mut Vec<u8>, text: usize) -> Packer<'b> {
+        let base = buf.len();
+        buf.reserve(HEADER + text);
         for _ in 0..FIELDS {
             buf.extend_from_slice(&ABSENT.to_le_bytes());
             buf.extend_from_slice(&0u32.to_le_bytes());
         }
-        Packer { buf }
+        Packer { buf, base }
     }
 
     /// Appends `s` as the field.
@@ -61,8 +68,8 @@ impl Packer {
     /// Appends the field's text as `write` produces it (valid UTF-8).
     pub(crate) fn put_with(&mut self, field: Field, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buf.len();
-        write(&mut self.buf);
-        self.set(field, start - HEADER, self.buf.len() - start);
+        write(self.buf);
+        self.set(field, start - self.base - HEADER, self.buf.len() - start);
     }
 
     /// The field is `len` bytes of text already appended, from `start` (relative to the text).
@@ -72,22 +79,23 @@ impl Packer {
 
     /// Where a field is in the text, if set.
     pub(crate) fn span(&self, field: Field) -> Option<(usize, usize)> {
-        span(&self.buf, field)
+        span(&self.buf[self.base..], field)
     }
 
     /// A field set so far.
     pub(crate) fn field(&self, field: Field) -> Option<&str> {
-        packed_field(&self.buf, field)
+        packed_field(&self.buf[self.base..], field)
     }
 
     fn set(&mut self, field: Field, start: usize, len: usize) {
-        let at = field as usize * 8;
+        let at = self.base + field as usize * 8;
         self.buf[at..at + 4].copy_from_slice(&(start as u32).to_le_bytes());
         self.buf[at + 4..at + 8].copy_from_slice(&(len as u32).to_le_bytes());
     }
 
-    pub(crate) fn finish(self) -> Box<[u8]> {
-        self.buf.into_boxed_slice()
+    /// The event's stretch of the arena.
+    pub(crate) fn finish(self) -> Range<usize> {
+        self.base..self.buf.len()
     }
 }
 
@@ -113,7 +121,10 @@ pub fn embedded<'a>(raw: &'a Value, rel: &str) -> Option<&'a Value> {
 /// One event, as scripts see it.
 #[derive(Debug, Clone)]
 pub struct Event {
-    packed: Box<[u8]>,
+    /// Its batch's packed events (`Packer`), shared.
+    arena: Arc<Vec<u8>>,
+    /// This event's stretch of it.
+    at: Range<usize>,
     /// Delivery number, assigned by the journal in channel order.
     pub seq: u64,
     /// `raw` parsed, the first time something reads it.
@@ -124,14 +135,16 @@ pub struct Event {
 
 impl Event {
     /// `received`: when its batch arrived (one clock read per batch, not per event).
-    pub(crate) fn from_packed(packed: Box<[u8]>, received: std::time::Instant) -> Event {
-        Event { packed, seq: 0, parsed: OnceLock::new(), received }
+    /// The event packed at `at` in `arena` (`Packer::finish`).
+    pub(crate) fn in_arena(arena: Arc<Vec<u8>>, at: Range<usize>, received: std::time::Instant) -> Event {
+        Event { arena, at, seq: 0, parsed: OnceLock::new(), received }
     }
 
     fn field(&self, f: Field) -> Option<&str> {
-        let (start, len) = span(&self.packed, f)?;
-        let bytes = self.packed.get(HEADER + start..HEADER + start + len)?;
-        // SAFETY: an `Event`'s buffer is only made by `Packer`, from `&str`s and from writers
+        let packed = self.packed();
+        let (start, len) = span(packed, f)?;
+        let bytes = packed.get(HEADER + start..HEADER + start + len)?;
+        // SAFETY: an `Event`'s stretch is only made by `Packer`, from `&str`s and from writers
         // that append UTF-8 (hrefs), and every span starts and ends where one of those did: the
         // bytes are UTF-8. (Checking them again on every read was 3 % of the event path.)
         debug_assert!(std::str::from_utf8(bytes).is_ok());
@@ -140,7 +153,7 @@ impl Event {
 
     /// The packed form: what a Lua event table keeps for its fields read on demand.
     pub fn packed(&self) -> &[u8] {
-        &self.packed
+        &self.arena[self.at.clone()]
     }
 
     pub fn rel(&self) -> &str {
@@ -202,14 +215,16 @@ mod tests {
 
     #[test]
     fn fields_round_trip_and_may_point_into_each_other() {
-        let mut p = Packer::new(64);
+        let mut arena = b"an event packed before".to_vec();
+        let mut p = Packer::new(&mut arena, 64);
         p.put(Field::Rel, "audioVideoSession");
         p.put(Field::Kind, "added");
         p.put_with(Field::Href, |b| b.extend_from_slice(b"https://pool/c/7/av"));
         let (start, _) = p.span(Field::Href).unwrap();
         p.point(Field::Conversation, start, "https://pool/c/7".len());
         p.put(Field::Raw, "{\"type\":\"added\"}");
-        let ev = Event::from_packed(p.finish(), std::time::Instant::now());
+        let at = p.finish();
+        let ev = Event::in_arena(Arc::new(arena), at, std::time::Instant::now());
         assert_eq!((ev.rel(), ev.kind(), ev.href()), ("audioVideoSession", "added", "https://pool/c/7/av"));
         assert_eq!(ev.conversation(), Some("https://pool/c/7"));
         assert_eq!((ev.title(), ev.status()), (None, None));

@@ -1,0 +1,372 @@
+//! A run of events through a script in one entry into Lua: a Lua function of the state's
+//! (`DISPATCH`) loops over the run's handler calls and asks a raw C function (`step`) for each
+//! next one. Entering Lua through mlua (`call_async`: a recycled coroutine, its poll, a lock and
+//! value references per call) cost about as much as a trivial handler; `step` reads and writes
+//! the runner's state for the run (`Control`) through a pointer, with no mlua callback.
+//!
+//! What the runner did around each call is done in `step` between two handlers: the budget
+//! re-armed (instructions, deadline), the watchdog told, the current event noted for log lines,
+//! the call counted and, with traces on, its recording started and ended (`Traced`). A handler's error ends the Lua call (its traceback is made by mlua as for a
+//! call of its own, frames of the handler first, then one `event:` frame); the runner reports
+//! it and enters again at the next handler (`runner::dispatch`). The run stops before an event
+//! once the pool's time slice, a due timer or the cursor's flush is due, or once a handler
+//! changed the subscriptions or set a timer, so timers and other scripts still take turns with
+//! events. The runner's time limit follows the handler now running (`Control::running`).
+
+use super::budget::{Budget, Limits};
+use super::ctx::{RunNow, Sub};
+use super::trace::{self, Recorder, Trace};
+use super::watchdog::Watch;
+use crate::metrics::HandlerTally;
+use crate::ucwa::Event;
+use mlua::ffi;
+use std::ffi::c_int;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Called as `dispatch(ctl, handlers)`: `ctl` is the `Control` (a light userdata; scripts never
+/// see this function or its arguments), `handlers` the subscriptions' functions in order. The
+/// event's table is made as `interop`'s `CALL_EVENT` makes it, once per event, and kept in
+/// `current` so that a run entered again after a handler's error gives the event's next
+/// handlers the same table. The handler is called from a temporary (`rawget(...)`), so that its
+/// frame in a traceback reads "in function <file:line>", as it did when called on its own (a
+/// named local would make it "in local 'f'", a table field "in field '?'").
+pub(crate) const DISPATCH: &str = r#"
+local setmetatable, mt, im_mt, sources, step, rawget = ...
+local current = {}
+return function(ctl, handlers)
+  while true do
+    local h, rel, kind, seq, source = step(ctl)
+    if not h then
+      current[1] = nil
+      return
+    end
+    if rel then
+      local t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation" or rel == "contactPresence") and im_mt or mt)
+      sources[t] = source
+      current[1] = t
+    end
+    rawget(handlers, h)(current[1])
+  end
+end
+"#;
+
+/// Why a run returned to the runner without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// Every event of the run went through.
+    End,
+    /// Before an event: the slice, a timer, the flush, or a change the runner must look at.
+    Turn,
+    /// The watchdog gave up on the script.
+    Stuck,
+}
+
+/// The runner's state for a run, shared with `step`. Only the thread running the script's
+/// Lua touches it while Lua runs, and the runner between two polls; the lock is never
+/// contended (it is there so the runner's future stays `Send` without `unsafe`).
+pub(crate) struct Control {
+    run: Mutex<Run>,
+    budget: Arc<Budget>,
+    watch: Arc<Watch>,
+    limits: Limits,
+    now: Arc<RunNow>,
+}
+
+/// Where a run is.
+pub(crate) struct Run {
+    batch: Arc<Vec<Event>>,
+    subs: Arc<Vec<Sub>>,
+    /// The next event to start.
+    pub next: usize,
+    /// The event whose handlers run, and the next subscription to look at for it.
+    event: Option<usize>,
+    sub: usize,
+    /// The event's table is still to be made (its first handler call).
+    fresh: bool,
+    /// A handler call is running, since `started`.
+    running: bool,
+    started: Instant,
+    /// The last event whose handlers have all returned (`seq`); events at or below it are skipped.
+    pub done: u64,
+    /// No new event starts at or after this instant (the first one of the run always does).
+    stop_at: Option<Instant>,
+    /// Whether an event was started in this run (the first is started whatever `stop_at` says).
+    started_one: bool,
+    /// `RunNow::changes` when the run began.
+    changes: u64,
+    /// The calls that returned, counted.
+    pub tally: HandlerTally,
+    /// With traces on: each event's trace, made as the runner makes it for a call per handler.
+    pub traced: Option<Traced>,
+    /// At least one handler call returned without error.
+    pub succeeded: bool,
+    pub stopped: Stopped,
+}
+
+/// The traces of a run (`scripts.traces_per_script` > 0).
+pub(crate) struct Traced {
+    rec: Recorder,
+    version: u64,
+    /// The trace of the event under way, when a subscription looks at its rel (none
+    /// otherwise: an event the script does not look at leaves no trace), and its index.
+    current: Option<(Trace, usize)>,
+    /// The traces of the events done, in order, with their indexes in the batch.
+    pub done: Vec<(Trace, usize)>,
+}
+
+impl Traced {
+    pub(crate) fn new(rec: Recorder, version: u64) -> Traced {
+        Traced { rec, version, current: None, done: Vec::new() }
+    }
+
+    /// A call ended: its steps, its outcome (and error: text and `file:line`; its bytes count).
+    fn add(&mut self, sub: usize, started: Instant, took: std::time::Duration, outcome: &'static str, error: Option<(String, Option<String>)>) {
+        let (steps, mut bytes, dropped) = trace::end_on(&self.rec);
+        let Some((t, _)) = self.current.as_mut() else { return };
+        let (error, at) = match error {
+            Some((e, at)) => {
+                bytes += e.len().min(4096);
+                (Some(e.chars().take(4096).collect()), at)
+            }
+            None => (None, None),
+        };
+        let call = trace::Call {
+            what: "handler".into(),
+            sub: Some(sub),
+            start_ms: 0,
+            us: took.as_micros() as u64,
+            outcome: outcome.into(),
+            error,
+            at,
+            steps,
+            started: Some(started),
+        };
+        t.add(trace::Run { call, bytes, dropped });
+    }
+
+    fn finish_event(&mut self) {
+        if let Some(t) = self.current.take() {
+            self.done.push(t);
+        }
+    }
+}
+
+/// What `step` hands to Lua.
+enum Next {
+    Stop,
+    /// The next handler (1-based) for the event whose table exists.
+    Handler(usize),
+    /// The first handler of a new event, and what its table is made of (pointers into the
+    /// batch, which the run holds).
+    First(usize, *const u8, usize, *const u8, usize, u64, *const u8, usize),
+}
+
+/// A handler call that ended the Lua call (an error, the time limit): which event, since when.
+pub(crate) struct Failed {
+    pub event: usize,
+    /// The subscription it ran for.
+    pub sub: usize,
+    pub started: Instant,
+}
+
+impl Control {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        batch: Arc<Vec<Event>>,
+        from: usize,
+        subs: Arc<Vec<Sub>>,
+        done: u64,
+        stop_at: Option<Instant>,
+        budget: Arc<Budget>,
+        watch: Arc<Watch>,
+        limits: Limits,
+        now: Arc<RunNow>,
+        tally: HandlerTally,
+        traced: Option<Traced>,
+    ) -> Control {
+        now.set_batch(Some(batch.clone()));
+        let changes = now.changes();
+        let run = Run {
+            batch,
+            subs,
+            next: from,
+            event: None,
+            sub: 0,
+            fresh: false,
+            running: false,
+            started: Instant::now(),
+            done,
+            stop_at,
+            started_one: false,
+            changes,
+            tally,
+            traced,
+            succeeded: false,
+            stopped: Stopped::End,
+        };
+        Control { run: Mutex::new(run), budget, watch, limits, now }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the handler call now running started (the runner's time limit follows it).
+    pub(crate) fn running(&self) -> Option<Instant> {
+        let r = self.lock();
+        r.running.then_some(r.started)
+    }
+
+    /// The handler call that was running when the Lua call ended, if one was (the next entry
+    /// goes on at the event's next handler).
+    pub(crate) fn take_failed(&self) -> Option<Failed> {
+        let mut r = self.lock();
+        if !std::mem::take(&mut r.running) {
+            return None;
+        }
+        Some(Failed { event: r.event?, sub: r.sub.saturating_sub(1), started: r.started })
+    }
+
+    /// With traces on, the failed call's trace: `limit` (or an error), its error's text (redacted)
+    /// and `file:line`.
+    pub(crate) fn trace_failed(&self, f: &Failed, limit: bool, error: String, at: Option<String>) {
+        if let Some(t) = self.lock().traced.as_mut() {
+            t.add(f.sub, f.started, f.started.elapsed(), if limit { "limit" } else { "error" }, Some((error, at)));
+        }
+    }
+
+    /// The event under way is left as finished: its next handlers do not run (the script
+    /// paused).
+    pub(crate) fn leave_event(&self) {
+        let mut r = self.lock();
+        if let Some(e) = r.event.take() {
+            let seq = r.batch[e].seq;
+            r.done = r.done.max(seq);
+        }
+        if let Some(t) = r.traced.as_mut() {
+            t.finish_event();
+        }
+    }
+
+    /// The next handler call of the run, its bookkeeping done; or where the run stops.
+    fn advance(&self) -> Next {
+        let now = Instant::now();
+        let mut r = self.lock();
+        let r = &mut *r;
+        if std::mem::take(&mut r.running) {
+            let waited = r.event.and_then(|e| r.batch.get(e)).map(|ev| r.started.saturating_duration_since(ev.received));
+            let took = now.saturating_duration_since(r.started);
+            r.tally.add(took, false, self.budget.exhausted(), waited);
+            r.succeeded = true;
+            if let Some(t) = r.traced.as_mut() {
+                t.add(r.sub.saturating_sub(1), r.started, took, "ok", None);
+            }
+        }
+        if self.watch.is_stuck() {
+            r.stopped = Stopped::Stuck;
+            return Next::Stop;
+        }
+        loop {
+            if let Some(e) = r.event {
+                let ev = &r.batch[e];
+                if let Some(j) = (r.sub..r.subs.len()).find(|&j| r.subs[j].matches(ev.rel(), ev.kind())) {
+                    r.sub = j + 1;
+                    r.running = true;
+                    r.started = now;
+                    self.budget.arm_from(&self.limits, now);
+                    self.watch.begin_at(now, "handler", Some((ev.rel(), ev.kind(), ev.seq)), self.limits.handler_timeout);
+                    self.now.set_at(e);
+                    if let Some(t) = r.traced.as_mut() {
+                        trace::begin_on(&t.rec, now, t.current.as_ref().map_or(0, |(t, _)| t.bytes));
+                    }
+                    if !std::mem::take(&mut r.fresh) {
+                        return Next::Handler(j + 1);
+                    }
+                    let (rel, kind, packed) = (ev.rel(), ev.kind(), ev.packed());
+                    return Next::First(j + 1, rel.as_ptr(), rel.len(), kind.as_ptr(), kind.len(), ev.seq, packed.as_ptr(), packed.len());
+                }
+                r.done = r.done.max(ev.seq);
+                r.event = None;
+                if let Some(t) = r.traced.as_mut() {
+                    t.finish_event();
+                }
+            }
+            if r.next >= r.batch.len() {
+                r.stopped = Stopped::End;
+                return Next::Stop;
+            }
+            if r.started_one && (r.stop_at.is_some_and(|at| now >= at) || self.now.changes() != r.changes) {
+                r.stopped = Stopped::Turn;
+                return Next::Stop;
+            }
+            let i = r.next;
+            r.next += 1;
+            let ev = &r.batch[i];
+            if ev.seq != 0 && ev.seq <= r.done {
+                continue; // already finished before a restart
+            }
+            r.started_one = true;
+            if let Some(t) = r.traced.as_mut() {
+                if r.subs.iter().any(|s| s.rel == "*" || s.rel == ev.rel()) {
+                    t.current = Some((Trace::new("", "", t.version, "event", 0), i));
+                }
+            }
+            // (From its first matching subscription: the subscriptions are matched once each.)
+            match r.subs.iter().position(|s| s.matches(ev.rel(), ev.kind())) {
+                Some(first) => {
+                    r.event = Some(i);
+                    r.sub = first;
+                    r.fresh = true;
+                }
+                None => {
+                    // (Subscriptions to the rel, none to the type: that is worth a trace.)
+                    r.done = r.done.max(ev.seq);
+                    if let Some(t) = r.traced.as_mut() {
+                        t.finish_event();
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.now.set_batch(None);
+    }
+}
+
+/// `step(ctl)` → nothing (the run stops), the next handler's index, or the index of the first
+/// handler of a new event with its `rel`, `type`, `seq` and packed form.
+///
+/// # Safety
+/// Called by Lua only, from `DISPATCH`, whose first argument is a pointer to a `Control` that
+/// the runner keeps alive and in place for as long as the Lua call it made runs (it owns it, boxed,
+/// across the call's await). Nothing here unwinds into Lua: a panic is caught and stops the run.
+/// The strings pushed (which may raise Lua's memory error, a `longjmp`) are pushed after every
+/// Rust value with a destructor is gone; their bytes belong to the batch the `Control` holds.
+pub(crate) unsafe extern "C-unwind" fn step(state: *mut ffi::lua_State) -> c_int {
+    let ctl = ffi::lua_touserdata(state, 1) as *const Control;
+    if ctl.is_null() {
+        return 0;
+    }
+    // SAFETY: see above: the pointer is the runner's live `Control`.
+    let ctl = &*ctl;
+    let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctl.advance())).unwrap_or(Next::Stop);
+    match next {
+        Next::Stop => 0,
+        Next::Handler(h) => {
+            ffi::lua_pushinteger(state, h as ffi::lua_Integer);
+            1
+        }
+        Next::First(h, rel, rel_len, kind, kind_len, seq, packed, packed_len) => {
+            ffi::lua_pushinteger(state, h as ffi::lua_Integer);
+            ffi::lua_pushlstring(state, rel as *const _, rel_len);
+            ffi::lua_pushlstring(state, kind as *const _, kind_len);
+            ffi::lua_pushinteger(state, seq as ffi::lua_Integer);
+            ffi::lua_pushlstring(state, packed as *const _, packed_len);
+            5
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! A batch of events goes through a script's handlers in one entry into Lua: what a user sees
+//! is what one call per handler gave. Each handler call keeps its own error (with
+//! its traceback), limits and log fields; the handlers of an event share its table; a timer a
+//! handler sets, and a subscription it makes, take effect before the batch's next event.
+
+mod common;
+
+use common::{expect, silent_server, write};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
+use ucwa_agent::store::Store;
+use ucwa_agent::ucwa::{batch, Event, Origin};
+
+/// `n` audioVideoSession events numbered from `first`, as one batch.
+fn events(first: u64, n: u64) -> Vec<Event> {
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    (0..n)
+        .map(|i| {
+            let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
+            ev.seq = first + i;
+            ev
+        })
+        .collect()
+}
+
+async fn host(settings: ScriptSettings, script: &str) -> (ScriptHost, broadcast::Receiver<ScriptOutput>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.lua", script);
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, Arc::new(Store::in_memory())));
+    let out = host.subscribe();
+    host.load_dir().await.unwrap();
+    (host, out, dir)
+}
+
+/// What the script logged and the errors it raised, in order, until `n` of them.
+async fn outputs(out: &mut broadcast::Receiver<ScriptOutput>, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let o = expect(out, &format!("output {} of the script", seen.len() + 1), |o| {
+            matches!(o, ScriptOutput::Log { .. } | ScriptOutput::HandlerError { .. } | ScriptOutput::Paused { .. })
+        })
+        .await;
+        seen.push(match o {
+            ScriptOutput::Log { message, .. } => message,
+            ScriptOutput::HandlerError { seq, error, .. } => format!("error at {seq}: {error}"),
+            ScriptOutput::Paused { failures, .. } => format!("paused after {failures}"),
+            _ => unreachable!(),
+        });
+    }
+    seen
+}
+
+/// The agent's log lines (the `tracing` output), for their fields.
+fn log_lines() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LINES: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LINES.get_or_init(|| {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let writer = move || Sink(sink.clone());
+        tracing_subscriber::fmt().with_env_filter("info").with_ansi(false).with_writer(writer).init();
+        lines
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_handler_costs_only_its_own_call_and_the_next_handler_gets_the_same_table() {
+    let lines = log_lines();
+    let script = r#"
+agent.on("audioVideoSession", function(e)
+  e.mark = "first " .. e.seq
+  if e.seq == 2 then error("boom at " .. e.seq) end
+end)
+agent.on("audioVideoSession", function(e) agent.log.info((e.mark or "no mark") .. ", then second " .. e.seq) end)
+"#;
+    let (host, mut out, _dir) = host(ScriptSettings::new(Limits::default()), script).await;
+    host.dispatch(events(1, 3));
+    let seen = outputs(&mut out, 4).await;
+    assert_eq!(seen[0], "first 1, then second 1");
+    assert!(seen[1].starts_with("error at 2: s.lua:4: boom at 2\nstack traceback:\n"), "{}", seen[1]);
+    // The handler's frame reads as it did for a call of its own.
+    assert!(seen[1].contains("\n\ts.lua:4: in function <s.lua:2>"), "{}", seen[1]);
+    assert_eq!(seen[2..], ["first 2, then second 2", "first 3, then second 3"]);
+    // A log line names the event its handler runs for.
+    host.barrier().await;
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    let line = text.lines().find(|l| l.contains("first 3, then second 3")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("rel=\"audioVideoSession\"") || line.contains("rel=audioVideoSession"), "{line}");
+    assert!(line.contains("seq=3"), "{line}");
+}
+
+#[tokio::test]
+async fn a_handler_past_its_time_limit_is_stopped_and_the_events_after_it_run() {
+    let port = silent_server().await;
+    let script = format!(
+        r#"
+agent.on("audioVideoSession", function(e)
+  if e.seq == 2 then agent.http.request{{url = "http://127.0.0.1:{port}/"}} end
+  agent.log.info("first " .. e.seq)
+end)
+agent.on("audioVideoSession", function(e) agent.log.info("second " .. e.seq) end)
+"#
+    );
+    let limits = Limits { handler_timeout: Duration::from_millis(300), ..Limits::default() };
+    let settings = ScriptSettings { http_allow: vec![format!("127.0.0.1:{port}")], ..ScriptSettings::new(limits) };
+    let (host, mut out, _dir) = host(settings, &script).await;
+    host.dispatch(events(1, 3));
+    let seen = outputs(&mut out, 6).await;
+    assert_eq!(seen[..2], ["first 1", "second 1"]);
+    // Whichever fires first, the handler's time limit or the request's (it defaults to the same).
+    assert!(seen[2].starts_with("error at 2: ") && (seen[2].contains("time limit exceeded") || seen[2].contains("timed out")), "{}", seen[2]);
+    assert_eq!(seen[3..], ["second 2", "first 3", "second 3"]);
+}
+
+#[tokio::test]
+async fn a_timer_or_a_subscription_a_handler_makes_takes_effect_before_the_next_event() {
+    let script = r#"
+agent.on("audioVideoSession", function(e)
+  if e.seq == 1 then agent.after(0, function() agent.log.info("timer") end) end
+  if e.seq == 2 then agent.on("audioVideoSession", function(e) agent.log.info("late " .. e.seq) end) end
+  agent.log.info("saw " .. e.seq)
+end)
+"#;
+    let (host, mut out, _dir) = host(ScriptSettings::new(Limits::default()), script).await;
+    host.dispatch(events(1, 3));
+    assert_eq!(outputs(&mut out, 5).await, ["saw 1", "timer", "saw 2", "saw 3", "late 3"]);
+}
+
+#[tokio::test]
+async fn a_script_that_keeps_failing_pauses_within_a_batch() {
+    let script = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.seq) error("no") end)"#;
+    let settings = ScriptSettings { max_consecutive_failures: 2, ..ScriptSettings::new(Limits::default()) };
+    let (host, mut out, _dir) = host(settings, script).await;
+    host.dispatch(events(1, 4));
+    let seen = outputs(&mut out, 5).await;
+    assert_eq!([&seen[0], &seen[2], &seen[4]], ["saw 1", "saw 2", "paused after 2"]);
+    assert!(seen[1].starts_with("error at 1: s.lua:1: no") && seen[3].starts_with("error at 2: s.lua:1: no"), "{seen:?}");
+    // The events after the pause are not run (nothing more comes before the barrier).
+    host.barrier().await;
+    let more: Vec<_> =
+        std::iter::from_fn(|| out.try_recv().ok()).filter(|o| matches!(o, ScriptOutput::Log { .. } | ScriptOutput::HandlerError { .. })).collect();
+    assert!(more.is_empty(), "{more:?}");
+}
+
+#[tokio::test]
+async fn with_traces_on_each_handler_call_of_a_batch_is_traced_with_its_outcome() {
+    let script = r#"
+agent.on("audioVideoSession", function(e)
+  if e.seq == 2 then error("boom") end
+end)
+agent.on("audioVideoSession", function(e) agent.log.info("second " .. e.seq) end)
+"#;
+    let settings = ScriptSettings { traces_per_script: 10, ..ScriptSettings::new(Limits::default()) };
+    let (host, _out, _dir) = host(settings, script).await;
+    // (While a tap listens, every trace is also sent on the output stream as it is committed.)
+    let (mut tap, _guard) = host.tap();
+    host.dispatch(events(1, 3));
+    let mut traces = Vec::new();
+    while traces.len() < 3 {
+        if let ScriptOutput::Trace { json, .. } = expect(&mut tap, "a trace", |o| matches!(o, ScriptOutput::Trace { .. })).await {
+            traces.push(serde_json::from_str::<serde_json::Value>(&json).unwrap());
+        }
+    }
+    let calls = |t: &serde_json::Value| -> Vec<(u64, String, String)> {
+        t["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["sub"].as_u64().unwrap(), c["outcome"].as_str().unwrap().to_string(), c["at"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    let seqs: Vec<u64> = traces.iter().map(|t| t["event"]["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(calls(&traces[0]), [(0, "ok".into(), "".into()), (1, "ok".into(), "".into())]);
+    assert_eq!(calls(&traces[1]), [(0, "error".into(), "s.lua:3".into()), (1, "ok".into(), "".into())]);
+    assert!(traces[1]["calls"][0]["error"].as_str().unwrap().starts_with("s.lua:3: boom"), "{}", traces[1]);
+    // What the second handler did (its log line) is in its call's steps.
+    assert_eq!(traces[2]["calls"][1]["steps"].as_array().map(Vec::len), Some(1), "{}", traces[2]);
+}
