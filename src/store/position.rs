@@ -30,6 +30,10 @@ pub struct Position {
 /// The file's name in the account's state directory.
 pub(super) const FILE: &str = "position.json";
 
+/// The file's length whatever it holds, unless a position is longer (hrefs run to about 100
+/// bytes; a position with its base, to about 600).
+const PADDED: usize = 1024;
+
 #[derive(Serialize, Deserialize)]
 struct Newer {
     /// The `next` of the position the database held.
@@ -41,9 +45,21 @@ struct Newer {
 /// SIGKILL keeps what was written; an OS crash may lose it, and the restart then resumes from
 /// the database's position (the pool answers its older ack with `resync`).
 pub(super) fn write(dir: &Path, base: Option<&str>, p: &Position) {
-    let text = serde_json::to_vec(&Newer { base: base.map(str::to_string), position: p.clone() }).expect("positions serialize");
-    if let Err(error) = std::fs::write(dir.join(FILE), text) {
-        tracing::warn!(%error, file = %dir.join(FILE).display(), "cannot write the channel position beside the database; it is written at the database's next use");
+    use std::os::unix::fs::FileExt;
+    let mut text = serde_json::to_vec(&Newer { base: base.map(str::to_string), position: p.clone() }).expect("positions serialize");
+    // Written over the last one in place, padded with spaces (JSON's whitespace): the file
+    // keeps its length and its block, where truncating it each time freed and took one.
+    text.resize(text.len().max(PADDED), b' ');
+    let path = dir.join(FILE);
+    let written = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path).and_then(|f| {
+        f.write_all_at(&text, 0)?;
+        if f.metadata()?.len() > text.len() as u64 {
+            f.set_len(text.len() as u64)?;
+        }
+        Ok(())
+    });
+    if let Err(error) = written {
+        tracing::warn!(%error, file = %path.display(), "cannot write the channel position beside the database; it is written at the database's next use");
     }
 }
 
@@ -61,4 +77,30 @@ pub(super) fn newest(dir: &Path, in_db: Option<Position>) -> Option<Position> {
 /// Removes the file (an import replaces the account's state).
 pub(super) fn remove(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(next: &str) -> Position {
+        Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: next.into() }
+    }
+
+    /// Written in place: a shorter position after a longer one (past the padding) reads back
+    /// whole, and a position that does not follow the database's counts for nothing.
+    #[test]
+    fn the_file_written_over_in_place_reads_back_the_last_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("/a/events?ack=2&pad={}", "x".repeat(3000));
+        write(dir.path(), Some("/a/events?ack=1"), &at(&long));
+        assert_eq!(newest(dir.path(), Some(at("/a/events?ack=1"))), Some(at(&long)));
+        write(dir.path(), Some("/a/events?ack=1"), &at("/a/events?ack=3"));
+        assert_eq!(newest(dir.path(), Some(at("/a/events?ack=1"))), Some(at("/a/events?ack=3")));
+        assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), PADDED as u64, "cut back to its padded length");
+        write(dir.path(), Some("/a/events?ack=1"), &at("/a/events?ack=4"));
+        assert_eq!(newest(dir.path(), Some(at("/a/events?ack=1"))), Some(at("/a/events?ack=4")));
+        assert_eq!(newest(dir.path(), Some(at("/a/events?ack=5"))), Some(at("/a/events?ack=5")), "the database moved on");
+        assert_eq!(newest(dir.path(), None), None, "a graceful stop removed the database's position");
+    }
 }
