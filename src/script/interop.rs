@@ -19,10 +19,14 @@ use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 /// Per-state values made once: the table constructor (a Lua function: one call into Lua per
 /// event instead of one per field) and the side table behind the lazy fields.
 pub(crate) struct Interop {
-    make: Function,
-    /// `CALL_EVENT`: builds the event's table (once per token) and calls a handler with it,
-    /// in one entry into Lua per handler call.
-    call: Function,
+    /// `MAKE_EVENT` and `CALL_EVENT` (builds the event's table once per token and calls a
+    /// handler with it, in one entry into Lua per handler call) are compiled at first use: the
+    /// run path (`dispatch`) serves events, and only a paused script, `replay` and `test` take
+    /// these, while every state of a 10,000-account agent would hold them.
+    make: std::sync::OnceLock<Function>,
+    call: std::sync::OnceLock<Function>,
+    /// Lua's own `setmetatable`, which they take.
+    raw_setmetatable: Function,
     /// `dispatch::DISPATCH`: a run of events and their handlers in one entry into Lua.
     dispatch: Function,
     sources: Table,
@@ -151,17 +155,13 @@ impl Interop {
         // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
         // this metatable has none.
         let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
-        let make: Function = lua.load(MAKE_EVENT).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone()))?;
-        // (The table is made in the function itself, as `make` does: a Lua call less per event,
-        // and every instruction counts while the sandbox's count hook is set.)
-        let call: Function = lua.load(CALL_EVENT).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone()))?;
         // SAFETY: `step` is called only by this function, with the pointer the runner passes
         // (`dispatch::step`'s contract); scripts reach neither.
         let step = unsafe { lua.create_c_function(super::dispatch::step)? };
         let rawget: Function = lua.globals().raw_get("rawget")?;
         let dispatch: Function =
-            lua.load(super::dispatch::DISPATCH).set_name("=event").call((raw, metatable.clone(), im_metatable.clone(), sources.clone(), step, rawget))?;
-        lua.set_app_data(Interop { make, call, dispatch, sources, metatable, im_metatable, hooks });
+            lua.load(super::dispatch::DISPATCH).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone(), step, rawget))?;
+        lua.set_app_data(Interop { make: Default::default(), call: Default::default(), raw_setmetatable: raw, dispatch, sources, metatable, im_metatable, hooks });
         Ok(())
     }
 }
@@ -235,14 +235,31 @@ pub(crate) fn complete_events(lua: &Lua, v: &Value) -> mlua::Result<()> {
 /// The table a handler receives: `rel`, `type`, `seq`, and on first read `href`, `title`,
 /// `sender {rel, href}`, `conversation`, `status`, `resource`, `reason`, `raw`.
 pub(crate) fn event_table(lua: &Lua, ev: &Event) -> mlua::Result<Table> {
-    let make = lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.make.clone();
+    let make = compiled(lua, |i| &i.make, MAKE_EVENT)?;
     make.call((ev.rel(), ev.kind(), ev.seq, lua.create_string(ev.packed())?))
+}
+
+/// `MAKE_EVENT` or `CALL_EVENT` of the state, compiled at its first use.
+fn compiled(lua: &Lua, cell: fn(&Interop) -> &std::sync::OnceLock<Function>, source: &str) -> mlua::Result<Function> {
+    let missing = || mlua::Error::runtime("event interop not installed");
+    let args = {
+        let interop = lua.app_data_ref::<Interop>().ok_or_else(missing)?;
+        if let Some(f) = cell(&interop).get() {
+            return Ok(f.clone());
+        }
+        (interop.raw_setmetatable.clone(), interop.metatable.clone(), interop.im_metatable.clone(), interop.sources.clone())
+    };
+    // (The table is made in `CALL_EVENT` itself, as `MAKE_EVENT` does: a Lua call less per
+    // event, and every instruction counts while the sandbox's count hook is set.)
+    let f: Function = lua.load(source).set_name("=event").call(args)?;
+    let interop = lua.app_data_ref::<Interop>().ok_or_else(missing)?;
+    Ok(cell(&interop).get_or_init(|| f).clone())
 }
 
 /// The function that calls a handler with an event's table (`CALL_EVENT`): `(token, rel, kind,
 /// seq, packed, last, handler)`, a new `token` per event (`next_token`).
 pub(crate) fn event_caller(lua: &Lua) -> mlua::Result<Function> {
-    Ok(lua.app_data_ref::<Interop>().ok_or_else(|| mlua::Error::runtime("event interop not installed"))?.call.clone())
+    compiled(lua, |i| &i.call, CALL_EVENT)
 }
 
 /// The function that runs a run of events through their handlers (`dispatch::DISPATCH`).
