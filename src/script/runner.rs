@@ -204,12 +204,14 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
                 if p.in_runs() {
                     // Until the slice, a due timer or the cursor's flush: they take their turn after the run.
                     let stop_at = [super::pool::slice_end(), due.map(|d| d.into_std()), p.flush_at.map(|f| f.into_std())].into_iter().flatten().min();
-                    *next = dispatch(&current, events, *next, stop_at, &mut p).await;
+                    // (Boxed, as the call below: the state of a call into Lua lives in its own
+                    // allocation while the call runs, not in every idle script's task.)
+                    *next = Box::pin(dispatch(&current, events, *next, stop_at, &mut p)).await;
                     continue;
                 }
                 let i = *next;
                 *next += 1;
-                run_event(&current, events, i, &mut p).await;
+                Box::pin(run_event(&current, events, i, &mut p)).await;
                 continue;
             }
         }
