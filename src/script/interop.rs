@@ -159,9 +159,24 @@ impl Interop {
         // (`dispatch::step`'s contract); scripts reach neither.
         let step = unsafe { lua.create_c_function(super::dispatch::step)? };
         let rawget: Function = lua.globals().raw_get("rawget")?;
-        let dispatch: Function =
-            lua.load(super::dispatch::DISPATCH).set_name("=event").call((raw.clone(), metatable.clone(), im_metatable.clone(), sources.clone(), step, rawget))?;
-        lua.set_app_data(Interop { make: Default::default(), call: Default::default(), raw_setmetatable: raw, dispatch, sources, metatable, im_metatable, hooks });
+        let dispatch: Function = lua.load(super::dispatch::DISPATCH).set_name("=event").call((
+            raw.clone(),
+            metatable.clone(),
+            im_metatable.clone(),
+            sources.clone(),
+            step,
+            rawget,
+        ))?;
+        lua.set_app_data(Interop {
+            make: Default::default(),
+            call: Default::default(),
+            raw_setmetatable: raw,
+            dispatch,
+            sources,
+            metatable,
+            im_metatable,
+            hooks,
+        });
         Ok(())
     }
 }
