@@ -4,28 +4,14 @@
 
 mod common;
 
-use common::{expect, write};
+use common::{events, expect, write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
 use ucwa_agent::store::Store;
-use ucwa_agent::ucwa::{batch, Event, Origin};
 
 const WITNESS: &str = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.seq) end)"#;
-
-/// `n` audioVideoSession events numbered from `first`.
-fn events(first: u64, n: u64) -> Vec<Event> {
-    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
-    (0..n)
-        .map(|i| {
-            let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
-            ev.seq = first + i;
-            ev
-        })
-        .collect()
-}
 
 fn settings(limits: Limits) -> ScriptSettings {
     ScriptSettings { http_allow: vec!["127.0.0.1".into()], ..ScriptSettings::new(limits) }

@@ -5,27 +5,13 @@
 
 mod common;
 
-use common::{expect, silent_server, write};
+use common::{events, expect, silent_server, write};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
 use ucwa_agent::store::Store;
-use ucwa_agent::ucwa::{batch, Event, Origin};
-
-/// `n` audioVideoSession events numbered from `first`, as one batch.
-fn events(first: u64, n: u64) -> Vec<Event> {
-    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
-    (0..n)
-        .map(|i| {
-            let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
-            ev.seq = first + i;
-            ev
-        })
-        .collect()
-}
 
 async fn host(settings: ScriptSettings, script: &str) -> (ScriptHost, broadcast::Receiver<ScriptOutput>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

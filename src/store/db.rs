@@ -724,13 +724,7 @@ mod tests {
     fn an_empty_batchs_position_waits_in_memory_while_the_database_is_closed() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let at = |ack: u32| Position {
-            pool: "p".into(),
-            user: "u".into(),
-            application: "/a".into(),
-            report_activity: "/r".into(),
-            next: format!("/a/events?ack={ack}"),
-        };
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
         let empty = batch::synthetic_body(&[]);
         // Open: written at once, as a batch with events is.
         assert_eq!(append(&s, &empty, Some(&at(2))), Vec::<u64>::new());
@@ -768,13 +762,7 @@ mod tests {
     #[test]
     fn a_restart_after_a_kill_resumes_from_the_position_kept_beside_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let at = |ack: u32| Position {
-            pool: "p".into(),
-            user: "u".into(),
-            application: "/a".into(),
-            report_activity: "/r".into(),
-            next: format!("/a/events?ack={ack}"),
-        };
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
         let empty = batch::synthetic_body(&[]);
         let killed = |s: Store| std::mem::forget(s);
         let s = Store::open(dir.path()).unwrap();
@@ -814,13 +802,7 @@ mod tests {
     fn a_position_on_disk_never_goes_back_while_commits_and_the_pool_close_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let s = Arc::new(Store::open(dir.path()).unwrap());
-        let ack = |n: u32| Position {
-            pool: "p".into(),
-            user: "u".into(),
-            application: "/a".into(),
-            report_activity: "/r".into(),
-            next: format!("/a/events?ack={n:06}"),
-        };
+        let ack = |n: u32| super::super::position::at(&format!("/a/events?ack={n:06}"));
         const LAST: u32 = 600;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut helpers = Vec::new();

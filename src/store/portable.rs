@@ -263,13 +263,7 @@ mod tests {
     #[test]
     fn an_account_moves_with_the_position_kept_beside_its_database() {
         let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let at = |ack: u32| Position {
-            pool: "p".into(),
-            user: "u".into(),
-            application: "/a".into(),
-            report_activity: "/r".into(),
-            next: format!("/a/events?ack={ack}"),
-        };
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
         Store::open(from.path()).unwrap().save_position(Some(&at(9))).unwrap();
         super::super::position::write(from.path(), Some("/a/events?ack=9"), &at(12));
         let snap = export_dir(from.path(), "reception").unwrap();

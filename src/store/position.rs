@@ -34,6 +34,15 @@ pub(super) const FILE: &str = "position.json";
 /// bytes; a position with its base, to about 600).
 const PADDED: usize = 1024;
 
+/// The most of the file read back.
+const MAX_READ: u64 = 64 * 1024;
+
+/// A position at `next` (tests of the store).
+#[cfg(test)]
+pub(super) fn at(next: &str) -> Position {
+    Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: next.into() }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Newer {
     /// The `next` of the position the database held.
@@ -67,7 +76,13 @@ pub(super) fn write(dir: &Path, base: Option<&str>, p: &Position) {
 /// (`in_db`), else the database's. A file that cannot be read or parsed (cut short by an OS
 /// crash) does not count.
 pub(super) fn newest(dir: &Path, in_db: Option<Position>) -> Option<Position> {
-    let Ok(text) = std::fs::read(dir.join(FILE)) else { return in_db };
+    use std::io::Read;
+    // (Bounded: a file grown past any position is not one.)
+    let mut text = Vec::new();
+    let read = std::fs::File::open(dir.join(FILE)).and_then(|f| f.take(MAX_READ + 1).read_to_end(&mut text));
+    if read.is_err() || text.len() as u64 > MAX_READ {
+        return in_db;
+    }
     match serde_json::from_slice::<Newer>(&text) {
         Ok(newer) if newer.base.as_deref() == in_db.as_ref().map(|p| p.next.as_str()) && in_db.is_some() => Some(newer.position),
         _ => in_db,
@@ -82,10 +97,6 @@ pub(super) fn remove(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(next: &str) -> Position {
-        Position { pool: "p".into(), user: "u".into(), application: "/a".into(), report_activity: "/r".into(), next: next.into() }
-    }
 
     /// Written in place: a shorter position after a longer one (past the padding) reads back
     /// whole, and a position that does not follow the database's counts for nothing.
@@ -102,5 +113,11 @@ mod tests {
         assert_eq!(newest(dir.path(), Some(at("/a/events?ack=1"))), Some(at("/a/events?ack=4")));
         assert_eq!(newest(dir.path(), Some(at("/a/events?ack=5"))), Some(at("/a/events?ack=5")), "the database moved on");
         assert_eq!(newest(dir.path(), None), None, "a graceful stop removed the database's position");
+        // A file grown past any position (here a valid one and 64 KiB of blanks) is not read whole.
+        write(dir.path(), Some("/a/events?ack=1"), &at("/a/events?ack=6"));
+        let mut grown = std::fs::read(dir.path().join(FILE)).unwrap();
+        grown.resize(MAX_READ as usize + 1, b' ');
+        std::fs::write(dir.path().join(FILE), grown).unwrap();
+        assert_eq!(newest(dir.path(), Some(at("/a/events?ack=1"))), Some(at("/a/events?ack=1")));
     }
 }

@@ -361,3 +361,17 @@ pub async fn messages_of(out: &mut broadcast::Receiver<ScriptOutput>, script: &s
     }
     got
 }
+
+/// `n` audioVideoSession events (the documentation's sample) numbered from `first`, as one batch.
+pub fn events(first: u64, n: u64) -> Vec<ucwa_agent::ucwa::Event> {
+    use ucwa_agent::ucwa::{batch, Origin};
+    let body = std::fs::read(format!("{}/tests/fixtures/events/audioVideoSession-added.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    (0..n)
+        .map(|i| {
+            let mut ev = batch::parse(&body, &origin).unwrap().events.remove(0);
+            ev.seq = first + i;
+            ev
+        })
+        .collect()
+}
