@@ -263,18 +263,10 @@ impl Store {
         // write lock when it comes to write, as one recovering the WAL index does for a moment.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
         if let Some(stored) = stored {
-            let head: i64 = tx
-                .query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get::<_, String>(0))
-                .optional()
-                .map_err(|e| self.err(e))?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let head = head_in(&tx).map_err(|e| self.err(e))?;
             let (first, last) = (head + 1, head + events.len() as i64);
             tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body, codec) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .and_then(|mut st| st.execute(params![first, last, origin.as_str(), stored, CODEC_LZ4]))
-                .map_err(|e| self.err(e))?;
-            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?1)")
-                .and_then(|mut st| st.execute(params![last.to_string()]))
                 .map_err(|e| self.err(e))?;
             for (i, ev) in events.iter_mut().enumerate() {
                 ev.seq = (first + i as i64) as u64;
@@ -366,8 +358,7 @@ impl Store {
     /// The highest `seq` ever journaled (0 for none).
     pub fn head(&self) -> Result<u64, StoreError> {
         let conn = self.lock()?;
-        let head: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
-        Ok(head.and_then(|h| h.parse().ok()).unwrap_or(0))
+        Ok(head_in(&conn).map_err(|e| self.err(e))? as u64)
     }
 
     /// How many events the journal holds.
@@ -537,10 +528,28 @@ impl Store {
         if floor > passed {
             tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
         }
-        let conn = self.lock()?;
-        let n = conn.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
+        let mut conn = self.lock()?;
+        // The head is the journal's last row's: kept in `meta` before that row may go.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
+        let head = head_in(&tx).map_err(|e| self.err(e))?;
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?1)")
+            .and_then(|mut st| st.execute(params![head.to_string()]))
+            .map_err(|e| self.err(e))?;
+        let n = tx.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
+}
+
+/// The highest `seq` ever journaled (0 for none): the journal's last row, or what `meta`
+/// kept of it when pruning emptied the journal (an append does not write `meta`: one page
+/// fewer per commit).
+pub(super) fn head_in(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'head'), 0), \
+                    COALESCE((SELECT last_seq FROM journal ORDER BY first_seq DESC LIMIT 1), 0))",
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 /// How a journal body is stored: 0 = as received (databases from before compression), 1 = LZ4
@@ -667,6 +676,7 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=2");
+        assert_eq!(s.head().unwrap(), 3, "the head is the journal's last row (an append writes no meta row)");
         assert_eq!(s.cursor("a").unwrap(), Some(2));
         assert_eq!(s.state("a").unwrap(), vec![("x".to_string(), "1".to_string())]);
         let rest = s.events_after(2).unwrap();

@@ -170,6 +170,7 @@ fn modified_ms(dir: &Path) -> Option<i64> {
 fn holds_state(conn: &Connection) -> rusqlite::Result<bool> {
     let any = |sql: &str| conn.prepare(sql)?.exists([]);
     Ok(any("SELECT 1 FROM meta WHERE key IN ('head', 'position')")?
+        || any("SELECT 1 FROM journal")?
         || any("SELECT 1 FROM cursors")?
         || any("SELECT 1 FROM state_keys")?
         || any("SELECT 1 FROM script_state")?
@@ -178,7 +179,7 @@ fn holds_state(conn: &Connection) -> rusqlite::Result<bool> {
 
 fn read(conn: &Connection, account: &str) -> rusqlite::Result<Snapshot> {
     let meta = |key: &str| conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get::<_, String>(0)).optional();
-    let head = meta("head")?.and_then(|h| h.parse().ok()).unwrap_or(0);
+    let head = super::db::head_in(conn)? as u64;
     let position = meta("position")?.and_then(|p| serde_json::from_str(&p).ok());
     let mut scripts: BTreeMap<String, ScriptState> = BTreeMap::new();
     for row in conn.prepare("SELECT script, seq FROM cursors")?.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
