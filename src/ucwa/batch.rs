@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use super::event::Packer;
 pub use super::event::{packed_field, Event, Field};
+use super::wire::{RawEvent, Sender, Wire};
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,24 +114,27 @@ struct WireSender<'a> {
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
+    parse_by(body, origin, true)
+}
+
+/// `parse`, with the one-pass reader (`wire`) first or serde alone (the tests compare them).
+fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, String> {
     let text = std::str::from_utf8(strip_bom(body)).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    let wire: WireBatch = serde_json::from_str(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
-        _ => format!("body is not JSON: {e}"),
-    })?;
-    let links = wire.links.unwrap_or_default();
-    let href = |l: Option<OneOrMany<WireHref>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href).map(Cow::into_owned);
-    let continuation = if let Some(h) = href(links.resync) {
-        Continuation::Resync(h)
-    } else if let Some(h) = href(links.resume) {
-        Continuation::Resume(h)
-    } else if let Some(h) = href(links.next) {
-        Continuation::Next(h)
+    let wire = match one_pass.then(|| super::wire::read(text)).flatten() {
+        Some(wire) => wire,
+        None => decode(text)?,
+    };
+    let continuation = if let Some(h) = wire.resync {
+        Continuation::Resync(h.into_owned())
+    } else if let Some(h) = wire.resume {
+        Continuation::Resume(h.into_owned())
+    } else if let Some(h) = wire.next {
+        Continuation::Next(h.into_owned())
     } else {
         return Err("the response has no next, resync or resume link".into());
     };
-    let senders = wire.sender.map(|s| s.0).unwrap_or_default();
-    let count = senders.iter().map(|s| s.events.as_ref().map_or(0, Vec::len)).sum::<usize>();
+    let senders = wire.senders;
+    let count = senders.iter().map(|s| s.events.len()).sum::<usize>();
     // Every event of the batch packed into one buffer: one allocation per batch, not per event.
     let mut arena = Vec::with_capacity(text.len() + count * (3 * origin.as_str().len() + 200));
     let mut packed = Vec::with_capacity(count);
@@ -145,8 +149,8 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
         if !sender_href.is_empty() {
             origin.absolute_into(&sender_href, &mut absolute_sender);
         }
-        for (j, raw) in sender.events.unwrap_or_default().into_iter().enumerate() {
-            let head = match super::head::read(raw.get()) {
+        for (j, raw) in sender.events.into_iter().enumerate() {
+            let head = match raw.head.map_or_else(|| super::head::read(raw.text), Ok) {
                 Ok(head) => head,
                 Err(e) => {
                     skipped.push(format!("sender[{i}].events[{j}]: {e}"));
@@ -170,7 +174,7 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             };
             let rel = l.rel.clone().unwrap_or_default();
             let href = l.href.unwrap_or_default();
-            let text = raw.get().len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
+            let text = raw.text.len() + 2 * (origin.as_str().len() + 16) + href.len() + sender_href.len() + sender_rel.len() + 64;
             let mut p = Packer::new(&mut arena, text);
             p.put(Field::Rel, &rel);
             p.put(Field::Kind, &kind);
@@ -196,13 +200,29 @@ pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
             if let Some(s) = &head.status {
                 p.put(Field::Status, s);
             }
-            p.put(Field::Raw, raw.get());
+            p.put(Field::Raw, raw.text);
             packed.push(p.finish());
         }
     }
     let arena = std::sync::Arc::new(arena);
     let events = packed.into_iter().map(|at| Event::in_arena(arena.clone(), at, received)).collect();
     Ok(Batch { continuation, events, skipped })
+}
+
+/// A response decoded by serde (the one-pass reader left it: unusual, or an error to tell).
+fn decode<'a>(text: &'a str) -> Result<Wire<'a>, String> {
+    let wire: WireBatch<'a> = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
+        _ => format!("body is not JSON: {e}"),
+    })?;
+    let links = wire.links.unwrap_or_default();
+    let href = |l: Option<OneOrMany<WireHref<'a>>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href);
+    let senders = wire.sender.map(|s| s.0).unwrap_or_default().into_iter().map(|s| Sender {
+        rel: s.rel,
+        href: s.href,
+        events: s.events.unwrap_or_default().into_iter().map(|raw| RawEvent { text: raw.get(), head: None }).collect(),
+    });
+    Ok(Wire { next: href(links.next), resync: href(links.resync), resume: href(links.resume), senders: senders.collect() })
 }
 
 /// The length of `…/communication/conversations/<id>` when `href` lies inside a conversation.
@@ -302,5 +322,100 @@ mod tests {
         assert!(parse(bom, &origin()).unwrap().events.is_empty());
         assert!(parse(b"{\"_links\": {\"self\"", &origin()).unwrap_err().contains("not JSON"));
         assert!(parse(b"{\"_links\":{}}", &origin()).unwrap_err().contains("no next"));
+    }
+
+    /// What a decoded response shows (continuation, each event packed, what was skipped): the
+    /// same for both paths, error text included.
+    type Outcome = Result<(Continuation, Vec<Vec<u8>>, Vec<String>), String>;
+
+    fn outcome(body: &[u8], one_pass: bool) -> Outcome {
+        parse_by(body, &origin(), one_pass).map(|b| (b.continuation, b.events.iter().map(|e| e.packed().to_vec()).collect(), b.skipped))
+    }
+
+    /// Whether the one-pass reader took `body` itself (else serde decoded it).
+    fn taken(body: &[u8]) -> bool {
+        std::str::from_utf8(strip_bom(body)).ok().and_then(crate::ucwa::wire::read).is_some()
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_serde_on_every_sample_and_mutation() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut bodies: Vec<Vec<u8>> =
+            ["events", "resources"].iter().flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap()).map(|f| std::fs::read(f.unwrap().path()).unwrap()).collect();
+        bodies.extend(std::fs::read(dir.join("replay/samples.jsonl")).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        // Edge cases of the grammar and of the shape, each inside an otherwise usual batch.
+        let event = |e: &str| format!(r#"{{"_links":{{"next":{{"href":"/n"}}}},"sender":[{{"rel":"me","href":"/me","events":[{e}]}}]}}"#);
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let mut edges: Vec<String> = [
+            r#"{"link":{"rel":"a","href":"/x"},"type":"added","n":-0.5E-3,"m":[0,1e9,-1,2.0,true,false,null,{}]}"#,
+            r#"{"link":{"rel":"a\u00e9","href":"/x"},"type":"added"}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":"\ud800"}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":"\u12G4"}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":"\q"}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":"tab\there"}"#,
+            "{\"link\":{\"rel\":\"a\"},\"type\":\"added\",\"x\":\"raw\ttab\"}",
+            r#"{"link":{"rel":"a"},"type":"added","x":01}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":1.}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":1e+}"#,
+            r#"{"link":{"rel":"a"},"type":"added","x":-}"#,
+            r#"{"link":{"rel":"a"},"type":"added","type":"b"}"#,
+            r#"{"link":{"rel":"a","rel":"b"},"type":"added"}"#,
+            r#"{"link":{"rel":"a"},"link":{"rel":"b"},"type":"added"}"#,
+            r#"{"link":null,"type":"added"}"#,
+            r#"{"link":{"rel":null},"type":"added"}"#,
+            r#"{"link":{"rel":"a"},"type":7}"#,
+            r#"{"link":{"rel":"a"},"typ\u0065":"added"}"#,
+            r#"{"link":{"rel":"a"},"type":"added",}"#,
+            r#"{"link":{"rel":"a"} "type":"added"}"#,
+            r#"[1,2]"#,
+            r#""text""#,
+            r#"{"link":{"rel":"ä","title":"Ünïcode"},"type":"added"}"#,
+            " { \"link\" : { \"rel\" : \"a\" } ,\n\t\"type\" : \"added\" } ",
+        ]
+        .iter()
+        .map(|e| event(e))
+        .collect();
+        for n in [98, 99, 100, 101, 127, 128, 129] {
+            edges.push(event(&format!(r#"{{"link":{{"rel":"a"}},"type":"added","x":{}}}"#, deep(n))));
+        }
+        edges.extend(
+            [
+                r#"{"_links":{"next":{"href":"/n"},"next":{"href":"/m"}},"sender":[]}"#,
+                r#"{"_links":{"next":[{"href":"/n"}]},"sender":[]}"#,
+                r#"{"_links":{"next":{"href":"/n"}},"sender":{"rel":"me","events":[{"link":{"rel":"a"},"type":"added"}]}}"#,
+                r#"{"_links":{"next":{"href":"/n"}},"sender":null}"#,
+                r#"{"_links":{"next":{"href":"/n"}},"sender":[],"sender":[]}"#,
+                r#"{"_links":{"next":{"href":"/n\/x"}},"sender":[]}"#,
+                r#"{"_links":{"resync":{"href":"/r"},"next":{"href":"/n"}}}"#,
+                r#"{"_links":{"resume":{"href":"/r"}}} x"#,
+                r#"{"_links":{"next":{"href":"/n"}},"sender":[{"events":{}}]}"#,
+                r#"{"_links":{"next":{"href":"/n"}},"sender":[{"events":null,"href":"rel/x"}]}"#,
+                r#"{"_l\u0069nks":{"next":{"href":"/n"}}}"#,
+                r#"[{"_links":{"next":{"href":"/n"}}}]"#,
+            ]
+            .map(String::from),
+        );
+        bodies.extend(edges.into_iter().map(String::into_bytes));
+        let (mut compared, mut taken_count) = (0, 0);
+        let mut check = |body: &[u8]| {
+            assert_eq!(outcome(body, true), outcome(body, false), "{}", String::from_utf8_lossy(body));
+            compared += 1;
+            taken_count += taken(body) as usize;
+        };
+        // Every body, then each cut short and each with one byte changed (a different one at
+        // each place, from the characters JSON gives meaning to).
+        const CHANGES: &[u8] = b"\"\\{}[],:0-e. \x01nutx\xc3";
+        for body in &bodies {
+            check(body);
+            for at in (0..body.len()).step_by(3) {
+                check(&body[..at]);
+                let mut changed = body.clone();
+                changed[at] = CHANGES[at % CHANGES.len()];
+                check(&changed);
+            }
+        }
+        // The reader took most bodies itself (else this compares serde with itself).
+        assert!(bodies.iter().filter(|b| taken(b)).count() * 10 > bodies.len() * 8, "the one-pass reader took too few samples");
+        assert!(taken_count * 10 > compared, "the reader took {taken_count} of {compared} bodies");
     }
 }

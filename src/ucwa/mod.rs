@@ -8,6 +8,8 @@
 //! - `signin.rs`: discovery → challenge → token → user resource.
 //! - `application.rs`: create the application, makeMeAvailable, reportMyActivity, delete.
 //! - `batch.rs`: decoding an event-channel response into typed events.
+//! - `wire.rs`: the usual response validated and read in one pass (serde for the rest).
+//! - `head.rs`: an event's head read from its text.
 //! - `event.rs`: one event, its strings packed in one allocation.
 //! - `error.rs`: what can go wrong, with what to do about it.
 
@@ -23,6 +25,7 @@ pub mod rels;
 pub mod secret;
 pub mod session;
 pub mod signin;
+mod wire;
 
 pub use auth::{Auth, TokenSource};
 pub use batch::{Batch, Continuation, Event};

@@ -1,0 +1,419 @@
+//! An event-channel response of the usual shape, validated and read in one pass: the
+//! continuation links, each sender's `rel`/`href`, and each event's text with its head
+//! (`link.rel`, `link.href`, `link.title`, `type`, `status`).
+//!
+//! Before, serde_json validated the body while taking each event's raw text, and then
+//! `head::scan` walked every event's text a second time for its head. Together they were
+//! about 40 % of the producer's time (BENCHMARKS.md, "One pass over the body").
+//!
+//! Its answer is serde's, or nothing. It accepts a body only when serde_json would decode it
+//! the same way: valid JSON (serde_json's grammar, well within its depth limit) and the shape
+//! UCWA sends. That is an object with `_links` of link objects and `sender` as an object or an
+//! array of objects, each with an `events` array. Every string it hands on has no escape, and
+//! none of the members it reads appears twice. Anything else, including an error, returns
+//! None, and the caller decodes the body with serde as before. So errors and edge cases stay
+//! exactly serde's. `tests::agrees_with_serde_on_every_fixture_and_mutation` holds it to that.
+//!
+//! An event whose head has anything unusual (an escape, a member twice, a value of another
+//! type) keeps its text with no head: the caller reads that head with `head::read`, as before.
+
+use super::head::{Head, Link};
+use std::borrow::Cow;
+
+/// The parts of a response the agent reads.
+#[derive(Debug, Default)]
+pub(crate) struct Wire<'a> {
+    pub next: Option<Cow<'a, str>>,
+    pub resync: Option<Cow<'a, str>>,
+    pub resume: Option<Cow<'a, str>>,
+    pub senders: Vec<Sender<'a>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Sender<'a> {
+    pub rel: Option<Cow<'a, str>>,
+    pub href: Option<Cow<'a, str>>,
+    pub events: Vec<RawEvent<'a>>,
+}
+
+/// One event's JSON text, and its head when read on the way.
+#[derive(Debug)]
+pub(crate) struct RawEvent<'a> {
+    pub text: &'a str,
+    pub head: Option<Head<'a>>,
+}
+
+/// serde_json refuses nesting deeper than 128; this leaves that decision to it.
+const MAX_DEPTH: usize = 100;
+
+/// The response in `text`, or None where serde must decide (see the module's note).
+pub(crate) fn read(text: &str) -> Option<Wire<'_>> {
+    let mut r = Reader { t: text, b: text.as_bytes(), at: 0, depth: 0 };
+    let mut wire = Wire::default();
+    let (mut links, mut sender) = (false, false);
+    r.ws();
+    r.object(|r, key, plain| match (key, plain) {
+        (_, false) => None,
+        (b"_links", _) => {
+            first(&mut links)?;
+            r.links(&mut wire)
+        }
+        (b"sender", _) => {
+            first(&mut sender)?;
+            wire.senders = r.senders()?;
+            Some(())
+        }
+        _ => r.value(),
+    })?;
+    r.ws();
+    (r.at == r.b.len()).then_some(wire)
+}
+
+/// Marks a member as seen; None the second time (serde refuses a duplicate field).
+fn first(seen: &mut bool) -> Option<()> {
+    (!std::mem::replace(seen, true)).then_some(())
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The lowest byte of `x` that is `"`, `\` or a control character, as a bit of its high
+/// bits (exact for the lowest; higher ones may be false alarms, which are never looked at).
+fn specials(x: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    zero(x ^ (LO * b'"' as u64)) | zero(x ^ (LO * b'\\' as u64)) | (x.wrapping_sub(LO * 0x20) & !x & HI)
+}
+
+struct Reader<'a> {
+    t: &'a str,
+    b: &'a [u8],
+    at: usize,
+    depth: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+
+    /// An object's members, `each(self, key, key_has_no_escape)` consuming each value. The
+    /// object's own depth is counted (its values may be objects).
+    fn object(&mut self, mut each: impl FnMut(&mut Self, &'a [u8], bool) -> Option<()>) -> Option<()> {
+        if self.peek() != Some(b'{') {
+            return None;
+        }
+        self.at += 1;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            self.depth -= 1;
+            return Some(());
+        }
+        loop {
+            let (key, plain) = self.string()?;
+            self.ws();
+            if self.peek() != Some(b':') {
+                return None;
+            }
+            self.at += 1;
+            self.ws();
+            each(self, key.as_bytes(), plain)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.at += 1;
+                    self.depth -= 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array's elements, `each(self)` consuming each.
+    fn array(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.peek() != Some(b'[') {
+            return None;
+        }
+        self.at += 1;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            self.depth -= 1;
+            return Some(());
+        }
+        loop {
+            each(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.at += 1;
+                    self.depth -= 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string: its text between the quotes (escapes as written) and whether it has none.
+    fn string(&mut self) -> Option<(&'a str, bool)> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let start = self.at + 1;
+        let mut at = start;
+        let mut plain = true;
+        loop {
+            // Eight bytes at a time while there are eight; then one by one.
+            while let Some(chunk) = self.b.get(at..at + 8) {
+                let hit = specials(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+                if hit != 0 {
+                    at += (hit.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                at += 8;
+            }
+            match *self.b.get(at)? {
+                b'"' => {
+                    self.at = at + 1;
+                    // On char boundaries: the quotes are ASCII.
+                    return Some((self.t.get(start..at)?, plain));
+                }
+                b'\\' => {
+                    plain = false;
+                    at += match *self.b.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                        b'u' if self.b.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                        _ => return None,
+                    };
+                }
+                c if c < 0x20 => return None,
+                _ => at += 1,
+            }
+        }
+    }
+
+    /// A string without escapes (None for anything else, serde's to decode).
+    fn plain(&mut self) -> Option<&'a str> {
+        match self.string()? {
+            (s, true) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Any one value, validated.
+    fn value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|r, _, _| r.value()),
+            b'[' => self.array(Self::value),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number(),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at + word.len();
+        (self.b.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits()?,
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.digits()?;
+        }
+        Some(())
+    }
+
+    /// One digit or more.
+    fn digits(&mut self) -> Option<()> {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+        (self.at > start).then_some(())
+    }
+
+    /// `_links`: the first href of `next`, `resync` and `resume`, each a link object.
+    fn links(&mut self, wire: &mut Wire<'a>) -> Option<()> {
+        let mut seen = [false; 3];
+        self.object(|r, key, plain| {
+            let (slot, i) = match (key, plain) {
+                (_, false) => return None,
+                (b"next", _) => (&mut wire.next, 0),
+                (b"resync", _) => (&mut wire.resync, 1),
+                (b"resume", _) => (&mut wire.resume, 2),
+                _ => return r.value(),
+            };
+            first(&mut seen[i])?;
+            let mut href = false;
+            r.object(|r, key, plain| match (key, plain) {
+                (_, false) => None,
+                (b"href", _) => {
+                    first(&mut href)?;
+                    *slot = Some(Cow::Borrowed(r.plain()?));
+                    Some(())
+                }
+                _ => r.value(),
+            })
+        })
+    }
+
+    /// `sender`: one object or an array of them.
+    fn senders(&mut self) -> Option<Vec<Sender<'a>>> {
+        let mut all = Vec::new();
+        if self.peek() == Some(b'{') {
+            all.push(self.sender()?);
+        } else {
+            self.array(|r| {
+                all.push(r.sender()?);
+                Some(())
+            })?;
+        }
+        Some(all)
+    }
+
+    fn sender(&mut self) -> Option<Sender<'a>> {
+        let mut s = Sender::default();
+        let mut seen = [false; 3];
+        self.object(|r, key, plain| {
+            match (key, plain) {
+                (_, false) => return None,
+                (b"rel", _) => {
+                    first(&mut seen[0])?;
+                    s.rel = Some(Cow::Borrowed(r.plain()?));
+                }
+                (b"href", _) => {
+                    first(&mut seen[1])?;
+                    s.href = Some(Cow::Borrowed(r.plain()?));
+                }
+                (b"events", _) => {
+                    first(&mut seen[2])?;
+                    r.array(|r| {
+                        let start = r.at;
+                        let head = if r.peek() == Some(b'{') { r.event()? } else { r.value().map(|_| None)? };
+                        s.events.push(RawEvent { text: r.t.get(start..r.at)?, head });
+                        Some(())
+                    })?;
+                }
+                _ => return r.value(),
+            }
+            Some(())
+        })?;
+        Some(s)
+    }
+
+    /// One event object, validated; Some(None) when its head is serde's to read.
+    fn event(&mut self) -> Option<Option<Head<'a>>> {
+        let mut head = Head::default();
+        let mut usual = true;
+        let mut seen = [false; 3];
+        self.object(|r, key, plain| {
+            let field = match (key, plain) {
+                (_, false) => None,
+                (b"link", _) => Some(0),
+                (b"type", _) => Some(1),
+                (b"status", _) => Some(2),
+                _ => return r.value(),
+            };
+            let Some(i) = field.filter(|&i| !std::mem::replace(&mut seen[i], true)) else {
+                usual = false;
+                return r.value();
+            };
+            if i == 0 {
+                match r.link()? {
+                    Some(link) => head.link = Some(link),
+                    None => usual = false,
+                }
+                return Some(());
+            }
+            match r.head_string()? {
+                Some(s) if i == 1 => head.kind = Some(s),
+                Some(s) => head.status = Some(s),
+                None => usual = false,
+            }
+            Some(())
+        })?;
+        Some(usual.then_some(head))
+    }
+
+    /// An event's `link`, validated; Some(None) when serde must read it.
+    fn link(&mut self) -> Option<Option<Link<'a>>> {
+        if self.peek() != Some(b'{') {
+            return self.value().map(|_| None);
+        }
+        let mut link = Link::default();
+        let mut usual = true;
+        let mut seen = [false; 3];
+        self.object(|r, key, plain| {
+            let i = match (key, plain) {
+                (_, false) => None,
+                (b"rel", _) => Some(0),
+                (b"href", _) => Some(1),
+                (b"title", _) => Some(2),
+                _ => return r.value(),
+            };
+            let Some(i) = i.filter(|&i| !std::mem::replace(&mut seen[i], true)) else {
+                usual = false;
+                return r.value();
+            };
+            match r.head_string()? {
+                Some(s) => *[&mut link.rel, &mut link.href, &mut link.title][i] = Some(s),
+                None => usual = false,
+            }
+            Some(())
+        })?;
+        Some(usual.then_some(link))
+    }
+
+    /// A head member's value: Some(Some) for a string without escapes, Some(None) for any
+    /// other valid value (serde's to read), None for invalid JSON.
+    fn head_string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.peek() != Some(b'"') {
+            return self.value().map(|_| None);
+        }
+        let (s, plain) = self.string()?;
+        Some(plain.then_some(Cow::Borrowed(s)))
+    }
+}
