@@ -85,22 +85,53 @@ fn is_plain_path(href: &str) -> bool {
     }
     let dot_segment = |seg: &[u8]| seg == b"." || seg == b"..";
     let mut segment_start = 1;
-    for (i, &c) in b.iter().enumerate().skip(1) {
-        match c {
-            b'/' => {
+    for i in 1..b.len() {
+        // One table read per byte: most bytes are letters and digits, on to the next (a
+        // `match` alone compiles to a jump through a table for every byte).
+        let class = CLASS[b[i] as usize];
+        if class == ORDINARY {
+            continue;
+        }
+        match class {
+            SLASH => {
                 if dot_segment(&b[segment_start..i]) {
                     return false;
                 }
                 segment_start = i + 1;
             }
-            b'?' => return !dot_segment(&b[segment_start..i]) && b[i..].iter().all(|&c| PLAIN[c as usize]),
-            b'%' if b.get(i + 1) == Some(&b'2') && b.get(i + 2).is_some_and(|e| e.eq_ignore_ascii_case(&b'e')) => return false,
-            c if PLAIN[c as usize] => {}
+            QUERY => return !dot_segment(&b[segment_start..i]) && b[i..].iter().all(|&c| CLASS[c as usize] != REWRITTEN),
+            PERCENT if b.get(i + 1) == Some(&b'2') && b.get(i + 2).is_some_and(|e| e.eq_ignore_ascii_case(&b'e')) => return false,
+            PERCENT => {}
             _ => return false,
         }
     }
     !dot_segment(&b[segment_start..])
 }
+
+const ORDINARY: u8 = 0;
+const SLASH: u8 = 1;
+const QUERY: u8 = 2;
+const PERCENT: u8 = 3;
+const REWRITTEN: u8 = 4;
+
+/// What each byte is to `is_plain_path`: one of the plain bytes (`PLAIN`), told apart where
+/// it must look closer, or one that `Url` escapes or rewrites.
+const CLASS: [u8; 256] = {
+    let mut t = [REWRITTEN; 256];
+    let mut c = 0;
+    while c < 256 {
+        if PLAIN[c] {
+            t[c] = match c as u8 {
+                b'/' => SLASH,
+                b'?' => QUERY,
+                b'%' => PERCENT,
+                _ => ORDINARY,
+            };
+        }
+        c += 1;
+    }
+    t
+};
 
 /// The bytes `Url` keeps as they are in a path or query.
 const PLAIN: [bool; 256] = {
@@ -176,6 +207,12 @@ mod tests {
             "/a/b?",
         ] {
             assert_eq!(o.absolute(href), o.base.join(href).unwrap().to_string(), "{href}");
+        }
+        // Every ASCII character, in the path and in the query.
+        for c in (0u8..0x80).map(char::from) {
+            for href in [format!("/a{c}/b"), format!("/a/b?q{c}=1"), format!("/a/{c}")] {
+                assert_eq!(o.absolute(&href), o.base.join(&href).unwrap().to_string(), "{href:?}");
+            }
         }
         assert!(is_plain_path("/ucwa/oauth/v1/applications/1/events?ack=2"));
     }
