@@ -15,12 +15,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ucwa_agent::agent::sink::EventSink;
 use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
-use ucwa_agent::store::Store;
+use ucwa_agent::store::{Position, Store};
 use ucwa_agent::ucwa::{batch, Continuation, Origin};
+
+/// The application the bench's batches come from.
+const APP: &str = "/ucwa/oauth/v1/applications/10672188130";
+
+/// A sink with the channel position the real agent gives it once its application is open
+/// (`agent/account.rs`): every batch with events then commits its `next` with it.
+fn sink_with_position(host: &ScriptHost, store: Arc<Store>) -> EventSink {
+    let mut sink = EventSink::new(host.clone(), store, 10_000_000);
+    sink.set_position(Some(Position {
+        pool: "https://pool.contoso.com/".into(),
+        user: "bench@contoso.com".into(),
+        application: APP.into(),
+        report_activity: format!("{APP}/reportMyActivity"),
+        next: format!("{APP}/events?ack=1"),
+    }));
+    sink
+}
 
 /// A batch like the simulator's: `n` audioVideoSession events with the embedded session.
 fn batch_bytes(ack: u64, n: usize) -> Vec<u8> {
-    let app = "/ucwa/oauth/v1/applications/10672188130";
+    let app = APP;
     let events: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             let conv = format!("{app}/communication/conversations/{}", ack * 1000 + i as u64);
@@ -79,7 +96,7 @@ async fn throughput_cpu(scripts: usize, batches: u64, per_batch: usize, on_disk:
     // 100 distinct bodies, cycled (the journal numbers events itself; making every body
     // would take longer than dispatching them).
     let bodies: Vec<Vec<u8>> = (1..=batches.min(100)).map(|a| batch_bytes(a, per_batch)).collect();
-    let mut sink = EventSink::new(host.clone(), store, 10_000_000);
+    let mut sink = sink_with_position(&host, store);
     let (started, cpu) = (Instant::now(), cpu_time());
     for body in bodies.iter().cycle().take(batches as usize) {
         let b = batch::parse(body, &origin).unwrap();
@@ -111,7 +128,7 @@ async fn journal_latency(batches: u64) -> (Duration, Duration) {
     let host = host_with(1, dir.path(), store.clone(), 0);
     host.load_dir().await.unwrap();
     let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
-    let mut sink = EventSink::new(host.clone(), store, 10_000_000);
+    let mut sink = sink_with_position(&host, store);
     let mut times = Vec::with_capacity(batches as usize);
     for ack in 1..=batches {
         let body = batch_bytes(ack, 4);

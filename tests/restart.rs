@@ -78,6 +78,9 @@ async fn sigkill_and_restart_lose_and_repeat_nothing() {
         assert_eq!(types, ["added", "updated", "deleted"], "{href}");
     }
     assert_eq!(sim.counters()["applications_created"], 1, "the restart resumed the same application's channel");
+    // From the `next` of the last batch journaled (its journal row holds it): an older ack
+    // would have been answered with `resync`.
+    assert_eq!(sim.counters()["resyncs"], 0, "the restart resumed from the newest position");
 }
 
 /// Review of 2026-12-04, missing test 2: a batch the journal cannot write is not acknowledged

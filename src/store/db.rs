@@ -27,10 +27,12 @@ pub struct Store {
     /// The channel position of empty batches that came while the pool had the database closed
     /// (`append`): written when the database is next opened. Only ever set while the
     /// connection is closed, under its lock, so nothing newer can have been written meanwhile.
-    deferred_position: std::sync::Mutex<Option<String>>,
-    /// The `next` of the position the database holds (what `position::write` builds on), and
-    /// the directory of `position.json` (none for a database in memory, never closed).
-    db_next: std::sync::Mutex<Option<String>>,
+    deferred_position: std::sync::Mutex<Option<Position>>,
+    /// The position the database holds: its `next` is what `position::write` builds on, and a
+    /// batch's `next` goes into its journal row only after a position of the same application
+    /// (`append`).
+    db_position: std::sync::Mutex<Option<Position>>,
+    /// The directory of `position.json` (none for a database in memory, never closed).
     dir: Option<PathBuf>,
 }
 
@@ -54,8 +56,9 @@ CREATE TABLE IF NOT EXISTS state_keys (script TEXT NOT NULL, key TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS watches (script TEXT NOT NULL, uri TEXT NOT NULL, PRIMARY KEY (script, uri));
 ";
 
-/// What `upgrade` brings a database to (`PRAGMA user_version`): 1 added `traces`.
-const SCHEMA_VERSION: i64 = 1;
+/// What `upgrade` brings a database to (`PRAGMA user_version`): 1 added `traces`, 2 the
+/// journal's `next`.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Schema version 1: the traces of scripts' runs.
 const TRACES: &str = "
@@ -130,10 +133,36 @@ impl Drop for Store {
     }
 }
 
-/// The position the database holds.
+/// The position the database holds: `meta`'s, with the `next` of the newest journal row
+/// written after it (`position::Saved`). One statement, so one snapshot: a reader in another
+/// process never pairs `meta` with rows a prune has since deleted. A database not yet
+/// upgraded (read by `state export`) has no `next` in its rows.
 pub(super) fn position_in(conn: &Connection) -> rusqlite::Result<Option<Position>> {
-    let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional()?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    let has_next = conn.prepare_cached("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'next'")?.exists([])?;
+    let sql = if has_next {
+        "SELECT value, (SELECT next FROM journal WHERE next IS NOT NULL \
+                AND first_seq > COALESCE(CASE WHEN json_valid(meta.value) THEN CAST(json_extract(meta.value, '$.head') AS INTEGER) END, 0) \
+                ORDER BY first_seq DESC LIMIT 1) \
+         FROM meta WHERE key = 'position'"
+    } else {
+        "SELECT value, NULL FROM meta WHERE key = 'position'"
+    };
+    let row: Option<(String, Option<String>)> = conn.prepare_cached(sql)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    Ok(row.and_then(|(text, next)| {
+        let mut p = serde_json::from_str::<super::position::Saved<Position>>(&text).ok()?.position;
+        if let Some(next) = next {
+            p.next = next;
+        }
+        Some(p)
+    }))
+}
+
+/// Writes `p` as `meta`'s position, after the journal's rows up to `head`: their `next`s no
+/// longer count.
+pub(super) fn write_position(conn: &Connection, p: &Position, head: i64) -> rusqlite::Result<()> {
+    let text = serde_json::to_string(&super::position::Saved { position: p, head: head as u64 }).expect("positions serialize");
+    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)")?.execute(params![text])?;
+    Ok(())
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -172,7 +201,7 @@ impl Store {
         // A database that opens but cannot be written (read-only file or directory) would let
         // the agent sign in and then fail every batch: find out now.
         conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
-        let db_next = position_in(&conn).map_err(err)?.map(|p| p.next);
+        let db_position = position_in(&conn).map_err(err)?;
         let checkpointer = super::checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
         let slot = super::pool::Slot::new(&path, conn, true);
         Ok(Store {
@@ -181,7 +210,7 @@ impl Store {
             _checkpointer: Some(checkpointer),
             figures: Default::default(),
             deferred_position: Default::default(),
-            db_next: std::sync::Mutex::new(db_next),
+            db_position: std::sync::Mutex::new(db_position),
             dir: Some(dir.to_path_buf()),
         })
     }
@@ -198,7 +227,7 @@ impl Store {
             _checkpointer: None,
             figures: Default::default(),
             deferred_position: Default::default(),
-            db_next: Default::default(),
+            db_position: Default::default(),
             dir: None,
         }
     }
@@ -218,13 +247,14 @@ impl Store {
         let conn = self.slot.hold().map_err(|e| self.err(e))?;
         let held = Held { conn, checkpointer: self._checkpointer.as_ref() };
         let mut deferred = self.deferred_position.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(text) = deferred.take() {
-            // Before whatever the caller writes, which may be a newer position.
-            if let Err(e) = held.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![text]) {
-                *deferred = Some(text);
+        if let Some(p) = deferred.take() {
+            // Before whatever the caller writes, which may be a newer position; after every
+            // journal row (it came with an empty batch after them).
+            if let Err(e) = head_in(&held).and_then(|head| write_position(&held, &p, head)) {
+                *deferred = Some(p);
                 return Err(self.err(e));
             }
-            *lock(&self.db_next) = serde_json::from_str::<Position>(&text).ok().map(|p| p.next);
+            *lock(&self.db_position) = Some(p);
         }
         drop(deferred);
         Ok(held)
@@ -242,13 +272,15 @@ impl Store {
         if conn.is_some() {
             return false;
         }
-        super::position::write(dir, lock(&self.db_next).as_deref(), p);
-        *lock(&self.deferred_position) = Some(serde_json::to_string(p).expect("positions serialize"));
+        super::position::write(dir, lock(&self.db_position).as_ref().map(|d| d.next.as_str()), p);
+        *lock(&self.deferred_position) = Some(p.clone());
         true
     }
 
     /// Appends a response body (`events` are what it decodes to; they get their `seq` here)
-    /// and, in the same transaction, the new channel position.
+    /// and, in the same transaction, the new channel position: with events, after a position
+    /// of the same application, only its `next`, in the batch's own row (one b-tree written
+    /// per commit, not the journal's and `meta`'s); else the whole position in `meta`.
     pub fn append(&self, origin: &Origin, body: &[u8], events: &mut [Event], position: Option<&Position>) -> Result<(), StoreError> {
         if let (true, Some(p)) = (events.is_empty(), position) {
             if self.defer_position(p) {
@@ -258,6 +290,8 @@ impl Store {
         // Compressed before taking the lock: the scripts' commits share the connection.
         let stored = (!events.is_empty()).then(|| lz4_flex::compress_prepend_size(body));
         let mut conn = self.lock()?;
+        // (Read after `lock`, which may have written a deferred position.)
+        let in_row = position.filter(|p| stored.is_some() && lock(&self.db_position).as_ref().is_some_and(|d| d.same_application(p)));
         // IMMEDIATE: it reads the head before it writes, and a transaction that began reading
         // is refused at once (SQLITE_BUSY, no busy timeout) if another connection holds the
         // write lock when it comes to write, as one recovering the WAL index does for a moment.
@@ -265,23 +299,25 @@ impl Store {
         if let Some(stored) = stored {
             let head = head_in(&tx).map_err(|e| self.err(e))?;
             let (first, last) = (head + 1, head + events.len() as i64);
-            tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body, codec) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .and_then(|mut st| st.execute(params![first, last, origin.as_str(), stored, CODEC_LZ4]))
+            let next = in_row.map(|p| p.next.as_str());
+            tx.prepare_cached("INSERT INTO journal (first_seq, last_seq, origin, body, codec, next) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .and_then(|mut st| st.execute(params![first, last, origin.as_str(), stored, CODEC_LZ4, next]))
                 .map_err(|e| self.err(e))?;
             for (i, ev) in events.iter_mut().enumerate() {
                 ev.seq = (first + i as i64) as u64;
             }
         }
-        if let Some(p) = position {
-            let text = serde_json::to_string(p).expect("positions serialize");
-            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)")
-                .and_then(|mut st| st.execute(params![text]))
-                .map_err(|e| self.err(e))?;
+        if let Some(p) = position.filter(|_| in_row.is_none()) {
+            head_in(&tx).and_then(|head| write_position(&tx, p, head)).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         if let Some(p) = position {
             // (The connection still held: a deferral cannot come between.)
-            *lock(&self.db_next) = Some(p.next.clone());
+            let mut db = lock(&self.db_position);
+            match db.as_mut() {
+                Some(d) if in_row.is_some() => d.next.clone_from(&p.next),
+                _ => *db = Some(p.clone()),
+            }
         }
         Ok(())
     }
@@ -460,15 +496,16 @@ impl Store {
         })
     }
 
+    /// A new application's position (written whole, after every journal row: the rows' `next`s
+    /// were another application's), or none (a graceful stop: rows alone make no position).
     pub fn save_position(&self, p: Option<&Position>) -> Result<(), StoreError> {
         let conn = self.lock()?;
         match p {
-            Some(p) => conn
-                .execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")]),
-            None => conn.execute("DELETE FROM meta WHERE key = 'position'", []),
+            Some(p) => head_in(&conn).and_then(|head| write_position(&conn, p, head)),
+            None => conn.execute("DELETE FROM meta WHERE key = 'position'", []).map(|_| ()),
         }
         .map_err(|e| self.err(e))?;
-        *lock(&self.db_next) = p.map(|p| p.next.clone());
+        *lock(&self.db_position) = p.cloned();
         Ok(())
     }
 
@@ -529,12 +566,16 @@ impl Store {
             tracing::warn!(kept = max_rows, dropped_before = upto, "journal over its size limit: a lagging script misses the oldest events");
         }
         let mut conn = self.lock()?;
-        // The head is the journal's last row's: kept in `meta` before that row may go.
+        // The head is the journal's last row's, and so may be the position's `next`: both kept
+        // in `meta` before that row may go.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.err(e))?;
         let head = head_in(&tx).map_err(|e| self.err(e))?;
         tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('head', ?1)")
             .and_then(|mut st| st.execute(params![head.to_string()]))
             .map_err(|e| self.err(e))?;
+        if let Some(p) = position_in(&tx).map_err(|e| self.err(e))? {
+            write_position(&tx, &p, head).map_err(|e| self.err(e))?;
+        }
         let n = tx.execute("DELETE FROM journal WHERE last_seq <= ?1", params![upto as i64]).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n as u64)
@@ -582,7 +623,14 @@ fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
     }
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < 1 {
-        conn.execute_batch(&format!("BEGIN; {TRACES} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
+        conn.execute_batch(&format!("BEGIN; {TRACES} PRAGMA user_version = 1; COMMIT;"))?;
+    }
+    if version < 2 {
+        // Version 2: a batch's `next` in its journal row (`position_in`). A nullable column
+        // added: SQLite rewrites no row, and every old row holds none.
+        let has_next = conn.prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'next'")?.exists([])?;
+        let add = if has_next { "" } else { "ALTER TABLE journal ADD COLUMN next TEXT;" };
+        conn.execute_batch(&format!("BEGIN; {add} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
     }
     Ok(())
 }
@@ -723,11 +771,11 @@ mod tests {
         assert!(!dir.path().join("agent.db").exists());
     }
 
-    /// The position as the file holds it, read by another connection.
+    /// The position's `next` as the file holds it (`meta`'s, or a later journal row's), read
+    /// by another connection.
     fn position_on_disk(dir: &Path) -> Option<String> {
         let conn = open_read_only(dir).unwrap();
-        let text: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'position'", [], |r| r.get(0)).optional().unwrap();
-        text.map(|t| serde_json::from_str::<Position>(&t).unwrap().next)
+        position_in(&conn).unwrap().map(|p| p.next)
     }
 
     #[test]
@@ -914,6 +962,123 @@ mod tests {
         assert_eq!(s.prune(&["lagging".into(), "current".into()], 100).unwrap(), 15);
         let rest = s.events_after(s.cursor("lagging").unwrap().unwrap()).unwrap();
         assert_eq!((rest.len(), rest[0].seq, rest[0].href()), (100, 151, "https://pool.contoso.com/e/151"));
+    }
+
+    /// Every row of `meta`, read by another connection.
+    fn meta_rows(dir: &Path) -> Vec<(String, String)> {
+        let conn = open_read_only(dir).unwrap();
+        let mut st = conn.prepare("SELECT key, value FROM meta ORDER BY key").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    fn one_event(n: u32) -> Vec<u8> {
+        batch::synthetic_body(&[("test", &format!("/e/{n}"), json!({"n": n}))])
+    }
+
+    /// A batch with events commits its position's `next` in its own journal row: `meta` is not
+    /// written (one b-tree per commit), and the position read, now and after reopening, is the
+    /// batch's. Rows count only after the position `meta` holds: not after a new application's
+    /// position was saved, nor once a graceful stop removed it.
+    #[test]
+    fn a_batchs_commit_writes_no_meta_row_and_its_next_is_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
+        let s = Store::open(dir.path()).unwrap();
+        // No position in the database yet: the batch's goes into `meta` whole.
+        assert_eq!(append(&s, &one_event(1), Some(&at(2))), [1]);
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=2"));
+        let before = meta_rows(dir.path());
+        assert_eq!(append(&s, &one_event(2), Some(&at(3))), [2]);
+        assert_eq!(append(&s, &one_event(3), Some(&at(4))), [3]);
+        assert_eq!(meta_rows(dir.path()), before, "a batch's commit wrote to meta");
+        assert_eq!(s.position().unwrap(), Some(at(4)));
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=4"), "another process reads it too");
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap(), Some(at(4)), "after reopening");
+        // The agent's own event (no position) leaves it where it was.
+        assert_eq!(append(&s, &one_event(4), None), [4]);
+        assert_eq!(s.position().unwrap(), Some(at(4)));
+        // A new application: the rows before its position were the old one's.
+        let b = |ack: u32| Position { application: "/b".into(), ..super::super::position::at(&format!("/b/events?ack={ack}")) };
+        s.save_position(Some(&b(1))).unwrap();
+        assert_eq!(s.position().unwrap(), Some(b(1)));
+        let before = meta_rows(dir.path());
+        assert_eq!(append(&s, &one_event(5), Some(&b(2))), [5]);
+        assert_eq!((s.position().unwrap(), meta_rows(dir.path())), (Some(b(2)), before));
+        // A batch of an application other than the database's (as if saving the new one's
+        // position had failed): written whole, in `meta`.
+        assert_eq!(append(&s, &one_event(6), Some(&at(9))), [6]);
+        assert_eq!(s.position().unwrap(), Some(at(9)));
+        drop(s);
+        assert_eq!(Store::open(dir.path()).unwrap().position().unwrap(), Some(at(9)));
+        // A graceful stop: rows alone make no position.
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(append(&s, &one_event(7), Some(&at(10))), [7]);
+        s.save_position(None).unwrap();
+        assert_eq!(s.position().unwrap(), None);
+        drop(s);
+        assert_eq!(Store::open(dir.path()).unwrap().position().unwrap(), None);
+    }
+
+    /// A prune that deletes the journal's last row (whose `next` is the position's) first puts
+    /// the position in `meta`: it survives, and the batches after it move it on again.
+    #[test]
+    fn a_prune_that_deletes_the_last_row_keeps_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.save_position(Some(&at(1))).unwrap();
+            append(&s, &one_event(1), Some(&at(2)));
+            append(&s, &one_event(2), Some(&at(3)));
+            s.commit_script("a", Some(2), None).unwrap();
+            assert_eq!(s.prune(&["a".into()], 1000).unwrap(), 2);
+            assert_eq!((s.depth().unwrap(), s.head().unwrap()), (0, 2));
+            assert_eq!(s.position().unwrap(), Some(at(3)));
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.position().unwrap(), Some(at(3)), "after reopening");
+        assert_eq!(append(&s, &one_event(3), Some(&at(4))), [3]);
+        assert_eq!(s.position().unwrap(), Some(at(4)));
+        // A prune that keeps the last row: the same.
+        append(&s, &one_event(4), Some(&at(5)));
+        s.commit_script("a", Some(3), None).unwrap();
+        assert_eq!(s.prune(&["a".into()], 1000).unwrap(), 1);
+        assert_eq!(s.position().unwrap(), Some(at(5)));
+        drop(s);
+        assert_eq!(Store::open(dir.path()).unwrap().position().unwrap(), Some(at(5)));
+    }
+
+    /// A database of schema version 1 (`meta` holding the position whole, journal rows without
+    /// `next`) opens, upgrades and keeps its position, head and events; then its batches' `next`
+    /// go into their rows. Read before the upgrade (`state export`), it gives the same position.
+    #[test]
+    fn a_version_1_database_upgrades_with_its_position_head_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
+        let body = batch::synthetic_body(&[("test", "/e/1", json!({"n": 1})), ("test", "/e/2", json!({"n": 2}))]);
+        {
+            let c = Connection::open(dir.path().join("agent.db")).unwrap();
+            c.execute_batch(&format!("PRAGMA journal_mode = WAL; {SCHEMA} {TRACES} PRAGMA user_version = 1;")).unwrap();
+            c.execute("INSERT INTO journal (first_seq, last_seq, origin, body, codec) VALUES (1, 2, 'https://pool.contoso.com/', ?1, 0)", params![body])
+                .unwrap();
+            c.execute("INSERT INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(&at(7)).unwrap()]).unwrap();
+            c.execute("INSERT INTO cursors VALUES ('a', 1)", []).unwrap();
+        }
+        assert_eq!(position_in(&open_read_only(dir.path()).unwrap()).unwrap(), Some(at(7)), "read before the upgrade");
+        let s = Store::open(dir.path()).unwrap();
+        let version: i64 = s.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!((s.position().unwrap(), s.head().unwrap(), s.cursor("a").unwrap()), (Some(at(7)), 2, Some(1)));
+        let hrefs: Vec<String> = s.events_after(0).unwrap().iter().map(|e| e.href().to_string()).collect();
+        assert_eq!(hrefs, ["https://pool.contoso.com/e/1", "https://pool.contoso.com/e/2"]);
+        let before = meta_rows(dir.path());
+        assert_eq!(append(&s, &one_event(3), Some(&at(8))), [3]);
+        assert_eq!((s.position().unwrap(), meta_rows(dir.path())), (Some(at(8)), before));
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!((s.position().unwrap(), s.head().unwrap()), (Some(at(8)), 3));
     }
 
     #[test]

@@ -5,13 +5,16 @@
 //!   response body exactly as received (re-decoded on replay), LZ4-compressed (`codec` 1;
 //!   event batches repeat the same hrefs and keys, so they shrink 5–20×, and writing less
 //!   to SQLite saves far more time than compressing costs); a batch costs one insert and no
-//!   re-encoding, whatever its size;
+//!   re-encoding, whatever its size; with the channel's `next` after the batch, when it came
+//!   with a position (schema version 2: a commit writes this one table, not `meta` too);
 //! - `cursors`: per script, the last event whose handlers have returned;
 //! - `state_keys`: per script and top-level key of its `agent.state`, the value as JSON,
 //!   committed with the cursor (only the keys that changed are written);
 //! - `script_state`: `agent.state` as one JSON object, as versions before `state_keys` wrote
 //!   it (read when a script has no keys yet; removed at its next commit);
-//! - `meta`: the channel position (pool, application, the href to poll next);
+//! - `meta`: the channel position (pool, application, the href to poll next) as the
+//!   application's start, an empty batch, a prune or an import last wrote it, with the
+//!   journal's head then: the `next` of a later journal row is newer (`db::position_in`);
 //! - `watches`: per script, the contacts it watches (`agent.people.watch`): the account's
 //!   presence subscription is made of the loaded scripts' watches (`agent/presence.rs`).
 //! - `traces`: per script, what its last runs did (`script::trace`): one row per commit of

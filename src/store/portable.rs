@@ -10,7 +10,7 @@
 
 use super::db::{body_of, open_read_only, Position, Store, StoreError, CODEC_LZ4};
 use super::lock::{DirLock, LockError};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -178,9 +178,9 @@ fn holds_state(conn: &Connection) -> rusqlite::Result<bool> {
 }
 
 fn read(conn: &Connection, account: &str) -> rusqlite::Result<Snapshot> {
-    let meta = |key: &str| conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get::<_, String>(0)).optional();
     let head = super::db::head_in(conn)? as u64;
-    let position = meta("position")?.and_then(|p| serde_json::from_str(&p).ok());
+    // (`meta`'s position with the `next` of the batches journaled since: where the channel stands.)
+    let position = super::db::position_in(conn)?;
     let mut scripts: BTreeMap<String, ScriptState> = BTreeMap::new();
     for row in conn.prepare("SELECT script, seq FROM cursors")?.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (script, seq) = row?;
@@ -229,7 +229,8 @@ fn write(tx: &Connection, s: &Snapshot) -> rusqlite::Result<()> {
     )?;
     tx.execute("INSERT INTO meta (key, value) VALUES ('head', ?1)", params![s.head.to_string()])?;
     if let Some(p) = &s.position {
-        tx.execute("INSERT INTO meta (key, value) VALUES ('position', ?1)", params![serde_json::to_string(p).expect("positions serialize")])?;
+        // After the imported rows (which hold no `next`): the batches journaled here next move it.
+        super::db::write_position(tx, p, s.head as i64)?;
     }
     for (script, st) in &s.scripts {
         if let Some(c) = st.cursor {
@@ -274,6 +275,42 @@ mod tests {
         import_dir(to.path(), &snap, true).unwrap();
         assert!(!to.path().join(super::super::position::FILE).exists());
         assert_eq!(Store::open(to.path()).unwrap().position().unwrap(), Some(at(12)));
+    }
+
+    /// The position the batches journaled since `meta`'s last write moved on (their rows hold
+    /// its `next`) travels; the target's own rows, newer than its position, count no more, and
+    /// the batches journaled after the import move the imported position on.
+    #[test]
+    fn an_account_moves_with_the_position_its_journaled_batches_moved_on() {
+        let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
+        let append = |s: &Store, n: u32, p: &Position| {
+            let body = batch::synthetic_body(&[("test", &format!("/e/{n}"), json!({}))]);
+            let mut events = batch::parse(&body, &origin).unwrap().events;
+            s.append(&origin, &body, &mut events, Some(p)).unwrap();
+            events[0].seq
+        };
+        {
+            let s = Store::open(from.path()).unwrap();
+            s.save_position(Some(&at(1))).unwrap();
+            append(&s, 1, &at(2));
+            append(&s, 2, &at(3));
+        }
+        let snap = export_dir(from.path(), "reception").unwrap();
+        assert_eq!((snap.position.clone(), snap.head), (Some(at(3)), 2));
+        {
+            let s = Store::open(to.path()).unwrap();
+            s.save_position(Some(&at(1))).unwrap();
+            for n in 1..=5 {
+                append(&s, n, &at(20 + n));
+            }
+        }
+        import_dir(to.path(), &snap, true).unwrap();
+        let s = Store::open(to.path()).unwrap();
+        assert_eq!((s.position().unwrap(), s.head().unwrap()), (Some(at(3)), 2));
+        assert_eq!(append(&s, 3, &at(4)), 3);
+        assert_eq!(s.position().unwrap(), Some(at(4)));
     }
 
     #[test]

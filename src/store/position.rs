@@ -27,6 +27,26 @@ pub struct Position {
     pub next: String,
 }
 
+impl Position {
+    /// Whether `other` is a position of the same application (only its `next` differs).
+    pub(super) fn same_application(&self, other: &Position) -> bool {
+        self.pool == other.pool && self.user == other.user && self.application == other.application && self.report_activity == other.report_activity
+    }
+}
+
+/// A position as `meta` holds it: with the journal's head when it was written. The journal
+/// rows after that head carry the `next` of their batch (`db::position_in`): a batch with
+/// events writes its row alone, not `meta` as well. The rows before it are older than the
+/// position and never count.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Saved<P> {
+    #[serde(flatten)]
+    pub position: P,
+    /// (0 in a position written before the journal's rows held `next`: none of them does.)
+    #[serde(default)]
+    pub head: u64,
+}
+
 /// The file's name in the account's state directory.
 pub(super) const FILE: &str = "position.json";
 
