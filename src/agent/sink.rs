@@ -65,11 +65,9 @@ impl EventSink {
         self.store.append(origin, body, &mut events, position)?;
         // Rels and types the pool chooses: only the documented ones become label values.
         self.host.env().metrics.batch(events.iter().map(|e| (e.rel(), e.kind())), (crate::ucwa::rels::label_rel, crate::ucwa::rels::label_type));
-        for ev in &events {
-            tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
-        }
         let watches = &self.host.env().watches;
         for ev in &events {
+            tracing::debug!(rel = %ev.rel(), r#type = %ev.kind(), seq = ev.seq, href = %ev.href(), "event");
             match (ev.rel(), ev.kind()) {
                 ("presenceSubscription", "updated") => watches.expiring.notify_one(),
                 ("presenceSubscription", "deleted") | ("agent", "resync") => watches.lost.notify_one(),

@@ -189,7 +189,7 @@ fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, Strin
             p.put(Field::SenderRel, &sender_rel);
             p.put_with(Field::SenderHref, |b| b.extend_from_slice(&absolute_sender));
             // The conversation is a prefix of the href, or the sender itself: point at that text.
-            let conversation = match p.field(Field::Href).and_then(conversation_of) {
+            let conversation = match p.bytes(Field::Href).and_then(conversation_of) {
                 Some(len) => p.span(Field::Href).map(|(start, _)| (start, len)),
                 None if sender_rel == "conversation" => p.span(Field::SenderHref),
                 None => None,
@@ -226,11 +226,11 @@ fn decode<'a>(text: &'a str) -> Result<Wire<'a>, String> {
 }
 
 /// The length of `…/communication/conversations/<id>` when `href` lies inside a conversation.
-fn conversation_of(href: &str) -> Option<usize> {
+fn conversation_of(href: &[u8]) -> Option<usize> {
     const MARK: &[u8] = b"/communication/conversations/";
     // The searcher is built once (building it per href cost more than the search).
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> = std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARK));
-    let b = href.as_bytes();
+    let b = href;
     let start = FINDER.find(b)? + MARK.len();
     let id_len = b[start..].iter().position(|&c| c == b'/' || c == b'?').unwrap_or(b.len() - start);
     (id_len > 0).then_some(start + id_len)

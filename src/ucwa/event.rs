@@ -92,9 +92,10 @@ impl<'b> Packer<'b> {
         span(&self.buf[self.base..], field)
     }
 
-    /// A field set so far.
-    pub(crate) fn field(&self, field: Field) -> Option<&str> {
-        packed_field(&self.buf[self.base..], field)
+    /// A field set so far, as bytes (no UTF-8 check: it was a `str` when put).
+    pub(crate) fn bytes(&self, field: Field) -> Option<&[u8]> {
+        let (start, len) = self.span(field)?;
+        self.buf.get(self.base + HEADER + start..self.base + HEADER + start + len)
     }
 
     fn set(&mut self, field: Field, start: usize, len: usize) {
