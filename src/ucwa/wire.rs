@@ -36,6 +36,14 @@ pub(crate) struct Sender<'a> {
     pub events: Vec<RawEvent<'a>>,
 }
 
+/// What `Reader::link_or_string` read.
+enum Read<'a> {
+    Link(Link<'a>),
+    Text(Cow<'a, str>),
+    /// Valid, but serde's to read.
+    Unusual,
+}
+
 /// One event's JSON text, and its head when read on the way.
 #[derive(Debug)]
 pub(crate) struct RawEvent<'a> {
@@ -105,51 +113,29 @@ impl<'a> Reader<'a> {
         self.b.get(self.at).copied()
     }
 
-    /// An object's members, `each(self, key, key_has_no_escape)` consuming each value. The
-    /// object's own depth is counted (its values may be objects).
+    /// An object's members, `each(self, key, key_has_no_escape)` consuming each value.
     fn object(&mut self, mut each: impl FnMut(&mut Self, &'a [u8], bool) -> Option<()>) -> Option<()> {
-        if self.peek() != Some(b'{') {
-            return None;
-        }
-        self.at += 1;
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-            self.depth -= 1;
-            return Some(());
-        }
-        loop {
-            let (key, plain) = self.string()?;
-            self.ws();
-            if self.peek() != Some(b':') {
+        self.items(b'{', b'}', |r| {
+            let (key, plain) = r.string()?;
+            r.ws();
+            if r.peek() != Some(b':') {
                 return None;
             }
-            self.at += 1;
-            self.ws();
-            each(self, key.as_bytes(), plain)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.at += 1;
-                    self.depth -= 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            r.at += 1;
+            r.ws();
+            each(r, key.as_bytes(), plain)
+        })
     }
 
     /// An array's elements, `each(self)` consuming each.
-    fn array(&mut self, mut each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        if self.peek() != Some(b'[') {
+    fn array(&mut self, each: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.items(b'[', b']', each)
+    }
+
+    /// The items between `open` and `close`, separated by commas, `item(self)` consuming each.
+    /// The container's own depth is counted (its items may be containers).
+    fn items(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.peek() != Some(open) {
             return None;
         }
         self.at += 1;
@@ -158,20 +144,20 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.at += 1;
             self.depth -= 1;
             return Some(());
         }
         loop {
-            each(self)?;
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => {
                     self.at += 1;
                     self.ws();
                 }
-                b']' => {
+                c if c == close => {
                     self.at += 1;
                     self.depth -= 1;
                     return Some(());
@@ -367,64 +353,64 @@ impl<'a> Reader<'a> {
     /// One event object, validated; Some(None) when its head is serde's to read.
     fn event(&mut self) -> Option<Option<Head<'a>>> {
         let mut head = Head::default();
-        let mut usual = true;
-        let mut seen = [false; 3];
-        self.object(|r, key, plain| {
-            let field = match (key, plain) {
-                (_, false) => None,
-                (b"link", _) => Some(0),
-                (b"type", _) => Some(1),
-                (b"status", _) => Some(2),
-                _ => return r.value(),
-            };
-            let Some(i) = field.filter(|&i| !std::mem::replace(&mut seen[i], true)) else {
-                usual = false;
-                return r.value();
-            };
-            if i == 0 {
-                match r.link()? {
-                    Some(link) => head.link = Some(link),
-                    None => usual = false,
-                }
-                return Some(());
+        let usual = self.known_members([b"link", b"type", b"status"], |r, i| {
+            match (i, r.link_or_string(i == 0)?) {
+                (_, Read::Link(l)) => head.link = Some(l),
+                (1, Read::Text(s)) => head.kind = Some(s),
+                (_, Read::Text(s)) => head.status = Some(s),
+                (_, Read::Unusual) => return Some(false),
             }
-            match r.head_string()? {
-                Some(s) if i == 1 => head.kind = Some(s),
-                Some(s) => head.status = Some(s),
-                None => usual = false,
-            }
-            Some(())
+            Some(true)
         })?;
         Some(usual.then_some(head))
     }
 
-    /// An event's `link`, validated; Some(None) when serde must read it.
+    /// An event's `link` (a `{` next), validated; Some(None) when serde must read it.
     fn link(&mut self) -> Option<Option<Link<'a>>> {
-        if self.peek() != Some(b'{') {
-            return self.value().map(|_| None);
-        }
         let mut link = Link::default();
+        let usual = self.known_members([b"rel", b"href", b"title"], |r, i| {
+            Some(match r.head_string()? {
+                Some(s) => {
+                    *[&mut link.rel, &mut link.href, &mut link.title][i] = Some(s);
+                    true
+                }
+                None => false,
+            })
+        })?;
+        Some(usual.then_some(link))
+    }
+
+    /// `link` (when `is_link`) or a head string.
+    fn link_or_string(&mut self, is_link: bool) -> Option<Read<'a>> {
+        Some(match is_link {
+            true if self.peek() == Some(b'{') => self.link()?.map_or(Read::Unusual, Read::Link),
+            true => self.value().map(|_| Read::Unusual)?,
+            false => self.head_string()?.map_or(Read::Unusual, Read::Text),
+        })
+    }
+
+    /// An object whose members `names` are read once each (`each(self, i)` consumes the value
+    /// of `names[i]` and says whether it was usual); the others are validated. Some(false) when
+    /// one of them was not usual, came twice, or a key had an escape (serde must read this
+    /// object then); None when it is not valid JSON.
+    fn known_members(&mut self, names: [&[u8]; 3], mut each: impl FnMut(&mut Self, usize) -> Option<bool>) -> Option<bool> {
         let mut usual = true;
         let mut seen = [false; 3];
         self.object(|r, key, plain| {
-            let i = match (key, plain) {
-                (_, false) => None,
-                (b"rel", _) => Some(0),
-                (b"href", _) => Some(1),
-                (b"title", _) => Some(2),
-                _ => return r.value(),
-            };
-            let Some(i) = i.filter(|&i| !std::mem::replace(&mut seen[i], true)) else {
-                usual = false;
-                return r.value();
-            };
-            match r.head_string()? {
-                Some(s) => *[&mut link.rel, &mut link.href, &mut link.title][i] = Some(s),
-                None => usual = false,
+            usual &= plain;
+            match names.iter().position(|n| plain && *n == key) {
+                Some(i) if !std::mem::replace(&mut seen[i], true) => {
+                    usual &= each(r, i)?;
+                    Some(())
+                }
+                Some(_) => {
+                    usual = false;
+                    r.value()
+                }
+                None => r.value(),
             }
-            Some(())
         })?;
-        Some(usual.then_some(link))
+        Some(usual)
     }
 
     /// A head member's value: Some(Some) for a string without escapes, Some(None) for any
