@@ -441,3 +441,26 @@ async fn pending_timers_count_against_the_memory_limit_and_past_it_are_an_error_
     // The three Lua states and their timers within 3 × 16 MiB, with room for the allocator.
     assert!(grown < (3 * limit_mb + 24) << 20, "RSS grew {} MiB with 3 scripts at a {limit_mb} MiB limit:\n{text}", grown >> 20);
 }
+
+/// A request body is serialized as `agent.json.encode` serializes: an API area the script has not
+/// used yet (its table still empty) fails as it does once installed, before anything is sent.
+#[tokio::test]
+async fn a_request_body_holding_an_area_not_yet_installed_fails_as_it_does_once_installed() {
+    let script = r#"
+      local function try()
+        local ok, err = pcall(agent.http.request, { method = "POST", url = "http://127.0.0.1:9/", body = { calls = agent.calls } })
+        return tostring(ok) .. " " .. tostring(err):match("^[^\n]*")
+      end
+      agent.on("audioVideoSession", function(e)
+        local before = try()
+        local _ = agent.calls.answer
+        agent.log.info(before .. " || " .. try())
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("body.lua", script)]).await;
+    h.host.dispatch(events(1, 1));
+    let line = log_of(&mut h.out, "body").await;
+    let (before, after) = line.split_once(" || ").unwrap();
+    assert_eq!(before, after, "{line}");
+    assert!(before.starts_with("false ") && before.contains("cannot serialize <function>"), "{line}");
+}

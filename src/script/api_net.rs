@@ -27,7 +27,8 @@ fn body_of(lua: &Lua, v: Value, content_type: Option<String>, what: &str) -> mlu
         Value::Nil => Ok(None),
         Value::String(s) => Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(s.as_bytes().to_vec())))),
         Value::Table(_) => {
-            let json = super::bounded::json(lua, &v, &format!("{what}: body"))?;
+            // (As `agent.json.encode` does: an API area not yet installed serializes as it will.)
+            let json = super::api_lazy::json(lua, &v, &format!("{what}: body"))?;
             Ok(Some((content_type.unwrap_or_else(|| "application/json".into()), Bytes::from(json))))
         }
         other => Err(mlua::Error::runtime(format!("{what}: body must be a table or a string, got {}", other.type_name()))),
