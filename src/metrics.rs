@@ -322,7 +322,14 @@ impl Metrics {
 
     /// A failure the agent recovered from (`resync`, `application_gone`, `server_error`, …).
     pub fn recovery(&self, kind: &'static str) {
-        *lock(&self.recoveries).entry(kind).or_default() += 1;
+        self.recoveries(kind, 1);
+    }
+
+    /// `n` recoveries of one kind at once (none: nothing changes).
+    pub fn recoveries(&self, kind: &'static str, n: usize) {
+        if n > 0 {
+            *lock(&self.recoveries).entry(kind).or_default() += n as u64;
+        }
     }
 
     /// A handler call: how long it ran, whether it failed, whether a limit stopped it, and

@@ -101,8 +101,11 @@ pub async fn run(
                     sink.record(&reply.body);
                     for problem in &b.skipped {
                         tracing::warn!(href = %href, problem = %problem, "skipped an event the pool sent malformed; delivering the rest of the batch");
-                        metrics.recovery("malformed_event");
                     }
+                    if b.skipped_more > 0 {
+                        tracing::warn!(href = %href, more = b.skipped_more, "skipped more malformed events of the batch, not told one by one");
+                    }
+                    metrics.recoveries("malformed_event", b.skipped.len() + b.skipped_more);
                     let (next, lost) = match b.continuation {
                         Continuation::Next(h) => (h, None),
                         Continuation::Resync(h) => (h, Some("resync")),

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use super::event::Packer;
 pub use super::event::{packed_field, Event, Field};
-use super::wire::{RawEvent, Sender, Wire};
+use super::wire::{RawEvent, Sender, Wire, MAX_ITEMS};
 
 /// How the channel goes on after this response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,11 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Events that could not be decoded (no `link`, `rel` or `type`, not an object), each as
     /// where it was and what is wrong: skipped, so one bad event costs only itself. The
-    /// journal keeps the body as received, so they stay on record.
+    /// journal keeps the body as received, so they stay on record. The first
+    /// `SKIPPED_TOLD` are told; `skipped_more` counts the rest (a hostile body of a hundred
+    /// thousand bad events is not a hundred thousand log lines).
     pub skipped: Vec<String>,
+    pub skipped_more: usize,
 }
 
 /// A response body carrying the agent's own events (`rel = "agent"`, sender `agent`): what the
@@ -56,7 +59,7 @@ struct WireBatch<'a> {
     #[serde(rename = "_links", default, borrow)]
     links: Option<WireLinks<'a>>,
     #[serde(default, borrow)]
-    sender: Option<OneOrMany<WireSender<'a>>>,
+    sender: Option<OneOrMany<Counted<WireSender<'a>>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -109,8 +112,33 @@ struct WireSender<'a> {
     #[serde(default, borrow)]
     href: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    events: Option<Vec<&'a RawValue>>,
+    events: Option<Vec<Counted<&'a RawValue>>>,
 }
+
+thread_local! {
+    /// How many more senders and events `decode` takes (`wire::MAX_ITEMS`, as the one-pass
+    /// reader): serde builds a value for each before the batch could be counted.
+    static ITEMS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_ITEMS) };
+}
+
+/// A sender or an event, counted against `ITEMS_LEFT` before it is decoded.
+struct Counted<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counted<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ITEMS_LEFT.with(|left| match left.get().checked_sub(1) {
+            Some(n) => {
+                left.set(n);
+                Ok(())
+            }
+            None => Err(serde::de::Error::custom(format_args!("more than {MAX_ITEMS} senders and events in one response"))),
+        })?;
+        T::deserialize(d).map(Counted)
+    }
+}
+
+/// How many of a batch's skipped events are told one by one (`Batch::skipped`).
+pub const SKIPPED_TOLD: usize = 20;
 
 /// Decodes a response body; an error says what is wrong with it.
 pub fn parse(body: &[u8], origin: &Origin) -> Result<Batch, String> {
@@ -139,6 +167,12 @@ fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, Strin
     let mut arena = Vec::with_capacity(bytes.len() + count * (3 * origin.as_str().len() + 200));
     let mut packed = Vec::with_capacity(count);
     let mut skipped = Vec::new();
+    let mut skipped_more = 0;
+    // (The message is made only for the events told.)
+    let mut skip = |what: &dyn Fn() -> String| match skipped.len() < SKIPPED_TOLD {
+        true => skipped.push(what()),
+        false => skipped_more += 1,
+    };
     let received = std::time::Instant::now();
     let mut absolute_sender = Vec::new();
     for (i, sender) in senders.into_iter().enumerate() {
@@ -153,22 +187,22 @@ fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, Strin
             let head = match raw.head.map_or_else(|| super::head::read(raw.text), Ok) {
                 Ok(head) => head,
                 Err(e) => {
-                    skipped.push(format!("sender[{i}].events[{j}]: {e}"));
+                    skip(&|| format!("sender[{i}].events[{j}]: {e}"));
                     continue;
                 }
             };
             let (l, kind) = match (head.link, head.kind) {
                 (Some(l), Some(kind)) if l.rel.is_some() => (l, kind),
                 (None, _) => {
-                    skipped.push(format!("sender[{i}].events[{j}] has no link"));
+                    skip(&|| format!("sender[{i}].events[{j}] has no link"));
                     continue;
                 }
                 (Some(_), None) => {
-                    skipped.push(format!("sender[{i}].events[{j}] has no type"));
+                    skip(&|| format!("sender[{i}].events[{j}] has no type"));
                     continue;
                 }
                 (Some(_), Some(_)) => {
-                    skipped.push(format!("sender[{i}].events[{j}].link has no rel"));
+                    skip(&|| format!("sender[{i}].events[{j}].link has no rel"));
                     continue;
                 }
             };
@@ -206,21 +240,22 @@ fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, Strin
     }
     let arena = std::sync::Arc::new(arena);
     let events = packed.into_iter().map(|at| Event::in_arena(arena.clone(), at, received)).collect();
-    Ok(Batch { continuation, events, skipped })
+    Ok(Batch { continuation, events, skipped, skipped_more })
 }
 
 /// A response decoded by serde (the one-pass reader left it: unusual, or an error to tell).
 fn decode<'a>(text: &'a str) -> Result<Wire<'a>, String> {
+    ITEMS_LEFT.with(|left| left.set(MAX_ITEMS));
     let wire: WireBatch<'a> = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => format!("body is not an event batch: {e}"),
         _ => format!("body is not JSON: {e}"),
     })?;
     let links = wire.links.unwrap_or_default();
     let href = |l: Option<OneOrMany<WireHref<'a>>>| l.and_then(|l| l.0.into_iter().next()).and_then(|l| l.href);
-    let senders = wire.sender.map(|s| s.0).unwrap_or_default().into_iter().map(|s| Sender {
+    let senders = wire.sender.map(|s| s.0).unwrap_or_default().into_iter().map(|Counted(s)| Sender {
         rel: s.rel,
         href: s.href,
-        events: s.events.unwrap_or_default().into_iter().map(|raw| RawEvent { text: raw.get(), head: None }).collect(),
+        events: s.events.unwrap_or_default().into_iter().map(|Counted(raw)| RawEvent { text: raw.get(), head: None }).collect(),
     });
     Ok(Wire { next: href(links.next), resync: href(links.resync), resume: href(links.resume), senders: senders.collect() })
 }
@@ -240,7 +275,7 @@ fn conversation_of(href: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn origin() -> Origin {
+    pub(super) fn origin() -> Origin {
         Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap())
     }
 
@@ -326,10 +361,10 @@ mod tests {
 
     /// What a decoded response shows (continuation, each event packed, what was skipped): the
     /// same for both paths, error text included.
-    type Outcome = Result<(Continuation, Vec<Vec<u8>>, Vec<String>), String>;
+    pub(super) type Outcome = Result<(Continuation, Vec<Vec<u8>>, Vec<String>, usize), String>;
 
-    fn outcome(body: &[u8], one_pass: bool) -> Outcome {
-        parse_by(body, &origin(), one_pass).map(|b| (b.continuation, b.events.iter().map(|e| e.packed().to_vec()).collect(), b.skipped))
+    pub(super) fn outcome(body: &[u8], one_pass: bool) -> Outcome {
+        parse_by(body, &origin(), one_pass).map(|b| (b.continuation, b.events.iter().map(|e| e.packed().to_vec()).collect(), b.skipped, b.skipped_more))
     }
 
     /// Whether the one-pass reader took `body` itself (else serde decoded it).
@@ -437,4 +472,37 @@ mod tests {
         assert!(bodies.iter().filter(|b| taken(b)).count() * 10 > bodies.len() * 8, "the one-pass reader took too few samples");
         assert!(taken_count * 10 > compared, "the reader took {taken_count} of {compared} bodies");
     }
+
+    /// A hostile pool's body of many tiny events costs a bounded amount: past `MAX_ITEMS`
+    /// senders and events it is refused (both paths, before their values are built), and of
+    /// the events skipped only the first `SKIPPED_TOLD` are told.
+    #[test]
+    fn a_body_of_too_many_events_is_refused_and_bad_events_are_told_up_to_a_bound() {
+        let events = |n: usize, one: &str| {
+            let list = vec![one; n].join(",");
+            format!(r#"{{"_links":{{"next":{{"href":"/n"}}}},"sender":[{{"rel":"me","events":[{list}]}}]}}"#).into_bytes()
+        };
+        let senders = |n: usize| {
+            let list = vec![r#"{"events":[]}"#; n].join(",");
+            format!(r#"{{"_links":{{"next":{{"href":"/n"}}}},"sender":[{list}]}}"#).into_bytes()
+        };
+        for (body, what) in [(events(MAX_ITEMS, "1"), "events"), (senders(MAX_ITEMS + 1), "senders")] {
+            for one_pass in [true, false] {
+                let e = parse_by(&body, &origin(), one_pass).unwrap_err();
+                assert!(e.contains("more than 100000 senders and events in one response"), "{what}: {e}");
+            }
+        }
+        // Just within the bound: taken, its bad events told up to the bound and counted.
+        let b = parse_by(&events(MAX_ITEMS - 1, "1"), &origin(), true).unwrap();
+        assert_eq!((b.events.len(), b.skipped.len(), b.skipped_more), (0, SKIPPED_TOLD, MAX_ITEMS - 1 - SKIPPED_TOLD));
+        assert_eq!(b.skipped[0], "sender[0].events[0]: invalid type: integer `1`, expected struct Head at line 1 column 1");
+        let good = r#"{"link":{"rel":"a","href":"/a"},"type":"added"}"#;
+        assert_eq!(parse_by(&events(1000, good), &origin(), true).unwrap().events.len(), 1000);
+        // The next body decodes with the whole bound again.
+        assert_eq!(parse_by(&events(MAX_ITEMS - 1, good), &origin(), false).unwrap().events.len(), MAX_ITEMS - 1);
+    }
 }
+
+#[cfg(test)]
+#[path = "batch_fuzz.rs"]
+mod fuzz;

@@ -12,7 +12,7 @@
 //! array of objects, each with an `events` array. Every string it hands on has no escape, and
 //! none of the members it reads appears twice. Anything else, including an error, returns
 //! None, and the caller decodes the body with serde as before. So errors and edge cases stay
-//! exactly serde's. `tests::agrees_with_serde_on_every_fixture_and_mutation` holds it to that.
+//! exactly serde's. The tests of `batch` hold it to that (`the_one_pass_reader_agrees_with_serde_*`).
 //!
 //! An event whose head has anything unusual (an escape, a member twice, a value of another
 //! type) keeps its text with no head: the caller reads that head with `head::read`, as before.
@@ -51,12 +51,18 @@ pub(crate) struct RawEvent<'a> {
     pub head: Option<Head<'a>>,
 }
 
-/// serde_json refuses nesting deeper than 128; this leaves that decision to it.
+/// Bounds the reader's own recursion. serde_json sets no limit on what it only skips (an
+/// event's text, members nobody reads), so a deeper body is simply left to it.
 const MAX_DEPTH: usize = 100;
+
+/// The most senders and events one response may hold, together. UCWA's batches hold tens; a
+/// body of a million one-byte events would cost many times its size to decode. The reader
+/// leaves a body over it to serde (`batch::decode`), which refuses it with an error.
+pub(crate) const MAX_ITEMS: usize = 100_000;
 
 /// The response in `text`, or None where serde must decide (see the module's note).
 pub(crate) fn read(body: &[u8]) -> Option<Wire<'_>> {
-    let mut r = Reader { b: body, at: 0, depth: 0 };
+    let mut r = Reader { b: body, at: 0, depth: 0, items: MAX_ITEMS };
     let mut wire = Wire::default();
     let (mut links, mut sender) = (false, false);
     r.ws();
@@ -100,6 +106,8 @@ struct Reader<'a> {
     b: &'a [u8],
     at: usize,
     depth: usize,
+    /// How many more senders and events it takes (`MAX_ITEMS`).
+    items: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -320,7 +328,14 @@ impl<'a> Reader<'a> {
         Some(all)
     }
 
+    /// One more sender or event, within `MAX_ITEMS`.
+    fn count(&mut self) -> Option<()> {
+        self.items = self.items.checked_sub(1)?;
+        Some(())
+    }
+
     fn sender(&mut self) -> Option<Sender<'a>> {
+        self.count()?;
         let mut s = Sender::default();
         let mut seen = [false; 3];
         self.object(|r, key, plain| {
@@ -337,6 +352,7 @@ impl<'a> Reader<'a> {
                 (b"events", _) => {
                     first(&mut seen[2])?;
                     r.array(|r| {
+                        r.count()?;
                         let start = r.at;
                         let head = if r.peek() == Some(b'{') { r.event()? } else { r.value().map(|_| None)? };
                         s.events.push(RawEvent { text: r.text(start, r.at), head });
