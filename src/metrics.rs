@@ -49,6 +49,9 @@ const BUCKETS: [f64; 18] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
 
 #[derive(Default, Clone)]
 struct Histogram {
+    /// Per bucket, the observations above the bound before it (not cumulative: an observation
+    /// is one increment, where cumulative counts took one per bucket over it, twice per handler
+    /// call); `render` and `quantile` add them up.
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
@@ -66,26 +69,35 @@ impl Histogram {
 
     fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.counts[i] += 1;
-            }
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.counts[i] += 1;
         }
         self.count += 1;
         self.sum += s;
+    }
+
+    /// Each bucket's bound and its cumulative count (what `le` means).
+    fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        BUCKETS
+            .iter()
+            .zip(self.counts.iter().scan(0, |sum, n| {
+                *sum += n;
+                Some(*sum)
+            }))
+            .map(|(b, n)| (*b, n))
     }
 
     /// The bucket bound (s) at or under which the `q` quantile lies (None: no observation, or
     /// over the last bound).
     fn quantile(&self, q: f64) -> Option<f64> {
         let rank = (q * self.count as f64).ceil().max(1.0) as u64;
-        BUCKETS.iter().zip(self.counts).find(|(_, n)| *n >= rank).map(|(b, _)| *b).filter(|_| self.count > 0)
+        self.cumulative().find(|(_, n)| *n >= rank).map(|(b, _)| b).filter(|_| self.count > 0)
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i]);
+        for (b, n) in self.cumulative() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
         let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
@@ -535,6 +547,26 @@ mod tests {
         // A wait that was due to end 10 s ago and the loop did not run since: late by as much.
         m.due_ms.store(90_000, Ordering::Relaxed);
         assert!(m.loop_overdue() >= Duration::from_secs(10), "{:?}", m.loop_overdue());
+    }
+
+    #[test]
+    fn histogram_buckets_render_cumulative_counts_and_merge() {
+        let mut h = Histogram::default();
+        for us in [5, 20, 20, 900, 20_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let mut other = Histogram::default();
+        other.observe(Duration::from_micros(30));
+        h.merge(&other);
+        let mut out = String::new();
+        h.render(&mut out, "x", "");
+        let le = |b: &str| out.lines().find_map(|l| l.strip_prefix(&format!("x_bucket{{le=\"{b}\"}} "))).map(|n| n.parse::<u64>().unwrap());
+        assert_eq!(
+            [le("0.00001"), le("0.000025"), le("0.00005"), le("0.001"), le("10"), le("+Inf")],
+            [Some(1), Some(3), Some(4), Some(5), Some(5), Some(6)],
+            "{out}"
+        );
+        assert_eq!((h.quantile(0.5), h.quantile(0.8), h.quantile(1.0)), (Some(0.000025), Some(0.001), None));
     }
 
     #[test]
