@@ -369,7 +369,13 @@ impl<'a> Reader<'a> {
     /// One event object, validated; Some(None) when its head is serde's to read.
     fn event(&mut self) -> Option<Option<Head<'a>>> {
         let mut head = Head::default();
-        let usual = self.known_members([b"link", b"type", b"status"], |r, i| {
+        let member = |key: &[u8]| match key {
+            b"link" => Some(0),
+            b"type" => Some(1),
+            b"status" => Some(2),
+            _ => None,
+        };
+        let usual = self.known_members(member, |r, i| {
             match (i, r.link_or_string(i == 0)?) {
                 (_, Read::Link(l)) => head.link = Some(l),
                 (1, Read::Text(s)) => head.kind = Some(s),
@@ -384,7 +390,13 @@ impl<'a> Reader<'a> {
     /// An event's `link` (a `{` next), validated; Some(None) when serde must read it.
     fn link(&mut self) -> Option<Option<Link<'a>>> {
         let mut link = Link::default();
-        let usual = self.known_members([b"rel", b"href", b"title"], |r, i| {
+        let member = |key: &[u8]| match key {
+            b"rel" => Some(0),
+            b"href" => Some(1),
+            b"title" => Some(2),
+            _ => None,
+        };
+        let usual = self.known_members(member, |r, i| {
             Some(match r.head_string()? {
                 Some(s) => {
                     *[&mut link.rel, &mut link.href, &mut link.title][i] = Some(s);
@@ -405,16 +417,18 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// An object whose members `names` are read once each (`each(self, i)` consumes the value
-    /// of `names[i]` and says whether it was usual); the others are validated. Some(false) when
-    /// one of them was not usual, came twice, or a key had an escape (serde must read this
-    /// object then); None when it is not valid JSON.
-    fn known_members(&mut self, names: [&[u8]; 3], mut each: impl FnMut(&mut Self, usize) -> Option<bool>) -> Option<bool> {
+    /// An object whose three members `member` knows (by their position) are read once each
+    /// (`each(self, i)` consumes the value of member `i` and says whether it was usual); the
+    /// others are validated. Some(false) when one of them was not usual, came twice, or a key
+    /// had an escape (serde must read this object then); None when it is not valid JSON.
+    /// (`member` is a `match`: its byte strings compare inline, where a slice of names was a
+    /// `memcmp` call per key and name.)
+    fn known_members(&mut self, member: impl Fn(&[u8]) -> Option<usize>, mut each: impl FnMut(&mut Self, usize) -> Option<bool>) -> Option<bool> {
         let mut usual = true;
         let mut seen = [false; 3];
         self.object(|r, key, plain| {
             usual &= plain;
-            match names.iter().position(|n| plain && *n == key) {
+            match member(key).filter(|_| plain) {
                 Some(i) if !std::mem::replace(&mut seen[i], true) => {
                     usual &= each(r, i)?;
                     Some(())
