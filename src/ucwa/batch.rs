@@ -372,12 +372,19 @@ mod tests {
         crate::ucwa::wire::read(strip_bom(body)).is_some()
     }
 
-    #[test]
-    fn the_one_pass_reader_agrees_with_serde_on_every_sample_and_mutation() {
+    /// Every sample body of the fixtures: the documentation's event batches and resources, and
+    /// the replay samples' lines.
+    pub(super) fn samples() -> Vec<Vec<u8>> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let mut bodies: Vec<Vec<u8>> =
             ["events", "resources"].iter().flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap()).map(|f| std::fs::read(f.unwrap().path()).unwrap()).collect();
         bodies.extend(std::fs::read(dir.join("replay/samples.jsonl")).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+        bodies
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_serde_on_every_sample_and_mutation() {
+        let mut bodies = samples();
         // Edge cases of the grammar and of the shape, each inside an otherwise usual batch.
         let event = |e: &str| format!(r#"{{"_links":{{"next":{{"href":"/n"}}}},"sender":[{{"rel":"me","href":"/me","events":[{e}]}}]}}"#);
         let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));

@@ -4,7 +4,7 @@
 //! failure comes back with the same round; `UCWA_WIRE_FUZZ_ROUNDS` and `UCWA_WIRE_FUZZ_SEED` run
 //! more or other rounds (in release: `cargo test --release --lib fuzz`).
 
-use super::tests::{origin, outcome};
+use super::tests::{origin, outcome, samples};
 use super::*;
 
 /// xorshift64*.
@@ -314,10 +314,7 @@ fn agree(body: &[u8]) -> bool {
 /// The samples changed at random, and random batches as they are and changed.
 #[test]
 fn the_one_pass_reader_agrees_with_serde_on_random_bodies() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut samples: Vec<Vec<u8>> =
-        ["events", "resources"].iter().flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap()).map(|f| std::fs::read(f.unwrap().path()).unwrap()).collect();
-    samples.extend(std::fs::read(dir.join("replay/samples.jsonl")).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+    let samples = samples();
     let rounds = std::env::var("UCWA_WIRE_FUZZ_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(5000);
     let seed = std::env::var("UCWA_WIRE_FUZZ_SEED").ok().and_then(|n| n.parse().ok()).unwrap_or(0x5eed_f00d);
     let mut r = Rng(seed | 1);
