@@ -7,7 +7,7 @@
 //! about 40 % of the producer's time (BENCHMARKS.md, "One pass over the body").
 //!
 //! Its answer is serde's, or nothing. It accepts a body only when serde_json would decode it
-//! the same way: valid JSON (serde_json's grammar, well within its depth limit) and the shape
+//! the same way: valid UTF-8 and JSON (serde_json's grammar, nested at most 100 deep) and the shape
 //! UCWA sends. That is an object with `_links` of link objects and `sender` as an object or an
 //! array of objects, each with an `events` array. Every string it hands on has no escape, and
 //! none of the members it reads appears twice. Anything else, including an error, returns
@@ -60,7 +60,7 @@ const MAX_DEPTH: usize = 100;
 /// leaves a body over it to serde (`batch::decode`), which refuses it with an error.
 pub(crate) const MAX_ITEMS: usize = 100_000;
 
-/// The response in `text`, or None where serde must decide (see the module's note).
+/// The response in `body`, or None where serde must decide (see the module's note).
 pub(crate) fn read(body: &[u8]) -> Option<Wire<'_>> {
     let mut r = Reader { b: body, at: 0, depth: 0, items: MAX_ITEMS };
     let mut wire = Wire::default();
