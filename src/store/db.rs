@@ -138,8 +138,7 @@ impl Drop for Store {
 /// process never pairs `meta` with rows a prune has since deleted. A database not yet
 /// upgraded (read by `state export`) has no `next` in its rows.
 pub(super) fn position_in(conn: &Connection) -> rusqlite::Result<Option<Position>> {
-    let has_next = conn.prepare_cached("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'next'")?.exists([])?;
-    let sql = if has_next {
+    let sql = if journal_has_next(conn)? {
         "SELECT value, (SELECT next FROM journal WHERE next IS NOT NULL \
                 AND first_seq > COALESCE(CASE WHEN json_valid(meta.value) THEN CAST(json_extract(meta.value, '$.head') AS INTEGER) END, 0) \
                 ORDER BY first_seq DESC LIMIT 1) \
@@ -155,6 +154,11 @@ pub(super) fn position_in(conn: &Connection) -> rusqlite::Result<Option<Position
         }
         Some(p)
     }))
+}
+
+/// Whether the journal has schema version 2's `next` column.
+fn journal_has_next(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'next'")?.exists([])
 }
 
 /// Writes `p` as `meta`'s position, after the journal's rows up to `head`: their `next`s no
@@ -661,8 +665,7 @@ fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
     if version < 2 {
         // Version 2: a batch's `next` in its journal row (`position_in`). A nullable column
         // added: SQLite rewrites no row, and every old row holds none.
-        let has_next = conn.prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'next'")?.exists([])?;
-        let add = if has_next { "" } else { "ALTER TABLE journal ADD COLUMN next TEXT;" };
+        let add = if journal_has_next(conn)? { "" } else { "ALTER TABLE journal ADD COLUMN next TEXT;" };
         conn.execute_batch(&format!("BEGIN; {add} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
     }
     Ok(())

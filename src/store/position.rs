@@ -30,7 +30,9 @@ pub struct Position {
 impl Position {
     /// Whether `other` is a position of the same application (only its `next` differs).
     pub(super) fn same_application(&self, other: &Position) -> bool {
-        self.pool == other.pool && self.user == other.user && self.application == other.application && self.report_activity == other.report_activity
+        // Spelled out field by field: a field added to `Position` must be placed here.
+        let Position { pool, user, application, report_activity, next: _ } = self;
+        *pool == other.pool && *user == other.user && *application == other.application && *report_activity == other.report_activity
     }
 }
 
