@@ -1,30 +1,47 @@
-//! WAL checkpoints off the event path. SQLite's automatic checkpoint runs inside whichever
-//! commit takes the WAL past 1000 pages (4 MiB), and its fsync can take hundreds of
-//! milliseconds on a busy disk: the channel loop would wait that long before its next poll.
+//! WAL checkpoints off the event path. A checkpoint copies the WAL into the database and
+//! fsyncs both, and on a busy disk the fsyncs take milliseconds each: run on the writer's
+//! thread, they held the channel loop back from its next poll (under a flood, about a quarter
+//! of its time went to waiting for them: BENCHMARKS.md, "Checkpoints off the writer").
+//!
 //! This thread, on a connection of its own, runs a PASSIVE checkpoint (which never blocks the
-//! writer) every interval, and a last one when the store is dropped. At any ordinary event
-//! rate it copies everything and the WAL starts over before it reaches the automatic
-//! threshold, so commits never checkpoint. Under a sustained flood a passive checkpoint never
-//! catches up with the writer (the WAL would grow without end): there the automatic
-//! checkpoint, left on, is the bound, and it finds most pages already copied.
-
+//! writer):
+//! - every interval, for a store written to since the last one;
+//! - at once when a writer's WAL has grown by `KICK_PAGES` since it last asked (`watch`, the
+//!   WAL hook of the store's connection, wakes it), so under a flood the WAL's pages are
+//!   copied and synced here while the writer goes on;
+//! - a last time when the store is dropped.
+//!
+//! At any ordinary event rate it copies everything and the WAL starts over before it reaches
+//! `BOUND_PAGES`. Under a sustained flood a passive checkpoint never quite catches up with the
+//! writer (the WAL starts over only once every frame in it is copied), so the writer's own
+//! checkpoint at `BOUND_PAGES` is the bound, as SQLite's automatic checkpoint (which the hook
+//! replaces) was; it finds most pages already copied and synced.
 //!
 //! One thread serves every store of the process (an agent of a thousand accounts has a
 //! thousand databases), and a database that nothing wrote to since its last checkpoint is
 //! skipped (`PRAGMA data_version` tells, without I/O). The connection is opened only once the
-//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold), and closed again
-//! after each checkpoint: an account with little traffic never holds a second connection
-//! (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
-//! WAL itself when the store closes. (The connection pool closes idle stores without that
+//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold), and closed again at
+//! the store's next turn: an account with little traffic never holds a second connection
+//! (about 60 KiB), a busy one holds it while it is busy, and SQLite checkpoints a small WAL
+//! itself when the store closes. (The connection pool closes idle stores without that
 //! checkpoint, `pool::close`: their WAL waits here until it passes `WAL_MIN`.)
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The WAL size past which the checkpointer steps in (SQLite's automatic checkpoint: 4 MiB).
 pub(crate) const WAL_MIN: u64 = 1 << 20;
+
+/// How many pages a writer's WAL grows by before it wakes the thread (1 MiB of 4 KiB pages:
+/// `WAL_MIN`, so the thread finds it worth opening).
+const KICK_PAGES: i32 = 256;
+
+/// The WAL pages past which the writer checkpoints itself: SQLite's automatic checkpoint and
+/// its default (about 4 MiB), the bound on the WAL when this thread cannot keep up.
+pub(crate) const BOUND_PAGES: i32 = 1000;
 
 struct Entry {
     path: PathBuf,
@@ -36,7 +53,9 @@ struct Entry {
     /// `data_version` at the last checkpoint: unchanged means nothing was written since.
     seen: Option<i64>,
     /// Set by the store whenever it uses its connection; an untouched database is not asked.
-    touched: Arc<std::sync::atomic::AtomicBool>,
+    touched: Arc<AtomicBool>,
+    /// Set by the store's WAL hook: its WAL is growing fast, checkpoint it now (`Kick`).
+    kicked: Arc<AtomicBool>,
 }
 
 impl Entry {
@@ -66,17 +85,65 @@ impl Entry {
             Ok(()) => self.seen = version,
             Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one retries"),
         }
-        if !force {
-            // Not held between checkpoints: an account's connections stay within
-            // `state.open_databases` (`pool`), and this one costs as much as the store's.
-            self.conn = None;
-            self.seen = None;
-        }
+    }
+
+    /// Lets go of the connection: not held past the store's turn, so an account's connections
+    /// stay within `state.open_databases` (`pool`), and this one costs as much as the store's.
+    fn close(&mut self) {
+        self.conn = None;
+        self.seen = None;
     }
 }
 
 static ENTRIES: Mutex<Vec<Arc<Mutex<Entry>>>> = Mutex::new(Vec::new());
 static THREAD: std::sync::Once = std::sync::Once::new();
+/// Set, with `WAKE` notified, when a store's WAL hook asks for a checkpoint now.
+static WOKEN: Mutex<bool> = Mutex::new(false);
+static WAKE: Condvar = Condvar::new();
+
+/// What a store's WAL hook holds to wake the thread for its database.
+#[derive(Clone)]
+pub(crate) struct Kick {
+    kicked: Arc<AtomicBool>,
+}
+
+impl Kick {
+    /// One that wakes nothing (tests of the writer's own bound).
+    #[cfg(test)]
+    pub(crate) fn detached() -> Kick {
+        Kick { kicked: Arc::new(AtomicBool::new(false)) }
+    }
+
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::Relaxed);
+        *lock(&WOKEN) = true;
+        WAKE.notify_one();
+    }
+}
+
+/// Sets `conn`'s WAL hook, which SQLite calls after each commit with the pages in the WAL: it
+/// wakes the thread each time the WAL has grown by `KICK_PAGES`, and checkpoints on the
+/// writer's own thread past `BOUND_PAGES`, as the automatic checkpoint it replaces did.
+pub(crate) fn watch(conn: &mut Connection, kick: Kick) -> rusqlite::Result<()> {
+    // The WAL's pages when the thread was last woken (fewer now: the WAL started over).
+    let mut asked = 0;
+    conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::os::raw::c_int| {
+        if pages < asked {
+            asked = 0;
+        }
+        if pages >= BOUND_PAGES {
+            // Busy (the thread is checkpointing) or not: the next commit asks again.
+            if let Err(error) = wal.checkpoint() {
+                tracing::debug!(%error, pages, "the writer's WAL checkpoint did not run");
+            }
+        } else if pages >= asked + KICK_PAGES {
+            asked = pages;
+            kick.kick();
+        }
+        // (An error here would fail the statement whose commit has already happened.)
+        Ok(())
+    }))
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -85,12 +152,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Stops checkpointing the database (after a last checkpoint) when dropped.
 pub(crate) struct Checkpointer {
     entry: Arc<Mutex<Entry>>,
-    touched: Arc<std::sync::atomic::AtomicBool>,
+    touched: Arc<AtomicBool>,
+    kicked: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
     pub(crate) fn start(path: &Path, every: Duration, wal_min: u64) -> rusqlite::Result<Checkpointer> {
-        let touched = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let touched = Arc::new(AtomicBool::new(true));
+        let kicked = Arc::new(AtomicBool::new(false));
         let entry = Arc::new(Mutex::new(Entry {
             path: path.to_path_buf(),
             conn: None,
@@ -99,6 +168,7 @@ impl Checkpointer {
             due: Instant::now() + every,
             seen: None,
             touched: touched.clone(),
+            kicked: kicked.clone(),
         }));
         lock(&ENTRIES).push(entry.clone());
         let mut failed = None;
@@ -110,12 +180,17 @@ impl Checkpointer {
         if let Some(e) = failed {
             return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
         }
-        Ok(Checkpointer { entry, touched })
+        Ok(Checkpointer { entry, touched, kicked })
     }
 
     /// The store used its connection (it may have written): check it at the next turn.
     pub(crate) fn touch(&self) {
-        self.touched.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.touched.store(true, Ordering::Relaxed);
+    }
+
+    /// What the store's connections' WAL hook wakes this database's checkpoint with (`watch`).
+    pub(crate) fn kick(&self) -> Kick {
+        Kick { kicked: self.kicked.clone() }
     }
 }
 
@@ -131,7 +206,8 @@ impl Drop for Checkpointer {
     }
 }
 
-/// The thread: each database at its own interval (the shortest sets the tick).
+/// The thread: each database at its own interval (the shortest sets the tick), and at once
+/// when its WAL hook wakes it.
 fn run() {
     loop {
         let entries: Vec<Arc<Mutex<Entry>>> = lock(&ENTRIES).clone();
@@ -140,11 +216,19 @@ fn run() {
         for e in entries {
             let mut e = lock(&e);
             tick = tick.min(e.every);
-            if e.due <= now && e.touched.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if e.kicked.swap(false, Ordering::Relaxed) {
+                // (The connection kept: a WAL that grows fast wakes it again soon.)
                 e.checkpoint(false);
+            } else if e.due <= now {
+                if e.touched.swap(false, Ordering::Relaxed) {
+                    e.checkpoint(false);
+                }
+                e.close();
                 e.due = now + e.every;
             }
         }
-        std::thread::sleep(tick.max(Duration::from_millis(10)));
+        let woken = lock(&WOKEN);
+        let (mut woken, _) = WAKE.wait_timeout_while(woken, tick.max(Duration::from_millis(10)), |w| !*w).unwrap_or_else(|p| p.into_inner());
+        *woken = false;
     }
 }

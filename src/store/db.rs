@@ -194,7 +194,7 @@ impl Store {
         let path = dir.join("agent.db");
         let err = |source| StoreError { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        let conn = Connection::open(&path).map_err(err)?;
+        let mut conn = Connection::open(&path).map_err(err)?;
         // WAL + NORMAL: a commit survives the process being killed (the test of issue 3); only
         // an OS crash can lose the last commits.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -207,7 +207,11 @@ impl Store {
         conn.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO meta (key, value) VALUES ('opened', datetime('now')); COMMIT;").map_err(err)?;
         let db_position = position_in(&conn).map_err(err)?;
         let checkpointer = super::checkpoint::Checkpointer::start(&path, checkpoint_every, wal_min).map_err(err)?;
-        let slot = super::pool::Slot::new(&path, conn, true);
+        // Checkpoints are the thread's (`checkpoint`): the connection's WAL hook wakes it.
+        let kick = checkpointer.kick();
+        let setup: super::pool::Setup = Box::new(move |c| super::checkpoint::watch(c, kick.clone()));
+        setup(&mut conn).map_err(err)?;
+        let slot = super::pool::Slot::new(&path, conn, true, Some(setup));
         Ok(Store {
             path,
             slot,
@@ -226,7 +230,7 @@ impl Store {
         upgrade(&conn).expect("the schema upgrades");
         let path = PathBuf::from(":memory:");
         Store {
-            slot: super::pool::Slot::new(&path, conn, false),
+            slot: super::pool::Slot::new(&path, conn, false, None),
             path,
             _checkpointer: None,
             figures: Default::default(),
@@ -1250,11 +1254,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fast_growing_wal_wakes_the_checkpoint_thread_before_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        // Its turn an hour away: only the connection's WAL hook can bring the thread now.
+        let s = Store::open_with(dir.path(), std::time::Duration::from_secs(3600), crate::store::checkpoint::WAL_MIN).unwrap();
+        let (db, wal) = (dir.path().join("agent.db"), dir.path().join("agent.db-wal"));
+        let before = std::fs::metadata(&db).unwrap().len();
+        // The pool closes it: the hook must come with the connection opened again.
+        assert!(crate::store::pool::close_now(&s.slot));
+        let body = padded_body(50);
+        // Past the pages that wake the thread, short of those where the writer checkpoints itself.
+        let page = 4096 + 24;
+        let writer_bound = (crate::store::checkpoint::BOUND_PAGES as u64 - 50) * page;
+        while std::fs::metadata(&wal).map_or(0, |m| m.len()) < 300 * page {
+            append(&s, &body, None);
+            assert!(std::fs::metadata(&wal).unwrap().len() < writer_bound, "the batches are larger than this test expects");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&db).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "the thread did not checkpoint the growing WAL");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
     fn the_wal_stays_bounded_under_a_flood_of_writes() {
         let dir = tempfile::tempdir().unwrap();
         // The worst case for the background thread: it never gets to run (a passive checkpoint
-        // that never catches up is the same). The automatic checkpoint must bound the WAL.
+        // that never catches up is the same). The writer's own checkpoint must bound the WAL:
+        // its hook is set again here with nothing to wake.
         let s = Store::open_with(dir.path(), std::time::Duration::from_secs(3600), crate::store::checkpoint::WAL_MIN).unwrap();
+        crate::store::checkpoint::watch(&mut s.lock().unwrap(), crate::store::checkpoint::Kick::detached()).unwrap();
         let body = padded_body(100);
         for i in 0..1500 {
             append(&s, &body, None);
@@ -1263,7 +1293,8 @@ mod tests {
             }
         }
         let wal = std::fs::metadata(dir.path().join("agent.db-wal")).unwrap().len();
-        assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
+        let bound = (crate::store::checkpoint::BOUND_PAGES as u64 + 100) * (4096 + 24);
+        assert!(wal < bound, "the WAL grew to {wal} bytes");
     }
 
     #[test]

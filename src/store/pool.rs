@@ -39,17 +39,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the store sets on each connection it opens beyond `reopen`'s settings (its WAL hook).
+pub(super) type Setup = Box<dyn Fn(&mut Connection) -> rusqlite::Result<()> + Send + Sync>;
+
 /// One store's connection, open or not.
 pub(super) struct Slot {
     path: PathBuf,
     pub(super) conn: Mutex<Option<Connection>>,
     used: AtomicU64,
+    /// Applied to the connection when it is opened again.
+    setup: Option<Setup>,
 }
 
 impl Slot {
-    /// `pooled` false: a database in memory, never closed (its connection is its data).
-    pub(super) fn new(path: &Path, conn: Connection, pooled: bool) -> Arc<Slot> {
-        let slot = Arc::new(Slot { path: path.to_path_buf(), conn: Mutex::new(Some(conn)), used: AtomicU64::new(0) });
+    /// `conn` already set up. `pooled` false: a database in memory, never closed (its
+    /// connection is its data).
+    pub(super) fn new(path: &Path, conn: Connection, pooled: bool, setup: Option<Setup>) -> Arc<Slot> {
+        let slot = Arc::new(Slot { path: path.to_path_buf(), conn: Mutex::new(Some(conn)), used: AtomicU64::new(0), setup });
         slot.used();
         if pooled {
             admit(&slot);
@@ -63,7 +69,11 @@ impl Slot {
         let mut conn = lock(&self.conn);
         self.used();
         if conn.is_none() {
-            *conn = Some(reopen(&self.path)?);
+            let mut opened = reopen(&self.path)?;
+            if let Some(setup) = &self.setup {
+                setup(&mut opened)?;
+            }
+            *conn = Some(opened);
             admit(self);
         }
         Ok(conn)
