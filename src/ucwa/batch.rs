@@ -180,9 +180,7 @@ fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, Strin
         let sender_href = sender.href.unwrap_or_default();
         // Made absolute once per sender, copied into each of its events.
         absolute_sender.clear();
-        if !sender_href.is_empty() {
-            origin.absolute_into(&sender_href, &mut absolute_sender);
-        }
+        let plain_sender = (!sender_href.is_empty() && origin.absolute_into(&sender_href, &mut absolute_sender)).then_some(&*sender_href);
         for (j, raw) in sender.events.into_iter().enumerate() {
             let head = match raw.head.map_or_else(|| super::head::read(raw.text), Ok) {
                 Ok(head) => head,
@@ -214,7 +212,7 @@ fn parse_by(body: &[u8], origin: &Origin, one_pass: bool) -> Result<Batch, Strin
             p.put(Field::Kind, &kind);
             p.put_with(Field::Href, |b| {
                 if !href.is_empty() {
-                    origin.absolute_into(&href, b)
+                    origin.absolute_under_into(plain_sender, &href, b)
                 }
             });
             if let Some(t) = &l.title {

@@ -53,19 +53,34 @@ impl Origin {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// `absolute`, appended to `out` (UTF-8). Plain origin-relative paths, which is what UCWA
-    /// sends, are joined by concatenation: `Url::join` gives the same text for them, and costs
-    /// more than the rest of decoding an event.
-    pub fn absolute_into(&self, href: &str, out: &mut Vec<u8>) {
+    /// `absolute`, appended to `out` (UTF-8); whether `href` was a plain path. Plain
+    /// origin-relative paths, which is what UCWA sends, are joined by concatenation:
+    /// `Url::join` gives the same text for them, and costs more than the rest of decoding an
+    /// event.
+    pub fn absolute_into(&self, href: &str, out: &mut Vec<u8>) -> bool {
         if is_plain_path(href) {
             out.extend_from_slice(self.as_str().as_bytes());
             out.extend_from_slice(href.as_bytes());
-            return;
+            return true;
         }
         match self.base.join(href) {
             Ok(u) => out.extend_from_slice(u.as_str().as_bytes()),
             Err(_) => out.extend_from_slice(href.as_bytes()),
         }
+        false
+    }
+
+    /// `absolute_into` for an event's href, given its sender's href when that is a plain path
+    /// (`plain_sender`). The usual event's href is its sender's followed by `/…`, and then only
+    /// what follows needs looking at: a plain path followed by a plain path is one.
+    pub(crate) fn absolute_under_into(&self, plain_sender: Option<&str>, href: &str, out: &mut Vec<u8>) {
+        let under = |s: &str| s.len() >= 2 && href.as_bytes().get(s.len()) == Some(&b'/') && href.starts_with(s) && is_plain_path(&href[s.len()..]);
+        if plain_sender.is_some_and(under) {
+            out.extend_from_slice(self.as_str().as_bytes());
+            out.extend_from_slice(href.as_bytes());
+            return;
+        }
+        self.absolute_into(href, out);
     }
 
     pub fn same_origin(&self, url: &Url) -> bool {
@@ -215,6 +230,30 @@ mod tests {
             }
         }
         assert!(is_plain_path("/ucwa/oauth/v1/applications/1/events?ack=2"));
+    }
+
+    #[test]
+    fn an_href_under_its_senders_is_made_absolute_as_on_its_own() {
+        let o = Origin::of(&Url::parse("https://pool.contoso.com/").unwrap());
+        let hrefs = ["/", "/a", "/a/", "/a/b", "/a/b/", "/a/.", "/a/..", "/a/b?x=1", "/a?x", "/a?x/./y", "/a/%2e", "/a%2E", "/a/b c", "/a/é", "//x", "/a//b"];
+        let tails = ["", "/", "//", "/c", "/./c", "/../c", "/.", "/..", "/%2e/c", "/c?d=./e", "/c d", "/c/é", "/c#f", "?x", "x", "/c/.%2E"];
+        for sender in hrefs {
+            let mut s = Vec::new();
+            let plain_sender = o.absolute_into(sender, &mut s).then_some(sender);
+            for tail in tails {
+                let href = format!("{sender}{tail}");
+                let mut under = Vec::new();
+                o.absolute_under_into(plain_sender, &href, &mut under);
+                assert_eq!(String::from_utf8(under).unwrap(), o.absolute(&href), "{href:?} under {sender:?}");
+            }
+            // Every ASCII character after the sender's href, as the test above does.
+            for c in (0u8..0x80).map(char::from) {
+                let href = format!("{sender}/x{c}y");
+                let mut under = Vec::new();
+                o.absolute_under_into(plain_sender, &href, &mut under);
+                assert_eq!(String::from_utf8(under).unwrap(), o.absolute(&href), "{href:?} under {sender:?}");
+            }
+        }
     }
 
     #[test]
