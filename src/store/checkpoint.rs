@@ -20,10 +20,10 @@
 //! One thread serves every store of the process (an agent of a thousand accounts has a
 //! thousand databases), and a database that nothing wrote to since its last checkpoint is
 //! skipped (`PRAGMA data_version` tells, without I/O). The connection is opened only once the
-//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold), and closed again at
-//! the store's next turn: an account with little traffic never holds a second connection
-//! (about 60 KiB), a busy one holds it while it is busy, and SQLite checkpoints a small WAL
-//! itself when the store closes. (The connection pool closes idle stores without that
+//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold), and closed again
+//! after each checkpoint: an account with little traffic never holds a second connection
+//! (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
+//! WAL itself when the store closes. (The connection pool closes idle stores without that
 //! checkpoint, `pool::close`: their WAL waits here until it passes `WAL_MIN`.)
 
 use rusqlite::Connection;
@@ -217,8 +217,10 @@ fn run() {
             let mut e = lock(&e);
             tick = tick.min(e.every);
             if e.kicked.swap(false, Ordering::Relaxed) {
-                // (The connection kept: a WAL that grows fast wakes it again soon.)
                 e.checkpoint(false);
+                // Opened again at the next wake-up (on this thread, off the event path), so
+                // the store's files stay within what `open_files` counts for it.
+                e.close();
             } else if e.due <= now {
                 if e.touched.swap(false, Ordering::Relaxed) {
                     e.checkpoint(false);
