@@ -62,6 +62,11 @@ pub(crate) struct Packer<'b> {
 }
 
 impl<'b> Packer<'b> {
+    /// The bytes an event of `text` bytes of strings takes in the arena.
+    pub(crate) fn room(text: usize) -> usize {
+        HEADER + text
+    }
+
     /// `text` is a capacity hint for the strings.
     pub(crate) fn new(buf: &'b mut Vec<u8>, text: usize) -> Packer<'b> {
         let base = buf.len();
