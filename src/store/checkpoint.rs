@@ -8,8 +8,7 @@
 //! - every interval, for a store written to since the last one;
 //! - at once when a writer's WAL has grown by `KICK_PAGES` since it last asked (`watch`, the
 //!   WAL hook of the store's connection, wakes it), so under a flood the WAL's pages are
-//!   copied and synced here while the writer goes on;
-//! - a last time when the store is dropped.
+//!   copied and synced here while the writer goes on.
 //!
 //! At any ordinary event rate it copies everything and the WAL starts over before it reaches
 //! `BOUND_PAGES`. Under a sustained flood a passive checkpoint never quite catches up with the
@@ -18,10 +17,9 @@
 //! replaces) was; it finds most pages already copied and synced.
 //!
 //! One thread serves every store of the process (an agent of a thousand accounts has a
-//! thousand databases), and a database that nothing wrote to since its last checkpoint is
-//! skipped (`PRAGMA data_version` tells, without I/O). The connection is opened only once the
-//! WAL file has grown past `WAL_MIN` (a quarter of SQLite's own threshold), and closed again
-//! after each checkpoint: an account with little traffic never holds a second connection
+//! thousand databases), and a store that did not use its connection since its last turn is
+//! skipped. The thread's connection is opened only once the WAL file has grown past `WAL_MIN`
+//! (a quarter of SQLite's own threshold), for one checkpoint: an account with little traffic never holds a second connection
 //! (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
 //! WAL itself when the store closes. (The connection pool closes idle stores without that
 //! checkpoint, `pool::close`: their WAL waits here until it passes `WAL_MIN`.)
@@ -45,13 +43,9 @@ pub(crate) const BOUND_PAGES: i32 = 1000;
 
 struct Entry {
     path: PathBuf,
-    /// Opened once the WAL has grown past `wal_min`.
-    conn: Option<Connection>,
     wal_min: u64,
     every: Duration,
     due: Instant,
-    /// `data_version` at the last checkpoint: unchanged means nothing was written since.
-    seen: Option<i64>,
     /// Set by the store whenever it uses its connection; an untouched database is not asked.
     touched: Arc<AtomicBool>,
     /// Set by the store's WAL hook: its WAL is growing fast, checkpoint it now (`Kick`).
@@ -59,39 +53,26 @@ struct Entry {
 }
 
 impl Entry {
-    /// Checkpoints if anything was written since the last time; `force`: whatever the WAL's size.
-    fn checkpoint(&mut self, force: bool) {
-        if self.conn.is_none() {
-            let mut wal = self.path.clone().into_os_string();
-            wal.push("-wal");
-            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-            if size == 0 || (size < self.wal_min && !force) {
-                return;
-            }
-            match Connection::open(&self.path).and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c)) {
-                Ok(c) => self.conn = Some(c),
-                Err(error) => {
-                    tracing::warn!(%error, db = %self.path.display(), "cannot open the database for a WAL checkpoint; the next turn retries");
-                    return;
-                }
-            }
-        }
-        let Some(conn) = &self.conn else { return };
-        let version = conn.prepare_cached("PRAGMA data_version").and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0))).ok();
-        if version.is_some() && version == self.seen {
+    /// A PASSIVE checkpoint, once the WAL has grown past `wal_min`, on a connection opened for
+    /// it and closed after it: an account's connections stay within `state.open_databases`
+    /// (`pool`), and this one costs as much as the store's.
+    fn checkpoint(&self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size == 0 || size < self.wal_min {
             return;
         }
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => self.seen = version,
-            Err(error) => tracing::warn!(%error, "WAL checkpoint failed; the next one retries"),
+        let conn = match Connection::open(&self.path).and_then(|c| c.busy_timeout(Duration::from_secs(5)).map(|()| c)) {
+            Ok(c) => c,
+            Err(error) => {
+                tracing::warn!(%error, db = %self.path.display(), "cannot open the database for a WAL checkpoint; the next turn retries");
+                return;
+            }
+        };
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed; the next one retries");
         }
-    }
-
-    /// Lets go of the connection: not held past the store's turn, so an account's connections
-    /// stay within `state.open_databases` (`pool`), and this one costs as much as the store's.
-    fn close(&mut self) {
-        self.conn = None;
-        self.seen = None;
     }
 }
 
@@ -149,7 +130,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Stops checkpointing the database (after a last checkpoint) when dropped.
+/// Stops checkpointing the database when dropped.
 pub(crate) struct Checkpointer {
     entry: Arc<Mutex<Entry>>,
     touched: Arc<AtomicBool>,
@@ -162,11 +143,9 @@ impl Checkpointer {
         let kicked = Arc::new(AtomicBool::new(false));
         let entry = Arc::new(Mutex::new(Entry {
             path: path.to_path_buf(),
-            conn: None,
             wal_min,
             every,
             due: Instant::now() + every,
-            seen: None,
             touched: touched.clone(),
             kicked: kicked.clone(),
         }));
@@ -197,12 +176,9 @@ impl Checkpointer {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         lock(&ENTRIES).retain(|e| !Arc::ptr_eq(e, &self.entry));
-        // Only if it was needed while running: otherwise the store's own connection, closing
-        // last, checkpoints the small WAL itself.
-        let mut e = lock(&self.entry);
-        if e.conn.is_some() {
-            e.checkpoint(true);
-        }
+        // Waits for a checkpoint under way. The store's own connection, closing last,
+        // checkpoints what is left of the WAL itself.
+        drop(lock(&self.entry));
     }
 }
 
@@ -217,15 +193,11 @@ fn run() {
             let mut e = lock(&e);
             tick = tick.min(e.every);
             if e.kicked.swap(false, Ordering::Relaxed) {
-                e.checkpoint(false);
-                // Opened again at the next wake-up (on this thread, off the event path), so
-                // the store's files stay within what `open_files` counts for it.
-                e.close();
+                e.checkpoint();
             } else if e.due <= now {
                 if e.touched.swap(false, Ordering::Relaxed) {
-                    e.checkpoint(false);
+                    e.checkpoint();
                 }
-                e.close();
                 e.due = now + e.every;
             }
         }

@@ -59,8 +59,7 @@ impl Origin {
     /// event.
     pub fn absolute_into(&self, href: &str, out: &mut Vec<u8>) -> bool {
         if is_plain_path(href) {
-            out.extend_from_slice(self.as_str().as_bytes());
-            out.extend_from_slice(href.as_bytes());
+            self.join_plain(href, out);
             return true;
         }
         match self.base.join(href) {
@@ -76,11 +75,16 @@ impl Origin {
     pub(crate) fn absolute_under_into(&self, plain_sender: Option<&str>, href: &str, out: &mut Vec<u8>) {
         let under = |s: &str| s.len() >= 2 && href.as_bytes().get(s.len()) == Some(&b'/') && href.starts_with(s) && is_plain_path(&href[s.len()..]);
         if plain_sender.is_some_and(under) {
-            out.extend_from_slice(self.as_str().as_bytes());
-            out.extend_from_slice(href.as_bytes());
+            self.join_plain(href, out);
             return;
         }
         self.absolute_into(href, out);
+    }
+
+    /// A plain path (`is_plain_path`) on this origin: the two texts one after the other.
+    fn join_plain(&self, href: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_str().as_bytes());
+        out.extend_from_slice(href.as_bytes());
     }
 
     pub fn same_origin(&self, url: &Url) -> bool {
