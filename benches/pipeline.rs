@@ -215,17 +215,22 @@ fn main() {
             let only: Option<usize> = std::env::var("BENCH_TRACES").ok().map(|t| t.parse().expect("BENCH_TRACES=0 or 100"));
             let (journal, scripts) = case.split_once(':').expect("BENCH_CASE=disk:1 or memory:0");
             let scripts = scripts.parse().expect("a script count");
+            // `BENCH_BATCHES=N`: one round of N batches each, and no Python loop: small enough to
+            // count instructions per thread under `valgrind --tool=callgrind --separate-threads=yes`,
+            // a figure this noisy machine does not move (BENCHMARKS.md, "Instructions per event").
+            let counted: Option<u64> = std::env::var("BENCH_BATCHES").ok().map(|n| n.parse().expect("BENCH_BATCHES=<batches>"));
             let (mut off, mut on) = (0f64, 0f64);
-            for _ in 0..3 {
+            for _ in 0..if counted.is_some() { 1 } else { 3 } {
+                let batches = counted.unwrap_or(5000);
                 if only.is_none_or(|t| t == 0) {
-                    off = off.max(throughput(scripts, 5000, 100, journal == "disk", 0).await);
+                    off = off.max(throughput(scripts, batches, 100, journal == "disk", 0).await);
                 }
                 if only.is_none_or(|t| t != 0) {
-                    on = on.max(throughput(scripts, 5000, 100, journal == "disk", only.unwrap_or(100)).await);
+                    on = on.max(throughput(scripts, batches, 100, journal == "disk", only.unwrap_or(100)).await);
                 }
             }
             println!("{case}: {off:.0} events/s without traces; {on:.0} events/s with traces (100 per script): {:+.1} %", (on / off - 1.0) * 100.0);
-            if case == "disk:1" {
+            if case == "disk:1" && counted.is_none() {
                 println!("against the Python loop (same bodies, in turns):");
                 for traces in [0, 100].into_iter().filter(|t| only.is_none_or(|o| o == *t)) {
                     versus_python(3, 5000, traces).await;
