@@ -25,31 +25,38 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Called as `dispatch(ctl, handlers)`: `ctl` is the `Control` (a light userdata; scripts never
-/// see this function or its arguments), `handlers` the subscriptions' functions in order. The
-/// event's table is made as `interop`'s `CALL_EVENT` makes it, once per event, and kept in
-/// `current` so that a run entered again after a handler's error gives the event's next
-/// handlers the same table. The handler is called from a temporary (`rawget(...)`), so that its
-/// frame in a traceback reads "in function <file:line>", as it did when called on its own (a
-/// named local would make it "in local 'f'", a table field "in field '?'").
+/// see this function or its arguments), `handlers` the subscriptions' functions in order.
+/// `step` makes each event's table (as `interop`'s `CALL_EVENT` makes it) once, in C, and
+/// hands the same table to the event's next handlers, also when a run is entered again after
+/// a handler's error: every Lua instruction here runs under the count hook of the instruction
+/// limit, and building the table in Lua (a constructor, three comparisons for its metatable, a
+/// call of `setmetatable`, two stores) was about two thirds of this loop's instructions. The
+/// handler is called from a temporary (`rawget(...)`), so that its frame in a traceback reads
+/// "in function <file:line>", as it did when called on its own (a named local would make it
+/// "in local 'f'", a table field "in field '?'").
 pub(crate) const DISPATCH: &str = r#"
-local setmetatable, mt, im_mt, sources, step, rawget = ...
-local current = {}
+local step, rawget = ...
 return function(ctl, handlers)
   while true do
-    local h, rel, kind, seq, source = step(ctl)
+    local h, t = step(ctl)
     if not h then
-      current[1] = nil
       return
     end
-    if rel then
-      local t = setmetatable({rel = rel, type = kind, seq = seq}, (rel == "message" or rel == "messagingInvitation" or rel == "contactPresence") and im_mt or mt)
-      sources[t] = source
-      current[1] = t
-    end
-    rawget(handlers, h)(current[1])
+    rawget(handlers, h)(t)
   end
 end
 "#;
+
+/// `step`'s upvalues (`Interop::install`): the event metatables, the weak `sources` table, and
+/// a table whose `[1]` is the table of the event under way (nil between runs). Not an upvalue of
+/// its own: under generational collection a young value stored into an old closure is made old
+/// at once (a forward barrier), and every event table would then live until a major collection;
+/// a store into a table only marks the table.
+pub(crate) const STEP_UPVALUES: c_int = 4;
+const UP_MT: c_int = ffi::lua_upvalueindex(1);
+const UP_IM_MT: c_int = ffi::lua_upvalueindex(2);
+const UP_SOURCES: c_int = ffi::lua_upvalueindex(3);
+const UP_CURRENT: c_int = ffi::lua_upvalueindex(4);
 
 /// Why a run returned to the runner without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +165,8 @@ enum Next {
     /// The next handler (1-based) for the event whose table exists.
     Handler(usize),
     /// The first handler of a new event, and what its table is made of (pointers into the
-    /// batch, which the run holds).
-    First(usize, *const u8, usize, *const u8, usize, u64, *const u8, usize),
+    /// batch, which the run holds), with whether it takes the IM metatable.
+    First(usize, *const u8, usize, *const u8, usize, u64, *const u8, usize, bool),
 }
 
 /// A handler call that ended the Lua call (an error, the time limit): which event, since when.
@@ -284,7 +291,8 @@ impl Control {
                         return Next::Handler(j + 1);
                     }
                     let (rel, kind, packed) = (ev.rel(), ev.kind(), ev.packed());
-                    return Next::First(j + 1, rel.as_ptr(), rel.len(), kind.as_ptr(), kind.len(), ev.seq, packed.as_ptr(), packed.len());
+                    let im = takes_im_metatable(rel);
+                    return Next::First(j + 1, rel.as_ptr(), rel.len(), kind.as_ptr(), kind.len(), ev.seq, packed.as_ptr(), packed.len(), im);
                 }
                 r.done = r.done.max(ev.seq);
                 r.event = None;
@@ -337,15 +345,23 @@ impl Drop for Control {
     }
 }
 
-/// `step(ctl)` → nothing (the run stops), the next handler's index, or the index of the first
-/// handler of a new event with its `rel`, `type`, `seq` and packed form.
+/// Whether an event of `rel` takes the IM metatable (its `__index` also asks agent-actions), as
+/// `interop`'s `MAKE_EVENT` and `CALL_EVENT` decide in Lua.
+fn takes_im_metatable(rel: &str) -> bool {
+    matches!(rel, "message" | "messagingInvitation" | "contactPresence")
+}
+
+/// `step(ctl)` → nothing (the run stops), or the next handler's index and the event's table:
+/// made here for the event's first handler (`rel`, `type`, `seq`, its metatable, its packed
+/// form in `sources`), the same table for its next ones.
 ///
 /// # Safety
-/// Called by Lua only, from `DISPATCH`, whose first argument is a pointer to a `Control` that
-/// the runner keeps alive and in place for as long as the Lua call it made runs (it owns it, boxed,
-/// across the call's await). Nothing here unwinds into Lua: a panic is caught and stops the run.
-/// The strings pushed (which may raise Lua's memory error, a `longjmp`) are pushed after every
-/// Rust value with a destructor is gone; their bytes belong to the batch the `Control` holds.
+/// Called by Lua only, from `DISPATCH`, as the closure `Interop::install` makes (its upvalues:
+/// `STEP_UPVALUES`), whose first argument is a pointer to a `Control` that the runner keeps
+/// alive and in place for as long as the Lua call it made runs (it owns it, boxed, across the
+/// call's await). Nothing here unwinds into Lua: a panic is caught and stops the run. The
+/// values pushed (which may raise Lua's memory error, a `longjmp`) are pushed after every Rust
+/// value with a destructor is gone; the strings' bytes belong to the batch the `Control` holds.
 pub(crate) unsafe extern "C-unwind" fn step(state: *mut ffi::lua_State) -> c_int {
     let ctl = ffi::lua_touserdata(state, 1) as *const Control;
     if ctl.is_null() {
@@ -355,18 +371,36 @@ pub(crate) unsafe extern "C-unwind" fn step(state: *mut ffi::lua_State) -> c_int
     let ctl = &*ctl;
     let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctl.advance())).unwrap_or(Next::Stop);
     match next {
-        Next::Stop => 0,
+        Next::Stop => {
+            // (The last event's table is the script's to keep, not this closure's.)
+            ffi::lua_pushnil(state);
+            ffi::lua_rawseti(state, UP_CURRENT, 1);
+            0
+        }
         Next::Handler(h) => {
             ffi::lua_pushinteger(state, h as ffi::lua_Integer);
-            1
+            ffi::lua_rawgeti(state, UP_CURRENT, 1);
+            2
         }
-        Next::First(h, rel, rel_len, kind, kind_len, seq, packed, packed_len) => {
+        Next::First(h, rel, rel_len, kind, kind_len, seq, packed, packed_len, im) => {
             ffi::lua_pushinteger(state, h as ffi::lua_Integer);
+            // (Fields before the metatable: set on a table with none, they are raw.)
+            ffi::lua_createtable(state, 0, 3);
             ffi::lua_pushlstring(state, rel as *const _, rel_len);
+            ffi::lua_setfield(state, -2, c"rel".as_ptr());
             ffi::lua_pushlstring(state, kind as *const _, kind_len);
+            ffi::lua_setfield(state, -2, c"type".as_ptr());
             ffi::lua_pushinteger(state, seq as ffi::lua_Integer);
+            ffi::lua_setfield(state, -2, c"seq".as_ptr());
+            ffi::lua_pushvalue(state, if im { UP_IM_MT } else { UP_MT });
+            ffi::lua_setmetatable(state, -2);
+            // sources[t] = packed
+            ffi::lua_pushvalue(state, -1);
             ffi::lua_pushlstring(state, packed as *const _, packed_len);
-            5
+            ffi::lua_rawset(state, UP_SOURCES);
+            ffi::lua_pushvalue(state, -1);
+            ffi::lua_rawseti(state, UP_CURRENT, 1);
+            2
         }
     }
 }

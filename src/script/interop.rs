@@ -155,18 +155,17 @@ impl Interop {
         // Lua's own setmetatable: the sandbox's checks for `__gc` cost a call per event, and
         // this metatable has none.
         let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
+        let current = lua.create_table()?;
         // SAFETY: `step` is called only by this function, with the pointer the runner passes
-        // (`dispatch::step`'s contract); scripts reach neither.
-        let step = unsafe { lua.create_c_function(super::dispatch::step)? };
+        // (`dispatch::step`'s contract); scripts reach neither. The closure takes the four
+        // values pushed as its upvalues, in `dispatch::STEP_UPVALUES`' order.
+        let step: Function = unsafe {
+            lua.exec_raw((metatable.clone(), im_metatable.clone(), sources.clone(), current), |state| {
+                mlua::ffi::lua_pushcclosure(state, super::dispatch::step, super::dispatch::STEP_UPVALUES)
+            })?
+        };
         let rawget: Function = lua.globals().raw_get("rawget")?;
-        let dispatch: Function = lua.load(super::dispatch::DISPATCH).set_name("=event").call((
-            raw.clone(),
-            metatable.clone(),
-            im_metatable.clone(),
-            sources.clone(),
-            step,
-            rawget,
-        ))?;
+        let dispatch: Function = lua.load(super::dispatch::DISPATCH).set_name("=event").call((step, rawget))?;
         lua.set_app_data(Interop {
             make: Default::default(),
             call: Default::default(),
