@@ -178,3 +178,45 @@ agent.on("audioVideoSession", function(e) agent.log.info("second " .. e.seq) end
     // What the second handler did (its log line) is in its call's steps.
     assert_eq!(traces[2]["calls"][1]["steps"].as_array().map(Vec::len), Some(1), "{}", traces[2]);
 }
+
+#[tokio::test]
+async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_done() {
+    // In a burst the traces are written every 100 ms, not at every 10 ms commit; they must
+    // still move on while the burst runs, and its last event's trace must not wait for
+    // another event once the script is done.
+    let script = "agent.on('audioVideoSession', function(e) local x = 0 for i = 1, 3000 do x = x + i end end)\n";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.lua", script);
+    let store = Arc::new(Store::in_memory());
+    let settings = ScriptSettings { traces_per_script: 5, ..ScriptSettings::new(Limits::default()) };
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
+    host.load_dir().await.unwrap();
+    let (batches, per_batch) = (150u64, 100u64);
+    let last = batches * per_batch;
+    for b in 0..batches {
+        host.dispatch(events(b * per_batch + 1, per_batch));
+    }
+    let newest_trace = || {
+        let q = ucwa_agent::store::TraceQuery { script: Some("s".into()), limit: 1, ..Default::default() };
+        store.traces(&q).unwrap().last().map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64().unwrap())
+    };
+    let mut seen_while_busy = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the burst did not end: cursor {:?}", store.cursor("s").unwrap());
+        let cursor = store.cursor("s").unwrap().unwrap_or(0);
+        let newest = newest_trace();
+        if cursor >= last {
+            break;
+        }
+        seen_while_busy.extend(newest);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen_while_busy.len() >= 2, "the stored traces moved on during the burst: {seen_while_busy:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while newest_trace() != Some(last) {
+        assert!(std::time::Instant::now() < deadline, "the last event's trace was not written: newest {:?}", newest_trace());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    host.shutdown(Duration::from_secs(5)).await;
+}

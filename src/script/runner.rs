@@ -42,6 +42,14 @@ pub(crate) enum Msg {
 /// (A commit per few dozen events cost more than a trivial handler at full speed.)
 const CURSOR_FLUSH: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// How often a script that is still working through events writes its traces (its commits
+/// between carry the cursor only). A commit serialises up to `traces_per_script` traces, and
+/// in a burst nearly all of them are pruned by the next one: written with every 10 ms commit,
+/// that was most of what traces cost (BENCHMARKS.md, "Instructions per event"). A commit that
+/// writes `agent.state`, one with the script caught up, and every commit while someone
+/// listens (`tap`) write them at once; a `kill -9` loses at most this much of them.
+const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A script's progress and health.
 struct Progress {
     env: Arc<ScriptEnv>,
@@ -70,6 +78,8 @@ struct Progress {
     traces: std::collections::VecDeque<Pending>,
     /// How many runs were traced since the last commit (some may have been let go).
     traced_runs: usize,
+    /// When traces were last written (`TRACE_FLUSH`).
+    traces_written: Option<tokio::time::Instant>,
     /// The errors reported since the caller last took them (a driven version: `Driven`).
     errors: Option<Vec<String>>,
     /// Handler calls not yet added to the metrics (at the end of a batch, at a commit).
@@ -395,7 +405,7 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     let now = tokio::time::Instant::now();
     match p.flush_at {
         None => p.flush_at = Some(now + CURSOR_FLUSH),
-        Some(at) if at <= now => p.commit(cur),
+        Some(at) if at <= now => p.commit_busy(cur),
         Some(_) => {}
     }
     next
@@ -421,7 +431,7 @@ async fn run_event(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Prog
     let now = tokio::time::Instant::now();
     match p.flush_at {
         None => p.flush_at = Some(now + CURSOR_FLUSH),
-        Some(at) if at <= now => p.commit(cur),
+        Some(at) if at <= now => p.commit_busy(cur),
         Some(_) => {}
     }
 }
@@ -658,6 +668,7 @@ impl Progress {
             paused: false,
             last_error: None,
             flush_at: None,
+            traces_written: None,
             settings: env.settings(),
             traced_state: Some("{}".to_string()),
             env,
@@ -783,10 +794,20 @@ impl Progress {
         });
     }
 
-    /// Writes the cursor and what changed in `agent.state`, in one transaction. A state that
-    /// cannot be saved (too big, a cycle, a function) is reported like a handler error (the
-    /// same message only now and then); the cursor still moves, the saved state stays as it was.
+    /// Writes the cursor and what changed in `agent.state`, in one transaction, with the
+    /// traces. A state that cannot be saved (too big, a cycle, a function) is reported like a
+    /// handler error (the same message only now and then); the cursor still moves, the saved
+    /// state stays as it was.
     fn commit(&mut self, cur: &Loaded) {
+        self.commit_with(cur, false);
+    }
+
+    /// `commit` between two events of a burst: the traces wait for `TRACE_FLUSH`.
+    fn commit_busy(&mut self, cur: &Loaded) {
+        self.commit_with(cur, true);
+    }
+
+    fn commit_with(&mut self, cur: &Loaded, busy: bool) {
         self.flush_at = None;
         self.env.metrics.handlers(&self.name, &mut self.tally);
         if self.watch.is_stuck() {
@@ -809,12 +830,25 @@ impl Progress {
             }
         };
         let cursor = (self.done > self.committed).then_some(self.done);
-        if cursor.is_none() && delta.is_none() && self.traces.is_empty() {
+        let now = tokio::time::Instant::now();
+        // (A state written is noted on the last trace of its commit: those go with it.)
+        let hold = busy && delta.is_none() && !self.env.listened() && self.traces_written.is_some_and(|at| now < at + TRACE_FLUSH);
+        if hold && !self.traces.is_empty() {
+            // Written by a later commit: the next one in a burst, or this timer's once idle.
+            self.flush_at = Some(now + CURSOR_FLUSH);
+        }
+        if cursor.is_none() && delta.is_none() && (hold || self.traces.is_empty()) {
             return;
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
-        let traces = self.trace_chunk(delta.as_ref());
+        let traces = if hold { None } else { self.trace_chunk(delta.as_ref()) };
+        if traces.is_some() {
+            self.traces_written = Some(now);
+        } else if hold {
+            // (What a later commit's state notes as "committed with" is its own runs only.)
+            self.traced_runs = 0;
+        }
         let chunk = traces.as_ref().map(|(c, _)| c);
         let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script_with(&self.name, cursor, write.as_ref(), chunk)) else {
             return; // declared stuck meanwhile: its replacement writes from now on
