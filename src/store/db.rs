@@ -248,8 +248,21 @@ impl Store {
         StoreError { path: self.path.clone(), source }
     }
 
-    /// The store's connection, opened again if the pool closed it since its last use.
+    /// The store's connection, opened again if the pool closed it since its last use, to
+    /// write with: a position kept out of the database (`defer_position`) is written first,
+    /// and if that fails so does this (what the caller writes may be a newer position).
     pub(super) fn lock(&self) -> Result<Held<'_>, StoreError> {
+        self.hold(true)
+    }
+
+    /// The store's connection to read with: a kept position that cannot be written yet (a
+    /// full disk, a locked database) stays kept, in memory and in `position.json`, and the
+    /// read goes on (`position` reads it from there).
+    pub(super) fn read(&self) -> Result<Held<'_>, StoreError> {
+        self.hold(false)
+    }
+
+    fn hold(&self, to_write: bool) -> Result<Held<'_>, StoreError> {
         // Whatever is done with it may change the figures.
         *self.figures.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let conn = self.slot.hold().map_err(|e| self.err(e))?;
@@ -260,7 +273,12 @@ impl Store {
             // journal row (it came with an empty batch after them).
             if let Err(e) = head_in(&held).and_then(|head| write_position(&held, &p, head)) {
                 *deferred = Some(p);
-                return Err(self.err(e));
+                if to_write {
+                    return Err(self.err(e));
+                }
+                tracing::warn!(db = %self.path.display(), error = %e, "cannot write the channel position kept in memory yet; it stays there and in position.json");
+                drop(deferred);
+                return Ok(held);
             }
             *lock(&self.db_position) = Some(p);
         }
@@ -351,7 +369,7 @@ impl Store {
     fn journaled(&self, seq: u64, upto: Option<u64>) -> Result<Vec<Event>, StoreError> {
         // (Seqs are i64 in SQLite: a larger one means "all" or "none", never a negative.)
         let as_sql = |s: u64| s.min(i64::MAX as u64) as i64;
-        let conn = self.lock()?;
+        let conn = self.read()?;
         let mut q = conn
             .prepare_cached("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 AND first_seq <= ?2 ORDER BY first_seq")
             .map_err(|e| self.err(e))?;
@@ -408,19 +426,19 @@ impl Store {
 
     /// The highest `seq` ever journaled (0 for none).
     pub fn head(&self) -> Result<u64, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         Ok(head_in(&conn).map_err(|e| self.err(e))? as u64)
     }
 
     /// How many events the journal holds.
     pub fn depth(&self) -> Result<u64, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         let n: i64 = conn.query_row("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM journal", [], |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok(n as u64)
     }
 
     pub fn cursor(&self, script: &str) -> Result<Option<u64>, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         conn.query_row("SELECT seq FROM cursors WHERE script = ?1", params![script], |r| r.get::<_, i64>(0))
             .optional()
             .map(|o| o.map(|s| s as u64))
@@ -476,14 +494,14 @@ impl Store {
 
     /// Traces as stored (JSON), oldest first.
     pub fn traces(&self, q: &TraceQuery) -> Result<Vec<String>, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         read_traces(&conn, q).map_err(|e| self.err(e))
     }
 
     /// A script's `agent.state` as saved: its top-level keys and their JSON, by key. A state
     /// saved whole by an earlier version comes back split into its keys.
     pub fn state(&self, script: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         let mut st = conn.prepare_cached("SELECT key, json FROM state_keys WHERE script = ?1 ORDER BY key").map_err(|e| self.err(e))?;
         let keys = st
             .query_map(params![script], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -503,7 +521,7 @@ impl Store {
     /// Where the channel stands: the database's position, or the newer one `position.json`
     /// holds if the process that kept it in memory was killed before writing it there.
     pub fn position(&self) -> Result<Option<Position>, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         let in_db = position_in(&conn).map_err(|e| self.err(e))?;
         Ok(match &self.dir {
             Some(dir) => super::position::newest(dir, in_db),
@@ -556,7 +574,7 @@ impl Store {
 
     /// The contacts `scripts` watch (each once, sorted); every script's for None.
     pub fn watched(&self, scripts: Option<&[String]>) -> Result<std::collections::BTreeSet<String>, StoreError> {
-        let conn = self.lock()?;
+        let conn = self.read()?;
         let mut st = conn.prepare_cached("SELECT script, uri FROM watches").map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -892,6 +910,32 @@ mod tests {
         append(&s, &empty, Some(&at(8)));
         drop(s);
         assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=8"));
+    }
+
+    #[test]
+    fn reads_go_on_while_a_kept_position_cannot_be_written_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let at = |ack: u32| super::super::position::at(&format!("/a/events?ack={ack}"));
+        let empty = batch::synthetic_body(&[]);
+        s.commit_script_with("a", Some(1), None, None).unwrap();
+        append(&s, &empty, Some(&at(2)));
+        assert!(super::super::pool::close_now(&s.slot));
+        append(&s, &empty, Some(&at(3)));
+        // Another process holds the write lock (past the 5 s busy timeout): the kept position
+        // cannot go into the database, yet what is there can be read, and the position read
+        // is the kept one.
+        let other = Connection::open(dir.path().join("agent.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert_eq!(s.cursor("a").unwrap(), Some(1));
+        assert_eq!(s.position().unwrap().unwrap().next, "/a/events?ack=3");
+        // A write still refuses (it may write a newer position, which the kept one must not
+        // follow), and once the lock is gone the kept position goes in first.
+        assert!(s.commit_script_with("a", Some(2), None, None).is_err());
+        other.execute_batch("COMMIT").unwrap();
+        s.commit_script_with("a", Some(2), None, None).unwrap();
+        assert_eq!(position_on_disk(dir.path()).as_deref(), Some("/a/events?ack=3"));
+        assert_eq!(s.cursor("a").unwrap(), Some(2));
     }
 
     /// A process killed with an empty batch's position in memory: `position.json` holds it,
