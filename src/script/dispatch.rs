@@ -47,16 +47,23 @@ return function(ctl, handlers)
 end
 "#;
 
-/// `step`'s upvalues (`Interop::install`): the event metatables, the weak `sources` table, and
-/// a table whose `[1]` is the table of the event under way (nil between runs). Not an upvalue of
-/// its own: under generational collection a young value stored into an old closure is made old
-/// at once (a forward barrier), and every event table would then live until a major collection;
-/// a store into a table only marks the table.
-pub(crate) const STEP_UPVALUES: c_int = 4;
+/// `step`'s upvalues (`Interop::install`, in this order): the event metatables, the weak
+/// `sources` table, a table whose `[1]` is the table of the event under way (nil between runs),
+/// the field names `rel`, `type` and `seq`, and the last `rel` and `type` strings pushed (most
+/// events of a batch share them, and Lua hashes a short string each time it is pushed anew).
+/// The event under way is not an upvalue of its own: under generational collection a young
+/// value stored into an old closure is made old at once (a forward barrier), and every event
+/// table would then live until a major collection; a store into a table only marks the table.
+pub(crate) const STEP_UPVALUES: c_int = 9;
 const UP_MT: c_int = ffi::lua_upvalueindex(1);
 const UP_IM_MT: c_int = ffi::lua_upvalueindex(2);
 const UP_SOURCES: c_int = ffi::lua_upvalueindex(3);
 const UP_CURRENT: c_int = ffi::lua_upvalueindex(4);
+const UP_KEY_REL: c_int = ffi::lua_upvalueindex(5);
+const UP_KEY_TYPE: c_int = ffi::lua_upvalueindex(6);
+const UP_KEY_SEQ: c_int = ffi::lua_upvalueindex(7);
+const UP_LAST_REL: c_int = ffi::lua_upvalueindex(8);
+const UP_LAST_TYPE: c_int = ffi::lua_upvalueindex(9);
 
 /// Why a run returned to the runner without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +352,23 @@ impl Drop for Control {
     }
 }
 
+/// Pushes the string `bytes..len`: the one upvalue `up` holds if it is the same, else a new one,
+/// which `up` then holds.
+///
+/// # Safety
+/// `up` is one of `step`'s string upvalues; `bytes..len` is readable.
+unsafe fn push_remembered(state: *mut ffi::lua_State, up: c_int, bytes: *const u8, len: usize) {
+    let mut had = 0usize;
+    let held = ffi::lua_tolstring(state, up, &mut had);
+    if !held.is_null() && had == len && std::slice::from_raw_parts(held as *const u8, had) == std::slice::from_raw_parts(bytes, len) {
+        ffi::lua_pushvalue(state, up);
+        return;
+    }
+    ffi::lua_pushlstring(state, bytes as *const _, len);
+    ffi::lua_pushvalue(state, -1);
+    ffi::lua_replace(state, up);
+}
+
 /// Whether an event of `rel` takes the IM metatable (its `__index` also asks agent-actions), as
 /// `interop`'s `MAKE_EVENT` and `CALL_EVENT` decide in Lua.
 fn takes_im_metatable(rel: &str) -> bool {
@@ -384,14 +408,16 @@ pub(crate) unsafe extern "C-unwind" fn step(state: *mut ffi::lua_State) -> c_int
         }
         Next::First(h, rel, rel_len, kind, kind_len, seq, packed, packed_len, im) => {
             ffi::lua_pushinteger(state, h as ffi::lua_Integer);
-            // (Fields before the metatable: set on a table with none, they are raw.)
             ffi::lua_createtable(state, 0, 3);
-            ffi::lua_pushlstring(state, rel as *const _, rel_len);
-            ffi::lua_setfield(state, -2, c"rel".as_ptr());
-            ffi::lua_pushlstring(state, kind as *const _, kind_len);
-            ffi::lua_setfield(state, -2, c"type".as_ptr());
+            ffi::lua_pushvalue(state, UP_KEY_REL);
+            push_remembered(state, UP_LAST_REL, rel, rel_len);
+            ffi::lua_rawset(state, -3);
+            ffi::lua_pushvalue(state, UP_KEY_TYPE);
+            push_remembered(state, UP_LAST_TYPE, kind, kind_len);
+            ffi::lua_rawset(state, -3);
+            ffi::lua_pushvalue(state, UP_KEY_SEQ);
             ffi::lua_pushinteger(state, seq as ffi::lua_Integer);
-            ffi::lua_setfield(state, -2, c"seq".as_ptr());
+            ffi::lua_rawset(state, -3);
             ffi::lua_pushvalue(state, if im { UP_IM_MT } else { UP_MT });
             ffi::lua_setmetatable(state, -2);
             // sources[t] = packed

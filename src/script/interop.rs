@@ -157,10 +157,10 @@ impl Interop {
         let raw: Function = lua.named_registry_value(super::sandbox::RAW_SETMETATABLE).or_else(|_| lua.globals().raw_get("setmetatable"))?;
         let current = lua.create_table()?;
         // SAFETY: `step` is called only by this function, with the pointer the runner passes
-        // (`dispatch::step`'s contract); scripts reach neither. The closure takes the four
-        // values pushed as its upvalues, in `dispatch::STEP_UPVALUES`' order.
+        // (`dispatch::step`'s contract); scripts reach neither. The closure takes the values
+        // pushed as its upvalues, in `dispatch::STEP_UPVALUES`' order.
         let step: Function = unsafe {
-            lua.exec_raw((metatable.clone(), im_metatable.clone(), sources.clone(), current), |state| {
+            lua.exec_raw((metatable.clone(), im_metatable.clone(), sources.clone(), current, "rel", "type", "seq", "", ""), |state| {
                 mlua::ffi::lua_pushcclosure(state, super::dispatch::step, super::dispatch::STEP_UPVALUES)
             })?
         };
