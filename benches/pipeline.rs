@@ -254,8 +254,10 @@ fn main() {
             }
         }
         println!("against the Python loop (same bodies, in turns):");
-        versus_python(3, 2000, 0).await;
-        versus_python(3, 2000, 100).await;
+        // Rounds of 5,000 batches, as `BENCH_CASE=disk:1`'s: a round of 2,000 (0.3 s of ours)
+        // was short enough for one stall of this shared machine to decide it.
+        versus_python(3, 5000, 0).await;
+        versus_python(3, 5000, 100).await;
         let (p50, p99) = journal_latency(10_000).await;
         println!(
             "batch arrival -> next poll ready (parse + journal + hand-over), 4-event batches: median {:>6.1} us, p99 {:>6.1} us",
