@@ -385,7 +385,11 @@ async fn run(
                 }
                 // Every account's state is walked: often while signing in, so READY=1 comes
                 // soon after the last account; then once every 2 s (a walk of 10,000 accounts
-                // four times a second was most of an idle agent's CPU).
+                // four times a second was most of an idle agent's CPU), and not at all once
+                // ready when no service manager reads the STATUS lines.
+                if ready && !n.active() {
+                    break;
+                }
                 let every = if ready { 2000 } else { 250 };
                 tokio::time::sleep(std::time::Duration::from_millis(every)).await;
             }

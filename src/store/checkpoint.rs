@@ -18,7 +18,7 @@
 //!
 //! One thread serves every store of the process (an agent of a thousand accounts has a
 //! thousand databases), and a store that did not use its connection since its last turn is
-//! skipped. The thread's connection is opened only once the WAL file has grown past `WAL_MIN`
+//! skipped; while no store is used at all, the thread does not walk them. The thread's connection is opened only once the WAL file has grown past `WAL_MIN`
 //! (a quarter of SQLite's own threshold), for one checkpoint: an account with little traffic never holds a second connection
 //! (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
 //! WAL itself when the store closes. (The connection pool closes idle stores without that
@@ -77,6 +77,10 @@ impl Entry {
 }
 
 static ENTRIES: Mutex<Vec<Arc<Mutex<Entry>>>> = Mutex::new(Vec::new());
+/// Set after an entry's `touched` or `kicked`: some store may want a checkpoint, so the thread
+/// walks its entries. An agent of thousands of idle accounts touches none for minutes, and
+/// the walk over all of them each second was the largest single item of its idle profile.
+static PENDING: AtomicBool = AtomicBool::new(false);
 static THREAD: std::sync::Once = std::sync::Once::new();
 /// Set, with `WAKE` notified, when a store's WAL hook asks for a checkpoint now.
 static WOKEN: Mutex<bool> = Mutex::new(false);
@@ -97,6 +101,7 @@ impl Kick {
 
     fn kick(&self) {
         self.kicked.store(true, Ordering::Relaxed);
+        PENDING.store(true, Ordering::Release);
         *lock(&WOKEN) = true;
         WAKE.notify_one();
     }
@@ -150,6 +155,7 @@ impl Checkpointer {
             kicked: kicked.clone(),
         }));
         lock(&ENTRIES).push(entry.clone());
+        PENDING.store(true, Ordering::Release);
         let mut failed = None;
         THREAD.call_once(|| {
             if let Err(e) = std::thread::Builder::new().name("ucwa-checkpoint".into()).spawn(run) {
@@ -165,6 +171,8 @@ impl Checkpointer {
     /// The store used its connection (it may have written): check it at the next turn.
     pub(crate) fn touch(&self) {
         self.touched.store(true, Ordering::Relaxed);
+        // (After the entry's flag: the thread clears this one before it reads theirs.)
+        PENDING.store(true, Ordering::Release);
     }
 
     /// What the store's connections' WAL hook wakes this database's checkpoint with (`watch`).
@@ -185,20 +193,31 @@ impl Drop for Checkpointer {
 /// The thread: each database at its own interval (the shortest sets the tick), and at once
 /// when its WAL hook wakes it.
 fn run() {
+    let mut tick = Duration::from_secs(1);
     loop {
-        let entries: Vec<Arc<Mutex<Entry>>> = lock(&ENTRIES).clone();
-        let mut tick = Duration::from_secs(1);
-        let now = Instant::now();
-        for e in entries {
-            let mut e = lock(&e);
-            tick = tick.min(e.every);
-            if e.kicked.swap(false, Ordering::Relaxed) {
-                e.checkpoint();
-            } else if e.due <= now {
-                if e.touched.swap(false, Ordering::Relaxed) {
+        // Only when a store was used (or kicked) since the last walk, or one used before its
+        // turn is still waiting for it.
+        if PENDING.swap(false, Ordering::AcqRel) {
+            let entries: Vec<Arc<Mutex<Entry>>> = lock(&ENTRIES).clone();
+            tick = Duration::from_secs(1);
+            let now = Instant::now();
+            let mut waiting = false;
+            for e in entries {
+                let mut e = lock(&e);
+                tick = tick.min(e.every);
+                if e.kicked.swap(false, Ordering::Relaxed) {
                     e.checkpoint();
+                } else if e.due <= now {
+                    if e.touched.swap(false, Ordering::Relaxed) {
+                        e.checkpoint();
+                    }
+                    e.due = now + e.every;
+                } else if e.touched.load(Ordering::Relaxed) {
+                    waiting = true;
                 }
-                e.due = now + e.every;
+            }
+            if waiting {
+                PENDING.store(true, Ordering::Release);
             }
         }
         let woken = lock(&WOKEN);

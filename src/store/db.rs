@@ -1330,6 +1330,21 @@ mod tests {
     }
 
     #[test]
+    fn a_store_written_once_before_its_turn_is_checkpointed_at_it() {
+        // The thread walks the stores only after one was used; a store used before its turn
+        // and never again must still get its turn, not wait for another store to be used.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_with(dir.path(), std::time::Duration::from_millis(300), 0).unwrap();
+        let before = std::fs::metadata(dir.path().join("agent.db")).unwrap().len();
+        append(&s, &padded_body(50), None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(dir.path().join("agent.db")).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "the store's turn never came");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
     fn the_wal_is_checkpointed_off_the_writers_thread() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open_with(dir.path(), std::time::Duration::from_millis(20), 0).unwrap();
