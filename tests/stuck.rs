@@ -572,3 +572,40 @@ async fn v2_lines(out: &mut tokio::sync::broadcast::Receiver<ScriptOutput>, n: u
     }
     lines
 }
+
+/// The cursor and the traces of the events before it are written together: once a script is
+/// stuck nothing more of it is written, and the events the cursor has passed are never run
+/// again, so a trace not written with the cursor is never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_a_stuck_script_finished_before_it_hung_all_have_their_traces() {
+    use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptSettings};
+    use ucwa_agent::store::{Store, TraceQuery};
+    // Events 1 to 4 keep their handler about 12 ms each (a commit is due after every second
+    // one); event 5 hogs in C.
+    let script = HOG.replace("agent.on(EVENT, hog)", "")
+        + r#"
+agent.on("audioVideoSession", function(e)
+  if e.seq == 5 then hog() return end
+  local t0 = os.clock()
+  while os.clock() - t0 < 0.012 do end
+end)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.lua", &script);
+    let limits = Limits { memory_bytes: 1 << 30, instructions: 100_000_000_000, handler_timeout: Duration::from_millis(300) };
+    let store = std::sync::Arc::new(Store::in_memory());
+    let settings = ScriptSettings { traces_per_script: 100, ..ScriptSettings::new(limits) };
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    host.dispatch(events(1, 5));
+    expect(&mut out, "the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "s")).await;
+    let cursor = store.cursor("s").unwrap().unwrap_or(0);
+    let q = TraceQuery { script: Some("s".into()), limit: 100, ..Default::default() };
+    let traced: std::collections::BTreeSet<u64> =
+        store.traces(&q).unwrap().iter().filter_map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64()).collect();
+    assert!(cursor >= 2, "the events before the hog were committed: cursor {cursor}");
+    let missing: Vec<u64> = (1..=cursor).filter(|s| !traced.contains(s)).collect();
+    assert!(missing.is_empty(), "cursor {cursor}, yet no trace of the events {missing:?} (traces of {traced:?})");
+    host.shutdown(Duration::from_secs(1)).await;
+}
