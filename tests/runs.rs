@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{events, expect, silent_server, write};
+use common::{events, expect, silent_server, write, PATIENCE};
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -201,7 +201,7 @@ async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_
         store.traces(&q).unwrap().last().map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64().unwrap())
     };
     let mut seen_while_busy = std::collections::BTreeSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         assert!(std::time::Instant::now() < deadline, "the burst did not end: cursor {:?}", store.cursor("s").unwrap());
         let cursor = store.cursor("s").unwrap().unwrap_or(0);
@@ -213,7 +213,7 @@ async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(seen_while_busy.len() >= 2, "the stored traces moved on during the burst: {seen_while_busy:?}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + PATIENCE;
     while newest_trace() != Some(last) {
         assert!(std::time::Instant::now() < deadline, "the last event's trace was not written: newest {:?}", newest_trace());
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -294,7 +294,10 @@ impl Control {
                     if let Some(t) = r.traced.as_mut() {
                         trace::begin_on(&t.rec, now, t.current.as_ref().map_or(0, |(t, _)| t.bytes));
                     }
-                    if !std::mem::take(&mut r.fresh) {
+                    // (`fresh` stays set until `step` has stored the table: if making it raises
+                    // Lua's memory error, the event's next handler gets a table of its own,
+                    // not the one before.)
+                    if !r.fresh {
                         return Next::Handler(j + 1);
                     }
                     let (rel, kind, packed) = (ev.rel(), ev.kind(), ev.packed());
@@ -426,6 +429,7 @@ pub(crate) unsafe extern "C-unwind" fn step(state: *mut ffi::lua_State) -> c_int
             ffi::lua_rawset(state, UP_SOURCES);
             ffi::lua_pushvalue(state, -1);
             ffi::lua_rawseti(state, UP_CURRENT, 1);
+            ctl.lock().fresh = false;
             2
         }
     }

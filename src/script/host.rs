@@ -593,11 +593,13 @@ impl ScriptHost {
         let pending = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let mut waits = Vec::new();
         let mut unfinished = Vec::new();
+        let mut watches = BTreeMap::new();
         for (name, e) in entries {
             if e.watch.is_stuck() {
                 unfinished.push(name);
                 continue;
             }
+            watches.insert(name.clone(), e.watch.clone());
             let _ = e.inbox.send(Msg::Stop);
             pending.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
             let pending = pending.clone();
@@ -609,6 +611,9 @@ impl ScriptHost {
         if tokio::time::timeout(grace, futures_util::future::join_all(waits)).await.is_err() {
             let busy: Vec<String> = pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
             tracing::warn!(grace_ms = grace.as_millis() as u64, scripts = ?busy, "scripts still busy at shutdown; not waiting for them");
+            for watch in busy.iter().filter_map(|name| watches.get(name)) {
+                runner::write_held_traces(watch, &self.inner.env);
+            }
             unfinished.extend(busy);
         }
         unfinished
@@ -688,6 +693,9 @@ impl watchdog::Overseer for Inner {
         );
         self.env.metrics.script_stuck(script, true);
         self.add_stuck(script, watch.clone());
+        // The traces its last commits held back (their events are past its cursor), then the
+        // stuck call's.
+        runner::write_held_traces(watch, &self.env);
         let keep = self.env.settings().traces_per_script;
         if keep > 0 {
             let mut t = trace::Trace::new(&self.env.account.name, script, watch.running(), "stuck", self.env.clock.now_ms() - took.as_millis() as i64);

@@ -834,8 +834,21 @@ impl Progress {
         // (A state written is noted on the last trace of its commit: those go with it.)
         let hold = busy && delta.is_none() && !self.env.listened() && self.traces_written.is_some_and(|at| now < at + TRACE_FLUSH);
         if hold && !self.traces.is_empty() {
-            // Written by a later commit: the next one in a burst, or this timer's once idle.
+            // Written by a later commit: the next one in a burst, or this timer's once idle;
+            // kept where the host finds them if this thread never commits again.
+            let mut held = take_held(&self.watch);
+            held.extend(std::mem::take(&mut self.traces));
+            let over = held.len().saturating_sub(self.settings.traces_per_script);
+            held.drain(..over);
+            self.watch.put_held(Box::new(held));
             self.flush_at = Some(now + CURSOR_FLUSH);
+        } else if !hold {
+            // (Older than the runs since: first.)
+            let mut held = take_held(&self.watch);
+            if !held.is_empty() {
+                held.extend(std::mem::take(&mut self.traces));
+                self.traces = held;
+            }
         }
         if cursor.is_none() && delta.is_none() && (hold || self.traces.is_empty()) {
             return;
@@ -869,6 +882,26 @@ impl Progress {
                 tracing::error!(script = %self.name, %error, "cannot save the script's progress")
             }
         }
+    }
+}
+
+/// The traces `watch`'s commits held back (none if none were).
+fn take_held(watch: &Watch) -> std::collections::VecDeque<Pending> {
+    watch.take_held().and_then(|b| b.downcast::<std::collections::VecDeque<Pending>>().ok()).map(|b| *b).unwrap_or_default()
+}
+
+/// Writes the traces a script's commits held back in a burst, for a thread that will not
+/// commit again (stuck in a call, or still busy when a shutdown's grace ended): the events its
+/// cursor has passed keep their traces.
+pub(crate) fn write_held_traces(watch: &Watch, env: &ScriptEnv) {
+    let held = take_held(watch);
+    if held.is_empty() {
+        return;
+    }
+    let (wall, keep) = (trace::WallClock::now(), env.settings().traces_per_script);
+    let (chunk, _) = trace::chunk(held.into_iter().map(|p| p.made(&env.account.name, &watch.name, &wall)), keep, false);
+    if let Err(error) = env.store.add_traces(&watch.name, &chunk) {
+        tracing::warn!(script = %watch.name, %error, "cannot write the script's traces");
     }
 }
 

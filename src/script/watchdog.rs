@@ -31,6 +31,10 @@ pub(crate) struct Watch {
     running: std::sync::atomic::AtomicU64,
     /// The thread has ended (set by the host, under its table of stuck versions).
     ended: AtomicBool,
+    /// Traces the thread's commits held back in a burst (`runner`'s `TRACE_FLUSH`), where the
+    /// host can still write them if the thread never commits again (stuck, or still busy when
+    /// a shutdown's grace ends). Opaque here: `runner` puts and takes its own type.
+    held: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 #[derive(Default)]
@@ -62,7 +66,19 @@ impl Watch {
             gate: Mutex::new(()),
             running: std::sync::atomic::AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            held: Mutex::new(None),
         })
+    }
+
+    /// Keeps what a commit held back (replacing what was kept).
+    pub(crate) fn put_held(&self, held: Box<dyn std::any::Any + Send>) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(held);
+    }
+
+    /// What a commit held back, taken (by the next commit, or by the host for a thread that
+    /// will not commit again).
+    pub(crate) fn take_held(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// A call starts: `what` (handler, timer, …), for an event (`rel`, `type`, `seq`) or not.

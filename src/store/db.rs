@@ -28,6 +28,9 @@ pub struct Store {
     /// (`append`): written when the database is next opened. Only ever set while the
     /// connection is closed, under its lock, so nothing newer can have been written meanwhile.
     deferred_position: std::sync::Mutex<Option<Position>>,
+    /// After a read failed to write the deferred position (a locked database waits out the 5 s
+    /// busy timeout each time), reads do not try again before this; writes always do.
+    deferred_retry: std::sync::Mutex<Option<std::time::Instant>>,
     /// The position the database holds: its `next` is what `position::write` builds on, and a
     /// batch's `next` goes into its journal row only after a position of the same application
     /// (`append`).
@@ -65,6 +68,9 @@ const TRACES: &str = "
 CREATE TABLE IF NOT EXISTS traces (id INTEGER PRIMARY KEY, script TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, at_ms INTEGER NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL, body BLOB NOT NULL, codec INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS traces_by_script ON traces (script, id);
 ";
+
+/// How long reads leave a deferred position alone after failing to write it (`Store::read`).
+const DEFERRED_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The most bytes of traces (as JSON) kept per script: 1 MiB, whatever
 /// `scripts.traces_per_script` says.
@@ -218,6 +224,7 @@ impl Store {
             _checkpointer: Some(checkpointer),
             figures: Default::default(),
             deferred_position: Default::default(),
+            deferred_retry: Default::default(),
             db_position: std::sync::Mutex::new(db_position),
             dir: Some(dir.to_path_buf()),
         })
@@ -235,6 +242,7 @@ impl Store {
             _checkpointer: None,
             figures: Default::default(),
             deferred_position: Default::default(),
+            deferred_retry: Default::default(),
             db_position: Default::default(),
             dir: None,
         }
@@ -268,7 +276,8 @@ impl Store {
         let conn = self.slot.hold().map_err(|e| self.err(e))?;
         let held = Held { conn, checkpointer: self._checkpointer.as_ref() };
         let mut deferred = self.deferred_position.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = deferred.take() {
+        let later = !to_write && lock(&self.deferred_retry).is_some_and(|at| std::time::Instant::now() < at);
+        if let Some(p) = deferred.take_if(|_| !later) {
             // Before whatever the caller writes, which may be a newer position; after every
             // journal row (it came with an empty batch after them).
             if let Err(e) = head_in(&held).and_then(|head| write_position(&held, &p, head)) {
@@ -277,9 +286,11 @@ impl Store {
                     return Err(self.err(e));
                 }
                 tracing::warn!(db = %self.path.display(), error = %e, "cannot write the channel position kept in memory yet; it stays there and in position.json");
+                *lock(&self.deferred_retry) = Some(std::time::Instant::now() + DEFERRED_RETRY);
                 drop(deferred);
                 return Ok(held);
             }
+            *lock(&self.deferred_retry) = None;
             *lock(&self.db_position) = Some(p);
         }
         drop(deferred);
