@@ -220,3 +220,44 @@ async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_
     }
     host.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn once_shutdown_gives_up_on_a_busy_script_every_event_its_cursor_passes_has_its_trace() {
+    // A shutdown whose grace ends with a script still in a burst leaves its thread running
+    // until the process exits; every cursor it commits from then on may be its last, so the
+    // traces of the events it passes must be in the database with it (not held for 100 ms).
+    let script = "agent.on('audioVideoSession', function(e) local x = 0 for i = 1, 3000 do x = x + i end end)\n";
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.lua", script);
+    let store = Arc::new(Store::in_memory());
+    let settings = ScriptSettings { traces_per_script: 5, ..ScriptSettings::new(Limits::default()) };
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
+    host.load_dir().await.unwrap();
+    let (batches, per_batch) = (150u64, 100u64);
+    let last = batches * per_batch;
+    for b in 0..batches {
+        host.dispatch(events(b * per_batch + 1, per_batch));
+    }
+    let newest_trace = || {
+        let q = ucwa_agent::store::TraceQuery { script: Some("s".into()), limit: 1, ..Default::default() };
+        store.traces(&q).unwrap().last().map_or(0, |t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64().unwrap())
+    };
+    // Under way: traces written once, so the burst's commits now hold theirs back.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while newest_trace() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the burst did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(host.shutdown(Duration::from_millis(50)).await, ["s"], "the grace ended with the script busy");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the burst did not end: cursor {:?}", store.cursor("s").unwrap());
+        let cursor = store.cursor("s").unwrap().unwrap_or(0);
+        let newest = newest_trace();
+        assert!(newest >= cursor, "the cursor passed event {cursor}, yet the newest trace is of event {newest}: a process exit now loses the traces between");
+        if cursor >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
