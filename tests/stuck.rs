@@ -609,3 +609,40 @@ end)
     assert!(missing.is_empty(), "cursor {cursor}, yet no trace of the events {missing:?} (traces of {traced:?})");
     host.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The host writes a stuck script's held traces on the watchdog's thread while the stuck call
+/// still holds the script's Lua state: letting go there of the last reference to a handler the
+/// script removed (`:off()`) waits for that state, that is for the stuck call to return. The
+/// report of a stuck script must not wait for what it is stuck in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_stuck_after_removing_a_handler_in_a_burst_is_reported_while_still_stuck() {
+    use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptSettings};
+    use ucwa_agent::store::Store;
+    // As above (a commit after every second event, the second one holding its traces back),
+    // and event 3 removes a handler: the traces held back then are all that refer to it.
+    let script = HOG.replace("agent.on(EVENT, hog)", "")
+        + r#"
+local other = agent.on("message", function() end)
+agent.on("audioVideoSession", function(e)
+  if e.seq == 3 then other:off() end
+  if e.seq == 5 then hog() agent.log.info("hog returned") return end
+  local t0 = os.clock()
+  while os.clock() - t0 < 0.012 do end
+end)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.lua", &script);
+    let limits = Limits { memory_bytes: 1 << 30, instructions: 100_000_000_000, handler_timeout: Duration::from_millis(100) };
+    let store = std::sync::Arc::new(Store::in_memory());
+    let settings = ScriptSettings { traces_per_script: 100, ..ScriptSettings::new(limits) };
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    host.dispatch(events(1, 5));
+    let first = expect(&mut out, "the watchdog's report or the hog's return", |o| {
+        matches!(o, ScriptOutput::Stuck { script, .. } if script == "s") || matches!(o, ScriptOutput::Log { message, .. } if message == "hog returned")
+    })
+    .await;
+    assert!(matches!(first, ScriptOutput::Stuck { .. }), "the hog returned before the script was reported stuck: {first:?}");
+    host.shutdown(Duration::from_secs(1)).await;
+}
