@@ -600,6 +600,9 @@ impl ScriptHost {
                 continue;
             }
             watches.insert(name.clone(), e.watch.clone());
+            // (Before Stop: a commit from now on writes its traces itself, whether or not
+            // the grace is enough for the script to end.)
+            e.watch.stop_holding();
             let _ = e.inbox.send(Msg::Stop);
             pending.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
             let pending = pending.clone();

@@ -728,18 +728,23 @@ impl Progress {
 
     /// The pending traces as one chunk for the commit (the state it writes on the last), and
     /// each one's JSON for whoever listens.
-    fn trace_chunk(&mut self, written: Option<&super::state::Delta>) -> Option<(TraceChunk, trace::Live)> {
-        if self.traces.is_empty() {
+    fn trace_chunk(&mut self, written: Option<&super::state::Delta>, held: std::collections::VecDeque<Trace>) -> Option<(TraceChunk, trace::Live)> {
+        if self.traces.is_empty() && held.is_empty() {
             return None;
         }
-        let mut traces = std::mem::take(&mut self.traces);
         let n = std::mem::take(&mut self.traced_runs);
-        if let (Some(d), Some(last)) = (written, traces.back_mut()) {
-            last.trace.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
+        let mut traces: Vec<Trace> = held.into_iter().chain(self.made_traces()).collect();
+        if let (Some(d), Some(last)) = (written, traces.last_mut()) {
+            last.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
         }
-        let (account, script) = (&self.env.account.name, &*self.name);
+        Some(trace::chunk(traces, self.settings.traces_per_script, self.env.listened()))
+    }
+
+    /// The pending traces made whole (they hold nothing of the Lua state any more).
+    fn made_traces(&mut self) -> impl Iterator<Item = Trace> + '_ {
         let wall = trace::WallClock::now();
-        Some(trace::chunk(traces.into_iter().map(|p| p.made(account, script, &wall)), self.settings.traces_per_script, self.env.listened()))
+        let (account, script) = (self.env.account.name.clone(), self.name.clone());
+        std::mem::take(&mut self.traces).into_iter().map(move |p| p.made(&account, &script, &wall))
     }
 
     /// A failed call: logged (identical repeats only now and then), counted, reported.
@@ -832,38 +837,48 @@ impl Progress {
         let cursor = (self.done > self.committed).then_some(self.done);
         let now = tokio::time::Instant::now();
         // (A state written is noted on the last trace of its commit: those go with it.)
-        let hold = busy && delta.is_none() && !self.env.listened() && self.traces_written.is_some_and(|at| now < at + TRACE_FLUSH);
-        if hold && !self.traces.is_empty() {
-            // Written by a later commit: the next one in a burst, or this timer's once idle;
-            // kept where the host finds them if this thread never commits again.
-            let mut held = take_held(&self.watch);
-            held.extend(std::mem::take(&mut self.traces));
-            let over = held.len().saturating_sub(self.settings.traces_per_script);
-            held.drain(..over);
-            self.watch.put_held(Box::new(held));
+        let hold = busy && delta.is_none() && !self.env.listened() && self.watch.may_hold() && self.traces_written.is_some_and(|at| now < at + TRACE_FLUSH);
+        // Held back: made whole now (a held trace must not keep a Lua value, whose drop would
+        // wait for the state: the host may write it while a stuck call holds the state), and
+        // kept in the watch once the commit of their events' cursor is done, where the next
+        // commit takes them back first and the host writes them if this thread never commits
+        // again (stuck, or still busy when a shutdown's grace ends).
+        let mut to_hold: Option<Vec<Trace>> = (hold && !self.traces.is_empty()).then(|| self.made_traces().collect());
+        if to_hold.is_some() {
+            // (What a later commit's state notes as "committed with" is its own runs only.)
+            self.traced_runs = 0;
             self.flush_at = Some(now + CURSOR_FLUSH);
-        } else if !hold {
-            // (Older than the runs since: first.)
-            let mut held = take_held(&self.watch);
-            if !held.is_empty() {
-                held.extend(std::mem::take(&mut self.traces));
-                self.traces = held;
-            }
         }
-        if cursor.is_none() && delta.is_none() && (hold || self.traces.is_empty()) {
+        let traces = if hold { None } else { self.trace_chunk(delta.as_ref(), take_held(&self.watch)) };
+        if traces.is_some() {
+            self.traces_written = Some(now);
+        }
+        let keep = self.settings.traces_per_script;
+        let hold_in = |watch: &Watch, made: Vec<Trace>| {
+            let mut held = take_held(watch);
+            held.extend(made);
+            held.drain(..held.len().saturating_sub(keep));
+            watch.put_held(Box::new(held));
+        };
+        if cursor.is_none() && delta.is_none() && traces.is_none() {
+            // (Only runs that moved no cursor: timers'.)
+            if let Some(made) = to_hold {
+                hold_in(&self.watch, made);
+            }
             return;
         }
         self.env.metrics.lua_memory(&self.name, cur.lua.used_memory());
         let write = delta.as_ref().map(|d| StateWrite { replace_all: d.replace_all, set: &d.set, removed: &d.removed });
-        let traces = if hold { None } else { self.trace_chunk(delta.as_ref()) };
-        if traces.is_some() {
-            self.traces_written = Some(now);
-        } else if hold {
-            // (What a later commit's state notes as "committed with" is its own runs only.)
-            self.traced_runs = 0;
-        }
         let chunk = traces.as_ref().map(|(c, _)| c);
-        let Some(written) = self.watch.unless_stuck(|| self.env.store.commit_script_with(&self.name, cursor, write.as_ref(), chunk)) else {
+        let (store, name, watch) = (&self.env.store, &self.name, &self.watch);
+        let Some(written) = self.watch.unless_stuck(|| {
+            let written = store.commit_script_with(name, cursor, write.as_ref(), chunk);
+            // (Under the gate: declared stuck after this, the host finds them.)
+            if let Some(made) = to_hold.take() {
+                hold_in(watch, made);
+            }
+            written
+        }) else {
             return; // declared stuck meanwhile: its replacement writes from now on
         };
         match written {
@@ -886,8 +901,8 @@ impl Progress {
 }
 
 /// The traces `watch`'s commits held back (none if none were).
-fn take_held(watch: &Watch) -> std::collections::VecDeque<Pending> {
-    watch.take_held().and_then(|b| b.downcast::<std::collections::VecDeque<Pending>>().ok()).map(|b| *b).unwrap_or_default()
+fn take_held(watch: &Watch) -> std::collections::VecDeque<Trace> {
+    watch.take_held().and_then(|b| b.downcast::<std::collections::VecDeque<Trace>>().ok()).map(|b| *b).unwrap_or_default()
 }
 
 /// Writes the traces a script's commits held back in a burst, for a thread that will not
@@ -898,8 +913,7 @@ pub(crate) fn write_held_traces(watch: &Watch, env: &ScriptEnv) {
     if held.is_empty() {
         return;
     }
-    let (wall, keep) = (trace::WallClock::now(), env.settings().traces_per_script);
-    let (chunk, _) = trace::chunk(held.into_iter().map(|p| p.made(&env.account.name, &watch.name, &wall)), keep, false);
+    let (chunk, _) = trace::chunk(held, env.settings().traces_per_script, false);
     if let Err(error) = env.store.add_traces(&watch.name, &chunk) {
         tracing::warn!(script = %watch.name, %error, "cannot write the script's traces");
     }

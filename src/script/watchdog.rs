@@ -35,6 +35,9 @@ pub(crate) struct Watch {
     /// host can still write them if the thread never commits again (stuck, or still busy when
     /// a shutdown's grace ends). Opaque here: `runner` puts and takes its own type.
     held: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    /// Set when the host shuts down: from then on commits hold no traces back (a thread still
+    /// busy at the end of the grace keeps committing until the process exits).
+    hold_nothing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -67,7 +70,18 @@ impl Watch {
             running: std::sync::atomic::AtomicU64::new(0),
             ended: AtomicBool::new(false),
             held: Mutex::new(None),
+            hold_nothing: AtomicBool::new(false),
         })
+    }
+
+    /// Commits hold no traces back from now on (a shutdown began).
+    pub(crate) fn stop_holding(&self) {
+        self.hold_nothing.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether commits may hold traces back.
+    pub(crate) fn may_hold(&self) -> bool {
+        !self.hold_nothing.load(Ordering::SeqCst)
     }
 
     /// Keeps what a commit held back (replacing what was kept).
