@@ -179,11 +179,9 @@ agent.on("audioVideoSession", function(e) agent.log.info("second " .. e.seq) end
     assert_eq!(traces[2]["calls"][1]["steps"].as_array().map(Vec::len), Some(1), "{}", traces[2]);
 }
 
-#[tokio::test]
-async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_done() {
-    // In a burst the traces are written every 100 ms, not at every 10 ms commit; they must
-    // still move on while the burst runs, and its last event's trace must not wait for
-    // another event once the script is done.
+/// A traced script (`s`, 5 traces kept) fed a burst of 15,000 events of some work each; the
+/// last event's seq.
+async fn traced_burst() -> (ScriptHost, Arc<Store>, tempfile::TempDir, u64) {
     let script = "agent.on('audioVideoSession', function(e) local x = 0 for i = 1, 3000 do x = x + i end end)\n";
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.lua", script);
@@ -192,14 +190,25 @@ async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_
     let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
     host.load_dir().await.unwrap();
     let (batches, per_batch) = (150u64, 100u64);
-    let last = batches * per_batch;
     for b in 0..batches {
         host.dispatch(events(b * per_batch + 1, per_batch));
     }
-    let newest_trace = || {
-        let q = ucwa_agent::store::TraceQuery { script: Some("s".into()), limit: 1, ..Default::default() };
-        store.traces(&q).unwrap().last().map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64().unwrap())
-    };
+    (host, store, dir, batches * per_batch)
+}
+
+/// The event seq of script `s`'s newest stored trace.
+fn newest_trace(store: &Store) -> Option<u64> {
+    let q = ucwa_agent::store::TraceQuery { script: Some("s".into()), limit: 1, ..Default::default() };
+    store.traces(&q).unwrap().last().map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn a_bursts_traces_are_written_while_it_runs_and_its_last_ones_once_it_is_done() {
+    // In a burst the traces are written every 100 ms, not at every 10 ms commit; they must
+    // still move on while the burst runs, and its last event's trace must not wait for
+    // another event once the script is done.
+    let (host, store, _dir, last) = traced_burst().await;
+    let newest_trace = || newest_trace(&store);
     let mut seen_while_busy = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
@@ -226,22 +235,8 @@ async fn once_shutdown_gives_up_on_a_busy_script_every_event_its_cursor_passes_h
     // A shutdown whose grace ends with a script still in a burst leaves its thread running
     // until the process exits; every cursor it commits from then on may be its last, so the
     // traces of the events it passes must be in the database with it (not held for 100 ms).
-    let script = "agent.on('audioVideoSession', function(e) local x = 0 for i = 1, 3000 do x = x + i end end)\n";
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "s.lua", script);
-    let store = Arc::new(Store::in_memory());
-    let settings = ScriptSettings { traces_per_script: 5, ..ScriptSettings::new(Limits::default()) };
-    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
-    host.load_dir().await.unwrap();
-    let (batches, per_batch) = (150u64, 100u64);
-    let last = batches * per_batch;
-    for b in 0..batches {
-        host.dispatch(events(b * per_batch + 1, per_batch));
-    }
-    let newest_trace = || {
-        let q = ucwa_agent::store::TraceQuery { script: Some("s".into()), limit: 1, ..Default::default() };
-        store.traces(&q).unwrap().last().map_or(0, |t| serde_json::from_str::<serde_json::Value>(t).unwrap()["event"]["seq"].as_u64().unwrap())
-    };
+    let (host, store, _dir, last) = traced_burst().await;
+    let newest_trace = || newest_trace(&store).unwrap_or(0);
     // Under way: traces written once, so the burst's commits now hold theirs back.
     let deadline = std::time::Instant::now() + PATIENCE;
     while newest_trace() == 0 {

@@ -573,13 +573,30 @@ async fn v2_lines(out: &mut tokio::sync::broadcast::Receiver<ScriptOutput>, n: u
     lines
 }
 
+/// `script` (as `s`) on a host of its own with 100 traces kept and a handler time limit of
+/// `timeout_ms`: the host, its output, its store.
+async fn traced_host(
+    script: &str,
+    timeout_ms: u64,
+) -> (ucwa_agent::script::ScriptHost, tokio::sync::broadcast::Receiver<ScriptOutput>, std::sync::Arc<ucwa_agent::store::Store>, tempfile::TempDir) {
+    use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptSettings};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.lua", script);
+    let limits = Limits { memory_bytes: 1 << 30, instructions: 100_000_000_000, handler_timeout: Duration::from_millis(timeout_ms) };
+    let store = std::sync::Arc::new(ucwa_agent::store::Store::in_memory());
+    let settings = ScriptSettings { traces_per_script: 100, ..ScriptSettings::new(limits) };
+    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
+    let out = host.subscribe();
+    host.load_dir().await.unwrap();
+    (host, out, store, dir)
+}
+
 /// The cursor and the traces of the events before it are written together: once a script is
 /// stuck nothing more of it is written, and the events the cursor has passed are never run
 /// again, so a trace not written with the cursor is never written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_a_stuck_script_finished_before_it_hung_all_have_their_traces() {
-    use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptSettings};
-    use ucwa_agent::store::{Store, TraceQuery};
+    use ucwa_agent::store::TraceQuery;
     // Events 1 to 4 keep their handler about 12 ms each (a commit is due after every second
     // one); event 5 hogs in C.
     let script = HOG.replace("agent.on(EVENT, hog)", "")
@@ -590,14 +607,7 @@ agent.on("audioVideoSession", function(e)
   while os.clock() - t0 < 0.012 do end
 end)
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "s.lua", &script);
-    let limits = Limits { memory_bytes: 1 << 30, instructions: 100_000_000_000, handler_timeout: Duration::from_millis(300) };
-    let store = std::sync::Arc::new(Store::in_memory());
-    let settings = ScriptSettings { traces_per_script: 100, ..ScriptSettings::new(limits) };
-    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
-    let mut out = host.subscribe();
-    host.load_dir().await.unwrap();
+    let (host, mut out, store, _dir) = traced_host(&script, 300).await;
     host.dispatch(events(1, 5));
     expect(&mut out, "the watchdog's report", |o| matches!(o, ScriptOutput::Stuck { script, .. } if script == "s")).await;
     let cursor = store.cursor("s").unwrap().unwrap_or(0);
@@ -616,8 +626,6 @@ end)
 /// report of a stuck script must not wait for what it is stuck in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_stuck_after_removing_handlers_in_a_burst_is_reported_while_still_stuck() {
-    use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptSettings};
-    use ucwa_agent::store::Store;
     // Events of about 3 ms each: the burst's first commit writes its traces, the next ones
     // hold theirs back (for 100 ms); each event removes the handler the one before added, so a
     // held trace is the last to refer to it. Event 12 hogs in C.
@@ -632,14 +640,7 @@ agent.on("audioVideoSession", function(e)
   while os.clock() - t0 < 0.003 do end
 end)
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "s.lua", &script);
-    let limits = Limits { memory_bytes: 1 << 30, instructions: 100_000_000_000, handler_timeout: Duration::from_millis(100) };
-    let store = std::sync::Arc::new(Store::in_memory());
-    let settings = ScriptSettings { traces_per_script: 100, ..ScriptSettings::new(limits) };
-    let host = ScriptHost::with_env(dir.path().to_path_buf(), ScriptEnv::new(settings, store.clone()));
-    let mut out = host.subscribe();
-    host.load_dir().await.unwrap();
+    let (host, mut out, _store, _dir) = traced_host(&script, 100).await;
     host.dispatch(events(1, 12));
     let first = expect(&mut out, "the watchdog's report or the hog's return", |o| {
         matches!(o, ScriptOutput::Stuck { script, .. } if script == "s") || matches!(o, ScriptOutput::Log { message, .. } if message == "hog returned")

@@ -21,6 +21,7 @@ use crate::metrics::HandlerTally;
 use crate::ucwa::Event;
 use mlua::ffi;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -81,6 +82,11 @@ pub(crate) enum Stopped {
 /// contended (it is there so the runner's future stays `Send` without `unsafe`).
 pub(crate) struct Control {
     run: Mutex<Run>,
+    /// The table of the event under way is still to be made: set when the event starts,
+    /// cleared by `step` once it stored the table (so that a Lua memory error while making it
+    /// leaves the event's next handler a table of its own, not the one before). Outside the
+    /// lock: `step` clears it after every new event.
+    fresh: AtomicBool,
     budget: Arc<Budget>,
     watch: Arc<Watch>,
     limits: Limits,
@@ -96,8 +102,6 @@ pub(crate) struct Run {
     /// The event whose handlers run, and the next subscription to look at for it.
     event: Option<usize>,
     sub: usize,
-    /// The event's table is still to be made (its first handler call).
-    fresh: bool,
     /// A handler call is running, since `started`.
     running: bool,
     started: Instant,
@@ -207,7 +211,6 @@ impl Control {
             next: from,
             event: None,
             sub: 0,
-            fresh: false,
             running: false,
             started: Instant::now(),
             done,
@@ -219,7 +222,7 @@ impl Control {
             succeeded: false,
             stopped: Stopped::End,
         };
-        Control { run: Mutex::new(run), budget, watch, limits, now }
+        Control { run: Mutex::new(run), fresh: AtomicBool::new(false), budget, watch, limits, now }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Run> {
@@ -294,10 +297,7 @@ impl Control {
                     if let Some(t) = r.traced.as_mut() {
                         trace::begin_on(&t.rec, now, t.current.as_ref().map_or(0, |(t, _)| t.bytes));
                     }
-                    // (`fresh` stays set until `step` has stored the table: if making it raises
-                    // Lua's memory error, the event's next handler gets a table of its own,
-                    // not the one before.)
-                    if !r.fresh {
+                    if !self.fresh.load(Ordering::Relaxed) {
                         return Next::Handler(j + 1);
                     }
                     let (rel, kind, packed) = (ev.rel(), ev.kind(), ev.packed());
@@ -335,7 +335,7 @@ impl Control {
                 Some(first) => {
                     r.event = Some(i);
                     r.sub = first;
-                    r.fresh = true;
+                    self.fresh.store(true, Ordering::Relaxed);
                 }
                 None => {
                     // (Subscriptions to the rel, none to the type: that is worth a trace.)
@@ -429,7 +429,7 @@ pub(crate) unsafe extern "C-unwind" fn step(state: *mut ffi::lua_State) -> c_int
             ffi::lua_rawset(state, UP_SOURCES);
             ffi::lua_pushvalue(state, -1);
             ffi::lua_rawseti(state, UP_CURRENT, 1);
-            ctl.lock().fresh = false;
+            ctl.fresh.store(false, Ordering::Relaxed);
             2
         }
     }

@@ -18,9 +18,10 @@
 //!
 //! One thread serves every store of the process (an agent of a thousand accounts has a
 //! thousand databases), and a store that did not use its connection since its last turn is
-//! skipped; while no store is used at all, the thread does not walk them. The thread's connection is opened only once the WAL file has grown past `WAL_MIN`
-//! (a quarter of SQLite's own threshold), for one checkpoint: an account with little traffic never holds a second connection
-//! (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
+//! skipped; while no store is used at all, the thread does not walk them. The thread's
+//! connection is opened only once the WAL file has grown past `WAL_MIN` (a quarter of
+//! SQLite's own threshold), for one checkpoint: an account with little traffic never holds a
+//! second connection (about 60 KiB), a busy one holds it for the checkpoint only, and SQLite checkpoints a small
 //! WAL itself when the store closes. (The connection pool closes idle stores without that
 //! checkpoint, `pool::close`: their WAL waits here until it passes `WAL_MIN`.)
 
