@@ -134,8 +134,10 @@ pub(crate) struct Traced {
 }
 
 impl Traced {
-    pub(crate) fn new(rec: Recorder, version: u64) -> Traced {
-        Traced { rec, version, current: None, done: Vec::new() }
+    /// `events`: how many the run may trace at most (room made for them at once: a trace is a
+    /// few hundred bytes, and a growing list copied them over and over).
+    pub(crate) fn new(rec: Recorder, version: u64, events: usize) -> Traced {
+        Traced { rec, version, current: None, done: Vec::with_capacity(events.min(256)) }
     }
 
     /// A call ended: its steps, its outcome (and error: text and `file:line`; its bytes count).

@@ -87,30 +87,68 @@ struct Progress {
     /// The subscriptions' functions as a Lua sequence for `dispatch`, with the snapshot they
     /// were made from (made again when the script subscribes or unsubscribes).
     handlers: Option<(Arc<Vec<ctx::Sub>>, mlua::Table)>,
+    /// The subscriptions as traces name them, with the snapshot they were made from (made
+    /// again when the script subscribes or unsubscribes).
+    subscribed: Option<Described>,
 }
 
-/// A run's trace until the commit: what only a trace kept needs (the event's and the
+/// A snapshot of the subscriptions, and the same as traces name them.
+type Described = (Arc<Vec<ctx::Sub>>, Arc<Vec<trace::Subscribed>>);
+
+/// A run's trace until it is written: what only a trace kept needs (the event's and the
 /// subscriptions' texts, the names) is made then, from the batch and the subscriptions'
-/// snapshot, both shared.
-struct Pending {
+/// description, both shared. Nothing in it refers to the Lua state, so a burst's commits can
+/// hold it in the script's `Watch` as it is, for the next commit or the host to write (a Lua
+/// value dropped by the host would wait for the state, which a stuck call holds).
+enum Pending {
+    /// A run of its own: a call at a time (`run_event`), a timer, `on_unload`, a paused event.
+    /// (Boxed: a `Pending` is two words, what the ring and the watch move around.)
+    One(Box<OneRun>),
+    /// The trace at this index of the traces of a run of events through `dispatch`, which
+    /// share one allocation: in a burst most traces are let go before they are written, and
+    /// one pointer per trace is what goes through the ring of the last ones and the watch.
+    InRun(Arc<RunTraces>, usize),
+}
+
+struct OneRun {
     trace: Trace,
     event: Option<(Arc<Vec<Event>>, usize)>,
-    subs: Option<Arc<Vec<ctx::Sub>>>,
+    subs: Option<Arc<Vec<trace::Subscribed>>>,
     /// When the run happened (`at_ms`, made at the commit).
     at: Option<Instant>,
 }
 
+/// The traces of one run of events through `dispatch`, in order, with each one's index in
+/// the batch.
+struct RunTraces {
+    batch: Arc<Vec<Event>>,
+    subs: Arc<Vec<trace::Subscribed>>,
+    traces: Vec<(Trace, usize)>,
+    /// When the run ended (the date of a trace without a call: no handler matched its type).
+    ended: Instant,
+}
+
 impl Pending {
     fn of(trace: Trace) -> Pending {
-        Pending { trace, event: None, subs: None, at: None }
+        Pending::One(Box::new(OneRun { trace, event: None, subs: None, at: None }))
     }
 
     /// The trace whole.
     fn made(self, account: &str, script: &str, wall: &trace::WallClock) -> Trace {
-        let mut t = self.trace;
+        let (mut t, event, subs, at) = match self {
+            Pending::One(one) => {
+                let OneRun { trace, event, subs, at } = *one;
+                (trace, event, subs, at)
+            }
+            Pending::InRun(run, k) => {
+                let (t, i) = &run.traces[k];
+                let at = t.calls.first().and_then(|c| c.started).unwrap_or(run.ended);
+                (t.clone(), Some((run.batch.clone(), *i)), Some(run.subs.clone()), Some(at))
+            }
+        };
         t.account = account.to_string();
         t.script = script.to_string();
-        if let Some(at) = self.at {
+        if let Some(at) = at {
             t.at_ms = wall.ms(at);
         }
         for c in &mut t.calls {
@@ -118,26 +156,11 @@ impl Pending {
                 c.start_ms = wall.ms(started);
             }
         }
-        if let Some((batch, i)) = self.event {
+        if let Some((batch, i)) = event {
             let ev = &batch[i];
             t.event = Some(trace::TracedEvent::of(ev));
-            if let Some(subs) = self.subs {
-                t.subscriptions = subs
-                    .iter()
-                    .map(|s| trace::SubMatch {
-                        rel: s.rel.clone(),
-                        kind: s.kind.clone(),
-                        line: s.line,
-                        matched: if s.matches(ev.rel(), ev.kind()) {
-                            "yes"
-                        } else if s.rel == "*" || s.rel == ev.rel() {
-                            "rel only"
-                        } else {
-                            "no"
-                        }
-                        .into(),
-                    })
-                    .collect();
+            if let Some(subs) = subs {
+                t.subscriptions = subs.iter().map(|s| s.made_of(ev.rel(), ev.kind())).collect();
             }
         }
         t
@@ -329,7 +352,7 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     };
     let limits = p.settings.limits;
     let tally = std::mem::take(&mut p.tally);
-    let traced = p.tracing().then(|| trace::recorder(&cur.lua)).flatten().map(|rec| dispatch::Traced::new(rec, cur.ctx.version));
+    let traced = p.tracing().then(|| trace::recorder(&cur.lua)).flatten().map(|rec| dispatch::Traced::new(rec, cur.ctx.version, batch.len() - from));
     // (Boxed: `step` reads it through a pointer while the call runs, so it must not move.)
     let ctl = Box::new(dispatch::Control::new(batch.clone(), from, subs.clone(), p.done, stop_at, budget.clone(), p.watch.clone(), limits, now, tally, traced));
     loop {
@@ -394,8 +417,12 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     }
     p.watch.end();
     let mut r = ctl.lock();
-    for (trace, i) in r.traced.take().map(|t| t.done).unwrap_or_default() {
-        p.keep_trace(Pending { trace, event: Some((batch.clone(), i)), subs: Some(subs.clone()), at: None });
+    let done = r.traced.take().map(|t| t.done).unwrap_or_default();
+    if !done.is_empty() {
+        let run = Arc::new(RunTraces { batch: batch.clone(), subs: p.subscribed(&subs), traces: done, ended: Instant::now() });
+        for k in 0..run.traces.len() {
+            p.keep_trace(Pending::InRun(run.clone(), k));
+        }
     }
     p.tally = std::mem::take(&mut r.tally);
     p.done = p.done.max(r.done);
@@ -423,7 +450,7 @@ async fn run_event(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Prog
         if let Some(subs) = cur.subscriptions().map(|s| s.snapshot()) {
             if let Some(mut t) = p.event_trace(cur, batch, i, &subs) {
                 t.trace.skipped = Some("paused (too many consecutive failures; it resumes when its file changes)".into());
-                p.keep_trace(t);
+                p.keep_trace(Pending::One(Box::new(t)));
             }
         }
     }
@@ -476,7 +503,7 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
     if !subs.iter().any(|s| s.matches(ev.rel(), ev.kind())) {
         // (Subscriptions to the rel, none to the type: that is worth a trace.)
         if let Some(t) = traced {
-            p.keep_trace(t);
+            p.keep_trace(Pending::One(Box::new(t)));
         }
         return;
     }
@@ -500,7 +527,7 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
             let error = format!("cannot build the event table: {}", describe(&e));
             if let Some(mut t) = traced {
                 t.trace.skipped = Some(cur.ctx.redactor.redact(&error).into_owned());
-                p.keep_trace(t);
+                p.keep_trace(Pending::One(Box::new(t)));
             }
             p.failed(cur, Some(ev), error);
             return;
@@ -522,7 +549,7 @@ async fn handle(cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, p: &mut Progres
         }
     }
     if let Some(t) = traced {
-        p.keep_trace(t);
+        p.keep_trace(Pending::One(Box::new(t)));
     }
     if p.env.trace {
         if let Ok(json) = api_state::state_json(&cur.lua) {
@@ -678,6 +705,7 @@ impl Progress {
             errors: None,
             tally: Default::default(),
             handlers: None,
+            subscribed: None,
         }
     }
 
@@ -695,13 +723,26 @@ impl Progress {
 
     /// A trace for the event, when a subscription of the script looks at its rel (None
     /// otherwise: an event the script does not look at leaves no trace).
-    fn event_trace(&self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<ctx::Sub>>) -> Option<Pending> {
+    fn event_trace(&mut self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<ctx::Sub>>) -> Option<OneRun> {
         let rel = batch[i].rel();
         if !subs.iter().any(|s| s.rel == "*" || s.rel == rel) {
             return None;
         }
         let t = Trace::new("", "", cur.ctx.version, "event", 0);
-        Some(Pending { trace: t, event: Some((batch.clone(), i)), subs: Some(subs.clone()), at: None })
+        Some(OneRun { trace: t, event: Some((batch.clone(), i)), subs: Some(self.subscribed(subs)), at: None })
+    }
+
+    /// The subscriptions of the snapshot `subs` as traces name them (made once per snapshot).
+    fn subscribed(&mut self, subs: &Arc<Vec<ctx::Sub>>) -> Arc<Vec<trace::Subscribed>> {
+        if let Some((of, described)) = &self.subscribed {
+            if Arc::ptr_eq(of, subs) {
+                return described.clone();
+            }
+        }
+        let described: Arc<Vec<trace::Subscribed>> =
+            Arc::new(subs.iter().map(|s| trace::Subscribed { rel: s.rel.clone(), kind: s.kind.clone(), line: s.line }).collect());
+        self.subscribed = Some((subs.clone(), described.clone()));
+        described
     }
 
     /// A timer's or `on_unload`'s run, traced.
@@ -718,8 +759,10 @@ impl Progress {
     /// listens: `tap` shows every one).
     fn keep_trace(&mut self, mut t: Pending) {
         self.traced_runs += 1;
-        // (A run with a call is dated by its first call.)
-        t.at = t.at.or_else(|| t.trace.calls.first().and_then(|c| c.started)).or_else(|| Some(std::time::Instant::now()));
+        if let Pending::One(t) = &mut t {
+            // (A run with a call is dated by its first call.)
+            t.at = t.at.or_else(|| t.trace.calls.first().and_then(|c| c.started)).or_else(|| Some(std::time::Instant::now()));
+        }
         if self.traces.len() >= self.settings.traces_per_script && !self.env.listened() {
             self.traces.pop_front();
         }
@@ -728,23 +771,17 @@ impl Progress {
 
     /// The pending traces as one chunk for the commit (the state it writes on the last), and
     /// each one's JSON for whoever listens.
-    fn trace_chunk(&mut self, written: Option<&super::state::Delta>, held: std::collections::VecDeque<Trace>) -> Option<(TraceChunk, trace::Live)> {
+    fn trace_chunk(&mut self, written: Option<&super::state::Delta>, held: std::collections::VecDeque<Pending>) -> Option<(TraceChunk, trace::Live)> {
         if self.traces.is_empty() && held.is_empty() {
             return None;
         }
         let n = std::mem::take(&mut self.traced_runs);
-        let mut traces: Vec<Trace> = held.into_iter().chain(self.made_traces()).collect();
+        let pending = held.into_iter().chain(std::mem::take(&mut self.traces));
+        let mut traces: Vec<Trace> = made(pending, &self.env.account.name, &self.name).collect();
         if let (Some(d), Some(last)) = (written, traces.last_mut()) {
             last.state = Some(trace::StateWritten { set: d.set.iter().map(|(k, _)| k.clone()).collect(), removed: d.removed.clone(), traces: n });
         }
         Some(trace::chunk(traces, self.settings.traces_per_script, self.env.listened()))
-    }
-
-    /// The pending traces made whole (they hold nothing of the Lua state any more).
-    fn made_traces(&mut self) -> impl Iterator<Item = Trace> + '_ {
-        let wall = trace::WallClock::now();
-        let (account, script) = (self.env.account.name.clone(), self.name.clone());
-        std::mem::take(&mut self.traces).into_iter().map(move |p| p.made(&account, &script, &wall))
     }
 
     /// A failed call: logged (identical repeats only now and then), counted, reported.
@@ -838,12 +875,12 @@ impl Progress {
         let now = tokio::time::Instant::now();
         // (A state written is noted on the last trace of its commit: those go with it.)
         let hold = busy && delta.is_none() && !self.env.listened() && self.watch.may_hold() && self.traces_written.is_some_and(|at| now < at + TRACE_FLUSH);
-        // Held back: made whole now (a held trace must not keep a Lua value, whose drop would
-        // wait for the state: the host may write it while a stuck call holds the state), and
-        // kept in the watch once the commit of their events' cursor is done, where the next
-        // commit takes them back first and the host writes them if this thread never commits
-        // again (stuck, or still busy when a shutdown's grace ends).
-        let mut to_hold: Option<Vec<Trace>> = (hold && !self.traces.is_empty()).then(|| self.made_traces().collect());
+        // Held back: kept in the watch once the commit of their events' cursor is done, where
+        // the next commit takes them back first and the host writes them if this thread never
+        // commits again (stuck, or still busy when a shutdown's grace ends). (As they are: a
+        // `Pending` holds nothing of the Lua state. Making them whole at every hold was, with
+        // ten scripts, about one trace made per event.)
+        let mut to_hold: Option<std::collections::VecDeque<Pending>> = (hold && !self.traces.is_empty()).then(|| std::mem::take(&mut self.traces));
         if to_hold.is_some() {
             // (What a later commit's state notes as "committed with" is its own runs only.)
             self.traced_runs = 0;
@@ -854,16 +891,16 @@ impl Progress {
             self.traces_written = Some(now);
         }
         let keep = self.settings.traces_per_script;
-        let hold_in = |watch: &Watch, made: Vec<Trace>| {
+        let hold_in = |watch: &Watch, runs: std::collections::VecDeque<Pending>| {
             let mut held = take_held(watch);
-            held.extend(made);
+            held.extend(runs);
             held.drain(..held.len().saturating_sub(keep));
             watch.put_held(Box::new(held));
         };
         if cursor.is_none() && delta.is_none() && traces.is_none() {
             // (Only runs that moved no cursor: timers'.)
-            if let Some(made) = to_hold {
-                hold_in(&self.watch, made);
+            if let Some(runs) = to_hold {
+                hold_in(&self.watch, runs);
             }
             return;
         }
@@ -874,8 +911,8 @@ impl Progress {
         let Some(written) = self.watch.unless_stuck(|| {
             let written = store.commit_script_with(name, cursor, write.as_ref(), chunk);
             // (Under the gate: declared stuck after this, the host finds them.)
-            if let Some(made) = to_hold.take() {
-                hold_in(watch, made);
+            if let Some(runs) = to_hold.take() {
+                hold_in(watch, runs);
             }
             written
         }) else {
@@ -901,8 +938,15 @@ impl Progress {
 }
 
 /// The traces `watch`'s commits held back (none if none were).
-fn take_held(watch: &Watch) -> std::collections::VecDeque<Trace> {
-    watch.take_held().and_then(|b| b.downcast::<std::collections::VecDeque<Trace>>().ok()).map(|b| *b).unwrap_or_default()
+fn take_held(watch: &Watch) -> std::collections::VecDeque<Pending> {
+    watch.take_held().and_then(|b| b.downcast::<std::collections::VecDeque<Pending>>().ok()).map(|b| *b).unwrap_or_default()
+}
+
+/// `pending` made whole, for `account`'s `script` (one reading of the clocks for all).
+fn made(pending: impl IntoIterator<Item = Pending>, account: &str, script: &str) -> impl Iterator<Item = Trace> {
+    let wall = trace::WallClock::now();
+    let (account, script) = (account.to_string(), script.to_string());
+    pending.into_iter().map(move |p| p.made(&account, &script, &wall))
 }
 
 /// Writes the traces a script's commits held back in a burst, for a thread that will not
@@ -913,7 +957,7 @@ pub(crate) fn write_held_traces(watch: &Watch, env: &ScriptEnv) {
     if held.is_empty() {
         return;
     }
-    let (chunk, _) = trace::chunk(held, env.settings().traces_per_script, false);
+    let (chunk, _) = trace::chunk(made(held, &env.account.name, &watch.name), env.settings().traces_per_script, false);
     if let Err(error) = env.store.add_traces(&watch.name, &chunk) {
         tracing::warn!(script = %watch.name, %error, "cannot write the script's traces");
     }

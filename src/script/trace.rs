@@ -186,6 +186,29 @@ pub struct SubMatch {
     pub matched: Text,
 }
 
+/// A subscription as a trace names it: what it matches and the line of its `agent.on`. It
+/// holds nothing of the Lua state (not the handler), so a run's trace can wait in the script's
+/// `Watch` for another thread to write it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscribed {
+    pub rel: String,
+    pub kind: Option<String>,
+    pub line: Option<usize>,
+}
+
+impl Subscribed {
+    /// What it made of an event: `yes`, `rel only` (the rel matched, the type did not) or `no`.
+    pub(crate) fn made_of(&self, rel: &str, kind: &str) -> SubMatch {
+        let rel_matched = self.rel == "*" || self.rel == rel;
+        let matched = match (rel_matched, self.kind.as_deref().is_none_or(|k| k == kind)) {
+            (true, true) => "yes",
+            (true, false) => "rel only",
+            (false, _) => "no",
+        };
+        SubMatch { rel: self.rel.clone(), kind: self.kind.clone(), line: self.line, matched: matched.into() }
+    }
+}
+
 /// One call into the script.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Call {
