@@ -417,12 +417,8 @@ async fn dispatch(cur: &Loaded, batch: &Arc<Vec<Event>>, from: usize, stop_at: O
     }
     p.watch.end();
     let mut r = ctl.lock();
-    let done = r.traced.take().map(|t| t.done).unwrap_or_default();
-    if !done.is_empty() {
-        let run = Arc::new(RunTraces { batch: batch.clone(), subs: p.subscribed(&subs), traces: done, ended: Instant::now() });
-        for k in 0..run.traces.len() {
-            p.keep_trace(Pending::InRun(run.clone(), k));
-        }
+    if let Some(t) = r.traced.take() {
+        p.keep_run(batch, &subs, t.done);
     }
     p.tally = std::mem::take(&mut r.tally);
     p.done = p.done.max(r.done);
@@ -769,6 +765,17 @@ impl Progress {
         self.traces.push_back(t);
     }
 
+    /// The traces of a run through `dispatch` (`done`: each with its event's index in `batch`).
+    fn keep_run(&mut self, batch: &Arc<Vec<Event>>, subs: &Arc<Vec<ctx::Sub>>, done: Vec<(Trace, usize)>) {
+        if done.is_empty() {
+            return;
+        }
+        let run = Arc::new(RunTraces { batch: batch.clone(), subs: self.subscribed(subs), traces: done, ended: Instant::now() });
+        for k in 0..run.traces.len() {
+            self.keep_trace(Pending::InRun(run.clone(), k));
+        }
+    }
+
     /// The pending traces as one chunk for the commit (the state it writes on the last), and
     /// each one's JSON for whoever listens.
     fn trace_chunk(&mut self, written: Option<&super::state::Delta>, held: std::collections::VecDeque<Pending>) -> Option<(TraceChunk, trace::Live)> {
@@ -1029,5 +1036,63 @@ impl Driven {
     /// Fires the timers due by the (manual) clock and commits, as the inbox loop does.
     pub(crate) async fn timers(lua: &mlua::Lua) -> mlua::Result<Vec<String>> {
         Driven::with(lua, |cur, p| Box::pin(fire_timers(cur, p))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A script whose ring keeps the last `keep` traces.
+    fn progress(keep: usize) -> Progress {
+        let mut settings = ScriptSettings::new(budget::Limits::default());
+        settings.traces_per_script = keep;
+        let env = Arc::new(ScriptEnv::new(settings, Arc::new(crate::store::Store::in_memory())));
+        Progress::new("s".into(), env, 0, Watch::new("s".into()))
+    }
+
+    /// The room for traces the ring keeps alive (a trace of a run keeps its run's list).
+    fn kept_room(p: &Progress) -> usize {
+        let mut runs: Vec<*const RunTraces> = Vec::new();
+        let mut room = 0;
+        for t in &p.traces {
+            match t {
+                Pending::One(_) => room += 1,
+                Pending::InRun(run, _) if !runs.contains(&Arc::as_ptr(run)) => {
+                    runs.push(Arc::as_ptr(run));
+                    room += run.traces.capacity();
+                }
+                Pending::InRun(..) => {}
+            }
+        }
+        room
+    }
+
+    fn traces(n: usize) -> Vec<(Trace, usize)> {
+        (0..n).map(|i| (Trace::new("", "", 1, "event", 0), i)).collect()
+    }
+
+    /// A burst's run traces more events than the ring keeps: those it lets go are freed, not
+    /// kept alive by the few it keeps (a script's traces cost `traces_per_script`, not a run).
+    #[test]
+    fn a_long_run_keeps_no_more_traces_than_the_ring() {
+        let mut p = progress(2);
+        p.keep_run(&Arc::new(Vec::new()), &Arc::new(Vec::new()), traces(1000));
+        assert_eq!(p.traces.len(), 2);
+        assert!(kept_room(&p) <= 2 * 2, "room for {} traces kept for 2", kept_room(&p));
+    }
+
+    /// Runs of one traced event each (a subscription to a rare rel in a busy batch): each keeps
+    /// room for one trace, not the room `dispatch::Traced` made for the whole run.
+    #[test]
+    fn runs_of_one_trace_keep_room_for_one() {
+        let mut p = progress(100);
+        for _ in 0..100 {
+            let mut t = dispatch::Traced::new(Default::default(), 1, 1000);
+            t.done.extend(traces(1));
+            p.keep_run(&Arc::new(Vec::new()), &Arc::new(Vec::new()), t.done);
+        }
+        assert_eq!(p.traces.len(), 100);
+        assert!(kept_room(&p) <= 2 * 100, "room for {} traces kept for 100", kept_room(&p));
     }
 }
