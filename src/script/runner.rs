@@ -766,10 +766,19 @@ impl Progress {
     }
 
     /// The traces of a run through `dispatch` (`done`: each with its event's index in `batch`).
-    fn keep_run(&mut self, batch: &Arc<Vec<Event>>, subs: &Arc<Vec<ctx::Sub>>, done: Vec<(Trace, usize)>) {
+    fn keep_run(&mut self, batch: &Arc<Vec<Event>>, subs: &Arc<Vec<ctx::Sub>>, mut done: Vec<(Trace, usize)>) {
         if done.is_empty() {
             return;
         }
+        // The ring would let the first ones go at once, and the list with room for the whole run
+        // would live as long as one trace of it is kept: a script's traces would cost a run's
+        // (room for up to 256 made by `dispatch::Traced::new`), not `traces_per_script`.
+        if !self.env.listened() {
+            let over = done.len().saturating_sub(self.settings.traces_per_script);
+            self.traced_runs += over;
+            done.drain(..over);
+        }
+        done.shrink_to_fit();
         let run = Arc::new(RunTraces { batch: batch.clone(), subs: self.subscribed(subs), traces: done, ended: Instant::now() });
         for k in 0..run.traces.len() {
             self.keep_trace(Pending::InRun(run.clone(), k));
