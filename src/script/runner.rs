@@ -276,6 +276,7 @@ async fn run(mut current: Loaded, mut inbox: mpsc::UnboundedReceiver<Msg>, env: 
             Some(Msg::Events(events)) => batch = Some((events, 0)),
             Some(Msg::Swap(next)) => {
                 p.handlers = None;
+                p.subscribed = None;
                 unload(&current, &mut p).await;
                 if p.watch.is_stuck() {
                     return; // on_unload never returned in time: the host starts the new version
