@@ -28,7 +28,8 @@
 //! - `modules.rs`: `require` from `<scripts dir>/lib/`; `secrets.rs`: secret config values.
 //! - `loader.rs`: building one version of a script from its file.
 //! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
-//! - `runner.rs`: the task that owns a script's state and runs its handlers.
+//! - `runner.rs`: the task that owns a script's state and runs its handlers; `pending.rs`: a
+//!   run's trace until it is written.
 //! - `pool.rs`: the Lua worker threads every script's task runs on.
 //! - `board.rs`: each script's pause and last error, for the console.
 //! - `manual.rs`: a script driven by its caller on the same runner (`ucwa-agent test`).
@@ -67,6 +68,7 @@ pub mod offline;
 pub(crate) mod offline_env;
 mod output;
 mod pattern;
+mod pending;
 pub(crate) mod pool;
 mod runner;
 mod sandbox;

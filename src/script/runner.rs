@@ -11,6 +11,7 @@ use super::env::{Clock, ScriptEnv, ScriptSettings};
 use super::interop;
 use super::loader::{describe, Loaded};
 use super::output::ScriptOutput;
+use super::pending::{made, OneRun, Pending, RunTraces};
 use super::state::Saved;
 use super::timers::Timers;
 use super::trace::{self, Trace};
@@ -94,78 +95,6 @@ struct Progress {
 
 /// A snapshot of the subscriptions, and the same as traces name them.
 type Described = (Arc<Vec<ctx::Sub>>, Arc<Vec<trace::Subscribed>>);
-
-/// A run's trace until it is written: what only a trace kept needs (the event's and the
-/// subscriptions' texts, the names) is made then, from the batch and the subscriptions'
-/// description, both shared. Nothing in it refers to the Lua state, so a burst's commits can
-/// hold it in the script's `Watch` as it is, for the next commit or the host to write (a Lua
-/// value dropped by the host would wait for the state, which a stuck call holds).
-enum Pending {
-    /// A run of its own: a call at a time (`run_event`), a timer, `on_unload`, a paused event.
-    /// (Boxed: a `Pending` is two words, what the ring and the watch move around.)
-    One(Box<OneRun>),
-    /// The trace at this index of the traces of a run of events through `dispatch`, which
-    /// share one allocation: in a burst most traces are let go before they are written, and
-    /// one pointer per trace is what goes through the ring of the last ones and the watch.
-    InRun(Arc<RunTraces>, usize),
-}
-
-struct OneRun {
-    trace: Trace,
-    event: Option<(Arc<Vec<Event>>, usize)>,
-    subs: Option<Arc<Vec<trace::Subscribed>>>,
-    /// When the run happened (`at_ms`, made at the commit).
-    at: Option<Instant>,
-}
-
-/// The traces of one run of events through `dispatch`, in order, with each one's index in
-/// the batch.
-struct RunTraces {
-    batch: Arc<Vec<Event>>,
-    subs: Arc<Vec<trace::Subscribed>>,
-    traces: Vec<(Trace, usize)>,
-    /// When the run ended (the date of a trace without a call: no handler matched its type).
-    ended: Instant,
-}
-
-impl Pending {
-    fn of(trace: Trace) -> Pending {
-        Pending::One(Box::new(OneRun { trace, event: None, subs: None, at: None }))
-    }
-
-    /// The trace whole.
-    fn made(self, account: &str, script: &str, wall: &trace::WallClock) -> Trace {
-        let (mut t, event, subs, at) = match self {
-            Pending::One(one) => {
-                let OneRun { trace, event, subs, at } = *one;
-                (trace, event, subs, at)
-            }
-            Pending::InRun(run, k) => {
-                let (t, i) = &run.traces[k];
-                let at = t.calls.first().and_then(|c| c.started).unwrap_or(run.ended);
-                (t.clone(), Some((run.batch.clone(), *i)), Some(run.subs.clone()), Some(at))
-            }
-        };
-        t.account = account.to_string();
-        t.script = script.to_string();
-        if let Some(at) = at {
-            t.at_ms = wall.ms(at);
-        }
-        for c in &mut t.calls {
-            if let Some(started) = c.started {
-                c.start_ms = wall.ms(started);
-            }
-        }
-        if let Some((batch, i)) = event {
-            let ev = &batch[i];
-            t.event = Some(trace::TracedEvent::of(ev));
-            if let Some(subs) = subs {
-                t.subscriptions = subs.iter().map(|s| s.made_of(ev.rel(), ev.kind())).collect();
-            }
-        }
-        t
-    }
-}
 
 /// Starts a script's task on the Lua workers (`pool`): its Lua state runs on one worker at a
 /// time, one event at a time; while it waits (its inbox, a timer, a request) the worker runs
@@ -957,13 +886,6 @@ impl Progress {
 /// The traces `watch`'s commits held back (none if none were).
 fn take_held(watch: &Watch) -> std::collections::VecDeque<Pending> {
     watch.take_held().and_then(|b| b.downcast::<std::collections::VecDeque<Pending>>().ok()).map(|b| *b).unwrap_or_default()
-}
-
-/// `pending` made whole, for `account`'s `script` (one reading of the clocks for all).
-fn made(pending: impl IntoIterator<Item = Pending>, account: &str, script: &str) -> impl Iterator<Item = Trace> {
-    let wall = trace::WallClock::now();
-    let (account, script) = (account.to_string(), script.to_string());
-    pending.into_iter().map(move |p| p.made(&account, &script, &wall))
 }
 
 /// Writes the traces a script's commits held back in a burst, for a thread that will not
