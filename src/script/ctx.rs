@@ -22,7 +22,12 @@ pub(crate) struct Sub {
 
 impl Sub {
     pub(crate) fn matches(&self, rel: &str, kind: &str) -> bool {
-        (self.rel == "*" || self.rel == rel) && self.kind.as_deref().is_none_or(|k| k == kind)
+        self.takes_rel(rel) && self.kind.as_deref().is_none_or(|k| k == kind)
+    }
+
+    /// Whether it looks at events of `rel` (whatever their type: a trace is made for those).
+    pub(crate) fn takes_rel(&self, rel: &str) -> bool {
+        self.rel == "*" || self.rel == rel
     }
 }
 

@@ -328,7 +328,7 @@ impl Control {
             }
             r.started_one = true;
             if let Some(t) = r.traced.as_mut() {
-                if r.subs.iter().any(|s| s.rel == "*" || s.rel == ev.rel()) {
+                if r.subs.iter().any(|s| s.takes_rel(ev.rel())) {
                     t.current = Some((Trace::new("", "", t.version, "event", 0), i));
                 }
             }

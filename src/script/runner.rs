@@ -651,7 +651,7 @@ impl Progress {
     /// otherwise: an event the script does not look at leaves no trace).
     fn event_trace(&mut self, cur: &Loaded, batch: &Arc<Vec<Event>>, i: usize, subs: &Arc<Vec<ctx::Sub>>) -> Option<OneRun> {
         let rel = batch[i].rel();
-        if !subs.iter().any(|s| s.rel == "*" || s.rel == rel) {
+        if !subs.iter().any(|s| s.takes_rel(rel)) {
             return None;
         }
         let t = Trace::new("", "", cur.ctx.version, "event", 0);

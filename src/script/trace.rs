@@ -198,6 +198,8 @@ pub(crate) struct Subscribed {
 
 impl Subscribed {
     /// What it made of an event: `yes`, `rel only` (the rel matched, the type did not) or `no`.
+    /// (The rule of `ctx::Sub::matches`, which runs the handlers, spelled out again here: this
+    /// file is below `ctx` and must not import it.)
     pub(crate) fn made_of(&self, rel: &str, kind: &str) -> SubMatch {
         let rel_matched = self.rel == "*" || self.rel == rel;
         let matched = match (rel_matched, self.kind.as_deref().is_none_or(|k| k == kind)) {
