@@ -9,6 +9,9 @@ WORKDIR /src
 # The image has gcc and libc6-dev, all that Lua and SQLite (built from source) need.
 # .cargo/config.toml sets the bundled SQLite's build flags (the per-connection page cache).
 COPY Cargo.toml Cargo.lock ./
+# README.md is compiled into the binary (`ucwa-agent man`); tests/dockerfile.rs keeps this list
+# true to what the build includes.
+COPY README.md ./
 COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
