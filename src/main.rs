@@ -31,11 +31,13 @@ struct Cli {
     #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
     /// Run only the `[[account]]`s of shard K of N (0-based K): those whose name hashes to K.
-    /// Each of N agents (a StatefulSet's pods) takes one shard; see README "Many accounts".
+    /// Each of N agents (a StatefulSet's pods) takes one shard; see README "Kubernetes and
+    /// shards". For run, record and check.
     #[arg(long, global = true, value_name = "K/N")]
     shard: Option<ucwa_agent::config::Shard>,
     /// Serve `/metrics` and `/healthz` here instead of `[metrics] listen` (127.0.0.1:9464, 0.0.0.0:9464, any
-    /// address; one per agent when several share a configuration, as shards do).
+    /// address; one per agent when several share a configuration, as shards do). For run,
+    /// record and check (tap: the agent to connect to).
     #[arg(long, global = true, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
     /// Log lines for people, or one JSON object per line for log shippers.
@@ -278,6 +280,7 @@ fn refuse_flags_without_effect(cli: &Cli) {
         Some(Command::Replay { .. }) => "replay",
         Some(Command::Trace { .. }) => "trace",
         Some(Command::State(_)) => "state",
+        Some(Command::Simulate(_)) => "simulate",
         Some(Command::Tap { .. }) if cli.shard.is_some() => "tap",
         _ => return,
     };
@@ -486,7 +489,12 @@ async fn check(
         match config.accounts_of(Some(s)) {
             Ok(mine) if mine.is_empty() => out!("shard {}/{}: no account (an agent of this shard would idle)", s.index, s.count),
             Ok(mine) => out!("shard {}/{}: {}", s.index, s.count, mine.iter().map(|a| a.label()).collect::<Vec<_>>().join(", ")),
-            Err(error) => out!("{error}"),
+            Err(error) => {
+                // `run --shard` refuses to start on it (status 2): so does check.
+                out!("{error}");
+                out!("the configuration has 1 problem(s): `run --shard` would not start");
+                return ExitCode::from(EXIT_CONFIG);
+            }
         }
     }
     if let Ok(accounts) = config.accounts() {

@@ -760,6 +760,8 @@ fn flags_without_effect_are_refused_and_a_busy_simulator_address_is_status_2() {
         &["man", "--metrics-listen", "127.0.0.1:1"],
         &["--shard", "0/2", "test"],
         &["replay", "x.jsonl", "--metrics-listen", "127.0.0.1:1"],
+        &["simulate", "--shard", "0/2", "--listen", "127.0.0.1:0"],
+        &["--metrics-listen", "127.0.0.1:1", "simulate", "--listen", "127.0.0.1:0"],
     ] {
         let o = agent(args, dir.path());
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
@@ -801,6 +803,11 @@ fn check_names_the_accounts_of_a_shard_and_the_memory_they_may_need() {
     assert!(shards.iter().any(|l| l.ends_with("no account (an agent of this shard would idle)")), "{shards:?}");
     let o = agent(&["check"], p.path());
     assert!(text(&o).contains("memory: at most about ") && text(&o).contains("for 2 account(s) of 1 script(s) each"), "{}", text(&o));
+    // A file without [[account]]: `run --shard` refuses to start, and so does check.
+    std::fs::write(p.path().join("config.toml"), "[scripts]\ndir = \"scripts\"\n").unwrap();
+    let o = agent(&["check", "--shard", "0/2"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--shard splits [[account]] entries; this file has none"), "{}", text(&o));
 }
 
 #[test]

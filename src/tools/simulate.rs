@@ -18,7 +18,8 @@ pub struct SimulateArgs {
     /// Address to listen on, loopback only [default: `simulator.listen`, else 127.0.0.1:8480].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// An account, NAME:PASSWORD (repeatable). Default: the demo account demo@contoso.com:demo.
+    /// An account, NAME:PASSWORD (repeatable). Default: the file's `simulator.users`, else the demo
+    /// account and the `[[account]]`s' users, each with the password `demo`.
     #[arg(long = "user", value_name = "NAME:PASSWORD")]
     pub users: Vec<String>,
     /// Calls the generator starts per minute; 0 = none, drive calls with the /sim/v1 API
