@@ -209,9 +209,12 @@ fn read(conn: &Connection, account: &str) -> rusqlite::Result<Snapshot> {
         let (script, uri) = row?;
         scripts.entry(script).or_default().watches.push(uri);
     }
+    // Only what some script has not passed: the agent prunes the rest in its own time, and a
+    // script never seen starts at the head (`ScriptHost::catch_up`), so none reads them again.
+    let passed = scripts.values().filter_map(|s| s.cursor).min().map_or(-1, |c| c as i64);
     let mut journal = Vec::new();
-    let mut q = conn.prepare("SELECT first_seq, last_seq, origin, body, codec FROM journal ORDER BY first_seq")?;
-    let mut rows = q.query([])?;
+    let mut q = conn.prepare("SELECT first_seq, last_seq, origin, body, codec FROM journal WHERE last_seq > ?1 ORDER BY first_seq")?;
+    let mut rows = q.query([passed])?;
     while let Some(r) = rows.next()? {
         let (first, last): (i64, i64) = (r.get(0)?, r.get(1)?);
         // A damaged row is left out, as the journal itself skips it on replay.
@@ -339,10 +342,10 @@ mod tests {
             .unwrap();
             s.commit_script("b", Some(3), None).unwrap();
             s.watch("b", &["sip:bob@contoso.com".into()]).unwrap();
-            s.prune(&["a".into(), "b".into()], 1000).unwrap();
         }
+        // Not pruned yet (the agent prunes in its own time): the batches both scripts passed stay behind.
         let snap = export_dir(from.path(), "reception").unwrap();
-        assert_eq!((snap.head, snap.journal.len(), snap.account.as_str()), (3, 1, "reception"), "the batch `a` has not passed travels");
+        assert_eq!((snap.head, snap.journal.len(), snap.account.as_str()), (3, 1, "reception"), "only the batch `a` has not passed travels");
         // Through the file's text, as the command writes and reads it.
         let text = serde_json::to_string(&snap).unwrap();
         import_dir(to.path(), &serde_json::from_str(&text).unwrap(), false).unwrap();
