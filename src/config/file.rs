@@ -8,6 +8,9 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What `makeMeAvailable`'s `SupportedModalities` may list (the makeMeAvailable reference).
+const MODALITIES: [&str; 7] = ["Messaging", "Audio", "Video", "PhoneAudio", "ApplicationSharing", "DataCollaboration", "PanoramicVideo"];
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +91,14 @@ impl Config {
         }
         if s.user_agent.is_empty() || s.user_agent.len() > 100 {
             return Err(self.invalid("server.user_agent", "expected 1 to 100 characters"));
+        }
+        if s.endpoint_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+            return Err(self.invalid("server.endpoint_id", "expected an id, not an empty string (leave it out: one is derived from the user name)"));
+        }
+        for (i, m) in s.modalities.iter().enumerate() {
+            if !MODALITIES.contains(&m.as_str()) || s.modalities[..i].contains(m) {
+                return Err(self.invalid("server.modalities", format!("entry {} ({m:?}): expected each once of {}", i + 1, MODALITIES.join(", "))));
+            }
         }
         let sc = &self.scripts;
         let ranges: [(&'static str, u64, u64, u64, &str); 7] = [
@@ -398,6 +409,20 @@ mod tests {
         ] {
             let err = parse(&format!("[scripts]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(range), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_endpoint_id_and_unknown_or_repeated_modalities_name_the_key() {
+        assert!(parse("[server]\nendpoint_id = \"desk-7\"\nmodalities = []\n").is_ok(), "no modality: receives no invitation, a choice");
+        for (line, key, what) in [
+            ("endpoint_id = \"\"", "server.endpoint_id", "not an empty string"),
+            ("modalities = [\"Audio\", \"Foo\"]", "server.modalities", "entry 2 (\"Foo\"): expected each once of Messaging, Audio"),
+            ("modalities = [\"audio\"]", "server.modalities", "entry 1"),
+            ("modalities = [\"Audio\", \"Audio\"]", "server.modalities", "entry 2"),
+        ] {
+            let err = parse(&format!("[server]\n{line}\n")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(what), "{line}: {err}");
         }
     }
 
