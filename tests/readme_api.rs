@@ -28,6 +28,8 @@ async fn the_agent_table_does_what_the_readme_says() {
     let script = r#"
       local top_level = { pcall(agent.ucwa.get, "/x") }
       agent.log.info("top level: " .. tostring(top_level[1]) .. " " .. top_level[2])
+      local action = { pcall(agent.people.get, "sip:bob@contoso.com") }
+      agent.log.info("action: " .. tostring(action[1]) .. " " .. action[2])
       local calls = 0
       local function count() calls = calls + 1 end
       agent.on("audioVideoSession", count)
@@ -46,8 +48,10 @@ async fn the_agent_table_does_what_the_readme_says() {
     let host = host_in(dir.path(), ScriptSettings::new(Limits::default())).await;
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
-    let top = messages_of(&mut out, "api", 1).await;
+    let top = messages_of(&mut out, "api", 2).await;
     assert!(top[0].starts_with("top level: false ") && top[0].contains("agent.ucwa.get: only in handlers and timers"), "{top:?}");
+    // An action says so under its own name, at the script's line (not the agent.ucwa call inside it).
+    assert!(top[1].starts_with("action: false api.lua:4: agent.people.get: only in handlers and timers"), "{top:?}");
     host.dispatch(event(1));
     let lines = messages_of(&mut out, "api", 5).await;
     assert_eq!(lines[0], "calls 2", "subscribing twice calls twice");

@@ -5,7 +5,8 @@
 local agent, user_level, native = ...
 local ucwa = agent.ucwa
 -- Taken now: a script that reassigns a global does not break these functions.
-local type, error, tostring, pcall, ipairs, setmetatable = type, error, tostring, pcall, ipairs, setmetatable
+local type, error, tostring, pcall, ipairs, pairs, setmetatable = type, error, tostring, pcall, ipairs, pairs, setmetatable
+local isyieldable = coroutine.isyieldable
 local format, byte, char, random, tonumber = string.format, string.byte, string.char, math.random, tonumber
 
 -- The error names the script's line that called agent.me/calls/im (not a line of this chunk).
@@ -435,6 +436,24 @@ function agent.calls.accept_on_phone(x, number)
   if type(number) ~= "string" or not number:match("^tel:%+?%d") then fail(what, "expected a tel: URI such as \"tel:+14255550100\"") end
   local href = link(invitation(x, what), "acceptWithPhoneAudio", what, " (only a ringing incoming call can be answered)")
   ok(ucwa.post(href, { phoneNumber = number }), what)
+end
+
+-- A request suspends its caller until the answer comes, and a script's top level cannot be
+-- suspended: an action that sends one says so under its own name at the script's line, where
+-- the agent.ucwa call inside it would name itself and this chunk. (Watches are kept, not sent.)
+local sends_nothing = { watch = true, unwatch = true, watching = true }
+for area, actions in pairs({ me = agent.me, calls = agent.calls, im = agent.im, people = agent.people }) do
+  for name, f in pairs(actions) do
+    if not sends_nothing[name] then
+      local what = "agent." .. area .. "." .. name
+      actions[name] = function(...)
+        if not isyieldable() then
+          fail(what, "only in handlers and timers, not at a script's top level (move the call into agent.on(…) or agent.after(0, …))")
+        end
+        return f(...)
+      end
+    end
+  end
 end
 
 return event_field

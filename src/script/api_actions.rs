@@ -13,8 +13,8 @@ const GLOBALS: &str = "ucwa.actions_globals";
 /// The globals agent-actions takes, kept when the state is built: it is installed at first
 /// use, after the script's top level, which may have reassigned them in its own globals.
 const TAKE_GLOBALS: &str = "return { type = type, error = error, tostring = tostring, pcall = pcall, ipairs = ipairs, \
-  setmetatable = setmetatable, tonumber = tonumber, string = { format = string.format, byte = string.byte, \
-  char = string.char }, math = { random = math.random } }";
+  pairs = pairs, setmetatable = setmetatable, tonumber = tonumber, string = { format = string.format, byte = string.byte, \
+  char = string.char }, math = { random = math.random }, coroutine = { isyieldable = coroutine.isyieldable } }";
 
 /// Keeps the globals agent-actions will take (before the script runs).
 pub(crate) fn keep_globals(lua: &Lua) -> mlua::Result<()> {
