@@ -579,6 +579,20 @@ fn check_refuses_the_state_dir_metrics_address_and_file_names_run_refuses() {
     let o = agent(&["check"], p.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains(".lua: error: the file name is not valid UTF-8, so `run` skips this script; rename it"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("scripts").join(name)).unwrap();
+
+    // Nor is a script that is a symlink to nothing (a deploy that missed a file), a directory
+    // or a FIFO named `*.lua`: `run` cannot load them either.
+    let scripts = p.path().join("scripts");
+    std::os::unix::fs::symlink(p.path().join("releases/v2/calls.lua"), scripts.join("calls.lua")).unwrap();
+    std::fs::create_dir(scripts.join("folder.lua")).unwrap();
+    assert!(Command::new("mkfifo").arg(scripts.join("pipe.lua")).status().unwrap().success());
+    let o = agent(&["check"], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("calls.lua: error: a symlink whose target cannot be read (No such file or directory (os error 2)), so `run` skips this script"), "{t}");
+    assert!(t.contains("folder.lua: error: a directory, not a script file, so `run` skips this script"), "{t}");
+    assert!(t.contains("pipe.lua: error: not a regular file (a FIFO, socket or device), so `run` skips this script"), "{t}");
 }
 
 /// One batch: an incoming call ringing, under application 777.
