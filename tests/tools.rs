@@ -315,6 +315,17 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     let o = agent(&["test", "nosuch_test.lua"], p.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nosuch_test.lua: no such file or directory"), "{}", text(&o));
+    // A FIFO named as a test, given or found in a directory, fails at once (a read would wait
+    // for a writer for ever).
+    std::fs::create_dir(p.path().join("piped")).unwrap();
+    assert!(Command::new("mkfifo").arg(p.path().join("piped/pipe_test.lua")).status().unwrap().success());
+    for arg in ["piped", "piped/pipe_test.lua"] {
+        let started = std::time::Instant::now();
+        let o = agent(&["test", arg], p.path());
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("piped/pipe_test.lua: not a regular file (a FIFO, socket or device), not a test file"), "{}", text(&o));
+        assert!(started.elapsed() < Duration::from_secs(30), "at once: {:?}", started.elapsed());
+    }
     // A broken configuration is not silently replaced by the defaults.
     let config = std::fs::read_to_string(p.path().join("config.toml")).unwrap();
     std::fs::write(p.path().join("config.toml"), format!("{config}bogus = 1\n")).unwrap();
