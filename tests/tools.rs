@@ -333,6 +333,13 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("bogus"), "{}", text(&o));
     std::fs::write(p.path().join("config.toml"), config).unwrap();
+    // A file that is not a recording and does not end its line is read no further than a
+    // batch can be long (`replay /dev/zero` grew without end).
+    std::fs::write(p.path().join("zeros"), vec![0u8; (64 << 20) + 1]).unwrap();
+    let o = agent(&["replay", "zeros"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("zeros: line 1 is longer than 64 MiB: not a recording of event-channel batches"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("zeros")).unwrap();
     // `replay --script` with a name that is not a script: the flag is blamed, the scripts listed.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
     let o = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
