@@ -21,7 +21,9 @@ agent.on("audioVideoSession", "added", function(e) live[e.conversation or e.href
 agent.on("audioVideoSession", "deleted", function(e) live[e.conversation or e.href] = nil end)
 
 local function answer(question)
-  local q = question:lower():gsub("^%s+", ""):gsub("%s+$", ""):gsub("%s+", " ")
+  -- Spaces collapsed first, then one trimmed at each end: `gsub("%s+$", "")` would try every
+  -- space of a long run (anyone can IM the bot 8,000 spaces) and hit the instruction limit.
+  local q = question:lower():gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
   if q == "help" then return HELP end
   if q == "status" then
     local n = 0

@@ -47,6 +47,15 @@ test.case("anything else gets the help, and its own messages are ignored", funct
   test.eq(ask("help", "Outgoing"), {})
 end)
 
+test.case("spaces around and inside a question do not matter, however many", function()
+  test.eq(ask("+%09help+++"), { "I answer: help, status, calls today" })
+  test.eq(ask("++Status%0D%0A"), { "Online, 0 calls in progress" })
+  -- Anyone can IM the bot: 9,000 spaces between two words are answered like any question.
+  local sent = ask("x" .. ("+"):rep(9000) .. "y")
+  test.eq(#sent, 1)
+  test.eq(sent[1], "Sorry, I do not know \"x" .. (" "):rep(9000) .. "y\". I answer: help, status, calls today")
+end)
+
 test.case("a message the pool did not embed is fetched", function()
   local href = conv .. "/messaging/messages/2"
   test.answer("GET", href, 200, { rel = "message", direction = "Incoming", _links = {

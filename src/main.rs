@@ -631,7 +631,8 @@ async fn test(config: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             }
-        } else if path.is_file() {
+        } else if path.exists() {
+            // A file, or something else that its run says is not one (a FIFO).
             files.push(path.clone());
         } else {
             eprintln!("{}: no such file or directory", path.display());

@@ -164,3 +164,30 @@ end)
     // `Hi+Tosh%0d%0a`: `+` is a space; the sender from the message's contact link.
     assert_eq!(lines, ["messagingInvitation Incoming sip:lenea@contoso.com [Hi Tosh\r\n]", "message Incoming sip:lenea@contoso.com [Hi Tosh\r\n]"]);
 }
+
+#[tokio::test]
+async fn an_html_message_of_many_angle_brackets_reads_as_text_within_the_limits() {
+    // A sender's HTML message: its tags are dropped; 20,000 `<` with no `>` after them are
+    // text, read in one pass (a pattern that scanned on from each one hit the instruction limit).
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "reader.lua", "agent.on('*', function(e) agent.log.info(#e.text .. ' ' .. e.text:sub(-24)) end)\n");
+    let host = ScriptHost::new(dir.path().to_path_buf(), Limits::default());
+    let mut out = host.subscribe();
+    host.load_dir().await.unwrap();
+    let origin = Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap());
+    let body = std::fs::read_to_string(format!("{}/tests/fixtures/events/doc-ReceiveAnIM-04.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (n, data) in [format!("{}hi", "%3C".repeat(20_000)), "%3Cp%3E%3Cb%3EHi%3C/b%3E Tosh%3C/p%3E %3C%3Cx%3E 1 %3C 2".to_string()].iter().enumerate() {
+        let html = body.replace("data:text/plain;charset=utf-8,Hi+Tosh%0d%0a", &format!("data:text/html;charset=utf-8,{data}"));
+        let mut ev = batch::parse(html.as_bytes(), &origin).unwrap().events.remove(0);
+        ev.seq = n as u64 + 1;
+        host.dispatch(vec![ev]);
+    }
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        match expect(&mut out, "reader", |o| matches!(o, ScriptOutput::Log { .. } | ScriptOutput::HandlerError { .. })).await {
+            ScriptOutput::Log { message, .. } => lines.push(message),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(lines, [format!("20002 {}hi", "<".repeat(22)), "14 Hi Tosh  1 < 2".to_string()]);
+}

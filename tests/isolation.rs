@@ -350,6 +350,9 @@ async fn state_that_json_would_change_is_refused() {
           function() agent.state.far = {[1000000] = "far"} end,
           function() agent.state.float = {[1.5] = 1} end,
           function() local t = {} for i = 1, 60 do t = {t, t} end agent.state.shared = t end,
+          -- Latin-1 text (a legacy webhook's answer): JSON would give back a list of its bytes.
+          function() agent.state.name = "caf\xe9" end,
+          function() agent.state.people = {{name = "M\xfcller"}} end,
         }
         for k in pairs(agent.state) do agent.state[k] = nil end
         cases[e.seq]()
@@ -363,6 +366,8 @@ async fn state_that_json_would_change_is_refused() {
         "agent.state.far: the key 1000000 cannot be saved",
         "agent.state.float: the key 1.5 cannot be saved",
         "over scripts.state_max_bytes (65536 bytes of JSON) at agent.state.shared",
+        "agent.state.name: a string that is not UTF-8 text cannot be saved",
+        "agent.state.people[1].name: a string that is not UTF-8 text cannot be saved",
     ];
     for (i, want) in wants.iter().enumerate() {
         h.host.dispatch(events(i as u64 + 1, 1));

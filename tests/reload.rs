@@ -238,3 +238,19 @@ async fn sighup_applies_the_scripts_limits_allowlist_and_failure_count() {
     sim.end_call(c);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_script_that_is_a_symlink_to_nothing_is_said_not_skipped_silently() {
+    let sim = start_sim(sim_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "witness.lua", &says("witness"));
+    // A deploy that linked a release's file that is not there (yet).
+    std::os::unix::fs::symlink(dir.path().join("releases/v2/calls.lua"), dir.path().join("calls.lua")).unwrap();
+    let config = config_file(&sim, dir.path(), "");
+    let log = dir.path().join("agent.log");
+    let mut agent = spawn_agent(&config, std::fs::File::create(&log).unwrap());
+    wait_available(&sim).await;
+    file_contains(&log, "not loaded: a symlink whose target cannot be read (No such file or directory (os error 2))").await;
+    assert!(std::fs::read_to_string(&log).unwrap().contains("calls.lua"), "the line names the file");
+    agent.kill().unwrap();
+}

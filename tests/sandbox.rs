@@ -163,6 +163,21 @@ async fn json_null_and_empty_arrays_round_trip() {
 }
 
 #[tokio::test]
+async fn a_string_that_is_not_utf8_encodes_as_a_string_not_a_list_of_bytes() {
+    // Latin-1 text, as a legacy server's answer may hold: a webhook expects a string.
+    let script = r#"
+      agent.on("audioVideoSession", function(e)
+        agent.log.info(agent.json.encode({name = "caf\xe9", list = {"M\xfcller"}}))
+      end)
+    "#;
+    let mut h = host(Limits::default(), &[("latin.lua", script)]).await;
+    h.host.dispatch(sample_event("audioVideoSession-added"));
+    let line = log_of(&mut h.out, "latin").await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v, serde_json::json!({"name": "caf\u{fffd}", "list": ["M\u{fffd}ller"]}), "{line}");
+}
+
+#[tokio::test]
 async fn one_many_and_date_read_either_shape() {
     let script = r#"
       local u = agent.ucwa

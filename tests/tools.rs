@@ -315,6 +315,17 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     let o = agent(&["test", "nosuch_test.lua"], p.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("nosuch_test.lua: no such file or directory"), "{}", text(&o));
+    // A FIFO named as a test, given or found in a directory, fails at once (a read would wait
+    // for a writer for ever).
+    std::fs::create_dir(p.path().join("piped")).unwrap();
+    assert!(Command::new("mkfifo").arg(p.path().join("piped/pipe_test.lua")).status().unwrap().success());
+    for arg in ["piped", "piped/pipe_test.lua"] {
+        let started = std::time::Instant::now();
+        let o = agent(&["test", arg], p.path());
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("piped/pipe_test.lua: not a regular file (a FIFO, socket or device), not a test file"), "{}", text(&o));
+        assert!(started.elapsed() < Duration::from_secs(30), "at once: {:?}", started.elapsed());
+    }
     // A broken configuration is not silently replaced by the defaults.
     let config = std::fs::read_to_string(p.path().join("config.toml")).unwrap();
     std::fs::write(p.path().join("config.toml"), format!("{config}bogus = 1\n")).unwrap();
@@ -322,6 +333,13 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("bogus"), "{}", text(&o));
     std::fs::write(p.path().join("config.toml"), config).unwrap();
+    // A file that is not a recording and does not end its line is read no further than a
+    // batch can be long (`replay /dev/zero` grew without end).
+    std::fs::write(p.path().join("zeros"), vec![0u8; (64 << 20) + 1]).unwrap();
+    let o = agent(&["replay", "zeros"], p.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("zeros: line 1 is longer than 64 MiB: not a recording of event-channel batches"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("zeros")).unwrap();
     // `replay --script` with a name that is not a script: the flag is blamed, the scripts listed.
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/replay/samples.jsonl");
     let o = agent(&["replay", samples.to_str().unwrap(), "--script", "nosuch"], p.path());
@@ -579,6 +597,20 @@ fn check_refuses_the_state_dir_metrics_address_and_file_names_run_refuses() {
     let o = agent(&["check"], p.path());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains(".lua: error: the file name is not valid UTF-8, so `run` skips this script; rename it"), "{}", text(&o));
+    std::fs::remove_file(p.path().join("scripts").join(name)).unwrap();
+
+    // Nor is a script that is a symlink to nothing (a deploy that missed a file), a directory
+    // or a FIFO named `*.lua`: `run` cannot load them either.
+    let scripts = p.path().join("scripts");
+    std::os::unix::fs::symlink(p.path().join("releases/v2/calls.lua"), scripts.join("calls.lua")).unwrap();
+    std::fs::create_dir(scripts.join("folder.lua")).unwrap();
+    assert!(Command::new("mkfifo").arg(scripts.join("pipe.lua")).status().unwrap().success());
+    let o = agent(&["check"], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("calls.lua: error: a symlink whose target cannot be read (No such file or directory (os error 2)), so `run` skips this script"), "{t}");
+    assert!(t.contains("folder.lua: error: a directory, not a script file, so `run` skips this script"), "{t}");
+    assert!(t.contains("pipe.lua: error: not a regular file (a FIFO, socket or device), so `run` skips this script"), "{t}");
 }
 
 /// One batch: an incoming call ringing, under application 777.

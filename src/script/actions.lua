@@ -158,13 +158,23 @@ local function percent(text)
   return (text:gsub("[^%w%-%._~ ]", function(c) return format("%%%02X", byte(c)) end):gsub(" ", "%%20"))
 end
 
+-- `text` without its `<…>` tags. `gsub("<[^>]*>", "")` alone scans to the end from each `<`
+-- with no `>` after it, so a sender's HTML message of 8,000 `<` took the reader's whole
+-- instruction limit; only the text up to the last `>` can hold a tag, and there every `<`
+-- finds its `>`.
+local function without_tags(text)
+  local last = text:match("^.*()>")
+  if not last then return text end
+  return text:sub(1, last):gsub("<[^>]*>", "") .. text:sub(last + 1)
+end
+
 -- `data:text/plain[;charset=utf-8],Hi+there%21` → "Hi there!" (`+` is a space, as pools send it).
 local function data_text(href)
   if type(href) ~= "string" then return nil end
   local kind, data = href:match("^[Dd][Aa][Tt][Aa]:([^,]*),(.*)$")
   if not kind or not kind:lower():find("^text/") or kind:lower():find(";base64") then return nil end
   local text = data:gsub("%+", " "):gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end)
-  if kind:lower():find("^text/html") then text = text:gsub("<[^>]*>", "") end
+  if kind:lower():find("^text/html") then text = without_tags(text) end
   return text
 end
 

@@ -28,10 +28,21 @@ impl std::io::Write for Bounded {
 
 const TOO_BIG: &str = "too big";
 
+/// Compact JSON, but a Lua string that is not UTF-8 (which mlua gives as bytes, and serde_json
+/// would write as a list of numbers: `"caf\xe9"` as `[99,97,102,233]`) is written as a string,
+/// each byte that is not UTF-8 replaced by U+FFFD: a webhook gets text where it expects text.
+struct Text;
+
+impl serde_json::ser::Formatter for Text {
+    fn write_byte_array<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, value: &[u8]) -> std::io::Result<()> {
+        serde_json::to_writer(writer, &String::from_utf8_lossy(value)).map_err(std::io::Error::other)
+    }
+}
+
 /// `v` as JSON text of at most `limit` bytes; `Err(None)` when it would be longer.
 pub(crate) fn json_within<T: Serialize + ?Sized>(v: &T, limit: usize) -> Result<String, Option<String>> {
     let mut w = Bounded { buf: Vec::new(), limit };
-    match serde_json::to_writer(&mut w, v) {
+    match v.serialize(&mut serde_json::Serializer::with_formatter(&mut w, Text)) {
         Ok(()) => Ok(String::from_utf8(w.buf).unwrap_or_default()),
         Err(e) if e.is_io() => Err(None),
         Err(e) => Err(Some(e.to_string())),

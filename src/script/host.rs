@@ -146,7 +146,13 @@ impl ScriptHost {
         for (i, dir) in self.inner.dirs.iter().enumerate() {
             // (The first is the one the caller names; a later one is named here.)
             let entries = std::fs::read_dir(dir).map_err(|e| if i == 0 { e } else { std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())) })?;
-            for p in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_script_file(p)) {
+            for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                if !is_script_file(&p) {
+                    if let Some(why) = not_a_script_file(&p) {
+                        tracing::warn!(file = %p.display(), "not loaded: {why}");
+                    }
+                    continue;
+                }
                 if let Some(name) = script_name(&p) {
                     by_name.insert(name, p);
                 }
@@ -759,9 +765,30 @@ fn file_stamp(path: &Path) -> Option<u64> {
 }
 
 /// `*.lua`, not hidden, not an editor's backup or lock file, not a test (`*_test.lua`).
-pub(crate) fn is_script_file(p: &Path) -> bool {
+fn is_script_name(p: &Path) -> bool {
     let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    !name.starts_with('.') && !name.ends_with('~') && !name.ends_with("_test.lua") && script_name(p).is_some() && p.is_file()
+    !name.starts_with('.') && !name.ends_with('~') && !name.ends_with("_test.lua") && script_name(p).is_some()
+}
+
+/// A script's name, and a regular file (through symlinks).
+pub(crate) fn is_script_file(p: &Path) -> bool {
+    is_script_name(p) && p.is_file()
+}
+
+/// Why an entry named as a script is not one `run` can load (a symlink to nothing, a directory,
+/// a FIFO): it is skipped, and said to be, so that a script missing from a deploy is noticed.
+pub(crate) fn not_a_script_file(p: &Path) -> Option<String> {
+    if !is_script_name(p) {
+        return None;
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some("a directory, not a script file".into()),
+        Ok(_) => Some("not a regular file (a FIFO, socket or device)".into()),
+        // Gone between the listing and this look: nothing to say.
+        Err(_) if p.symlink_metadata().is_err() => None,
+        Err(e) => Some(format!("a symlink whose target cannot be read ({e})")),
+    }
 }

@@ -85,7 +85,7 @@ pub use api_people::{DURATION_MINUTES, MAX_WATCHED};
 pub use budget::Limits;
 pub use calendar::Calendar;
 pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSettings, SessionSlot, TapGuard};
-pub(crate) use host::is_script_file;
+pub(crate) use host::{is_script_file, not_a_script_file};
 pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;
 pub use watch::watch_dir;

@@ -124,12 +124,17 @@ impl Saved {
     }
 }
 
-/// Refuses what JSON cannot hold or cannot give back: functions and other non-data, cycles,
-/// nesting deeper than `MAX_DEPTH`, and tables JSON would change: one with both list items and
-/// named keys, a list with gaps, number keys that are not a list (JSON keeps a list's items,
-/// or string keys). `done` holds the tables already checked (a table may appear many times).
+/// Refuses what JSON cannot hold or cannot give back: functions and other non-data, strings
+/// that are not UTF-8, cycles, nesting deeper than `MAX_DEPTH`, and tables JSON would change:
+/// one with both list items and named keys, a list with gaps, number keys that are not a list
+/// (JSON keeps a list's items, or string keys). `done` holds the tables already checked (a table may appear many times).
 fn check(v: &Value, path: &dyn Fn() -> String, depth: usize, stack: &mut Vec<*const c_void>, done: &mut HashMap<*const c_void, usize>) -> Result<(), String> {
     match v {
+        // JSON has text only: bytes that are not UTF-8 would be written as a list of numbers,
+        // and come back as a table.
+        Value::String(s) if s.to_str().is_err() => {
+            Err(format!("{}: a string that is not UTF-8 text cannot be saved (JSON would give back a list of its bytes)", path()))
+        }
         Value::Nil | Value::Boolean(_) | Value::Integer(_) | Value::String(_) | Value::LightUserData(_) => Ok(()),
         Value::Number(n) if n.is_finite() => Ok(()),
         Value::Number(n) => Err(format!("{}: {n} cannot be saved (JSON has no NaN or infinity)", path())),

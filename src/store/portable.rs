@@ -127,10 +127,12 @@ pub fn import_dir(dir: &Path, s: &Snapshot, force: bool) -> Result<(), PortError
 }
 
 /// The file's numbers hold together: the store keeps seqs as SQLite integers (a head past
-/// `i64::MAX` reads back as 0), and a cursor past the head, or a batch past it, would have the
+/// `i64::MAX` reads back as 0, and one near it overflows when the next batch is numbered: the
+/// account's task panicked), and a cursor past the head, or a batch past it, would have the
 /// agent number new events at or below a cursor: its scripts would skip every one, silently.
 fn consistent(s: &Snapshot) -> Result<(), String> {
-    const MAX: u64 = i64::MAX as u64;
+    // 2^53: a million events a second for 285 years, and far below `i64::MAX`.
+    const MAX: u64 = 1 << 53;
     if s.head > MAX {
         return Err(format!("`head` is {}, past the largest seq the state holds ({MAX})", s.head));
     }
@@ -414,6 +416,8 @@ mod tests {
         };
         for (bad, key) in [
             (snap(u64::MAX, 1, &[]), "`head`"),
+            // The next batch would be numbered past what SQLite holds.
+            (snap(i64::MAX as u64, 1, &[]), "`head`"),
             (snap(5, 1_000_000, &[]), "`scripts.s.cursor`"),
             (snap(5, 1, &[(3, 2)]), "`journal[0]`"),
             (snap(5, 1, &[(2, 9)]), "`journal[0]`"),

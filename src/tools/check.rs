@@ -94,6 +94,13 @@ pub fn check(config: &Config, metrics_listen: Option<SocketAddr>) -> Report {
                 });
             } else if crate::script::is_script_file(&path) {
                 found.push(path);
+            } else if let Some(why) = crate::script::not_a_script_file(&path) {
+                report.problems.push(Problem {
+                    severity: Severity::Error,
+                    file: path.clone(),
+                    line: None,
+                    message: format!("{why}, so `run` skips this script"),
+                });
             }
         }
         found.sort();

@@ -50,6 +50,15 @@ pub struct FileResult {
     pub error: Option<String>,
 }
 
+/// What a path the tests cannot read is, instead of a file.
+fn not_a_file(m: &std::fs::Metadata) -> &'static str {
+    if m.is_dir() {
+        "a directory, not a test file"
+    } else {
+        "not a regular file (a FIFO, socket or device), not a test file"
+    }
+}
+
 /// `*_test.lua` files in `dir`, sorted.
 pub fn find_tests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -165,7 +174,8 @@ async fn run_file_sharing(
     let mut env = offline_env(settings, false, false, at);
     env.secret_placeholders = true;
     let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
-    let source = match std::fs::read(file) {
+    // A FIFO would block the read until someone writes to it: only a file is read.
+    let source = match std::fs::metadata(file).and_then(|m| if m.is_file() { std::fs::read(file) } else { Err(std::io::Error::other(not_a_file(&m))) }) {
         Ok(s) => s,
         Err(e) => {
             result.error = Some(format!("{}: {e}", file.display()));

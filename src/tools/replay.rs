@@ -93,19 +93,38 @@ fn application_of(batches: &[Vec<u8>]) -> Option<String> {
     None
 }
 
+/// The longest line read: a batch the agent recorded is at most the 32 MiB it reads of an
+/// answer, so a longer line is not a recording (`replay /dev/zero` grew without end).
+const MAX_LINE: u64 = 64 << 20;
+
 /// The file's batches (each line that is one), as they were written.
 fn read_batches(file: &Path, bad: &mut Vec<String>) -> Result<Vec<Vec<u8>>, ReplayError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ReplayError::Read { path: file.to_path_buf(), source })?;
+    use std::io::{BufRead, Read};
+    let failed = |source| ReplayError::Read { path: file.to_path_buf(), source };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(file).map_err(failed)?);
     let origin = origin();
     let mut lines = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let raw = raw.trim_start_matches('\u{feff}').trim();
+    let mut line = Vec::new();
+    for i in 1.. {
+        line.clear();
+        if (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut line).map_err(failed)? == 0 {
+            break;
+        }
+        if line.len() as u64 > MAX_LINE {
+            let message = format!("line {i} is longer than {} MiB: not a recording of event-channel batches", MAX_LINE >> 20);
+            return Err(failed(std::io::Error::new(std::io::ErrorKind::InvalidData, message)));
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            bad.push(format!("{}:{i}: not an event-channel batch: not UTF-8 text", file.display()));
+            continue;
+        };
+        let raw = text.trim_start_matches('\u{feff}').trim();
         if raw.is_empty() {
             continue;
         }
         match batch::parse(raw.as_bytes(), &origin) {
             Ok(_) => lines.push(raw.as_bytes().to_vec()),
-            Err(e) => bad.push(format!("{}:{}: not an event-channel batch: {e}", file.display(), i + 1)),
+            Err(e) => bad.push(format!("{}:{i}: not an event-channel batch: {e}", file.display())),
         }
     }
     Ok(lines)
