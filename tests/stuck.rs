@@ -297,8 +297,9 @@ async fn while_two_versions_are_stuck_a_saved_version_waits_for_one_to_return_wi
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    // Version 1 hogs once (seconds of CPU: it returns while the test runs), version 2 for minutes.
-    write(dir.path(), "stuck.lua", &hog_on_sign_in(1));
+    // Version 1 hogs four times (about 3 s of CPU each on a fast machine: it must outlast the
+    // steps below, then return while the test runs), version 2 for minutes.
+    write(dir.path(), "stuck.lua", &hog_on_sign_in(4));
     let config = config_file(&sim, dir.path(), &format!("{LIMITS}[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     let log = dir.path().join("agent.log");
     let agent =
@@ -411,8 +412,9 @@ async fn a_hanging_top_level_holds_up_no_other_reload_and_is_not_loaded_again_un
     let mut out = host.subscribe();
     host.load_dir().await.unwrap();
     let _watch = ucwa_agent::script::watch_dir(host.clone(), Duration::from_millis(20)).unwrap();
-    // The hog's top level takes seconds of CPU; its load is given up after 3 s + 1 s.
-    write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", "hog()"));
+    // The hog's top level takes seconds of CPU (four hogs: longer than 3 s + 1 s on a fast
+    // machine too); its load is given up after 3 s + 1 s.
+    write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", "for _ = 1, 4 do hog() end"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     write(dir.path(), "other.lua", "agent.on('me', function() end) -- v2\n");
     // Other's new version comes first, not after the hanging load is given up (at 4 s).
@@ -449,9 +451,10 @@ async fn two_hanging_top_levels_of_a_script_make_its_next_save_wait_for_one_of_t
         agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]).stderr(std::fs::File::create(&log).unwrap()).spawn_guarded();
     wait_available(&sim).await;
     let lines = || std::fs::read_to_string(&log).unwrap_or_default();
-    // Two saves whose top level hogs (seconds of CPU each): each load is given up after 1.1 s
-    // and leaves its thread behind; the version that runs keeps running.
-    for (i, text) in ["hog()", "hog() -- again"].into_iter().enumerate() {
+    // Two saves whose top level hogs (four hogs, seconds of CPU each even on a fast machine:
+    // longer than the steps below): each load is given up after 1.1 s and leaves its thread
+    // behind; the version that runs keeps running.
+    for (i, text) in ["for _ = 1, 4 do hog() end", "for _ = 1, 4 do hog() end -- again"].into_iter().enumerate() {
         write(dir.path(), "hang.lua", &HOG.replace("agent.on(EVENT, hog)", text));
         eventually("the load given up", || lines().matches("did not return within 1100 ms").count() == i + 1).await;
     }
