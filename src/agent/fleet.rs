@@ -5,6 +5,7 @@ use super::account::Account;
 use super::end::RunEnd;
 use super::{record, status};
 use crate::config::AccountSpec;
+use crate::metrics::{HealthState, Metrics};
 use crate::script::ScriptHost;
 use std::collections::BTreeMap;
 use tokio::sync::watch;
@@ -91,8 +92,9 @@ impl Fleet {
         let ends = self.ends_tx.clone();
         let name = label.clone();
         let generation = self.launches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let metrics = account.scripts().env().metrics.clone();
         let task = tokio::spawn(async move {
-            let end = account.run(stopped, recorder).await;
+            let end = survive_panic(&name, account.run(stopped, recorder), &metrics).await;
             if let RunEnd::CredentialsRefused(reason) = &end {
                 let _ = ends.send((name, generation, reason.clone()));
             }
@@ -137,5 +139,38 @@ impl Fleet {
         }
         let ends = futures_util::future::join_all(all.into_iter().map(|l| l.task)).await;
         ends.into_iter().map(|e| e.unwrap_or(RunEnd::Stopped)).collect()
+    }
+}
+
+/// An account's run; a panic in it (a bug) ends that account alone, which says so: an ERROR
+/// line and its health `stopped` with the reason (`/healthz` 503), where it went on showing
+/// its last state (`polling`: 200) while nothing ran.
+async fn survive_panic(label: &str, run: impl std::future::Future<Output = RunEnd>, metrics: &Metrics) -> RunEnd {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(end) => end,
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            tracing::error!(account = %label, panic = %what, "account stopped by an internal error (please report it); the other accounts go on, a restart of the agent runs it again");
+            metrics.set_health(HealthState::Stopped, Some(format!("internal error (the account's run panicked): {what}")));
+            RunEnd::Stopped
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_account_run_ends_as_stopped_and_its_health_says_why() {
+        let metrics = Metrics::default();
+        metrics.set_health(HealthState::Polling, None);
+        let end = survive_panic("reception", async { panic!("seq overflow") }, &metrics).await;
+        assert!(matches!(end, RunEnd::Stopped));
+        let h = metrics.health();
+        assert_eq!(h.state, HealthState::Stopped);
+        assert!(h.last_error.as_deref().is_some_and(|e| e.contains("internal error") && e.contains("seq overflow")), "{h:?}");
+        assert!(matches!(survive_panic("reception", async { RunEnd::Stopped }, &metrics).await, RunEnd::Stopped));
     }
 }
