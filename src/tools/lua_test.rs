@@ -210,8 +210,12 @@ async fn run_file_sharing(
     };
     let chunk = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     manual::rearm(&lua);
-    let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
-    if let Err(e) = run.await {
+    let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).into_function();
+    let run = run.and_then(|f| crate::script::tbc::refuse(&f).map(|()| f));
+    if let Err(e) = match run {
+        Ok(f) => f.call_async::<()>(()).await,
+        Err(e) => Err(e),
+    } {
         result.error = Some(user_frames(&manual::describe(&e)));
     }
     result.cases = std::mem::take(&mut lock(&cases).done);
@@ -268,7 +272,9 @@ fn test_table(lua: &Lua, h: &Arc<Harness>) -> mlua::Result<()> {
             let full = hh.dir.join(&path);
             let src = std::fs::read(&full).map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
             let chunk = full.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(path);
-            lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).exec()
+            let f = lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).into_function()?;
+            crate::script::tbc::refuse(&f)?;
+            f.call::<()>(())
         })?,
     )?;
     let hh = h.clone();
