@@ -412,8 +412,29 @@ fn test_table(lua: &Lua, h: &Arc<Harness>) -> mlua::Result<()> {
     t.set(
         "same",
         lua.create_function(|lua, (a, b): (Value, Value)| {
-            let a = integral(lua.from_value(a)?);
-            let b = integral(lua.from_value(b)?);
+            // Strings compare as bytes when one is not UTF-8 (Latin-1 text): it is no JSON value.
+            if let (Value::String(x), Value::String(y)) = (&a, &b) {
+                if x.to_str().is_err() || y.to_str().is_err() {
+                    // Shown as Lua writes it: bytes that are not UTF-8 as `\xNN`.
+                    let shown = |s: &mlua::LuaString| {
+                        let mut text = String::from("\"");
+                        for chunk in s.as_bytes().utf8_chunks() {
+                            text.push_str(chunk.valid());
+                            chunk.invalid().iter().for_each(|b| text.push_str(&format!("\\x{b:02x}")));
+                        }
+                        text + "\""
+                    };
+                    return Ok((x.as_bytes() == y.as_bytes(), shown(x), shown(y)));
+                }
+            }
+            let json = |v: Value| {
+                lua.from_value(v).map(integral).map_err(|e| {
+                    mlua::Error::runtime(format!(
+                        "test.eq: {e} (a table holding a string that is not UTF-8 text compares only as that string: test.eq(s, \"caf\\xe9\"))"
+                    ))
+                })
+            };
+            let (a, b) = (json(a)?, json(b)?);
             Ok((a == b, a.to_string(), b.to_string()))
         })?,
     )?;
