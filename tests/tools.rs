@@ -893,5 +893,5 @@ fn test_eq_compares_strings_that_are_not_utf8_as_bytes() {
     let o = agent(&["test", "scripts/latin_test.lua"], p.path());
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("ok 1 - same") && t.contains("latin_test.lua:3: expected \"caf\\xe8\", got \"caf\\xe9\""), "{t}");
+    assert!(t.contains("\nok 1 - same") && t.contains("latin_test.lua:3: expected \"caf\\xe8\", got \"caf\\xe9\""), "{t}");
 }
