@@ -885,3 +885,20 @@ async fn dry_run_gives_what_one_script_did_with_some_batches_as_replay_would() {
         "{run:?}"
     );
 }
+
+#[test]
+fn test_eq_compares_strings_that_are_not_utf8_as_bytes() {
+    // Latin-1 text a script handles (a legacy server's answer) is no JSON value: test.eq gave
+    // "deserialize error: invalid type: byte array" for it.
+    let p = project(&[
+        ("latin.lua", "agent.on('audioVideoSession', function(e) end)\n"),
+        (
+            "latin_test.lua",
+            "test.load('latin.lua')\ntest.case('same', function() test.eq('caf\\xe9', 'caf\\xe9') end)\ntest.case('other', function() test.eq('caf\\xe9', 'caf\\xe8') end)\n",
+        ),
+    ]);
+    let o = agent(&["test", "scripts/latin_test.lua"], p.path());
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("\nok 1 - same") && t.contains("latin_test.lua:3: expected \"caf\\xe8\", got \"caf\\xe9\""), "{t}");
+}

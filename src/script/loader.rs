@@ -104,7 +104,8 @@ pub(crate) fn load(path: &Path, version: u64, env: &Arc<ScriptEnv>, required: su
     lua.load(&source[..])
         .set_name(format!("@{chunk_name}"))
         .set_mode(ChunkMode::Text)
-        .exec()
+        .into_function()
+        .and_then(|f| super::tbc::refuse(&f).and_then(|()| f.call::<()>(())))
         .map_err(|e| fail(ctx.redactor.redact(&describe(&e)).into_owned()))?;
     // What building the state and compiling the file left behind (about 15 KiB) would stay
     // until the next collection, which an idle script may not reach for hours: one full

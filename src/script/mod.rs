@@ -75,6 +75,7 @@ mod sandbox;
 mod secrets;
 mod state;
 mod strlib;
+pub(crate) mod tbc;
 mod timers;
 pub mod trace;
 pub mod watch;

@@ -94,7 +94,9 @@ pub(crate) fn install(lua: &Lua, scripts_dir: PathBuf, required: Required) -> ml
             if source.starts_with(b"\x1bLua") {
                 return Err(mlua::Error::runtime(format!("require(\"{name}\"): {shown} is a binary chunk; modules are text")));
             }
-            let v: Value = lua.load(&source[..]).set_name(format!("@{shown}")).set_mode(ChunkMode::Text).call(name.as_str())?;
+            let f = lua.load(&source[..]).set_name(format!("@{shown}")).set_mode(ChunkMode::Text).into_function()?;
+            super::tbc::refuse(&f).map_err(|e| mlua::Error::runtime(format!("require(\"{name}\"): {shown}: {e}")))?;
+            let v: Value = f.call(name.as_str())?;
             Ok(if v.is_nil() { Value::Boolean(true) } else { v })
         })();
         loading.lock().unwrap_or_else(|p| p.into_inner()).retain(|n| n != &name);

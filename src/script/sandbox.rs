@@ -86,6 +86,8 @@ fn restrict_globals(lua: &Lua) -> mlua::Result<()> {
     })?;
     g.set("__has_len", has_len)?;
     g.set("__memory_limit", limits_memory(lua))?;
+    g.set("__declares_close", lua.create_function(|_, f: mlua::Function| Ok(super::tbc::declares_close(&f)))?)?;
+    g.set("__close_refused", super::tbc::REFUSED)?;
     lua.load(SANDBOX_PRELUDE).set_name("=sandbox").exec()?;
     Ok(())
 }
@@ -102,7 +104,8 @@ string.dump = nil
 -- that runs Lua code in protected mode is covered: pcall, xpcall, coroutine.resume and close,
 -- and load (whose reader function runs protected).
 local limit_hit, limit_mark, charge, memory_limit, has_len = __limit_hit, __limit_mark, __charge, __memory_limit, __has_len
-__limit_hit, __limit_mark, __charge, __memory_limit, __has_len = nil, nil, nil, nil, nil
+local declares_close, close_refused = __declares_close, __close_refused
+__limit_hit, __limit_mark, __charge, __memory_limit, __has_len, __declares_close, __close_refused = nil, nil, nil, nil, nil, nil, nil
 local raw_pcall, raw_xpcall, pack, unpack = pcall, xpcall, table.pack, table.unpack
 local type, tostring, tonumber, rawget, error, format, select = type, tostring, tonumber, rawget, error, string.format, select
 local function is_memory_error(e)
@@ -124,6 +127,8 @@ coroutine.close = function(...) return pass(pack(raw_close(...))) end
 -- Text chunks only: a precompiled (binary) chunk can break the VM's safety.
 local raw_load = load
 local function loaded(f, err)
+  -- (tbc.rs says why: a `__close` would run outside every limit.)
+  if f ~= nil and declares_close(f) then return nil, close_refused end
   if f == nil then
     if is_memory_error(err) then limit_mark() end
     if limit_hit() then error(err, 0) end

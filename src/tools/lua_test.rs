@@ -210,8 +210,12 @@ async fn run_file_sharing(
     };
     let chunk = file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     manual::rearm(&lua);
-    let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).call_async::<()>(());
-    if let Err(e) = run.await {
+    let run = lua.load(&source[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).into_function();
+    let run = run.and_then(|f| crate::script::tbc::refuse(&f).map(|()| f));
+    if let Err(e) = match run {
+        Ok(f) => f.call_async::<()>(()).await,
+        Err(e) => Err(e),
+    } {
         result.error = Some(user_frames(&manual::describe(&e)));
     }
     result.cases = std::mem::take(&mut lock(&cases).done);
@@ -268,7 +272,9 @@ fn test_table(lua: &Lua, h: &Arc<Harness>) -> mlua::Result<()> {
             let full = hh.dir.join(&path);
             let src = std::fs::read(&full).map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
             let chunk = full.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(path);
-            lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).exec()
+            let f = lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).into_function()?;
+            crate::script::tbc::refuse(&f)?;
+            f.call::<()>(())
         })?,
     )?;
     let hh = h.clone();
@@ -406,8 +412,29 @@ fn test_table(lua: &Lua, h: &Arc<Harness>) -> mlua::Result<()> {
     t.set(
         "same",
         lua.create_function(|lua, (a, b): (Value, Value)| {
-            let a = integral(lua.from_value(a)?);
-            let b = integral(lua.from_value(b)?);
+            // Strings compare as bytes when one is not UTF-8 (Latin-1 text): it is no JSON value.
+            if let (Value::String(x), Value::String(y)) = (&a, &b) {
+                if x.to_str().is_err() || y.to_str().is_err() {
+                    // Shown as Lua writes it: bytes that are not UTF-8 as `\xNN`.
+                    let shown = |s: &mlua::LuaString| {
+                        let mut text = String::from("\"");
+                        for chunk in s.as_bytes().utf8_chunks() {
+                            text.push_str(chunk.valid());
+                            chunk.invalid().iter().for_each(|b| text.push_str(&format!("\\x{b:02x}")));
+                        }
+                        text + "\""
+                    };
+                    return Ok((x.as_bytes() == y.as_bytes(), shown(x), shown(y)));
+                }
+            }
+            let json = |v: Value| {
+                lua.from_value(v).map(integral).map_err(|e| {
+                    mlua::Error::runtime(format!(
+                        "test.eq: {e} (a table holding a string that is not UTF-8 text compares only as that string: test.eq(s, \"caf\\xe9\"))"
+                    ))
+                })
+            };
+            let (a, b) = (json(a)?, json(b)?);
             Ok((a == b, a.to_string(), b.to_string()))
         })?,
     )?;
