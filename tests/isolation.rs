@@ -8,7 +8,7 @@ use common::{events, expect, write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
-use ucwa_agent::script::{Limits, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
+use ucwa_agent::script::{Limits, LogRate, ScriptEnv, ScriptHost, ScriptOutput, ScriptSettings};
 use ucwa_agent::store::Store;
 
 const WITNESS: &str = r#"agent.on("audioVideoSession", function(e) agent.log.info("saw " .. e.seq) end)"#;
@@ -91,6 +91,38 @@ async fn a_timer_that_is_always_due_delays_only_its_own_script() {
         assert_eq!(log_of(&mut g, "hog").await, format!("hog saw {seq}"));
     }
     drop(h.out);
+}
+
+#[tokio::test]
+async fn a_script_that_floods_the_log_has_its_lines_dropped_and_said_and_the_witness_logs_on() {
+    // run's rate scaled down, so that every line fits the test's output stream (4,096).
+    let rate = LogRate { burst: 1000, per_sec: 100 };
+    let scripts =
+        [("flood.lua", "agent.on('audioVideoSession', function(e) for i = 1, 50000 do agent.log.info('line ' .. i) end end)"), ("witness.lua", WITNESS)];
+    let mut h = host_with(ScriptSettings { log_rate: Some(rate), ..settings(Limits::default()) }, Arc::new(Store::in_memory()), &scripts).await;
+    h.host.dispatch(events(1, 1));
+    let (mut flood, mut witness) = (Vec::new(), Vec::new());
+    while let Ok(Ok(o)) = tokio::time::timeout(Duration::from_secs(2), h.out.recv()).await {
+        if let ScriptOutput::Log { script, level, message, .. } = o {
+            if script == "flood" {
+                flood.push((level, message));
+            } else {
+                witness.push(message);
+            }
+        }
+    }
+    assert_eq!(witness, ["saw 1"]);
+    let lines = flood.iter().filter(|(_, m)| m.starts_with("line ")).count();
+    // A burst of 1,000, then 100 a second for as long as the handler ran (well under 10 s).
+    assert!((1000..2000).contains(&lines), "{lines} lines logged of 50,000");
+    assert_eq!(flood[..1000].iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(), (1..=1000).map(|i| format!("line {i}")).collect::<Vec<_>>());
+    // Said at once, and not again within 10 s (the handler ran for less): one notice, not a flood.
+    let said: Vec<_> = flood.iter().filter(|(_, m)| m.contains("log line(s) of this script dropped")).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!((said[0].0, said[0].1.as_str()), ("warn", "1 log line(s) of this script dropped: it logs more than 1000 lines at once or 100 a second"));
+    // The next event's lines pass as the budget refills: the witness is untouched.
+    h.host.dispatch(events(2, 1));
+    witness_sees(&mut h.out, 2, 1).await;
 }
 
 #[tokio::test]

@@ -292,6 +292,7 @@ impl Config {
             time_zone: s.time_zone.as_deref().and_then(|n| crate::script::zone::by_name(n).ok()).unwrap_or_else(crate::script::zone::system),
             calendars: self.calendars_read.clone(),
             traces_per_script: s.traces_per_script as usize,
+            log_rate: Some(crate::script::LogRate::DEFAULT),
         }
     }
 

@@ -2,8 +2,11 @@
 //! `agent.json`, `agent.config`, `agent.now`, `agent.account`, `agent.script`.
 
 use super::ctx::{CurrentEvent, OnUnload, ScriptCtx, Subscriptions};
+use super::log_budget::LogBudget;
 use super::output::ScriptOutput;
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Installs the core functions in `agent`, and `print`.
 pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Result<()> {
@@ -18,7 +21,9 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     )?;
     agent.set("config", lua.to_value(&ctx.config)?)?;
     agent.set("on", on_fn(lua)?)?;
-    agent.set("log", log_table(lua, ctx)?)?;
+    // One budget for agent.log and print, per version (none offline).
+    let budget = ctx.env.settings().log_rate.map(|rate| Arc::new(Mutex::new(LogBudget::new(rate, Instant::now()))));
+    agent.set("log", log_table(lua, ctx, &budget)?)?;
     agent.set("json", json_table(lua)?)?;
     let clock = ctx.env.clock.clone();
     agent.set("now", lua.create_function(move |_, ()| Ok(clock.now_ms()))?)?;
@@ -30,7 +35,7 @@ pub(crate) fn register(lua: &Lua, agent: &Table, ctx: &ScriptCtx) -> mlua::Resul
     script.set("name", &*ctx.name)?;
     script.set("version", ctx.version)?;
     agent.set("script", script)?;
-    lua.globals().set("print", print_fn(lua, ctx)?)?;
+    lua.globals().set("print", print_fn(lua, ctx, budget)?)?;
     Ok(())
 }
 
@@ -70,11 +75,14 @@ fn on_fn(lua: &Lua) -> mlua::Result<Function> {
     })
 }
 
-fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
+fn log_table(lua: &Lua, ctx: &ScriptCtx, budget: &Option<Arc<Mutex<LogBudget>>>) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     for level in ["debug", "info", "warn", "error"] {
-        let ctx = ctx.clone();
+        let (ctx, budget) = (ctx.clone(), budget.clone());
         let f = lua.create_function(move |lua, (msg, fields): (Value, Option<Value>)| {
+            if !admitted(&ctx, budget.as_deref()) {
+                return Ok(());
+            }
             let message = display(&msg);
             let fields = match fields {
                 None | Some(Value::Nil) => None,
@@ -92,13 +100,34 @@ fn log_table(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Table> {
     Ok(t)
 }
 
-fn print_fn(lua: &Lua, ctx: &ScriptCtx) -> mlua::Result<Function> {
+fn print_fn(lua: &Lua, ctx: &ScriptCtx, budget: Option<Arc<Mutex<LogBudget>>>) -> mlua::Result<Function> {
     let ctx = ctx.clone();
     lua.create_function(move |lua, args: mlua::Variadic<Value>| {
+        if !admitted(&ctx, budget.as_deref()) {
+            return Ok(());
+        }
         let message = args.iter().map(display).collect::<Vec<_>>().join("\t");
         emit(lua, &ctx, "info", message, None);
         Ok(())
     })
+}
+
+/// Whether the script's next line is logged (before any work on it); lines dropped are said at
+/// WARN by the agent, with the script's name, at most every `SAY_EVERY`.
+fn admitted(ctx: &ScriptCtx, budget: Option<&Mutex<LogBudget>>) -> bool {
+    let Some(budget) = budget else { return true };
+    let (admit, rate) = {
+        let mut b = budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (b.admit(Instant::now()), b.rate())
+    };
+    if let Some(dropped) = admit.say_dropped {
+        let script = &*ctx.name;
+        let why = format!("it logs more than {} lines at once or {} a second", rate.burst, rate.per_sec);
+        tracing::warn!(script, version = ctx.version, dropped, "script log lines dropped: {why} (README \"Logs\")");
+        let message = format!("{dropped} log line(s) of this script dropped: {why}");
+        ctx.env.emit(ScriptOutput::Log { script: script.to_string(), version: ctx.version, level: "warn", message, fields: None });
+    }
+    admit.pass
 }
 
 fn display(v: &Value) -> String {

@@ -70,6 +70,9 @@ pub struct ScriptSettings {
     pub calendars: BTreeMap<String, Arc<super::calendar::Calendar>>,
     /// How many traces of its runs each script keeps (`script::trace`); 0: none are made.
     pub traces_per_script: usize,
+    /// How many lines a script may log (`script::log_budget`): in `run`; None (no limit) in the
+    /// offline tools, whose output is what their user asked to see.
+    pub log_rate: Option<super::log_budget::LogRate>,
 }
 
 impl ScriptSettings {
@@ -83,6 +86,7 @@ impl ScriptSettings {
             time_zone: super::zone::system(),
             calendars: BTreeMap::new(),
             traces_per_script: 0,
+            log_rate: Some(super::log_budget::LogRate::DEFAULT),
         }
     }
 

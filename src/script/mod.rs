@@ -27,7 +27,8 @@
 //! - `bounded.rs`: JSON built from script values under the memory limit.
 //! - `modules.rs`: `require` from `<scripts dir>/lib/`; `secrets.rs`: secret config values.
 //! - `loader.rs`: building one version of a script from its file.
-//! - `output.rs`: `ScriptOutput`, the stream of what scripts did.
+//! - `output.rs`: `ScriptOutput`, the stream of what scripts did; `log_budget.rs`: how many lines
+//!   a script may log.
 //! - `runner.rs`: the task that owns a script's state and runs its handlers; `pending.rs`: a
 //!   run's trace until it is written.
 //! - `pool.rs`: the Lua worker threads every script's task runs on.
@@ -62,6 +63,7 @@ mod hours;
 mod interop;
 mod loader;
 pub(crate) mod location;
+mod log_budget;
 pub(crate) mod manual;
 mod modules;
 pub mod offline;
@@ -89,6 +91,7 @@ pub use env::{outbound_client, AccountInfo, Clock, Net, ScriptEnv, ScriptSetting
 pub(crate) use host::{is_script_file, not_a_script_file};
 pub use host::{ScriptHost, ScriptOutput, MAX_STUCK_VERSIONS};
 pub use loader::ScriptError;
+pub use log_budget::LogRate;
 pub use watch::watch_dir;
 
 // What `tools` uses besides the above (the modules themselves stay private): `check` loads each

@@ -9,8 +9,10 @@ use super::offline::OfflineNet;
 /// `test` set `secret_placeholders`.) Hrefs are on `origin`; the application is at
 /// `application` (a path); `missing` is what a GET nothing answers says.
 pub(crate) fn offline_env(mut settings: ScriptSettings, enforce_allowlist: bool, trace: bool, at: Offline<'_>) -> ScriptEnv {
-    // Nothing offline keeps traces (the database is in memory).
+    // Nothing offline keeps traces (the database is in memory), nor drops log lines (a replay
+    // of a burst shows every event's).
     settings.traces_per_script = 0;
+    settings.log_rate = None;
     let mut env = ScriptEnv::new(settings, std::sync::Arc::new(crate::store::Store::in_memory()));
     env.clock = Clock::manual(REPLAY_EPOCH_MS);
     let net = std::sync::Arc::new(OfflineNet::new(enforce_allowlist).at(at.origin, at.application, at.missing));
