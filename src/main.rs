@@ -106,9 +106,9 @@ enum Command {
         /// Only this `[[account]]`'s traces.
         #[arg(long)]
         account: Option<String>,
-        /// The newest K traces (default 10; every one kept with --seq).
-        #[arg(long, value_name = "K")]
-        last: Option<usize>,
+        /// The newest K traces, 1 or more (default 10; every one kept with --seq).
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+        last: Option<u64>,
         /// One JSON object per trace and line, as stored.
         #[arg(long)]
         json: bool,
@@ -235,7 +235,7 @@ fn main() -> ExitCode {
             }
             Command::Test { paths } => test(&cli.config, paths).await,
             Command::Trace { script, seq, account, last, json } => {
-                let o = tools::traces::TraceOptions { script, seq, account, last: last.unwrap_or(if seq.is_some() { 0 } else { 10 }), json };
+                let o = tools::traces::TraceOptions { script, seq, account, last: last.map_or(if seq.is_some() { 0 } else { 10 }, |k| k as usize), json };
                 with_config(&cli.config, |c| async move { show_traces(&c, &o) }).await
             }
             Command::Tap { rel, script, user, json } => {

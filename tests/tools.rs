@@ -574,6 +574,10 @@ fn check_refuses_the_state_dir_metrics_address_and_file_names_run_refuses() {
     let _ = std::fs::remove_file(st.join("probe"));
 
     // A metrics address in use is named with what set it: the flag, or the file's key.
+    // `trace --last 0` asks for nothing: a usage error, not every trace.
+    let o = agent(&["trace", "--last", "0"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--last"), "{}", text(&o));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let o = agent(&["check", "--metrics-listen", &addr], p.path());
