@@ -574,10 +574,6 @@ fn check_refuses_the_state_dir_metrics_address_and_file_names_run_refuses() {
     let _ = std::fs::remove_file(st.join("probe"));
 
     // A metrics address in use is named with what set it: the flag, or the file's key.
-    // `trace --last 0` asks for nothing: a usage error, not every trace.
-    let o = agent(&["trace", "--last", "0"], dir.path());
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--last"), "{}", text(&o));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let o = agent(&["check", "--metrics-listen", &addr], p.path());
@@ -803,6 +799,10 @@ fn flags_without_effect_are_refused_and_a_busy_simulator_address_is_status_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains("to run, record and check, not to"), "{args:?}: {}", text(&o));
     }
+    // `trace --last 0` asks for nothing: a usage error, not every trace.
+    let o = agent(&["trace", "--last", "0"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--last"), "{}", text(&o));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let mut sim = Command::new(env!("CARGO_BIN_EXE_ucwa-agent"))
