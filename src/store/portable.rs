@@ -137,8 +137,17 @@ fn consistent(s: &Snapshot) -> Result<(), String> {
         return Err(format!("`head` is {}, past the largest seq the state holds ({MAX})", s.head));
     }
     for (name, st) in &s.scripts {
+        // A script's name is its file's stem: one path segment of text.
+        if name.is_empty() || name.len() > 255 || name == ".." || name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+            return Err(format!("`scripts` has a key {name:?}: expected a script's name (its file name without .lua)"));
+        }
         if let Some(c) = st.cursor.filter(|c| *c > s.head) {
             return Err(format!("`scripts.{name}.cursor` is {c}, past the journal's `head` ({}): the script would skip every new event", s.head));
+        }
+        // As `agent.people.watch` takes them (lower case): another would be sent to the pool's
+        // presence subscription, refused, and retried.
+        if let Some((i, uri)) = st.watches.iter().enumerate().find(|(_, u)| !is_watchable(u)) {
+            return Err(format!("`scripts.{name}.watches[{i}]` is {uri:?}: expected a sip: URI such as \"sip:ann@contoso.com\""));
         }
     }
     let mut after = 0;
@@ -149,9 +158,20 @@ fn consistent(s: &Snapshot) -> Result<(), String> {
                 b.first_seq, b.last_seq, s.head
             ));
         }
+        if !b.body.trim_start().starts_with('{') || serde_json::from_str::<serde::de::IgnoredAny>(&b.body).is_err() {
+            return Err(format!("`journal[{i}].body` is not a JSON object: expected an event-channel response as received"));
+        }
         after = b.last_seq;
     }
     Ok(())
+}
+
+/// A contact as `agent.people.watch` keeps it (its pattern, `sip:` then `user@host`, no
+/// spaces, controls, commas or slashes), so that every exported watch is imported again.
+fn is_watchable(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("sip:") else { return false };
+    let bad = |c: char| c.is_ascii_whitespace() || c.is_ascii_control() || c == ',' || c == '/';
+    uri.len() <= 512 && rest.find('@').is_some_and(|at| at > 0) && !rest.ends_with('@') && !rest.chars().any(bad)
 }
 
 /// When the state in `dir` was last written: its files' latest modification time (an empty
@@ -422,6 +442,22 @@ mod tests {
             (snap(5, 1, &[(3, 2)]), "`journal[0]`"),
             (snap(5, 1, &[(2, 9)]), "`journal[0]`"),
             (snap(5, 1, &[(1, 3), (3, 4)]), "`journal[1]`"),
+            (Snapshot { scripts: [("../x".to_string(), ScriptState::default())].into(), ..snap(5, 1, &[]) }, "\"../x\""),
+            (Snapshot { scripts: [("a\0b".to_string(), ScriptState::default())].into(), ..snap(5, 1, &[]) }, "expected a script's name"),
+            (
+                Snapshot {
+                    scripts: [("s".to_string(), ScriptState { watches: vec!["sip:ann@contoso.com".into(), "tel:+1".into()], ..Default::default() })].into(),
+                    ..snap(5, 1, &[])
+                },
+                "`scripts.s.watches[1]`",
+            ),
+            (
+                Snapshot {
+                    journal: vec![JournalBatch { first_seq: 1, last_seq: 1, origin: "https://pool/".into(), body: "not json".into() }],
+                    ..snap(5, 1, &[])
+                },
+                "`journal[0].body`",
+            ),
         ] {
             let e = import_dir(to.path(), &bad, true).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
