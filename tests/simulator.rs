@@ -301,6 +301,13 @@ async fn faults_and_gzip() {
     assert!(c.poll(&c.events).await["_links"]["resync"].is_object());
     let bad = inject(json!({"kind": "meteor"})).await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    for status in [99, 200, 429, 700] {
+        let bad = inject(json!({"kind": "server_error", "status": status})).await.unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "status {status}");
+        assert!(bad.text().await.unwrap().contains("500 to 599"));
+    }
+    let call = c.http.post(format!("{}/sim/v1/calls", sim.origin())).json(&json!([])).send().await.unwrap();
+    assert_eq!(call.status(), StatusCode::BAD_REQUEST, "a list is not a call spec");
     // gzip when asked, with Content-Length.
     let raw = Client::builder().no_gzip().build().unwrap();
     let r = raw.get(format!("{}{}", c.origin, c.app)).bearer_auth(&c.token).header("Accept-Encoding", "gzip").send().await.unwrap();

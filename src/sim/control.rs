@@ -176,6 +176,17 @@ fn start(shared: &Arc<Shared>, req: &Req) -> Reply {
             Err(e) => return bad(format!("body is not JSON: {e}")),
         }
     };
+    // (serde would also read a struct from a list: `[]` was a call with every default.)
+    if !body.is_object() {
+        let got = match body {
+            Value::Array(_) => "a list",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return bad(format!("expected a call spec, a JSON object such as {{\"remote\": \"sip:bob@contoso.com\"}}, got {got}"));
+    }
     let app = body.as_object_mut().and_then(|o| o.remove("application")).and_then(|v| v.as_u64());
     let spec: CallSpec = match serde_json::from_value(body) {
         Ok(s) => s,
@@ -250,6 +261,7 @@ fn fault(shared: &Shared, req: &Req) -> Reply {
     };
     let user = body.as_object_mut().and_then(|o| o.remove("user")).and_then(|u| u.as_str().map(str::to_string));
     match serde_json::from_value::<Fault>(body) {
+        Ok(Fault::ServerError { status, .. }) if !(500..=599).contains(&status) => bad(format!("`status` of a server_error must be 500 to 599, got {status}")),
         Ok(f) => {
             inject(shared, f, count as usize, user.as_deref());
             Reply::no_content()
