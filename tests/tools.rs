@@ -326,6 +326,15 @@ fn the_tools_take_files_and_directories_and_say_what_is_wrong() {
         assert!(text(&o).contains("piped/pipe_test.lua: not a regular file (a FIFO, socket or device), not a test file"), "{}", text(&o));
         assert!(started.elapsed() < Duration::from_secs(30), "at once: {:?}", started.elapsed());
     }
+    // So does a test that loads a FIFO as its script.
+    std::fs::create_dir(p.path().join("loads")).unwrap();
+    assert!(Command::new("mkfifo").arg(p.path().join("loads/pipe.lua")).status().unwrap().success());
+    std::fs::write(p.path().join("loads/pipe_test.lua"), "test.load('pipe.lua')\ntest.case('x', function() end)\n").unwrap();
+    let started = std::time::Instant::now();
+    let o = agent(&["test", "loads"], p.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("test.load(pipe.lua): not a regular file (a FIFO, socket or device), not a script"), "{}", text(&o));
+    assert!(started.elapsed() < Duration::from_secs(30), "at once: {:?}", started.elapsed());
     // A broken configuration is not silently replaced by the defaults.
     let config = std::fs::read_to_string(p.path().join("config.toml")).unwrap();
     std::fs::write(p.path().join("config.toml"), format!("{config}bogus = 1\n")).unwrap();

@@ -50,12 +50,16 @@ pub struct FileResult {
     pub error: Option<String>,
 }
 
-/// What a path the tests cannot read is, instead of a file.
-fn not_a_file(m: &std::fs::Metadata) -> &'static str {
-    if m.is_dir() {
-        "a directory, not a test file"
+/// A file's bytes; anything else is refused, saying what it is instead of a `what`. (A FIFO
+/// would block the read until someone writes to it.)
+fn read_file(path: &Path, what: &str) -> std::io::Result<Vec<u8>> {
+    let m = std::fs::metadata(path)?;
+    if m.is_file() {
+        std::fs::read(path)
+    } else if m.is_dir() {
+        Err(std::io::Error::other(format!("a directory, not a {what}")))
     } else {
-        "not a regular file (a FIFO, socket or device), not a test file"
+        Err(std::io::Error::other(format!("not a regular file (a FIFO, socket or device), not a {what}")))
     }
 }
 
@@ -174,8 +178,7 @@ async fn run_file_sharing(
     let mut env = offline_env(settings, false, false, at);
     env.secret_placeholders = true;
     let Net::Offline(net) = env.net.clone() else { unreachable!("offline_env is offline") };
-    // A FIFO would block the read until someone writes to it: only a file is read.
-    let source = match std::fs::metadata(file).and_then(|m| if m.is_file() { std::fs::read(file) } else { Err(std::io::Error::other(not_a_file(&m))) }) {
+    let source = match read_file(file, "test file") {
         Ok(s) => s,
         Err(e) => {
             result.error = Some(format!("{}: {e}", file.display()));
@@ -270,7 +273,7 @@ fn test_table(lua: &Lua, h: &Arc<Harness>) -> mlua::Result<()> {
         "load",
         lua.create_function(move |lua, path: String| {
             let full = hh.dir.join(&path);
-            let src = std::fs::read(&full).map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
+            let src = read_file(&full, "script").map_err(|e| mlua::Error::runtime(format!("test.load({path}): {e}")))?;
             let chunk = full.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(path);
             let f = lua.load(&src[..]).set_name(format!("@{chunk}")).set_mode(ChunkMode::Text).into_function()?;
             crate::script::tbc::refuse(&f)?;
