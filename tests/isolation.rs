@@ -126,6 +126,24 @@ async fn a_script_that_floods_the_log_has_its_lines_dropped_and_said_and_the_wit
 }
 
 #[tokio::test]
+async fn an_event_nested_too_deep_for_a_lua_value_is_an_error_of_the_script_that_reads_it() {
+    use ucwa_agent::ucwa::{batch, Origin};
+    let script = "agent.on('audioVideoSession', function(e) agent.log.info('href ' .. e.href) agent.log.info(type(e.raw)) end)";
+    let mut h = host(Limits::default(), &[("deep.lua", script), ("witness.lua", WITNESS)]).await;
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = format!(
+        r#"{{"_links":{{"next":{{"href":"/e?ack=2"}}}},"sender":[{{"rel":"communication","href":"/c","events":[{{"link":{{"rel":"audioVideoSession","href":"/c/s"}},"type":"added","deep":{deep}}}]}}]}}"#
+    );
+    let mut events = batch::parse(body.as_bytes(), &Origin::of(&url::Url::parse("https://pool.contoso.com/").unwrap())).unwrap().events;
+    events[0].seq = 1;
+    h.host.dispatch(events);
+    witness_sees(&mut h.out, 1, 1).await;
+    assert_eq!(log_of(&mut h.out, "deep").await, "href https://pool.contoso.com/c/s", "the cheap fields are there");
+    let e = error_of(&mut h.out, "deep").await;
+    assert!(e.contains("e.raw: the event's JSON cannot be made a Lua value") && e.contains("recursion limit"), "{e}");
+}
+
+#[tokio::test]
 async fn finalizers_are_refused() {
     let at_top = r#"setmetatable({}, {__gc = function() while true do end end}) collectgarbage()"#;
     let in_handler = r#"

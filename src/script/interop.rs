@@ -186,7 +186,14 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
         Some(s) => lua.create_string(s).map(Value::String),
         None => Ok(Value::Nil),
     };
-    let raw = || serde_json::from_str::<serde_json::Value>(packed_field(packed, Field::Raw).unwrap_or("null")).unwrap_or_default();
+    // The pool's JSON was read whole by the batch's parse, but a value nested past serde's
+    // depth limit cannot be built: said as the script's error, where it was a silent null.
+    let raw = || {
+        serde_json::from_str::<serde_json::Value>(packed_field(packed, Field::Raw).unwrap_or("null")).map_err(|e| {
+            let name = String::from_utf8_lossy(name);
+            mlua::Error::runtime(format!("e.{name}: the event's JSON cannot be made a Lua value: {e}"))
+        })
+    };
     let convert = |v: Option<&serde_json::Value>| v.map_or(Ok(Value::Nil), |v| lua.to_value(v));
     match name {
         b"href" => text(Field::Href),
@@ -199,9 +206,9 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
             sender.raw_set("href", packed_field(packed, Field::SenderHref).unwrap_or(""))?;
             Ok(Value::Table(sender))
         }
-        b"raw" => convert(Some(&raw())),
-        b"resource" => convert(embedded(&raw(), packed_field(packed, Field::Rel).unwrap_or(""))),
-        b"reason" => convert(raw().get("reason")),
+        b"raw" => convert(Some(&raw()?)),
+        b"resource" => convert(embedded(&raw()?, packed_field(packed, Field::Rel).unwrap_or(""))),
+        b"reason" => convert(raw()?.get("reason")),
         _ => Ok(Value::Nil),
     }
 }
