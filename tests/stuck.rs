@@ -117,7 +117,9 @@ async fn sigterm_ends_the_process_within_the_grace_time_whatever_a_script_does()
 async fn a_second_agent_on_the_same_state_dir_refuses_to_start() {
     let sim = start_sim(sim_config()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config_file(&sim, dir.path(), "");
+    // A fixed metrics port, which the first agent holds: the second says the state folder is
+    // in use, not that the port is (its lock is tried before anything listens).
+    let config = config_file(&sim, dir.path(), &format!("[metrics]\nlisten = \"127.0.0.1:{}\"\n", free_port()));
     let mut first = spawn(&config, &dir.path().join("first.log"));
     wait_available(&sim).await;
     let second = output_within(&mut agent_command(&["run", "--config", config.to_str().unwrap()], &[("RUST_LOG", "info")]), PATIENCE).await;

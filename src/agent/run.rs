@@ -63,6 +63,12 @@ impl Agent {
         for spec in &specs {
             Account::preflight(spec, &config)?;
         }
+        // Another agent on a state folder is said as that, before this one starts its simulator
+        // and endpoints (whose fixed ports that agent holds: their errors would hide the cause).
+        // Each lock is taken again, and kept, when its account opens.
+        for spec in &specs {
+            crate::store::DirLock::acquire(&spec.state_dir).map_err(|source| StartError::Locked { file: file.clone(), source })?;
+        }
         if let (Some(s), true) = (shard, specs.is_empty()) {
             tracing::warn!(shard = %format!("{}/{}", s.index, s.count), "no account of the configuration falls to this shard; idle until a reload adds one");
         }
