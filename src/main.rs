@@ -492,7 +492,7 @@ async fn check(
             Err(error) => {
                 // `run --shard` refuses to start on it (status 2): so does check.
                 out!("{error}");
-                out!("the configuration has 1 problem(s): `run --shard` would not start");
+                out!("the configuration has {} problem(s): `run --shard` would not start", report.config.len() + 1);
                 return ExitCode::from(EXIT_CONFIG);
             }
         }

@@ -5,7 +5,7 @@
 //! `agent.state` as committed; nothing it changes is kept. The console's "run it again".
 
 use crate::script::offline_env::{offline_env, Offline, OFFLINE_APPLICATION};
-use crate::script::{Clock, Net, ScriptHost, ScriptOutput};
+use crate::script::{Clock, Net, ScriptHost, ScriptOutput, ScriptSettings};
 use crate::store::StateWrite;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -40,6 +40,8 @@ pub async fn dry_run(live: &ScriptHost, seq: u64) -> Result<Vec<DryRunScript>, S
     let missing = "Not in the event (a dry run sends nothing and asks the pool nothing).";
     let mut env = offline_env((*live.env().settings()).clone(), true, true, Offline { origin: &origin, application: &application, missing });
     env.secret_placeholders = true;
+    // Inside the live agent: its lines are limited as the live run's are (its response holds them).
+    env.set_settings(ScriptSettings { log_rate: live.env().settings().log_rate, ..(*env.settings()).clone() });
     // Its scripts' log lines say they come from a dry run (not from the account's live run).
     env.span = tracing::info_span!("dry_run", seq);
     env.clock = Clock::manual(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64));

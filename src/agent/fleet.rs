@@ -5,7 +5,7 @@ use super::account::Account;
 use super::end::RunEnd;
 use super::{record, status};
 use crate::config::AccountSpec;
-use crate::metrics::{HealthState, Metrics};
+use crate::metrics::HealthState;
 use crate::script::ScriptHost;
 use std::collections::BTreeMap;
 use tokio::sync::watch;
@@ -92,9 +92,9 @@ impl Fleet {
         let ends = self.ends_tx.clone();
         let name = label.clone();
         let generation = self.launches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let metrics = account.scripts().env().metrics.clone();
+        let host = account.scripts().clone();
         let task = tokio::spawn(async move {
-            let end = survive_panic(&name, account.run(stopped, recorder), &metrics).await;
+            let end = survive_panic(&name, account.run(stopped, recorder), &host).await;
             if let RunEnd::CredentialsRefused(reason) = &end {
                 let _ = ends.send((name, generation, reason.clone()));
             }
@@ -144,8 +144,10 @@ impl Fleet {
 
 /// An account's run; a panic in it (a bug) ends that account alone, which says so: an ERROR
 /// line and its health `stopped` with the reason (`/healthz` 503), where it went on showing
-/// its last state (`polling`: 200) while nothing ran.
-async fn survive_panic(label: &str, run: impl std::future::Future<Output = RunEnd>, metrics: &Metrics) -> RunEnd {
+/// its last state (`polling`: 200) while nothing ran. Its scripts stop as at a shutdown (their
+/// timers would go on running beside a dead account), and it leaves the pool's session.
+async fn survive_panic(label: &str, run: impl std::future::Future<Output = RunEnd>, host: &ScriptHost) -> RunEnd {
+    let metrics = &host.env().metrics;
     use futures_util::FutureExt;
     match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(end) => end,
@@ -153,6 +155,8 @@ async fn survive_panic(label: &str, run: impl std::future::Future<Output = RunEn
             let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
             tracing::error!(account = %label, panic = %what, "account stopped by an internal error (please report it); the other accounts go on, a restart of the agent runs it again");
             metrics.set_health(HealthState::Stopped, Some(format!("internal error (the account's run panicked): {what}")));
+            host.env().session.set(None);
+            host.shutdown(super::end::SHUTDOWN_GRACE).await;
             RunEnd::Stopped
         }
     }
@@ -163,14 +167,21 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_panicking_account_run_ends_as_stopped_and_its_health_says_why() {
-        let metrics = Metrics::default();
-        metrics.set_health(HealthState::Polling, None);
-        let end = survive_panic("reception", async { panic!("seq overflow") }, &metrics).await;
+    async fn a_panicking_account_run_ends_as_stopped_its_health_says_why_and_its_scripts_stop() {
+        use crate::script::{Limits, ScriptEnv, ScriptSettings};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("timer.lua"), "agent.every(10, function() end)\n").unwrap();
+        let env = ScriptEnv::new(ScriptSettings::new(Limits::default()), std::sync::Arc::new(crate::store::Store::in_memory()));
+        let host = ScriptHost::with_env(dir.path().to_path_buf(), env);
+        host.load_dir().await.unwrap();
+        assert_eq!(host.statuses().len(), 1);
+        host.env().metrics.set_health(HealthState::Polling, None);
+        let end = survive_panic("reception", async { panic!("seq overflow") }, &host).await;
         assert!(matches!(end, RunEnd::Stopped));
-        let h = metrics.health();
+        let h = host.env().metrics.health();
         assert_eq!(h.state, HealthState::Stopped);
         assert!(h.last_error.as_deref().is_some_and(|e| e.contains("internal error") && e.contains("seq overflow")), "{h:?}");
-        assert!(matches!(survive_panic("reception", async { RunEnd::Stopped }, &metrics).await, RunEnd::Stopped));
+        assert!(host.statuses().is_empty(), "its scripts were stopped");
+        assert!(matches!(survive_panic("reception", async { RunEnd::Stopped }, &host).await, RunEnd::Stopped));
     }
 }

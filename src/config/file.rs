@@ -54,6 +54,15 @@ impl Config {
         config.path = path.to_path_buf();
         config.check()?;
         config.calendars_read = config.read_calendars()?;
+        // Each modality once, spelled as the reference lists it (checked above).
+        let mut modalities: Vec<String> = Vec::new();
+        for m in &config.server.modalities {
+            let listed = MODALITIES.iter().find(|k| k.eq_ignore_ascii_case(m)).map_or(m.as_str(), |k| *k);
+            if !modalities.iter().any(|x| x == listed) {
+                modalities.push(listed.to_string());
+            }
+        }
+        config.server.modalities = modalities;
         Ok(config)
     }
 
@@ -95,9 +104,10 @@ impl Config {
         if s.endpoint_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
             return Err(self.invalid("server.endpoint_id", "expected an id, not an empty string (leave it out: one is derived from the user name)"));
         }
+        // (Any case, repeats allowed, as before this check: `modalities()` sends each once, spelled as listed.)
         for (i, m) in s.modalities.iter().enumerate() {
-            if !MODALITIES.contains(&m.as_str()) || s.modalities[..i].contains(m) {
-                return Err(self.invalid("server.modalities", format!("entry {} ({m:?}): expected each once of {}", i + 1, MODALITIES.join(", "))));
+            if !MODALITIES.iter().any(|k| k.eq_ignore_ascii_case(m)) {
+                return Err(self.invalid("server.modalities", format!("entry {} ({m:?}): expected one of {}", i + 1, MODALITIES.join(", "))));
             }
         }
         let sc = &self.scripts;
@@ -414,13 +424,13 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_endpoint_id_and_unknown_or_repeated_modalities_name_the_key() {
+    fn an_empty_endpoint_id_and_unknown_modalities_name_the_key() {
         assert!(parse("[server]\nendpoint_id = \"desk-7\"\nmodalities = []\n").is_ok(), "no modality: receives no invitation, a choice");
+        let c = parse("[server]\nmodalities = [\"audio\", \"Audio\", \"MESSAGING\"]\n").unwrap();
+        assert_eq!(c.server.modalities, ["Audio", "Messaging"], "any case, each once, spelled as listed");
         for (line, key, what) in [
             ("endpoint_id = \"\"", "server.endpoint_id", "not an empty string"),
-            ("modalities = [\"Audio\", \"Foo\"]", "server.modalities", "entry 2 (\"Foo\"): expected each once of Messaging, Audio"),
-            ("modalities = [\"audio\"]", "server.modalities", "entry 1"),
-            ("modalities = [\"Audio\", \"Audio\"]", "server.modalities", "entry 2"),
+            ("modalities = [\"Audio\", \"Foo\"]", "server.modalities", "entry 2 (\"Foo\"): expected one of Messaging, Audio"),
         ] {
             let err = parse(&format!("[server]\n{line}\n")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(what), "{line}: {err}");

@@ -92,7 +92,7 @@ fn log_table(lua: &Lua, ctx: &ScriptCtx, budget: &Option<Arc<Mutex<LogBudget>>>)
                     serde_json::from_str::<serde_json::Value>(&text).map_err(|e| mlua::Error::runtime(format!("agent.log: fields: {e}")))?
                 }),
             };
-            emit(lua, &ctx, level, message, fields);
+            emit(lua, &ctx, level, message, fields, budget.is_some());
             Ok(())
         })?;
         t.set(level, f)?;
@@ -107,10 +107,13 @@ fn print_fn(lua: &Lua, ctx: &ScriptCtx, budget: Option<Arc<Mutex<LogBudget>>>) -
             return Ok(());
         }
         let message = args.iter().map(display).collect::<Vec<_>>().join("\t");
-        emit(lua, &ctx, "info", message, None);
+        emit(lua, &ctx, "info", message, None, budget.is_some());
         Ok(())
     })
 }
+
+/// The longest message (and fields' JSON) a script's line has in `run`, in bytes.
+const MAX_LINE: usize = 64 << 10;
 
 /// Whether the script's next line is logged (before any work on it); lines dropped are said at
 /// WARN by the agent, with the script's name, at most every `SAY_EVERY`.
@@ -139,7 +142,7 @@ fn display(v: &Value) -> String {
 }
 
 /// A script's log line: to tracing (with the script's name) and to the host's output stream.
-fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mut fields: Option<serde_json::Value>) {
+fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mut fields: Option<serde_json::Value>, limited: bool) {
     let script = &*ctx.name;
     // (A copy only when a secret was found: this runs for every log line.)
     if let std::borrow::Cow::Owned(redacted) = ctx.redactor.redact(&message) {
@@ -148,7 +151,21 @@ fn emit(lua: &Lua, ctx: &ScriptCtx, level: &'static str, mut message: String, mu
     if let Some(f) = fields.as_mut() {
         ctx.redactor.redact_value(f);
     }
-    let f = fields.as_ref().map(|f| f.to_string());
+    // Where lines are counted, their length is bounded too (after redaction: a cut secret would
+    // no longer be found): 10,000 lines of 10 MB each would cost the script little and the log
+    // a great deal.
+    if limited && message.len() > MAX_LINE {
+        let cut = (0..=MAX_LINE).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+        let more = message.len() - cut;
+        message.truncate(cut);
+        message.push_str(&format!("… ({more} bytes cut)"));
+    }
+    let mut f = fields.as_ref().map(|f| f.to_string());
+    if limited && f.as_ref().is_some_and(|f| f.len() > MAX_LINE) {
+        let notice = serde_json::json!({ "cut": format!("the fields were more than {MAX_LINE} bytes of JSON") });
+        f = Some(notice.to_string());
+        fields = Some(notice);
+    }
     let f = f.as_deref().unwrap_or("");
     super::trace::record(lua, |at_us| super::trace::Step::Log {
         at_us,

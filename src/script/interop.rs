@@ -187,7 +187,7 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
         None => Ok(Value::Nil),
     };
     // The pool's JSON was read whole by the batch's parse, but a value nested past serde's
-    // depth limit cannot be built: said as the script's error, where it was a silent null.
+    // depth limit cannot be built: `e.raw` says so as the script's error (it was a silent null).
     let raw = || {
         serde_json::from_str::<serde_json::Value>(packed_field(packed, Field::Raw).unwrap_or("null")).map_err(|e| {
             let name = String::from_utf8_lossy(name);
@@ -207,8 +207,9 @@ fn field(lua: &Lua, packed: &[u8], name: &[u8]) -> mlua::Result<Value> {
             Ok(Value::Table(sender))
         }
         b"raw" => convert(Some(&raw()?)),
-        b"resource" => convert(embedded(&raw()?, packed_field(packed, Field::Rel).unwrap_or(""))),
-        b"reason" => convert(raw()?.get("reason")),
+        // (None when the JSON cannot be built: the actions then fetch the resource.)
+        b"resource" => convert(raw().ok().as_ref().and_then(|r| embedded(r, packed_field(packed, Field::Rel).unwrap_or("")))),
+        b"reason" => convert(raw().ok().as_ref().and_then(|r| r.get("reason"))),
         _ => Ok(Value::Nil),
     }
 }
@@ -223,7 +224,8 @@ fn complete(lua: &Lua, sources: &Table, t: &Table) -> mlua::Result<()> {
     let packed = source.as_bytes();
     for &name in LAZY.iter().chain(&["raw", "resource", "reason"]) {
         if t.raw_get::<Value>(name)?.is_nil() {
-            let v = field(lua, &packed, name.as_bytes())?;
+            // (`raw` that cannot be built stays out: reading it says why.)
+            let Ok(v) = field(lua, &packed, name.as_bytes()) else { continue };
             if !v.is_nil() {
                 t.raw_set(name, v)?;
             }

@@ -137,15 +137,15 @@ fn consistent(s: &Snapshot) -> Result<(), String> {
         return Err(format!("`head` is {}, past the largest seq the state holds ({MAX})", s.head));
     }
     for (name, st) in &s.scripts {
-        // A script's name is its file's stem: one path segment of text.
-        if name.is_empty() || name.len() > 255 || name == ".." || name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        // A script's name is its file's stem: what a file name can hold (no `/`, no NUL).
+        if name.is_empty() || name.len() > 255 || name == "." || name == ".." || name.contains(['/', '\0']) {
             return Err(format!("`scripts` has a key {name:?}: expected a script's name (its file name without .lua)"));
         }
         if let Some(c) = st.cursor.filter(|c| *c > s.head) {
             return Err(format!("`scripts.{name}.cursor` is {c}, past the journal's `head` ({}): the script would skip every new event", s.head));
         }
-        // As `agent.people.watch` takes them (lower case): another would be sent to the pool's
-        // presence subscription, refused, and retried.
+        // As `agent.people.watch` takes them: another would be sent to the pool's presence
+        // subscription, refused, and retried.
         if let Some((i, uri)) = st.watches.iter().enumerate().find(|(_, u)| !is_watchable(u)) {
             return Err(format!("`scripts.{name}.watches[{i}]` is {uri:?}: expected a sip: URI such as \"sip:ann@contoso.com\""));
         }
@@ -166,12 +166,24 @@ fn consistent(s: &Snapshot) -> Result<(), String> {
     Ok(())
 }
 
-/// A contact as `agent.people.watch` keeps it (its pattern, `sip:` then `user@host`, no
-/// spaces, controls, commas or slashes), so that every exported watch is imported again.
+/// A contact as `agent.people.watch` takes it (its Lua pattern
+/// `^sip:[^%s%c,/]+@[^%s%c,/]+$`: an `@` neither first nor last, which the classes also
+/// allow elsewhere), so that every exported watch is imported again.
 fn is_watchable(uri: &str) -> bool {
     let Some(rest) = uri.strip_prefix("sip:") else { return false };
     let bad = |c: char| c.is_ascii_whitespace() || c.is_ascii_control() || c == ',' || c == '/';
-    uri.len() <= 512 && rest.find('@').is_some_and(|at| at > 0) && !rest.ends_with('@') && !rest.chars().any(bad)
+    let inner_at = rest.char_indices().any(|(i, c)| c == '@' && i > 0 && i + 1 < rest.len());
+    uri.len() <= 512 && inner_at && !rest.chars().any(bad)
+}
+
+#[test]
+fn what_agent_people_watch_takes_imports() {
+    for ok in ["sip:ann@contoso.com", "sip:@a@b", "sip:a@b@", "sip:ä@x"] {
+        assert!(is_watchable(ok), "{ok}");
+    }
+    for bad in ["tel:+1", "sip:ann", "sip:@b", "sip:a@", "sip:a b@c", "sip:a@c/d", "sip:a,b@c", "sip:a\u{7f}@c"] {
+        assert!(!is_watchable(bad), "{bad}");
+    }
 }
 
 /// When the state in `dir` was last written: its files' latest modification time (an empty
