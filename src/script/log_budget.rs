@@ -90,7 +90,7 @@ mod tests {
             assert_eq!(b.admit(t1), PASS);
         }
         assert_eq!(b.admit(t1), DROP);
-        // 10 s on: the budget refilled, and the six dropped since are said with the next line.
+        // 10 s on: the budget refilled, and the five dropped since are said with the next line.
         let t2 = t0 + SAY_EVERY;
         assert_eq!(b.admit(t2), Admit { pass: true, say_dropped: Some(5) });
         // A long quiet refills the burst, no more.
