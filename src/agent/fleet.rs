@@ -146,20 +146,30 @@ impl Fleet {
 /// line and its health `stopped` with the reason (`/healthz` 503), where it went on showing
 /// its last state (`polling`: 200) while nothing ran. Its scripts stop as at a shutdown (their
 /// timers would go on running beside a dead account), and it leaves the pool's session.
-async fn survive_panic(label: &str, run: impl std::future::Future<Output = RunEnd>, host: &ScriptHost) -> RunEnd {
-    let metrics = &host.env().metrics;
+///
+/// Not an `async fn` taking the run: its state would hold the run future twice (the argument
+/// and the wrapper it is moved into), several KiB more per account.
+fn survive_panic<'a>(
+    label: &'a str,
+    run: impl std::future::Future<Output = RunEnd> + 'a,
+    host: &'a ScriptHost,
+) -> impl std::future::Future<Output = RunEnd> + 'a {
     use futures_util::FutureExt;
-    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
-        Ok(end) => end,
-        Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
-            tracing::error!(account = %label, panic = %what, "account stopped by an internal error (please report it); the other accounts go on, a restart of the agent runs it again");
-            metrics.set_health(HealthState::Stopped, Some(format!("internal error (the account's run panicked): {what}")));
-            host.env().session.set(None);
-            host.shutdown(super::end::SHUTDOWN_GRACE).await;
-            RunEnd::Stopped
+    std::panic::AssertUnwindSafe(run).catch_unwind().then(move |ended| async move {
+        match ended {
+            Ok(end) => end,
+            Err(panic) => stop_panicked(label, panic, host).await,
         }
-    }
+    })
+}
+
+async fn stop_panicked(label: &str, panic: Box<dyn std::any::Any + Send>, host: &ScriptHost) -> RunEnd {
+    let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+    tracing::error!(account = %label, panic = %what, "account stopped by an internal error (please report it); the other accounts go on, a restart of the agent runs it again");
+    host.env().metrics.set_health(HealthState::Stopped, Some(format!("internal error (the account's run panicked): {what}")));
+    host.env().session.set(None);
+    host.shutdown(super::end::SHUTDOWN_GRACE).await;
+    RunEnd::Stopped
 }
 
 #[cfg(test)]
